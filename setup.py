@@ -50,11 +50,11 @@ class BuildProtos(Command):
             print(f"generated {path.relative_to(ROOT)}")
 
 
-LIBRARIES = {"_aead": ["crypto"]}
+LIBRARIES = {"_aead": ["crypto"], "_keyed": ["crypto"]}
 """Libraries a kernel links against (OpenSSL's libcrypto: headers from libssl-dev)."""
-HEADERS = {"_aead": "openssl/core_dispatch.h"}
+HEADERS = {"_aead": "openssl/core_dispatch.h", "_keyed": "openssl/sha.h"}
 """A header a kernel needs: without it the kernel is skipped (`kernels.aead` then runs its
-reference, `cryptography`)."""
+reference, `cryptography`; `kernels.keyed`, `hashlib`)."""
 
 
 def _has_header(name: str) -> bool:

@@ -87,12 +87,14 @@ class EventRecords:
         """Records of valid events (`check_event` passed), with each item's category name and
         each event's outbox entries (None: none).
 
-        Keys are built column by column, as `keys.event_key` / `keys.dedupe_key` build one.
+        Keys are built column by column, as `keys.event_key` / `keys.dedupe_key` build one (each
+        event id hashed once: `keys.event_and_dedupe_keys`).
         """
         ts = [ev.timestamp for ev in events]
         user_ids, ids = [ev.user_id for ev in events], [ev.event_id.encode() for ev in events]
+        event_keys, dedupe_keys = keys.event_and_dedupe_keys(user_ids, ts, ids)
         return cls(
-            dedupe_keys=keys.dedupe_keys(ids), event_keys=keys.event_keys(user_ids, ts, ids),
+            dedupe_keys=dedupe_keys, event_keys=event_keys,
             payloads=[raw_event(ev) for ev in events], user_ids=user_ids,
             type=[_TYPE[ev.type] for ev in events], channel=[_CHANNEL[ev.channel] for ev in events],
             ts=ts, item=[_item_code(ev.item_id) if ev.item_id else -1 for ev in events],

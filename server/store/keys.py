@@ -63,7 +63,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .tokens import event_token, user_token
+from .tokens import event_token, event_tokens, user_token
 
 SEP_CHAR = "\x1f"
 """The one separator of key parts, which no id may contain (validation checks ids against it)."""
@@ -81,7 +81,7 @@ __all__ = [
     "millis", "millis_many", "ms_part", "user_prefix", "impression_keys",
     "feature_key", "FEATURES_SUFFIX", "profile_meta_key", "PROFILE_META_SUFFIX",
     "SEEN_SUFFIX",
-    "event_key", "event_keys", "event_parts",
+    "event_key", "event_keys", "event_and_dedupe_keys", "event_parts",
     "dedupe_key", "dedupe_keys", "dedupe_key_of_event", "DEDUPE_PREFIX",
     "category_key", "CATEGORY_PREFIX", "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY",
     "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
@@ -165,8 +165,15 @@ def event_key(user_id: str, ts: float, event_id: str) -> bytes:
 
 def event_keys(user_ids: Sequence[str], ts: Sequence[float], event_ids: Sequence[bytes]) -> list[bytes]:
     """`event_key` of every event at once (event ids already encoded)."""
-    return [_EVENT % (user_token(u), m, event_token(i))
-            for u, m, i in zip(user_ids, millis_many(ts), event_ids)]
+    return event_and_dedupe_keys(user_ids, ts, event_ids)[0]
+
+
+def event_and_dedupe_keys(user_ids: Sequence[str], ts: Sequence[float],
+                          event_ids: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """(`event_keys`, `dedupe_keys`) of the same events, each id hashed once, in one call."""
+    tokens = event_tokens(list(event_ids))
+    return ([_EVENT % (user_token(u), m, t) for u, m, t in zip(user_ids, millis_many(ts), tokens)],
+            [DEDUPE_PREFIX + t for t in tokens])
 
 
 def event_parts(key: bytes) -> list[bytes]:
@@ -179,7 +186,7 @@ def dedupe_key(event_id: str) -> bytes:
 
 
 def dedupe_keys(event_ids: Sequence[bytes]) -> list[bytes]:
-    return [DEDUPE_PREFIX + event_token(i) for i in event_ids]
+    return [DEDUPE_PREFIX + t for t in event_tokens(list(event_ids))]
 
 
 def dedupe_key_of_event(key: bytes) -> bytes:
