@@ -23,6 +23,19 @@ def test_id_limits_are_in_bytes(value, ok):
     assert (check_event(event(item_id=value), EventRules()) is None) == ok
 
 
+@pytest.mark.parametrize("field", ["event_id", "user_id", "item_id", "campaign_id"])
+@pytest.mark.parametrize("char, why", [("\x00", "a control character (0x00-0x1F or 0x7F)"),
+                                       ("\x1f", "the control character 0x1F"),
+                                       ("\ud800", "a lone surrogate")])
+def test_a_control_character_is_named_in_the_id_that_holds_it(field, char, why):
+    ev = event()
+    setattr(ev, field, "x" + char)
+    assert f"{field} contains {why}" in check_event(ev, EventRules())
+    ev = event()  # a surrogate pair split across two ids: two lone surrogates, the first named
+    ev.user_id, ev.item_id = "\ud83d", "\ude00"
+    assert check_event(ev, EventRules()).startswith("user_id contains a lone surrogate")
+
+
 def test_default_channel_is_filled_and_attribute_limits_hold():
     ev = event()
     assert check_event(ev, EventRules()) is None and ev.channel == "web"
