@@ -160,10 +160,12 @@ class ProfileRepository:
         bytes (a changed record, resealed, is read again; no record, personal data included,
         is kept): a batch opens and parses only the records it has not met."""
         meta_keys = [keys.profile_meta_key(u) for u in users]
-        known, out = self._zone_by_record, []
+        known, out, default = self._zone_by_record, [], _UNSEEN
         for key, raw in zip(meta_keys, self._profiles.stored(txn, meta_keys)):
-            if raw is None:
-                out.append(self._zone_of(None))
+            if raw is None:  # (most users of a batch: `zone_of(None)` once)
+                if default is _UNSEEN:
+                    default = self._zone_of(None)
+                out.append(default)
                 continue
             digest = hashlib.blake2b(raw, digest_size=16).digest()
             zone = known.get(digest, _UNSEEN)
