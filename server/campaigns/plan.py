@@ -395,6 +395,7 @@ class Planner:
         choices = rechecks = None
         if verdicts is not None:
             choices = [entry.choices(v) for v in verdicts]
+        if contacts is not None:  # the policy read them (else it checks nothing to recheck)
             rechecks = [() if v.suppressed else c.recheck(entry, contact, v.channel, fb)
                         for v, contact, fb in zip(verdicts, contacts, choices)]
         return batch, _rows(spec, entry.caps, batch, contexts, now, choices, rechecks)

@@ -77,11 +77,13 @@ async def test_one_logged_decision_per_user_in_order(stub):
     assert sum(v.decisions for v in st.variants) == 141 and st.pending == 141
 
 
-async def test_a_user_named_twice_in_a_stream_is_decided_once(stub):
+@pytest.mark.parametrize("on", ["push", "web"])
+async def test_a_user_named_twice_in_a_stream_is_decided_once(stub, on):
     """A user named again (in the same message, or a later one: an audience file listing them
     twice) is answered suppressed `duplicate` there: one decision drawn, counted and capped,
-    one contact; every other user is decided as before."""
-    await create(stub)
+    one contact; every other user is decided as before. Whether the contact policy reads the
+    profile (push: its consent) or checks nothing (web: no consent, cap or address)."""
+    await create(stub, channel=on)
     answers = await plan(stub, [["a", "b", "a"], ["b", "c"], ["c"]])
     got = [(d.user_id, d.suppressed, d.reason) for a in answers for d in a.decisions]
     assert got == [("a", False, ""), ("b", False, ""), ("a", True, "duplicate"),
