@@ -65,10 +65,10 @@ class Entry:
     def choices(self, verdict) -> tuple:
         """(channel, caps, propensity) of every channel a verdict allowed (its own and
         `Verdict.others`), in the campaign's order, for the writer to fall back on
-        (`DecisionRecord.choices`): none unless the campaign reads contact histories (several
-        channels, some capped: only then may the writer find a channel over its caps and
-        another with room) and the verdict allowed more than one."""
-        if not self.reads_contacts or not verdict.others:
+        (`DecisionRecord.choices`) when it finds the channel over its caps or refused by the
+        contact policy (`recheck`: an opt-out or a listed address committed since the read,
+        on a campaign with or without caps); none when the verdict allowed only one."""
+        if not verdict.others:
             return ()
         probs = {verdict.channel: verdict.channel_propensity, **dict(verdict.others)}
         return tuple((c, self.caps[c], probs[c]) for c in self.channels if c in probs)

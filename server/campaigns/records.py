@@ -93,8 +93,8 @@ class DecisionRecord(NamedTuple):
     choices: tuple = ()
     """(channel, caps, propensity) of every channel the contact policy allowed, `channel`
     included, in the campaign's order (`cache.Entry.choices`), for the writer to fall back on
-    when `channel` is over its caps at the commit (`contact.caps.Admission.settled`); not
-    stored."""
+    when `channel` is over its caps at the commit, or refused there by the contact policy
+    (`recheck`) (`contact.caps.Admission.settled`); not stored."""
     recheck: tuple = ()
     """What the writer checks again of the contact policy at the commit (consent, listed
     addresses: `recheck.recheck_of`; () for nothing); not stored."""

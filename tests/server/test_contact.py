@@ -604,3 +604,42 @@ async def test_a_channel_opted_out_while_the_decision_waits_falls_back_on_anothe
     assert (d.suppressed, d.channel) == (False, other)
     [rec] = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(include_pending=True))]
     assert (rec.channel, rec.channel_propensity) == (other, 1.0)  # its own and the refused one's
+
+
+@pytest.mark.parametrize("plan", [False, True], ids=["choose", "plan"])
+async def test_a_channel_opted_out_while_the_decision_waits_falls_back_on_a_campaign_without_caps(
+        stubs, tailor_server, plan):
+    """No cap can fill a channel of a campaign without caps, but an opt-out committed between
+    the read and the commit refuses one all the same: the decision goes on the other channel
+    the policy allowed (its propensity plus the refused one's), as with caps, not suppressed."""
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(
+        channel="", channels=["email", "push"])))
+    for c in ("email", "push"):
+        await consent(profiles, "ann", c, True)
+    campaigns, chosen = tailor_server.campaigns, []
+    if plan:
+        from server.campaigns.plan import PlanRequest
+
+        async def requests():
+            yield PlanRequest("c1", ["ann"], {})
+        queue = campaigns._plan_log.enqueue
+
+        def queued(rows):  # the slice read and queued: the opt-out commits before the writer
+            future = queue(rows)
+            chosen.append(rows[0][13])  # DecisionRecord.channel
+            _opt_out_now(tailor_server, "ann", chosen[0])
+            return future
+        with patch.object(campaigns._plan_log, "enqueue", queued):
+            batch = [b async for b in campaigns.plan(requests())][0]
+        got = (batch.reasons[0], batch.channels[0])
+    else:
+        pending = campaigns.decide("c1", "ann", {}, fallback=True)
+        chosen.append(pending.choice.channel)
+        _opt_out_now(tailor_server, "ann", chosen[0])
+        d = await pending.logged()
+        got = (d.reason, d.channel)
+    other = {"email": "push", "push": "email"}[chosen[0]]
+    assert got == ("", other)
+    [rec] = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(include_pending=True))]
+    assert (rec.status, rec.channel, rec.channel_propensity) == ("pending", other, 1.0)
