@@ -129,8 +129,8 @@ class BundlePusher:
             await _off_loop(staging.write, chunk.path, chunk.offset, chunk.data)
         if stage_only is None:
             raise InvalidArgument("chunks", "the stream carried no bundle file")
-        staging.manifest()  # a bad manifest is refused before anything is loaded
-        await _off_loop(staging.check_decoded)
+        manifest = staging.manifest()  # a bad manifest is refused before anything is loaded
+        await _off_loop(staging.check_decoded, manifest)
         bundle = await _off_loop(self.registry.load, staging.dir, self.compute_threads)
         bundle.path = await _off_loop(staging.publish)
         return bundle, stage_only, canary

@@ -29,8 +29,8 @@ from ..store import tokens
 from ..validation import id_problem, link_problem, shown
 from .arrays import ArraysTooLarge, load_arrays, text_widths
 
-__all__ = ["Bundle", "BundleInvalid", "HASHED_IDS", "bundle_dirs", "ids_hashed", "ids_marker",
-           "load_bundle", "read_manifest"]
+__all__ = ["Bundle", "BundleInvalid", "HASHED_IDS", "array_files", "bundle_dirs", "ids_hashed",
+           "ids_marker", "load_bundle", "read_manifest"]
 
 logger = logging.getLogger("tailor.models.bundle")
 
@@ -537,6 +537,14 @@ def _check_item_ids(ids: np.ndarray, id_bytes: int) -> None:
             raise BundleInvalid("items.npz", f"item_ids: {bad} ids the API cannot name, e.g. "
                                 f"{shown(item_id)} {problem} (at most {id_bytes} bytes: "
                                 "TAILOR_LIMITS__ID_BYTES)")
+
+
+def array_files(manifest: contract.Manifest) -> tuple[str, ...]:
+    """The files `load_bundle` reads as .npz archives: items.npz, users.npz, and the content
+    map's and context tables' whatever the manifest names them (numpy opens a file as an .npz
+    by its first bytes, not its name)."""
+    return ("items.npz", "users.npz",
+            *(name for name in (manifest.content_file, manifest.context_file) if name))
 
 
 def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = True,

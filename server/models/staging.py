@@ -18,7 +18,7 @@ from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ..processes import owner_alive, process_started
 from ..validation import check_text, check_version, shown
 from .arrays import decoded_bytes
-from .bundle import read_manifest
+from .bundle import array_files, read_manifest
 
 __all__ = ["BundleDiskFull", "BundleStaging", "checked_manifest", "claimed", "leftover_name",
            "remove_unclaimed", "sweep_leftovers", "uploads_under_way"]
@@ -208,12 +208,15 @@ class BundleStaging:
         """The staged manifest, checked, its version usable as a directory name."""
         return checked_manifest(self.dir, self.limits)
 
-    def check_decoded(self) -> None:
+    def check_decoded(self, manifest) -> None:
         """The upload limit holds for the bundle as it is loaded: a compressed .npz counts by
         the bytes its arrays take decoded (from their headers, before any is decoded), so a
-        small compressed file cannot make every worker allocate gigabytes."""
-        total = self.received
-        for path in self.dir.glob("*.npz"):
+        small compressed file cannot make every worker allocate gigabytes. Every file the load
+        reads as an .npz counts (`bundle.array_files` of the staged `manifest`: a content map
+        named content.bin too), if staged here (a name that is no staged file is refused by
+        the load)."""
+        total, names = self.received, set(array_files(manifest))
+        for path in (p for p in self.dir.iterdir() if p.name in names and p.is_file()):
             decoded = decoded_bytes(path)
             if decoded is not None:
                 total += max(decoded - path.stat().st_size, 0)
