@@ -184,11 +184,18 @@ def _check_id_key(manifest: contract.Manifest) -> None:
                             "this server's store-id key: push the bundle training wrote")
 
 
-def _check_hashed_ids(users: dict, manifest: contract.Manifest) -> None:
-    ids = users["user_ids"]
-    if ids_hashed(manifest) and ids.dtype != np.dtype(f"S{tokens.TOKEN_CHARS}"):
+def _check_user_ids(users: dict, manifest: contract.Manifest) -> None:
+    """user_ids names each user once (a user listed twice would be served one of the two
+    histories, the later row's, the other never) and, in the server's copy, by keyed hashes:
+    there the rows of erased users (`VOID`) are not names; in training's, an id of 32 zeros
+    is one like any other."""
+    ids, hashed = users["user_ids"], ids_hashed(manifest)
+    if hashed and ids.dtype != np.dtype(f"S{tokens.TOKEN_CHARS}"):
         raise BundleInvalid("users.npz", f"user_ids is {ids.dtype}, the manifest says keyed "
                             f"hashes (S{tokens.TOKEN_CHARS})")
+    named = ids[ids != VOID] if hashed else ids
+    if len(np.unique(named)) != len(named):
+        raise BundleInvalid("users.npz", "user_ids lists a name more than once")
 
 
 def _check_files(path: Path, manifest: contract.Manifest) -> None:
@@ -222,9 +229,8 @@ _KIND_WORDS = {_INTEGER: "integers", _NUMBER: "numbers", _TEXT: "text (str)"}
 _USER_KINDS = {"indptr": _INTEGER, "items": _INTEGER, "weights": _NUMBER,
                  "seen_indptr": _INTEGER, "seen_items": _INTEGER, "seen_mask": "iub",
                  "seen_last_ts": _NUMBER}
-_DISTINCT = ("item_ids", "category_names", "user_ids")
-"""Arrays naming each entry once: a user listed twice would be served one of the two histories
-(the later row), the other never. Erased users' rows (`VOID`) are not names."""
+_DISTINCT = ("item_ids", "category_names")
+"""Arrays naming each entry once (users.npz's user_ids: `_check_user_ids`)."""
 
 
 def _check_kinds(name: str, arrays: dict, numbers: dict[str, str], known: tuple[str, ...]) -> None:
@@ -242,8 +248,7 @@ def _check_kinds(name: str, arrays: dict, numbers: dict[str, str], known: tuple[
                                       f"{_KIND_WORDS.get(kinds, 'integers')}")
         if kinds == _NUMBER and not np.isfinite(array).all():
             raise BundleInvalid(name, f"{key} holds values that are not finite")
-        named = array[array != VOID] if key == "user_ids" and array.dtype.kind == "S" else array
-        if key in _DISTINCT and len(np.unique(named)) != len(named):
+        if key in _DISTINCT and len(np.unique(array)) != len(array):
             raise BundleInvalid(name, f"{key} lists a name more than once")
 
 
@@ -566,7 +571,7 @@ def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = Tru
     if limits is not None:
         _check_item_ids(items["item_ids"], limits.id_bytes)
     _check_id_key(manifest)
-    _check_hashed_ids(users, manifest)
+    _check_user_ids(users, manifest)
     index = _load_index(path, manifest, n_items, dim)
     vectors = index.reconstruct_n(0, n_items) if n_items else np.zeros((0, dim), np.float32)
     if not np.isfinite(vectors).all():  # such an item is never recommended, silently

@@ -197,6 +197,11 @@ def _repeated_user_id(a):  # the later row served that user; the earlier one, ne
     a["user_ids"][1] = a["user_ids"][0]
 
 
+def _repeated_zeros_user_id(a):  # bytes ids, one of 32 zeros twice: as an erased row of the
+    a["user_ids"] = a["user_ids"].astype("S32")  # server's hashed copy looks, but this is an id
+    a["user_ids"][0] = a["user_ids"][1] = b"0" * 32
+
+
 def _float_history_rows(a):
     a["items"] = a["items"].astype(np.float64) + 0.5
 
@@ -266,6 +271,7 @@ def _url_with_a_control_character(a):
     ("items.npz", _nan_price, "price"),
     ("users.npz", _float_history_rows, "items"),
     ("users.npz", _repeated_user_id, "user_ids"),
+    ("users.npz", _repeated_zeros_user_id, "user_ids lists a name more than once"),
     ("users.npz", _reversed_seen_range, "seen_indptr"),
     ("users.npz", _seen_times_in_milliseconds, "seen_last_ts"),
     ("users.npz", _no_seen_times, "seen_last_ts"),
