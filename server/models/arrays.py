@@ -23,17 +23,22 @@ class ArraysTooLarge(Exception):
     """An array of a bundle file is past a bound; `str()` says which and by how much."""
 
 
+OTHER = "*"
+"""`text_widths` key of the bound of every text array it does not name."""
+
+
 def text_widths(limits: Limits) -> dict[str, tuple[int, str]]:
     """The widest entry (in characters) each text array may hold: item ids as the API's ids
     (`id_bytes` bytes, so at most as many characters), a catalog's titles, links and category
     names, and the content map's vocabulary (words of titles) as UpsertItems' text; user ids as
     ids, or the keyed hashes of the server's copy (`tokens.TOKEN_CHARS`) under a lower
-    `id_bytes`. Each with the setting that gives it."""
+    `id_bytes`; any other text array (`OTHER`: one the server does not read is decoded all
+    the same) as text. Each with the setting that gives it."""
     ids = (limits.id_bytes, "TAILOR_LIMITS__ID_BYTES")
     users = (max(limits.id_bytes, tokens.TOKEN_CHARS), "TAILOR_LIMITS__ID_BYTES")
     text = (limits.item_text_chars, "TAILOR_LIMITS__ITEM_TEXT_CHARS")
     return {"item_ids": ids, "user_ids": users, "titles": text, "urls": text, "images": text,
-            "category_names": text, "vocabulary": text}
+            "category_names": text, "vocabulary": text, OTHER: text}
 
 
 def _header(zf: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -62,7 +67,7 @@ def _check_headers(zf: zipfile.ZipFile, widths: dict[str, tuple[int, str]]) -> N
         key = member.removesuffix(".npy")
         dtype = _header(zf, member)[1]
         chars = dtype.itemsize // 4 if dtype.kind == "U" else dtype.itemsize
-        most, setting = widths.get(key, (chars, ""))
+        most, setting = widths.get(key, widths[OTHER])
         if dtype.kind in "US" and chars > most:
             raise ArraysTooLarge(f"{key} is {dtype.str.lstrip('<>|=')}: entries up to {chars} "
                                  f"characters wide, at most {most} ({setting}; numpy holds "
