@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import faiss
@@ -86,9 +87,6 @@ class Bundle:
             self.context = self.base.context
         self.ranker_columns = (ranker_columns(self.manifest.ranker_file, self.manifest.ranker_features)
                                if self.ranker is not None else None)
-        self.ranker_candidates = trained_candidates(self.manifest)
-        """Candidates a request's ranker re-scores as trained (unless the server's
-        `ranker_candidates` says otherwise: `Recommender.candidates`)."""
         self.dim = self.manifest.dim
         self.history_len = self.manifest.history_len
         self.n_items = len(self.items["item_ids"])
@@ -115,6 +113,14 @@ class Bundle:
         by_cat = self.popular[order]
         bounds = np.searchsorted(self.item_category[by_cat], np.arange(len(self.category_code) + 1))
         self.category_items = [by_cat[bounds[c]:bounds[c + 1]] for c in range(len(bounds) - 1)]
+
+    @cached_property
+    def ranker_candidates(self) -> int:
+        """Candidates a request's ranker re-scores as trained (`trained_candidates`:
+        BundleInvalid for a count out of bounds). Read only where the server's
+        `ranker_candidates` is unset (`Recommender.candidates`, which checks each bundle it
+        loads): a count the server overrides is never used, so never refused."""
+        return trained_candidates(self.manifest)
 
     @property
     def index_type(self) -> str:

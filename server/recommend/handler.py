@@ -367,14 +367,17 @@ class Recommender:
                                   "message limit (grpc_max_message_bytes): ask for fewer items")
 
     def check_bundle(self, bundle: Bundle) -> None:
-        """`ModelRegistry.add_check`: refuse a bundle that fails Recommend for its own users
-        (`smoke.check_bundle`)."""
+        """`ModelRegistry.add_check`: refuse a bundle whose trained candidate count this server
+        would serve with is out of bounds (`candidates`), or that fails Recommend for its own
+        users (`smoke.check_bundle`)."""
+        candidates = self.candidates(bundle)
         self._init_compute_thread()  # the loading thread's FAISS threads, as a batch thread's
-        smoke.check_bundle(bundle, self.settings.bundle_smoke_users, self.candidates(bundle))
+        smoke.check_bundle(bundle, self.settings.bundle_smoke_users, candidates)
 
     def candidates(self, bundle: Bundle) -> int:
         """The candidates a request's ranker re-scores with `bundle`: the server's
-        `ranker_candidates` when set, else the bundle's trained count."""
+        `ranker_candidates` when set, else the bundle's trained count (BundleInvalid when out
+        of bounds: `check_bundle` refuses such a bundle before it serves)."""
         return self.settings.ranker_candidates or bundle.ranker_candidates
 
     def erase_user(self, txn, user_id: str) -> int:

@@ -64,3 +64,20 @@ def test_the_servers_count_is_bounded():
         Settings(ranker_candidates=10_001)
     with pytest.raises(ValidationError, match="ranker_candidates"):
         Settings(ranker_candidates=0)
+
+
+@pytest.fixture
+def count_of_100(settings):
+    settings.ranker_candidates = 100
+
+
+async def test_a_count_the_server_sets_serves_a_bundle_trained_past_the_bound(
+        count_of_100, tailor_server, copy_bundle, demo_bundle):
+    """docs/operations.md: set TAILOR_RANKER_CANDIDATES to serve every bundle with one count,
+    as before. A bundle trained with `--candidates 20000` (training takes it; served at 100
+    before the per-bundle count) was refused even so, its count unused."""
+    bundle = _with_candidates(copy_bundle, demo_bundle, 20_000)
+    with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=60) as client:
+        status = await asyncio.to_thread(client.push_bundle, bundle)
+        assert status.active.version == "candidates-20000"
+        assert len((await asyncio.to_thread(client.recommend, USERS[0], 10)).items) == 10
