@@ -15,10 +15,11 @@ def record(**changes) -> DecisionRecord:
 
 def as_layout1(rec: DecisionRecord) -> dict:
     """What layout 1 stored for the record: the JSON object of its fields but the caps (and
-    `transactional`, the request id's digest and the channels to fall back on, which are not
-    stored either)."""
+    `transactional`, the request id's digest, the channels to fall back on and the contact
+    policy's recheck, which are not stored either)."""
     fields = rec._asdict()
     del fields["caps"], fields["transactional"], fields["request"], fields["choices"]
+    del fields["recheck"]
     return json.loads(json.dumps(fields))
 
 
