@@ -2,15 +2,17 @@
 
 Archive layout (format 1), one tar file (gzip-compressed when its name ends in .gz or .tgz):
 
-    tailor-backup.json    {"format": 1, "created": epoch s, "active_bundle": V or null,
-                           "bundles": [versions], "store_bytes": N}
+    tailor-backup.json    {"format": 1, "created": epoch s, "store_snapshot": epoch s,
+                           "active_bundle": V or null, "bundles": [versions], "store_bytes": N}
     store/data.mdb        a compacted copy of the LMDB store: one committed state
     store/keyslots        the pads of the data keys (encryption at rest), copied after it
     bundles/<version>/    every bundle version on disk, the active one among them unless it
                           was gone before the backup began ("active_bundle_missing": true)
 
 The store copy is one LMDB read transaction (`server.store.backup`), so profiles, events,
-campaigns, decisions and the bundle pointer all come from the same instant. Bundles are
+campaigns, decisions and the bundle pointer all come from the same instant; `store_snapshot` is
+a time just before it began (`created`, when the copies were done, is later by the store's and
+the bundles' copy time: a user erased in between is in the backup). Bundles are
 immutable once imported; one that a concurrent push prunes while it is being copied is left
 out, and the backup fails only if that was the version the store snapshot points at. A data
 dir whose active version was missing already (removed by hand, lost) is backed up without it:
@@ -83,14 +85,15 @@ def backup(data_dir: Path, out: Path) -> dict:
 def _backup(data_dir: Path, out: Path, staging: Path) -> dict:
     """The store snapshot and the bundles staged in `staging`, archived to `out`."""
     stored = _stored_versions(data_dir / "bundles")  # before the snapshot names its active one
+    snapshot = time.time()  # before its read transaction: erasures from then on may be missing
     store_bytes = snapshot_store(data_dir / "store", staging / "store")
     active = _active_version(staging / "store")
     versions = _copy_bundles(data_dir / "bundles", staging / "bundles")
     if active is not None and active not in versions and active in stored:
         raise FailedPrecondition(f"bundle {active} (the active one in the store snapshot) was "
                                  "removed while the backup ran; run the backup again")
-    manifest = {"format": FORMAT, "created": time.time(), "active_bundle": active,
-                "bundles": versions, "store_bytes": store_bytes}
+    manifest = {"format": FORMAT, "created": time.time(), "store_snapshot": snapshot,
+                "active_bundle": active, "bundles": versions, "store_bytes": store_bytes}
     if active is not None and active not in versions:  # gone before the backup began: the
         manifest["active_bundle_missing"] = True  # servers serve without it, the store is kept
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -124,7 +127,7 @@ def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
             carried = _carry_erasures(replaced, staging / "store")
             manifest["erasures_after_backup"] = carried
             manifest["erase_again"] = _erase_again(carried, (replaced / "data.mdb").exists(),
-                                                  manifest["created"])
+                                                  manifest)
         except BaseException as err:  # nothing replaced yet: the data dir is as it was
             shutil.rmtree(staging, ignore_errors=True)
             if out_of_space(err):  # not the backup's fault: said so, not "cannot be read"
@@ -166,13 +169,13 @@ def _carry_erasures(live: Path, restored: Path) -> int | None:
     return len(add_missing(restored, "meta", tombstones, counter=TOMBSTONE_COUNT))
 
 
-def _erase_again(carried: int | None, replaced: bool, created: float) -> str | None:
-    """What the operator must do about users erased after the backup taken at `created` (their
-    records are back with it), given the tombstones `carried` over (`_carry_erasures`) and
-    whether a store was `replaced`; None when there is nothing to do."""
+def _erase_again(carried: int | None, replaced: bool, manifest: dict) -> str | None:
+    """What the operator must do about users erased after the store snapshot of the backup
+    `manifest` describes (their records are back with it), given the tombstones `carried` over
+    (`_carry_erasures`) and whether a store was `replaced`; None when there is nothing to do."""
     if carried == 0:
         return None
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+    since = _replay_since(manifest)
     if carried is not None:
         why = (f"{carried} user(s) erased after the backup have their records back (their "
                "tombstones were carried over)")
@@ -182,8 +185,22 @@ def _erase_again(carried: int | None, replaced: bool, created: float) -> str | N
         why = ("no store was replaced, so users erased after the backup are not known here "
                "(restore over the live data dir with --force to carry their tombstones)")
     return (f"{why}: before serving, call DeleteProfile again for every user whose erasure was "
-            f"requested since {since} (the backup's time); a user with nothing back answers "
-            f"records_deleted 0")
+            f"requested since {since}; a user with nothing back answers records_deleted 0")
+
+
+def _replay_since(manifest: dict) -> str:
+    """From when erasure requests are to be replayed: the store snapshot's time (UTC, floored
+    to the second). A backup an older Tailor wrote recorded only `created`, taken after its
+    store and bundles were copied: users erased while they were are in it too."""
+    if "store_snapshot" in manifest:
+        return f"{_utc(manifest['store_snapshot'])} (the backup's store snapshot)"
+    return (f"a little before {_utc(manifest['created'])} (the end of the backup: the Tailor "
+            "that wrote it did not record when its store snapshot was taken; take the time its "
+            "backup command started)")
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def _active_version(store_dir: Path) -> str | None:
