@@ -900,6 +900,9 @@ def load_settings(config_file: Path | None = None, **flags) -> Settings:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as err:  # its message names the line and column
         raise ValueError(f"{config_file}: {err}") from None
+    if not isinstance(data.get("limits", {}), dict):  # `limits = 5`: its keys cannot be read
+        raise ValueError(f"{config_file}: limits is a table ([limits], its settings on the "
+                         f"lines under it), not {type(data['limits']).__name__}")
     unknown = sorted(set(data) - set(Settings.model_fields)) + sorted(
         f"limits.{k}" for k in set(data.get("limits") or {}) - set(Limits.model_fields))
     if unknown:

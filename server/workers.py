@@ -189,6 +189,9 @@ def _say_settings(running: Settings, reread: Callable[[], Settings]) -> None:
         logger.error("SIGHUP: the settings do not load now, and a restart would refuse them "
                      "(the running ones stay): %s", err)
         return
+    except Exception:  # noqa: BLE001 - in the parent's signal handler, it would end supervision
+        logger.exception("SIGHUP: reading the settings again failed (the running ones stay)")
+        return
     changed = changed_settings(running, now)
     if changed:
         logger.warning("SIGHUP: settings changed since the start take a restart (the running "

@@ -191,6 +191,9 @@ def test_a_bad_config_file_is_named_with_its_line(tmp_path):
     assert "(at line 2, column" in serve_fails(tmp_path, "--config", str(config))
     config.write_text('workers = 0\n')
     assert f"'workers' in {config}" in serve_fails(tmp_path, "--config", str(config))
+    config.write_text('limits = 5\n')  # was a TypeError's traceback
+    assert serve_fails(tmp_path, "--config", str(config)) == \
+        f"error: {config}: limits is a table ([limits], its settings on the lines under it), not int"
 
 
 def test_serve_reads_its_config_file(tmp_path):
@@ -428,3 +431,36 @@ def test_a_sighup_says_which_config_file_settings_take_a_restart(server_process,
     assert ("SIGHUP: the settings do not load now, and a restart would refuse them (the running "
             f"ones stay): {config}: ") in log
     assert log.count("SIGHUP: settings changed") == 1  # once per server, not once per worker
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sighup_on_a_config_file_that_does_not_parse_as_settings_keeps_the_server_whole(
+        server_process, tmp_path, workers):
+    """`limits = 5` in the file raised a TypeError out of the SIGHUP's re-read: with 2 workers
+    in the parent's signal handler, which ended its supervision (a worker killed then went
+    unnoticed, the port served one short, the stop exited 1 with the traceback; 1 worker: a
+    traceback). It is an ERROR line naming the file, as at start; the server supervises on."""
+    import signal
+    import time
+
+    from tests.conftest import _children
+    config = tmp_path / "tailor.toml"
+    config.write_text("event_retention_days = 365.0\n")
+    served = server_process(tmp_path / "data", workers=workers, args=("--config", str(config)),
+                            env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")})
+    config.write_text("limits = 5\n")
+    os.kill(served.proc.pid, signal.SIGHUP)
+    time.sleep(2)
+    if workers == 2:  # the parent still watches its workers
+        worker = next(pid for pid in _children(served.proc.pid)
+                      if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read())
+        os.kill(worker, signal.SIGKILL)
+        served.proc.wait(timeout=60)
+    log = served.stop()
+    assert ("SIGHUP: the settings do not load now, and a restart would refuse them (the running "
+            f"ones stay): {config}: limits is a table") in log
+    assert "Traceback" not in log
+    if workers == 2:
+        assert "exited with -9; stopping the others" in log and served.proc.returncode == 1
+    else:
+        assert served.proc.returncode == 0
