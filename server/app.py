@@ -477,7 +477,8 @@ class TailorServer:
             await self.public.stop()
         self._server = None  # the calls are done: a long pass (a retention sweep) cannot
         await self._stop_sends()  # hold them up, nor a service manager's kill cut them or a
-        await self.background.stop()  # message handed over meanwhile (none starts)
+        self.store.stopping.set()  # message handed over meanwhile (none starts); a sweep
+        await self.background.stop()  # ends after its write under way (`store.sweeps`)
         await self.drift.stop()
         await self._close_domain()
 

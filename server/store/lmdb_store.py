@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -107,6 +108,9 @@ class Store:
             self.open_args["crypto"] = crypto.spec()
         self._gate = MapGate()
         """Transactions of this process against remaps (`remap.MapGate`)."""
+        self.stopping = threading.Event()
+        """Set when the server begins to stop: a long pass (`sweeps.sweep`) ends after the write
+        transaction under way instead of running (and resting) to its end."""
         self.env = open_env(self.path, map_size=map_size, sync=sync, metasync=sync,
                             readonly=readonly, max_readers=1024, readahead=False)
         self._fill: GrowthFill | None = None

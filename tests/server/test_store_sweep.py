@@ -1,5 +1,6 @@
 """`store.sweep`: a walk of a whole table in read snapshots, deleting each chunk's picks in
 short write transactions (retention), on a real LMDB store."""
+import threading
 import time
 
 import pytest
@@ -76,13 +77,13 @@ def test_a_pick_deleted_meanwhile_counts_nothing_and_later_writes_stay(store):
     assert remaining(store) == sorted([b"k0005", *keys[10:]])
 
 
-def test_a_chunk_goes_in_writes_of_at_most_per_write_records_each_followed_by_a_rest(store, monkeypatch):
+def test_a_chunk_goes_in_writes_of_at_most_per_write_records_each_followed_by_a_rest(store):
     """Back to back, writes of a chunk's 10,000 picks held the writer lock 220-500 ms each and
     ChooseVariant waited behind them (p99 ~1 s for the whole sweep): a write deletes at most
     `per_write` records and the sweep then rests at least as long as it took."""
     fill(store, 100)
     table, log = store.table("events"), []
-    plain_write, plain_sleep = store.write, time.sleep
+    plain_write = store.write
 
     def timed_write(fn, erasure=False):
         began = time.monotonic()
@@ -90,15 +91,36 @@ def test_a_chunk_goes_in_writes_of_at_most_per_write_records_each_followed_by_a_
         log.append(("write", done, time.monotonic() - began))
         return done
 
-    def sleep(seconds):
-        log.append(("rest", None, seconds))
-        plain_sleep(seconds)
+    class Rests(threading.Event):  # the sweep rests on the store's stop event
+        def wait(self, timeout=None):
+            log.append(("rest", None, timeout))
+            return super().wait(timeout)
 
-    store.write = timed_write
-    monkeypatch.setattr("server.store.sweeps.time.sleep", sleep)
+    store.write, store.stopping = timed_write, Rests()
     assert sweep(store, table, even, drop_all(table), chunk=40, per_write=7) == 50
     writes = [n for kind, n, _ in log if kind == "write"]
     assert writes == [7, 7, 6, 7, 7, 6, 7, 3]  # 20, 20 and 10 picks a chunk
     assert [kind for kind, _, _ in log] == ["write", "rest"] * len(writes)
     for (_, _, took), (_, _, rested) in zip(log[::2], log[1::2]):
         assert rested >= took
+
+
+def test_a_stop_ends_a_sweep_after_its_write_under_way_and_the_next_pass_takes_the_rest(store):
+    """A stop waited for a sweep to run, and rest, to its end (~2x its time without rests,
+    serving no writer then). Once `store.stopping` is set it writes nothing more, and returns
+    at once from a rest; each write is whole, and the next pass deletes what is left."""
+    keys = fill(store, 100)
+    table = store.table("events")
+
+    def drop_then_stop(txn, doomed):
+        store.stopping.set()  # during the first write
+        written.append(len(doomed))
+        return drop_all(table)(txn, doomed)
+    written = []
+    began = time.monotonic()
+    assert sweep(store, table, even, drop_then_stop, chunk=40, per_write=7, rest=1e6) == 7
+    assert time.monotonic() - began < 10 and written == [7]  # the rest ended at the stop
+    assert remaining(store) == [k for i, k in enumerate(keys) if i % 2 or i >= 14]
+    store.stopping.clear()
+    assert sweep(store, table, even, drop_all(table), chunk=40, per_write=7, rest=0.0) == 43
+    assert remaining(store) == keys[1::2]
