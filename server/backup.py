@@ -120,14 +120,18 @@ def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
             raise FailedPrecondition(f"{data_dir} is not empty ({', '.join(present)}); restore "
                                      "into an empty dir, or pass --force to replace its store and bundles")
         staging = data_dir / RESTORING
+        unknown = _unknown_before(staging)
         shutil.rmtree(staging, ignore_errors=True)
         try:
             manifest = _extract(archive, staging)
             replaced = _replaced_store(data_dir)
             carried = _carry_erasures(replaced, staging / "store")
+            if unknown is not None or carried is None:
+                carried = None
+                unknown = _mark_unknown(staging, unknown or (
+                    "unreadable" if (replaced / "data.mdb").exists() else "none"))
             manifest["erasures_after_backup"] = carried
-            manifest["erase_again"] = _erase_again(carried, (replaced / "data.mdb").exists(),
-                                                  manifest)
+            manifest["erase_again"] = _erase_again(carried, unknown == "unreadable", manifest)
         except BaseException as err:  # nothing replaced yet: the data dir is as it was
             shutil.rmtree(staging, ignore_errors=True)
             if out_of_space(err):  # not the backup's fault: said so, not "cannot be read"
@@ -144,6 +148,29 @@ def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
         return manifest
     finally:
         lock.close()
+
+
+_UNKNOWN = "erasures-unknown"
+"""In a restore's staging dir, before its swap: why it could not know who was erased after the
+backup (`none`: no store replaced; `unreadable`). A restore killed midway and run again would
+otherwise take the copy it had swapped in for the store it replaces, find no erasure missing
+from the backup, and answer 0 and nothing to do (measured: a user erased after the backup,
+restored into a fresh dir, killed between its renames: 0, null, her 3 events served)."""
+
+
+def _unknown_before(staging: Path) -> str | None:
+    """What an unfinished restore into this data dir recorded (`_UNKNOWN`), or None."""
+    try:
+        return (staging / _UNKNOWN).read_text() or None
+    except OSError:
+        return None
+
+
+def _mark_unknown(staging: Path, why: str) -> str:
+    """Record in `staging` (on disk before any rename) why erasures are not known; returns it."""
+    (staging / _UNKNOWN).write_text(why)
+    _fsync_path(staging / _UNKNOWN)
+    return why
 
 
 def _replaced_store(data_dir: Path) -> Path:
@@ -172,7 +199,8 @@ def _carry_erasures(live: Path, restored: Path) -> int | None:
 def _erase_again(carried: int | None, replaced: bool, manifest: dict) -> str | None:
     """What the operator must do about users erased after the store snapshot of the backup
     `manifest` describes (their records are back with it), given the tombstones `carried` over
-    (`_carry_erasures`) and whether a store was `replaced`; None when there is nothing to do."""
+    (`_carry_erasures`) and whether a store was `replaced` (one that could not be read, when
+    `carried` is None); None when there is nothing to do."""
     if carried == 0:
         return None
     since = _replay_since(manifest)

@@ -503,6 +503,35 @@ def test_a_restore_killed_while_it_swaps_is_finished_by_running_it_again(tmp_pat
     _restore_again_keeps_the_erasure(out, live)
 
 
+@pytest.mark.parametrize("killed_at", [1, 2])
+def test_a_restore_into_a_fresh_dir_killed_and_run_again_still_says_erasures_are_unknown(
+        tmp_path, killed_at):
+    """Run again after it was killed between its renames (the store swapped in: 2), a restore
+    into a fresh dir took the copy it had swapped in for a store it replaced, found no erasure
+    missing from the backup and answered 0 and nothing to do (the killed run printed nothing):
+    a user erased after the backup was served again. It still says they are not known."""
+    import subprocess
+    import sys
+
+    from server.store import Store
+    from tests.conftest import ROOT
+    store = Store(tmp_path / "data" / "store", sync=False)
+    store.put("meta", b"from-backup", b"yes")
+    store.close()
+    out, fresh = tmp_path / "b.tar", tmp_path / "fresh"
+    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    killed = subprocess.run([sys.executable, "-c", _RESTORE_KILLED_AT, str(out), str(fresh),
+                             str(killed_at)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 9 and killed.stdout == "", killed.stderr
+    again = run_module("server", "restore", "--from", str(out), "--data-dir", str(fresh), "--force")
+    reply = json.loads(again.stdout)
+    assert reply["erasures_after_backup"] is None
+    assert reply["erase_again"].startswith("no store was replaced, so users erased after the "
+                                           "backup are not known here")
+    assert f"restore: {reply['erase_again']}" in again.stderr
+    assert sorted(p.name for p in fresh.iterdir()) == ["bundles", "store", "tailor.lock"]
+
+
 _BACKUP_KILLED = """
 import os, sys
 from pathlib import Path
