@@ -129,7 +129,7 @@ class DecisionLog:
         entries (pending ones wait for their window to close); counters and posteriors stay.
         The records are walked in read snapshots of `batch` keys (`store.sweep`), past the
         index entries (their keys start with the separator), each snapshot's picks deleted in
-        one short write transaction."""
+        short write transactions."""
         table = self._d
 
         def closed(txn, key: bytes) -> tuple[bytes, str] | None:

@@ -233,7 +233,7 @@ class ImpressionLog:
         that ended before it (keys only are read; the counters, whose keys start with the
         separator, stay; the callers' request ids of `repeats` older than the cutoff go too),
         walked in read snapshots of `batch` keys, each one's picks deleted in
-        one short write transaction (`store.sweep`). Returns how many impressions went."""
+        short write transactions (`store.sweep`). Returns how many impressions went."""
         cut, table = keys.millis(cutoff), self._t
         bucket_cut = int(cutoff) - keys.IMPRESSION_BUCKET_SECONDS
 
