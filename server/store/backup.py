@@ -84,7 +84,7 @@ def read_prefix(store_dir: Path, table: str, prefix: bytes) -> list[tuple[bytes,
     _check_table(table)
     try:
         return _read_prefix(store_dir, table, prefix)
-    except lmdb.Error:
+    except (lmdb.Error, StoreUnreadable):  # (the open's refusal of a damaged store)
         return None
 
 

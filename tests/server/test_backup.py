@@ -532,6 +532,28 @@ def test_a_restore_into_a_fresh_dir_killed_and_run_again_still_says_erasures_are
     assert sorted(p.name for p in fresh.iterdir()) == ["bundles", "store", "tailor.lock"]
 
 
+def test_a_restore_over_a_damaged_store_replaces_it_and_says_erasures_are_unknown(tmp_path):
+    """The replaced store's tombstones were read through the open that refuses a damaged store
+    (StoreUnreadable, not an lmdb.Error): `restore --force` over one failed with 'cannot open
+    the store ... restore it from a backup' and replaced nothing. It replaces it, and says who
+    was erased after the backup is not known (`null`), as documented."""
+    from server.store import Store
+    data, out = tmp_path / "data", tmp_path / "b.tar"
+    store = Store(data / "store", sync=False)
+    store.put("meta", b"from-backup", b"yes")
+    store.close()
+    run_module("server", "backup", "--data-dir", str(data), "--out", str(out))
+    (data / "store" / "data.mdb").write_bytes(b"x" * 100)  # damaged
+    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data), "--force")
+    reply = json.loads(restored.stdout)
+    assert reply["erasures_after_backup"] is None
+    assert reply["erase_again"].startswith("the replaced store could not be read, so users "
+                                           "erased after the backup are not known")
+    store = Store(data / "store", sync=False)
+    assert store.get("meta", b"from-backup") == b"yes"
+    store.close()
+
+
 _BACKUP_KILLED = """
 import os, sys
 from pathlib import Path
