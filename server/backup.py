@@ -170,6 +170,7 @@ def _mark_unknown(staging: Path, why: str) -> str:
     """Record in `staging` (on disk before any rename) why erasures are not known; returns it."""
     (staging / _UNKNOWN).write_text(why)
     _fsync_path(staging / _UNKNOWN)
+    _fsync_path(staging)  # its name too
     return why
 
 
