@@ -211,7 +211,8 @@ class TailorServer:
         self.delivery.addresses = {"sms": self.phones, "email": self.emails}
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery, self.emails)
-        send_records = SendRecords(self.store, s.limits.request_id_window_seconds)
+        send_records = SendRecords(self.store, s.limits.request_id_window_seconds,
+                                   s.limits.profile_export_message_bytes)
         self.sends = SendJobs(s, send_records, self.composer, self.delivery)
         self.composer.later = self.sends  # a deferred ComposeMessage goes as a send job
         # Domains that follow tracked events or keep records about users join the profiles

@@ -101,6 +101,12 @@ class Limits(BaseModel):
     every few seconds, whose impressions together made documents over the 64 MiB message
     limit. The first page also holds a page of events (`profile_export_bytes` stored, up to
     about four times that as JSON): the two stay under 64 MiB."""
+    profile_export_message_bytes: int = Field(2 << 20, ge=0, le=4 << 20)
+    """Most bytes of JSON the messages kept for one user make in an ExportProfile document,
+    in each of its two sections that hold them (`dead_letters`, `messages`: the email or
+    webhook body as handed to the adapter, rendered for the user), oldest first; a message past
+    it is listed with its `message_bytes` and no `message`. With the events and impressions of
+    the first page the document stays under the 64 MiB message limit."""
     profile_events_bytes: int = Field(16 << 20, ge=1 << 16, le=32 << 20)
     """Most stored bytes of the raw events one GetProfile returns (the newest first, at least
     one; `max_events` 0 asks for as many as this holds): a heavy user's profile stays one

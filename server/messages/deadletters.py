@@ -52,7 +52,7 @@ from ..store.keys import (
     profile_meta_key,
 )
 from .errors import DeadLetterBusy
-from .owned import opened_if_users
+from .owned import opened_if_users, with_messages
 
 __all__ = ["DeadLetter", "DeadLetters", "sent_event_id"]
 
@@ -94,8 +94,10 @@ _FIELDS = tuple(f.name for f in fields(DeadLetter))
 
 
 class DeadLetters:
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: Store, exported: int = 2 << 20):
+        """`exported`: most bytes of the letters' messages in an access export
+        (`Limits.profile_export_message_bytes`)."""
+        self.store, self.exported = store, exported
         self._t, self._profiles = store.table("sends"), store.table("profiles")
         self._dedupe = store.table("dedupe")
 
@@ -225,14 +227,16 @@ class DeadLetters:
 
     def export_user(self, user_id: str) -> dict[str, object]:
         """`UserExporter`: {"dead_letters": [...]}, the user's letters oldest first, each with
-        its id, channel, campaign, decision, address, reason, attempts and time; not its bytes
-        (the campaign's content rendered with the attributes the document's profile holds)."""
+        its id, channel, campaign, decision, address, reason, attempts, time and `message`: the
+        bytes handed to the adapter (the email, or the webhook's JSON body), rendered for them
+        (`with_messages`: up to `exported` bytes in all)."""
         with self.store.read() as txn:
             mine = [DeadLetter.decode(raw) for _, raw in self._mine(txn, user_id)]
-        return {"dead_letters": [
+        return {"dead_letters": with_messages([
             {"id": d.id, "channel": d.channel, "campaign_id": d.campaign,
              "decision_id": d.decision, "to": d.to, "reason": d.reason,
-             "attempts": d.attempts, "at": d.at} for d in mine]}
+             "attempts": d.attempts, "at": d.at} for d in mine], [d.data for d in mine],
+            self.exported)}
 
     def _mine(self, txn, user_id: str):
         """(key, opened record) of each of the user's letters, opening no other (`owned`)."""

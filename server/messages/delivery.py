@@ -151,8 +151,8 @@ class Delivery:
         smtp = SmtpConfig.from_settings(s)
         return cls(SmtpSender(smtp) if smtp else None, s.smtp_from, events,
                    webhooks=WebhookSender.from_settings(s, ring), retry=Retry.from_settings(s),
-                   dead=DeadLetters(store), dkim=DkimSigner.from_settings(s), limits=s.limits,
-                   gate=gate)
+                   dead=DeadLetters(store, s.limits.profile_export_message_bytes),
+                   dkim=DkimSigner.from_settings(s), limits=s.limits, gate=gate)
 
     # -- adapters ------------------------------------------------------------------------------
     def check_adapter(self, channel: str) -> None:

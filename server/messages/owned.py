@@ -17,7 +17,7 @@ import json
 
 from ..store import Store
 
-__all__ = ["opened_if_users"]
+__all__ = ["opened_if_users", "with_messages"]
 
 
 def opened_if_users(store: Store, txn, key: bytes, stored: bytes, user_id: str) -> bytes | None:
@@ -32,3 +32,18 @@ def opened_if_users(store: Store, txn, key: bytes, stored: bytes, user_id: str) 
 
 def _user_field(user_id: str) -> bytes:
     return b'"user":' + json.dumps(user_id).encode()
+
+
+def with_messages(entries: list[dict], texts: list[str | None], most: int) -> list[dict]:
+    """`entries` (an access export's, in order), each given its message `text` (None: it has
+    none) as `message` while their JSON (as the document writes it) adds up to at most `most`
+    bytes; past that, `message` None and `message_bytes` (its size): the document stays one
+    gRPC message."""
+    used = 0
+    for entry, text in zip(entries, texts):
+        size = 0 if text is None else len(json.dumps(text, ensure_ascii=False).encode())
+        used += size
+        entry["message"] = text if used <= most else None
+        if used > most:
+            entry["message_bytes"] = size
+    return entries

@@ -46,7 +46,7 @@ from ..store.keys import (
     send_user_key,
     send_user_prefix,
 )
-from .owned import opened_if_users
+from .owned import opened_if_users, with_messages
 
 __all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED",
            "ERASED", "ARCHIVED", "CANCELLED"]
@@ -123,10 +123,12 @@ def _count(job: dict, r: Recipient) -> None:
 
 
 class SendRecords:
-    def __init__(self, store: Store, kept: float = 3600.0):
+    def __init__(self, store: Store, kept: float = 3600.0, exported: int = 2 << 20):
         """`kept`: seconds a finished deferred ComposeMessage's job record is kept
-        (`Limits.request_id_window_seconds`: as long as a repeat of its request may ask)."""
-        self.store, self.kept = store, kept
+        (`Limits.request_id_window_seconds`: as long as a repeat of its request may ask);
+        `exported`: most bytes of the ready messages in an access export
+        (`Limits.profile_export_message_bytes`)."""
+        self.store, self.kept, self.exported = store, kept, exported
         self._t = store.table("sends")
 
     def create(self, send_id: str, campaign_id: str, users: list[str | Recipient],
@@ -275,14 +277,16 @@ class SendRecords:
         """`UserExporter`: {"messages": [...]}, the user's records in unfinished sends (a
         deferred ComposeMessage's, a SendCampaign's recipients), each with its send id,
         decision, channel, state (pending, ready: composed and waiting, or settled), reason,
-        send_at and address; not the composed bytes (the campaign's content rendered with the
-        attributes the document's profile holds)."""
+        send_at, address and `message`: a ready one's composed bytes, rendered for them (the
+        email, or the webhook's JSON body; `with_messages`: up to `exported` bytes in all),
+        None for the others."""
         with self.store.read() as txn:
             mine = list(self._mine(txn, user_id))
-        return {"messages": [
+        return {"messages": with_messages([
             {"send_id": _send_id_of(key), "decision_id": r.decision, "channel": r.channel,
              "state": r.state, "reason": r.reason, "send_at": r.send_at,
-             "to": r.message.get("to", "")} for key, r in mine]}
+             "to": r.message.get("to", "")} for key, r in mine],
+            [r.message.get("raw") for _, r in mine], self.exported)}
 
     def _mine(self, txn, user_id: str):
         """(key, recipient) of each of the user's records in unfinished jobs, opening no other

@@ -82,3 +82,43 @@ async def test_the_access_export_lists_the_users_waiting_messages_and_dead_lette
     assert abs(message["send_at"] - waiting.send_at) < 1e-3
     other = await document(reader, "ex2")  # nothing of another user's
     assert (other["dead_letters"], other["messages"]) == ([], [])
+
+
+async def test_the_access_export_holds_the_messages_rendered_for_the_user(tailor_server, sink,
+                                                                          stubs):
+    """A dead letter and a waiting message hold the email rendered for the user (addressed to
+    them, with their name): the document carries those bytes, as the adapter got them."""
+    meta, campaigns, profiles, messaging = stubs
+    await _As(campaigns, meta["admin"]).CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(_As(profiles, meta["tracker"]), ["ex1"])
+    await _As(profiles, meta["tracker"]).UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="ex1", attributes={"first_name": "Zelda"}))
+    sink.rcpt_replies["ex1@example.com"] = ["550 5.1.1 no such user"]
+    with pytest.raises(grpc.RpcError):
+        await _As(messaging, meta["decider"]).ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="ex1", deliver=True))
+    with deferred(tailor_server, 600):
+        await _As(messaging, meta["decider"]).ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="ex1", deliver=True))
+    [stored] = tailor_server.delivery.dead.list(10)
+    doc = await document(_As(profiles, meta["reader"]), "ex1")
+    [letter], [waiting] = doc["dead_letters"], doc["messages"]
+    assert letter["message"] == stored.data  # the email as the relay got it
+    assert "To: ex1@example.com" in letter["message"] and "Hi Zelda" in letter["message"]
+    assert "To: ex1@example.com" in waiting["message"] and "Hi Zelda" in waiting["message"]
+
+
+async def test_messages_past_the_exports_bound_are_listed_by_their_size(tailor_server, sink,
+                                                                        stubs):
+    meta, campaigns, profiles, messaging = stubs
+    tailor_server.delivery.dead.exported = 1  # fits no message
+    await _As(campaigns, meta["admin"]).CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(_As(profiles, meta["tracker"]), ["ex1"])
+    sink.rcpt_replies["ex1@example.com"] = ["550 5.1.1 no such user"]
+    with pytest.raises(grpc.RpcError):
+        await _As(messaging, meta["decider"]).ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="ex1", deliver=True))
+    [stored] = tailor_server.delivery.dead.list(10)
+    [letter] = (await document(_As(profiles, meta["reader"]), "ex1"))["dead_letters"]
+    assert letter["message"] is None
+    assert letter["message_bytes"] == len(json.dumps(stored.data, ensure_ascii=False).encode())
