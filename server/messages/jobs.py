@@ -156,8 +156,8 @@ class SendJobs:
                 raise CampaignArchived(campaign_id)
             return await _repeated(send_id, job, campaign_id, terms, request_id,
                                    (users, rates, context))
-        job, created = await self._shielded(self._create(send_id, campaign_id, users, rates,
-                                                          context, terms))
+        job, created = await self._shielded(send_id, self._create(send_id, campaign_id, users,
+                                                                   rates, context, terms))
         if not created:
             return await _repeated(send_id, job, campaign_id, terms, request_id,
                                    (users, rates, context))
@@ -174,15 +174,21 @@ class SendJobs:
             self._run(send_id, job)
         return job, created
 
-    async def _shielded(self, coro):
+    async def _shielded(self, send_id: str, coro):
         """Await `coro` as a task its caller giving up (its deadline) does not stop: a job it
         stores is started and kept all the same (a live process's job is no other's to start;
         before, a SendCampaign whose deadline passed while its job was stored left it pending
-        until a restart). `close` waits for these first."""
+        until a restart). `close` waits for these first. Its error goes to the caller while it
+        waits (a full store: RESOURCE_EXHAUSTED); once the caller gave up, to the log
+        (`_unanswered`)."""
         task = asyncio.ensure_future(coro)
         self._scheduling.add(task)
         task.add_done_callback(self._scheduling.discard)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: _unanswered(send_id, t))
+            raise
 
     async def schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
                        once: Once | None = None, stored=None) -> SendProgress:
@@ -197,8 +203,8 @@ class SendJobs:
         all the same (a live process's job is no other's to start); once stored, it stands
         even if keeping the request's state fails (a repeat then finds its claim lapsed: in
         doubt), rather than being answered an error and its decision withdrawn."""
-        return await self._shielded(self._schedule(message, user_id, to, data, items, once,
-                                                   stored))
+        return await self._shielded(scheduled_id(message.decision_id), self._schedule(
+            message, user_id, to, data, items, once, stored))
 
     async def _schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
                         once: Once | None, stored) -> SendProgress:
@@ -357,6 +363,15 @@ async def _repeated(send_id: str, job: dict, campaign_id: str, terms: str, reque
             f"request_id {shown(request_id)} started send {send_id} with another "
             "audience, rates or context; use a new request_id for a new send")
     return SendProgress.of(send_id, job)
+
+
+def _unanswered(send_id: str, task: asyncio.Task) -> None:
+    """Log the error of a job's storing whose caller gave up (before, nobody heard of it but
+    asyncio, at the task's collection, if ever: "Task exception was never retrieved", with a
+    traceback). Its store write is one transaction: nothing of the job was kept."""
+    if not task.cancelled() and (err := task.exception()) is not None:
+        logger.error("send %s: not stored (nothing of it kept), and its caller had given up: "
+                     "%s", send_id, _kinds(err))
 
 
 def _kinds(err: BaseException) -> str:
