@@ -16,9 +16,9 @@ stored before delivery), and `record_sent` (its events, in batches). A stored me
 (SendCampaign's, a dead letter) is held against the contact policy's consent and suppression
 list, and against today's address rules (one stored by a Tailor from before a rule), again
 just before it goes (`refusal`), ComposeMessage's just before its hand-over, and
-every message before each retry after a transient failure (`_still`): an opt-out, an erasure,
+every message before each retry after a transient failure (`still`): an opt-out, an erasure,
 a suppressed address or an archive since the decision stops it (`NoLongerAllowed`, no dead
-letter kept).
+letter kept); a send job adds its cancel to that check (`SendJob._still`).
 """
 from __future__ import annotations
 
@@ -46,7 +46,6 @@ from .errors import (
     BadAddress,
     DeadLetterNotFound,
     DeliveryRefused,
-    DeliveryStopped,
     DeliveryUnavailable,
     NoLongerAllowed,
 )
@@ -222,11 +221,11 @@ class Delivery:
                          once: Once | None) -> float:
         """`send_or_bury` the flattened `message`; when it was handed over (its event's time:
         a user erased meanwhile is not brought back). `once` keeps the outcome. The contact
-        policy is asked again first (`_still`): an opt-out or erasure acknowledged since the
+        policy is asked again first (`still`): an opt-out or erasure acknowledged since the
         decision (while the message was rendered, or its request's claim written) stops it."""
         handed, failed = time.time(), None
         try:
-            refused = await self._still(message.campaign_id, user_id, message.channel, to)
+            refused = await self.still(message.campaign_id, user_id, message.channel, to)
             if refused is not None:
                 raise NoLongerAllowed(refused)
             await self.send_or_bury(message.channel, to, data, campaign=message.campaign_id,
@@ -257,16 +256,17 @@ class Delivery:
 
     async def send_or_bury(self, channel: str, to: str, data: bytes, *, campaign: str,
                            decision: str, user: str, via: SmtpSender | None = None,
-                           unless: asyncio.Event | None = None) -> int:
-        """`send`; a message that did not go is kept as a dead letter (not one whose retries
-        a cancel stopped: `DeliveryStopped`), and the error raised; one the contact policy
-        refuses before a retry raises `NoLongerAllowed` (none kept)."""
+                           unless: asyncio.Event | None = None,
+                           still: Callable[[], Awaitable[str | None]] | None = None) -> int:
+        """`send`; a message that did not go is kept as a dead letter, and the error raised;
+        one refused before a retry (`still`, by default `Delivery.still`; `unless` ends a
+        backoff early to ask it) raises `NoLongerAllowed` (none kept)."""
         await self._went(channel, user, to)
         try:
             return await self.send(channel, to, data, via, unless,
-                                   lambda: self._still(campaign, user, channel, to))
+                                   still or (lambda: self.still(campaign, user, channel, to)))
         except UNDELIVERED as err:
-            if self.dead is not None and not isinstance(err, DeliveryStopped):
+            if self.dead is not None:
                 letter = DeadLetter(channel, campaign, decision, user, to, data.decode("latin-1"),
                                     err.reason, err.attempts)
                 await asyncio.to_thread(self.dead.add, letter, True)
@@ -296,13 +296,15 @@ class Delivery:
         return stored_address_refusal(channel, to) or (
             None if self.gate is None else self.gate.refusal(user, channel, purpose, to))
 
-    async def _still(self, campaign: str, user: str, channel: str, to: str) -> str | None:
+    async def still(self, campaign: str, user: str, channel: str, to: str,
+                    purpose: str = "") -> str | None:
         """Why a message of `campaign` to `user` at `to` may not go now (archived, or
-        `refusal`); None when it may, or there is no gate."""
+        `refusal` for `purpose`, read from the campaign when not given); None when it may, or
+        there is no gate. Asked just before a stored message goes and before each retry."""
         if self.gate is None:
             return None
         return await self.archived(campaign) or self.refusal(
-            user, channel, await self.purpose(campaign), to)
+            user, channel, purpose or await self.purpose(campaign), to)
 
     async def archived(self, campaign: str) -> str | None:
         """`archived` when a stored message's campaign was archived since (`SendGate.archived`);
@@ -392,7 +394,7 @@ class Delivery:
         """Send the claimed `letter` (raises when it did not go or may not go now); when it was
         handed over (its event's time)."""
         self.check_adapter(letter.channel)
-        still = functools.partial(self._still, letter.campaign, letter.user, letter.channel,
+        still = functools.partial(self.still, letter.campaign, letter.user, letter.channel,
                                   letter.to)
         refused = await still()
         if refused is not None:  # kept, with the reason (a renewed opt-in may allow it again)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
-__all__ = ["DeliveryStopped", "TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
+__all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
            "LoggedOnAPlacement", "Transient", "Permanent", "DeliveryRefused",
            "DeliveryUnavailable", "DeadLetterNotFound",
            "BadAddress", "DeadLetterBusy", "NoLongerAllowed", "DeliveryInProgress",
@@ -75,8 +75,10 @@ class DeadLetterBusy(FailedPrecondition):
 
 
 class NoLongerAllowed(FailedPrecondition):
-    """A stored message the contact policy refuses now (the user opted out, or the address was
-    put on the suppression list, since it was composed): it does not go."""
+    """A stored message that may not go now: the contact policy refuses it (the user opted
+    out, was erased, or the address was put on the suppression list, since it was composed),
+    its campaign was archived, or (between a send job's retries) the job was cancelled. No
+    dead letter is kept (RetryDeadLetter would send it after all)."""
 
     def __init__(self, reason: str, attempts: int = 0):
         """`attempts`: those that failed before the refusal (a retry's; 0: none was made), any
@@ -148,12 +150,6 @@ class DeliveryUnavailable(Unavailable):
     def __init__(self, channel: str, reason: str, attempts: int):
         self.reason, self.attempts = reason, attempts
         super().__init__(f"deliver: the {channel} adapter failed {attempts} time(s), last: {reason}")
-
-
-class DeliveryStopped(DeliveryUnavailable):
-    """A cancel (CancelSend) came while the message waited between transient failures: no more
-    attempts, and no dead letter (one would let RetryDeadLetter send what the marketer
-    stopped). `reason` is the last failure's."""
 
 
 class DeadLetterNotFound(NotFound):

@@ -5,28 +5,25 @@ at most `attempts` times, sleeping `base * 2**(n-1)` seconds (at most `cap`) aft
 transient failure, and turns the outcome into a domain error: `DeliveryRefused` at the first
 permanent failure, `DeliveryUnavailable` when every attempt failed transiently. Bounded on both
 sides (`Settings.delivery_attempts`, `delivery_backoff_seconds`, `delivery_backoff_max_seconds`),
-so a SendCampaign lane stalls at most the sum of the delays for one message. With `unless` (a
-send job's cancel), a wait between attempts ends when it is set: `DeliveryStopped`, no further
-attempt (the attempt in progress is never cut short).
+so a SendCampaign lane stalls at most the sum of the delays for one message.
 
-A backoff can last minutes (up to `delivery_backoff_max_seconds` each), and the user may opt
-out, be erased, or have their address suppressed meanwhile: `still` (the caller's check, the
-contact policy's standing refusals) is asked again before every attempt after the first, and a
-reason it gives ends the retries with `NoLongerAllowed` (nothing more is attempted).
+A backoff can last minutes (up to `delivery_backoff_max_seconds` each), and meanwhile the user
+may opt out, be erased, or have their address suppressed, the campaign be archived, or the
+marketer cancel the send: `still` (the caller's check) is asked again before every attempt
+after the first, and a reason it gives ends the retries with `NoLongerAllowed(reason)`
+(nothing more is attempted, the attempt in progress is never cut short). A change with an
+event to wait on (a send job's cancel: `unless`) ends the wait early, so `still` is asked at
+once rather than at the backoff's end; the caller's `still` says `cancelled` then. One
+exception, one outcome: before, a cancel raised a `DeliveryStopped` of its own (counted failed
+`cancelled`), an opt-out `NoLongerAllowed` (counted suppressed).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
-from .errors import (
-    DeliveryRefused,
-    DeliveryStopped,
-    DeliveryUnavailable,
-    NoLongerAllowed,
-    Permanent,
-    Transient,
-)
+from .errors import DeliveryRefused, DeliveryUnavailable, NoLongerAllowed, Permanent, Transient
 from .logging import logger
 
 __all__ = ["Retry"]
@@ -47,9 +44,9 @@ class Retry:
     async def run(self, channel: str, call: Callable[[], Awaitable[None]],
                   unless: asyncio.Event | None = None,
                   still: Callable[[], Awaitable[str | None]] | None = None) -> int:
-        """Call until it succeeds; the number of attempts it took. `unless` set during a wait
-        between attempts: `DeliveryStopped`. `still`: asked before each attempt after the
-        first; a reason from it raises `NoLongerAllowed` instead."""
+        """Call until it succeeds; the number of attempts it took. `still`: asked before each
+        attempt after the first; a reason from it raises `NoLongerAllowed`. `unless`: set, it
+        ends the wait between attempts (then `still` is asked)."""
         for attempt in range(1, self.attempts + 1):
             if attempt > 1 and still is not None and (refused := await still()) is not None:
                 raise NoLongerAllowed(refused, attempt - 1)
@@ -63,12 +60,14 @@ class Retry:
                     raise DeliveryUnavailable(channel, err.reason, attempt) from None
                 logger.info("%s delivery attempt %d failed (%s); retrying in %.2fs", channel,
                             attempt, err.reason, self.delay(attempt))
-                if unless is None:
-                    await asyncio.sleep(self.delay(attempt))
-                    continue
-                try:
-                    await asyncio.wait_for(unless.wait(), self.delay(attempt))
-                except TimeoutError:
-                    continue
-                raise DeliveryStopped(channel, err.reason, attempt) from None
+                await self._wait(self.delay(attempt), unless)
         raise AssertionError("unreachable: attempts >= 1")
+
+    @staticmethod
+    async def _wait(seconds: float, unless: asyncio.Event | None) -> None:
+        """Sleep `seconds`, or less once `unless` is set."""
+        if unless is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(unless.wait(), seconds)

@@ -67,7 +67,7 @@ from .cancelling import Cancellation, withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
-from .errors import BadAddress, DeliveryStopped, NoLongerAllowed, RenderFailed
+from .errors import BadAddress, NoLongerAllowed, RenderFailed
 from .sends import ARCHIVED, CANCELLED, FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
 from .settling import Settler
 
@@ -383,15 +383,13 @@ class SendJob:
                 await self.delivery.send_or_bury(
                     r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
                     campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp,
-                    unless=self.cancelling.requested)
+                    unless=self.cancelling.requested, still=lambda: self._still(r))
                 r.state, r.sent_at = SENT, time.time()
-        except DeliveryStopped:  # its fate after a transient failure may be unknown: kept
-            r.state, r.reason = FAILED, CANCELLED
         except UNDELIVERED as err:
             r.state, r.reason = FAILED, err.reason
-        except NoLongerAllowed as err:  # opted out, erased, ... during a retry's backoff: not
-            r.state, r.reason = SUPPRESSED, err.reason  # sent again; a failed attempt may have
-            # reached the relay, so its decision is kept (as a cancel's: DeliveryStopped)
+        except NoLongerAllowed as err:  # cancelled, opted out, erased, ... in a retry's backoff:
+            r.state, r.reason = SUPPRESSED, err.reason  # not sent again; a failed attempt may
+            # have reached the relay, so its decision is kept
         except TailorError as err:  # no adapter any more (a restart with other settings)
             r.state, r.reason, kept = FAILED, f"no {r.channel} adapter: {type(err).__name__}", False
         except Exception as err:  # noqa: BLE001 - one record never stops the job; no PII logged
@@ -403,6 +401,16 @@ class SendJob:
             self._sent.append(r)
         elif refused is not None or (r.state == FAILED and not kept):  # nobody received it
             await self._withdraw([withdrawal(r.decision, refused or "")])
+
+    async def _still(self, r: Recipient) -> str | None:
+        """Why `r`'s message may not go now: `cancelled` once the job is (CancelSend), else
+        `Delivery.still` (archived, the contact policy, its address) for the campaign's purpose
+        read once per job. Asked just before it is handed over and before each retry (a cancel
+        ends the backoff at once: `unless`); a reason from either settles it suppressed."""
+        if self.cancelling.requested.is_set():
+            return CANCELLED
+        return await self.delivery.still(self.job["campaign"], r.user, r.channel,
+                                         r.message["to"], self.purpose)
 
     async def _render_again(self, r: Recipient) -> None:
         """Render `r`'s logged decision again (an item its message shows left the catalog since

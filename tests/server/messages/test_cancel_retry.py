@@ -1,7 +1,9 @@
 """A CancelSend that comes while a message waits between transient failures (a relay's 451)
-ends its retries: no further attempt, no dead letter, and the message counts failed
-`cancelled` (a real relay on loopback, a real store). Before, it went on retrying after the
-cancel: the relay's next answer being 250, it arrived 3 s after the cancel, counted sent."""
+ends its retries: no further attempt, no dead letter, and the message counts suppressed
+`cancelled`, as every recipient the cancel stopped (a real relay on loopback, a real store),
+its decision kept (the failed attempt may have reached the relay). Before 50b1851, it went on
+retrying after the cancel: the relay's next answer being 250, it arrived 3 s after the cancel,
+counted sent; before messages8, it counted failed `cancelled`, apart from the others."""
 import asyncio
 import time
 
@@ -13,6 +15,7 @@ from protos.tailor.v1 import messaging_pb2 as mpb
 from .conftest import email_spec, relayed
 from .test_cancel_send import cancel
 from .test_send_campaign import audience, until_done
+from .test_withheld_after_an_attempt import decisions
 
 BACKOFF = 3.0
 
@@ -38,7 +41,9 @@ async def test_a_cancel_ends_the_retries_of_a_message_in_its_backoff(tailor_serv
     await cancel(messaging, started.send_id)
     done = await until_done(messaging, started.send_id, 2 * BACKOFF)
     assert time.monotonic() - t0 < BACKOFF  # not after the backoff
-    assert (done.sent, dict(done.failed_by_reason), done.pending) == (0, {"cancelled": 1}, 0)
+    assert (done.sent, dict(done.suppressed_by_reason), dict(done.failed_by_reason),
+            done.pending) == (0, {"cancelled": 1}, {}, 0)
+    assert [u for u, _ in await decisions(campaigns)] == ["g1"]  # kept: it may have gone
     await asyncio.sleep(BACKOFF + 0.5)  # past the next attempt's time
     assert sink.arrived == []
     letters = await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))
