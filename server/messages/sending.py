@@ -22,11 +22,11 @@ A job runs two stages in its server process:
   loses none.
 
 Consent and the suppression list: the contact policy is asked again just before each delivery
-(`Delivery.refusal`): a user who opted out, or whose address was listed, since their message was
-composed is settled suppressed with that reason, and nothing goes. So is every message of a
-campaign archived since (`Delivery.archived`, before each delivery): archiving stops a job's
-stored messages, a deferred ComposeMessage's included, and a recipient not yet composed is
-settled so too.
+and before each retry, by one check (`SendJob._still`: the job's cancel, then `Delivery.still`):
+a user who opted out, or whose address was listed, since their message was composed is settled
+suppressed with that reason, and nothing goes. So is every message of a campaign archived
+since (`Delivery.archived`): archiving stops a job's stored messages, a deferred
+ComposeMessage's included, and a recipient not yet composed is settled so too.
 
 The catalog: a `ready` record keeps the ids of the items its message shows; one of them removed
 since (RemoveItems) is caught before delivery, and the logged decision is rendered again
@@ -372,11 +372,10 @@ class SendJob:
         transport (a dead letter may still carry it), nor one whose fate is unknown."""
         refused, kept = None, False
         try:
-            refused = await self.delivery.archived(self.job["campaign"]) or \
-                self.delivery.refusal(r.user, r.channel, self.purpose, r.message["to"])
+            refused = await self._still(r)
             if refused is None and r.items and self.composer.unavailable(r.items):
                 await self._render_again(r)  # an item left the catalog (else: settled failed)
-            if refused is not None:  # archived, opted out or suppressed since it was composed
+            if refused is not None:  # cancelled, archived, opted out or suppressed since
                 r.state, r.reason = SUPPRESSED, refused
             elif r.state == READY:
                 kept = True  # from here, a failure may have gone out or be a dead letter
