@@ -35,15 +35,24 @@ def _user_field(user_id: str) -> bytes:
 
 
 def with_messages(entries: list[dict], texts: list[str | None], most: int) -> list[dict]:
-    """`entries` (an access export's, in order), each given its message `text` (None: it has
-    none) as `message` while their JSON (as the document writes it) adds up to at most `most`
+    """`entries` (an access export's, in order), each given its message (`texts`: the bytes
+    as stored, latin-1 text; None: it has none) as `message`, read as the text they are
+    (`_readable`), while their JSON (as the document writes it) adds up to at most `most`
     bytes; past that, `message` None and `message_bytes` (its size): the document stays one
     gRPC message."""
     used = 0
-    for entry, text in zip(entries, texts):
+    for entry, stored in zip(entries, texts):
+        text = None if stored is None else _readable(stored)
         size = 0 if text is None else len(json.dumps(text, ensure_ascii=False).encode())
         used += size
         entry["message"] = text if used <= most else None
         if used > most:
             entry["message_bytes"] = size
     return entries
+
+
+def _readable(stored: str) -> str:
+    """A message's bytes, kept as latin-1 text (`Recipient.message`, `DeadLetter.data`), as the
+    text they are: a webhook body is UTF-8 JSON (`Zoë` read as latin-1 is `ZoÃ«`), an email
+    ASCII; bytes that are not UTF-8 are replaced, not dropped."""
+    return stored.encode("latin-1").decode("utf-8", errors="replace")

@@ -321,3 +321,18 @@ async def test_a_stop_from_the_number_a_dead_letter_went_to_reaches_the_user_aft
     await messaging.ComposeMessage(compose())  # a text to another number since: not theirs now
     assert await reply(settings, "+447700900123", "Stop") == 200  # (another body: not a replay)
     assert await sms_consent(profiles, "t1") is True
+
+
+async def test_the_access_export_reads_a_webhook_letters_body_as_its_text(
+        tailor_server, provider, campaigns, profiles, messaging):
+    """A webhook body is UTF-8 JSON, kept as latin-1 text of its bytes: the access export's
+    section (its exporter on the real store; ExportProfile itself wants a pii-reader, as in
+    test_export_messages) gives the text ("Hi Zoë"), not those bytes read as latin-1."""
+    await sms_user(campaigns, profiles)
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="t1", attributes={"first_name": "Zoë"}))
+    provider.answer(400)
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(compose())
+    [letter] = tailor_server.delivery.dead.export_user("t1")["dead_letters"]
+    assert json.loads(letter["message"])["parts"] == {"text": "Hi Zoë"}
