@@ -16,8 +16,11 @@ from protos.tailor.v1 import profile_pb2 as ppb
 from .conftest import email_spec, relayed
 from .test_send_campaign import audience, until_done
 
-BODY = "<p>{{ \"y\" * 20000 }}</p>"  # a 20 kB email (a template under the content limit)
-SIZE = 20_000
+BODY = "<p>{{ \"y\" * 200000 }}</p>"  # a 200 kB email (a template under the content limit)
+SIZE = 200_000
+"""Large enough that what the job holds shows above the rest of the process's allocations in
+the traced window (every thread's: one 3.8 MB buffer of the store's, made once, fell in it
+once in a whole-directory run and failed the bound of 20 kB bodies)."""
 N = 60
 
 
