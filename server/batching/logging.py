@@ -2,6 +2,8 @@
 batch is logged."""
 import logging
 
+import grpc
+
 from ..errors import TailorError
 
 logger = logging.getLogger("tailor.batching")
@@ -10,12 +12,15 @@ child_logger = logging.getLogger("tailor.writer_child")
 
 
 def log_failed_batch(log: logging.Logger, what: str, err: BaseException) -> None:
-    """Log a batch that failed whole with `err` (`what`: which batch). A domain error (a
-    `TailorError`: a full store, a refusal) is each caller's answer, which `server.errors` logs
-    per call: one WARNING line without a traceback (on a full store every write batch failed
-    with two chained tracebacks at ERROR, ~2.5 KB each, for as long as it stayed full); anything
-    else is a bug, logged at ERROR with its traceback."""
-    if isinstance(err, TailorError):
+    """Log a batch that failed whole with `err` (`what`: which batch), in one line for a domain
+    error (a `TailorError`: each caller's answer, which `server.errors` logs per call): a full
+    store (RESOURCE_EXHAUSTED) at WARNING, a store that cannot serve (a missing key, pads or an
+    unreadable file: no metric of its own, the calls' lines at INFO) at ERROR. On a full store
+    every write batch had failed with two chained tracebacks at ERROR, ~2.5 KB each, for as long
+    as it stayed full. Anything else is a bug, logged at ERROR with its traceback."""
+    if not isinstance(err, TailorError):
+        log.error("%s failed", what, exc_info=err)
+    elif err.status == grpc.StatusCode.RESOURCE_EXHAUSTED:
         log.warning("%s refused: %s", what, err.log_message())
     else:
-        log.error("%s failed", what, exc_info=err)
+        log.error("%s refused: %s", what, err.log_message())

@@ -242,21 +242,25 @@ async def test_a_batch_refused_with_a_domain_error_logs_one_line_and_a_bug_its_t
     chained tracebacks, ~2.5 KB a batch, for as long as the store stayed full."""
     import logging
 
-    from server.store.errors import StoreFull
-    errors = {"full": StoreFull(8 << 20, 1 << 20), "bug": RuntimeError("kaboom")}
+    from server.store.errors import StoreFull, StoreKeyMissing
+    errors = {"full": StoreFull(8 << 20, 1 << 20), "bug": RuntimeError("kaboom"),
+              "keyless": StoreKeyMissing("k1")}
 
     def fn(batch):
         raise errors[batch[0]]
 
     batcher = _batcher(fn, max_size=1)
     with caplog.at_level(logging.WARNING, logger="tailor.batching"):
-        for kind in ("full", "bug"):
+        for kind in ("full", "bug", "keyless"):
             with pytest.raises(type(errors[kind])):
                 await batcher.submit(kind)
     await batcher.close()
-    refused, failed = [r for r in caplog.records if r.name == "tailor.batching"]
+    refused, failed, keyless = [r for r in caplog.records if r.name == "tailor.batching"]
     assert refused.levelname == "WARNING" and refused.exc_info is None
     assert refused.getMessage() == ("test batch of 1 refused: store is full: LMDB map at its ceiling "
                                     "of 8388608 bytes less 1048576 kept for erasure (raise "
                                     "TAILOR_LMDB_MAX_MAP_SIZE)")
     assert failed.levelname == "ERROR" and failed.exc_info[1] is errors["bug"]
+    # a store that cannot serve stays an ERROR (one line): no metric of its own says it
+    assert keyless.levelname == "ERROR" and keyless.exc_info is None
+    assert keyless.getMessage().startswith("test batch of 1 refused: ")
