@@ -90,16 +90,21 @@ def _check_rejected(n: int, most: int) -> None:
 
 async def _done_before(tally: _Tally, pending: collections.deque) -> str:
     """What the stream did before it failed, once every submitted batch has ended: the message
-    that failed (the first batch that did, else the one after the last submitted) and what the
-    batches that were tracked did (those counted in `tally` and those still `pending`)."""
+    that failed (the first batch that did, else the one after the last submitted), the last
+    message read (batches read ahead of a failed one were submitted and commit all the same)
+    and what the batches that were tracked did (those counted in `tally` and those still
+    `pending`)."""
     ended = await asyncio.gather(*(asyncio.shield(t) for t, _ in pending),
                                  return_exceptions=True)
     failed = [i for i, r in enumerate(ended) if not isinstance(r, TrackResult)]
-    first = tally.messages + (failed[0] if failed else len(pending)) + 1
+    read = tally.messages + len(pending)
+    first = tally.messages + failed[0] + 1 if failed else read + 1
     for result in ended:
         if isinstance(result, TrackResult):
             tally.add(result)
     n = tally.messages
-    return (f"message {first} of the stream failed and nothing after it was read; {n} "
+    after = "nothing after it was read" if read <= first else \
+        f"messages up to {read} were read and nothing after"
+    return (f"message {first} of the stream failed and {after}; {n} "
             f"message{'' if n == 1 else 's'} tracked: {tally.accepted} accepted, "
             f"{tally.duplicates} duplicates, {len(tally.rejected)} rejected")
