@@ -18,7 +18,7 @@ from .security.userref import user_ref
 __all__ = [
     "TailorError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
     "PermissionDenied", "Unauthenticated", "Unavailable", "Internal", "MalformedRequest", "PartlyDone",
-    "grpc_errors", "safe_deserializer", "http_status", "detail",
+    "grpc_errors", "safe_deserializer", "http_status", "detail", "failure_level",
 ]
 
 logger = logging.getLogger("tailor.errors")
@@ -37,6 +37,15 @@ class TailorError(Exception):
         # Subclasses take their own arguments and build the message from them, so pickling
         # (a batch run in a writer process) rebuilds from the message, not from the arguments.
         return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def failure_level(err: BaseException) -> int:
+    """The level at which work that failed with `err` out of a caller's sight is logged (a
+    write batch, a commit its caller may have left): WARNING for a full store or another
+    RESOURCE_EXHAUSTED (the callers are answered it, and it lasts until space is made: a line
+    a batch at ERROR buried the rest), ERROR for anything else."""
+    exhausted = isinstance(err, TailorError) and err.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+    return logging.WARNING if exhausted else logging.ERROR
 
 
 def _rebuild(cls: type[TailorError], args: tuple, state: dict) -> TailorError:

@@ -2,9 +2,7 @@
 batch is logged."""
 import logging
 
-import grpc
-
-from ..errors import TailorError
+from ..errors import TailorError, failure_level
 
 logger = logging.getLogger("tailor.batching")
 process_logger = logging.getLogger("tailor.writer_process")
@@ -20,7 +18,5 @@ def log_failed_batch(log: logging.Logger, what: str, err: BaseException) -> None
     as it stayed full. Anything else is a bug, logged at ERROR with its traceback."""
     if not isinstance(err, TailorError):
         log.error("%s failed", what, exc_info=err)
-    elif err.status == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        log.warning("%s refused: %s", what, err.log_message())
     else:
-        log.error("%s refused: %s", what, err.log_message())
+        log.log(failure_level(err), "%s refused: %s", what, err.log_message())

@@ -26,7 +26,7 @@ from ..contact.consent import (
     record_consent,
 )
 from ..contact.quiet_hours import TIMEZONE, local_zone_of, zone
-from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..errors import FailedPrecondition, InvalidArgument, NotFound, failure_level
 from ..interfaces import AttributeWatcher, BundleSource, EventListener, UserEraser, UserExporter
 from ..security.userref import user_ref
 from ..store import Store, keys, outbox
@@ -352,8 +352,9 @@ class Profiles:
     def _landed(self, task: asyncio.Future) -> None:
         """A `_commit` task ended: forget it; log its failure (its caller may be gone)."""
         self._landing.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("a TrackEvents batch or its effects failed: %s", type(task.exception()).__name__)
+        if not task.cancelled() and (err := task.exception()) is not None:
+            logger.log(failure_level(err), "a TrackEvents batch or its effects failed: %s",
+                       type(err).__name__)
 
     # -- attributes, consent, erasure ----------------------------------------------------------
     async def upsert_attributes(self, user_id: str, attributes: dict[str, str]) -> None:

@@ -1,6 +1,7 @@
 """TailorStoreFull pages when the store refuses writes at its map ceiling, and only then: a
 profile over its attribute limit also answers RESOURCE_EXHAUSTED, but that is the caller's
 doing, and the store has room."""
+import logging
 import time
 
 import grpc
@@ -27,7 +28,10 @@ async def _code(call) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-async def test_only_writes_refused_at_the_ceiling_count_as_store_full(settings):
+async def test_only_writes_refused_at_the_ceiling_count_as_store_full(settings, caplog):
+    """... and the refused writes are logged at WARNING (one line a call: the callers are
+    answered RESOURCE_EXHAUSTED; at ERROR, a line a call buried the errors that are not)."""
+    caplog.set_level(logging.INFO)
     settings.lmdb_map_size, settings.lmdb_max_map_size = 1 << 20, 4 << 20
     async with serving(settings) as (_, ch):
         profiles = ppb_grpc.ProfileServiceStub(ch)
@@ -48,6 +52,10 @@ async def test_only_writes_refused_at_the_ceiling_count_as_store_full(settings):
                     break
         assert full == 2
         assert refused() == before + 2
+    told = [r for r in caplog.records if "StoreFull" in r.getMessage()
+            and r.name.startswith(("tailor.profiles", "tailor.batching"))]
+    assert told and all(r.levelno == logging.WARNING for r in told), \
+        [(r.name, r.levelname, r.getMessage()) for r in told]
 
 
 def test_the_store_full_alert_reads_the_refusals_not_every_resource_exhausted():
