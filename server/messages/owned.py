@@ -14,10 +14,14 @@ the user's, and only those with it are decoded.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from ..store import Store
 
-__all__ = ["opened_if_users", "with_messages"]
+__all__ = ["opened_if_users", "with_messages", "masked_messages", "MESSAGE_SECTIONS"]
+
+MESSAGE_SECTIONS = ("dead_letters", "messages")
+"""The access export's sections whose entries carry a message and its address."""
 
 
 def opened_if_users(store: Store, txn, key: bytes, stored: bytes, user_id: str) -> bytes | None:
@@ -43,12 +47,36 @@ def with_messages(entries: list[dict], texts: list[str | None], most: int) -> li
     used = 0
     for entry, stored in zip(entries, texts):
         text = None if stored is None else _readable(stored)
-        size = 0 if text is None else len(json.dumps(text, ensure_ascii=False).encode())
+        size = 0 if text is None else _size(text)
         used += size
-        entry["message"] = text if used <= most else None
+        entry["message"] = text
         if used > most:
-            entry["message_bytes"] = size
+            _withhold(entry, size)
     return entries
+
+
+def masked_messages(sections: dict, mask: Callable[[str], str]) -> None:
+    """The entries of an access export's `MESSAGE_SECTIONS`, in place, for a caller without
+    `pii-reader` (a role the auth config widened to ExportProfile, which gets the profile's
+    PII attributes masked): each address masked (`mask`), each message (rendered with those
+    attributes, addressed to that address) withheld, listed by its `message_bytes` (before,
+    such a caller read 'Hi Zelda' and the address in full beside the masked `Z***`)."""
+    for name in MESSAGE_SECTIONS:
+        for entry in sections.get(name, ()):
+            if entry.get("to"):
+                entry["to"] = mask(entry["to"])
+            if entry.get("message") is not None:
+                _withhold(entry, _size(entry["message"]))
+
+
+def _size(text: str) -> int:
+    """Bytes of `text` as the document writes it (JSON, UTF-8 as is)."""
+    return len(json.dumps(text, ensure_ascii=False).encode())
+
+
+def _withhold(entry: dict, size: int) -> None:
+    """List `entry`'s message by its size only."""
+    entry["message"], entry["message_bytes"] = None, size
 
 
 def _readable(stored: str) -> str:

@@ -15,9 +15,10 @@ from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
 from ..contact.suppression import Suppression, Suppressions
 from ..errors import InvalidArgument, grpc_errors
+from ..messages.owned import masked_messages
 from ..profiles import AccessExport, Profiles, ProfileView, TrackedEvent, TrackResult, track_stream
 from ..security.interceptor import current_principal
-from ..security.pii import PiiPolicy
+from ..security.pii import PiiPolicy, mask_value
 from ..security.roles import PII_READER
 from .streaming import in_chunks
 
@@ -220,11 +221,13 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     async def ExportProfile(self, request: pb.ExportProfileRequest, context) -> pb.ExportProfileResponse:
         export = await self.profiles.export_user(request.user_id, request.events_offset,
                                                  request.impressions_offset)
-        profile = None
+        profile, masked = None, not current_principal().has(PII_READER)  # a widened role
         if export.profile is not None:
             profile = ProfileConverter.from_view(export.profile, self.profiles.layout)
-            if not current_principal().has(PII_READER):  # a role the auth config widened
+            if masked:
                 profile.pii_masked = self.pii.mask_message(profile)
+        if masked:
+            masked_messages(export.sections, mask_value)
         return pb.ExportProfileResponse(document=ProfileConverter.to_document(export, profile))
 
     @grpc_errors

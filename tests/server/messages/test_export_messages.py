@@ -122,3 +122,55 @@ async def test_messages_past_the_exports_bound_are_listed_by_their_size(tailor_s
     [letter] = (await document(_As(profiles, meta["reader"]), "ex1"))["dead_letters"]
     assert letter["message"] is None
     assert letter["message_bytes"] == len(json.dumps(stored.data, ensure_ascii=False).encode())
+
+
+@pytest.fixture
+def widened(tmp_path):
+    """An auth config whose `support` role the operator widened to ExportProfile (not a
+    pii-reader: the document's profile comes masked to it)."""
+    from server.security import tokens
+    path = tmp_path / "widened" / "auth.toml"
+    path.parent.mkdir()
+    path.write_text('[roles]\nsupport = ["/tailor.v1.ProfileService/ExportProfile"]\n')
+    return path, {name: tokens.mint(path, name, given)
+                  for name, given in {**ROLES, "support": ["support"]}.items()}
+
+
+async def test_a_widened_role_gets_the_users_messages_masked_as_their_profile(
+        settings, sink, widened):
+    """A role the auth config widened to ExportProfile reads the profile masked (its first
+    name `Z***`): the messages rendered with those attributes and the addresses they go to
+    must not hand it what the mask hides (before: 'Hi Zelda' and 'ex1@example.com' in full)."""
+    from server.app import TailorServer
+    server = TailorServer(settings.model_copy(update={"auth_config": widened[0]}))
+    await server.start()
+    try:
+        meta = {r: (("authorization", f"Bearer {t}"),) for r, t in widened[1].items()}
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            campaigns = _As(campaign_pb2_grpc.CampaignServiceStub(ch), meta["admin"])
+            profiles = profile_pb2_grpc.ProfileServiceStub(ch)
+            messaging = _As(messaging_pb2_grpc.MessagingServiceStub(ch), meta["decider"])
+            await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+            await audience(_As(profiles, meta["tracker"]), ["ex1"])
+            await _As(profiles, meta["tracker"]).UpsertAttributes(ppb.UpsertAttributesRequest(
+                user_id="ex1", attributes={"first_name": "Zelda"}))
+            sink.rcpt_replies["ex1@example.com"] = ["550 5.1.1 no such user"]
+            with pytest.raises(grpc.RpcError):
+                await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+                    campaign_id="mail", user_id="ex1", deliver=True))
+            with deferred(server, 600):
+                await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+                    campaign_id="mail", user_id="ex1", deliver=True))
+            masked = await document(_As(profiles, meta["support"]), "ex1")
+            full = await document(_As(profiles, meta["reader"]), "ex1")
+    finally:
+        await server.stop(grace=0.5)
+    assert masked["profile"]["attributes"]["first_name"] == "Z***"
+    assert full["profile"]["attributes"]["first_name"] == "Zelda"
+    for section in ("dead_letters", "messages"):
+        [entry], [whole] = masked[section], full[section]
+        assert "Zelda" not in json.dumps(entry) and "ex1@example.com" not in json.dumps(entry)
+        assert entry["to"] == "e***@example.com" and entry["message"] is None
+        assert entry["message_bytes"] == len(json.dumps(whole["message"],
+                                                        ensure_ascii=False).encode())
+        assert "Hi Zelda" in whole["message"] and whole["to"] == "ex1@example.com"
