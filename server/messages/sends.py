@@ -277,16 +277,24 @@ class SendRecords:
         """`UserExporter`: {"messages": [...]}, the user's records in unfinished sends (a
         deferred ComposeMessage's, a SendCampaign's recipients), each with its send id,
         decision, channel, state (pending, ready: composed and waiting, or settled), reason,
-        send_at, address and `message`: a ready one's composed bytes, rendered for them (the
-        email, or the webhook's JSON body; `with_messages`: up to `exported` bytes in all),
-        None for the others."""
+        send_at, address and `message` (oldest job first): a ready one's composed bytes,
+        rendered for them (the email, or the webhook's JSON body; `with_messages`: up to
+        `exported` bytes in all), None for the others."""
         with self.store.read() as txn:
-            mine = list(self._mine(txn, user_id))
+            mine = sorted(self._mine(txn, user_id), key=lambda kr: (
+                self._started(txn, _send_id_of(kr[0])), kr[0]))
         return {"messages": with_messages([
             {"send_id": _send_id_of(key), "decision_id": r.decision, "channel": r.channel,
              "state": r.state, "reason": r.reason, "send_at": r.send_at,
              "to": r.message.get("to", "")} for key, r in mine],
             [r.message.get("raw") for _, r in mine], self.exported)}
+
+    def _started(self, txn, send_id: str) -> float:
+        """When job `send_id` was stored: the export lists the oldest first (its records' keys
+        sort by send id, a random or hashed one: a later job's came first, and the bound kept
+        its message and withheld the older one's)."""
+        raw = self._t.get(txn, send_job_key(send_id))
+        return 0.0 if raw is None else json.loads(bytes(raw))["started"]
 
     def _mine(self, txn, user_id: str):
         """(key, recipient) of each of the user's records in unfinished jobs, opening no other

@@ -174,3 +174,27 @@ async def test_a_widened_role_gets_the_users_messages_masked_as_their_profile(
         assert entry["message_bytes"] == len(json.dumps(whole["message"],
                                                         ensure_ascii=False).encode())
         assert "Hi Zelda" in whole["message"] and whole["to"] == "ex1@example.com"
+
+
+def test_the_waiting_messages_are_exported_oldest_job_first(tmp_path):
+    """The bound keeps the oldest messages (docs/privacy.md): the records scan by send id, a
+    random or hashed one, so a later job's ("send-0000") came first and kept its message while
+    the older job's was withheld."""
+    import time
+
+    from server.messages.sends import READY, Recipient, SendRecords
+    from server.store import Store
+    store = Store(tmp_path / "store", sync=False)
+    records = SendRecords(store, exported=3000)  # fits one of the two messages
+    try:
+        for send_id, body in (("send-ffff", "older " * 400), ("send-0000", "newer " * 400)):
+            r = Recipient(0, "ex1", READY, "d-" + send_id, "", time.time() + 600,
+                          {"to": "ex1@example.com", "raw": body})
+            records.create(send_id, "mail", [r], {}, {}, owner=1)
+            time.sleep(0.01)
+        first, second = records.export_user("ex1")["messages"]
+    finally:
+        store.close()
+    assert (first["send_id"], first["message"][:5]) == ("send-ffff", "older")
+    assert (second["send_id"], second["message"], second["message_bytes"]) == (
+        "send-0000", None, 2402)
