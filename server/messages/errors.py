@@ -78,7 +78,8 @@ class NoLongerAllowed(FailedPrecondition):
     """A stored message that may not go now: the contact policy refuses it (the user opted
     out, was erased, or the address was put on the suppression list, since it was composed),
     its campaign was archived, or (between a send job's retries) the job was cancelled. No
-    dead letter is kept (RetryDeadLetter would send it after all)."""
+    dead letter is made of it (RetryDeadLetter would send it after all); a dead letter that
+    RetryDeadLetter finds refused stays, with the reason (a renewed opt-in may allow it)."""
 
     def __init__(self, reason: str, attempts: int = 0):
         """`attempts`: those that failed before the refusal (a retry's; 0: none was made), any
