@@ -47,7 +47,8 @@ class _Reference:
         _check_chars(chars)
         return self.hexdigest(head + body)[:chars].encode()
 
-    def tokens(self, head: bytes, bodies: list[bytes], chars: int) -> list[bytes]:
+    def tokens(self, head: bytes, bodies: list[bytes], chars: int,
+               release: bool = False) -> list[bytes]:  # (Python: other threads run anyway)
         _check_chars(chars)
         return [self.hexdigest(head + body)[:chars].encode() for body in bodies]
 
@@ -60,6 +61,7 @@ def _check_chars(chars: int) -> None:
 def KeyedHash(key: bytes, use_native: bool = True):  # noqa: N802 (a class, from the caller's side)
     """HMAC-SHA256 under `key`: `hexdigest(message)` (str, 64 hex characters), `token(head,
     body, chars)` (bytes: the first `chars` hex characters of the HMAC of head | body) and
-    `tokens(head, bodies, chars)` (a list of them)."""
+    `tokens(head, bodies, chars, release=False)` (a list of them; `release`: many ids hashed
+    in a loading thread, without the GIL, so the event loop runs meanwhile)."""
     block = _block(bytes(key))
     return _keyed.KeyedHash(block) if NATIVE and use_native else _Reference(block)

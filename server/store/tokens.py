@@ -84,6 +84,7 @@ use_key(UNCONFIGURED_KEY)
 
 def user_tokens(user_ids) -> list[bytes]:
     """`user_token` of many ids without going through its cache (a whole bundle's users at
-    load would only evict the served users' tokens)."""
+    load would only evict the served users' tokens). Hashed without the GIL (a loading thread's
+    whole bundle: the event loop serves meanwhile)."""
     return _hash.tokens(b"u\x00", [u.encode("utf-8", "surrogatepass") for u in user_ids],
-                        TOKEN_CHARS)
+                        TOKEN_CHARS, release=True)

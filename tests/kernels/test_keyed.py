@@ -2,6 +2,8 @@
 import hashlib
 import hmac
 import os
+import threading
+import time
 
 import pytest
 
@@ -42,3 +44,35 @@ def test_bad_arguments_are_refused(use_native):
         h.tokens(b"", [b"x", None], 32)
     with pytest.raises(TypeError):
         h.token(b"", None, 32)
+
+
+@pytest.mark.parametrize("use_native", BOTH)
+def test_many_tokens_leave_the_gil_to_other_threads(use_native):
+    """A loading thread hashing a bundle's users (`tokens.user_tokens`, `release=True`) lets the
+    event loop's thread run meanwhile: the other thread here ticks while the call is under way
+    (a kernel that kept the GIL for the whole list let it tick at most once or twice)."""
+    h = keyed.KeyedHash(os.urandom(32), use_native)
+    bodies = [b"user-%09d" % i for i in range(400_000)]
+    started, done, ticks = threading.Event(), threading.Event(), []
+
+    def hash_all():
+        started.set()
+        h.tokens(b"u\x00", bodies, 32, release=True)
+        done.set()
+
+    worker = threading.Thread(target=hash_all)
+    worker.start()
+    started.wait()
+    while not done.is_set():
+        ticks.append(time.perf_counter())
+        time.sleep(0.0005)
+    worker.join()
+    assert len(ticks) >= 10, f"{len(ticks)} ticks while {len(bodies)} tokens were hashed"
+
+
+@pytest.mark.parametrize("use_native", BOTH)
+def test_released_tokens_are_the_same(use_native):
+    h = keyed.KeyedHash(os.urandom(70), use_native)
+    for n in (0, 1, 63, 64, 65, 1000):
+        bodies = [os.urandom(i % 90) for i in range(n)]
+        assert h.tokens(b"e\x00", bodies, 32, release=True) == h.tokens(b"e\x00", bodies, 32)

@@ -1,8 +1,10 @@
 """The LMDB store on a real environment: tables, snapshots, growth, the full-map error, key
 layouts, and the boundary (nothing outside server/store/ knows LMDB or key bytes)."""
+import asyncio
 import hashlib
 import hmac
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,23 @@ def test_key_layouts_byte_for_byte(store_id_key):
     assert keys.count_key("c1") == b"\x1fcount\x1fc1"
     assert (keys.category_key("shoes"), keys.worker_key(42)) == (b"category\x1fshoes", b"worker\x1f42")
     assert keys.worker_pid(keys.worker_key(42)) == 42
+
+
+async def test_a_bundles_user_tokens_leave_the_event_loop_running():
+    """`tokens.user_tokens` hashes a whole bundle's users in a loading thread (`Bundle` load,
+    `pseudonyms`, run in an executor): the event loop keeps ticking meanwhile. A kernel call that
+    kept the GIL for the whole list stopped it for 0.27-0.53 s at a million users."""
+    users = [f"user-{i:09d}" for i in range(1_000_000)]
+    loop, gaps = asyncio.get_running_loop(), []
+    hashing = loop.run_in_executor(None, tokens.user_tokens, users)
+    last = time.perf_counter()
+    while not hashing.done():
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    assert len(await hashing) == len(users)
+    assert max(gaps) < 0.15, f"the event loop waited {max(gaps) * 1e3:.0f} ms"
 
 
 def test_millisecond_keys_sort_in_time_order():
