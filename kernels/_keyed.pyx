@@ -30,6 +30,10 @@ cdef struct Job:
 
 cdef const char* _HEX = b"0123456789abcdef"
 
+API = 2
+"""This kernel's interface (2: `tokens(..., release)`); `kernels.keyed` serves its reference
+from a build older than the one it expects."""
+
 
 cdef class KeyedHash:
     """HMAC-SHA256 under `block`, the key as one 64-byte block (shorter keys padded with zeros,

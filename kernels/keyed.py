@@ -5,8 +5,9 @@ event ids in store keys (`server.store.tokens`).
 state copies and two short updates. The native kernel (`kernels._keyed`, OpenSSL's SHA-256)
 does them in C: ~0.2 µs a token in a batch, ~0.5 µs alone, where the reference, the same
 precomputed states through `hashlib` (six Python-level calls a token), takes ~2 µs. With
-``use_native=False`` (or when the kernel was not built: no libcrypto headers) the reference
-serves; the tests check both against `hmac.new`.
+``use_native=False`` (or when the kernel was not built: no libcrypto headers; or was built
+from an older `_keyed.pyx`: `make build` rebuilds it) the reference serves, the same bytes;
+the tests check both against `hmac.new`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import hashlib
 try:
     from . import _keyed
 except ImportError:  # built without libcrypto's headers: the reference serves
+    _keyed = None
+if getattr(_keyed, "API", None) != 2:  # not built, or built before `tokens(..., release)`
     _keyed = None
 
 __all__ = ["KeyedHash", "NATIVE"]

@@ -76,3 +76,11 @@ def test_released_tokens_are_the_same(use_native):
     for n in (0, 1, 63, 64, 65, 1000):
         bodies = [os.urandom(i % 90) for i in range(n)]
         assert h.tokens(b"e\x00", bodies, 32, release=True) == h.tokens(b"e\x00", bodies, 32)
+
+
+def test_the_built_kernel_is_the_one_this_module_expects():
+    """`kernels.keyed` serves its reference from a `_keyed` built before `tokens(..., release)`
+    (a stale build would otherwise fail every bundle load); the build here is fresh and used."""
+    native = pytest.importorskip("kernels._keyed", reason="not built")
+    assert getattr(native, "API", None) == 2, "kernels._keyed is stale: rebuild it (make build)"
+    assert keyed.NATIVE and type(keyed.KeyedHash(b"k")) is native.KeyedHash
