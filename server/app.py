@@ -207,7 +207,7 @@ class TailorServer:
         self.delivery = Delivery.from_settings(
             s, self.profiles, self.store, self.secrets.get("delivery-webhook"),
             gate=SendGate.from_settings(s, self.campaigns, self.profiles, self.suppressions,
-                                        self.store))
+                                        self.store), suppressions=self.suppressions)
         self.delivery.addresses = {"sms": self.phones, "email": self.emails}
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery, self.emails)

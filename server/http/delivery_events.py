@@ -32,7 +32,7 @@ from ..config import Limits
 from ..contact.addresses import EMAIL, normalize
 from ..errors import InvalidArgument
 from ..interfaces import DecisionOwners, EventRecorder
-from ..profiles import TrackedEvent
+from ..messages.delivery import report_event
 from ..security.userref import user_ref
 from ..validation import check_id, check_known, check_text
 from .signing import SignedRequests
@@ -108,9 +108,8 @@ class DeliveryEvents:
         owner = await self.owners.decision_owner(decision) if decision else None  # meanwhile
         if owner is not None:  # is not brought back (the ingestion refuses it as late)
             user, campaign = owner
-            await self.events.track([TrackedEvent(
-                f"{REPORT_TYPES[kind]}-{decision}", user, REPORT_TYPES[kind], "email", campaign,
-                "", 0.0, received, {"decision_id": decision})])
+            await self.events.track([report_event(REPORT_TYPES[kind], campaign, decision, user,
+                                                  received)])
             logger.info("%s of %s (decision %s)", kind, user_ref(user), decision)
         if address:
             await self.suppressions.add(EMAIL, address, kind)

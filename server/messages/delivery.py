@@ -32,6 +32,7 @@ from email.utils import parseaddr
 from contract.keyring import keyring_path
 
 from ..config import DEFAULT_LIMITS, Limits
+from ..contact.addresses import EMAIL
 from ..contact.consent import MARKETING
 from ..contact.policy import ADDRESS_ATTRIBUTES
 from ..errors import FailedPrecondition, TailorError
@@ -58,7 +59,7 @@ from .smtp import SmtpConfig, SmtpSender
 from .webhook import WebhookSender, webhook_body
 from .wire import email_bytes
 
-__all__ = ["Delivery", "sent_event", "address_of", "MISSING_ADDRESS", "UNDELIVERED"]
+__all__ = ["Delivery", "sent_event", "report_event", "address_of", "MISSING_ADDRESS", "UNDELIVERED"]
 
 """The profile attribute each channel's messages go to (the contact policy prefers channels
 the user has one for: `contact.policy.Contact.reachable`)."""
@@ -113,13 +114,25 @@ def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
                         "", 0.0, at, {"decision_id": decision_id})
 
 
+def report_event(event_type: str, campaign_id: str, decision_id: str, user_id: str,
+                 at: float) -> TrackedEvent:
+    """The `email_bounce` / `email_complaint` event of a decision's email, its id fixed by the
+    type and the decision: the relay's refusal and the provider's report of the same message
+    (`server.http.delivery_events`) count once."""
+    return TrackedEvent(f"{event_type}-{decision_id}", user_id, event_type, "email", campaign_id,
+                        "", 0.0, at, {"decision_id": decision_id})
+
+
 class Delivery:
     def __init__(self, smtp: SmtpSender | None, sender: str, events: EventRecorder, *,
                  webhooks: WebhookSender | None = None, retry: Retry | None = None,
                  dead: DeadLetters | None = None, dkim=None, limits: Limits = DEFAULT_LIMITS,
-                 gate: SendGate | None = None):
-        """`gate`: asks the contact policy again before a stored message goes (none: not)."""
+                 gate: SendGate | None = None, suppressions=None):
+        """`gate`: asks the contact policy again before a stored message goes (none: not);
+        `suppressions`: the list a hard bounce at the relay puts the address on
+        (`contact.Suppressions.add`; none: only the bounce event is recorded)."""
         self.smtp, self.sender, self.events, self.webhooks = smtp, sender, events, webhooks
+        self.suppressions = suppressions
         self.retry, self.dead, self.dkim, self.gate = retry or Retry(), dead, dkim, gate
         self.limits = limits
         self.claim_seconds = self._longest_send(retry or Retry()) + 60.0
@@ -142,7 +155,7 @@ class Delivery:
 
     @classmethod
     def from_settings(cls, s, events: EventRecorder, store, ring,
-                      gate: SendGate | None = None) -> Delivery:
+                      gate: SendGate | None = None, suppressions=None) -> Delivery:
         """The adapters `Settings` configure; `ring`: the optional `delivery-webhook` keyring
         (a webhook URL without it refuses to start)."""
         if (s.sms_webhook_url or s.push_webhook_url) and ring is None:
@@ -151,7 +164,8 @@ class Delivery:
         return cls(SmtpSender(smtp) if smtp else None, s.smtp_from, events,
                    webhooks=WebhookSender.from_settings(s, ring), retry=Retry.from_settings(s),
                    dead=DeadLetters(store, s.limits.profile_export_message_bytes),
-                   dkim=DkimSigner.from_settings(s), limits=s.limits, gate=gate)
+                   dkim=DkimSigner.from_settings(s), limits=s.limits, gate=gate,
+                   suppressions=suppressions)
 
     # -- adapters ------------------------------------------------------------------------------
     def check_adapter(self, channel: str) -> None:
@@ -270,7 +284,27 @@ class Delivery:
                 letter = DeadLetter(channel, campaign, decision, user, to, data.decode("latin-1"),
                                     err.reason, err.attempts)
                 await asyncio.to_thread(self.dead.add, letter, True)
+            await self._bounced(err, campaign, decision, user, to)
             raise
+
+    async def _bounced(self, err: Exception, campaign: str, decision: str, user: str,
+                       to: str) -> None:
+        """A hard bounce at the relay (`DeliveryRefused.bounced`: 550 5.1.1 and the like) does
+        what the provider's report of it does (`server.http.delivery_events`): an
+        `email_bounce` event for the user (caps and attribution read it; the list follows it
+        to their address), and `to` itself listed (the profile's address may be newer).
+        Without it the next campaign mailed the dead address again, which is what costs a
+        sender its reputation. A failure here is logged: the refusal stands, its letter kept."""
+        if not (isinstance(err, DeliveryRefused) and err.bounced):
+            return
+        try:
+            await self.events.track([report_event("email_bounce", campaign, decision, user,
+                                                  time.time())])
+            if self.suppressions is not None:
+                await self.suppressions.add(EMAIL, to, "bounce")
+        except TailorError as failure:
+            logger.warning("an email hard-bounced at the relay, but its bounce was not "
+                           "recorded: %s", type(failure).__name__)
 
     async def _went(self, channel: str, user: str, to: str) -> None:
         """Index `to` for `user` before a text goes there (`AddressIndex.went`): one composed
@@ -406,6 +440,7 @@ class Delivery:
             await self.send(letter.channel, letter.to, letter.data.encode("latin-1"), still=still)
         except UNDELIVERED as err:
             letter.reason, letter.attempts = err.reason, letter.attempts + err.attempts
+            await self._bounced(err, letter.campaign, letter.decision, letter.user, letter.to)
             raise
         except NoLongerAllowed as err:  # refused before a retry: kept, as above
             letter.reason = err.reason

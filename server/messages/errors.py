@@ -130,18 +130,20 @@ class Transient(Exception):
 
 
 class Permanent(Exception):
-    """An adapter's failure that a retry would not change (an SMTP 5xx reply, a webhook's 4xx)."""
+    """An adapter's failure that a retry would not change (an SMTP 5xx reply, a webhook's 4xx).
+    `bounced`: the relay said the address itself does not take mail (a hard bounce)."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, bounced: bool = False):
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.bounced = reason, bounced
 
 
 class DeliveryRefused(FailedPrecondition):
-    """The relay or provider refused the message for good; it is kept as a dead letter."""
+    """The relay or provider refused the message for good; it is kept as a dead letter.
+    `bounced`: `Permanent.bounced` (the address is then put on the suppression list)."""
 
-    def __init__(self, channel: str, reason: str, attempts: int):
-        self.reason, self.attempts = reason, attempts
+    def __init__(self, channel: str, reason: str, attempts: int, bounced: bool = False):
+        self.reason, self.attempts, self.bounced = reason, attempts, bounced
         super().__init__(f"deliver: the {channel} adapter refused the message ({reason})")
 
 

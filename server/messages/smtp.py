@@ -20,6 +20,7 @@ replies to it may still be on their way and the next message would read them as 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from email import charset
 from email.header import Header
@@ -37,14 +38,27 @@ from .logging import logger
 __all__ = ["SmtpSender", "build_email", "SmtpConfig", "classify", "with_preheader"]
 
 
+_BAD_MAILBOX = re.compile(r"5\.1\.(?:1|2|3|6|10)(?!\d)")
+"""RFC 3463's enhanced status codes for an address that takes no mail: bad destination mailbox
+(5.1.1), system (5.1.2) or address syntax (5.1.3), mailbox moved without a forwarding address
+(5.1.6), and the domain's null MX (5.1.10, RFC 7505)."""
+
+
 def classify(err: Exception) -> Transient | Permanent:
     """A relay's 4xx reply, a timeout or a connection error is transient; a 5xx is permanent
-    (RFC 5321 4.2.1). A refused recipient counts by its own reply code."""
+    (RFC 5321 4.2.1). A refused recipient counts by its own reply code, and a permanent refusal
+    whose enhanced status says the address takes no mail (`_BAD_MAILBOX`) is a hard bounce
+    (`Permanent.bounced`): the same as a bounce the provider reports later. Other 5xx (a
+    policy's 5.7.1, a full mailbox's 5.2.2) say nothing for good about the address."""
     if isinstance(err, aiosmtplib.SMTPRecipientsRefused) and err.recipients:
         err = err.recipients[0]
     code = getattr(err, "code", 0)
     if isinstance(err, aiosmtplib.SMTPResponseException) and 400 <= code < 600:
-        return (Transient if code < 500 else Permanent)(f"smtp {code}")
+        if code < 500:
+            return Transient(f"smtp {code}")
+        bounced = isinstance(err, aiosmtplib.SMTPRecipientRefused) and \
+            _BAD_MAILBOX.match(err.message.lstrip()) is not None
+        return Permanent(f"smtp {code}", bounced)
     if isinstance(err, aiosmtplib.SMTPNotSupported):
         return Permanent("smtp NotSupported")  # e.g. no STARTTLS where it is required
     return Transient(f"smtp {type(err).__name__}")

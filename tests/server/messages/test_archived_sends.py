@@ -60,7 +60,7 @@ async def test_a_dead_letter_of_an_archived_campaign_is_not_retried(tailor_serve
     import pytest
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     await audience(profiles, ["e1"])
-    sink.rcpt_replies["e1@example.com"] = ["550 5.1.1 mailbox unavailable", "250 OK"]
+    sink.rcpt_replies["e1@example.com"] = ["554 5.7.1 rejected by policy", "250 OK"]
     with pytest.raises(grpc.RpcError):
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(
             campaign_id="mail", user_id="e1", deliver=True))

@@ -48,7 +48,7 @@ async def test_a_repeat_of_a_refused_request_answers_the_refusal_without_a_secon
         sink, campaigns, profiles, messaging):
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     await audience(profiles, ["r2"])
-    sink.rcpt_replies["r2@example.com"] = ["550 5.1.1 no such user", "250 OK"]
+    sink.rcpt_replies["r2@example.com"] = ["554 5.7.1 rejected by policy", "250 OK"]
     codes = []
     for _ in range(2):
         with pytest.raises(grpc.RpcError) as err:

@@ -33,14 +33,14 @@ def settings(settings, sink):
 
 async def a_dead_letter(sink, campaigns, profiles, messaging, user: str = "dl",
                         purpose: str = "") -> mpb.DeadLetter:
-    """The dead letter of `user`'s message in a `purpose` campaign, refused by the relay (550);
+    """The dead letter of `user`'s message in a `purpose` campaign, refused by the relay (554);
     the relay takes the address afterwards."""
     spec = email_spec()
     if purpose:
         spec.purpose = purpose
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
     await audience(profiles, [user])
-    sink.rcpt_replies[f"{user}@example.com"] = ["550 5.1.1 no such user"]
+    sink.rcpt_replies[f"{user}@example.com"] = ["554 5.7.1 rejected by policy"]
     with pytest.raises(grpc.RpcError):
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(
             campaign_id="mail", user_id=user, deliver=True))

@@ -61,7 +61,7 @@ async def test_the_access_export_lists_the_users_waiting_messages_and_dead_lette
     meta, campaigns, profiles, messaging = stubs
     await _As(campaigns, meta["admin"]).CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     await audience(_As(profiles, meta["tracker"]), ["ex1", "ex2"])
-    sink.rcpt_replies["ex1@example.com"] = ["550 5.1.1 no such user"]
+    sink.rcpt_replies["ex1@example.com"] = ["554 5.7.1 rejected by policy"]
     with pytest.raises(grpc.RpcError):  # a dead letter of ex1's
         await _As(messaging, meta["decider"]).ComposeMessage(mpb.ComposeMessageRequest(
             campaign_id="mail", user_id="ex1", deliver=True))
@@ -73,7 +73,7 @@ async def test_the_access_export_lists_the_users_waiting_messages_and_dead_lette
     doc = await document(reader, "ex1")
     [letter] = doc["dead_letters"]
     assert (letter["channel"], letter["campaign_id"], letter["to"], letter["reason"],
-            letter["attempts"]) == ("email", "mail", "ex1@example.com", "smtp 550", 1)
+            letter["attempts"]) == ("email", "mail", "ex1@example.com", "smtp 554", 1)
     assert letter["id"] and letter["decision_id"] and letter["at"] > 0
     [message] = doc["messages"]
     assert (message["send_id"], message["decision_id"], message["channel"], message["to"],
@@ -93,7 +93,7 @@ async def test_the_access_export_holds_the_messages_rendered_for_the_user(tailor
     await audience(_As(profiles, meta["tracker"]), ["ex1"])
     await _As(profiles, meta["tracker"]).UpsertAttributes(ppb.UpsertAttributesRequest(
         user_id="ex1", attributes={"first_name": "Zelda"}))
-    sink.rcpt_replies["ex1@example.com"] = ["550 5.1.1 no such user"]
+    sink.rcpt_replies["ex1@example.com"] = ["554 5.7.1 rejected by policy"]
     with pytest.raises(grpc.RpcError):
         await _As(messaging, meta["decider"]).ComposeMessage(mpb.ComposeMessageRequest(
             campaign_id="mail", user_id="ex1", deliver=True))
@@ -114,7 +114,7 @@ async def test_messages_past_the_exports_bound_are_listed_by_their_size(tailor_s
     tailor_server.delivery.dead.exported = 1  # fits no message
     await _As(campaigns, meta["admin"]).CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     await audience(_As(profiles, meta["tracker"]), ["ex1"])
-    sink.rcpt_replies["ex1@example.com"] = ["550 5.1.1 no such user"]
+    sink.rcpt_replies["ex1@example.com"] = ["554 5.7.1 rejected by policy"]
     with pytest.raises(grpc.RpcError):
         await _As(messaging, meta["decider"]).ComposeMessage(mpb.ComposeMessageRequest(
             campaign_id="mail", user_id="ex1", deliver=True))
@@ -154,7 +154,7 @@ async def test_a_widened_role_gets_the_users_messages_masked_as_their_profile(
             await audience(_As(profiles, meta["tracker"]), ["ex1"])
             await _As(profiles, meta["tracker"]).UpsertAttributes(ppb.UpsertAttributesRequest(
                 user_id="ex1", attributes={"first_name": "Zelda"}))
-            sink.rcpt_replies["ex1@example.com"] = ["550 5.1.1 no such user"]
+            sink.rcpt_replies["ex1@example.com"] = ["554 5.7.1 rejected by policy"]
             with pytest.raises(grpc.RpcError):
                 await messaging.ComposeMessage(mpb.ComposeMessageRequest(
                     campaign_id="mail", user_id="ex1", deliver=True))

@@ -122,7 +122,7 @@ async def test_a_dead_letter_retried_does_not_go_after_an_opt_out_in_its_backoff
         sink, campaigns, profiles, messaging):
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     await audience(profiles, ["r4"])
-    sink.rcpt_replies["r4@example.com"] = ["550 5.1.1 no such user"]
+    sink.rcpt_replies["r4@example.com"] = ["554 5.7.1 rejected by policy"]
     with pytest.raises(grpc.RpcError):
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(
             campaign_id="mail", user_id="r4", deliver=True), timeout=30)

@@ -50,15 +50,15 @@ async def test_a_repeat_after_the_relay_refused_a_deferred_message_says_so(
         tailor_server, sink, campaigns, profiles, messaging):
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     await audience(profiles, ["f2"])
-    sink.rcpt_replies["f2@example.com"] = ["550 5.1.1 no such user"]
+    sink.rcpt_replies["f2@example.com"] = ["554 5.7.1 rejected by policy"]
     with deferred(tailor_server):
         got = await compose(messaging, "f2", "req-f2")
     ended = await progress(messaging, got.send_id)
-    assert (ended.sent, dict(ended.failed_by_reason), ended.done) == (0, {"smtp 550": 1}, True)
+    assert (ended.sent, dict(ended.failed_by_reason), ended.done) == (0, {"smtp 554": 1}, True)
     with pytest.raises(grpc.RpcError) as err:
         await compose(messaging, "f2", "req-f2")
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "did not go at its send_at (smtp 550)" in err.value.details()
+    assert "did not go at its send_at (smtp 554)" in err.value.details()
 
 
 async def test_kept_records_of_deferred_messages_expire(tailor_server):

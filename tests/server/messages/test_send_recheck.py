@@ -70,11 +70,11 @@ async def test_retry_dead_letter_refuses_what_the_policy_refuses_now_and_keeps_i
     sink.release()  # no hold here
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     await audience(profiles, ["d", "other"])
-    sink.rcpt_replies["d@example.com"] = ["550 5.1.1 mailbox unavailable", "250 OK"]
+    sink.rcpt_replies["d@example.com"] = ["554 5.7.1 rejected by policy", "250 OK"]
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="d",
                                                                  deliver=True))
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # 550: a dead letter
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # 554: a dead letter
     await opt_out_and_list(profiles, "d" if refused == "no_consent" else "other",
                            "d" if refused == "suppressed_address" else "other")
     letter = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters[0]

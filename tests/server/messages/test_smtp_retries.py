@@ -7,6 +7,7 @@ import pytest
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import messaging_pb2_grpc
+from protos.tailor.v1 import profile_pb2 as ppb
 from tests.conftest import free_port
 
 from .conftest import email_spec
@@ -14,6 +15,7 @@ from .test_send_campaign import audience, until_done
 
 GREYLIST = ["451 4.7.1 greylisted, try later", "451 4.7.1 greylisted, try later", "250 OK"]
 NO_SUCH_USER = ["550 5.1.1 no such user"]
+POLICY = ["554 5.7.1 rejected by policy"]
 
 
 @pytest.fixture
@@ -44,18 +46,44 @@ async def test_a_greylisted_email_goes_on_the_third_attempt(sink, campaigns, pro
 async def test_a_5xx_is_not_retried_and_becomes_a_dead_letter(sink, campaigns, profiles, messaging):
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     await audience(profiles, ["bad"])
-    sink.rcpt_replies["bad@example.com"] = list(NO_SUCH_USER)
+    sink.rcpt_replies["bad@example.com"] = list(POLICY)
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(
             campaign_id="mail", user_id="bad", deliver=True))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "smtp 550" in err.value.details()
+    assert "smtp 554" in err.value.details()
     [letter] = await letters(messaging)
-    assert (letter.channel, letter.reason, letter.attempts) == ("email", "smtp 550", 1)
-    sink.rcpt_replies["bad@example.com"] = ["250 OK"]  # the mailbox exists now
+    assert (letter.channel, letter.reason, letter.attempts) == ("email", "smtp 554", 1)
+    listed = await profiles.CheckSuppression(ppb.SuppressionAddress(email="bad@example.com"))
+    assert not listed.suppressed  # a policy's refusal says nothing of the address
+    sink.rcpt_replies["bad@example.com"] = ["250 OK"]  # the relay takes it now
     await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
     assert sink.message_ids == [f"<{letter.decision_id}@tailor.invalid>"]
     assert await letters(messaging) == []
+
+
+async def test_a_hard_bounce_at_the_relay_lists_the_address(sink, campaigns, profiles, messaging):
+    """550 5.1.1 at RCPT is the bounce the provider would report later: the address goes on the
+    suppression list and the user's next message is suppressed, not mailed to the dead
+    mailbox again (it was, every campaign, before)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["gone"])
+    sink.rcpt_replies["gone@example.com"] = list(NO_SUCH_USER)
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="gone", deliver=True))
+    assert "smtp 550" in err.value.details()
+    [letter] = await letters(messaging)
+    assert letter.reason == "smtp 550"  # kept, as any refused message
+    listed = await profiles.CheckSuppression(ppb.SuppressionAddress(email="gone@example.com"))
+    assert (listed.suppressed, listed.reason) == (True, "bounce")
+    profile = await profiles.GetProfile(ppb.GetProfileRequest(user_id="gone"))
+    assert [e.event_id for e in profile.events if e.type == "email_bounce"] == [
+        f"email_bounce-{letter.decision_id}"]  # the id a provider's report of it also gets
+    again = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="gone", deliver=True))
+    assert (again.suppressed, again.reason, again.delivered) == (True, "suppressed_address", False)
+    assert sink.arrived == []
 
 
 async def test_send_campaign_retries_transient_and_settles_permanent_failures(

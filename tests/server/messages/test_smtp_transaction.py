@@ -43,6 +43,19 @@ async def test_refused_recipients_raise_by_their_reply_code(sink, sender):
     assert sink.message_ids == ["<m2@t.example>"]
 
 
+@pytest.mark.parametrize("reply, bounced", [
+    ("550 5.1.1 no such user", True), ("550 5.1.10 null MX", True), ("553 5.1.3 bad syntax", True),
+    ("551 5.1.6 moved", True), ("554 5.7.1 rejected by policy", False),
+    ("552 5.2.2 mailbox full", False), ("550 no such user", False),  # no enhanced code: unsure
+    ("550 5.1.11 x", False)])
+async def test_a_refusal_is_a_hard_bounce_only_when_the_address_takes_no_mail(
+        sink, sender, reply, bounced):
+    sink.rcpt_replies["r@x.example"] = [reply]
+    with pytest.raises(Permanent) as err:
+        await sender.send_bytes(SENDER, "r@x.example", mail(0))
+    assert err.value.bounced is bounced
+
+
 @pytest.mark.parametrize("bad", ["a b@x.example", "zoë@x.example"])  # a space; not ASCII
 async def test_an_address_smtp_cannot_carry_leaves_the_connection_clean(sink, sender, bad):
     await sender.send_bytes(SENDER, "u0@x.example", mail(0))
