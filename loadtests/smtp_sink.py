@@ -10,6 +10,8 @@ inside the SMTP transaction).
 arrived by then).
 `rcpt_replies[address]`: the replies to RCPT TO of that address, in turn (the last one
 repeats), e.g. `["451 4.7.1 try later", "250 OK"]` (greylisting) or `["550 5.1.1 no such user"]`.
+`login=(user, password)`: the relay requires AUTH (PLAIN or LOGIN, offered without TLS: it is
+on loopback) with that login, and refuses any other with 535.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import time
 from email import message_from_bytes, policy
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 __all__ = ["SmtpSink"]
 
@@ -68,10 +71,19 @@ class _Handler:
         return "250 OK"
 
 
+class _Authenticator:
+    def __init__(self, login: tuple[str, str]):
+        self.login = (login[0].encode(), login[1].encode())
+
+    def __call__(self, server, session, envelope, mechanism, data) -> AuthResult:
+        given = (data.login, data.password) if isinstance(data, LoginPassword) else None
+        return AuthResult(success=given == self.login, handled=False)  # the 235 or 535 is aiosmtpd's
+
+
 class SmtpSink:
     def __init__(self, port: int, hold_mail_at: int | None = None,
                  hold_data_at: int | None = None, keep_mails: bool = True,
-                 delay_data: float = 0.0):
+                 delay_data: float = 0.0, login: tuple[str, str] | None = None):
         self.arrived: list[tuple[float, list[str], str]] = []
         self.mails: list = []
         self.lock = threading.Lock()
@@ -81,7 +93,9 @@ class SmtpSink:
         self.raw: list[bytes] = []
         """The bytes of each message as they arrived (with `keep_mails`)."""
         self.holding = threading.Event()
-        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=port)
+        auth = {} if login is None else {
+            "authenticator": _Authenticator(login), "auth_required": True, "auth_require_tls": False}
+        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=port, **auth)
 
     def __enter__(self) -> SmtpSink:
         self.controller.start()

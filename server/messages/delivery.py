@@ -49,6 +49,9 @@ from .errors import (
     DeliveryRefused,
     DeliveryUnavailable,
     NoLongerAllowed,
+    Permanent,
+    RelayRefused,
+    Transient,
 )
 from .gate import SendGate
 from .logging import logger
@@ -183,6 +186,21 @@ class Delivery:
         among the channels that have one (`Contact.reachable`)."""
         if not any(self.has_adapter(c) for c in channels):
             self.check_adapter(channels[0])
+
+    async def check_relay(self, channels) -> None:
+        """`RelayRefused` when the SMTP relay refuses Tailor's session for good (its login:
+        535) and `channels` (a SendCampaign's) include email: checked as a job starts. Before,
+        a wrong smtp_password made every recipient of the audience a dead letter, each a logged
+        contact that the frequency caps counted against the user. A relay not reachable now
+        is no reason to refuse: the job's messages retry as they go."""
+        if "email" not in channels or self.smtp is None:
+            return
+        try:
+            await self.smtp.check()
+        except Permanent as err:
+            raise RelayRefused(err.reason) from None
+        except Transient:
+            return
 
     def has_adapter(self, channel: str) -> bool:
         try:

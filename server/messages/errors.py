@@ -5,7 +5,7 @@ from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 __all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
            "LoggedOnAPlacement", "Transient", "Permanent", "DeliveryRefused",
-           "DeliveryUnavailable", "DeadLetterNotFound",
+           "DeliveryUnavailable", "DeadLetterNotFound", "RelayRefused",
            "BadAddress", "DeadLetterBusy", "NoLongerAllowed", "DeliveryInProgress",
            "DeliveryInDoubt"]
 
@@ -145,6 +145,16 @@ class DeliveryRefused(FailedPrecondition):
     def __init__(self, channel: str, reason: str, attempts: int, bounced: bool = False):
         self.reason, self.attempts, self.bounced = reason, attempts, bounced
         super().__init__(f"deliver: the {channel} adapter refused the message ({reason})")
+
+
+class RelayRefused(FailedPrecondition):
+    """The SMTP relay refused Tailor's own session (its login, say): no email would go."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"send: the SMTP relay refused Tailor's session ({reason}): check "
+                         "smtp_username and smtp_password (TAILOR_SMTP_USERNAME, "
+                         "TAILOR_SMTP_PASSWORD); no job was started")
 
 
 class DeliveryUnavailable(Unavailable):

@@ -156,6 +156,8 @@ class SendJobs:
                 raise CampaignArchived(campaign_id)
             return await _repeated(send_id, job, campaign_id, terms, request_id,
                                    (users, rates, context))
+        if not (request_id and await asyncio.to_thread(self.records.job, send_id)):
+            await self.delivery.check_relay(campaign.spec.message_channels)  # a repeat: answered
         job, created = await self._shielded(send_id, self._create(send_id, campaign_id, users,
                                                                    rates, context, terms))
         if not created:

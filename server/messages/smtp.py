@@ -159,6 +159,11 @@ class SmtpSender:
         """Send a message already flattened, CRLF lines (envelope sender and recipient given)."""
         await self._on_connection(lambda client: _transaction(client, sender, to, data))
 
+    async def check(self) -> None:
+        """Connect and log in now, unless the connection is open (then a NOOP): raises what a
+        send would, classified (`Permanent` for a relay that refuses the login: 535)."""
+        await self._on_connection(lambda client: client.noop())
+
     async def _on_connection(self, call) -> None:
         """One attempt, reconnecting once when the relay dropped an idle connection; raises
         `Transient` or `Permanent` (`classify`) for `retry.Retry` to act on."""

@@ -1,0 +1,46 @@
+"""A relay that refuses Tailor's login (535) refuses a SendCampaign as it starts, instead of
+making every recipient a dead letter and a logged contact (a real aiosmtpd relay requiring AUTH
+on loopback)."""
+import grpc
+import pytest
+
+from loadtests.smtp_sink import SmtpSink
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from tests.conftest import free_port
+
+from .conftest import email_spec, relayed
+from .test_send_campaign import audience, until_done
+
+LOGIN = ("tailor", "the-right-one")
+
+
+@pytest.fixture
+def sink():
+    with SmtpSink(free_port(), login=LOGIN) as s:
+        yield s
+
+
+@pytest.fixture(params=["the-right-one", "a-stale-one"])
+def settings(settings, sink, request):
+    return relayed(settings, sink, smtp_username=LOGIN[0], smtp_password=request.param)
+
+
+async def test_a_refused_login_starts_no_job(sink, settings, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["a", "b"])
+    send = messaging.SendCampaign(mpb.SendCampaignRequest(campaign_id="mail", user_ids=["a", "b"]))
+    if settings.smtp_password == LOGIN[1]:  # the relay takes the login: the job goes
+        done = await until_done(messaging, (await send).send_id)
+        assert (done.sent, done.failed) == (2, 0)
+        assert len(sink.arrived) == 2
+        return
+    with pytest.raises(grpc.RpcError) as err:
+        await send
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "refused Tailor's session (smtp 535)" in err.value.details()
+    assert "smtp_password" in err.value.details()
+    letters = await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=50))
+    assert list(letters.letters) == [] and sink.arrived == []
+    stats = await campaigns.GetCampaignStats(cpb.GetCampaignStatsRequest(campaign_id="mail"))
+    assert sum(v.decisions for v in stats.variants) == 0  # no contact logged for the caps to count
