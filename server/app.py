@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import math
@@ -257,7 +258,8 @@ class TailorServer:
              ModelAdminServicer(self.registry, self.pusher, self.canary_monitor, self.drift,
                                 stats=self.impressions, pii=self.pii)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
-             ProfileServicer(self.profiles, self.pii, self.suppressions)),
+             ProfileServicer(self.profiles, self.pii, self.suppressions, functools.partial(
+                 self.campaigns.mask_decisions, is_pii=self.pii.is_pii))),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
             (campaign_pb2_grpc.add_CampaignServiceServicer_to_server,
              CampaignServicer(self.campaigns, self.pii)),

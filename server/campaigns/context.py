@@ -61,6 +61,13 @@ def _profile_reader(name: str) -> Callable[[dict], float] | None:
     return None
 
 
+def pii_positions(names: Sequence[str], is_pii: Callable[[str], bool]) -> list[int]:
+    """Positions of a decision's logged context (the campaign's context feature `names`) that
+    hold request values under PII keys (`request.<key>`, `is_pii(key)`): what a caller without
+    `pii-reader` does not read (ExportDecisions, an access export's decisions)."""
+    return [i for i, n in enumerate(names) if n.startswith("request.") and is_pii(n[8:])]
+
+
 def check_feature_names(names: Sequence[str], most: int) -> None:
     check_count("context_features", len(names), most)
     if len(set(names)) != len(names):

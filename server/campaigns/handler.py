@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ from ..store.outbox import Batch
 from ..validation import check_count, check_id, check_not_negative, check_window
 from .cache import CampaignCache, Entry
 from .choice import Choice, PendingChoice
-from .context import UNREAD
+from .context import UNREAD, pii_positions
 from .decision_ids import TimedIds, fixed_decision_id
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
@@ -187,6 +187,31 @@ class Campaigns:
         if campaign is None:
             raise CampaignNotFound(campaign_id)
         return campaign
+
+    def pii_positions(self, campaign_id: str, is_pii: Callable[[str], bool]) -> range | list[int]:
+        """`context.pii_positions` of the campaign's context features; every position when the
+        campaign cannot be read (gone): a caller without `pii-reader` reads none of them."""
+        campaign = self.repo.get(campaign_id)
+        if campaign is None:
+            return range(1 << 16)
+        return pii_positions(campaign.spec.context_features, is_pii)
+
+    def mask_decisions(self, decisions: Sequence[dict], is_pii: Callable[[str], bool]) -> None:
+        """An access export's decision records (`export_user`) as a caller without
+        `pii-reader` reads them, in place: each context value under a PII key is None, as
+        ExportDecisions hides it (a role the auth config widens to ExportProfile read the
+        logged `request.phone` in full)."""
+        positions: dict[str, range | list[int]] = {}
+        for rec in decisions:
+            context = rec.get("context")
+            if not context:
+                continue
+            if rec["campaign_id"] not in positions:
+                positions[rec["campaign_id"]] = self.pii_positions(rec["campaign_id"], is_pii)
+            for i in positions[rec["campaign_id"]]:
+                if i >= len(context):
+                    break
+                context[i] = None
 
     async def list(self, include_archived: bool = False, page_size: int = 0,
                    page_token: str = "") -> tuple[list[Campaign], str]:

@@ -23,7 +23,7 @@ from ..campaigns import (
     Variant,
 )
 from ..contact import FrequencyCap, QuietHours, SendWindow
-from ..errors import NotFound, grpc_errors
+from ..errors import grpc_errors
 from ..security.interceptor import current_principal
 from ..security.pii import PiiPolicy
 from ..security.roles import PII_READER
@@ -170,15 +170,6 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         self.campaigns = campaigns
         self.pii = pii
 
-    async def _pii_positions(self, campaign_id: str) -> range | list[int]:
-        """Positions of a campaign's logged context that hold request values under PII keys
-        (`request.<key>` features); every position when the campaign cannot be read."""
-        try:
-            names = (await self.campaigns.get(campaign_id)).spec.context_features
-        except NotFound:
-            return range(1 << 16)
-        return [i for i, n in enumerate(names) if n.startswith("request.") and self.pii.is_pii(n[8:])]
-
     @grpc_errors
     async def CreateCampaign(self, request: pb.CreateCampaignRequest, context) -> pb.Campaign:
         spec = CampaignConverter.to_spec(request.spec)
@@ -261,7 +252,8 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
                 if hidden is not None and out.context:
                     positions = hidden.get(out.campaign_id)
                     if positions is None:
-                        positions = hidden[out.campaign_id] = await self._pii_positions(out.campaign_id)
+                        positions = hidden[out.campaign_id] = self.campaigns.pii_positions(
+                            out.campaign_id, self.pii.is_pii)
                     for i in positions:
                         if i >= len(out.context):
                             break

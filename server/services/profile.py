@@ -5,6 +5,7 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -170,10 +171,14 @@ def _nonzero(arr: np.ndarray, keys: list[str]) -> dict[str, float]:
 
 
 class ProfileServicer(pb_grpc.ProfileServiceServicer):
-    def __init__(self, profiles: Profiles, pii: PiiPolicy, suppressions: Suppressions):
+    def __init__(self, profiles: Profiles, pii: PiiPolicy, suppressions: Suppressions,
+                 mask_decisions: Callable[[Sequence[dict]], None] = lambda decisions: None):
+        """`mask_decisions`: an access export's decisions as a caller without `pii-reader`
+        reads them (`Campaigns.mask_decisions`)."""
         self.profiles = profiles
         self.pii = pii
         self.suppressions = suppressions
+        self.mask_decisions = mask_decisions
 
     @grpc_errors
     async def TrackEvents(self, request: pb.TrackEventsRequest, context) -> pb.TrackEventsResponse:
@@ -228,6 +233,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
                 profile.pii_masked = self.pii.mask_message(profile)
         if masked:
             masked_messages(export.sections, mask_value)
+            self.mask_decisions(export.sections.get("decisions", ()))
         return pb.ExportProfileResponse(document=ProfileConverter.to_document(export, profile))
 
     @grpc_errors

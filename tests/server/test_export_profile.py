@@ -330,3 +330,38 @@ def test_an_impressions_page_is_cut_by_the_json_it_makes_in_the_document(tmp_pat
         listed = [i["request_id"] for i in page] + listed
     assert listed == [f"r{j:04d}" for j in range(400)]
     store.close()
+
+
+async def test_a_widened_role_gets_the_decisions_context_masked_as_export_decisions(
+        settings, tmp_path):
+    """A role the auth config widened to ExportProfile (not a pii-reader) reads the profile
+    masked: the decisions section must not hand it the request context logged under PII keys,
+    which ExportDecisions hides from it (NaN)."""
+    from server.app import TailorServer
+    from server.security import tokens
+    path = tmp_path / "widened" / "auth.toml"
+    path.parent.mkdir()
+    path.write_text('[roles]\nsupport = ["/tailor.v1.ProfileService/ExportProfile"]\n')
+    toks = {name: tokens.mint(path, name, given)
+            for name, given in {**ROLES, "support": ["support"]}.items()}
+    server = TailorServer(settings.model_copy(update={"auth_config": path}))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            campaigns, profiles = cpb_grpc.CampaignServiceStub(ch), pb_grpc.ProfileServiceStub(ch)
+            await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+                campaign_id="c-pii", channel="push", policy="egreedy",
+                context_features=["request.phone", "request.basket"],
+                variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])),
+                metadata=bearer(toks["admin"]))
+            await campaigns.ChooseVariant(cpb.ChooseVariantRequest(
+                campaign_id="c-pii", user_id=USER, context={"phone": 33612.0, "basket": 3.0}),
+                metadata=bearer(toks["decider"]))
+            docs = {who: json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(
+                user_id=USER), metadata=bearer(toks[who]))).document)
+                for who in ("support", "reader")}
+    finally:
+        await server.stop(grace=0.5)
+    [masked], [full] = docs["support"]["decisions"], docs["reader"]["decisions"]
+    assert full["context"] == [33612.0, 3.0]
+    assert masked["context"][1] == 3.0 and masked["context"][0] is None
