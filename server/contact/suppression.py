@@ -135,6 +135,20 @@ class Suppressions:
         except NotAnAddress:
             return ()
 
+    async def holds(self, user_id: str, kind: str, address: str) -> bool:
+        """Whether `user_id`'s profile holds `address` (normalized as the list holds it) as
+        its `kind` attribute now: the address a bounce or complaint event of theirs would list
+        (`on_events`). False when it holds another, none, or there is no profile; True when
+        no profiles are read (then the events list nothing)."""
+        if self.profiles is None:
+            return True
+        [meta] = await asyncio.to_thread(self.profiles.metas, [user_id])
+        value = (meta or {}).get("attributes", {}).get(kind)
+        try:
+            return bool(value) and self._normalize(kind, value) == self._normalize(kind, address)
+        except NotAnAddress:
+            return False
+
     def _normalize(self, kind: str, address: str) -> str:
         return normalize(kind, address, self.limits.address_chars, f"address.{kind}")
 

@@ -32,7 +32,7 @@ from ..config import Limits
 from ..contact.addresses import EMAIL, normalize
 from ..errors import InvalidArgument
 from ..interfaces import DecisionOwners, EventRecorder
-from ..messages.delivery import report_event
+from ..messages.reports import record_report
 from ..security.userref import user_ref
 from ..validation import check_id, check_known, check_text
 from .signing import SignedRequests
@@ -106,11 +106,8 @@ class DeliveryEvents:
         kind, decision, address = self.checked(report)
         received = time.time()  # the event's time, before its user is looked up: a user erased
         owner = await self.owners.decision_owner(decision) if decision else None  # meanwhile
-        if owner is not None:  # is not brought back (the ingestion refuses it as late)
-            user, campaign = owner
-            await self.events.track([report_event(REPORT_TYPES[kind], campaign, decision, user,
-                                                  received)])
+        user, campaign = owner or (None, "")  # is not brought back (refused as late)
+        if await record_report(self.events, self.suppressions, REPORT_TYPES[kind], address,
+                               user, campaign, decision, received):
             logger.info("%s of %s (decision %s)", kind, user_ref(user), decision)
-        if address:
-            await self.suppressions.add(EMAIL, address, kind)
         return {"user_found": owner is not None, "address_listed": bool(address)}

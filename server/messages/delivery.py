@@ -32,7 +32,6 @@ from email.utils import parseaddr
 from contract.keyring import keyring_path
 
 from ..config import DEFAULT_LIMITS, Limits
-from ..contact.addresses import EMAIL
 from ..contact.consent import MARKETING
 from ..contact.policy import ADDRESS_ATTRIBUTES
 from ..errors import FailedPrecondition, TailorError
@@ -57,12 +56,13 @@ from .gate import SendGate
 from .logging import logger
 from .once import Once
 from .phones import normalize_phone
+from .reports import record_report
 from .retry import Retry
 from .smtp import SmtpConfig, SmtpSender
 from .webhook import WebhookSender, webhook_body
 from .wire import email_bytes
 
-__all__ = ["Delivery", "sent_event", "report_event", "address_of", "MISSING_ADDRESS", "UNDELIVERED"]
+__all__ = ["Delivery", "sent_event", "address_of", "MISSING_ADDRESS", "UNDELIVERED"]
 
 """The profile attribute each channel's messages go to (the contact policy prefers channels
 the user has one for: `contact.policy.Contact.reachable`)."""
@@ -114,15 +114,6 @@ def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
                at: float) -> TrackedEvent:
     """The `<channel>_sent` event of a delivered message (its id fixed by the decision)."""
     return TrackedEvent(sent_event_id(decision_id), user_id, f"{channel}_sent", channel, campaign_id,
-                        "", 0.0, at, {"decision_id": decision_id})
-
-
-def report_event(event_type: str, campaign_id: str, decision_id: str, user_id: str,
-                 at: float) -> TrackedEvent:
-    """The `email_bounce` / `email_complaint` event of a decision's email, its id fixed by the
-    type and the decision: the relay's refusal and the provider's report of the same message
-    (`server.http.delivery_events`) count once."""
-    return TrackedEvent(f"{event_type}-{decision_id}", user_id, event_type, "email", campaign_id,
                         "", 0.0, at, {"decision_id": decision_id})
 
 
@@ -261,7 +252,7 @@ class Delivery:
             if refused is not None:
                 raise NoLongerAllowed(refused)
             await self.send_or_bury(message.channel, to, data, campaign=message.campaign_id,
-                                    decision=message.decision_id, user=user_id)
+                                    decision=message.decision_id, user=user_id, at=handed)
         except BaseException as err:
             handed, failed = None, err
             raise
@@ -287,12 +278,14 @@ class Delivery:
                                     still)
 
     async def send_or_bury(self, channel: str, to: str, data: bytes, *, campaign: str,
-                           decision: str, user: str, via: SmtpSender | None = None,
+                           decision: str, user: str, at: float, via: SmtpSender | None = None,
                            unless: asyncio.Event | None = None,
                            still: Callable[[], Awaitable[str | None]] | None = None) -> int:
         """`send`; a message that did not go is kept as a dead letter, and the error raised;
         one refused before a retry (`still`, by default `Delivery.still`; `unless` ends a
-        backoff early to ask it) raises `NoLongerAllowed` (none kept)."""
+        backoff early to ask it) raises `NoLongerAllowed` (none kept). `at`: when the caller
+        last asked the contact policy before it, the time of a hard bounce's event
+        (`_bounced`)."""
         await self._went(channel, user, to)
         try:
             return await self.send(channel, to, data, via, unless,
@@ -302,24 +295,22 @@ class Delivery:
                 letter = DeadLetter(channel, campaign, decision, user, to, data.decode("latin-1"),
                                     err.reason, err.attempts)
                 await asyncio.to_thread(self.dead.add, letter, True)
-            await self._bounced(err, campaign, decision, user, to)
+            await self._bounced(err, campaign, decision, user, to, at)
             raise
 
     async def _bounced(self, err: Exception, campaign: str, decision: str, user: str,
-                       to: str) -> None:
-        """A hard bounce at the relay (`DeliveryRefused.bounced`: 550 5.1.1 and the like) does
-        what the provider's report of it does (`server.http.delivery_events`): an
-        `email_bounce` event for the user (caps and attribution read it; the list follows it
-        to their address), and `to` itself listed (the profile's address may be newer).
-        Without it the next campaign mailed the dead address again, which is what costs a
-        sender its reputation. A failure here is logged: the refusal stands, its letter kept."""
+                       to: str, at: float) -> None:
+        """A hard bounce at the relay (`DeliveryRefused.bounced`: 550 5.1.1 and the like) is
+        recorded as the provider's report of it would be (`reports.record_report`): `to`
+        listed, and the user's `email_bounce` event while their profile holds `to`, dated `at`
+        (from before the send: a user erased while it went is not brought back). Without it
+        the next campaign mailed the dead address again, which is what costs a sender its
+        reputation. A failure here is logged: the refusal stands, its letter kept."""
         if not (isinstance(err, DeliveryRefused) and err.bounced):
             return
         try:
-            await self.events.track([report_event("email_bounce", campaign, decision, user,
-                                                  time.time())])
-            if self.suppressions is not None:
-                await self.suppressions.add(EMAIL, to, "bounce")
+            await record_report(self.events, self.suppressions, "email_bounce", to, user,
+                                campaign, decision, at)
         except TailorError as failure:
             logger.warning("an email hard-bounced at the relay, but its bounce was not "
                            "recorded: %s", type(failure).__name__)
@@ -448,17 +439,18 @@ class Delivery:
         self.check_adapter(letter.channel)
         still = functools.partial(self.still, letter.campaign, letter.user, letter.channel,
                                   letter.to)
+        handed = time.time()  # before the check: a user erased after it is not brought back
         refused = await still()
         if refused is not None:  # kept, with the reason (a renewed opt-in may allow it again)
             letter.reason = refused
             raise NoLongerAllowed(refused)
         await self._went(letter.channel, letter.user, letter.to)
-        handed = time.time()
         try:
             await self.send(letter.channel, letter.to, letter.data.encode("latin-1"), still=still)
         except UNDELIVERED as err:
             letter.reason, letter.attempts = err.reason, letter.attempts + err.attempts
-            await self._bounced(err, letter.campaign, letter.decision, letter.user, letter.to)
+            await self._bounced(err, letter.campaign, letter.decision, letter.user, letter.to,
+                                handed)
             raise
         except NoLongerAllowed as err:  # refused before a retry: kept, as above
             letter.reason = err.reason

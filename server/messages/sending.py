@@ -370,7 +370,7 @@ class SendJob:
         The decision of a message nobody received (refused, or failed before it was handed
         over: a render at its turn, no adapter) is withdrawn; not one that failed in the
         transport (a dead letter may still carry it), nor one whose fate is unknown."""
-        refused, kept = None, False
+        refused, kept, asked = None, False, time.time()  # (a bounce's event time: `send_or_bury`)
         try:
             refused = await self._still(r)
             if refused is None and r.items and self.composer.unavailable(r.items):
@@ -381,7 +381,8 @@ class SendJob:
                 kept = True  # from here, a failure may have gone out or be a dead letter
                 await self.delivery.send_or_bury(
                     r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
-                    campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp,
+                    campaign=self.job["campaign"], decision=r.decision, user=r.user, at=asked,
+                    via=smtp,
                     unless=self.cancelling.requested, still=lambda: self._still(r))
                 r.state, r.sent_at = SENT, time.time()
         except UNDELIVERED as err:

@@ -199,3 +199,23 @@ async def test_a_field_that_is_not_a_string_is_400_naming_it(settings, profiles)
         assert (status, text.split(":")[0]) == (400, field), (bad, text)
     assert (await report(settings, {"type": ["bounce"], "address": "t@example.com"}))[0] == 400
     assert not (await listed(profiles, "t@example.com")).suppressed
+
+
+async def test_a_bounce_of_an_address_the_user_no_longer_has_lists_only_that_one(
+        settings, sink, campaigns, profiles, messaging):
+    """A late report of a message to the address the user had: that address is listed, their new
+    one is not (it was: the report's event listed the profile's address of the moment, which
+    never bounced), and their next message goes to it."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["m1"])
+    await delivered(messaging, "m1")
+    [message_id] = sink.message_ids
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="m1", attributes={"email": "m1.now@example.com"}))
+    status, text = await report(settings, {"type": "bounce", "message_id": message_id,
+                                           "address": "m1@example.com"})
+    assert (status, json.loads(text)) == (200, {"user_found": True, "address_listed": True})
+    assert (await listed(profiles, "m1@example.com")).suppressed
+    assert not (await listed(profiles, "m1.now@example.com")).suppressed
+    await delivered(messaging, "m1")
+    assert sink.arrived[-1][1] == ["m1.now@example.com"]

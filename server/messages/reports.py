@@ -1,0 +1,45 @@
+"""Bounces and complaints of a decision's email, as one place records them: the relay's
+synchronous hard bounce (`Delivery._bounced`) and the provider's report
+(`server.http.delivery_events`).
+
+Each lists the address named, and records the user's `email_bounce` / `email_complaint` event
+(`report_event`: id `<type>-<decision id>`, so both of one message count once), which caps and
+attribution read and the suppression list follows to the user's `email` attribute of the
+moment (`contact.Suppressions.on_events`). A bounce of an address the profile no longer holds
+records no event: it would list the profile's new address, which did not bounce (a dead letter
+to the old one retried, a message composed before the change, a report of an old message).
+"""
+from __future__ import annotations
+
+from ..contact.suppression import SUPPRESSING_EVENTS
+from ..interfaces import EventRecorder
+from ..profiles import TrackedEvent
+
+__all__ = ["report_event", "record_report"]
+
+
+def report_event(event_type: str, campaign_id: str, decision_id: str, user_id: str,
+                 at: float) -> TrackedEvent:
+    """The `email_bounce` / `email_complaint` event of a decision's email, its id fixed by the
+    type and the decision: the relay's refusal and the provider's report of the same message
+    count once."""
+    return TrackedEvent(f"{event_type}-{decision_id}", user_id, event_type, "email", campaign_id,
+                        "", 0.0, at, {"decision_id": decision_id})
+
+
+async def record_report(events: EventRecorder, suppressions, event_type: str, address: str,
+                        user_id: str | None, campaign_id: str, decision_id: str,
+                        at: float) -> bool:
+    """List `address` ("": not named) on `suppressions` (`contact.Suppressions`; None: not)
+    and record `user_id`'s `report_event` (None: the message's user is not known), unless it is
+    a bounce of an address their profile no longer holds (`Suppressions.holds`). `at`: the
+    event's time, taken before the user was known to be there (a user erased since is not
+    brought back: the ingestion refuses it as late). Whether the event was recorded."""
+    kind, reason = SUPPRESSING_EVENTS[event_type]
+    if address and suppressions is not None:
+        await suppressions.add(kind, address, reason)
+    if user_id is None or (address and reason == "bounce" and suppressions is not None
+                           and not await suppressions.holds(user_id, kind, address)):
+        return False
+    await events.track([report_event(event_type, campaign_id, decision_id, user_id, at)])
+    return True

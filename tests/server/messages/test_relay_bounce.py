@@ -1,0 +1,88 @@
+"""A hard bounce at the relay (550 5.1.1 at RCPT, `Delivery._bounced`) against a real relay on
+loopback (aiosmtpd): it lists the address the message went to, and only that one: not a newer
+address of the user's, and it brings back no user erased while the message was on its way."""
+import asyncio
+
+import grpc
+import pytest
+
+from loadtests.smtp_sink import SmtpSink
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+from tests.conftest import free_port
+
+from .conftest import email_spec, relayed
+from .test_send_campaign import audience
+
+NO_SUCH_USER = ["550 5.1.1 no such user"]
+POLICY = ["554 5.7.1 rejected by policy"]
+
+
+@pytest.fixture
+def sink():
+    with SmtpSink(free_port()) as s:
+        yield s
+
+
+@pytest.fixture
+def settings(settings, sink):
+    return relayed(settings, sink, delivery_attempts=1)
+
+
+async def listed(profiles, address: str) -> bool:
+    return (await profiles.CheckSuppression(ppb.SuppressionAddress(email=address))).suppressed
+
+
+async def test_a_bounce_of_an_old_address_does_not_list_the_users_new_one(
+        sink, campaigns, profiles, messaging):
+    """A dead letter to the address the user had, retried after they gave a new one, bounces:
+    the old address is listed, the new one is not (it was: the bounce event listed the
+    profile's address of the moment), and the user's next message goes to the new one."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["moved"])
+    sink.rcpt_replies["moved@example.com"] = list(POLICY)
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="moved", deliver=True))
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="moved", attributes={"email": "moved.now@example.com"}))
+    sink.rcpt_replies["moved@example.com"] = list(NO_SUCH_USER)  # the old mailbox is gone
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
+    assert "smtp 550" in err.value.details()
+    assert await listed(profiles, "moved@example.com")
+    assert not await listed(profiles, "moved.now@example.com")
+    with pytest.raises(grpc.RpcError) as err:  # retried again: refused before it goes
+        await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "suppressed_address" in err.value.details()
+    again = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="moved", deliver=True))
+    assert again.delivered
+    assert sink.arrived[-1][1] == ["moved.now@example.com"]
+
+
+async def test_a_bounce_brings_back_no_user_erased_while_their_message_was_on_its_way(
+        sink, campaigns, profiles, messaging):
+    """The user is erased while the relay holds their message (at MAIL FROM), then refuses it
+    550 5.1.1: the address is listed (the list outlives profiles on purpose), but no bounce
+    event is recorded for the erased user (one was, stamped after the erasure: their profile
+    came back holding it)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["gone"])
+    sink.rcpt_replies["gone@example.com"] = list(NO_SUCH_USER)
+    sink.hold_mail_at = 0
+    sending = asyncio.ensure_future(messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="gone", deliver=True)))
+    assert await asyncio.to_thread(sink.holding.wait, 30), "the relay never held the message"
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="gone"))
+    sink.release()
+    with pytest.raises(grpc.RpcError) as err:
+        await sending
+    assert "smtp 550" in err.value.details()
+    assert await listed(profiles, "gone@example.com")
+    with pytest.raises(grpc.RpcError) as err:
+        await profiles.GetProfile(ppb.GetProfileRequest(user_id="gone"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
