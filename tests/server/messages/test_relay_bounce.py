@@ -13,7 +13,7 @@ from protos.tailor.v1 import profile_pb2 as ppb
 from tests.conftest import free_port
 
 from .conftest import email_spec, relayed
-from .test_send_campaign import audience
+from .test_send_campaign import audience, until_done
 
 NO_SUCH_USER = ["550 5.1.1 no such user"]
 POLICY = ["554 5.7.1 rejected by policy"]
@@ -86,3 +86,24 @@ async def test_a_bounce_brings_back_no_user_erased_while_their_message_was_on_it
     with pytest.raises(grpc.RpcError) as err:
         await profiles.GetProfile(ppb.GetProfileRequest(user_id="gone"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_send_campaign_bounce_lists_the_address_it_was_composed_for(
+        sink, campaigns, profiles, messaging):
+    """SendCampaign composes a message to the user's address, and it waits (here at the relay's
+    MAIL FROM) while the user gives another: the old one, refused 550 5.1.1, is listed, the new
+    one is not."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["sc1"])
+    sink.rcpt_replies["sc1@example.com"] = list(NO_SUCH_USER)
+    sink.hold_mail_at = 0
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=["sc1"], rate_per_second={"email": 100}))
+    assert await asyncio.to_thread(sink.holding.wait, 30), "the relay never held the message"
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="sc1", attributes={"email": "sc1.now@example.com"}))
+    sink.release()
+    done = await until_done(messaging, started.send_id)
+    assert dict(done.failed_by_reason) == {"smtp 550": 1}
+    assert await listed(profiles, "sc1@example.com")
+    assert not await listed(profiles, "sc1.now@example.com")
