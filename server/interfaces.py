@@ -47,11 +47,13 @@ class ProfileStates(Protocol):
         """Each user's feature state from one read snapshot, None where there is none."""
 
     def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None,
-                        with_seen: bool = False) -> list[tuple]:
+                        with_seen: bool = False, with_stored: bool = False) -> list[tuple]:
         """Each user's (feature state, meta record: attributes and consent) from one read
         snapshot (`txn`, a `Store.read` the caller holds, or a new one), None where there is
         none (the contact policy reads both); states are not read (None) unless
-        `with_states`; with `with_seen` too, each has the user's live seen-set third."""
+        `with_states`; with `with_seen` too, each has the user's live seen-set third; with
+        `with_stored`, the meta record's bytes as stored (None for none) last, from the same
+        read (the contact policy's stamp at the commit: `campaigns.recheck`)."""
 
     def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
         """Up to `limit` stored feature states from key `start` on, and the key to continue

@@ -43,7 +43,8 @@ from .power import (
     sample_size,
     seconds_to_significance,
 )
-from .recheck import Stamps, recheck_of
+from .recheck import digest as stamp_of
+from .recheck import recheck_of
 from .records import (
     NO_ARM,
     PENDING,
@@ -104,7 +105,6 @@ class Campaigns:
         self.sweep_seconds = sweep_seconds
         self._hold_told: float | None = None
         """The hold `sweep_due` last warned about (once per entry holding the sweep)."""
-        self._stamps = Stamps(store)
         self._cache = CampaignCache(self.repo, profiles, self.contact, suppressions,
                                     state_refresh_s, limits.context_value_max)
         # Decisions use one generator owned by the event-loop thread (the native Rng is not
@@ -256,17 +256,16 @@ class Campaigns:
         sup, channels = self._suppressions, entry.channels
         with self._store.read() as txn:
             read = self._profiles.states_and_meta(user_ids, entry.with_states or with_states, txn,
-                                                  with_seen=with_seen)
+                                                  with_seen=with_seen, with_stored=True)
             histories = (self.repo.contacts.histories(txn, user_ids) if entry.reads_contacts
                          else None)
             erased = self._erased(user_ids, read, txn) if entry.reads_erasures else _NONE
-            stamps = self._stamps.of(txn, user_ids)
             return [r[0] for r in read], [
                 Contact(u, r[1], r[0], histories[u] if histories else None, _NONE if sup is None
                         else sup.suppressed_channels(r[1], channels, txn),
                         r[2] if with_seen else None, u in erased, reachable,
-                        addressed, stamp)
-                for u, r, stamp in zip(user_ids, read, stamps)]
+                        addressed, stamp_of(r[-1]))
+                for u, r in zip(user_ids, read)]
 
     def recheck(self, entry: Entry, contact: Contact, channel: str, choices: tuple) -> tuple:
         """What the writer checks again of the policy's verdict on `contact` (logged on

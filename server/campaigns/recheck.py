@@ -6,8 +6,9 @@ change (SetConsent, a one-click link, STOP, an unsubscribe event) or an address 
 bounce, a complaint, AddSuppression) committed in between would otherwise be answered
 afterwards with a decision to contact. The caps are checked in that transaction; so is this:
 
-* the read side stamps each user's profile meta record as the snapshot held it (`Stamps`: a
-  digest of the stored bytes, sealed or not; b"" when there was none) and each record names,
+* the read side stamps each user's profile meta record as the snapshot held it (`digest` of
+  the stored bytes, sealed or not, from the read the contact policy makes of it:
+  `ProfileStates.states_and_meta(with_stored=True)`; b"" when there was none) and each record names,
   per channel it may be logged on, what that channel's consent needs and the keys of the
   user's address on the suppression list (`recheck_of`);
 * the writer (`Recheck.refused`) reads the meta record's stored bytes again in its transaction:
@@ -32,7 +33,7 @@ from ..contact.consent import MARKETING, NO_CONSENT, TRANSACTIONAL, consent_reas
 from ..contact.suppression import SUPPRESSED_ADDRESS
 from ..store import Store, keys
 
-__all__ = ["Stamps", "Recheck", "digest", "recheck_of"]
+__all__ = ["Recheck", "digest", "recheck_of"]
 
 EMPTY: Mapping = {}
 
@@ -40,17 +41,6 @@ EMPTY: Mapping = {}
 def digest(stored: bytes | None) -> bytes:
     """8 bytes naming a stored meta record's version (b"" for none)."""
     return hashlib.blake2b(stored, digest_size=8).digest() if stored else b""
-
-
-class Stamps:
-    """The read side: the digests of users' profile meta records in the caller's snapshot."""
-
-    def __init__(self, store: Store):
-        self._meta = store.table("profiles")
-
-    def of(self, txn, user_ids: Sequence[str]) -> list[bytes]:
-        return [digest(v) for v in
-                self._meta.stored(txn, [keys.profile_meta_key(u) for u in user_ids])]
 
 
 def recheck_of(stamp: bytes, meta: Mapping | None, channels: Sequence[str],

@@ -639,10 +639,11 @@ class Profiles:
         return self.repo.states(user_ids)
 
     def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None,
-                        with_seen: bool = False) -> list[tuple]:
+                        with_seen: bool = False, with_stored: bool = False) -> list[tuple]:
         """(feature state or None unless `with_states`, meta record[, live seen-set if
-        `with_seen`]) of many users from one read snapshot (the caller's `txn`, if it has one)."""
-        return self.repo.states_and_meta(user_ids, with_states, txn, with_seen)
+        `with_seen`][, the meta record's stored bytes if `with_stored`]) of many users from one
+        read snapshot (the caller's `txn`, if it has one)."""
+        return self.repo.states_and_meta(user_ids, with_states, txn, with_seen, with_stored)
 
     def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
         """Up to `limit` stored feature states from key `start` on, and the next start key

@@ -504,23 +504,30 @@ class ProfileRepository:
         return decode_states(self.layout, raws), after
 
     def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None,
-                        with_seen: bool = False) -> list[tuple]:
+                        with_seen: bool = False, with_stored: bool = False) -> list[tuple]:
         """(feature state, meta dict) of many users in one snapshot, the caller's `txn` or a
         new one (None where there is none; no states read unless `with_states`); with
-        `with_seen` (and `with_states`), (state, meta, live seen-set as `states_and_seen` has it)."""
+        `with_seen` (and `with_states`), (state, meta, live seen-set as `states_and_seen` has it);
+        with `with_stored`, the meta record's bytes as stored (sealed or not; None for none)
+        last, from the same read (the contact policy's stamp: `campaigns.recheck`)."""
         if with_seen and not with_states:
             raise ValueError("with_seen: the seen-sets are read with the states (with_states)")
         if txn is None:
             with self.store.read() as txn:
-                return self.states_and_meta(user_ids, with_states, txn, with_seen)
+                return self.states_and_meta(user_ids, with_states, txn, with_seen, with_stored)
         raws = (self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
                 if with_states else [None] * len(user_ids))
-        metas = self._profiles.get_many(txn, [keys.profile_meta_key(u) for u in user_ids])
+        meta_keys = [keys.profile_meta_key(u) for u in user_ids]
+        stored = self._profiles.stored(txn, meta_keys)
+        metas = self._profiles.open_many(txn, meta_keys, stored)
         states = self._decoded(raws)  # nothing to decode (None) on the contact path: free
         metas = [json.loads(m.decode()) if m else None for m in metas]
+        parts = [states, metas]
         if with_seen:
-            return list(zip(states, metas, map(self._seen, raws, states)))
-        return list(zip(states, metas))
+            parts.append(map(self._seen, raws, states))
+        if with_stored:
+            parts.append(stored)
+        return list(zip(*parts))
 
     def _seen(self, raw: bytes | None, state: np.ndarray | None = None) -> seen.SeenSet | None:
         """The live seen-set of a profile state record (`state`: its feature state, if

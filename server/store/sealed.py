@@ -79,7 +79,10 @@ class SealedTable(Table):
         one kernel call (`kernels.aead`: tokens, ciphers and records a list each, no Python loop
         per record)."""
         keys = keys if type(keys) is list else list(keys)
-        values = super().get_many(txn, keys)
+        return self.open_many(txn, keys, super().get_many(txn, keys))
+
+    def open_many(self, txn, keys: list[bytes], values: list[bytes | None]) -> list[bytes | None]:
+        """The values `stored` read for `keys` (a list), opened in one kernel call."""
         tokens = aead.user_tokens(keys, TOKEN_CHARS, _SEP, values)
         return aead.open_records(self.datakeys.ciphers(txn, tokens, plain=aead.PLAIN), keys,
                                  values, _BODY, self._aad)

@@ -36,6 +36,11 @@ class Table:
         """A value read by `stored`, opened (`SealedTable` unseals it; here: as it is)."""
         return value
 
+    def open_many(self, txn, keys: list[bytes], values: list[bytes | None]) -> list[bytes | None]:
+        """The values `stored` read for `keys`, opened together (`get_many` is `stored` then
+        this; here: as they are)."""
+        return values
+
     def get_many(self, txn, keys: Sequence[bytes]) -> list[bytes | None]:
         """One value per key, in input order, None for a miss."""
         if len(keys) <= 4:  # a cursor costs more than it saves on a few keys

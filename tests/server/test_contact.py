@@ -567,6 +567,33 @@ async def test_an_opt_out_committed_while_the_decision_waits_for_the_writer_supp
     assert campaigns.export_user("ann")["contacts"] == []
 
 
+async def test_a_decision_reads_its_users_meta_record_once_and_stamps_the_bytes_read(
+        stubs, tailor_server, monkeypatch):
+    """The re-check's stamp comes from the contact policy's own read of the meta record: one
+    lookup of it a decision (a second read for the stamp cost a get and a digest more on the
+    loop), and the stamp is the digest of the bytes as stored, which the writer compares (the
+    same: nothing opened or parsed there)."""
+    from server.campaigns.recheck import digest
+    from server.store import keys
+    from server.store.table import Table
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec()))
+    await consent(profiles, "ann", "email", True)
+    campaigns, key = tailor_server.campaigns, keys.profile_meta_key("ann")
+    looked_up, get_many, get = [], Table.get_many, Table.get
+    monkeypatch.setattr(Table, "get_many", lambda self, txn, ks: (
+        looked_up.extend(k for k in ks if k == key), get_many(self, txn, ks))[1])
+    monkeypatch.setattr(Table, "get", lambda self, txn, k: (
+        looked_up.extend([k] if k == key else []), get(self, txn, k))[1])
+    _, [contact] = campaigns.read_contacts(campaigns.live("c1")[0], ["ann"])
+    monkeypatch.undo()
+    assert looked_up == [key]
+    store = campaigns._store
+    with store.read() as txn:
+        stored = txn.get(key, db=store.db("profiles"))
+    assert stored is not None and contact.stamp == digest(bytes(stored))
+
+
 async def test_an_address_listed_while_the_decision_waits_for_the_writer_suppresses_it(
         stubs, tailor_server):
     """As an opt-out: a bounce or AddSuppression committed between the decision's read and its

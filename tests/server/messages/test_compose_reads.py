@@ -11,9 +11,9 @@ async def test_a_message_is_rendered_from_the_profile_read_for_its_contact_check
     repo, reads = tailor_server.profiles.repo, []
     original = repo.states_and_meta
 
-    def counted(user_ids, with_states=True, txn=None, with_seen=False):
+    def counted(user_ids, with_states=True, txn=None, with_seen=False, with_stored=False):
         reads.append((list(user_ids), with_states, with_seen))
-        return original(user_ids, with_states, txn, with_seen)
+        return original(user_ids, with_states, txn, with_seen, with_stored)
 
     def other_read(name):
         read = getattr(repo, name)
@@ -49,8 +49,9 @@ async def test_a_user_erased_after_the_decisions_read_is_not_cached_by_its_rende
     profile_repo, recommender = tailor_server.profiles.repo, tailor_server.recommender
     original, armed = profile_repo.states_and_meta, [False]
 
-    def erased_after_read(user_ids, with_states=True, txn=None, with_seen=False):
-        found = original(user_ids, with_states, txn, with_seen)
+    def erased_after_read(user_ids, with_states=True, txn=None, with_seen=False,
+                          with_stored=False):
+        found = original(user_ids, with_states, txn, with_seen, with_stored)
         if armed[0] and "u1" in user_ids:  # the erasure (its own thread in a server) lands now
             armed[0] = False
             profile_repo.erase("u1", tailor_server.profiles._erasers)
