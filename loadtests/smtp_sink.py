@@ -10,6 +10,7 @@ inside the SMTP transaction).
 arrived by then).
 `rcpt_replies[address]`: the replies to RCPT TO of that address, in turn (the last one
 repeats), e.g. `["451 4.7.1 try later", "250 OK"]` (greylisting) or `["550 5.1.1 no such user"]`.
+`noop_reply`: the reply to NOOP (default `250 OK`; a relay may refuse it, `502 ...`).
 `login=(user, password)`: the relay requires AUTH (PLAIN or LOGIN, offered without TLS: it is
 on loopback) with that login, and refuses any other with 535.
 """
@@ -41,6 +42,9 @@ class _Handler:
                 await asyncio.sleep(0.05)
         envelope.mail_from = address
         return "250 OK"
+
+    async def handle_NOOP(self, server, session, envelope, arg):
+        return self.sink.noop_reply
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         replies = self.sink.rcpt_replies.get(address) or ["250 OK"]
@@ -93,6 +97,7 @@ class SmtpSink:
         self.raw: list[bytes] = []
         """The bytes of each message as they arrived (with `keep_mails`)."""
         self.holding = threading.Event()
+        self.noop_reply = "250 OK"
         auth = {} if login is None else {
             "authenticator": _Authenticator(login), "auth_required": True, "auth_require_tls": False}
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=port, **auth)

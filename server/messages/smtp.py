@@ -138,6 +138,10 @@ async def _transaction(client: aiosmtplib.SMTP, sender: str, to: str, data: byte
         raise Transient("smtp disconnected") from None
 
 
+async def _nothing(client: aiosmtplib.SMTP) -> None:
+    """No command: the session's opening was the point (`SmtpSender.check`)."""
+
+
 class SmtpSender:
     def __init__(self, config: SmtpConfig):
         self.config = config
@@ -160,9 +164,10 @@ class SmtpSender:
         await self._on_connection(lambda client: _transaction(client, sender, to, data))
 
     async def check(self) -> None:
-        """Connect and log in now, unless the connection is open (then a NOOP): raises what a
-        send would, classified (`Permanent` for a relay that refuses the login: 535)."""
-        await self._on_connection(lambda client: client.noop())
+        """Open the session now (connect, TLS, log in), unless it is open: raises what a send
+        would, classified (`Permanent` for a relay that refuses the login: 535). No command
+        after it: a relay refusing NOOP (502) still takes mail."""
+        await self._on_connection(_nothing)
 
     async def _on_connection(self, call) -> None:
         """One attempt, reconnecting once when the relay dropped an idle connection; raises

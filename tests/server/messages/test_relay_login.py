@@ -44,3 +44,40 @@ async def test_a_refused_login_starts_no_job(sink, settings, campaigns, profiles
     assert list(letters.letters) == [] and sink.arrived == []
     stats = await campaigns.GetCampaignStats(cpb.GetCampaignStatsRequest(campaign_id="mail"))
     assert sum(v.decisions for v in stats.variants) == 0  # no contact logged for the caps to count
+
+
+async def test_a_login_refused_since_the_shared_session_opened_starts_no_job(
+        sink, settings, campaigns, profiles, messaging):
+    """The relay changed Tailor's password (or revoked it) after a ComposeMessage opened the
+    shared session, which stays logged in: a job's own connection logs in afresh and is
+    refused 535, so the check must log in as the job will, not NOOP the open session."""
+    if settings.smtp_password != LOGIN[1]:
+        pytest.skip("the session must open first")
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["a", "b", "c"])
+    sent = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="c", deliver=True))
+    assert sent.delivered  # the shared session is open, logged in
+    sink.controller.SMTP_kwargs["authenticator"].login = (b"tailor", b"rotated")
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.SendCampaign(mpb.SendCampaignRequest(campaign_id="mail",
+                                                             user_ids=["a", "b"]))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+    assert "smtp 535" in err.value.details()
+    letters = await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=50))
+    assert list(letters.letters) == [] and len(sink.arrived) == 1
+
+
+async def test_a_relay_refusing_noop_still_takes_the_job(
+        sink, settings, campaigns, profiles, messaging):
+    """NOOP refused (502) says nothing of Tailor's login: the job starts and its mail goes
+    (the check NOOPed the session and read the 502 as a refused login)."""
+    if settings.smtp_password != LOGIN[1]:
+        pytest.skip("the login must be taken")
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["a", "b"])
+    sink.noop_reply = "502 5.5.1 NOOP not implemented"
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(campaign_id="mail",
+                                                                   user_ids=["a", "b"]))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, done.failed) == (2, 0) and len(sink.arrived) == 2
