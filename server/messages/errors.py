@@ -154,7 +154,7 @@ class RelayRefused(FailedPrecondition):
         self.reason = reason
         super().__init__(f"send: the SMTP relay refused Tailor's session ({reason}): check "
                          "smtp_username and smtp_password (TAILOR_SMTP_USERNAME, "
-                         "TAILOR_SMTP_PASSWORD); no job was started")
+                         "TAILOR_SMTP_PASSWORD), and smtp_security; no job was started")
 
 
 class DeliveryUnavailable(Unavailable):

@@ -156,7 +156,13 @@ class SmtpSender:
             tls_context=c.tls_context() if c.security != "none" else None)
         await client.connect()
         if c.username:
-            await client.login(c.username, c.password)
+            try:
+                await client.login(c.username, c.password)
+            except aiosmtplib.SMTPException as err:
+                client.close()  # not yet ours to drop
+                if type(err) is aiosmtplib.SMTPException:  # no AUTH offered, or none it can do:
+                    raise Permanent("smtp no AUTH") from None  # so in every session
+                raise
         return client
 
     async def send_bytes(self, sender: str, to: str, data: bytes) -> None:
