@@ -117,6 +117,14 @@ def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
                         "", 0.0, at, {"decision_id": decision_id})
 
 
+RELAY_CHECK_SECONDS = 2.0
+"""How long `Delivery.check_relay` waits for the relay's session before it lets the job start
+(as for a relay not reachable): well within a SendCampaign's deadline (the CLI's is 5 s),
+where `smtp_timeout_seconds` is per command (10 s by default: a relay that took the connection
+and said nothing held the call past that deadline, and no job started, however often
+repeated). A relay answering slower than this is only not checked."""
+
+
 class Delivery:
     def __init__(self, smtp: SmtpSender | None, sender: str, events: EventRecorder, *,
                  webhooks: WebhookSender | None = None, retry: Retry | None = None,
@@ -190,10 +198,10 @@ class Delivery:
             return
         relay = self.connection()
         try:
-            await relay.check()
+            await asyncio.wait_for(relay.check(), RELAY_CHECK_SECONDS)
         except Permanent as err:
             raise RelayRefused(err.reason) from None
-        except Transient:
+        except (TimeoutError, Transient):
             return
         finally:
             await relay.close()
