@@ -81,3 +81,19 @@ async def test_a_relay_refusing_noop_still_takes_the_job(
                                                                    user_ids=["a", "b"]))
     done = await until_done(messaging, started.send_id)
     assert (done.sent, done.failed) == (2, 0) and len(sink.arrived) == 2
+
+
+async def test_a_repeat_of_a_started_job_is_answered_though_the_login_is_refused_since(
+        sink, settings, campaigns, profiles, messaging):
+    """A SendCampaign repeated under its request id (its answer lost) is answered its job's
+    progress, not refused for a login the relay stopped taking after the job started."""
+    if settings.smtp_password != LOGIN[1]:
+        pytest.skip("the job must start")
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["a"])
+    ask = mpb.SendCampaignRequest(campaign_id="mail", user_ids=["a"], request_id="r1")
+    first = await messaging.SendCampaign(ask)
+    await until_done(messaging, first.send_id)
+    sink.controller.SMTP_kwargs["authenticator"].login = (b"tailor", b"rotated")
+    again = await messaging.SendCampaign(ask)
+    assert (again.send_id, again.sent) == (first.send_id, 1)
