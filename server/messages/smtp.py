@@ -60,7 +60,7 @@ def classify(err: Exception) -> Transient | Permanent:
             _BAD_MAILBOX.match(err.message.lstrip()) is not None
         return Permanent(f"smtp {code}", bounced)
     if isinstance(err, aiosmtplib.SMTPNotSupported):
-        return Permanent("smtp NotSupported")  # e.g. no STARTTLS where it is required
+        return Permanent("smtp NotSupported")  # e.g. SMTPUTF8 (no STARTTLS: `_opening`)
     return Transient(f"smtp {type(err).__name__}")
 
 
@@ -138,6 +138,22 @@ async def _transaction(client: aiosmtplib.SMTP, sender: str, to: str, data: byte
         raise Transient("smtp disconnected") from None
 
 
+async def _opening(client: aiosmtplib.SMTP, step, lacking: str) -> None:
+    """A step of a session's opening (connect, with its STARTTLS; log in); on failure or
+    cancel the connection it opened is closed (not yet the sender's to drop). aiosmtplib's
+    bare `SMTPException` there says the relay lacks what the settings need (STARTTLS while
+    smtp_security is starttls, AUTH it can use while smtp_username is set): `Permanent`
+    (`lacking`), as in every session (it was transient: each message retried, then a dead
+    letter, and SendCampaign's check let the job start)."""
+    try:
+        await step
+    except BaseException as err:  # cancelled too (SendCampaign's check gives up on a relay)
+        client.close()
+        if type(err) is aiosmtplib.SMTPException:
+            raise Permanent(lacking) from None
+        raise
+
+
 async def _nothing(client: aiosmtplib.SMTP) -> None:
     """No command: the session's opening was the point (`SmtpSender.check`)."""
 
@@ -154,15 +170,9 @@ class SmtpSender:
             hostname=c.host, port=c.port, timeout=c.timeout, use_tls=c.security == "tls",
             start_tls=c.security == "starttls",
             tls_context=c.tls_context() if c.security != "none" else None)
-        await client.connect()
+        await _opening(client, client.connect(), "smtp no STARTTLS")
         if c.username:
-            try:
-                await client.login(c.username, c.password)
-            except aiosmtplib.SMTPException as err:
-                client.close()  # not yet ours to drop
-                if type(err) is aiosmtplib.SMTPException:  # no AUTH offered, or none it can do:
-                    raise Permanent("smtp no AUTH") from None  # so in every session
-                raise
+            await _opening(client, client.login(c.username, c.password), "smtp no AUTH")
         return client
 
     async def send_bytes(self, sender: str, to: str, data: bytes) -> None:
