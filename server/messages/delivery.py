@@ -191,12 +191,13 @@ class Delivery:
         535) and `channels` (a SendCampaign's) include email: checked as a job starts. Before,
         a wrong smtp_password made every recipient of the audience a dead letter, each a logged
         contact that the frequency caps counted against the user. A relay not reachable now
-        is no reason to refuse: the job's messages retry as they go. The session is a new one
-        (`connection`), as the job's are: the shared one may have logged in before the relay
-        stopped taking the password (a NOOP on it passed, then each of the job's 535)."""
+        (or not through its login within `RELAY_CHECK_SECONDS`) is no reason to refuse: the
+        job's messages retry as they go. The session is a new one, as the job's lanes are:
+        the shared one may have logged in before the relay stopped taking the password (a
+        NOOP on it passed, then each of the job's 535)."""
         if "email" not in channels or self.smtp is None:
             return
-        relay = self.connection()
+        relay = SmtpSender(self.smtp.config)  # as `connection` gives the job's lanes
         try:
             await asyncio.wait_for(relay.check(), RELAY_CHECK_SECONDS)
         except Permanent as err:
