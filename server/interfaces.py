@@ -94,7 +94,14 @@ class EventListener(Protocol):
     `outbox` (a short stable tag, stored in keys) and `follows(events)` (the indices of the
     events it has an effect for): a batch with such events gets one outbox entry for the
     listener in the ingestion's transaction, and `on_events` gets only those events, with the
-    entry (`server.profiles.outbox`; a replay after a crash calls it the same way)."""
+    entry (`server.profiles.outbox`; a replay after a crash calls it the same way).
+
+    One that may apply a batch's effects in the ingestion's own write transaction (the
+    impression join) also has `before_write() -> bool` (in the writer thread, before the
+    write lock: False when it is not ready), `in_write(txn, pairs, entry)` (in that
+    transaction, with the (event, events key) pairs it follows: what it did, or None when it
+    did nothing, and the batch gets its entry as for any other listener) and `async
+    after_write(done, entry)` (once that transaction has committed, instead of `on_events`)."""
 
     async def on_events(self, events: Sequence[TrackedEvent], batch=None) -> None:
         """Called after each TrackEvents batch commits, with its newly accepted events (a

@@ -95,6 +95,27 @@ class Impressions:
             await asyncio.to_thread(self.log.store.write,
                                     lambda txn: outbox.claim(txn, box, batch.entry))
 
+    def before_write(self) -> bool:
+        """Before an ingestion's write that joins in its transaction (`in_write`): this
+        worker's buffered answers written, so the join finds them; False (logged) when that
+        failed: the batch's join then runs after the commit instead (`on_events`)."""
+        try:
+            self.log.flush()
+        except Exception:
+            logger.exception("writing impressions before a join failed (it runs after the "
+                             "batch's commit instead)")
+            return False
+        return True
+
+    def in_write(self, txn, pairs: Sequence[tuple], entry: bytes):
+        """`EventListener`'s part in the ingestion's write transaction `txn`: join (event,
+        events key) pairs there (`ImpressionJoin.in_write`; None: not done, `on_events` will)."""
+        return self.join.in_write(txn, pairs, entry)
+
+    async def after_write(self, done, entry: bytes) -> None:
+        """Once the ingestion that joined (`in_write` gave `done`) has committed."""
+        self.join.after_write(*done, entry)
+
     def erase_ahead(self, user_id: str) -> int:
         return self.log.erase_ahead(user_id)
 

@@ -29,8 +29,12 @@ With several workers, the impression an event names may still be buffered in ano
 
 Each joined event adds its outcome to the impression record and to the counters of the
 impression's model version and channel (a first click also to the impression's bucket of
-showing time), in one write transaction per TrackEvents batch (after it commits:
-`EventListener`), so GetModelStats and the log agree. That transaction also deletes the batch's
+showing time), in the write transaction that stores the TrackEvents batch (`in_write`, called
+by `ProfileRepository`; no entry and no transaction of its own), so GetModelStats and the log
+agree and the join commits with its events. Events left unmatched for the retry go into a new
+outbox entry in that transaction. A batch whose join could not run there (`in_write` None,
+`Impressions.before_write` False) is joined after its commit (`on_events`: `EventListener`),
+in one write transaction of its own, as are replays and retries. That transaction deletes the batch's
 outbox entry (`server.profiles.outbox`) and joins only the events the entry still names, only if
 it was still there: adding counts is not idempotent, so an event is joined once whether the
 worker that committed it joins it or a replay after a crash does. Events left unmatched for the
@@ -42,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -146,9 +151,47 @@ class ImpressionJoin:
             pairs = outbox.claim_named(txn, self._outbox, entry, pairs, at=1)
             if not pairs:
                 return 0, []  # joined already (by a replay, or the worker that committed them)
-        counts: dict[bytes, np.ndarray] = {}
-        buckets: dict[bytes, np.ndarray] = {}
-        unmatched, joined = [], 0
+        found = self._matched(txn, pairs)
+        self._apply(txn, found)
+        unmatched = found.unmatched
+        if entry is not None and unmatched and not final:
+            outbox.keep(txn, self._outbox, entry, [k for _, k in unmatched])
+        return found.joined, unmatched
+
+    def in_write(self, txn, pairs: Sequence[tuple], entry: bytes) -> tuple[int, list] | None:
+        """Join (event, events key) pairs of a batch in the ingestion's own write transaction
+        `txn`, which stores them (`ProfileRepository`: no outbox entry, no transaction of its
+        own; this worker's answers were flushed before it began, `Impressions.before_write`):
+        (events joined, pairs unmatched). With a retry to come (`retry_s`), the unmatched go
+        into a new entry `entry` for it (or the replay), as `_join` keeps them. None, nothing
+        written: reading the impressions failed (logged); the caller writes the batch's entry,
+        so the join is tried again after the commit, as a listener's (`on_events`)."""
+        try:
+            found = self._matched(txn, pairs)
+        except Exception:
+            logger.exception("joining %d events to impressions in their write failed (tried "
+                             "again after it)", len(pairs))
+            return None
+        self._apply(txn, found)
+        if found.unmatched and self.retry_s:
+            self._outbox.put(txn, entry, outbox.value([k for _, k in found.unmatched]))
+        return found.joined, found.unmatched
+
+    def after_write(self, joined: int, unmatched: list, entry: bytes) -> None:
+        """Once the ingestion that joined (`in_write`) has committed: count the joins, and
+        start the retry of the unmatched (with several workers) on their entry."""
+        metrics.IMPRESSION_JOINS.labels("joined").inc(joined)
+        if not self.retry_s:
+            metrics.IMPRESSION_JOINS.labels("unmatched").inc(len(unmatched))
+        elif unmatched:
+            task = asyncio.create_task(self._retry(unmatched, entry))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+    def _matched(self, txn, pairs: Sequence[tuple]) -> _Found:
+        """What joining `pairs` changes, read in `txn` (nothing written)."""
+        found = _Found()
+        unmatched = []
         of_user: dict[str, list[int]] = {}
         for i, (ev, _) in enumerate(pairs):
             of_user.setdefault(ev.user_id, []).append(i)
@@ -156,29 +199,43 @@ class ImpressionJoin:
             shown = _Shown(self, txn, user, [pairs[i][0] for i in picked])
             for i in picked:
                 ev = pairs[i][0]
-                found = shown.find(ev)
-                if found is None:
+                hit = shown.find(ev)
+                if hit is None:
                     unmatched.append(i)
                     continue
-                joined += 1
-                key, raw, position = found
+                found.joined += 1
+                key, raw, position = hit
                 at, version, channel, _, first, *_ = head_of(raw)
                 ck = keys.impression_count_key(version, channel)
-                delta = counts.get(ck)
+                delta = found.counts.get(ck)
                 if delta is None:
-                    delta = counts[ck] = new_counters()
+                    delta = found.counts[ck] = new_counters()
                 outcome = OUTCOME_OF[ev.type]
                 raw = with_outcome(raw, outcome, position, ev.value, delta)
-                self._t.put(txn, key, raw)
-                shown.records[key] = raw  # the user's next events see this outcome
+                found.records[key] = shown.records[key] = raw  # the user's next events see it
                 if outcome == CLICK and first < 0:  # its first click: clicked in its bucket
-                    buckets.setdefault(bucket_of(version, at), np.zeros(2))[1] += 1
-        add_counters(self._t, txn, counts)
-        add_buckets(self._t, txn, buckets)
-        unmatched = [pairs[i] for i in sorted(unmatched)]  # in the batch's order
-        if entry is not None and unmatched and not final:
-            outbox.keep(txn, self._outbox, entry, [k for _, k in unmatched])
-        return joined, unmatched
+                    found.buckets.setdefault(bucket_of(version, at), np.zeros(2))[1] += 1
+        found.unmatched = [pairs[i] for i in sorted(unmatched)]  # in the batch's order
+        return found
+
+    def _apply(self, txn, found: _Found) -> None:
+        """Write what `_matched` found in `txn`."""
+        for key, raw in found.records.items():
+            self._t.put(txn, key, raw)
+        add_counters(self._t, txn, found.counts)
+        add_buckets(self._t, txn, found.buckets)
+
+
+@dataclass
+class _Found:
+    """A join's outcome before it is written: the impression records changed, the counters'
+    and buckets' deltas, how many events joined and the (event, events key) pairs that did not."""
+
+    records: dict[bytes, bytes] = field(default_factory=dict)
+    counts: dict[bytes, np.ndarray] = field(default_factory=dict)
+    buckets: dict[bytes, np.ndarray] = field(default_factory=dict)
+    joined: int = 0
+    unmatched: list = field(default_factory=list)
 
 
 class _Shown:

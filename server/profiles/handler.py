@@ -157,6 +157,8 @@ class Profiles:
         self._listeners: list[EventListener] = []
         self._durable: list[EventListener] = []
         """The listeners with an outbox tag (`server.profiles.outbox`)."""
+        self._writing: dict[bytes, EventListener] = {}
+        """By tag, those of them that apply a batch's effects in its write (`in_write`)."""
         self.outbox = Outbox(store)
         self._landing: set[asyncio.Future] = set()
         """`_commit` tasks not yet done (`close` waits for them)."""
@@ -174,6 +176,8 @@ class Profiles:
         self._listeners.append(listener)
         if getattr(listener, "outbox", None) is not None:
             self._durable.append(listener)
+            if getattr(listener, "in_write", None) is not None:
+                self._writing[listener.outbox] = listener
 
     def add_eraser(self, eraser: UserEraser) -> None:
         """`eraser.erase_user` runs inside every profile erasure's transaction."""
@@ -200,18 +204,32 @@ class Profiles:
         return [str(name) if r >= 0 else None for name, r in zip(names, rows)]
 
     def _ingest_many(self, batches: Sequence[EventRecords]) -> list[IngestResult]:
-        result = self.repo.write_events(EventRecords.concat(batches))
+        records = EventRecords.concat(batches)
+        result = self.repo.write_events(records, self._in_write(records))
+        applied = result.applied  # (entry keys are a batch's own: each finds its entries)
         if not result.duplicates and not result.erased and not result.taken:
-            return [IngestResult(list(range(len(b))), []) for b in batches]
+            return [IngestResult(list(range(len(b))), [], applied=applied) for b in batches]
         out, start = [], 0
         parts = [set(x) for x in (result.accepted, result.duplicates, result.erased, result.taken)]
         gone = dict(zip(result.erased, result.erased_why))
         for batch in batches:
             idx = range(start, start + len(batch))
             out.append(IngestResult(*([i - start for i in idx if i in part] for part in parts),
-                                    erased_why=[gone[i] for i in idx if i in gone]))
+                                    erased_why=[gone[i] for i in idx if i in gone],
+                                    applied=applied))
             start += len(batch)
         return out
+
+    def _in_write(self, records: EventRecords) -> dict[bytes, object]:
+        """{tag: `in_write`} of the listeners that apply a batch's effects in its ingestion's
+        transaction (the impression join: `EventListener`) and follow some of `records`, each
+        ready for it (`before_write`, in this thread before the write lock; one that is not
+        gets its entry and `on_events` after the commit, as the others)."""
+        if not self._writing or not any(records.outbox):
+            return {}
+        tags = {keys.outbox_parts(entry)[1] for entries in records.outbox for entry in entries}
+        return {tag: listener.in_write for tag, listener in self._writing.items()
+                if tag in tags and listener.before_write()}
 
     async def track(self, events: Sequence[TrackedEvent], offset: int = 0) -> TrackResult:
         """Check each event on its own and store the valid ones (one shared transaction);
@@ -297,7 +315,8 @@ class Profiles:
         accepted = [valid[i] for i in stored.accepted]
         fresh = None if len(stored.accepted) == len(valid) else set(stored.accepted)
         for listener in self._listeners:
-            told = self._told(listener, accepted, valid, records, followed, fresh)
+            told = self._told(listener, accepted, valid, records, followed, fresh,
+                              stored.applied)
             if self._detached(listener, followed):  # not awaited by the answer (its entry)
                 task = asyncio.ensure_future(told)
                 self._landing.add(task)
@@ -328,8 +347,9 @@ class Profiles:
                              "replay tries again)", type(listener).__name__)
 
     @staticmethod
-    async def _tell(listener, accepted, valid, records, followed, fresh) -> None:
-        """One listener's part of `_commit`: the batch's events it follows, with its entry."""
+    async def _tell(listener, accepted, valid, records, followed, fresh, applied) -> None:
+        """One listener's part of `_commit`: the batch's events it follows, with its entry
+        (or, for one that applied them in the write, `after_write` with what that gave)."""
         tag = getattr(listener, "outbox", None)
         if tag is None:
             await listener.on_events(accepted)
@@ -337,6 +357,9 @@ class Profiles:
         if tag not in followed:
             return
         entry, mine = followed[tag]
+        if entry in applied:
+            await listener.after_write(applied[entry], entry)
+            return
         if fresh is not None:  # duplicates and erased users' events: not in the entry
             mine = [i for i in mine if i in fresh]
         if mine:

@@ -21,7 +21,9 @@ is a duplicate, and changes nothing. So:
    entry still names, and only if it was still there (`store.outbox.claim`): the suppression
    list (`Suppressions`, this worker's store), the impression join (`ImpressionJoin`, this
    worker's store: adding counts is not idempotent; events left unmatched for a later try are
-   put back in the entry, `store.outbox.keep`) and the campaigns
+   put back in the entry, `store.outbox.keep`; it normally joins in the ingestion's own
+   transaction instead, `EventListener.in_write`, and writes an entry only for the events
+   left for its retry, or when it could not join there) and the campaigns
    (`CampaignRepository.apply_event_effects`, in the campaigns writer process, which opens the
    same LMDB environment: a batch's rewards, contact counts and the entry's deletion are one
    request, applied in one of the child's transactions). Whoever applies an entry first, the

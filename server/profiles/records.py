@@ -78,6 +78,8 @@ class EventRecords:
     outbox: list[tuple[bytes, ...]]
     """Per event, the keys of the outbox entries that name it (its batch's, one per listener
     with an effect for it: `server.profiles.outbox`; mostly `()`)."""
+    events: list[TrackedEvent]
+    """The events themselves (what a listener joined in the write reads: `ProfileRepository`)."""
     _users: tuple[list[str], list[bytes], list[int]] | None = field(
         default=None, init=False, repr=False, compare=False)
 
@@ -99,7 +101,8 @@ class EventRecords:
             type=[_TYPE[ev.type] for ev in events], channel=[_CHANNEL[ev.channel] for ev in events],
             ts=ts, item=[_item_code(ev.item_id) if ev.item_id else -1 for ev in events],
             value=[ev.value for ev in events], categories=list(categories),
-            outbox=list(outbox) if outbox is not None else [()] * len(events))
+            outbox=list(outbox) if outbox is not None else [()] * len(events),
+            events=list(events))
 
     @classmethod
     def concat(cls, parts: Sequence[EventRecords]) -> EventRecords:

@@ -44,6 +44,9 @@ class IngestResult:
     erased_why: list[str] = field(default_factory=list)
     """Why each of `erased` was refused, as judged in the write (`Tombstones.judged`:
     "since", "replay" or "window")."""
+    applied: dict[bytes, object] = field(default_factory=dict)
+    """{outbox entry key: what its listener's `in_write` gave} of the entries whose effects
+    were applied in the write (`write_events`' `in_write`) rather than stored."""
 
 
 _UNSEEN = object()
@@ -90,24 +93,28 @@ class ProfileRepository:
         """Store valid events in one transaction: dedupe, raw events, feature updates."""
         return self.write_events(EventRecords.build(events, categories))
 
-    def write_events(self, records: EventRecords) -> IngestResult:
-        """Store prepared records in one transaction; indices refer to `records`."""
+    def write_events(self, records: EventRecords,
+                     in_write: Mapping[bytes, object] | None = None) -> IngestResult:
+        """Store prepared records in one transaction; indices refer to `records`. `in_write`:
+        {listener tag: `in_write(txn, pairs, entry)`} of the listeners that apply their
+        effects in this transaction instead of an outbox entry (`_effects`)."""
         records.users()  # outside the write lock
-        return self.store.write(lambda txn: self._ingest(txn, records))
+        return self.store.write(lambda txn: self._ingest(txn, records, in_write or {}))
 
-    def _ingest(self, txn, records: EventRecords) -> IngestResult:
+    def _ingest(self, txn, records: EventRecords, in_write: Mapping) -> IngestResult:
         late = (self._before_erasure(txn, records.user_ids, records.ts, records.dedupe_keys)
                 if self._before_erasure is not None else [])
         if not late:
-            return self._ingest_fresh(txn, records)
+            return self._ingest_fresh(txn, records, in_write)
         gone = {i for i, _ in late}
         keep = [i for i in range(len(records)) if i not in gone]
-        part = self._ingest_fresh(txn, records.take(keep)) if keep else IngestResult([], [])
+        part = (self._ingest_fresh(txn, records.take(keep), in_write) if keep
+                else IngestResult([], []))
         return IngestResult([keep[i] for i in part.accepted], [keep[i] for i in part.duplicates],
                             [i for i, _ in late], [keep[i] for i in part.taken],
-                            erased_why=[why for _, why in late])
+                            erased_why=[why for _, why in late], applied=part.applied)
 
-    def _ingest_fresh(self, txn, records: EventRecords) -> IngestResult:
+    def _ingest_fresh(self, txn, records: EventRecords, in_write: Mapping) -> IngestResult:
         fresh, dups, taken = _fresh(records.dedupe_keys, records.event_keys,
                                     self._dedupe.present(txn, records.dedupe_keys))
         if not fresh:
@@ -128,9 +135,31 @@ class ProfileRepository:
         self._dedupe.put_many(txn, list(zip(new.dedupe_keys, new.event_keys)))
         if self._unsubscribe is not None and _UNSUBSCRIBE in new.type:
             self._unsubscribed(txn, new)
-        if any(new.outbox):  # only batches with a listener effect (`server.profiles.outbox`)
-            self._outbox.put_many(txn, _outbox_entries(new))
-        return IngestResult(fresh, dups, taken=taken)
+        applied = self._effects(txn, new, in_write) if any(new.outbox) else {}
+        return IngestResult(fresh, dups, taken=taken, applied=applied)
+
+    def _effects(self, txn, new: EventRecords, in_write: Mapping) -> dict[bytes, object]:
+        """The outbox entries of the new events' batches (`server.profiles.outbox`): one per
+        entry key their `outbox` column names (a batch's, per listener), naming those of its
+        events that are new; but a listener in `in_write` (by tag) applies its effects here,
+        in this transaction, and its entry is written only if that failed (None). {entry:
+        what each applied gave}."""
+        named: dict[bytes, list[int]] = {}
+        for i, entries in enumerate(new.outbox):
+            for entry in entries:
+                named.setdefault(entry, []).append(i)
+        stored, applied = [], {}
+        for entry, mine in named.items():
+            apply = in_write.get(keys.outbox_parts(entry)[1]) if in_write else None
+            if apply is not None:
+                done = apply(txn, [(new.events[i], new.event_keys[i]) for i in mine], entry)
+                if done is not None:
+                    applied[entry] = done
+                    continue
+            stored.append((entry, outbox.value([new.event_keys[i] for i in mine])))
+        if stored:
+            self._outbox.put_many(txn, stored)
+        return applied
 
     def _tz_offsets(self, txn, users: Sequence[str], new: EventRecords) -> np.ndarray | None:
         """Each event's UTC offset in minutes at its time in its user's zone (`zone_of` of
@@ -590,16 +619,6 @@ _PAST_USER = bytes([keys.SEP[0] + 1])
 """After a user token: a key past every events key of that user (`<token>␟...`) and before the
 next user's."""
 _CHECK_EVERY = 4096  # keys `ProfileRepository.export` scans in a snapshot, between two checks
-
-
-def _outbox_entries(new: EventRecords) -> list[tuple[bytes, bytes]]:
-    """The outbox entries of the new events' batches: one per entry key their `outbox` column
-    names (a batch's, per listener), naming those of its events that are new."""
-    named: dict[bytes, list[bytes]] = {}
-    for key, entries in zip(new.event_keys, new.outbox):
-        for entry in entries:
-            named.setdefault(entry, []).append(key)
-    return [(entry, outbox.value(event_keys)) for entry, event_keys in named.items()]
 
 
 def _fresh(dedupe: list[bytes], events: list[bytes], known: list[tuple[bytes, bytes]]

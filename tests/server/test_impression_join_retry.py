@@ -74,3 +74,54 @@ async def test_one_worker_never_retries(store):
 def test_retries_wait_two_flush_intervals_with_several_workers():
     assert join_retry_seconds(Settings(workers=1)) == 0.0
     assert join_retry_seconds(Settings(workers=2, impression_flush_seconds=2.0)) == 4.0
+
+
+async def test_a_join_in_the_batchs_write_leaves_the_unmatched_in_a_new_entry_for_the_retry(store):
+    """`in_write` (the ingestion's transaction joins its clicks): the click on an answer this
+    worker wrote joins at once; the one on an answer the other worker still buffers goes into
+    the batch's entry, which the retry claims and joins once that worker has flushed."""
+    from server.store import keys, outbox
+    ring = Keyring.generate("user-id")
+    here, there = ImpressionLog(store, ring), ImpressionLog(store, ring)
+    join = ImpressionJoin(here, retry_s=0.2)
+    _answer(here, "r1", "ann")
+    _answer(there, "r2", "ann")  # buffered in the other worker
+    here.flush()  # `Impressions.before_write`
+    clicks = [_click("ann", "r1", ITEMS[1]), _click("ann", "r2", ITEMS[3])]
+    pairs = [(ev, keys.event_key(ev.user_id, ev.timestamp, ev.event_id)) for ev in clicks]
+    entry = keys.outbox_key(keys.millis(time.time()), outbox.batch_id(), b"impressions")
+    joined, unmatched = store.write(lambda txn: join.in_write(txn, pairs, entry))
+    assert (joined, unmatched) == (1, pairs[1:])
+    box = store.table("outbox")
+    with store.read() as txn:
+        assert outbox.parsed(box.get(txn, entry)) == (0, [pairs[1][1]])
+    join.after_write(joined, unmatched, entry)
+    there.flush()
+    (retry,) = join._retries
+    await retry
+    shown = dict(here.of_user("ann"))
+    assert (shown["r1"].first_click, shown["r2"].first_click) == (1, 3)
+    assert (shown["r1"].clicks, shown["r2"].clicks) == (1, 1)
+    with store.read() as txn:
+        assert box.get(txn, entry) is None
+
+
+def test_a_join_in_the_write_that_cannot_read_writes_nothing(store, monkeypatch):
+    """A join that fails in the batch's write (`in_write` None) writes nothing there: the
+    caller stores the batch's entry and the join runs after the commit, once."""
+    from server.store import keys
+    ring = Keyring.generate("user-id")
+    log = ImpressionLog(store, ring)
+    join = ImpressionJoin(log)
+    _answer(log, "r1", "ann")
+    log.flush()
+
+    def unreadable(*a):
+        raise ValueError("impression record: layout version 9")
+    monkeypatch.setattr(ImpressionJoin, "_matched", unreadable)
+    ev = _click("ann", "r1", ITEMS[1])
+    pair = (ev, keys.event_key(ev.user_id, ev.timestamp, ev.event_id))
+    assert store.write(lambda txn: join.in_write(txn, [pair], b"entry")) is None
+    monkeypatch.undo()
+    ((_, imp),) = log.of_user("ann")
+    assert imp.clicks == 0

@@ -204,6 +204,35 @@ async def test_a_sweep_held_by_a_waiting_batch_says_so_once(tmp_path, monkeypatc
         assert await status() == ["default"]
 
 
+def not_ready() -> bool:
+    """`Impressions.before_write` that failed: the batch's join goes through its outbox entry
+    (after the commit, or the replay's), as every join did before it ran in the write."""
+    return False
+
+
+async def test_a_click_is_joined_in_its_batchs_write_and_needs_no_entry(tmp_path, demo_bundle,
+                                                                         monkeypatch):
+    """The join ran in a write transaction of its own after the batch's commit (with its fsync),
+    through an outbox entry: a crash in between left the click unjoined until a replay. It now
+    runs in the batch's own transaction: joined with the commit, no entry written."""
+    from server.store import keys
+    settings = server_settings(tmp_path, demo_bundle)
+    async with serving(settings) as (server, ch):
+        s = Stubs(ch)
+        decision_id, answer = await prepare(s)
+        for listener in (server.campaigns, server.suppressions, server.impressions):
+            monkeypatch.setattr(listener, "on_events", crashed)  # dead after the commit
+        got = await s.profiles.TrackEvents(batch(answer.items[0].item_id, answer.request_id,
+                                                 decision_id))
+        assert got.accepted == 2
+        assert (await effects(s, decision_id, answer.model_version))[2] == 1
+        assert set(_entries(server)) == {b"suppression", b"campaigns"}
+        with server.store.read() as txn:  # (no entry under the join's tag, by key)
+            tags = [keys.outbox_parts(bytes(k))[1]
+                    for k, _ in server.store.raw_table("outbox").items(txn)]
+        assert b"impressions" not in tags
+
+
 async def test_concurrent_replays_join_a_click_once(tmp_path, demo_bundle, monkeypatch):
     """Two replays of the same entries (two workers starting, a worker and the periodic
     replay): the join adds counts, and each entry is claimed in the join's transaction."""
@@ -213,6 +242,7 @@ async def test_concurrent_replays_join_a_click_once(tmp_path, demo_bundle, monke
         decision_id, answer = await prepare(s)
         for listener in (server.campaigns, server.suppressions, server.impressions):
             monkeypatch.setattr(listener, "on_events", crashed)
+        monkeypatch.setattr(server.impressions, "before_write", not_ready)  # join via its entry
         await s.profiles.TrackEvents(batch(answer.items[0].item_id, answer.request_id, decision_id))
         # one entry per listener that follows an event of the batch: the bounce's suppression,
         # the click's campaigns and impressions
@@ -245,6 +275,7 @@ async def test_a_batch_writes_one_entry_per_listener_that_follows_one_of_its_eve
     async with serving(settings) as (server, ch):
         for listener in (server.campaigns, server.suppressions, server.impressions):
             monkeypatch.setattr(listener, "on_events", crashed)
+        monkeypatch.setattr(server.impressions, "before_write", not_ready)  # join via its entry
         stub = pb_grpc.ProfileServiceStub(ch)
         now = time.time() - 1
         views = [pb.Event(event_id=f"v{i}", user_id=f"user-{i % 7}", type="view",
