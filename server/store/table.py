@@ -148,6 +148,12 @@ class Table:
         cur = txn.cursor(db=self.db)
         return cur.key() if cur.set_range(start) else None
 
+    def holding(self, txn, prefixes: Sequence[bytes]) -> list[bool]:
+        """Whether some key starts with each of `prefixes` (one cursor, one seek each; no
+        value read)."""
+        cur = txn.cursor(db=self.db)
+        return [cur.set_range(p) and cur.key().startswith(p) for p in prefixes]
+
 
 def _walk_back(cur, prefix: bytes, before: bytes | None = None
                ) -> Iterator[tuple[bytes, bytes]]:

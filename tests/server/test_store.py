@@ -33,6 +33,17 @@ def test_prefix_scan_finds_one_users_records_only(store):
     assert keys == [["u1", "e1"], ["u1", "e2"]]
 
 
+def test_holding_says_which_prefixes_some_key_starts_with(store):
+    """`Table.holding` (the impression join's check of a batch's users): one seek a prefix,
+    in input order, a prefix past the last key or between two keys included."""
+    store.put_many("impressions", [(b"k1\x1fu2\x1f1", b"x"), (b"k1\x1fu4\x1f1", b"y")])
+    table = store.raw_table("impressions")
+    with store.read() as txn:
+        assert table.holding(txn, [b"k1\x1fu4\x1f", b"k1\x1fu1\x1f", b"k1\x1fu2\x1f",
+                                   b"k1\x1fu3\x1f", b"k1\x1fu9\x1f", b"k1\x1fu"]) == [
+            True, False, True, False, False, True]
+
+
 def test_separator_in_a_key_part_is_refused():
     with pytest.raises(ValueError):
         join_key("bad\x1fid", "x")
