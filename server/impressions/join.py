@@ -58,7 +58,7 @@ from ..store.outbox import Batch
 from .log import ImpressionLog
 from .logging import logger
 from .records import CART, CLICK, PURCHASE, UNKNOWN_POSITION, head_of, new_counters, with_outcome
-from .writer import add_buckets, add_counters, bucket_of
+from .writer import add_buckets, add_counters, bucket_of, user_hashes
 
 __all__ = ["ImpressionJoin", "OUTCOME_OF"]
 
@@ -225,8 +225,9 @@ class ImpressionJoin:
         batch were never shown an answer, and a walk costs ~30 times that); those left in
         `of_user` join nothing."""
         users = list(of_user)
-        for kid, _ in self.log.ring.keys:
-            held = self._t.holding(txn, [self.log.user_prefix(u, kid) for u in users])
+        for kid, key in self.log.ring.keys:
+            held = self._t.holding(txn, [keys.impression_user_prefix(kid, h)
+                                         for h in user_hashes(key, users)])
             users = [u for u, h in zip(users, held) if not h]
         never = set(users)
         return [(u, of_user.pop(u)) for u in list(of_user) if u not in never]

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from contract.erasure import digest
+from kernels.keyed import KeyedHash
 
 from ..ids import RandomIds
 from ..profiles.tombstone_lookup import noted_latest, tombstones_of
@@ -43,7 +44,7 @@ from .records import CHANNEL_CODES, HEAD, C, encode, encode_many, new_counters
 from .repeats import Repeats
 
 __all__ = ["ImpressionWriter", "add_buckets", "add_counters", "bucket_of", "forget_erased",
-           "user_hash", "writer_functions"]
+           "user_hash", "user_hashes", "writer_functions"]
 
 _DIGEST_CHARS = 32
 B = keys.IMPRESSION_BUCKET_SECONDS
@@ -57,6 +58,18 @@ def user_hash(key: bytes, user_id: str, cached: bool = True) -> str:
     """The user's part of impression keys under `key`: 32 hex characters of HMAC-SHA256
     (`cached`: through the digest cache of the users served lately)."""
     return (_cached_digest if cached else digest)(key, user_id)[:_DIGEST_CHARS]
+
+
+def user_hashes(key: bytes, user_ids: Sequence[str]) -> list[str]:
+    """`user_hash` of many users under `key` at once, in C (`kernels.keyed`) and without the
+    digest cache (a batch's users, most of them met once: the impression join's check)."""
+    bodies = [u.encode("utf-8", "surrogatepass") for u in user_ids]
+    return [t.decode() for t in _keyed_hash(key).tokens(b"", bodies, _DIGEST_CHARS)]
+
+
+@functools.lru_cache(maxsize=8)  # the keys of the ring (a rotation adds one)
+def _keyed_hash(key: bytes):
+    return KeyedHash(key)
 
 
 def forget_erased(erased=None) -> None:

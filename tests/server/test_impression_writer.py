@@ -16,7 +16,7 @@ from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
 from server.errors import Unavailable
 from server.impressions.group import Batch, Group
 from server.impressions.records import C, decode
-from server.impressions.writer import ImpressionWriter, user_hash
+from server.impressions.writer import ImpressionWriter, user_hash, user_hashes
 from server.profiles.tombstones import Tombstones
 from server.security.secrets import Keyring
 from server.store import Store, keys
@@ -291,3 +291,12 @@ async def test_an_answer_buffered_when_the_user_is_erased_again_is_never_written
     assert again.erased_at == first.erased_at  # what the client is told
     await log.flushed()
     assert stored(log, "twice") == {}
+
+
+def test_user_hashes_in_c_are_the_user_hash_of_each_user():
+    """`user_hashes` (the join's check of a batch's users, `kernels.keyed`) files a user under
+    the same key part as `user_hash` (hmac through `contract.erasure.digest`), whatever the
+    key's length (one hashed first past 64 bytes) and the id's characters."""
+    users = ["ann", "", "Zoë", "用户-42", "x" * 4096, "\udc80lone"]
+    for key in (os.urandom(32), os.urandom(64), os.urandom(100), b""):
+        assert user_hashes(key, users) == [user_hash(key, u, cached=False) for u in users]
