@@ -195,8 +195,8 @@ async def test_a_refused_replay_is_answered_as_the_write_judged_it(tailor_server
     past = erased + 260 + tailor_server.settings.event_future_tolerance_s
     write_events = repo.write_events
 
-    def then_swept(records):  # the real write, then the real sweep, before the answer
-        stored = write_events(records)
+    def then_swept(records, *rest):  # the real write, then the real sweep, before the answer
+        stored = write_events(records, *rest)
         assert tombs.sweep_late(now=past) == 1
         return stored
     repo.write_events = then_swept
