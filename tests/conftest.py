@@ -285,6 +285,7 @@ class ServerProcess:
             args += ["--bundle", str(bundle)]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env={**os.environ, **(env or {})})
+        self._lines: list[str | None] | None = None  # read so far, once `wait_logged` reads
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 120.0) -> None:
@@ -306,6 +307,29 @@ class ServerProcess:
             time.sleep(0.2)
         raise AssertionError("server did not become ready")
 
+    def wait_logged(self, text: str, timeout: float = 60.0) -> None:
+        """Wait until the server has logged a line containing `text` (read from its output,
+        which `stop` then returns whole)."""
+        import threading
+        if self._lines is None:
+            self._lines, self._logged = [], threading.Condition()
+            threading.Thread(target=self._read_lines, daemon=True).start()
+        with self._logged:
+            if not self._logged.wait_for(lambda: any(text in line for line in self._lines)
+                                         or self._lines[-1:] == [None], timeout):
+                raise AssertionError(f"the server did not log {text!r} in {timeout} s")
+            assert self._lines[-1:] != [None] or any(text in line for line in self._lines[:-1]), \
+                f"the server exited without logging {text!r}:\n{''.join(self._lines[:-1])[-3000:]}"
+
+    def _read_lines(self) -> None:
+        for line in iter(self.proc.stdout.readline, ""):
+            with self._logged:
+                self._lines.append(line)
+                self._logged.notify_all()
+        with self._logged:
+            self._lines.append(None)  # its end
+            self._logged.notify_all()
+
     def kill(self) -> None:
         """SIGKILL the whole process group of the server (workers included)."""
         import signal
@@ -324,7 +348,11 @@ class ServerProcess:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
-        return self.proc.stdout.read()
+        if self._lines is None:
+            return self.proc.stdout.read()
+        with self._logged:  # the reader reads to the end of the output
+            self._logged.wait_for(lambda: self._lines[-1:] == [None], 30)
+            return "".join(line for line in self._lines if line is not None)
 
 
 def _children(pid: int) -> list[int]:

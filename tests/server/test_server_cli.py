@@ -417,14 +417,14 @@ def test_a_sighup_says_which_config_file_settings_take_a_restart(server_process,
                             env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")})
     config.write_text("event_retention_days = 30.0\n[limits]\nevents_per_batch = 5\n")
     os.kill(served.proc.pid, signal.SIGHUP)
-    time.sleep(1.5)
+    served.wait_logged("SIGHUP: settings changed since the start take a restart")
     with TailorClient(served.target, timeout=30) as client:
         events = [{"event_id": f"e{i}", "user_id": "u", "type": "view", "item_id": "i",
                    "timestamp": time.time()} for i in range(8)]
         assert client.track_batch(events).accepted == 8  # the running limit stays
     config.write_text("event_retention_days = [\n")
     os.kill(served.proc.pid, signal.SIGHUP)
-    time.sleep(1.5)
+    served.wait_logged("SIGHUP: the settings do not load now")
     log = served.stop()
     assert ("SIGHUP: settings changed since the start take a restart (the running values stay): "
             "limits.events_per_batch, event_retention_days") in log
@@ -441,7 +441,6 @@ def test_a_sighup_on_a_config_file_that_does_not_parse_as_settings_keeps_the_ser
     unnoticed, the port served one short, the stop exited 1 with the traceback; 1 worker: a
     traceback). It is an ERROR line naming the file, as at start; the server supervises on."""
     import signal
-    import time
 
     from tests.conftest import _children
     config = tmp_path / "tailor.toml"
@@ -450,7 +449,7 @@ def test_a_sighup_on_a_config_file_that_does_not_parse_as_settings_keeps_the_ser
                             env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")})
     config.write_text("limits = 5\n")
     os.kill(served.proc.pid, signal.SIGHUP)
-    time.sleep(2)
+    served.wait_logged("SIGHUP: the settings do not load now")
     if workers == 2:  # the parent still watches its workers
         worker = next(pid for pid in _children(served.proc.pid)
                       if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read())
