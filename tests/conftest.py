@@ -360,20 +360,38 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out]
 
 
-@pytest.fixture
-def server_process(tmp_path):
+@contextlib.contextmanager
+def _server_processes(tmp: Path):
+    """`start(data_dir=None, **ServerProcess's)`: each server it starts (data under `tmp` by
+    default) is stopped at the end, its log printed if it crashed."""
     started = []
 
     def start(data_dir: Path | None = None, **kw) -> ServerProcess:
-        proc = ServerProcess(data_dir or tmp_path / "data", **kw)
+        proc = ServerProcess(data_dir or tmp / "data", **kw)
         started.append(proc)
         return proc
-    yield start
-    for proc in started:
-        crashed = proc.proc.poll() not in (None, 0, -9, -15)
-        log = proc.stop()
-        if crashed:
-            print(f"server on {proc.target} exited with {proc.proc.returncode}:\n{log[-5000:]}")
+    try:
+        yield start
+    finally:
+        for proc in started:
+            crashed = proc.proc.poll() not in (None, 0, -9, -15)
+            log = proc.stop()
+            if crashed:
+                print(f"server on {proc.target} exited with {proc.proc.returncode}:\n{log[-5000:]}")
+
+
+@pytest.fixture
+def server_process(tmp_path):
+    with _server_processes(tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def module_server_process(tmp_path_factory):
+    """`server_process` for servers a module's tests share (started once, stopped after the
+    module): for tests that do not change what the others read."""
+    with _server_processes(tmp_path_factory.mktemp("module-served")) as start:
+        yield start
 
 
 @pytest.fixture

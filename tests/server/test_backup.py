@@ -25,10 +25,12 @@ def _n_events(client, user):
     return client.get_profile(user).features.n_events
 
 
-@pytest.fixture
-def backup_file(server_process, tmp_path, demo_bundle):
-    """A backup taken while one client keeps writing; yields (file, what was acknowledged before)."""
-    served = server_process(tmp_path / "data", bundle=demo_bundle)
+@pytest.fixture(scope="module")
+def backup_file(module_server_process, tmp_path_factory, demo_bundle):
+    """A backup taken while one client keeps writing, shared by the module's tests that only
+    read it (its server still serves its data dir): (file, the active version, the decision)."""
+    tmp_path = tmp_path_factory.mktemp("backed-up")
+    served = module_server_process(tmp_path / "data", bundle=demo_bundle)
     t0 = time.time() - 3600
     with TailorClient(served.target, timeout=30) as client:
         assert client.track_batch(_events("a", 30, "alice", t0)).accepted == 30
@@ -63,11 +65,11 @@ def backup_file(server_process, tmp_path, demo_bundle):
         writer.join()
     assert len(written) > during, "the server kept serving writes after the backup"
     assert reply["active_bundle"] == version and version in reply["bundles"]
-    return out, version, pick
+    return out, version, pick, tmp_path / "data"
 
 
 def test_restore_brings_back_profiles_campaigns_and_the_bundle(backup_file, server_process, tmp_path):
-    out, version, pick = backup_file
+    out, version, pick, _ = backup_file
     fresh = tmp_path / "restored"
     reply = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(fresh)).stdout)
     assert reply["active_bundle"] == version
@@ -86,7 +88,7 @@ def test_restore_brings_back_profiles_campaigns_and_the_bundle(backup_file, serv
 
 
 def test_backup_is_one_tar_with_a_manifest(backup_file):
-    out, version, _ = backup_file
+    out, version, _, _ = backup_file
     with tarfile.open(out) as tar:
         names = tar.getnames()
         manifest = json.load(tar.extractfile("tailor-backup.json"))
@@ -97,8 +99,7 @@ def test_backup_is_one_tar_with_a_manifest(backup_file):
 
 def test_restore_refuses_a_served_data_dir_and_a_non_empty_one(backup_file, server_process, tmp_path,
                                                                demo_bundle):
-    out, _, _ = backup_file
-    served_dir = tmp_path / "data"  # the backup fixture's server still holds it
+    out, _, _, served_dir = backup_file  # the backup fixture's server still holds it
     refused = run_module("server", "restore", "--from", str(out), "--data-dir", str(served_dir),
                          "--force", check=False)
     assert refused.returncode != 0 and "in use by a running server" in refused.stderr

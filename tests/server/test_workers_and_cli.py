@@ -12,10 +12,11 @@ from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, run_module
 
 
-@pytest.fixture
-def served(server_process, demo_bundle):
-    """`python -m server --workers 2` on a free port; yields host:port."""
-    return server_process(bundle=demo_bundle, workers=2).target
+@pytest.fixture(scope="module")
+def served(module_server_process, demo_bundle):
+    """`python -m server --workers 2` on a free port, shared by the module's tests (a push, CLI
+    calls, Recommend load: none reads what another changed); yields host:port."""
+    return module_server_process(bundle=demo_bundle, workers=2).target
 
 
 def _versions_across_connections(target, n=8):
