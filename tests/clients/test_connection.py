@@ -77,19 +77,23 @@ def test_a_client_certificate_needs_its_key(pki):
         TailorClient("127.0.0.1:1", cert=me.cert)
 
 
-@pytest.fixture
-def mtls_server(server_process, demo_bundle, pki):
-    ca, server_cert, me = pki
+@pytest.fixture(scope="module")
+def mtls_server(module_server_process, demo_bundle, tmp_path_factory):
+    """(target, the CLI's TLS flags, its pki) of a `python -m server` with mutual TLS, shared
+    by the module's tests (calls and a staged push: none reads what another changed)."""
+    ca = CertificateAuthority(tmp_path_factory.mktemp("mtls-pki"))
+    pki = ca, ca.issue("server"), ca.issue("client", client=True)
+    _, server_cert, me = pki
     mine = Connection(tls_ca=ca.cert, cert=me.cert, key=me.key)
-    server = server_process(bundle=demo_bundle, connection=mine,
-                            args=("--tls-cert", str(server_cert.cert), "--tls-key", str(server_cert.key),
-                                  "--tls-client-ca", str(ca.cert)))
+    server = module_server_process(bundle=demo_bundle, connection=mine,
+                                   args=("--tls-cert", str(server_cert.cert), "--tls-key",
+                                         str(server_cert.key), "--tls-client-ca", str(ca.cert)))
     flags = ["--tls-ca", str(ca.cert), "--cert", str(me.cert), "--key", str(me.key)]
-    return server.target, flags
+    return server.target, flags, pki
 
 
 def test_the_cli_connects_with_tls_flags_and_a_token(mtls_server):
-    target, flags = mtls_server
+    target, flags, _ = mtls_server
     out = run_module("clients", "recommend", "--server", target, "--user", "3", "-k", "2", *flags,
                      "--token", "t0ken")
     assert len(json.loads(out.stdout)["items"]) == 2
@@ -98,7 +102,7 @@ def test_the_cli_connects_with_tls_flags_and_a_token(mtls_server):
 
 
 def test_training_export_and_push_connect_with_tls_flags(mtls_server, tmp_path, second_bundle):
-    target, flags = mtls_server
+    target, flags, _ = mtls_server
     env = {**os.environ, "TAILOR_TOKEN": "t0ken"}
     out = run_module("training", "export", "--server", target, "--out", str(tmp_path / "i.csv"), *flags,
                      env=env)
@@ -113,7 +117,7 @@ def test_training_export_and_push_connect_with_tls_flags(mtls_server, tmp_path, 
 
 @pytest.mark.slow
 def test_locust_users_connect_with_tls_flags(mtls_server):
-    target, flags = mtls_server
+    target, flags, _ = mtls_server
     run = subprocess.run(
         [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "--headless", "-u", "2", "-r", "2",
          "-t", "3s", "--host", target, "--user-count", "1500", "--only-summary", *flags, "--token", "t"],
@@ -122,17 +126,15 @@ def test_locust_users_connect_with_tls_flags(mtls_server):
     assert "tailor.v1.RecommendationService/Recommend" in run.stdout + run.stderr
 
 
-def test_the_client_reports_a_refused_handshake(mtls_server, pki):
-    target, _ = mtls_server
-    ca, _, _ = pki
+def test_the_client_reports_a_refused_handshake(mtls_server):
+    target, _, (ca, _, _) = mtls_server
     with TailorClient(target, timeout=2, tls_ca=ca.cert) as client, pytest.raises(TailorError) as err:
         client.ping()
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
 
 
-def test_the_load_generator_drives_a_tls_server_with_a_token(mtls_server, pki):
-    target, _ = mtls_server
-    ca, _, me = pki
+def test_the_load_generator_drives_a_tls_server_with_a_token(mtls_server):
+    target, _, (ca, _, me) = mtls_server
     mine = Connection(tls_ca=ca.cert, cert=me.cert, key=me.key, token="t")
     result = run_load(target, PING, ping_payloads(), concurrency=2, duration=1, connection=mine)
     assert result.calls > 0 and result.errors == 0
