@@ -314,11 +314,12 @@ class ServerProcess:
         if self._lines is None:
             self._lines, self._logged = [], threading.Condition()
             threading.Thread(target=self._read_lines, daemon=True).start()
+        def logged() -> bool:
+            return any(line is not None and text in line for line in self._lines)
         with self._logged:
-            if not self._logged.wait_for(lambda: any(text in line for line in self._lines)
-                                         or self._lines[-1:] == [None], timeout):
+            if not self._logged.wait_for(lambda: logged() or self._lines[-1:] == [None], timeout):
                 raise AssertionError(f"the server did not log {text!r} in {timeout} s")
-            assert self._lines[-1:] != [None] or any(text in line for line in self._lines[:-1]), \
+            assert logged(), \
                 f"the server exited without logging {text!r}:\n{''.join(self._lines[:-1])[-3000:]}"
 
     def _read_lines(self) -> None:
