@@ -7,23 +7,15 @@ import time
 import grpc
 import pytest
 
-from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from server.messages.deadletters import DeadLetter
 from server.messages.errors import DeadLetterBusy
 from server.store.errors import StoreFull
-from tests.conftest import free_port
 
 from .conftest import email_spec, relayed
 from .test_send_campaign import audience
-
-
-@pytest.fixture
-def sink():
-    with SmtpSink(free_port()) as s:
-        yield s
 
 
 @pytest.fixture

@@ -6,23 +6,15 @@ import asyncio
 import grpc
 import pytest
 
-from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
-from tests.conftest import free_port
 
 from .conftest import email_spec, relayed
 from .test_send_campaign import audience, until_done
 
 NO_SUCH_USER = ["550 5.1.1 no such user"]
 POLICY = ["554 5.7.1 rejected by policy"]
-
-
-@pytest.fixture
-def sink():
-    with SmtpSink(free_port()) as s:
-        yield s
 
 
 @pytest.fixture
