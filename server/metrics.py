@@ -191,7 +191,7 @@ def serve_metrics(port: int, host: str = "127.0.0.1", tls=None, limits=None):
     HTTPS with `tls` (a `ServerTls`: same certificate and client CA as the gRPC port), at most
     `limits.metrics_connections` at once, each within `limits.metrics_seconds`
     (`metrics_http`). Returns a callable that re-reads the certificate files (SIGHUP)."""
-    from .config import DEFAULT_LIMITS
+    from .limits import DEFAULT_LIMITS
     from .metrics_http import metrics_server
     from .security.transport import metrics_context
     limits = limits or DEFAULT_LIMITS

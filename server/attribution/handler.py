@@ -12,8 +12,8 @@ import grpc
 
 from kernels.attribution import Attribution, BudgetExceeded, Paths, attribute
 
-from ..config import DEFAULT_LIMITS, Limits
 from ..errors import InvalidArgument, ResourceExhausted, TailorError
+from ..limits import DEFAULT_LIMITS, Limits
 from .errors import from_kernel
 from .journeys import JourneyQuery, journeys_from_store
 from .logging import logger

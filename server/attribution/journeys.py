@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from kernels.attribution import DAY, BudgetExceeded, Paths
 from protos.tailor.v1 import profile_pb2 as pb
 
-from ..config import DEFAULT_LIMITS
 from ..errors import InvalidArgument
+from ..limits import DEFAULT_LIMITS
 from ..validation import check_time
 
 _DEADLINE_EVERY = 4096  # events read between two deadline checks

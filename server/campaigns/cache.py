@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..config import DEFAULT_LIMITS
 from ..contact import ContactPolicy, channels_of
 from ..contact.consent import TRANSACTIONAL, need_of
 from ..interfaces import ProfileStates, SuppressedAddresses
+from ..limits import DEFAULT_LIMITS
 from .context import ContextBuilder
 from .repository import CampaignRepository
 from .spec import Campaign

@@ -24,8 +24,8 @@ import numpy as np
 from kernels import feature_layout as fl
 from kernels import features as kf
 
-from ..config import DEFAULT_LIMITS
 from ..errors import InvalidArgument
+from ..limits import DEFAULT_LIMITS
 from ..profiles.schema import CHANNELS, EVENT_TYPES, ProfileSchema
 from ..validation import check_count
 

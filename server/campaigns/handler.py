@@ -23,9 +23,9 @@ from kernels.bandit_stats import campaign_stats, stats_view
 
 from .. import metrics
 from ..batching import AdaptiveBatcher, WriterProcess
-from ..config import DEFAULT_LIMITS, Limits
 from ..contact import Contact, ContactPolicy, Verdict
 from ..interfaces import ErasedUsers, ProfileStates, SuppressedAddresses
+from ..limits import DEFAULT_LIMITS, Limits
 from ..store import Store
 from ..store.outbox import Batch
 from ..validation import check_count, check_id, check_not_negative, check_window

@@ -37,8 +37,8 @@ import numpy as np
 from kernels import bandits as B
 
 from ..batching.bulk import Bulk
-from ..config import DEFAULT_LIMITS, Limits, Settings
 from ..contact.caps import FREQUENCY_CAP, ContactLog
+from ..limits import DEFAULT_LIMITS, Limits
 from ..store import Store, outbox
 from ..store.keys import (
     DUE_PREFIX,
@@ -646,7 +646,10 @@ def _server_limits() -> Limits:
     environment may hold variables the server's flags overrode (a refused one would stop the
     start). Without it (a writer started on its own), the environment's."""
     handed = os.environ.get("TAILOR_LIMITS")
-    return Limits.model_validate_json(handed) if handed else Settings().limits
+    if handed:
+        return Limits.model_validate_json(handed)
+    from ..config import Settings  # not imported otherwise: the child starts without it
+    return Settings().limits
 
 
 ERASURE_SECRETS_ENV = "TAILOR_CAMPAIGNS_ERASURE_SECRETS"

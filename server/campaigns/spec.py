@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from kernels import bandits as B
 
-from ..config import DEFAULT_LIMITS, Limits
 from ..contact import CONTACT_CHANNELS, PURPOSES, FrequencyCap, QuietHours, SendWindow
 from ..errors import InvalidArgument
+from ..limits import DEFAULT_LIMITS, Limits
 from ..profiles.schema import CHANNELS, EVENT_TYPES
 from ..validation import check_count, check_finite, check_id, check_key, check_known, check_text, shown
 from .errors import ImmutableField

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..config import DEFAULT_LIMITS, Limits
 from ..errors import InvalidArgument
+from ..limits import DEFAULT_LIMITS, Limits
 from ..store import Store
 from ..store.keys import contact_key
 from ..validation import check_finite, check_known

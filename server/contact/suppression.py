@@ -21,8 +21,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..config import DEFAULT_LIMITS, Limits
 from ..interfaces import ProfileMetas
+from ..limits import DEFAULT_LIMITS, Limits
 from ..security.secrets import Keyring
 from ..security.userref import user_ref
 from ..store import Store, keys, outbox

@@ -28,10 +28,10 @@ import time
 
 from aiohttp import web
 
-from ..config import Limits
 from ..contact.addresses import EMAIL, normalize
 from ..errors import InvalidArgument
 from ..interfaces import DecisionOwners, EventRecorder
+from ..limits import Limits
 from ..messages.reports import record_report
 from ..security.userref import user_ref
 from ..validation import check_id, check_known, check_text

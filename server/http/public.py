@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from ..config import DEFAULT_LIMITS, Limits
 from ..errors import InvalidArgument, TailorError, http_status
 from ..interfaces import ConsentWriter, ProfileMetas
+from ..limits import DEFAULT_LIMITS, Limits
 from ..messages.unsubscribe import BadToken, UnsubscribeTokens
 from ..profiles.errors import ErasedSince
 from ..security.errors import TlsFileInvalid

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config import Limits
+from ..limits import Limits
 from .errors import OverChannelLimit
 
 __all__ = ["PARTS", "MESSAGE_CHANNELS", "HTML_PARTS", "SmsLength", "sms_length",

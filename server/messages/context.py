@@ -21,9 +21,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config import Limits
 from ..errors import InvalidArgument
 from ..interfaces import ProfileReader, Recommendations
+from ..limits import Limits
 from ..recommend import RecQuery
 from .sandbox import OverRenderBudget, waiting
 from .templates import ATTRIBUTE_NAMES

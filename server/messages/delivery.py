@@ -31,11 +31,11 @@ from email.utils import parseaddr
 
 from contract.keyring import keyring_path
 
-from ..config import DEFAULT_LIMITS, Limits
 from ..contact.consent import MARKETING
 from ..contact.policy import ADDRESS_ATTRIBUTES
 from ..errors import FailedPrecondition, TailorError
 from ..interfaces import EventRecorder
+from ..limits import DEFAULT_LIMITS, Limits
 from ..profiles import TrackedEvent
 from ..security.secrets import MissingSecret
 from ..validation import check_id, check_known, check_range

@@ -49,9 +49,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from ..config import DEFAULT_LIMITS
 from ..contact.addresses import CHANNEL_KIND, EMAIL, PHONE, normalize
 from ..contact.errors import AddressShared, NotAnAddress
+from ..limits import DEFAULT_LIMITS
 from ..security.secrets import Keyring
 from ..store import Store
 from ..store.keys import (

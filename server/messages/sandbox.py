@@ -50,7 +50,7 @@ from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup, escape, soft_str
 
-from ..config import DEFAULT_LIMITS, Limits
+from ..limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["BoundedSandbox", "Budget", "OverRenderBudget", "bound", "spending", "waiting"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 
-from ..config import DEFAULT_LIMITS, Limits
 from ..errors import TailorError
+from ..limits import DEFAULT_LIMITS, Limits
 from .channels import HTML_PARTS, PARTS
 from .errors import RenderFailed, TemplateInvalid
 from .sandbox import BoundedSandbox, Budget, OverRenderBudget, bound, spending

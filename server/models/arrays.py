@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Limits
+from ..limits import Limits
 from ..store import tokens
 
 __all__ = ["ArraysTooLarge", "decoded_bytes", "load_arrays", "text_widths"]

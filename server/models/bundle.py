@@ -24,8 +24,9 @@ from kernels.content import ContentSpace
 from kernels.context import ARRAYS as CONTEXT_ARRAYS
 from kernels.context import CONTEXT_FEATURES, ContextTable
 
-from ..config import DEFAULT_LIMITS, MAX_RANKER_CANDIDATES, Limits
+from ..config import MAX_RANKER_CANDIDATES
 from ..errors import FailedPrecondition
+from ..limits import DEFAULT_LIMITS, Limits
 from ..store import tokens
 from ..validation import id_problem, link_problem, shown
 from .arrays import ArraysTooLarge, load_arrays, text_widths

@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import DEFAULT_LIMITS, Limits
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from ..limits import DEFAULT_LIMITS, Limits
 from ..processes import owner_alive, process_started
 from ..validation import check_text, check_version, shown
 from .arrays import decoded_bytes

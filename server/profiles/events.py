@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..config import DEFAULT_LIMITS, Limits
+from ..limits import DEFAULT_LIMITS, Limits
 from ..logging import valid_answer_id
 from ..validation import has_control, id_problem, shown
 from .schema import CHANNELS, DEFAULT_CHANNEL, EVENT_TYPES

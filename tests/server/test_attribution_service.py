@@ -213,7 +213,7 @@ async def test_ordered_shapley_past_its_table_limit_is_refused_before_it_is_buil
     # its per-rank credits are channels x (most distinct channels of one path) cells, two
     # doubles each in the answer: one path of 3,000 distinct channels (a 20 KB request) took
     # 700 MB in the server and then failed to send 144 MB; 10,000 would take gigabytes
-    from server.config import DEFAULT_LIMITS
+    from server.limits import DEFAULT_LIMITS
     n = 1001  # 1,002,001 cells, past Limits.attribution_rank_cells (1,000,000)
     assert n * n > DEFAULT_LIMITS.attribution_rank_cells >= (n - 1) * (n - 1)
     one_path = [([f"c{i}" for i in range(n)], 1.0, 2.0, 0.0)]

@@ -124,7 +124,7 @@ def test_the_servers_hashed_copy_loads_under_an_id_limit_shorter_than_a_hash(tmp
     bounds the ids a call names, not those hashes."""
     import shutil
 
-    from server.config import Limits
+    from server.limits import Limits
     from server.models.bundle import load_bundle
     from server.models.pseudonyms import hash_stored
 

@@ -103,7 +103,7 @@ async def test_create_get_list_update_archive(stub):
 @pytest.fixture
 def small_pages(settings):
     """Pages of at most 2 campaigns and 1 MiB of stored campaigns."""
-    from server.config import Limits
+    from server.limits import Limits
     settings.limits = Limits(campaigns_page=2, campaigns_page_bytes=1 << 20)
 
 
@@ -139,7 +139,7 @@ async def test_list_campaigns_pages_through_every_campaign_once(small_pages, stu
 @pytest.fixture
 def byte_pages(settings):
     """Pages of up to 100 campaigns, but at most 1 MiB of stored campaigns."""
-    from server.config import Limits
+    from server.limits import Limits
     settings.limits = Limits(campaigns_page_bytes=1 << 20)
 
 
@@ -493,7 +493,8 @@ async def test_stats_of_the_same_state_are_the_same_from_any_worker_and_after_a_
 async def test_the_servers_limits_reach_the_campaigns_writer(tmp_path):
     """Limits given to the server (a `[limits]` table of --config, or Settings in code) hold
     where rewards are checked, in the campaigns writer process, not only the environment's."""
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     from tests.conftest import serving
     settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
                         limits=Limits(reward_max=100.0))
@@ -510,7 +511,8 @@ async def test_an_event_reward_is_held_to_the_reward_bound(tmp_path):
     """`Limits.reward_max` bounds every reward: one taken from an event's value (an uncapped
     use_event_value rule; events have a bound of their own, `event_value_max`) is clipped to
     it, as a rule's cap clips it."""
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     from tests.conftest import serving
     settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
                         limits=Limits(reward_max=100.0))

@@ -172,7 +172,8 @@ async def test_archiving_while_a_plan_decides_a_batch_stops_it_there(tmp_path):
     on). Each slice reads the live campaign: the stream ends FAILED_PRECONDITION, and the
     decisions its unanswered batch logged are withdrawn (nothing left pending: no cap, no
     reward)."""
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     from tests.conftest import serving
     settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
                         limits=Limits(plan_batch_users=100_000))

@@ -69,7 +69,8 @@ def test_replayed_changes_never_reopen_a_channel_closed_later(order):
 
 @pytest.fixture
 def settings(tmp_path):
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
                     secrets_dir=tmp_path / "secrets", limits=Limits(consent_history=4))
 

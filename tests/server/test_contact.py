@@ -344,7 +344,8 @@ async def test_a_cap_past_the_default_limit_binds_under_limits_from_the_config(t
     process, as `load_settings` builds them from the file): a campaign cap of 150 a day is
     accepted, but the campaigns writer process read its limits from the environment alone and
     kept 100 contacts a user, so the cap never bound."""
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     from tests.conftest import serving
     settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
                         secrets_dir=tmp_path / "secrets", limits=Limits(frequency_cap_max=200))

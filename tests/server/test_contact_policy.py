@@ -160,7 +160,7 @@ def test_caps_count_contacts_within_the_window_on_either_side_of_the_decision():
 
 def test_pruning_past_the_bound_keeps_the_contacts_nearest_to_now():
     """Sends scheduled a day ahead do not push out the contacts of the last hour."""
-    from server.config import Limits
+    from server.limits import Limits
     hour, now = 3600.0, 1_000_000.0
     recent = [[now - 60.0 * i, "email", f"r{i}"] for i in range(3)]
     ahead = [[now + 24 * hour + i, "email", f"a{i}"] for i in range(5)]
@@ -249,7 +249,8 @@ def test_bad_contact_settings_are_refused(field, value):
 
 
 def test_global_caps_may_go_as_far_as_the_limits_kept_for_them():
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     limits = Limits(frequency_cap_max=200, frequency_cap_window_seconds=800 * 86400.0)
     caps = (("push", 150, 86400.0), ("*", 5, 700 * 86400.0))
     assert Settings(limits=limits, contact_frequency_caps=caps).contact_frequency_caps == caps

@@ -77,7 +77,8 @@ def test_a_repeated_request_id_is_one_decision_across_two_workers(server_process
 
 @pytest.fixture
 def settings(tmp_path):
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
                     secrets_dir=tmp_path / "secrets",
                     limits=Limits(request_id_bytes=32, request_id_window_seconds=1.0))

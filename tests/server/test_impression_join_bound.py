@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from contract.items import item_code
-from server.config import Limits
 from server.impressions.join import ImpressionJoin
 from server.impressions.log import ImpressionLog
+from server.limits import Limits
 from server.profiles.events import TrackedEvent
 from server.recommend.pipeline import RecQuery, RecResult
 from server.security.secrets import Keyring

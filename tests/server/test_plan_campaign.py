@@ -20,7 +20,8 @@ from tests.server.test_campaigns import choose, code_of, create, stats
 
 @pytest.fixture
 def settings(tmp_path):
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
                     limits=Limits(plan_batch_users=100, plan_stream_users=250,
                                   plan_read_ahead_users=60))  # streams here outgrow it
@@ -509,7 +510,8 @@ async def test_streams_past_the_workers_bound_are_resource_exhausted(tmp_path):
     with no bound on streams at once, a decider could hold any number (on main a third stream
     beside two open ones was served). Past `Limits.plan_streams` a stream is refused
     RESOURCE_EXHAUSTED naming the limit; once one ends, the next is served."""
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     from tests.conftest import serving
     settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
                         limits=Limits(plan_streams=2))
@@ -577,7 +579,8 @@ async def test_a_stream_that_owes_its_next_message_past_the_idle_bound_ends_and_
     RESOURCE_EXHAUSTED naming the limit, its answered batch stands, and the place is free;
     a client slower than the bound in total, but sending each next batch within it of the
     last answer, and one whose answers take the server longer than the bound, are served."""
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     from tests.conftest import serving
     settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
                         limits=Limits(plan_streams=1, plan_idle_seconds=0.6))

@@ -101,7 +101,8 @@ async def test_a_stream_rejecting_more_events_than_its_reply_lists_ends_saying_w
     message limit, answered RESOURCE_EXHAUSTED "Sent message larger than max" with nothing said
     of what was stored. Past `limits.stream_rejected_events` the stream ends RESOURCE_EXHAUSTED
     with its counts; its valid events stay tracked."""
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     from tests.conftest import serving
     settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
                         secrets_dir=tmp_path / "secrets", grpc_max_message_bytes=1 << 20,
@@ -182,7 +183,8 @@ async def test_a_long_stream_holds_no_more_than_its_read_ahead_window(tmp_path):
     the worker holds of the committed messages is now counts (and the rejections it lists)."""
     import gc
 
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     from server.profiles import TrackResult
     from tests.conftest import serving
     settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,

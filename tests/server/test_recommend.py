@@ -249,7 +249,7 @@ async def test_a_partial_batch_answers_every_entry_but_the_bad_one(stub, users):
 
 async def test_a_batch_asking_for_more_items_in_all_than_fit_one_answer_is_refused(stub, users):
     # 1,000 requests of k=1,000 were computed and logged, then failed RESOURCE_EXHAUSTED (95 MB)
-    from server.config import DEFAULT_LIMITS
+    from server.limits import DEFAULT_LIMITS
     k = DEFAULT_LIMITS.recommend_k
     n = DEFAULT_LIMITS.batch_items // k + 1
     reqs = [pb.RecommendRequest(user_id=users["heavy"], k=k) for _ in range(n)]

@@ -145,7 +145,8 @@ def test_protection_intervals_of_inf_are_refused(name):
     restart, or audited one failed login per peer and reason for the process's life."""
     from pydantic import ValidationError
 
-    from server.config import Limits, load_settings, settings_error
+    from server.config import load_settings, settings_error
+    from server.limits import Limits
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(f"TAILOR_{name.upper()}", "inf")
         with pytest.raises(ValidationError) as refused:

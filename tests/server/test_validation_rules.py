@@ -63,7 +63,8 @@ def test_every_limit_is_a_documented_setting_read_from_the_environment(monkeypat
     import inspect
     from itertools import pairwise
 
-    from server.config import Limits, Settings
+    from server.config import Settings
+    from server.limits import Limits
     monkeypatch.setenv("TAILOR_LIMITS__RECOMMEND_K", "5")
     assert Settings().limits.recommend_k == 5 and Limits().recommend_k == 1000
     body = ast.parse(inspect.getsource(Limits)).body[0].body

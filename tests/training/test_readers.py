@@ -298,7 +298,7 @@ def test_item_ids_the_servers_api_cannot_name_are_refused(tmp_path, name, text, 
 
 
 def test_the_item_id_limit_follows_the_servers(tmp_path, monkeypatch):
-    from server.config import Limits
+    from server.limits import Limits
     from training.readers import ITEM_ID_BYTES
     assert ITEM_ID_BYTES == Limits().id_bytes
     f = _write(tmp_path / "i.csv", f"user_id,item_id,timestamp,event\nu1,{_LONG},1,view\n")
@@ -322,7 +322,7 @@ def test_a_title_or_link_longer_than_the_servers_limit_is_refused(tmp_path, monk
     longest entry's width, 2.4 GB (233 KB without it), training peaked at 9.8 GB and every
     server worker held 2.5 GB to serve 600 items. Refused at the limit UpsertItems applies
     (TAILOR_LIMITS__ITEM_TEXT_CHARS), naming the line, the field counted whatever its size."""
-    from server.config import Limits
+    from server.limits import Limits
     from training.readers import ITEM_TEXT_CHARS
     assert ITEM_TEXT_CHARS == Limits().item_text_chars
     long = "https://shop.example/" + "x" * 200_000

@@ -1,7 +1,7 @@
 """SMS segment counting (GSM-7 basic + extension tables, UCS-2) and channel limits."""
 import pytest
 
-from server.config import Limits
+from server.limits import Limits
 from server.messages.channels import GSM7_BASIC, GSM7_EXTENSION, check_parts, sms_length
 from server.messages.errors import OverChannelLimit
 

@@ -259,7 +259,7 @@ async def test_a_template_may_call_recommend_a_bounded_number_of_times(campaigns
     thousand times the cost of a loop step: a loop over it held every call of the worker for
     as long as the step budget allowed (a thousand pipelines, until the exclusions ran out).
     One message's templates may call it `limits.message_recommend_calls` times."""
-    from server.config import Limits
+    from server.limits import Limits
     most = Limits().message_recommend_calls
 
     def looping(n: int) -> str:

@@ -15,7 +15,7 @@ MOST, IDLE, BODY = 4, 1.0, 1.0
 
 @pytest.fixture
 def settings(settings):
-    from server.config import Limits
+    from server.limits import Limits
     settings.limits = Limits(http_connections=MOST, http_idle_seconds=IDLE, http_body_seconds=BODY,
                              http_body_bytes=1024)
     return settings
@@ -139,7 +139,7 @@ async def test_a_request_head_holds_at_most_limits_http_headers_fields(settings,
     """A pending request head held up to 128 fields of 8 KiB (aiohttp's defaults): 300
     connections sending 126 such fields, and no final blank line, took 600 MB of the server's
     memory in 3 s. Now at most `http_headers` fields (32 by default; 8 KiB each): past it 400."""
-    from server.config import Limits
+    from server.limits import Limits
     most = Limits().http_headers
     for fields, status in ((most - 2, b"404"), (most + 8, b"400")):
         head = (b"GET /nowhere HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
@@ -152,7 +152,7 @@ async def test_a_request_head_holds_at_most_limits_http_headers_fields(settings,
 
 async def test_a_body_over_limits_http_body_bytes_is_413(settings, channel):
     """The public port's body bound is a limit like every other (it was a module constant)."""
-    from server.config import Limits
+    from server.limits import Limits
     assert Limits().http_body_bytes == 16 * 1024
     over = settings.limits.http_body_bytes + 1
     reader, writer = await connect(settings, b"POST /sms/inbound HTTP/1.1\r\nHost: t\r\n"

@@ -46,7 +46,7 @@ async def test_connections_in_their_tls_handshake_count_toward_the_cap_and_are_b
     """Before: asyncio held a TLS connection that never sent its ClientHello for 60 s, and the
     cap counted it only once its handshake was done: ~20 such sockets a second used up the
     process's files (and the gRPC port with them)."""
-    from server.config import Limits
+    from server.limits import Limits
     most, idle = 3, 1.0
     async with tls_served(settings, tmp_path, limits=Limits(
             http_connections=most, http_idle_seconds=idle)) as (server, ca, _):

@@ -6,7 +6,7 @@ import tracemalloc
 
 import pytest
 
-from server.config import Limits
+from server.limits import Limits
 from server.messages.errors import RenderFailed, TemplateInvalid
 from server.messages.sandbox import Budget, OverRenderBudget, spending, waiting
 from server.messages.templates import TemplateCache, check_variants, compile_variants

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from loadtests.certs import CertificateAuthority
-from server.config import Limits
+from server.limits import Limits
 from server.metrics import serve_metrics
 from server.security.transport import ServerTls
 from tests.conftest import free_port

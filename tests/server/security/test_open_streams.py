@@ -7,7 +7,8 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.config import Limits, Settings
+from server.config import Settings
+from server.limits import Limits
 from tests.conftest import serving
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,341 @@
+"""Every bound a request is checked against: one `Limits` model, set through `Settings.limits`.
+
+Its own module, free of `pydantic_settings`, so that the writer processes (which check records
+against the limits they are handed) do not import the settings machinery to get it.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DEFAULT_LIMITS", "Limits"]
+
+
+class Limits(BaseModel):
+    """Every bound a request is checked against (`server.validation` raises INVALID_ARGUMENT
+    naming the field). Environment: `TAILOR_LIMITS__<FIELD>`, e.g. `TAILOR_LIMITS__RECOMMEND_K`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+    id_bytes: int = Field(128, ge=1, le=240)
+    """Longest id (user, event, item, campaign, variant, decision) in UTF-8 bytes. Ids are store
+    keys, joined by 0x1F (which no id may contain) into keys LMDB caps at 511 bytes."""
+
+    request_bytes: int = 1024 * 1024
+    """Largest Recommend request accepted."""
+    batch_request_bytes: int = 16 * 1024 * 1024
+    """Largest RecommendBatch request accepted."""
+    batch_users: int = 1000
+    """Most requests in one RecommendBatch."""
+    recommend_k: int = Field(1000, ge=1, le=32767)
+    """Most items one Recommend may ask for (k); at most 32,767, the positions the impression
+    log records."""
+    batch_items: int = Field(100_000, ge=1)
+    """Most items one RecommendBatch may ask for in all (the sum of its requests' k), checked
+    before anything is computed or logged: its answer must fit one message (an item takes about
+    100 bytes; 1,000 requests of k=1,000 made 95 MB, over the 64 MiB message limit). An answer
+    that still does not fit (long titles and URLs) is refused once computed, before it is
+    logged (INVALID_ARGUMENT `requests[].k`)."""
+    exclude_items: int = 1000
+    """Most exclude_item_ids in one Recommend (each an item id of at most `id_bytes`)."""
+    recommend_context_bytes: int = Field(1024, ge=0, le=16384)
+    """Most UTF-8 bytes of one Recommend's `context` keys and values together (the impression
+    log records them)."""
+
+    events_per_batch: int = 10_000
+    """Most events in one TrackEvents request (or one message of a TrackEventStream)."""
+    stream_read_ahead_events: int = Field(32_000, ge=1)
+    """Events a TrackEventStream reads ahead of its oldest uncommitted batch. Everything read
+    ahead joins the next transaction, so a deeper window means fewer commits (and fewer pages
+    written) per event, and more memory per stream."""
+    stream_rejected_events: int = Field(100_000, ge=1)
+    """Most rejected events one TrackEventStream answers with: its one reply lists each (index,
+    id, reason: about 150 bytes, at most 600), and 480,000 of them (a backfill whose ids another
+    user's events hold) made a reply over the 64 MiB message limit, answered RESOURCE_EXHAUSTED
+    with nothing said. Past it the stream ends RESOURCE_EXHAUSTED saying what its messages read
+    until then did (those events stay tracked)."""
+    event_value_max: float = 1e9
+    """Largest magnitude of an event's `value` (a purchase's is also not negative)."""
+    event_attributes: int = 32
+    """Most attributes on one tracked event."""
+    event_attribute_bytes: int = 1024
+    """Most UTF-8 bytes of one event's attribute keys and values together."""
+    profile_attributes: int = 64
+    """Most attributes one UpsertAttributes call may set."""
+    profile_attributes_total: int = Field(256, ge=1)
+    """Most attributes one profile holds (RESOURCE_EXHAUSTED for a call that would add more)."""
+    profile_attributes_bytes: int = Field(65_536, ge=1)
+    """Most UTF-8 bytes of attribute keys and values one profile holds (RESOURCE_EXHAUSTED for
+    a call that would add more)."""
+    attribute_key_chars: int = 64
+    """Longest profile attribute key."""
+    attribute_value_chars: int = 1024
+    """Longest profile attribute value."""
+    seen_items: int = Field(50_000, ge=1_000)
+    """Most distinct items one user's live seen-set holds (20 bytes each, rewritten with every
+    batch of the user's events); past it the items with the oldest latest event are dropped,
+    those excluded for good (`seen_exclusion_days` inf: purchases, ratings) last."""
+    join_impressions: int = Field(10_000, ge=100, le=200_000)
+    """Most of a user's impressions the click join reads for one TrackEvents batch (one walk
+    per user serves all of that user's events), newest first, inside the store's write lock: a
+    shared id such as "anonymous" holds an answer every few seconds for the whole retention. A
+    click whose answer the walk does not reach joins nothing (docs/impressions.md). At most
+    200,000 (about 1.5 s of write lock a user on this machine's 2 cores)."""
+    profile_export_impression_bytes: int = Field(16 << 20, ge=1 << 10, le=24 << 20)
+    """Most bytes of JSON the impressions of one ExportProfile page make in its document
+    (newest first; a page holds at least one): a shared id such as "anonymous" holds an answer
+    every few seconds, whose impressions together made documents over the 64 MiB message
+    limit. The first page also holds a page of events (`profile_export_bytes` stored, up to
+    about four times that as JSON): the two stay under 64 MiB."""
+    profile_export_message_bytes: int = Field(2 << 20, ge=0, le=4 << 20)
+    """Most bytes of JSON the messages kept for one user make in an ExportProfile document,
+    in each of its two sections that hold them (`dead_letters`, `messages`: the email or
+    webhook body as handed to the adapter, rendered for the user), oldest first; a message past
+    it is listed with its `message_bytes` and no `message`. With the events and impressions of
+    the first page the document stays under the 64 MiB message limit."""
+    profile_events_bytes: int = Field(16 << 20, ge=1 << 16, le=32 << 20)
+    """Most stored bytes of the raw events one GetProfile returns (the newest first, at least
+    one; `max_events` 0 asks for as many as this holds): a heavy user's profile stays one
+    message under the 64 MiB limit (`grpc_max_message_bytes`). ExportProfile pages through
+    every event."""
+    profile_export_events: int = Field(100_000, ge=1)
+    """Most events one ExportProfile document lists (a page, newest first; it says how many are
+    held and where the next page starts)."""
+    profile_export_bytes: int = Field(8 << 20, ge=1 << 16, le=16 << 20)
+    """Most stored bytes of the events one ExportProfile page lists (their JSON, field names
+    spelled out, is up to about four times that; a page holds at least one event): pages keep
+    each document under the 64 MiB message limit."""
+
+    campaign_variants: int = 1000
+    """Most variants in one campaign."""
+    variant_content_entries: int = 32
+    """Most content entries of one campaign variant."""
+    variant_content_bytes: int = 16 * 1024
+    """Most UTF-8 bytes of one variant's content keys and values together."""
+    variant_features: int = 64
+    """Most features of one campaign variant."""
+    campaign_content_bytes: int = 256 * 1024
+    """Most UTF-8 bytes of the content of all a campaign's variants together."""
+    campaigns_page: int = Field(100, ge=1, le=10_000)
+    """Most campaigns one ListCampaigns page holds (and its size when the request names none)."""
+    campaigns_page_bytes: int = Field(16 << 20, ge=1 << 20, le=32 << 20)
+    """Most stored bytes of the campaigns one ListCampaigns page holds (a page holds at least
+    one): a page of large campaigns ends early, under the 64 MiB message limit."""
+    campaign_context_features: int = 64
+    """Most context features one campaign may name."""
+    campaign_name_chars: int = 256
+    """Longest campaign name."""
+    campaign_salt_chars: int = 128
+    """Longest campaign salt."""
+    reward_window_seconds: float = 90 * 86400.0
+    """Longest reward window a campaign may set."""
+    reward_max: float = Field(1e9, gt=0, le=1e15)
+    """Largest magnitude of a reward (ReportReward, a reward rule's value or cap, a campaign's
+    default reward; a reward taken from an event's value is clipped to it): the Gaussian and
+    linear posteriors square rewards, which a value past ~1e154 turns into inf/NaN for good."""
+    context_entries: int = 64
+    """Most request context entries in one ChooseVariant."""
+    lints_propensity_samples: int = Field(65_536, ge=256, le=4_194_304)
+    """Most posterior arm values (draws x arms) behind one lints decision's propensity,
+    estimated by inverse sampling (`campaigns.policy`): bounds a decision's time (about 10 ns
+    a value, so 0.7 ms at the default). Arms rarer than about 64 x arms / this value get an
+    IPS weight biased low (docs/operations.md, "Campaign decisions")."""
+    request_id_bytes: int = Field(64, ge=1, le=128)
+    """Longest `request_id` of a ChooseVariant, ComposeMessage or SendCampaign, in UTF-8 bytes
+    (the Python client sends a 32-character one)."""
+    request_id_window_seconds: float = Field(3600.0, ge=1.0, le=7 * 86400.0)
+    """How long a decision's `request_id` is remembered: a ChooseVariant or ComposeMessage
+    repeating it (same caller, campaign and user) within this time is answered the decision
+    logged for it instead of deciding again (a gRPC retry of a call whose answer was lost).
+    Ids are kept in buckets this wide (one write an id; the bucket two back is deleted by
+    later decisions with an id), so each costs the decision log ~120 bytes for one to two
+    windows; older ids count as new. Changing it forgets the ids remembered under the old
+    width (a retry spanning the restart is decided anew)."""
+    context_value_max: float = Field(1e9, gt=0, le=1e15)
+    """Largest magnitude of a request context value a campaign reads (`request.<key>`; also
+    every value of a SendCampaign's context): the linear policies square them into their
+    posterior, which a value past ~1e154 turns into inf/NaN for good."""
+    plan_batch_users: int = Field(10_000, ge=1)
+    """Most user ids in one PlanCampaign message (INVALID_ARGUMENT past it)."""
+    plan_stream_users: int = Field(10_000_000, ge=1)
+    """Most user ids in one PlanCampaign stream (RESOURCE_EXHAUSTED past it). A stream keeps
+    8 bytes a user it named, to answer a user named again suppressed `duplicate`."""
+    plan_streams: int = Field(8, ge=1)
+    """Most PlanCampaign streams one worker process serves at once (RESOURCE_EXHAUSTED past it:
+    retry once one ends). Each keeps 8 bytes a user it named (`plan_stream_users`: up to 80 MB,
+    about twice that while its sorted runs merge), so this bounds what plans hold together."""
+    plan_idle_seconds: float = Field(60.0, gt=0, allow_inf_nan=False)
+    """Longest a PlanCampaign stream may wait for the client's next message once every message
+    it sent is answered and the answer taken (RESOURCE_EXHAUSTED then: the batches answered
+    stand). A stream holds one of `plan_streams` places of its worker; a client that sent
+    nothing held it until its connection's age ended it (~6 minutes). Time spent deciding,
+    committing or waiting for the client to read an answer does not count: a slow client that
+    sends its next batch within this of taking the last answer is never cut."""
+    plan_read_ahead_users: int = Field(1000, ge=1)
+    """Most users of a PlanCampaign stream decided and handed to the decision log but not yet
+    answered (a batch that does not fit waits for earlier answers; one larger than this is read
+    alone). More decides further ahead of the log's writer (which commits a slice of 250 a
+    transaction), at the expense of other calls on the worker: on the 1M-user bench (batches of
+    250, Recommend at 600/s beside the plan, when the writer took up to 8 slices a transaction)
+    4,000 planned 14,322 users/s alone and 8,135 beside Recommend, against 10,505 and 6,496 at
+    1,000, but Recommend's p99 beside the plan was 193 ms against 52 ms (docs/performance.md).
+    Raise it for audiences planned off-peak."""
+    campaign_frequency_caps: int = 16
+    """Most frequency caps one campaign may set."""
+    frequency_cap_window_seconds: float = 366 * 86400.0
+    """Longest frequency-cap window (campaign or global); contacts older than this are
+    forgotten."""
+    frequency_cap_max: int = Field(100, ge=1)
+    """Largest `max` of a frequency cap; also the most recent contacts kept per user."""
+
+    sms_segments: int = Field(4, ge=1, le=255)
+    """Most segments a rendered SMS may take (GSM-7: 160 characters in one, 153 per segment of
+    a longer one; UCS-2: 70, then 67); a longer text is refused (FAILED_PRECONDITION)."""
+    push_title_chars: int = Field(65, ge=1)
+    """Longest rendered push title (characters; iOS shows about this many)."""
+    push_body_chars: int = Field(240, ge=1)
+    """Longest rendered push body (characters; Android's expanded view shows about this many)."""
+    message_part_bytes: int = Field(256 * 1024, ge=1)
+    """Most UTF-8 bytes one rendered part (subject, html, ...) may take."""
+    message_recommend_k: int = Field(20, ge=1)
+    """Most items one `recommend(k)` call of a template may ask for."""
+    message_recommend_calls: int = Field(16, ge=1)
+    """Most `recommend()` calls one message's templates may make (each runs the Recommend
+    pipeline: ComposeMessage's on the event loop); more is FAILED_PRECONDITION."""
+    message_render_steps: int = Field(100_000, ge=1)
+    """Most loop items, `range()` elements and calls one message's templates may spend when
+    rendered (they render on the event loop: this bounds the time; `server.messages.sandbox`)."""
+    message_render_seconds: float = Field(1.0, gt=0)
+    """Longest one message's templates may render, their `recommend()` calls' waits not
+    counted: steps alone do not bound the time (each step may be a filter over a string of
+    `message_part_bytes`: 20,000 `|upper` took 14 s); checked at every step."""
+    preview_attributes: int = 64
+    """Most sample attributes a PreviewMessage may carry."""
+    send_audience: int = Field(100_000, ge=1)
+    """Most user ids one SendCampaign may name (the job's records are written at once)."""
+    send_rate_per_second: float = Field(10_000.0, gt=0)
+    """Highest rate per channel a SendCampaign may ask for (messages per second)."""
+    dead_letters_listed: int = Field(1000, ge=1)
+    """Most dead letters one ListDeadLetters returns."""
+
+    attribution_seconds: float = Field(5.0, gt=0)
+    """Most seconds one attribution may compute (the call's deadline, if sooner, bounds it too):
+    past it the Markov model, sampled RATE Shapley and AttributeStored's reading of the
+    stored events stop and answer RESOURCE_EXHAUSTED (DEADLINE_EXCEEDED for the caller's
+    deadline)."""
+    attribution_touches: int = Field(5_000_000, ge=1)
+    """Most touches one Attribute request (or AttributeStream) may carry."""
+    attribution_count_max: float = Field(1e15, gt=0, le=1e300)
+    """Largest conversions, value or nulls of one given path (finite ones past it sum to inf
+    and NaN credits)."""
+    attribution_rank_cells: int = Field(1_000_000, ge=1)
+    """Most cells of the ORDERED Shapley form's credits by rank: channels x the most distinct
+    channels of one path. The answer carries two doubles a cell (16 MB at 1,000,000) and the
+    worker builds them in memory, so one long path over many channels could take gigabytes;
+    past it the request is INVALID_ARGUMENT (use the COUNTS form)."""
+
+    bundle_upload_bytes: int = 8 << 30
+    """Largest bundle (all files together) PushBundle accepts, a compressed .npz counted by
+    the bytes its arrays take decoded."""
+    latest_timestamp: float = 4_102_444_800.0
+    """Latest time (Unix seconds; default 2100-01-01) a request may name: export bounds, consent
+    times. Every time is also finite and not negative."""
+    consent_source_chars: int = 256
+    """Longest consent `source`."""
+    consent_history: int = Field(64, ge=1)
+    """Consent changes kept per user (channel, purpose, state, source, time), oldest dropped
+    first; the current state per channel and purpose is kept whatever its age."""
+    address_profiles: int = Field(1_000, ge=1)
+    """Most profiles one email address or phone number is indexed for by UpsertAttributes
+    (the address index of STOP replies and one-click unsubscribes, which reach every one: at
+    100,000 a STOP held its webhook call for a minute, the index entry 20 MB, read whole).
+    Setting it on one more is RESOURCE_EXHAUSTED; a profile indexed already, a message's
+    address and the profiles stored before the index are never refused (an opt-out from the
+    address must reach them)."""
+    address_chars: int = Field(254, ge=16)
+    """Longest email address or phone number a suppression request may name (RFC 5321 paths
+    hold at most 254 characters)."""
+    audit_failure_pairs: int = Field(256, ge=1)
+    """Most (peer, reason) pairs of failed authentication counted apart per
+    `audit_failure_seconds`; failures of further pairs are counted together (peer `*`). The
+    same bound for (principal, method) pairs of denied calls (further ones: counted per
+    principal, method `*`, for as many principals again, then principal and method `*`; the
+    first denial of each still has its own line naming principal and method)."""
+    jwt_failures: int = Field(20, ge=0)
+    """Bearer JWTs that fail verification (bad signature, expired, wrong audience...) one client
+    address may send per `jwt_failure_seconds` before its further unknown JWTs are refused
+    without a signature check (about 0.4 ms of the event loop each) for the rest of that
+    interval; tokens from the auth config and JWTs already verified still pass. 0: no bound."""
+    jwt_failure_seconds: float = Field(10.0, gt=0, le=3600)
+    """The interval `jwt_failures` counts over."""
+    metadata_bytes: int = Field(16 * 1024, ge=4096, le=1024 * 1024)
+    """Most bytes of metadata (headers: `authorization`, `x-request-id`, ...) one gRPC call may
+    send; more is refused RESOURCE_EXHAUSTED, every time (gRPC's own default refused 8-16 KiB at
+    random: a JWT with many claims failed one call in two). Raise it for larger JWTs."""
+    open_request_bytes: int = Field(4096, ge=1024, le=1 << 20)
+    """Longest request message of health (open to anyone) and reflection (a service or symbol
+    name); a longer one is refused RESOURCE_EXHAUSTED unparsed. gRPC reads a message
+    whole before any handler (up to `grpc_max_message_bytes`), and Health/Watch held its
+    request as long as the stream stayed open: eight anonymous 60 MiB ones held 1.4 GB."""
+    open_streams: int = Field(1000, ge=1)
+    """Most streams of the methods open to anyone (Health/Watch) open at once, per process; one
+    more is refused RESOURCE_EXHAUSTED at its start. Each holds ~12 KB for as long as its
+    caller likes (10,000 anonymous ones took a server from 175 to 230 MB). Health/Check is not
+    bounded (it ends at once): load balancers and probes use it; a client watching health
+    (gRPC client-side health checking) holds one Watch per connection."""
+    metrics_connections: int = Field(32, ge=1, le=1024)
+    """Most connections the /metrics endpoint serves at once (each on a thread of its own, per
+    server: the parent's with `--workers`); one more is closed unread. A scrape takes one."""
+    metrics_seconds: float = Field(10.0, gt=0, le=300)
+    """Longest one /metrics connection may last, its TLS handshake included; then it is cut.
+    Before, a connection that sent nothing held its thread for good, and over TLS one that
+    never sent a ClientHello stopped every scrape."""
+    webhook_signatures: int = Field(100_000, ge=1)
+    """Most signatures of accepted webhook requests remembered (per process) to refuse a replay
+    within `webhook_tolerance_seconds`; beyond it the oldest are forgotten (the timestamp check
+    still refuses them once stale)."""
+    webhook_reply_bytes: int = Field(64 * 1024, ge=1024, le=16 << 20)
+    """Most bytes of an SMS or push provider's reply body read (nothing in it is used; read so
+    the connection is reused): past it the connection is closed, and the reply's status
+    decides, as when the body stalls or breaks off after the status."""
+    http_connections: int = Field(256, ge=1)
+    """Most connections the public HTTP port holds open at once, per process (from the accept,
+    a TLS handshake included, to the close); one more closes the connection that has waited
+    longest for a request (kept alive between requests, in its handshake, or without a
+    complete head) and takes its place; only when every one is inside a request is it answered
+    503 (over TLS: closed) at once. A TLS handshake must end within `http_idle_seconds`. Keep it well
+    under the process's open-file limit (`ulimit -n`, often 1024): each connection is a file
+    descriptor, and the store and the gRPC port need theirs. A pending request head holds up to
+    `http_headers` x 8 KiB of memory: 256 x 32 x 8 KiB = 64 MiB at most."""
+    http_body_bytes: int = Field(16 * 1024, ge=1024, le=1 << 20)
+    """Largest body of a public HTTP request (a one-click form, an SMS reply, a delivery
+    report): 413 past it."""
+    http_headers: int = Field(32, ge=8, le=128)
+    """Most header fields of one public HTTP request (each at most 8 KiB): 400 past it. Mail
+    providers and browsers send about a dozen."""
+    http_idle_seconds: float = Field(15.0, gt=0)
+    """Longest a public HTTP connection may go without a complete request head, from its start
+    (its TLS handshake, then again for the head) or after a reply: then it is closed (a client
+    sending nothing, or its headers a byte at a time, holds no connection longer)."""
+    http_body_seconds: float = Field(10.0, gt=0)
+    """Longest the body of a public HTTP request may take to arrive once its head has: 408
+    after it, nothing changed."""
+    bundle_version_chars: int = 128
+    """Longest bundle version (a manifest's `version`, a Rollback target): letters, digits,
+    '.', '_' and '-', not starting with '.'."""
+    bundle_path_chars: int = 128
+    """Longest file name in a PushBundle chunk."""
+    bundle_files: int = Field(64, ge=1)
+    """Most distinct files one PushBundle may carry (a bundle has under ten; each name is a
+    file in the staging directory, empty chunks included)."""
+    upsert_items: int = Field(1000, ge=1)
+    """Most items in one UpsertItems or RemoveItems."""
+    catalog_items: int = Field(100_000, ge=1)
+    """Most items the catalog keeps updates for between trainings (RESOURCE_EXHAUSTED beyond;
+    each worker rebuilds its served catalog from all of them on every update)."""
+    item_text_chars: int = Field(2048, ge=16)
+    """Longest item title, URL or image URL in UpsertItems; also the widest text column
+    (titles, links, category names) a bundle's items.npz may hold (refused at load past it)."""
+
+
+DEFAULT_LIMITS = Limits()
+"""The limits of a default `Settings()` (for domain objects built without one, in tests)."""
