@@ -39,6 +39,11 @@ from .logging import process_logger as logger
 __all__ = ["WriterProcess"]
 
 _PROJECT = str(Path(__file__).resolve().parents[2])
+CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+"""Set for every child, over the server's environment (a writer's own `env` may still change
+them). A writer's numpy work is small arrays a batch: OpenBLAS's thread pool, which it starts
+at import (one thread a core), cost ~0.09 s of CPU at each child's start (half its numpy
+import) and left threads that compete with serving for the cores, for no speed-up."""
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
 
 
@@ -183,7 +188,7 @@ class _Child:
     def __init__(self, writer: WriterProcess):
         self.writer = writer
         self.loop = writer.loop
-        env = {**os.environ, **writer.env, "PYTHONPATH": os.pathsep.join(
+        env = {**os.environ, **CHILD_ENV, **writer.env, "PYTHONPATH": os.pathsep.join(
             p for p in (_PROJECT, os.environ.get("PYTHONPATH")) if p)}
         self.proc = subprocess.Popen(writer.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      bufsize=0, env=env, start_new_session=True)

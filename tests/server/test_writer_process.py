@@ -86,6 +86,17 @@ class PickyError(NotFound):
         self.hook = lambda: None
 
 
+def numpy_functions(store):
+    """A child that imports numpy, as both of the server's writers do."""
+    import numpy  # noqa: F401
+
+    def threads(queries):
+        with open("/proc/self/status") as f:
+            count = next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+        return [count] * len(queries)
+    return {"threads": threads}
+
+
 @pytest.fixture
 async def writer(tmp_path):
     store = Store(tmp_path / "store", sync=False)
@@ -291,7 +302,24 @@ def test_the_writers_functions_load_without_the_serving_side():
     the handlers, metrics and HTTP stack through the package `__init__`s (`server.lazy`)."""
     assert loaded_modules("server.campaigns.repository, server.impressions.writer", (
         "server.metrics", "aiohttp", "server.campaigns.handler", "server.profiles.handler",
-        "server.contact.policy", "server.impressions.handler", "prometheus_client")) == []
+        "server.contact.policy", "server.impressions.handler", "prometheus_client",
+        "server.config", "pydantic_settings")) == []
+
+
+async def test_a_child_runs_numpy_on_one_thread_whatever_the_server_has(tmp_path, monkeypatch):
+    """OpenBLAS starts a thread a core when numpy is imported: in a writer, whose arrays are a
+    batch's, that was ~0.09 s of CPU at every start and threads competing with serving."""
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    store = Store(tmp_path / "store", sync=False)
+    writer = WriterProcess("tests.server.test_writer_process:numpy_functions", store, name="np")
+    batcher = AdaptiveBatcher(runner=writer.runner("threads"), max_size=8, max_wait=0.0, name="np")
+    try:
+        await writer.ready()
+        assert await batcher.submit("count") == 1
+    finally:
+        await batcher.close()
+        await writer.close()
+        store.close()
 
 
 def test_lazy_package_names_are_the_modules_own_and_unknown_ones_fail():
