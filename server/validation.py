@@ -4,7 +4,7 @@ Each `check_*` returns quietly or raises `InvalidArgument` naming the field (`wh
 it, e.g. "requests[3]."; it is joined only on failure, so the checks cost a few comparisons on
 the hot path). Messages echo at most a short prefix of a bad string, and only to the caller:
 the log line leaves it out (`InvalidArgument`'s `logged_problem`); ids are never echoed. The
-bounds themselves live in `server.config.Limits`.
+bounds themselves live in `server.limits.Limits`.
 """
 from __future__ import annotations
 
