@@ -332,9 +332,9 @@ class ServerProcess:
             self._logged.notify_all()
 
     def kill(self) -> None:
-        """SIGKILL the whole process group of the server (workers included)."""
+        """SIGKILL the server and every process under it (workers, zygotes, writers)."""
         import signal
-        for pid in _children(self.proc.pid) + [self.proc.pid]:
+        for pid in _descendants(self.proc.pid) + [self.proc.pid]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -359,6 +359,15 @@ class ServerProcess:
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [int(p) for p in out]
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid`'s children, theirs, and so on (a writer is a child of its zygote)."""
+    found, todo = [], _children(pid)
+    while todo:
+        found.append(todo.pop())
+        todo.extend(_children(found[-1]))
+    return found
 
 
 @contextlib.contextmanager

@@ -8,12 +8,13 @@ thread hop and no GIL hand-off. The child opens the same LMDB store (LMDB serial
 across processes, and readers in the server see a commit as soon as it is made), so a batch
 commits exactly as it would on a thread, before its callers get their answers.
 
-The child (`server.batching.child`; frames in `server.batching.frames`) ignores SIGINT,
-SIGTERM and SIGHUP and exits when its stdin closes, so a stopping server finishes its batches first. If the
+The child (`server.batching.child`; frames in `server.batching.frames`) is forked from the
+process's zygote (`server.batching.zygote`), which has imported the writers' modules once: a
+start or restart costs a fork, not an interpreter's imports. It ignores SIGINT, SIGTERM and
+SIGHUP and exits when its stdin closes, so a stopping server finishes its batches first. If the
 child dies, the batches it had fail with UNAVAILABLE (they may or may not have been written) and
-the next batch starts a new child, which loads the code as it is on disk then. A child that dies
-before it is ready is restarted no sooner than 0.5 s later, doubling up to 30 s; batches fail
-with UNAVAILABLE meanwhile.
+the next batch starts a new child. A child that dies before it is ready is restarted no sooner
+than 0.5 s later, doubling up to 30 s; batches fail with UNAVAILABLE meanwhile.
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,15 +35,12 @@ from .adaptive import Done
 from .errors import BatcherClosed
 from .frames import READY, PipeReader, frame, take_frames
 from .logging import process_logger as logger
+from .zygote import ENV as ZYGOTE_ENV
+from .zygote import ZygoteChild, zygote
 
 __all__ = ["WriterProcess"]
 
 _PROJECT = str(Path(__file__).resolve().parents[2])
-CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1"}
-"""Set for every child, over the server's environment (a writer's own `env` may still change
-them). A writer's numpy work is small arrays a batch: OpenBLAS's thread pool, which it starts
-at import (one thread a core), cost ~0.09 s of CPU at each child's start (half its numpy
-import) and left threads that compete with serving for the cores, for no speed-up."""
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
 
 
@@ -66,8 +63,8 @@ class WriterProcess:
         self.nice = nice
         self.env = dict(env or {})
         """Variables set for the child on top of the server's environment."""
-        self.argv = [sys.executable, "-m", "server.batching.child", factory,
-                     json.dumps(store.open_args)]
+        self.argv = [factory, json.dumps(store.open_args)]
+        """The child's arguments (`server.batching.child.main`)."""
         self.loop = asyncio.get_running_loop()
         self._seq = itertools.count(READY + 1)
         self._failed_starts = 0
@@ -137,32 +134,13 @@ class WriterProcess:
             await child.close(timeout)
 
 
-def _lower_priority(pid: int, nice: int, name: str) -> None:
-    """Give the child `nice` more niceness than this process (at most 19) and the batch
-    scheduling policy (`SCHED_BATCH`), before it has opened the store; a child already gone is
-    left to its end of file.
-
-    Niceness sets the child's share when the cores are busy. `SCHED_BATCH` stops its wake-ups
-    from preempting whatever runs (serving, or the load generator beside it on a small
-    machine): a group arriving wakes the child, which then waits for the running task's slice
-    to end instead of cutting in, so a flush's few milliseconds of work fill the gaps rather
-    than delay the calls in flight. Its share under load is the niceness's, as before: a writer
-    holding the store's write lock is not starved (which `SCHED_IDLE` would risk)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
-        if hasattr(os, "SCHED_BATCH"):  # Linux
-            os.sched_setscheduler(pid, os.SCHED_BATCH, os.sched_param(0))
-    except OSError as err:  # gone already, or not allowed
-        logger.warning("could not lower the %s writer's priority: %s", name, err)
-
-
 _REAP_SECONDS = 0.1
 """How long a crashed child's exit status is waited for, to log how it ended: its pipe closes
 as the kernel tears it down, a moment before it can be reaped (the status read at once was
 None, logged as 'code None' for a child killed by SIGKILL)."""
 
 
-def _exit_code(proc: subprocess.Popen, wait: float) -> int | None:
+def _exit_code(proc: ZygoteChild, wait: float) -> int | None:
     """The child's exit status, waiting up to `wait` seconds for it; None if not known yet."""
     try:
         return proc.wait(wait) if wait else proc.poll()
@@ -188,12 +166,10 @@ class _Child:
     def __init__(self, writer: WriterProcess):
         self.writer = writer
         self.loop = writer.loop
-        env = {**os.environ, **CHILD_ENV, **writer.env, "PYTHONPATH": os.pathsep.join(
+        env = {**os.environ, **ZYGOTE_ENV, **writer.env, "PYTHONPATH": os.pathsep.join(
             p for p in (_PROJECT, os.environ.get("PYTHONPATH")) if p)}
-        self.proc = subprocess.Popen(writer.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     bufsize=0, env=env, start_new_session=True)
-        if writer.nice:
-            _lower_priority(self.proc.pid, writer.nice, writer.name)
+        niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + writer.nice) if writer.nice else None
+        self.proc = zygote().spawn(writer.name, writer.argv, env, niceness)
         self.to_child, self.from_child = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         os.set_blocking(self.to_child, False)
         os.set_blocking(self.from_child, False)

@@ -22,3 +22,22 @@ def test_threads_never_get_the_same_id():
     for t in threads:
         t.join()
     assert len(got) == 8000 == len(set(got))
+
+
+def test_a_forked_process_never_hands_out_the_ids_its_parent_drew():
+    """Writer children are forked from a zygote: a buffer drawn before the fork would give the
+    parent and the child the same ids."""
+    import os
+    ids = RandomIds(8, batch=64)
+    ids()  # the buffer holds 63 more
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, "".join(ids() for _ in range(63)).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        theirs = f.read()
+    os.waitpid(pid, 0)
+    ours = "".join(ids() for _ in range(63))
+    assert len(theirs) == len(ours) == 63 * 16 and theirs != ours

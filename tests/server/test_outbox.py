@@ -344,8 +344,11 @@ async def test_erasure_applies_the_entries_naming_the_user_then_takes_them_out_o
 
 
 def _campaigns_writer(pid: int) -> int:
-    """The pid of the server's campaigns writer process (a child running its writer functions)."""
-    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "server.campaigns.repository"],
+    """The pid of the server's campaigns writer process (forked by its zygote, a child)."""
+    zygote = subprocess.run(["pgrep", "-P", str(pid), "-x", "tailor-zygote"],
+                            capture_output=True, text=True).stdout.split()
+    assert len(zygote) == 1, zygote
+    out = subprocess.run(["pgrep", "-P", zygote[0], "-x", "tailor-campaign"],
                          capture_output=True, text=True).stdout.split()
     assert len(out) == 1, out
     return int(out[0])

@@ -359,3 +359,26 @@ async def test_the_exits_counter_is_at_zero_before_any_child_died(tmp_path):
     finally:
         await writer.close()
         store.close()
+
+
+async def test_children_are_forked_by_one_zygote_and_named_for_their_writer(tmp_path):
+    """Both writers' children come from this process's zygote (one import of their modules,
+    not one per child), and `ps` tells them apart."""
+    store = Store(tmp_path / "store", sync=False)
+    a, b = (WriterProcess(FACTORY, store, name=n) for n in ("alpha", "impressions"))
+    try:
+        await asyncio.gather(a.ready(), b.ready())
+        parents = set()
+        for writer, comm in ((a, "tailor-alpha"), (b, "tailor-impressi")):
+            with open(f"/proc/{writer.pid}/comm") as f:
+                assert f.read().strip() == comm
+            with open(f"/proc/{writer.pid}/stat") as f:
+                parents.add(int(f.read().rsplit(")", 1)[1].split()[1]))
+        (zygote,) = parents
+        with open(f"/proc/{zygote}/comm") as f:
+            assert f.read().strip() == "tailor-zygote"
+        with open(f"/proc/{zygote}/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    finally:
+        await asyncio.gather(a.close(), b.close())
+        store.close()

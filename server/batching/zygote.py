@@ -1,0 +1,330 @@
+"""`Zygote`: the process the writer children are forked from (`server.batching.process_runner`).
+
+    python -m server.batching.zygote SOCKET_FD MODULE...   (started by `zygote()` only)
+
+A writer child started as a fresh interpreter spent ~0.3-0.5 s of CPU importing numpy, LMDB,
+the kernels and its factory's modules before it could open the store: at every server start
+(two children), in every worker, and again at every restart after a crash. The zygote imports
+those modules once (`PRELOAD`), then forks a child per request, which runs
+`server.batching.child.main` with the pipes, environment, working directory and priority the
+server asked for: a start or a restart costs a fork (a few ms).
+
+One zygote serves every writer of a process (`zygote()`), started at the first child. Its
+socket to the server is a `SOCK_SEQPACKET` pair: a request is one message (JSON, with the
+child's stdin, stdout and stderr as `SCM_RIGHTS` descriptors); the zygote answers each with
+`{"pid": ...}` in request order, and `{"exit": pid, "code": ...}` when it reaps a child (the
+code as `subprocess` gives it: negative for a signal). The zygote ignores SIGINT, SIGTERM and
+SIGHUP, like the children, and exits when the socket closes: the server closed it or died. Its
+children then go on until their own stdin closes. If the zygote dies, the children it had go on
+too (their exit codes are then not known), and the next child starts a new zygote.
+
+Children run the code the zygote loaded when it started (the server's, which started it), not
+what is on disk at their own start. `ps` names them `tailor-<writer>`, cut to 15 characters
+(`tailor-campaign`, `tailor-impressi`), and the zygote `tailor-zygote`.
+"""
+from __future__ import annotations
+
+import atexit
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .logging import process_logger as logger
+
+__all__ = ["PRELOAD", "Zygote", "ZygoteChild", "zygote"]
+
+PRELOAD = ("server.batching.child", "server.campaigns.repository", "server.impressions.writer")
+"""Modules the zygote imports before its first fork: what the server's two writers load."""
+
+ENV = {"OPENBLAS_NUM_THREADS": "1"}
+"""Set for the zygote and every child, over the server's environment. A writer's numpy work is
+small arrays a batch: OpenBLAS's thread pool, which it starts at import (one thread a core),
+cost ~0.09 s of CPU a start and left threads that compete with serving, for no speed-up."""
+
+_MESSAGE_BYTES = 1 << 20
+_PROJECT = str(Path(__file__).resolve().parents[2])
+
+
+class ZygoteChild:
+    """A child forked by the zygote, with what `process_runner` uses of a `subprocess.Popen`:
+    `stdin` and `stdout` (unbuffered binary pipes), `pid`, `poll()`, `wait()`, `kill()`."""
+
+    def __init__(self, stdin_fd: int, stdout_fd: int):
+        self.stdin = open(stdin_fd, "wb", buffering=0)  # noqa: SIM115 - closed by the runner
+        self.stdout = open(stdout_fd, "rb", buffering=0)  # noqa: SIM115
+        self.returncode: int | None = None
+        self._pid: int | None = None
+        self._started = threading.Event()
+        self._ended = threading.Event()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid (None if the zygote could not fork it)."""
+        self._started.wait()
+        return self._pid
+
+    def poll(self) -> int | None:
+        return self.returncode if self._ended.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit code (None if it could not be known); `subprocess.TimeoutExpired` after
+        `timeout` seconds."""
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired("writer child", timeout)
+        return self.returncode
+
+    def kill(self) -> None:
+        pid = self.pid
+        if pid is not None and not self._ended.is_set():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # already gone; the zygote reports its exit
+                pass
+
+    def _forked(self, pid: int | None) -> None:
+        self._pid = pid
+        self._started.set()
+        if pid is None:
+            self._exited(None)
+
+    def _exited(self, code: int | None) -> None:
+        self.returncode = code
+        self._ended.set()
+
+
+class Zygote:
+    """The server's side: starts the zygote process and asks it for children."""
+
+    def __init__(self, preload: Sequence[str] = PRELOAD):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(
+                p for p in (_PROJECT, os.environ.get("PYTHONPATH")) if p)}
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "server.batching.zygote", str(theirs.fileno()), *preload],
+                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=env,
+                start_new_session=True)
+        self.sock = ours
+        self.owner = os.getpid()
+        self.alive = True
+        self._lock = threading.Lock()
+        self._pending: deque[ZygoteChild] = deque()
+        self._children: dict[int, ZygoteChild] = {}
+        threading.Thread(target=self._read, name="writer-zygote", daemon=True).start()
+
+    def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str],
+              niceness: int | None = None) -> ZygoteChild:
+        """A new child running `server.batching.child.main(argv)` with `env` as its whole
+        environment, in this process's working directory, its stderr this process's, at
+        `niceness` under `SCHED_BATCH` if given (`_lower_priority`). Its process name (`ps`,
+        `pgrep`) is `tailor-<name>`, cut to the kernel's 15 characters."""
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        child = ZygoteChild(stdin_w, stdout_r)
+        request = json.dumps({"name": name, "argv": list(argv), "env": dict(env), "cwd": os.getcwd(),
+                              "niceness": niceness}).encode()
+        try:
+            with self._lock:
+                if not self.alive:
+                    raise OSError("the writer zygote has exited")
+                socket.send_fds(self.sock, [request], [stdin_r, stdout_w, 2])
+                self._pending.append(child)
+        except OSError:
+            child.stdin.close()
+            child.stdout.close()
+            raise
+        finally:
+            os.close(stdin_r)
+            os.close(stdout_w)
+        return child
+
+    def _read(self) -> None:
+        """Route the zygote's messages until its socket closes; then every child still known
+        ends with an unknown code, and the next `zygote()` starts a new one."""
+        while True:
+            try:
+                data = self.sock.recv(_MESSAGE_BYTES)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            message = json.loads(data)
+            with self._lock:
+                if "exit" in message:
+                    child = self._children.pop(message["exit"], None)
+                    if child is not None:
+                        child._exited(message["code"])
+                    continue
+                child = self._pending.popleft()
+                if message.get("pid") is not None:
+                    self._children[message["pid"]] = child
+            if message.get("pid") is None:
+                logger.error("the writer zygote could not start a child: %s", message.get("error"))
+            child._forked(message.get("pid"))
+        with self._lock:
+            self.alive = False
+            orphans = [*self._pending, *self._children.values()]
+            self._pending.clear()
+            self._children.clear()
+        logger.warning("the writer zygote exited (code %s); %d children left to their pipes",
+                       self.proc.poll(), len(orphans))
+        for child in orphans:
+            child._forked(child._pid)
+            child._exited(None)
+
+
+_zygote: Zygote | None = None
+_zygote_lock = threading.Lock()
+
+
+def zygote() -> Zygote:
+    """This process's zygote, started at the first call (and again if it died, or if this
+    process was forked from the one that started it)."""
+    global _zygote
+    with _zygote_lock:
+        if _zygote is None or not _zygote.alive or _zygote.owner != os.getpid():
+            _zygote = Zygote()
+        return _zygote
+
+
+# The zygote process.
+
+def _name_process(name: str) -> None:
+    """This process's name as `ps` and `pgrep` show it (its command line stays the zygote's)."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name[:15])
+    except OSError:  # not Linux
+        pass
+
+
+def _lower_priority(niceness: int) -> None:
+    """Run this child at `niceness` and under the batch scheduling policy (`SCHED_BATCH`),
+    before it has opened the store.
+
+    Niceness sets the child's share when the cores are busy. `SCHED_BATCH` stops its wake-ups
+    from preempting whatever runs (serving, or the load generator beside it on a small
+    machine): a group arriving wakes the child, which then waits for the running task's slice
+    to end instead of cutting in, so a flush's few milliseconds of work fill the gaps rather
+    than delay the calls in flight. Its share under load is the niceness's, as before: a writer
+    holding the store's write lock is not starved (which `SCHED_IDLE` would risk)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        if hasattr(os, "SCHED_BATCH"):  # Linux
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError as err:  # not allowed
+        print(f"could not lower the writer's priority: {err}", file=sys.stderr)
+
+
+def _run_child(request: dict, fds: list[int]) -> int:
+    """In the forked child: take the server's pipes, environment and directory, run the
+    writer. Returns the exit code."""
+    try:
+        os.setsid()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        _name_process(f"tailor-{request['name']}")
+        if request["niceness"] is not None:
+            _lower_priority(request["niceness"])
+        from .child import main
+        main(request["argv"])
+        return 0
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported on stderr, as an interpreter would
+        traceback.print_exc()
+        return 1
+    finally:
+        atexit._run_exitfuncs()  # the writer's own (the legacy id converter's join)
+
+
+def _fork(request: dict, fds: list[int], closing: Sequence[int]) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for fd in closing:
+                os.close(fd)
+            code = _run_child(request, fds)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+def _reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        try:
+            sock.send(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+        except OSError:
+            return  # the server is gone: nobody to tell
+
+
+def main(argv: Sequence[str]) -> None:
+    for name in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(name, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[0]))
+    _name_process("tailor-zygote")
+    for module in argv[1:]:
+        importlib.import_module(module)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # the wake-up pipe is written on each one
+    signal.set_wakeup_fd(wake_w)
+    while True:
+        readable = select.select([sock, wake_r], [], [])[0]
+        if wake_r in readable:
+            while True:
+                try:
+                    os.read(wake_r, 512)
+                except BlockingIOError:
+                    break
+            _reap(sock)
+        if sock in readable:
+            try:
+                data, fds, _, _ = socket.recv_fds(sock, _MESSAGE_BYTES, 3)
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                return  # the server closed its end, or died
+            try:
+                reply = {"pid": _fork(json.loads(data), fds, (sock.fileno(), wake_r, wake_w))}
+            except OSError as err:
+                reply = {"pid": None, "error": str(err)}
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            try:
+                sock.send(json.dumps(reply).encode())
+            except OSError:
+                return  # the server is gone
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
