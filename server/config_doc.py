@@ -45,7 +45,9 @@ def render_table() -> str:
     rows = ["| variable | flag | default | meaning |", "| --- | --- | --- | --- |"]
     for variable, path, default in variables():
         owner = Settings if len(path) == 1 else type(Settings.model_fields[path[0]].default)
-        doc = docs.setdefault(owner, _docstrings(owner)).get(path[-1], "")
+        if owner not in docs:  # parsed once per class: setdefault's argument was parsed every row
+            docs[owner] = _docstrings(owner)
+        doc = docs[owner].get(path[-1], "")
         flag = f"`--{path[0].replace('_', '-')}`" if len(path) == 1 and path[0] in flags else ""
         text = " ".join(doc.split()).replace("|", "\\|")
         rows.append(f"| `{variable}` | {flag} | {_default(default)} | {text} |")
