@@ -294,18 +294,27 @@ def test_rotations_at_the_same_moment_keep_every_new_key(tmp_path):
     """Two operators (or a script per keyring host) rotating one keyring at once: each read the
     ring, put its key in front and wrote the file back, so the later write dropped the earlier
     run's key, which a server restarted in between signs with (its links, its audit lines then
-    unverifiable)."""
-    import time
+    unverifiable). Each process says when it has imported and waits for a line on its stdin:
+    they all go at once, as soon as the last is ready (a start 8 s ahead waited ~6 s more)."""
     secrets = tmp_path / "secrets"
     run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
-    script = ("import sys, time; from pathlib import Path; from server.security.secrets import "
-              "Secrets; time.sleep(max(0.0, float(sys.argv[1]) - time.time())); "
-              "Secrets.load(Path(sys.argv[2]), generate=False, names=('unsubscribe',), "
+    script = ("import sys; from pathlib import Path; from server.security.secrets import "
+              "Secrets; print('ready', flush=True); sys.stdin.readline(); "
+              "Secrets.load(Path(sys.argv[1]), generate=False, names=('unsubscribe',), "
               "environ={}).rotate('unsubscribe')")
-    start = time.time() + 8  # every process has imported by then: they all go at once
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(start), str(secrets)], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(secrets)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(6)]
-    errors = [p.communicate(timeout=120)[1] for p in procs]
+    try:
+        assert [p.stdout.readline() for p in procs] == ["ready\n"] * 6
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
     assert [p.returncode for p in procs] == [0] * 6, errors
     keys = Keyring.parse("unsubscribe", (secrets / "unsubscribe.keys").read_text()).keys
     assert len(keys) == 7
