@@ -117,6 +117,34 @@ def loaded_modules(imports: str, watched: tuple[str, ...]) -> list[str]:
     return json.loads(out.stdout)
 
 
+AWAIT_GO = "print('ready', flush=True); sys.stdin.readline(); "
+"""Goes in a `run_at_once` script after its imports (and `import sys`), before its work."""
+
+
+def run_at_once(argvs: list[list[str]], timeout: float = 120) -> list[tuple[int, str]]:
+    """`python *argv` for each of `argvs` from the repo root, racing: each script says it is
+    ready once imported (`AWAIT_GO`) and waits for a line on its stdin, sent to all of them as
+    soon as the last is ready (a start time set a fixed 8 s ahead waited ~6 s more than the
+    imports take). (returncode, stderr) of each."""
+    procs = [subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for argv in argvs]
+    try:
+        if [p.stdout.readline() for p in procs] != ["ready\n"] * len(procs):
+            for p in procs:  # killed before any goes: the others' work never starts
+                p.kill()
+            raise AssertionError(f"not every process got ready: {[p.communicate()[1] for p in procs]}")
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        errors = [p.communicate(timeout=timeout)[1] for p in procs]
+        return [(p.returncode, err) for p, err in zip(procs, errors)]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def run_module(*args: str, timeout: float = 600, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run `python -m ...` from the repo root, as a user would."""
     proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,

@@ -22,7 +22,7 @@ from server.security.errors import AuthConfigInvalid
 from server.security.pii import PiiPolicy
 from server.security.principals import load_auth_config
 from server.security.roles import ANY_AUTHENTICATED, RPC_ROLES, SENSITIVE, RoleTable
-from tests.conftest import ROOT, run_module
+from tests.conftest import AWAIT_GO, ROOT, run_at_once, run_module
 
 
 def _all_rpcs() -> set[str]:
@@ -376,20 +376,15 @@ def test_tokens_minted_and_revoked_at_once_are_all_kept(tmp_path):
     principal and wrote it back, so the later writes dropped the earlier ones' principals (a
     printed token that never worked; a revoked principal written back by a mint). Each run
     now holds the auth config's directory locked from its read to its rename."""
-    import subprocess
-    import sys
     path = tmp_path / "auth.toml"
     tokens.mint(path, "ops", ["admin"])
-    script = ("import sys, time; from pathlib import Path; from server.security import tokens; "
-              "time.sleep(max(0.0, float(sys.argv[1]) - time.time())); path = Path(sys.argv[2]); "
-              "tokens.revoke(path, 'ops') if sys.argv[3] == '-' else "
-              "tokens.mint(path, sys.argv[3], ['tracker'])")
-    start = time.time() + 8  # every process has imported by then: they all go at once
+    script = ("import sys; from pathlib import Path; from server.security import tokens; "
+              + AWAIT_GO + "path = Path(sys.argv[1]); "
+              "tokens.revoke(path, 'ops') if sys.argv[2] == '-' else "
+              "tokens.mint(path, sys.argv[2], ['tracker'])")
     names = ["-", *(f"svc{i}" for i in range(7))]
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(start), str(path), name],
-                              cwd=ROOT, stderr=subprocess.PIPE, text=True) for name in names]
-    errors = [p.communicate(timeout=120)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0] * len(names), errors
+    ran = run_at_once([["-c", script, str(path), name] for name in names])
+    assert [code for code, _ in ran] == [0] * len(names), [err for _, err in ran]
     assert sorted(p.name for p in load_auth_config(path).by_token.values()) == names[1:]
 
 
