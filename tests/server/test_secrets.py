@@ -10,7 +10,7 @@ import pytest
 from server.errors import FailedPrecondition
 from server.security.audit import AuditLog, verify_chain
 from server.security.secrets import KEYRINGS, Keyring, MissingSecret, Secrets, env_name
-from tests.conftest import ROOT, free_port, run_module
+from tests.conftest import AWAIT_GO, ROOT, free_port, run_at_once, run_module
 
 
 def test_a_value_signed_before_a_rotation_still_verifies_and_new_ones_use_the_new_key():
@@ -294,28 +294,14 @@ def test_rotations_at_the_same_moment_keep_every_new_key(tmp_path):
     """Two operators (or a script per keyring host) rotating one keyring at once: each read the
     ring, put its key in front and wrote the file back, so the later write dropped the earlier
     run's key, which a server restarted in between signs with (its links, its audit lines then
-    unverifiable). Each process says when it has imported and waits for a line on its stdin:
-    they all go at once, as soon as the last is ready (a start 8 s ahead waited ~6 s more)."""
+    unverifiable)."""
     secrets = tmp_path / "secrets"
     run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
     script = ("import sys; from pathlib import Path; from server.security.secrets import "
-              "Secrets; print('ready', flush=True); sys.stdin.readline(); "
-              "Secrets.load(Path(sys.argv[1]), generate=False, names=('unsubscribe',), "
-              "environ={}).rotate('unsubscribe')")
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(secrets)], cwd=ROOT,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
-    try:
-        assert [p.stdout.readline() for p in procs] == ["ready\n"] * 6
-        for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        errors = [p.communicate(timeout=120)[1] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-    assert [p.returncode for p in procs] == [0] * 6, errors
+              "Secrets; " + AWAIT_GO + "Secrets.load(Path(sys.argv[1]), generate=False, "
+              "names=('unsubscribe',), environ={}).rotate('unsubscribe')")
+    ran = run_at_once([["-c", script, str(secrets)]] * 6)
+    assert [code for code, _ in ran] == [0] * 6, [err for _, err in ran]
     keys = Keyring.parse("unsubscribe", (secrets / "unsubscribe.keys").read_text()).keys
     assert len(keys) == 7
 
