@@ -252,8 +252,8 @@ def reads(args, sync: bool, encrypt: bool, parts: list[str] = ()):
         load = dict(concurrency=args.read_concurrency, duration=args.read_seconds,
                     connection=args.conn)
         settle(proc.pid)  # start-up work done (a retention pass over a large store)
-        run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1, duration=2,
-                 connection=args.conn)  # warm
+        run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1,
+                 duration=min(2.0, args.read_seconds), connection=args.conn)  # warm, as both's
         idle = idle_cpu(proc.pid)
         pair = compare("GetProfile", proc.pid, target, GET_PROFILE, read_payloads(args.profiles), **load)
         parted = [Comparison(measure(f"GetProfile parts={p}", proc.pid, target, GET_PROFILE,
