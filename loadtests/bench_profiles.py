@@ -67,6 +67,7 @@ from .measure import (
     positive,
     print_table,
     settle,
+    settle_all,
     source_tree,
     start_server,
     tree_cpu_seconds,
@@ -176,12 +177,7 @@ def ingest_server(args, sync: bool, encrypt: bool) -> tuple[subprocess.Popen, st
     store already holding `--profiles` users; returned once its start-up work is done
     (`measure.settle`: its first retention pass walks every stored event), so the ingestion's
     CPU window holds the ingestion only."""
-    ingest_dir = args.work / f"ingest-{'on' if encrypt else 'off'}"
-    shutil.rmtree(ingest_dir, ignore_errors=True)
-    if args.ingest_into == "stored":
-        shutil.copytree(stored_base(args, encrypt), ingest_dir)
-    proc, target = serve(ingest_dir, sync, args.workers, args.server_src, args.secrets, encrypt,
-                         args.secure)
+    proc, target = started_ingest_server(args, sync, encrypt)
     try:
         settle(proc.pid)
     except BaseException:
@@ -189,6 +185,16 @@ def ingest_server(args, sync: bool, encrypt: bool) -> tuple[subprocess.Popen, st
         proc.wait()
         raise
     return proc, target
+
+
+def started_ingest_server(args, sync: bool, encrypt: bool) -> tuple[subprocess.Popen, str]:
+    """`ingest_server` before its settling (`ingest_interleaved` settles its two together)."""
+    ingest_dir = args.work / f"ingest-{'on' if encrypt else 'off'}"
+    shutil.rmtree(ingest_dir, ignore_errors=True)
+    if args.ingest_into == "stored":
+        shutil.copytree(stored_base(args, encrypt), ingest_dir)
+    return serve(ingest_dir, sync, args.workers, args.server_src, args.secrets, encrypt,
+                 args.secure)
 
 
 def ingest(args, events, sync: bool, encrypt: bool) -> dict:
@@ -219,7 +225,8 @@ def ingest_interleaved(args, events, sync: bool, first: bool) -> dict[bool, dict
     got: dict[bool, dict] = {e: {"chunks": [], "accepted": 0} for e in (first, not first)}
     try:
         for encrypt in (first, not first):  # each kept as soon as it runs: stopped below
-            servers[encrypt] = ingest_server(args, sync, encrypt)
+            servers[encrypt] = started_ingest_server(args, sync, encrypt)
+        settle_all([proc.pid for proc, _ in servers.values()])  # as `ingest_server`, in one go
         for c in range(k):
             chunk = events[bounds[c]:bounds[c + 1]]
             for encrypt in (first, not first) if c % 2 == 0 else (not first, first):
@@ -411,8 +418,8 @@ def compare_encryption(args, sync: bool) -> None:
                         secrets_dir=args.secrets, encrypt=e, secure=args.secure)
                for e in (True, False)}
     try:
-        for proc, target in servers.values():  # settled, then warm: page cache, keys
-            settle(proc.pid)
+        settle_all([proc.pid for proc, _ in servers.values()])  # both in the same windows
+        for _, target in servers.values():  # then warm: page cache, keys
             run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1,
                      duration=min(2.0, args.read_seconds), connection=args.conn)
         for r in range(args.rounds):

@@ -39,7 +39,7 @@ from pathlib import Path
 from .loadgen import PING, LoadResult, ping_payloads, run_load
 
 __all__ = ["FEW_CALLS", "tree_cpu_seconds", "machine_ticks", "cpu_line_ticks", "idle_cpu", "settle",
-           "Measurement", "measure", "Comparison", "compare", "add_server_src_argument",
+           "settle_all", "Measurement", "measure", "Comparison", "compare", "add_server_src_argument",
            "start_server", "print_table", "by_rpc",
            "add_plot_argument", "write_latency_plot"]
 
@@ -106,10 +106,19 @@ def settle(pid: int, below: float = 0.05, seconds: float = 1.0, timeout: float =
     """Wait until the server tree burns less than `below` of a core over `seconds` with no
     calls (its start-up work done: a retention pass over a large store takes seconds), at
     most `timeout`; returns the last window's CPU seconds per second."""
+    return settle_all([pid], below, seconds, timeout)[0]
+
+
+def settle_all(pids: list[int], below: float = 0.05, seconds: float = 1.0,
+               timeout: float = 120.0) -> list[float]:
+    """`settle` for several servers in the same windows, until every one of them is under
+    `below` (a bench's pair of servers waited one window after the other); each's last."""
     deadline = time.monotonic() + timeout
     while True:
-        busy = idle_cpu(pid, seconds)
-        if busy < below or time.monotonic() >= deadline:
+        before = [tree_cpu_seconds(pid) for pid in pids]
+        time.sleep(seconds)
+        busy = [(tree_cpu_seconds(pid) - b) / seconds for pid, b in zip(pids, before)]
+        if max(busy) < below or time.monotonic() >= deadline:
             return busy
 
 
