@@ -23,6 +23,15 @@ def client(tailor_server):
         yield c
 
 
+@pytest.fixture(scope="module")
+def shared_client(module_server):
+    """A client of the module's shared server, for tests whose pushes are all refused and
+    tests that only read: a refused bundle changes nothing (the old one keeps serving, no
+    version is stored, no history is written), so they need no server of their own."""
+    with TailorClient(f"127.0.0.1:{module_server[0].port}", timeout=60) as c:
+        yield c
+
+
 def _rewrite_manifest(bundle, **changes):
     path = bundle / "manifest.json"
     manifest = json.loads(path.read_text())
@@ -35,8 +44,8 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-async def test_status_reports_the_loaded_bundle(client, demo_manifest):
-    status = await asyncio.to_thread(client.model_status)
+async def test_status_reports_the_loaded_bundle(shared_client, demo_manifest):
+    status = await asyncio.to_thread(shared_client.model_status)
     assert status.active.version == demo_manifest["version"]
     assert status.active.n_items == demo_manifest["data"]["n_items"]
     assert "model.ndcg@10" in status.active.metrics
@@ -83,7 +92,7 @@ async def test_in_flight_requests_finish_while_the_bundle_swaps(client, channel,
     ("missing_file", "missing"),
 ])
 async def test_bad_bundle_is_refused_and_the_old_one_keeps_serving(
-        client, copy_bundle, demo_bundle, demo_manifest, damage, expect):
+        shared_client, copy_bundle, demo_bundle, demo_manifest, damage, expect):
     bad = copy_bundle(demo_bundle)
     if damage == "flip_index_byte":
         data = bytearray((bad / "index.faiss").read_bytes())
@@ -99,19 +108,19 @@ async def test_bad_bundle_is_refused_and_the_old_one_keeps_serving(
         (bad / "users.npz").unlink()
         _rewrite_manifest(bad, version="bad-missing")
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.push_bundle, bad)
+        await asyncio.to_thread(shared_client.push_bundle, bad)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert expect in str(err.value)
-    status = await asyncio.to_thread(client.model_status)
+    status = await asyncio.to_thread(shared_client.model_status)
     assert status.active.version == demo_manifest["version"]
     assert not any(v.startswith("bad-") for v in status.available_versions)
-    recs = await asyncio.to_thread(client.recommend, "1", 3)
+    recs = await asyncio.to_thread(shared_client.recommend, "1", 3)
     assert recs.model_version == demo_manifest["version"]
 
 
 @pytest.mark.parametrize("change", ["ranker_features", "history_len"])
 async def test_a_model_that_fails_its_smoke_run_is_a_failed_precondition(
-        client, copy_bundle, demo_bundle, demo_manifest, change):
+        shared_client, copy_bundle, demo_bundle, demo_manifest, change):
     """A manifest that does not fit its ONNX models (a ranker feature list one column short, a
     history width the encoder was not built for) is refused, not an INTERNAL error."""
     bad = copy_bundle(demo_bundle)
@@ -122,10 +131,10 @@ async def test_a_model_that_fails_its_smoke_run_is_a_failed_precondition(
         _rewrite_manifest(bad, history_len=demo_manifest["history_len"] + 7,
                           version="bad-history-len")
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.push_bundle, bad)
+        await asyncio.to_thread(shared_client.push_bundle, bad)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert ("ranker.onnx" if change == "ranker_features" else "encoder.onnx") in str(err.value)
-    status = await asyncio.to_thread(client.model_status)
+    status = await asyncio.to_thread(shared_client.model_status)
     assert status.active.version == demo_manifest["version"]
     assert not any(v.startswith("bad-") for v in status.available_versions)
 
@@ -151,7 +160,7 @@ def _encoder_of(n_rows: int, dim: int) -> bytes:
 
 
 async def test_an_encoder_built_for_fewer_items_than_the_catalog_is_refused(
-        client, copy_bundle, demo_bundle, demo_manifest):
+        shared_client, copy_bundle, demo_bundle, demo_manifest):
     """An encoder.onnx from a training on a smaller catalog (its item table has half the
     rows) passes a smoke run on item row 0 but fails every user holding a later item: the
     push is refused, naming the encoder, and the old bundle keeps serving."""
@@ -161,10 +170,10 @@ async def test_an_encoder_built_for_fewer_items_than_the_catalog_is_refused(
     files = dict(demo_manifest["files"], **{"encoder.onnx": _sha(bad / "encoder.onnx")})
     _rewrite_manifest(bad, files=files, version="bad-small-encoder")
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.push_bundle, bad)
+        await asyncio.to_thread(shared_client.push_bundle, bad)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "encoder.onnx" in str(err.value)
-    status = await asyncio.to_thread(client.model_status)
+    status = await asyncio.to_thread(shared_client.model_status)
     assert status.active.version == demo_manifest["version"]
 
 
@@ -286,7 +295,7 @@ def _url_with_a_control_character(a):
     ("items.npz", _url_with_a_control_character, "urls"),
 ])
 async def test_catalog_and_history_arrays_of_the_wrong_kind_are_refused(
-        client, copy_bundle, demo_bundle, demo_manifest, name, change, expect):
+        shared_client, copy_bundle, demo_bundle, demo_manifest, name, change, expect):
     """Arrays training never writes (names or ids twice, a 2-D column, a NaN price, fractional
     item rows, ids, names or titles that are not text, a seen range that ends before it starts,
     seen times in milliseconds: each view excluded its item for good, an item id longer than
@@ -301,10 +310,10 @@ async def test_catalog_and_history_arrays_of_the_wrong_kind_are_refused(
     _rewrite_npz(bad, name, manifest, change)
     _rewrite_manifest(bad, files=manifest["files"], version=f"bad-{change.__name__[1:]}")
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.push_bundle, bad)
+        await asyncio.to_thread(shared_client.push_bundle, bad)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert name in str(err.value) and expect in str(err.value)
-    status = await asyncio.to_thread(client.model_status)
+    status = await asyncio.to_thread(shared_client.model_status)
     assert status.active.version == demo_manifest["version"]
 
 
@@ -325,7 +334,7 @@ async def test_links_with_no_scheme_that_runs_script_are_served(
 @pytest.mark.parametrize("types", ["view,click,add_to_cart,purchase", 5, ["view", "view"],
                                    ["view", "teleport"]])
 async def test_seen_event_types_that_name_no_event_types_are_refused(
-        client, copy_bundle, demo_bundle, demo_manifest, types):
+        shared_client, copy_bundle, demo_bundle, demo_manifest, types):
     """`history.seen_event_types` names the event type of each bit of users.npz `seen_mask`.
     Accepted as a string (no type matched), the bundle's seen-set excluded nothing: items its
     users had bought came back (429 in the top 200 of 200 demo buyers); as a number, every
@@ -334,28 +343,28 @@ async def test_seen_event_types_that_name_no_event_types_are_refused(
     history = {**demo_manifest["history"], "seen_event_types": types}
     _rewrite_manifest(bad, history=history, version=f"bad-seen-types-{len(str(types))}")
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.push_bundle, bad)
+        await asyncio.to_thread(shared_client.push_bundle, bad)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "history.seen_event_types" in str(err.value)
-    status = await asyncio.to_thread(client.model_status)
+    status = await asyncio.to_thread(shared_client.model_status)
     assert status.active.version == demo_manifest["version"]
 
 
-async def test_a_data_cutoff_in_milliseconds_is_refused(client, copy_bundle, demo_bundle,
-                                                        demo_manifest):
+async def test_a_data_cutoff_in_milliseconds_is_refused(shared_client, copy_bundle,
+                                                        demo_bundle, demo_manifest):
     """`data.cutoff` in milliseconds (a tool's): accepted, no erasure was ever after it, so a
     user erased with DeleteProfile kept being recommended from their training history."""
     bad = copy_bundle(demo_bundle)
     data = {**demo_manifest["data"], "cutoff": demo_manifest["data"]["cutoff"] * 1000}
     _rewrite_manifest(bad, data=data, version="bad-cutoff-ms")
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.push_bundle, bad)
+        await asyncio.to_thread(shared_client.push_bundle, bad)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "data.cutoff" in str(err.value) and "milliseconds" in str(err.value)
 
 
 async def test_an_index_holding_a_vector_that_is_not_finite_is_refused(
-        client, copy_bundle, demo_bundle, demo_manifest):
+        shared_client, copy_bundle, demo_bundle, demo_manifest):
     """A NaN item vector in index.faiss (a diverged factorisation written by a tool): accepted,
     that item was silently never recommended again (its scores NaN, sorted last)."""
     import faiss
@@ -371,13 +380,13 @@ async def test_an_index_holding_a_vector_that_is_not_finite_is_refused(
                                                "search_params": {}},
                       version="bad-nan-vector")
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.push_bundle, bad)
+        await asyncio.to_thread(shared_client.push_bundle, bad)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "index.faiss" in str(err.value) and "not finite" in str(err.value)
 
 
 async def test_an_encoder_with_a_factor_that_is_not_finite_is_refused(
-        client, copy_bundle, demo_bundle, demo_manifest):
+        shared_client, copy_bundle, demo_bundle, demo_manifest):
     """One NaN in the encoder's item factors (row 5 of Y): the runs on rows 0 and n - 1 and the
     smoke run on the longest histories passed, and every user who touched item 5 got the same
     arbitrary list with scores 0. The push is refused naming the encoder and the item row."""
@@ -392,10 +401,10 @@ async def test_an_encoder_with_a_factor_that_is_not_finite_is_refused(
     files = {**demo_manifest["files"], "encoder.onnx": _sha(bad / "encoder.onnx")}
     _rewrite_manifest(bad, files=files, version="bad-nan-factor")
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.push_bundle, bad)
+        await asyncio.to_thread(shared_client.push_bundle, bad)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "encoder.onnx" in str(err.value) and "item row 5 " in str(err.value)
-    status = await asyncio.to_thread(client.model_status)
+    status = await asyncio.to_thread(shared_client.model_status)
     assert status.active.version == demo_manifest["version"]
 
 
@@ -413,7 +422,7 @@ def _folds_finite_alone_not_together(model, n: int) -> bool:
 
 
 async def test_an_encoder_whose_items_overflow_only_together_is_refused_naming_them(
-        client, copy_bundle, demo_bundle, demo_manifest):
+        shared_client, copy_bundle, demo_bundle, demo_manifest):
     """Item row 0 of Y at 1e5 (its factors huge, finite): it folds in alone to a finite vector,
     a history of it with the next 49 items does not (NaN). The every-item check found the
     history, looked for the item that failed alone, found none: IndexError 'index 0 is out of
@@ -435,23 +444,23 @@ async def test_an_encoder_whose_items_overflow_only_together_is_refused_naming_t
     files = {**demo_manifest["files"], "encoder.onnx": _sha(bad / "encoder.onnx")}
     _rewrite_manifest(bad, files=files, version="bad-overflow-together")
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.push_bundle, bad)
+        await asyncio.to_thread(shared_client.push_bundle, bad)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION, str(err.value)
     assert "encoder.onnx" in str(err.value) and f"item rows 0 to {n - 1} together" in str(
         err.value)
-    status = await asyncio.to_thread(client.model_status)
+    status = await asyncio.to_thread(shared_client.model_status)
     assert status.active.version == demo_manifest["version"]
 
 
-async def test_rollback_without_history_is_a_failed_precondition(client):
+async def test_rollback_without_history_is_a_failed_precondition(shared_client):
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.rollback)
+        await asyncio.to_thread(shared_client.rollback)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
-async def test_rollback_to_unknown_version_is_not_found(client):
+async def test_rollback_to_unknown_version_is_not_found(shared_client):
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.rollback, "no-such-version")
+        await asyncio.to_thread(shared_client.rollback, "no-such-version")
     assert err.value.code == grpc.StatusCode.NOT_FOUND
 
 
@@ -521,13 +530,14 @@ async def test_the_same_bundle_pushed_again_after_an_erasure_is_accepted(
     assert (await asyncio.to_thread(client.recommend, "1", 3)).cold_start
 
 
-async def test_a_push_of_more_files_than_a_bundle_has_is_refused_early(
-        client, channel, tailor_server, demo_manifest):
+async def test_a_push_of_more_files_than_a_bundle_has_is_refused_early(module_server,
+                                                                       demo_manifest):
     """Empty chunks under ever new names cost no upload bytes but one file each: past
     `bundle_files` names the push is refused (INVALID_ARGUMENT naming the limit) and the
     staging directory goes."""
     from protos.tailor.v1 import model_admin_pb2 as apb
     from protos.tailor.v1 import model_admin_pb2_grpc as apb_grpc
+    tailor_server, channel = module_server
     limit = tailor_server.settings.limits.bundle_files
 
     async def chunks():
