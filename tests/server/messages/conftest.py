@@ -4,15 +4,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import pytest_asyncio
 
 from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_grpc
 from protos.tailor.v1 import profile_pb2 as ppb
-from tests.conftest import free_port
+from tests.conftest import free_port, serving
 
 SMS_KEY, SMS_OLD_KEY = b"provider-shared-secret", b"the-providers-previous-one"
 EMAIL_HTML = """<p>Hi {{ first_name | default('there') }},</p>
@@ -22,17 +24,37 @@ EMAIL_HTML = """<p>Hi {{ first_name | default('there') }},</p>
 <a href="{{ unsubscribe_url }}">Unsubscribe</a>"""
 
 
-@pytest.fixture
-def settings(tmp_path, demo_bundle):
-    """The `sms-webhook` keyring holds the provider's secret and the one it had before."""
+def messages_settings(tmp: Path, demo_bundle: Path):
+    """Settings with the public endpoint's port set, data and secrets under `tmp`; the
+    `sms-webhook` keyring holds the provider's secret and the one it had before."""
     from server.config import Settings
-    (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets" / "sms-webhook.keys").write_text("".join(
+    (tmp / "secrets").mkdir()
+    (tmp / "secrets" / "sms-webhook.keys").write_text("".join(
         f"{kid}:{base64.b64encode(key).decode()}\n" for kid, key in (("new", SMS_KEY),
                                                                      ("old", SMS_OLD_KEY))))
-    return Settings(port=0, data_dir=tmp_path / "data", bundle=demo_bundle, grace_seconds=1.0,
-                    lmdb_sync=False, bundle_poll_seconds=0.1, secrets_dir=tmp_path / "secrets",
+    return Settings(port=0, data_dir=tmp / "data", bundle=demo_bundle, grace_seconds=1.0,
+                    lmdb_sync=False, bundle_poll_seconds=0.1, secrets_dir=tmp / "secrets",
                     public_http_port=free_port())
+
+
+@pytest.fixture
+def settings(tmp_path, demo_bundle):
+    return messages_settings(tmp_path, demo_bundle)
+
+
+@pytest.fixture(scope="module")
+def module_settings(tmp_path_factory, demo_bundle):
+    """`settings` of the server a module's tests share (`module_messages_server`)."""
+    return messages_settings(tmp_path_factory.mktemp("messages-server"), demo_bundle)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def module_messages_server(module_settings):
+    """(server, channel): one real server of `module_settings`, shared by a module's tests
+    that write only under ids of their own (users, numbers, campaigns) and count nothing
+    global, so none sees what another changed."""
+    async with serving(module_settings) as pair:
+        yield pair
 
 
 @pytest.fixture

@@ -1,12 +1,15 @@
 """STOP/START replies through the signed inbound webhook, against a real server."""
+import itertools
 import logging
 import time
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import aiohttp
 import pytest
 
 from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_grpc
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from server.http.signing import sign
@@ -33,6 +36,41 @@ async def texted(campaigns, profiles, messaging):
                                                     source="signup"))
     await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms", user_id="u-sms"))
     return "u-sms"
+
+
+@pytest.fixture(scope="module")
+async def shared(module_messages_server, module_settings):
+    """The module's shared server (its `settings` and stubs) with the "sms" campaign, for the
+    tests whose replies come from a number of their own (`own_texted`): a STOP changes only
+    the profiles at its number, so none sees another's."""
+    channel = module_messages_server[1]
+    server = SimpleNamespace(settings=module_settings,
+                             campaigns=campaign_pb2_grpc.CampaignServiceStub(channel),
+                             profiles=profile_pb2_grpc.ProfileServiceStub(channel),
+                             messaging=messaging_pb2_grpc.MessagingServiceStub(channel))
+    await server.campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="sms", channel="sms", policy="fixed",
+        variants=[cpb.Variant(id="s", content={"text": "Hi {{ first_name|default('') }}"})])))
+    return server
+
+
+_NUMBERS = itertools.count(200)
+"""The last three digits of the shared server's numbers, one per test (`own_texted`)."""
+
+
+@pytest.fixture
+async def own_texted(shared):
+    """`texted` on the shared server: a user and a number no other test uses, composed an SMS
+    as `texted`'s was; (user, the number's last three digits: +447700900NNN)."""
+    n = next(_NUMBERS)
+    user = f"u-sms-{n}"
+    await shared.profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=user, attributes={"phone": f"+44 (7700) 900-{n}"}))
+    await shared.profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
+                                                           opted_in=True, source="signup"))
+    await shared.messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms",
+                                                                    user_id=user))
+    return user, n
 
 
 def signed(body: bytes, key: bytes = SMS_KEY, age: float = 0.0) -> dict:
@@ -263,64 +301,68 @@ async def test_a_stop_reaches_a_profile_holding_the_number_never_texted(texted, 
     assert await sms_consent(profiles, "u-sms-3") is False
 
 
-@pytest.mark.parametrize("sender", [b"+447700900123", b"+44+7700+900123", b"%2B447700900123"])
+@pytest.mark.parametrize("sender", ["+447700900{}", "+44+7700+900{}", "%2B447700900{}"])
 async def test_a_sender_whose_plus_is_not_percent_encoded_is_still_the_number(
-        texted, profiles, settings, sender):
+        own_texted, shared, sender):
     """`From=+447700900123`: a provider that writes the number's "+" as it is (not `%2B`) in
     its form body. Form decoding reads a bare "+" as a space, so the sender was " 447700900123",
     no E.164 number: "unknown number", the STOP lost and the texts kept coming. A leading "+"
     written as it is is the number's own (a form's space never starts a number)."""
-    body = b"From=" + sender + b"&Body=STOP"
+    texted, n = own_texted
+    body = b"From=" + sender.format(n).encode() + b"&Body=STOP"
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"http://127.0.0.1:{settings.public_http_port}/sms/inbound",
+        async with http.post(f"http://127.0.0.1:{shared.settings.public_http_port}/sms/inbound",
                              data=body, headers={**signed(body), "Content-Type":
                                                  "application/x-www-form-urlencoded"}) as res:
             assert (res.status, await res.text()) == (200, "ok")
-    assert await sms_consent(profiles, texted) is False
+    assert await sms_consent(shared.profiles, texted) is False
 
 
 @pytest.mark.parametrize("text", ["Revoke", "opt out", "Opt-Out.", "OPTOUT", "stop, please",
                                   "Stop?"])
-async def test_every_reply_the_fcc_names_as_a_revocation_opts_out(texted, profiles, settings,
-                                                                  text):
+async def test_every_reply_the_fcc_names_as_a_revocation_opts_out(own_texted, shared, text):
     """47 CFR 64.1200(a)(12) (in force since April 2025): a reply of "stop", "quit", "end",
     "revoke", "opt out", "cancel" or "unsubscribe" revokes consent. REVOKE and OPT OUT were
     not STOP words, and a first word followed by a comma or a question mark was not read as
     one: such replies were "ignored" and the texts kept coming."""
-    assert await reply(settings, "+447700900123", text) == 200
-    assert await sms_consent(profiles, texted) is False
+    texted, n = own_texted
+    assert await reply(shared.settings, f"+447700900{n}", text) == 200
+    assert await sms_consent(shared.profiles, texted) is False
 
 
 @pytest.mark.parametrize("text", ["ARRET", "Arrêt", "arrêt!", "Remove", "REMOVE me", "TD",
                                   "\uff33\uff34\uff2f\uff30"])
-async def test_the_carriers_required_opt_out_words_opt_out(texted, profiles, settings, text):
+async def test_the_carriers_required_opt_out_words_opt_out(own_texted, shared, text):
     """The opt-out words US and Canadian carriers require (AWS End User Messaging's list:
     ARRET, CANCEL, END, OPT-OUT, OPTOUT, QUIT, REMOVE, STOP, TD, UNSUBSCRIBE) held ARRET
     (French, Canada), REMOVE and TD, which were ignored: a Quebec user's "Arrêt" answered 200
     "ignored" and the texts kept coming. Accents and full-width letters fold ("Arrêt",
     "ＳＴＯＰ" from a CJK keyboard). TD only as the whole reply ("TD Bank called" is not)."""
-    assert await reply(settings, "+447700900123", text) == 200
-    assert await sms_consent(profiles, texted) is False
+    texted, n = own_texted
+    assert await reply(shared.settings, f"+447700900{n}", text) == 200
+    assert await sms_consent(shared.profiles, texted) is False
 
 
 @pytest.mark.parametrize("text", ["Stop\U0001f6d1", "\"STOP\"", "\U0001f6d1 Stop", "(stop)",
                                   "Please stop", "pls STOP texting me"])
-async def test_a_stop_word_wrapped_in_an_emoji_quotes_or_please_opts_out(texted, profiles,
-                                                                         settings, text):
+async def test_a_stop_word_wrapped_in_an_emoji_quotes_or_please_opts_out(own_texted, shared,
+                                                                         text):
     """Only ".!?,;:" were dropped around the first word, so "Stop🛑", "\"STOP\"" or "🛑 Stop"
     were ignored, and so was "Please stop", the commonest polite revocation (47 CFR
     64.1200(a)(12): any reasonable means): the texts kept coming. The first word holding a
     letter or digit is read, without the symbols around it, after a leading "please"."""
-    assert await reply(settings, "+447700900123", text) == 200
-    assert await sms_consent(profiles, texted) is False
+    texted, n = own_texted
+    assert await reply(shared.settings, f"+447700900{n}", text) == 200
+    assert await sms_consent(shared.profiles, texted) is False
 
 
 @pytest.mark.parametrize("text", ["TD Bank called", "Removed the app", "Arretez",
                                   "END-OF-YEAR sale?", "Please start", "Pleased to hear"])
-async def test_words_that_only_begin_like_an_opt_out_word_change_nothing(texted, profiles,
-                                                                         settings, text):
-    assert await reply(settings, "+447700900123", text) == 200
-    assert await sms_consent(profiles, texted) is True
+async def test_words_that_only_begin_like_an_opt_out_word_change_nothing(own_texted, shared,
+                                                                         text):
+    texted, n = own_texted
+    assert await reply(shared.settings, f"+447700900{n}", text) == 200
+    assert await sms_consent(shared.profiles, texted) is True
 
 
 async def test_an_sms_one_click_link_opts_out_every_profile_texted_at_the_number(
@@ -367,26 +409,27 @@ async def test_a_yes_to_a_transactional_text_gives_no_marketing_consent(texted, 
 
 @pytest.mark.parametrize("text", ["Yes", "Yes, see you then", "Start the car", "unstop me"])
 async def test_a_yes_to_a_transactional_text_after_a_stop_does_not_restart_marketing(
-        texted, campaigns, profiles, messaging, settings, text):
+        own_texted, shared, text):
     """A user who opted in at signup texted STOP, then answered an appointment text "Yes" (or
     "Yes, see you then"): YES was a re-subscribe word, matched as the reply's first word, so
     their marketing texts began again, a consent revoked and never given back. Only START
     and UNSTOP, as the whole reply, re-subscribe (the carriers' keywords); a reply that merely
     begins with one is ignored. An opt-out word is still read as the first word."""
-    spec = cpb.CampaignSpec(campaign_id="appt", channel="sms", policy="fixed",
+    texted, n = own_texted
+    spec = cpb.CampaignSpec(campaign_id=f"appt-{n}", channel="sms", policy="fixed",
                             purpose="transactional",
                             variants=[cpb.Variant(id="a", content={"text": "Reply YES"})])
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
-    assert await reply(settings, "+447700900123", "STOP", age=5) == 200
-    assert (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
-        campaign_id="appt", user_id=texted))).suppressed  # no text after a STOP (see below)
-    assert await reply(settings, "+447700900123", text) == 200
-    assert await sms_consent(profiles, texted) is False
-    marketing = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms",
-                                                                         user_id=texted))
+    await shared.campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    assert await reply(shared.settings, f"+447700900{n}", "STOP", age=5) == 200
+    assert (await shared.messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id=f"appt-{n}", user_id=texted))).suppressed  # no text after a STOP (see below)
+    assert await reply(shared.settings, f"+447700900{n}", text) == 200
+    assert await sms_consent(shared.profiles, texted) is False
+    marketing = await shared.messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="sms", user_id=texted))
     assert (marketing.suppressed, marketing.reason) == (True, "no_consent")
-    assert await reply(settings, "+447700900123", " Start! ") == 200  # the keyword alone
-    assert await sms_consent(profiles, texted) is True
+    assert await reply(shared.settings, f"+447700900{n}", " Start! ") == 200  # the keyword alone
+    assert await sms_consent(shared.profiles, texted) is True
 
 
 async def test_after_a_stop_no_text_goes_until_start_not_even_a_transactional_one(
@@ -423,25 +466,26 @@ async def test_after_a_stop_no_text_goes_until_start_not_even_a_transactional_on
                                   "Please remove the 2nd item from my order",
                                   "End of the day works for me"])
 async def test_a_reply_only_starting_with_an_opt_out_word_leaves_transactional_texts(
-        texted, campaigns, profiles, messaging, settings, text):
+        own_texted, shared, text):
     """Carriers block a number only on a reply that is the opt-out word alone ("replying
     'STOP PLEASE' or 'PLEASE CANCEL' will not"); the first word of any sentence closed the
     number's transactional texts too: "Cancel my 3pm appointment please", answering an
     appointment reminder, stopped the user's codes and receipts until they texted START.
     Such a reply closes marketing only; a reply that is only the keyword closes both."""
-    spec = cpb.CampaignSpec(campaign_id="code", channel="sms", policy="fixed",
+    texted, n = own_texted
+    spec = cpb.CampaignSpec(campaign_id=f"code-{n}", channel="sms", policy="fixed",
                             purpose="transactional",
                             variants=[cpb.Variant(id="a", content={"text": "Your code"})])
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    await shared.campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
 
     async def answer(campaign):
-        got = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id=campaign,
-                                                                       user_id=texted))
+        got = await shared.messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id=campaign, user_id=texted))
         return got.reason if got.suppressed else "sent"
-    assert await reply(settings, "+447700900123", text, age=2) == 200
-    assert (await answer("code"), await answer("sms")) == ("sent", "no_consent")
-    assert await reply(settings, "+447700900123", "Cancel.") == 200
-    assert (await answer("code"), await answer("sms")) == ("no_consent", "no_consent")
+    assert await reply(shared.settings, f"+447700900{n}", text, age=2) == 200
+    assert (await answer(f"code-{n}"), await answer("sms")) == ("sent", "no_consent")
+    assert await reply(shared.settings, f"+447700900{n}", "Cancel.") == 200
+    assert (await answer(f"code-{n}"), await answer("sms")) == ("no_consent", "no_consent")
 
 
 async def test_a_stop_from_the_number_texted_reaches_the_user_after_a_phone_change(
