@@ -25,6 +25,7 @@ from protos.tailor.v1 import model_admin_pb2_grpc as mpb_grpc
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from server.security import tokens
+from tests.conftest import server_settings, serving
 
 ISSUER, AUDIENCE = "https://id.test", "tailor"
 ROLES = {"admin": ["admin"], "decider": ["decider"], "tracker": ["tracker"],
@@ -37,23 +38,44 @@ def jwt_keys():
             "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
 
 
-@pytest.fixture
-def auth(tmp_path, jwt_keys):
-    """An auth config with one token principal per role set, an ES256 key and an RS256 JWKS."""
-    path = tmp_path / "auth.toml"
-    (tmp_path / "ec.pem").write_bytes(jwt_keys["ec"].public_key().public_bytes(
+def auth_config(tmp, jwt_keys):
+    """An auth config under `tmp` with one token principal per role set, an ES256 key and an
+    RS256 JWKS: (its path, the tokens by name)."""
+    path = tmp / "auth.toml"
+    (tmp / "ec.pem").write_bytes(jwt_keys["ec"].public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(jwt_keys["rsa"].public_key()))
-    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "r1", "alg": "RS256"}]}))
+    (tmp / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "r1", "alg": "RS256"}]}))
     path.write_text(f'[jwt]\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\n'
                     'public_keys = ["ec.pem"]\njwks = "jwks.json"\n')
     toks = {name: tokens.mint(path, name, roles) for name, roles in ROLES.items()}
     return path, toks
 
 
+@pytest.fixture
+def auth(tmp_path, jwt_keys):
+    return auth_config(tmp_path, jwt_keys)
+
+
+@pytest.fixture(scope="module")
+def module_auth(tmp_path_factory, jwt_keys):
+    """`auth` of the server the module's tests share (`shared_chan`)."""
+    return auth_config(tmp_path_factory.mktemp("module-auth"), jwt_keys)
+
+
 @pytest_asyncio.fixture
 async def chan(secured):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{secured.port}") as ch:
+        yield ch
+
+
+@pytest_asyncio.fixture(scope="module")
+async def shared_chan(tmp_path_factory, demo_bundle, module_auth):
+    """A channel to one server of `module_auth`'s config, shared by the tests whose calls are
+    refused, read what no test changes, or write under user ids of their own (none revokes,
+    reloads the config or counts what the others did)."""
+    settings = server_settings(tmp_path_factory.mktemp("secured-server"), demo_bundle)
+    async with serving(settings.model_copy(update={"auth_config": module_auth[0]})) as (_, ch):
         yield ch
 
 
@@ -67,29 +89,32 @@ async def _code(call) -> tuple[grpc.StatusCode, str]:
     return err.value.code(), err.value.details()
 
 
-async def test_no_or_unknown_token_is_unauthenticated(chan):
-    stub = pb_grpc.ProfileServiceStub(chan)
+async def test_no_or_unknown_token_is_unauthenticated(shared_chan):
+    stub = pb_grpc.ProfileServiceStub(shared_chan)
     req = pb.GetProfileRequest(user_id="u1")
     assert (await _code(stub.GetProfile(req)))[0] == grpc.StatusCode.UNAUTHENTICATED
     code, _ = await _code(stub.GetProfile(req, metadata=bearer("not-a-token")))
     assert code == grpc.StatusCode.UNAUTHENTICATED
-    code, _ = await _code(dpb_grpc.DiagnosticsServiceStub(chan).Ping(dpb.PingRequest()))
+    code, _ = await _code(dpb_grpc.DiagnosticsServiceStub(shared_chan).Ping(dpb.PingRequest()))
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_health_and_reflection_stay_open_and_ping_takes_any_principal(chan, auth):
-    reply = await health_pb2_grpc.HealthStub(chan).Check(health_pb2.HealthCheckRequest())
+async def test_health_and_reflection_stay_open_and_ping_takes_any_principal(shared_chan,
+                                                                            module_auth):
+    reply = await health_pb2_grpc.HealthStub(shared_chan).Check(health_pb2.HealthCheckRequest())
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    await dpb_grpc.DiagnosticsServiceStub(chan).Ping(dpb.PingRequest(), metadata=bearer(auth[1]["tracker"]))
+    await dpb_grpc.DiagnosticsServiceStub(shared_chan).Ping(
+        dpb.PingRequest(), metadata=bearer(module_auth[1]["tracker"]))
 
 
-async def test_reflection_takes_any_authenticated_caller_and_no_anonymous_one(chan, auth):
+async def test_reflection_takes_any_authenticated_caller_and_no_anonymous_one(shared_chan,
+                                                                              module_auth):
     """Reflection names every service and method: anonymous callers of a server with an auth
     config were served it (the service list, UNAUTHENTICATED now); a token of any role is."""
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     def listing(*metadata):
-        return reflection_pb2_grpc.ServerReflectionStub(chan).ServerReflectionInfo(
+        return reflection_pb2_grpc.ServerReflectionStub(shared_chan).ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=metadata)
     with pytest.raises(grpc.RpcError) as err:
         [reply async for reply in listing()]
@@ -97,18 +122,18 @@ async def test_reflection_takes_any_authenticated_caller_and_no_anonymous_one(ch
     with pytest.raises(grpc.RpcError) as err:
         [reply async for reply in listing(*bearer("not-a-token"))]
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    replies = [reply async for reply in listing(*bearer(auth[1]["tracker"]))]
+    replies = [reply async for reply in listing(*bearer(module_auth[1]["tracker"]))]
     names = {s.name for r in replies for s in r.list_services_response.service}
     assert {"tailor.v1.ProfileService", "grpc.health.v1.Health"} <= names
 
 
-async def test_open_methods_refuse_a_large_request_unparsed(chan, auth):
+async def test_open_methods_refuse_a_large_request_unparsed(shared_chan, module_auth):
     """Health is open to anyone, and gRPC reads a request whole (up to 64 MiB) before any
     handler: a stranger's Health/Watch held its request as long as the stream stayed open
     (eight 60 MiB ones took a server from 206 MB to 1,608 MB, for good); reflection's
     requests (a symbol name) are as bounded, for the callers it takes."""
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-    health = health_pb2_grpc.HealthStub(chan)
+    health = health_pb2_grpc.HealthStub(shared_chan)
     big = health_pb2.HealthCheckRequest(service="x" * 65536)
     watch = health.Watch(big)
     with pytest.raises(grpc.RpcError) as err:
@@ -116,10 +141,10 @@ async def test_open_methods_refuse_a_large_request_unparsed(chan, auth):
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "at most 4096" in err.value.details()
     assert (await _code(health.Check(big)))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
-    reflect = reflection_pb2_grpc.ServerReflectionStub(chan).ServerReflectionInfo(iter([
+    reflect = reflection_pb2_grpc.ServerReflectionStub(shared_chan).ServerReflectionInfo(iter([
         reflection_pb2.ServerReflectionRequest(list_services=""),
         reflection_pb2.ServerReflectionRequest(file_containing_symbol="x" * 65536)]),
-        metadata=bearer(auth[1]["tracker"]))
+        metadata=bearer(module_auth[1]["tracker"]))
     with pytest.raises(grpc.RpcError) as err:
         [reply async for reply in reflect]
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -129,7 +154,7 @@ async def test_open_methods_refuse_a_large_request_unparsed(chan, auth):
 
 
 async def test_open_methods_answer_a_malformed_request_or_health_list_in_a_status_not_a_traceback(
-        chan, auth, caplog):
+        shared_chan, module_auth, caplog):
     """A stranger's Health/Check or Watch whose bytes do not parse was UNKNOWN ("Unexpected
     <class 'DecodeError'>") and Health/List (which grpc's aio servicer lacks) an UNIMPLEMENTED
     from a NotImplementedError, each logged at ERROR with its traceback (2,000 anonymous
@@ -138,21 +163,24 @@ async def test_open_methods_answer_a_malformed_request_or_health_list_in_a_statu
     garbage = b"\xff\xff\xff"
     caplog.set_level(logging.INFO)
     for method in ("Check", "Watch"):
-        call = (chan.unary_stream if method == "Watch" else chan.unary_unary)(
+        call = (shared_chan.unary_stream if method == "Watch" else shared_chan.unary_unary)(
             f"/grpc.health.v1.Health/{method}", **raw)(garbage)
         code, details = await _code(_drained(call) if method == "Watch" else call)
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (method, code, details)
         assert details.startswith("request: not a valid grpc.health.v1.Health/"), details
-    code, details = await _code(health_pb2_grpc.HealthStub(chan).List(health_pb2.HealthListRequest()))
+    code, details = await _code(health_pb2_grpc.HealthStub(shared_chan).List(
+        health_pb2.HealthListRequest()))
     assert code == grpc.StatusCode.UNIMPLEMENTED and "Health/Check" in details, details
-    reflect = chan.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                                 **raw)(iter([garbage]), metadata=bearer(auth[1]["tracker"]))
+    reflect = shared_chan.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        **raw)(iter([garbage]), metadata=bearer(module_auth[1]["tracker"]))
     code, details = await _code(_drained(reflect))
     assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
     await asyncio.sleep(0.2)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], \
         [r.getMessage()[:200] for r in caplog.records if r.levelno >= logging.WARNING]
-    assert (await health_pb2_grpc.HealthStub(chan).Check(health_pb2.HealthCheckRequest())).status \
+    assert (await health_pb2_grpc.HealthStub(shared_chan).Check(
+        health_pb2.HealthCheckRequest())).status \
         == health_pb2.HealthCheckResponse.SERVING  # a real check as before
 
 
@@ -160,39 +188,41 @@ async def _drained(call):
     return [reply async for reply in call]
 
 
-async def test_decider_may_not_push_or_delete_and_is_told_which_role_it_lacks(chan, auth):
-    token = auth[1]["decider"]
-    code, details = await _code(mpb_grpc.ModelAdminServiceStub(chan).PushBundle(
+async def test_decider_may_not_push_or_delete_and_is_told_which_role_it_lacks(shared_chan,
+                                                                              module_auth):
+    token = module_auth[1]["decider"]
+    code, details = await _code(mpb_grpc.ModelAdminServiceStub(shared_chan).PushBundle(
         iter([mpb.BundleChunk()]), metadata=bearer(token)))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "admin" in details and "decider" in details
-    code, details = await _code(pb_grpc.ProfileServiceStub(chan).DeleteProfile(
+    code, details = await _code(pb_grpc.ProfileServiceStub(shared_chan).DeleteProfile(
         pb.DeleteProfileRequest(user_id="u1"), metadata=bearer(token)))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "lacks the role admin" in details
     with pytest.raises(grpc.RpcError) as err:  # a streaming reply is refused before its first message
-        [e async for e in pb_grpc.ProfileServiceStub(chan).ExportEvents(
+        [e async for e in pb_grpc.ProfileServiceStub(shared_chan).ExportEvents(
             pb.ExportEventsRequest(), metadata=bearer(token))]
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "analyst or pii-reader" in err.value.details()
 
 
-async def test_a_spoofed_roles_header_changes_nothing(chan, auth):
-    profiles = pb_grpc.ProfileServiceStub(chan)
+async def test_a_spoofed_roles_header_changes_nothing(shared_chan, module_auth):
+    profiles = pb_grpc.ProfileServiceStub(shared_chan)
     spoof = ("x-tailor-roles", "admin,pii-reader")
-    code, _ = await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u1"),
-                                                 metadata=bearer(auth[1]["decider"], spoof)))
+    code, _ = await _code(profiles.DeleteProfile(
+        pb.DeleteProfileRequest(user_id="u1"), metadata=bearer(module_auth[1]["decider"], spoof)))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     code, _ = await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u1"),
                                                  metadata=(spoof,)))
     assert code == grpc.StatusCode.UNAUTHENTICATED
     await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
-        user_id="dave", attributes={"email": "dave@example.com"}), metadata=bearer(auth[1]["tracker"]))
+        user_id="dave", attributes={"email": "dave@example.com"}),
+        metadata=bearer(module_auth[1]["tracker"]))
     seen = await profiles.GetProfile(pb.GetProfileRequest(user_id="dave"),
-                                     metadata=bearer(auth[1]["analyst"], spoof))
+                                     metadata=bearer(module_auth[1]["analyst"], spoof))
     assert seen.pii_masked and seen.attributes["email"] == "d***@example.com"
 
 
-async def test_analyst_sees_pii_masked_and_pii_reader_unmasked(chan, auth):
-    profiles, t = pb_grpc.ProfileServiceStub(chan), auth[1]
+async def test_analyst_sees_pii_masked_and_pii_reader_unmasked(shared_chan, module_auth):
+    profiles, t = pb_grpc.ProfileServiceStub(shared_chan), module_auth[1]
     await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
         user_id="carol", attributes={"Email": "carol@example.com", "home_address": "1 Rue X",
                                      "locale": "fr-FR"}), metadata=bearer(t["tracker"]))
@@ -214,11 +244,11 @@ async def test_analyst_sees_pii_masked_and_pii_reader_unmasked(chan, auth):
     assert [e.attributes["ip"] for e in full_ev if e.event_id == "s1"] == ["10.1.2.3"]
 
 
-async def test_pii_keys_are_masked_in_any_spelling(chan, auth):
+async def test_pii_keys_are_masked_in_any_spelling(shared_chan, module_auth):
     """Before: `pii_keys` matched the key lower-cased only, so an app's camelCase or dashed
     keys (firstName, lastName, postalCode, userIP, dateOfBirth, first-name) and given_name,
     family_name, zip_code reached an analyst as written."""
-    profiles, t = pb_grpc.ProfileServiceStub(chan), auth[1]
+    profiles, t = pb_grpc.ProfileServiceStub(shared_chan), module_auth[1]
     pii = {"firstName": "Alicia", "FirstName": "Alicia", "lastName": "Smith", "fullName": "A S",
            "first-name": "Alicia", "given_name": "Alicia", "family_name": "Smith",
            "postalCode": "SW1A 1AA", "zipCode": "90210", "zip_code": "90210",
@@ -239,11 +269,11 @@ async def test_pii_keys_are_masked_in_any_spelling(chan, auth):
     assert dict(full.attributes) == {**pii, **plain}
 
 
-async def test_pii_keys_name_user_names_and_ip_v4_v6_addresses(chan, auth):
+async def test_pii_keys_name_user_names_and_ip_v4_v6_addresses(shared_chan, module_auth):
     """Before: user names (username, userName, displayName, nickname, customer_name) and IP
     addresses under ipv4/ipv6 keys (ipv6, IPv6, clientIPv6, whose snake case reads
     `client_i_pv6`) reached an analyst as written; other *_name keys stay unmasked."""
-    profiles, t = pb_grpc.ProfileServiceStub(chan), auth[1]
+    profiles, t = pb_grpc.ProfileServiceStub(shared_chan), module_auth[1]
     pii = {"username": "alicia.s", "userName": "alicia.s", "user_name": "alicia.s",
            "twitterUsername": "alicia_s", "displayName": "Alicia S", "screen_name": "alicias",
            "nickname": "Ali", "customer_name": "Alicia Smith", "contactName": "Alicia Smith",
@@ -270,8 +300,8 @@ def _jwt(jwt_keys, kind="ec", **claims):
     return jwt.encode(body, jwt_keys["rsa"], algorithm="RS256", headers={"kid": "r1"})
 
 
-async def test_jwts_are_checked_for_signature_issuer_audience_and_expiry(chan, jwt_keys):
-    stub = cpb_grpc.CampaignServiceStub(chan)
+async def test_jwts_are_checked_for_signature_issuer_audience_and_expiry(shared_chan, jwt_keys):
+    stub = cpb_grpc.CampaignServiceStub(shared_chan)
     req = cpb.ListCampaignsRequest()
     for kind in ("ec", "rsa"):
         await stub.ListCampaigns(req, metadata=bearer(_jwt(jwt_keys, kind, roles="analyst")))
@@ -289,11 +319,11 @@ async def test_jwts_are_checked_for_signature_issuer_audience_and_expiry(chan, j
     assert code == grpc.StatusCode.PERMISSION_DENIED and "jwt:svc-7" in details
 
 
-async def test_a_jwt_roles_claim_that_is_not_role_names_is_refused(chan, jwt_keys):
+async def test_a_jwt_roles_claim_that_is_not_role_names_is_refused(shared_chan, jwt_keys):
     """A signed token whose roles claim is a number or an object is refused with
     UNAUTHENTICATED (a number made every call fail with a traceback; an object's keys were
     granted as roles)."""
-    stub, req = cpb_grpc.CampaignServiceStub(chan), cpb.ListCampaignsRequest()
+    stub, req = cpb_grpc.CampaignServiceStub(shared_chan), cpb.ListCampaignsRequest()
     for roles in (7, {"analyst": False}, ["analyst", 3]):
         code, details = await _code(stub.ListCampaigns(req, metadata=bearer(_jwt(jwt_keys, roles=roles))))
         assert code == grpc.StatusCode.UNAUTHENTICATED, roles
@@ -376,10 +406,10 @@ async def test_exported_decisions_hide_request_context_under_pii_keys(chan, auth
     assert full == [[33612.0, 3.0]]
 
 
-async def test_error_messages_do_not_echo_attribute_values(chan, auth):
-    t = auth[1]
+async def test_error_messages_do_not_echo_attribute_values(shared_chan, module_auth):
+    t = module_auth[1]
     bad = pb.UpsertAttributesRequest(user_id="eve", attributes={"email": "eve-" + "x" * 2000})
-    code, details = await _code(pb_grpc.ProfileServiceStub(chan).UpsertAttributes(
+    code, details = await _code(pb_grpc.ProfileServiceStub(shared_chan).UpsertAttributes(
         bad, metadata=bearer(t["tracker"])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "eve-" not in details  # no PII echoed
 
