@@ -21,12 +21,20 @@ def stub(channel):
     return pb_grpc.ProfileServiceStub(channel)
 
 
+@pytest.fixture(scope="module")
+def shared_stub(module_server):
+    """ProfileService of the module's shared server, for tests that write only under users and
+    event ids of their own and read nothing global (no catalog change, no count of all)."""
+    return pb_grpc.ProfileServiceStub(module_server[1])
+
+
 def ev(event_id, user="alice", type="click", item="", ts=None, **kw):
     return pb.Event(event_id=event_id, user_id=user, type=type, item_id=item,
                     timestamp=time.time() - 60 if ts is None else ts, **kw)
 
 
-async def test_batch_accepts_valid_events_and_rejects_bad_ones_with_reasons(stub):
+async def test_batch_accepts_valid_events_and_rejects_bad_ones_with_reasons(shared_stub):
+    stub = shared_stub
     now = time.time()
     events = [ev("e1", item="i1"), ev("e2", type="teleport"), ev("e3", ts=now + 86400),
               ev("e4", attributes={f"k{i}": "v" for i in range(40)}), ev("e5", type="purchase", value=30.0),
@@ -39,7 +47,8 @@ async def test_batch_accepts_valid_events_and_rejects_bad_ones_with_reasons(stub
     assert "event_id" in reasons[5]
 
 
-async def test_resending_an_event_id_is_a_no_op(stub):
+async def test_resending_an_event_id_is_a_no_op(shared_stub):
+    stub = shared_stub
     batch = pb.TrackEventsRequest(events=[ev("dup-1", user="bob", type="purchase", value=10.0)])
     first = await stub.TrackEvents(batch)
     again = await stub.TrackEvents(batch)
@@ -49,7 +58,8 @@ async def test_resending_an_event_id_is_a_no_op(stub):
     assert profile.features.monetary == 10.0 and len(profile.events) == 1
 
 
-async def test_stream_ingests_batches_and_reports_totals(stub):
+async def test_stream_ingests_batches_and_reports_totals(shared_stub):
+    stub = shared_stub
     async def batches():
         for b in range(4):
             yield pb.TrackEventsRequest(events=[ev(f"s{b}-{i}", user=f"st{i % 7}", item=f"it{i}")
@@ -59,7 +69,8 @@ async def test_stream_ingests_batches_and_reports_totals(stub):
     assert [r.index for r in reply.rejected] == [250, 501, 752, 1003]
 
 
-async def test_stream_refused_on_its_third_message_keeps_the_first_two_and_says_so(stub):
+async def test_stream_refused_on_its_third_message_keeps_the_first_two_and_says_so(shared_stub):
+    stub = shared_stub
     async def batches():
         for b in range(2):
             yield pb.TrackEventsRequest(events=[ev(f"k{b}-{i}", user="keeper", item=f"it{i}")
@@ -93,7 +104,8 @@ async def test_stream_longer_than_the_read_ahead_window_commits_every_batch(shor
     assert profile.features.counts["click/web"] == 240.0
 
 
-async def test_profile_returns_everything_stored_and_masks_pii(stub):
+async def test_profile_returns_everything_stored_and_masks_pii(shared_stub):
+    stub = shared_stub
     await stub.UpsertAttributes(pb.UpsertAttributesRequest(
         user_id="carol", attributes={"email": "carol@example.com", "locale": "fr-FR"}))
     await stub.TrackEvents(pb.TrackEventsRequest(events=[
@@ -143,7 +155,8 @@ async def test_a_heavy_users_profile_is_read_off_the_event_loop_and_a_light_ones
         profiles.repo.read = read
 
 
-async def test_removing_attributes_of_an_unknown_user_creates_no_profile(stub):
+async def test_removing_attributes_of_an_unknown_user_creates_no_profile(shared_stub):
+    stub = shared_stub
     for attributes in ({"tier": ""}, {}):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id="nobody-9",
@@ -158,7 +171,8 @@ async def test_removing_attributes_of_an_unknown_user_creates_no_profile(stub):
     assert dict(left.attributes) == {}
 
 
-async def test_unsubscribe_event_opts_the_channel_out(stub):
+async def test_unsubscribe_event_opts_the_channel_out(shared_stub):
+    stub = shared_stub
     await stub.SetConsent(pb.SetConsentRequest(user_id="dan", channel="email", opted_in=True,
                                                source="signup"))
     await stub.TrackEvents(pb.TrackEventsRequest(
@@ -276,7 +290,8 @@ async def test_a_heavy_users_profile_fits_one_reply_with_their_newest_events(sma
     assert [e.event_id for e in few.events] == ids[:3]
 
 
-async def test_unknown_profile_is_not_found_and_bad_ids_are_invalid(stub):
+async def test_unknown_profile_is_not_found_and_bad_ids_are_invalid(shared_stub):
+    stub = shared_stub
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetProfile(pb.GetProfileRequest(user_id="nobody-here"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -363,7 +378,8 @@ async def test_recommendations_follow_the_users_new_interest(stub, channel, demo
     assert not {i.item_id for i in reply.items} & set(in_fresh)  # clicked items are not re-sent
 
 
-async def test_category_affinity_is_keyed_by_the_bundles_category_names(stub, demo_bundle):
+async def test_category_affinity_is_keyed_by_the_bundles_category_names(shared_stub, demo_bundle):
+    stub = shared_stub
     with np.load(demo_bundle / "items.npz") as it:
         item_ids, cats, names = it["item_ids"], it["category"], it["category_names"]
     first = int(np.flatnonzero(cats == cats[0])[0])
@@ -396,9 +412,10 @@ async def test_recent_items_name_items_added_to_the_catalog_since_training(stub,
     assert [r.item_id for r in profile.recent_items] == [trained, "new-lamp"]
 
 
-async def test_created_at_and_updated_at_follow_the_events_and_the_attributes(stub):
+async def test_created_at_and_updated_at_follow_the_events_and_the_attributes(shared_stub):
     """A profile built from events said updated_at 0 (1970); once an attribute was set its
     created_at jumped from the first event to that moment."""
+    stub = shared_stub
     first, last = time.time() - 30 * 86400, time.time() - 3600
     await stub.TrackEvents(pb.TrackEventsRequest(events=[ev("cr-1", user="cid", ts=last),
                                                          ev("cr-2", user="cid", ts=first)]))
