@@ -24,8 +24,18 @@ def cli(*args: str, expect: int) -> str:
     return proc.stderr.strip()
 
 
+@pytest.fixture(scope="module")
+def served(module_server_process, tmp_path_factory):
+    """One server for the module's tests: each writes under ids of its own (events, users,
+    campaigns) or only reads or is refused, so none sees what another changed."""
+    tmp = tmp_path_factory.mktemp("cli-served")
+    return module_server_process(tmp / "data",
+                                 env={"TAILOR_SECRETS_DIR": str(tmp / "secrets")}).target
+
+
 @pytest.fixture
-def served(server_process, tmp_path):
+def own_served(server_process, tmp_path):
+    """A server of the test's own, for a test that counts every decision it holds."""
     return server_process(env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}).target
 
 
@@ -352,12 +362,12 @@ def test_a_plan_refused_part_way_says_how_many_users_were_planned(served, tmp_pa
     likewise a deadline, a server restart) are logged and written out: the error said only the
     status, and planning the file again logs a second decision for each of those users."""
     spec = tmp_path / "c.json"
-    spec.write_text(json.dumps({"campaign_id": "p", "channel": "push", "policy": "fixed",
+    spec.write_text(json.dumps({"campaign_id": "p-refused", "channel": "push", "policy": "fixed",
                                 "variants": [{"id": "a", "content": {"title": "A"}}]}))
     run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
     users, out = tmp_path / "users.txt", tmp_path / "plan.jsonl"
     users.write_text("\n".join(["u1", "u2", "u3", "u4", "x" * 200, "u6"]) + "\n")
-    line = cli("campaign", "plan", "--campaign", "p", "--users", str(users), "--out", str(out),
+    line = cli("campaign", "plan", "--campaign", "p-refused", "--users", str(users), "--out", str(out),
                "--batch-size", "2", "--quiet", "--server", served, expect=1)
     planned = len(out.read_text().splitlines())
     assert line.startswith("error: INVALID_ARGUMENT: ") and planned == 4, line
@@ -369,13 +379,13 @@ def test_ctrl_c_during_a_plan_is_one_line_saying_what_was_planned(served, tmp_pa
     """Ctrl-C printed a KeyboardInterrupt traceback through gRPC's internals, with the
     decisions already logged nowhere counted."""
     spec = tmp_path / "c.json"
-    spec.write_text(json.dumps({"campaign_id": "p", "channel": "push", "policy": "fixed",
+    spec.write_text(json.dumps({"campaign_id": "p-interrupted", "channel": "push", "policy": "fixed",
                                 "variants": [{"id": "a", "content": {"title": "A"}}]}))
     run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
     users, out = tmp_path / "users.txt", tmp_path / "plan.jsonl"
     users.write_text("".join(f"u{i}\n" for i in range(300_000)))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients", "campaign", "plan", "--campaign", "p", "--users",
+        [sys.executable, "-m", "clients", "campaign", "plan", "--campaign", "p-interrupted", "--users",
          str(users), "--out", str(out), "--quiet", "--server", served], cwd=ROOT,
         stderr=subprocess.PIPE, text=True,  # SIGINT as from a terminal: one inherited ignored
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # (xdist) stays so
@@ -410,7 +420,7 @@ threading.Thread(target=interrupt, daemon=True).start()
 try:
     with client:
         try:
-            for _ in client.plan_campaign("p", (f"u{i}" for i in range(300_000))):
+            for _ in client.plan_campaign(sys.argv[2], (f"u{i}" for i in range(300_000))):
                 pass
         except KeyboardInterrupt:
             calls[0]._state.condition.acquire()  # as a Ctrl-C inside gRPC's wait left it
@@ -427,10 +437,10 @@ def test_ctrl_c_that_left_a_calls_lock_held_still_ends_the_client(served, tmp_pa
     state, made on purpose here: leaving the client's `with` on a KeyboardInterrupt does not
     close the channel (which waits for that call); the process's exit does."""
     spec = tmp_path / "c.json"
-    spec.write_text(json.dumps({"campaign_id": "p", "channel": "push", "policy": "fixed",
+    spec.write_text(json.dumps({"campaign_id": "p-held", "channel": "push", "policy": "fixed",
                                 "variants": [{"id": "a", "content": {"title": "A"}}]}))
     run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
-    proc = subprocess.run([sys.executable, "-c", LEFT_HELD, served], cwd=ROOT, text=True,
+    proc = subprocess.run([sys.executable, "-c", LEFT_HELD, served, "p-held"], cwd=ROOT, text=True,
                           capture_output=True, timeout=60,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.returncode == 0 and proc.stdout.strip() == "interrupted", proc.stderr[-2000:]
@@ -440,7 +450,7 @@ def test_a_plan_runs_where_the_progress_bar_is_not_installed(served, tmp_path):
     """tqdm comes with the `client` extra only (not the server image's install): `campaign plan`
     died on ModuleNotFoundError, --quiet or not. It plans without the bar and says why once."""
     spec = tmp_path / "c.json"
-    spec.write_text(json.dumps({"campaign_id": "p", "channel": "push", "policy": "fixed",
+    spec.write_text(json.dumps({"campaign_id": "p-no-tqdm", "channel": "push", "policy": "fixed",
                                 "variants": [{"id": "a", "content": {"title": "A"}}]}))
     run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
     missing = tmp_path / "no" / "tqdm"
@@ -450,7 +460,7 @@ def test_a_plan_runs_where_the_progress_bar_is_not_installed(served, tmp_path):
     users.write_text("u1\nu2\nu3\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "no"), str(ROOT)])}
     for quiet in ((), ("--quiet",)):
-        proc = run_module("clients", "campaign", "plan", "--campaign", "p", "--users", str(users),
+        proc = run_module("clients", "campaign", "plan", "--campaign", "p-no-tqdm", "--users", str(users),
                           "--out", str(out), "--server", served, *quiet, check=False, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads(proc.stdout)["decisions"] == 3 and len(out.read_text().splitlines()) == 3
@@ -572,12 +582,12 @@ def test_ctrl_c_during_a_campaign_export_says_the_file_is_incomplete(served, tmp
     --out, a partial decision log that `training ope` would take whole, not said."""
     from clients import TailorClient
     with TailorClient(served, timeout=120) as client:
-        client.create_campaign({"campaign_id": "p", "channel": "push", "policy": "fixed",
+        client.create_campaign({"campaign_id": "p-export", "channel": "push", "policy": "fixed",
                                 "variants": [{"id": "a", "content": {"title": "A"}}]})
-        assert sum(1 for _ in client.plan_campaign("p", (f"u{i}" for i in range(30_000)),
+        assert sum(1 for _ in client.plan_campaign("p-export", (f"u{i}" for i in range(30_000)),
                                                    batch_size=1000)) == 30_000
     out = tmp_path / "decisions.jsonl"
-    proc, err = _interrupted(["campaign", "export", "--campaign", "p", "--include-pending",
+    proc, err = _interrupted(["campaign", "export", "--campaign", "p-export", "--include-pending",
                               "--out", str(out), "--server", served],
                              lambda: out.exists() and out.stat().st_size > 0)
     written = len(out.read_text().splitlines())
@@ -616,7 +626,7 @@ def test_audit_tail_shows_a_line_torn_by_a_crash_instead_of_failing(server_proce
     assert lines[1] == {"unreadable": '{"kid":"k1","method":"/tailor.v1.Prof'}
 
 
-def test_a_refused_export_or_plan_leaves_the_out_file_as_it_was(served, tmp_path):
+def test_a_refused_export_or_plan_leaves_the_out_file_as_it_was(own_served, tmp_path):
     """`campaign export` and `campaign plan` emptied --out before the call: a mistyped
     campaign (NOT_FOUND) turned last week's 101-decision export into an empty file. The file
     is emptied at the first answer now; a refused call leaves it, or no file where none was."""
@@ -626,13 +636,13 @@ def test_a_refused_export_or_plan_leaves_the_out_file_as_it_was(served, tmp_path
     users.write_text("u1\nu2\n")
     for args in (("campaign", "export", "--campaign", "nope"),
                  ("campaign", "plan", "--campaign", "nope", "--users", str(users), "--quiet")):
-        assert cli(*args, "--out", str(kept), "--server", served, expect=1) == \
+        assert cli(*args, "--out", str(kept), "--server", own_served, expect=1) == \
             "error: NOT_FOUND: campaign 'nope' not found"
         assert kept.read_text() == '{"decision_id": "d1"}\n{"decision_id": "d2"}\n'
         fresh = tmp_path / "fresh.jsonl"
-        cli(*args, "--out", str(fresh), "--server", served, expect=1)
+        cli(*args, "--out", str(fresh), "--server", own_served, expect=1)
         assert not fresh.exists()
-    proc = run_module("clients", "campaign", "export", "--out", str(kept), "--server", served)
+    proc = run_module("clients", "campaign", "export", "--out", str(kept), "--server", own_served)
     assert json.loads(proc.stdout) == {"decisions": 0, "out": str(kept)}  # answered: emptied
     assert kept.read_text() == ""
 
