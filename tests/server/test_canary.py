@@ -32,6 +32,14 @@ def client(tailor_server):
         yield c
 
 
+@pytest.fixture(scope="module")
+def shared_client(module_server):
+    """A client of the module's shared server, for pushes that are refused: a refused push
+    starts no canary and changes nothing the other tests read."""
+    with TailorClient(f"127.0.0.1:{module_server[0].port}", timeout=60) as c:
+        yield c
+
+
 def _batch_versions(target: str, users: list[str]) -> dict[str, str]:
     """Each user's model version, through RecommendBatch (500 users a call)."""
     out = {}
@@ -122,9 +130,9 @@ async def test_promote_and_abort_by_hand(manual, client, tailor_server, second_b
 
 
 @pytest.mark.parametrize("percent", [100.0, -5.0, float("nan")])
-async def test_a_canary_share_outside_0_100_is_invalid(client, second_bundle, percent):
+async def test_a_canary_share_outside_0_100_is_invalid(shared_client, second_bundle, percent):
     with pytest.raises(TailorError) as err:
-        await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=percent)
+        await asyncio.to_thread(shared_client.push_bundle, second_bundle, canary_percent=percent)
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "canary_percent" in str(err.value)
 
 
@@ -250,18 +258,19 @@ def bundle_without_a_category(copy_bundle, second_bundle) -> tuple:
     return bundle, gone
 
 
-async def test_a_bundle_failing_on_real_features_is_refused_at_push(client, failing_bundle,
-                                                                   demo_manifest):
+async def test_a_bundle_failing_on_real_features_is_refused_at_push(shared_client,
+                                                                   failing_bundle, demo_manifest):
     """Its ranker passes the load's smoke run (inputs of zeros) and fails on any real feature
     values: the push runs Recommend for the bundle's own users first and refuses it."""
     for canary in (0, 30):
         with pytest.raises(TailorError) as err:
-            await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=canary)
+            await asyncio.to_thread(shared_client.push_bundle, failing_bundle, canary_percent=canary)
         assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
         assert "bundle rejected: Recommend: a smoke run" in str(err.value), str(err.value)
-    status = await asyncio.to_thread(client.model_status)
+    status = await asyncio.to_thread(shared_client.model_status)
     assert status.active.version == demo_manifest["version"] and status.canary is None
-    assert (await asyncio.to_thread(client.recommend, "7", 3)).model_version == demo_manifest["version"]
+    recs = await asyncio.to_thread(shared_client.recommend, "7", 3)
+    assert recs.model_version == demo_manifest["version"]
 
 
 async def test_a_canary_refusing_a_category_the_active_serves_is_aborted(
