@@ -154,7 +154,8 @@ async def test_list_campaigns_ends_a_page_before_its_byte_budget(byte_pages, stu
     (dict(page_size=-1), "page_size"),
     (dict(page_token="x" * 200), "page_token"),
 ])
-async def test_list_campaigns_rejects_bad_paging(stub, bad, field):
+async def test_list_campaigns_rejects_bad_paging(module_bare_server, bad, field):
+    stub = pb_grpc.CampaignServiceStub(module_bare_server[1])
     code, details = await code_of(stub.ListCampaigns(pb.ListCampaignsRequest(**bad)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and field in details, details
 
@@ -909,7 +910,8 @@ SAMPLE_BAD = [
 ]
 
 
-async def test_sample_size_bad_input_names_the_field(stub):
+async def test_sample_size_bad_input_names_the_field(module_bare_server):
+    stub = pb_grpc.CampaignServiceStub(module_bare_server[1])
     for fields, field in SAMPLE_BAD:  # one server for every case
         req = {"baseline_rate": 0.1, "minimum_detectable_effect": 0.02}
         if "baseline_mean" in fields or field == "baseline":
