@@ -409,27 +409,26 @@ async def test_a_yes_to_a_transactional_text_gives_no_marketing_consent(texted, 
 
 @pytest.mark.parametrize("text", ["Yes", "Yes, see you then", "Start the car", "unstop me"])
 async def test_a_yes_to_a_transactional_text_after_a_stop_does_not_restart_marketing(
-        own_texted, shared, text):
+        texted, campaigns, profiles, messaging, settings, text):
     """A user who opted in at signup texted STOP, then answered an appointment text "Yes" (or
     "Yes, see you then"): YES was a re-subscribe word, matched as the reply's first word, so
     their marketing texts began again, a consent revoked and never given back. Only START
     and UNSTOP, as the whole reply, re-subscribe (the carriers' keywords); a reply that merely
     begins with one is ignored. An opt-out word is still read as the first word."""
-    texted, n = own_texted
-    spec = cpb.CampaignSpec(campaign_id=f"appt-{n}", channel="sms", policy="fixed",
+    spec = cpb.CampaignSpec(campaign_id="appt", channel="sms", policy="fixed",
                             purpose="transactional",
                             variants=[cpb.Variant(id="a", content={"text": "Reply YES"})])
-    await shared.campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
-    assert await reply(shared.settings, f"+447700900{n}", "STOP", age=5) == 200
-    assert (await shared.messaging.ComposeMessage(mpb.ComposeMessageRequest(
-        campaign_id=f"appt-{n}", user_id=texted))).suppressed  # no text after a STOP (see below)
-    assert await reply(shared.settings, f"+447700900{n}", text) == 200
-    assert await sms_consent(shared.profiles, texted) is False
-    marketing = await shared.messaging.ComposeMessage(mpb.ComposeMessageRequest(
-        campaign_id="sms", user_id=texted))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    assert await reply(settings, "+447700900123", "STOP", age=5) == 200
+    assert (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="appt", user_id=texted))).suppressed  # no text after a STOP (see below)
+    assert await reply(settings, "+447700900123", text) == 200
+    assert await sms_consent(profiles, texted) is False
+    marketing = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms",
+                                                                         user_id=texted))
     assert (marketing.suppressed, marketing.reason) == (True, "no_consent")
-    assert await reply(shared.settings, f"+447700900{n}", " Start! ") == 200  # the keyword alone
-    assert await sms_consent(shared.profiles, texted) is True
+    assert await reply(settings, "+447700900123", " Start! ") == 200  # the keyword alone
+    assert await sms_consent(profiles, texted) is True
 
 
 async def test_after_a_stop_no_text_goes_until_start_not_even_a_transactional_one(
@@ -466,26 +465,25 @@ async def test_after_a_stop_no_text_goes_until_start_not_even_a_transactional_on
                                   "Please remove the 2nd item from my order",
                                   "End of the day works for me"])
 async def test_a_reply_only_starting_with_an_opt_out_word_leaves_transactional_texts(
-        own_texted, shared, text):
+        texted, campaigns, profiles, messaging, settings, text):
     """Carriers block a number only on a reply that is the opt-out word alone ("replying
     'STOP PLEASE' or 'PLEASE CANCEL' will not"); the first word of any sentence closed the
     number's transactional texts too: "Cancel my 3pm appointment please", answering an
     appointment reminder, stopped the user's codes and receipts until they texted START.
     Such a reply closes marketing only; a reply that is only the keyword closes both."""
-    texted, n = own_texted
-    spec = cpb.CampaignSpec(campaign_id=f"code-{n}", channel="sms", policy="fixed",
+    spec = cpb.CampaignSpec(campaign_id="code", channel="sms", policy="fixed",
                             purpose="transactional",
                             variants=[cpb.Variant(id="a", content={"text": "Your code"})])
-    await shared.campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
 
     async def answer(campaign):
-        got = await shared.messaging.ComposeMessage(mpb.ComposeMessageRequest(
-            campaign_id=campaign, user_id=texted))
+        got = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id=campaign,
+                                                                       user_id=texted))
         return got.reason if got.suppressed else "sent"
-    assert await reply(shared.settings, f"+447700900{n}", text, age=2) == 200
-    assert (await answer(f"code-{n}"), await answer("sms")) == ("sent", "no_consent")
-    assert await reply(shared.settings, f"+447700900{n}", "Cancel.") == 200
-    assert (await answer(f"code-{n}"), await answer("sms")) == ("no_consent", "no_consent")
+    assert await reply(settings, "+447700900123", text, age=2) == 200
+    assert (await answer("code"), await answer("sms")) == ("sent", "no_consent")
+    assert await reply(settings, "+447700900123", "Cancel.") == 200
+    assert (await answer("code"), await answer("sms")) == ("no_consent", "no_consent")
 
 
 async def test_a_stop_from_the_number_texted_reaches_the_user_after_a_phone_change(
