@@ -70,7 +70,7 @@ class WriterProcess:
         self._failed_starts = 0
         self._next_start = 0.0
         self._closed = False
-        self._child: _Child | None = _Child(self)
+        self._child: _Child | None = self._spawn()
         metrics.WRITER_EXITS.labels(name)  # at 0 from the start: a rate() sees the first death
 
     def runner(self, function: str, concurrency: int = 2) -> _FunctionRunner:
@@ -112,8 +112,20 @@ class WriterProcess:
         if time.monotonic() < self._next_start:
             return None
         logger.warning("starting a new %s writer process", self.name)
-        self._child = _Child(self)
+        self._child = self._spawn()
         return self._child
+
+    def _spawn(self) -> _Child | None:
+        """A new child, or None if the zygote could not be asked for one (it died a moment
+        ago, or the request is larger than one socket message): a failed start, retried after
+        its backoff. Raised, it left the batch that asked without an answer and its batcher's
+        slot taken for ever."""
+        try:
+            return _Child(self)
+        except OSError as err:
+            logger.error("could not start the %s writer process: %s", self.name, err)
+            self._failed_start()
+            return None
 
     def exited(self, child: _Child, was_ready: bool) -> None:
         """Called by a child that is gone, before it fails its batches (which may start the next)."""
@@ -122,9 +134,12 @@ class WriterProcess:
         if was_ready:
             self._failed_starts = 0
         else:
-            self._failed_starts += 1
-            backoff = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** (self._failed_starts - 1))
-            self._next_start = time.monotonic() + backoff
+            self._failed_start()
+
+    def _failed_start(self) -> None:
+        self._failed_starts += 1
+        backoff = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** (self._failed_starts - 1))
+        self._next_start = time.monotonic() + backoff
 
     async def close(self, timeout: float = 30.0) -> None:
         """Let the child finish the batches it has, then stop it."""

@@ -382,3 +382,30 @@ async def test_children_are_forked_by_one_zygote_and_named_for_their_writer(tmp_
     finally:
         await asyncio.gather(a.close(), b.close())
         store.close()
+
+
+async def test_a_child_the_zygote_cannot_be_asked_for_fails_its_batches_with_unavailable(writer):
+    """A restart whose request does not reach the zygote (here an environment larger than one
+    socket message, which exec took; or a zygote that died a moment before) raised out of the
+    batcher's `start`: its calls never got an answer and the batcher kept a slot busy for
+    ever. They fail with UNAVAILABLE, the next try waits its backoff, and once the request
+    fits again a new child takes the batches."""
+    writer, batcher, store = writer
+    first = writer.pid
+    os.kill(first, signal.SIGKILL)
+    assert await _exits(first)
+    writer.env.update({f"TAILOR_TEST_BIG_{i}": "x" * 100_000 for i in range(3)})
+    for _ in range(3):  # more than the batcher's two slots: none may be lost
+        with pytest.raises(Unavailable, match="writer process failed to start"):
+            await asyncio.wait_for(batcher.submit("k"), 10)
+    for i in range(3):
+        del writer.env[f"TAILOR_TEST_BIG_{i}"]
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            pid, _ = await asyncio.wait_for(batcher.submit("k"), 10)
+            break
+        except Unavailable:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+    assert pid == writer.pid != first and store.get("meta", b"k") == b"v-k"
