@@ -246,12 +246,23 @@ def _run_child(request: dict, fds: list[int]) -> int:
         main(request["argv"])
         return 0
     except SystemExit as done:
-        return done.code if isinstance(done.code, int) else 1
+        return _exit_status(done.code)
     except BaseException:  # noqa: BLE001 - reported on stderr, as an interpreter would
         traceback.print_exc()
         return 1
     finally:
         atexit._run_exitfuncs()  # the writer's own (the legacy id converter's join)
+
+
+def _exit_status(code: object) -> int:
+    """The status an interpreter exits with for `sys.exit(code)`: 0 for None, the number, or
+    1 with the message on stderr (a child ends by `os._exit`, which does neither)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
 
 
 def _fork(request: dict, fds: list[int], closing: Sequence[int]) -> int:

@@ -86,6 +86,13 @@ class PickyError(NotFound):
         self.hook = lambda: None
 
 
+def exiting_functions(store):
+    """A factory that ends its process as a script would: `sys.exit()` (0) or
+    `sys.exit(message)` (the message on stderr, code 1), as TAILOR_TEST_EXIT says."""
+    message = os.environ.get("TAILOR_TEST_EXIT")
+    sys.exit(message or None)
+
+
 def numpy_functions(store):
     """A child that imports numpy, as both of the server's writers do."""
     import numpy  # noqa: F401
@@ -409,3 +416,19 @@ async def test_a_child_the_zygote_cannot_be_asked_for_fails_its_batches_with_una
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
     assert pid == writer.pid != first and store.get("meta", b"k") == b"v-k"
+
+
+@pytest.mark.parametrize("message, code", [("", 0), ("refused: no store here", 1)])
+async def test_a_child_that_exits_is_reported_with_the_code_an_interpreter_would_give(
+        tmp_path, capfd, message, code):
+    """A child is forked from the zygote, not run by an interpreter: `sys.exit()` in it ended
+    with code 1 (not 0), and `sys.exit(message)` lost its message."""
+    store = Store(tmp_path / "store", sync=False)
+    writer = WriterProcess("tests.server.test_writer_process:exiting_functions", store,
+                           name="exiting", env={"TAILOR_TEST_EXIT": message})
+    with pytest.raises(RuntimeError, match=rf"exited \(code {code}\) before it was ready"):
+        await writer.ready()
+    await writer.close()
+    store.close()
+    if message:
+        assert message in capfd.readouterr().err
