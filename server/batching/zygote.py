@@ -10,8 +10,9 @@ those modules once (`PRELOAD`), then forks a child per request, which runs
 server asked for: a start or a restart costs a fork (a few ms).
 
 One zygote serves every writer of a process (`zygote()`), started at the first child. Its
-socket to the server is a `SOCK_SEQPACKET` pair: a request is one message (JSON, with the
-child's stdin, stdout and stderr as `SCM_RIGHTS` descriptors); the zygote answers each with
+socket to the server is a `SOCK_SEQPACKET` pair: a request is one message (JSON, the child's
+environment as changes to the zygote's, with the child's stdin, stdout and stderr as
+`SCM_RIGHTS` descriptors); the zygote answers each with
 `{"pid": ...}` in request order, and `{"exit": pid, "code": ...}` when it reaps a child (the
 code as `subprocess` gives it: negative for a signal). The zygote ignores SIGINT, SIGTERM and
 SIGHUP, like the children, and exits when the socket closes: the server closed it or died. Its
@@ -108,8 +109,9 @@ class Zygote:
     def __init__(self, preload: Sequence[str] = PRELOAD):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
-            env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(
+            self.env = env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(
                 p for p in (_PROJECT, os.environ.get("PYTHONPATH")) if p)}
+            """The zygote's environment, which a request sends only the differences from."""
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server.batching.zygote", str(theirs.fileno()), *preload],
                 stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=env,
@@ -131,8 +133,8 @@ class Zygote:
         stdin_r, stdin_w = os.pipe()
         stdout_r, stdout_w = os.pipe()
         child = ZygoteChild(stdin_w, stdout_r)
-        request = json.dumps({"name": name, "argv": list(argv), "env": dict(env), "cwd": os.getcwd(),
-                              "niceness": niceness}).encode()
+        request = json.dumps({"name": name, "argv": list(argv), **_env_change(self.env, env),
+                              "cwd": os.getcwd(), "niceness": niceness}).encode()
         try:
             with self._lock:
                 if not self.alive:
@@ -183,6 +185,13 @@ class Zygote:
             child._exited(None)
 
 
+def _env_change(base: Mapping[str, str], env: Mapping[str, str]) -> dict:
+    """`env` as what changes in `base`: a request is one socket message (~200 kB at most by
+    default), and the whole environment of a server may be larger (exec takes ~2 MB)."""
+    return {"env": {k: v for k, v in env.items() if base.get(k) != v},
+            "unset": [k for k in base if k not in env]}
+
+
 _zygote: Zygote | None = None
 _zygote_lock = threading.Lock()
 
@@ -226,7 +235,7 @@ def _lower_priority(niceness: int) -> None:
         print(f"could not lower the writer's priority: {err}", file=sys.stderr)
 
 
-def _run_child(request: dict, fds: list[int]) -> int:
+def _run_child(request: dict, fds: list[int], base_env: Mapping[str, str]) -> int:
     """In the forked child: take the server's pipes, environment and directory, run the
     writer. Returns the exit code."""
     try:
@@ -236,8 +245,9 @@ def _run_child(request: dict, fds: list[int]) -> int:
         for fd in fds:
             if fd > 2:
                 os.close(fd)
+        env = {k: v for k, v in base_env.items() if k not in request["unset"]}
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update({**env, **request["env"]})
         os.chdir(request["cwd"])
         _name_process(f"tailor-{request['name']}")
         if request["niceness"] is not None:
@@ -265,7 +275,8 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def _fork(request: dict, fds: list[int], closing: Sequence[int]) -> int:
+def _fork(request: dict, fds: list[int], closing: Sequence[int],
+          base_env: Mapping[str, str]) -> int:
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -274,7 +285,7 @@ def _fork(request: dict, fds: list[int], closing: Sequence[int]) -> int:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             for fd in closing:
                 os.close(fd)
-            code = _run_child(request, fds)
+            code = _run_child(request, fds, base_env)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -300,6 +311,7 @@ def main(argv: Sequence[str]) -> None:
     for name in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(name, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[0]))
+    base_env = dict(os.environ)  # the server's `Zygote.env`, before the preloads run
     _name_process("tailor-zygote")
     for module in argv[1:]:
         importlib.import_module(module)
@@ -325,7 +337,8 @@ def main(argv: Sequence[str]) -> None:
             if not data:
                 return  # the server closed its end, or died
             try:
-                reply = {"pid": _fork(json.loads(data), fds, (sock.fileno(), wake_r, wake_w))}
+                reply = {"pid": _fork(json.loads(data), fds, (sock.fileno(), wake_r, wake_w),
+                                      base_env)}
             except OSError as err:
                 reply = {"pid": None, "error": str(err)}
             finally:

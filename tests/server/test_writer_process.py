@@ -66,7 +66,11 @@ def functions(store):
         time.sleep(0.3)
         return call_size(queries)
 
-    return {"put": put, "crash": crash, "slow_crash": slow_crash, "slow": slow,
+    def env(queries):
+        """The length of each named variable in the child's environment (0: not set)."""
+        return [len(os.environ.get(q, "")) for q in queries]
+
+    return {"put": put, "crash": crash, "slow_crash": slow_crash, "slow": slow, "env": env,
             "odd_results": odd_results, "bulk": Bulk(call_size, per_call=2),
             "slow_bulk": Bulk(slow_call_size, per_call=1)}
 
@@ -432,3 +436,31 @@ async def test_a_child_that_exits_is_reported_with_the_code_an_interpreter_would
     store.close()
     if message:
         assert message in capfd.readouterr().err
+
+
+def test_a_server_with_a_large_environment_starts_its_writers(tmp_path):
+    """A child's request to the zygote is one socket message (~200 kB at most by default):
+    a server whose environment exec took (3 x 100 kB) could not start its writers. Only what
+    differs from the zygote's own environment (which it inherited from the server) is sent; the
+    child still gets all of it, with the writer's own variables on top."""
+    script = textwrap.dedent(f"""
+        import asyncio, os
+        from server.store import Store
+        from server.batching import AdaptiveBatcher, WriterProcess
+        async def main():
+            store = Store({str(tmp_path / "s")!r}, sync=False)
+            writer = WriterProcess({FACTORY!r}, store, name="t", env={{"TAILOR_TEST_OWN": "own"}})
+            await writer.ready()
+            batcher = AdaptiveBatcher(runner=writer.runner("env"), max_size=8, max_wait=0.0,
+                                      name="t")
+            print(await batcher.submit("TAILOR_TEST_BIG_2"), await batcher.submit("TAILOR_TEST_OWN"),
+                  flush=True)
+            await batcher.close()
+            await writer.close()
+        asyncio.run(main())
+    """)
+    env = {**os.environ, **{f"TAILOR_TEST_BIG_{i}": str(i) * 100_000 for i in range(3)}}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["100000", "3"]
