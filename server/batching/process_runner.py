@@ -27,7 +27,6 @@ import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from .. import metrics
 from ..errors import Unavailable
@@ -35,12 +34,10 @@ from .adaptive import Done
 from .errors import BatcherClosed
 from .frames import READY, PipeReader, frame, take_frames
 from .logging import process_logger as logger
-from .zygote import ENV as ZYGOTE_ENV
 from .zygote import ZygoteChild, zygote
 
 __all__ = ["WriterProcess"]
 
-_PROJECT = str(Path(__file__).resolve().parents[2])
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
 
 
@@ -181,10 +178,8 @@ class _Child:
     def __init__(self, writer: WriterProcess):
         self.writer = writer
         self.loop = writer.loop
-        env = {**os.environ, **ZYGOTE_ENV, **writer.env, "PYTHONPATH": os.pathsep.join(
-            p for p in (_PROJECT, os.environ.get("PYTHONPATH")) if p)}
         niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + writer.nice) if writer.nice else None
-        self.proc = zygote().spawn(writer.name, writer.argv, env, niceness)
+        self.proc = zygote().spawn(writer.name, writer.argv, writer.env, niceness)
         self.to_child, self.from_child = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         os.set_blocking(self.to_child, False)
         os.set_blocking(self.from_child, False)

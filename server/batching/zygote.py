@@ -109,8 +109,7 @@ class Zygote:
     def __init__(self, preload: Sequence[str] = PRELOAD):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
-            self.env = env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(
-                p for p in (_PROJECT, os.environ.get("PYTHONPATH")) if p)}
+            self.env = env = _environment({})
             """The zygote's environment, which a request sends only the differences from."""
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server.batching.zygote", str(theirs.fileno()), *preload],
@@ -126,14 +125,15 @@ class Zygote:
 
     def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str],
               niceness: int | None = None) -> ZygoteChild:
-        """A new child running `server.batching.child.main(argv)` with `env` as its whole
-        environment, in this process's working directory, its stderr this process's, at
-        `niceness` under `SCHED_BATCH` if given (`_lower_priority`). Its process name (`ps`,
-        `pgrep`) is `tailor-<name>`, cut to the kernel's 15 characters."""
+        """A new child running `server.batching.child.main(argv)` with `env` over this
+        process's environment (`_environment`), in this process's working directory, its
+        stderr this process's, at `niceness` under `SCHED_BATCH` if given (`_lower_priority`).
+        Its process name (`ps`, `pgrep`) is `tailor-<name>`, cut to the kernel's 15 characters."""
         stdin_r, stdin_w = os.pipe()
         stdout_r, stdout_w = os.pipe()
         child = ZygoteChild(stdin_w, stdout_r)
-        request = json.dumps({"name": name, "argv": list(argv), **_env_change(self.env, env),
+        request = json.dumps({"name": name, "argv": list(argv),
+                              **_env_change(self.env, _environment(env)),
                               "cwd": os.getcwd(), "niceness": niceness}).encode()
         try:
             with self._lock:
@@ -183,6 +183,13 @@ class Zygote:
         for child in orphans:
             child._forked(child._pid)
             child._exited(None)
+
+
+def _environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment, then `ENV`, then `extra`, with the project on PYTHONPATH:
+    the zygote's (`extra` empty) and each child's (its writer's variables)."""
+    return {**os.environ, **ENV, **extra, "PYTHONPATH": os.pathsep.join(
+        p for p in (_PROJECT, os.environ.get("PYTHONPATH")) if p)}
 
 
 def _env_change(base: Mapping[str, str], env: Mapping[str, str]) -> dict:
