@@ -414,10 +414,11 @@ def compare_encryption(args, sync: bool) -> None:
     (`ingest_interleaved`, `--ingest-chunks`)."""
     rows: dict[bool, list[dict]] = {True: [], False: []}
     chunks: list[tuple[float, float]] = []
-    servers = {e: serve(read_store(args, e), sync, src=args.server_src,
-                        secrets_dir=args.secrets, encrypt=e, secure=args.secure)
-               for e in (True, False)}
+    servers: dict = {}
     try:
+        for e in (True, False):  # one at a time, so a failed second start stops the first
+            servers[e] = serve(read_store(args, e), sync, src=args.server_src,
+                               secrets_dir=args.secrets, encrypt=e, secure=args.secure)
         settle_all([proc.pid for proc, _ in servers.values()])  # both in the same windows
         for _, target in servers.values():  # then warm: page cache, keys
             run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1,

@@ -4,7 +4,7 @@
         [--work .bench] [--update docs/operations.md] [--server-src DIR]
 
 Trains (or reuses, under --work) a demo bundle, starts `python -m server --workers 1` on loopback
-(fsync on), sets up what the calls need (bench_messages' email campaign, 500 live profiles
+(fsync on), sets up what the calls need (bench_messages' email campaign, 2,000 live profiles
 opted in to email), then measures each RPC closed loop (loadtests/measure.py): Ping, Recommend
 k=10, ChooseVariant, TrackEvents (batches of 100 new events; per event too), GetProfile and
 ComposeMessage. Calls per second per core = 1e6 / server CPU µs per call: what one core can
