@@ -8,6 +8,10 @@ agree; ``--ref-paths N`` times the reference on the first N paths only, scaled l
 Part 2 times exact Markov orders 1-3 on a 10,000-row, 12-channel ChannelAttribution-format
 text, parsing included. The reference Markov solves each removal directly (dense LAPACK up to
 64 states, SuperLU beyond), so at order 4 its time is mostly factorisation.
+Part 3 times exact Markov with thousands of channels (1,000 at order 1 over 20,000 paths, 2,000
+at orders 2 and 3 over 10,000) against the server's time budget for one attribution call
+(``--budget``, default 5 s: `Limits.attribution_seconds`' default), which the tests cannot hold
+on a loaded machine: they check the route these cases take and the result, this prints the time.
 """
 from __future__ import annotations
 
@@ -106,6 +110,22 @@ def bench_channelattribution(rows: int) -> None:
         print(f"{f'markov (order {order})':<22} {secs:>12.3f} {res.details['n_states']:>7}")
 
 
+MANY_CHANNELS = [(1000, 20_000, 1), (2000, 10_000, 2), (2000, 10_000, 3)]
+"""(channels, paths, order) of part 3: the cases the all-removals iteration took 11 s to a
+minute on before the single-inverse and level routes (tests/kernels/test_attribution.py)."""
+
+
+def bench_many_channels(budget: float, seed: int) -> None:
+    print(f"\nthousands of channels, against a budget of {budget:g} s a call")
+    print(f"{'case':<38} {'seconds':>8} {'states':>7}  within budget")
+    for n_channels, n, order in MANY_CHANNELS:
+        paths = generate_paths(n, n_channels=n_channels, seed=seed, max_len=6)
+        secs, res = timed(partial(attribute, paths, "markov", order=order))
+        case = f"{n_channels:,} channels, {n:,} paths, order {order}"
+        print(f"{case:<38} {secs:>8.3f} {res.details['n_states']:>7}  "
+              f"{'yes' if secs <= budget else 'NO'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paths", type=int, default=1_000_000)
@@ -114,12 +134,15 @@ def main(argv: list[str] | None = None) -> None:
                              "linearly (default: all paths, no scaling)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ca-rows", type=int, default=10_000)
+    parser.add_argument("--budget", type=float, default=5.0,
+                        help="seconds one attribution call may take on the server (part 3)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     paths = generate_paths(args.paths, seed=args.seed)
     print(f"generated in {time.perf_counter() - t0:.2f} s")
     bench_models(paths, args.ref_paths or args.paths)
     bench_channelattribution(args.ca_rows)
+    bench_many_channels(args.budget, args.seed)
 
 
 if __name__ == "__main__":

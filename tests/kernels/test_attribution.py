@@ -520,19 +520,26 @@ def test_markov_many_channels_inverse_matches_direct_solve_and_iteration(monkeyp
     assert fast.conversions.sum() == pytest.approx(p.conversions.sum())
 
 
-def test_markov_with_a_thousand_channels_fits_the_servers_budget():
+def test_markov_with_a_thousand_channels_takes_one_inverse(monkeypatch):
     # 1,000 channels at order 1 (20,000 paths): the all-removals iteration took 11 s, past
-    # the server's 5 s `Limits.attribution_seconds` (RESOURCE_EXHAUSTED); one inverse, ~1 s
+    # the server's 5 s `Limits.attribution_seconds` (RESOURCE_EXHAUSTED); one inverse, ~1 s.
+    # The route and the result are checked here; the time against the budget is
+    # `python -m kernels.bench_attribution`'s part 3 (a wall-clock bound fails on a loaded
+    # machine), so the deadline given is only far enough not to be reached.
     import time
 
+    from kernels import markov as mod
+    taken = []
+    monkeypatch.setattr(mod, "_inverse_removals",
+                        lambda *a, _f=mod._inverse_removals: taken.append(1) or _f(*a))
     rng = np.random.default_rng(11)
     n_ch, n = 1000, 20000
     names = [f"c{i}" for i in range(n_ch)]
     pop = 1.0 / np.arange(1, n_ch + 1)
     seqs = [list(rng.choice(names, size=rng.integers(1, 7), p=pop / pop.sum())) for _ in range(n)]
     p = Paths.from_sequences(seqs, rng.integers(0, 3, n), rng.random(n) * 5, rng.integers(0, 5, n))
-    res = attribute(p, "markov", order=1, deadline=time.monotonic() + 5.0)
-    assert res.details["n_states"] == n_ch
+    res = attribute(p, "markov", order=1, deadline=time.monotonic() + 120.0)
+    assert taken == [1] and res.details["n_states"] == n_ch
     assert res.conversions.sum() == pytest.approx(p.conversions.sum())
 
 
@@ -582,15 +589,16 @@ def force_levels(mp):
 
 
 @pytest.mark.parametrize("order", [2, 3])
-def test_markov_with_thousands_of_channels_at_order_two_or_more_fits_the_servers_budget(
+def test_markov_with_thousands_of_channels_at_order_two_or_more_takes_the_levels(
         order, levels_taken):
     # 2,000 channels at order 2 (16,000 states): the all-removals iteration costs sweeps x
     # nnz x channels, past the server's 5 s `Limits.attribution_seconds` (a minute at 1,000
     # channels and 20,000 paths); one pass over the chain's levels, well under a second
+    # (timed against the budget by `python -m kernels.bench_attribution`, part 3)
     import time
 
     p = zipf_paths(2000, 10000, seed=11)
-    res = attribute(p, "markov", order=order, deadline=time.monotonic() + 5.0)
+    res = attribute(p, "markov", order=order, deadline=time.monotonic() + 120.0)
     assert levels_taken == [res.details["n_states"]] and levels_taken[0] > 10_000
     assert res.conversions.sum() == pytest.approx(p.conversions.sum())
 
