@@ -7,25 +7,25 @@ user stuck until the run ends with that call never counted.
 TLS and a token come from the locustfile's `--tls-ca --cert --key --token` options
 (`add_transport_options`; the token also from the environment, `TAILOR_TOKEN`); options that
 cannot work (a file that is no PEM, a --cert without --key, a --call-timeout of 0) stop the
-run before any user starts (one `error:` line, exit 2)."""
+run before any user starts (one `error:` line, exit 2; from the web UI's form, the start is
+refused with the same line: `loadtests.options`)."""
 from __future__ import annotations
 
 import math
 import re
-import sys
 import time
-from typing import NoReturn
 
 import grpc
 import grpc.experimental.gevent as grpc_gevent
-from locust import User, events
+from locust import User
 from locust.exception import LocustError
 
 from clients.transport import Connection, add_arguments, check_target
+from loadtests.options import check
 
 grpc_gevent.init_gevent()
 
-__all__ = ["GrpcUser", "add_transport_options", "refuse", "task_errors"]
+__all__ = ["GrpcUser", "add_transport_options", "task_errors"]
 
 
 CALL_TIMEOUT = 10.0
@@ -41,26 +41,22 @@ def add_transport_options(parser) -> None:
                         help="deadline of every call, seconds (default %(default)s)")
 
 
-@events.init.add_listener
-def _check_transport(environment, **_):
-    """Before any user starts: connection options every user would fail on (a TLS file that is
-    no PEM, a --cert without its --key, a token no header can hold) and a --call-timeout that
-    is no deadline stop the run (`refuse`). Raised in each user's start instead, they were
-    tracebacks and the run went on with no user until its -t. A --host gRPC would misread
-    (https://, a port past 65535) likewise."""
-    opts = environment.parsed_options
-    if opts is None or not hasattr(opts, "tls_ca"):  # built in code, or no transport options
+@check
+def _check_transport(environment, opts) -> None:
+    """Connection options every user would fail on (a TLS file that is no PEM, a --cert without
+    its --key, a token no header can hold) and a --call-timeout that is no deadline stop the run
+    (`loadtests.options`). Raised in each user's start instead, they were tracebacks and the run
+    went on with no user until its -t. A --host gRPC would misread (https://, a port past
+    65535) likewise."""
+    if not hasattr(opts, "tls_ca"):  # no transport options
         return
-    try:
-        if opts.host:  # else the web UI's form asks for it
-            locust_target(opts.host)
-        connection = Connection.from_args(opts)
-        if connection.secure:
-            connection.credentials()  # reads the PEM files
-    except ValueError as err:
-        refuse(str(err))
+    if opts.host:  # else the web UI's form asks for it
+        locust_target(opts.host)
+    connection = Connection.from_args(opts)
+    if connection.secure:
+        connection.credentials()  # reads the PEM files
     if not (math.isfinite(opts.call_timeout) and opts.call_timeout > 0):
-        refuse(f"--call-timeout {opts.call_timeout:g}: not a number of seconds above 0")
+        raise ValueError(f"--call-timeout {opts.call_timeout:g}: not a number of seconds above 0")
 
 
 def locust_target(host: str) -> str:
@@ -70,14 +66,6 @@ def locust_target(host: str) -> str:
     target = re.sub(r"^(grpc|http)://", "", host, flags=re.IGNORECASE)
     check_target(target, "--host")
     return target
-
-
-def refuse(message: str) -> NoReturn:
-    """Stop a run before any user starts (from an `events.init` listener, where the options
-    are checked): one `error:` line and exit 2, as the CLIs' usage errors. Raised from a
-    `test_start` listener instead, an error is a traceback Locust logs and the run goes on."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def task_errors(environment) -> list[str]:

@@ -17,7 +17,8 @@ decision); `--no-setup` skips both, for a server whose data must not change (the
 needs no admin role). The set-up also previews the campaign when ComposeMessage has a weight: a
 server without `--public-url` (`make serve`) cannot compose, and the run stops there, saying so
 (`--weights ComposeMessage=0` leaves it out). A `--weights` or `--slo` naming no method or no
-finite number (nan, inf) stops the run before it starts (exit 2); a set-up call the server
+finite number (nan, inf) stops the run before it starts (exit 2; typed into the web UI's form,
+the start is refused with the same line: `loadtests.options`); a set-up call the server
 refuses, at its start (exit 1). Users are ids 0..N-1 (`--user-count`, as the demo data numbers them)
 plus a share of unknown users (`--cold-share`) for Recommend; GetProfile, ChooseVariant and
 ComposeMessage take the compose users (whom the setup gives a profile and the opt-in: a
@@ -39,9 +40,9 @@ from loadtests.grpc_user import (
     GrpcUser,
     add_transport_options,
     locust_target,
-    refuse,
     task_errors,
 )
+from loadtests.options import check
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
 from protos.tailor.v1 import messaging_pb2 as mpb
@@ -179,24 +180,21 @@ def _setup(channel: grpc.Channel, opts, compose: bool) -> None:
             user_id=str(n), attributes={"email": f"user{n}@loadtest.invalid"}), timeout=30)
 
 
-@events.init.add_listener
-def _check_options(environment, **_):
+@check
+def _check_table(environment, opts) -> None:
     """The run's table, before any user starts: a --weights or --slo naming no method or no
-    finite number stops the run (one `error:` line, exit 2). Read at test start, it was a traceback
-    and the run went on with the default table, whose SLOs then set the exit code."""
-    if environment.parsed_options is None:  # an Environment built in code
-        return
-    try:
-        environment.mix = _table(environment.parsed_options)
-    except ValueError as err:
-        refuse(str(err))
+    finite number stops the run (`loadtests.options`). Read at test start only, it was a
+    traceback and the run went on with the default table, whose SLOs then set the exit code."""
+    _table(opts)
 
 
 @events.test_start.add_listener
 def _on_start(environment, **_):
     from clients.transport import Connection
     opts = environment.parsed_options
-    mix = environment.mix
+    if opts is None:  # an Environment built in code: the default table
+        return
+    mix = environment.mix = _table(opts)  # checked: the command line's or the web UI form's
     if opts.no_setup or (mix["ComposeMessage"].weight <= 0 and mix["ChooseVariant"].weight <= 0):
         return
     try:

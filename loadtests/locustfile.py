@@ -6,7 +6,8 @@
 Users are drawn from `--users-file` (one id per line, UTF-8; default: ids 0..N-1 with
 `--user-count`, which the demo data uses) plus a share of unknown users (cold start); a file
 that cannot be read, or a `--p99-ms` that is no finite number of ms 0 or more (nan), stops the
-run before it starts (one `error:` line, exit 2). The run
+run before it starts (one `error:` line, exit 2; typed into the web UI's form, the start is
+refused with the same line: `loadtests.options`). The run
 exits non-zero when the aggregated p99 exceeds `--p99-ms`, any request failed, a task raised
 before its call (an empty `--users-file`: logged as task errors) or no request was made.
 """
@@ -19,7 +20,8 @@ import random
 import grpc
 from locust import constant, events, task
 
-from loadtests.grpc_user import GrpcUser, add_transport_options, refuse, task_errors
+from loadtests.grpc_user import GrpcUser, add_transport_options, task_errors
+from loadtests.options import check
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 
@@ -38,31 +40,47 @@ def _options(parser):
     add_transport_options(parser)
 
 
-@events.init.add_listener
+_READ: dict[str, list[str]] = {}
+"""The users file the checks read last, by path: read once, then used at test start."""
+
+
+@check
+def _check_users_file(environment, opts) -> None:
+    """A users file that cannot be read stops the run before any user starts: read at test
+    start only, it failed as a traceback, and every task of the run then raised on the empty
+    list (12,550 more in 5 s)."""
+    if not opts.users_file:
+        return
+    try:
+        with open(opts.users_file, encoding="utf-8") as fh:
+            ids = [line.strip() for line in fh if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ValueError(f"--users-file {opts.users_file}: {reason.lower()}") from None
+    _READ.clear()
+    _READ[opts.users_file] = ids
+
+
+@check
+def _check_target(environment, opts) -> None:
+    """No p99 is above a target of nan (every run passed) and every one is above a negative
+    target."""
+    if not (math.isfinite(opts.p99_ms) and opts.p99_ms >= 0):
+        raise ValueError(f"--p99-ms {opts.p99_ms:g}: not a finite number of ms, 0 or more "
+                         "(0: no target)")
+
+
+@events.test_start.add_listener
 def _load_users(environment, **_):
-    """Before any user starts: a file read at test start instead failed as a traceback, and
-    every task of the run then raised on the empty list (12,550 more in 5 s)."""
+    """The users of this run: the checked file's (the command line's or the web UI form's),
+    else ids 0..N-1."""
     opts = environment.parsed_options
-    if opts is None:  # an Environment built in code, not by the `locust` command
+    if opts is None:  # an Environment built in code: its caller fills USER_IDS
         return
     if opts.users_file:
-        try:
-            with open(opts.users_file, encoding="utf-8") as fh:
-                USER_IDS[:] = [line.strip() for line in fh if line.strip()]
-        except (OSError, UnicodeDecodeError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            refuse(f"--users-file {opts.users_file}: {reason.lower()}")
+        USER_IDS[:] = _READ[opts.users_file]
     else:
         USER_IDS[:] = [str(i) for i in range(opts.user_count)]
-
-
-@events.init.add_listener
-def _check_target(environment, **_):
-    """Before any user starts: no p99 is above a target of nan (every run passed) and every
-    one is above a negative target."""
-    opts = environment.parsed_options
-    if opts is not None and not (math.isfinite(opts.p99_ms) and opts.p99_ms >= 0):
-        refuse(f"--p99-ms {opts.p99_ms:g}: not a finite number of ms, 0 or more (0: no target)")
 
 
 @events.quitting.add_listener

@@ -1,8 +1,14 @@
 """A locustfile option that cannot work (a users file that cannot be read, an SLO naming no
 method) stops the run before any user starts: one `error:` line, exit 2, no traceback. Before,
 the error was a traceback Locust logged at test start and the run went on without it."""
+import contextlib
+import json
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 from tests.conftest import ROOT, free_port
 
@@ -116,20 +122,14 @@ def test_a_mix_set_up_the_server_refuses_is_one_line(server_process, demo_bundle
     assert "--run-time limit reached" not in out, out[-4000:]
 
 
-def test_the_web_ui_shows_neither_the_token_nor_fails_on_the_tls_files(tmp_path):
-    """Locust's web UI (its default mode, on every interface by default) printed every option in
-    its page: the bearer token in plain text ("token": {"default_value": "<token>"}), and with
-    --tls-ca the page failed, 500 'Object of type PosixPath is not JSON serializable'."""
-    import time
-    import urllib.request
-
-    from loadtests.certs import CertificateAuthority
-    ca = CertificateAuthority(tmp_path / "pki")
+@contextlib.contextmanager
+def web_ui(locustfile: str, *args: str):
+    """A `locust` in its web UI mode on a free loopback port (its host: a free port nobody
+    listens on), with the page it first answered: (base URL, page)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "--web-host",
-         "127.0.0.1", "--web-port", str(port), "--host", f"127.0.0.1:{free_port()}",
-         "--token", "s3cret-t0ken", "--tls-ca", str(ca.cert)],
+        [sys.executable, "-m", "locust", "-f", locustfile, "--web-host", "127.0.0.1",
+         "--web-port", str(port), "--host", f"127.0.0.1:{free_port()}", *args],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline, page = time.time() + 60, None
@@ -142,11 +142,56 @@ def test_the_web_ui_shows_neither_the_token_nor_fails_on_the_tls_files(tmp_path)
                     raise AssertionError(f"the web UI failed: {err}") from None
                 time.sleep(0.3)
         assert page is not None, "the web UI never answered"
-        assert "s3cret-t0ken" not in page and str(ca.cert) not in page
-        assert "p99_ms" in page  # the locustfile's own options still show
+        yield f"http://127.0.0.1:{port}", page
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def start(base: str, **fields: str) -> dict:
+    """The web UI's answer to its form's start button, with `fields` over 1 user at rate 1."""
+    form = urllib.parse.urlencode({"user_count": "1", "spawn_rate": "1", **fields}).encode()
+    try:
+        with urllib.request.urlopen(f"{base}/swarm", data=form, timeout=30) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return {"status": err.code}
+
+
+def test_the_web_ui_shows_neither_the_token_nor_fails_on_the_tls_files(tmp_path):
+    """Locust's web UI (its default mode, on every interface by default) printed every option in
+    its page: the bearer token in plain text ("token": {"default_value": "<token>"}), and with
+    --tls-ca the page failed, 500 'Object of type PosixPath is not JSON serializable'."""
+    from loadtests.certs import CertificateAuthority
+    ca = CertificateAuthority(tmp_path / "pki")
+    with web_ui("loadtests/locustfile.py", "--token", "s3cret-t0ken", "--tls-ca", str(ca.cert)
+                ) as (_, page):
+        assert "s3cret-t0ken" not in page and str(ca.cert) not in page
+        assert "p99_ms" in page  # the locustfile's own options still show
+
+
+def test_the_web_ui_form_is_checked_as_the_command_line_is(tmp_path):
+    """The form can change the options it shows just before users start, after the start-up's
+    checks: `p99_ms=nan` was a run no p99 could fail, `call_timeout=0` one whose every call
+    failed (both answered `success: true`), `abc` for a number a 500, and a mix table typed into
+    the form was never read. Now the same checks answer as Locust answers a bad field."""
+    missing = tmp_path / "users.txt"
+    with web_ui("loadtests/locustfile.py") as (base, _):
+        for fields, message in [
+                ({"p99_ms": "nan"}, "--p99-ms nan: not a finite number of ms, 0 or more"),
+                ({"call_timeout": "0"}, "--call-timeout 0: not a number of seconds above 0"),
+                ({"p99_ms": "abc"}, "--p99-ms 'abc': not a number"),
+                ({"users_file": str(missing)}, f"--users-file {missing}: no such file"),
+                ({"host": "https://127.0.0.1:1"}, "--host https://127.0.0.1:1: give host:port")]:
+            answer = start(base, **fields)
+            assert answer.get("success") is False, (fields, answer)
+            assert answer["message"].startswith(message), (fields, answer)
+        assert start(base, p99_ms="15")["success"] is True  # a sound form starts the run
+        urllib.request.urlopen(f"{base}/stop", data=b"", timeout=30).close()
+    with web_ui("loadtests/locust_mix.py", "--no-setup") as (base, _):
+        answer = start(base, slo="*=nan")
+        assert answer.get("success") is False and answer["message"].startswith(
+            "--slo: '*=nan' is not METHOD=NUMBER"), answer
 
 
 def test_a_host_grpc_would_misread_stops_the_run():
