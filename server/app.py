@@ -310,7 +310,9 @@ class TailorServer:
             raise failed[0]
         await self._replay_outbox()  # what a crash left between a commit and its listeners
         # Outermost first: every call is identified, counted and timed, refused ones too.
-        interceptors = [RpcInterceptor(self.settings.access_log), self.auth.interceptor]
+        unread = {"/tailor.v1.CampaignService/PlanCampaign": (
+            self.settings.limits.plan_unread_seconds, "Limits.plan_unread_seconds")}
+        interceptors = [RpcInterceptor(self.settings.access_log, unread), self.auth.interceptor]
         server = grpc.aio.server(interceptors=interceptors, options=self._options())
         names = register_services(server, self._servicers())
         self.health = HealthServicer()

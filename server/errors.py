@@ -18,7 +18,8 @@ from .security.userref import user_ref
 __all__ = [
     "TailorError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
     "PermissionDenied", "Unauthenticated", "Unavailable", "Internal", "MalformedRequest", "PartlyDone",
-    "grpc_errors", "safe_deserializer", "http_status", "detail", "failure_level",
+    "RepliesUnread", "grpc_errors", "safe_deserializer", "http_status", "detail", "failure_level",
+    "abort",
 ]
 
 logger = logging.getLogger("tailor.errors")
@@ -107,7 +108,7 @@ class Unavailable(TailorError):
 class Internal(TailorError):
     """A part of a call that failed unexpectedly (logged where it failed) while the call goes
     on: one entry of a partial RecommendBatch. Worded as `grpc_errors` words a whole call's
-    (`_abort`); its status is `TailorError`'s, INTERNAL."""
+    (`abort`); its status is `TailorError`'s, INTERNAL."""
 
     def __init__(self, method: str):
         super().__init__(f"internal error in {method}")
@@ -125,6 +126,15 @@ class PartlyDone(TailorError):
 
     def log_message(self) -> str:
         return self.logged
+
+
+class RepliesUnread(ResourceExhausted):
+    """A streaming call whose client stopped reading: one reply waited `seconds` for room
+    (HTTP/2 flow control), the bound `setting` sets (`rpc.RpcInterceptor`)."""
+
+    def __init__(self, seconds: float, setting: str):
+        super().__init__(f"the client stopped reading: an answer waited {seconds:g} s for room "
+                         f"({setting}); the call ended to free its place for other callers")
 
 
 class MalformedRequest:
@@ -174,7 +184,9 @@ def detail(err: Exception) -> str:
     return _cut(str(err))
 
 
-async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str):
+async def abort(context: grpc.aio.ServicerContext, err: Exception, method: str):
+    """End the call with `err`'s status and message (logged without personal data), or
+    INTERNAL for an error that is no `TailorError` (logged with its traceback)."""
     if isinstance(err, TailorError):
         if getattr(err, "store_full", False):  # `store.errors.StoreFull`, or a call it cut short
             from .metrics import STORE_FULL_REFUSALS  # imported late: metrics imports errors
@@ -211,7 +223,7 @@ def grpc_errors(method):
                 async for reply in method(self, _checked(request), context):
                     yield reply
             except Exception as err:  # noqa: BLE001 - mapped below, never swallowed
-                await _abort(context, err, name)
+                await abort(context, err, name)
         return stream_wrapper
 
     @functools.wraps(method)
@@ -219,5 +231,5 @@ def grpc_errors(method):
         try:
             return await method(self, _checked(request), context)
         except Exception as err:  # noqa: BLE001 - mapped below, never swallowed
-            await _abort(context, err, name)
+            await abort(context, err, name)
     return unary_wrapper

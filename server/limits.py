@@ -170,6 +170,14 @@ class Limits(BaseModel):
     nothing held it until its connection's age ended it (~6 minutes). Time spent deciding,
     committing or waiting for the client to read an answer does not count: a slow client that
     sends its next batch within this of taking the last answer is never cut."""
+    plan_unread_seconds: float = Field(30.0, gt=0, allow_inf_nan=False)
+    """Longest one PlanCampaign answer may wait for the client to make room for it (a client
+    that stopped reading: HTTP/2 flow control holds the answer back once the client's window
+    and the sockets' buffers are full). Past it the stream ends RESOURCE_EXHAUSTED and frees its
+    place of `plan_streams`: the batches answered stand, the one held back included (the client
+    may still receive it), those decided after it are withdrawn. A client that takes each
+    answer within this of its sending is never cut, however slowly it reads in all; one that
+    stopped reading held the place until its connection's age ended it."""
     plan_read_ahead_users: int = Field(1000, ge=1)
     """Most users of a PlanCampaign stream decided and handed to the decision log but not yet
     answered (a batch that does not fit waits for earlier answers; one larger than this is read

@@ -6,7 +6,12 @@ For each call it
 - binds it, with the W3C `traceparent` the caller sent, to the task's log lines
   (`server.logging.current_call`);
 - counts and times the call and its messages each way (`metrics.RpcSeries`);
-- with `access_log`, logs one line per call on `tailor.access` (method, status, milliseconds).
+- with `access_log`, logs one line per call on `tailor.access` (method, status, milliseconds);
+- for the streaming methods given an unread bound (PlanCampaign: `Limits.plan_unread_seconds`),
+  writes each reply itself and ends the call RESOURCE_EXHAUSTED (`errors.RepliesUnread`) when
+  one cannot be written within the bound: a client that stopped reading (HTTP/2 flow control
+  holds the reply back) would otherwise keep the call, and whatever place it holds, for as long
+  as its connection lives. gRPC writes a generator's replies with no bound on the wait.
 
 It is the outermost interceptor (before authentication), so refused calls are counted, logged
 and carry a request id too. Each handler is wrapped once, at its first call.
@@ -14,14 +19,15 @@ and carry a request id too. Each handler is wrapped once, at its first call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import grpc
 
-from .errors import MalformedRequest, safe_deserializer
+from .errors import MalformedRequest, RepliesUnread, abort, safe_deserializer
 from .ids import RandomIds
 from .logging import bind_call, reset_call, valid_request_id
 from .metrics import RpcSeries
@@ -158,10 +164,15 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
     Each handler it is given is wrapped once, at its first call, and every later call given
     the same handler gets the same wrapper. The interceptor inside it may answer one method
     with more than one handler (authentication: one that reads the request at once, one that
-    reads it only once the caller is known), so it asks at every call."""
+    reads it only once the caller is known), so it asks at every call.
 
-    def __init__(self, access_log: bool = False):
+    `unread`: for a streaming method (its full name), (the longest one of its replies may wait
+    for the client to make room for it, the setting that says so)."""
+
+    def __init__(self, access_log: bool = False,
+                 unread: Mapping[str, tuple[float, str]] | None = None):
         self.access_log = access_log
+        self.unread = dict(unread or {})
         self._wrapped: dict[grpc.RpcMethodHandler, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -178,6 +189,8 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         kind, inner, make = handler_parts(handler)
         call = _Observed(method, RpcSeries(method, kind), handler.request_streaming, self.access_log)
         if handler.response_streaming and inspect.isasyncgenfunction(inner):
+            if method in self.unread:
+                return make(call.written(inner, *self.unread[method]))
             return make(call.stream(inner))
         # a coroutine (a response stream written with context.write sends uncounted)
         return make(call.unary(inner, counts_reply=not handler.response_streaming))
@@ -233,6 +246,29 @@ class _Observed:
                 async for reply in inner(request, context):
                     sent.inc()
                     yield reply
+        return call
+
+    def written(self, inner, most: float, setting: str):
+        """`stream`, with each reply written here, within `most` seconds: past that the
+        replies are closed (the handlers inside end as for a cancelled call, and record the
+        status set first) and the call ends `RepliesUnread`."""
+        async def call(request, context):
+            request, ending = self.begin(request, context)
+            sent = self.series.sent
+            with ending:
+                async with contextlib.aclosing(inner(request, context)) as replies:
+                    async for reply in replies:
+                        sent.inc()
+                        try:
+                            await asyncio.wait_for(context.write(reply), most)
+                        except TimeoutError:
+                            break
+                    else:
+                        return
+                    unread = RepliesUnread(most, setting)
+                    context.set_code(unread.status)  # as the handlers closed now record it
+                    context.set_details(str(unread))
+                await abort(context, unread, self.method)
         return call
 
 

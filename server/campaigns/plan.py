@@ -44,7 +44,10 @@ Idleness: a stream holds one of its worker's `limits.plan_streams` places. Once 
 read is answered and the answer taken, the client owes the next message (or the stream's end):
 past `limits.plan_idle_seconds` of that, the stream ends `PlanStreamIdle` (RESOURCE_EXHAUSTED;
 the batches answered stand). Deciding, committing and a client slow to read its answers do not
-count (`_Idle`).
+count (`_Idle`). A client that stopped reading is bounded by the rpc layer instead: an answer
+the transport cannot take within `limits.plan_unread_seconds` ends the call `RepliesUnread`
+(RESOURCE_EXHAUSTED; `server.rpc.RpcInterceptor`), which closes this stream as a cancel does:
+the answer being written is kept (the client may still get it), later batches are withdrawn.
 
 A user the stream named before (in the same message or an earlier one: an audience file listing
 them twice) is answered suppressed with the reason `DUPLICATE` there (logged so, like any

@@ -620,3 +620,67 @@ async def test_a_stream_that_owes_its_next_message_past_the_idle_bound_ends_and_
             assert await _paced(stub, ["w0", "w1"], 0.0) == ["w0", "w1"]
         finally:
             del log.enqueue
+
+
+async def _planned_once_free(stub, user: str, seconds: float) -> list[str]:
+    """The users a one-user PlanCampaign answers, once the worker has a place for it (refused
+    `plan_streams` until then; an AssertionError past `seconds`)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            return [d.user_id for d in (await plan(stub, [[user]]))[0].decisions]
+        except grpc.aio.AioRpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "plan_streams" in e.details()
+            assert asyncio.get_running_loop().time() < deadline, "the stream's place was never freed"
+            await asyncio.sleep(0.05)
+
+
+async def test_a_stream_whose_client_stopped_reading_ends_past_the_bound_and_frees_its_place(
+        tmp_path):
+    """A client that opened a stream and stopped reading held its place of `plan_streams` for
+    as long as its connection lived: HTTP/2 flow control held the next answer back, and the
+    idle clock (`plan_idle_seconds`) stops while an answer is being sent. Past
+    `Limits.plan_unread_seconds` with an answer held back, the stream ends RESOURCE_EXHAUSTED
+    naming the limit and another caller gets the place; the batches answered stand (the one
+    held back too: the client may still get it) and one decided after it is withdrawn."""
+    from server.config import Settings
+    from server.limits import Limits
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        limits=Limits(plan_streams=1, plan_unread_seconds=0.5))
+    # the client's window: 1 KB a stream, never grown; an answer of 300 users takes ~20 KB
+    small_window = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
+    async with serving(settings) as (server, ch):
+        stub = pb_grpc.CampaignServiceStub(ch)
+        await create(stub)
+        end = asyncio.Event()
+
+        async def requests():
+            for i in range(3):
+                yield pb.PlanCampaignRequest(campaign_id="c1" if i == 0 else "",
+                                             user_ids=users(300 * i, 300))
+            await end.wait()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}",
+                                             options=small_window) as slow:
+            call = pb_grpc.CampaignServiceStub(slow).PlanCampaign(requests())
+            late: list[str] = []
+            try:
+                assert len((await call.read()).decisions) == 300  # then it reads no more
+                assert await _planned_once_free(stub, "n0", 10.0) == ["n0"]
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    while (answer := await asyncio.wait_for(call.read(), 10)) != grpc.aio.EOF:
+                        late += [d.user_id for d in answer.decisions]
+            finally:
+                end.set()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "plan_unread_seconds" in err.value.details()
+        assert late in ([], users(300, 300))  # the answer held back, or nothing after the first
+        log = await logged(stub)
+        assert {r.status for r in log.values() if r.user_id in set(users(0, 600))} == {"pending"}
+        after = set(users(600, 300))  # decided ahead (if read before the end): withdrawn
+
+        async def after_settled():
+            states = {(r.status, r.reason) for r in (await logged(stub)).values()
+                      if r.user_id in after}
+            return states <= {("suppressed", "withdrawn")}
+        assert await _until(after_settled)
