@@ -122,11 +122,15 @@ class LoadedBundle:
     metrics: dict[str, float]
     """Evaluation figures from the manifest, e.g. `model.ndcg@10`."""
     loaded_at: float
+    ranker_candidates: int = 0
+    """Candidates Recommend retrieves per request for the ranker to re-score with this bundle
+    (the server's `ranker_candidates`, else the bundle's trained count; 0 from a server that
+    does not say)."""
 
     @classmethod
     def from_pb(cls, msg: admin_pb.LoadedBundle) -> LoadedBundle:
         return cls(msg.version, msg.index_type, msg.n_items, msg.dim, msg.has_ranker,
-                   dict(msg.metrics), msg.loaded_at)
+                   dict(msg.metrics), msg.loaded_at, msg.ranker_candidates)
 
 
 @dataclass(frozen=True)

@@ -256,7 +256,8 @@ class TailorServer:
              RecommendationServicer(self.settings, self.recommender)),
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
              ModelAdminServicer(self.registry, self.pusher, self.canary_monitor, self.drift,
-                                stats=self.impressions, pii=self.pii)),
+                                stats=self.impressions, pii=self.pii,
+                                candidates=self.recommender.candidates)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
              ProfileServicer(self.profiles, self.pii, self.suppressions, functools.partial(
                  self.campaigns.mask_decisions, is_pii=self.pii.is_pii))),

@@ -3,6 +3,8 @@
 online metrics per version (`server.impressions`)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from protos.tailor.v1 import model_admin_pb2 as pb
 from protos.tailor.v1 import model_admin_pb2_grpc as pb_grpc
 
@@ -23,13 +25,18 @@ from .streaming import in_chunks
 __all__ = ["ModelAdminConverter", "ModelAdminServicer"]
 
 
+def _trained(bundle: Bundle) -> int:
+    return bundle.ranker_candidates
+
+
 class ModelAdminConverter:
     @staticmethod
     def to_chunk(msg: pb.BundleChunk) -> BundleChunk:
         return BundleChunk(msg.path, msg.offset, msg.data, msg.stage_only, msg.canary_percent)
 
     @staticmethod
-    def from_bundle(bundle: Bundle | None) -> pb.LoadedBundle:
+    def from_bundle(bundle: Bundle | None, candidates: Callable[[Bundle], int]) -> pb.LoadedBundle:
+        """`candidates`: the count Recommend serves `bundle` with (`Recommender.candidates`)."""
         if bundle is None:
             return pb.LoadedBundle()
         metrics = {}
@@ -42,7 +49,7 @@ class ModelAdminConverter:
         return pb.LoadedBundle(version=bundle.version, index_type=bundle.index_type,
                                n_items=bundle.n_items, dim=bundle.dim,
                                has_ranker=bundle.ranker is not None, metrics=metrics,
-                               loaded_at=bundle.loaded_at)
+                               loaded_at=bundle.loaded_at, ranker_candidates=candidates(bundle))
 
     @staticmethod
     def from_figures(f: VersionFigures) -> pb.VersionShare:
@@ -51,12 +58,14 @@ class ModelAdminConverter:
                                impressions=f.impressions, clicks=f.clicks)
 
     @staticmethod
-    def status(registry: ModelRegistry, monitor: CanaryMonitor) -> pb.ModelStatus:
+    def status(registry: ModelRegistry, monitor: CanaryMonitor,
+               candidates: Callable[[Bundle], int]) -> pb.ModelStatus:
         canary, active = registry.canary, registry.active
-        return pb.ModelStatus(active=ModelAdminConverter.from_bundle(active) if active else None,
+        loaded = ModelAdminConverter.from_bundle
+        return pb.ModelStatus(active=loaded(active, candidates) if active else None,
                               previous_version=registry.previous_version(),
                               available_versions=registry.available_versions(),
-                              canary=ModelAdminConverter.from_bundle(canary.bundle) if canary else None,
+                              canary=loaded(canary.bundle, candidates) if canary else None,
                               shares=[ModelAdminConverter.from_figures(f) for f in monitor.figures()],
                               guardrail=monitor.verdict_text())
 
@@ -108,7 +117,8 @@ class ModelAdminConverter:
 
 class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
     def __init__(self, registry: ModelRegistry, pusher: BundlePusher, monitor: CanaryMonitor,
-                 drift: DriftMonitor, stats: Impressions | None = None, pii: PiiPolicy | None = None):
+                 drift: DriftMonitor, stats: Impressions | None = None, pii: PiiPolicy | None = None,
+                 candidates: Callable[[Bundle], int] | None = None):
         self.registry = registry
         self.pusher = pusher
         self.monitor = monitor
@@ -118,6 +128,9 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
         are kept (empty answers)."""
         self.pii = pii or PiiPolicy(Settings.model_fields["pii_keys"].default)
         """Masks PII values of logged Recommend contexts for callers without `pii-reader`."""
+        self.candidates = candidates or _trained
+        """The ranker candidates Recommend serves a bundle with (`Recommender.candidates`;
+        the bundle's trained count when not given)."""
 
     @grpc_errors
     async def PushBundle(self, request_iterator, context) -> pb.ModelStatus:
@@ -149,7 +162,7 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
         return check_version("version", request.version, self.registry.settings.limits.bundle_version_chars)
 
     def _status(self) -> pb.ModelStatus:
-        return ModelAdminConverter.status(self.registry, self.monitor)
+        return ModelAdminConverter.status(self.registry, self.monitor, self.candidates)
 
     @grpc_errors
     async def GetModelStats(self, request: pb.GetModelStatsRequest, context) -> pb.ModelStats:

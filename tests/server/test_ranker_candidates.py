@@ -9,7 +9,7 @@ import pytest
 from clients import TailorClient, TailorError
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
-from tests.conftest import server_settings, serving
+from tests.conftest import run_module, server_settings, serving
 
 USERS = [str(u) for u in range(0, 300, 3)]
 
@@ -80,4 +80,23 @@ async def test_a_count_the_server_sets_serves_a_bundle_trained_past_the_bound(
     with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=60) as client:
         status = await asyncio.to_thread(client.push_bundle, bundle)
         assert status.active.version == "candidates-20000"
+        assert status.active.ranker_candidates == 100  # the server's count, not the trained one
         assert len((await asyncio.to_thread(client.recommend, USERS[0], 10)).items) == 10
+
+
+async def test_model_status_names_the_count_each_loaded_bundle_is_served_with(
+        tailor_server, copy_bundle, demo_bundle, demo_manifest):
+    """GetModelStatus (and the CLI's `status`) named no candidate count: an operator could not
+    tell that a canary trained with `--candidates 20` re-scores 20 candidates a request beside
+    the active bundle's trained count."""
+    trained = demo_manifest["params"]["ranker"].get("n_candidates", 100)
+    canary = _with_candidates(copy_bundle, demo_bundle, 20)
+    with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=60) as client:
+        pushed = await asyncio.to_thread(client.push_bundle, canary, canary_percent=20)
+    assert (pushed.active.ranker_candidates, pushed.canary.ranker_candidates) == (trained, 20)
+    shown = json.loads((await asyncio.to_thread(
+        run_module, "clients", "status", "--server", f"127.0.0.1:{tailor_server.port}",
+        timeout=120)).stdout)
+    assert shown["active"]["version"] == demo_manifest["version"]
+    assert (shown["active"]["ranker_candidates"], shown["canary"]["ranker_candidates"]) == (
+        trained, 20)

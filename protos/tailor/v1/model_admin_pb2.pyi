@@ -37,7 +37,7 @@ class CanaryRequest(_message.Message):
     def __init__(self, version: _Optional[str] = ...) -> None: ...
 
 class LoadedBundle(_message.Message):
-    __slots__ = ("version", "index_type", "n_items", "dim", "has_ranker", "metrics", "loaded_at")
+    __slots__ = ("version", "index_type", "n_items", "dim", "has_ranker", "metrics", "loaded_at", "ranker_candidates")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class LoadedBundle(_message.Message):
     HAS_RANKER_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    RANKER_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     version: str
     index_type: str
     n_items: int
@@ -59,7 +60,8 @@ class LoadedBundle(_message.Message):
     has_ranker: bool
     metrics: _containers.ScalarMap[str, float]
     loaded_at: float
-    def __init__(self, version: _Optional[str] = ..., index_type: _Optional[str] = ..., n_items: _Optional[int] = ..., dim: _Optional[int] = ..., has_ranker: _Optional[bool] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loaded_at: _Optional[float] = ...) -> None: ...
+    ranker_candidates: int
+    def __init__(self, version: _Optional[str] = ..., index_type: _Optional[str] = ..., n_items: _Optional[int] = ..., dim: _Optional[int] = ..., has_ranker: _Optional[bool] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loaded_at: _Optional[float] = ..., ranker_candidates: _Optional[int] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
     __slots__ = ("active", "previous_version", "available_versions", "canary", "shares", "guardrail")
