@@ -169,6 +169,21 @@ class Settings(BaseSettings):
     retention_sweep_seconds: float = Field(3600.0, gt=0)
     """How often a worker drops expired raw events, decision records, impressions and audit
     files."""
+    retention_sweep_chunk_keys: int = Field(10_000, ge=1, le=1_000_000)
+    """Keys a retention sweep of raw events, decision records or impressions reads in one read
+    snapshot before deleting what it picked (`store.sweeps`): a longer snapshot keeps LMDB from
+    reusing the pages written meanwhile for longer (the map grows), a shorter one takes more
+    snapshots for the same pass."""
+    retention_sweep_write_records: int = Field(1_000, ge=1, le=100_000)
+    """Most records one write transaction of a retention sweep deletes. Every other writer
+    (ingestion, decisions, impressions) waits for it: one write of 10,000 expired events held
+    the lock 220-500 ms on the shared 2-core box (docs/privacy.md, "Retention")."""
+    retention_sweep_rest: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    """How long a retention sweep rests after each write, in multiples of the time the write
+    took: at 1 it holds the writer lock at most about half the time; 0 runs the writes back to
+    back (the shortest pass: back to back, ChooseVariant's p50 went from ~30 to 250-540 ms for
+    the whole pass, measured on 300,000 expired events); more leaves other writers more room
+    and makes the pass longer."""
     bundle_scrub_seconds: float = Field(30.0, gt=0, le=60)
     """How often one worker removes the users erased since the last pass from the stored
     bundles' users.npz (their hash, history, seen-set; `server.models.scrub`): the bound on

@@ -124,10 +124,11 @@ class DecisionLog:
                 picked.append(rec)
         return picked, None
 
-    def drop_before(self, cutoff: float, batch: int = 10_000) -> int:
+    def drop_before(self, cutoff: float, batch: int | None = None) -> int:
         """Retention: delete closed decision records made before `cutoff` and their index
         entries (pending ones wait for their window to close); counters and posteriors stay.
-        The records are walked in read snapshots of `batch` keys (`store.sweep`), past the
+        The records are walked in read snapshots of `batch` keys (None: the store's
+        `sweep_pace`; `store.sweep`), past the
         index entries (their keys start with the separator), each snapshot's picks deleted in
         short write transactions."""
         table = self._d

@@ -228,11 +228,12 @@ class ImpressionLog:
         return sum(self._t.delete_prefix(txn, self.user_prefix(user_id, kid))
                    for kid, _ in self.ring.keys)
 
-    def drop_before(self, cutoff: float, batch: int = 10_000) -> int:
+    def drop_before(self, cutoff: float, batch: int | None = None) -> int:
         """Retention: delete impressions shown before `cutoff`, and the buckets of showing time
         that ended before it (keys only are read; the counters, whose keys start with the
         separator, stay; the callers' request ids of `repeats` older than the cutoff go too),
-        walked in read snapshots of `batch` keys, each one's picks deleted in
+        walked in read snapshots of `batch` keys (None: the store's `sweep_pace`), each
+        one's picks deleted in
         short write transactions (`store.sweep`). Returns how many impressions went."""
         cut, table = keys.millis(cutoff), self._t
         bucket_cut = int(cutoff) - keys.IMPRESSION_BUCKET_SECONDS

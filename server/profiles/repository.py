@@ -394,14 +394,14 @@ class ProfileRepository:
             latest[0] = max(latest[0], int(keys.event_parts(doomed[-1])[1]))
         return removed
 
-    def drop_events_before(self, cutoff: float, batch: int = 10_000,
+    def drop_events_before(self, cutoff: float, batch: int | None = None,
                            by_type: Mapping[str, float] | None = None) -> int:
         """Retention: delete raw events (and their dedupe keys) older than `cutoff`, or than
         `by_type[type]` for the types it lists (an event's type is read only when its time
         falls between the earliest and the latest of the cutoffs; each >= 0: `server.retention`).
-        The events are walked in read snapshots of `batch` keys, each one's expired events
-        deleted in short write transactions (`store.sweep`), so ingestion is never held up
-        for a walk of every event."""
+        The events are walked in read snapshots of `batch` keys (None: the store's
+        `sweep_pace`), each one's expired events deleted in short write transactions
+        (`store.sweep`), so ingestion is never held up for a walk of every event."""
         limits = {t: keys.ms_part(c) for t, c in (by_type or {}).items()}
         default = keys.ms_part(cutoff)
         bounds = [default, *limits.values()]

@@ -5,8 +5,8 @@ from .keys import join_key, split_key
 from .layouts import KINDS, RecordKind
 from .lmdb_store import TABLES, Store
 from .lock import lock_data_dir
-from .sweeps import scan, sweep
+from .sweeps import SweepPace, scan, sweep
 from .table import Table
 
 __all__ = ["Store", "Table", "TABLES", "KINDS", "RecordKind", "keys", "outbox", "tokens",
-           "join_key", "split_key", "lock_data_dir", "scan", "sweep"]
+           "join_key", "split_key", "lock_data_dir", "scan", "sweep", "SweepPace"]

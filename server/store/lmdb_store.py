@@ -46,6 +46,7 @@ from .migrate import open_layouts
 from .rekey import format_first, open_format
 from .remap import MapGate
 from .sealed import SealedTable, seal, unseal
+from .sweeps import DEFAULT_PACE, SweepPace
 from .table import Table
 from .tokens import TOKEN_CHARS, user_token
 
@@ -89,7 +90,8 @@ class Store:
 
     def __init__(self, path: Path | str, map_size: int = 1 << 30, max_map_size: int = 1 << 40,
                  sync: bool = True, readonly: bool = False,
-                 layouts: Sequence[RecordKind] = KINDS, crypto: StoreCrypto | dict | None = None):
+                 layouts: Sequence[RecordKind] = KINDS, crypto: StoreCrypto | dict | None = None,
+                 sweep_pace: SweepPace = DEFAULT_PACE):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.readonly = readonly
@@ -111,6 +113,8 @@ class Store:
         self.stopping = threading.Event()
         """Set when the server begins to stop: a long pass (`sweeps.sweep`) ends after the write
         transaction under way instead of running (and resting) to its end."""
+        self.sweep_pace = sweep_pace
+        """How hard this process's retention sweeps (`sweeps.sweep`) press on other writers."""
         self.env = open_env(self.path, map_size=map_size, sync=sync, metasync=sync,
                             readonly=readonly, max_readers=1024, readahead=False)
         self._fill: GrowthFill | None = None

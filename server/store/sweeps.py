@@ -22,6 +22,11 @@ their dedupe keys held the lock 220-500 ms, and back to back they raised ChooseV
 from ~30 to 250-540 ms, its p99 to ~1 s, for the whole sweep (measured: 300,000 expired events
 on the shared 2-core box; docs/privacy.md, "Retention").
 
+Those three (`chunk`, `per_write`, `rest`) are the sweep's pace, which an operator may tune (a
+larger store, a busier writer): a sweep called without them takes the store's `sweep_pace`
+(`SweepPace`, from the Settings `retention_sweep_*` that `server.app` gives the store; this
+module's defaults otherwise).
+
 Once `store.stopping` is set (the server stops), a sweep writes nothing more and returns what it
 deleted: each write is whole on its own, and the next pass (one runs at each start) takes the
 rest. Ran to its end, a pass held the stop ~2 times as long as it took without rests (its rests
@@ -31,11 +36,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 from .table import Table
 
-__all__ = ["scan", "sweep"]
+__all__ = ["DEFAULT_PACE", "SweepPace", "scan", "sweep"]
 
 P = TypeVar("P")
 
@@ -43,18 +49,40 @@ WRITE_PICKS = 1_000
 """Records one write transaction of `sweep` deletes at most."""
 REST = 1.0
 """How long `sweep` rests after each write, in multiples of the time the write took."""
+CHUNK_KEYS = 10_000
+"""Keys `sweep` reads per read snapshot."""
+
+
+@dataclass(frozen=True)
+class SweepPace:
+    """How hard a `sweep` presses on the store's other writers (a store's `sweep_pace`; the
+    server's from Settings `retention_sweep_chunk_keys`, `retention_sweep_write_records` and
+    `retention_sweep_rest`)."""
+
+    chunk: int = CHUNK_KEYS
+    """Keys read per read snapshot."""
+    per_write: int = WRITE_PICKS
+    """Records deleted per write transaction at most."""
+    rest: float = REST
+    """Rest after each write, in multiples of its duration."""
+
+
+DEFAULT_PACE = SweepPace()
+"""A store's `sweep_pace` unless it is given one (the server gives its Settings')."""
 
 
 def sweep(store, table: Table, pick: Callable[[object, bytes], P | None],
           drop: Callable[[object, list[P]], int], start: bytes = b"",
-          chunk: int = 10_000, per_write: int = WRITE_PICKS, rest: float = REST) -> int:
+          chunk: int | None = None, per_write: int | None = None, rest: float | None = None
+          ) -> int:
     """Delete every record of `table` from key `start` on that `pick(txn, key)` names.
 
     Parameters
     ----------
     store : Store
         Whose `read()` snapshots the keys are read in and whose `write(..., erasure=True)`
-        deletes (retention frees space, so it may use the erasure reserve).
+        deletes (retention frees space, so it may use the erasure reserve); its `sweep_pace`
+        gives `chunk`, `per_write` and `rest` where they are None.
     pick : callable
         (read txn, key) -> what `drop` needs to delete that record (the key, or the key and an
         index entry), or None to keep it. It may read the record's value through `txn`.
@@ -78,6 +106,10 @@ def sweep(store, table: Table, pick: Callable[[object, bytes], P | None],
     int
         Records deleted, as `drop` counted them.
     """
+    pace = store.sweep_pace
+    chunk = pace.chunk if chunk is None else chunk
+    per_write = pace.per_write if per_write is None else per_write
+    rest = pace.rest if rest is None else rest
     total = 0
     for picked in scan(store, table, pick, start, chunk):
         for i in range(0, len(picked), per_write):
@@ -99,7 +131,7 @@ def _write(store, drop: Callable[[object, list[P]], int], part: list[P], rest: f
 
 
 def scan(store, table: Table, pick: Callable[[object, bytes], P | None], start: bytes = b"",
-         chunk: int = 10_000, finish: Callable[[object, list[P]], list] | None = None
+         chunk: int = CHUNK_KEYS, finish: Callable[[object, list[P]], list] | None = None
          ) -> Iterator[list]:
     """The picks of every record of `table` from key `start` on, one list per read snapshot of
     `chunk` keys (empty lists included: the caller gets a turn every chunk), in key order.

@@ -119,6 +119,45 @@ async def test_impressions_kept_forever_leave_the_other_retentions_running(
     assert dropped["events"] == 1 and dropped["impressions"] == 0
 
 
+@pytest.fixture
+def paced(settings):
+    settings.retention_sweep_chunk_keys = 3
+    settings.retention_sweep_write_records = 2
+    settings.retention_sweep_rest = 0.0
+    return settings
+
+
+async def test_the_sweep_goes_at_the_pace_the_settings_set(paced, tailor_server, channel,
+                                                           monkeypatch):
+    """The sweep's keys per read snapshot, records per write and rest after each write were
+    constants of `store.sweeps` (10,000, 1,000, 1x the write's time): an operator could not
+    make a pass gentler or faster. Set to 3 keys, 2 records and no rest, 5 expired events go
+    in writes of 2 and 1 (the first snapshot's 3 picks), then 2, with no rest between."""
+    profiles = pb_grpc.ProfileServiceStub(channel)
+    now = time.time()
+    reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        ev(f"s{i}", "purchase", now - DAY, 1.0) for i in range(5)]))
+    assert reply.accepted == 5
+    repo, stopping = tailor_server.profiles.repo, tailor_server.store.stopping
+    writes, rests = [], []
+    drop, wait = repo._drop_keys, stopping.wait
+    monkeypatch.setattr(repo, "_drop_keys",
+                        lambda txn, doomed: writes.append(len(doomed)) or drop(txn, doomed))
+    monkeypatch.setattr(stopping, "wait", lambda timeout=None: rests.append(timeout) or wait(timeout))
+    assert (await tailor_server.sweep_retention(now + 31 * DAY))["events"] == 5
+    assert writes == [2, 1, 2]
+    assert rests == [0.0] * 3
+
+
+def test_the_sweep_settings_default_to_the_sweeps_own_pace():
+    """Moving the pace into Settings changed no default."""
+    from server.config import Settings
+    from server.store import SweepPace
+    s = Settings()
+    assert SweepPace(s.retention_sweep_chunk_keys, s.retention_sweep_write_records,
+                     s.retention_sweep_rest) == SweepPace() == SweepPace(10_000, 1_000, 1.0)
+
+
 def test_retention_and_future_tolerance_settings_are_bounded():
     from pydantic import ValidationError
 
