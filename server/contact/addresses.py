@@ -17,14 +17,22 @@ Normalization decides which strings are the same address:
   "00" (the ITU international prefix; no national number starts with it) is read as "+"
   ("0044 7700 900123" is "+447700900123"), and a "(0)" right after the country code (the
   trunk 0 dialled only at home, as in "+44 (0)7700 900123") is dropped: "+44 (0)7700
-  900123" is "+447700900123", the number the carrier reports; anything else (a national
-  number without its country code) is refused: guessing the country would suppress the wrong
-  number.
+  900123" is "+447700900123", the number the carrier reports; so is a trunk prefix written
+  bare after the country code where the country's numbering plan has one ("+44 07700 900123",
+  "+49 030 1234567", "+33 06 12 34 56 78", "+61 0412 345 678", Hungary's "06", Russia's "8"),
+  by libphonenumber's plans (`contact.trunks`): Italy's "+39 06 1234 5678" keeps its 0 (it
+  is the number's), and a number the library does not read so stays as it was. Anything else
+  (a national number without its country code) is refused: guessing the country would
+  suppress the wrong number.
 
 Entries listed before the "(0)", bracket, NFC and xn-- rules were hashed in the form they were
-given, which cannot be recovered from a hash. `legacy_forms` names the forms an address may
-have been listed under then; a list that may hold such entries looks them up too
-(`contact.suppression`).
+given, which cannot be recovered from a hash; so were numbers listed with a bare trunk prefix
+before that rule (spelling 3 and before: "+44 07700 900123" was +4407700900123). `legacy_forms`
+names the forms an address may have been listed under then; a list that may hold such
+entries looks them up too (`contact.suppression`), as the index of SMS replies does for a
+number indexed with its trunk prefix (`server.messages.phones`). Nothing is rewritten: a list
+stamped 3 keeps its stamp and pays one more key per number of a country with a trunk prefix;
+a new list is stamped 4 and pays nothing.
 
 The same normalizer matches SMS replies to the numbers texted (`server.messages.phones`).
 
@@ -43,6 +51,7 @@ import unicodedata
 from ..security.secrets import Keyring
 from ..validation import has_control
 from .errors import NotAnAddress
+from .trunks import with_trunk_prefix, without_trunk_prefix
 
 __all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "SPELLING", "normalize", "legacy_forms",
            "AddressHasher"]
@@ -60,9 +69,9 @@ _QUOTED = re.compile(r"^(?:mailto:)?<?([^<>]*?)>?$")
 """An address out of one pair of angle brackets and a mailto: prefix ("<a@b.org>")."""
 _NOT_IN_A_LABEL = re.compile(r"[\s.@\x00-\x20\x7f]")  # the C0 controls and space
 """A character a decoded domain label may not hold (it would change the address's parts)."""
-SPELLING = 3
+SPELLING = 4
 """The rules' version (`keys.SUPPRESSION_SPELLING`): 1 before the "(0)", bracket and NFC rules,
-2 before the xn-- rule, 3 now."""
+2 before the xn-- rule, 3 before the bare trunk prefix rule, 4 now."""
 _TRUNK_ZERO = re.compile(r"^((?:\+|00)\s*[1-9][0-9]{0,2})\s*\(0\)")
 """A country code (1 to 3 digits after "+" or "00") followed by "(0)", the trunk prefix."""
 
@@ -81,7 +90,7 @@ def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
             out = _unicode_domain(out)
         out = out if out.isascii() else unicodedata.normalize("NFC", out)
         return _email(out, field)
-    return _e164(_TRUNK_ZERO.sub(r"\1", value.strip(), count=1), field)
+    return without_trunk_prefix(_e164(_TRUNK_ZERO.sub(r"\1", value.strip(), count=1), field))
 
 
 def legacy_forms(kind: str, address: str, spelling: int = 1) -> tuple[str, ...]:
@@ -95,20 +104,31 @@ def legacy_forms(kind: str, address: str, spelling: int = 1) -> tuple[str, ...]:
     has 1 to 3 digits, so the 0 is tried after each; ITU codes are prefix-free, so only one
     split is the number's own, and the others could match only an entry listed with a 0 in
     that place, which no written number other than this one's would give.
-    Spelling 2 (before the xn-- rule): an email address with its domain in the xn-- form."""
+    Spelling 2 (before the xn-- rule): an email address with its domain in the xn-- form.
+    Spellings 1 to 3 (before the bare trunk prefix rule): a phone number with its country's
+    trunk prefix after the country code (`trunks.with_trunk_prefix`), when that form is one
+    the rules fold to it today (so no other number has it)."""
     if spelling >= SPELLING:
         return ()
-    ace = _ace_domain(address) if kind == EMAIL and not address.isascii() else None
-    if spelling == 2:
-        return (ace,) if ace else ()
-    if kind == EMAIL:
-        bases = (address,) if address.isascii() else (address, unicodedata.normalize("NFD", address))
-        bases += (ace,) if ace else ()
-        forms = [f for base in bases for f in (base, f"<{base}>", f"mailto:{base}", f"mailto:<{base}>")]
-    else:
-        forms = [f"{address[:n]}0{address[n:]}" for n in (2, 3, 4)]
-        forms = [f for f in forms if _PHONE.fullmatch(f)]
+    if kind == PHONE:
+        return _legacy_numbers(address, spelling)
+    ace = _ace_domain(address) if not address.isascii() else None
+    if spelling >= 2:
+        return (ace,) if ace and spelling == 2 else ()
+    bases = (address,) if address.isascii() else (address, unicodedata.normalize("NFD", address))
+    bases += (ace,) if ace else ()
+    forms = [f for base in bases for f in (base, f"<{base}>", f"mailto:{base}", f"mailto:<{base}>")]
     return tuple(f for f in forms if f != address)
+
+
+def _legacy_numbers(address: str, spelling: int) -> tuple[str, ...]:
+    """`legacy_forms` of the phone number `address`."""
+    trunk = with_trunk_prefix(address)
+    forms = [trunk] if trunk and _PHONE.fullmatch(trunk) and without_trunk_prefix(trunk) == address \
+        else []
+    if spelling == 1:
+        forms += [f"{address[:n]}0{address[n:]}" for n in (2, 3, 4)]
+    return tuple(dict.fromkeys(f for f in forms if f != address and _PHONE.fullmatch(f)))
 
 
 def _unicode_domain(address: str) -> str:

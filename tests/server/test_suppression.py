@@ -61,10 +61,32 @@ def test_addresses_normalize_case_space_and_phone_punctuation_only(kind, given, 
     assert normalize(kind, given, 254) == stored
 
 
+@pytest.mark.parametrize("given, reported", [
+    ("+44 07700 900123", "+447700900123"),  # the UK's trunk 0, written bare
+    ("0044 07700 900123", "+447700900123"),
+    ("+49 030 1234567", "+49301234567"),  # Berlin
+    ("+33 06 12 34 56 78", "+33612345678"),
+    ("+61 0412 345 678", "+61412345678"),
+    ("+31 06 1234 5678", "+31612345678"),
+    ("+36 06 1 234 5678", "+3612345678"),  # Hungary's trunk prefix is 06
+    ("+7 8 495 123 45 67", "+74951234567"),  # Russia's is 8
+    ("+39 06 1234 5678", "+390612345678"),  # Rome: Italy's 0 is the number's own
+    ("+39 0549 123456", "+390549123456"),
+    ("+44 (0)7700 900123", "+447700900123"),
+    ("+44 00 7700 900123", "+44007700900123"),  # no carrier's either way: as it was
+    ("+54 011 15 1234 5678", "+540111512345678"),  # the library rewrites more than the 0
+])
+def test_a_trunk_prefix_after_the_country_code_is_dropped_where_the_plan_has_one(given, reported):
+    """"+44 07700 900123" was +4407700900123, a number no carrier reports: a STOP or bounce
+    for +447700900123 did not match the profile's spelling."""
+    assert normalize("phone", given, 254) == reported
+    assert normalize("phone", reported, 254) == reported
+
+
 @pytest.mark.parametrize("kind, given", [
     ("email", "no-at-sign"), ("email", "two@@example.org"), ("email", "a b@example.org"),
     ("phone", "555-0100"), ("phone", "+0123456"), ("phone", "+1234567890123456"),
-    ("phone", "+1555x0100")])
+    ("phone", "+1555x0100"), ("phone", "07700 900123"), ("phone", "030 1234567")])
 def test_what_is_no_address_is_refused_naming_the_field_not_the_value(kind, given):
     with pytest.raises(InvalidArgument) as err:
         normalize(kind, given, 254, f"address.{kind}")
@@ -168,6 +190,35 @@ async def test_a_number_written_with_unicode_spaces_or_dashes_is_the_number(stub
     assert (await stub.CheckSuppression(phone(pasted))).suppressed
     meta = {"attributes": {"phone": pasted}}
     assert tailor_server.suppressions.reason(meta, "sms") == "suppressed_address"
+
+
+async def test_a_number_listed_with_its_trunk_prefix_before_the_rule_is_still_found(
+        tailor_server, settings):
+    """A list stamped by the Tailor before the bare trunk prefix rule (spelling 3) holds
+    "+44 07700 900123" as +4407700900123: the carrier's +447700900123 (a STOP, a bounce) and
+    the profile's spelling find and remove it; Rome's number is not folded."""
+    from server.app import TailorServer
+    sup, store = tailor_server.suppressions, tailor_server.store
+    for listed in ("+4407700900123", "+390612345678"):
+        store.put("suppression", sup._keys("phone", listed)[0],
+                  b'{"kind": "phone", "reason": "unsubscribe", "timestamp": 1.0}')
+    store.put("meta", keys.SUPPRESSION_SPELLING, b"3")
+    await tailor_server.stop(grace=0.1)
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = pb_grpc.ProfileServiceStub(channel)
+            for spelling in ("+447700900123", "+44 07700 900123", "+44 (0)7700 900123",
+                             "+39 06 1234 5678"):
+                assert (await stub.CheckSuppression(phone(spelling))).suppressed, spelling
+            meta = {"attributes": {"phone": "+447700900123"}}
+            assert server.suppressions.reason(meta, "sms") == "suppressed_address"
+            assert (await stub.RemoveSuppression(phone("+447700900123"))).removed
+            assert not (await stub.CheckSuppression(phone("+44 07700 900123"))).suppressed
+            assert not (await stub.CheckSuppression(phone("+39 6 1234 5678"))).suppressed
+    finally:
+        await server.stop(grace=0.1)
 
 
 # As listed before the bracket, NFC, "(0)" and IDN rules (hashed in the form given), and the

@@ -1,0 +1,91 @@
+"""Trunk prefixes written after a country code, by each country's numbering plan.
+
+"+44 07700 900123" is the number as dialled at home with the country code put in front: the
+carrier reports +447700900123, and a STOP, bounce or suppression for it never matched the
+profile's +4407700900123. Whether the digits after a country code are a trunk prefix depends
+on the country, so no one rule folds them: most plans' prefix is 0 (United Kingdom, Germany,
+France, the Netherlands, Australia), Hungary's is 06, Russia's 8, the NANP's 1, and Italy and
+San Marino have none (+39 06 is Rome: the 0 is the number's own).
+
+The plans are libphonenumber's (`phonenumbers`, installed as the metadata-only
+`phonenumberslite`): its parser drops the trunk prefix only where the country has one and
+what is left is still a possible number there. It is imported at the first number with a
+country code (31-100 ms and ~2.6 MB RSS here; a server that never reads a phone number does
+not pay it), and only a number whose digits after the country code start with that country's
+prefix is parsed at all.
+"""
+from __future__ import annotations
+
+import functools
+
+__all__ = ["without_trunk_prefix", "with_trunk_prefix"]
+
+
+@functools.cache
+def _library():
+    import phonenumbers
+    return phonenumbers
+
+
+@functools.cache
+def _trunk_prefix(code: int) -> str | None:
+    """The trunk prefix of the plan of country code `code` (its main region's); None when it
+    has none."""
+    pn = _library()
+    meta = pn.PhoneMetadata.metadata_for_region_or_calling_code(
+        code, pn.region_code_for_country_code(code))
+    return (meta.national_prefix or None) if meta is not None else None
+
+
+def _plan(number: str) -> tuple[str, str] | None:
+    """(country code, trunk prefix) of the E.164 `number`; None when its country code is none
+    the library knows or its country has no trunk prefix. ITU country codes are prefix-free:
+    the first of 1 to 3 digits that is one is the number's."""
+    codes = _library().COUNTRY_CODE_TO_REGION_CODE
+    for n in (1, 2, 3):
+        code = number[1:1 + n]
+        if int(code) in codes:
+            prefix = _trunk_prefix(int(code))
+            return (code, prefix) if prefix else None
+    return None
+
+
+def _fold_once(number: str) -> str:
+    """`number` without the trunk prefix after its country code when the library drops it
+    there; otherwise (no prefix, or the library reads it otherwise: a carrier code after it,
+    a mobile prefix it rewrites) `number` as it is."""
+    plan = _plan(number)
+    if plan is None:
+        return number
+    code, prefix = plan
+    national = number[1 + len(code):]
+    if not national.startswith(prefix):
+        return number
+    folded = f"+{code}{national[len(prefix):]}"
+    pn = _library()
+    try:
+        parsed = pn.parse(number, None)
+    except pn.NumberParseException:
+        return number
+    return folded if pn.format_number(parsed, pn.PhoneNumberFormat.E164) == folded else number
+
+
+def without_trunk_prefix(number: str) -> str:
+    """The E.164 `number` ("+" and 2 to 15 digits) as its carrier reports it: a trunk prefix
+    written after the country code dropped (+4407700900123 is +447700900123), where the
+    country's plan has one and what is left is a possible number there; anything else as it
+    is. Only a result that has no prefix left to drop is taken ("+44 00 7700..." stays as it
+    was), so that a normalized number normalizes to itself."""
+    folded = _fold_once(number)
+    return folded if folded == number or _fold_once(folded) == folded else number
+
+
+def with_trunk_prefix(number: str) -> str | None:
+    """The E.164 `number` with its country's trunk prefix put back after the country code
+    (+447700900123: +4407700900123), the form a Tailor before this rule kept; None when the
+    country has no trunk prefix."""
+    plan = _plan(number)
+    if plan is None:
+        return None
+    code, prefix = plan
+    return f"+{code}{prefix}{number[1 + len(code):]}"
