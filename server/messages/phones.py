@@ -40,16 +40,19 @@ read.
 
 Addresses are compared as the suppression list normalizes them
 (`server.contact.addresses.normalize`): numbers in E.164 form (punctuation and spaces dropped,
-a leading "00" read as "+"; a number without its country code is not indexed, matches no
-reply, and no SMS goes to it: `delivery.address_of`, a bad address), email addresses trimmed
-and lower-cased.
+a leading "00" read as "+", a trunk prefix after the country code dropped where the country
+has one; a number without its country code is not indexed, matches no reply, and no SMS goes
+to it: `delivery.address_of`, a bad address), email addresses trimmed and lower-cased. A
+number indexed with its trunk prefix by a Tailor before that rule ("+44 07700 900123" as
++4407700900123) is still found by a reply from the carrier's form (`_found_digests`); an
+entry in the carrier's form is written at the user's next address change or text.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 
-from ..contact.addresses import CHANNEL_KIND, EMAIL, PHONE, normalize
+from ..contact.addresses import CHANNEL_KIND, EMAIL, PHONE, SPELLING, legacy_forms, normalize
 from ..contact.errors import AddressShared, NotAnAddress
 from ..limits import DEFAULT_LIMITS
 from ..security.secrets import Keyring
@@ -313,7 +316,17 @@ class AddressIndex:
         if normal is None:
             return []
         with self.store.read() as txn:
-            return self._users(txn, self._digests(normal))
+            return self._users(txn, self._found_digests(normal))
+
+    def _found_digests(self, normal: str) -> list[str]:
+        """The digests `lookup` and `unnamed` read: the address's, and a phone number's in
+        the form a Tailor before the bare trunk prefix rule indexed it under (+4407700900123
+        for +447700900123: `addresses.legacy_forms`, a form no other number has today)."""
+        digests = self._digests(normal)
+        if self.attribute == PHONE:
+            digests += [d for old in legacy_forms(PHONE, normal, SPELLING - 1)
+                        for d in self._digests(old)]
+        return digests
 
     def sharing(self, user_id: str, address: str = "") -> list[str]:
         """Every user a message went to at the address `user_id`'s last message went to (the
@@ -374,7 +387,7 @@ class AddressIndex:
         normal = self._normalize(address) if address else None
         with self.store.read() as txn:
             digests = self._shared(txn, user_id, normal) if user_id else \
-                self._digests(normal) if normal is not None else []
+                self._found_digests(normal) if normal is not None else []
             tokens = set()
             for digest in digests:
                 prefix = address_key(self.channel, digest) + SEP

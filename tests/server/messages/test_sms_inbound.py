@@ -506,3 +506,23 @@ async def test_a_stop_from_the_number_texted_reaches_the_user_after_a_phone_chan
     await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=texted))
     assert [tailor_server.store.scan("meta", p) for p in (keys.PHONE_PREFIX, keys.PHONE_USER_PREFIX)] \
         == [[], []]
+
+
+async def test_a_stop_from_the_carriers_form_reaches_a_number_written_with_its_trunk_zero(
+        module_messages_server, shared):
+    """A profile indexed at "+44 07700 900NNN" by a Tailor before the trunk prefix rule, as
+    +4407700900NNN (the entry written here as it wrote it), another holding "+44 07700
+    900MMM" set now: the STOP the provider reports from +447700900NNN (the number the carrier
+    knows) was "unknown number", and the texts kept coming."""
+    server = module_messages_server[0]
+    old, new = next(_NUMBERS), next(_NUMBERS)
+    for n, attributes in ((old, {"first_name": "Ann"}), (new, {"phone": f"+44 07700 900{new}"})):
+        await shared.profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=f"u-sms-{n}", attributes=attributes))
+        await shared.profiles.SetConsent(ppb.SetConsentRequest(
+            user_id=f"u-sms-{n}", channel="sms", opted_in=True, source="signup"))
+    digest = server.phones._digests(f"+4407700900{old}")[0]
+    server.store.write(lambda txn: server.phones._hold(txn, f"u-sms-{old}", digest))
+    for n in (old, new):
+        assert await reply(shared.settings, f"+447700900{n}", "STOP") == 200
+        assert await sms_consent(shared.profiles, f"u-sms-{n}") is False, n
