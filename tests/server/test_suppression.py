@@ -4,10 +4,13 @@ import time
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
-from server.contact.addresses import normalize
+from server.contact.addresses import legacy_forms, normalize
 from server.errors import InvalidArgument
 from server.store import keys
 
@@ -81,6 +84,26 @@ def test_a_trunk_prefix_after_the_country_code_is_dropped_where_the_plan_has_one
     for +447700900123 did not match the profile's spelling."""
     assert normalize("phone", given, 254) == reported
     assert normalize("phone", reported, 254) == reported
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(st.sampled_from(["+1", "+7", "+31", "+33", "+36", "+39", "+44", "+49", "+54", "+55",
+                        "+61", "+353", "+378", "+880"]),
+       st.sampled_from(["", "0", "00", "06", "8", "1", "015"]),
+       st.from_regex(r"[0-9]{1,12}", fullmatch=True))
+def test_a_normalized_number_is_its_own_form_and_its_listed_forms_are_its_alone(code, prefix,
+                                                                              rest):
+    """What normalize gives it gives again (stored hashes are of it), a number it folded is
+    among the forms a list stamped 3 is searched under, and those forms are no other number's."""
+    number = code + prefix + rest
+    try:
+        address = normalize("phone", number, 254)
+    except InvalidArgument:
+        return
+    assert normalize("phone", address, 254) == address
+    old = legacy_forms("phone", address, 3)
+    assert number == address or number in old
+    assert all(normalize("phone", form, 254) == address for form in old)
 
 
 @pytest.mark.parametrize("kind, given", [
