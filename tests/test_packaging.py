@@ -85,8 +85,8 @@ def test_the_server_loads_the_http_stack_and_dkim_only_when_configured():
 
 
 def test_the_server_loads_the_numbering_plans_only_when_it_reads_a_number():
-    """phonenumbers (the trunk prefixes of `server.contact.trunks`) costs 31-100 ms and ~2.6 MB
-    to import: the first phone number pays it, not every start."""
+    """phonenumbers (the trunk prefixes of `server.contact.trunks`) costs 30-120 ms and
+    1.5-2.6 MB to import: the first phone number pays it, not every start."""
     assert loaded_modules("server.app", ("phonenumbers",)) == []
     assert loaded_modules("server.contact.addresses as a; a.normalize('phone', '+44 07700 900123', "
                           "20)", ("phonenumbers",)) == ["phonenumbers"]
