@@ -12,9 +12,10 @@ server asked for: a start or a restart costs a fork (a few ms).
 One zygote serves every writer of a process (`zygote()`), started at the first child. Its
 socket to the server is a `SOCK_SEQPACKET` pair: a request is one message (JSON, the child's
 environment as changes to the zygote's, with the child's stdin, stdout and stderr as
-`SCM_RIGHTS` descriptors); the zygote answers each with
-`{"pid": ...}` in request order, and `{"exit": pid, "code": ...}` when it reaps a child (the
-code as `subprocess` gives it: negative for a signal). The zygote ignores SIGINT, SIGTERM and
+`SCM_RIGHTS` descriptors); the zygote answers each with `{"pid": ...}` in request order (with
+the child's pidfd as a descriptor, where Linux has them: the server signals a child by it, never
+by a pid another process may have taken since), and `{"exit": pid, "code": ...}` when it reaps
+a child (the code as `subprocess` gives it: negative for a signal). The zygote ignores SIGINT, SIGTERM and
 SIGHUP, like the children, and exits when the socket closes: the server closed it or died. Its
 children then go on until their own stdin closes. If the zygote dies, the children it had go on
 too (their exit codes are then not known), and the next child starts a new zygote.
@@ -53,6 +54,8 @@ small arrays a batch: OpenBLAS's thread pool, which it starts at import (one thr
 cost ~0.09 s of CPU a start and left threads that compete with serving, for no speed-up."""
 
 _MESSAGE_BYTES = 1 << 20
+_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+"""A descriptor received (a child's pidfd) is not inherited by what this process starts."""
 _PROJECT = str(Path(__file__).resolve().parents[2])
 
 
@@ -65,6 +68,10 @@ class ZygoteChild:
         self.stdout = open(stdout_fd, "rb", buffering=0)  # noqa: SIM115
         self.returncode: int | None = None
         self._pid: int | None = None
+        self._pidfd: int | None = None
+        """The child's pidfd, from the zygote (None where pidfd_open is not available): it
+        signals this process only, even once its pid is free again."""
+        self._lock = threading.Lock()  # the pidfd is closed on one thread, used on another
         self._started = threading.Event()
         self._ended = threading.Event()
 
@@ -85,22 +92,39 @@ class ZygoteChild:
         return self.returncode
 
     def kill(self) -> None:
-        pid = self.pid
-        if pid is not None and not self._ended.is_set():
+        """SIGKILL the child, if it is still running. By its pidfd: the zygote reaps a child at
+        once, and its pid, free from then on, could be another process's by the time the exit
+        is reported here; `os.kill` only where there is no pidfd."""
+        with self._lock:
+            if self._pid is None or self._ended.is_set():
+                return
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:  # already gone; the zygote reports its exit
+                if self._pidfd is not None:
+                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+                else:
+                    os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:  # already gone; its exit is on its way
                 pass
 
-    def _forked(self, pid: int | None) -> None:
-        self._pid = pid
+    def _forked(self, pid: int | None, pidfd: int | None = None) -> None:
+        with self._lock:
+            if self._ended.is_set():  # given up on before the zygote answered
+                if pidfd is not None:
+                    os.close(pidfd)
+                return
+            self._pid, self._pidfd = pid, pidfd
         self._started.set()
         if pid is None:
             self._exited(None)
 
     def _exited(self, code: int | None) -> None:
-        self.returncode = code
-        self._ended.set()
+        with self._lock:
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+            self.returncode = code
+            self._ended.set()
+        self._started.set()
 
 
 class Zygote:
@@ -155,9 +179,9 @@ class Zygote:
         ends with an unknown code, and the next `zygote()` starts a new one."""
         while True:
             try:
-                data = self.sock.recv(_MESSAGE_BYTES)
+                data, fds, _, _ = socket.recv_fds(self.sock, _MESSAGE_BYTES, 1, _CLOEXEC)
             except OSError:
-                data = b""
+                data, fds = b"", []
             if not data:
                 break
             message = json.loads(data)
@@ -172,7 +196,7 @@ class Zygote:
                     self._children[message["pid"]] = child
             if message.get("pid") is None:
                 logger.error("the writer zygote could not start a child: %s", message.get("error"))
-            child._forked(message.get("pid"))
+            child._forked(message.get("pid"), fds[0] if fds else None)
         with self._lock:
             self.alive = False
             orphans = [*self._pending, *self._children.values()]
@@ -181,7 +205,6 @@ class Zygote:
         logger.warning("the writer zygote exited (code %s); %d children left to their pipes",
                        self.proc.poll(), len(orphans))
         for child in orphans:
-            child._forked(child._pid)
             child._exited(None)
 
 
@@ -300,6 +323,16 @@ def _fork(request: dict, fds: list[int], closing: Sequence[int],
     return pid
 
 
+def _pidfd(pid: int) -> list[int]:
+    """A pidfd of the child just forked, for the server (none without pidfd_open: Linux < 5.3,
+    or not Linux). Opened here, by its parent, before it can have been reaped: it refers to
+    that child and no process that takes its pid later."""
+    try:
+        return [os.pidfd_open(pid)]
+    except (AttributeError, OSError):
+        return []
+
+
 def _reap(sock: socket.socket) -> None:
     while True:
         try:
@@ -343,18 +376,26 @@ def main(argv: Sequence[str]) -> None:
                 data, fds = b"", []
             if not data:
                 return  # the server closed its end, or died
+            pidfds = []
             try:
                 reply = {"pid": _fork(json.loads(data), fds, (sock.fileno(), wake_r, wake_w),
                                       base_env)}
+                pidfds = _pidfd(reply["pid"])
             except OSError as err:
                 reply = {"pid": None, "error": str(err)}
             finally:
                 for fd in fds:
                     os.close(fd)
             try:
-                sock.send(json.dumps(reply).encode())
+                if pidfds:
+                    socket.send_fds(sock, [json.dumps(reply).encode()], pidfds)
+                else:
+                    sock.send(json.dumps(reply).encode())
             except OSError:
                 return  # the server is gone
+            finally:
+                for fd in pidfds:
+                    os.close(fd)
 
 
 if __name__ == "__main__":

@@ -464,3 +464,46 @@ def test_a_server_with_a_large_environment_starts_its_writers(tmp_path):
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["100000", "3"]
+
+
+def _process_with_pid(pid: int) -> subprocess.Popen | None:
+    """A new process given `pid` (through ns_last_pid; None if another process took it first,
+    or if this process may not set it)."""
+    for _ in range(50):
+        try:
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(pid - 1))
+        except OSError:
+            return None
+        proc = subprocess.Popen(["sleep", "30"])
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    return None
+
+
+async def test_killing_a_child_whose_pid_was_taken_again_leaves_the_new_process_alone(writer):
+    """The zygote reaps a child as soon as it exits; until the server has read that exit the
+    child's pid is free, and may be another process's. `kill` (the runner's, after a close that
+    timed out or an unreadable answer) signalled whatever process had that pid."""
+    from server.batching.zygote import zygote
+
+    writer, _, _ = writer
+    child, pid = writer._child.proc, writer.pid
+    with zygote()._lock:  # the reader thread cannot take the exit in yet
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not os.path.exists(f"/proc/{pid}")  # reaped by the zygote
+        other = _process_with_pid(pid)
+        if other is None:
+            pytest.skip("could not give a new process the child's pid (ns_last_pid)")
+        child.kill()
+    try:
+        time.sleep(0.1)
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
