@@ -27,6 +27,7 @@ what is on disk at their own start. `ps` names them `tailor-<writer>`, cut to 15
 from __future__ import annotations
 
 import atexit
+import ctypes
 import importlib
 import json
 import os
@@ -57,6 +58,10 @@ _MESSAGE_BYTES = 1 << 20
 _CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 """A descriptor received (a child's pidfd) is not inherited by what this process starts."""
 _PROJECT = str(Path(__file__).resolve().parents[2])
+_PR_SET_CHILD_SUBREAPER = 36
+_ZYGOTE_EXIT_SECONDS = 10.0
+"""How long a zygote whose socket closed is waited for (it closes its files a moment before it
+can be reaped, and its children come back to this process only then)."""
 
 
 class ZygoteChild:
@@ -117,6 +122,25 @@ class ZygoteChild:
         if pid is None:
             self._exited(None)
 
+    def _adopt(self) -> None:
+        """Wait for the child, which the zygote's death left to this process (a subreaper):
+        its exit is then this process's to reap, and its code to log."""
+        threading.Thread(target=self._wait_as_parent, name="writer-orphan", daemon=True).start()
+
+    def _wait_as_parent(self) -> None:
+        """By its pidfd where there is one (this child only, whatever took its pid since);
+        by pid otherwise (which stays this child's until this process reaps it, unless the
+        zygote had reaped it first). No exit code if it is not this process's child."""
+        try:
+            if self._pidfd is not None:
+                info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
+                code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+            else:
+                code = os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
+        except ChildProcessError:  # the zygote had reaped it, and died before saying so
+            code = None
+        self._exited(code)
+
     def _exited(self, code: int | None) -> None:
         with self._lock:
             if self._pidfd is not None:
@@ -141,6 +165,8 @@ class Zygote:
                 start_new_session=True)
         self.sock = ours
         self.owner = os.getpid()
+        self.adopts = _subreaper()
+        """Whether the children left by this zygote's death come back to this process."""
         self.alive = True
         self._lock = threading.Lock()
         self._pending: deque[ZygoteChild] = deque()
@@ -202,10 +228,17 @@ class Zygote:
             orphans = [*self._pending, *self._children.values()]
             self._pending.clear()
             self._children.clear()
+        try:  # reaped here, not left a zombie until the next zygote starts
+            code = self.proc.wait(_ZYGOTE_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            code = None
         logger.warning("the writer zygote exited (code %s); %d children left to their pipes",
-                       self.proc.poll(), len(orphans))
+                       code, len(orphans))
         for child in orphans:
-            child._exited(None)
+            if self.adopts and child._pid is not None:
+                child._adopt()
+            else:
+                child._exited(None)
 
 
 def _environment(extra: Mapping[str, str]) -> dict[str, str]:
@@ -222,6 +255,31 @@ def _env_change(base: Mapping[str, str], env: Mapping[str, str]) -> dict:
             "unset": [k for k in base if k not in env]}
 
 
+def _subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux's
+    `PR_SET_CHILD_SUBREAPER`), once per process; whether it is one.
+
+    A writer whose zygote died goes on (its pipes are the server's), re-parented: to PID 1
+    otherwise, which in a container without an init that reaps (tini) left it a zombie once
+    it exited, and its exit code unknown. This process reaps only the pids it knows are its
+    writers (`ZygoteChild._adopt`), never any child (`waitpid(-1)`): what else it starts
+    keeps its own exit statuses."""
+    global _subreaper_of
+    if _subreaper_of == os.getpid():
+        return True
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError) as err:  # not Linux, or not allowed
+        logger.warning("writers whose zygote dies will not come back to this process: %s", err)
+        return False
+    _subreaper_of = os.getpid()
+    return True
+
+
+_subreaper_of: int | None = None
 _zygote: Zygote | None = None
 _zygote_lock = threading.Lock()
 

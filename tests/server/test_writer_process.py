@@ -507,3 +507,47 @@ async def test_killing_a_child_whose_pid_was_taken_again_leaves_the_new_process_
     finally:
         other.kill()
         other.wait()
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+async def _gone(pid: int, within: float = 5.0) -> bool:
+    """Whether `pid` is reaped (no zombie left) within `within` seconds."""
+    deadline = time.monotonic() + within
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return not os.path.exists(f"/proc/{pid}")
+
+
+async def test_a_dead_zygote_is_reaped_at_once_not_at_the_next_start(writer):
+    """The zygote is this process's child: dead, it stayed a zombie until a new child was
+    asked for (the next `zygote()` call)."""
+    writer, _, _ = writer
+    zygote = _parent(writer.pid)
+    os.kill(zygote, signal.SIGKILL)
+    assert await _gone(zygote)
+
+
+async def test_a_child_outliving_its_zygote_is_reaped_here_and_logged_with_how_it_ended(
+        writer, caplog):
+    """A child whose zygote died goes on serving, re-parented: to PID 1, which in a container
+    without an init that reaps left it a zombie once it exited, its end logged 'status not
+    known yet'. It comes back to this process, which reaps it and knows how it ended."""
+    writer, batcher, _ = writer
+    pid = writer.pid
+    zygote = _parent(pid)
+    os.kill(zygote, signal.SIGKILL)
+    assert await _gone(zygote, 10)
+    assert (await batcher.submit("k"))[0] == pid  # it goes on
+    assert _parent(pid) == os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    assert await _gone(pid)
+    deadline = time.monotonic() + 5
+    while not any("batches unanswered" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    assert [r.getMessage() for r in caplog.records if "batches unanswered" in r.getMessage()] == [
+        "the test writer process was killed by SIGKILL with 0 batches unanswered"]
