@@ -129,7 +129,10 @@ def main(argv: Sequence[str]) -> None:
     factory, store_args = argv
     module, _, attr = factory.partition(":")
     functions = getattr(importlib.import_module(module), attr)(Store(**json.loads(store_args)))
-    _write_all(out, frame((READY, None)))
+    try:
+        _write_all(out, frame((READY, None)))
+    except BrokenPipeError:  # the server gave up on this child before it was ready, or died
+        return
     inbox, waiting = _Inbox(sys.stdin.fileno()), Waiting(functions)
     while True:
         waiting.add(inbox.take(wait=not waiting))

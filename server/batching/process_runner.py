@@ -190,6 +190,18 @@ class _Child:
         self._drained: asyncio.Future | None = None
         self._closing = False
         self.loop.add_reader(self.from_child, self._on_readable)
+        self.loop.call_later(ZygoteChild.START_SECONDS, self._check_answered)
+
+    def _check_answered(self) -> None:
+        """A child the zygote has not answered for (a stopped or stuck zygote has not forked
+        it) is a failed start: its batches fail and the next start waits its backoff. Its
+        batches waited for ever, and so did a `close`."""
+        if self.gone.done() or self.proc.answered():
+            return
+        logger.error("the writer zygote did not answer in %.0f s: the %s writer process did "
+                     "not start", ZygoteChild.START_SECONDS, self.writer.name)
+        self.proc.abandon()
+        self._on_exit()
 
     def send(self, seq: int, data: bytes, n: int, done: Done) -> None:
         self.waiting[seq] = (n, done)
@@ -253,7 +265,7 @@ class _Child:
             self.loop.run_in_executor(None, self.proc.wait)
         was_ready = self.ready.done()
         self.writer.exited(self, was_ready)
-        if crashed:
+        if crashed and self.proc.pid is not None:  # not forked: the zygote's error says why
             logger.error("the %s writer process %s with %d batches unanswered",
                          self.writer.name, _ended(code), len(waiting))
             metrics.WRITER_EXITS.labels(self.writer.name).inc()

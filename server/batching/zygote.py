@@ -68,6 +68,11 @@ class ZygoteChild:
     """A child forked by the zygote, with what `process_runner` uses of a `subprocess.Popen`:
     `stdin` and `stdout` (unbuffered binary pipes), `pid`, `poll()`, `wait()`, `kill()`."""
 
+    START_SECONDS = 30.0
+    """How long the zygote may take to answer a request for a child: its own start first (its
+    imports, ~0.5 s of CPU, more on a busy machine), then a fork (a few ms). One that has not
+    answered by then (stopped, stuck) is not waited for."""
+
     def __init__(self, stdin_fd: int, stdout_fd: int):
         self.stdin = open(stdin_fd, "wb", buffering=0)  # noqa: SIM115 - closed by the runner
         self.stdout = open(stdout_fd, "rb", buffering=0)  # noqa: SIM115
@@ -82,9 +87,19 @@ class ZygoteChild:
 
     @property
     def pid(self) -> int | None:
-        """The child's pid (None if the zygote could not fork it)."""
-        self._started.wait()
+        """The child's pid (None if the zygote could not fork it, or has not answered within
+        `START_SECONDS`: a stopped zygote blocked this, and the event loop reading it, for ever)."""
+        self._started.wait(self.START_SECONDS)
         return self._pid
+
+    def answered(self) -> bool:
+        """Whether the zygote has answered (or the child is given up on)."""
+        return self._started.is_set()
+
+    def abandon(self) -> None:
+        """Give up on a child the zygote has not answered for: it ends now, its code unknown.
+        Forked later, it finds its pipes closed, and exits."""
+        self._exited(None)
 
     def poll(self) -> int | None:
         return self.returncode if self._ended.is_set() else None

@@ -551,3 +551,31 @@ async def test_a_child_outliving_its_zygote_is_reaped_here_and_logged_with_how_i
         await asyncio.sleep(0.01)
     assert [r.getMessage() for r in caplog.records if "batches unanswered" in r.getMessage()] == [
         "the test writer process was killed by SIGKILL with 0 batches unanswered"]
+
+
+async def test_a_child_a_stopped_zygote_does_not_answer_for_is_a_failed_start(writer, monkeypatch):
+    """A zygote that does not answer (SIGSTOP, a debugger) has not forked the child: its
+    batches waited for ever, and so did `pid` (read by `kill`, on the event loop). After
+    `START_SECONDS` the start has failed: its batches fail UNAVAILABLE, the next waits its
+    backoff, and `pid` answers None."""
+    from server.batching.zygote import ZygoteChild
+
+    monkeypatch.setattr(ZygoteChild, "START_SECONDS", 1.0)
+    writer, batcher, _ = writer
+    first = writer.pid
+    zygote = _parent(first)
+    os.kill(first, signal.SIGKILL)
+    while writer._child is not None:  # the runner saw it go: the next batch asks for a child
+        await asyncio.sleep(0.01)
+    os.kill(zygote, signal.SIGSTOP)
+    try:
+        submitted = asyncio.ensure_future(batcher.submit("k"))
+        await asyncio.sleep(0.1)
+        proc = writer._child.proc
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: proc.pid), 10) is None
+        with pytest.raises(Unavailable, match="exited before answering"):
+            await asyncio.wait_for(submitted, 10)
+        with pytest.raises(Unavailable, match="failed to start; next try in"):
+            await asyncio.wait_for(batcher.submit("k"), 10)
+    finally:
+        os.kill(zygote, signal.SIGCONT)
