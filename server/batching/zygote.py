@@ -42,6 +42,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..logging import configure_logging
+from .logging import child_logger
 from .logging import process_logger as logger
 
 __all__ = ["PRELOAD", "Zygote", "ZygoteChild", "zygote"]
@@ -320,7 +322,7 @@ def _name_process(name: str) -> None:
         pass
 
 
-def _lower_priority(niceness: int) -> None:
+def _lower_priority(niceness: int, name: str) -> None:
     """Run this child at `niceness` and under the batch scheduling policy (`SCHED_BATCH`),
     before it has opened the store.
 
@@ -329,13 +331,14 @@ def _lower_priority(niceness: int) -> None:
     machine): a group arriving wakes the child, which then waits for the running task's slice
     to end instead of cutting in, so a flush's few milliseconds of work fill the gaps rather
     than delay the calls in flight. Its share under load is the niceness's, as before: a writer
-    holding the store's write lock is not starved (which `SCHED_IDLE` would risk)."""
+    holding the store's write lock is not starved (which `SCHED_IDLE` would risk). Not allowed,
+    it is logged like the rest of the child's log (the line went to stderr as plain text)."""
     try:
         os.setpriority(os.PRIO_PROCESS, 0, niceness)
         if hasattr(os, "SCHED_BATCH"):  # Linux
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except OSError as err:  # not allowed
-        print(f"could not lower the writer's priority: {err}", file=sys.stderr)
+        child_logger.warning("could not lower the %s writer's priority: %s", name, err)
 
 
 def _run_child(request: dict, fds: list[int], base_env: Mapping[str, str]) -> int:
@@ -353,8 +356,9 @@ def _run_child(request: dict, fds: list[int], base_env: Mapping[str, str]) -> in
         os.environ.update({**env, **request["env"]})
         os.chdir(request["cwd"])
         _name_process(f"tailor-{request['name']}")
+        configure_logging()  # as the server's, from the environment it sent
         if request["niceness"] is not None:
-            _lower_priority(request["niceness"])
+            _lower_priority(request["niceness"], request["name"])
         from .child import main
         main(request["argv"])
         return 0

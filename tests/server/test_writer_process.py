@@ -1,6 +1,8 @@
 """The writer process: batches run in a child that commits to the same LMDB store."""
 import asyncio
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -579,3 +581,34 @@ async def test_a_child_a_stopped_zygote_does_not_answer_for_is_a_failed_start(wr
             await asyncio.wait_for(batcher.submit("k"), 10)
     finally:
         os.kill(zygote, signal.SIGCONT)
+
+
+def test_a_priority_the_child_may_not_take_is_logged_in_the_servers_log_format(tmp_path):
+    """Lowering the child's niceness below the server's needs CAP_SYS_NICE (dropped here):
+    the failure was printed to stderr as plain text, outside the log (JSON here)."""
+    script = textwrap.dedent(f"""
+        import asyncio
+        from server.store import Store
+        from server.batching import WriterProcess
+        async def main():
+            writer = WriterProcess({FACTORY!r}, Store({str(tmp_path / "s")!r}, sync=False),
+                                   name="t", nice=-5)
+            await writer.ready()
+            await writer.close()
+        asyncio.run(main())
+    """)
+    drop = ["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice"]
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("root, and no setpriv to drop CAP_SYS_NICE with")
+    out = subprocess.run([*(drop if os.geteuid() == 0 else []), sys.executable, "-c", script],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "TAILOR_LOG_FORMAT": "json"},
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    assert [(line["level"], line["logger"], line["message"]) for line in lines
+            if "priority" in line["message"]] == [
+        ("WARNING", "tailor.writer_child",
+         "could not lower the t writer's priority: [Errno 13] Permission denied")]
+    assert "priority" not in "".join(line for line in out.stderr.splitlines()
+                                     if not line.startswith("{"))
