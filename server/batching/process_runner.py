@@ -14,7 +14,8 @@ start or restart costs a fork, not an interpreter's imports. It ignores SIGINT, 
 SIGHUP and exits when its stdin closes, so a stopping server finishes its batches first. If the
 child dies, the batches it had fail with UNAVAILABLE (they may or may not have been written) and
 the next batch starts a new child. A child that dies before it is ready is restarted no sooner
-than 0.5 s later, doubling up to 30 s; batches fail with UNAVAILABLE meanwhile.
+than 0.5 s later, doubling up to 30 s; batches fail with UNAVAILABLE meanwhile. So does one
+the zygote has not forked within `ZygoteChild.START_SECONDS` (30 s; a stopped zygote).
 """
 from __future__ import annotations
 

@@ -18,7 +18,10 @@ by a pid another process may have taken since), and `{"exit": pid, "code": ...}`
 a child (the code as `subprocess` gives it: negative for a signal). The zygote ignores SIGINT, SIGTERM and
 SIGHUP, like the children, and exits when the socket closes: the server closed it or died. Its
 children then go on until their own stdin closes. If the zygote dies, the children it had go on
-too (their exit codes are then not known), and the next child starts a new zygote.
+too, and the next child starts a new zygote; the server reaps the dead zygote at once, and, a
+child subreaper (Linux: `_subreaper`), gets its children back and waits for them itself (by
+pidfd or pid, only those: `ZygoteChild._adopt`), so they end neither as zombies of a PID 1 that
+does not reap nor with their exit code unknown.
 
 Children run the code the zygote loaded when it started (the server's, which started it), not
 what is on disk at their own start. `ps` names them `tailor-<writer>`, cut to 15 characters
