@@ -188,6 +188,8 @@ class Zygote:
         self.adopts = _subreaper()
         """Whether the children left by this zygote's death come back to this process."""
         self.alive = True
+        self.closing = False
+        self._done = threading.Event()
         self._lock = threading.Lock()
         self._pending: deque[ZygoteChild] = deque()
         self._children: dict[int, ZygoteChild] = {}
@@ -243,22 +245,41 @@ class Zygote:
             if message.get("pid") is None:
                 logger.error("the writer zygote could not start a child: %s", message.get("error"))
             child._forked(message.get("pid"), fds[0] if fds else None)
+        self._end()
+
+    def _end(self) -> None:
+        """The socket closed: reap the zygote (it stayed a zombie until the next one started);
+        the children it had end with an unknown code, or, back to this process (a subreaper),
+        are waited for here."""
         with self._lock:
             self.alive = False
             orphans = [*self._pending, *self._children.values()]
             self._pending.clear()
             self._children.clear()
-        try:  # reaped here, not left a zombie until the next zygote starts
+        try:
             code = self.proc.wait(_ZYGOTE_EXIT_SECONDS)
         except subprocess.TimeoutExpired:
             code = None
-        logger.warning("the writer zygote exited (code %s); %d children left to their pipes",
-                       code, len(orphans))
+        if not self.closing:
+            logger.warning("the writer zygote exited (code %s); %d children left to their pipes",
+                           code, len(orphans))
         for child in orphans:
-            if self.adopts and child._pid is not None:
+            if self.adopts and not self.closing and child._pid is not None:
                 child._adopt()
-            else:
+            else:  # no threads started as the interpreter exits
                 child._exited(None)
+        self._done.set()
+
+    def close(self) -> None:
+        """End the zygote (its socket closed) and wait until it is reaped, at most
+        `_ZYGOTE_EXIT_SECONDS`: at this process's exit (`_close_at_exit`). It outlived this
+        process by a moment, and was then left to PID 1, a zombie where that does not reap."""
+        self.closing = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # end of file for both ends
+        except OSError:
+            pass
+        self._done.wait(_ZYGOTE_EXIT_SECONDS)
 
 
 def _environment(extra: Mapping[str, str]) -> dict[str, str]:
@@ -302,6 +323,13 @@ def _subreaper() -> bool:
 _subreaper_of: int | None = None
 _zygote: Zygote | None = None
 _zygote_lock = threading.Lock()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Reap this process's zygote as it exits (not a zygote this one was forked from)."""
+    if _zygote is not None and _zygote.owner == os.getpid() and _zygote.alive:
+        _zygote.close()
 
 
 def zygote() -> Zygote:

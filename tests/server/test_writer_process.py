@@ -612,3 +612,33 @@ def test_a_priority_the_child_may_not_take_is_logged_in_the_servers_log_format(t
          "could not lower the t writer's priority: [Errno 13] Permission denied")]
     assert "priority" not in "".join(line for line in out.stderr.splitlines()
                                      if not line.startswith("{"))
+
+
+def test_a_server_that_exits_reaps_its_zygote(tmp_path):
+    """The zygote exits when its socket closes, a moment after the server: it was then left to
+    the nearest subreaper (this test process, as a server is, or PID 1), which does not reap
+    what it does not know: a zombie. The server now ends it and reaps it as it exits."""
+    from server.batching.zygote import _subreaper
+
+    assert _subreaper()  # what the server's exit leaves comes to this process (a server, too)
+    script = textwrap.dedent(f"""
+        import asyncio, os
+        from server.store import Store
+        from server.batching import WriterProcess
+        async def main():
+            writer = WriterProcess({FACTORY!r}, Store({str(tmp_path / "s")!r}, sync=False), name="t")
+            await writer.ready()
+            with open(f"/proc/{{writer.pid}}/stat") as f:
+                print(f.read().rsplit(")", 1)[1].split()[1], flush=True)
+            await writer.close()
+        asyncio.run(main())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.returncode == 0 and out.stdout.strip().isdigit(), out.stderr
+    zygote = int(out.stdout)
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{zygote}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not os.path.exists(f"/proc/{zygote}")
+    assert "the writer zygote exited" not in out.stderr  # an exit, not a death: no warning
