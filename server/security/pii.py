@@ -1,14 +1,14 @@
 """The PII masking policy: which attribute keys are PII (declared once, `Settings.pii_keys`) and
 how their values are masked wherever they leave the server for a caller without `pii-reader`:
-profile attributes, event attributes (GetProfile events, ExportEvents) and the context of
-exported decisions."""
+profile attributes, event attributes (GetProfile events, ExportEvents), the context of
+exported decisions, and the stored meta entries an access export copies (`masked_entries`)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from fnmatch import fnmatchcase
 
-__all__ = ["PiiPolicy", "mask_value"]
+__all__ = ["PiiPolicy", "mask_value", "masked_entries"]
 
 _MASK_CACHE_MAX = 4096
 _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -32,6 +32,15 @@ def mask_value(value: str) -> str:
         name, _, domain = value.partition("@")
         return f"{name[:1]}***@{domain}"
     return value[:1] + "***" if len(value) > 1 else "***"
+
+
+def masked_entries(entries: Mapping[str, object]) -> dict:
+    """A profile's other stored meta entries (`ProfileView.extra`, which ExportProfile copies)
+    as a caller without `pii-reader` reads them: every value masked, a string by `mask_value`,
+    anything else (a number, a list, an object) as "***". No field declares these entries and
+    no `pii_keys` pattern was matched against them when they were stored, so each one is taken
+    to be PII; the keys stay (they name what is held, as attribute keys do)."""
+    return {k: mask_value(v) if isinstance(v, str) else "***" for k, v in entries.items()}
 
 
 class PiiPolicy:

@@ -19,7 +19,7 @@ from ..errors import InvalidArgument, grpc_errors
 from ..messages.owned import masked_messages
 from ..profiles import AccessExport, Profiles, ProfileView, TrackedEvent, TrackResult, track_stream
 from ..security.interceptor import current_principal
-from ..security.pii import PiiPolicy, mask_value
+from ..security.pii import PiiPolicy, mask_value, masked_entries
 from ..security.roles import PII_READER
 from .streaming import in_chunks
 
@@ -231,6 +231,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             profile = ProfileConverter.from_view(export.profile, self.profiles.layout)
             if masked:
                 profile.pii_masked = self.pii.mask_message(profile)
+                if export.profile.extra:  # the document copies them beside the profile
+                    export.profile.extra = masked_entries(export.profile.extra)
+                    profile.pii_masked = True
         if masked:
             masked_messages(export.sections, mask_value)
             self.mask_decisions(export.sections.get("decisions", ()))

@@ -332,11 +332,10 @@ def test_an_impressions_page_is_cut_by_the_json_it_makes_in_the_document(tmp_pat
     store.close()
 
 
-async def test_a_widened_role_gets_the_decisions_context_masked_as_export_decisions(
-        settings, tmp_path):
-    """A role the auth config widened to ExportProfile (not a pii-reader) reads the profile
-    masked: the decisions section must not hand it the request context logged under PII keys,
-    which ExportDecisions hides from it (NaN)."""
+@pytest_asyncio.fixture
+async def widened(settings, tmp_path):
+    """(a server whose auth config widened ExportProfile to a `support` role, not a
+    pii-reader; the tokens of ROLES and of `support`)."""
     from server.app import TailorServer
     from server.security import tokens
     path = tmp_path / "widened" / "auth.toml"
@@ -347,21 +346,54 @@ async def test_a_widened_role_gets_the_decisions_context_masked_as_export_decisi
     server = TailorServer(settings.model_copy(update={"auth_config": path}))
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-            campaigns, profiles = cpb_grpc.CampaignServiceStub(ch), pb_grpc.ProfileServiceStub(ch)
-            await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
-                campaign_id="c-pii", channel="push", policy="egreedy",
-                context_features=["request.phone", "request.basket"],
-                variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])),
-                metadata=bearer(toks["admin"]))
-            await campaigns.ChooseVariant(cpb.ChooseVariantRequest(
-                campaign_id="c-pii", user_id=USER, context={"phone": 33612.0, "basket": 3.0}),
-                metadata=bearer(toks["decider"]))
-            docs = {who: json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(
-                user_id=USER), metadata=bearer(toks[who]))).document)
-                for who in ("support", "reader")}
+        yield server, toks
     finally:
         await server.stop(grace=0.5)
+
+
+async def _exports(server, toks, who=("support", "reader")) -> dict:
+    """The ExportProfile document of USER as each of `who` reads it."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        profiles = pb_grpc.ProfileServiceStub(ch)
+        return {w: json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(
+            user_id=USER), metadata=bearer(toks[w]))).document) for w in who}
+
+
+async def test_a_widened_role_gets_the_decisions_context_masked_as_export_decisions(widened):
+    """A role the auth config widened to ExportProfile (not a pii-reader) reads the profile
+    masked: the decisions section must not hand it the request context logged under PII keys,
+    which ExportDecisions hides from it (NaN)."""
+    server, toks = widened
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        campaigns = cpb_grpc.CampaignServiceStub(ch)
+        await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+            campaign_id="c-pii", channel="push", policy="egreedy",
+            context_features=["request.phone", "request.basket"],
+            variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])),
+            metadata=bearer(toks["admin"]))
+        await campaigns.ChooseVariant(cpb.ChooseVariantRequest(
+            campaign_id="c-pii", user_id=USER, context={"phone": 33612.0, "basket": 3.0}),
+            metadata=bearer(toks["decider"]))
+    docs = await _exports(server, toks)
     [masked], [full] = docs["support"]["decisions"], docs["reader"]["decisions"]
     assert full["context"] == [33612.0, 3.0]
     assert masked["context"][1] == 3.0 and masked["context"][0] is None
+
+
+async def test_a_widened_role_gets_the_other_stored_meta_entries_masked(widened):
+    """The stored meta entries no field declares (`ProfileView.extra`: no code writes one
+    today, the layout allows them) are copied into the export's profile: a widened role reads
+    each of them masked, as it reads the PII attributes; a pii-reader reads them as stored."""
+    server, toks = widened
+    held = {"backup_email": EMAIL, "devices": [{"ip": "203.0.113.9"}], "score": 0.25}
+
+    def change(meta):
+        meta.update(held)
+    await asyncio.to_thread(server.profiles.repo.update_meta, USER, change)
+    docs = await _exports(server, toks)
+    assert {k: docs["reader"]["profile"][k] for k in held} == held
+    masked = docs["support"]["profile"]
+    assert {k: masked[k] for k in held} == {"backup_email": "a***@example.org",
+                                            "devices": "***", "score": "***"}
+    assert masked["pii_masked"] is True
+    assert "203.0.113.9" not in json.dumps(docs["support"]) and EMAIL not in json.dumps(docs["support"])
