@@ -6,7 +6,7 @@ A client that retries a call (the Python client's channel retries UNAVAILABLE by
 campaigns writer died after its commit, a proxy dropped the reply). Deciding again would log a
 second decision for one request: a second contact against the frequency caps, a pull without
 a reward for the first, a biased off-policy estimate. A request with a `request_id` carries
-the id's digest (`request_digest`: caller, campaign, user and id) on its decision-log row; the
+the id's digest (`request_digest`: caller, campaign, user and id, keyed) on its decision-log row; the
 campaigns writer looks the digest up in the transaction that would log the row
 (`CampaignRepository.log_decisions`). A digest remembered within
 `Limits.request_id_window_seconds`, whose decision is still logged and was not withdrawn, makes
@@ -39,6 +39,16 @@ started (about 18 us an entry: a store that remembered millions of ids would oth
 writer from reporting ready). Until a process finds none left, a look-up that misses both
 buckets also reads the entry's legacy key, so a repeat is answered its decision (and a delivery
 is not handed over twice) however far the conversion has gone.
+
+The digest an entry is keyed by is an HMAC under the store's `store-id` key
+(`tokens.keyed_digest`), so nobody holding the store file alone can test a guessed user id
+against it. A Tailor from before then used an unkeyed blake2b of the same parts
+(`unkeyed_digest`), which anyone can compute; such an entry is not rewritten (its digest
+cannot be keyed without the ids it hides) but read: `request_digest` carries both digests, and
+a look-up that misses the keyed one also reads the unkeyed one in both buckets (then, as
+before, its legacy key) until one window has passed since the process started (every entry
+made before the upgrade has expired by then). Those entries expire with their buckets; the
+legacy entries the conversion moves keep their unkeyed digest.
 """
 from __future__ import annotations
 
@@ -47,6 +57,7 @@ import json
 import threading
 import time
 
+from ..store import tokens
 from ..store.keys import (
     LEGACY_REQUEST_EXPIRY_PREFIX,
     LEGACY_REQUEST_PREFIX,
@@ -55,7 +66,7 @@ from ..store.keys import (
     request_key,
 )
 
-__all__ = ["request_digest", "RequestIds", "EXPIRE_PER_ENTRY"]
+__all__ = ["request_digest", "unkeyed_digest", "RequestIds", "EXPIRE_PER_ENTRY", "DIGEST_CHARS"]
 
 EXPIRE_PER_ENTRY = 8
 """Expired entries a new entry removes (more than one: the remembered ids shrink back to those
@@ -68,11 +79,34 @@ LEGACY_PAUSE = 0.01
 processes' writes) take the store's write lock meanwhile."""
 
 
+DIGEST_CHARS = 32
+"""Hex characters of a digest (128 bits), keyed or not."""
+_DOMAIN = b"tailor-request"
+
+
 def request_digest(caller: str, campaign_id: str, user_id: str, request_id: str) -> bytes:
-    """The hex digest naming a request id of `caller` for one campaign and user (no raw user
-    id in the key; the parts are length-prefixed, so no two tuples share a digest text)."""
-    text = "".join(f"{len(p)}:{p};" for p in (caller, campaign_id, user_id, request_id))
-    return hashlib.blake2b(text.encode(), digest_size=16, person=b"tailor-request").hexdigest().encode()
+    """The digests naming a request id of `caller` for one campaign and user: the keyed one
+    (`DIGEST_CHARS` hex characters of `tokens.keyed_digest`: its entry's key, which nobody
+    without the store's key can test a guessed user id against), then `unkeyed_digest`, read
+    for the entries of a Tailor from before digests were keyed (`RequestIds`); neither holds a
+    raw id."""
+    text = _text(caller, campaign_id, user_id, request_id)
+    return tokens.keyed_digest(_DOMAIN, text)[:DIGEST_CHARS].encode() + _blake2b(text)
+
+
+def unkeyed_digest(caller: str, campaign_id: str, user_id: str, request_id: str) -> bytes:
+    """The hex blake2b of the same parts, unkeyed: a request id's digest before digests were
+    keyed (and still a send job's id, `messages.jobs`, which names no user)."""
+    return _blake2b(_text(caller, campaign_id, user_id, request_id))
+
+
+def _text(*parts: str) -> bytes:
+    """The parts length-prefixed, so no two tuples share a text."""
+    return "".join(f"{len(p)}:{p};" for p in parts).encode()
+
+
+def _blake2b(text: bytes) -> bytes:
+    return hashlib.blake2b(text, digest_size=DIGEST_CHARS // 2, person=_DOMAIN).hexdigest().encode()
 
 
 class RequestIds:
@@ -87,6 +121,10 @@ class RequestIds:
         self._legacy = True
         """Whether entries of the pre-bucket layout may still be stored (`_newest` reads them
         until a miss finds none left: none is ever written again)."""
+        self._unkeyed_until = time.time() + window
+        """Until when an entry named by an unkeyed digest (a Tailor's from before digests were
+        keyed, or a legacy one) may be within the window: each was made before this process
+        started."""
 
     def _keys(self, digest: bytes, now: float) -> tuple[bytes, bytes]:
         """The keys `digest` may have within the window at `now`: this bucket's, the last's."""
@@ -94,12 +132,25 @@ class RequestIds:
         return request_key(start, digest), request_key(max(start - self._width, 0), digest)
 
     def _newest(self, txn, digest: bytes, now: float) -> tuple[bytes, dict] | None:
-        """(key, entry) of `digest`'s newest entry in this bucket or the last, however old."""
+        """(key, entry) of `digest`'s newest entry in this bucket or the last, however old:
+        by its keyed digest, else (while one may be within the window) by its unkeyed one,
+        else by that one's legacy key (`request_digest`)."""
+        found = self._bucketed(txn, digest[:DIGEST_CHARS], now)
+        unkeyed = digest[DIGEST_CHARS:]
+        if found is not None or not unkeyed or now > self._unkeyed_until:
+            return found
+        found = self._bucketed(txn, unkeyed, now)
+        if found is None and self._legacy:
+            found = self._legacy_entry(txn, unkeyed)
+        return found
+
+    def _bucketed(self, txn, digest: bytes, now: float) -> tuple[bytes, dict] | None:
+        """(key, entry) of one digest in this bucket or the last."""
         for key in self._keys(digest, now):
             raw = self._d.get(txn, key)
             if raw is not None:
                 return key, json.loads(raw)
-        return self._legacy_entry(txn, digest) if self._legacy else None
+        return None
 
     def _legacy_entry(self, txn, digest: bytes) -> tuple[bytes, dict] | None:
         """(key, entry) of `digest` in the pre-bucket layout, not converted yet (its key is
@@ -133,7 +184,7 @@ class RequestIds:
         one), and forget up to `EXPIRE_PER_ENTRY` expired ones. `repeated`: a repeat of the
         request in the same batch was answered it already (what `repeated` notes for a repeat
         in a later one)."""
-        self._d.put(txn, self._keys(digest, now)[0],
+        self._d.put(txn, self._keys(digest[:DIGEST_CHARS], now)[0],
                     json.dumps({"d": decision_id, "t": now, "r": int(repeated)}).encode())
         self._expire(txn, now)
 

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..campaigns.errors import CampaignArchived
-from ..campaigns.requests import request_digest
+from ..campaigns.requests import unkeyed_digest
 from ..config import Settings
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, TailorError
 from ..processes import owner_alive
@@ -143,7 +143,8 @@ class SendJobs:
         # without one for any of its channels
         if request_id:
             check_id("request_id", request_id, self.limits.request_id_bytes)
-            send_id = "send-" + request_digest(caller, campaign_id, "", request_id)[:16].decode()
+            # unkeyed as ever: it names no user, and a repeat from before keeps its job's id
+            send_id = "send-" + unkeyed_digest(caller, campaign_id, "", request_id)[:16].decode()
             # a hash over the whole audience (up to limits.send_audience ids): off the loop;
             # of the rates asked, not the server's defaults (a repeat after a deploy that
             # changed them asks the same)

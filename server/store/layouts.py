@@ -235,7 +235,8 @@ KINDS: tuple[RecordKind, ...] = (
                "JSON {d, t, r, x}: the decision a ChooseVariant/ComposeMessage request id was "
                "answered with, when, whether a repeat was answered it, and (x, optional) a "
                "delivering ComposeMessage's delivery state, keyed by time "
-               "bucket and digest (campaigns.requests); by digest alone before stop 48 "
+               "bucket and digest (campaigns.requests: keyed with the store-id key; an unkeyed "
+               "blake2b in entries made before, read for one window after); by digest alone before stop 48 "
                "(LEGACY_REQUEST_PREFIX: moved into buckets once the campaigns writer has started, "
                "the value as it is)"),
     RecordKind("decision_request_expiry", "decisions", 1,

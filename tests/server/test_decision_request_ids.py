@@ -222,3 +222,32 @@ async def test_a_retry_after_the_campaign_was_archived_gets_the_logged_decision(
     logged = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
         campaign_id="c1", include_pending=True, include_suppressed=True))]
     assert [r.decision_id for r in logged] == [first.decision_id]
+
+
+async def test_a_retry_after_the_upgrade_gets_the_decision_remembered_by_the_unkeyed_digest(
+        settings):
+    """A store written before request digests were keyed remembers an id by the unkeyed digest
+    of (caller, campaign, user, id): a client's retry of that call, made after the upgrade, is
+    answered the decision logged for it, not a second decision."""
+    import hashlib
+    import time
+
+    from server.limits import Limits
+    from server.store import keys
+    from tests.conftest import serving
+    text = "".join(f"{len(p)}:{p};" for p in ("anonymous", "c1", "ann", "up"))
+    old = hashlib.blake2b(text.encode(), digest_size=16, person=b"tailor-request").hexdigest()
+    window = Limits(request_id_window_seconds=60.0)
+    async with serving(settings.model_copy(update={"limits": window})) as (server, ch):
+        stub = pb_grpc.CampaignServiceStub(ch)
+        await stub.CreateCampaign(pb.CreateCampaignRequest(spec=_spec("c1")))
+        first = await stub.ChooseVariant(_request("ann", ""))  # its answer lost, say
+        now = time.time()
+        bucket = int(now * 1000) // 60_000 * 60_000
+        server.store.write(lambda txn: server.store.table("decisions").put(
+            txn, keys.request_key(bucket, old.encode()),
+            json.dumps({"d": first.decision_id, "t": now, "r": 0}).encode()))
+        again = await stub.ChooseVariant(_request("ann", "up"))
+        logged = [r.decision_id async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
+            campaign_id="c1", include_pending=True, include_suppressed=True))]
+    assert again == first and logged == [first.decision_id]

@@ -3,13 +3,14 @@ wide as the window; a look-up finds an entry within the window in this bucket or
 each new entry deletes up to `EXPIRE_PER_ENTRY` entries of older buckets, oldest first; the
 pre-bucket layout's entries still within the window are moved into their buckets once the
 campaigns writer has started, the rest deleted with every legacy expiry key."""
+import hashlib
 import json
 
 import pytest
 
 from server.campaigns.repository import writer_functions
-from server.campaigns.requests import EXPIRE_PER_ENTRY, RequestIds
-from server.store import keys
+from server.campaigns.requests import EXPIRE_PER_ENTRY, RequestIds, request_digest
+from server.store import keys, tokens
 
 WINDOW = 60.0
 T0 = 1764000000.0  # a multiple of 60 s: a bucket starts here
@@ -22,6 +23,18 @@ def store(sealed_store):
 
 def _digest(i: int) -> bytes:
     return b"%032x" % i
+
+
+def _asked(i: int) -> bytes:
+    """A request's two digests (`request_digest`): a keyed one of its own, then `_digest(i)`,
+    the unkeyed one an entry from before digests were keyed is named by."""
+    return b"%032x" % (10 ** 9 + i) + _digest(i)
+
+
+def _old_digest(*parts: str) -> bytes:
+    """A request id's digest as a Tailor from before digests were keyed computed it."""
+    text = "".join(f"{len(p)}:{p};" for p in parts)
+    return hashlib.blake2b(text.encode(), digest_size=16, person=b"tailor-request").hexdigest().encode()
 
 
 def _remembered(store) -> list[tuple[int, bytes]]:
@@ -90,9 +103,9 @@ def test_the_writer_moves_legacy_entries_within_the_window_into_buckets(store, m
     _converted(store)
     ids = RequestIds(table, 3600.0)
     with store.read() as txn:
-        assert ids.find(txn, _digest(1), now)[1] == {"d": "d1", "t": legacy[1], "r": 0}
-        assert ids.find(txn, _digest(3), now)[1] == {"d": "d3", "t": legacy[3], "r": 1}
-        assert ids.find(txn, _digest(2), now) is None
+        assert ids.find(txn, _asked(1), now)[1] == {"d": "d1", "t": legacy[1], "r": 0}
+        assert ids.find(txn, _asked(3), now)[1] == {"d": "d3", "t": legacy[3], "r": 1}
+        assert ids.find(txn, _asked(2), now) is None
         assert list(table.scan_prefix(txn, keys.LEGACY_REQUEST_PREFIX)) == []
         assert list(table.scan_prefix(txn, keys.LEGACY_REQUEST_EXPIRY_PREFIX)) == []
     assert len(_remembered(store)) == 2
@@ -139,12 +152,52 @@ def test_the_writer_starts_before_a_large_legacy_conversion_and_answers_from_it_
     assert _legacy_left(store) > n  # started with most of them still to move
     ids = RequestIds(table, 3600.0)  # a worker's: reads the legacy keys while there are some
     with store.read() as txn:
-        assert ids.find(txn, _digest(n - 2), time.time())[1]["d"] == f"d{n - 2}"
-    assert store.write(lambda txn: ids.claim_delivery(txn, _digest(n - 1), f"d{n - 1}",
+        assert ids.find(txn, _asked(n - 2), time.time())[1]["d"] == f"d{n - 2}"
+    assert store.write(lambda txn: ids.claim_delivery(txn, _asked(n - 1), f"d{n - 1}",
                                                       time.time() + 30, time.time())) == {"s": "sent"}
     _converted(store)
     assert len(_remembered(store)) == n
     with store.read() as txn:
-        assert ids.find(txn, _digest(n - 1), time.time())[1]["x"] == {"s": "sent"}
-        assert ids.find(txn, _digest(n), time.time()) is None
+        assert ids.find(txn, _asked(n - 1), time.time())[1]["x"] == {"s": "sent"}
+        assert ids.find(txn, _asked(n), time.time()) is None
     assert ids._legacy is False  # none left: look-ups read the buckets alone again
+
+
+def test_an_entry_is_named_by_a_digest_keyed_with_the_stores_key(store):
+    """Before, an entry's key was an unkeyed blake2b of (caller, campaign, user, request id):
+    anyone with the store file could test guessed user ids against it. Its digest is now keyed
+    with the store's `store-id` key: not the unkeyed one, and another key gives another."""
+    ids = RequestIds(store.table("decisions"), WINDOW)
+    parts = ("app", "c1", "ann", "r-1")
+    asked = request_digest(*parts)
+    store.write(lambda txn: ids.remember(txn, asked, "d1", T0))
+    [(_, stored)] = _remembered(store)
+    assert len(stored) == 32 and stored != _old_digest(*parts)
+    before = tokens._key
+    tokens.use_key(b"another store's key")
+    try:
+        assert request_digest(*parts)[:32] != stored
+    finally:
+        tokens.use_key(before)
+    assert request_digest(*parts)[:32] == stored
+
+
+def test_an_entry_from_before_digests_were_keyed_is_found_for_one_window(store):
+    """An entry a Tailor from before keyed digests remembered (by the unkeyed digest) answers a
+    repeat made after the upgrade, until one window since the process started has passed:
+    it was made before then, so it has expired by then too; the repeat is noted on it."""
+    ids = RequestIds(store.table("decisions"), WINDOW)
+    parts = ("app", "c1", "ann", "r-1")
+    now = T0 + 30.0
+    store.write(lambda txn: store.table("decisions").put(
+        txn, keys.request_key(int(T0 * 1000), _old_digest(*parts)),
+        json.dumps({"d": "d-old", "t": now - 10.0, "r": 0}).encode()))
+    with store.read() as txn:
+        found = ids.find(txn, request_digest(*parts), now)
+        assert found[1]["d"] == "d-old"
+        assert ids.find(txn, request_digest("app", "c1", "bob", "r-1"), now) is None
+    store.write(lambda txn: ids.repeated(txn, found))
+    assert _remembered(store) == [(0, _old_digest(*parts))]  # marked in place, not copied
+    ids._unkeyed_until = now - 1.0  # a window since the start has passed: no longer read
+    with store.read() as txn:
+        assert ids.find(txn, request_digest(*parts), now) is None

@@ -386,11 +386,11 @@ async def test_a_repeat_of_a_job_stored_with_the_default_rates_in_its_terms_gets
     defaults filled in: a repeat asking the same still gets its job."""
     import os
 
-    from server.campaigns.requests import request_digest
+    from server.campaigns.requests import unkeyed_digest
     from server.messages.jobs import _terms
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     sends, users = tailor_server.sends, ["lg0", "lg1"]
-    send_id = "send-" + request_digest("ops", "mail", "", "old")[:16].decode()
+    send_id = "send-" + unkeyed_digest("ops", "mail", "", "old")[:16].decode()
     merged = dict(tailor_server.settings.send_rate_per_second)
     await asyncio.to_thread(sends.records.create, send_id, "mail", users, merged, {},
                             os.getpid(), _terms(users, merged, {}))
@@ -411,7 +411,7 @@ async def test_a_job_stored_with_an_older_tailors_unkeyed_terms_keeps_its_repeat
     import hashlib
 
     from protos.tailor.v1 import campaign_pb2_grpc
-    from server.campaigns.requests import request_digest
+    from server.campaigns.requests import unkeyed_digest
     from server.messages.sends import SendRecords
     from server.security.secrets import Secrets
     from server.store import Store, keys
@@ -425,7 +425,7 @@ async def test_a_job_stored_with_an_older_tailors_unkeyed_terms_keeps_its_repeat
     plain = hashlib.blake2b(digest_size=16, person=b"tailor-send")  # as 0bc7e69 wrote it
     plain.update("\x1f".join(users).encode())
     plain.update(json.dumps([sorted(merged.items()), []]).encode())
-    send_id = "send-" + request_digest("ops", "mail", "", "old")[:16].decode()
+    send_id = "send-" + unkeyed_digest("ops", "mail", "", "old")[:16].decode()
     store = Store(settings.store_dir, sync=False,
                   crypto=StoreCrypto.from_secrets(Secrets.for_server(settings)))
     records = SendRecords(store)
