@@ -1,5 +1,5 @@
 """The contract between `training/` and `server/`: the bundle format, the event vocabulary and
-the stable item codes (`contract.items`).
+the stable item codes (`contract.items`), the characters no id may hold (`contract.ids`).
 
 Both sides import it; it imports only the standard library (docs/bundle.md).
 """

@@ -18,7 +18,10 @@ class Limits(BaseModel):
 
     id_bytes: int = Field(128, ge=1, le=240)
     """Longest id (user, event, item, campaign, variant, decision) in UTF-8 bytes. Ids are store
-    keys, joined by 0x1F (which no id may contain) into keys LMDB caps at 511 bytes."""
+    keys, joined by 0x1F (which no id may contain) into keys LMDB caps at 511 bytes. No id or
+    attribute key may hold a C0 or C1 control, a bidirectional control, U+2028, U+2029 or U+FEFF
+    (`contract.ids`: they make logs and exports show another id); DeleteProfile and
+    ExportProfile still take a user id stored before all but the C0 controls were refused."""
 
     request_bytes: int = 1024 * 1024
     """Largest Recommend request accepted."""

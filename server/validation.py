@@ -4,7 +4,8 @@ Each `check_*` returns quietly or raises `InvalidArgument` naming the field (`wh
 it, e.g. "requests[3]."; it is joined only on failure, so the checks cost a few comparisons on
 the hot path). Messages echo at most a short prefix of a bad string, and only to the caller:
 the log line leaves it out (`InvalidArgument`'s `logged_problem`); ids are never echoed. The
-bounds themselves live in `server.limits.Limits`.
+bounds themselves live in `server.limits.Limits`; the characters no id or key may hold in
+`contract.ids` (training's readers share them).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import math
 import re
 from collections.abc import Collection
 
+from contract.ids import ID_CONTROL, control_class
 from contract.items import SCRIPT_LINK, script_scheme_problem
 
 from .errors import InvalidArgument
@@ -19,16 +21,22 @@ from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
-           "check_link", "check_window", "link_problem",
-           "has_control", "id_problem", "shown"]
+           "check_link", "check_window", "link_problem", "check_stored_id",
+           "has_control", "has_c0_control", "control_problem", "id_problem", "shown"]
 
 SEP = SEP_CHAR
 """The store's key separator (`server.store.keys`): no id may contain it."""
 
 PREFIX_CHARS = 16
-has_control = re.compile(f"[\\x00-\\x1e{SEP}\\x7f\\ud800-\\udfff]").search
-"""A match (truthy) when a string holds a control character, or a lone surrogate (a str only
-JSON's `\\ud800` escapes make: it has no UTF-8 form, so it cannot become a key): no id may."""
+has_control = re.compile(f"[{ID_CONTROL}\\ud800-\\udfff]").search
+"""A match (truthy) when a string holds a character no id or key may (`contract.ids`: C0 and C1
+controls, DEL, the bidirectional controls, the line and paragraph separators, U+FEFF; SEP among
+them), or a lone surrogate (a str only JSON's `\\ud800` escapes make: it has no UTF-8 form, so
+it cannot become a key). One search of one class: `check_id` runs it on every hot call."""
+has_c0_control = re.compile(f"[\\x00-\\x1e{SEP}\\x7f\\ud800-\\udfff]").search
+"""`has_control` for the C0 controls, DEL and lone surrogates alone: the rule of links and
+addresses (not ids: an address's spelling is hashed as the suppression list stored it), and of
+ids stored before the other characters were refused (`check_stored_id`)."""
 _SURROGATE = re.compile("[\ud800-\udfff]").search
 _VERSION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
@@ -38,8 +46,9 @@ def shown(value: str) -> str:
     return repr(value) if len(value) <= PREFIX_CHARS else repr(value[:PREFIX_CHARS]) + "..."
 
 
-def id_problem(value: str, max_bytes: int) -> str | None:
-    """None when `value` is a usable id (1..max_bytes UTF-8 bytes, no 0x1F), else why not."""
+def id_problem(value: str, max_bytes: int, control=has_control) -> str | None:
+    """None when `value` is a usable id (1..max_bytes UTF-8 bytes, none of the characters
+    `control` finds: `has_control`), else why not, naming the first such character's class."""
     if not value:
         return "is empty"
     if _SURROGATE(value):
@@ -50,9 +59,18 @@ def id_problem(value: str, max_bytes: int) -> str | None:
         return f"is {len(value.encode())} bytes, at most {max_bytes}"
     if SEP in value:
         return "contains the control character 0x1F"
-    if has_control(value):
-        return "contains a control character (0x00-0x1F or 0x7F)"
-    return None
+    return control_problem(value, control)
+
+
+def control_problem(value: str, control=has_control) -> str | None:
+    """None when `control` finds nothing in `value`, else "contains <its class>" (`contract.ids`;
+    a lone surrogate, which `id_problem` names first, as such)."""
+    found = control(value)
+    if found is None:
+        return None
+    char = found.group()
+    return ("contains a lone surrogate (not a character: no UTF-8 form)"
+            if "\ud800" <= char <= "\udfff" else f"contains {control_class(char)}")
 
 
 def check_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
@@ -60,6 +78,18 @@ def check_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
     # regex scan.
     if not value or len(value) > max_bytes >> 2 or has_control(value):
         problem = id_problem(value, max_bytes)
+        if problem is not None:
+            raise InvalidArgument(where + field, problem)
+    return value
+
+
+def check_stored_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
+    """`check_id` for a call that names a user's records to erase or export them (DeleteProfile,
+    ExportProfile): an id holding a character refused only since C1, bidirectional and format
+    controls were (`has_c0_control` finds none in it) may name a profile stored before, which
+    must stay erasable and exportable. Every other rule holds."""
+    if not value or len(value) > max_bytes >> 2 or has_c0_control(value):
+        problem = id_problem(value, max_bytes, has_c0_control)
         if problem is not None:
             raise InvalidArgument(where + field, problem)
     return value
@@ -78,8 +108,8 @@ def check_key(field: str, value: str, max_chars: int, where: str = "") -> str:
         raise InvalidArgument(where + field, "is empty")
     check_text(field, value, max_chars, where)
     if has_control(value):
-        raise InvalidArgument(where + field, f"{shown(value)} contains a control character "
-                              "(0x00-0x1F or 0x7F)", "contains a control character (0x00-0x1F or 0x7F)")
+        problem = control_problem(value)
+        raise InvalidArgument(where + field, f"{shown(value)} {problem}", problem)
     return value
 
 
@@ -162,7 +192,7 @@ def check_link(field: str, value: str, max_chars: int, where: str = "") -> str:
     script (`contract.items.SCRIPT_SCHEMES`: ``javascript:``, ``vbscript:``, ``data:``) is refused, since web
     pages and emails put the link in an href or src as is."""
     check_text(field, value, max_chars, where)
-    if has_control(value) or any(c.isspace() for c in value):
+    if has_c0_control(value) or any(c.isspace() for c in value):
         raise InvalidArgument(where + field, f"{shown(value)} contains whitespace or a control "
                               "character", "contains whitespace or a control character")
     problem = link_problem(value)
@@ -175,7 +205,7 @@ def link_problem(value: str) -> str | None:
     """None when `value` may go in an href or src as is (the rule `check_link`, a bundle's item
     links and training's catalog reader share): no control character, and no scheme that can
     run script (`contract.items.SCRIPT_LINK`, after leading spaces); else why not."""
-    if has_control(value):
+    if has_c0_control(value):
         return "contains a control character (0x00-0x1F or 0x7F)"
     scheme = _SCRIPT_LINK.match(value)
     return script_scheme_problem(scheme.group(1)) if scheme else None

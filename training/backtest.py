@@ -394,7 +394,7 @@ def askable(inter: Interactions, users: np.ndarray) -> tuple[np.ndarray, int]:
     bad = unaskable_ids(inter.user_ids[users]) if len(users) else np.zeros(0, bool)
     if bad.any():
         logger.warning("%d users with later rows have an id the server's API refuses (over "
-                       "TAILOR_LIMITS__ID_BYTES, or a control character): not asked, not scored",
+                       "TAILOR_LIMITS__ID_BYTES, or a character no id may hold): not asked, not scored",
                        int(bad.sum()))
     return users[~bad], int(bad.sum())
 

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from contract.ids import ID_CONTROL_RE2, id_control_problem
 from contract.items import SCRIPT_LINK, script_scheme_problem
 from kernels.context import channel_code
 from training.events import EVENTS, Catalog, Interactions
@@ -36,9 +37,13 @@ ID_COLUMNS = ("user_id", "item_id", "id")
 ITEM_ID_BYTES = 128
 """The longest item id (UTF-8 bytes) the server's API takes by default (`Limits.id_bytes`); a
 server run with another ``TAILOR_LIMITS__ID_BYTES`` is followed when it is set here too. A
-bundle holding a longer id, or one with a control character, is refused at push (RemoveItems
-and TrackEvents could never name the item), so the readers refuse it first."""
+bundle holding a longer id, or one with a character no id may hold (`contract.ids`: a C0 or C1
+control, a bidirectional control, U+2028, U+2029, U+FEFF), is refused at push (RemoveItems and
+TrackEvents could never name the item), so the readers refuse it first."""
+_ID_CONTROL = f"[{ID_CONTROL_RE2}]"
+"""An id holding a character no id may (`contract.ids`, RE2)."""
 _CONTROL = "[\\x00-\\x1f\\x7f]"
+"""A link holding a control character (links are not ids: `server.validation.link_problem`)."""
 
 
 def _table(path: Path) -> tuple[pa.Table, int]:
@@ -298,7 +303,7 @@ def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int
     (``trim``: stripped, for MovieLens's numeric ids). A blank id (``" "``) is one the server
     takes, so it is kept and counted too (with ``trim``: empty). With ``path``, an empty or null
     id is a ``ValueError`` naming its line and column, and so is an ``item`` id the server's
-    API cannot name (`item_id_bytes`, a control character)."""
+    API cannot name (`item_id_bytes`, a character no id may hold: `contract.ids`)."""
     raw = table[column].combine_chunks()
     trimmed = pc.utf8_trim_whitespace(raw)
     ids = _float_text_ids(trimmed if trim else raw, column, path, float_ids)
@@ -397,11 +402,11 @@ def server_limit(name: str, default: int) -> int:
 
 def unaskable_ids(ids) -> np.ndarray:
     """Mask of the ids the server's API refuses to be asked about (`item_id_bytes` UTF-8
-    bytes, the limit of every id, or a control character): Recommend of such a user fails its
-    whole batch."""
+    bytes, the limit of every id, or a character no id may hold: `contract.ids`): Recommend
+    of such a user fails its whole batch."""
     ids = pa.array(np.asarray(ids, dtype=object), pa.string())
     bad = pc.or_(pc.greater(pc.binary_length(ids), item_id_bytes()),
-                 pc.match_substring_regex(ids, _CONTROL))
+                 pc.match_substring_regex(ids, _ID_CONTROL))
     return pc.fill_null(bad, True).to_numpy(zero_copy_only=False)
 
 
@@ -417,17 +422,18 @@ def _first_bad(bad: pa.Array, values: pa.Array) -> tuple[int, int, str, str] | N
 
 
 def _check_item_ids(ids: pa.Array, path: Path, first_line: int, column: str) -> None:
-    """Refuse an item id longer than `item_id_bytes` or holding a control character, naming
-    its line: the server would refuse the whole bundle for it (``items.npz: item_ids``)."""
+    """Refuse an item id longer than `item_id_bytes` or holding a character no id may hold
+    (`contract.ids`), naming its line: the server would refuse the whole bundle for it
+    (``items.npz: item_ids``)."""
     limit = item_id_bytes()
     bad = pc.or_(pc.greater(pc.binary_length(ids), limit),
-                 pc.match_substring_regex(ids, _CONTROL))
+                 pc.match_substring_regex(ids, _ID_CONTROL))
     found = _first_bad(bad, ids)
     if found is None:
         return
     n, row, value, shown = found
     problem = (f"is {len(value.encode())} bytes, at most {limit}" if len(value.encode()) > limit
-               else "contains a control character (0x00-0x1F or 0x7F)")
+               else id_control_problem(value))
     raise ValueError(f"{_where(path, first_line, row, column)}: {shown} {problem} ({n} rows "
                      "with an item id the server's API cannot name: it refuses a bundle holding "
                      "one; TAILOR_LIMITS__ID_BYTES sets the length both sides take)")

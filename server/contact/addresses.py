@@ -49,7 +49,7 @@ import re
 import unicodedata
 
 from ..security.secrets import Keyring
-from ..validation import has_control
+from ..validation import has_c0_control
 from .errors import NotAnAddress
 from .trunks import with_trunk_prefix, without_trunk_prefix
 
@@ -147,7 +147,7 @@ def _unicode_domain(address: str) -> str:
             except (UnicodeError, ValueError):
                 decoded = ""
             if decoded and not decoded.isascii() and not _NOT_IN_A_LABEL.search(decoded) \
-                    and not has_control(decoded):
+                    and not has_c0_control(decoded):
                 label = decoded
         labels.append(label)
     return f"{local}@{'.'.join(labels)}"
@@ -168,7 +168,7 @@ def _ace_domain(address: str) -> str | None:
 
 
 def _email(out: str, field: str) -> str:
-    if not _EMAIL.fullmatch(out) or has_control(out):
+    if not _EMAIL.fullmatch(out) or has_c0_control(out):
         raise NotAnAddress(field, "is not an email address (name@domain)")
     return out
 

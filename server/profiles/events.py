@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..limits import DEFAULT_LIMITS, Limits
 from ..logging import valid_answer_id
-from ..validation import has_control, id_problem, shown
+from ..validation import control_problem, has_control, id_problem, shown
 from .schema import CHANNELS, DEFAULT_CHANNEL, EVENT_TYPES
 from .seen import SEEN_TYPES
 
@@ -125,5 +125,5 @@ def _bad_attributes(attributes: dict[str, str], limits: Limits) -> str | None:
         if not key:
             return "attributes has an empty key"
         if has_control(key):
-            return f"attributes key {shown(key)} contains a control character (0x00-0x1F or 0x7F)"
+            return f"attributes key {shown(key)} {control_problem(key)}"
     return None

@@ -36,6 +36,7 @@ from ..validation import (
     check_key,
     check_known,
     check_not_negative,
+    check_stored_id,
     check_text,
     check_time,
     check_window,
@@ -487,8 +488,9 @@ class Profiles:
         """Erase the user (`ProfileRepository.erase`), once the effects of their events
         left in the outbox are applied (`server.profiles.outbox`: a suppression outlives them;
         the erasure takes their events out of the entries committed since); (records removed,
-        the erasure's time: this one's, or the earlier one's when nothing was left)."""
-        check_id("user_id", user_id, self.limits.id_bytes)
+        the erasure's time: this one's, or the earlier one's when nothing was left). An id
+        stored before C1 and bidirectional controls were refused is taken (`check_stored_id`)."""
+        check_stored_id("user_id", user_id, self.limits.id_bytes)
         try:
             await self.replay_outbox(older_than=0, user_id=user_id)
         except Exception:  # the erasure goes on: it takes their events out of the entries
@@ -595,8 +597,9 @@ class Profiles:
         """Everything held about one user (right of access, Art. 15/20); NotFound when nothing is.
         The events come a page at a time from `events_offset` (`export_view`); the other
         domains' sections with the first page only. `impressions_offset` > 0: the page of the
-        paged sections (`UserExporter.export_page`) from it, nothing else."""
-        check_id("user_id", user_id, self.limits.id_bytes)
+        paged sections (`UserExporter.export_page`) from it, nothing else. An id stored before
+        C1 and bidirectional controls were refused is taken (`check_stored_id`)."""
+        check_stored_id("user_id", user_id, self.limits.id_bytes)
         check_not_negative("events_offset", events_offset)
         check_not_negative("impressions_offset", impressions_offset)
         if impressions_offset:

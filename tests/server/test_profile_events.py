@@ -26,11 +26,17 @@ def test_id_limits_are_in_bytes(value, ok):
 @pytest.mark.parametrize("field", ["event_id", "user_id", "item_id", "campaign_id"])
 @pytest.mark.parametrize("char, why", [("\x00", "a control character (0x00-0x1F or 0x7F)"),
                                        ("\x1f", "the control character 0x1F"),
-                                       ("\ud800", "a lone surrogate")])
+                                       ("\ud800", "a lone surrogate"),
+                                       ("\x9b", "a C1 control character (U+009B)"),
+                                       ("\u202e", "a bidirectional control character (U+202E)"),
+                                       ("\u2029", "a line or paragraph separator (U+2029)")])
 def test_a_control_character_is_named_in_the_id_that_holds_it(field, char, why):
     ev = event()
     setattr(ev, field, "x" + char)
     assert f"{field} contains {why}" in check_event(ev, EventRules())
+    if char not in "\x1f\ud800":  # an attribute key as a profile's (check_key; 0x1F as 0x00)
+        ev = event(attributes={"k" + char: "v"})
+        assert check_event(ev, EventRules()) == f"attributes key {'k' + char!r} contains {why}"
     ev = event()  # a surrogate pair split across two ids: two lone surrogates, the first named
     ev.user_id, ev.item_id = "\ud83d", "\ude00"
     assert check_event(ev, EventRules()).startswith("user_id contains a lone surrogate")

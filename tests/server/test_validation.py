@@ -13,6 +13,9 @@ from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
 
 BAD_USER_IDS = ["", "a\x1fb", "u" * 129, "é" * 65]  # 65 two-byte characters: 130 bytes
 GOOD_USER_IDS = ["é" * 64, " ", "user:42"]
+SPOOFING_USER_IDS = ["gpj.\u202eexe", "a\x9b[2Jb"]
+"""A bidirectional control ("gpj.exe" reversed) and a C1 control (a terminal's CSI): taken
+before, refused now everywhere but where a profile stored before must stay erasable."""
 
 
 @pytest.fixture
@@ -85,3 +88,38 @@ async def test_limits_come_from_settings_and_name_the_field(stubs):
         assert err.value.details().startswith(f"{field}: "), err.value.details()
     await camp.ChooseVariant(cpb.ChooseVariantRequest(
         campaign_id="c1", user_id="u1", context=dict(list(too_many.items())[:64])))
+
+
+@pytest.mark.parametrize("user_id", SPOOFING_USER_IDS)
+async def test_every_service_but_erasure_refuses_ids_that_spoof_what_is_shown(stubs, user_id):
+    for name, call in user_calls(stubs, user_id):
+        if name == "DeleteProfile":
+            continue  # see the next test
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert "user_id: contains a " in err.value.details(), name
+        assert user_id not in err.value.details(), name
+    reply = await track(stubs, user_id)
+    assert reply.accepted == 0 and reply.rejected[0].reason.startswith("user_id contains a ")
+
+
+async def test_a_profile_stored_under_such_an_id_before_can_still_be_erased_and_exported(
+        stubs, tailor_server):
+    """A profile stored before the rule (written here through the store API) cannot be
+    written to any more, but its user's rights hold: ExportProfile finds it, DeleteProfile
+    erases it."""
+    import asyncio
+    user_id = SPOOFING_USER_IDS[0]
+    await asyncio.to_thread(tailor_server.profiles.repo.update_meta, user_id,
+                            lambda meta: meta["attributes"].update(locale="fr"))
+    prof = stubs[1]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await prof.UpsertAttributes(ppb.UpsertAttributesRequest(user_id=user_id,
+                                                                attributes={"locale": "de"}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    export = await tailor_server.profiles.export_user(user_id)
+    assert export.profile.attributes == {"locale": "fr"}
+    assert (await prof.DeleteProfile(ppb.DeleteProfileRequest(user_id=user_id))).records_deleted >= 1
+    assert await asyncio.to_thread(tailor_server.profiles.repo.states_and_meta, [user_id], True) \
+        == [(None, None)]

@@ -8,10 +8,13 @@ from server.validation import (
     check_count,
     check_finite,
     check_id,
+    check_key,
     check_known,
     check_range,
+    check_stored_id,
     check_text,
     id_problem,
+    link_problem,
 )
 
 
@@ -22,6 +25,39 @@ from server.validation import (
 ])
 def test_one_id_rule_counts_utf8_bytes_and_refuses_the_key_separator(value, problem):
     assert id_problem(value, 128) == problem
+
+
+@pytest.mark.parametrize("char, named", [
+    ("\x85", "a C1 control character (U+0085)"), ("\x9b", "a C1 control character (U+009B)"),
+    ("\u061c", "a bidirectional control character (U+061C)"),
+    ("\u200f", "a bidirectional control character (U+200F)"),
+    ("\u202e", "a bidirectional control character (U+202E)"),
+    ("\u2067", "a bidirectional control character (U+2067)"),
+    ("\u2028", "a line or paragraph separator (U+2028)"),
+    ("\ufeff", "a zero-width no-break space (U+FEFF)"),
+])
+def test_ids_and_keys_refuse_c1_bidirectional_and_invisible_controls_naming_the_class(char, named):
+    """They make a log line, a CSV export or an admin page show another id ("gpj.exe" shown
+    for "exe.jpg" reversed): refused in ids and keys as C0 controls are, the message naming
+    the class and code point; a link or free text is not an id and keeps them."""
+    assert id_problem(f"ann{char}", 128) == f"contains {named}"
+    with pytest.raises(InvalidArgument) as err:
+        check_id("user_id", f"ann{char}", 128)
+    assert str(err.value) == f"user_id: contains {named}" and "ann" not in str(err.value)
+    with pytest.raises(InvalidArgument) as err:
+        check_key("attributes key", f"k{char}", 64)
+    assert str(err.value) == f"attributes key: {'k' + char!r} contains {named}"  # escaped
+    assert link_problem(f"/p/{char}") is None and check_text("title", f"t{char}", 64)
+    assert check_stored_id("user_id", f"ann{char}", 128)  # may name a profile stored before
+
+
+def test_a_stored_id_is_still_checked_for_everything_else():
+    for bad, problem in (("", "is empty"), ("a\x1fb", "contains the control character 0x1F"),
+                         ("a\x00", "contains a control character (0x00-0x1F or 0x7F)"),
+                         ("u" * 129, "is 129 bytes, at most 128")):
+        with pytest.raises(InvalidArgument) as err:
+            check_stored_id("user_id", bad, 128)
+        assert str(err.value) == f"user_id: {problem}"
 
 
 def test_a_bad_id_names_the_field_with_its_prefix_and_never_echoes_the_value():

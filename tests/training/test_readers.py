@@ -286,6 +286,10 @@ _LONG = "https://shop.example/p/" + "x" * 120  # 143 bytes: the server's API tak
      r"i.csv:3: column 'item_id': 'https://shop.exa'\.\.\. is 143 bytes, at most 128"),
     ("i.csv", 'user_id,item_id,timestamp,event\nu1,"a\x01b",1,view\n',
      r"i.csv:2: column 'item_id': 'a\\x01b' contains a control character"),
+    ("i.csv", 'user_id,item_id,timestamp,event\nu1,a,1,view\nu1,"gpj.\u202eexe",2,view\n',
+     r"i.csv:3: column 'item_id': .* contains a bidirectional control character \(U\+202E\)"),
+    ("items.csv", 'id,title\na,x\n"b\x85",y\n',
+     r"items.csv:3: column 'id': .* contains a C1 control character \(U\+0085\)"),
     ("r.dat", f"1::a::5::1\n1::{_LONG}::4::2\n", r"r.dat:2: column 'item_id': .* 143 bytes"),
     ("items.csv", f"id,title\na,x\n{_LONG},y\n", r"items.csv:3: column 'id': .* 143 bytes"),
 ])
@@ -295,6 +299,18 @@ def test_item_ids_the_servers_api_cannot_name_are_refused(tmp_path, name, text, 
     read = {"i.csv": read_interactions, "r.dat": read_movielens, "items.csv": read_items}[name]
     with pytest.raises(ValueError, match=where):
         read(f)
+
+
+def test_the_readers_and_the_server_refuse_the_same_id_characters():
+    """Training's id rule (RE2, `contract.ids`) and the server's (`validation.id_problem`) flag
+    the same ids: a catalog id the server would refuse in a bundle is refused at read, and
+    the backtest does not ask about a user the API would refuse."""
+    from server.validation import id_problem
+    from training.readers import unaskable_ids
+    ids = ["ok", "a\x00", "a\x7f", "a\x85", "a\x9b[2J", "\u061c", "a\u200eb", "\u202e", "\u2028",
+           "\u2029", "\u2066x", "\u2069", "\ufeffa", "é€😀", "a\u200db", "a\xa0b", "a\u00adb"]
+    assert unaskable_ids(ids).tolist() == [id_problem(i, 128) is not None for i in ids]
+    assert unaskable_ids(ids).sum() == 12
 
 
 def test_the_item_id_limit_follows_the_servers(tmp_path, monkeypatch):
