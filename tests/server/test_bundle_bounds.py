@@ -133,3 +133,25 @@ def test_the_servers_hashed_copy_loads_under_an_id_limit_shorter_than_a_hash(tmp
     hash_stored(stored.parent)
     short = Limits(id_bytes=16)
     assert load_bundle(stored, limits=short).ids_hashed
+
+
+def test_a_bundle_whose_item_id_no_call_could_name_is_refused_naming_its_class(
+        tmp_path, demo_bundle):
+    """An item id holding a bidirectional control (refused in ids since they make logs and
+    exports show another id) could never be removed or tracked: the load refuses the bundle,
+    as for a C0 control, naming the class and not the id."""
+    import shutil
+
+    from server.limits import Limits
+    from server.models.bundle import BundleInvalid, load_bundle
+    copy = tmp_path / "spoofed"
+    shutil.copytree(demo_bundle, copy)
+
+    def spoofed(arrays):
+        ids = arrays["item_ids"].astype(f"U{arrays['item_ids'].dtype.itemsize // 4 + 1}")
+        ids[3] = "\u202e" + ids[3]
+        arrays["item_ids"] = ids
+    _compressed(copy, "items.npz", spoofed, "spoofed")
+    with pytest.raises(BundleInvalid, match=r"item_ids: 1 ids the API cannot name, e\.g\. .* "
+                       r"contains a bidirectional control character \(U\+202E\)"):
+        load_bundle(copy, limits=Limits())
