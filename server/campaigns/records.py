@@ -88,8 +88,9 @@ class DecisionRecord(NamedTuple):
     """Whether the campaign is transactional (its contact is left out of the global, marketing
     caps); not stored."""
     request: bytes = b""
-    """The digest of the request id the decision answers (`requests.request_digest`; b"":
-    none); not stored: the writer answers a repeat of it with the decision logged for it."""
+    """The digests of the request id the decision answers (`requests.request_digest`: keyed,
+    then unkeyed; b"": none); not stored: the writer answers a repeat of it with the decision
+    logged for it."""
     choices: tuple = ()
     """(channel, caps, propensity) of every channel the contact policy allowed, `channel`
     included, in the campaign's order (`cache.Entry.choices`), for the writer to fall back on
