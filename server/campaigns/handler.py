@@ -28,7 +28,7 @@ from ..interfaces import ErasedUsers, ProfileStates, SuppressedAddresses
 from ..limits import DEFAULT_LIMITS, Limits
 from ..store import Store
 from ..store.outbox import Batch
-from ..validation import check_count, check_id, check_not_negative, check_window
+from ..validation import check_count, check_id, check_not_negative, check_stored_id, check_window
 from .cache import CampaignCache, Entry
 from .choice import Choice, PendingChoice
 from .context import UNREAD, pii_positions
@@ -172,7 +172,9 @@ class Campaigns:
         return await self._changing(asyncio.to_thread(self.repo.update, spec.campaign_id, change))
 
     async def archive(self, campaign_id: str) -> Campaign:
-        check_id("campaign_id", campaign_id, self.limits.id_bytes)
+        """Archive the campaign. An id stored before C1 and bidirectional controls were refused
+        is taken (`check_stored_id`), as by `get`: such a campaign can still be retired."""
+        check_stored_id("campaign_id", campaign_id, self.limits.id_bytes)
 
         def change(old: Campaign, state):
             if old.archived:
@@ -182,7 +184,7 @@ class Campaigns:
         return await self._changing(asyncio.to_thread(self.repo.update, campaign_id, change))
 
     async def get(self, campaign_id: str) -> Campaign:
-        check_id("campaign_id", campaign_id, self.limits.id_bytes)
+        check_stored_id("campaign_id", campaign_id, self.limits.id_bytes)
         campaign = self.repo.get(campaign_id)
         if campaign is None:
             raise CampaignNotFound(campaign_id)

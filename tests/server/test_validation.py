@@ -123,3 +123,27 @@ async def test_a_profile_stored_under_such_an_id_before_can_still_be_erased_and_
     assert (await prof.DeleteProfile(ppb.DeleteProfileRequest(user_id=user_id))).records_deleted >= 1
     assert await asyncio.to_thread(tailor_server.profiles.repo.states_and_meta, [user_id], True) \
         == [(None, None)]
+
+
+async def test_a_campaign_stored_under_such_an_id_before_can_still_be_read_and_archived(
+        stubs, tailor_server):
+    """A campaign created before the rule (stored here through the repository) takes no new
+    decisions, but its operator can still read it and retire it."""
+    import asyncio
+    from dataclasses import replace
+
+    from server.campaigns.spec import Campaign, CampaignSpec, Variant
+    campaign_id = "promo\u202e1gpj"
+    spec = CampaignSpec(campaign_id="clean", variants=(Variant("a"), Variant("b"))).validated()
+    spec = replace(spec, campaign_id=campaign_id)
+    await asyncio.to_thread(tailor_server.campaigns.repo.create,
+                            Campaign(spec, created_at=time.time(), updated_at=time.time()),
+                            spec.new_state())
+    camp = stubs[2]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await camp.ChooseVariant(cpb.ChooseVariantRequest(campaign_id=campaign_id, user_id="u1"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    got = await camp.GetCampaign(cpb.GetCampaignRequest(campaign_id=campaign_id))
+    assert got.spec.campaign_id == campaign_id and not got.archived
+    archived = await camp.ArchiveCampaign(cpb.ArchiveCampaignRequest(campaign_id=campaign_id))
+    assert archived.archived
