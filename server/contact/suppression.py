@@ -4,7 +4,7 @@ Record `suppression  <kid>␟<hmac hex>` (`keys.suppression_key`) -> JSON {kind,
 timestamp}: no user id and no plaintext address, so erasing a profile leaves it (`UserEraser`s
 never see this table: the one record the law lets a sender keep to honour a "never again").
 
-Three ways in: the RPCs (`add`, `remove`, `check`), tracked bounce and complaint events
+Three ways in: the RPCs (`add`, `remove`: idempotent, `check`), tracked bounce and complaint events
 (`on_events`, an `EventListener`: the address is the user's `email` / `phone` profile
 attribute at that moment), and the decision path (`suppressed_channels`: one LMDB get per key
 of the `suppression` keyring, in the caller's read snapshot or a new one; the keys of the
@@ -116,13 +116,17 @@ class Suppressions:
         await asyncio.to_thread(self.store.put, "suppression", key, _encode(entry))
         return entry
 
-    async def remove(self, kind: str, address: str) -> bool:
-        """Take `address` off the list (under every key of the ring); False if it was not on."""
+    async def remove(self, kind: str, address: str) -> tuple[bool, bool]:
+        """Take `address` off the list (under every key of the ring): (whether this call took
+        it off, whether it is off once done). The second is what a retry must read: a call
+        whose answer was lost took it off, and its retry finds it not on (False, True)."""
         found = self._lookup_keys(kind, address)
         table = self._table
-        removed = await asyncio.to_thread(
-            self.store.write, lambda txn: [table.delete(txn, k) for k in found])
-        return any(removed)
+
+        def fn(txn):
+            removed = [table.delete(txn, k) for k in found]
+            return any(removed), all(table.get(txn, k) is None for k in found)
+        return await asyncio.to_thread(self.store.write, fn)
 
     async def check(self, kind: str, address: str) -> Suppression | None:
         return self._find(self._lookup_keys(kind, address))

@@ -264,8 +264,8 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     @grpc_errors
     async def RemoveSuppression(self, request: pb.SuppressionAddress,
                                 context) -> pb.RemoveSuppressionResponse:
-        return pb.RemoveSuppressionResponse(
-            removed=await self.suppressions.remove(*ProfileConverter.to_address(request)))
+        removed, unsuppressed = await self.suppressions.remove(*ProfileConverter.to_address(request))
+        return pb.RemoveSuppressionResponse(removed=removed, unsuppressed=unsuppressed)
 
     @grpc_errors
     async def CheckSuppression(self, request: pb.SuppressionAddress, context) -> pb.Suppression:

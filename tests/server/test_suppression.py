@@ -134,6 +134,20 @@ async def test_add_check_remove_by_email_and_e164_phone(stub):
     assert not (await stub.CheckSuppression(phone("+15550100199"))).suppressed
 
 
+async def test_a_retried_removal_answers_the_address_is_off_the_list(stub):
+    """A caller whose RemoveSuppression answer was lost retries: the retry says the address is
+    off the list (`unsuppressed`), though not by it (`removed`); one never listed is off too.
+    Before, the retry could only answer `removed: false`, as for an address never listed."""
+    await stub.AddSuppression(pb.AddSuppressionRequest(address=email("eve@example.org")))
+    first = await stub.RemoveSuppression(email("eve@example.org"))
+    retry = await stub.RemoveSuppression(email("Eve@Example.org "))
+    assert (first.removed, first.unsuppressed) == (True, True)
+    assert (retry.removed, retry.unsuppressed) == (False, True)
+    assert not (await stub.CheckSuppression(email("eve@example.org"))).suppressed
+    never = await stub.RemoveSuppression(phone("+15550100111"))
+    assert (never.removed, never.unsuppressed) == (False, True)
+
+
 async def test_a_number_written_with_its_trunk_zero_is_the_same_number(stub, tailor_server):
     await stub.AddSuppression(pb.AddSuppressionRequest(address=phone("+44 (0)7700 900123")))
     assert (await stub.CheckSuppression(phone("+447700900123"))).suppressed

@@ -328,7 +328,9 @@ class Suppression(_message.Message):
     def __init__(self, suppressed: _Optional[bool] = ..., reason: _Optional[str] = ..., timestamp: _Optional[float] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class RemoveSuppressionResponse(_message.Message):
-    __slots__ = ("removed",)
+    __slots__ = ("removed", "unsuppressed")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    UNSUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     removed: bool
-    def __init__(self, removed: _Optional[bool] = ...) -> None: ...
+    unsuppressed: bool
+    def __init__(self, removed: _Optional[bool] = ..., unsuppressed: _Optional[bool] = ...) -> None: ...
