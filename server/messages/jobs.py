@@ -43,6 +43,7 @@ from .cancelling import withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import Delivery
+from .errors import RelayRefused
 from .once import Once
 from .sending import SendJob
 from .sends import CANCELLED, FAILED, READY, SUPPRESSED, Recipient, SendRecords
@@ -323,8 +324,12 @@ class SendJobs:
                          _kinds(task.exception()))
 
     async def resume(self) -> list[str]:
-        """Run every unfinished job no live process runs; their send ids."""
+        """Run every unfinished job no live process runs; their send ids. Those a relay
+        refusing Tailor's session would make dead letters are left to the next start
+        (`_relay_refuses`)."""
         resumed, unfinished = [], await asyncio.to_thread(self.records.unfinished)
+        refused = await self._relay_refuses(unfinished)
+        unfinished = [s for s in unfinished if s not in refused]
         for at in range(0, len(unfinished), CLAIMS):
             claimed = await asyncio.to_thread(self.records.claim, unfinished[at:at + CLAIMS],
                                               os.getpid(), owner_alive)
@@ -334,6 +339,40 @@ class SendJobs:
         if resumed:
             logger.info("resumed %d send job(s)", len(resumed))
         return resumed
+
+    async def _relay_refuses(self, send_ids: list[str]) -> set[str]:
+        """Of the unfinished `send_ids`, the SendCampaign jobs of a dead owner that would mail
+        (an email campaign's) when the relay refuses Tailor's session: checked once, by the
+        check `start` makes of a new job (`Delivery.check_relay`). Before, a job resumed after
+        a crash or restart was not checked, and a relay that had stopped taking Tailor's login
+        meanwhile made its remaining audience dead letters. They are not claimed: they stay
+        pending (GetSendProgress), resume at the next start (the login is fixed in the
+        settings, which a restart reads), and a CancelSend settles them here. Deferred
+        ComposeMessages' jobs (one message each, due later) are not held back."""
+        orphans = await asyncio.to_thread(self._orphans, send_ids)
+        channels: dict[str, tuple] = {}
+        for job in orphans.values():
+            if job["campaign"] not in channels:
+                try:
+                    campaign = await self.composer.message_campaign(job["campaign"])
+                except TailorError:  # gone or not a message campaign: the runner settles it
+                    channels[job["campaign"]] = ()
+                    continue
+                channels[job["campaign"]] = tuple(campaign.spec.message_channels)
+        mailing = {s for s, job in orphans.items() if "email" in channels[job["campaign"]]}
+        try:
+            await self.delivery.check_relay(("email",) if mailing else ())
+        except RelayRefused as err:
+            logger.error("%d send job(s) not resumed: the SMTP relay refused Tailor's session "
+                         "(%s); they resume at the next start", len(mailing), err.reason)
+            return mailing
+        return set()
+
+    def _orphans(self, send_ids: list[str]) -> dict[str, dict]:
+        """{send id: job} of the SendCampaign jobs (not deferred ones) whose owner is gone."""
+        jobs = {s: self.records.job(s) for s in send_ids}
+        return {s: job for s, job in jobs.items() if job is not None and "due" not in job
+                and not owner_alive(job["owner"], job.get("owner_started"))}
 
     async def close(self, wait: float = 0.0) -> None:
         """Stop the jobs (they resume at the next start): none starts a message, those being

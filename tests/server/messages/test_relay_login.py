@@ -1,6 +1,9 @@
 """A relay that refuses Tailor's login (535) refuses a SendCampaign as it starts, instead of
 making every recipient a dead letter and a logged contact (a real aiosmtpd relay requiring AUTH
 on loopback)."""
+import asyncio
+import subprocess
+
 import grpc
 import pytest
 
@@ -98,3 +101,32 @@ async def test_a_repeat_of_a_started_job_is_answered_though_the_login_is_refused
     sink.controller.SMTP_kwargs["authenticator"].login = (b"tailor", b"rotated")
     again = await messaging.SendCampaign(ask)
     assert (again.send_id, again.sent) == (first.send_id, 1)
+
+
+def gone_pid() -> int:
+    """The pid of a process that has ended (and been reaped): a crashed job's owner."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+async def test_a_job_resumed_after_its_process_died_is_checked_as_a_new_one(
+        sink, settings, tailor_server, campaigns, profiles, messaging):
+    """A job whose process died is resumed at a start: a relay refusing Tailor's login since
+    (a rotated password) leaves it pending for the next start, as it refuses a new job, instead
+    of making its audience dead letters (before, the resume ran it unchecked); the next start
+    with the login taken again sends it."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["a", "b"])
+    sink.controller.SMTP_kwargs["authenticator"].login = (b"tailor", b"rotated")
+    await asyncio.to_thread(tailor_server.sends.records.create, "send-orphan", "mail", ["a", "b"],
+                            dict(settings.send_rate_per_second), {}, gone_pid())
+    assert await tailor_server.sends.resume() == []
+    left = await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id="send-orphan"))
+    assert (left.total, left.sent, left.pending, left.done) == (2, 0, 2, False)
+    letters = await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=50))
+    assert list(letters.letters) == [] and sink.arrived == []
+    sink.controller.SMTP_kwargs["authenticator"].login = tuple(s.encode() for s in LOGIN)
+    assert await tailor_server.sends.resume() == ["send-orphan"]
+    done = await until_done(messaging, "send-orphan")
+    assert (done.sent, done.failed) == (2, 0) and len(sink.arrived) == 2
