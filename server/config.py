@@ -377,6 +377,14 @@ class Settings(BaseSettings):
     """SMTP connections a send job delivers over at once (each one message at a time); also
     how many deferred ComposeMessages (`deliver`, each a job of its own) go at once in a
     process."""
+    send_bounce_breaker_share: float = Field(0.5, gt=0, le=1)
+    """A send job stops when the relay hard-bounces (550 5.1.1 and the like) more than this
+    share of the emails it handed the relay, once it handed `send_bounce_breaker_min`: a relay
+    refusing most of an audience so is taken for misconfigured, and the addresses it bounced
+    are not listed (`server.messages.breaker`). 1: never."""
+    send_bounce_breaker_min: int = Field(20, ge=1)
+    """Emails a send job hands the relay before `send_bounce_breaker_share` is judged (a job's
+    first hard bounces are listed only once it clears, or the job ends below it)."""
     sms_webhook_url: str = ""
     """The SMS provider's webhook that SMS are POSTed to as signed JSON (`server.messages.webhook`;
     needs the `delivery-webhook` keyring); empty: no SMS delivery."""

@@ -44,6 +44,9 @@ class Cancellation:
         self._drained = asyncio.Event()
         """Every lane ended (`watch` stops)."""
         self._lanes_open = lanes
+        self.reason = CANCELLED
+        """What the recipients left are settled suppressed as: `cancelled`, or the stop's own
+        reason (`BOUNCE_BREAKER`)."""
 
     def lane_ended(self) -> None:
         self._lanes_open -= 1
@@ -63,14 +66,14 @@ class Cancellation:
 
     async def settle(self, rest: list[Recipient], withdraw) -> None:
         """Settle `rest` (the recipients not settled, each with its logged decision, if any)
-        suppressed `cancelled` and withdraw their decisions (`withdraw`: nobody received those
+        suppressed `reason` (`cancelled`) and withdraw their decisions (`withdraw`: nobody received those
         messages), in chunks of `SETTLE_CHUNK`, each chunk's decisions right after its write:
         a failure midway (the job resumes at the next start, which no longer sees the settled
         ones) leaves none pending, a kill at most the chunk between its write and its
         withdrawal (before, every chunk written)."""
         for r in rest:
-            r.state, r.reason = SUPPRESSED, CANCELLED
+            r.state, r.reason = SUPPRESSED, self.reason
         for at in range(0, len(rest), SETTLE_CHUNK):
             chunk = rest[at:at + SETTLE_CHUNK]
             await asyncio.to_thread(self.records.update, self.send_id, chunk)
-            await withdraw([withdrawal(r.decision, CANCELLED) for r in chunk if r.decision])
+            await withdraw([withdrawal(r.decision, self.reason) for r in chunk if r.decision])

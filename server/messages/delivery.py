@@ -39,6 +39,7 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..profiles import TrackedEvent
 from ..security.secrets import MissingSecret
 from ..validation import check_id, check_known, check_range
+from .breaker import BounceBreaker
 from .channels import MESSAGE_CHANNELS
 from .deadletters import DeadLetter, DeadLetters, sent_event_id
 from .dkim_signer import DkimSigner
@@ -294,12 +295,14 @@ class Delivery:
     async def send_or_bury(self, channel: str, to: str, data: bytes, *, campaign: str,
                            decision: str, user: str, at: float, via: SmtpSender | None = None,
                            unless: asyncio.Event | None = None,
-                           still: Callable[[], Awaitable[str | None]] | None = None) -> int:
+                           still: Callable[[], Awaitable[str | None]] | None = None,
+                           breaker: BounceBreaker | None = None) -> int:
         """`send`; a message that did not go is kept as a dead letter, and the error raised;
         one refused before a retry (`still`, by default `Delivery.still`; `unless` ends a
         backoff early to ask it) raises `NoLongerAllowed` (none kept). `at`: when the caller
         last asked the contact policy before it, the time of a hard bounce's event
-        (`_bounced`)."""
+        (`_bounced`); `breaker`: a send job's, which holds a hard bounce's listing until its
+        bound clears (`breaker.BounceBreaker`; none: listed at once)."""
         await self._went(channel, user, to)
         try:
             return await self.send(channel, to, data, via, unless,
@@ -309,7 +312,9 @@ class Delivery:
                 letter = DeadLetter(channel, campaign, decision, user, to, data.decode("latin-1"),
                                     err.reason, err.attempts)
                 await asyncio.to_thread(self.dead.add, letter, True)
-            await self._bounced(err, campaign, decision, user, to, at)
+            listing = functools.partial(self._bounced, err, campaign, decision, user, to, at)
+            await (listing() if breaker is None or not _bounce(err)
+                   else breaker.list_or_hold(listing))
             raise
 
     async def _bounced(self, err: Exception, campaign: str, decision: str, user: str,
@@ -320,7 +325,7 @@ class Delivery:
         (from before the send: a user erased while it went is not brought back). Without it
         the next campaign mailed the dead address again, which is what costs a sender its
         reputation. A failure here is logged: the refusal stands, its letter kept."""
-        if not (isinstance(err, DeliveryRefused) and err.bounced):
+        if not _bounce(err):
             return
         try:
             await record_report(self.events, self.suppressions, "email_bounce", to, user,
@@ -476,3 +481,8 @@ class Delivery:
             await self.smtp.close()
         if self.webhooks is not None:
             await self.webhooks.close()
+
+
+def _bounce(err: Exception) -> bool:
+    """Whether `err` is a hard bounce at the relay (`DeliveryRefused.bounced`)."""
+    return isinstance(err, DeliveryRefused) and err.bounced

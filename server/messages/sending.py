@@ -63,12 +63,23 @@ import time
 
 from ..campaigns.errors import CampaignArchived
 from ..errors import TailorError
+from .breaker import BounceBreaker
 from .cancelling import Cancellation, withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
 from .errors import BadAddress, NoLongerAllowed, RenderFailed
-from .sends import ARCHIVED, CANCELLED, FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
+from .sends import (
+    ARCHIVED,
+    BOUNCE_BREAKER,
+    FAILED,
+    PENDING,
+    READY,
+    SENT,
+    SUPPRESSED,
+    Recipient,
+    SendRecords,
+)
 from .settling import Settler
 
 __all__ = ["TokenBucket", "SendJob", "failure"]
@@ -122,9 +133,11 @@ class TokenBucket:
 
 class SendJob:
     def __init__(self, send_id: str, job: dict, records: SendRecords, composer: Composer,
-                 delivery: Delivery, ahead: int, lanes: int = 1):
+                 delivery: Delivery, ahead: int, lanes: int = 1,
+                 breaker: BounceBreaker | None = None):
         """`ahead`: users composed at once; `lanes`: messages delivering at once (each lane
-        with its own SMTP connection)."""
+        with its own SMTP connection); `breaker`: stops the job when the relay hard-bounces
+        too many of its emails (`breaker.BounceBreaker`; none: never)."""
         self.send_id, self.job, self.records = send_id, job, records
         self.composer, self.delivery, self.ahead, self.lanes = composer, delivery, ahead, lanes
         rates = {ch: job["rates"].get(ch, DEFAULT_RATE) for ch in MESSAGE_CHANNELS}
@@ -143,6 +156,7 @@ class SendJob:
         self._handed = asyncio.Event()
         self._handed.set()
         self.cancelling = Cancellation(records, send_id, lanes, self.cancel)
+        self.breaker = breaker or BounceBreaker(1.0, 0)
         """CancelSend: `requested` once nothing more is composed or starts going (`cancel`)."""
 
     def cancel(self) -> None:
@@ -162,6 +176,7 @@ class SendJob:
             await asyncio.wait_for(self._handed.wait(), wait)
         except TimeoutError:
             pass
+        await self.breaker.flush()  # the bound not judged: listed, as a job ending below it
 
     async def run(self) -> None:
         todo = await asyncio.to_thread(self.records.recipients, self.send_id, False)
@@ -184,6 +199,7 @@ class SendJob:
                 tasks.create_task(self._lane(due))
             tasks.create_task(self.cancelling.watch())
         await self._record_sent()
+        await self.breaker.flush()  # ended below its minimum: its bounces are listed
         if self.cancelling.requested.is_set():
             await self._settle_cancelled()
         await asyncio.to_thread(self.records.finish, self.send_id)
@@ -371,6 +387,7 @@ class SendJob:
         over: a render at its turn, no adapter) is withdrawn; not one that failed in the
         transport (a dead letter may still carry it), nor one whose fate is unknown."""
         refused, kept, asked = None, False, time.time()  # (a bounce's event time: `send_or_bury`)
+        bounced = False
         try:
             refused = await self._still(r)
             if refused is None and r.items and self.composer.unavailable(r.items):
@@ -383,10 +400,11 @@ class SendJob:
                     r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
                     campaign=self.job["campaign"], decision=r.decision, user=r.user, at=asked,
                     via=smtp,
-                    unless=self.cancelling.requested, still=lambda: self._still(r))
+                    unless=self.cancelling.requested, still=lambda: self._still(r),
+                    breaker=self.breaker if r.channel == "email" else None)
                 r.state, r.sent_at = SENT, time.time()
         except UNDELIVERED as err:
-            r.state, r.reason = FAILED, err.reason
+            r.state, r.reason, bounced = FAILED, err.reason, getattr(err, "bounced", False)
         except NoLongerAllowed as err:  # cancelled, opted out, erased, ... in a retry's backoff:
             r.state, r.reason = SUPPRESSED, err.reason  # not sent again; a failed attempt may
             # have reached the relay, so its decision is kept
@@ -401,6 +419,26 @@ class SendJob:
             self._sent.append(r)
         elif refused is not None or (r.state == FAILED and not kept):  # nobody received it
             await self._withdraw([withdrawal(r.decision, refused or "")])
+        if kept and r.channel == "email" and r.state in (SENT, FAILED) \
+                and await self.breaker.count(bounced):
+            await self._tripped()
+
+    async def _tripped(self) -> None:
+        """The relay hard-bounced more of the job's emails than its breaker's bound: a relay
+        misconfigured, most likely, not that many dead mailboxes. The job stops as a CancelSend
+        stops it (its record stamped `cancelled`, so a resume settles it too), the recipients
+        left settled suppressed `bounce_breaker`; the bounced ones' addresses stay unlisted
+        (their messages are dead letters, to retry once the relay is fixed). Counts only in
+        the log."""
+        b = self.breaker
+        logger.error("send %s stopped: the relay hard-bounced %d of the %d emails handed to it "
+                     "(bound: more than %.0f%% once %d were handed: send_bounce_breaker_share, "
+                     "send_bounce_breaker_min); the addresses held are not listed, those "
+                     "messages are dead letters, the rest is settled suppressed %s",
+                     self.send_id, b.bounced, b.handed, 100 * b.share, b.minimum, BOUNCE_BREAKER)
+        await asyncio.to_thread(self.records.cancel, self.send_id)
+        self.cancelling.reason = BOUNCE_BREAKER
+        self.cancel()
 
     async def _still(self, r: Recipient) -> str | None:
         """Why `r`'s message may not go now: `cancelled` once the job is (CancelSend), else
@@ -408,7 +446,7 @@ class SendJob:
         read once per job. Asked just before it is handed over and before each retry (a cancel
         ends the backoff at once: `unless`); a reason from either settles it suppressed."""
         if self.cancelling.requested.is_set():
-            return CANCELLED
+            return self.cancelling.reason
         return await self.delivery.still(self.job["campaign"], r.user, r.channel,
                                          r.message["to"], self.purpose)
 

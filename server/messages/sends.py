@@ -49,7 +49,7 @@ from ..store.keys import (
 from .owned import opened_if_users, with_messages
 
 __all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED",
-           "ERASED", "ARCHIVED", "CANCELLED"]
+           "ERASED", "ARCHIVED", "CANCELLED", "BOUNCE_BREAKER"]
 
 PENDING, READY, SENT, SUPPRESSED, FAILED = "pending", "ready", "sent", "suppressed", "failed"
 ERASED = "erased"
@@ -58,6 +58,9 @@ ARCHIVED = "archived"
 """The suppressed reason of a recipient whose campaign was archived before the message went."""
 CANCELLED = "cancelled"
 """The suppressed reason of a recipient whose job was cancelled (CancelSend) before it went."""
+BOUNCE_BREAKER = "bounce_breaker"
+"""The suppressed reason of a recipient whose job its hard-bounce breaker stopped before it went
+(`breaker.BounceBreaker`)."""
 EXPIRE_PER_FINISH = 8
 """Expired kept jobs (finished deferred ComposeMessages') a finish deletes at most."""
 DUE_MARGIN = 1.0

@@ -99,3 +99,33 @@ async def test_a_send_campaign_bounce_lists_the_address_it_was_composed_for(
     assert dict(done.failed_by_reason) == {"smtp 550": 1}
     assert await listed(profiles, "sc1@example.com")
     assert not await listed(profiles, "sc1.now@example.com")
+
+
+async def test_a_relay_bouncing_most_of_an_audience_trips_the_breaker_and_lists_none(
+        sink, settings, campaigns, profiles, messaging):
+    """A relay answering 550 5.1.1 to every recipient (misconfigured) stops the job once it
+    handed `send_bounce_breaker_min` of them and more than `send_bounce_breaker_share`
+    bounced: none of those addresses is listed (before, all 24 were), the messages are dead
+    letters, the rest settled suppressed `bounce_breaker`. A job whose few bounces stay under
+    the bound lists them as ever."""
+    assert (settings.send_bounce_breaker_min, settings.send_bounce_breaker_share) == (20, 0.5)
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    fine, dead = [f"ok{i:02d}" for i in range(24)], [f"nx{i:02d}" for i in range(24)]
+    await audience(profiles, fine + dead)
+    for u in fine[:3] + dead:
+        sink.rcpt_replies[f"{u}@example.com"] = list(NO_SUCH_USER)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(campaign_id="mail",
+                                                                   user_ids=fine))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, done.failed, done.cancelled_at) == (21, 3, 0)
+    assert [await listed(profiles, f"{u}@example.com") for u in fine[:4]] == [True] * 3 + [False]
+
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(campaign_id="mail",
+                                                                   user_ids=dead))
+    done = await until_done(messaging, started.send_id)
+    stopped = done.suppressed_by_reason["bounce_breaker"]
+    assert done.sent == 0 and done.failed >= 20 and done.failed + stopped == 24
+    assert done.cancelled_at > 0
+    assert not any([await listed(profiles, f"{u}@example.com") for u in dead])
+    letters = await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=50))
+    assert len(letters.letters) == 3 + done.failed
