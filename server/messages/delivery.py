@@ -118,6 +118,9 @@ def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
                         "", 0.0, at, {"decision_id": decision_id})
 
 
+BOUNCE_EVENTS = {"email": "email_bounce", "sms": "sms_bounce"}
+"""The event a hard bounce on a channel records (`Delivery._bounced`; push tokens are not
+listed)."""
 RELAY_CHECK_SECONDS = 2.0
 """How long `Delivery.check_relay` waits for the relay's session before it lets the job start
 (as for a relay not reachable): well within a SendCampaign's deadline (the CLI's is 5 s),
@@ -312,27 +315,31 @@ class Delivery:
                 letter = DeadLetter(channel, campaign, decision, user, to, data.decode("latin-1"),
                                     err.reason, err.attempts)
                 await asyncio.to_thread(self.dead.add, letter, True)
-            listing = functools.partial(self._bounced, err, campaign, decision, user, to, at)
+            listing = functools.partial(self._bounced, err, channel, campaign, decision, user,
+                                        to, at)
             await (listing() if breaker is None or not _bounce(err)
                    else breaker.list_or_hold(listing))
             raise
 
-    async def _bounced(self, err: Exception, campaign: str, decision: str, user: str,
-                       to: str, at: float) -> None:
-        """A hard bounce at the relay (`DeliveryRefused.bounced`: 550 5.1.1 and the like) is
+    async def _bounced(self, err: Exception, channel: str, campaign: str, decision: str,
+                       user: str, to: str, at: float) -> None:
+        """A hard bounce at the relay (`DeliveryRefused.bounced`: 550 5.1.1 and the like; an
+        SMS provider's code for a number that takes no texts, `webhook.NUMBER_GONE_CODES`) is
         recorded as the provider's report of it would be (`reports.record_report`): `to`
-        listed, and the user's `email_bounce` event while their profile holds `to`, dated `at`
-        (from before the send: a user erased while it went is not brought back). Without it
-        the next campaign mailed the dead address again, which is what costs a sender its
-        reputation. A failure here is logged: the refusal stands, its letter kept."""
-        if not _bounce(err):
+        listed, and the user's `email_bounce` (`sms_bounce`) event while their profile holds
+        `to`, dated `at` (from before the send: a user erased while it went is not brought
+        back). Without it the next campaign mailed the dead address again, which is what costs
+        a sender its reputation. A failure here is logged: the refusal stands, its letter
+        kept."""
+        event_type = BOUNCE_EVENTS.get(channel)
+        if event_type is None or not _bounce(err):
             return
         try:
-            await record_report(self.events, self.suppressions, "email_bounce", to, user,
+            await record_report(self.events, self.suppressions, event_type, to, user,
                                 campaign, decision, at)
         except TailorError as failure:
-            logger.warning("an email hard-bounced at the relay, but its bounce was not "
-                           "recorded: %s", type(failure).__name__)
+            logger.warning("a%s %s hard-bounced, but its bounce was not recorded: %s",
+                           "n" if channel == "email" else "", channel, type(failure).__name__)
 
     async def _went(self, channel: str, user: str, to: str) -> None:
         """Index `to` for `user` before a text goes there (`AddressIndex.went`): one composed
@@ -468,8 +475,8 @@ class Delivery:
             await self.send(letter.channel, letter.to, letter.data.encode("latin-1"), still=still)
         except UNDELIVERED as err:
             letter.reason, letter.attempts = err.reason, letter.attempts + err.attempts
-            await self._bounced(err, letter.campaign, letter.decision, letter.user, letter.to,
-                                handed)
+            await self._bounced(err, letter.channel, letter.campaign, letter.decision,
+                                letter.user, letter.to, handed)
             raise
         except NoLongerAllowed as err:  # refused before a retry: kept, as above
             letter.reason = err.reason

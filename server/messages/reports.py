@@ -1,6 +1,7 @@
 """Bounces and complaints of a decision's email, as one place records them: the relay's
 synchronous hard bounce (`Delivery._bounced`) and the provider's report
-(`server.http.delivery_events`).
+(`server.http.delivery_events`); and the SMS provider's refusal of a number that takes no texts
+(`sms_bounce`, `webhook.NUMBER_GONE_CODES`), the same way.
 
 Each lists the address named, and records the user's `email_bounce` / `email_complaint` event
 (`report_event`: id `<type>-<decision id>`, so both of one message count once), which caps and
@@ -20,10 +21,11 @@ __all__ = ["report_event", "record_report"]
 
 def report_event(event_type: str, campaign_id: str, decision_id: str, user_id: str,
                  at: float) -> TrackedEvent:
-    """The `email_bounce` / `email_complaint` event of a decision's email, its id fixed by the
-    type and the decision: the relay's refusal and the provider's report of the same message
-    count once."""
-    return TrackedEvent(f"{event_type}-{decision_id}", user_id, event_type, "email", campaign_id,
+    """The `email_bounce` / `email_complaint` event of a decision's email (`sms_bounce` of its
+    text), its id fixed by the type and the decision: the relay's refusal and the provider's
+    report of the same message count once. On its type's channel."""
+    channel = event_type.split("_", 1)[0]
+    return TrackedEvent(f"{event_type}-{decision_id}", user_id, event_type, channel, campaign_id,
                         "", 0.0, at, {"decision_id": decision_id})
 
 

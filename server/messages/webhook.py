@@ -16,8 +16,15 @@ or a connection error before the status is transient (retried by `retry.Retry`);
 reply is permanent, a redirect too: it is not followed (aiohttp turns a POST redirected by
 301/302/303 into a GET without the body, whose 200 would count a message the provider never got
 as sent; set the URL the redirect names). The reply's body is read up to
-`Limits.webhook_reply_bytes` and never judged: one longer, stalled or broken off leaves the
-status to decide (a 2xx is sent: retrying it would send the message again).
+`Limits.webhook_reply_bytes`: one longer, stalled or broken off leaves the status to decide (a
+2xx is sent: retrying it would send the message again). A refusal's body is read for the
+provider's error code (`error_code`): JSON `{"code": ...}` (Twilio's REST error), or
+`error_code` / `ErrorCode` (its Message resource and status callback). A code saying the
+number itself takes no texts (`NUMBER_GONE_CODES`) is a hard bounce, as SMTP's 5.1.1
+(`Permanent.bounced`: the number is listed, the user's `sms_bounce` event recorded:
+`Delivery._bounced`); any other code, or none, is the refusal it was (4xx permanent, nothing
+listed). Before, every 4xx was the same `webhook 4xx` and a dead number was texted again by
+every campaign.
 """
 from __future__ import annotations
 
@@ -31,11 +38,19 @@ from .errors import Permanent, Transient
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["WebhookSender", "webhook_body", "KEY_ID_HEADER", "RETRIED_STATUSES"]
+__all__ = ["WebhookSender", "webhook_body", "error_code", "KEY_ID_HEADER", "NUMBER_GONE_CODES",
+           "RETRIED_STATUSES"]
 
 KEY_ID_HEADER = "X-Tailor-Key-Id"
 RETRIED_STATUSES = frozenset({408, 429})
 """Besides every 5xx: replies that say "later"."""
+NUMBER_GONE_CODES = frozenset({21211, 21614, 21635, 30005, 30006})
+"""Twilio's error codes that say the number takes no texts, for good: 21211 invalid 'To' number,
+21614 'To' is not a valid mobile number, 21635 'To' cannot be a landline, 30005 unknown
+destination handset (the number does not exist), 30006 landline or unreachable carrier. Not
+30003 (unreachable handset: Twilio's own page says it is usually temporary, a phone off or
+without signal), nor 21610 (the recipient texted STOP to the sender: an opt-out, not a bounce),
+nor 21612 (no route from this sender: about the sender, not the number)."""
 
 
 def webhook_body(message, to: str) -> bytes:
@@ -83,7 +98,7 @@ class WebhookSender:
             async with self._session.post(self.urls[channel], data=body, headers=self.headers(body),
                                           allow_redirects=False) as reply:
                 status = reply.status
-                await _drain(reply, self.reply_bytes)
+                body = await _drain(reply, self.reply_bytes, keep=not 200 <= status < 300)
         except TimeoutError:
             raise Transient("webhook timeout") from None
         except aiohttp.ClientError as err:
@@ -92,7 +107,10 @@ class WebhookSender:
             return
         if status >= 500 or status in RETRIED_STATUSES:
             raise Transient(f"webhook {status}")
-        raise Permanent(f"webhook {status}")
+        code = error_code(body)
+        if code is None:
+            raise Permanent(f"webhook {status}")
+        raise Permanent(f"webhook {status} code {code}", bounced=code in NUMBER_GONE_CODES)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -100,19 +118,41 @@ class WebhookSender:
             self._session = None
 
 
-async def _drain(reply, most: int) -> None:
-    """Read `reply`'s body (unused) so its connection is reused; past `most` bytes, or when it
-    stalls past the timeout or breaks off, close the connection instead: the status decides."""
+def error_code(body: bytes) -> int | None:
+    """The provider's error code in a refusal's JSON body (`code`, `error_code` or `ErrorCode`,
+    a number or its digits), None when there is none (not JSON, not an object, no such field)."""
+    try:
+        reply = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(reply, dict):
+        return None
+    for name in ("code", "error_code", "ErrorCode"):
+        value = reply.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 10:
+            return int(value)
+    return None
+
+
+async def _drain(reply, most: int, keep: bool = False) -> bytes:
+    """Read `reply`'s body so its connection is reused; the body when `keep` (a refusal's: its
+    error code), else b"". Past `most` bytes, or when it stalls past the timeout or breaks off,
+    close the connection instead (b"": the status decides)."""
     import aiohttp
 
-    read = 0
+    read, chunks = 0, []
     try:
         async for chunk in reply.content.iter_any():
             read += len(chunk)
             if read > most:
                 break
+            if keep:
+                chunks.append(chunk)
         else:
-            return
+            return b"".join(chunks)
     except (TimeoutError, aiohttp.ClientError):
         pass
     reply.close()
+    return b""

@@ -18,6 +18,8 @@ class Provider:
         """Paths fetched with GET (a client following a 3xx the POST got)."""
         self.statuses: list[int] = [200]
         self.delay = 0.0
+        self.refusal_body = "no"
+        """The body of a reply that is no 2xx (e.g. a provider's JSON error with its code)."""
         self._runner: web.AppRunner | None = None
 
     def url(self, path: str) -> str:
@@ -34,7 +36,7 @@ class Provider:
             await asyncio.sleep(self.delay)
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
         moved = {"Location": f"{request.path}/moved"} if 300 <= status < 400 else None
-        return web.Response(status=status, text="ok" if status < 300 else "no", headers=moved)
+        return web.Response(status=status, text="ok" if status < 300 else self.refusal_body, headers=moved)
 
     async def _get(self, request: web.Request) -> web.Response:
         self.gets.append(request.path)

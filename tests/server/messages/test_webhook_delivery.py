@@ -336,3 +336,30 @@ async def test_the_access_export_reads_a_webhook_letters_body_as_its_text(
         await messaging.ComposeMessage(compose())
     [letter] = tailor_server.delivery.dead.export_user("t1")["dead_letters"]
     assert json.loads(letter["message"])["parts"] == {"text": "Hi Zoë"}
+
+
+async def test_a_number_the_provider_says_takes_no_texts_is_listed_as_a_hard_bounce(
+        provider, campaigns, profiles, messaging):
+    """A 400 whose body carries Twilio's 21211 (invalid 'To' number) lists the number and
+    records the user's `sms_bounce` event, as SMTP's 5.1.1 does for an email; one carrying
+    30003 (unreachable handset, usually for a while) lists nothing. Before, both were the
+    same `webhook 400`, and nothing was listed."""
+    await sms_user(campaigns, profiles)
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="t2", attributes={"phone": "+447700900456"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="t2", channel="sms", opted_in=True,
+                                                    source="signup"))
+    provider.answer(400)
+    for user, reply in (("t1", {"code": 21211, "status": 400}), ("t2", {"ErrorCode": "30003"})):
+        provider.refusal_body = json.dumps(reply)
+        with pytest.raises(grpc.RpcError) as err:
+            await messaging.ComposeMessage(compose(user))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"webhook 400 code {reply.get('code') or reply.get('ErrorCode')}" in \
+            err.value.details()
+    listed = [(await profiles.CheckSuppression(ppb.SuppressionAddress(phone=n))).suppressed
+              for n in ("+447700900123", "+447700900456")]
+    assert listed == [True, False]
+    bounces = await sent_events(profiles, "sms_bounce")
+    assert [(e.user_id, e.channel) for e in bounces] == [("t1", "sms")]
+    assert len(provider.requests) == 2  # a 4xx is not retried, either way
