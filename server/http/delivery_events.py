@@ -19,6 +19,14 @@ that user (event id `<type>-<decision id>`, so a report delivered twice counts o
 its keyed hash (it may differ from the profile's address by now). A report naming no known
 message lists the address alone. Each report answers 200 with what happened, so the provider
 does not retry it.
+
+The SMS provider's status callback of a text that did not arrive comes the same way, with
+`"channel": "sms"`: JSON {"type": "bounce", "channel": "sms", "decision_id": <the webhook body's
+`id`>, "address": <the number>, "error_code": <the provider's code, a number or its digits>}.
+A code saying the number takes no texts for good (`webhook.NUMBER_GONE_CODES`) lists the
+number and records the user's `sms_bounce` event, as the provider's synchronous refusal with it
+does (`Delivery._bounced`); any other code (30003: a phone off, usually for a while) records
+nothing (`address_listed` false). An SMS report is a bounce with a code (400 otherwise).
 """
 from __future__ import annotations
 
@@ -28,11 +36,12 @@ import time
 
 from aiohttp import web
 
-from ..contact.addresses import EMAIL, normalize
+from ..contact.addresses import CHANNEL_KIND, normalize
 from ..errors import InvalidArgument
 from ..interfaces import DecisionOwners, EventRecorder
 from ..limits import Limits
 from ..messages.reports import record_report
+from ..messages.webhook import NUMBER_GONE_CODES, code_of
 from ..security.userref import user_ref
 from ..validation import check_id, check_known, check_text
 from .signing import SignedRequests
@@ -42,7 +51,9 @@ __all__ = ["DeliveryEvents", "REPORT_TYPES"]
 logger = logging.getLogger("tailor.http.delivery")
 
 REPORT_TYPES = {"bounce": "email_bounce", "complaint": "email_complaint"}
-"""Report type -> the tracked event type it records."""
+"""Report type -> the tracked event type it records (an email's)."""
+SMS_BOUNCE = "sms_bounce"
+"""The tracked event type an SMS report whose code says the number is gone records."""
 
 
 _JSON_TYPES = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
@@ -89,25 +100,39 @@ class DeliveryEvents:
         return web.json_response(await self.apply(report))  # errors: `public._errors`
 
     def checked(self, report: dict) -> tuple[str, str, str]:
-        """The report's type, decision id and address, every field checked: a bad one is
-        refused before anything is recorded (a 400 changes nothing)."""
+        """The tracked event type the report records ("" for an SMS one whose code lists
+        nothing), its decision id and address, every field checked: a bad one is refused
+        before anything is recorded (a 400 changes nothing)."""
         kind = check_known("type", text_field(report, "type"), tuple(REPORT_TYPES))
+        channel = check_known("channel", text_field(report, "channel") or "email",
+                              tuple(CHANNEL_KIND))
         decision = decision_of(report, self.limits)
         address = text_field(report, "address")
         if not decision and not address:
             raise InvalidArgument("address", "a report names a message_id (or decision_id), an "
                                   "address, or both")
         if address:
-            normalize(EMAIL, address, self.limits.address_chars, f"address.{EMAIL}")
-        return kind, decision, address
+            kind_of = CHANNEL_KIND[channel]
+            normalize(kind_of, address, self.limits.address_chars, f"address.{kind_of}")
+        if channel == "email":
+            return REPORT_TYPES[kind], decision, address
+        if kind != "bounce":
+            raise InvalidArgument("type", "an sms report is a bounce")
+        code = code_of(report.get("error_code"))
+        if code is None:
+            raise InvalidArgument("error_code", "an sms report carries the provider's error "
+                                  "code (a number)")
+        return (SMS_BOUNCE if code in NUMBER_GONE_CODES else ""), decision, address
 
     async def apply(self, report: dict) -> dict:
         """Record the report; what happened (`user_found`, `address_listed`)."""
-        kind, decision, address = self.checked(report)
+        event_type, decision, address = self.checked(report)
         received = time.time()  # the event's time, before its user is looked up: a user erased
         owner = await self.owners.decision_owner(decision) if decision else None  # meanwhile
         user, campaign = owner or (None, "")  # is not brought back (refused as late)
-        if await record_report(self.events, self.suppressions, REPORT_TYPES[kind], address,
+        if not event_type:  # an sms code that says nothing for good about the number
+            return {"user_found": owner is not None, "address_listed": False}
+        if await record_report(self.events, self.suppressions, event_type, address,
                                user, campaign, decision, received):
-            logger.info("%s of %s (decision %s)", kind, user_ref(user), decision)
+            logger.info("%s of %s (decision %s)", event_type, user_ref(user), decision)
         return {"user_found": owner is not None, "address_listed": bool(address)}

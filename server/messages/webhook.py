@@ -38,7 +38,7 @@ from .errors import Permanent, Transient
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["WebhookSender", "webhook_body", "error_code", "KEY_ID_HEADER", "NUMBER_GONE_CODES",
+__all__ = ["WebhookSender", "webhook_body", "error_code", "code_of", "KEY_ID_HEADER", "NUMBER_GONE_CODES",
            "RETRIED_STATUSES"]
 
 KEY_ID_HEADER = "X-Tailor-Key-Id"
@@ -128,11 +128,18 @@ def error_code(body: bytes) -> int | None:
     if not isinstance(reply, dict):
         return None
     for name in ("code", "error_code", "ErrorCode"):
-        value = reply.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 10:
-            return int(value)
+        code = code_of(reply.get(name))
+        if code is not None:
+            return code
+    return None
+
+
+def code_of(value) -> int | None:
+    """A provider's error code given as a JSON number or its digits; None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 10:
+        return int(value)
     return None
 
 

@@ -219,3 +219,38 @@ async def test_a_bounce_of_an_address_the_user_no_longer_has_lists_only_that_one
     assert not (await listed(profiles, "m1.now@example.com")).suppressed
     await delivered(messaging, "m1")
     assert sink.arrived[-1][1] == ["m1.now@example.com"]
+
+
+async def test_an_sms_status_report_lists_a_gone_number_and_not_an_unreachable_one(
+        settings, campaigns, profiles, messaging):
+    """The SMS provider's status callback, as a report with `channel: sms`: a code saying the
+    number is gone (30005, unknown handset) lists it and records the user's `sms_bounce` event;
+    30003 (a phone off) lists nothing; one without a code is 400. Before, `channel` was not
+    read and the number was refused as an email address (400)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="sms", channel="sms", policy="fixed",
+        variants=[cpb.Variant(id="s", content={"text": "Hi"})])))
+    for user, number in (("s1", "+447700900701"), ("s2", "+447700900702")):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"phone": number}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
+                                                        opted_in=True, source="signup"))
+    answers = []
+    for user, number, code in (("s1", "+447700900701", 30005), ("s2", "+447700900702", "30003")):
+        decision = (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="sms", user_id=user))).decision_id
+        status, text = await report(settings, {"type": "bounce", "channel": "sms",
+                                               "decision_id": decision, "address": number,
+                                               "error_code": code})
+        answers.append((status, json.loads(text) if status == 200 else text))
+    assert answers == [(200, {"user_found": True, "address_listed": True}),
+                       (200, {"user_found": True, "address_listed": False})]
+    numbers = [(await profiles.CheckSuppression(ppb.SuppressionAddress(phone=n))).suppressed
+               for n in ("+447700900701", "+447700900702")]
+    assert numbers == [True, False]
+    events = [e async for e in profiles.ExportEvents(ppb.ExportEventsRequest())
+              if e.type == "sms_bounce"]
+    assert [(e.user_id, e.channel) for e in events] == [("s1", "sms")]
+    status, text = await report(settings, {"type": "bounce", "channel": "sms",
+                                           "address": "+447700900702"})
+    assert status == 400 and "error_code" in text
