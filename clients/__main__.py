@@ -298,7 +298,7 @@ def _suppression(client: TailorClient, args) -> object:
     if args.action == "add":
         return client.add_suppression(**address, reason=args.reason)
     if args.action == "remove":
-        return {"removed": client.remove_suppression(**address)}
+        return client.unsuppress(**address)
     return client.check_suppression(**address)
 
 

@@ -351,7 +351,17 @@ class TailorClient:
 
     def remove_suppression(self, email: str = "", phone: str = "",
                            timeout: float | None = None) -> bool:
-        return self._call(self._profiles.RemoveSuppression, _address(email, phone), timeout).removed
+        """Whether this call took the address off the list (False for a retry of a call that
+        did: `unsuppress` says whether it is off)."""
+        return self.unsuppress(email, phone, timeout)["removed"]
+
+    def unsuppress(self, email: str = "", phone: str = "",
+                   timeout: float | None = None) -> dict[str, bool]:
+        """RemoveSuppression's whole answer: {"removed": this call took it off, "unsuppressed":
+        it is off the list now}. The channel retries UNAVAILABLE, so a first attempt whose
+        answer was lost may have removed it: read `unsuppressed`."""
+        reply = self._call(self._profiles.RemoveSuppression, _address(email, phone), timeout)
+        return {"removed": reply.removed, "unsuppressed": reply.unsuppressed}
 
     def check_suppression(self, email: str = "", phone: str = "",
                           timeout: float | None = None) -> Suppression:
