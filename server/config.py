@@ -379,12 +379,13 @@ class Settings(BaseSettings):
     process."""
     send_bounce_breaker_share: float = Field(0.5, gt=0, le=1)
     """A send job stops when the relay hard-bounces (550 5.1.1 and the like) more than this
-    share of the emails it handed the relay, once it handed `send_bounce_breaker_min`: a relay
-    refusing most of an audience so is taken for misconfigured, and the addresses it bounced
+    share of the last `send_bounce_breaker_min` emails it handed the relay: a relay refusing
+    most of an audience so is taken for misconfigured, and the addresses that stretch bounced
     are not listed (`server.messages.breaker`). 1: never."""
     send_bounce_breaker_min: int = Field(20, ge=1)
-    """Emails a send job hands the relay before `send_bounce_breaker_share` is judged (a job's
-    first hard bounces are listed only once it clears, or the job ends below it)."""
+    """How many of a send job's last emails `send_bounce_breaker_share` is judged over (from
+    the job's first that many on); a hard bounce is listed once that many more were handed
+    without a trip, or when the job ends."""
     sms_webhook_url: str = ""
     """The SMS provider's webhook that SMS are POSTed to as signed JSON (`server.messages.webhook`;
     needs the `delivery-webhook` keyring); empty: no SMS delivery."""

@@ -431,11 +431,11 @@ class SendJob:
         (their messages are dead letters, to retry once the relay is fixed). Counts only in
         the log."""
         b = self.breaker
-        logger.error("send %s stopped: the relay hard-bounced %d of the %d emails handed to it "
-                     "(bound: more than %.0f%% once %d were handed: send_bounce_breaker_share, "
-                     "send_bounce_breaker_min); the addresses held are not listed, those "
-                     "messages are dead letters, the rest is settled suppressed %s",
-                     self.send_id, b.bounced, b.handed, 100 * b.share, b.minimum, BOUNCE_BREAKER)
+        logger.error("send %s stopped: the relay hard-bounced more than %.0f%% of the last %d "
+                     "emails handed to it (send_bounce_breaker_share, send_bounce_breaker_min; "
+                     "%d of %d in the job); the addresses held are not listed, those messages "
+                     "are dead letters, the rest is settled suppressed %s", self.send_id,
+                     100 * b.share, b.minimum, b.bounced, b.handed, BOUNCE_BREAKER)
         await asyncio.to_thread(self.records.cancel, self.send_id)
         self.cancelling.reason = BOUNCE_BREAKER
         self.cancel()

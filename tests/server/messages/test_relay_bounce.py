@@ -129,3 +129,22 @@ async def test_a_relay_bouncing_most_of_an_audience_trips_the_breaker_and_lists_
     assert not any([await listed(profiles, f"{u}@example.com") for u in dead])
     letters = await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=50))
     assert len(letters.letters) == 3 + done.failed
+
+
+async def test_a_relay_going_bad_in_the_middle_of_a_job_trips_the_breaker_as_soon(
+        sink, settings, campaigns, profiles, messaging):
+    """40 delivered, then the relay bounces every recipient: the breaker judges the last 20,
+    so the job stops within about 20 more and lists none of them (over the whole job it would
+    have taken 40 bounces)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    users = [f"ok{i:02d}" for i in range(40)] + [f"nx{i:02d}" for i in range(40)]
+    await audience(profiles, users)
+    for u in users[40:]:
+        sink.rcpt_replies[f"{u}@example.com"] = list(NO_SUCH_USER)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=users, rate_per_second={"email": 500}))
+    done = await until_done(messaging, started.send_id)
+    assert done.cancelled_at > 0 and done.sent == 40
+    assert 11 <= done.failed <= 20 + settings.send_connections
+    assert done.suppressed_by_reason["bounce_breaker"] == 40 - done.failed
+    assert not any([await listed(profiles, f"{u}@example.com") for u in users[40:]])
