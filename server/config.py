@@ -378,12 +378,13 @@ class Settings(BaseSettings):
     how many deferred ComposeMessages (`deliver`, each a job of its own) go at once in a
     process."""
     send_bounce_breaker_share: float = Field(0.5, gt=0, le=1)
-    """A send job stops when the relay hard-bounces (550 5.1.1 and the like) more than this
-    share of the last `send_bounce_breaker_min` emails it handed the relay: a relay refusing
-    most of an audience so is taken for misconfigured, and the addresses that stretch bounced
-    are not listed (`server.messages.breaker`). 1: never."""
+    """A send job stops when the relay hard-bounces (550 5.1.1 and the like; the SMS provider:
+    a code saying the number is gone) more than this share of the last
+    `send_bounce_breaker_min` emails (texts) it handed over: a relay refusing most of an
+    audience so is taken for misconfigured, and the addresses that stretch bounced are not
+    listed (`server.messages.breaker`). 1: never."""
     send_bounce_breaker_min: int = Field(20, ge=1)
-    """How many of a send job's last emails `send_bounce_breaker_share` is judged over (from
+    """How many of a send job's last emails (texts) `send_bounce_breaker_share` is judged over (from
     the job's first that many on); a hard bounce is listed once that many more were handed
     without a trip, or when the job ends."""
     sms_webhook_url: str = ""

@@ -4,8 +4,10 @@ for a misconfigured relay, not for that many dead mailboxes.
 Each synchronous hard bounce at the relay lists the address and records the user's
 `email_bounce` event (`Delivery._bounced`). A relay that answers 5.1.1 to every recipient (a
 wrong smarthost, a recipient check against the wrong directory) listed a whole audience so,
-and undoing it meant RemoveSuppression address by address. A job's breaker judges the last
-`send_bounce_breaker_min` recipients it handed to the relay: more than
+and undoing it meant RemoveSuppression address by address; so did an SMS provider answering
+21211 (invalid 'To') to every number an adapter mangled (`webhook.NUMBER_GONE_CODES`). A job
+has a breaker per such channel (email, sms), each judging the last
+`send_bounce_breaker_min` recipients it handed to the relay (provider): more than
 `send_bounce_breaker_share` of them hard-bounced trips it, and the job stops
 (`sending.SendJob._tripped`). Over the last ones, not the whole job: a relay that goes bad in
 the middle of a large job trips it as soon, where a share of the whole job would wait for as

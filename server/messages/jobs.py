@@ -39,7 +39,6 @@ from ..processes import owner_alive
 from ..store.keys import SEP_CHAR
 from ..store.tokens import keyed_digest
 from ..validation import check_count, check_finite, check_id, check_known, check_range, shown
-from .breaker import BounceBreaker
 from .cancelling import withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
@@ -311,8 +310,8 @@ class SendJobs:
         runner = SendJob(send_id, job, self.records, self.composer, self.delivery,
                          self.settings.send_compose_ahead,
                          min(self.settings.send_connections, job["total"]),
-                         BounceBreaker(self.settings.send_bounce_breaker_share,
-                                       self.settings.send_bounce_breaker_min))
+                         (self.settings.send_bounce_breaker_share,
+                          self.settings.send_bounce_breaker_min))
         task = asyncio.create_task(runner.run())
         self._running[send_id] = runner, task
         task.add_done_callback(lambda t: self._done(send_id, t))

@@ -67,7 +67,7 @@ from .breaker import BounceBreaker
 from .cancelling import Cancellation, withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
-from .delivery import MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
+from .delivery import BOUNCE_EVENTS, MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
 from .errors import BadAddress, NoLongerAllowed, RenderFailed
 from .sends import (
     ARCHIVED,
@@ -134,10 +134,11 @@ class TokenBucket:
 class SendJob:
     def __init__(self, send_id: str, job: dict, records: SendRecords, composer: Composer,
                  delivery: Delivery, ahead: int, lanes: int = 1,
-                 breaker: BounceBreaker | None = None):
+                 bounce_bound: tuple[float, int] = (1.0, 0)):
         """`ahead`: users composed at once; `lanes`: messages delivering at once (each lane
-        with its own SMTP connection); `breaker`: stops the job when the relay hard-bounces
-        too many of its emails (`breaker.BounceBreaker`; none: never)."""
+        with its own SMTP connection); `bounce_bound`: (share, over how many) of a channel's
+        hard bounces that stops the job (`breaker.BounceBreaker`, one per channel with an
+        address list: a misconfigured relay, or SMS provider; (1.0, 0): never)."""
         self.send_id, self.job, self.records = send_id, job, records
         self.composer, self.delivery, self.ahead, self.lanes = composer, delivery, ahead, lanes
         rates = {ch: job["rates"].get(ch, DEFAULT_RATE) for ch in MESSAGE_CHANNELS}
@@ -156,7 +157,7 @@ class SendJob:
         self._handed = asyncio.Event()
         self._handed.set()
         self.cancelling = Cancellation(records, send_id, lanes, self.cancel)
-        self.breaker = breaker or BounceBreaker(1.0, 0)
+        self.breakers = {ch: BounceBreaker(*bounce_bound) for ch in BOUNCE_EVENTS}
         """CancelSend: `requested` once nothing more is composed or starts going (`cancel`)."""
 
     def cancel(self) -> None:
@@ -176,7 +177,7 @@ class SendJob:
             await asyncio.wait_for(self._handed.wait(), wait)
         except TimeoutError:
             pass
-        await self.breaker.flush()  # the bound not judged: listed, as a job ending below it
+        await self._flush_bounces()  # the bound not judged on them: listed
 
     async def run(self) -> None:
         todo = await asyncio.to_thread(self.records.recipients, self.send_id, False)
@@ -199,7 +200,7 @@ class SendJob:
                 tasks.create_task(self._lane(due))
             tasks.create_task(self.cancelling.watch())
         await self._record_sent()
-        await self.breaker.flush()  # ended below its minimum: its bounces are listed
+        await self._flush_bounces()  # the bound not judged on them: listed
         if self.cancelling.requested.is_set():
             await self._settle_cancelled()
         await asyncio.to_thread(self.records.finish, self.send_id)
@@ -401,7 +402,7 @@ class SendJob:
                     campaign=self.job["campaign"], decision=r.decision, user=r.user, at=asked,
                     via=smtp,
                     unless=self.cancelling.requested, still=lambda: self._still(r),
-                    breaker=self.breaker if r.channel == "email" else None)
+                    breaker=self.breakers.get(r.channel))
                 r.state, r.sent_at = SENT, time.time()
         except UNDELIVERED as err:
             r.state, r.reason, bounced = FAILED, err.reason, getattr(err, "bounced", False)
@@ -419,23 +420,28 @@ class SendJob:
             self._sent.append(r)
         elif refused is not None or (r.state == FAILED and not kept):  # nobody received it
             await self._withdraw([withdrawal(r.decision, refused or "")])
-        if kept and r.channel == "email" and r.state in (SENT, FAILED) \
-                and await self.breaker.count(bounced):
-            await self._tripped()
+        breaker = self.breakers.get(r.channel)
+        if kept and breaker is not None and r.state in (SENT, FAILED) \
+                and await breaker.count(bounced):
+            await self._tripped(r.channel, breaker)
 
-    async def _tripped(self) -> None:
-        """The relay hard-bounced more of the job's emails than its breaker's bound: a relay
-        misconfigured, most likely, not that many dead mailboxes. The job stops as a CancelSend
+    async def _flush_bounces(self) -> None:
+        for breaker in self.breakers.values():
+            await breaker.flush()
+
+    async def _tripped(self, channel: str, b: BounceBreaker) -> None:
+        """The relay (the SMS provider) hard-bounced more of the job's `channel` messages than
+        its breaker's bound: misconfigured, most likely, not that many dead addresses (an SMS
+        adapter that mangles numbers gets 21211 for each). The job stops as a CancelSend
         stops it (its record stamped `cancelled`, so a resume settles it too), the recipients
         left settled suppressed `bounce_breaker`; the bounced ones' addresses stay unlisted
         (their messages are dead letters, to retry once the relay is fixed). Counts only in
         the log."""
-        b = self.breaker
-        logger.error("send %s stopped: the relay hard-bounced more than %.0f%% of the last %d "
-                     "emails handed to it (send_bounce_breaker_share, send_bounce_breaker_min; "
-                     "%d of %d in the job); the addresses held are not listed, those messages "
-                     "are dead letters, the rest is settled suppressed %s", self.send_id,
-                     100 * b.share, b.minimum, b.bounced, b.handed, BOUNCE_BREAKER)
+        logger.error("send %s stopped: more than %.0f%% of the last %d %s messages handed over "
+                     "hard-bounced (send_bounce_breaker_share, send_bounce_breaker_min; %d of "
+                     "%d in the job); the addresses held are not listed, those messages are "
+                     "dead letters, the rest is settled suppressed %s", self.send_id,
+                     100 * b.share, b.minimum, channel, b.bounced, b.handed, BOUNCE_BREAKER)
         await asyncio.to_thread(self.records.cancel, self.send_id)
         self.cancelling.reason = BOUNCE_BREAKER
         self.cancel()

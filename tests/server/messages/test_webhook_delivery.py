@@ -363,3 +363,28 @@ async def test_a_number_the_provider_says_takes_no_texts_is_listed_as_a_hard_bou
     bounces = await sent_events(profiles, "sms_bounce")
     assert [(e.user_id, e.channel) for e in bounces] == [("t1", "sms")]
     assert len(provider.requests) == 2  # a 4xx is not retried, either way
+
+
+async def test_a_provider_saying_every_number_is_gone_trips_the_jobs_sms_breaker(
+        provider, campaigns, profiles, messaging):
+    """An SMS provider answering 21211 to every text (an adapter that mangles the numbers)
+    stops the job once more than half of the last 20 texts bounced, listing none of them;
+    before, each number was listed (the email breaker did not watch texts)."""
+    users = [f"m{i:02d}" for i in range(24)]
+    await sms_user(campaigns, profiles, users[0], "+447700900200")
+    for i, user in enumerate(users[1:], 1):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"phone": f"+4477009002{i:02d}"}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
+                                                        opted_in=True, source="signup"))
+    provider.answer(400)
+    provider.refusal_body = json.dumps({"code": 21211, "status": 400})
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="sms", user_ids=users, rate_per_second={"sms": 500}))
+    done = await until_done(messaging, started.send_id)
+    assert done.cancelled_at > 0 and done.sent == 0 and done.failed >= 20
+    assert done.suppressed_by_reason["bounce_breaker"] == 24 - done.failed
+    listed = [(await profiles.CheckSuppression(ppb.SuppressionAddress(
+        phone=f"+4477009002{i:02d}"))).suppressed for i in range(24)]
+    assert not any(listed)
+    assert await sent_events(profiles, "sms_bounce") == []
