@@ -4,6 +4,11 @@ DeleteProfile writes one tombstone per user (`erase_user`, inside the erasure's 
 the key is the HMAC-SHA256 of the user id under the `erasure` keyring (`keys.tombstone_key`,
 with the key id, so a rotated ring still finds older tombstones), the value the erasure time.
 Nothing else of the user remains, and the hash cannot be turned back into the id without the key.
+The record also keeps a keyed hash, under the same `erasure` key, of the user's record-key
+token (`tokens.user_token`, the `<user>` part of their store keys; `"found_by"`, layout 2):
+not the token, which no file holds once the user is erased, but what tells it among the
+tokens of a restored store, so a restore of a backup taken before the erasure erases the
+user again (`server.backup`, `store.reerase`). It is never exported.
 
 What a tombstone decides (docs/privacy.md):
 
@@ -45,6 +50,8 @@ from contract.erasure import digest, erased_at, keys_in_use
 
 from ..security.secrets import Keyring
 from ..store import Store, keys
+from ..store.reerase import found_by
+from ..store.tokens import user_token
 from . import replay_tokens
 from .replay_tokens import LATE_KEPT
 from .tombstone_log import TombstoneRead, late_until, logged, scan
@@ -130,7 +137,7 @@ class Tombstones:
         kid, now = self.ring.kid, self.clock()
         key = keys.tombstone_key(kid, digest(self.ring.key, user_id))
         old_key, old = self._earlier(txn, user_id, key)
-        record: dict = {"at": now}
+        record: dict = {"at": now, "found_by": found_by(self.ring.key, user_token(user_id))}
         # erased again soon after: the late events of the first erasure still count
         until = min(max(events_until, old.get("events_until", 0.0)),
                     now + self.future_tolerance_s)

@@ -71,6 +71,16 @@ class RecordKind:
                              f"migration step from version(s) {missing}")
 
 
+def _tombstone_unlinked(raw: bytes) -> bytes:
+    """tombstone 1 -> 2: `found_by` null: a tombstone written before layout 2 kept nothing of
+    the user's record-key token, and nothing without the user id can give it now (a restore
+    counts these as erasures it cannot apply again: `server.backup`). One that has it (carried
+    by a restore from a newer store into an older copy) keeps it."""
+    record = json.loads(raw)
+    record.setdefault("found_by", None)
+    return json.dumps(record).encode()
+
+
 def _meta_consent_by_purpose(raw: bytes) -> bytes:
     """profile_meta 1 -> 2: `consent[channel]` becomes `consent[channel]["marketing"]` (layout 1
     knew one purpose), and each stored state starts the `consent_history`, oldest first."""
@@ -173,9 +183,13 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("canary_report", "meta", 1, lambda k: k.startswith(K.CANARY_REPORT_PREFIX),
                "JSON {id, versions: {version: tally}}: a worker's Recommend counts per version "
                "since the canary started (models.tally)"),
-    RecordKind("tombstone", "meta", 1, lambda k: k.startswith(K.TOMBSTONE_PREFIX),
-               "JSON {at, events_until?, late_ms? or late?, erased?}: when the user whose "
-               "keyed hash the key holds was erased (profiles.tombstones)"),
+    RecordKind("tombstone", "meta", 2, lambda k: k.startswith(K.TOMBSTONE_PREFIX),
+               "JSON {at, found_by, events_until?, late_ms? or late?, erased?}: when the user "
+               "whose keyed hash the key holds was erased, and a keyed hash (same key) of the "
+               "user's record-key token, which finds their records again after a restore "
+               "(`reerase.found_by`; null: written before layout 2, not linked; "
+               "profiles.tombstones)",
+               steps={1: _tombstone_unlinked}),
     RecordKind("tombstone_count", "meta", 1, lambda k: k == K.TOMBSTONE_COUNT,
                "ASCII integer: tombstones written, so workers see new ones with one read"),
     RecordKind("tombstone_latest", "meta", 1, lambda k: k == K.TOMBSTONE_LATEST,

@@ -111,7 +111,7 @@ def test_a_data_dir_from_before_layout_versions_reads_back(v1_dir):
     assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,
                               "contact_history": 1, "dead_letter": 1, "send_job": 1,
                               "worker_report": 1, "phone_user": 1, "email_user": 1,
-                              "phone_index": 1, "email_index": 1}  # a `same` step: stamped
+                              "phone_index": 1, "email_index": 1, "tombstone": 1}  # a `same` step: stamped
     with store.read() as txn:
         assert stored_versions(store, txn, KINDS) == {k.name: k.version for k in KINDS}
     for table in ("events", "dedupe", "campaigns", "bandit"):
@@ -211,7 +211,7 @@ def test_a_failing_migration_writes_nothing(v1_dir):
     assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,
                               "contact_history": 1, "dead_letter": 1, "send_job": 1,
                               "worker_report": 1, "phone_user": 1, "email_user": 1,
-                              "phone_index": 1, "email_index": 1}
+                              "phone_index": 1, "email_index": 1, "tombstone": 1}
     store.close()
 
 
@@ -302,7 +302,7 @@ def test_migrate_command_upgrades_a_data_dir_before_any_server_starts(tmp_path):
     assert done["migrated"] == {"profile_state": 1, "profile_meta": 1, "decision": 1,
                                 "contact_history": 1, "dead_letter": 1, "send_job": 1,
                               "worker_report": 1, "phone_user": 1, "email_user": 1,
-                              "phone_index": 1, "email_index": 1}
+                              "phone_index": 1, "email_index": 1, "tombstone": 1}
     again = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=env).stdout)
     assert again["migrated"] == {}
     rings = Secrets.load(secrets, generate=False, names=(MASTER_RING, STORE_ID_RING))
@@ -572,3 +572,35 @@ def test_a_cancelled_send_job_keeps_the_release_before_cancel_send_away(tmp_path
     store.close()
     with pytest.raises(FailedPrecondition, match="send_job"):
         Store(tmp_path / "store", sync=False, layouts=two)
+
+
+def test_a_tombstone_keeps_a_hash_of_the_users_token_and_older_ones_read_as_unlinked(tmp_path):
+    """Layout 2 of tombstones keeps a keyed hash of the user's record-key token (what a restore
+    finds their records by again), never the token; one written in layout 1 has none, and the
+    migration says so (`found_by` null) rather than leaving a record that looks like either."""
+    from server.profiles.tombstones import Tombstones
+    from server.security.secrets import Keyring
+    from server.store.reerase import found_by
+    ring = Keyring.generate("erasure")
+    older = tuple(dataclasses.replace(k, version=1, steps={}) if k.name == "tombstone" else k
+                  for k in KINDS)
+    store = Store(tmp_path / "s", sync=False, layouts=older)
+    store.write(lambda txn: Tombstones(store, ring).erase_user(txn, "alice"))
+    (key, raw), = _tombstones(store)
+    store.write(lambda txn: store.raw_table("meta").put(  # as layout 1 wrote it
+        txn, key, json.dumps({"at": json.loads(raw)["at"]}).encode()))
+    store.close()
+    store = Store(tmp_path / "s", sync=False)
+    assert store.migrated == {"tombstone": 1}
+    assert json.loads(_tombstones(store)[0][1])["found_by"] is None
+    store.write(lambda txn: Tombstones(store, ring).erase_user(txn, "bob"))
+    kept = sorted(json.loads(raw)["found_by"] or "" for _, raw in _tombstones(store))
+    assert kept == sorted(["", found_by(ring.key, tokens.user_token("bob"))])
+    assert not any(tokens.user_token("bob") in raw for _, raw in _tombstones(store))
+    store.close()
+
+
+def _tombstones(store):
+    with store.read() as txn:
+        return [(bytes(k), bytes(v)) for k, v in
+                store.raw_table("meta").scan_prefix(txn, keys.TOMBSTONE_PREFIX)]

@@ -1,0 +1,223 @@
+"""Erase again, in a restored store copy, the users whose erasure the backup predates.
+
+A backup taken before a user's erasure holds their records, and a restore brings them back.
+Every record keyed by the user starts with their record-key token (`<token>␟`,
+`keys.user_prefix`), and the indexes around them name that key or that token. Their
+tombstones (carried over from the store the restore replaces: `server.backup`) keep a keyed
+hash of the token under the tombstone's `erasure` key (`found_by`, layout tombstone 2), not
+the token: once a user is erased no file holds it. `tokens_found` hashes each token of the
+copy (one seek per user per table, one HMAC per user and key id) and keeps those the
+tombstones name. With no user id (nobody serves the copy yet: the restore's staging dir), one
+write transaction then deletes, for each token (`reerase`):
+
+- the records under `<token>␟` in `keys.USER_TABLES` (feature state, meta record, events,
+  decisions, contact history), their events' dedupe keys, their decisions' index entries and
+  pending-window entries, and their events' keys in the outbox entries;
+- the user's pointers into the address indexes (SMS numbers, email addresses) and their
+  entries there; their dead letters (sealed records starting with the token);
+- the user's data key (`datakeys` entry), its pad zeroed after the commit (`keyslots`, and
+  named in `datakey-unzeroed` so the next writable open zeroes it again): what else was sealed
+  under it (send recipients of unfinished jobs, which those jobs then count as erased, freed
+  pages) cannot be opened any more.
+
+Left as they were (docs/privacy.md): the user's impressions (keyed by a hash of the id under
+the `user-id` keyring, which the tombstone does not keep) until impression retention drops
+them, and the campaigns' pending counters, which counted the user's pending decisions (counts,
+no user; the decision records that said which campaign are sealed).
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lmdb
+
+from contract.erasure import digest
+
+from . import keys, outbox
+from .datakeys import SHRED_COUNT_KEY, SLOT_BYTES, SLOTS_FILE, UNZEROED_KEY
+from .keys import SEP, USER_TABLES
+from .lmdb_store import open_env
+from .table import Table
+from .tokens import TOKEN_CHARS
+
+__all__ = ["found_by", "reerase", "tokens_found"]
+
+_DOMAIN = keys.SEP_CHAR + "token" + keys.SEP_CHAR
+"""Prefix of what `found_by` hashes: no user id holds the separator, so the hash of a token
+never equals a tombstone's hash of an id under the same key."""
+
+_POINTERS = (b"", SEP + b"held", SEP + b"sent")
+"""Suffixes of a user's pointers into an address index (messaged, held, sent: `AddressIndex`)."""
+
+
+def found_by(key: bytes, token: bytes) -> str:
+    """What a tombstone keeps of its user's record-key `token`: its hex HMAC-SHA256 under the
+    tombstone's `erasure` key `key` (`Tombstones.erase_user`)."""
+    return digest(key, _DOMAIN + token.decode())
+
+
+def tokens_found(store_dir: Path, wanted: Mapping[str, set[str]],
+                 ring: Sequence[tuple[str, bytes]]) -> list[bytes]:
+    """The record-key tokens of the store copy under `store_dir` whose `found_by` under key
+    `kid` of `ring` is in `wanted[kid]` (key ids `ring` lacks find nothing)."""
+    by_kid = [(kid, key, wanted[kid]) for kid, key in ring if wanted.get(kid)]
+    return [token for token in _stored_tokens(store_dir)
+            if any(found_by(key, token) in digests for _, key, digests in by_kid)]
+
+
+def _stored_tokens(store_dir: Path) -> list[bytes]:
+    """Every user token keying a record of the copy (`keys.USER_TABLES`, `datakeys`), in
+    order: one seek past each user's keys per table, the index keys (which start with the
+    separator, below the tokens' hex digits) skipped."""
+    env = open_env(store_dir, readonly=True, lock=False, readahead=False)
+    found: set[bytes] = set()
+    try:
+        with env.begin() as txn:
+            for name in (*USER_TABLES, "datakeys"):
+                try:
+                    db = env.open_db(name.encode(), txn=txn, create=False)
+                except lmdb.NotFoundError:
+                    continue
+                cur = txn.cursor(db=db)
+                more = cur.set_range(b"0")
+                while more:
+                    token = bytes(cur.key()[:TOKEN_CHARS])
+                    found.add(token)
+                    more = cur.set_range(token + b"\x20")  # past `<token>` and `<token>␟...`
+    finally:
+        env.close()
+    return sorted(found)
+
+
+def reerase(store_dir: Path, tokens: Sequence[bytes]) -> Counter:
+    """Erase the users whose record-key tokens are `tokens` from the store copy under
+    `store_dir` (nobody else has it open); the records removed, by table."""
+    if not tokens:
+        return Counter()
+    env = open_env(store_dir, readahead=False, map_size=_room(store_dir))
+    try:
+        with env.begin(write=True) as txn:
+            tables = {name: Table(name, env.open_db(name.encode(), txn=txn))
+                      for name in (*USER_TABLES, "dedupe", "meta", "outbox", "sends", "datakeys")}
+            removed, slots = _erase(txn, tables, [t + SEP for t in tokens])
+    finally:
+        env.close()
+    _zero(store_dir / SLOTS_FILE, slots)
+    return removed
+
+
+def _room(store_dir: Path) -> int:
+    """A map size for the copy's deletions (pages are copied before they are freed)."""
+    size = (store_dir / "data.mdb").stat().st_size
+    return 2 * size + (64 << 20)
+
+
+def _erase(txn, t: dict[str, Table], prefixes: list[bytes]) -> tuple[Counter, list[int]]:
+    removed: Counter = Counter()
+    decision_keys: set[bytes] = set()
+    for prefix in prefixes:
+        for key in _prefixed(txn, t["events"], prefix):
+            removed["dedupe"] += t["dedupe"].delete(txn, keys.dedupe_key_of_event(key))
+        for key in _prefixed(txn, t["decisions"], prefix):
+            decision_keys.add(key)
+            removed["decisions"] += t["decisions"].delete(
+                txn, keys.decision_index_key(key[len(prefix):].decode()))
+        for name in USER_TABLES:
+            removed[name] += t[name].delete_prefix(txn, prefix)
+        removed["outbox"] += outbox.forget(txn, t["outbox"], prefix)
+        removed["meta"] += _addresses(txn, t["meta"], prefix[:-1])
+    removed["decisions"] += _due(txn, t["decisions"], decision_keys)
+    removed["sends"] += _dead_letters(txn, t["sends"], {p[:-1] for p in prefixes})
+    slots = _shred(txn, t["datakeys"], t["meta"], [p[:-1] for p in prefixes])
+    removed["datakeys"] += len(slots)
+    return +removed, slots
+
+
+def _prefixed(txn, table: Table, prefix: bytes) -> list[bytes]:
+    """The keys of `table` that start with `prefix`."""
+    out = []
+    for key, _ in table.items(txn, prefix):
+        if not key.startswith(prefix):
+            break
+        out.append(bytes(key))
+    return out
+
+
+def _due(txn, decisions: Table, doomed: set[bytes]) -> int:
+    """The pending-window entries naming one of the `doomed` decision keys (one walk of the
+    window: the pending decisions)."""
+    if not doomed:
+        return 0
+    found = []
+    for key, pkey in decisions.items(txn, keys.DUE_PREFIX):
+        if not key.startswith(keys.DUE_PREFIX):
+            break
+        if bytes(pkey) in doomed:
+            found.append(bytes(key))
+    return sum(int(decisions.delete(txn, k)) for k in found)
+
+
+def _addresses(txn, meta: Table, token: bytes) -> int:
+    """The user's pointers into each address index and the entries they point at (and an
+    older one-user entry sealed for them: it starts with their token)."""
+    removed = 0
+    for channel in keys.ADDRESS_PREFIXES:
+        base = keys.address_token_user_key(channel, token)
+        for pointer in (base + s for s in _POINTERS):
+            raw = meta.get(txn, pointer)
+            if raw is None:
+                continue
+            digest = bytes(raw).removeprefix(keys.ADDRESS_UNSURE).decode()
+            removed += meta.delete(txn, keys.address_token_entry_key(channel, digest, token))
+            legacy = keys.address_key(channel, digest)
+            if bytes(meta.get(txn, legacy) or b"").startswith(token):
+                removed += meta.delete(txn, legacy)
+            removed += meta.delete(txn, pointer)
+    return removed
+
+
+def _dead_letters(txn, sends: Table, tokens: set[bytes]) -> int:
+    """The dead letters sealed for one of `tokens` (a sealed record starts with its user's
+    token: `Store.seal_for_user`; without encryption none does, and none is found)."""
+    width = len(next(iter(tokens)))
+    found = []
+    for key, stored in sends.items(txn, keys.DEAD_LETTER_PREFIX):
+        if not key.startswith(keys.DEAD_LETTER_PREFIX):
+            break
+        if bytes(stored[:width]) in tokens:
+            found.append(bytes(key))
+    return sum(int(sends.delete(txn, k)) for k in found)
+
+
+def _shred(txn, datakeys: Table, meta: Table, tokens: list[bytes]) -> list[int]:
+    """Delete the users' data key entries (`DataKeys.shred`, offline); their pad slots, also
+    named in `UNZEROED_KEY` (with those already there) so the next writable open zeroes them
+    should this process die before `_zero` does."""
+    slots = []
+    for token in tokens:
+        wrapped = datakeys.get(txn, token)
+        if wrapped is not None:
+            slots.append(int.from_bytes(bytes(wrapped[:8]), "big"))
+            datakeys.delete(txn, token)
+    if slots:
+        before = [s for s in bytes(meta.get(txn, UNZEROED_KEY) or b"").split(b",") if s]
+        meta.put(txn, UNZEROED_KEY, b",".join([*before, *(b"%d" % s for s in slots)]))
+        count = int(meta.get(txn, SHRED_COUNT_KEY) or b"0")
+        meta.put(txn, SHRED_COUNT_KEY, b"%d" % (count + len(slots)))
+    return slots
+
+
+def _zero(path: Path, slots: list[int]) -> None:
+    """Overwrite the pads of `slots` with zeros in the pad file `path`, fsynced."""
+    if not slots or not path.exists():
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        for slot in slots:
+            os.pwrite(fd, bytes(SLOT_BYTES), slot * SLOT_BYTES)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
