@@ -4,7 +4,7 @@
 `python -m server compact [--config FILE.toml] [--data-dir D]`
 `python -m server migrate [--config FILE.toml] [--data-dir D] [--secrets-dir S]`
 `python -m server backup [--config FILE.toml] [--data-dir D] --out FILE`
-`python -m server restore --from FILE [--config FILE.toml] [--data-dir D] [--force]`
+`python -m server restore --from FILE [--config FILE.toml] [--data-dir D] [--secrets-dir S] [--force]`
 `python -m server config-doc [--update FILE]`
 `python -m server token --auth-config FILE --name NAME --roles r1,r2 | --revoke NAME`
 `python -m server audit verify [--config FILE.toml] [--data-dir D] [--secrets-dir S]`
@@ -92,7 +92,7 @@ def _backup_parsers(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="tar file to write (.tar.gz: compressed)")
     p = sub.add_parser("restore", help="put a backup into a data dir (server stopped)")
     p.add_argument("--from", dest="archive", type=Path, required=True, help="backup tar file")
-    _store_arguments(p, secrets_dir=False)
+    _store_arguments(p)  # secrets_dir: the `erasure` keyring finds the users to erase again
     p.add_argument("--force", action="store_true", help="replace the store and bundles of a "
                    "non-empty data dir")
 
@@ -248,8 +248,16 @@ def _backup(args) -> None:
 
 def _restore(args) -> None:
     from .backup import restore
-    manifest = restore(args.archive, _data_dir(args), force=args.force)
+    from .security.secrets import Secrets
+    ring = Secrets.load(_secrets_dir(args), generate=False, names=(),
+                        optional=("erasure",)).get("erasure")
+    manifest = restore(args.archive, _data_dir(args), force=args.force,
+                       erasure=ring.keys if ring is not None else ())
     print(json.dumps({"command": "restore", **manifest}))
+    if manifest["erased_again"]:  # counts only: no user id is known here
+        print(f"restore: erased again {manifest['erased_again']} user(s) erased after the "
+              f"backup ({manifest['records_erased_again']} records), by their tombstones",
+              file=sys.stderr)
     if manifest["erase_again"]:  # what the operator must do: not only in the JSON
         print(f"restore: {manifest['erase_again']}", file=sys.stderr)
 

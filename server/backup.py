@@ -20,6 +20,7 @@ its servers serve the store without that bundle, and a backup is most needed the
 """
 from __future__ import annotations
 
+import collections
 import json
 import lzma
 import os
@@ -29,6 +30,7 @@ import tarfile
 import tempfile
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import contract
@@ -39,8 +41,9 @@ from .store import lock_data_dir
 from .store.backup import add_missing, check_copy, read_prefix, read_value, snapshot_store
 from .store.datakeys import SLOTS_FILE
 from .store.errors import out_of_space
-from .store.keys import BUNDLE_ACTIVE, TOMBSTONE_COUNT, TOMBSTONE_PREFIX
+from .store.keys import BUNDLE_ACTIVE, TOMBSTONE_COUNT, TOMBSTONE_PREFIX, tombstone_parts
 from .store.lock import RESTORING, check_restore_finished, locked_dir
+from .store.reerase import reerase, tokens_found
 
 __all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
 
@@ -101,15 +104,21 @@ def _backup(data_dir: Path, out: Path, staging: Path) -> dict:
     return manifest
 
 
-def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
+def restore(archive: Path, data_dir: Path, force: bool = False,
+            erasure: Sequence[tuple[str, bytes]] = ()) -> dict:
     """Put the backup `archive` into `data_dir`; returns its manifest.
 
     Refused while a server (or a compaction) holds `data_dir`, and when `data_dir` already has
     content unless `force`, which replaces its `store/` and `bundles/` (nothing else). The
-    replaced store's tombstones that the backup lacks (users erased after it was taken) are
-    carried into the restored store (`_carry_erasures`), and the manifest returned says how many
-    (`erasures_after_backup`, None when not known: no store replaced, or unreadable) and what
-    the operator must do about them (`erase_again`): their data is back with the backup.
+    replaced store's tombstones that the backup lacks or holds older (users erased after it was
+    taken) are carried into the restored store (`_carry_erasures`) and, before it is swapped in,
+    those users are erased from it again, their tokens found by what their tombstones keep
+    under the `erasure` keyring's keys (`erasure`: (kid, key), `store.reerase`). The manifest
+    returned says how many were carried
+    (`erasures_after_backup`, None when not known: no store replaced, or unreadable), erased
+    again (`erased_again`, `records_erased_again`) or not linked to any record
+    (`erasures_not_linked`: tombstones written before they kept what finds the records, or under
+    a key not in `erasure`), and what the operator must still do (`erase_again`).
     """
     if not archive.is_file():
         raise FileNotFoundError(f"no backup file {archive}")
@@ -130,8 +139,9 @@ def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
                 carried = None
                 unknown = _mark_unknown(staging, unknown or (
                     "unreadable" if (replaced / "data.mdb").exists() else "none"))
-            manifest["erasures_after_backup"] = carried
-            manifest["erase_again"] = _erase_again(carried, unknown == "unreadable", manifest)
+            manifest.update(_erase_carried(staging / "store", carried, erasure))
+            manifest["erase_again"] = _erase_again(
+                manifest["erasures_not_linked"], unknown == "unreadable", manifest)
         except BaseException as err:  # nothing replaced yet: the data dir is as it was
             shutil.rmtree(staging, ignore_errors=True)
             if out_of_space(err):  # not the backup's fault: said so, not "cannot be read"
@@ -181,33 +191,78 @@ def _replaced_store(data_dir: Path) -> Path:
     return aside if not live.exists() and aside.exists() else live
 
 
-def _carry_erasures(live: Path, restored: Path) -> int | None:
-    """Copy the tombstones of the store being replaced (`live`) that the `restored` copy lacks:
-    users erased after the backup. Their records come back with the backup (only their ids,
-    which the tombstones do not hold, could find them), but the tombstones keep what they decide
-    (old bundle rows masked, training filtered; docs/privacy.md) until the users are erased
-    again. The count added; None when it is not known: no live store (a restore into another
-    data dir) or one that cannot be read (then nothing is carried: a damaged store is what
-    restores are for)."""
+def _carry_erasures(live: Path, restored: Path) -> list[tuple[bytes, bytes]] | None:
+    """Copy the tombstones of the store being replaced (`live`) that the `restored` copy lacks,
+    or holds with an earlier erasure (a user erased before the backup, back, and erased again
+    after it): users erased after the backup, whose records are back with it. Their tombstones
+    keep what they decide (old bundle rows masked, training filtered; docs/privacy.md) and the
+    hash that finds the records (`_erase_carried`). The tombstones carried (key, value); None
+    when it is not
+    known: no live store (a restore into another data dir) or one that cannot be read (then
+    nothing is carried: a damaged store is what restores are for)."""
     if not (live / "data.mdb").exists():
         return None
     tombstones = read_prefix(live, "meta", TOMBSTONE_PREFIX)
     if tombstones is None:
         return None
-    return len(add_missing(restored, "meta", tombstones, counter=TOMBSTONE_COUNT))
+    carried = set(add_missing(restored, "meta", tombstones, counter=TOMBSTONE_COUNT,
+                              newer=_erased_later))
+    return [(key, value) for key, value in tombstones if key in carried]
 
 
-def _erase_again(carried: int | None, replaced: bool, manifest: dict) -> str | None:
+def _erased_later(stored: bytes, live: bytes) -> bool:
+    """Whether the live store's tombstone is of a later erasure than the backup's (False for
+    a value that is not a tombstone record)."""
+    try:
+        return json.loads(live)["at"] > json.loads(stored)["at"]
+    except (ValueError, TypeError, KeyError):
+        return False
+
+
+def _erase_carried(store_dir: Path, carried: list[tuple[bytes, bytes]] | None,
+                   ring: Sequence[tuple[str, bytes]]) -> dict:
+    """Erase again, in the restored copy under `store_dir`, the users of the tombstones
+    `carried` over, found among the copy's tokens by the hash each tombstone keeps under its
+    key of the `erasure` keyring `ring` (layout tombstone 2); the manifest's counts. A tombstone
+    written before (`found_by` null or absent), or under a key `ring` lacks, cannot find its
+    user's records: counted in `erasures_not_linked`, for the operator (`_erase_again`)."""
+    if carried is None:
+        return {"erasures_after_backup": None, "erased_again": 0, "records_erased_again": 0,
+                "erasures_not_linked": None}
+    kids, wanted = {kid for kid, _ in ring}, collections.defaultdict(set)
+    for key, value in carried:
+        if (hashed := _found_by_of(value)) is not None and (kid := tombstone_parts(key)[0]) in kids:
+            wanted[kid].add(hashed)
+    tokens = tokens_found(store_dir, wanted, ring)
+    removed = reerase(store_dir, tokens)
+    return {"erasures_after_backup": len(carried), "erased_again": len(tokens),
+            "records_erased_again": sum(removed.values()),
+            "erasures_not_linked": len(carried) - sum(map(len, wanted.values()))}
+
+
+def _found_by_of(tombstone: bytes) -> str | None:
+    """The hash of its user's token a tombstone's value keeps; None: none (or not a record)."""
+    try:
+        hashed = json.loads(tombstone).get("found_by")
+    except (ValueError, AttributeError):
+        return None
+    return hashed if isinstance(hashed, str) and hashed else None
+
+
+def _erase_again(unlinked: int | None, replaced: bool, manifest: dict) -> str | None:
     """What the operator must do about users erased after the store snapshot of the backup
-    `manifest` describes (their records are back with it), given the tombstones `carried` over
-    (`_carry_erasures`) and whether a store was `replaced` (one that could not be read, when
-    `carried` is None); None when there is nothing to do."""
-    if carried == 0:
+    `manifest` describes whose records are back with it: the `unlinked` ones, whose tombstones
+    were carried over but keep no token to erase them again with (written before layout
+    tombstone 2), or all of them when `unlinked` is None (not known: no store replaced, or
+    one that could not be read, `replaced`); None when there is nothing to do."""
+    if unlinked == 0:
         return None
     since = _replay_since(manifest)
-    if carried is not None:
-        why = (f"{carried} user(s) erased after the backup have their records back (their "
-               "tombstones were carried over)")
+    if unlinked is not None:
+        why = (f"{unlinked} user(s) erased after the backup have their records back (their "
+               "tombstones were carried over, but the restore could not find their records: "
+               "written before tombstones kept what finds them, or under an 'erasure' key it "
+               "was not given, --secrets-dir)")
     elif replaced:
         why = "the replaced store could not be read, so users erased after the backup are not known"
     else:

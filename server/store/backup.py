@@ -8,7 +8,7 @@ reuse the pages the copy's snapshot still pins until the copy ends.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,16 +104,20 @@ def _read_prefix(store_dir: Path, table: str, prefix: bytes) -> list[tuple[bytes
 
 
 def add_missing(store_dir: Path, table: str, items: list[tuple[bytes, bytes]],
-                counter: bytes | None = None) -> list[bytes]:
+                counter: bytes | None = None,
+                newer: Callable[[bytes, bytes], bool] | None = None) -> list[bytes]:
     """Put the `items` whose key `table` lacks into the store under `store_dir` (no server may
-    hold it: a restore's staging copy), in one transaction; `counter`, a decimal count in the
-    same table, grows by the number added. Returns the keys added."""
+    hold it: a restore's staging copy), in one transaction, and those for which
+    `newer(stored value, item's value)` holds over the stored value; `counter`, a decimal count
+    in the same table, grows by the number put. Returns the keys put."""
     env = open_env(store_dir, readahead=False,
                    map_size=(store_dir / "data.mdb").stat().st_size + (64 << 20))
     try:
         db = env.open_db(table.encode())
         with env.begin(write=True, db=db) as txn:
-            added = [key for key, value in items if txn.put(key, value, overwrite=False)]
+            added = [key for key, value in items if txn.put(key, value, overwrite=False)
+                     or newer is not None and newer(bytes(txn.get(key)), value)
+                     and txn.put(key, value)]
             if counter is not None and added:
                 txn.put(counter, str(int(txn.get(counter) or b"0") + len(added)).encode())
         return added

@@ -9,9 +9,11 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from clients import TailorClient
+from clients.client import TailorError
 from server.errors import FailedPrecondition
 from tests.conftest import run_module, throwaway_crypto
 
@@ -218,30 +220,156 @@ def test_a_plain_tar_name_gives_an_uncompressed_backup(tmp_path):
         assert json.load(tar.extractfile("tailor-backup.json"))["active_bundle"] is None
 
 
-def test_restore_over_a_store_keeps_the_erasures_made_after_the_backup(server_process, tmp_path):
-    """Users erased after the backup come back with it (their ids are needed to find their
-    records), but their tombstones are carried over, and the restore says how many."""
-    data, out = tmp_path / "data", tmp_path / "tailor.tar"
-    served = server_process(data)
+def _erased_around_a_backup(server_process, data: Path, out: Path) -> tuple[float, list]:
+    """alice, bob, carol and dave with 3 events each (alice also a decision and an address),
+    bob erased before the backup `out` of `data`, alice after it, dave before it (then back
+    with 3 new events) and again after it; carol never. (t0, the tombstones ExportTombstones
+    gave before the restore). Served with the keys of `_secrets(data)`."""
+    served = server_process(data, env=_secrets(data))
     t0 = time.time() - 3600
     with TailorClient(served.target, timeout=30) as client:
-        for user in ("alice", "bob"):
+        for user in ("alice", "bob", "carol", "dave"):
             assert client.track_batch(_events(user, 3, user, t0)).accepted == 3
+        client.delete_profile("dave")
+        assert client.track_batch(_events("dave-back", 3, "dave", time.time())).accepted == 3
+        client.upsert_attributes("alice", {"email": "alice@example.com"})
+        client.create_campaign({"campaign_id": "spring", "policy": "gaussian_ts",
+                                "reward_window_seconds": 3600,
+                                "variants": [{"id": "red"}, {"id": "blue"}]})
+        client.choose_variant("spring", "alice")  # pending: a record, an index and a due entry
         client.delete_profile("bob")  # before the backup: its tombstone is in it
         run_module("server", "backup", "--data-dir", str(data), "--out", str(out))
         client.delete_profile("alice")  # after: only the live store knows
-        before = sorted(client.export_tombstones())
+        assert client.delete_profile("dave") == 3 + 3 + 1  # his events, their keys, his state
+        tombstones = sorted(client.export_tombstones())
     served.stop()
-    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data), "--force")
+    return t0, tombstones
+
+
+def _secrets(data: Path) -> dict:
+    """The environment of the servers on `data`: their keyrings beside it."""
+    return {"TAILOR_SECRETS_DIR": str(data.parent / "secrets")}
+
+
+def _token(data: Path, user: str) -> bytes:
+    """`user`'s record-key token under the `store-id` key of the servers on `data`."""
+    from server.security.secrets import Secrets
+    from server.store import tokens
+    tokens.use_key(Secrets.load(data.parent / "secrets", generate=False, environ={})["store-id"].key)
+    try:
+        return tokens.user_token(user)
+    finally:
+        tokens.use_key(tokens.UNCONFIGURED_KEY)
+
+
+def _mentions(store_dir: Path, needle: bytes) -> list[tuple[str, bytes]]:
+    """(table, key) of every record of the stopped store whose key or value holds `needle`."""
+    import lmdb
+
+    from server.store import TABLES
+    from server.store.lmdb_store import open_env
+    env, hits = open_env(store_dir, readonly=True, lock=False), []
+    try:
+        with env.begin() as txn:
+            for table in TABLES:
+                try:
+                    db = env.open_db(table.encode(), txn=txn, create=False)
+                except lmdb.NotFoundError:
+                    continue
+                hits += [(table, bytes(k)) for k, v in txn.cursor(db=db) if needle in k or needle in v]
+    finally:
+        env.close()
+    return hits
+
+
+def test_a_restore_erases_again_the_users_erased_after_the_backup(server_process, tmp_path):
+    """A user erased after the backup came back with it, records, events, decision, address
+    and data key, served until someone erased her again by hand, from a list nobody had. Her
+    tombstone, carried over, keeps a keyed hash of her record-key token: the restore finds her
+    records by it and erases her again before
+    anything serves the store (counts on stderr, no id), and she stays erased; carol, never
+    erased, and bob, erased before the backup, are as the backup holds them. dave, erased
+    before the backup and after it, came back with the records he made in between: the backup
+    holds his tombstone of the first erasure, which the live store's, of the second, replaces."""
+    data, out = tmp_path / "data", tmp_path / "tailor.tar"
+    t0, before = _erased_around_a_backup(server_process, data, out)
+    erased, carol = [_token(data, u) for u in ("alice", "dave")], _token(data, "carol")
+    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
+                          "--force", "--secrets-dir", str(data.parent / "secrets"))
     reply = json.loads(restored.stdout)
-    assert reply["erasures_after_backup"] == 1
-    assert reply["erase_again"].startswith("1 user(s) erased after the backup have their records back")
-    assert f"restore: {reply['erase_again']}" in restored.stderr
-    served = server_process(data)
+    assert (reply["erasures_after_backup"], reply["erased_again"], reply["erasures_not_linked"]) \
+        == (2, 2, 0)
+    assert reply["records_erased_again"] >= 2 * (3 + 3 + 1) + 1  # events, dedupe keys, state...
+    assert reply["erase_again"] is None
+    assert "restore: erased again 2 user(s) erased after the backup" in restored.stderr
+    assert "alice" not in restored.stderr + restored.stdout
+    assert [_mentions(data / "store", token) for token in erased] == [[], []]
+    assert {t for t, _ in _mentions(data / "store", carol)} >= {"profiles", "events", "datakeys"}
+    assert _pads_of_the_erased(data, out) == [bytes(32)] * 2  # their backed-up pads: not zero
+    served = server_process(data, env=_secrets(data))
     with TailorClient(served.target, timeout=30) as client:
-        assert sorted(client.export_tombstones()) == before and len(before) == 2
+        assert sorted(client.export_tombstones()) == before and len(before) == 3
+        for user in ("alice", "bob", "dave"):
+            with pytest.raises(TailorError) as err:
+                client.get_profile(user)
+            assert err.value.code == grpc.StatusCode.NOT_FOUND
+        assert _n_events(client, "carol") == 3
+        assert client.track_batch(_events("alice", 3, "alice", t0)).accepted == 0  # late: refused
+        assert [client.delete_profile(u) for u in ("alice", "dave")] == [0, 0]  # nothing left
+    served.stop()
+    assert [_mentions(data / "store", token) for token in erased] == [[], []]
+
+
+def test_tombstones_written_before_they_kept_the_token_are_counted_not_applied(server_process, tmp_path):
+    """A tombstone in the old layout (or migrated from it: `found_by` null) cannot find its user's
+    records: the restore carries it, says how many it could not apply and what to do, and the
+    user is back until erased by hand."""
+    data, out = tmp_path / "data", tmp_path / "tailor.tar"
+    _erased_around_a_backup(server_process, data, out)
+    _drop_tokens(data / "store")
+    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
+                          "--force", "--secrets-dir", str(data.parent / "secrets"))
+    reply = json.loads(restored.stdout)
+    assert (reply["erasures_after_backup"], reply["erased_again"], reply["erasures_not_linked"]) \
+        == (2, 0, 2)
+    assert reply["erase_again"].startswith("2 user(s) erased after the backup have their records "
+                                           "back (their tombstones were carried over, but the "
+                                           "restore could not find their records")
+    assert f"restore: {reply['erase_again']}" in restored.stderr
+    served = server_process(data, env=_secrets(data))
+    with TailorClient(served.target, timeout=30) as client:
         assert _n_events(client, "alice") == 3  # back with the backup, to be erased again
         assert client.delete_profile("alice") > 0
+
+
+def _pads_of_the_erased(data: Path, out: Path) -> list[bytes]:
+    """The pads, in the restored store, of the data keys the restore destroyed: named in
+    `datakey-unzeroed` (with those of the last erasure before the backup, zero already), and
+    a pad (not zero) in the backup `out`."""
+    from server.store.backup import read_value
+    from server.store.datakeys import SLOT_BYTES, SLOTS_FILE, UNZEROED_KEY
+    slots = [int(s) for s in read_value(data / "store", "meta", UNZEROED_KEY).split(b",")]
+    with tarfile.open(out) as tar:
+        backed_up = tar.extractfile(f"store/{SLOTS_FILE}").read()
+    restored = (data / "store" / SLOTS_FILE).read_bytes()
+    return [restored[s * SLOT_BYTES:(s + 1) * SLOT_BYTES] for s in slots
+            if any(backed_up[s * SLOT_BYTES:(s + 1) * SLOT_BYTES])]
+
+
+def _drop_tokens(store_dir: Path) -> None:
+    """Make every tombstone of the stopped store one written before layout tombstone 2."""
+    from server.store.keys import TOMBSTONE_PREFIX
+    from server.store.lmdb_store import open_env
+    env = open_env(store_dir, lock=False)
+    try:
+        with env.begin(write=True, db=env.open_db(b"meta")) as txn:
+            for key, raw in list(txn.cursor()):
+                if key.startswith(TOMBSTONE_PREFIX):
+                    record = json.loads(raw)
+                    record.pop("found_by")
+                    txn.put(key, json.dumps(record).encode())
+    finally:
+        env.close()
 
 
 def test_a_restore_into_a_fresh_dir_says_erasures_after_the_backup_are_unknown(server_process, tmp_path):
