@@ -1,0 +1,87 @@
+"""`store.reerase` on a real LMDB store copy: one user's records and index entries found by
+their token and deleted, their pad zeroed, every other user's left as it was."""
+import os
+
+from server.store import Store, keys
+from server.store.datakeys import SHRED_COUNT_KEY, SLOT_BYTES, SLOTS_FILE, UNZEROED_KEY
+from server.store.outbox import parsed, value
+from server.store.reerase import found_by, reerase, tokens_found
+
+ALICE, CAROL = b"a" * 32, b"c" * 32
+
+
+def _user(token: bytes, slot: int, digest: str, letter: str) -> dict[str, list]:
+    """(table, key, value) of one user's records at their documented layouts (`keys`)."""
+    event = token + keys.SEP + b"%016d" % 1000 + keys.SEP + b"e" + token[:4]
+    decision = token + keys.SEP + b"d" + token[:4]
+    return {
+        "profiles": [(token + keys.FEATURES_SUFFIX, b"state")],
+        "events": [(event, b"event")],
+        "dedupe": [(keys.dedupe_key_of_event(event), event)],
+        "decisions": [(decision, b"sealed"), (keys.decision_index_key("d" + token[:4].decode()), decision),
+                      (keys.due_key(2000.0, "d" + token[:4].decode()), decision)],
+        "contacts": [(token + keys.CONTACTS_SUFFIX, b"contacts")],
+        "meta": [(keys.address_token_user_key("email", token), digest.encode()),
+                 (keys.address_token_entry_key("email", digest, token), token + b"sealed")],
+        "sends": [(keys.dead_letter_key(letter), token + b"sealed letter")],
+        "datakeys": [(token, slot.to_bytes(8, "big") + b"\x01k" + os.urandom(40))],
+    }
+
+
+def _store(path) -> tuple[dict, dict]:
+    """A stopped store holding alice and carol (sharing an email address) and one outbox entry
+    naming both users' events; (alice's records, carol's)."""
+    alice, carol = _user(ALICE, 0, "ab" * 8, "0001.a"), _user(CAROL, 1, "ab" * 8, "0002.c")
+    store = Store(path, sync=False)
+    both = [alice["events"][0][0], carol["events"][0][0]]
+
+    def fill(txn):
+        for records in (alice, carol):
+            for table, items in records.items():
+                for k, v in items:
+                    store.raw_table(table).put(txn, k, v)
+        store.raw_table("outbox").put(txn, keys.outbox_key(1000, b"b1", b"t"), value(both))
+        store.raw_table("outbox").put(txn, keys.outbox_key(1001, b"b2", b"t"), value(both[:1]))
+    store.write(fill)
+    store.close()
+    (path / SLOTS_FILE).write_bytes(os.urandom(2 * SLOT_BYTES))
+    return alice, carol
+
+
+def _everything(path) -> dict[str, dict[bytes, bytes]]:
+    store = Store(path, sync=False)
+    try:
+        with store.read() as txn:
+            return {t: {bytes(k): bytes(v) for k, v in store.raw_table(t).items(txn)}
+                    for t in ("profiles", "events", "dedupe", "decisions", "contacts", "meta",
+                              "sends", "datakeys", "outbox")}
+    finally:
+        store.close()
+
+
+def test_one_users_records_go_and_the_others_stay(tmp_path):
+    path = tmp_path / "store"
+    alice, carol = _store(path)
+    pads = (path / SLOTS_FILE).read_bytes()
+    removed = reerase(path, [ALICE])
+    left = _everything(path)
+    for table, items in alice.items():
+        assert not any(k in left[table] for k, _ in items), table
+    for table, items in carol.items():
+        assert all(left[table].get(k) == v for k, v in items), table
+    outbox = [parsed(v)[1] for v in left["outbox"].values()]
+    assert outbox == [[carol["events"][0][0]]]  # alice's only entry gone, the shared one trimmed
+    assert not any(ALICE in k or ALICE in v for t in left.values() for k, v in t.items())
+    assert sum(removed.values()) == sum(map(len, alice.values())) + 2  # + the two outbox entries
+    after = (path / SLOTS_FILE).read_bytes()
+    assert after[:SLOT_BYTES] == bytes(SLOT_BYTES) and after[SLOT_BYTES:] == pads[SLOT_BYTES:]
+    assert left["meta"][UNZEROED_KEY] == b"0" and left["meta"][SHRED_COUNT_KEY] == b"1"
+
+
+def test_tokens_are_found_by_the_hash_their_tombstones_keep(tmp_path):
+    path = tmp_path / "store"
+    _store(path)
+    key, other = os.urandom(32), os.urandom(32)
+    assert tokens_found(path, {"k1": {found_by(key, ALICE)}}, [("k1", key)]) == [ALICE]
+    assert tokens_found(path, {"k1": {found_by(key, ALICE)}}, [("k1", other)]) == []
+    assert tokens_found(path, {"k2": {found_by(key, ALICE)}}, [("k1", key)]) == []  # no such key
