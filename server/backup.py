@@ -44,6 +44,7 @@ from .store.errors import out_of_space
 from .store.keys import BUNDLE_ACTIVE, TOMBSTONE_COUNT, TOMBSTONE_PREFIX, tombstone_parts
 from .store.lock import RESTORING, check_restore_finished, locked_dir
 from .store.reerase import reerase, tokens_found
+from .store.rekey import KEY_VERSION, KEY_VERSION_KEY
 
 __all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
 
@@ -224,11 +225,14 @@ def _erase_carried(store_dir: Path, carried: list[tuple[bytes, bytes]] | None,
     """Erase again, in the restored copy under `store_dir`, the users of the tombstones
     `carried` over, found among the copy's tokens by the hash each tombstone keeps under its
     key of the `erasure` keyring `ring` (layout tombstone 2); the manifest's counts. A tombstone
-    written before (`found_by` null or absent), or under a key `ring` lacks, cannot find its
-    user's records: counted in `erasures_not_linked`, for the operator (`_erase_again`)."""
+    written before (`found_by` null or absent), under a key `ring` lacks, or carried into a
+    copy whose keys still hold raw ids (key version 1, a backup of an old Tailor) cannot find
+    its user's records: counted in `erasures_not_linked`, for the operator (`_erase_again`)."""
     if carried is None:
         return {"erasures_after_backup": None, "erased_again": 0, "records_erased_again": 0,
                 "erasures_not_linked": None}
+    if read_value(store_dir, "meta", KEY_VERSION_KEY) != b"%d" % KEY_VERSION:
+        ring = ()  # keys of raw ids (re-keyed at the first open): no token to find yet
     kids, wanted = {kid for kid, _ in ring}, collections.defaultdict(set)
     for key, value in carried:
         if (hashed := _found_by_of(value)) is not None and (kid := tombstone_parts(key)[0]) in kids:

@@ -85,3 +85,34 @@ def test_tokens_are_found_by_the_hash_their_tombstones_keep(tmp_path):
     assert tokens_found(path, {"k1": {found_by(key, ALICE)}}, [("k1", key)]) == [ALICE]
     assert tokens_found(path, {"k1": {found_by(key, ALICE)}}, [("k1", other)]) == []
     assert tokens_found(path, {"k2": {found_by(key, ALICE)}}, [("k1", key)]) == []  # no such key
+
+
+def test_a_copy_whose_keys_hold_raw_ids_links_no_tombstone(tmp_path):
+    """A backup of a Tailor before key version 2 keys its records by raw ids (re-keyed at the
+    first open): no token of it is a user's, so the carried tombstones are counted as not
+    linked, for the operator, rather than as erased."""
+    import json
+
+    from server.backup import _erase_carried
+    path, key = tmp_path / "store", os.urandom(32)
+    _store(path)
+    hashed = json.dumps({"at": 1.0, "found_by": found_by(key, ALICE)}).encode()
+    carried = [(keys.tombstone_key("k1", "d1"), hashed)]
+    version = _stamp(path, None)
+    assert _erase_carried(path, carried, [("k1", key)])["erasures_not_linked"] == 1
+    _stamp(path, version)
+    linked = _erase_carried(path, carried, [("k1", key)])
+    assert (linked["erased_again"], linked["erasures_not_linked"]) == (1, 0)
+
+
+def _stamp(path, version: bytes | None) -> bytes | None:
+    """Set (None: delete) the copy's key version without opening it as a store; the old one."""
+    from server.store.lmdb_store import open_env
+    env = open_env(path, lock=False)
+    try:
+        with env.begin(write=True, db=env.open_db(b"meta")) as txn:
+            old = txn.get(b"key-version")
+            txn.put(b"key-version", version) if version else txn.delete(b"key-version")
+            return old
+    finally:
+        env.close()
