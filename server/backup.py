@@ -198,9 +198,8 @@ def _carry_erasures(live: Path, restored: Path) -> list[tuple[bytes, bytes]] | N
     after it): users erased after the backup, whose records are back with it. Their tombstones
     keep what they decide (old bundle rows masked, training filtered; docs/privacy.md) and the
     hash that finds the records (`_erase_carried`). The tombstones carried (key, value); None
-    when it is not
-    known: no live store (a restore into another data dir) or one that cannot be read (then
-    nothing is carried: a damaged store is what restores are for)."""
+    when it is not known: no live store (a restore into another data dir) or one that cannot
+    be read (then nothing is carried: a damaged store is what restores are for)."""
     if not (live / "data.mdb").exists():
         return None
     tombstones = read_prefix(live, "meta", TOMBSTONE_PREFIX)
@@ -256,8 +255,8 @@ def _found_by_of(tombstone: bytes) -> str | None:
 def _erase_again(unlinked: int | None, replaced: bool, manifest: dict) -> str | None:
     """What the operator must do about users erased after the store snapshot of the backup
     `manifest` describes whose records are back with it: the `unlinked` ones, whose tombstones
-    were carried over but keep no token to erase them again with (written before layout
-    tombstone 2), or all of them when `unlinked` is None (not known: no store replaced, or
+    were carried over but found none of their records (`_erase_carried`), or all of them when
+    `unlinked` is None (not known: no store replaced, or
     one that could not be read, `replaced`); None when there is nothing to do."""
     if unlinked == 0:
         return None
@@ -265,8 +264,8 @@ def _erase_again(unlinked: int | None, replaced: bool, manifest: dict) -> str | 
     if unlinked is not None:
         why = (f"{unlinked} user(s) erased after the backup have their records back (their "
                "tombstones were carried over, but the restore could not find their records: "
-               "written before tombstones kept what finds them, or under an 'erasure' key it "
-               "was not given, --secrets-dir)")
+               "written before tombstones kept what finds them, under an 'erasure' key it "
+               "was not given (--secrets-dir), or into a backup whose keys hold raw ids)")
     elif replaced:
         why = "the replaced store could not be read, so users erased after the backup are not known"
     else:
