@@ -251,15 +251,23 @@ class _Observed:
     def written(self, inner, most: float, setting: str):
         """`stream`, with each reply written here, within `most` seconds: past that the
         replies are closed (the handlers inside end as for a cancelled call, and record the
-        status set first) and the call ends `RepliesUnread`."""
+        status set first) and the call ends `RepliesUnread`.
+
+        The headers go first, on their own (`send_initial_metadata`, before the first reply):
+        gRPC marks them sent only once a write that carries them completes, so a first write
+        cut short left them unmarked, and the status then carried them a second time, which
+        gRPC refuses (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS): the client got no status at all."""
         async def call(request, context):
             request, ending = self.begin(request, context)
-            sent = self.series.sent
+            sent, headed = self.series.sent, False
             with ending:
                 async with contextlib.aclosing(inner(request, context)) as replies:
                     async for reply in replies:
                         sent.inc()
                         try:
+                            if not headed:
+                                headed = True
+                                await asyncio.wait_for(context.send_initial_metadata(()), most)
                             await asyncio.wait_for(context.write(reply), most)
                         except TimeoutError:
                             break

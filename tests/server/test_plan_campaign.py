@@ -684,3 +684,42 @@ async def test_a_stream_whose_client_stopped_reading_ends_past_the_bound_and_fre
                       if r.user_id in after}
             return states <= {("suppressed", "withdrawn")}
         assert await _until(after_settled)
+
+
+async def test_a_client_that_never_read_its_first_answer_gets_the_status(tmp_path):
+    """The first answer carries the stream's headers: when it was the one held back past
+    `plan_unread_seconds`, the status then tried to send the headers a second time, which gRPC
+    refused (an ExecuteBatchError logged), so the client got no status and its stream hung
+    until the connection ended. Now it gets RESOURCE_EXHAUSTED naming the limit, after the
+    answer held back (which stands)."""
+    from server.config import Settings
+    from server.limits import Limits
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        limits=Limits(plan_streams=1, plan_unread_seconds=0.3))
+    small_window = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
+    async with serving(settings) as (server, ch):
+        stub = pb_grpc.CampaignServiceStub(ch)
+        await create(stub)
+        end = asyncio.Event()
+
+        async def requests():
+            yield pb.PlanCampaignRequest(campaign_id="c1", user_ids=users(0, 300))
+            await end.wait()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}",
+                                             options=small_window) as slow:
+            call = pb_grpc.CampaignServiceStub(slow).PlanCampaign(requests())
+            try:
+                await asyncio.wait_for(call.initial_metadata(), 10)  # its first answer is sent
+                assert await _planned_once_free(stub, "n0", 10.0) == ["n0"]  # it never read
+                late = []
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    while (answer := await asyncio.wait_for(call.read(), 5)) != grpc.aio.EOF:
+                        late += [d.user_id for d in answer.decisions]
+            finally:
+                end.set()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "plan_unread_seconds" in err.value.details()
+        assert late == users(0, 300)
+        log = await logged(stub)
+        assert {r.status for r in log.values() if r.user_id in set(late)} == {"pending"}
