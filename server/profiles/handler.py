@@ -420,8 +420,9 @@ class Profiles:
         user's consent history too (`server.contact.consent`). Refused (`ErasedSince`) when
         it would bring an erased user back: dated at or before their erasure, or (`existing`:
         a change for a profile that exists, such as a one-click link's) the user was erased
-        and has no profile since."""
-        check_id("user_id", user_id, self.limits.id_bytes)
+        and has no profile since. `existing` changes name stored profiles (a link the server
+        signed, its address index: `_check_named`)."""
+        _check_named(user_id, self.limits.id_bytes, existing)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
         await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change",
                                 existing=existing)
@@ -435,7 +436,7 @@ class Profiles:
         `keep_later_opt_in`) one whose current state is an opt-in dated after `timestamp`,
         read in the same transaction. The users changed."""
         for user_id in user_ids:
-            check_id("user_id", user_id, self.limits.id_bytes)
+            _check_named(user_id, self.limits.id_bytes, existing)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
         keep = _later_opt_in(channel, purpose, ts) if keep_later_opt_in else None
         return await asyncio.to_thread(self.repo.update_metas, list(user_ids), change, ts,
@@ -858,6 +859,15 @@ def _check_attributes_total(before: tuple[int, int], after: tuple[int, int], lim
     if after[1] > lim.profile_attributes_bytes and after[1] > before[1]:
         raise ProfileAttributesFull("bytes", after[1], lim.profile_attributes_bytes,
                                     "profile_attributes_bytes")
+
+
+def _check_named(user_id: str, id_bytes: int, existing: bool) -> None:
+    """The id of a consent change: `check_id`, or, for a change of a profile that exists (an
+    opt-out by a one-click link or a STOP reply, and of the profiles sharing its address: ids
+    the server's own records name), `check_stored_id`: a profile stored before C1 and
+    bidirectional controls were refused must still be opted out (a STOP refused for it left
+    every profile at the number opted in)."""
+    (check_stored_id if existing else check_id)("user_id", user_id, id_bytes)
 
 
 _META_FIELDS = frozenset({"attributes", "consent", "consent_history", "created_at", "updated_at"})

@@ -526,3 +526,27 @@ async def test_a_stop_from_the_carriers_form_reaches_a_number_written_with_its_t
     for n in (old, new):
         assert await reply(shared.settings, f"+447700900{n}", "STOP") == 200
         assert await sms_consent(shared.profiles, f"u-sms-{n}") is False, n
+
+
+async def test_a_stop_opts_out_a_profile_stored_under_an_id_refused_since_and_those_beside_it(
+        module_messages_server, shared, own_texted):
+    """A profile stored (and texted) before ids with a bidirectional control were refused
+    shares the number with one stored now: the STOP from it is the user's opt-out, so it
+    reaches both; refusing the old id (InvalidArgument in `set_consents`) left every profile
+    at the number opted in."""
+    import asyncio
+
+    from server.contact.consent import record_consent
+    server = module_messages_server[0]
+    texted, n = own_texted
+    old = "u-sms-\u202e" + str(n)
+
+    def stored(meta):
+        meta["attributes"]["phone"] = f"+447700900{n}"
+        record_consent(meta, "sms", "marketing", True, "signup", time.time(), 10)
+    await asyncio.to_thread(server.profiles.repo.update_meta, old, stored)
+    assert await asyncio.to_thread(server.phones.remember, old, f"+447700900{n}")
+    assert await reply(shared.settings, f"+447700900{n}", "STOP") == 200
+    assert await sms_consent(shared.profiles, texted) is False
+    meta = (await asyncio.to_thread(server.profiles.repo.states_and_meta, [old], True))[0][1]
+    assert meta["consent"]["sms"]["marketing"]["opted_in"] is False

@@ -336,3 +336,21 @@ async def test_a_one_click_post_saying_something_else_changes_nothing(compose, p
                                  skip_auto_headers=["Content-Type"]) as res:
                 assert res.status == 400
     assert await consent(profiles, "u8") is True
+
+
+async def test_the_link_of_a_profile_stored_under_an_id_refused_since_opts_it_out(
+        compose, tailor_server):
+    """A user whose id holds a bidirectional control, stored and mailed before such ids were
+    refused, clicks their link: the opt-out is theirs to make, so it is recorded (the id's
+    check refused it: a 400 page, the user still opted in)."""
+    import asyncio
+
+    from server.contact.consent import record_consent
+    old = "u-\u202elink"
+    await asyncio.to_thread(tailor_server.profiles.repo.update_meta, old, lambda meta: record_consent(
+        meta, "email", "marketing", True, "signup", 1.0, 10))
+    url = (await compose("u-link")).unsubscribe_url
+    token = tailor_server.tokens.issue(old, "email", "mail")
+    assert await one_click(url.rsplit("/", 1)[0] + "/" + token) == 200
+    meta = (await asyncio.to_thread(tailor_server.profiles.repo.states_and_meta, [old], True))[0][1]
+    assert meta["consent"]["email"]["marketing"]["opted_in"] is False
