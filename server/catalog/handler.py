@@ -19,7 +19,7 @@ from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
 from ..store import Store
-from ..validation import check_count, check_id, check_link, check_range, check_text
+from ..validation import check_count, check_id, check_link, check_range, check_stored_id, check_text
 from .absorbed import absorbed, stored_catalogs
 from .errors import CatalogFull, UnknownCategory
 from .logging import logger
@@ -89,9 +89,15 @@ class Catalog:
         return await self._store(stored, bundle)
 
     async def remove(self, item_ids: Sequence[str]) -> CatalogChange:
-        """Never recommend `item_ids` again (until they are upserted again)."""
+        """Never recommend `item_ids` again (until they are upserted again). An id the served
+        catalog holds is taken as stored (`check_stored_id`): an item upserted before C1 and
+        bidirectional controls were refused is served until it is removed."""
         items = [CatalogItem(item_id=i, removed=True) for i in item_ids]
-        self._check_items(items, "item_ids")
+        self.check_batch("item_ids", len(items))
+        served = active.item_row if (active := self.registry.active) is not None else {}
+        for i, item in enumerate(items):
+            check = check_stored_id if item.item_id in served else check_id
+            check("item_id", item.item_id, self.limits.id_bytes, f"item_ids[{i}].")
         return await self._store(items, self.registry.current())
 
     async def _store(self, items: list[CatalogItem], bundle: Bundle) -> CatalogChange:

@@ -365,3 +365,27 @@ async def test_an_upsert_made_while_a_push_installs_serves_with_the_new_bundle(
         served = registry.current()
         assert served.version == new_version and reply.sequence == 1
         assert served.catalog_seq == 1 and "new-mid-push" in served.item_row
+
+
+async def test_an_item_upserted_under_an_id_refused_since_can_still_be_removed(
+        tailor_server, channel):
+    """An item upserted before ids with a bidirectional control were refused (stored here
+    through the catalog's records) is served until removed: RemoveItems takes its id (it was
+    INVALID_ARGUMENT, so the operator could not take it down); an id the catalog does not
+    serve is refused as before."""
+    import asyncio
+
+    from server.catalog.records import CatalogItem
+    old, stranger = "gpj.\u202eexe", "gpj.\u202eexe2"
+    category = next(iter(tailor_server.registry.current().category_code))
+    await asyncio.to_thread(tailor_server.catalog.records.write, [CatalogItem(
+        old, "old kit", category, 1.0, "https://shop.example/old")])
+    await tailor_server.catalog.refresh()
+    assert old in tailor_server.registry.current().item_row
+    stub = cgrpc.CatalogServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RemoveItems(cpb.RemoveItemsRequest(item_ids=[stranger]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "bidirectional control character (U+202E)" in err.value.details()
+    assert (await stub.RemoveItems(cpb.RemoveItemsRequest(item_ids=[old]))).accepted == 1
+    assert old not in tailor_server.registry.current().item_row
