@@ -20,8 +20,10 @@ class Limits(BaseModel):
     """Longest id (user, event, item, campaign, variant, decision) in UTF-8 bytes. Ids are store
     keys, joined by 0x1F (which no id may contain) into keys LMDB caps at 511 bytes. No id or
     attribute key may hold a C0 or C1 control, a bidirectional control, U+2028, U+2029 or U+FEFF
-    (`contract.ids`: they make logs and exports show another id); DeleteProfile and
-    ExportProfile still take a user id stored before all but the C0 controls were refused."""
+    (`contract.ids`: they make logs and exports show another id); the calls that name what was
+    stored before all but the C0 controls were refused still take its id (DeleteProfile,
+    ExportProfile, the opt-outs of links and STOP replies; GetCampaign, ArchiveCampaign,
+    GetCampaignStats, ExportDecisions, ListCampaigns; RemoveItems of a served item)."""
 
     request_bytes: int = 1024 * 1024
     """Largest Recommend request accepted."""

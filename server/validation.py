@@ -84,11 +84,13 @@ def check_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
 
 
 def check_stored_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
-    """`check_id` for a call that names stored records to erase, export or retire them
-    (DeleteProfile, ExportProfile; GetCampaign, ArchiveCampaign): an id holding a character
-    refused only since C1, bidirectional and format controls were (`has_c0_control` finds none
-    in it) may name a profile or campaign stored before, which must stay erasable, exportable
-    and archivable. Every other rule holds."""
+    """`check_id` for a call that names stored records to erase, export, read or retire them
+    (DeleteProfile, ExportProfile, an opt-out naming a stored profile; GetCampaign,
+    ArchiveCampaign, GetCampaignStats, ExportDecisions, ListCampaigns' page token; RemoveItems
+    of a served item): an id holding a character refused only since C1, bidirectional and
+    format controls were (`has_c0_control` finds none in it) may name a profile, campaign or
+    item stored before, which must stay erasable, exportable, readable and removable. Every
+    other rule holds."""
     if not value or len(value) > max_bytes >> 2 or has_c0_control(value):
         problem = id_problem(value, max_bytes, has_c0_control)
         if problem is not None:

@@ -217,11 +217,13 @@ class Campaigns:
 
     async def list(self, include_archived: bool = False, page_size: int = 0,
                    page_token: str = "") -> tuple[list[Campaign], str]:
-        """A page of campaigns in id order and the token of the next ("" after the last)."""
+        """A page of campaigns in id order and the token of the next ("" after the last). The
+        token is the last campaign id listed: one stored before C1 and bidirectional controls
+        were refused is taken (`check_stored_id`), or no campaign after it could be listed."""
         most = min(check_not_negative("page_size", page_size) or self.limits.campaigns_page,
                    self.limits.campaigns_page)
         if page_token:
-            check_id("page_token", page_token, self.limits.id_bytes)
+            check_stored_id("page_token", page_token, self.limits.id_bytes)
         return await asyncio.to_thread(self.repo.page, page_token, most,
                                        self.limits.campaigns_page_bytes, include_archived)
 
@@ -584,7 +586,9 @@ class Campaigns:
 
     # -- stats and export -------------------------------------------------------------------------
     async def stats(self, campaign_id: str) -> tuple[Campaign, dict, dict]:
-        check_id("campaign_id", campaign_id, self.limits.id_bytes)
+        """A campaign's stats; an id stored before C1 and bidirectional controls were refused
+        is taken (`check_stored_id`), as by `get`."""
+        check_stored_id("campaign_id", campaign_id, self.limits.id_bytes)
         campaign, state, counters = await asyncio.to_thread(self.repo.stats_snapshot, campaign_id)
 
         def compute():
@@ -612,8 +616,10 @@ class Campaigns:
 
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                include_pending: bool = False, include_suppressed: bool = False):
+        """The decision log's records, a chunk at a time; a campaign id stored before C1 and
+        bidirectional controls were refused is taken (`check_stored_id`), as by `get`."""
         if campaign_id:
-            check_id("campaign_id", campaign_id, self.limits.id_bytes)
+            check_stored_id("campaign_id", campaign_id, self.limits.id_bytes)
             if self.repo.get(campaign_id) is None:  # campaigns are archived, never deleted
                 raise CampaignNotFound(campaign_id)
         check_window(start, end, self.limits.latest_timestamp)

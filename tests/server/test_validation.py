@@ -147,3 +147,30 @@ async def test_a_campaign_stored_under_such_an_id_before_can_still_be_read_and_a
     assert got.spec.campaign_id == campaign_id and not got.archived
     archived = await camp.ArchiveCampaign(cpb.ArchiveCampaignRequest(campaign_id=campaign_id))
     assert archived.archived
+
+
+async def test_campaigns_stored_under_such_an_id_before_are_listed_past_and_their_stats_read(
+        stubs, tailor_server):
+    """ListCampaigns answered such a campaign's id as the next page's token and then refused
+    it (INVALID_ARGUMENT: the campaigns after it could not be listed); GetCampaignStats and
+    ExportDecisions of it are the operator's reads of what is stored, as GetCampaign is."""
+    import asyncio
+    from dataclasses import replace
+
+    from server.campaigns.spec import Campaign, CampaignSpec, Variant
+    spec = CampaignSpec(campaign_id="clean", variants=(Variant("a"), Variant("b"))).validated()
+    for campaign_id in ("c0\u202e", "c2"):  # c0…, c1 (the fixture's), c2 in id order
+        await asyncio.to_thread(tailor_server.campaigns.repo.create, Campaign(
+            replace(spec, campaign_id=campaign_id), created_at=time.time(),
+            updated_at=time.time()), spec.new_state())
+    camp, listed, token = stubs[2], [], ""
+    while True:
+        page = await camp.ListCampaigns(cpb.ListCampaignsRequest(page_size=1, page_token=token))
+        listed += [c.spec.campaign_id for c in page.campaigns]
+        if not (token := page.next_page_token):
+            break
+    assert listed == ["c0\u202e", "c1", "c2"]
+    stats = await camp.GetCampaignStats(cpb.GetCampaignStatsRequest(campaign_id="c0\u202e"))
+    assert stats.campaign_id == "c0\u202e"
+    assert [r async for r in camp.ExportDecisions(cpb.ExportDecisionsRequest(
+        campaign_id="c0\u202e"))] == []
