@@ -6,7 +6,12 @@ ExportTombstones) go to ``tombstones.csv`` beside it, where `train` finds them
 (`training.erasure`). With ``--impressions`` the impression log (ModelAdminService/
 ExportImpressions: every Recommend answer with its items, scores and joined clicks, add-to-carts
 and purchases) goes to ``impressions.jsonl`` beside it, one JSON object per impression
-(`IMPRESSION_FIELDS`, docs/impressions.md)."""
+(`IMPRESSION_FIELDS`, docs/impressions.md).
+
+An event whose item id holds a character no id may hold now (`contract.ids`: a C1 or
+bidirectional control, U+2028, U+2029, U+FEFF, tracked before they were refused and kept for the
+retention window) is left out and counted: `train` refuses an item id the server cannot name
+(the server refuses a bundle holding one), so it would refuse the whole file for it."""
 from __future__ import annotations
 
 import csv
@@ -16,6 +21,7 @@ import sys
 from pathlib import Path
 
 from clients.transport import add_arguments
+from contract.ids import id_control_problem
 
 __all__ = ["add_parser", "run"]
 
@@ -45,7 +51,7 @@ def run(args) -> int:
     tombstones_out = args.tombstones_out or args.out.with_name("tombstones.csv")
     if not tombstones_out.parent.is_dir():  # written last: fail before the whole stream
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(tombstones_out.parent))
-    written = skipped = 0
+    written = skipped = unnamable = 0
     failed = None
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
     impressions = ((args.impressions_out or args.out.with_name("impressions.jsonl"))
@@ -60,6 +66,9 @@ def run(args) -> int:
                                unit=" events"):
                 if not ev.item_id:
                     skipped += 1  # interactions need an item; sends without one are not training rows
+                    continue
+                if id_control_problem(ev.item_id):  # tracked before such ids were refused
+                    unnamable += 1
                     continue
                 out.writerow([ev.user_id, ev.item_id, int(ev.timestamp), ev.type, ev.value,
                               ev.channel])
@@ -82,8 +91,10 @@ def run(args) -> int:
         _impressions_tmp(impressions).replace(impressions)
     tmp.replace(args.out)
     also = "" if shown is None else f" and {shown} impressions"
-    print(f"wrote {written} interactions to {args.out} ({skipped} events without an item skipped)"
-          f", {erased} tombstones{also} beside it")
+    left = (f", {unnamable} events whose item id no id may hold now left out (contract.ids)"
+            if unnamable else "")
+    print(f"wrote {written} interactions to {args.out} ({skipped} events without an item skipped"
+          f"{left}), {erased} tombstones{also} beside it")
     return 0
 
 

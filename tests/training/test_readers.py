@@ -608,3 +608,37 @@ def test_the_erasure_of_a_user_whose_id_ends_in_a_space_drops_their_rows(tmp_pat
     tombs = {(key[0], digest(key[1], "5 ")): 100.0}
     kept, dropped = drop_erased(read_interactions(f), tombs, [key])
     assert dropped == 2 and kept["user_id"].to_pylist() == ["6"]
+
+
+async def test_an_export_holding_an_item_id_refused_since_trains_without_its_events(
+        tailor_server, tmp_path):
+    """Events tracked before ids with a bidirectional control were refused stay stored (for
+    the retention window): `training export` wrote their item id and `train` refused the whole
+    file for it (the reader refuses an item id the server cannot name), so every retrain failed
+    until they expired. The export leaves such events out and says how many."""
+    import asyncio
+    import time
+
+    from clients import TailorClient
+    from server.profiles.events import TrackedEvent
+    from tests.conftest import run_module
+
+    target = f"127.0.0.1:{tailor_server.port}"
+    now = time.time() - 86400
+    events = [{"event_id": f"x-{u}-{i}", "user_id": f"u{u}", "item_id": f"i{i}", "type": "click",
+               "timestamp": now + 10 * u + i} for u in range(5) for i in range(6) if (u + i) % 3]
+    old = TrackedEvent("x-old", "u1", "click", "web", "", "gpj.\u202eexe", 0.0, now)
+    await asyncio.to_thread(tailor_server.profiles.repo.ingest, [old], [None])
+    out = tmp_path / "export" / "interactions.csv"
+
+    def flow():
+        with TailorClient(target, timeout=60) as client:
+            assert client.track(events).accepted == len(events)
+        done = run_module("training", "export", "--server", target, "--out", str(out))
+        return done, run_module("training", "train", "--interactions", str(out), "--out",
+                                str(tmp_path / "b"), "--iterations", "2", "--no-ranker",
+                                "--no-report", check=False)
+    exported, trained = await asyncio.to_thread(flow)
+    assert trained.returncode == 0, trained.stderr
+    assert "1 events whose item id no id may hold now" in exported.stdout
+    assert "\u202e" not in out.read_text()
