@@ -421,8 +421,10 @@ class Profiles:
         it would bring an erased user back: dated at or before their erasure, or (`existing`:
         a change for a profile that exists, such as a one-click link's) the user was erased
         and has no profile since. `existing` changes name stored profiles (a link the server
-        signed, its address index: `_check_named`)."""
-        _check_named(user_id, self.limits.id_bytes, existing)
+        signed, its address index: `_check_named`). An opt-out takes an id stored before C1 and
+        bidirectional controls were refused too: an opt-out is never refused for the id's
+        spelling (`check_stored_id`)."""
+        _check_named(user_id, self.limits.id_bytes, existing or not opted_in)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
         await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change",
                                 existing=existing)
@@ -506,16 +508,18 @@ class Profiles:
         return await asyncio.to_thread(self.repo.drop_events_before, cutoff, by_type=by_type)
 
     # -- reads ------------------------------------------------------------------------------
-    async def get(self, user_id: str, max_events: int = 0, parts: Sequence[str] = ()) -> ProfileView:
+    async def get(self, user_id: str, max_events: int = 0, parts: Sequence[str] = (),
+                  stored: bool = False) -> ProfileView:
         """Everything stored about one user, PII included: the transport masks it for callers
         who may not read it (`server.security.pii`). `parts` (of `PROFILE_PARTS`; none: all)
         leaves the others empty, and unread when they are events or features. The events are
         the newest `max_events` (0: all) of at most `Limits.profile_events_bytes` stored bytes
         (one reply). A user with more than `LOOP_EVENTS` of them to read is read in a worker
-        thread, not the event loop's."""
-        view = self.view(user_id, max_events, parts, cap=self.LOOP_EVENTS)
-        return view if view is not None else await asyncio.to_thread(self.view, user_id,
-                                                                      max_events, parts)
+        thread, not the event loop's. `stored`: the id may be one stored before C1 and
+        bidirectional controls were refused (`check_stored_id`: the answer to an opt-out)."""
+        view = self.view(user_id, max_events, parts, cap=self.LOOP_EVENTS, stored=stored)
+        return view if view is not None else await asyncio.to_thread(
+            self.view, user_id, max_events, parts, 0, stored)
 
     LOOP_EVENTS = 256
     """Events a read in the event loop's thread holds at most (~1.5 ms, decrypted); the reads
@@ -523,10 +527,10 @@ class Profiles:
     other call of the worker for ~0.3 s."""
 
     def view(self, user_id: str, max_events: int = 0, parts: Sequence[str] = (),
-             cap: int = 0) -> ProfileView | None:
+             cap: int = 0, stored: bool = False) -> ProfileView | None:
         """`get`, in the caller's thread. `cap` > 0: None instead when more than `cap` events
         are asked for and stored (no more than `cap` + 1 are read)."""
-        check_id("user_id", user_id, self.limits.id_bytes)
+        (check_stored_id if stored else check_id)("user_id", user_id, self.limits.id_bytes)
         check_not_negative("max_events", max_events)
         want = _wanted_parts(parts)
         capped = bool(cap) and not 0 < max_events <= cap

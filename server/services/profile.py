@@ -190,8 +190,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         total, accepted = await track_stream(self.profiles, batches)
         return ProfileConverter.from_track(total, accepted)
 
-    async def _profile(self, user_id: str, max_events: int, context, parts=()) -> pb.Profile:
-        view = await self.profiles.get(user_id, max_events, parts)
+    async def _profile(self, user_id: str, max_events: int, context, parts=(),
+                       stored: bool = False) -> pb.Profile:
+        view = await self.profiles.get(user_id, max_events, parts, stored)
         if len(view.events) > self.profiles.LOOP_EVENTS:  # so is its message: off the loop
             return await asyncio.to_thread(self._message, view)
         return self._message(view)
@@ -215,7 +216,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     async def SetConsent(self, request: pb.SetConsentRequest, context) -> pb.Profile:
         await self.profiles.set_consent(request.user_id, request.channel, request.opted_in,
                                         request.source, request.timestamp, request.purpose)
-        return await self._profile(request.user_id, 1, context)
+        return await self._profile(request.user_id, 1, context, stored=not request.opted_in)
 
     @grpc_errors
     async def DeleteProfile(self, request: pb.DeleteProfileRequest, context) -> pb.DeleteProfileResponse:

@@ -174,3 +174,30 @@ async def test_campaigns_stored_under_such_an_id_before_are_listed_past_and_thei
     assert stats.campaign_id == "c0\u202e"
     assert [r async for r in camp.ExportDecisions(cpb.ExportDecisionsRequest(
         campaign_id="c0\u202e"))] == []
+
+
+async def test_an_opt_out_of_a_profile_stored_under_such_an_id_is_recorded(stubs, tailor_server):
+    """An opt-out is never refused for the id's spelling: SetConsent opted_in=false of a
+    profile stored before the rule (written here through the store API) was INVALID_ARGUMENT,
+    and the user stayed opted in to what the operator was told to stop. An opt-in is refused."""
+    import asyncio
+    user_id = SPOOFING_USER_IDS[1]
+    from server.contact.consent import record_consent
+    await asyncio.to_thread(tailor_server.profiles.repo.update_meta, user_id, lambda meta:
+                            record_consent(meta, "email", "marketing", True, "signup", time.time() - 60, 10))
+    assert _email_consent(await tailor_server.profiles.export_user(user_id)) is True
+    prof = stubs[1]
+    reply = await prof.SetConsent(ppb.SetConsentRequest(user_id=user_id, channel="email",
+                                                        opted_in=False, source="support"))
+    assert not reply.consent["email"].opted_in
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await prof.SetConsent(ppb.SetConsentRequest(user_id=user_id, channel="email",
+                                                    opted_in=True, source="support"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _email_consent(await tailor_server.profiles.export_user(user_id)) is False
+
+
+def _email_consent(export) -> bool:
+    """The marketing email consent of an access export's profile."""
+    return next(c["opted_in"] for c in export.profile.consent
+                if c["channel"] == "email" and c["purpose"] == "marketing")
