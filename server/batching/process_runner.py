@@ -15,7 +15,8 @@ SIGHUP and exits when its stdin closes, so a stopping server finishes its batche
 child dies, the batches it had fail with UNAVAILABLE (they may or may not have been written) and
 the next batch starts a new child. A child that dies before it is ready is restarted no sooner
 than 0.5 s later, doubling up to 30 s; batches fail with UNAVAILABLE meanwhile. So does one
-the zygote has not forked within `ZygoteChild.START_SECONDS` (30 s; a stopped zygote).
+the zygote has not forked within `ZygoteChild.START_SECONDS` (30 s; a stopped zygote), and,
+while it stays silent, every later start at once (`Zygote.spawn` refuses to queue more).
 """
 from __future__ import annotations
 

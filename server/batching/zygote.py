@@ -40,6 +40,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -87,6 +88,8 @@ class ZygoteChild:
         """The child's pidfd, from the zygote (None where pidfd_open is not available): it
         signals this process only, even once its pid is free again."""
         self._lock = threading.Lock()  # the pidfd is closed on one thread, used on another
+        self.asked = time.monotonic()
+        """When the zygote was asked for this child (`Zygote.spawn`)."""
         self._started = threading.Event()
         self._ended = threading.Event()
 
@@ -211,6 +214,7 @@ class Zygote:
             with self._lock:
                 if not self.alive:
                     raise OSError("the writer zygote has exited")
+                self._check_answering()
                 socket.send_fds(self.sock, [request], [stdin_r, stdout_w, 2])
                 self._pending.append(child)
         except OSError:
@@ -221,6 +225,16 @@ class Zygote:
             os.close(stdin_r)
             os.close(stdout_w)
         return child
+
+    def _check_answering(self) -> None:
+        """Refuse a request while the oldest one has waited `ZygoteChild.START_SECONDS` (the
+        zygote is stopped or stuck; its start was given up on). Each retry queued one more:
+        after ~280 the socket was full and `send_fds` blocked the event loop for good, and a
+        zygote that went on forked them all at once. Answered again, it is asked again."""
+        if self._pending:
+            silent = time.monotonic() - self._pending[0].asked
+            if silent > ZygoteChild.START_SECONDS:
+                raise OSError(f"the writer zygote has not answered for {silent:.0f} s")
 
     def _read(self) -> None:
         """Route the zygote's messages until its socket closes; then every child still known

@@ -583,6 +583,52 @@ async def test_a_child_a_stopped_zygote_does_not_answer_for_is_a_failed_start(wr
         os.kill(zygote, signal.SIGCONT)
 
 
+async def test_a_zygote_silent_for_the_start_bound_is_asked_for_no_more_children(
+        writer, monkeypatch):
+    """Each start given up on left its request queued to a stopped zygote: after ~280 (about
+    two hours of a server's retries) the socket was full and the next request blocked the
+    event loop for good, and a SIGCONT forked them all at once. Once the oldest request has
+    waited `START_SECONDS`, a start is refused at once; the zygote answered again, it takes
+    requests again."""
+    from server.batching.zygote import ZygoteChild, zygote
+
+    monkeypatch.setattr(ZygoteChild, "START_SECONDS", 0.5)
+    writer, batcher, _ = writer
+    zyg = zygote()
+    os.kill(zyg.proc.pid, signal.SIGSTOP)
+
+    def ask(times: int) -> int:
+        refused = 0
+        for _ in range(times):
+            try:
+                child = zyg.spawn("t", writer.argv, {})
+            except OSError:
+                refused += 1
+                continue
+            child.stdin.close()
+            child.stdout.close()
+        return refused
+
+    try:
+        assert ask(1) == 0  # queued: the zygote may just be slow
+        await asyncio.sleep(0.6)
+        refused = await asyncio.wait_for(asyncio.to_thread(ask, 600), 20)
+    finally:
+        os.kill(zyg.proc.pid, signal.SIGCONT)
+    assert refused == 600
+    with pytest.raises(OSError, match="has not answered for"):
+        zyg.spawn("t", writer.argv, {})
+    deadline = time.monotonic() + 10
+    while zyg._pending:  # the late answer, to the request still queued
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    child = zyg.spawn("t", writer.argv, {})  # answered again: asked again
+    child.stdin.close()
+    child.stdout.close()
+    assert await asyncio.to_thread(lambda: child.pid) is not None
+    assert (await batcher.submit("k"))[0] == writer.pid
+
+
 def test_a_priority_the_child_may_not_take_is_logged_in_the_servers_log_format(tmp_path):
     """Lowering the child's niceness below the server's needs CAP_SYS_NICE (dropped here):
     the failure was printed to stderr as plain text, outside the log (JSON here)."""
