@@ -270,6 +270,8 @@ class Zygote:
             orphans = [*self._pending, *self._children.values()]
             self._pending.clear()
             self._children.clear()
+        if self.closing:  # a stopped zygote would not see the end of its socket
+            self.proc.kill()  # reaped only here (so its pid is still its own)
         try:
             code = self.proc.wait(_ZYGOTE_EXIT_SECONDS)
         except subprocess.TimeoutExpired:
@@ -285,9 +287,11 @@ class Zygote:
         self._done.set()
 
     def close(self) -> None:
-        """End the zygote (its socket closed) and wait until it is reaped, at most
+        """End the zygote (its socket closed, then SIGKILL: it holds nothing, and its
+        children are in sessions of their own) and wait until it is reaped, at most
         `_ZYGOTE_EXIT_SECONDS`: at this process's exit (`_close_at_exit`). It outlived this
-        process by a moment, and was then left to PID 1, a zombie where that does not reap."""
+        process by a moment, and was then left to PID 1, a zombie where that does not reap; a
+        stopped one held the exit for the whole bound, then stayed stopped."""
         self.closing = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # end of file for both ends

@@ -688,3 +688,47 @@ def test_a_server_that_exits_reaps_its_zygote(tmp_path):
         time.sleep(0.01)
     assert not os.path.exists(f"/proc/{zygote}")
     assert "the writer zygote exited" not in out.stderr  # an exit, not a death: no warning
+
+
+def test_a_server_exits_at_once_and_reaps_a_stopped_zygote(tmp_path):
+    """A stopped zygote (SIGSTOP, a debugger) does not see its socket close: the exit waited
+    the whole bound (10 s) for it, then left it stopped for good."""
+    from server.batching.zygote import _subreaper
+
+    assert _subreaper()  # what the exit leaves comes to this process, to be checked
+    script = textwrap.dedent(f"""
+        import asyncio, os, signal
+        from server.store import Store
+        from server.batching import WriterProcess
+        async def main():
+            writer = WriterProcess({FACTORY!r}, Store({str(tmp_path / "s")!r}, sync=False), name="t")
+            await writer.ready()
+            with open(f"/proc/{{writer.pid}}/stat") as f:
+                zygote = int(f.read().rsplit(")", 1)[1].split()[1])
+            await writer.close()
+            os.kill(zygote, signal.SIGSTOP)
+            print(zygote, flush=True)
+        asyncio.run(main())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    zygote = None
+    try:
+        zygote = int(proc.stdout.readline())
+        stopped = time.monotonic()
+        assert proc.wait(60) == 0
+        exited = time.monotonic() - stopped
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{zygote}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not os.path.exists(f"/proc/{zygote}")
+        assert exited < 5
+    finally:
+        proc.kill()
+        proc.wait()
+        if zygote is not None and os.path.exists(f"/proc/{zygote}"):
+            os.kill(zygote, signal.SIGKILL)
+            try:
+                os.waitpid(zygote, 0)
+            except ChildProcessError:
+                pass
