@@ -154,6 +154,13 @@ as the kernel tears it down, a moment before it can be reaped (the status read a
 None, logged as 'code None' for a child killed by SIGKILL)."""
 
 
+_REPORT_SECONDS = 5.0
+"""How long `close` waits for the zygote to report its stopped child's exit (it reaps it at
+once). A stopped zygote never does: the close, and the server's stop, waited for ever. (The
+zygote reaps its children: nothing here waits for the exit of one that crashed; a thread of the
+loop's default executor did, which `asyncio.run` joins at its end.)"""
+
+
 def _exit_code(proc: ZygoteChild, wait: float) -> int | None:
     """The child's exit status, waiting up to `wait` seconds for it; None if not known yet."""
     try:
@@ -263,8 +270,6 @@ class _Child:
         waiting, self.waiting = self.waiting, {}
         crashed = not self._closing or waiting
         code = _exit_code(self.proc, wait=_REAP_SECONDS if crashed else 0.0)
-        if code is None:  # it closed stdout on its way out: reap it off the loop
-            self.loop.run_in_executor(None, self.proc.wait)
         was_ready = self.ready.done()
         self.writer.exited(self, was_ready)
         if crashed and self.proc.pid is not None:  # not forked: the zygote's error says why
@@ -302,7 +307,11 @@ class _Child:
                              self.writer.name, timeout)
                 self.proc.kill()
                 await self.gone
-        await asyncio.to_thread(self.proc.wait)
+        try:
+            await asyncio.to_thread(self.proc.wait, _REPORT_SECONDS)
+        except subprocess.TimeoutExpired:
+            logger.warning("the %s writer process stopped, but the writer zygote has not reported "
+                           "its exit in %.0f s (stopped?)", self.writer.name, _REPORT_SECONDS)
 
 
 @dataclass

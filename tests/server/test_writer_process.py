@@ -732,3 +732,49 @@ def test_a_server_exits_at_once_and_reaps_a_stopped_zygote(tmp_path):
                 os.waitpid(zygote, 0)
             except ChildProcessError:
                 pass
+
+
+def test_a_server_whose_zygote_is_stopped_still_stops(tmp_path):
+    """A stopped zygote reaps nothing and reports no exit. A writer closed then (the server's
+    stop) waited for the report for ever, and one that had crashed kept a thread of the
+    loop's default executor waiting for it, which `asyncio.run` joins at its end: the server
+    never exited. Both waits are bounded; the zygote is ended at the exit."""
+    from server.batching.zygote import _subreaper
+
+    assert _subreaper()  # what the exit leaves comes to this process, to be reaped here
+    script = textwrap.dedent(f"""
+        import asyncio, os, signal, time
+        from server.store import Store
+        from server.batching import WriterProcess, process_runner
+        process_runner._REPORT_SECONDS = 0.5
+        async def main():
+            store = Store({str(tmp_path / "s")!r}, sync=False)
+            crashed, closed = (WriterProcess({FACTORY!r}, store, name=n) for n in ("a", "b"))
+            await asyncio.gather(crashed.ready(), closed.ready())
+            with open(f"/proc/{{crashed.pid}}/stat") as f:
+                zygote = int(f.read().rsplit(")", 1)[1].split()[1])
+            print(zygote, flush=True)
+            os.kill(zygote, signal.SIGSTOP)
+            os.kill(crashed.pid, signal.SIGKILL)
+            while crashed._child is not None:
+                await asyncio.sleep(0.01)
+            await closed.close()
+            await crashed.close()
+        asyncio.run(main())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    zygote = None
+    try:
+        zygote = int(proc.stdout.readline())
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        if zygote is not None and os.path.exists(f"/proc/{zygote}"):
+            os.kill(zygote, signal.SIGKILL)
+            os.kill(zygote, signal.SIGCONT)
+            try:
+                os.waitpid(zygote, 0)
+            except ChildProcessError:
+                pass
