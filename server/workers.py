@@ -359,5 +359,25 @@ def _supervise(settings: Settings, reload_metrics) -> None:
                 logger.error("worker %s exited with %s while the server stopped", proc.name,
                              proc.exitcode)
                 failed = failed or proc.exitcode
+    _stop_resource_tracker()
     if failed:
         raise SystemExit(2 if failed == 2 else 1)
+
+
+def _stop_resource_tracker(within: float = 5.0) -> None:
+    """End multiprocessing's resource tracker (its pipe closed: it cleans up what the workers
+    left registered, as at this process's exit) and reap it, waiting at most `within` seconds
+    (a process that kept its pipe open keeps it running). It ended a moment after this process,
+    and was then left to PID 1: a zombie where that does not reap (a container without tini)."""
+    tracker = resource_tracker._resource_tracker  # Python 3.11's `_stop` waits for ever
+    fd, pid = getattr(tracker, "_fd", None), getattr(tracker, "_pid", None)
+    if fd is None or pid is None:
+        return
+    tracker._fd = tracker._pid = None
+    os.close(fd)
+    deadline = time.monotonic() + within
+    try:
+        while not os.waitpid(pid, os.WNOHANG)[0] and time.monotonic() < deadline:
+            time.sleep(0.01)
+    except ChildProcessError:  # not this process's child
+        pass

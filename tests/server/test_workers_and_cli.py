@@ -102,6 +102,32 @@ def test_a_worker_that_dies_stops_the_server_whichever_it_is(server_process):
     assert "worker tailor-worker-1 exited with -9; stopping the others" in served.stop()
 
 
+def test_a_server_with_workers_leaves_no_process_behind_when_it_stops(server_process):
+    """Every process under the parent is gone (reaped) once it has stopped. multiprocessing's
+    resource tracker (the parent's child) exited a moment after it, when its pipe closed, and
+    was left to the nearest subreaper or PID 1: a zombie wherever that does not reap."""
+    import os
+    import time
+
+    from server.batching.zygote import _subreaper
+    from tests.conftest import _descendants
+    assert _subreaper()  # what the stop leaves comes to this process, to be seen (and reaped)
+    served = server_process(workers=2)
+    under = _descendants(served.proc.pid)
+    assert len(under) >= 3  # the tracker and the two workers (with their zygotes and writers)
+    served.stop()
+    assert served.proc.returncode == 0
+    deadline = time.monotonic() + 5
+    while (left := [p for p in under if os.path.exists(f"/proc/{p}")]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:  # not to be left as this process's zombies either
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    assert left == []
+
+
 def test_a_second_server_with_workers_on_the_port_of_a_running_one_is_refused(server_process,
                                                                             tmp_path):
     """The workers bind with SO_REUSEPORT, which the kernel grants to every socket of the same
