@@ -36,6 +36,7 @@ from pathlib import Path
 import contract
 
 from .errors import FailedPrecondition
+from .models.scrub import scrub_restored
 from .processes import OWNER_LOCK, hold_dir, host_id, owner_alive, process_started, remove_if_owner_gone
 from .store import lock_data_dir
 from .store.backup import add_missing, check_copy, read_prefix, read_value, snapshot_store
@@ -43,7 +44,7 @@ from .store.datakeys import SLOTS_FILE
 from .store.errors import out_of_space
 from .store.keys import BUNDLE_ACTIVE, TOMBSTONE_COUNT, TOMBSTONE_PREFIX, tombstone_parts
 from .store.lock import RESTORING, check_restore_finished, locked_dir
-from .store.reerase import reerase, tokens_found
+from .store.reerase import found_by, reerase, tokens_found
 from .store.rekey import KEY_VERSION, KEY_VERSION_KEY
 
 __all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
@@ -140,7 +141,7 @@ def restore(archive: Path, data_dir: Path, force: bool = False,
                 carried = None
                 unknown = _mark_unknown(staging, unknown or (
                     "unreadable" if (replaced / "data.mdb").exists() else "none"))
-            manifest.update(_erase_carried(staging / "store", carried, erasure))
+            manifest.update(_erase_carried(staging, carried, erasure))
             manifest["erase_again"] = _erase_again(
                 manifest["erasures_not_linked"], unknown == "unreadable", manifest)
         except BaseException as err:  # nothing replaced yet: the data dir is as it was
@@ -219,28 +220,52 @@ def _erased_later(stored: bytes, live: bytes) -> bool:
         return False
 
 
-def _erase_carried(store_dir: Path, carried: list[tuple[bytes, bytes]] | None,
+def _erase_carried(staging: Path, carried: list[tuple[bytes, bytes]] | None,
                    ring: Sequence[tuple[str, bytes]]) -> dict:
-    """Erase again, in the restored copy under `store_dir`, the users of the tombstones
+    """Erase again, in the restored copy under `staging`, the users of the tombstones
     `carried` over, found among the copy's tokens by the hash each tombstone keeps under its
-    key of the `erasure` keyring `ring` (layout tombstone 2); the manifest's counts. A tombstone
+    key of the `erasure` keyring `ring` (layout tombstone 2): their store records
+    (`store.reerase`) and their rows in the restored bundles, which name users by the same
+    tokens (`scrub_restored`: the erasure that queued them for the scrub is not in the
+    backup); the manifest's counts. A tombstone
     written before (`found_by` null or absent), under a key `ring` lacks, or carried into a
     copy whose keys still hold raw ids (key version 1, a backup of an old Tailor) cannot find
     its user's records: counted in `erasures_not_linked`, for the operator (`_erase_again`)."""
     if carried is None:
         return {"erasures_after_backup": None, "erased_again": 0, "records_erased_again": 0,
-                "erasures_not_linked": None}
+                "bundle_rows_erased_again": 0, "erasures_not_linked": None}
+    store_dir = staging / "store"
     if read_value(store_dir, "meta", KEY_VERSION_KEY) != b"%d" % KEY_VERSION:
         ring = ()  # keys of raw ids (re-keyed at the first open): no token to find yet
-    kids, wanted = {kid for kid, _ in ring}, collections.defaultdict(set)
+    kids, wanted = {kid for kid, _ in ring}, collections.defaultdict(dict)
     for key, value in carried:
         if (hashed := _found_by_of(value)) is not None and (kid := tombstone_parts(key)[0]) in kids:
-            wanted[kid].add(hashed)
+            wanted[kid][hashed] = _erased_time(value)
     tokens = tokens_found(store_dir, wanted, ring)
     removed = reerase(store_dir, tokens)
+    rows = scrub_restored(staging / "bundles", _erasure_times(tokens, wanted, ring))
     return {"erasures_after_backup": len(carried), "erased_again": len(tokens),
-            "records_erased_again": sum(removed.values()),
+            "records_erased_again": sum(removed.values()), "bundle_rows_erased_again": rows,
             "erasures_not_linked": len(carried) - sum(map(len, wanted.values()))}
+
+
+def _erased_time(tombstone: bytes) -> float:
+    """When a tombstone's user was erased (its `at`; 0.0 when it does not say)."""
+    try:
+        return float(json.loads(tombstone)["at"])
+    except (ValueError, TypeError, KeyError):
+        return 0.0
+
+
+def _erasure_times(tokens: list[bytes], wanted: dict[str, dict[str, float]],
+                   ring: Sequence[tuple[str, bytes]]) -> dict[bytes, float]:
+    """{token: erasure time} of the `tokens` found by the hashes `wanted` ({kid: {hash: at}}):
+    the scrub cuts a bundle's row only when the erasure is after the bundle's data cutoff."""
+    times = {}
+    for token in tokens:
+        times[token] = max(wanted[kid].get(found_by(key, token), 0.0)
+                           for kid, key in ring if kid in wanted)
+    return times
 
 
 def _found_by_of(tombstone: bytes) -> str | None:

@@ -44,7 +44,7 @@ from .bundle import HASHED_IDS, VOID, BundleInvalid, bundle_dirs, ids_hashed, id
 from .pseudonyms import _finish_interrupted, _swap_users
 from .staging import uploads_under_way
 
-__all__ = ["QUEUE", "VOID", "ScrubQueue", "scrub_stored", "scrub_users"]
+__all__ = ["QUEUE", "VOID", "ScrubQueue", "scrub_restored", "scrub_stored", "scrub_users"]
 
 logger = logging.getLogger("tailor.models.scrub")
 
@@ -165,12 +165,14 @@ def _empty_rows(users, ptr: str, columns: tuple[str, ...], rows: np.ndarray) -> 
     return {ptr: new_ptr, **{c: users[c][keep] for c in columns}}
 
 
-def _scrub_one(path: Path, queued: dict[bytes, float]) -> int:
+def _scrub_one(path: Path, queued: dict[bytes, float], any_key: bool = False) -> int:
     """Rewrite one stored bundle without the rows of the `queued` users erased after its
-    cutoff (an older erasure: the row is their activity since they came back); rows removed."""
+    cutoff (an older erasure: the row is their activity since they came back); rows removed.
+    `any_key`: hashes under any `store-id` key are matched (a process that has not installed
+    the key: `scrub_restored`; a hash under another key matches no queued token anyway)."""
     _finish_interrupted(path)
     manifest = read_manifest(path)
-    if not ids_hashed(manifest) or manifest.raw[HASHED_IDS] != ids_marker():
+    if not ids_hashed(manifest) or not any_key and manifest.raw[HASHED_IDS] != ids_marker():
         return 0  # raw ids, or another key's hashes (both refused at load): nothing to match
     erased = {t for t, at in queued.items() if at >= manifest.cutoff}
     if not erased:
@@ -183,6 +185,27 @@ def _scrub_one(path: Path, queued: dict[bytes, float]) -> int:
     _swap_users(path, manifest, scrubbed)
     return int(np.count_nonzero(scrubbed["user_ids"] == VOID)
                - np.count_nonzero(users["user_ids"] == VOID))
+
+
+def scrub_restored(bundles_dir: Path, erased: dict[bytes, float]) -> int:
+    """Scrub the `erased` tokens ({token: erasure time}) from the bundles of a restore's
+    staging copy under `bundles_dir` (nobody serves them yet: `server.backup`), at once: a
+    user erased again by the restore (`store.reerase`) would otherwise keep her row in the
+    files, which no erasure queues any more. A bundle that cannot be scrubbed gets the
+    tokens queued (`QUEUE`) for the server's first scrub instead. The rows removed."""
+    if not erased or not bundles_dir.is_dir():
+        return 0
+    removed, failed = 0, []
+    with locked_dir(bundles_dir):
+        for path in bundle_dirs(bundles_dir):
+            try:
+                removed += _scrub_one(path, erased, any_key=True)
+            except (BundleInvalid, OSError, ValueError, KeyError) as err:
+                logger.warning("bundle %s: not scrubbed at restore (%s)", path.name, err)
+                failed.append(path.name)
+    if failed:
+        ScrubQueue(bundles_dir)._append(b"".join(t + b" %r\n" % at for t, at in erased.items()))
+    return removed
 
 
 def scrub_stored(bundles_dir: Path) -> int | None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import lmdb
@@ -59,7 +59,7 @@ def found_by(key: bytes, token: bytes) -> str:
     return digest(key, _DOMAIN + token.decode())
 
 
-def tokens_found(store_dir: Path, wanted: Mapping[str, set[str]],
+def tokens_found(store_dir: Path, wanted: Mapping[str, Collection[str]],
                  ring: Sequence[tuple[str, bytes]]) -> list[bytes]:
     """The record-key tokens of the store copy under `store_dir` whose `found_by` under key
     `kid` of `ring` is in `wanted[kid]` (key ids `ring` lacks find nothing)."""

@@ -342,6 +342,34 @@ def test_tombstones_written_before_they_kept_the_token_are_counted_not_applied(s
         assert client.delete_profile("alice") > 0
 
 
+def test_a_restore_scrubs_the_users_it_erases_again_from_the_restored_bundles(
+        server_process, tmp_path, demo_bundle):
+    """The restored bundles name users by their record-key token: a user erased after the
+    backup, erased again from the restored store, kept her bundle row (her training history
+    and vector) in the files and was served from it (Recommend not cold start) after the
+    restore. The restore now scrubs the rows of the users it erases again from the restored
+    bundles before the swap: no file under the data dir holds her token."""
+    from tests.server.test_erasure_on_disk import USER, _bundle_trained_on_user, _token_hits
+    data, out = tmp_path / "data", tmp_path / "tailor.tar"
+    trained = _bundle_trained_on_user(demo_bundle, tmp_path / "trained")
+    served = server_process(data, bundle=trained, env=_secrets(data))
+    with TailorClient(served.target, timeout=30) as client:
+        assert client.track_batch(_events(USER, 3, USER, time.time() - 3600)).accepted == 3
+        assert not client.recommend(USER, k=5).cold_start
+        run_module("server", "backup", "--data-dir", str(data), "--out", str(out))
+        assert client.delete_profile(USER) > 0
+    served.stop()
+    token = _token(data, USER)
+    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
+                          "--force", "--secrets-dir", str(data.parent / "secrets"))
+    reply = json.loads(restored.stdout)
+    assert (reply["erased_again"], reply["bundle_rows_erased_again"]) == (1, 1)
+    assert _token_hits(data / "bundles", token) == []
+    served = server_process(data, env=_secrets(data))
+    with TailorClient(served.target, timeout=30) as client:
+        assert client.recommend(USER, k=5).cold_start
+
+
 def _pads_of_the_erased(data: Path, out: Path) -> list[bytes]:
     """The pads, in the restored store, of the data keys the restore destroyed: named in
     `datakey-unzeroed` (with those of the last erasure before the backup, zero already), and

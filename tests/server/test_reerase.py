@@ -99,9 +99,9 @@ def test_a_copy_whose_keys_hold_raw_ids_links_no_tombstone(tmp_path):
     hashed = json.dumps({"at": 1.0, "found_by": found_by(key, ALICE)}).encode()
     carried = [(keys.tombstone_key("k1", "d1"), hashed)]
     version = _stamp(path, None)
-    assert _erase_carried(path, carried, [("k1", key)])["erasures_not_linked"] == 1
+    assert _erase_carried(tmp_path, carried, [("k1", key)])["erasures_not_linked"] == 1
     _stamp(path, version)
-    linked = _erase_carried(path, carried, [("k1", key)])
+    linked = _erase_carried(tmp_path, carried, [("k1", key)])
     assert (linked["erased_again"], linked["erasures_not_linked"]) == (1, 0)
 
 
