@@ -16,6 +16,7 @@ from clients import TailorClient
 from clients.client import TailorError
 from server.errors import FailedPrecondition
 from tests.conftest import run_module, throwaway_crypto
+from tests.server.test_erasure_on_disk import _token_hits
 
 
 def _events(prefix, n, user, t0):
@@ -304,6 +305,9 @@ def test_a_restore_erases_again_the_users_erased_after_the_backup(server_process
     assert "restore: erased again 2 user(s) erased after the backup" in restored.stderr
     assert "alice" not in restored.stderr + restored.stdout
     assert [_mentions(data / "store", token) for token in erased] == [[], []]
+    # nor any byte of a file: not the pages LMDB freed, nor those the backup's compacted copy
+    # kept deleted records in
+    assert [_token_hits(data, token) for token in erased] == [[], []]
     assert {t for t, _ in _mentions(data / "store", carol)} >= {"profiles", "events", "datakeys"}
     assert _pads_of_the_erased(data, out) == [bytes(32)] * 2  # their backed-up pads: not zero
     served = server_process(data, env=_secrets(data))
@@ -349,7 +353,7 @@ def test_a_restore_scrubs_the_users_it_erases_again_from_the_restored_bundles(
     and vector) in the files and was served from it (Recommend not cold start) after the
     restore. The restore now scrubs the rows of the users it erases again from the restored
     bundles before the swap: no file under the data dir holds her token."""
-    from tests.server.test_erasure_on_disk import USER, _bundle_trained_on_user, _token_hits
+    from tests.server.test_erasure_on_disk import USER, _bundle_trained_on_user
     data, out = tmp_path / "data", tmp_path / "tailor.tar"
     trained = _bundle_trained_on_user(demo_bundle, tmp_path / "trained")
     served = server_process(data, bundle=trained, env=_secrets(data))
@@ -364,7 +368,7 @@ def test_a_restore_scrubs_the_users_it_erases_again_from_the_restored_bundles(
                           "--force", "--secrets-dir", str(data.parent / "secrets"))
     reply = json.loads(restored.stdout)
     assert (reply["erased_again"], reply["bundle_rows_erased_again"]) == (1, 1)
-    assert _token_hits(data / "bundles", token) == []
+    assert _token_hits(data, token) == []
     served = server_process(data, env=_secrets(data))
     with TailorClient(served.target, timeout=30) as client:
         assert client.recommend(USER, k=5).cold_start
