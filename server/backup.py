@@ -42,9 +42,15 @@ from .store import lock_data_dir
 from .store.backup import add_missing, check_copy, read_prefix, read_value, snapshot_store
 from .store.datakeys import SLOTS_FILE
 from .store.errors import out_of_space
-from .store.keys import BUNDLE_ACTIVE, TOMBSTONE_COUNT, TOMBSTONE_PREFIX, tombstone_parts
+from .store.keys import (
+    BUNDLE_ACTIVE,
+    ERASURE_CHECK_PREFIX,
+    TOMBSTONE_COUNT,
+    TOMBSTONE_PREFIX,
+    tombstone_parts,
+)
 from .store.lock import RESTORING, check_restore_finished, locked_dir
-from .store.reerase import found_by, reerase, tokens_found
+from .store.reerase import found_by, key_check, reerase, tokens_found
 from .store.rekey import KEY_VERSION, KEY_VERSION_KEY
 
 __all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
@@ -137,6 +143,7 @@ def restore(archive: Path, data_dir: Path, force: bool = False,
             manifest = _extract(archive, staging)
             replaced = _replaced_store(data_dir)
             carried = _carry_erasures(replaced, staging / "store")
+            erasure = _keys_checked(replaced, staging / "store", erasure, carried)
             if unknown is not None or carried is None:
                 carried = None
                 unknown = _mark_unknown(staging, unknown or (
@@ -209,6 +216,22 @@ def _carry_erasures(live: Path, restored: Path) -> list[tuple[bytes, bytes]] | N
     carried = set(add_missing(restored, "meta", tombstones, counter=TOMBSTONE_COUNT,
                               newer=_erased_later))
     return [(key, value) for key, value in tombstones if key in carried]
+
+
+def _keys_checked(live: Path, restored: Path, ring: Sequence[tuple[str, bytes]],
+                  carried: list | None) -> list[tuple[str, bytes]]:
+    """The keys of the `erasure` keyring `ring` that the store being replaced (`live`) does not
+    know as other keys under the same id (`reerase.key_check`, stored with the first tombstone
+    under each key id): with another deployment's secrets, whose key ids can match, the
+    carried tombstones found nobody and the restore said there was nothing left to do. Their
+    tombstones then count as not linked, for the operator. The checks go with the carried
+    tombstones into the `restored` copy."""
+    if carried is None:
+        return list(ring)
+    checks = read_prefix(live, "meta", ERASURE_CHECK_PREFIX) or []
+    add_missing(restored, "meta", checks)
+    known = {key[len(ERASURE_CHECK_PREFIX):].decode(): bytes(value) for key, value in checks}
+    return [(kid, key) for kid, key in ring if known.get(kid, key_check(key)) == key_check(key)]
 
 
 def _erased_later(stored: bytes, live: bytes) -> bool:
@@ -290,7 +313,8 @@ def _erase_again(unlinked: int | None, replaced: bool, manifest: dict) -> str | 
         why = (f"{unlinked} user(s) erased after the backup have their records back (their "
                "tombstones were carried over, but the restore could not find their records: "
                "written before tombstones kept what finds them, under an 'erasure' key it "
-               "was not given (--secrets-dir), or into a backup whose keys hold raw ids)")
+               "was not given (--secrets-dir) or was given another key under the same id, "
+               "or into a backup whose keys hold raw ids)")
     elif replaced:
         why = "the replaced store could not be read, so users erased after the backup are not known"
     else:

@@ -8,7 +8,9 @@ The record also keeps a keyed hash, under the same `erasure` key, of the user's 
 token (`tokens.user_token`, the `<user>` part of their store keys; `"found_by"`, layout 2):
 not the token, which no file holds once the user is erased, but what tells it among the
 tokens of a restored store, so a restore of a backup taken before the erasure erases the
-user again (`server.backup`, `store.reerase`). It is never exported.
+user again (`server.backup`, `store.reerase`). It is never exported. The first tombstone
+under a key id also stores a check value of that key (`keys.erasure_check_key`), so a restore
+given another key under the same id tells its operator, rather than finding nobody.
 
 What a tombstone decides (docs/privacy.md):
 
@@ -50,7 +52,7 @@ from contract.erasure import digest, erased_at, keys_in_use
 
 from ..security.secrets import Keyring
 from ..store import Store, keys
-from ..store.reerase import found_by
+from ..store.reerase import found_by, key_check
 from ..store.tokens import user_token
 from . import replay_tokens
 from .replay_tokens import LATE_KEPT
@@ -152,6 +154,8 @@ class Tombstones:
         if old and not found:
             record["erased"] = old.get("erased", old["at"])
         self._meta.put(txn, key, json.dumps(record).encode())
+        if self._meta.get(txn, check := keys.erasure_check_key(kid)) is None:
+            self._meta.put(txn, check, key_check(self.ring.key))  # (a restore's key: the same?)
         count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
         self._meta.put(txn, keys.TOMBSTONE_COUNT, str(count + 1).encode())
         self._meta.put(txn, keys.tombstone_seq_key(count + 1), key[len(keys.TOMBSTONE_PREFIX):])

@@ -87,6 +87,7 @@ __all__ = [
     "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
     "BUNDLE_CANARY", "CANARY_REPORT_PREFIX", "canary_report_key",
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
+    "ERASURE_CHECK_PREFIX", "erasure_check_key",
     "TOMBSTONE_LATEST", "tombstone_seq_key", "tombstone_seq", "TOMBSTONE_SEQ_PREFIX",
     "TOMBSTONE_LATE_PREFIX", "TOMBSTONE_LATE_LEGACY", "TOMBSTONE_LATE_LEGACY_DONE",
     "tombstone_late_key", "tombstone_late_parts",
@@ -232,6 +233,14 @@ def canary_report_key(pid: int) -> bytes:
 
 def layout_key(kind: str) -> bytes:
     return LAYOUT_PREFIX + kind.encode()
+
+
+ERASURE_CHECK_PREFIX = b"erasure-check" + SEP
+
+
+def erasure_check_key(kid: str) -> bytes:
+    """What tells the `erasure` key `kid` tombstones were written under (`reerase.key_check`)."""
+    return ERASURE_CHECK_PREFIX + kid.encode()
 
 
 def tombstone_key(kid: str, digest: str) -> bytes:

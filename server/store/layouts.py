@@ -190,6 +190,10 @@ KINDS: tuple[RecordKind, ...] = (
                "(`reerase.found_by`; null: written before layout 2, not linked; "
                "profiles.tombstones)",
                steps={1: _tombstone_unlinked}),
+    RecordKind("erasure_check", "meta", 1, lambda k: k.startswith(K.ERASURE_CHECK_PREFIX),
+               "ASCII hex: a keyed check value of the `erasure` key whose id the key names, "
+               "written with the first tombstone under it, so a restore given another key "
+               "under the same id says so instead of finding nobody (`reerase.key_check`)"),
     RecordKind("tombstone_count", "meta", 1, lambda k: k == K.TOMBSTONE_COUNT,
                "ASCII integer: tombstones written, so workers see new ones with one read"),
     RecordKind("tombstone_latest", "meta", 1, lambda k: k == K.TOMBSTONE_LATEST,

@@ -48,7 +48,7 @@ from .lmdb_store import open_env
 from .table import Table
 from .tokens import TOKEN_CHARS
 
-__all__ = ["found_by", "reerase", "tokens_found"]
+__all__ = ["found_by", "key_check", "reerase", "tokens_found"]
 
 _DOMAIN = keys.SEP_CHAR + "token" + keys.SEP_CHAR
 """Prefix of what `found_by` hashes: no user id holds the separator, so the hash of a token
@@ -69,6 +69,12 @@ def found_by(key: bytes, token: bytes) -> str:
     """What a tombstone keeps of its user's record-key `token`: its hex HMAC-SHA256 under the
     tombstone's `erasure` key `key` (`Tombstones.erase_user`)."""
     return digest(key, _DOMAIN + token.decode())
+
+
+def key_check(key: bytes) -> bytes:
+    """A value that tells the `erasure` key `key` without revealing it (a token is hex
+    digits: no token's `found_by` is hashed from this)."""
+    return digest(key, _DOMAIN + "key check")[:16].encode()
 
 
 def tokens_found(store_dir: Path, wanted: Mapping[str, Collection[str]],

@@ -374,6 +374,32 @@ def test_a_restore_scrubs_the_users_it_erases_again_from_the_restored_bundles(
         assert client.recommend(USER, k=5).cold_start
 
 
+def test_a_restore_given_another_erasure_key_under_the_same_id_says_it_found_nobody(
+        server_process, tmp_path):
+    """Another deployment's secrets (or a key written by hand under a reused id) hold an
+    `erasure` key with the id the tombstones name but not their key: the carried tombstones
+    found nobody, and the restore said 0 not linked and nothing to do, with alice and dave
+    back. The store keeps a check value of each key it wrote tombstones under: those now
+    count as not linked, and erase_again says what to do."""
+    import base64
+    data, out = tmp_path / "data", tmp_path / "tailor.tar"
+    _erased_around_a_backup(server_process, data, out)
+    other = tmp_path / "other-secrets"
+    shutil.copytree(data.parent / "secrets", other)
+    kids = [line.split(":")[0] for line in (other / "erasure.keys").read_text().split()]
+    (other / "erasure.keys").write_text("".join(
+        f"{kid}:{base64.b64encode(os.urandom(32)).decode()}\n" for kid in kids))
+    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
+                          "--force", "--secrets-dir", str(other))
+    reply = json.loads(restored.stdout)
+    assert (reply["erasures_after_backup"], reply["erased_again"], reply["erasures_not_linked"]) \
+        == (2, 0, 2)
+    assert "was given another key under the same id" in reply["erase_again"]
+    again = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
+                       "--force", "--secrets-dir", str(data.parent / "secrets"))
+    assert json.loads(again.stdout)["erased_again"] == 2  # the checks went with the tombstones
+
+
 def _pads_of_the_erased(data: Path, out: Path) -> list[bytes]:
     """The pads, in the restored store, of the data keys the restore destroyed: named in
     `datakey-unzeroed` (with those of the last erasure before the backup, zero already), and
