@@ -2,6 +2,8 @@
 their token and deleted, their pad zeroed, every other user's left as it was."""
 import os
 
+import pytest
+
 from server.store import Store, keys
 from server.store.datakeys import SHRED_COUNT_KEY, SLOT_BYTES, SLOTS_FILE, UNZEROED_KEY
 from server.store.outbox import parsed, value
@@ -116,3 +118,24 @@ def _stamp(path, version: bytes | None) -> bytes | None:
             return old
     finally:
         env.close()
+
+
+def test_a_rewrite_that_cannot_fit_says_the_disk_is_full(small_disk):
+    """The rewrite of the copy (a second data.mdb beside the first) on a disk without room for
+    it died on `lmdb.Error: mdb_txn_commit: Input/output error` (what LMDB reports for ENOSPC
+    at a commit on this tmpfs), which the restore did not take for a full disk; it is now an
+    ENOSPC OSError, raised before the second file is begun (the restore then says the disk is
+    full and deletes its staging copy, nothing replaced)."""
+    from server.store.errors import out_of_space
+    from server.store.lmdb_store import open_env
+    path = small_disk / "store"
+    env = open_env(path, map_size=64 << 20)
+    users = [os.urandom(16).hex().encode() for _ in range(1500)]
+    with env.begin(write=True, db=env.open_db(b"events")) as txn:
+        for user in users:
+            for e in range(3):
+                txn.put(user + keys.SEP + b"%016d" % e + keys.SEP + b"%08d" % e, os.urandom(1000))
+    env.close()
+    with pytest.raises(Exception) as err:
+        reerase(path, users[:5])
+    assert out_of_space(err.value), err.value
