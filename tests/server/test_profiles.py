@@ -324,6 +324,7 @@ async def test_erasure_leaves_no_trace_even_in_freed_pages(stub, tailor_server, 
     compact(settings.data_dir)
     raw = (settings.data_dir / "store" / "data.mdb").read_bytes()
     assert user.encode() not in raw and email not in raw
+    assert keys.user_token(user) not in raw  # nor their keyed token, in a page still used
     assert keys.user_token("frank") in raw  # the other user is still there
 
 
