@@ -41,7 +41,7 @@ from ..errors import InvalidArgument
 from ..interfaces import DecisionOwners, EventRecorder
 from ..limits import Limits
 from ..messages.reports import record_report
-from ..messages.webhook import NUMBER_GONE_CODES, code_of
+from ..messages.webhook import CODE_DIGITS, NUMBER_GONE_CODES, code_of
 from ..security.userref import user_ref
 from ..validation import check_id, check_known, check_text
 from .signing import SignedRequests
@@ -121,7 +121,7 @@ class DeliveryEvents:
         code = code_of(report.get("error_code"))
         if code is None:
             raise InvalidArgument("error_code", "an sms report carries the provider's error "
-                                  "code (a number)")
+                                  f"code (a number of at most {CODE_DIGITS} digits)")
         return (SMS_BOUNCE if code in NUMBER_GONE_CODES else ""), decision, address
 
     async def apply(self, report: dict) -> dict:

@@ -38,8 +38,8 @@ from .errors import Permanent, Transient
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["WebhookSender", "webhook_body", "error_code", "code_of", "KEY_ID_HEADER", "NUMBER_GONE_CODES",
-           "RETRIED_STATUSES"]
+__all__ = ["WebhookSender", "webhook_body", "error_code", "code_of", "CODE_DIGITS",
+           "KEY_ID_HEADER", "NUMBER_GONE_CODES", "RETRIED_STATUSES"]
 
 KEY_ID_HEADER = "X-Tailor-Key-Id"
 RETRIED_STATUSES = frozenset({408, 429})
@@ -134,11 +134,20 @@ def error_code(body: bytes) -> int | None:
     return None
 
 
+CODE_DIGITS = 9
+"""At most this many digits in a provider's error code (Twilio's have 5): the reply is untrusted,
+and the code goes into the refusal's reason (a dead letter's, the recipient's that
+GetSendProgress counts by)."""
+
+
 def code_of(value) -> int | None:
-    """A provider's error code given as a JSON number or its digits; None for anything else."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    """A provider's error code given as a JSON number or its digits (at most `CODE_DIGITS`, not
+    negative); None for anything else. Before, a JSON number was taken whole: one of hundreds
+    of digits (or a negative one) was copied into the refusal's reason."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10 ** CODE_DIGITS:
         return value
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 10:
+    if isinstance(value, str) and value.isascii() and value.isdigit() \
+            and len(value) <= CODE_DIGITS:
         return int(value)
     return None
 

@@ -254,3 +254,7 @@ async def test_an_sms_status_report_lists_a_gone_number_and_not_an_unreachable_o
     status, text = await report(settings, {"type": "bounce", "channel": "sms",
                                            "address": "+447700900702"})
     assert status == 400 and "error_code" in text
+    for code in (10 ** 400, -30005, "1" * 10):  # untrusted: no code, not one copied whole
+        status, text = await report(settings, {"type": "bounce", "channel": "sms",
+                                               "address": "+447700900702", "error_code": code})
+        assert status == 400 and "error_code" in text and "at most 9 digits" in text

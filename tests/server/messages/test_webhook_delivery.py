@@ -365,6 +365,25 @@ async def test_a_number_the_provider_says_takes_no_texts_is_listed_as_a_hard_bou
     assert len(provider.requests) == 2  # a 4xx is not retried, either way
 
 
+async def test_a_refusals_code_out_of_range_is_no_code(provider, campaigns, profiles,
+                                                      messaging):
+    """The provider's reply is untrusted: a JSON number of hundreds of digits (or a negative
+    one) is no error code, as a string of 10 digits already was. Before, it was copied whole
+    into the refusal's reason (the dead letter's, the recipient's that GetSendProgress counts
+    by, the RPC's details): `webhook 400 code 1000...0`."""
+    await sms_user(campaigns, profiles)
+    provider.answer(400)
+    for code in (10 ** 400, -21211, 10 ** 9):
+        provider.refusal_body = json.dumps({"code": code})
+        with pytest.raises(grpc.RpcError) as err:
+            await messaging.ComposeMessage(compose("t1"))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "webhook 400" in err.value.details()
+        assert "webhook 400 code" not in err.value.details()
+    assert not (await profiles.CheckSuppression(ppb.SuppressionAddress(phone="+447700900123"))
+                ).suppressed
+
+
 async def test_a_provider_saying_every_number_is_gone_trips_the_jobs_sms_breaker(
         provider, campaigns, profiles, messaging):
     """An SMS provider answering 21211 to every text (an adapter that mangles the numbers)
