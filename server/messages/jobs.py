@@ -371,9 +371,12 @@ class SendJobs:
         return set()
 
     def _orphans(self, send_ids: list[str]) -> dict[str, dict]:
-        """{send id: job} of the SendCampaign jobs (not deferred ones) whose owner is gone."""
+        """{send id: job} of the SendCampaign jobs (not deferred ones) whose owner is gone and
+        that may still mail: not a cancelled one (CancelSend, its bounce breaker), which a
+        resume only settles (before, a refusing relay held it back too, pending)."""
         jobs = {s: self.records.job(s) for s in send_ids}
         return {s: job for s, job in jobs.items() if job is not None and "due" not in job
+                and not job.get("cancelled")
                 and not owner_alive(job["owner"], job.get("owner_started"))}
 
     async def close(self, wait: float = 0.0) -> None:

@@ -130,3 +130,23 @@ async def test_a_job_resumed_after_its_process_died_is_checked_as_a_new_one(
     assert await tailor_server.sends.resume() == ["send-orphan"]
     done = await until_done(messaging, "send-orphan")
     assert (done.sent, done.failed) == (2, 0) and len(sink.arrived) == 2
+
+
+async def test_a_cancelled_job_whose_process_died_is_settled_at_a_resume_the_relay_refuses(
+        sink, settings, tailor_server, campaigns, profiles, messaging):
+    """A job cancelled before its process died (CancelSend from another process, or its
+    bounce breaker tripped, then a crash) sends nothing when resumed: it only settles its
+    recipients. A relay refusing Tailor's login is no reason to leave it pending; before, the
+    resume held it back with the jobs that would mail (`pending` 2, `done` false, until the
+    next start or another CancelSend)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["a", "b"])
+    sink.controller.SMTP_kwargs["authenticator"].login = (b"tailor", b"rotated")
+    records = tailor_server.sends.records
+    await asyncio.to_thread(records.create, "send-cancelled", "mail", ["a", "b"],
+                            dict(settings.send_rate_per_second), {}, gone_pid())
+    await asyncio.to_thread(records.cancel, "send-cancelled")
+    assert await tailor_server.sends.resume() == ["send-cancelled"]
+    done = await until_done(messaging, "send-cancelled")
+    assert (done.total, done.sent, done.pending, done.suppressed) == (2, 0, 0, 2)
+    assert sink.arrived == []
