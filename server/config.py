@@ -383,10 +383,10 @@ class Settings(BaseSettings):
     `send_bounce_breaker_min` emails (texts) it handed over: a relay refusing most of an
     audience so is taken for misconfigured, and the addresses that stretch bounced are not
     listed (`server.messages.breaker`). 1: never."""
-    send_bounce_breaker_min: int = Field(20, ge=1)
+    send_bounce_breaker_min: int = Field(20, ge=1, le=10_000)
     """How many of a send job's last emails (texts) `send_bounce_breaker_share` is judged over (from
     the job's first that many on); a hard bounce is listed once that many more were handed
-    without a trip, or when the job ends."""
+    without a trip, or when the job ends (so at most this many listings are held in memory)."""
     sms_webhook_url: str = ""
     """The SMS provider's webhook that SMS are POSTed to as signed JSON (`server.messages.webhook`;
     needs the `delivery-webhook` keyring); empty: no SMS delivery."""

@@ -42,8 +42,11 @@ class BounceBreaker:
         self.handed = self.bounced = 0
         """Recipients handed to the relay, and those of them that hard-bounced, in the job."""
         self.tripped = False
-        self._last: collections.deque[bool] = collections.deque(maxlen=max(minimum, 1))
+        self._last: collections.deque[bool] = collections.deque()
         """Whether each of the last `minimum` handed hard-bounced."""
+        self._last_bounced = 0
+        """How many of `_last` did: kept as they come and go, not summed at each count (a
+        sum over the window, on the loop, at every message of a job)."""
         self._held: collections.deque[tuple[int, Listing]] = collections.deque()
         """(`handed` when it bounced, its listing) not written yet, oldest first."""
 
@@ -62,7 +65,10 @@ class BounceBreaker:
         self.handed += 1
         self.bounced += bounced
         self._last.append(bounced)
-        if self.handed >= self.minimum and sum(self._last) > self.share * len(self._last):
+        self._last_bounced += bounced
+        if len(self._last) > max(self.minimum, 1):
+            self._last_bounced -= self._last.popleft()
+        if self.handed >= self.minimum and self._last_bounced > self.share * len(self._last):
             self.tripped = True
             self._held.clear()
             return True

@@ -1,0 +1,37 @@
+"""The hard-bounce breaker alone (`server.messages.breaker`, no I/O); the jobs it stops are
+tested against real servers in test_relay_bounce and test_webhook_delivery."""
+import pytest
+from pydantic import ValidationError
+
+from server.config import Settings
+from server.messages.breaker import BounceBreaker
+
+
+def test_the_window_is_a_bounded_setting():
+    """`send_bounce_breaker_min` is how many listings a job's breaker holds in memory, and
+    the window it judges: a bound like any other input (before, 10**9 was taken)."""
+    assert Settings().send_bounce_breaker_min == 20
+    for refused in (0, 10_001):
+        with pytest.raises(ValidationError, match="send_bounce_breaker_min"):
+            Settings(send_bounce_breaker_min=refused)
+
+
+async def test_listings_are_written_in_order_once_cleared_and_dropped_on_a_trip():
+    written = []
+
+    def listing(n):
+        async def write():
+            written.append(n)
+        return write
+
+    b = BounceBreaker(0.5, 4)
+    for n, bounced in enumerate([True, False, False, False, False, True, True, True]):
+        if bounced:
+            await b.list_or_hold(listing(n))
+        tripped = await b.count(bounced)
+        assert tripped == (n == 7)  # 3 of the last 4 (5, 6, 7); 2 of 4 (at 6) is no trip
+    assert written == [0]  # cleared after 4 more; 5 and 6 held, then dropped by the trip
+    assert (b.handed, b.bounced, b.tripped) == (8, 4, True)
+    await b.list_or_hold(listing(8))
+    await b.flush()
+    assert written == [0]
