@@ -29,6 +29,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Awaitable, Callable
 
+from .logging import logger
+
 __all__ = ["BounceBreaker"]
 
 Listing = Callable[[], Awaitable[None]]
@@ -73,10 +75,21 @@ class BounceBreaker:
             self._held.clear()
             return True
         while self._held and self._held[0][0] <= self.handed - self.minimum:
-            await self._held.popleft()[1]()
+            await _write(self._held.popleft()[1])
         return False
 
     async def flush(self) -> None:
         """Write the held listings: the job ended or stops (the bound not judged on them)."""
         while self._held and not self.tripped:
-            await self._held.popleft()[1]()
+            await _write(self._held.popleft()[1])
+
+
+async def _write(listing: Listing) -> None:
+    """One held listing. A failure is logged (its kind only: the text may hold the address)
+    and the others still go: it ran in the lane's `count` (outside the recipient's own try,
+    so it ended the job's TaskGroup) or in `flush` (a shutdown's, for every job at once).
+    `Delivery._bounced` logs a TailorError itself; this is anything else."""
+    try:
+        await listing()
+    except Exception as err:  # noqa: BLE001 - one listing never stops the job; no PII logged
+        logger.error("a held bounce listing failed: %s", type(err).__name__)

@@ -35,3 +35,29 @@ async def test_listings_are_written_in_order_once_cleared_and_dropped_on_a_trip(
     await b.list_or_hold(listing(8))
     await b.flush()
     assert written == [0]
+
+
+async def test_a_listing_that_fails_neither_stops_the_job_nor_the_listings_after_it(caplog):
+    """A listing is a write (the suppression list, the bounce event): `Delivery._bounced` logs
+    a TailorError, anything else (a bug, an unexpected store error) reached the breaker. It
+    was raised out of `count` (in a lane, after the recipient's try: the job's TaskGroup ended
+    with it) and out of `flush` (in `stop`: the shutdown's gather of every job), and the
+    listings held after it were never written. Before the breaker, the same failure inside
+    `send_or_bury` failed that one recipient."""
+    written = []
+
+    def listing(n):
+        async def write():
+            if n == 0:
+                raise KeyError("user@example.com")  # its text is never logged
+            written.append(n)
+        return write
+
+    b = BounceBreaker(1.0, 2)  # never trips: each is written once 2 more were handed
+    for n in range(3):
+        await b.list_or_hold(listing(n))
+        assert not await b.count(True)
+    assert written == [1]  # 0 failed (logged), 1 went on; 2 is held
+    await b.flush()
+    assert written == [1, 2]
+    assert "KeyError" in caplog.text and "example.com" not in caplog.text
