@@ -19,8 +19,10 @@ would race the suppression listener that follows the bounce event to the profile
 (`contact.Suppressions.on_events`, through the outbox), and could not tell an address this job
 listed from one listed before for a reason of its own. A trip drops the held ones, which are
 all the bounces the stretch that tripped it made (their dead letters stay, and RetryDeadLetter
-sends them once the relay is fixed: nothing listed refuses them). A job that ends, or stops for
-a shutdown, writes the held listings then (the bound not judged: genuine bounces). A crash
+sends them once the relay is fixed: nothing listed refuses them). A job that ends, stops for
+a shutdown, or ends with an error (it resumes at the next start, which sends no bounced message
+again: dropped, they were lost for good), writes the held listings then (the bound not judged:
+genuine bounces); a listing that fails is logged and the others still go. A crash
 while some are held loses them (their dead letters stay): at most the last
 `send_bounce_breaker_min` recipients' worth.
 """

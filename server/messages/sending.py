@@ -193,14 +193,17 @@ class SendJob:
             self.cancel()  # cancelled before it ran here (its owner had gone): settle it
         # One task failing (a store write, a bug) cancels the others and ends the job with its
         # error (it resumes at the next start), rather than leaving the rest waiting forever.
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._compose_all([r for r in todo if r.state == PENDING], queue))
-            tasks.create_task(self._deliver_all(queue, later, due))
-            for _ in range(self.lanes):
-                tasks.create_task(self._lane(due))
-            tasks.create_task(self.cancelling.watch())
-        await self._record_sent()
-        await self._flush_bounces()  # the bound not judged on them: listed
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._compose_all([r for r in todo if r.state == PENDING],
+                                                    queue))
+                tasks.create_task(self._deliver_all(queue, later, due))
+                for _ in range(self.lanes):
+                    tasks.create_task(self._lane(due))
+                tasks.create_task(self.cancelling.watch())
+            await self._record_sent()
+        finally:  # the bound not judged on them: listed, also when the job ends with an error
+            await self._flush_bounces()  # (its resume sends no bounced message again)
         if self.cancelling.requested.is_set():
             await self._settle_cancelled()
         await asyncio.to_thread(self.records.finish, self.send_id)

@@ -148,3 +148,29 @@ async def test_a_relay_going_bad_in_the_middle_of_a_job_trips_the_breaker_as_soo
     assert 11 <= done.failed <= 20 + settings.send_connections
     assert done.suppressed_by_reason["bounce_breaker"] == 40 - done.failed
     assert not any([await listed(profiles, f"{u}@example.com") for u in users[40:]])
+
+
+async def test_a_job_ending_with_an_error_still_lists_the_bounces_it_held(
+        sink, tailor_server, campaigns, profiles, messaging, monkeypatch):
+    """A job whose task fails (here its `email_sent` events cannot be recorded: a store
+    error, say) ends with the error and resumes at the next start, which does not send its
+    bounced (settled `failed`) messages again: the listings its breaker held were dropped for
+    good (the address mailed again by every campaign), as in a crash, though the process
+    lives on. Now they are written as the job ends, whichever way."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["gone", "here"])
+    sink.rcpt_replies["gone@example.com"] = list(NO_SUCH_USER)
+
+    async def broken(events, batch):
+        raise RuntimeError("the events could not be recorded")
+    monkeypatch.setattr(tailor_server.delivery, "record_sent", broken)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(campaign_id="mail",
+                                                                   user_ids=["gone", "here"]))
+    for _ in range(200):  # the job's task ends (with its error), within 10 s
+        if started.send_id not in tailor_server.sends._running:
+            break
+        await asyncio.sleep(0.05)
+    left = await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id=started.send_id))
+    assert (left.sent, left.failed, left.done) == (1, 1, False)  # ended with its error
+    assert await listed(profiles, "gone@example.com")
+    assert not await listed(profiles, "here@example.com")
