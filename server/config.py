@@ -382,7 +382,7 @@ class Settings(BaseSettings):
     a code saying the number is gone) more than this share of the last
     `send_bounce_breaker_min` emails (texts) it handed over: a relay refusing most of an
     audience so is taken for misconfigured, and the addresses that stretch bounced are not
-    listed (`server.messages.breaker`). 1: never."""
+    listed (`server.messages.breaker`). 1: never (and the bounces are listed at once)."""
     send_bounce_breaker_min: int = Field(20, ge=1, le=10_000)
     """How many of a send job's last emails (texts) `send_bounce_breaker_share` is judged over (from
     the job's first that many on); a hard bounce is listed once that many more were handed

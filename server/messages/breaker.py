@@ -56,8 +56,11 @@ class BounceBreaker:
 
     async def list_or_hold(self, listing: Listing) -> None:
         """A hard bounce's listing (`Delivery.send_or_bury`), held until `minimum` more were
-        handed without a trip; dropped once tripped."""
-        if not self.tripped:
+        handed without a trip; dropped once tripped; written at once by a breaker that never
+        trips (`share` 1: holding would only delay it, and lose it in a crash)."""
+        if self.share >= 1:
+            await _write(listing)
+        elif not self.tripped:
             self._held.append((self.handed, listing))
 
     async def count(self, bounced: bool) -> bool:
