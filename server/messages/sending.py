@@ -439,7 +439,14 @@ class SendJob:
         stops it (its record stamped `cancelled`, so a resume settles it too), the recipients
         left settled suppressed `bounce_breaker`; the bounced ones' addresses stay unlisted
         (their messages are dead letters, to retry once the relay is fixed). Counts only in
-        the log."""
+        the log. A job cancelled before (CancelSend; its last messages being handed over
+        tripped it) stays the operator's cancel: its recipients left are `cancelled` (before,
+        renamed `bounce_breaker`); only the listings are dropped."""
+        if self.cancelling.requested.is_set():
+            logger.warning("send %s (cancelled): its breaker tripped on the messages being "
+                           "handed over (%d of %d %s messages hard-bounced); the addresses "
+                           "held are not listed", self.send_id, b.bounced, b.handed, channel)
+            return
         logger.error("send %s stopped: more than %.0f%% of the last %d %s messages handed over "
                      "hard-bounced (send_bounce_breaker_share, send_bounce_breaker_min; %d of "
                      "%d in the job); the addresses held are not listed, those messages are "

@@ -174,3 +174,29 @@ async def test_a_job_ending_with_an_error_still_lists_the_bounces_it_held(
     assert (left.sent, left.failed, left.done) == (1, 1, False)  # ended with its error
     assert await listed(profiles, "gone@example.com")
     assert not await listed(profiles, "here@example.com")
+
+
+async def test_a_cancelled_job_stays_cancelled_when_its_last_messages_bounce(
+        sink, settings, tailor_server, campaigns, profiles, messaging, monkeypatch):
+    """CancelSend lets the messages being handed over end as they end: when they hard-bounce
+    enough to trip the breaker, their listings are dropped (the breaker's stretch), but the
+    job was the operator's cancel: its recipients not reached are `cancelled`. Before, the
+    trip after the cancel renamed them `bounce_breaker` (and logged the job stopped by it)."""
+    monkeypatch.setattr(tailor_server.sends, "settings",
+                        settings.model_copy(update={"send_bounce_breaker_min": 2}))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    users = [f"c{i}" for i in range(8)]
+    await audience(profiles, users)
+    for u in users:
+        sink.rcpt_replies[f"{u}@example.com"] = list(NO_SUCH_USER)
+    sink.hold_mail_at = 0  # every lane's transaction stalls at MAIL FROM
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(campaign_id="mail",
+                                                                   user_ids=users))
+    assert await asyncio.to_thread(sink.holding.wait, 10)
+    await asyncio.sleep(1.0)  # the other lanes reach the relay too
+    await messaging.CancelSend(mpb.CancelSendRequest(send_id=started.send_id), timeout=30)
+    sink.hold_mail_at = None  # they go on: RCPT 550 5.1.1, each
+    done = await until_done(messaging, started.send_id)
+    assert done.failed >= 2 and done.sent == 0  # enough bounces to trip (2 of the last 2)
+    assert dict(done.suppressed_by_reason) == {"cancelled": 8 - done.failed}
+    assert not any([await listed(profiles, f"{u}@example.com") for u in users])
