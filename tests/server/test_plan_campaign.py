@@ -3,6 +3,7 @@ propensity (ExportDecisions), fixed splits and holdouts as ChooseVariant decides
 contact policy (consent, frequency caps found by the writer), bad input, a stream cancelled
 half-way keeping everything it answered, and the CLI."""
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -635,6 +636,26 @@ async def _planned_once_free(stub, user: str, seconds: float) -> list[str]:
             await asyncio.sleep(0.05)
 
 
+SMALL_WINDOW = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
+"""A client channel's flow-control window: 1 KB a stream, never grown (an answer of 300 users
+takes ~20 KB), so an answer it does not read is held back."""
+
+
+@contextlib.asynccontextmanager
+async def _unread_bound(tmp_path, seconds: float):
+    """(server, stub) of a server with one plan place and `plan_unread_seconds` = `seconds`,
+    campaign c1 created."""
+    from server.config import Settings
+    from server.limits import Limits
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        limits=Limits(plan_streams=1, plan_unread_seconds=seconds))
+    async with serving(settings) as (server, ch):
+        stub = pb_grpc.CampaignServiceStub(ch)
+        await create(stub)
+        yield server, stub
+
+
 async def test_a_stream_whose_client_stopped_reading_ends_past_the_bound_and_frees_its_place(
         tmp_path):
     """A client that opened a stream and stopped reading held its place of `plan_streams` for
@@ -643,16 +664,7 @@ async def test_a_stream_whose_client_stopped_reading_ends_past_the_bound_and_fre
     `Limits.plan_unread_seconds` with an answer held back, the stream ends RESOURCE_EXHAUSTED
     naming the limit and another caller gets the place; the batches answered stand (the one
     held back too: the client may still get it) and one decided after it is withdrawn."""
-    from server.config import Settings
-    from server.limits import Limits
-    from tests.conftest import serving
-    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
-                        limits=Limits(plan_streams=1, plan_unread_seconds=0.5))
-    # the client's window: 1 KB a stream, never grown; an answer of 300 users takes ~20 KB
-    small_window = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
-    async with serving(settings) as (server, ch):
-        stub = pb_grpc.CampaignServiceStub(ch)
-        await create(stub)
+    async with _unread_bound(tmp_path, 0.5) as (server, stub):
         end = asyncio.Event()
 
         async def requests():
@@ -661,7 +673,7 @@ async def test_a_stream_whose_client_stopped_reading_ends_past_the_bound_and_fre
                                              user_ids=users(300 * i, 300))
             await end.wait()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}",
-                                             options=small_window) as slow:
+                                             options=SMALL_WINDOW) as slow:
             call = pb_grpc.CampaignServiceStub(slow).PlanCampaign(requests())
             late: list[str] = []
             try:
@@ -692,22 +704,14 @@ async def test_a_client_that_never_read_its_first_answer_gets_the_status(tmp_pat
     refused (an ExecuteBatchError logged), so the client got no status and its stream hung
     until the connection ended. Now it gets RESOURCE_EXHAUSTED naming the limit, after the
     answer held back (which stands)."""
-    from server.config import Settings
-    from server.limits import Limits
-    from tests.conftest import serving
-    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
-                        limits=Limits(plan_streams=1, plan_unread_seconds=0.3))
-    small_window = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
-    async with serving(settings) as (server, ch):
-        stub = pb_grpc.CampaignServiceStub(ch)
-        await create(stub)
+    async with _unread_bound(tmp_path, 0.3) as (server, stub):
         end = asyncio.Event()
 
         async def requests():
             yield pb.PlanCampaignRequest(campaign_id="c1", user_ids=users(0, 300))
             await end.wait()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}",
-                                             options=small_window) as slow:
+                                             options=SMALL_WINDOW) as slow:
             call = pb_grpc.CampaignServiceStub(slow).PlanCampaign(requests())
             try:
                 await asyncio.wait_for(call.initial_metadata(), 10)  # its first answer is sent

@@ -196,14 +196,8 @@ async def test_an_ascii_domain_entry_listed_before_the_rule_is_still_found(tailo
                                                                            settings):
     """A list stamped by the Tailor before this rule (spelling 2) may hold an entry hashed
     under the xn-- form: every spelling of the address still finds and removes it."""
-    from server.app import TailorServer
-    sup, store = tailor_server.suppressions, tailor_server.store
-    store.put("suppression", sup._keys("email", "ann@xn--bcher-kva.de")[0],
-              b'{"kind": "email", "reason": "bounce", "timestamp": 1.0}')
-    store.put("meta", keys.SUPPRESSION_SPELLING, b"2")
-    await tailor_server.stop(grace=0.1)
-    server = TailorServer(settings)
-    await server.start()
+    server = await _restarted_with(tailor_server, settings,
+                                   [("email", "ann@xn--bcher-kva.de", "bounce")], b"2")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = pb_grpc.ProfileServiceStub(channel)
@@ -234,15 +228,8 @@ async def test_a_number_listed_with_its_trunk_prefix_before_the_rule_is_still_fo
     """A list stamped by the Tailor before the bare trunk prefix rule (spelling 3) holds
     "+44 07700 900123" as +4407700900123: the carrier's +447700900123 (a STOP, a bounce) and
     the profile's spelling find and remove it; Rome's number is not folded."""
-    from server.app import TailorServer
-    sup, store = tailor_server.suppressions, tailor_server.store
-    for listed in ("+4407700900123", "+390612345678"):
-        store.put("suppression", sup._keys("phone", listed)[0],
-                  b'{"kind": "phone", "reason": "unsubscribe", "timestamp": 1.0}')
-    store.put("meta", keys.SUPPRESSION_SPELLING, b"3")
-    await tailor_server.stop(grace=0.1)
-    server = TailorServer(settings)
-    await server.start()
+    server = await _restarted_with(tailor_server, settings, [
+        ("phone", listed, "unsubscribe") for listed in ("+4407700900123", "+390612345678")], b"3")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = pb_grpc.ProfileServiceStub(channel)
@@ -275,12 +262,24 @@ CHANNEL = {"email": "email", "phone": "sms"}
 async def _list_as_an_older_tailor_did(tailor_server, settings):
     """Stop the server, write the entries as a Tailor without the spelling stamp wrote them
     (hashed in the form given, no stamp), and start it again on the same data dir."""
+    return await _restarted_with(tailor_server, settings, [
+        (kind, listed, "complaint") for kind, listed, _ in LISTED_BEFORE], None)
+
+
+async def _restarted_with(tailor_server, settings, listed, spelling: bytes | None):
+    """Write `listed` ((kind, address as an older Tailor hashed it, reason) each) and the
+    list's spelling stamp (None: none, as before stamps), stop the server and start another
+    on the same data dir: the server."""
     from server.app import TailorServer
     sup, store = tailor_server.suppressions, tailor_server.store
-    for kind, listed, _ in LISTED_BEFORE:
-        store.put("suppression", sup._keys(kind, listed)[0],
-                  b'{"kind": "%s", "reason": "complaint", "timestamp": 1.0}' % kind.encode())
-    store.delete("meta", keys.SUPPRESSION_SPELLING)
+    for kind, address, reason in listed:
+        store.put("suppression", sup._keys(kind, address)[0],
+                  b'{"kind": "%s", "reason": "%s", "timestamp": 1.0}' % (kind.encode(),
+                                                                          reason.encode()))
+    if spelling is None:
+        store.delete("meta", keys.SUPPRESSION_SPELLING)
+    else:
+        store.put("meta", keys.SUPPRESSION_SPELLING, spelling)
     await tailor_server.stop(grace=0.1)
     server = TailorServer(settings)
     await server.start()
