@@ -91,7 +91,7 @@ def test_an_old_plaintext_data_dir_is_encrypted_at_open(  # a seal lists)
     assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,
                               "contact_history": 1, "dead_letter": 1, "send_job": 1,
                               "worker_report": 1, "phone_user": 1, "email_user": 1,
-                              "phone_index": 1, "email_index": 1}
+                              "phone_index": 1, "email_index": 1, "tombstone": 1}  # stamped
     # ("ann" is in the campaign's "channel" too: only the users' records count)
     assert [t for t, _ in store_mentions(store, b"ann") if t != "campaigns"] == []
     assert store_mentions(store, b"gold") == []
