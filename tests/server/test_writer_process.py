@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from server.batching import AdaptiveBatcher, BatcherClosed, Bulk, WriterProcess
 from server.errors import NotFound, ResourceExhausted, Unavailable
 from server.store import Store
-from tests.conftest import loaded_modules
+from tests.conftest import ROOT, loaded_modules
 
 FACTORY = "tests.server.test_writer_process:functions"
 
@@ -282,6 +282,15 @@ async def test_a_child_that_cannot_start_is_retried_later_not_at_every_batch(tmp
     store.close()
 
 
+def _printed_pid(script: str) -> tuple[int, str]:
+    """Run `script` in a new interpreter at the project's root: (the pid it printed, its
+    stderr). It must exit 0 having printed a pid."""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip().isdigit(), out.stderr
+    return int(out.stdout), out.stderr
+
+
 def test_the_child_exits_when_the_server_dies(tmp_path):
     script = textwrap.dedent(f"""
         import asyncio, os
@@ -294,10 +303,7 @@ def test_the_child_exits_when_the_server_dies(tmp_path):
             os._exit(0)  # no close: the child only sees its stdin close
         asyncio.run(main())
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    assert out.returncode == 0 and out.stdout.strip().isdigit(), out.stderr
-    pid = int(out.stdout)
+    pid, _ = _printed_pid(script)
     deadline = time.monotonic() + 10
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -463,7 +469,7 @@ def test_a_server_with_a_large_environment_starts_its_writers(tmp_path):
     """)
     env = {**os.environ, **{f"TAILOR_TEST_BIG_{i}": str(i) * 100_000 for i in range(3)}}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), env=env)
+                         cwd=ROOT, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["100000", "3"]
 
@@ -649,7 +655,7 @@ def test_a_priority_the_child_may_not_take_is_logged_in_the_servers_log_format(t
     out = subprocess.run([*(drop if os.geteuid() == 0 else []), sys.executable, "-c", script],
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "TAILOR_LOG_FORMAT": "json"},
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+                         cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
     assert [(line["level"], line["logger"], line["message"]) for line in lines
@@ -679,15 +685,12 @@ def test_a_server_that_exits_reaps_its_zygote(tmp_path):
             await writer.close()
         asyncio.run(main())
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    assert out.returncode == 0 and out.stdout.strip().isdigit(), out.stderr
-    zygote = int(out.stdout)
+    zygote, stderr = _printed_pid(script)
     deadline = time.monotonic() + 5
     while os.path.exists(f"/proc/{zygote}") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not os.path.exists(f"/proc/{zygote}")
-    assert "the writer zygote exited" not in out.stderr  # an exit, not a death: no warning
+    assert "the writer zygote exited" not in stderr  # an exit, not a death: no warning
 
 
 def test_a_server_exits_at_once_and_reaps_a_stopped_zygote(tmp_path):
@@ -711,7 +714,7 @@ def test_a_server_exits_at_once_and_reaps_a_stopped_zygote(tmp_path):
         asyncio.run(main())
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+                            cwd=ROOT)
     zygote = None
     try:
         zygote = int(proc.stdout.readline())
@@ -763,7 +766,7 @@ def test_a_server_whose_zygote_is_stopped_still_stops(tmp_path):
         asyncio.run(main())
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+                            cwd=ROOT)
     zygote = None
     try:
         zygote = int(proc.stdout.readline())
