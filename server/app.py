@@ -314,9 +314,13 @@ class TailorServer:
             raise failed[0]
         await self._replay_outbox()  # what a crash left between a commit and its listeners
         # Outermost first: every call is identified, counted and timed, refused ones too.
+        # A reply the client leaves unread ends its stream: PlanCampaign's after its own bound.
+        limits = self.settings.limits
         unread = {"/tailor.v1.CampaignService/PlanCampaign": (
-            self.settings.limits.plan_unread_seconds, "Limits.plan_unread_seconds")}
-        interceptors = [RpcInterceptor(self.settings.access_log, unread), self.auth.interceptor]
+            limits.plan_unread_seconds, "Limits.plan_unread_seconds")}
+        every = (limits.stream_unread_seconds, "Limits.stream_unread_seconds")
+        interceptors = [RpcInterceptor(self.settings.access_log, unread, every),
+                        self.auth.interceptor]
         server = grpc.aio.server(interceptors=interceptors, options=self._options())
         names = register_services(server, self._servicers())
         self.health = HealthServicer()

@@ -183,6 +183,17 @@ class Limits(BaseModel):
     may still receive it), those decided after it are withdrawn. A client that takes each
     answer within this of its sending is never cut, however slowly it reads in all; one that
     stopped reading held the place until its connection's age ended it."""
+    stream_unread_seconds: float = Field(30.0, gt=0, allow_inf_nan=False)
+    """Longest one reply of every other server stream (ExportDecisions, ExportEvents,
+    ExportImpressions, ExportTombstones, reflection's ServerReflectionInfo, and any streaming
+    method added later) may wait for the client to make room for it, as `plan_unread_seconds`
+    for PlanCampaign. Past it the stream ends RESOURCE_EXHAUSTED (an export changes nothing
+    stored: run it again). A client that stopped reading held the call, the records read for
+    it and not yet sent (an export's current read snapshot, closed already: up to 10,000
+    decisions, or the events among 4,096 keys; the impression export also holds the names of
+    every user and item) and one of its connection's `grpc_max_concurrent_streams`, until the
+    connection's age ended it. Health/Watch is left out: a watch is held open by design
+    (`open_streams` bounds them) and writes a few bytes only when a status changes."""
     plan_read_ahead_users: int = Field(1000, ge=1)
     """Most users of a PlanCampaign stream decided and handed to the decision log but not yet
     answered (a batch that does not fit waits for earlier answers; one larger than this is read

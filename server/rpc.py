@@ -7,7 +7,8 @@ For each call it
   (`server.logging.current_call`);
 - counts and times the call and its messages each way (`metrics.RpcSeries`);
 - with `access_log`, logs one line per call on `tailor.access` (method, status, milliseconds);
-- for the streaming methods given an unread bound (PlanCampaign: `Limits.plan_unread_seconds`),
+- for every streaming method whose replies are an async generator (PlanCampaign:
+  `Limits.plan_unread_seconds`; the exports and reflection: `Limits.stream_unread_seconds`),
   writes each reply itself and ends the call RESOURCE_EXHAUSTED (`errors.RepliesUnread`) when
   one cannot be written within the bound: a client that stopped reading (HTTP/2 flow control
   holds the reply back) would otherwise keep the call, and whatever place it holds, for as long
@@ -167,12 +168,16 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
     reads it only once the caller is known), so it asks at every call.
 
     `unread`: for a streaming method (its full name), (the longest one of its replies may wait
-    for the client to make room for it, the setting that says so)."""
+    for the client to make room for it, the setting that says so); `every_unread`: the same for
+    every other streaming method (None: unbounded). A method that writes its replies with
+    `context.write` (Health/Watch) is never bounded here."""
 
     def __init__(self, access_log: bool = False,
-                 unread: Mapping[str, tuple[float, str]] | None = None):
+                 unread: Mapping[str, tuple[float, str]] | None = None,
+                 every_unread: tuple[float, str] | None = None):
         self.access_log = access_log
         self.unread = dict(unread or {})
+        self.every_unread = every_unread
         self._wrapped: dict[grpc.RpcMethodHandler, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -189,8 +194,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         kind, inner, make = handler_parts(handler)
         call = _Observed(method, RpcSeries(method, kind), handler.request_streaming, self.access_log)
         if handler.response_streaming and inspect.isasyncgenfunction(inner):
-            if method in self.unread:
-                return make(call.written(inner, *self.unread[method]))
+            bound = self.unread.get(method, self.every_unread)
+            if bound is not None:
+                return make(call.written(inner, *bound))
             return make(call.stream(inner))
         # a coroutine (a response stream written with context.write sends uncounted)
         return make(call.unary(inner, counts_reply=not handler.response_streaming))
@@ -249,9 +255,9 @@ class _Observed:
         return call
 
     def written(self, inner, most: float, setting: str):
-        """`stream`, with each reply written here, within `most` seconds: past that the
-        replies are closed (the handlers inside end as for a cancelled call, and record the
-        status set first) and the call ends `RepliesUnread`.
+        """`stream`, with each reply written here, within `most` seconds (the first with the
+        headers): past that the replies are closed (the handlers inside end as for a cancelled
+        call, and record the status set first) and the call ends `RepliesUnread`.
 
         The headers go first, on their own (`send_initial_metadata`, before the first reply):
         gRPC marks them sent only once a write that carries them completes, so a first write
@@ -265,10 +271,12 @@ class _Observed:
                     async for reply in replies:
                         sent.inc()
                         try:
-                            if not headed:
-                                headed = True
-                                await asyncio.wait_for(context.send_initial_metadata(()), most)
-                            await asyncio.wait_for(context.write(reply), most)
+                            # not wait_for: it made a task a reply (~25 us, against ~10)
+                            async with asyncio.timeout(most):
+                                if not headed:
+                                    headed = True
+                                    await context.send_initial_metadata(())
+                                await context.write(reply)
                         except TimeoutError:
                             break
                     else:

@@ -1,0 +1,54 @@
+"""Server streams whose client stops reading (`rpc._Observed.written`): every streaming method
+other than PlanCampaign (tested in test_plan_campaign) ends RESOURCE_EXHAUSTED once one reply
+has waited `Limits.stream_unread_seconds` for the client to make room for it."""
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from tests.server.test_plan_campaign import SMALL_WINDOW
+
+EVENTS = 300
+"""Events exported: ~25 KB of replies, far more than the client's 1 KB window."""
+
+
+@pytest.fixture
+async def exporting(tmp_path):
+    """(server, stub) of a server with `stream_unread_seconds` = 0.3 and `EVENTS` events."""
+    from server.config import Settings
+    from server.limits import Limits
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", limits=Limits(stream_unread_seconds=0.3))
+    async with serving(settings) as (server, ch):
+        stub = pb_grpc.ProfileServiceStub(ch)
+        ts = time.time() - 60
+        reply = await stub.TrackEvents(pb.TrackEventsRequest(events=[
+            pb.Event(event_id=f"x{i}", user_id="unread", type="view", timestamp=ts)
+            for i in range(EVENTS)]))
+        assert reply.accepted == EVENTS
+        yield server, stub
+
+
+async def test_an_export_whose_client_stopped_reading_ends_past_the_bound(exporting):
+    """An export held its call (the snapshot's records read and not yet sent, a task) for as
+    long as its client's connection lived once the client stopped reading: gRPC waits for room
+    with no bound. Past `Limits.stream_unread_seconds` (0.3 s here; the client pauses 1.5 s)
+    the export ends RESOURCE_EXHAUSTED naming the setting, and the events stay exportable."""
+    server, stub = exporting
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=SMALL_WINDOW) as slow:
+        call = pb_grpc.ProfileServiceStub(slow).ExportEvents(pb.ExportEventsRequest())
+        got = [(await asyncio.wait_for(call.read(), 10)).event_id]
+        await asyncio.sleep(1.5)  # reads no more
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            while (event := await asyncio.wait_for(call.read(), 10)) != grpc.aio.EOF:
+                got.append(event.event_id)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "stream_unread_seconds" in err.value.details()
+    assert 0 < len(got) < EVENTS
+    everything = [e.event_id async for e in stub.ExportEvents(pb.ExportEventsRequest(), timeout=30)]
+    assert sorted(everything) == sorted(f"x{i}" for i in range(EVENTS))
+    assert everything[:len(got)] == got  # the replies taken are the export's first ones
