@@ -19,7 +19,7 @@ __all__ = [
     "TailorError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
     "PermissionDenied", "Unauthenticated", "Unavailable", "Internal", "MalformedRequest", "PartlyDone",
     "RepliesUnread", "grpc_errors", "safe_deserializer", "http_status", "detail", "failure_level",
-    "abort",
+    "abort", "set_status",
 ]
 
 logger = logging.getLogger("tailor.errors")
@@ -188,13 +188,26 @@ async def abort(context: grpc.aio.ServicerContext, err: Exception, method: str):
     """End the call with `err`'s status and message (logged without personal data), or
     INTERNAL for an error that is no `TailorError` (logged with its traceback)."""
     if isinstance(err, TailorError):
-        if getattr(err, "store_full", False):  # `store.errors.StoreFull`, or a call it cut short
-            from .metrics import STORE_FULL_REFUSALS  # imported late: metrics imports errors
-            STORE_FULL_REFUSALS.inc()
-        logger.info("%s -> %s: %s", method, err.status.name, _cut(err.log_message()))
+        _refused(err, method)
         await context.abort(err.status, detail(err))
     logger.exception("%s failed", method)
     await context.abort(grpc.StatusCode.INTERNAL, str(Internal(method)))
+
+
+def set_status(context: grpc.aio.ServicerContext, err: TailorError, method: str) -> None:
+    """Make `err`'s status and message the call's (logged as `abort` logs them), for a handler
+    that returns next instead of waiting in `context.abort`: that waits until the status is
+    sent, and a reply the client left unread holds it back (`rpc._Observed.written`)."""
+    _refused(err, method)
+    context.set_code(err.status)
+    context.set_details(detail(err))
+
+
+def _refused(err: TailorError, method: str) -> None:
+    if getattr(err, "store_full", False):  # `store.errors.StoreFull`, or a call it cut short
+        from .metrics import STORE_FULL_REFUSALS  # imported late: metrics imports errors
+        STORE_FULL_REFUSALS.inc()
+    logger.info("%s -> %s: %s", method, err.status.name, _cut(err.log_message()))
 
 
 HTTP_STATUS = {

@@ -12,7 +12,11 @@ For each call it
   writes each reply itself and ends the call RESOURCE_EXHAUSTED (`errors.RepliesUnread`) when
   one cannot be written within the bound: a client that stopped reading (HTTP/2 flow control
   holds the reply back) would otherwise keep the call, and whatever place it holds, for as long
-  as its connection lives. gRPC writes a generator's replies with no bound on the wait.
+  as its connection lives. gRPC writes a generator's replies with no bound on the wait. The
+  handler returns at the cut, its status set: `context.abort` would wait until the status is
+  sent, behind the reply held back. gRPC itself still holds the call, that reply and the status
+  until the client reads, cancels or its connection closes: grpc.aio has no per-call cancel
+  for a server (docs/operations.md, "gRPC connections").
 
 It is the outermost interceptor (before authentication), so refused calls are counted, logged
 and carry a request id too. Each handler is wrapped once, at its first call.
@@ -28,7 +32,7 @@ from collections.abc import Callable, Mapping
 
 import grpc
 
-from .errors import MalformedRequest, RepliesUnread, abort, safe_deserializer
+from .errors import MalformedRequest, RepliesUnread, safe_deserializer, set_status
 from .ids import RandomIds
 from .logging import bind_call, reset_call, valid_request_id
 from .metrics import RpcSeries
@@ -281,10 +285,9 @@ class _Observed:
                             break
                     else:
                         return
-                    unread = RepliesUnread(most, setting)
-                    context.set_code(unread.status)  # as the handlers closed now record it
-                    context.set_details(str(unread))
-                await abort(context, unread, self.method)
+                    # set before the handlers close, which record it; no `abort`: it waits
+                    # for the status to be sent, behind the reply held back
+                    set_status(context, RepliesUnread(most, setting), self.method)
         return call
 
 
@@ -301,7 +304,8 @@ class _Ending:
         return self
 
     def __exit__(self, kind, err, tb) -> None:
-        code = "OK" if err is None else final_status(self.context, err)
+        code = "OK" if err is None and self.context.code() is None \
+            else final_status(self.context, err)
         self.observed.end(code, self.token, self.started)
 
 

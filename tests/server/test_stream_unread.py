@@ -6,23 +6,27 @@ import time
 
 import grpc
 import pytest
+import pytest_asyncio
 
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from server.metrics import GRPC_HANDLED
 from tests.server.test_plan_campaign import SMALL_WINDOW
 
 EVENTS = 300
 """Events exported: ~25 KB of replies, far more than the client's 1 KB window."""
 
 
-@pytest.fixture
-async def exporting(tmp_path):
-    """(server, stub) of a server with `stream_unread_seconds` = 0.3 and `EVENTS` events."""
+@pytest_asyncio.fixture(scope="module")
+async def exporting(tmp_path_factory):
+    """(server, stub) of a server with `stream_unread_seconds` = 0.3 and `EVENTS` events,
+    shared by the module's tests (they only read)."""
     from server.config import Settings
     from server.limits import Limits
     from tests.conftest import serving
-    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
-                        secrets_dir=tmp_path / "secrets", limits=Limits(stream_unread_seconds=0.3))
+    tmp = tmp_path_factory.mktemp("unread")
+    settings = Settings(port=0, data_dir=tmp / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp / "secrets", limits=Limits(stream_unread_seconds=0.3))
     async with serving(settings) as (server, ch):
         stub = pb_grpc.ProfileServiceStub(ch)
         ts = time.time() - 60
@@ -52,3 +56,32 @@ async def test_an_export_whose_client_stopped_reading_ends_past_the_bound(export
     everything = [e.event_id async for e in stub.ExportEvents(pb.ExportEventsRequest(), timeout=30)]
     assert sorted(everything) == sorted(f"x{i}" for i in range(EVENTS))
     assert everything[:len(got)] == got  # the replies taken are the export's first ones
+
+
+def _ended(code: str) -> float:
+    """ExportEvents calls counted ended with `code` (`_Ending`: once the handler returned)."""
+    return GRPC_HANDLED.labels("server_stream", "tailor.v1.ProfileService", "ExportEvents",
+                               code)._value.get()
+
+
+async def test_the_handler_of_a_stream_cut_short_returns_before_the_client_reads_again(
+        exporting):
+    """Past the bound the handler waited in `context.abort` (which waits until the status is
+    sent, behind the reply held back) until the client read again or its connection's age
+    ended it (~6 minutes), keeping its frame and that reply; the call was counted and logged
+    only then. Now it returns at the cut: the call is counted RESOURCE_EXHAUSTED while the
+    client still reads nothing, and the client gets that status once it reads again."""
+    server, _ = exporting
+    before = _ended("RESOURCE_EXHAUSTED")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=SMALL_WINDOW) as slow:
+        call = pb_grpc.ProfileServiceStub(slow).ExportEvents(pb.ExportEventsRequest())
+        await asyncio.wait_for(call.read(), 10)  # then reads no more
+        deadline = time.monotonic() + 10
+        while _ended("RESOURCE_EXHAUSTED") == before:
+            assert time.monotonic() < deadline, "the handler never returned"
+            await asyncio.sleep(0.05)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            while await asyncio.wait_for(call.read(), 10) != grpc.aio.EOF:
+                pass
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "stream_unread_seconds" in err.value.details()
