@@ -62,7 +62,7 @@ from .repository import (
     CampaignRepository,
     split_counts,
 )
-from .requests import request_digest
+from .requests import RequestDigests
 from .spec import Campaign, CampaignSpec
 
 if TYPE_CHECKING:
@@ -95,6 +95,8 @@ class Campaigns:
                  group_commit: tuple[float, int] = (0.0, 1),
                  erasures: ErasedUsers | None = None, erasure_secrets: str | None = None):
         self.repo = CampaignRepository(store, limits)
+        self._digests = RequestDigests(limits.request_id_window_seconds)
+        """A request id's digests (the unkeyed one only in the first window: `requests`)."""
         self._store = store
         self.limits = limits
         self.contact = contact or ContactPolicy()
@@ -349,8 +351,9 @@ class Campaigns:
         call's delivery from the digest's entry: `messages.once`)."""
         if not request_id:
             return None
-        digest = request_digest(caller, campaign_id, user_id, request_id)
-        rec = self.repo.answered(digest, time.time())
+        now = time.time()
+        digest = self._digests(caller, campaign_id, user_id, request_id, now)
+        rec = self.repo.answered(digest, now)
         if rec is None or rec["campaign_id"] != campaign_id or rec["user_id"] != user_id:
             return None
         campaign = self.repo.get(campaign_id)
@@ -407,13 +410,13 @@ class Campaigns:
         check_id("user_id", user_id, lim.id_bytes)
         if len(context) > lim.context_entries:  # compared inline: the hot path
             check_count("context", len(context), lim.context_entries)
+        now = time.time() if now is None else now
         request = b""
         if request_id:
             check_id("request_id", request_id, lim.request_id_bytes)
-            request = request_digest(caller, campaign_id, user_id, request_id)
+            request = self._digests(caller, campaign_id, user_id, request_id, now)
         entry, blob = self.live(campaign_id)
         spec = entry.campaign.spec
-        now = time.time() if now is None else now
         verdict, state, read, contact = self._verdict(entry, user_id, now, profile, seen,
                                                       reachable, addressed)
         decision_id = decision_id or _decision_id(now)
