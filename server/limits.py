@@ -23,7 +23,8 @@ class Limits(BaseModel):
     (`contract.ids`: they make logs and exports show another id); the calls that name what was
     stored before all but the C0 controls were refused still take its id (DeleteProfile,
     ExportProfile, the opt-outs of links and STOP replies; GetCampaign, ArchiveCampaign,
-    GetCampaignStats, ExportDecisions, ListCampaigns; RemoveItems of a served item)."""
+    GetCampaignStats, ExportDecisions, ListCampaigns; RemoveItems of a served item), and
+    Recommend's exclude_item_ids (look-ups only: a served item's id a client hands back)."""
 
     request_bytes: int = 1024 * 1024
     """Largest Recommend request accepted."""

@@ -25,7 +25,17 @@ from ..models.canary import Canary
 from ..models.tally import Tally
 from ..profiles.schema import CHANNELS
 from ..profiles.seen import SeenSet
-from ..validation import check_context, check_count, check_id, check_known, check_range, has_control, shown
+from ..validation import (
+    check_context,
+    check_count,
+    check_id,
+    check_known,
+    check_range,
+    check_stored_id,
+    has_c0_control,
+    has_control,
+    shown,
+)
 from . import smoke
 from .exclusion import SeenPolicy
 from .pipeline import BatchValues, History, RecQuery, RecResult, recommend_batch
@@ -147,14 +157,18 @@ class Recommender:
         return q
 
     def _check_excluded(self, item_ids: Sequence[str], where: str) -> None:
-        """At most `exclude_items` ids, each one an item id could be (UpsertItems' rule)."""
+        """At most `exclude_items` ids, each one a served item's id could be: an item upserted
+        before C1 and bidirectional controls were refused is still served, and a client hands
+        back what it was served (`check_stored_id`: the C0 rule alone). An exclude id is a
+        look-up only, never stored, logged or echoed, which is what the rest of the id rule
+        guards; a look-up of the known items instead would refuse an item removed meanwhile."""
         lim = self.limits
         if len(item_ids) > lim.exclude_items:
             check_count("exclude_item_ids", len(item_ids), lim.exclude_items, where)
         most = lim.id_bytes >> 2
-        for j, item_id in enumerate(item_ids):  # check_id's fast test inline, as for user_id
-            if not item_id or len(item_id) > most or has_control(item_id):
-                check_id(f"exclude_item_ids[{j}]", item_id, lim.id_bytes, where)
+        for j, item_id in enumerate(item_ids):  # its fast test inline, as for user_id
+            if not item_id or len(item_id) > most or has_c0_control(item_id):
+                check_stored_id(f"exclude_item_ids[{j}]", item_id, lim.id_bytes, where)
 
     def _run_batch(self, queries: Sequence[RecQuery], read: tuple | None = None
                    ) -> list[RecResult | BaseException]:

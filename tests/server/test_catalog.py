@@ -389,3 +389,28 @@ async def test_an_item_upserted_under_an_id_refused_since_can_still_be_removed(
     assert "bidirectional control character (U+202E)" in err.value.details()
     assert (await stub.RemoveItems(cpb.RemoveItemsRequest(item_ids=[old]))).accepted == 1
     assert old not in tailor_server.registry.current().item_row
+
+
+async def test_an_item_upserted_under_an_id_refused_since_is_served_and_can_be_excluded(
+        tailor_server, channel, world):
+    """Such an item (stored through the catalog's records) is still served, and a client that
+    passes it back in exclude_item_ids was refused the whole Recommend (INVALID_ARGUMENT
+    'exclude_item_ids[0]: contains a bidirectional control character'); it is excluded now."""
+    import asyncio
+
+    from server.catalog.records import CatalogItem
+    category = sorted(world["users"])[0]
+    old = "kit.\u202egpj"
+    await asyncio.to_thread(tailor_server.catalog.records.write, [CatalogItem(
+        old, "old kit", category, world["price"][category], "https://shop.example/old")])
+    await tailor_server.catalog.refresh()
+    stub = rgrpc.RecommendationServiceStub(channel)
+    for user_id in world["users"][category]:
+        reply = await stub.Recommend(rpb.RecommendRequest(user_id=user_id, k=K))
+        if old in [i.item_id for i in reply.items]:
+            break
+    else:
+        pytest.fail(f"no user of {category} was served the item")
+    reply = await stub.Recommend(rpb.RecommendRequest(user_id=user_id, k=K,
+                                                      exclude_item_ids=[old, "x"]))
+    assert len(reply.items) == K and old not in [i.item_id for i in reply.items]
