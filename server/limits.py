@@ -22,7 +22,8 @@ class Limits(BaseModel):
     attribute key may hold a C0 or C1 control, a bidirectional control, U+2028, U+2029 or U+FEFF
     (`contract.ids`: they make logs and exports show another id); the calls that name what was
     stored before all but the C0 controls were refused still take its id (DeleteProfile,
-    ExportProfile, the opt-outs of links and STOP replies; GetCampaign, ArchiveCampaign,
+    ExportProfile, the opt-outs of links and STOP replies; UpsertAttributes and unsubscribe
+    events, for a profile stored only: other events stay refused; GetCampaign, ArchiveCampaign,
     GetCampaignStats, ExportDecisions, ListCampaigns; RemoveItems of a served item), and
     Recommend's exclude_item_ids (look-ups only: a served item's id a client hands back)."""
 

@@ -21,7 +21,8 @@ from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
-           "check_link", "check_window", "link_problem", "check_stored_id",
+           "check_link", "check_window", "link_problem", "check_stored_id", "refused_since",
+           "STORED_ONLY",
            "has_control", "has_c0_control", "control_problem", "id_problem", "shown"]
 
 SEP = SEP_CHAR
@@ -90,12 +91,31 @@ def check_stored_id(field: str, value: str, max_bytes: int, where: str = "") -> 
     of a served item): an id holding a character refused only since C1, bidirectional and
     format controls were (`has_c0_control` finds none in it) may name a profile, campaign or
     item stored before, which must stay erasable, exportable, readable and removable. Every
-    other rule holds."""
+    other rule holds. (A call that may only change such a profile, never make one, checks its
+    id with `refused_since` instead.)"""
     if not value or len(value) > max_bytes >> 2 or has_c0_control(value):
         problem = id_problem(value, max_bytes, has_c0_control)
         if problem is not None:
             raise InvalidArgument(where + field, problem)
     return value
+
+
+def refused_since(value: str, max_bytes: int) -> str | None:
+    """What `check_id` refuses in `value` when `check_stored_id` takes it (a character refused
+    only since C1, bidirectional and format controls were: it may name a record stored
+    before), else None (a usable id, or one every call refuses). For a call that may change
+    such a record but must never make one under such an id (UpsertAttributes, an unsubscribe
+    event): it takes the id only if the record is there, checked in its write."""
+    if value and len(value) <= max_bytes >> 2 and not has_control(value):
+        return None
+    problem = id_problem(value, max_bytes)
+    if problem is None or id_problem(value, max_bytes, has_c0_control) is not None:
+        return None
+    return problem
+
+
+STORED_ONLY = " (taken only for a profile stored before such ids were refused: none is)"
+"""What a refusal of `refused_since` adds when no profile is stored under the id."""
 
 
 def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:

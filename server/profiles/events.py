@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..limits import DEFAULT_LIMITS, Limits
 from ..logging import valid_answer_id
-from ..validation import control_problem, has_control, id_problem, shown
+from ..validation import control_problem, has_control, id_problem, refused_since, shown
 from .schema import CHANNELS, DEFAULT_CHANNEL, EVENT_TYPES
 from .seen import SEEN_TYPES
 
@@ -32,6 +32,10 @@ class TrackedEvent:
     """The Recommend answer that showed the item (the impression log's join), if known."""
     position: int = 0
     """1-based position of the item in that answer; 0: unknown."""
+    stored_only: bool = False
+    """Its user id holds a character refused only since C1 and bidirectional controls were
+    (`validation.refused_since`; an unsubscribe only: `check_event`): it is stored only if its
+    user's profile is (judged in the write: `ProfileRepository`), never making one."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,11 @@ _TYPES, _CHANNELS = frozenset(EVENT_TYPES), frozenset(CHANNELS)
 
 
 def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -> str | None:
-    """None when `ev` is acceptable, else why not (naming the field). Fills a default channel."""
+    """None when `ev` is acceptable, else why not (naming the field). Fills a default channel.
+    An unsubscribe's user id may be one stored before C1 and bidirectional controls were
+    refused (an opt-out is the user's right): the event is then marked `stored_only`. Other
+    events of such an id stay refused: they would add behaviour (features, seen items,
+    rewards, impression joins) under an id the rule keeps out of logs and exports."""
     now = time.time() if now is None else now
     id_bytes = rules.limits.id_bytes
     short = id_bytes >> 2  # ids this short (in characters) fit: measured only when longer
@@ -74,6 +82,9 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
         problem = id_problem(value, id_bytes) if not value or len(value) > short \
             or (odd and has_control(value)) else None
         if problem:
+            if name == "user_id" and ev.type == "unsubscribe" and refused_since(value, id_bytes):
+                ev.stored_only = True  # an opt-out of a profile stored before the rule
+                continue
             return f"{name} {problem}"
     if ev.type not in _TYPES:
         return f"type {shown(ev.type)} is unknown (known: {', '.join(EVENT_TYPES)})"

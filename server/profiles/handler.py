@@ -31,6 +31,7 @@ from ..interfaces import AttributeWatcher, BundleSource, EventListener, UserEras
 from ..security.userref import user_ref
 from ..store import Store, keys, outbox
 from ..validation import (
+    STORED_ONLY,
     check_count,
     check_id,
     check_key,
@@ -40,6 +41,7 @@ from ..validation import (
     check_text,
     check_time,
     check_window,
+    refused_since,
     shown,
 )
 from .backfill import backfill_attributes
@@ -123,7 +125,8 @@ ID_TAKEN = ("event_id is the id of another user's event (ids are unique across u
 """The reason for an event whose id an event of another user holds: not a duplicate (which
 would tell the client it was stored before), and not stored."""
 _ERASED_REASONS = {"since": ERASED_SINCE, "replay": ERASED_REPLAY, "window": ERASED_WINDOW}
-"""The reason of each judgment of `Tombstones.judged`, made in the ingestion's write."""
+"""The reason of each judgment of `Tombstones.judged`, made in the ingestion's write (and
+"absent", `ProfileRepository._absent`'s: `Profiles._absent`)."""
 
 
 class Profiles:
@@ -269,8 +272,8 @@ class Profiles:
             result.duplicates = len(stored.duplicates)
             if stored.erased or stored.taken:  # refused in the write: not stored
                 refused = [(i, ID_TAKEN) for i in stored.taken]
-                refused += [(i, _ERASED_REASONS[why])  # retried or late events of a user
-                            for i, why in zip(stored.erased, stored.erased_why)]  # erased since
+                refused += [(i, _ERASED_REASONS[why] if why != "absent" else self._absent(
+                    valid[i])) for i, why in zip(stored.erased, stored.erased_why)]
                 bad = {i for i, _, _ in result.rejected}  # the request positions of `valid`:
                 where = [j for j in range(offset, offset + len(events)) if j not in bad]
                 result.rejected.extend((where[i], valid[i].event_id, reason)
@@ -279,6 +282,11 @@ class Profiles:
         metrics.count_events("rejected", (events[i - offset].type for i, _, _ in result.rejected),
                              _KNOWN_TYPES)
         return result
+
+    def _absent(self, ev: TrackedEvent) -> str:
+        """The reason for an event refused in the write for want of its user's profile (one of
+        an id stored before the rule, `TrackedEvent.stored_only`): its id's problem."""
+        return f"user_id {refused_since(ev.user_id, self.limits.id_bytes)}{STORED_ONLY}"
 
     def _followed(self, events: Sequence[TrackedEvent]
                   ) -> tuple[list[tuple[bytes, ...]] | None, dict[bytes, tuple[bytes, list[int]]]]:
@@ -382,8 +390,16 @@ class Profiles:
 
     # -- attributes, consent, erasure ----------------------------------------------------------
     async def upsert_attributes(self, user_id: str, attributes: dict[str, str]) -> None:
+        """Set (a non-empty value) or remove (an empty one) the user's attributes. A user id
+        stored before C1 and bidirectional controls were refused (`refused_since`) is taken
+        for a profile the store holds, checked in the write: none is made under it
+        (INVALID_ARGUMENT, as before the profile existed)."""
         lim = self.limits
-        check_id("user_id", user_id, lim.id_bytes)
+        refused = refused_since(user_id, lim.id_bytes)
+        if refused is None:
+            check_id("user_id", user_id, lim.id_bytes)
+        absent = None if refused is None else InvalidArgument(
+            "user_id", refused + STORED_ONLY)
         check_count("attributes", len(attributes), lim.profile_attributes)
         for k, v in attributes.items():
             if v:  # a key stored before keys were checked may still be removed
@@ -411,7 +427,7 @@ class Profiles:
                 watcher.on_attributes(txn, user_id, attributes)
         # removals only create no profile: an unknown user stays unknown (NOT_FOUND)
         await asyncio.to_thread(self.repo.update_meta, user_id, change,
-                                create=any(attributes.values()), after=watched)
+                                create=any(attributes.values()), after=watched, absent=absent)
 
     async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
                           timestamp: float = 0.0, purpose: str = "",

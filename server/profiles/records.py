@@ -80,6 +80,8 @@ class EventRecords:
     with an effect for it: `server.profiles.outbox`; mostly `()`)."""
     events: list[TrackedEvent]
     """The events themselves (what a listener joined in the write reads: `ProfileRepository`)."""
+    stored_only: list[bool]
+    """Per event, whether it is stored only if its user's profile is (`TrackedEvent.stored_only`)."""
     _users: tuple[list[str], list[bytes], list[int]] | None = field(
         default=None, init=False, repr=False, compare=False)
 
@@ -102,7 +104,7 @@ class EventRecords:
             ts=ts, item=[_item_code(ev.item_id) if ev.item_id else -1 for ev in events],
             value=[ev.value for ev in events], categories=list(categories),
             outbox=list(outbox) if outbox is not None else [()] * len(events),
-            events=list(events))
+            events=list(events), stored_only=[ev.stored_only for ev in events])
 
     @classmethod
     def concat(cls, parts: Sequence[EventRecords]) -> EventRecords:

@@ -104,6 +104,8 @@ class ProfileRepository:
     def _ingest(self, txn, records: EventRecords, in_write: Mapping) -> IngestResult:
         late = (self._before_erasure(txn, records.user_ids, records.ts, records.dedupe_keys)
                 if self._before_erasure is not None else [])
+        if True in records.stored_only:
+            late = self._absent(txn, records, late)
         if not late:
             return self._ingest_fresh(txn, records, in_write)
         gone = {i for i, _ in late}
@@ -113,6 +115,16 @@ class ProfileRepository:
         return IngestResult([keep[i] for i in part.accepted], [keep[i] for i in part.duplicates],
                             [i for i, _ in late], [keep[i] for i in part.taken],
                             erased_why=[why for _, why in late], applied=part.applied)
+
+    def _absent(self, txn, records: EventRecords, late: list) -> list[tuple[int, str]]:
+        """`late` (index, why) with the events to be stored only if their user's profile is
+        (`TrackedEvent.stored_only`) whose user has none in `txn`, judged "absent": no profile
+        is made under such an id."""
+        judged = dict(late)
+        for i, only in enumerate(records.stored_only):
+            if only and i not in judged and not self._present(txn, records.user_ids[i]):
+                judged[i] = "absent"
+        return sorted(judged.items())
 
     def _ingest_fresh(self, txn, records: EventRecords, in_write: Mapping) -> IngestResult:
         fresh, dups, taken = _fresh(records.dedupe_keys, records.event_keys,
@@ -238,14 +250,19 @@ class ProfileRepository:
         return codes
 
     def update_meta(self, user_id: str, change, dated: float = 0.0, what: str = "change",
-                    create: bool = True, existing: bool = False, after=None) -> dict | None:
+                    create: bool = True, existing: bool = False, after=None,
+                    absent: Exception | None = None) -> dict | None:
         """Read-modify-write the user's meta record with `change(meta)` in one transaction (an
         exception from `change` aborts it: nothing is written). A change that would bring an
         erased user back is refused (`ErasedSince`, `_brings_back`), checked in the same
         transaction, so no erasure commits in between. Not `create`: a user with no meta
-        record is left without one (None). `after(txn)`: run in the same transaction once the
-        record is written (not when none is)."""
+        record is left without one (None). `absent`: raised, nothing written, when the user has
+        no profile (meta record or feature state) in this transaction: none is made (an id
+        only a profile stored before may hold). `after(txn)`: run in the same transaction once
+        the record is written (not when none is)."""
         def fn(txn):
+            if absent is not None and not self._present(txn, user_id):
+                raise absent
             if self._brings_back(txn, user_id, dated, existing):
                 raise ErasedSince(what)
             meta = self._change_meta(txn, user_id, change, create)
@@ -285,10 +302,14 @@ class ProfileRepository:
         time, has no profile since."""
         if self._before_erasure is None:
             return False
-        if existing and not self._profiles.present(
-                txn, [keys.profile_meta_key(user_id), keys.feature_key(user_id)]):
+        if existing and not self._present(txn, user_id):
             dated = _BEFORE_EVERY_ERASURE  # no profile: an erasure at any time counts
         return bool(dated) and bool(self._before_erasure(txn, [user_id], [dated]))
+
+    def _present(self, txn, user_id: str) -> bool:
+        """Whether the user has a profile in `txn`: a meta record or a feature state."""
+        return bool(self._profiles.present(
+            txn, [keys.profile_meta_key(user_id), keys.feature_key(user_id)]))
 
     def _change_meta(self, txn, user_id: str, change, create: bool = True,
                      keep=None) -> dict | None:

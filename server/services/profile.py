@@ -210,7 +210,8 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     @grpc_errors
     async def UpsertAttributes(self, request: pb.UpsertAttributesRequest, context) -> pb.Profile:
         await self.profiles.upsert_attributes(request.user_id, dict(request.attributes))
-        return await self._profile(request.user_id, 1, context)
+        # stored: the upsert took the id (one stored before the rule only for its profile)
+        return await self._profile(request.user_id, 1, context, stored=True)
 
     @grpc_errors
     async def SetConsent(self, request: pb.SetConsentRequest, context) -> pb.Profile:

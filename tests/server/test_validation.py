@@ -10,6 +10,7 @@ from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from server.profiles.events import TrackedEvent
 
 BAD_USER_IDS = ["", "a\x1fb", "u" * 129, "é" * 65]  # 65 two-byte characters: 130 bytes
 GOOD_USER_IDS = ["é" * 64, " ", "user:42"]
@@ -106,23 +107,60 @@ async def test_every_service_but_erasure_refuses_ids_that_spoof_what_is_shown(st
 
 async def test_a_profile_stored_under_such_an_id_before_can_still_be_erased_and_exported(
         stubs, tailor_server):
-    """A profile stored before the rule (written here through the store API) cannot be
-    written to any more, but its user's rights hold: ExportProfile finds it, DeleteProfile
-    erases it."""
+    """A profile stored before the rule (written here through the store API) keeps its
+    user's rights: ExportProfile finds it, DeleteProfile erases it (its attributes may still
+    change: the next test)."""
     import asyncio
     user_id = SPOOFING_USER_IDS[0]
     await asyncio.to_thread(tailor_server.profiles.repo.update_meta, user_id,
                             lambda meta: meta["attributes"].update(locale="fr"))
     prof = stubs[1]
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await prof.UpsertAttributes(ppb.UpsertAttributesRequest(user_id=user_id,
-                                                                attributes={"locale": "de"}))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     export = await tailor_server.profiles.export_user(user_id)
     assert export.profile.attributes == {"locale": "fr"}
     assert (await prof.DeleteProfile(ppb.DeleteProfileRequest(user_id=user_id))).records_deleted >= 1
     assert await asyncio.to_thread(tailor_server.profiles.repo.states_and_meta, [user_id], True) \
         == [(None, None)]
+
+
+async def test_a_profile_stored_under_such_an_id_before_takes_attributes_and_unsubscribes(
+        stubs, tailor_server):
+    """UpsertAttributes and an unsubscribe event (TrackEvents, TrackEventStream) of a profile
+    stored before the rule (one with attributes alone, one with events alone: written here
+    through the store API) were refused, so its user could not be opted out by the feed that
+    reports it; both are taken now, for a profile the store holds only: under such an id with
+    no profile, both are refused and nothing is made. Other events of it stay refused."""
+    import asyncio
+    repo, prof = tailor_server.profiles.repo, stubs[1]
+    with_meta, with_events, nobody = "ann\u202e", "bob\x9b", "cy\u2066"
+    await asyncio.to_thread(repo.update_meta, with_meta,
+                            lambda meta: meta["attributes"].update(locale="fr"))
+    await asyncio.to_thread(repo.ingest, [TrackedEvent(
+        "e-bob", with_events, "view", "web", "", "i1", 0.0, time.time() - 60)], [None])
+    streamed = lambda request: prof.TrackEventStream(iter([request]))  # noqa: E731
+    for user_id, track in ((with_meta, prof.TrackEvents), (with_events, streamed)):
+        await prof.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user_id, attributes={"locale": "de"}))
+        reply = await track(ppb.TrackEventsRequest(events=[
+            _event("unsubscribe", user_id, channel="email"), _event("click", user_id)]))
+        assert [r.index for r in reply.rejected] == [1]
+        assert reply.rejected[0].reason.startswith("user_id contains a ")
+        export = await tailor_server.profiles.export_user(user_id)
+        assert export.profile.attributes == {"locale": "de"}
+        assert _email_consent(export) is False
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await prof.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=nobody, attributes={"locale": "de"}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "user_id: contains a bidirectional control character" in err.value.details()
+    reply = await prof.TrackEvents(ppb.TrackEventsRequest(events=[
+        _event("unsubscribe", nobody, channel="email")]))
+    assert reply.accepted == 0 and reply.rejected[0].reason.startswith("user_id contains a ")
+    assert await asyncio.to_thread(repo.states_and_meta, [nobody], True) == [(None, None)]
+
+
+def _event(kind: str, user_id: str, channel: str = "") -> ppb.Event:
+    return ppb.Event(event_id=f"e-{time.monotonic_ns()}", user_id=user_id, type=kind,
+                     channel=channel, timestamp=time.time() - 5)
 
 
 async def test_a_campaign_stored_under_such_an_id_before_can_still_be_read_and_archived(
