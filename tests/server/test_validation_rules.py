@@ -15,6 +15,7 @@ from server.validation import (
     check_text,
     id_problem,
     link_problem,
+    refused_since,
 )
 
 
@@ -58,6 +59,16 @@ def test_a_stored_id_is_still_checked_for_everything_else():
         with pytest.raises(InvalidArgument) as err:
             check_stored_id("user_id", bad, 128)
         assert str(err.value) == f"user_id: {problem}"
+
+
+def test_refused_since_names_only_what_a_stored_id_may_hold():
+    """What UpsertAttributes and an unsubscribe event take for a stored profile alone: an id
+    refused for a character refused since (its problem); None for a usable id and for one
+    every call refuses (C0, empty, too long, a lone surrogate)."""
+    assert refused_since("ann\u202e", 128) == "contains a bidirectional control character (U+202E)"
+    assert refused_since("a\x9b[2J", 128) == "contains a C1 control character (U+009B)"
+    for value in ("ann", "é" * 64, "", "a\x1fb", "a\x00\u202e", "u" * 129, "a\ud800"):
+        assert refused_since(value, 128) is None, repr(value)
 
 
 def test_a_bad_id_names_the_field_with_its_prefix_and_never_echoes_the_value():
