@@ -15,8 +15,8 @@ class RandomIds:
 
     `os.urandom` releases the GIL: on the event loop under load, each call can wait up to a
     switch interval to win it back from a batch thread. A forked process (a writer child,
-    forked from `server.batching.zygote`) drops the buffer it inherited, so no two processes
-    hand out the same ids.
+    forked from `server.batching.zygote_process`) drops the buffer it inherited, so no two
+    processes hand out the same ids.
     """
 
     def __init__(self, nbytes: int, batch: int = 256):
