@@ -13,10 +13,12 @@ process's zygote (`server.batching.zygote`), which has imported the writers' mod
 start or restart costs a fork, not an interpreter's imports. It ignores SIGINT, SIGTERM and
 SIGHUP and exits when its stdin closes, so a stopping server finishes its batches first. If the
 child dies, the batches it had fail with UNAVAILABLE (they may or may not have been written) and
-the next batch starts a new child. A child that dies before it is ready is restarted no sooner
-than 0.5 s later, doubling up to 30 s; batches fail with UNAVAILABLE meanwhile. So does one
-the zygote has not forked within `ZygoteChild.START_SECONDS` (30 s; a stopped zygote), and,
-while it stays silent, every later start at once (`Zygote.spawn` refuses to queue more).
+the next batch starts a new child; those of a child the zygote could not fork (a process limit)
+fail with UNAVAILABLE too, saying they were not written. A child that dies before it is ready
+is restarted no sooner than 0.5 s later, doubling up to 30 s; batches fail with UNAVAILABLE
+meanwhile. So does one the zygote has not forked within `ZygoteChild.START_SECONDS` (30 s; a
+stopped zygote), and, while it stays silent, every later start at once (`Zygote.spawn`
+refuses to queue more).
 """
 from __future__ import annotations
 
@@ -283,10 +285,21 @@ class _Child:
         self.gone.set_result(code)
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
-        lost = Unavailable(f"the {self.writer.name} writer process exited before answering; "
-                           "the write may or may not have been made, retry")
+        lost = self._lost()
         for n, done in waiting.values():
             self._answer(done, [lost] * n)
+
+    def _lost(self) -> Unavailable:
+        """The error of the batches this child did not answer. One the zygote said it could
+        not fork ran none of them: a retry is safe (they said their write 'may or may not
+        have been made', as a crashed child's do). Forked, or not known to be (given up on
+        before the zygote answered), it may have committed one."""
+        if self.proc.forked is False:
+            return Unavailable(f"the {self.writer.name} writer process could not be started (the "
+                               "writer zygote could not fork it); the write was not made, "
+                               "a retry is safe")
+        return Unavailable(f"the {self.writer.name} writer process exited before answering; "
+                           "the write may or may not have been made, retry")
 
     async def close(self, timeout: float) -> None:
         self._closing = True

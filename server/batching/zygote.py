@@ -82,6 +82,10 @@ class ZygoteChild:
         """The child's pidfd, from the zygote (None where pidfd_open is not available): it
         signals this process only, even once its pid is free again."""
         self._lock = threading.Lock()  # the pidfd is closed on one thread, used on another
+        self.forked: bool | None = None
+        """Whether the zygote forked this child: False once it said it could not (the child
+        never ran, and nothing sent to it was written), None while it has not said (or never
+        will: given up on, or a zygote that died first, may have forked it after all)."""
         self.asked = time.monotonic()
         """When the zygote was asked for this child (`Zygote.spawn`)."""
         self._started = threading.Event()
@@ -135,6 +139,7 @@ class ZygoteChild:
                     os.close(pidfd)
                 return
             self._pid, self._pidfd = pid, pidfd
+            self.forked = pid is not None
         self._started.set()
         if pid is None:
             self._exited(None)

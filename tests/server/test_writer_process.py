@@ -174,6 +174,43 @@ async def test_a_dead_child_fails_its_batch_with_unavailable_and_the_next_batch_
     await crasher.close()
 
 
+async def test_a_child_that_died_after_its_fork_may_or_may_not_have_made_its_batch(writer):
+    """Forked, a child may have committed a batch before it died: its callers are told so."""
+    writer, _, _ = writer
+    crasher = AdaptiveBatcher(runner=writer.runner("crash"), max_size=8, max_wait=0.0, name="crash")
+    with pytest.raises(Unavailable) as lost:
+        await crasher.submit("x")
+    assert str(lost.value) == ("the test writer process exited before answering; the write may "
+                               "or may not have been made, retry")
+    await crasher.close()
+
+
+async def test_a_child_the_zygote_could_not_fork_fails_its_batches_as_not_made(tmp_path,
+                                                                              monkeypatch):
+    """A child the zygote reports it could not fork (EAGAIN: a process limit) ran nothing, but
+    its batches failed as a crashed child's do, their write 'may or may not have been made'.
+    They say it was not made (UNAVAILABLE: a retry is safe)."""
+    from server.batching import zygote as zygote_module
+
+    forkless = zygote_module.Zygote((*zygote_module.PRELOAD, "tests.server.fork_fails"))
+    monkeypatch.setattr(zygote_module, "_zygote", forkless)
+    store = Store(tmp_path / "store", sync=False)
+    writer = WriterProcess(FACTORY, store, name="test")
+    try:
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+        writer.start(loop, "put", ["k"], answered.set_result)  # sent before the zygote answers
+        (err,) = await asyncio.wait_for(answered, 60)
+        assert isinstance(err, Unavailable) and err.status == grpc.StatusCode.UNAVAILABLE
+        assert str(err) == ("the test writer process could not be started (the writer zygote "
+                            "could not fork it); the write was not made, a retry is safe")
+        assert store.get("meta", b"k") is None
+    finally:
+        await writer.close()
+        forkless.close()
+        store.close()
+
+
 async def test_a_dead_child_is_logged_with_how_it_ended(writer, caplog):
     """A child killed with batches in flight was logged 'exited (code None)': its pipe closes a
     moment before it can be reaped, and the status was read at once. The log names the signal
