@@ -22,6 +22,7 @@ from .app import TailorServer
 from .config import Settings, changed_settings
 from .errors import FailedPrecondition, TailorError
 from .logging import configure_logging
+from .orphans import Orphans, become_subreaper
 from .processes import hold_dir, host_id, process_started, remove_if_owner_gone
 from .security.hosts import with_port
 from .security.secrets import Secrets
@@ -329,6 +330,7 @@ def _supervise(settings: Settings, reload_metrics) -> None:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     resource_tracker.ensure_running()
+    orphans = _orphans(procs)
     ctx = mp.get_context("spawn")
     gate = StartGate(ctx, settings.workers)
     gates.append(gate)
@@ -347,7 +349,8 @@ def _supervise(settings: Settings, reload_metrics) -> None:
     failed = 0
     running = {proc.sentinel: proc for proc in procs}
     while running:  # whichever worker ends first, not the first one started
-        for sentinel in wait_for(list(running)):
+        one_gone = len(running) < len(procs)  # what it left may exit any moment
+        for sentinel in wait_for(list(running), _REAP_SECONDS if one_gone else None):
             proc = running.pop(sentinel)
             proc.join()
             if not stopping:  # on its own, even cleanly (a stop signal sent to it alone):
@@ -359,9 +362,35 @@ def _supervise(settings: Settings, reload_metrics) -> None:
                 logger.error("worker %s exited with %s while the server stopped", proc.name,
                              proc.exitcode)
                 failed = failed or proc.exitcode
+        orphans.reap()
+    orphans.finish(_ORPHANS_SECONDS)
     _stop_resource_tracker()
     if failed:
         raise SystemExit(2 if failed == 2 else 1)
+
+
+_REAP_SECONDS = 0.2
+"""How often the parent reaps what a worker that died left (`_orphans`) while the others stop."""
+_ORPHANS_SECONDS = 10.0
+"""How long the parent waits, once its workers are gone, for what they left to exit, before it
+kills what still runs: a writer answers the batches its stdin held (one commit), then exits."""
+
+
+def _orphans(procs: list) -> Orphans:
+    """Make this process the subreaper of the workers' descendants (`server.orphans`): a worker
+    that dies (SIGKILL, the OOM killer) leaves its zygote and writers to this process, not to
+    PID 1, which in a container without an init that reaps left each a zombie once it exited.
+    They are reaped by pid; the workers and the resource tracker, this process's own, are not."""
+    try:
+        become_subreaper()
+    except (OSError, AttributeError) as err:  # not Linux, or not allowed
+        logger.warning("what a worker that dies leaves will not come back to this process: %s",
+                       err)
+
+    def own() -> list[int | None]:
+        tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+        return [tracker, *(proc.pid for proc in procs if proc.exitcode is None)]
+    return Orphans(own)
 
 
 def _stop_resource_tracker(within: float = 5.0) -> None:

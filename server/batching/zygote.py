@@ -29,7 +29,6 @@ what is on disk at their own start. `ps` names them `tailor-<writer>`, cut to 15
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import os
 import signal
@@ -42,6 +41,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..orphans import become_subreaper
 from .logging import process_logger as logger
 from .zygote_process import _MESSAGE_BYTES
 
@@ -58,7 +58,6 @@ cost ~0.09 s of CPU a start and left threads that compete with serving, for no s
 _CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 """A descriptor received (a child's pidfd) is not inherited by what this process starts."""
 _PROJECT = str(Path(__file__).resolve().parents[2])
-_PR_SET_CHILD_SUBREAPER = 36
 _ZYGOTE_EXIT_SECONDS = 10.0
 """How long a zygote whose socket closed is waited for (it closes its files a moment before it
 can be reaped, and its children come back to this process only then)."""
@@ -314,30 +313,22 @@ def _env_change(base: Mapping[str, str], env: Mapping[str, str]) -> dict:
 
 
 def _subreaper() -> bool:
-    """Make this process the reaper of its orphaned descendants (Linux's
-    `PR_SET_CHILD_SUBREAPER`), once per process; whether it is one.
+    """Make this process the reaper of its orphaned descendants (`orphans.become_subreaper`);
+    whether it is one.
 
     A writer whose zygote died goes on (its pipes are the server's), re-parented: to PID 1
     otherwise, which in a container without an init that reaps (tini) left it a zombie once
     it exited, and its exit code unknown. This process reaps only the pids it knows are its
     writers (`ZygoteChild._adopt`), never any child (`waitpid(-1)`): what else it starts
     keeps its own exit statuses."""
-    global _subreaper_of
-    if _subreaper_of == os.getpid():
-        return True
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), ctypes.c_ulong(0),
-                      ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
-            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        become_subreaper()
     except (OSError, AttributeError) as err:  # not Linux, or not allowed
         logger.warning("writers whose zygote dies will not come back to this process: %s", err)
         return False
-    _subreaper_of = os.getpid()
     return True
 
 
-_subreaper_of: int | None = None
 _zygote: Zygote | None = None
 _zygote_lock = threading.Lock()
 

@@ -1,6 +1,7 @@
 """The server as a user runs it: `python -m server` with several workers, the client CLI,
 `python -m training push`, and a headless Locust run with a p99 target."""
 import json
+import re
 import subprocess
 import sys
 
@@ -100,6 +101,41 @@ def test_a_worker_that_dies_stops_the_server_whichever_it_is(server_process):
         time.sleep(0.2)
     assert served.proc.returncode == 1
     assert "worker tailor-worker-1 exited with -9; stopping the others" in served.stop()
+
+
+def test_the_zygote_and_writers_of_a_worker_that_died_are_reaped_by_the_parent(server_process):
+    """A worker SIGKILLed (the OOM killer) leaves its zygote and writers, which exit as their
+    socket and stdin close, to the nearest subreaper: PID 1 otherwise, which in a container
+    without an init that reaps left each a zombie. The parent, a subreaper, reaps them."""
+    import os
+    import signal
+    import time
+
+    from server.batching.zygote import _subreaper
+    from tests.conftest import _children, _descendants
+    assert _subreaper()  # what the parent leaves comes to this process, to be seen (and reaped)
+    served = server_process(workers=2)
+    worker = max(p for p in _children(served.proc.pid)
+                 if "spawn_main" in open(f"/proc/{p}/cmdline").read())
+    left = _descendants(worker)
+    assert len(left) >= 3  # its zygote and its two writers
+    under = len(left)
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while served.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert served.proc.returncode == 1
+    deadline = time.monotonic() + 5
+    while (left := [p for p in left if os.path.exists(f"/proc/{p}")]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:  # not to be left as this process's zombies either
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    assert left == []
+    reaped = re.search(r"reaped (\d+) processes left by workers that died", served.stop())
+    assert reaped and 1 <= int(reaped[1]) <= under  # its zygote reaps a writer that ends first
 
 
 def test_a_server_with_workers_leaves_no_process_behind_when_it_stops(server_process):

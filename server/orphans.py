@@ -1,0 +1,111 @@
+"""Child subreapers: what a process's dead descendants leave to it, and `Orphans`, which reaps them.
+
+A process whose parent dies is re-parented to the nearest ancestor that is a child subreaper
+(Linux's `PR_SET_CHILD_SUBREAPER`), or to PID 1, which in a container without an init that
+reaps (tini) leaves it a zombie once it exits. A worker is the subreaper of its writers (their
+zygote may die: `server.batching.zygote`). The parent of `--workers N` is the subreaper of
+what a worker that dies (SIGKILL, the OOM killer) leaves: its zygote, which exits as its socket
+closes, and its writers, which exit once they have answered what their stdin held. `Orphans`
+reaps those, and only those: the children of this process that it did not start itself (its
+own, the workers and multiprocessing's resource tracker, are waited for by their own code), by
+pid, never any child (`waitpid(-1)` would take the exit status of a child another part of this
+process waits for).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+
+__all__ = ["Orphans", "become_subreaper"]
+
+logger = logging.getLogger("tailor.orphans")
+
+_PR_SET_CHILD_SUBREAPER = 36
+_POLL_SECONDS = 0.05
+_subreaper_of: int | None = None
+
+
+def become_subreaper() -> None:
+    """Make this process the reaper of its orphaned descendants, once per process; raises
+    OSError (or AttributeError: not Linux) where it cannot."""
+    global _subreaper_of
+    if _subreaper_of == os.getpid():
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    _subreaper_of = os.getpid()
+
+
+def _children() -> list[int]:
+    """The pids whose parent is this process, zombies included (none where there is no /proc)."""
+    me, found = os.getpid(), []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            parent = int(stat[stat.rindex(b")") + 2:].split()[1])  # the name may hold spaces
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+        if parent == me:
+            found.append(int(name))
+    return found
+
+
+class Orphans:
+    """Reaps the children this process did not start: `own()` names those it did (running:
+    a pid, once waited for, may be an orphan's later).
+
+    An orphan keeps its pid until reaped here, so a pid found is that orphan's when it is
+    waited for or signalled."""
+
+    def __init__(self, own: Callable[[], Iterable[int | None]]):
+        self._own = own
+        self.reaped = 0
+
+    def reap(self) -> list[int]:
+        """Reap the orphans that have exited; returns those still running."""
+        own = set(self._own())
+        running = []
+        for pid in _children():
+            if pid in own:
+                continue
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by whoever waits for it after all
+                continue
+            if done:
+                self.reaped += 1
+            else:
+                running.append(pid)
+        return running
+
+    def finish(self, within: float) -> None:
+        """Wait up to `within` seconds for every orphan to exit (a writer answers what it
+        holds; the writers of a zygote that exits come here then), reaping them; SIGKILL and
+        reap those still running after it. Logs how many were reaped."""
+        deadline = time.monotonic() + within
+        while (running := self.reap()) and time.monotonic() < deadline:
+            time.sleep(_POLL_SECONDS)
+        if running:
+            logger.error("%d processes left by workers that died still ran after %.0f s: "
+                         "killing them", len(running), within)
+        deadline = time.monotonic() + within
+        while running and time.monotonic() < deadline:  # and what a killed zygote leaves
+            for pid in running:
+                os.kill(pid, signal.SIGKILL)  # not reaped yet: the pid is still this orphan's
+            time.sleep(_POLL_SECONDS)
+            running = self.reap()
+        if self.reaped:
+            logger.info("reaped %d processes left by workers that died", self.reaped)
