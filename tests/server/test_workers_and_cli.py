@@ -83,30 +83,14 @@ def test_locust_headless_exit_code_follows_the_p99_target(served, tmp_path):
     assert strict.returncode == 1, strict.stderr[-2000:]
 
 
-def test_a_worker_that_dies_stops_the_server_whichever_it_is(server_process):
+def test_a_worker_that_dies_stops_the_server_and_what_it_left_is_reaped(server_process):
     """The parent waits for every worker at once: the last one started dying (here) stops the
-    others as the first one's death does, rather than leaving fewer workers behind a SERVING port."""
-    import os
-    import signal
-    import time
+    others as the first one's death does, rather than leaving fewer workers behind a SERVING port.
 
-    from tests.conftest import _children
-    served = server_process(workers=2)
-    workers = sorted(p for p in _children(served.proc.pid)
-                     if "spawn_main" in open(f"/proc/{p}/cmdline").read())
-    assert len(workers) == 2
-    os.kill(workers[-1], signal.SIGKILL)  # tailor-worker-1: started last
-    deadline = time.time() + 60
-    while served.proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert served.proc.returncode == 1
-    assert "worker tailor-worker-1 exited with -9; stopping the others" in served.stop()
-
-
-def test_the_zygote_and_writers_of_a_worker_that_died_are_reaped_by_the_parent(server_process):
-    """A worker SIGKILLed (the OOM killer) leaves its zygote and writers, which exit as their
-    socket and stdin close, to the nearest subreaper: PID 1 otherwise, which in a container
-    without an init that reaps left each a zombie. The parent, a subreaper, reaps them."""
+    Its zygote and writers went to the nearest subreaper: PID 1 otherwise, which in a container
+    without an init that reaps left each a zombie. The parent, a subreaper, reaps them: those
+    that exit as their socket and stdin close, and, killed after `_ORPHANS_SECONDS`, a writer
+    that does not (stopped here)."""
     import os
     import signal
     import time
@@ -115,26 +99,33 @@ def test_the_zygote_and_writers_of_a_worker_that_died_are_reaped_by_the_parent(s
     from tests.conftest import _children, _descendants
     assert _subreaper()  # what the parent leaves comes to this process, to be seen (and reaped)
     served = server_process(workers=2)
-    worker = max(p for p in _children(served.proc.pid)
-                 if "spawn_main" in open(f"/proc/{p}/cmdline").read())
-    left = _descendants(worker)
-    assert len(left) >= 3  # its zygote and its two writers
+    workers = sorted(p for p in _children(served.proc.pid)
+                     if "spawn_main" in open(f"/proc/{p}/cmdline").read())
+    assert len(workers) == 2
+    left = _descendants(workers[-1])
+    (zygote,) = _children(workers[-1])
+    assert len(left) >= 3 and len(_children(zygote)) == 2  # its zygote and its two writers
     under = len(left)
-    os.kill(worker, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while served.proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    os.kill(_children(zygote)[0], signal.SIGSTOP)  # sees no end of its stdin: killed
+    os.kill(workers[-1], signal.SIGKILL)  # tailor-worker-1: started last
+    deadline = time.time() + 60
+    while served.proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
     assert served.proc.returncode == 1
     deadline = time.monotonic() + 5
     while (left := [p for p in left if os.path.exists(f"/proc/{p}")]) and time.monotonic() < deadline:
         time.sleep(0.05)
     for pid in left:  # not to be left as this process's zombies either
+        os.kill(pid, signal.SIGKILL)
         try:
-            os.waitpid(pid, os.WNOHANG)
+            os.waitpid(pid, 0)
         except ChildProcessError:
             pass
     assert left == []
-    reaped = re.search(r"reaped (\d+) processes left by workers that died", served.stop())
+    log = served.stop()
+    assert "worker tailor-worker-1 exited with -9; stopping the others" in log
+    assert "1 processes left by workers that died still ran after 10 s: killing them" in log
+    reaped = re.search(r"reaped (\d+) processes left by workers that died", log)
     assert reaped and 1 <= int(reaped[1]) <= under  # its zygote reaps a writer that ends first
 
 
