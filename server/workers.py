@@ -380,7 +380,8 @@ def _orphans(procs: list) -> Orphans:
     """Make this process the subreaper of the workers' descendants (`server.orphans`): a worker
     that dies (SIGKILL, the OOM killer) leaves its zygote and writers to this process, not to
     PID 1, which in a container without an init that reaps left each a zombie once it exited.
-    They are reaped by pid; the workers and the resource tracker, this process's own, are not."""
+    They are reaped by pid; the workers and the resource tracker, this process's own, are not
+    (a process this one ever starts otherwise must be listed in `own` too)."""
     try:
         become_subreaper()
     except (OSError, AttributeError) as err:  # not Linux, or not allowed
