@@ -79,6 +79,7 @@ from .sends import (
     SUPPRESSED,
     Recipient,
     SendRecords,
+    stopped_by,
 )
 from .settling import Settler
 
@@ -189,8 +190,9 @@ class SendJob:
         due: asyncio.Queue = asyncio.Queue(maxsize=self.lanes)
         later = [(r.send_at, r.seq, r) for r in todo if r.state == READY]
         heapq.heapify(later)
-        if self.job.get("cancelled"):
-            self.cancel()  # cancelled before it ran here (its owner had gone): settle it
+        if self.job.get("cancelled"):  # before it ran here (its owner had gone): settle it,
+            self.cancelling.reason = stopped_by(self.job)  # as its stop said (its breaker's)
+            self.cancel()
         # One task failing (a store write, a bug) cancels the others and ends the job with its
         # error (it resumes at the next start), rather than leaving the rest waiting forever.
         try:
@@ -436,8 +438,9 @@ class SendJob:
         """The relay (the SMS provider) hard-bounced more of the job's `channel` messages than
         its breaker's bound: misconfigured, most likely, not that many dead addresses (an SMS
         adapter that mangles numbers gets 21211 for each). The job stops as a CancelSend
-        stops it (its record stamped `cancelled`, so a resume settles it too), the recipients
-        left settled suppressed `bounce_breaker`; the bounced ones' addresses stay unlisted
+        stops it (its record stamped `cancelled`, with `stopped_by` `bounce_breaker`, so a
+        resume after a crash settles it too, under that reason: before, `cancelled`), the
+        recipients left settled suppressed `bounce_breaker`; the bounced ones' addresses stay unlisted
         (their messages are dead letters, to retry once the relay is fixed). Counts only in
         the log. A job cancelled before (CancelSend; its last messages being handed over
         tripped it) stays the operator's cancel: its recipients left are `cancelled` (before,
@@ -452,8 +455,8 @@ class SendJob:
                      "%d in the job); the addresses held are not listed, those messages are "
                      "dead letters, the rest is settled suppressed %s", self.send_id,
                      100 * b.share, b.minimum, channel, b.bounced, b.handed, BOUNCE_BREAKER)
-        await asyncio.to_thread(self.records.cancel, self.send_id)
-        self.cancelling.reason = BOUNCE_BREAKER
+        job, _ = await asyncio.to_thread(self.records.cancel, self.send_id, BOUNCE_BREAKER)
+        self.cancelling.reason = stopped_by(job) if job is not None else BOUNCE_BREAKER
         self.cancel()
 
     async def _still(self, r: Recipient) -> str | None:

@@ -49,7 +49,7 @@ from ..store.keys import (
 from .owned import opened_if_users, with_messages
 
 __all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED",
-           "ERASED", "ARCHIVED", "CANCELLED", "BOUNCE_BREAKER"]
+           "ERASED", "ARCHIVED", "CANCELLED", "BOUNCE_BREAKER", "stopped_by"]
 
 PENDING, READY, SENT, SUPPRESSED, FAILED = "pending", "ready", "sent", "suppressed", "failed"
 ERASED = "erased"
@@ -67,6 +67,13 @@ DUE_MARGIN = 1.0
 """Seconds before its send_at from which a deferred ComposeMessage's job is left to its runner
 to cancel (`cancel`): a message starts going at its send_at at the earliest (`sending`), and a
 cancel's transaction commits well within this, so one settled in the call was not on its way."""
+
+
+def stopped_by(job: dict) -> str:
+    """What a cancelled job's recipients left are settled suppressed as: its record's
+    `stopped_by` (`CANCELLED`, `BOUNCE_BREAKER`). A record stamped before that was kept
+    (send_job layout 3) has none and reads as before, `CANCELLED`."""
+    return job.get("stopped_by") or CANCELLED
 
 
 @dataclass
@@ -322,9 +329,12 @@ class SendRecords:
             _count(job, r)
             self._t.put(txn, key, json.dumps(job).encode())
 
-    def cancel(self, send_id: str) -> tuple[dict | None, str]:
+    def cancel(self, send_id: str, reason: str = CANCELLED) -> tuple[dict | None, str]:
         """CancelSend: (the job, stamped `cancelled` unless it finished or was cancelled
         before; None: no such job, the decision id to withdraw or ""), in one transaction.
+        `reason`: why it stops, kept as `stopped_by` (`BOUNCE_BREAKER` when its breaker
+        tripped) so that a resume after a crash settles the rest under it (`stopped_by`); a
+        job stopped before keeps its first reason.
         A deferred ComposeMessage's job (`due`) not due within `DUE_MARGIN` is settled here
         too: its one recipient, unless settled, counts suppressed `cancelled`, and the job
         finishes (its process's timer then finds it done). Any other job's recipients are
@@ -338,7 +348,7 @@ class SendRecords:
             job = None if raw is None else json.loads(bytes(raw))
             if job is None or job["finished"] or job.get("cancelled"):
                 return job, ""
-            job["cancelled"], decision = now, ""
+            job["cancelled"], job["stopped_by"], decision = now, reason, ""
             settled = job.get("due", 0.0) > now + DUE_MARGIN  # none of it can be going yet
             if settled:
                 decision = self._cancel_one(txn, send_id, job)

@@ -276,16 +276,20 @@ KINDS: tuple[RecordKind, ...] = (
                "rules), 2 = some with an xn-- domain (before that rule), 3 = some phone numbers "
                "with a trunk prefix after the country code (before that rule), 4 = all as "
                "now (contact.addresses.SPELLING)"),
-    RecordKind("send_job", "sends", 3, lambda k: k.startswith(K.SEND_JOB_PREFIX),
+    RecordKind("send_job", "sends", 4, lambda k: k.startswith(K.SEND_JOB_PREFIX),
                "JSON {campaign, context, rates, total, counts, owner, started, finished, "
                "terms, due (a deferred ComposeMessage's job: when to start it; kept "
-               "finished until its send_expiry), cancelled (when CancelSend stopped it; "
-               "absent or 0: not cancelled)} "
+               "finished until its send_expiry), cancelled (when CancelSend or its bounce "
+               "breaker stopped it; absent or 0: not cancelled), stopped_by (which: "
+               "cancelled, bounce_breaker; absent: cancelled)} "
                "(messages.sends); 2: terms keyed, a plain digest of them (a Tailor from "
                "before) replaced by plain_terms, a keyed digest of it (messages.jobs); 3: "
                "cancelled (layout 2 records are layout 3 as they are; the bump keeps a binary "
-               "that would go on sending a cancelled job away from the store)",
-               steps={1: _send_job_terms_keyed, 2: same}),
+               "that would go on sending a cancelled job away from the store); 4: "
+               "stopped_by (layout 3 records are layout 4 as they are, read cancelled, as "
+               "before; the bump keeps a binary that would settle a job its breaker stopped "
+               "`cancelled` after a crash away from the store)",
+               steps={1: _send_job_terms_keyed, 2: same, 3: same}),
     RecordKind("send_expiry", "sends", 1, lambda k: k.startswith(K.SEND_EXPIRY_PREFIX),
                "empty: a finished deferred ComposeMessage's send_job is kept until the time "
                "in the key (messages.sends)"),

@@ -574,6 +574,35 @@ def test_a_cancelled_send_job_keeps_the_release_before_cancel_send_away(tmp_path
         Store(tmp_path / "store", sync=False, layouts=two)
 
 
+def test_a_send_job_keeps_why_it_stopped_and_older_ones_read_cancelled(tmp_path):
+    """send_job 4 adds `stopped_by` (CancelSend's `cancelled`, or the bounce breaker's
+    `bounce_breaker`: what a resume settles the rest under). A layout 3 job stamped cancelled
+    has none and reads `cancelled`, as before; the release before it, which would settle a job
+    its breaker stopped `cancelled`, is refused."""
+    from server.messages.sends import BOUNCE_BREAKER, SendRecords, stopped_by
+    three = tuple(dataclasses.replace(k, version=3, steps={1: k.steps[1], 2: k.steps[2]})
+                  if k.name == "send_job" else k for k in KINDS)
+    store = Store(tmp_path / "store", sync=False, layouts=three)
+    records = SendRecords(store)
+    for send_id in ("old", "tripped"):
+        records.create(send_id, "camp", ["ann"], {}, {}, owner=1)
+    job, _ = records.cancel("old")
+    del job["stopped_by"]  # as layout 3 wrote it
+    store.write(lambda txn: store.table("sends").put(txn, keys.send_job_key("old"),
+                                                     json.dumps(job).encode()))
+    store.close()
+    store = Store(tmp_path / "store", sync=False)
+    assert store.migrated == {"send_job": 3}
+    records = SendRecords(store)
+    records.cancel("tripped", BOUNCE_BREAKER)
+    records.cancel("tripped")  # a CancelSend after the trip: the stop stays the breaker's
+    assert [stopped_by(records.job(s)) for s in ("old", "tripped")] == ["cancelled",
+                                                                        "bounce_breaker"]
+    store.close()
+    with pytest.raises(FailedPrecondition, match="send_job"):
+        Store(tmp_path / "store", sync=False, layouts=three)
+
+
 def test_a_tombstone_keeps_a_hash_of_the_users_token_and_older_ones_read_as_unlinked(tmp_path):
     """Layout 2 of tombstones keeps a keyed hash of the user's record-key token (what a restore
     finds their records by again), never the token; one written in layout 1 has none, and the

@@ -200,3 +200,39 @@ async def test_a_cancelled_job_stays_cancelled_when_its_last_messages_bounce(
     assert done.failed >= 2 and done.sent == 0  # enough bounces to trip (2 of the last 2)
     assert dict(done.suppressed_by_reason) == {"cancelled": 8 - done.failed}
     assert not any([await listed(profiles, f"{u}@example.com") for u in users])
+
+
+async def test_a_job_its_breaker_stopped_settles_the_rest_bounce_breaker_after_a_crash(
+        sink, settings, tailor_server, campaigns, profiles, messaging, monkeypatch):
+    """The trip stamps the job's record cancelled; a crash before its runner settled the rest
+    (here the settling write fails, so the job ends unsettled, as a kill leaves it) leaves them
+    to the next start's resume, which read only `cancelled` and settled them `cancelled`, as
+    if an operator had cancelled it. The record keeps why it stopped (`stopped_by`)."""
+    monkeypatch.setattr(tailor_server.sends, "settings",
+                        settings.model_copy(update={"send_bounce_breaker_min": 2}))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    users = [f"t{i}" for i in range(8)]
+    await audience(profiles, users)
+    for u in users:
+        sink.rcpt_replies[f"{u}@example.com"] = list(NO_SUCH_USER)
+    records = tailor_server.sends.records
+    update = records.update
+
+    def crashing(send_id, recipients):  # the runner's settling of the rest never lands
+        if any(r.reason == "bounce_breaker" for r in recipients):
+            raise OSError("killed")
+        return update(send_id, recipients)
+    records.update = crashing
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(campaign_id="mail",
+                                                                   user_ids=users))
+    for _ in range(200):  # the job's task ends (with the error), within 10 s
+        if started.send_id not in tailor_server.sends._running:
+            break
+        await asyncio.sleep(0.05)
+    del records.update
+    left = await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id=started.send_id))
+    assert left.failed >= 2 and left.pending == 8 - left.failed and not left.done
+    assert await tailor_server.sends.resume() == [started.send_id]  # the next start
+    done = await until_done(messaging, started.send_id)
+    assert dict(done.suppressed_by_reason) == {"bounce_breaker": 8 - done.failed}
+    assert done.sent == 0 and sink.arrived == []
