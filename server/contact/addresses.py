@@ -17,7 +17,9 @@ Normalization decides which strings are the same address:
   "00" (the ITU international prefix; no national number starts with it) is read as "+"
   ("0044 7700 900123" is "+447700900123"), and a "(0)" right after the country code (the
   trunk 0 dialled only at home, as in "+44 (0)7700 900123") is dropped: "+44 (0)7700
-  900123" is "+447700900123", the number the carrier reports; so is a trunk prefix written
+  900123" is "+447700900123", the number the carrier reports, unless the country's plan
+  keeps the 0 (no trunk prefix, and the number with it is valid: "+39 (0)6 1234 5678" is
+  Rome's +390612345678; `trunks.zero_is_the_numbers`); so is a trunk prefix written
   bare after the country code where the country's numbering plan has one ("+44 07700 900123",
   "+49 030 1234567", "+33 06 12 34 56 78", "+61 0412 345 678", Hungary's "06", Russia's "8"),
   by libphonenumber's plans (`contact.trunks`): Italy's "+39 06 1234 5678" keeps its 0 (it
@@ -25,14 +27,20 @@ Normalization decides which strings are the same address:
   (a national number without its country code) is refused: guessing the country would
   suppress the wrong number.
 
+Before spelling 5, the "(0)" was dropped in every country, Italy's own 0 too ("+39 (0)6 1234
+5678" was +39612345678, a number nobody has, and the SMS went there); it follows the plans
+now, and a list stamped 4 or before, and the index of SMS replies, look such a number up in
+that form too (`legacy_forms`, `merged`).
+
 Entries listed before the "(0)", bracket, NFC and xn-- rules were hashed in the form they were
 given, which cannot be recovered from a hash; so were numbers listed with a bare trunk prefix
 before that rule (spelling 3 and before: "+44 07700 900123" was +4407700900123). `legacy_forms`
 names the forms an address may have been listed under then; a list that may hold such
 entries looks them up too (`contact.suppression`), as the index of SMS replies does for a
 number indexed with its trunk prefix (`server.messages.phones`). Nothing is rewritten: a list
-stamped 3 keeps its stamp and pays one more key per number of a country with a trunk prefix;
-a new list is stamped 4 and pays nothing.
+stamped 3 keeps its stamp and pays one more key per number of a country with a trunk prefix
+(one stamped 4, one per number whose 0 after the country code is its own); a new list is
+stamped 5 and pays nothing.
 
 The same normalizer matches SMS replies to the numbers texted (`server.messages.phones`).
 
@@ -51,7 +59,7 @@ import unicodedata
 from ..security.secrets import Keyring
 from ..validation import has_c0_control
 from .errors import NotAnAddress
-from .trunks import with_trunk_prefix, without_trunk_prefix
+from .trunks import with_trunk_prefix, without_own_zero, without_trunk_prefix, zero_is_the_numbers
 
 __all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "SPELLING", "normalize", "legacy_forms",
            "AddressHasher"]
@@ -69,9 +77,10 @@ _QUOTED = re.compile(r"^(?:mailto:)?<?([^<>]*?)>?$")
 """An address out of one pair of angle brackets and a mailto: prefix ("<a@b.org>")."""
 _NOT_IN_A_LABEL = re.compile(r"[\s.@\x00-\x20\x7f]")  # the C0 controls and space
 """A character a decoded domain label may not hold (it would change the address's parts)."""
-SPELLING = 4
+SPELLING = 5
 """The rules' version (`keys.SUPPRESSION_SPELLING`): 1 before the "(0)", bracket and NFC rules,
-2 before the xn-- rule, 3 before the bare trunk prefix rule, 4 now."""
+2 before the xn-- rule, 3 before the bare trunk prefix rule, 4 before the "(0)" followed the
+plans (it dropped Italy's own 0), 5 now."""
 _TRUNK_ZERO = re.compile(r"^((?:\+|00)\s*[1-9][0-9]{0,2})\s*\(0\)")
 """A country code (1 to 3 digits after "+" or "00") followed by "(0)", the trunk prefix."""
 
@@ -90,10 +99,23 @@ def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
             out = _unicode_domain(out)
         out = out if out.isascii() else unicodedata.normalize("NFC", out)
         return _email(out, field)
-    return without_trunk_prefix(_e164(_TRUNK_ZERO.sub(r"\1", value.strip(), count=1), field))
+    return without_trunk_prefix(_e164(_home_zero_dropped(value.strip()), field))
 
 
-def legacy_forms(kind: str, address: str, spelling: int = 1) -> tuple[str, ...]:
+def _home_zero_dropped(text: str) -> str:
+    """`text` without a "(0)" right after its country code, unless that 0 is the number's own
+    by the country's plan (`trunks.zero_is_the_numbers`: "+39 (0)6 1234 5678" is Rome's
+    +390612345678; before, +39612345678, a number nobody has)."""
+    match = _TRUNK_ZERO.match(text)
+    if match is None:
+        return text
+    head, rest = match.group(1), text[match.end():]
+    code = head.removeprefix("+").removeprefix("00").strip()
+    national = "".join(c for c in rest if c.isdigit() and c.isascii())
+    return head + ("0" if zero_is_the_numbers(code, national) else "") + rest
+
+
+def legacy_forms(kind: str, address: str, spelling: int = 1, merged: bool = False) -> tuple[str, ...]:
     """The forms the normalized `address` may have been hashed under in a list stamped
     `spelling` (`contact.suppression`; the current rules' lists: none).
 
@@ -107,11 +129,17 @@ def legacy_forms(kind: str, address: str, spelling: int = 1) -> tuple[str, ...]:
     Spelling 2 (before the xn-- rule): an email address with its domain in the xn-- form.
     Spellings 1 to 3 (before the bare trunk prefix rule): a phone number with its country's
     trunk prefix after the country code (`trunks.with_trunk_prefix`), when that form is one
-    the rules fold to it today (so no other number has it)."""
+    the rules fold to it today (so no other number has it).
+    `merged`, spellings 1 to 4 (before the "(0)" rule followed the plans): a phone number
+    whose 0 after the country code is its own without it (`trunks.without_own_zero`: "+39 (0)6
+    1234 5678" was +39612345678). That rule gave it to "+39 6 1234 5678" too, so an entry
+    under it may be that number's: it is taken for this one's all the same (never contacting
+    is the safe side; in Italy no number starts with 6), and only when asked for."""
     if spelling >= SPELLING:
         return ()
     if kind == PHONE:
-        return _legacy_numbers(address, spelling)
+        own = without_own_zero(address) if merged else None
+        return _legacy_numbers(address, spelling) + ((own,) if own else ())
     ace = _ace_domain(address) if not address.isascii() else None
     if spelling >= 2:
         return (ace,) if ace and spelling == 2 else ()
@@ -123,7 +151,7 @@ def legacy_forms(kind: str, address: str, spelling: int = 1) -> tuple[str, ...]:
 
 def _legacy_numbers(address: str, spelling: int) -> tuple[str, ...]:
     """`legacy_forms` of the phone number `address`."""
-    trunk = with_trunk_prefix(address)
+    trunk = with_trunk_prefix(address) if spelling <= 3 else None
     forms = [trunk] if trunk and _PHONE.fullmatch(trunk) and without_trunk_prefix(trunk) == address \
         else []
     if spelling == 1:

@@ -95,7 +95,7 @@ class Suppressions:
         address = self._normalize(kind, written)
         found = self._keys(kind, address)
         if self.legacy:
-            found += [k for old in legacy_forms(kind, address, self.spelling)
+            found += [k for old in legacy_forms(kind, address, self.spelling, merged=True)
                       for k in self._keys(kind, old)]
         return found
 

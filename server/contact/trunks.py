@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["without_trunk_prefix", "with_trunk_prefix"]
+__all__ = ["without_trunk_prefix", "with_trunk_prefix", "zero_is_the_numbers", "without_own_zero"]
 
 
 @functools.cache
@@ -40,15 +40,10 @@ def _trunk_prefix(code: int) -> str | None:
 
 def _plan(number: str) -> tuple[str, str] | None:
     """(country code, trunk prefix) of the E.164 `number`; None when its country code is none
-    the library knows or its country has no trunk prefix. ITU country codes are prefix-free:
-    the first of 1 to 3 digits that is one is the number's."""
-    codes = _library().COUNTRY_CODE_TO_REGION_CODE
-    for n in (1, 2, 3):
-        code = number[1:1 + n]
-        if int(code) in codes:
-            prefix = _trunk_prefix(int(code))
-            return (code, prefix) if prefix else None
-    return None
+    the library knows or its country has no trunk prefix."""
+    code = _code(number)
+    prefix = _trunk_prefix(int(code)) if code is not None else None
+    return (code, prefix) if prefix else None
 
 
 def _fold_once(number: str) -> str:
@@ -90,3 +85,40 @@ def with_trunk_prefix(number: str) -> str | None:
         return None
     code, prefix = plan
     return f"+{code}{prefix}{number[1 + len(code):]}"
+
+
+def zero_is_the_numbers(code: str, national: str) -> bool:
+    """Whether a 0 written "(0)" after country code `code`, before the digits `national`, is
+    the number's own, not a trunk prefix dialled at home: the plan of `code` has no trunk
+    prefix and the library takes +`code`0`national` for a valid number there (Italy's "+39
+    (0)6 ..." is Rome's 06, San Marino's 0549, Cote d'Ivoire's 07). Anywhere else the "(0)"
+    is dropped, as before ("+44 (0)20 ...", "+49 (0)30 ...", and a stray one in Spain's
+    "+34 (0)91 ...", whose numbers never start with 0)."""
+    if not (code.isdigit() and national.isdigit()) or \
+            int(code) not in _library().COUNTRY_CODE_TO_REGION_CODE or _trunk_prefix(int(code)):
+        return False
+    pn = _library()
+    try:
+        return pn.is_valid_number(pn.parse(f"+{code}0{national}", None))
+    except pn.NumberParseException:
+        return False
+
+
+def without_own_zero(number: str) -> str | None:
+    """The E.164 `number` without the 0 after its country code where that 0 is the number's
+    own (`zero_is_the_numbers`): the form the "(0)" rule before the plans gave "+39 (0)6 1234
+    5678" (+39612345678), which a list or index of that Tailor may hold it under; None for any
+    other number."""
+    plan = _code(number)
+    if plan is None or number[1 + len(plan):2 + len(plan)] != "0":
+        return None
+    national = number[2 + len(plan):]
+    return f"+{plan}{national}" if national and zero_is_the_numbers(plan, national) else None
+
+
+def _code(number: str) -> str | None:
+    """The country code of the E.164 `number` (None: none the library knows). ITU country
+    codes are prefix-free: the first of 1 to 3 digits that is one is the number's."""
+    codes = _library().COUNTRY_CODE_TO_REGION_CODE
+    return next((number[1:1 + n] for n in (1, 2, 3) if int(number[1:1 + n]) in codes), None)
+

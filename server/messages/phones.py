@@ -52,7 +52,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from ..contact.addresses import CHANNEL_KIND, EMAIL, PHONE, SPELLING, legacy_forms, normalize
+from ..contact.addresses import CHANNEL_KIND, EMAIL, PHONE, legacy_forms, normalize
 from ..contact.errors import AddressShared, NotAnAddress
 from ..limits import DEFAULT_LIMITS
 from ..security.secrets import Keyring
@@ -71,6 +71,9 @@ from ..store.tokens import user_token
 
 __all__ = ["normalize_phone", "normalize_email", "AddressIndex", "PhoneIndex", "UNNAMED"]
 
+INDEXED_SPELLING = 3
+"""The oldest `addresses.SPELLING` an index entry may have been normalized under (the index
+came after the "(0)", bracket and NFC rules, before the bare trunk prefix rule)."""
 _LABELS = {"sms": b"sms/phone", "email": b"email/address"}
 """The derivation label of each channel's hashing key (one key of the ring each)."""
 UNNAMED = ADDRESS_UNNAMED
@@ -321,10 +324,12 @@ class AddressIndex:
     def _found_digests(self, normal: str) -> list[str]:
         """The digests `lookup` and `unnamed` read: the address's, and a phone number's in
         the form a Tailor before the bare trunk prefix rule indexed it under (+4407700900123
-        for +447700900123: `addresses.legacy_forms`, a form no other number has today)."""
+        for +447700900123: `addresses.legacy_forms`, a form no other number has today), and
+        the one before the "(0)" rule followed the plans did (+39612345678 for "+39 (0)6 1234
+        5678", Rome's +390612345678: `merged`)."""
         digests = self._digests(normal)
         if self.attribute == PHONE:
-            digests += [d for old in legacy_forms(PHONE, normal, SPELLING - 1)
+            digests += [d for old in legacy_forms(PHONE, normal, INDEXED_SPELLING, merged=True)
                         for d in self._digests(old)]
         return digests
 

@@ -274,8 +274,9 @@ KINDS: tuple[RecordKind, ...] = (
                "ASCII integer: how the suppression list's entries were normalized before "
                "hashing: 1 = some as given (listed before the NFC, bracket and trunk-zero "
                "rules), 2 = some with an xn-- domain (before that rule), 3 = some phone numbers "
-               "with a trunk prefix after the country code (before that rule), 4 = all as "
-               "now (contact.addresses.SPELLING)"),
+               "with a trunk prefix after the country code (before that rule), 4 = some "
+               "phone numbers with Italy's own 0 dropped after a \"(0)\" (before it "
+               "followed the plans), 5 = all as now (contact.addresses.SPELLING)"),
     RecordKind("send_job", "sends", 4, lambda k: k.startswith(K.SEND_JOB_PREFIX),
                "JSON {campaign, context, rates, total, counts, owner, started, finished, "
                "terms, due (a deferred ComposeMessage's job: when to start it; kept "

@@ -550,3 +550,23 @@ async def test_a_stop_opts_out_a_profile_stored_under_an_id_refused_since_and_th
     assert await sms_consent(shared.profiles, texted) is False
     meta = (await asyncio.to_thread(server.profiles.repo.states_and_meta, [old], True))[0][1]
     assert meta["consent"]["sms"]["marketing"]["opted_in"] is False
+
+
+async def test_a_stop_from_rome_reaches_a_number_written_with_its_zero_in_brackets(
+        module_messages_server, shared):
+    """Italy's 0 after +39 is the number's own ("+39 (0)6 1234 5NNN" is Rome's +3906...): the
+    "(0)" rule dropped it, so the profile holding it was indexed (and texted) at +396..., a
+    number nobody has, and the STOP the provider reports from +3906... was "unknown number".
+    One holding it now and one indexed in the old form by a Tailor before: both reached."""
+    server = module_messages_server[0]
+    old, new = next(_NUMBERS), next(_NUMBERS)
+    for n, attributes in ((old, {"first_name": "Ann"}), (new, {"phone": f"+39 (0)6 1234 5{new}"})):
+        await shared.profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=f"u-sms-{n}", attributes=attributes))
+        await shared.profiles.SetConsent(ppb.SetConsentRequest(
+            user_id=f"u-sms-{n}", channel="sms", opted_in=True, source="signup"))
+    digest = server.phones._digests(f"+39612345{old}")[0]
+    server.store.write(lambda txn: server.phones._hold(txn, f"u-sms-{old}", digest))
+    for n in (old, new):
+        assert await reply(shared.settings, f"+390612345{n}", "STOP") == 200
+        assert await sms_consent(shared.profiles, f"u-sms-{n}") is False, n
