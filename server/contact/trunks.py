@@ -9,17 +9,21 @@ San Marino have none (+39 06 is Rome: the 0 is the number's own).
 
 The plans are libphonenumber's (`phonenumbers`, installed as the metadata-only
 `phonenumberslite`): its parser drops the trunk prefix only where the country has one and
-what is left is still a possible number there. It is imported at the first number with a
-country code, not at start (30-120 ms and 1.5-2.6 MB RSS on 2 busy cores; a server that
-never reads a phone number does not pay it; the call that reads the first one, perhaps on the
-event loop, waits that long once), and only a number whose digits after the country code
-start with that country's prefix is parsed at all (~40 us; ~1 us more for the others).
+what is left is still a possible number there. It is loaded at each worker's start, in a
+thread beside the writer processes' start, before the worker serves (`load`, from
+`server.app`): 60-150 ms and 1.5-2.6 MB RSS on 2 busy cores. It was imported at the first
+number read, and the call that read it, on the event loop (a ChooseVariant on sms checking the
+suppression list, an SMS reply), held every other call of the worker that long once. A
+country's own plan still loads at its first number (0.4-9 ms, once). Only a number whose
+digits after the country code start with that country's prefix is parsed at all (~40 us; ~1
+us more for the others).
 """
 from __future__ import annotations
 
 import functools
 
-__all__ = ["without_trunk_prefix", "with_trunk_prefix", "zero_is_the_numbers", "without_own_zero"]
+__all__ = ["without_trunk_prefix", "with_trunk_prefix", "zero_is_the_numbers", "without_own_zero",
+           "load"]
 
 
 @functools.cache
@@ -122,3 +126,8 @@ def _code(number: str) -> str | None:
     codes = _library().COUNTRY_CODE_TO_REGION_CODE
     return next((number[1:1 + n] for n in (1, 2, 3) if int(number[1:1 + n]) in codes), None)
 
+
+def load() -> None:
+    """Import the library and one plan now (the bulk of a first number's cost), off the event
+    loop: a worker's start-up calls it in a thread before it serves (`server.app`)."""
+    without_trunk_prefix("+4407700900123")
