@@ -31,6 +31,7 @@ from email.utils import parseaddr
 
 from contract.keyring import keyring_path
 
+from ..contact.addresses import CHANNEL_KIND
 from ..contact.consent import MARKETING
 from ..contact.policy import ADDRESS_ATTRIBUTES
 from ..errors import FailedPrecondition, TailorError
@@ -57,7 +58,7 @@ from .gate import SendGate
 from .logging import logger
 from .once import Once
 from .phones import normalize_phone
-from .reports import record_report
+from .reports import opt_out_event, record_report
 from .retry import Retry
 from .smtp import SmtpConfig, SmtpSender
 from .webhook import WebhookSender, webhook_body
@@ -319,6 +320,7 @@ class Delivery:
                                         to, at)
             await (listing() if breaker is None or not _bounce(err)
                    else breaker.list_or_hold(listing))
+            await self._opted_out(err, channel, campaign, decision, user, to, at)
             raise
 
     async def _bounced(self, err: Exception, channel: str, campaign: str, decision: str,
@@ -340,6 +342,27 @@ class Delivery:
         except TailorError as failure:
             logger.warning("a%s %s hard-bounced, but its bounce was not recorded: %s",
                            "n" if channel == "email" else "", channel, type(failure).__name__)
+
+    async def _opted_out(self, err: Exception, channel: str, campaign: str, decision: str,
+                         user: str, to: str, at: float) -> None:
+        """A provider's refusal saying the user opted out of the sender
+        (`DeliveryRefused.opted_out`: an SMS provider's 21610, STOP texted to the carrier,
+        `webhook.OPTED_OUT_CODES`) is recorded as their `unsubscribe` event on `channel`
+        (`reports.opt_out_event`), which opts them out, and every profile at the number with
+        them, as a reported one does; while their profile holds `to` (a dead letter to a number
+        they no longer hold says nothing of the one they hold), dated `at`. At once, never held
+        by a job's breaker (it is no bounce). A failure here is logged (its kind only): the
+        refusal stands, its letter kept."""
+        if not (isinstance(err, DeliveryRefused) and err.opted_out):
+            return
+        try:
+            if self.suppressions is not None and \
+                    not await self.suppressions.holds(user, CHANNEL_KIND[channel], to):
+                return
+            await self.events.track([opt_out_event(channel, campaign, decision, user, at)])
+        except TailorError as failure:
+            logger.warning("a %s was refused as opted out, but the opt-out was not recorded: "
+                           "%s", channel, type(failure).__name__)
 
     async def _went(self, channel: str, user: str, to: str) -> None:
         """Index `to` for `user` before a text goes there (`AddressIndex.went`): one composed
@@ -477,6 +500,8 @@ class Delivery:
             letter.reason, letter.attempts = err.reason, letter.attempts + err.attempts
             await self._bounced(err, letter.channel, letter.campaign, letter.decision,
                                 letter.user, letter.to, handed)
+            await self._opted_out(err, letter.channel, letter.campaign, letter.decision,
+                                  letter.user, letter.to, handed)
             raise
         except NoLongerAllowed as err:  # refused before a retry: kept, as above
             letter.reason = err.reason

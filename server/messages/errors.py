@@ -131,19 +131,24 @@ class Transient(Exception):
 
 class Permanent(Exception):
     """An adapter's failure that a retry would not change (an SMTP 5xx reply, a webhook's 4xx).
-    `bounced`: the relay said the address itself does not take mail (a hard bounce)."""
+    `bounced`: the relay said the address itself does not take mail (a hard bounce);
+    `opted_out`: the provider said the address's owner opted out of the sender (an SMS STOP
+    to the carrier, `webhook.OPTED_OUT_CODES`)."""
 
-    def __init__(self, reason: str, bounced: bool = False):
+    def __init__(self, reason: str, bounced: bool = False, opted_out: bool = False):
         super().__init__(reason)
-        self.reason, self.bounced = reason, bounced
+        self.reason, self.bounced, self.opted_out = reason, bounced, opted_out
 
 
 class DeliveryRefused(FailedPrecondition):
     """The relay or provider refused the message for good; it is kept as a dead letter.
-    `bounced`: `Permanent.bounced` (the address is then put on the suppression list)."""
+    `bounced`: `Permanent.bounced` (the address is then put on the suppression list);
+    `opted_out`: `Permanent.opted_out` (the user's opt-out is then recorded)."""
 
-    def __init__(self, channel: str, reason: str, attempts: int, bounced: bool = False):
+    def __init__(self, channel: str, reason: str, attempts: int, bounced: bool = False,
+                 opted_out: bool = False):
         self.reason, self.attempts, self.bounced = reason, attempts, bounced
+        self.opted_out = opted_out
         super().__init__(f"deliver: the {channel} adapter refused the message ({reason})")
 
 

@@ -16,7 +16,7 @@ from ..contact.suppression import SUPPRESSING_EVENTS
 from ..interfaces import EventRecorder
 from ..profiles import TrackedEvent
 
-__all__ = ["report_event", "record_report"]
+__all__ = ["report_event", "record_report", "opt_out_event"]
 
 
 def report_event(event_type: str, campaign_id: str, decision_id: str, user_id: str,
@@ -45,3 +45,15 @@ async def record_report(events: EventRecorder, suppressions, event_type: str, ad
         return False
     await events.track([report_event(event_type, campaign_id, decision_id, user_id, at)])
     return True
+
+
+def opt_out_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
+                  at: float) -> TrackedEvent:
+    """The `unsubscribe` event on `channel` of a provider's refusal saying the user opted out
+    of the sender (an SMS STOP to the carrier: `webhook.OPTED_OUT_CODES`), its id fixed by the
+    decision (a retried dead letter refused again counts once). It takes the path every
+    unsubscribe event takes: the user opted out in the ingestion's transaction
+    (`profiles.repository`), every other profile at the address after it
+    (`messages.optout.SharedOptOut`)."""
+    return TrackedEvent(f"unsubscribe-{channel}-{decision_id}", user_id, "unsubscribe", channel,
+                        campaign_id, "", 0.0, at, {"decision_id": decision_id})

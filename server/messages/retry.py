@@ -54,7 +54,8 @@ class Retry:
                 await call()
                 return attempt
             except Permanent as err:
-                raise DeliveryRefused(channel, err.reason, attempt, err.bounced) from None
+                raise DeliveryRefused(channel, err.reason, attempt, err.bounced,
+                                      err.opted_out) from None
             except Transient as err:
                 if attempt == self.attempts:
                     raise DeliveryUnavailable(channel, err.reason, attempt) from None

@@ -23,8 +23,9 @@ provider's error code (`error_code`): JSON `{"code": ...}` (Twilio's REST error)
 number itself takes no texts (`NUMBER_GONE_CODES`) is a hard bounce, as SMTP's 5.1.1
 (`Permanent.bounced`: the number is listed, the user's `sms_bounce` event recorded:
 `Delivery._bounced`); any other code, or none, is the refusal it was (4xx permanent, nothing
-listed). Before, every 4xx was the same `webhook 4xx` and a dead number was texted again by
-every campaign.
+listed). A code saying the number's owner texted STOP to the sender (`OPTED_OUT_CODES`:
+21610) is their opt-out of sms (`Permanent.opted_out`: `Delivery._opted_out`). Before, every 4xx
+was the same `webhook 4xx` and a dead number was texted again by every campaign.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     import aiohttp
 
 __all__ = ["WebhookSender", "webhook_body", "error_code", "code_of", "CODE_DIGITS",
-           "KEY_ID_HEADER", "NUMBER_GONE_CODES", "RETRIED_STATUSES"]
+           "KEY_ID_HEADER", "NUMBER_GONE_CODES", "OPTED_OUT_CODES", "RETRIED_STATUSES"]
 
 KEY_ID_HEADER = "X-Tailor-Key-Id"
 RETRIED_STATUSES = frozenset({408, 429})
@@ -51,6 +52,12 @@ destination handset (the number does not exist), 30006 landline or unreachable c
 30003 (unreachable handset: Twilio's own page says it is usually temporary, a phone off or
 without signal), nor 21610 (the recipient texted STOP to the sender: an opt-out, not a bounce),
 nor 21612 (no route from this sender: about the sender, not the number)."""
+OPTED_OUT_CODES = frozenset({21610})
+"""Twilio's error codes that say the number's owner opted out of texts from the sender: 21610,
+they replied STOP to it and the carrier (the provider) refuses every text from it to the number
+until START. The user's opt-out, recorded as an `unsubscribe` event on sms would be
+(`Delivery._opted_out`); before, it was listed nowhere and every campaign texted it again (each
+refused, each a dead letter)."""
 
 
 def webhook_body(message, to: str) -> bytes:
@@ -110,7 +117,8 @@ class WebhookSender:
         code = error_code(body)
         if code is None:
             raise Permanent(f"webhook {status}")
-        raise Permanent(f"webhook {status} code {code}", bounced=code in NUMBER_GONE_CODES)
+        raise Permanent(f"webhook {status} code {code}", bounced=code in NUMBER_GONE_CODES,
+                        opted_out=code in OPTED_OUT_CODES)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -365,6 +365,40 @@ async def test_a_number_the_provider_says_takes_no_texts_is_listed_as_a_hard_bou
     assert len(provider.requests) == 2  # a 4xx is not retried, either way
 
 
+async def test_a_number_whose_owner_texted_stop_to_the_carrier_is_their_sms_opt_out(
+        provider, campaigns, profiles, messaging, caplog):
+    """A 400 carrying Twilio's 21610 says the number's owner replied STOP to the sender: the
+    carrier refuses every text from it until START. It is their opt-out of sms, recorded as an
+    `unsubscribe` event on sms (the user's consent withdrawn, and that of the profile sharing
+    the number, as such an event's), nothing listed, the user id nowhere in the log. Before,
+    it was listed nowhere: each campaign texted the number again, each refused."""
+    await sms_user(campaigns, profiles, "stopper-1")
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(  # a family phone
+        user_id="stopper-2", attributes={"phone": "+44 7700 900123"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="stopper-2", channel="sms",
+                                                    opted_in=True, source="signup"))
+    provider.answer(400)
+    provider.refusal_body = json.dumps({"code": 21610, "status": 400})
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(compose("stopper-1"))
+    assert "webhook 400 code 21610" in err.value.details()
+    [optout] = await sent_events(profiles, "unsubscribe")
+    assert (optout.user_id, optout.channel) == ("stopper-1", "sms")
+    for user in ("stopper-1", "stopper-2"):
+        for _ in range(100):  # the other profile's after the batch's commit (its outbox)
+            got = await profiles.GetProfile(ppb.GetProfileRequest(user_id=user))
+            if not got.consent["sms"].opted_in:
+                break
+            await asyncio.sleep(0.05)
+        assert not got.consent["sms"].opted_in, user
+    assert not (await profiles.CheckSuppression(ppb.SuppressionAddress(
+        phone="+447700900123"))).suppressed
+    assert await sent_events(profiles, "sms_bounce") == []
+    again = await messaging.ComposeMessage(compose("stopper-1"))  # not texted again
+    assert not again.delivered and len(provider.requests) == 1
+    assert "stopper" not in caplog.text
+
+
 async def test_a_refusals_code_out_of_range_is_no_code(provider, campaigns, profiles,
                                                       messaging):
     """The provider's reply is untrusted: a JSON number of hundreds of digits (or a negative
