@@ -25,8 +25,12 @@ The SMS provider's status callback of a text that did not arrive comes the same 
 `id`>, "address": <the number>, "error_code": <the provider's code, a number or its digits>}.
 A code saying the number takes no texts for good (`webhook.NUMBER_GONE_CODES`) lists the
 number and records the user's `sms_bounce` event, as the provider's synchronous refusal with it
-does (`Delivery._bounced`); any other code (30003: a phone off, usually for a while) records
-nothing (`address_listed` false). An SMS report is a bounce with a code (400 otherwise).
+does (`Delivery._bounced`); a code saying the number's owner texted STOP to the sender
+(`webhook.OPTED_OUT_CODES`: 21610) records the user's `unsubscribe` event on sms, their
+opt-out, while their profile holds the number, as the synchronous refusal with it does
+(`Delivery._opted_out`; nothing listed); any other code (30003: a phone off, usually for a
+while) records nothing (`address_listed` false). An SMS report is a bounce with a code (400
+otherwise).
 """
 from __future__ import annotations
 
@@ -40,8 +44,8 @@ from ..contact.addresses import CHANNEL_KIND, normalize
 from ..errors import InvalidArgument
 from ..interfaces import DecisionOwners, EventRecorder
 from ..limits import Limits
-from ..messages.reports import record_report
-from ..messages.webhook import CODE_DIGITS, NUMBER_GONE_CODES, code_of
+from ..messages.reports import opt_out_event, record_report
+from ..messages.webhook import CODE_DIGITS, NUMBER_GONE_CODES, OPTED_OUT_CODES, code_of
 from ..security.userref import user_ref
 from ..validation import check_id, check_known, check_text
 from .signing import SignedRequests
@@ -54,6 +58,8 @@ REPORT_TYPES = {"bounce": "email_bounce", "complaint": "email_complaint"}
 """Report type -> the tracked event type it records (an email's)."""
 SMS_BOUNCE = "sms_bounce"
 """The tracked event type an SMS report whose code says the number is gone records."""
+SMS_OPT_OUT = "unsubscribe"
+"""The tracked event type an SMS report whose code says the owner opted out records."""
 
 
 _JSON_TYPES = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
@@ -122,7 +128,8 @@ class DeliveryEvents:
         if code is None:
             raise InvalidArgument("error_code", "an sms report carries the provider's error "
                                   f"code (a number of at most {CODE_DIGITS} digits)")
-        return (SMS_BOUNCE if code in NUMBER_GONE_CODES else ""), decision, address
+        return (SMS_BOUNCE if code in NUMBER_GONE_CODES else
+                SMS_OPT_OUT if code in OPTED_OUT_CODES else ""), decision, address
 
     async def apply(self, report: dict) -> dict:
         """Record the report; what happened (`user_found`, `address_listed`)."""
@@ -132,7 +139,21 @@ class DeliveryEvents:
         user, campaign = owner or (None, "")  # is not brought back (refused as late)
         if not event_type:  # an sms code that says nothing for good about the number
             return {"user_found": owner is not None, "address_listed": False}
+        if event_type == SMS_OPT_OUT:
+            await self._opted_out(user, campaign, decision, address, received)
+            return {"user_found": owner is not None, "address_listed": False}
         if await record_report(self.events, self.suppressions, event_type, address,
                                user, campaign, decision, received):
             logger.info("%s of %s (decision %s)", event_type, user_ref(user), decision)
         return {"user_found": owner is not None, "address_listed": bool(address)}
+
+    async def _opted_out(self, user: str | None, campaign: str, decision: str, address: str,
+                         received: float) -> None:
+        """Record the `unsubscribe` event on sms of the message's user (None: not known) for a
+        report saying they texted STOP to the sender, unless their profile holds another
+        number than the one reported (`Suppressions.holds`)."""
+        if user is None or (address and self.suppressions is not None
+                            and not await self.suppressions.holds(user, CHANNEL_KIND["sms"], address)):
+            return
+        await self.events.track([opt_out_event("sms", campaign, decision, user, received)])
+        logger.info("sms opt-out of %s reported (decision %s)", user_ref(user), decision)

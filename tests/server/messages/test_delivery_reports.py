@@ -258,3 +258,36 @@ async def test_an_sms_status_report_lists_a_gone_number_and_not_an_unreachable_o
         status, text = await report(settings, {"type": "bounce", "channel": "sms",
                                                "address": "+447700900702", "error_code": code})
         assert status == 400 and "error_code" in text and "at most 9 digits" in text
+
+
+async def test_an_sms_status_report_of_a_stop_to_the_carrier_opts_the_user_out(
+        settings, campaigns, profiles, messaging):
+    """The status callback of a text refused with 21610 (its number's owner texted STOP to
+    the sender) records the user's `unsubscribe` event on sms, their opt-out, and lists
+    nothing; one reporting a number the profile no longer holds records nothing. Before, 21610
+    recorded nothing either way, and every campaign texted the number again."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="sms", channel="sms", policy="fixed",
+        variants=[cpb.Variant(id="s", content={"text": "Hi"})])))
+    for user, number in (("s1", "+447700900711"), ("s2", "+447700900712")):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"phone": number}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
+                                                        opted_in=True, source="signup"))
+    answers = []
+    for user, number in (("s1", "+447700900711"), ("s2", "+447700900799")):  # s2: not theirs
+        decision = (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="sms", user_id=user))).decision_id
+        status, text = await report(settings, {"type": "bounce", "channel": "sms",
+                                               "decision_id": decision, "address": number,
+                                               "error_code": 21610})
+        answers.append((status, json.loads(text)))
+    assert answers == [(200, {"user_found": True, "address_listed": False})] * 2
+    consent = [(await profiles.GetProfile(ppb.GetProfileRequest(user_id=u))).consent["sms"]
+               .opted_in for u in ("s1", "s2")]
+    assert consent == [False, True]
+    events = [e async for e in profiles.ExportEvents(ppb.ExportEventsRequest())
+              if e.type == "unsubscribe"]
+    assert [(e.user_id, e.channel) for e in events] == [("s1", "sms")]
+    assert not (await profiles.CheckSuppression(ppb.SuppressionAddress(
+        phone="+447700900711"))).suppressed
