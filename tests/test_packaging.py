@@ -84,9 +84,11 @@ def test_the_server_loads_the_http_stack_and_dkim_only_when_configured():
     assert loaded_modules("server.app", ("aiohttp", "dkim", "dns")) == []
 
 
-def test_the_server_loads_the_numbering_plans_only_when_it_reads_a_number():
+def test_importing_the_server_does_not_load_the_numbering_plans():
     """phonenumbers (the trunk prefixes of `server.contact.trunks`) costs 30-120 ms and
-    1.5-2.6 MB to import: the first phone number pays it, not every start."""
+    1.5-2.6 MB to import: importing the server does not pay it (a CLI command, a writer child);
+    a server's start loads it in a thread before serving (tests/server/test_phone_plans.py),
+    and a process that only normalizes a number loads it then."""
     assert loaded_modules("server.app", ("phonenumbers",)) == []
     assert loaded_modules("server.contact.addresses as a; a.normalize('phone', '+44 07700 900123', "
                           "20)", ("phonenumbers",)) == ["phonenumbers"]
