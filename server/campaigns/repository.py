@@ -72,7 +72,7 @@ from .records import (
     RewardOutcome,
     RewardRequest,
 )
-from .requests import RequestIds
+from .requests import RequestIds, request_of
 from .spec import Campaign
 
 __all__ = ["CampaignRepository", "writer_functions", "PENDING", "REWARDED", "DEFAULT",
@@ -250,11 +250,11 @@ class CampaignRepository:
             out = [r or rec.reason for r, rec in zip(reasons, records)]
             # a row repeating an earlier row of this batch was answered that row's decision:
             # its entry says so at once (its first caller giving up no longer withdraws it)
-            again = {digest for i, digest in asked if repeats.get(i).__class__ is int}
+            again = {request_of(d) for i, d in asked if repeats.get(i).__class__ is int}
             for i, digest in asked:
                 if i not in repeats:
                     self.requests.remember(txn, digest, recs[i].decision_id, now,
-                                           repeated=digest in again)
+                                           repeated=request_of(digest) in again)
             for i, original in repeats.items():  # the logged record, or the row it repeats
                 out[i] = original if original.__class__ in (dict, str) else \
                     _as_logged(recs[original])
@@ -276,17 +276,18 @@ class CampaignRepository:
         withdrawn, still logged, within the window."""
         out, first = {}, {}
         for i, digest in asked:
-            if digest in first:
-                out[i] = first[digest]
+            request = request_of(digest)  # with the unkeyed digest or not: one request
+            if request in first:
+                out[i] = first[request]
                 continue
             known = self.requests.find(txn, digest, now)
             found = None if known is None else self._lookup(txn, known[1]["d"])
             if found is None or (found[1]["status"] == SUPPRESSED
                                  and found[1].get("reason") == WITHDRAWN):
-                first[digest] = i
+                first[request] = i
                 continue
             self.requests.repeated(txn, known)
-            out[i] = first[digest] = found[1]
+            out[i] = first[request] = found[1]
         return out
 
     def answered(self, digest: bytes, now: float) -> dict | None:

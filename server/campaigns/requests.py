@@ -49,7 +49,9 @@ a look-up that misses the keyed one also reads the unkeyed one in both buckets (
 before, its legacy key) until one window has passed since the process started (every entry
 made before the upgrade has expired by then). A server's calls stop computing the unkeyed one
 then too (`RequestDigests`: the keyed digest alone, which the look-up takes as "no unkeyed
-entry to read"). Those entries expire with their buckets; the legacy entries the conversion
+entry to read"), so one request may come with both digests (a process in its first window)
+and with the keyed one alone (another past it): the writer tells requests apart by the keyed
+one (`request_of`). Those entries expire with their buckets; the legacy entries the conversion
 moves keep their unkeyed digest.
 """
 from __future__ import annotations
@@ -69,7 +71,7 @@ from ..store.keys import (
 )
 
 __all__ = ["request_digest", "unkeyed_digest", "RequestDigests", "RequestIds", "EXPIRE_PER_ENTRY",
-           "DIGEST_CHARS"]
+           "DIGEST_CHARS", "request_of"]
 
 EXPIRE_PER_ENTRY = 8
 """Expired entries a new entry removes (more than one: the remembered ids shrink back to those
@@ -113,6 +115,13 @@ class RequestDigests:
         text = _text(caller, campaign_id, user_id, request_id)
         keyed = tokens.keyed_digest(_DOMAIN, text)[:DIGEST_CHARS].encode()
         return keyed if now > self.unkeyed_until else keyed + _blake2b(text)
+
+
+def request_of(digest: bytes) -> bytes:
+    """What names the request of `digest` (`request_digest`, `RequestDigests`): its keyed
+    digest. Whether the unkeyed one follows depends on the process that computed it (its
+    first window or not), so two digests of one request compare equal only by this."""
+    return digest[:DIGEST_CHARS]
 
 
 def unkeyed_digest(caller: str, campaign_id: str, user_id: str, request_id: str) -> bytes:

@@ -251,3 +251,27 @@ async def test_a_retry_after_the_upgrade_gets_the_decision_remembered_by_the_unk
         logged = [r.decision_id async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
             campaign_id="c1", include_pending=True, include_suppressed=True))]
     assert again == first and logged == [first.decision_id]
+
+
+async def test_a_repeat_in_its_first_attempts_batch_is_one_decision_whichever_digests_it_carries(
+        stub, tailor_server):
+    """A process computes a request id's unkeyed digest only in its first window
+    (`RequestDigests`): two workers started at different times, or one call on each side of
+    that moment, send the same request with both digests and with the keyed one alone. Queued
+    in one writer batch, the repeat was told from the first attempt by the whole digest and
+    logged as a second decision (a second contact against the caps)."""
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=_spec("c1")))
+    campaigns = tailor_server.campaigns
+    digests, until = campaigns._digests, campaigns._digests.unkeyed_until
+    try:
+        digests.unkeyed_until = float("inf")  # a worker in its first window: both digests
+        first = campaigns.decide("c1", "dan", {}, request_id="z")
+        digests.unkeyed_until = 0.0  # one past it: the keyed digest alone
+        repeat = campaigns.decide("c1", "dan", {}, request_id="z")
+    finally:
+        digests.unkeyed_until = until
+    assert first.request.startswith(repeat.request) and first.request != repeat.request
+    answers = await asyncio.gather(first.logged(), repeat.logged())  # one batch
+    logged = await _settled(tailor_server, "dan")
+    assert [a.decision_id for a in answers] == [first.choice.decision_id] * 2
+    assert list(logged) == [first.choice.decision_id]
