@@ -395,11 +395,9 @@ class Profiles:
         for a profile the store holds, checked in the write: none is made under it
         (INVALID_ARGUMENT, as before the profile existed)."""
         lim = self.limits
-        refused = refused_since(user_id, lim.id_bytes)
-        if refused is None:
+        absent = _if_absent(user_id, lim.id_bytes)
+        if absent is None:
             check_id("user_id", user_id, lim.id_bytes)
-        absent = None if refused is None else InvalidArgument(
-            "user_id", refused + STORED_ONLY)
         check_count("attributes", len(attributes), lim.profile_attributes)
         for k, v in attributes.items():
             if v:  # a key stored before keys were checked may still be removed
@@ -439,11 +437,14 @@ class Profiles:
         and has no profile since. `existing` changes name stored profiles (a link the server
         signed, its address index: `_check_named`). An opt-out takes an id stored before C1 and
         bidirectional controls were refused too: an opt-out is never refused for the id's
-        spelling (`check_stored_id`)."""
+        spelling (`check_stored_id`), but SetConsent's (not `existing`) is taken only for the
+        profile stored under it, checked in the write, as by `upsert_attributes`: none is made
+        under such an id (INVALID_ARGUMENT)."""
         _check_named(user_id, self.limits.id_bytes, existing or not opted_in)
+        absent = None if existing else _if_absent(user_id, self.limits.id_bytes)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
         await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change",
-                                existing=existing)
+                                existing=existing, absent=absent)
 
     async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
                            source: str, timestamp: float = 0.0, purpose: str = "",
@@ -879,6 +880,14 @@ def _check_attributes_total(before: tuple[int, int], after: tuple[int, int], lim
     if after[1] > lim.profile_attributes_bytes and after[1] > before[1]:
         raise ProfileAttributesFull("bytes", after[1], lim.profile_attributes_bytes,
                                     "profile_attributes_bytes")
+
+
+def _if_absent(user_id: str, id_bytes: int) -> InvalidArgument | None:
+    """The refusal of a call that takes an id stored before C1 and bidirectional controls were
+    refused (`refused_since`) for the profile stored under it only, raised in its write when
+    there is none (`ProfileRepository.update_meta`'s `absent`); None for any other id."""
+    refused = refused_since(user_id, id_bytes)
+    return None if refused is None else InvalidArgument("user_id", refused + STORED_ONLY)
 
 
 def _check_named(user_id: str, id_bytes: int, existing: bool) -> None:

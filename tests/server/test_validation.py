@@ -235,6 +235,27 @@ async def test_an_opt_out_of_a_profile_stored_under_such_an_id_is_recorded(stubs
     assert _email_consent(await tailor_server.profiles.export_user(user_id)) is False
 
 
+async def test_an_opt_out_under_such_an_id_makes_no_profile(stubs, tailor_server):
+    """SetConsent opted_in=false takes such an id for the profile stored under it (the test
+    above), and made one under an id none was stored under: after it, UpsertAttributes (taken
+    for a stored profile since) set attributes, an address the index names, under an id the
+    rule keeps out. Refused as UpsertAttributes refuses it, nothing made."""
+    import asyncio
+    prof, nobody = stubs[1], "dee\u202e"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await prof.SetConsent(ppb.SetConsentRequest(user_id=nobody, channel="email",
+                                                    opted_in=False, source="support"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == ("user_id: contains a bidirectional control character "
+                                   "(U+202E) (taken only for a profile stored before such ids "
+                                   "were refused: none is)")
+    assert await asyncio.to_thread(tailor_server.profiles.repo.states_and_meta, [nobody],
+                                   True) == [(None, None)]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await prof.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=nobody, attributes={"email": "dee@example.com"}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
 def _email_consent(export) -> bool:
     """The marketing email consent of an access export's profile."""
     return next(c["opted_in"] for c in export.profile.consent
