@@ -1,21 +1,25 @@
 """The decision-log writer alone: CPU per logged decision, in process, before/after in one run.
 
     python -m loadtests.bench_decision_log [--mode plan|choose|choose-ids|both] [--rounds 3]
-        [--slices 1 4] [--server-src DIR]
+        [--slices 1 4] [--batch 16] [--server-src DIR]
 
 Calls the campaigns writer's batch functions (`server.campaigns.repository.writer_functions`,
 as the writer child process calls them) on a new store with fsync and encryption at rest on, and
-prints this process's CPU time and the bytes it sent to storage (`/proc/self/io`: with
-fsync, what the page cache wrote back for it) per decision, after a fifth of the calls as
-warm-up:
+prints this process's CPU time (user + system, and the system share) and the bytes it sent to
+storage (`/proc/self/io`: with fsync, what the page cache wrote back for it) per decision, after
+a fifth of the calls as warm-up:
 - plan: PlanCampaign transactions of `--slices` slices of 250 new users each
   ("decision_batches"; the server commits `PLAN_SLICES_A_COMMIT` = 1 a transaction beside
   other writes, `PLAN_SLICES_ALONE` = 4 alone, up to 8 before stop 23), push, no caps (every
   user gets a data key, a decision record and a contact history); each `--slices` value is a
   line of its own;
-- choose: ChooseVariant-sized transactions of 16 decisions ("decisions") over 4,096 users on
+- choose: 2,500 ChooseVariant-sized transactions of `--batch` decisions ("decisions"; 16 by
+  default; each value a line of its own) over 4,096 warm users (each has a data key and
+  `WARM_CONTACTS` contacts before the first call, as the server bench's reused users do) on
   email with two caps (email 50/day, any 100/week), so contact histories grow as under
-  `bench_contact`;
+  `bench_contact`. The server's ChooseVariant batches are small (2-6 decisions a commit at
+  max), so `--batch 1 4 16` shows the fixed cost of a transaction: the CPU per decision times
+  the batch, against the batch;
 - choose-ids: the same, each decision with a new request id (`campaigns.requests`: what the
   Python client sends), the ids remembered for `TAILOR_LIMITS__REQUEST_ID_WINDOW_SECONDS`
   (set it to 1 to measure the steady state, where each new id also forgets expired ones).
@@ -34,6 +38,14 @@ import time
 from pathlib import Path
 
 CAPS = (("email", 50, 86400.0), ("*", 100, 7 * 86400.0))
+USERS = 4096
+WARM_CONTACTS = 2
+"""Decisions logged for every user before a choose run's first call (in transactions of
+`WARM_BATCH`), so every batch size meets users with data keys and histories."""
+WARM_BATCH = 16
+"""ChooseVariant-sized: warming in transactions of 512 wrote past the data file's filled
+margin on the young store (`store.growth`), left its pages in large folios, and every later
+commit of one decision sent 330 KiB to storage instead of 70."""
 
 
 def _ids(n: int) -> list[str]:
@@ -65,9 +77,10 @@ def _written() -> int:
         return 0
 
 
-def run(mode: str, slices: int = 4) -> tuple[float, float]:
-    """(CPU microseconds, KiB sent to storage) per decision of this process's code (its
-    `server` package); plan transactions of `slices` slices of 250."""
+def run(mode: str, slices: int = 4, batch: int = 16) -> tuple[float, float, float]:
+    """(CPU microseconds, KiB sent to storage, system CPU microseconds) per decision of this
+    process's code (its `server` package); plan transactions of `slices` slices of 250, choose
+    transactions of `batch` decisions."""
     from server.campaigns.repository import writer_functions
     from server.security.secrets import Secrets
     from server.store import Store
@@ -77,7 +90,7 @@ def run(mode: str, slices: int = 4) -> tuple[float, float]:
     store = Store(root / "store", map_size=4 << 30, sync=True,
                   crypto=StoreCrypto.from_secrets(secrets))
     fns = writer_functions(store)
-    users = [f"u{i}" for i in range(4096)]
+    users = [f"u{i}" for i in range(USERS)]
     ids = _tree_ids()
 
     def plan(k: int) -> int:
@@ -86,34 +99,38 @@ def run(mode: str, slices: int = 4) -> tuple[float, float]:
                                   for i, d in enumerate(ids(250))] for j in range(slices)])
         return 250 * slices
 
-    def choose(k: int) -> int:
+    def choose(k: int, size: int = batch) -> int:
         now = time.time()
-        fns["decisions"]([_row(d, users[(k * 16 + i) % 4096], now, i, "email", CAPS)
+        fns["decisions"]([_row(d, users[(k * size + i) % USERS], now, i, "email", CAPS)
                           + ((False, os.urandom(16).hex().encode()) if mode == "choose-ids" else ())
-                          for i, d in enumerate(ids(16))])
-        return 16
+                          for i, d in enumerate(ids(size))])
+        return size
     call, calls = (plan, 480 // slices) if mode == "plan" else (choose, 2500)
+    if mode != "plan":  # warm users: data keys made, histories begun
+        for k in range(USERS * WARM_CONTACTS // WARM_BATCH):
+            choose(k, WARM_BATCH)
     for k in range(calls // 5):
         call(k)
-    cpu0, disk0, n = time.process_time(), _written(), 0
+    t0, disk0, n = os.times(), _written(), 0
     for k in range(calls // 5, calls):
         n += call(k)
-    cpu, disk = time.process_time() - cpu0, _written() - disk0
+    t1, disk = os.times(), _written() - disk0
     store.close()
-    return 1e6 * cpu / n, disk / 1024 / n
+    user, system = t1.user - t0.user, t1.system - t0.system
+    return 1e6 * (user + system) / n, disk / 1024 / n, 1e6 * system / n
 
 
-def _in(src: Path | None, mode: str, slices: int) -> tuple[float, float]:
+def _in(src: Path | None, mode: str, slices: int, batch: int) -> tuple[float, float, float]:
     if src is None:
-        return run(mode, slices)
+        return run(mode, slices, batch)
     # this file's `run` with the other tree's `server` (that tree may not have this bench)
     out = subprocess.run([sys.executable, "-c", "import runpy, sys; print(runpy.run_path("
-                          "sys.argv[1])['run'](sys.argv[2], int(sys.argv[3]))[:2])", __file__, mode,
-                          str(slices)], cwd=src,
+                          "sys.argv[1])['run'](sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))",
+                          __file__, mode, str(slices), str(batch)], cwd=src,
                          check=True, env={**os.environ, "PYTHONPATH": str(Path(src).resolve())},
                          capture_output=True, text=True)
-    us, kib = out.stdout.split("\n")[-2].strip("()").split(",")
-    return float(us), float(kib)
+    us, kib, sys_us = out.stdout.split("\n")[-2].strip("()").split(",")
+    return float(us), float(kib), float(sys_us)
 
 
 def main(argv=None) -> int:
@@ -124,22 +141,27 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=positive(int), default=3)
     p.add_argument("--slices", type=positive(int), nargs="+", default=None,
                    help="slices of 250 per plan transaction (default: the server's two)")
+    p.add_argument("--batch", type=positive(int), nargs="+", default=[16],
+                   help="decisions per choose transaction (default: 16)")
     add_server_src_argument(p)
     args = p.parse_args(argv)
     if args.slices is None:
         from server.campaigns.repository import PLAN_SLICES_A_COMMIT, PLAN_SLICES_ALONE
         args.slices = [PLAN_SLICES_A_COMMIT, PLAN_SLICES_ALONE]
-    modes = [("plan", n) for n in args.slices] if args.mode in ("plan", "both") else []
-    modes += [(args.mode if args.mode != "both" else "choose", 0)] if args.mode != "plan" else []
+    modes = [("plan", n, 0) for n in args.slices] if args.mode in ("plan", "both") else []
+    choose = args.mode if args.mode != "both" else "choose"
+    modes += [(choose, 0, b) for b in args.batch] if args.mode != "plan" else []
     for r in range(1, args.rounds + 1):
-        for mode, slices in modes:
-            name = f"plan x{slices}" if slices else mode
+        for mode, slices, batch in modes:
+            name = f"plan x{slices}" if slices else f"{mode} x{batch}"
             for label, src in ((("before", args.server_src),) if args.server_src else ()) + (
                     ("this tree", None),):
                 load = os.getloadavg()[0]
-                us, kib = _in(src, mode, slices)
-                print(f"round {r} {name:8s} {label:9s}: {us:6.1f} us CPU, {kib:6.1f} KiB to "
-                      f"storage per decision (load average {load:.1f})", flush=True)
+                us, kib, sys_us = _in(src, mode, slices, batch)
+                per_txn = f", {us * batch:7.1f} us a transaction" if batch else ""
+                print(f"round {r} {name:13s} {label:9s}: {us:6.1f} us CPU ({sys_us:6.1f} system)"
+                      f"{per_txn}, {kib:6.1f} KiB to storage per decision (load average "
+                      f"{load:.1f})", flush=True)
     return 0
 
 

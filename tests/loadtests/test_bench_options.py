@@ -31,6 +31,7 @@ from tests.conftest import ROOT, run_module
     (("bench_seen_ingest", "--batches", "0"), "argument --batches: 0 is not a number above 0"),
     (("bench_impression_flush", "--items", "0"), "argument --items: 0 is not a number above 0"),
     (("bench_decision_log", "--rounds", "0"), "argument --rounds: 0 is not a number above 0"),
+    (("bench_decision_log", "--batch", "0"), "argument --batch: 0 is not a number above 0"),
     (("bench", "--users", "-1"), "argument --users: -1 is not a number above 0"),
     (("capacity", "--update", "README.md"), "--update README.md: no capacity table markers"),
     (("capacity", "--update", "missing.md"), "--update missing.md: no such file or directory"),
