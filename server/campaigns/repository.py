@@ -102,6 +102,9 @@ class CampaignRepository:
         self.recheck = Recheck(store)
         self.limits = limits
         self._parsed: dict[bytes, Campaign] = {}
+        self._counted: dict[bytes, tuple[bytes, dict]] = {}
+        """{counters key: (the bytes `_count` wrote there last, their dict)}: the next
+        transaction that reads the same bytes takes the dict instead of decoding them."""
 
     def parse(self, raw: bytes) -> Campaign:
         """Campaign from its stored bytes, memoised on the bytes (a pure cache)."""
@@ -388,7 +391,8 @@ class CampaignRepository:
         changed (`split_at`) is counted in the counts before it (`split_from`) too: logged
         after the change or withdrawn after it, it stays out of the split check's counts."""
         key = count_key(campaign_id)
-        c = _counters(self._b.get(txn, key))
+        raw, last = self._b.get(txn, key), self._counted.pop(key, None)
+        c = last[1] if last is not None and last[0] == raw else _counters(raw)
         split_at = c.get("split_at")
         for (arm, at), step in [*((a, 1) for a in arms), *((a, -1) for a in withdrawn)]:
             if arm == B.HOLDOUT:
@@ -403,7 +407,12 @@ class CampaignRepository:
             if resolved["arm"] == B.HOLDOUT:
                 c["holdout_rewarded"] += 1
                 c["holdout_rewards"] += resolved["reward"]
-        self._b.put(txn, key, json.dumps(c).encode())
+        raw = json.dumps(c).encode()
+        self._b.put(txn, key, raw)
+        if len(self._counted) >= 1024:
+            self._counted.clear()
+        self._counted[key] = (raw, c)  # popped above: a transaction that fails
+        # between its change of `c` and here leaves no entry, and the next one decodes
 
     def _finalize(self, txn, pkey: bytes, rec: dict, reward: float, status: str,
                   now: float) -> None:
@@ -588,9 +597,14 @@ class CampaignRepository:
 
 
 def _counters(raw: bytes | None) -> dict:
+    """The counters stored as `raw` (JSON, ASCII), with the fields an older record lacks;
+    decoded as text (`json.loads` of bytes first guesses their encoding)."""
     base = {"decisions": [], "holdout": 0, "pending": 0, "holdout_rewarded": 0,
             "holdout_rewards": 0.0}
-    return base if raw is None else {**base, **json.loads(raw)}
+    return base if raw is None else {**base, **_json_decode(raw.decode())}
+
+
+_json_decode = json.JSONDecoder().decode
 
 
 def _add(counts: list, arm: int, step: int) -> None:

@@ -83,6 +83,8 @@ def marketing_only(cap: Cap) -> Cap:
 
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 """`json.dumps(..., separators=...)` without building an encoder per call."""
+_json_decode = json.JSONDecoder().decode
+"""`json.loads` of a str without its keyword checks (`ContactHistory.decode`)."""
 _PLAIN = re.compile(r'["\\\u0000-\u001f\u007f]').search
 """Finds a character JSON would escape in an ASCII string (None: the string is written as is)."""
 
@@ -102,7 +104,10 @@ class ContactHistory:
 
     @classmethod
     def decode(cls, raw: bytes | None) -> ContactHistory:
-        return cls(json.loads(raw) if raw else None)
+        """From its stored JSON (ASCII: `encode` escapes the rest), decoded as text:
+        `json.loads` of bytes first guesses their encoding, about as long as decoding a
+        history of a few entries."""
+        return cls(_json_decode(raw.decode()) if raw else None)
 
     def encode(self) -> bytes:
         """Compact JSON; entries of plain ASCII strings (every decision's, most sends') are

@@ -62,6 +62,10 @@ class GrowthFill:
         self._buffer = bytearray(READ_BYTES)
         self._retry_at = 0
         """After a failed fill: the bytes in use at which to try again."""
+        self._size = 0
+        """The file's size when last seen: it only grows while the store is open (LMDB
+        extends it, the fill allocates), so a margin this size leaves is left by the file's
+        (no `fstat` a write while it is; ~1 us of a one-decision commit's ~600)."""
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -73,8 +77,10 @@ class GrowthFill:
         has changed nothing yet)."""
         used = (env.info()["last_pgno"] + 1) * self.page
         ahead = max(MIN_AHEAD, min(MAX_AHEAD, used // 8))
-        size = os.fstat(self._fd).st_size
-        if size - used >= ahead // 2 or used < self._retry_at:
+        if self._size - used >= ahead // 2 or used < self._retry_at:
+            return
+        size = self._size = os.fstat(self._fd).st_size
+        if size - used >= ahead // 2:
             return
         start = -(-max(size, used) // self.page) * self.page
         try:
@@ -86,6 +92,7 @@ class GrowthFill:
                 logger.warning("could not extend the store's data file ahead of use: %s", err)
             self._retry_at = used + ahead // 2
         else:
+            self._size = used + ahead
             if self._retry_at:
                 logger.info("the store's data file is extended ahead of use again")
             self._retry_at = 0

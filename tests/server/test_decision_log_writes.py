@@ -144,3 +144,30 @@ def test_an_export_read_in_small_snapshots_misses_and_repeats_nothing(store):
         assert [r["decision_id"] for r in itertools.chain(*lists)] == whole
         assert all(len(c) <= chunk for c in lists)  # a list per snapshot of `chunk` records
     assert len(list(itertools.chain(*repo.log.export(include_pending=True, chunk=3)))) == 32  # 8 suppressed
+
+
+def test_the_decision_counters_stay_exact_across_writers_and_failed_transactions(store):
+    """The writer keeps the counters it wrote last (`CampaignRepository._count`) instead of
+    decoding them again; a change by another writer of the store (another worker's child, the
+    server's own update) or a transaction that failed after counting must not be counted over."""
+    spec = CampaignSpec("c", variants=(Variant("a"), Variant("b")), channel="push").validated()
+    writer, other = CampaignRepository(store), CampaignRepository(store)
+    writer.create(Campaign(spec), spec.new_state())
+
+    def decide(repo, n):
+        now = time.time()
+        rows = [_row(d, f"u{i}", now) for i, d in enumerate(decision_ids(n, now))]
+        assert repo.log_decisions([DecisionRecord(*r) for r in rows]) == [""] * n
+
+    def failed(txn):
+        writer._count(txn, "c", arms=[(1, time.time())] * 5)
+        raise RuntimeError("after counting")
+
+    decide(writer, 3)
+    decide(other, 2)  # another writer between two of this one's transactions
+    decide(writer, 1)
+    with pytest.raises(RuntimeError):
+        store.write(failed)  # counted, never committed
+    decide(writer, 4)
+    _, _, counters = other.stats_snapshot("c")
+    assert counters["decisions"] == [0, 10] and counters["pending"] == 10
