@@ -105,8 +105,8 @@ class ContactHistory:
     @classmethod
     def decode(cls, raw: bytes | None) -> ContactHistory:
         """From its stored JSON (ASCII: `encode` escapes the rest), decoded as text:
-        `json.loads` of bytes first guesses their encoding, about as long as decoding a
-        history of a few entries."""
+        `json.loads` of bytes first guesses their encoding (~1 us of the ~4.5 a history of
+        four entries took)."""
         return cls(_json_decode(raw.decode()) if raw else None)
 
     def encode(self) -> bytes:
