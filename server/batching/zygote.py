@@ -23,7 +23,10 @@ pidfd or pid, only those: `ZygoteChild._adopt`), so they end neither as zombies 
 does not reap nor with their exit code unknown.
 
 Children run the code the zygote loaded when it started (the server's, which started it), not
-what is on disk at their own start. `ps` names them `tailor-<writer>`, cut to 15 characters
+what is on disk at their own start. The zygote runs `python -P -m`: the server's tree first on
+its path (`_environment`), never the working directory's (`python -m` puts it first, and a
+`server` module or package there, a server started from another checkout by its console
+script, ran in its place). `ps` names them `tailor-<writer>`, cut to 15 characters
 (`tailor-campaign`, `tailor-impressi`), and the zygote `tailor-zygote`.
 """
 from __future__ import annotations
@@ -180,8 +183,9 @@ class Zygote:
         with theirs:
             self.env = env = _environment({})
             """The zygote's environment, which a request sends only the differences from."""
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "server.batching.zygote_process", str(theirs.fileno()), *preload],
+            self.proc = subprocess.Popen(  # -P: not the working directory's `server` first
+                [sys.executable, "-P", "-m", "server.batching.zygote_process",
+                 str(theirs.fileno()), *preload],
                 stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=env,
                 start_new_session=True)
         self.sock = ours

@@ -1,6 +1,6 @@
 """The zygote process: the fork server of `server.batching.zygote` (the server's side).
 
-    python -m server.batching.zygote_process SOCKET_FD MODULE...   (started by `zygote()` only)
+    python -P -m server.batching.zygote_process SOCKET_FD MODULE...   (started by `zygote()` only)
 
 It imports `MODULE...` once (`zygote.PRELOAD`), then, for each request on its socket, forks a
 child that takes the server's pipes, environment, working directory and priority and runs

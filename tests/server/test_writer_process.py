@@ -211,6 +211,34 @@ async def test_a_child_the_zygote_could_not_fork_fails_its_batches_as_not_made(t
         store.close()
 
 
+async def test_the_zygote_runs_the_servers_code_whatever_its_working_directory_holds(
+        tmp_path, monkeypatch):
+    """`python -m` puts the working directory first on the path: a server started from a
+    directory holding a `server` module or package of its own (a `tailor-server` console
+    script run there, a checkout of another version) had its zygote, and so its writers,
+    import that one instead of the server's code."""
+    from server.batching import zygote as zygote_module
+
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    (workdir / "server.py").write_text("raise SystemExit('not the server')\n")
+    monkeypatch.chdir(workdir)
+    fresh = zygote_module.Zygote()
+    monkeypatch.setattr(zygote_module, "_zygote", fresh)
+    store = Store(tmp_path / "store", sync=False)
+    writer = WriterProcess(FACTORY, store, name="test")
+    try:
+        await writer.ready(60)
+        batcher = AdaptiveBatcher(runner=writer.runner("put"), max_size=8, max_wait=0.0, name="t")
+        pid, _ = await batcher.submit("k")
+        await batcher.close()
+        assert pid == writer.pid and store.get("meta", b"k") == b"v-k"
+    finally:
+        await writer.close()
+        fresh.close()
+        store.close()
+
+
 async def test_a_dead_child_is_logged_with_how_it_ended(writer, caplog):
     """A child killed with batches in flight was logged 'exited (code None)': its pipe closes a
     moment before it can be reaped, and the status was read at once. The log names the signal
