@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import contract
+from contract.erasure import digest
 
 from .errors import FailedPrecondition
 from .models.scrub import scrub_restored
@@ -256,7 +257,8 @@ def _erase_carried(staging: Path, carried: list[tuple[bytes, bytes]] | None,
     its user's records: counted in `erasures_not_linked`, for the operator (`_erase_again`)."""
     if carried is None:
         return {"erasures_after_backup": None, "erased_again": 0, "records_erased_again": 0,
-                "bundle_rows_erased_again": 0, "erasures_not_linked": None}
+                "bundle_rows_erased_again": 0, "sends_erased_again": 0,
+                "send_jobs_erased_again": 0, "erasures_not_linked": None}
     store_dir = staging / "store"
     if read_value(store_dir, "meta", KEY_VERSION_KEY) != b"%d" % KEY_VERSION:
         ring = ()  # keys of raw ids (re-keyed at the first open): no token to find yet
@@ -265,11 +267,30 @@ def _erase_carried(staging: Path, carried: list[tuple[bytes, bytes]] | None,
         if (hashed := _found_by_of(value)) is not None and (kid := tombstone_parts(key)[0]) in kids:
             wanted[kid][hashed] = _erased_time(value)
     tokens = tokens_found(store_dir, wanted, ring)
-    removed = reerase(store_dir, tokens)
+    removed = reerase(store_dir, tokens, _named_by(carried, ring))
     rows = scrub_restored(staging / "bundles", _erasure_times(tokens, wanted, ring))
     return {"erasures_after_backup": len(carried), "erased_again": len(tokens),
-            "records_erased_again": sum(removed.values()), "bundle_rows_erased_again": rows,
+            "records_erased_again": sum(removed.values()),
+            "bundle_rows_erased_again": rows,
+            "sends_erased_again": removed["sends"], "send_jobs_erased_again": removed["send_jobs"],
             "erasures_not_linked": len(carried) - sum(map(len, wanted.values()))}
+
+
+def _named_by(carried: list[tuple[bytes, bytes]], ring: Sequence[tuple[str, bytes]]):
+    """Whether a user id is one the `carried` tombstones name (their key: the id's HMAC under
+    key `kid` of the `erasure` keyring `ring`): how the restore finds the send records and
+    dead letters of a store without encryption at rest, which hold the id in their JSON
+    rather than start with the user's token. A key that is not `tombstone␟<kid>␟<digest>`
+    names nobody."""
+    digests = collections.defaultdict(set)
+    for key, _ in carried:
+        try:
+            kid, hashed = tombstone_parts(key)
+        except ValueError:
+            continue
+        digests[kid].add(hashed)
+    keys = [(key, digests[kid]) for kid, key in ring if digests.get(kid)]
+    return lambda user_id: any(digest(key, user_id) in found for key, found in keys)
 
 
 def _erased_time(tombstone: bytes) -> float:

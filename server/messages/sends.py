@@ -48,8 +48,9 @@ from ..store.keys import (
 )
 from .owned import opened_if_users, with_messages
 
-__all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED",
-           "ERASED", "ARCHIVED", "CANCELLED", "BOUNCE_BREAKER", "stopped_by"]
+__all__ = ["SendRecords", "Recipient", "settle_erased", "send_id_of", "PENDING", "READY",
+           "SENT", "SUPPRESSED", "FAILED", "ERASED", "ARCHIVED", "CANCELLED", "BOUNCE_BREAKER",
+           "stopped_by"]
 
 PENDING, READY, SENT, SUPPRESSED, FAILED = "pending", "ready", "sent", "suppressed", "failed"
 ERASED = "erased"
@@ -119,9 +120,30 @@ class Recipient:
                    d.get("items", []))
 
 
-def _send_id_of(key: bytes) -> str:
+def send_id_of(key: bytes) -> str:
     """The send id of a recipient's record key (`send_user_key`)."""
     return key[len(SEND_USER_PREFIX):].rsplit(SEP, 1)[0].decode()
+
+
+def settle_erased(txn, sends, send_id: str, r: Recipient | None) -> bool:
+    """The job of erased recipient `r` (in table `sends`; also the restore's, offline:
+    `store.reerase`): a deferred ComposeMessage's (`due`, `r` its one recipient; its id names
+    their decision) is deleted whole; another counts `r` suppressed `erased` unless it was
+    settled. `r` None: a record whose state cannot be read (sealed under a key the restore
+    cannot open): not counted, as a job counts a recipient whose record it cannot open.
+    True when it deleted the job."""
+    key = send_job_key(send_id)
+    raw = sends.get(txn, key)
+    if raw is None:
+        return False
+    job = json.loads(bytes(raw))
+    if "due" in job:
+        return sends.delete(txn, key)
+    if r is not None and r.state in (PENDING, READY):
+        r.state, r.reason = SUPPRESSED, ERASED
+        _count(job, r)
+        sends.put(txn, key, json.dumps(job).encode())
+    return False
 
 
 def _count(job: dict, r: Recipient) -> None:
@@ -279,7 +301,7 @@ class SendRecords:
         (a job's records are dropped when it finishes), opening only the user's (`owned`)."""
         mine = list(self._mine(txn, user_id))
         for key, r in mine:
-            self._erased(txn, _send_id_of(key), r)
+            self._erased(txn, send_id_of(key), r)
             self._t.delete(txn, key)
         return len(mine)
 
@@ -292,9 +314,9 @@ class SendRecords:
         `exported` bytes in all), None for the others."""
         with self.store.read() as txn:
             mine = sorted(self._mine(txn, user_id), key=lambda kr: (
-                self._started(txn, _send_id_of(kr[0])), kr[0]))
+                self._started(txn, send_id_of(kr[0])), kr[0]))
         return {"messages": with_messages([
-            {"send_id": _send_id_of(key), "decision_id": r.decision, "channel": r.channel,
+            {"send_id": send_id_of(key), "decision_id": r.decision, "channel": r.channel,
              "state": r.state, "reason": r.reason, "send_at": r.send_at,
              "to": r.message.get("to", "")} for key, r in mine],
             [r.message.get("raw") for _, r in mine], self.exported)}
@@ -317,17 +339,7 @@ class SendRecords:
                 yield bytes(key), Recipient.decode(0, raw)
 
     def _erased(self, txn, send_id: str, r: Recipient) -> None:
-        """The job of erased recipient `r`: a deferred ComposeMessage's (`due`, `r` its one
-        recipient; its id names their decision) is deleted whole; another counts `r` suppressed
-        `erased` unless it was settled."""
-        key = send_job_key(send_id)
-        job = json.loads(bytes(self._t.get(txn, key)))
-        if "due" in job:
-            self._t.delete(txn, key)
-        elif r.state in (PENDING, READY):
-            r.state, r.reason = SUPPRESSED, ERASED
-            _count(job, r)
-            self._t.put(txn, key, json.dumps(job).encode())
+        settle_erased(txn, self._t, send_id, r)
 
     def cancel(self, send_id: str, reason: str = CANCELLED) -> tuple[dict | None, str]:
         """CancelSend: (the job, stamped `cancelled` unless it finished or was cancelled

@@ -14,11 +14,17 @@ write transaction then deletes, for each token (`reerase`):
   decisions, contact history), their events' dedupe keys, their decisions' index entries and
   pending-window entries, and their events' keys in the outbox entries;
 - the user's pointers into the address indexes (SMS numbers, email addresses) and their
-  entries there; their dead letters (sealed records starting with the token);
+  entries there;
+- their dead letters and their records in unfinished send jobs (`_sends`): sealed ones start
+  with the token; without encryption at rest they are JSON naming the user by id, found by
+  the tombstone's own key (the id's HMAC under the same `erasure` key: `named`). Their jobs
+  are settled as DeleteProfile settles them (`messages.sends.settle_erased`): a deferred
+  message's job deleted, an unsettled recipient counted suppressed `erased` (a sealed
+  record's state cannot be read here: not counted, as a job does not count a record it
+  cannot open);
 - the user's data key (`datakeys` entry), its pad zeroed after the commit (`keyslots`, and
   named in `datakey-unzeroed` so the next writable open zeroes it again): what else was sealed
-  under it (send recipients of unfinished jobs, which those jobs then count as erased, freed
-  pages) cannot be opened any more.
+  under it (freed pages) cannot be opened any more.
 
 The copy's data.mdb is then rewritten record by record (`_rewrite`), so that no byte of the
 file keeps the deleted records (tokens in keys included): LMDB leaves them on the pages it
@@ -31,10 +37,11 @@ no user; the decision records that said which campaign are sealed).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 import lmdb
@@ -109,10 +116,14 @@ def _stored_tokens(store_dir: Path) -> list[bytes]:
     return sorted(found)
 
 
-def reerase(store_dir: Path, tokens: Sequence[bytes]) -> Counter:
+def reerase(store_dir: Path, tokens: Sequence[bytes],
+            named: Callable[[str], bool] | None = None) -> Counter:
     """Erase the users whose record-key tokens are `tokens` from the store copy under
-    `store_dir` (nobody else has it open); the records removed, by table."""
-    if not tokens:
+    `store_dir` (nobody else has it open); the records removed, by table (and `send_jobs`:
+    deferred messages' jobs deleted whole). `named(user id)`: whether a carried tombstone
+    names the id a plaintext send record or dead letter holds (a store without encryption
+    at rest), so those go too (`_sends`)."""
+    if not tokens and named is None:
         return Counter()
     env = open_env(store_dir, readahead=False, map_size=_room(store_dir))
     try:
@@ -120,9 +131,11 @@ def reerase(store_dir: Path, tokens: Sequence[bytes]) -> Counter:
             tables = {name: Table(name, env.open_db(name.encode(), txn=txn))
                       for name in (*USER_TABLES, "dedupe", "meta", "outbox", "sends", "datakeys")}
             removed, slots = _erase(txn, tables, [t + SEP for t in tokens])
+            removed += _sends(txn, tables["sends"], set(tokens), named)
     finally:
         env.close()
-    _rewrite(store_dir)
+    if removed:
+        _rewrite(store_dir)
     _zero(store_dir / SLOTS_FILE, slots)
     return removed
 
@@ -162,7 +175,6 @@ def _erase(txn, t: dict[str, Table], prefixes: list[bytes]) -> tuple[Counter, li
         removed["outbox"] += outbox.forget(txn, t["outbox"], prefix)
         removed["meta"] += _addresses(txn, t["meta"], prefix[:-1])
     removed["decisions"] += _due(txn, t["decisions"], decision_keys)
-    removed["sends"] += _dead_letters(txn, t["sends"], {p[:-1] for p in prefixes})
     slots = _shred(txn, t["datakeys"], t["meta"], [p[:-1] for p in prefixes])
     removed["datakeys"] += len(slots)
     return +removed, slots
@@ -211,17 +223,45 @@ def _addresses(txn, meta: Table, token: bytes) -> int:
     return removed
 
 
-def _dead_letters(txn, sends: Table, tokens: set[bytes]) -> int:
-    """The dead letters sealed for one of `tokens` (a sealed record starts with its user's
-    token: `Store.seal_for_user`; without encryption none does, and none is found)."""
-    width = len(next(iter(tokens)))
-    found = []
-    for key, stored in sends.items(txn, keys.DEAD_LETTER_PREFIX):
-        if not key.startswith(keys.DEAD_LETTER_PREFIX):
-            break
-        if bytes(stored[:width]) in tokens:
-            found.append(bytes(key))
-    return sum(int(sends.delete(txn, k)) for k in found)
+def _sends(txn, sends: Table, tokens: set[bytes], named: Callable[[str], bool] | None) -> Counter:
+    """The dead letters and unfinished send jobs' recipient records of the users erased
+    again: sealed ones start with one of `tokens` (`Store.seal_for_user`); plaintext ones (no
+    encryption at rest) are JSON whose `user` is an id `named` accepts. A recipient's job is
+    settled as DeleteProfile settles it (`messages.sends.settle_erased`: a deferred
+    message's job deleted, an unsettled recipient counted suppressed `erased`), before its
+    record goes; a sealed record's state cannot be read here (its key is being destroyed),
+    so it is not counted, as a running job does not count a record it cannot open."""
+    from ..messages.sends import Recipient, send_id_of, settle_erased  # messages imports the store
+    removed: Counter = Counter()
+    for prefix in (keys.DEAD_LETTER_PREFIX, keys.SEND_USER_PREFIX):
+        found = []
+        for key, stored in sends.items(txn, prefix):
+            if not key.startswith(prefix):
+                break
+            doomed, opened = _whose(bytes(stored), tokens, named)
+            if doomed:
+                found.append((bytes(key), opened))
+        for key, opened in found:
+            if prefix == keys.SEND_USER_PREFIX:
+                r = None if opened is None else Recipient.decode(0, opened)
+                removed["send_jobs"] += settle_erased(txn, sends, send_id_of(key), r)
+            removed["sends"] += sends.delete(txn, key)
+    return removed
+
+
+def _whose(stored: bytes, tokens: set[bytes], named: Callable[[str], bool] | None
+           ) -> tuple[bool, bytes | None]:
+    """(whether a send record or dead letter is of a user erased again, its plaintext JSON or
+    None when sealed)."""
+    if not stored.startswith(b"{"):
+        return stored[:TOKEN_CHARS] in tokens, None
+    if named is None:
+        return False, None
+    try:
+        user = json.loads(stored).get("user")
+    except (ValueError, AttributeError):
+        return False, None
+    return isinstance(user, str) and named(user), stored
 
 
 def _shred(txn, datakeys: Table, meta: Table, tokens: list[bytes]) -> list[int]:

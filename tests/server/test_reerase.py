@@ -139,3 +139,52 @@ def test_a_rewrite_that_cannot_fit_says_the_disk_is_full(small_disk):
     with pytest.raises(Exception) as err:
         reerase(path, users[:5])
     assert out_of_space(err.value), err.value
+
+
+def _job(due: float = 0.0) -> bytes:
+    """A send job's record as `SendRecords.create` writes it (counts only)."""
+    import json
+    return json.dumps({"campaign": "spring", "total": 4, "sent": 1, "suppressed": {},
+                       "failed": {}, "finished": 0.0, **({"due": due} if due else {})}).encode()
+
+
+def test_send_records_and_dead_letters_go_with_their_user_and_their_jobs_are_settled(tmp_path):
+    """Without encryption at rest a dead letter or a send recipient's record is JSON naming its
+    user by id, which the restore never looked for: alice's letter, address and message and
+    her records in unfinished jobs stayed after she was erased again (and her sealed records
+    in jobs stayed too, starting with her token). They now go, found by her tombstone's
+    hash of the id (plaintext) or by her token (sealed), and their jobs are settled as
+    DeleteProfile settles them: her unsettled recipient counted suppressed `erased`, her
+    deferred message's job deleted; carol's are as they were."""
+    import json
+
+    from contract.erasure import digest
+    from server.backup import _erase_carried
+    from server.messages.deadletters import DeadLetter
+    from server.messages.sends import READY, SENT, Recipient
+    path, key = tmp_path / "store", os.urandom(32)
+    _store(path)
+    records = {
+        keys.send_job_key("big"): _job(), keys.send_job_key("later"): _job(due=5000.0),
+        keys.send_user_key("big", 0): Recipient(0, "alice").encode(),
+        keys.send_user_key("big", 1): Recipient(1, "carol").encode(),
+        keys.send_user_key("big", 2): ALICE + b"sealed recipient",
+        keys.send_user_key("big", 3): Recipient(3, "alice", SENT).encode(),
+        keys.send_user_key("later", 0): Recipient(0, "alice", READY).encode(),
+        keys.dead_letter_key("0003.a"): DeadLetter("email", "spring", "d1", "alice",
+                                                   "alice@example.com", "Hi Alice").encode(),
+        keys.dead_letter_key("0004.c"): DeadLetter("email", "spring", "d2", "carol",
+                                                   "carol@example.com", "Hi Carol").encode(),
+    }
+    store = Store(path, sync=False)
+    store.write(lambda txn: [store.raw_table("sends").put(txn, k, v) for k, v in records.items()])
+    store.close()
+    tombstone = json.dumps({"at": 1.0, "found_by": found_by(key, ALICE)}).encode()
+    carried = [(keys.tombstone_key("k1", digest(key, "alice")), tombstone)]
+    reply = _erase_carried(tmp_path, carried, [("k1", key)])
+    sends = _everything(path)["sends"]
+    assert sorted(sends) == sorted([keys.send_job_key("big"), keys.send_user_key("big", 1),
+                                    keys.dead_letter_key("0002.c"), keys.dead_letter_key("0004.c")])
+    assert json.loads(sends[keys.send_job_key("big")])["suppressed"] == {"erased": 1}
+    assert sends[keys.send_user_key("big", 1)] == records[keys.send_user_key("big", 1)]
+    assert (reply["sends_erased_again"], reply["send_jobs_erased_again"]) == (6, 1)
