@@ -157,7 +157,8 @@ class TailorServer:
                            seen_first=frozenset(t for t, d in s.seen_exclusion_days.items()
                                                 if d == math.inf))
         self.tombstones = Tombstones(self.store, self.secrets["erasure"],
-                                     future_tolerance_s=s.event_future_tolerance_s)
+                                     future_tolerance_s=s.event_future_tolerance_s,
+                                     impressions=self.secrets["user-id"])
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history=HistoryBlend.from_settings(s), tombstones=self.tombstones,
                                  default_zone=s.contact_default_timezone)

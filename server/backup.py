@@ -51,7 +51,7 @@ from .store.keys import (
     tombstone_parts,
 )
 from .store.lock import RESTORING, check_restore_finished, locked_dir
-from .store.reerase import found_by, key_check, reerase, tokens_found
+from .store.reerase import found_by, impressions_found, key_check, reerase, tokens_found
 from .store.rekey import KEY_VERSION, KEY_VERSION_KEY
 
 __all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
@@ -258,7 +258,8 @@ def _erase_carried(staging: Path, carried: list[tuple[bytes, bytes]] | None,
     if carried is None:
         return {"erasures_after_backup": None, "erased_again": 0, "records_erased_again": 0,
                 "bundle_rows_erased_again": 0, "sends_erased_again": 0,
-                "send_jobs_erased_again": 0, "erasures_not_linked": None}
+                "send_jobs_erased_again": 0, "impressions_erased_again": 0,
+                "erasures_not_linked": None, "impressions_not_linked": None}
     store_dir = staging / "store"
     if read_value(store_dir, "meta", KEY_VERSION_KEY) != b"%d" % KEY_VERSION:
         ring = ()  # keys of raw ids (re-keyed at the first open): no token to find yet
@@ -267,13 +268,41 @@ def _erase_carried(staging: Path, carried: list[tuple[bytes, bytes]] | None,
         if (hashed := _found_by_of(value)) is not None and (kid := tombstone_parts(key)[0]) in kids:
             wanted[kid][hashed] = _erased_time(value)
     tokens = tokens_found(store_dir, wanted, ring)
-    removed = reerase(store_dir, tokens, _named_by(carried, ring))
+    shown, linked = _impressions_wanted(carried, kids)
+    removed = reerase(store_dir, tokens, _named_by(carried, ring),
+                      impressions_found(store_dir, shown, ring))
     rows = scrub_restored(staging / "bundles", _erasure_times(tokens, wanted, ring))
     return {"erasures_after_backup": len(carried), "erased_again": len(tokens),
             "records_erased_again": sum(removed.values()),
             "bundle_rows_erased_again": rows,
             "sends_erased_again": removed["sends"], "send_jobs_erased_again": removed["send_jobs"],
-            "erasures_not_linked": len(carried) - sum(map(len, wanted.values()))}
+            "impressions_erased_again": removed["impressions"],
+            "erasures_not_linked": len(carried) - sum(map(len, wanted.values())),
+            "impressions_not_linked": len(carried) - linked}
+
+
+def _impressions_wanted(carried: list[tuple[bytes, bytes]],
+                        kids: set[str]) -> tuple[dict[str, set[str]], int]:
+    """({kid: the `impressions_by` hashes of the `carried` tombstones under key `kid`}, how
+    many tombstones gave some): one written before layout 3 of `tombstone` (`impressions_by`
+    null), or under a key id the restore's ring lacks, finds none of its user's impressions."""
+    shown: dict[str, set[str]] = collections.defaultdict(set)
+    linked = 0
+    for key, value in carried:
+        found = _record_of(value).get("impressions_by")
+        if isinstance(found, list) and (kid := tombstone_parts(key)[0]) in kids:
+            shown[kid].update(h for h in found if isinstance(h, str))
+            linked += 1
+    return shown, linked
+
+
+def _record_of(tombstone: bytes) -> dict:
+    """A tombstone's value as a dict ({} when it is not a JSON object)."""
+    try:
+        record = json.loads(tombstone)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _named_by(carried: list[tuple[bytes, bytes]], ring: Sequence[tuple[str, bytes]]):

@@ -8,7 +8,10 @@ The record also keeps a keyed hash, under the same `erasure` key, of the user's 
 token (`tokens.user_token`, the `<user>` part of their store keys; `"found_by"`, layout 2):
 not the token, which no file holds once the user is erased, but what tells it among the
 tokens of a restored store, so a restore of a backup taken before the erasure erases the
-user again (`server.backup`, `store.reerase`). It is never exported. The first tombstone
+user again (`server.backup`, `store.reerase`); `"impressions_by"` (layout 3) does the same
+for their impressions, whose keys hold a hash of the id under the `user-id` keyring: one
+keyed hash (same `erasure` key) of that part of the keys per key of the ring. It is never
+exported. The first tombstone
 under a key id also stores a check value of that key (`keys.erasure_check_key`), so a restore
 given another key under the same id tells its operator, rather than finding nobody.
 
@@ -52,7 +55,7 @@ from contract.erasure import digest, erased_at, keys_in_use
 
 from ..security.secrets import Keyring
 from ..store import Store, keys
-from ..store.reerase import found_by, key_check
+from ..store.reerase import found_by, impressions_found_by, key_check
 from ..store.tokens import user_token
 from . import replay_tokens
 from .replay_tokens import LATE_KEPT
@@ -80,11 +83,14 @@ class Tombstones:
     """The store's tombstones, read through a per-process cache; `erase_user` writes one."""
 
     def __init__(self, store: Store, ring: Keyring, clock: Callable[[], float] = time.time,
-                 future_tolerance_s: float = 300.0):
+                 future_tolerance_s: float = 300.0, impressions: Keyring | None = None):
         """`future_tolerance_s`: how far ahead of the server's clock an event may be stamped
         (`event_future_tolerance_s`): the late-event window never reaches further past an
-        erasure."""
+        erasure; `impressions`: the `user-id` keyring impressions are filed under, whose keys'
+        user hashes a tombstone keeps a keyed hash of (`impressions_by`; None: the tombstone
+        says null, not linked)."""
         self.store, self.ring, self.clock = store, ring, clock
+        self.impressions = impressions
         self.future_tolerance_s = future_tolerance_s
         self._meta = store.table("meta")
         self._read = TombstoneRead(-1, {}, [], 0.0, {})
@@ -139,7 +145,8 @@ class Tombstones:
         kid, now = self.ring.kid, self.clock()
         key = keys.tombstone_key(kid, digest(self.ring.key, user_id))
         old_key, old = self._earlier(txn, user_id, key)
-        record: dict = {"at": now, "found_by": found_by(self.ring.key, user_token(user_id))}
+        record: dict = {"at": now, "found_by": found_by(self.ring.key, user_token(user_id)),
+                        "impressions_by": self._impressions_by(user_id)}
         # erased again soon after: the late events of the first erasure still count
         until = min(max(events_until, old.get("events_until", 0.0)),
                     now + self.future_tolerance_s)
@@ -161,6 +168,16 @@ class Tombstones:
         self._meta.put(txn, keys.tombstone_seq_key(count + 1), key[len(keys.TOMBSTONE_PREFIX):])
         self._note_latest(txn, count, kid, late_until(record))
         return record.get("erased", now)
+
+    def _impressions_by(self, user_id: str) -> list[str] | None:
+        """What finds the user's impressions after a restore: a keyed hash under the tombstone's
+        key of their impression-key part under each key of the `user-id` ring (the keys
+        erasure deletes under: `ImpressionLog.erase_user`), never that part itself."""
+        if self.impressions is None:
+            return None
+        from ..impressions.writer import user_hash  # impressions imports the profiles
+        return [impressions_found_by(self.ring.key, kid, user_hash(key, user_id, cached=False))
+                for kid, key in self.impressions.keys]
 
     def _earlier(self, txn, user_id: str, key: bytes) -> tuple[bytes, dict]:
         """(key, record) of the user's tombstone before this erasure ({} if none): under the

@@ -81,6 +81,15 @@ def _tombstone_unlinked(raw: bytes) -> bytes:
     return json.dumps(record).encode()
 
 
+def _tombstone_impressions_unlinked(raw: bytes) -> bytes:
+    """tombstone 2 -> 3: `impressions_by` null: a tombstone written before layout 3 kept
+    nothing that finds its user's impressions (keyed by a hash under the `user-id` keyring);
+    a restore counts it in `impressions_not_linked`. One that has it keeps it."""
+    record = json.loads(raw)
+    record.setdefault("impressions_by", None)
+    return json.dumps(record).encode()
+
+
 def _meta_consent_by_purpose(raw: bytes) -> bytes:
     """profile_meta 1 -> 2: `consent[channel]` becomes `consent[channel]["marketing"]` (layout 1
     knew one purpose), and each stored state starts the `consent_history`, oldest first."""
@@ -183,13 +192,15 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("canary_report", "meta", 1, lambda k: k.startswith(K.CANARY_REPORT_PREFIX),
                "JSON {id, versions: {version: tally}}: a worker's Recommend counts per version "
                "since the canary started (models.tally)"),
-    RecordKind("tombstone", "meta", 2, lambda k: k.startswith(K.TOMBSTONE_PREFIX),
-               "JSON {at, found_by, events_until?, late_ms? or late?, erased?}: when the user "
-               "whose keyed hash the key holds was erased, and a keyed hash (same key) of the "
-               "user's record-key token, which finds their records again after a restore "
-               "(`reerase.found_by`; null: written before layout 2, not linked; "
+    RecordKind("tombstone", "meta", 3, lambda k: k.startswith(K.TOMBSTONE_PREFIX),
+               "JSON {at, found_by, impressions_by, events_until?, late_ms? or late?, "
+               "erased?}: when the user whose keyed hash the key holds was erased, and a keyed "
+               "hash (same key) of the user's record-key token, which finds their records "
+               "again after a restore (`reerase.found_by`; null: written before layout 2, not "
+               "linked), and one of their impression keys' user part per `user-id` key "
+               "(`reerase.impressions_found_by`; null: written before layout 3; "
                "profiles.tombstones)",
-               steps={1: _tombstone_unlinked}),
+               steps={1: _tombstone_unlinked, 2: _tombstone_impressions_unlinked}),
     RecordKind("erasure_check", "meta", 1, lambda k: k.startswith(K.ERASURE_CHECK_PREFIX),
                "ASCII hex: a keyed check value of the `erasure` key whose id the key names, "
                "written with the first tombstone under it, so a restore given another key "

@@ -30,10 +30,16 @@ The copy's data.mdb is then rewritten record by record (`_rewrite`), so that no 
 file keeps the deleted records (tokens in keys included): LMDB leaves them on the pages it
 frees, and the backup's compacted copy kept those deleted from pages still in use.
 
-Left as they were (docs/privacy.md): the user's impressions (keyed by a hash of the id under
-the `user-id` keyring, which the tombstone does not keep) until impression retention drops
-them, and the campaigns' pending counters, which counted the user's pending decisions (counts,
-no user; the decision records that said which campaign are sealed).
+The user's impressions are keyed by a hash of the id under the `user-id` keyring, not by the
+token: a tombstone of layout 3 keeps `impressions_by`, a keyed hash under its `erasure` key
+of each `<kid>␟<user hash>` its user's impression keys start with (`impressions_found_by`), and
+`impressions_found` hashes each such part of the copy's impression keys the same way (one
+seek and one HMAC per user and key id); the same transaction deletes those prefixes.
+
+Left as they were (docs/privacy.md): the impressions of users whose tombstone keeps no
+`impressions_by` (written before layout 3), and the campaigns' pending counters, which
+counted the user's pending decisions (counts, no user; the decision records that said which
+campaign are sealed, and the restore has no key to open them).
 """
 from __future__ import annotations
 
@@ -56,11 +62,15 @@ from .lmdb_store import open_env
 from .table import Table
 from .tokens import TOKEN_CHARS
 
-__all__ = ["found_by", "key_check", "reerase", "tokens_found"]
+__all__ = ["found_by", "impressions_found", "impressions_found_by", "key_check", "reerase",
+           "tokens_found"]
 
 _DOMAIN = keys.SEP_CHAR + "token" + keys.SEP_CHAR
 """Prefix of what `found_by` hashes: no user id holds the separator, so the hash of a token
 never equals a tombstone's hash of an id under the same key."""
+
+_IMPRESSIONS = keys.SEP_CHAR + "impressions" + keys.SEP_CHAR
+"""Prefix of what `impressions_found_by` hashes."""
 
 _POINTERS = (b"", SEP + b"held", SEP + b"sent")
 """Suffixes of a user's pointers into an address index (messaged, held, sent: `AddressIndex`)."""
@@ -77,6 +87,15 @@ def found_by(key: bytes, token: bytes) -> str:
     return digest(key, _DOMAIN + token.decode())
 
 
+def impressions_found_by(key: bytes, kid: str, user_hash: str) -> str:
+    """What a tombstone keeps (`impressions_by`, one per key of the `user-id` keyring) of the
+    part `<kid>␟<user hash>` of its user's impression keys (`impressions.writer.user_hash`):
+    its hex HMAC-SHA256 under the tombstone's `erasure` key `key`, in a domain of its own
+    (a token or an id never hashes to it). The impression keys already hold the user hash:
+    without the `erasure` key this links none of them to the tombstone."""
+    return digest(key, _IMPRESSIONS + kid + keys.SEP_CHAR + user_hash)
+
+
 def key_check(key: bytes) -> bytes:
     """A value that tells the `erasure` key `key` without revealing it (a token is hex
     digits: no token's `found_by` is hashed from this)."""
@@ -90,6 +109,40 @@ def tokens_found(store_dir: Path, wanted: Mapping[str, Collection[str]],
     by_kid = [(kid, key, wanted[kid]) for kid, key in ring if wanted.get(kid)]
     return [token for token in _stored_tokens(store_dir)
             if any(found_by(key, token) in digests for _, key, digests in by_kid)]
+
+
+def impressions_found(store_dir: Path, wanted: Mapping[str, Collection[str]],
+                      ring: Sequence[tuple[str, bytes]]) -> list[bytes]:
+    """The impression key prefixes `<kid>␟<user hash>␟` of the store copy under `store_dir`
+    whose `impressions_found_by` under key `ekid` of `ring` is in `wanted[ekid]` (one seek and
+    one HMAC per user and key id)."""
+    by_kid = [(key, wanted[kid]) for kid, key in ring if wanted.get(kid)]
+    if not by_kid:
+        return []
+    return [kid.encode() + SEP + user.encode() + SEP for kid, user in _impression_users(store_dir)
+            if any(impressions_found_by(key, kid, user) in found for key, found in by_kid)]
+
+
+def _impression_users(store_dir: Path) -> list[tuple[str, str]]:
+    """(kid, user hash) of every user with an impression in the copy: one seek past each
+    user's keys (the counters and buckets, whose keys start with the separator, skipped)."""
+    env = open_env(store_dir, readonly=True, lock=False, readahead=False)
+    found = []
+    try:
+        with env.begin() as txn:
+            try:
+                db = env.open_db(b"impressions", txn=txn, create=False)
+            except lmdb.NotFoundError:
+                return []
+            cur = txn.cursor(db=db)
+            more = cur.set_range(SEP + b"\xff")
+            while more:
+                kid, user = bytes(cur.key()).split(SEP, 2)[:2]
+                found.append((kid.decode(), user.decode()))
+                more = cur.set_range(kid + SEP + user + b"\x20")  # past `<kid>␟<user>␟...`
+    finally:
+        env.close()
+    return found
 
 
 def _stored_tokens(store_dir: Path) -> list[bytes]:
@@ -117,21 +170,26 @@ def _stored_tokens(store_dir: Path) -> list[bytes]:
 
 
 def reerase(store_dir: Path, tokens: Sequence[bytes],
-            named: Callable[[str], bool] | None = None) -> Counter:
+            named: Callable[[str], bool] | None = None,
+            impressions: Sequence[bytes] = ()) -> Counter:
     """Erase the users whose record-key tokens are `tokens` from the store copy under
     `store_dir` (nobody else has it open); the records removed, by table (and `send_jobs`:
     deferred messages' jobs deleted whole). `named(user id)`: whether a carried tombstone
     names the id a plaintext send record or dead letter holds (a store without encryption
-    at rest), so those go too (`_sends`)."""
-    if not tokens and named is None:
+    at rest), so those go too (`_sends`); `impressions`: the impression key prefixes of those
+    users (`impressions_found`)."""
+    if not tokens and named is None and not impressions:
         return Counter()
     env = open_env(store_dir, readahead=False, map_size=_room(store_dir))
     try:
         with env.begin(write=True) as txn:
             tables = {name: Table(name, env.open_db(name.encode(), txn=txn))
-                      for name in (*USER_TABLES, "dedupe", "meta", "outbox", "sends", "datakeys")}
+                      for name in (*USER_TABLES, "dedupe", "meta", "outbox", "sends", "datakeys",
+                                   "impressions")}
             removed, slots = _erase(txn, tables, [t + SEP for t in tokens])
             removed += _sends(txn, tables["sends"], set(tokens), named)
+            for prefix in impressions:
+                removed["impressions"] += tables["impressions"].delete_prefix(txn, prefix)
     finally:
         env.close()
     if removed:

@@ -352,7 +352,9 @@ def test_a_restore_scrubs_the_users_it_erases_again_from_the_restored_bundles(
     backup, erased again from the restored store, kept her bundle row (her training history
     and vector) in the files and was served from it (Recommend not cold start) after the
     restore. The restore now scrubs the rows of the users it erases again from the restored
-    bundles before the swap: no file under the data dir holds her token."""
+    bundles before the swap: no file under the data dir holds her token. Her impressions (the
+    Recommend answer, keyed by a hash of her id under the `user-id` keyring) go too, found by
+    what her tombstone keeps of them (before, they stayed until impression retention)."""
     from tests.server.test_erasure_on_disk import USER, _bundle_trained_on_user
     data, out = tmp_path / "data", tmp_path / "tailor.tar"
     trained = _bundle_trained_on_user(demo_bundle, tmp_path / "trained")
@@ -360,6 +362,7 @@ def test_a_restore_scrubs_the_users_it_erases_again_from_the_restored_bundles(
     with TailorClient(served.target, timeout=30) as client:
         assert client.track_batch(_events(USER, 3, USER, time.time() - 3600)).accepted == 3
         assert not client.recommend(USER, k=5).cold_start
+        assert client.model_stats()  # the answer's impression written (the stats flush first)
         run_module("server", "backup", "--data-dir", str(data), "--out", str(out))
         assert client.delete_profile(USER) > 0
     served.stop()
@@ -368,6 +371,7 @@ def test_a_restore_scrubs_the_users_it_erases_again_from_the_restored_bundles(
                           "--force", "--secrets-dir", str(data.parent / "secrets"))
     reply = json.loads(restored.stdout)
     assert (reply["erased_again"], reply["bundle_rows_erased_again"]) == (1, 1)
+    assert (reply["impressions_erased_again"], reply["impressions_not_linked"]) == (1, 0)
     assert _token_hits(data, token) == []
     served = server_process(data, env=_secrets(data))
     with TailorClient(served.target, timeout=30) as client:

@@ -50,13 +50,13 @@ def _store(path) -> tuple[dict, dict]:
     return alice, carol
 
 
-def _everything(path) -> dict[str, dict[bytes, bytes]]:
+def _everything(path, tables=("profiles", "events", "dedupe", "decisions", "contacts", "meta",
+                               "sends", "datakeys", "outbox")) -> dict[str, dict[bytes, bytes]]:
     store = Store(path, sync=False)
     try:
         with store.read() as txn:
             return {t: {bytes(k): bytes(v) for k, v in store.raw_table(t).items(txn)}
-                    for t in ("profiles", "events", "dedupe", "decisions", "contacts", "meta",
-                              "sends", "datakeys", "outbox")}
+                    for t in tables}
     finally:
         store.close()
 
@@ -188,3 +188,51 @@ def test_send_records_and_dead_letters_go_with_their_user_and_their_jobs_are_set
     assert json.loads(sends[keys.send_job_key("big")])["suppressed"] == {"erased": 1}
     assert sends[keys.send_user_key("big", 1)] == records[keys.send_user_key("big", 1)]
     assert (reply["sends_erased_again"], reply["send_jobs_erased_again"]) == (6, 1)
+
+
+def test_impressions_go_with_their_user_found_by_what_the_tombstone_keeps(tmp_path):
+    """Impressions are keyed by a hash of the user id under the `user-id` keyring, which the
+    tombstone did not keep: a user erased again by a restore kept hers until impression
+    retention dropped them. A tombstone now keeps a keyed hash (its `erasure` key) of that
+    part of the keys under each key of the ring (alice's impressions under a rotated-out key
+    too); the restore deletes the impressions they name. One written before (bob's:
+    `impressions_by` null) is counted in `impressions_not_linked` and his are left; carol's
+    and the counters stay."""
+    import json
+
+    from contract.erasure import digest
+    from server.backup import _erase_carried
+    from server.impressions.writer import user_hash
+    from server.profiles.tombstones import Tombstones
+    from server.security.secrets import Keyring
+    path = tmp_path / "store"
+    _store(path)
+    erasure = Keyring.generate("erasure")
+    old, new = Keyring.generate("user-id", "u-old"), Keyring.generate("user-id", "u-new")
+    ids = Keyring("user-id", new.keys + old.keys)
+    shown = {}
+    for user, ring in (("alice", ids), ("bob", new), ("carol", new)):
+        for kid, key in ring.keys:
+            prefix = keys.impression_user_prefix(kid, user_hash(key, user, cached=False))
+            shown.update({keys.impression_key(prefix, 1000.0 + i, f"r{i}"): user for i in range(2)})
+    counter = keys.impression_count_key("v1", "web")
+    store = Store(path, sync=False)
+
+    def fill(txn):
+        for key in [*shown, counter]:
+            store.raw_table("impressions").put(txn, key, b"impression")
+        tombstones = Tombstones(store, erasure, impressions=ids)
+        for user in ("alice", "bob"):
+            tombstones.erase_user(txn, user)
+    store.write(fill)
+    with store.read() as txn:
+        carried = [(bytes(k), bytes(v)) for k, v in
+                   store.raw_table("meta").scan_prefix(txn, keys.TOMBSTONE_PREFIX)]
+    store.close()
+    bob = keys.tombstone_key(erasure.kid, digest(erasure.key, "bob"))
+    carried = [(k, v if k != bob else json.dumps({**json.loads(v), "impressions_by": None}).encode())
+               for k, v in carried]
+    reply = _erase_carried(tmp_path, carried, erasure.keys)
+    left = set(_everything(path, ("impressions",))["impressions"])
+    assert left == {k for k, user in shown.items() if user != "alice"} | {counter}
+    assert (reply["impressions_erased_again"], reply["impressions_not_linked"]) == (4, 1)

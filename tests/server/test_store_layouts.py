@@ -629,6 +629,39 @@ def test_a_tombstone_keeps_a_hash_of_the_users_token_and_older_ones_read_as_unli
     store.close()
 
 
+def test_a_tombstone_keeps_a_hash_of_the_users_impression_keys_and_older_ones_read_as_unlinked(
+        tmp_path):
+    """Layout 3 of tombstones keeps, per key of the `user-id` keyring, a keyed hash of the
+    user's part of their impression keys (what a restore finds their impressions by), never
+    that part; one written in layout 2 has none, and the migration says so
+    (`impressions_by` null: the restore counts it in `impressions_not_linked`)."""
+    from server.impressions.writer import user_hash
+    from server.profiles.tombstones import Tombstones
+    from server.security.secrets import Keyring
+    from server.store.layouts import _tombstone_unlinked
+    from server.store.reerase import impressions_found_by
+    ring, ids = Keyring.generate("erasure"), Keyring.generate("user-id")
+    older = tuple(dataclasses.replace(k, version=2, steps={1: _tombstone_unlinked})
+                  if k.name == "tombstone" else k for k in KINDS)
+    store = Store(tmp_path / "s", sync=False, layouts=older)
+    store.write(lambda txn: Tombstones(store, ring).erase_user(txn, "alice"))
+    (key, raw), = _tombstones(store)
+    record = json.loads(raw)
+    record.pop("impressions_by", None)  # as layout 2 wrote it
+    store.write(lambda txn: store.raw_table("meta").put(txn, key, json.dumps(record).encode()))
+    store.close()
+    store = Store(tmp_path / "s", sync=False)
+    assert store.migrated == {"tombstone": 2}  # (the layout it was stamped at)
+    assert json.loads(_tombstones(store)[0][1])["impressions_by"] is None
+    store.write(lambda txn: Tombstones(store, ring, impressions=ids).erase_user(txn, "bob"))
+    hashed = user_hash(ids.key, "bob", cached=False)
+    kept = [json.loads(raw)["impressions_by"] for _, raw in _tombstones(store)]
+    assert sorted(kept, key=str) == sorted([None, [impressions_found_by(ring.key, ids.kid, hashed)]],
+                                           key=str)
+    assert not any(hashed.encode() in raw for _, raw in _tombstones(store))
+    store.close()
+
+
 def _tombstones(store):
     with store.read() as txn:
         return [(bytes(k), bytes(v)) for k, v in
