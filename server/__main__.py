@@ -249,10 +249,12 @@ def _backup(args) -> None:
 def _restore(args) -> None:
     from .backup import restore
     from .security.secrets import Secrets
-    ring = Secrets.load(_secrets_dir(args), generate=False, names=(),
-                        optional=("erasure",)).get("erasure")
+    secrets = Secrets.load(_secrets_dir(args), generate=False, names=(),
+                           optional=("erasure", "encryption"))
+    ring, master = secrets.get("erasure"), secrets.get("encryption")
     manifest = restore(args.archive, _data_dir(args), force=args.force,
-                       erasure=ring.keys if ring is not None else ())
+                       erasure=ring.keys if ring is not None else (),
+                       master=master.keys if master is not None else ())
     print(json.dumps({"command": "restore", **manifest}))
     if manifest["erased_again"]:  # counts only: no user id is known here
         print(f"restore: erased again {manifest['erased_again']} user(s) erased after the "

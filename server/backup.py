@@ -51,7 +51,7 @@ from .store.keys import (
     tombstone_parts,
 )
 from .store.lock import RESTORING, check_restore_finished, locked_dir
-from .store.reerase import found_by, impressions_found, key_check, reerase, tokens_found
+from .store.reerase import COUNTS, found_by, impressions_found, key_check, reerase, tokens_found
 from .store.rekey import KEY_VERSION, KEY_VERSION_KEY
 
 __all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
@@ -114,7 +114,8 @@ def _backup(data_dir: Path, out: Path, staging: Path) -> dict:
 
 
 def restore(archive: Path, data_dir: Path, force: bool = False,
-            erasure: Sequence[tuple[str, bytes]] = ()) -> dict:
+            erasure: Sequence[tuple[str, bytes]] = (),
+            master: Sequence[tuple[str, bytes]] = ()) -> dict:
     """Put the backup `archive` into `data_dir`; returns its manifest.
 
     Refused while a server (or a compaction) holds `data_dir`, and when `data_dir` already has
@@ -127,7 +128,11 @@ def restore(archive: Path, data_dir: Path, force: bool = False,
     (`erasures_after_backup`, None when not known: no store replaced, or unreadable), erased
     again (`erased_again`, `records_erased_again`) or not linked to any record
     (`erasures_not_linked`: tombstones written before they kept what finds the records, or under
-    a key not in `erasure`), and what the operator must still do (`erase_again`).
+    a key not in `erasure`), and what the operator must still do (`erase_again`). `master`:
+    the `encryption` keyring, with which the erasure again also reads the sealed records
+    DeleteProfile reads before it deletes them (`store.opener`: it lowers the campaigns'
+    pending counters, `pending_corrected`, and settles send jobs' recipients by their state;
+    without it those are counted in `pending_not_corrected` and `send_states_unread`).
     """
     if not archive.is_file():
         raise FileNotFoundError(f"no backup file {archive}")
@@ -149,7 +154,7 @@ def restore(archive: Path, data_dir: Path, force: bool = False,
                 carried = None
                 unknown = _mark_unknown(staging, unknown or (
                     "unreadable" if (replaced / "data.mdb").exists() else "none"))
-            manifest.update(_erase_carried(staging, carried, erasure))
+            manifest.update(_erase_carried(staging, carried, erasure, master))
             manifest["erase_again"] = _erase_again(
                 manifest["erasures_not_linked"], unknown == "unreadable", manifest)
         except BaseException as err:  # nothing replaced yet: the data dir is as it was
@@ -245,7 +250,8 @@ def _erased_later(stored: bytes, live: bytes) -> bool:
 
 
 def _erase_carried(staging: Path, carried: list[tuple[bytes, bytes]] | None,
-                   ring: Sequence[tuple[str, bytes]]) -> dict:
+                   ring: Sequence[tuple[str, bytes]],
+                   master: Sequence[tuple[str, bytes]] = ()) -> dict:
     """Erase again, in the restored copy under `staging`, the users of the tombstones
     `carried` over, found among the copy's tokens by the hash each tombstone keeps under its
     key of the `erasure` keyring `ring` (layout tombstone 2): their store records
@@ -259,6 +265,7 @@ def _erase_carried(staging: Path, carried: list[tuple[bytes, bytes]] | None,
         return {"erasures_after_backup": None, "erased_again": 0, "records_erased_again": 0,
                 "bundle_rows_erased_again": 0, "sends_erased_again": 0,
                 "send_jobs_erased_again": 0, "impressions_erased_again": 0,
+                "pending_corrected": 0, "pending_not_corrected": 0, "send_states_unread": 0,
                 "erasures_not_linked": None, "impressions_not_linked": None}
     store_dir = staging / "store"
     if read_value(store_dir, "meta", KEY_VERSION_KEY) != b"%d" % KEY_VERSION:
@@ -270,13 +277,16 @@ def _erase_carried(staging: Path, carried: list[tuple[bytes, bytes]] | None,
     tokens = tokens_found(store_dir, wanted, ring)
     shown, linked = _impressions_wanted(carried, kids)
     removed = reerase(store_dir, tokens, _named_by(carried, ring),
-                      impressions_found(store_dir, shown, ring))
+                      impressions_found(store_dir, shown, ring), master)
     rows = scrub_restored(staging / "bundles", _erasure_times(tokens, wanted, ring))
     return {"erasures_after_backup": len(carried), "erased_again": len(tokens),
-            "records_erased_again": sum(removed.values()),
+            "records_erased_again": sum(n for name, n in removed.items() if name not in COUNTS),
             "bundle_rows_erased_again": rows,
             "sends_erased_again": removed["sends"], "send_jobs_erased_again": removed["send_jobs"],
             "impressions_erased_again": removed["impressions"],
+            "pending_corrected": removed["pending_corrected"],
+            "pending_not_corrected": removed["pending_unread"],
+            "send_states_unread": removed["sends_unread"],
             "erasures_not_linked": len(carried) - sum(map(len, wanted.values())),
             "impressions_not_linked": len(carried) - linked}
 

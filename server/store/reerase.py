@@ -36,10 +36,14 @@ of each `<kid>␟<user hash>` its user's impression keys start with (`impression
 `impressions_found` hashes each such part of the copy's impression keys the same way (one
 seek and one HMAC per user and key id); the same transaction deletes those prefixes.
 
+Before anything goes, the records DeleteProfile reads first are read (`Opener`, with the
+`encryption` keyring when they are sealed): each pending decision's campaign, whose pending
+counter is lowered as an erasure lowers it (`_uncount`), and each send record's state.
+
 Left as they were (docs/privacy.md): the impressions of users whose tombstone keeps no
-`impressions_by` (written before layout 3), and the campaigns' pending counters, which
-counted the user's pending decisions (counts, no user; the decision records that said which
-campaign are sealed, and the restore has no key to open them).
+`impressions_by` (written before layout 3), and, without the `encryption` keyring, the
+pending counters of sealed decisions and the erased counts of sealed send records (counted
+in `COUNTS`).
 """
 from __future__ import annotations
 
@@ -59,15 +63,19 @@ from .compaction import rewrite_records
 from .datakeys import SHRED_COUNT_KEY, SLOT_BYTES, SLOTS_FILE, UNZEROED_KEY
 from .keys import SEP, USER_TABLES
 from .lmdb_store import open_env
+from .opener import Opener
 from .table import Table
 from .tokens import TOKEN_CHARS
 
-__all__ = ["found_by", "impressions_found", "impressions_found_by", "key_check", "reerase",
+__all__ = ["COUNTS", "found_by", "impressions_found", "impressions_found_by", "key_check", "reerase",
            "tokens_found"]
 
 _DOMAIN = keys.SEP_CHAR + "token" + keys.SEP_CHAR
 """Prefix of what `found_by` hashes: no user id holds the separator, so the hash of a token
 never equals a tombstone's hash of an id under the same key."""
+
+COUNTS = ("pending_corrected", "pending_unread", "sends_unread")
+"""What `reerase` counts beside the records it deletes by table."""
 
 _IMPRESSIONS = keys.SEP_CHAR + "impressions" + keys.SEP_CHAR
 """Prefix of what `impressions_found_by` hashes."""
@@ -171,13 +179,16 @@ def _stored_tokens(store_dir: Path) -> list[bytes]:
 
 def reerase(store_dir: Path, tokens: Sequence[bytes],
             named: Callable[[str], bool] | None = None,
-            impressions: Sequence[bytes] = ()) -> Counter:
+            impressions: Sequence[bytes] = (),
+            master: Sequence[tuple[str, bytes]] = ()) -> Counter:
     """Erase the users whose record-key tokens are `tokens` from the store copy under
     `store_dir` (nobody else has it open); the records removed, by table (and `send_jobs`:
     deferred messages' jobs deleted whole). `named(user id)`: whether a carried tombstone
     names the id a plaintext send record or dead letter holds (a store without encryption
     at rest), so those go too (`_sends`); `impressions`: the impression key prefixes of those
-    users (`impressions_found`)."""
+    users (`impressions_found`); `master`: the `encryption` keyring, which opens the sealed
+    records DeleteProfile reads before it deletes them (`Opener`: pending decisions'
+    campaigns, send records' states). Besides the tables' counts, `COUNTS` (not records)."""
     if not tokens and named is None and not impressions:
         return Counter()
     env = open_env(store_dir, readahead=False, map_size=_room(store_dir))
@@ -185,14 +196,20 @@ def reerase(store_dir: Path, tokens: Sequence[bytes],
         with env.begin(write=True) as txn:
             tables = {name: Table(name, env.open_db(name.encode(), txn=txn))
                       for name in (*USER_TABLES, "dedupe", "meta", "outbox", "sends", "datakeys",
-                                   "impressions")}
-            removed, slots = _erase(txn, tables, [t + SEP for t in tokens])
-            removed += _sends(txn, tables["sends"], set(tokens), named)
+                                   "impressions", "bandit")}
+            opened = Opener(store_dir, txn, tables, master)
+            try:
+                # first: `_erase` destroys the data keys that open the sealed send records
+                sends = _sends(txn, tables["sends"], set(tokens), named, opened)
+                removed, slots = _erase(txn, tables, [t + SEP for t in tokens], opened)
+                removed += sends
+            finally:
+                opened.close()
             for prefix in impressions:
                 removed["impressions"] += tables["impressions"].delete_prefix(txn, prefix)
     finally:
         env.close()
-    if removed:
+    if any(n for name, n in removed.items() if name not in COUNTS):
         _rewrite(store_dir)
     _zero(store_dir / SLOTS_FILE, slots)
     return removed
@@ -218,21 +235,22 @@ def _room(store_dir: Path) -> int:
     return 2 * size + (64 << 20)
 
 
-def _erase(txn, t: dict[str, Table], prefixes: list[bytes]) -> tuple[Counter, list[int]]:
-    removed: Counter = Counter()
-    decision_keys: set[bytes] = set()
+def _erase(txn, t: dict[str, Table], prefixes: list[bytes],
+           opened: Opener) -> tuple[Counter, list[int]]:
+    doomed = {key for prefix in prefixes for key in _prefixed(txn, t["decisions"], prefix)}
+    due = _due(txn, t["decisions"], doomed)
+    removed = _uncount(txn, t["bandit"], [pkey for _, pkey in due], opened)
+    removed["decisions"] += sum(int(t["decisions"].delete(txn, k)) for k, _ in due)
     for prefix in prefixes:
         for key in _prefixed(txn, t["events"], prefix):
             removed["dedupe"] += t["dedupe"].delete(txn, keys.dedupe_key_of_event(key))
         for key in _prefixed(txn, t["decisions"], prefix):
-            decision_keys.add(key)
             removed["decisions"] += t["decisions"].delete(
                 txn, keys.decision_index_key(key[len(prefix):].decode()))
         for name in USER_TABLES:
             removed[name] += t[name].delete_prefix(txn, prefix)
         removed["outbox"] += outbox.forget(txn, t["outbox"], prefix)
         removed["meta"] += _addresses(txn, t["meta"], prefix[:-1])
-    removed["decisions"] += _due(txn, t["decisions"], decision_keys)
     slots = _shred(txn, t["datakeys"], t["meta"], [p[:-1] for p in prefixes])
     removed["datakeys"] += len(slots)
     return +removed, slots
@@ -248,18 +266,41 @@ def _prefixed(txn, table: Table, prefix: bytes) -> list[bytes]:
     return out
 
 
-def _due(txn, decisions: Table, doomed: set[bytes]) -> int:
-    """The pending-window entries naming one of the `doomed` decision keys (one walk of the
-    window: the pending decisions)."""
+def _due(txn, decisions: Table, doomed: set[bytes]) -> list[tuple[bytes, bytes]]:
+    """(entry key, decision key) of the pending-window entries naming one of the `doomed`
+    decision keys (one walk of the window: the pending decisions)."""
     if not doomed:
-        return 0
+        return []
     found = []
     for key, pkey in decisions.items(txn, keys.DUE_PREFIX):
         if not key.startswith(keys.DUE_PREFIX):
             break
         if bytes(pkey) in doomed:
-            found.append(bytes(key))
-    return sum(int(decisions.delete(txn, k)) for k in found)
+            found.append((bytes(key), bytes(pkey)))
+    return found
+
+
+def _uncount(txn, bandit: Table, pending: list[bytes], opened: Opener) -> Counter:
+    """Lower each campaign's pending counter by the `pending` decisions (their keys) it
+    counts, as DeleteProfile does (`CampaignRepository._erase_decisions`): the campaign is in
+    the decision record, sealed with encryption at rest (`Opener`); `pending_corrected` and
+    `pending_unread` (records that did not open: their campaigns' counters still count them)."""
+    from ..campaigns.decision_log import decode_decision  # campaigns imports the store
+    by_campaign: Counter = Counter()
+    unread = 0
+    for pkey in pending:
+        raw = opened.record(txn, "decisions", pkey)
+        try:
+            by_campaign[decode_decision(raw)["campaign_id"]] += 1
+        except (TypeError, ValueError, KeyError):  # None: not opened; or not a record
+            unread += 1
+    for campaign_id, n in by_campaign.items():
+        key = keys.count_key(campaign_id)
+        if (raw := bandit.get(txn, key)) is not None:
+            counters = json.loads(bytes(raw))
+            counters["pending"] = counters.get("pending", 0) - n
+            bandit.put(txn, key, json.dumps(counters).encode())
+    return Counter(pending_corrected=sum(by_campaign.values()), pending_unread=unread)
 
 
 def _addresses(txn, meta: Table, token: bytes) -> int:
@@ -281,14 +322,16 @@ def _addresses(txn, meta: Table, token: bytes) -> int:
     return removed
 
 
-def _sends(txn, sends: Table, tokens: set[bytes], named: Callable[[str], bool] | None) -> Counter:
+def _sends(txn, sends: Table, tokens: set[bytes], named: Callable[[str], bool] | None,
+           opened: Opener) -> Counter:
     """The dead letters and unfinished send jobs' recipient records of the users erased
     again: sealed ones start with one of `tokens` (`Store.seal_for_user`); plaintext ones (no
     encryption at rest) are JSON whose `user` is an id `named` accepts. A recipient's job is
     settled as DeleteProfile settles it (`messages.sends.settle_erased`: a deferred
     message's job deleted, an unsettled recipient counted suppressed `erased`), before its
-    record goes; a sealed record's state cannot be read here (its key is being destroyed),
-    so it is not counted, as a running job does not count a record it cannot open."""
+    record goes; a sealed record's state is read through the `encryption` keyring
+    (`Opener`); without it, it is not counted (`sends_unread`), as a running job does not
+    count a record it cannot open."""
     from ..messages.sends import Recipient, send_id_of, settle_erased  # messages imports the store
     removed: Counter = Counter()
     for prefix in (keys.DEAD_LETTER_PREFIX, keys.SEND_USER_PREFIX):
@@ -296,30 +339,29 @@ def _sends(txn, sends: Table, tokens: set[bytes], named: Callable[[str], bool] |
         for key, stored in sends.items(txn, prefix):
             if not key.startswith(prefix):
                 break
-            doomed, opened = _whose(bytes(stored), tokens, named)
-            if doomed:
-                found.append((bytes(key), opened))
-        for key, opened in found:
+            if _whose(bytes(stored), tokens, named):
+                found.append((bytes(key), bytes(stored)))
+        for key, stored in found:
             if prefix == keys.SEND_USER_PREFIX:
-                r = None if opened is None else Recipient.decode(0, opened)
+                raw = opened.for_user(txn, key, stored)
+                removed["sends_unread"] += raw is None
+                r = None if raw is None else Recipient.decode(0, raw)
                 removed["send_jobs"] += settle_erased(txn, sends, send_id_of(key), r)
             removed["sends"] += sends.delete(txn, key)
     return removed
 
 
-def _whose(stored: bytes, tokens: set[bytes], named: Callable[[str], bool] | None
-           ) -> tuple[bool, bytes | None]:
-    """(whether a send record or dead letter is of a user erased again, its plaintext JSON or
-    None when sealed)."""
+def _whose(stored: bytes, tokens: set[bytes], named: Callable[[str], bool] | None) -> bool:
+    """Whether a send record or dead letter is of a user erased again."""
     if not stored.startswith(b"{"):
-        return stored[:TOKEN_CHARS] in tokens, None
+        return stored[:TOKEN_CHARS] in tokens
     if named is None:
-        return False, None
+        return False
     try:
         user = json.loads(stored).get("user")
     except (ValueError, AttributeError):
-        return False, None
-    return isinstance(user, str) and named(user), stored
+        return False
+    return isinstance(user, str) and named(user)
 
 
 def _shred(txn, datakeys: Table, meta: Table, tokens: list[bytes]) -> list[int]:

@@ -291,7 +291,10 @@ def test_a_restore_erases_again_the_users_erased_after_the_backup(server_process
     anything serves the store (counts on stderr, no id), and she stays erased; carol, never
     erased, and bob, erased before the backup, are as the backup holds them. dave, erased
     before the backup and after it, came back with the records he made in between: the backup
-    holds his tombstone of the first erasure, which the live store's, of the second, replaces."""
+    holds his tombstone of the first erasure, which the live store's, of the second, replaces.
+    Alice's pending decision, counted in the campaign's pending counter, is uncounted as
+    DeleteProfile uncounts it (read with the `encryption` key: the record is sealed); before,
+    the counter said 1 pending decision nobody had."""
     data, out = tmp_path / "data", tmp_path / "tailor.tar"
     t0, before = _erased_around_a_backup(server_process, data, out)
     erased, carol = [_token(data, u) for u in ("alice", "dave")], _token(data, "carol")
@@ -302,6 +305,7 @@ def test_a_restore_erases_again_the_users_erased_after_the_backup(server_process
         == (2, 2, 0)
     assert reply["records_erased_again"] >= 2 * (3 + 3 + 1) + 1  # events, dedupe keys, state...
     assert reply["erase_again"] is None
+    assert (reply["pending_corrected"], reply["pending_not_corrected"]) == (1, 0)
     assert "restore: erased again 2 user(s) erased after the backup" in restored.stderr
     assert "alice" not in restored.stderr + restored.stdout
     assert [_mentions(data / "store", token) for token in erased] == [[], []]
@@ -318,6 +322,7 @@ def test_a_restore_erases_again_the_users_erased_after_the_backup(server_process
                 client.get_profile(user)
             assert err.value.code == grpc.StatusCode.NOT_FOUND
         assert _n_events(client, "carol") == 3
+        assert client.campaign_stats("spring").pending == 0  # alice's decision: not counted
         assert client.track_batch(_events("alice", 3, "alice", t0)).accepted == 0  # late: refused
         assert [client.delete_profile(u) for u in ("alice", "dave")] == [0, 0]  # nothing left
     served.stop()

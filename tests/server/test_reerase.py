@@ -7,7 +7,7 @@ import pytest
 from server.store import Store, keys
 from server.store.datakeys import SHRED_COUNT_KEY, SLOT_BYTES, SLOTS_FILE, UNZEROED_KEY
 from server.store.outbox import parsed, value
-from server.store.reerase import found_by, reerase, tokens_found
+from server.store.reerase import COUNTS, found_by, reerase, tokens_found
 
 ALICE, CAROL = b"a" * 32, b"c" * 32
 
@@ -74,7 +74,8 @@ def test_one_users_records_go_and_the_others_stay(tmp_path):
     outbox = [parsed(v)[1] for v in left["outbox"].values()]
     assert outbox == [[carol["events"][0][0]]]  # alice's only entry gone, the shared one trimmed
     assert not any(ALICE in k or ALICE in v for t in left.values() for k, v in t.items())
-    assert sum(removed.values()) == sum(map(len, alice.values())) + 2  # + the two outbox entries
+    records = sum(n for name, n in removed.items() if name not in COUNTS)
+    assert records == sum(map(len, alice.values())) + 2  # + the two outbox entries
     after = (path / SLOTS_FILE).read_bytes()
     assert after[:SLOT_BYTES] == bytes(SLOT_BYTES) and after[SLOT_BYTES:] == pads[SLOT_BYTES:]
     assert left["meta"][UNZEROED_KEY] == b"0" and left["meta"][SHRED_COUNT_KEY] == b"1"
@@ -188,6 +189,7 @@ def test_send_records_and_dead_letters_go_with_their_user_and_their_jobs_are_set
     assert json.loads(sends[keys.send_job_key("big")])["suppressed"] == {"erased": 1}
     assert sends[keys.send_user_key("big", 1)] == records[keys.send_user_key("big", 1)]
     assert (reply["sends_erased_again"], reply["send_jobs_erased_again"]) == (6, 1)
+    assert reply["send_states_unread"] == 1  # the sealed one: no `encryption` key given
 
 
 def test_impressions_go_with_their_user_found_by_what_the_tombstone_keeps(tmp_path):
@@ -236,3 +238,36 @@ def test_impressions_go_with_their_user_found_by_what_the_tombstone_keeps(tmp_pa
     left = set(_everything(path, ("impressions",))["impressions"])
     assert left == {k for k, user in shown.items() if user != "alice"} | {counter}
     assert (reply["impressions_erased_again"], reply["impressions_not_linked"]) == (4, 1)
+
+
+def test_a_sealed_send_record_is_settled_by_its_state_read_with_the_encryption_key(tmp_path):
+    """With encryption at rest a recipient's record is sealed under its user's data key, which
+    the restore destroys: given the `encryption` keyring it now reads the state first, as
+    DeleteProfile does, and counts alice's unsettled recipient suppressed `erased`; without
+    the keyring it cannot, and says how many it could not (`send_states_unread`)."""
+    import json
+
+    from contract.erasure import digest
+    from server.backup import _erase_carried
+    from server.messages.sends import SendRecords
+    from server.security.secrets import Keyring
+    from server.store import tokens
+    from server.store.backup import read_value
+    from tests.conftest import throwaway_crypto
+    crypto, erasure = throwaway_crypto(), Keyring.generate("erasure")
+    try:
+        for master, counted, unread in ((crypto.master, {"erased": 1}, 0), ((), {}, 1)):
+            path = tmp_path / f"given-{len(master)}" / "store"
+            store = Store(path, sync=False, crypto=crypto)
+            SendRecords(store).create("big", "spring", ["alice", "carol"], {}, {}, os.getpid())
+            store.close()
+            found = found_by(erasure.key, tokens.user_token("alice"))
+            carried = [(keys.tombstone_key(erasure.kid, digest(erasure.key, "alice")),
+                        json.dumps({"at": 1.0, "found_by": found}).encode())]
+            reply = _erase_carried(path.parent, carried, erasure.keys, master)
+            job = json.loads(read_value(path, "sends", keys.send_job_key("big")))
+            assert (job["suppressed"], reply["send_states_unread"]) == (counted, unread)
+            assert read_value(path, "sends", keys.send_user_key("big", 0)) is None
+            assert read_value(path, "sends", keys.send_user_key("big", 1)) is not None
+    finally:
+        tokens.use_key(tokens.UNCONFIGURED_KEY)
