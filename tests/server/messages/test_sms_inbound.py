@@ -514,17 +514,27 @@ async def test_a_stop_from_the_carriers_form_reaches_a_number_written_with_its_t
     +4407700900NNN (the entry written here as it wrote it), another holding "+44 07700
     900MMM" set now: the STOP the provider reports from +447700900NNN (the number the carrier
     knows) was "unknown number", and the texts kept coming."""
-    server = module_messages_server[0]
+    await _stop_reaches_the_old_form_and_the_new(
+        module_messages_server[0], shared, written="+44 07700 900{}",
+        indexed_before="+4407700900{}", reported="+447700900{}")
+
+
+async def _stop_reaches_the_old_form_and_the_new(server, shared, written: str,
+                                                 indexed_before: str, reported: str) -> None:
+    """One profile holding the number `written` now, another whose phone entry a Tailor before
+    the rule indexed as `indexed_before` (the entry written here as it wrote it): the STOP the
+    provider reports from `reported` opts both out (each a format of the number's last
+    digits)."""
     old, new = next(_NUMBERS), next(_NUMBERS)
-    for n, attributes in ((old, {"first_name": "Ann"}), (new, {"phone": f"+44 07700 900{new}"})):
+    for n, attributes in ((old, {"first_name": "Ann"}), (new, {"phone": written.format(new)})):
         await shared.profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
             user_id=f"u-sms-{n}", attributes=attributes))
         await shared.profiles.SetConsent(ppb.SetConsentRequest(
             user_id=f"u-sms-{n}", channel="sms", opted_in=True, source="signup"))
-    digest = server.phones._digests(f"+4407700900{old}")[0]
+    digest = server.phones._digests(indexed_before.format(old))[0]
     server.store.write(lambda txn: server.phones._hold(txn, f"u-sms-{old}", digest))
     for n in (old, new):
-        assert await reply(shared.settings, f"+447700900{n}", "STOP") == 200
+        assert await reply(shared.settings, reported.format(n), "STOP") == 200
         assert await sms_consent(shared.profiles, f"u-sms-{n}") is False, n
 
 
@@ -558,15 +568,6 @@ async def test_a_stop_from_rome_reaches_a_number_written_with_its_zero_in_bracke
     "(0)" rule dropped it, so the profile holding it was indexed (and texted) at +396..., a
     number nobody has, and the STOP the provider reports from +3906... was "unknown number".
     One holding it now and one indexed in the old form by a Tailor before: both reached."""
-    server = module_messages_server[0]
-    old, new = next(_NUMBERS), next(_NUMBERS)
-    for n, attributes in ((old, {"first_name": "Ann"}), (new, {"phone": f"+39 (0)6 1234 5{new}"})):
-        await shared.profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id=f"u-sms-{n}", attributes=attributes))
-        await shared.profiles.SetConsent(ppb.SetConsentRequest(
-            user_id=f"u-sms-{n}", channel="sms", opted_in=True, source="signup"))
-    digest = server.phones._digests(f"+39612345{old}")[0]
-    server.store.write(lambda txn: server.phones._hold(txn, f"u-sms-{old}", digest))
-    for n in (old, new):
-        assert await reply(shared.settings, f"+390612345{n}", "STOP") == 200
-        assert await sms_consent(shared.profiles, f"u-sms-{n}") is False, n
+    await _stop_reaches_the_old_form_and_the_new(
+        module_messages_server[0], shared, written="+39 (0)6 1234 5{}",
+        indexed_before="+39612345{}", reported="+390612345{}")
