@@ -220,6 +220,17 @@ async def test_a_bounce_of_an_address_the_user_no_longer_has_lists_only_that_one
     await delivered(messaging, "m1")
     assert sink.arrived[-1][1] == ["m1.now@example.com"]
 
+async def _sms_campaign_and_users(campaigns, profiles, numbers) -> None:
+    """Campaign "sms" (one variant) and users s1, s2... holding `numbers`, opted in to sms."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="sms", channel="sms", policy="fixed",
+        variants=[cpb.Variant(id="s", content={"text": "Hi"})])))
+    for i, number in enumerate(numbers, 1):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=f"s{i}", attributes={"phone": number}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=f"s{i}", channel="sms",
+                                                        opted_in=True, source="signup"))
+
 
 async def test_an_sms_status_report_lists_a_gone_number_and_not_an_unreachable_one(
         settings, campaigns, profiles, messaging):
@@ -227,14 +238,7 @@ async def test_an_sms_status_report_lists_a_gone_number_and_not_an_unreachable_o
     number is gone (30005, unknown handset) lists it and records the user's `sms_bounce` event;
     30003 (a phone off) lists nothing; one without a code is 400. Before, `channel` was not
     read and the number was refused as an email address (400)."""
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
-        campaign_id="sms", channel="sms", policy="fixed",
-        variants=[cpb.Variant(id="s", content={"text": "Hi"})])))
-    for user, number in (("s1", "+447700900701"), ("s2", "+447700900702")):
-        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id=user, attributes={"phone": number}))
-        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
-                                                        opted_in=True, source="signup"))
+    await _sms_campaign_and_users(campaigns, profiles, ("+447700900701", "+447700900702"))
     answers = []
     for user, number, code in (("s1", "+447700900701", 30005), ("s2", "+447700900702", "30003")):
         decision = (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
@@ -266,14 +270,7 @@ async def test_an_sms_status_report_of_a_stop_to_the_carrier_opts_the_user_out(
     the sender) records the user's `unsubscribe` event on sms, their opt-out, and lists
     nothing; one reporting a number the profile no longer holds records nothing. Before, 21610
     recorded nothing either way, and every campaign texted the number again."""
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
-        campaign_id="sms", channel="sms", policy="fixed",
-        variants=[cpb.Variant(id="s", content={"text": "Hi"})])))
-    for user, number in (("s1", "+447700900711"), ("s2", "+447700900712")):
-        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id=user, attributes={"phone": number}))
-        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
-                                                        opted_in=True, source="signup"))
+    await _sms_campaign_and_users(campaigns, profiles, ("+447700900711", "+447700900712"))
     answers = []
     for user, number in (("s1", "+447700900711"), ("s2", "+447700900799")):  # s2: not theirs
         decision = (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
