@@ -175,6 +175,19 @@ async def test_a_job_ending_with_an_error_still_lists_the_bounces_it_held(
     assert await listed(profiles, "gone@example.com")
     assert not await listed(profiles, "here@example.com")
 
+async def _eight_bouncing(sink, settings, tailor_server, campaigns, profiles, monkeypatch,
+                          prefix: str) -> list[str]:
+    """Campaign "mail", a breaker judging the last 2 recipients, and 8 users named `prefix`0..7
+    whose addresses the relay refuses (550 5.1.1): their ids."""
+    monkeypatch.setattr(tailor_server.sends, "settings",
+                        settings.model_copy(update={"send_bounce_breaker_min": 2}))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    users = [f"{prefix}{i}" for i in range(8)]
+    await audience(profiles, users)
+    for u in users:
+        sink.rcpt_replies[f"{u}@example.com"] = list(NO_SUCH_USER)
+    return users
+
 
 async def test_a_cancelled_job_stays_cancelled_when_its_last_messages_bounce(
         sink, settings, tailor_server, campaigns, profiles, messaging, monkeypatch):
@@ -182,13 +195,8 @@ async def test_a_cancelled_job_stays_cancelled_when_its_last_messages_bounce(
     enough to trip the breaker, their listings are dropped (the breaker's stretch), but the
     job was the operator's cancel: its recipients not reached are `cancelled`. Before, the
     trip after the cancel renamed them `bounce_breaker` (and logged the job stopped by it)."""
-    monkeypatch.setattr(tailor_server.sends, "settings",
-                        settings.model_copy(update={"send_bounce_breaker_min": 2}))
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
-    users = [f"c{i}" for i in range(8)]
-    await audience(profiles, users)
-    for u in users:
-        sink.rcpt_replies[f"{u}@example.com"] = list(NO_SUCH_USER)
+    users = await _eight_bouncing(sink, settings, tailor_server, campaigns, profiles,
+                                  monkeypatch, "c")
     sink.hold_mail_at = 0  # every lane's transaction stalls at MAIL FROM
     started = await messaging.SendCampaign(mpb.SendCampaignRequest(campaign_id="mail",
                                                                    user_ids=users))
@@ -208,13 +216,8 @@ async def test_a_job_its_breaker_stopped_settles_the_rest_bounce_breaker_after_a
     (here the settling write fails, so the job ends unsettled, as a kill leaves it) leaves them
     to the next start's resume, which read only `cancelled` and settled them `cancelled`, as
     if an operator had cancelled it. The record keeps why it stopped (`stopped_by`)."""
-    monkeypatch.setattr(tailor_server.sends, "settings",
-                        settings.model_copy(update={"send_bounce_breaker_min": 2}))
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
-    users = [f"t{i}" for i in range(8)]
-    await audience(profiles, users)
-    for u in users:
-        sink.rcpt_replies[f"{u}@example.com"] = list(NO_SUCH_USER)
+    users = await _eight_bouncing(sink, settings, tailor_server, campaigns, profiles,
+                                  monkeypatch, "t")
     records = tailor_server.sends.records
     update = records.update
 
