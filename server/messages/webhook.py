@@ -57,7 +57,9 @@ OPTED_OUT_CODES = frozenset({21610})
 they replied STOP to it and the carrier (the provider) refuses every text from it to the number
 until START. The user's opt-out, recorded as an `unsubscribe` event on sms would be
 (`Delivery._opted_out`); before, it was listed nowhere and every campaign texted it again (each
-refused, each a dead letter)."""
+refused, each a dead letter). Read on the sms channel only: the push webhook's 4xx with the
+same code is the refusal it is (before, it looked the push token up as a phone number and
+raised KeyError)."""
 
 
 def webhook_body(message, to: str) -> bytes:
@@ -117,8 +119,9 @@ class WebhookSender:
         code = error_code(body)
         if code is None:
             raise Permanent(f"webhook {status}")
+        # OPTED_OUT_CODES are texts' (a STOP to the sender): a push provider's says nothing of it
         raise Permanent(f"webhook {status} code {code}", bounced=code in NUMBER_GONE_CODES,
-                        opted_out=code in OPTED_OUT_CODES)
+                        opted_out=channel == "sms" and code in OPTED_OUT_CODES)
 
     async def close(self) -> None:
         if self._session is not None:

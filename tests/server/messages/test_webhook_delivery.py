@@ -399,6 +399,28 @@ async def test_a_number_whose_owner_texted_stop_to_the_carrier_is_their_sms_opt_
     assert "stopper" not in caplog.text
 
 
+async def test_a_push_refused_with_an_sms_opt_out_code_is_the_refusal_it_was(
+        provider, campaigns, profiles, messaging):
+    """21610 is Twilio's code for a number whose owner texted STOP: it says nothing of a push
+    token, and no push opt-out is recorded for it. Before, a push provider's 400 carrying it
+    looked the token up as a phone number (KeyError): the RPC failed INTERNAL, not as the
+    refusal it was, and a send job ended with the error."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="push", channel="push", policy="fixed",
+        variants=[cpb.Variant(id="p", content={"title": "New", "body": "For you"})])))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="p2", attributes={"push_token": "tok-456"}))
+    provider.answer(400)
+    provider.refusal_body = json.dumps({"code": 21610})
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(compose("p2", "push"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "webhook 400 code 21610" in err.value.details()
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))).letters
+    assert (letter.channel, letter.reason) == ("push", "webhook 400 code 21610")
+    assert await sent_events(profiles, "unsubscribe") == []
+
+
 async def test_a_refusals_code_out_of_range_is_no_code(provider, campaigns, profiles,
                                                       messaging):
     """The provider's reply is untrusted: a JSON number of hundreds of digits (or a negative
