@@ -18,8 +18,9 @@ Normalization decides which strings are the same address:
   ("0044 7700 900123" is "+447700900123"), and a "(0)" right after the country code (the
   trunk 0 dialled only at home, as in "+44 (0)7700 900123") is dropped: "+44 (0)7700
   900123" is "+447700900123", the number the carrier reports, unless the country's plan
-  keeps the 0 (no trunk prefix, and the number with it is valid: "+39 (0)6 1234 5678" is
-  Rome's +390612345678; `trunks.zero_is_the_numbers`); so is a trunk prefix written
+  keeps the 0 (no trunk prefix, and the number with it is valid, without it not: "+39 (0)6
+  1234 5678" is Rome's +390612345678, "+39 (0)345 678 9012" the mobile +393456789012;
+  `trunks.zero_is_the_numbers`); so is a trunk prefix written
   bare after the country code where the country's numbering plan has one ("+44 07700 900123",
   "+49 030 1234567", "+33 06 12 34 56 78", "+61 0412 345 678", Hungary's "06", Russia's "8"),
   by libphonenumber's plans (`contact.trunks`): Italy's "+39 06 1234 5678" keeps its 0 (it
@@ -132,9 +133,10 @@ def legacy_forms(kind: str, address: str, spelling: int = 1, merged: bool = Fals
     the rules fold to it today (so no other number has it).
     `merged`, spellings 1 to 4 (before the "(0)" rule followed the plans): a phone number
     whose 0 after the country code is its own without it (`trunks.without_own_zero`: "+39 (0)6
-    1234 5678" was +39612345678). That rule gave it to "+39 6 1234 5678" too, so an entry
-    under it may be that number's: it is taken for this one's all the same (never contacting
-    is the safe side; in Italy no number starts with 6), and only when asked for."""
+    1234 5678" was +39612345678), a form that is no valid number (one that is, a mobile's,
+    is no other number's old form). That rule gave it to "+39 6 1234 5678" too, so an entry
+    under it may be that string's: it is taken for this one's all the same (never contacting
+    is the safe side), and only when asked for."""
     if spelling >= SPELLING:
         return ()
     if kind == PHONE:

@@ -94,16 +94,24 @@ def with_trunk_prefix(number: str) -> str | None:
 def zero_is_the_numbers(code: str, national: str) -> bool:
     """Whether a 0 written "(0)" after country code `code`, before the digits `national`, is
     the number's own, not a trunk prefix dialled at home: the plan of `code` has no trunk
-    prefix and the library takes +`code`0`national` for a valid number there (Italy's "+39
-    (0)6 ..." is Rome's 06, San Marino's 0549, Cote d'Ivoire's 07). Anywhere else the "(0)"
-    is dropped, as before ("+44 (0)20 ...", "+49 (0)30 ...", and a stray one in Spain's
-    "+34 (0)91 ...", whose numbers never start with 0)."""
+    prefix, and the library takes +`code`0`national` for a valid number there but not
+    +`code``national` (Italy's "+39 (0)6 ..." is Rome's 06, San Marino's 0549, Cote
+    d'Ivoire's 07). Anywhere else the "(0)" is dropped, as before ("+44 (0)20 ...", "+49
+    (0)30 ...", a stray one in Spain's "+34 (0)91 ...", whose numbers never start with 0), and
+    so it is where both are numbers: "+39 (0)345 678 9012" stays the mobile +393456789012 it
+    was, not the fixed line +3903456789012 (Bergamo's 0345), and no entry under one is taken
+    for the other (`without_own_zero`)."""
     if not (code.isdigit() and national.isdigit()) or \
             int(code) not in _library().COUNTRY_CODE_TO_REGION_CODE or _trunk_prefix(int(code)):
         return False
+    return _valid(f"+{code}0{national}") and not _valid(f"+{code}{national}")
+
+
+def _valid(number: str) -> bool:
+    """Whether the library takes `number` (+ and digits) for a valid number."""
     pn = _library()
     try:
-        return pn.is_valid_number(pn.parse(f"+{code}0{national}", None))
+        return pn.is_valid_number(pn.parse(number, None))
     except pn.NumberParseException:
         return False
 
@@ -111,8 +119,8 @@ def zero_is_the_numbers(code: str, national: str) -> bool:
 def without_own_zero(number: str) -> str | None:
     """The E.164 `number` without the 0 after its country code where that 0 is the number's
     own (`zero_is_the_numbers`): the form the "(0)" rule before the plans gave "+39 (0)6 1234
-    5678" (+39612345678), which a list or index of that Tailor may hold it under; None for any
-    other number."""
+    5678" (+39612345678), which a list or index of that Tailor may hold it under, and no
+    number of anyone else's; None for any other number."""
     plan = _code(number)
     if plan is None or number[1 + len(plan):2 + len(plan)] != "0":
         return None

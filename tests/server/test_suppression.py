@@ -80,6 +80,7 @@ def test_addresses_normalize_case_space_and_phone_punctuation_only(kind, given, 
     ("+49 (0)30 1234567", "+49301234567"),  # Berlin's
     ("+39 (0)6 1234 5678", "+390612345678"),  # Rome's 0 is the number's: kept (was +3961...)
     ("0039 (0)6 1234 5678", "+390612345678"),
+    ("+39 (0)345 678 9012", "+393456789012"),  # a mobile, stray "(0)": 0345... is a number too
     ("+34 (0)91 123 45 67", "+34911234567"),  # no Spanish number starts with 0: a stray "(0)"
     ("+44 00 7700 900123", "+44007700900123"),  # no carrier's either way: as it was
     ("+54 011 15 1234 5678", "+540111512345678"),  # the library rewrites more than the 0
@@ -254,9 +255,11 @@ async def test_a_number_listed_before_the_zero_followed_the_plans_is_still_found
         tailor_server, settings):
     """A list stamped by the Tailor before the "(0)" followed the numbering plans (spelling 4)
     holds "+39 (0)6 1234 5678" as +39612345678 (Italy's own 0 dropped): Rome's number, in the
-    carrier's form or as written, finds and removes it; a London number is one key as ever."""
+    carrier's form or as written, finds and removes it; a London number is one key as ever.
+    A mobile's entry (+393456789012) is not taken for the Bergamo fixed line +3903456789012:
+    that form is a number of its own, and no "(0)" was ever read as it."""
     server = await _restarted_with(tailor_server, settings, [
-        ("phone", "+39612345678", "unsubscribe")], b"4")
+        ("phone", "+39612345678", "unsubscribe"), ("phone", "+393456789012", "complaint")], b"4")
     try:
         assert server.suppressions.legacy
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -267,6 +270,9 @@ async def test_a_number_listed_before_the_zero_followed_the_plans_is_still_found
             assert server.suppressions.reason(meta, "sms") == "suppressed_address"
             assert server.suppressions._lookup_keys("phone", "+44 (0)20 7946 0000") == \
                 server.suppressions._keys("phone", "+442079460000")
+            # a mobile's entry is not a fixed line's whose 0 it lacks: both are numbers
+            assert (await stub.CheckSuppression(phone("+39 (0)345 678 9012"))).suppressed
+            assert not (await stub.CheckSuppression(phone("+39 0345 678 9012"))).suppressed
             assert (await stub.RemoveSuppression(phone("+39 06 1234 5678"))).removed
             assert not (await stub.CheckSuppression(phone("+39 (0)6 1234 5678"))).suppressed
     finally:
