@@ -31,7 +31,9 @@ Normalization decides which strings are the same address:
 Before spelling 5, the "(0)" was dropped in every country, Italy's own 0 too ("+39 (0)6 1234
 5678" was +39612345678, a number nobody has, and the SMS went there); it follows the plans
 now, and a list stamped 4 or before, and the index of SMS replies, look such a number up in
-that form too (`legacy_forms`, `merged`).
+that form too (`legacy_forms`, `merged`). Spelling 5 kept the 0 also where the number
+without it is valid too ("+39 (0)345 678 9012", a mobile, was the fixed line +3903456789012);
+a list stamped 5 looks such a mobile up in that form too.
 
 Entries listed before the "(0)", bracket, NFC and xn-- rules were hashed in the form they were
 given, which cannot be recovered from a hash; so were numbers listed with a bare trunk prefix
@@ -40,8 +42,9 @@ names the forms an address may have been listed under then; a list that may hold
 entries looks them up too (`contact.suppression`), as the index of SMS replies does for a
 number indexed with its trunk prefix (`server.messages.phones`). Nothing is rewritten: a list
 stamped 3 keeps its stamp and pays one more key per number of a country with a trunk prefix
-(one stamped 4, one per number whose 0 after the country code is its own); a new list is
-stamped 5 and pays nothing.
+(one stamped 4, one per number whose 0 after the country code is its own; one stamped 5,
+one per number of a plan without a trunk prefix that is valid with a 0 after the country code
+too); a new list is stamped 6 and pays nothing.
 
 The same normalizer matches SMS replies to the numbers texted (`server.messages.phones`).
 
@@ -60,7 +63,13 @@ import unicodedata
 from ..security.secrets import Keyring
 from ..validation import has_c0_control
 from .errors import NotAnAddress
-from .trunks import with_trunk_prefix, without_own_zero, without_trunk_prefix, zero_is_the_numbers
+from .trunks import (
+    with_shared_zero,
+    with_trunk_prefix,
+    without_own_zero,
+    without_trunk_prefix,
+    zero_is_the_numbers,
+)
 
 __all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "SPELLING", "normalize", "legacy_forms",
            "AddressHasher"]
@@ -78,10 +87,11 @@ _QUOTED = re.compile(r"^(?:mailto:)?<?([^<>]*?)>?$")
 """An address out of one pair of angle brackets and a mailto: prefix ("<a@b.org>")."""
 _NOT_IN_A_LABEL = re.compile(r"[\s.@\x00-\x20\x7f]")  # the C0 controls and space
 """A character a decoded domain label may not hold (it would change the address's parts)."""
-SPELLING = 5
+SPELLING = 6
 """The rules' version (`keys.SUPPRESSION_SPELLING`): 1 before the "(0)", bracket and NFC rules,
 2 before the xn-- rule, 3 before the bare trunk prefix rule, 4 before the "(0)" followed the
-plans (it dropped Italy's own 0), 5 now."""
+plans (it dropped Italy's own 0), 5 before a "(0)" was dropped where both forms are numbers
+(it kept it: "+39 (0)345 678 9012", a mobile, was +3903456789012), 6 now."""
 _TRUNK_ZERO = re.compile(r"^((?:\+|00)\s*[1-9][0-9]{0,2})\s*\(0\)")
 """A country code (1 to 3 digits after "+" or "00") followed by "(0)", the trunk prefix."""
 
@@ -136,12 +146,17 @@ def legacy_forms(kind: str, address: str, spelling: int = 1, merged: bool = Fals
     1234 5678" was +39612345678), a form that is no valid number (one that is, a mobile's,
     is no other number's old form). That rule gave it to "+39 6 1234 5678" too, so an entry
     under it may be that string's: it is taken for this one's all the same (never contacting
-    is the safe side), and only when asked for."""
+    is the safe side), and only when asked for.
+    `merged`, spelling 5 (a "(0)" kept wherever the number with the 0 was valid): a phone
+    number with a 0 after the country code where both are numbers (`trunks.with_shared_zero`:
+    "+39 (0)345 678 9012", the mobile +393456789012, was +3903456789012), the fixed line's
+    own form too: its entry is taken for the mobile's (the safe side), only when asked for."""
     if spelling >= SPELLING:
         return ()
     if kind == PHONE:
-        own = without_own_zero(address) if merged else None
-        return _legacy_numbers(address, spelling) + ((own,) if own else ())
+        own = without_own_zero(address) if merged and spelling <= 4 else None
+        shared = with_shared_zero(address) if merged and spelling == 5 else None
+        return _legacy_numbers(address, spelling) + tuple(f for f in (own, shared) if f)
     ace = _ace_domain(address) if not address.isascii() else None
     if spelling >= 2:
         return (ace,) if ace and spelling == 2 else ()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 
 __all__ = ["without_trunk_prefix", "with_trunk_prefix", "zero_is_the_numbers", "without_own_zero",
-           "load"]
+           "with_shared_zero", "load"]
 
 
 @functools.cache
@@ -126,6 +126,19 @@ def without_own_zero(number: str) -> str | None:
         return None
     national = number[2 + len(plan):]
     return f"+{plan}{national}" if national and zero_is_the_numbers(plan, national) else None
+
+
+def with_shared_zero(number: str) -> str | None:
+    """The E.164 `number` with a 0 after its country code where its plan has no trunk prefix
+    and both are valid numbers (+393456789012, a mobile: +3903456789012, Bergamo's 0345): the
+    form the Tailor of spelling 5 gave "+39 (0)345 678 9012" (it kept the 0 wherever the
+    number with it was valid), which a list of that Tailor may hold it under; that is the
+    fixed line's own form too. None for any other number."""
+    code = _code(number)
+    if code is None or _trunk_prefix(int(code)):
+        return None
+    zero = f"+{code}0{number[1 + len(code):]}"
+    return zero if _valid(zero) and _valid(number) else None
 
 
 def _code(number: str) -> str | None:

@@ -287,7 +287,9 @@ KINDS: tuple[RecordKind, ...] = (
                "rules), 2 = some with an xn-- domain (before that rule), 3 = some phone numbers "
                "with a trunk prefix after the country code (before that rule), 4 = some "
                "phone numbers with Italy's own 0 dropped after a \"(0)\" (before it "
-               "followed the plans), 5 = all as now (contact.addresses.SPELLING)"),
+               "followed the plans), 5 = some mobiles with a \"(0)\" kept as a 0 where "
+               "both forms are numbers (before that was checked), 6 = all as now "
+               "(contact.addresses.SPELLING)"),
     RecordKind("send_job", "sends", 4, lambda k: k.startswith(K.SEND_JOB_PREFIX),
                "JSON {campaign, context, rates, total, counts, owner, started, finished, "
                "terms, due (a deferred ComposeMessage's job: when to start it; kept "

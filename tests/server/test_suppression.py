@@ -279,6 +279,25 @@ async def test_a_number_listed_before_the_zero_followed_the_plans_is_still_found
         await server.stop(grace=0.1)
 
 
+async def test_a_mobile_listed_with_a_zero_it_does_not_have_is_still_found(tailor_server,
+                                                                         settings):
+    """A list stamped 5 (the Tailor whose "(0)" kept the 0 wherever the number with it was
+    valid) holds "+39 (0)345 678 9012" as +3903456789012; today that is the mobile
+    +393456789012 again, and its entry is found in either spelling (a fixed line's entry
+    under that form is taken for the mobile's too: never contacting is the safe side)."""
+    server = await _restarted_with(tailor_server, settings, [
+        ("phone", "+3903456789012", "unsubscribe")], b"5")
+    try:
+        assert server.suppressions.legacy
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = pb_grpc.ProfileServiceStub(channel)
+            for spelling in ("+393456789012", "+39 (0)345 678 9012", "+39 0345 678 9012"):
+                assert (await stub.CheckSuppression(phone(spelling))).suppressed, spelling
+            assert server.suppressions._lookup_keys("phone", "+44 (0)20 7946 0000") == \
+                server.suppressions._keys("phone", "+442079460000")
+    finally:
+        await server.stop(grace=0.1)
+
 # As listed before the bracket, NFC, "(0)" and IDN rules (hashed in the form given), and the
 # spellings a profile or a lookup holds today.
 LISTED_BEFORE = [
