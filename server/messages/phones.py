@@ -71,9 +71,10 @@ from ..store.tokens import user_token
 
 __all__ = ["normalize_phone", "normalize_email", "AddressIndex", "PhoneIndex", "UNNAMED"]
 
-INDEXED_SPELLING = 3
-"""The oldest `addresses.SPELLING` an index entry may have been normalized under (the index
-came after the "(0)", bracket and NFC rules, before the bare trunk prefix rule)."""
+INDEXED_SPELLINGS = (3, 5)
+"""The older `addresses.SPELLING`s whose forms an index entry may hold (the index came after the
+"(0)", bracket and NFC rules, before the bare trunk prefix rule: 3's forms cover 4's; 5 kept
+the 0 of "+39 (0)345...", a mobile)."""
 _LABELS = {"sms": b"sms/phone", "email": b"email/address"}
 """The derivation label of each channel's hashing key (one key of the ring each)."""
 UNNAMED = ADDRESS_UNNAMED
@@ -326,12 +327,15 @@ class AddressIndex:
         the form a Tailor before the bare trunk prefix rule indexed it under (+4407700900123
         for +447700900123: `addresses.legacy_forms`, a form no other number has today), and
         the one before the "(0)" rule followed the plans did (+39612345678 for "+39 (0)6 1234
-        5678", Rome's +390612345678: `merged`)."""
+        5678", Rome's +390612345678: `merged`), and the one of the rule that kept that 0 where
+        both forms are numbers (+3903456789012 for the mobile +393456789012: an entry there
+        may be the fixed line's, reached too, the safe side)."""
         digests = self._digests(normal)
         if self.attribute == PHONE:
-            digests += [d for old in legacy_forms(PHONE, normal, INDEXED_SPELLING, merged=True)
+            digests += [d for spelling in INDEXED_SPELLINGS
+                        for old in legacy_forms(PHONE, normal, spelling, merged=True)
                         for d in self._digests(old)]
-        return digests
+        return list(dict.fromkeys(digests))
 
     def sharing(self, user_id: str, address: str = "") -> list[str]:
         """Every user a message went to at the address `user_id`'s last message went to (the

@@ -571,3 +571,23 @@ async def test_a_stop_from_rome_reaches_a_number_written_with_its_zero_in_bracke
     await _stop_reaches_the_old_form_and_the_new(
         module_messages_server[0], shared, written="+39 (0)6 1234 5{}",
         indexed_before="+39612345{}", reported="+390612345{}")
+
+
+async def test_a_stop_from_a_mobile_reaches_a_profile_indexed_with_a_zero_it_does_not_have(
+        module_messages_server, shared):
+    """The Tailor of spelling 5 read "+39 (0)345 678 9NNN" (a mobile, a UK-style "(0)") as the
+    fixed line +3903456789NNN and indexed the profile there; the mobile's STOP found no one
+    indexed so. Both forms are numbers: the STOP reaches it now."""
+    from server.contact.trunks import with_shared_zero
+    server = module_messages_server[0]
+    n = next(_NUMBERS)
+    user, mobile = f"u-sms-{n}", f"+393456789{n}"
+    assert with_shared_zero(mobile) == f"+3903456789{n}"  # both forms valid numbers
+    await shared.profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=user, attributes={"first_name": "Ann"}))
+    await shared.profiles.SetConsent(ppb.SetConsentRequest(
+        user_id=user, channel="sms", opted_in=True, source="signup"))
+    digest = server.phones._digests(f"+3903456789{n}")[0]
+    server.store.write(lambda txn: server.phones._hold(txn, user, digest))
+    assert await reply(shared.settings, mobile, "STOP") == 200
+    assert await sms_consent(shared.profiles, user) is False
