@@ -33,7 +33,8 @@ Before spelling 5, the "(0)" was dropped in every country, Italy's own 0 too ("+
 now, and a list stamped 4 or before, and the index of SMS replies, look such a number up in
 that form too (`legacy_forms`, `merged`). Spelling 5 kept the 0 also where the number
 without it is valid too ("+39 (0)345 678 9012", a mobile, was the fixed line +3903456789012);
-a list stamped 5 looks such a mobile up in that form too.
+a list stamped 5 or before (a list keeps its stamp: that Tailor added to lists stamped
+before too) looks such a mobile up in that form too.
 
 Entries listed before the "(0)", bracket, NFC and xn-- rules were hashed in the form they were
 given, which cannot be recovered from a hash; so were numbers listed with a bare trunk prefix
@@ -42,9 +43,9 @@ names the forms an address may have been listed under then; a list that may hold
 entries looks them up too (`contact.suppression`), as the index of SMS replies does for a
 number indexed with its trunk prefix (`server.messages.phones`). Nothing is rewritten: a list
 stamped 3 keeps its stamp and pays one more key per number of a country with a trunk prefix
-(one stamped 4, one per number whose 0 after the country code is its own; one stamped 5,
-one per number of a plan without a trunk prefix that is valid with a 0 after the country code
-too); a new list is stamped 6 and pays nothing.
+(one stamped 4, one per number whose 0 after the country code is its own; one stamped 5 or
+before, one per number of a plan without a trunk prefix that is valid with a 0 after the
+country code too); a new list is stamped 6 and pays nothing.
 
 The same normalizer matches SMS replies to the numbers texted (`server.messages.phones`).
 
@@ -147,7 +148,8 @@ def legacy_forms(kind: str, address: str, spelling: int = 1, merged: bool = Fals
     is no other number's old form). That rule gave it to "+39 6 1234 5678" too, so an entry
     under it may be that string's: it is taken for this one's all the same (never contacting
     is the safe side), and only when asked for.
-    `merged`, spelling 5 (a "(0)" kept wherever the number with the 0 was valid): a phone
+    `merged`, spellings 1 to 5 (a list keeps its stamp, and the Tailor of spelling 5, which
+    kept a "(0)" wherever the number with the 0 was valid, added to lists stamped before): a phone
     number with a 0 after the country code where both are numbers (`trunks.with_shared_zero`:
     "+39 (0)345 678 9012", the mobile +393456789012, was +3903456789012), the fixed line's
     own form too: its entry is taken for the mobile's (the safe side), only when asked for."""
@@ -155,7 +157,7 @@ def legacy_forms(kind: str, address: str, spelling: int = 1, merged: bool = Fals
         return ()
     if kind == PHONE:
         own = without_own_zero(address) if merged and spelling <= 4 else None
-        shared = with_shared_zero(address) if merged and spelling == 5 else None
+        shared = with_shared_zero(address) if merged else None  # spellings 1-5: see above
         return _legacy_numbers(address, spelling) + tuple(f for f in (own, shared) if f)
     ace = _ace_domain(address) if not address.isascii() else None
     if spelling >= 2:

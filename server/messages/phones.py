@@ -71,10 +71,10 @@ from ..store.tokens import user_token
 
 __all__ = ["normalize_phone", "normalize_email", "AddressIndex", "PhoneIndex", "UNNAMED"]
 
-INDEXED_SPELLINGS = (3, 5)
-"""The older `addresses.SPELLING`s whose forms an index entry may hold (the index came after the
-"(0)", bracket and NFC rules, before the bare trunk prefix rule: 3's forms cover 4's; 5 kept
-the 0 of "+39 (0)345...", a mobile)."""
+INDEXED_SPELLING = 3
+"""The oldest `addresses.SPELLING` an index entry may have been normalized under (the index
+came after the "(0)", bracket and NFC rules, before the bare trunk prefix rule): its
+`legacy_forms` are those of every spelling since (5's: the 0 of "+39 (0)345...", a mobile)."""
 _LABELS = {"sms": b"sms/phone", "email": b"email/address"}
 """The derivation label of each channel's hashing key (one key of the ring each)."""
 UNNAMED = ADDRESS_UNNAMED
@@ -332,10 +332,9 @@ class AddressIndex:
         may be the fixed line's, reached too, the safe side)."""
         digests = self._digests(normal)
         if self.attribute == PHONE:
-            digests += [d for spelling in INDEXED_SPELLINGS
-                        for old in legacy_forms(PHONE, normal, spelling, merged=True)
+            digests += [d for old in legacy_forms(PHONE, normal, INDEXED_SPELLING, merged=True)
                         for d in self._digests(old)]
-        return list(dict.fromkeys(digests))
+        return digests
 
     def sharing(self, user_id: str, address: str = "") -> list[str]:
         """Every user a message went to at the address `user_id`'s last message went to (the

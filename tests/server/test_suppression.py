@@ -259,7 +259,8 @@ async def test_a_number_listed_before_the_zero_followed_the_plans_is_still_found
     A mobile's entry (+393456789012) is not taken for the Bergamo fixed line +3903456789012:
     that form is a number of its own, and no "(0)" was ever read as it."""
     server = await _restarted_with(tailor_server, settings, [
-        ("phone", "+39612345678", "unsubscribe"), ("phone", "+393456789012", "complaint")], b"4")
+        ("phone", "+39612345678", "unsubscribe"), ("phone", "+393456789012", "complaint"),
+        ("phone", "+3903421234567", "unsubscribe")], b"4")  # as spelling 5 listed +39 (0)342...
     try:
         assert server.suppressions.legacy
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -273,6 +274,8 @@ async def test_a_number_listed_before_the_zero_followed_the_plans_is_still_found
             # a mobile's entry is not a fixed line's whose 0 it lacks: both are numbers
             assert (await stub.CheckSuppression(phone("+39 (0)345 678 9012"))).suppressed
             assert not (await stub.CheckSuppression(phone("+39 0345 678 9012"))).suppressed
+            # an entry the spelling-5 Tailor added to this list (it keeps its stamp)
+            assert (await stub.CheckSuppression(phone("+39 (0)342 123 4567"))).suppressed
             assert (await stub.RemoveSuppression(phone("+39 06 1234 5678"))).removed
             assert not (await stub.CheckSuppression(phone("+39 (0)6 1234 5678"))).suppressed
     finally:
