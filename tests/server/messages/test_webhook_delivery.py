@@ -80,14 +80,18 @@ async def test_a_signed_sms_goes_after_two_503s_and_records_sms_sent(
     listed = await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))
     assert list(listed.letters) == []
 
-
-async def test_a_refused_push_is_a_dead_letter_that_can_be_listed_and_retried(
-        provider, campaigns, profiles, messaging):
+async def _push_campaign_and_user(campaigns, profiles, user: str, token: str) -> None:
+    """Campaign "push" (one variant) and `user` holding the push token `token`."""
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
         campaign_id="push", channel="push", policy="fixed",
         variants=[cpb.Variant(id="p", content={"title": "New", "body": "For you"})])))
     await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-        user_id="p1", attributes={"push_token": "tok-123"}))
+        user_id=user, attributes={"push_token": token}))
+
+
+async def test_a_refused_push_is_a_dead_letter_that_can_be_listed_and_retried(
+        provider, campaigns, profiles, messaging):
+    await _push_campaign_and_user(campaigns, profiles, "p1", "tok-123")
     provider.answer(400)
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ComposeMessage(compose("p1", "push"))
@@ -405,11 +409,7 @@ async def test_a_push_refused_with_an_sms_opt_out_code_is_the_refusal_it_was(
     token, and no push opt-out is recorded for it. Before, a push provider's 400 carrying it
     looked the token up as a phone number (KeyError): the RPC failed INTERNAL, not as the
     refusal it was, and a send job ended with the error."""
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
-        campaign_id="push", channel="push", policy="fixed",
-        variants=[cpb.Variant(id="p", content={"title": "New", "body": "For you"})])))
-    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-        user_id="p2", attributes={"push_token": "tok-456"}))
+    await _push_campaign_and_user(campaigns, profiles, "p2", "tok-456")
     provider.answer(400)
     provider.refusal_body = json.dumps({"code": 21610})
     with pytest.raises(grpc.RpcError) as err:
