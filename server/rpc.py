@@ -259,14 +259,17 @@ class _Observed:
         return call
 
     def written(self, inner, most: float, setting: str):
-        """`stream`, with each reply written here, within `most` seconds (the first with the
-        headers): past that the replies are closed (the handlers inside end as for a cancelled
-        call, and record the status set first) and the call ends `RepliesUnread`.
+        """`stream`, with each reply written here, within `most` seconds: past that the
+        replies are closed (the handlers inside end as for a cancelled call, and record the
+        status set first) and the call ends `RepliesUnread`.
 
-        The headers go first, on their own (`send_initial_metadata`, before the first reply):
-        gRPC marks them sent only once a write that carries them completes, so a first write
-        cut short left them unmarked, and the status then carried them a second time, which
-        gRPC refuses (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS): the client got no status at all."""
+        The headers go first, on their own (`send_initial_metadata`, before the first reply)
+        and unbounded: gRPC marks them sent only once the operation that carries them
+        completes, so one cut short left them unmarked, and the status then carried them a
+        second time, which gRPC refuses (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS): the client got
+        no status at all and waited until its deadline. A reply cut short is no such trouble
+        (it goes before the status). Flow control never holds headers back: they wait only
+        for a connection that cannot send at all, which keepalive and its age end."""
         async def call(request, context):
             request, ending = self.begin(request, context)
             sent, headed = self.series.sent, False
@@ -274,12 +277,12 @@ class _Observed:
                 async with contextlib.aclosing(inner(request, context)) as replies:
                     async for reply in replies:
                         sent.inc()
+                        if not headed:
+                            headed = True
+                            await context.send_initial_metadata(())
                         try:
                             # not wait_for: it made a task a reply (~25 us, against ~10)
                             async with asyncio.timeout(most):
-                                if not headed:
-                                    headed = True
-                                    await context.send_initial_metadata(())
                                 await context.write(reply)
                         except TimeoutError:
                             break

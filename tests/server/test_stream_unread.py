@@ -91,3 +91,29 @@ async def test_the_handler_of_a_stream_cut_short_returns_before_the_client_reads
                 pass
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "stream_unread_seconds" in err.value.details()
+
+
+async def test_a_stream_cut_while_its_headers_are_sent_still_ends_with_a_status(tmp_path):
+    """A cut that landed while the headers were still being sent (they went first, within
+    the same bound) left them unmarked in gRPC, so the status carried them a second time,
+    which gRPC refuses (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS): the client got no status at all
+    and waited until its deadline. A bound far below any send (1 us) cuts every stream at its
+    start; a reflection client (as grpcurl is) that reads every reply must still get an end:
+    EOF if its one reply was written in time, else RESOURCE_EXHAUSTED naming the setting."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from server.config import Settings
+    from server.limits import Limits
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", limits=Limits(stream_unread_seconds=1e-6))
+    async with serving(settings) as (_, ch):
+        call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        await call.done_writing()
+        try:
+            while await asyncio.wait_for(call.read(), 10) != grpc.aio.EOF:
+                pass
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "stream_unread_seconds" in err.details()
