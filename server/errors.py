@@ -129,12 +129,14 @@ class PartlyDone(TailorError):
 
 
 class RepliesUnread(ResourceExhausted):
-    """A streaming call whose client stopped reading: one reply waited `seconds` for room
-    (HTTP/2 flow control), the bound `setting` sets (`rpc.RpcInterceptor`)."""
+    """A streaming call whose client stopped reading, or read too slowly for the replies
+    its flow-control window holds: one reply waited `seconds` for room (HTTP/2 flow
+    control), the bound `setting` sets (`rpc.RpcInterceptor`)."""
 
     def __init__(self, seconds: float, setting: str):
-        super().__init__(f"the client stopped reading: an answer waited {seconds:g} s for room "
-                         f"({setting}); the call ended to free its place for other callers")
+        super().__init__(f"the client stopped reading, or read too slowly: an answer waited "
+                         f"{seconds:g} s for room ({setting}); the call ended to free its "
+                         "place for other callers")
 
 
 class MalformedRequest:

@@ -195,7 +195,13 @@ class Limits(BaseModel):
     decisions, or the events among 4,096 keys; the impression export also holds the names of
     every user and item) and one of its connection's `grpc_max_concurrent_streams`, until the
     connection's age ended it. Health/Watch is left out: a watch is held open by design
-    (`open_streams` bounds them) and writes a few bytes only when a status changes."""
+    (`open_streams` bounds them) and writes a few bytes only when a status changes. A reply
+    waits behind those the client has received and not yet taken, as many as its
+    flow-control window holds (the client sets its size and when it reopens it), so a client
+    that reads, but slowly, is cut too once taking those takes longer than this: on loopback,
+    ExportEvents (~85-byte replies) to a grpcio client with a 1 KB window taking one event
+    every 0.2 s was cut by a 3 s bound after 30 events. A consumer that spends long on each
+    record should read the stream into a queue of its own, or this be raised."""
     plan_read_ahead_users: int = Field(1000, ge=1)
     """Most users of a PlanCampaign stream decided and handed to the decision log but not yet
     answered (a batch that does not fit waits for earlier answers; one larger than this is read
