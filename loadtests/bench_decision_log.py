@@ -81,15 +81,32 @@ def _written() -> int:
 def run(mode: str, slices: int = 4, batch: int = 16) -> tuple[float, float, float]:
     """(CPU microseconds, KiB sent to storage, system CPU microseconds) per decision of this
     process's code (its `server` package); plan transactions of `slices` slices of 250, choose
-    transactions of `batch` decisions."""
-    from server.campaigns.repository import writer_functions
+    transactions of `batch` decisions. Its temporary store (tens of MB) is removed however the
+    run ends (a round stopped by Ctrl-C left it in /tmp)."""
+    root = Path(tempfile.mkdtemp(prefix="tailor-bench-decision-log-"))
+    try:
+        return _measure(root, mode, slices, batch)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _measure(root: Path, mode: str, slices: int, batch: int) -> tuple[float, float, float]:
+    """`run` on a new store under `root`, closed however it ends."""
     from server.security.secrets import Secrets
     from server.store import Store
     from server.store.crypto import MASTER_RING, STORE_ID_RING, StoreCrypto
-    root = Path(tempfile.mkdtemp(prefix="tailor-bench-decision-log-"))
     secrets = Secrets.load(root / "secrets", generate=True, names=(MASTER_RING, STORE_ID_RING))
     store = Store(root / "store", map_size=4 << 30, sync=True,
                   crypto=StoreCrypto.from_secrets(secrets))
+    try:
+        return _calls(store, mode, slices, batch)
+    finally:
+        store.close()
+
+
+def _calls(store, mode: str, slices: int, batch: int) -> tuple[float, float, float]:
+    """The warm-up and the measured calls of `run` on `store`."""
+    from server.campaigns.repository import writer_functions
     fns = writer_functions(store)
     users = [f"u{i}" for i in range(USERS)]
     ids = _tree_ids()
@@ -116,8 +133,6 @@ def run(mode: str, slices: int = 4, batch: int = 16) -> tuple[float, float, floa
     for k in range(calls // 5, calls):
         n += call(k)
     t1, disk = os.times(), _written() - disk0
-    store.close()
-    shutil.rmtree(root, ignore_errors=True)  # tens of MB a run, left in /tmp before
     user, system = t1.user - t0.user, t1.system - t0.system
     return 1e6 * (user + system) / n, disk / 1024 / n, 1e6 * system / n
 
