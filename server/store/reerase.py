@@ -14,7 +14,8 @@ write transaction then deletes, for each token (`reerase`):
   decisions, contact history), their events' dedupe keys, their decisions' index entries and
   pending-window entries, and their events' keys in the outbox entries;
 - the user's pointers into the address indexes (SMS numbers, email addresses) and their
-  entries there;
+  entries there, with an older one-user entry naming them (sealed: it starts with the token;
+  without encryption at rest their id, found by `named` below);
 - their dead letters and their records in unfinished send jobs (`_sends`): sealed ones start
   with the token; without encryption at rest they are JSON naming the user by id, found by
   the tombstone's own key (the id's HMAC under the same `erasure` key: `named`). Their jobs
@@ -201,7 +202,7 @@ def reerase(store_dir: Path, tokens: Sequence[bytes],
             try:
                 # first: `_erase` destroys the data keys that open the sealed send records
                 sends = _sends(txn, tables["sends"], set(tokens), named, opened)
-                removed, slots = _erase(txn, tables, [t + SEP for t in tokens], opened)
+                removed, slots = _erase(txn, tables, [t + SEP for t in tokens], opened, named)
                 removed += sends
             finally:
                 opened.close()
@@ -235,8 +236,8 @@ def _room(store_dir: Path) -> int:
     return 2 * size + (64 << 20)
 
 
-def _erase(txn, t: dict[str, Table], prefixes: list[bytes],
-           opened: Opener) -> tuple[Counter, list[int]]:
+def _erase(txn, t: dict[str, Table], prefixes: list[bytes], opened: Opener,
+           named: Callable[[str], bool] | None) -> tuple[Counter, list[int]]:
     doomed = {key for prefix in prefixes for key in _prefixed(txn, t["decisions"], prefix)}
     due = _due(txn, t["decisions"], doomed)
     removed = _uncount(txn, t["bandit"], [pkey for _, pkey in due], opened)
@@ -250,7 +251,7 @@ def _erase(txn, t: dict[str, Table], prefixes: list[bytes],
         for name in USER_TABLES:
             removed[name] += t[name].delete_prefix(txn, prefix)
         removed["outbox"] += outbox.forget(txn, t["outbox"], prefix)
-        removed["meta"] += _addresses(txn, t["meta"], prefix[:-1])
+        removed["meta"] += _addresses(txn, t["meta"], prefix[:-1], named)
     slots = _shred(txn, t["datakeys"], t["meta"], [p[:-1] for p in prefixes])
     removed["datakeys"] += len(slots)
     return +removed, slots
@@ -303,9 +304,11 @@ def _uncount(txn, bandit: Table, pending: list[bytes], opened: Opener) -> Counte
     return Counter(pending_corrected=sum(by_campaign.values()), pending_unread=unread)
 
 
-def _addresses(txn, meta: Table, token: bytes) -> int:
-    """The user's pointers into each address index and the entries they point at (and an
-    older one-user entry sealed for them: it starts with their token)."""
+def _addresses(txn, meta: Table, token: bytes, named: Callable[[str], bool] | None) -> int:
+    """The user's pointers into each address index and the entries they point at, and an
+    older one-user entry there that names them (`AddressIndex._legacy_names`, as DeleteProfile
+    finds it): sealed for them, it starts with their token; without encryption at rest it is
+    their id, which `named` accepts."""
     removed = 0
     for channel in keys.ADDRESS_PREFIXES:
         base = keys.address_token_user_key(channel, token)
@@ -316,10 +319,22 @@ def _addresses(txn, meta: Table, token: bytes) -> int:
             digest = bytes(raw).removeprefix(keys.ADDRESS_UNSURE).decode()
             removed += meta.delete(txn, keys.address_token_entry_key(channel, digest, token))
             legacy = keys.address_key(channel, digest)
-            if bytes(meta.get(txn, legacy) or b"").startswith(token):
+            if _names(bytes(meta.get(txn, legacy) or b""), token, named):
                 removed += meta.delete(txn, legacy)
             removed += meta.delete(txn, pointer)
     return removed
+
+
+def _names(entry: bytes, token: bytes, named: Callable[[str], bool] | None) -> bool:
+    """Whether an older one-user address entry is the user's (token `token`): sealed for them,
+    or their id as it is (a store without encryption at rest; an unnamed entry,
+    `keys.ADDRESS_UNNAMED`, is nobody's)."""
+    if entry.startswith(token):
+        return True
+    try:
+        return bool(entry) and named is not None and named(entry.decode())
+    except UnicodeDecodeError:  # sealed for another user
+        return False
 
 
 def _sends(txn, sends: Table, tokens: set[bytes], named: Callable[[str], bool] | None,

@@ -271,3 +271,30 @@ def test_a_sealed_send_record_is_settled_by_its_state_read_with_the_encryption_k
             assert read_value(path, "sends", keys.send_user_key("big", 1)) is not None
     finally:
         tokens.use_key(tokens.UNCONFIGURED_KEY)
+
+
+def test_an_older_one_user_address_entry_naming_the_user_by_id_goes_too(tmp_path):
+    """An address index entry written before entries per profile (`address_key`, the digest
+    alone) holds its one user: sealed, starting with their token, or, without encryption at
+    rest, their id as it is. The restore deleted only the sealed ones: alice's id stayed in
+    the copy, which DeleteProfile would have deleted (`AddressIndex._legacy_names`). It now
+    goes, found by her tombstone's hash of the id, through her pointers, as DeleteProfile
+    finds it; one her held pointer reaches that names carol stays."""
+    import json
+
+    from contract.erasure import digest
+    from server.backup import _erase_carried
+    path, key = tmp_path / "store", os.urandom(32)
+    _store(path)
+    mine, carols = keys.address_key("email", "ab" * 8), keys.address_key("email", "cd" * 8)
+    store = Store(path, sync=False)
+    store.write(lambda txn: [store.raw_table("meta").put(txn, k, v) for k, v in (
+        (mine, b"alice"), (carols, b"carol"),
+        (keys.address_token_user_key("email", ALICE) + keys.SEP + b"held", b"cd" * 8))])
+    store.close()
+    tombstone = json.dumps({"at": 1.0, "found_by": found_by(key, ALICE)}).encode()
+    carried = [(keys.tombstone_key("k1", digest(key, "alice")), tombstone)]
+    _erase_carried(tmp_path, carried, [("k1", key)])
+    meta = _everything(path, ("meta",))["meta"]
+    assert mine not in meta and meta[carols] == b"carol"
+    assert not any(b"alice" in v for v in meta.values())
