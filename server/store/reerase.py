@@ -52,7 +52,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import lmdb
@@ -132,26 +132,25 @@ def impressions_found(store_dir: Path, wanted: Mapping[str, Collection[str]],
             if any(impressions_found_by(key, kid, user) in found for key, found in by_kid)]
 
 
-def _impression_users(store_dir: Path) -> list[tuple[str, str]]:
-    """(kid, user hash) of every user with an impression in the copy: one seek past each
-    user's keys (the counters and buckets, whose keys start with the separator, skipped)."""
+def _impression_users(store_dir: Path) -> Iterator[tuple[str, str]]:
+    """(kid, user hash) of every user with an impression in the copy, one at a time (a list
+    of them all held ~200 bytes a user: 2 GB for ten million): one seek past each user's keys
+    (the counters and buckets, whose keys start with the separator, skipped)."""
     env = open_env(store_dir, readonly=True, lock=False, readahead=False)
-    found = []
     try:
         with env.begin() as txn:
             try:
                 db = env.open_db(b"impressions", txn=txn, create=False)
             except lmdb.NotFoundError:
-                return []
+                return
             cur = txn.cursor(db=db)
             more = cur.set_range(SEP + b"\xff")
             while more:
                 kid, user = bytes(cur.key()).split(SEP, 2)[:2]
-                found.append((kid.decode(), user.decode()))
+                yield kid.decode(), user.decode()
                 more = cur.set_range(kid + SEP + user + b"\x20")  # past `<kid>␟<user>␟...`
     finally:
         env.close()
-    return found
 
 
 def _stored_tokens(store_dir: Path) -> list[bytes]:
