@@ -48,6 +48,7 @@ in `COUNTS`).
 """
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import shutil
@@ -153,28 +154,37 @@ def _impression_users(store_dir: Path) -> Iterator[tuple[str, str]]:
         env.close()
 
 
-def _stored_tokens(store_dir: Path) -> list[bytes]:
+def _stored_tokens(store_dir: Path) -> Iterator[bytes]:
     """Every user token keying a record of the copy (`keys.USER_TABLES`, `datakeys`), in
-    order: one seek past each user's keys per table, the index keys (which start with the
-    separator, below the tokens' hex digits) skipped."""
+    order, each once, one at a time: one seek past each user's keys per table (the index
+    keys, which start with the separator, below the tokens' hex digits, skipped), the tables'
+    walks merged (a set of them all held ~120 bytes a user: 1.2 GB for ten million)."""
     env = open_env(store_dir, readonly=True, lock=False, readahead=False)
-    found: set[bytes] = set()
     try:
         with env.begin() as txn:
+            walks = []
             for name in (*USER_TABLES, "datakeys"):
                 try:
                     db = env.open_db(name.encode(), txn=txn, create=False)
                 except lmdb.NotFoundError:
                     continue
-                cur = txn.cursor(db=db)
-                more = cur.set_range(b"0")
-                while more:
-                    token = bytes(cur.key()[:TOKEN_CHARS])
-                    found.add(token)
-                    more = cur.set_range(token + b"\x20")  # past `<token>` and `<token>␟...`
+                walks.append(_tokens_of(txn.cursor(db=db)))
+            last = None
+            for token in heapq.merge(*walks):
+                if token != last:
+                    yield token
+                    last = token
     finally:
         env.close()
-    return sorted(found)
+
+
+def _tokens_of(cur) -> Iterator[bytes]:
+    """The tokens one table's keys start with, in order (cursor `cur`)."""
+    more = cur.set_range(b"0")
+    while more:
+        token = bytes(cur.key()[:TOKEN_CHARS])
+        yield token
+        more = cur.set_range(token + b"\x20")  # past `<token>` and `<token>␟...`
 
 
 def reerase(store_dir: Path, tokens: Sequence[bytes],
