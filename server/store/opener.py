@@ -8,7 +8,9 @@ encryption at rest those records are sealed under the user's data key: the wrapp
 `datakeys`, the pad in the copy's `keyslots`, the wrapping key derived from the `encryption`
 master keyring (`DataKeys`). Given that keyring, `Opener` opens them as the servers do; without
 it (or for a record that does not open), it gives None and the caller says what it could not
-correct. A store without encryption (no `sealed` stamp) holds them as they are.
+correct. A store without encryption (no `sealed` stamp, no seal under way: `seal-progress`)
+holds them as they are; in one whose seal was cut short, the records not sealed yet do not
+open either (counted as not read).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from cryptography.exceptions import InvalidTag
 
 from .datakeys import DataKeys
 from .errors import StoreKeyMissing
-from .rekey import SEALED_KEY
+from .rekey import SEAL_PROGRESS_KEY, SEALED_KEY
 from .sealed import SealedTable, unseal
 from .table import Table
 from .tokens import TOKEN_CHARS
@@ -37,7 +39,9 @@ class Opener:
                  master: Sequence[tuple[str, bytes]]):
         """`tables`: the copy's tables by name (`datakeys` and `meta` among them); `master`: the
         `encryption` keyring ((kid, key), newest first; empty: none given)."""
-        self.sealed = tables["meta"].get(txn, SEALED_KEY) is not None
+        meta = tables["meta"]  # a seal cut short has sealed some records: sealed, as the
+        # servers take it (`rekey._sealed`); those it had not sealed yet do not open
+        self.sealed = any(meta.get(txn, key) is not None for key in (SEALED_KEY, SEAL_PROGRESS_KEY))
         self.keys = (DataKeys(store_dir, tables["datakeys"], tables["meta"], list(master),
                               sync=False) if self.sealed and master else None)
         self._tables = tables

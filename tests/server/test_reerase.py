@@ -349,3 +349,39 @@ def test_the_copys_tokens_are_hashed_one_at_a_time(tmp_path):
         tracemalloc.stop()
     assert found == [users[3], users[7]]
     assert peak < 50 * len(users), peak  # a set of them all: ~120 bytes each
+
+
+def test_a_copy_whose_seal_was_under_way_reads_its_sealed_records_with_the_keyring(tmp_path):
+    """A store whose seal (encryption at rest turned on) was cut short holds `seal-progress`
+    and no `sealed` stamp yet, and its records sealed so far are sealed (`rekey._sealed`:
+    the servers take it as sealed). `Opener` looked at the stamp alone: given the
+    `encryption` keyring, it read alice's sealed pending decision as plaintext, did not
+    decode it, and her campaign's pending counter stayed at 1 (`pending_unread`)."""
+    import json
+
+    from server.store import tokens
+    from server.store.backup import read_value
+    from server.store.lmdb_store import open_env
+    from tests.conftest import throwaway_crypto
+    crypto, path = throwaway_crypto(), tmp_path / "store"
+    try:
+        store, token = Store(path, sync=False, crypto=crypto), tokens.user_token("alice")
+        pkey, counter = token + keys.SEP + b"d1", keys.count_key("spring")
+
+        def fill(txn):
+            store.table("decisions").put(txn, pkey, json.dumps(
+                {"decision_id": "d1", "campaign_id": "spring", "status": "pending"}).encode())
+            store.raw_table("decisions").put(txn, keys.due_key(2000.0, "d1"), pkey)
+            store.raw_table("bandit").put(txn, counter, b'{"pending": 1}')
+        store.write(fill)
+        store.close()
+        env = open_env(path, lock=False)
+        with env.begin(write=True, db=env.open_db(b"meta")) as txn:  # the seal cut short
+            txn.delete(b"sealed")
+            txn.put(b"seal-progress", b"[0, null]")
+        env.close()
+        removed = reerase(path, [token], master=crypto.master)
+        assert (removed["pending_corrected"], removed["pending_unread"]) == (1, 0)
+        assert json.loads(read_value(path, "bandit", counter))["pending"] == 0
+    finally:
+        tokens.use_key(tokens.UNCONFIGURED_KEY)
