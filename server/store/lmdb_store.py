@@ -8,7 +8,10 @@ retention): ordinary writes stop short of them, so a full store can
 still forget a person. Several processes may open the same directory: LMDB serialises
 writers across processes and readers never block. A process changes its map size (growing
 it, or adopting a size another process grew it to) only while none of its other threads has a
-transaction open (`remap.MapGate`): the change invalidates every open one.
+transaction open (`remap.MapGate`): the change invalidates every open one. A transaction that
+finds the map grown by another process past this process's adopts it and begins again, an
+open's first ones too (the tables' `open_db`): `lmdb.open` sized the map at the pages in use
+then, and other processes may write more before them.
 A process killed inside a read transaction (a backup SIGKILLed while it copies, an OOM kill)
 leaves its slot in LMDB's reader table, and the snapshot it names keeps every page freed since
 from being reused: the file would grow with every write while any process holds the store open.
@@ -61,8 +64,9 @@ TABLES = ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campai
 T = TypeVar("T")
 
 ADOPT_TRIES = 3
-"""Begins a transaction tries when the map was grown by another process: between two, it adopts
-the new size (`_adopt_map`), or waits for another thread of this one that does."""
+"""Times a transaction's begin is tried again when the map was grown by another process: before
+each, it adopts the new size (`_adopt_map`), or waits for another thread of this one that does
+(`Store._adopt_and_retry`)."""
 DISK_FULL_BYTES = 1 << 20
 """A write that failed with its store's filesystem below this free is refused as the disk being
 full (`StoreDiskFull`): LMDB writes until the disk is full, so what is left is less than a
@@ -124,7 +128,7 @@ class Store:
             if not readonly and GrowthFill.supported():
                 self._fill = GrowthFill(self.path, self.env.stat()["psize"])
             self._raw = {name: Table(name, db) for name in TABLES
-                         if (db := self._open_db(name, readonly)) is not None}
+                         if (db := self.open_db(name, create=not readonly)) is not None}
             self._tables = dict(self._raw)
             if crypto is not None and crypto.encrypt:
                 self._seal_tables(crypto, sync)
@@ -142,15 +146,24 @@ class Store:
             raise
         """{record kind: layout version its records were migrated from} by this open."""
 
-    def _open_db(self, name: str, readonly: bool):
-        """The named table; None when a read-only open finds a data dir written before the
-        table was added (the first writable open creates it)."""
+    def open_db(self, name: str, create: bool = True):
+        """The LMDB handle of table `name` (`TABLES`, or rekey's scratch table); None when absent
+        and not `create`: a read-only open of a data dir written before the table was added (the
+        first writable open creates it). Its transaction adopts a map another process grew
+        (`_adopt_and_retry`), as every other does: an open's first ones follow `lmdb.open`,
+        which sized the map at the pages in use then."""
+        held = self._gate.enter()
         try:
-            return self.env.open_db(name.encode(), create=not readonly)
+            try:
+                return self.env.open_db(name.encode(), create=create)
+            except lmdb.MapResizedError:
+                return self._adopt_and_retry(self.env.open_db, name.encode(), create=create)
         except lmdb.NotFoundError:
-            if readonly:
-                return None
-            raise
+            if create:
+                raise
+            return None
+        finally:
+            self._gate.leave(held)
 
     def _seal_tables(self, crypto: StoreCrypto, sync: bool) -> None:
         self._check_pads()
@@ -225,13 +238,26 @@ class Store:
 
     def _begin(self, write: bool) -> lmdb.Transaction:
         """A transaction (the caller holds the gate); a map another process grew past this
-        process's is adopted first, once no other thread has a transaction open (`MapGate`)."""
-        for _ in range(ADOPT_TRIES):
+        process's is adopted first (`_adopt_and_retry`)."""
+        try:
+            return self.env.begin(write=write, buffers=False)
+        except lmdb.MapResizedError:
+            return self._adopt_and_retry(self.env.begin, write=write, buffers=False)
+
+    def _adopt_and_retry(self, begin: Callable[..., T], *args, **kwargs) -> T:
+        """`begin(*args, **kwargs)`, a call that begins a transaction and raised
+        `MapResizedError` (the caller holds the gate), again once this process adopted the
+        grown map: once no other thread has a transaction open (`MapGate`), or another thread
+        adopted it. Every transaction of a `Store` begins through it when the map grew
+        (`_begin`, `open_db`): out of the hot path, which is only a `begin`."""
+        for _ in range(ADOPT_TRIES - 1):
+            self._gate.remap(self._adopt_map)  # or another thread's remap ran: again
             try:
-                return self.env.begin(write=write, buffers=False)
+                return begin(*args, **kwargs)
             except lmdb.MapResizedError:
-                self._gate.remap(self._adopt_map)  # or another thread's remap ran: again
-        return self.env.begin(write=write, buffers=False)
+                pass
+        self._gate.remap(self._adopt_map)
+        return begin(*args, **kwargs)
 
     @property
     def ordinary_ceiling(self) -> int:

@@ -178,7 +178,7 @@ def _same(raw: bytes) -> bytes:
 
 def _rekey(store) -> int:
     """Key version 1 -> 2 in chunks (module doc); records re-keyed by this call."""
-    scratch = Table(_SCRATCH.decode(), store.env.open_db(_SCRATCH, create=True))
+    scratch = Table(_SCRATCH.decode(), store.open_db(_SCRATCH.decode()))
     n, where = 0, (-1, b"")
     while True:
         moved, where = store.write(lambda txn, at=where: _rekey_chunk(store, scratch, txn, at))

@@ -161,3 +161,25 @@ def test_two_threads_that_both_find_the_map_grown_do_not_wait_for_each_other():
     held = gate.enter()  # the gate is open again and counts from zero
     gate.leave(held)
     assert gate._open == 0 and not gate._remapping
+
+
+def test_a_store_another_process_grows_while_it_opens_still_opens(tmp_path, monkeypatch):
+    """`lmdb.open` sizes the map at the pages in use then; another process that grew the store
+    past that before the open's first transaction (the tables' `open_db`) left it raising
+    `MapResizedError`, and a restarted worker or an admin command did not start."""
+    path = tmp_path / "store"
+    Store(path, map_size=1 << 20, sync=False).close()
+    clear = Store.clear_stale_readers
+
+    def grown_meanwhile(store):  # between lmdb.open and the tables' open
+        subprocess.run([sys.executable, "-c", _GROW_ELSEWHERE, str(path)],
+                       cwd=ROOT, check=True, timeout=60)
+        return clear(store)
+
+    monkeypatch.setattr(Store, "clear_stale_readers", grown_meanwhile)
+    store = Store(path, map_size=1 << 20, sync=False)
+    try:
+        assert store.env.info()["map_size"] > 1 << 20
+        assert store.get("events", b"z001999") == b"x" * 2000
+    finally:
+        store.close()
