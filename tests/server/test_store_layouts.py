@@ -3,6 +3,8 @@ migrates it once, at open, all or nothing."""
 import dataclasses
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import lmdb
@@ -16,10 +18,11 @@ from server.errors import FailedPrecondition
 from server.profiles import ProfileSchema, TrackedEvent
 from server.profiles import seen as seen_module
 from server.profiles.repository import ProfileRepository
-from server.store import KINDS, RecordKind, Store, keys, tokens
+from server.store import KINDS, RecordKind, Store, keys, rekey, tokens
 from server.store import migrate as store_migrate
 from server.store.migrate import stored_versions
-from tests.conftest import store_mentions, throwaway_crypto
+from tests.conftest import ROOT, store_mentions, throwaway_crypto
+from tests.server.test_store_remap import GROW_ELSEWHERE
 
 FIXTURE = Path(__file__).parent / "data" / "store_v1.json"
 """Every record of a small store as main wrote it before layouts had versions (make_store_v1.py)."""
@@ -172,6 +175,27 @@ def test_a_store_with_a_newer_layout_is_refused(v1_dir):
     Store(v1_dir, sync=False, layouts=bumped("decision", add_channel)).close()
     with pytest.raises(FailedPrecondition, match="decision"):
         Store(v1_dir, sync=False)
+
+
+def test_the_re_key_opens_its_scratch_table_in_a_map_another_process_grew(v1_dir, monkeypatch):
+    """The re-key's scratch table was opened outside the adopt-and-retry of every other
+    transaction: another process that grew the store past this process's map just before
+    (here it re-keys the store itself, then writes ~4 MB) left the open raising
+    `MapResizedError`."""
+    rekey_then = rekey._rekey
+
+    def grown_meanwhile(store):
+        subprocess.run([sys.executable, "-c", GROW_ELSEWHERE, str(v1_dir)],
+                       cwd=ROOT, check=True, timeout=60)
+        return rekey_then(store)
+
+    monkeypatch.setattr(rekey, "_rekey", grown_meanwhile)
+    store = Store(v1_dir, map_size=1 << 20, sync=False)
+    try:
+        assert store.get("events", b"z001999") == b"x" * 2000
+        assert records(store, "campaigns") == rekeyed("campaigns", fixture_records("campaigns"))
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("encrypted", [False, True])

@@ -62,7 +62,7 @@ def test_a_read_open_in_another_thread_survives_the_map_growing(tmp_path):
         store.close()
 
 
-_GROW_ELSEWHERE = """
+GROW_ELSEWHERE = """
 import sys
 from server.store import Store
 store = Store(sys.argv[1], map_size=1 << 20, max_map_size=1 << 30, sync=False)
@@ -78,7 +78,7 @@ def test_a_map_another_process_grew_is_adopted_without_breaking_open_reads(tmp_p
         reader = threading.Thread(target=_read_across, args=(store, go_on, inside, read))
         reader.start()
         assert inside.wait(10)
-        subprocess.run([sys.executable, "-c", _GROW_ELSEWHERE, str(tmp_path / "store")],
+        subprocess.run([sys.executable, "-c", GROW_ELSEWHERE, str(tmp_path / "store")],
                        cwd=ROOT, check=True, timeout=60)
         seen = []  # a transaction begun now finds the map grown past this process's
         other = threading.Thread(target=lambda: seen.append(store.get("events", b"z001999")))
@@ -172,7 +172,7 @@ def test_a_store_another_process_grows_while_it_opens_still_opens(tmp_path, monk
     clear = Store.clear_stale_readers
 
     def grown_meanwhile(store):  # between lmdb.open and the tables' open
-        subprocess.run([sys.executable, "-c", _GROW_ELSEWHERE, str(path)],
+        subprocess.run([sys.executable, "-c", GROW_ELSEWHERE, str(path)],
                        cwd=ROOT, check=True, timeout=60)
         return clear(store)
 
