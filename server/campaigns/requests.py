@@ -96,7 +96,11 @@ def request_digest(caller: str, campaign_id: str, user_id: str, request_id: str)
     for the entries of a Tailor from before digests were keyed (`RequestIds`); neither holds a
     raw id."""
     text = _text(caller, campaign_id, user_id, request_id)
-    return tokens.keyed_digest(_DOMAIN, text)[:DIGEST_CHARS].encode() + _blake2b(text)
+    return _keyed(text) + _blake2b(text)
+
+
+def _keyed(text: bytes) -> bytes:
+    return tokens.keyed_digest(_DOMAIN, text)[:DIGEST_CHARS].encode()
 
 
 class RequestDigests:
@@ -113,7 +117,7 @@ class RequestDigests:
     def __call__(self, caller: str, campaign_id: str, user_id: str, request_id: str,
                  now: float) -> bytes:
         text = _text(caller, campaign_id, user_id, request_id)
-        keyed = tokens.keyed_digest(_DOMAIN, text)[:DIGEST_CHARS].encode()
+        keyed = _keyed(text)
         return keyed if now > self.unkeyed_until else keyed + _blake2b(text)
 
 
