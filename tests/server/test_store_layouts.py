@@ -3,8 +3,6 @@ migrates it once, at open, all or nothing."""
 import dataclasses
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import lmdb
@@ -21,8 +19,8 @@ from server.profiles.repository import ProfileRepository
 from server.store import KINDS, RecordKind, Store, keys, rekey, tokens
 from server.store import migrate as store_migrate
 from server.store.migrate import stored_versions
-from tests.conftest import ROOT, store_mentions, throwaway_crypto
-from tests.server.test_store_remap import GROW_ELSEWHERE
+from tests.conftest import store_mentions, throwaway_crypto
+from tests.server.test_store_remap import grow_elsewhere
 
 FIXTURE = Path(__file__).parent / "data" / "store_v1.json"
 """Every record of a small store as main wrote it before layouts had versions (make_store_v1.py)."""
@@ -185,8 +183,7 @@ def test_the_re_key_opens_its_scratch_table_in_a_map_another_process_grew(v1_dir
     rekey_then = rekey._rekey
 
     def grown_meanwhile(store):
-        subprocess.run([sys.executable, "-c", GROW_ELSEWHERE, str(v1_dir)],
-                       cwd=ROOT, check=True, timeout=60)
+        grow_elsewhere(v1_dir)
         return rekey_then(store)
 
     monkeypatch.setattr(rekey, "_rekey", grown_meanwhile)

@@ -71,6 +71,13 @@ store.close()
 """
 
 
+def grow_elsewhere(path) -> None:
+    """Another process writes ~4 MB into the store at `path` (a 1 MiB map): it grows the
+    file, and every map but its own, past what they map."""
+    subprocess.run([sys.executable, "-c", GROW_ELSEWHERE, str(path)], cwd=ROOT, check=True,
+                   timeout=60)
+
+
 def test_a_map_another_process_grew_is_adopted_without_breaking_open_reads(tmp_path):
     store = _filled(tmp_path / "store")
     try:
@@ -78,8 +85,7 @@ def test_a_map_another_process_grew_is_adopted_without_breaking_open_reads(tmp_p
         reader = threading.Thread(target=_read_across, args=(store, go_on, inside, read))
         reader.start()
         assert inside.wait(10)
-        subprocess.run([sys.executable, "-c", GROW_ELSEWHERE, str(tmp_path / "store")],
-                       cwd=ROOT, check=True, timeout=60)
+        grow_elsewhere(tmp_path / "store")
         seen = []  # a transaction begun now finds the map grown past this process's
         other = threading.Thread(target=lambda: seen.append(store.get("events", b"z001999")))
         other.start()
@@ -172,8 +178,7 @@ def test_a_store_another_process_grows_while_it_opens_still_opens(tmp_path, monk
     clear = Store.clear_stale_readers
 
     def grown_meanwhile(store):  # between lmdb.open and the tables' open
-        subprocess.run([sys.executable, "-c", GROW_ELSEWHERE, str(path)],
-                       cwd=ROOT, check=True, timeout=60)
+        grow_elsewhere(path)
         return clear(store)
 
     monkeypatch.setattr(Store, "clear_stale_readers", grown_meanwhile)
