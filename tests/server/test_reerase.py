@@ -305,7 +305,6 @@ def test_the_copys_impression_users_are_hashed_one_at_a_time(tmp_path):
     all into one list first, ~200 bytes a user (19.6 MB for 100,000 users, 2 GB for ten
     million, on top of the tokens), and now walks them one at a time: the peak of what
     Python holds no longer grows with the users."""
-    import tracemalloc
 
     from server.store.reerase import impressions_found, impressions_found_by
     path, key, users = tmp_path / "store", os.urandom(32), [os.urandom(16).hex() for _ in range(20_000)]
@@ -315,12 +314,7 @@ def test_the_copys_impression_users_are_hashed_one_at_a_time(tmp_path):
         for u in users])
     store.close()
     wanted = {"k1": {impressions_found_by(key, "u1", users[7])}}
-    tracemalloc.start()
-    try:
-        found = impressions_found(path, wanted, [("k1", key)])
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    found, peak = _with_peak(impressions_found, path, wanted, [("k1", key)])
     assert found == [keys.impression_user_prefix("u1", users[7])]
     assert peak < 50 * len(users), peak  # a list of them all: ~200 bytes each
 
@@ -329,7 +323,6 @@ def test_the_copys_tokens_are_hashed_one_at_a_time(tmp_path):
     """`tokens_found` hashed each token of the copy from one set of them all (~120 bytes a
     user: 11.9 MB for 100,000 users); the tables' walks are now merged one token at a time,
     each token still hashed once (one in two tables is found once)."""
-    import tracemalloc
     path, key = tmp_path / "store", os.urandom(32)
     users = sorted(os.urandom(16).hex().encode() for _ in range(20_000))
     store = Store(path, sync=False)
@@ -341,12 +334,7 @@ def test_the_copys_tokens_are_hashed_one_at_a_time(tmp_path):
     store.write(fill)
     store.close()
     wanted = {"k1": {found_by(key, users[3]), found_by(key, users[7])}}
-    tracemalloc.start()
-    try:
-        found = tokens_found(path, wanted, [("k1", key)])
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    found, peak = _with_peak(tokens_found, path, wanted, [("k1", key)])
     assert found == [users[3], users[7]]
     assert peak < 50 * len(users), peak  # a set of them all: ~120 bytes each
 
@@ -385,3 +373,13 @@ def test_a_copy_whose_seal_was_under_way_reads_its_sealed_records_with_the_keyri
         assert json.loads(read_value(path, "bandit", counter))["pending"] == 0
     finally:
         tokens.use_key(tokens.UNCONFIGURED_KEY)
+
+
+def _with_peak(fn, *args):
+    """(fn(*args), the peak of the memory Python allocated while it ran, in bytes)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        return fn(*args), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
