@@ -247,7 +247,7 @@ def _backup(args) -> None:
 
 
 def _restore(args) -> None:
-    from .backup import restore
+    from .backup import left_behind, restore
     from .security.secrets import Secrets
     secrets = Secrets.load(_secrets_dir(args), generate=False, names=(),
                            optional=("erasure", "encryption"))
@@ -262,6 +262,8 @@ def _restore(args) -> None:
               file=sys.stderr)
     if manifest["erase_again"]:  # what the operator must do: not only in the JSON
         print(f"restore: {manifest['erase_again']}", file=sys.stderr)
+    for line in left_behind(manifest):
+        print(f"restore: {line}", file=sys.stderr)
 
 
 def _config_doc(args) -> None:

@@ -54,7 +54,7 @@ from .store.lock import RESTORING, check_restore_finished, locked_dir
 from .store.reerase import COUNTS, found_by, impressions_found, key_check, reerase, tokens_found
 from .store.rekey import KEY_VERSION, KEY_VERSION_KEY
 
-__all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
+__all__ = ["backup", "restore", "left_behind", "FORMAT", "MANIFEST"]
 
 FORMAT = 1
 MANIFEST = "tailor-backup.json"
@@ -382,6 +382,28 @@ def _erase_again(unlinked: int | None, replaced: bool, manifest: dict) -> str | 
                "(restore over the live data dir with --force to carry their tombstones)")
     return (f"{why}: before serving, call DeleteProfile again for every user whose erasure was "
             f"requested since {since}; a user with nothing back answers records_deleted 0")
+
+
+def left_behind(manifest: dict) -> list[str]:
+    """What a restore's re-erasure could not reach, a line each for the operator (counts only,
+    no user; each also in the JSON): impressions of tombstones that keep nothing that finds
+    them (`impressions_not_linked`), and the re-erased users' records it could not open
+    without the `encryption` keyring (`pending_not_corrected`, `send_states_unread`)."""
+    lines = []
+    if manifest.get("impressions_not_linked"):
+        lines.append(f"{manifest['impressions_not_linked']} tombstone(s) found none of their "
+                     "users' impressions (written before tombstones kept what finds them, or "
+                     "under an 'erasure' key not given): those stay until impression retention "
+                     "drops them, unless DeleteProfile is called for those users again")
+    if manifest.get("pending_not_corrected"):
+        lines.append(f"{manifest['pending_not_corrected']} pending decision(s) of re-erased "
+                     "users could not be read (no 'encryption' keyring in --secrets-dir): their "
+                     "campaigns' pending counters still count them")
+    if manifest.get("send_states_unread"):
+        lines.append(f"{manifest['send_states_unread']} send record(s) of re-erased users "
+                     "could not be read (no 'encryption' keyring in --secrets-dir): their "
+                     "SendCampaign jobs do not count them suppressed 'erased'")
+    return lines
 
 
 def _replay_since(manifest: dict) -> str:
