@@ -44,7 +44,7 @@ from ..contact.addresses import CHANNEL_KIND, normalize
 from ..errors import InvalidArgument
 from ..interfaces import DecisionOwners, EventRecorder
 from ..limits import Limits
-from ..messages.reports import opt_out_event, record_report
+from ..messages.reports import record_opt_out, record_report
 from ..messages.webhook import CODE_DIGITS, NUMBER_GONE_CODES, OPTED_OUT_CODES, code_of
 from ..security.userref import user_ref
 from ..validation import check_id, check_known, check_text
@@ -152,8 +152,6 @@ class DeliveryEvents:
         """Record the `unsubscribe` event on sms of the message's user (None: not known) for a
         report saying they texted STOP to the sender, unless their profile holds another
         number than the one reported (`Suppressions.holds`)."""
-        if user is None or (address and self.suppressions is not None
-                            and not await self.suppressions.holds(user, CHANNEL_KIND["sms"], address)):
-            return
-        await self.events.track([opt_out_event("sms", campaign, decision, user, received)])
-        logger.info("sms opt-out of %s reported (decision %s)", user_ref(user), decision)
+        if await record_opt_out(self.events, self.suppressions, "sms", address, user, campaign,
+                                decision, received):
+            logger.info("sms opt-out of %s reported (decision %s)", user_ref(user), decision)

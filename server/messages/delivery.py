@@ -31,7 +31,6 @@ from email.utils import parseaddr
 
 from contract.keyring import keyring_path
 
-from ..contact.addresses import CHANNEL_KIND
 from ..contact.consent import MARKETING
 from ..contact.policy import ADDRESS_ATTRIBUTES
 from ..errors import FailedPrecondition, TailorError
@@ -58,7 +57,7 @@ from .gate import SendGate
 from .logging import logger
 from .once import Once
 from .phones import normalize_phone
-from .reports import opt_out_event, record_report
+from .reports import record_opt_out, record_report
 from .retry import Retry
 from .smtp import SmtpConfig, SmtpSender
 from .webhook import WebhookSender, webhook_body
@@ -348,7 +347,7 @@ class Delivery:
         """A provider's refusal saying the user opted out of the sender
         (`DeliveryRefused.opted_out`: an SMS provider's 21610, STOP texted to the carrier,
         `webhook.OPTED_OUT_CODES`) is recorded as their `unsubscribe` event on `channel`
-        (`reports.opt_out_event`), which opts them out, and every profile at the number with
+        (`reports.record_opt_out`), which opts them out, and every profile at the number with
         them, as a reported one does; while their profile holds `to` (a dead letter to a number
         they no longer hold says nothing of the one they hold), dated `at`. At once, never held
         by a job's breaker (it is no bounce). A failure here is logged (its kind only): the
@@ -356,10 +355,8 @@ class Delivery:
         if not (isinstance(err, DeliveryRefused) and err.opted_out):
             return
         try:
-            if self.suppressions is not None and \
-                    not await self.suppressions.holds(user, CHANNEL_KIND[channel], to):
-                return
-            await self.events.track([opt_out_event(channel, campaign, decision, user, at)])
+            await record_opt_out(self.events, self.suppressions, channel, to, user, campaign,
+                                 decision, at)
         except TailorError as failure:
             logger.warning("a %s was refused as opted out, but the opt-out was not recorded: "
                            "%s", channel, type(failure).__name__)

@@ -12,11 +12,12 @@ to the old one retried, a message composed before the change, a report of an old
 """
 from __future__ import annotations
 
+from ..contact.addresses import CHANNEL_KIND
 from ..contact.suppression import SUPPRESSING_EVENTS
 from ..interfaces import EventRecorder
 from ..profiles import TrackedEvent
 
-__all__ = ["report_event", "record_report", "opt_out_event"]
+__all__ = ["report_event", "record_report", "opt_out_event", "record_opt_out"]
 
 
 def report_event(event_type: str, campaign_id: str, decision_id: str, user_id: str,
@@ -57,3 +58,19 @@ def opt_out_event(channel: str, campaign_id: str, decision_id: str, user_id: str
     (`messages.optout.SharedOptOut`)."""
     return TrackedEvent(f"unsubscribe-{channel}-{decision_id}", user_id, "unsubscribe", channel,
                         campaign_id, "", 0.0, at, {"decision_id": decision_id})
+
+
+async def record_opt_out(events: EventRecorder, suppressions, channel: str, address: str,
+                         user_id: str | None, campaign_id: str, decision_id: str,
+                         at: float) -> bool:
+    """Record `user_id`'s `opt_out_event` on `channel` (None: the message's user is not known),
+    unless their profile holds another address than `address` ("": not named) on it
+    (`Suppressions.holds`; `suppressions` None: not checked): a refusal for a number they no
+    longer hold says nothing of the one they hold. The provider's refusal at the send
+    (`Delivery`) and its later status report (`http.delivery_events`) alike. Whether the event
+    was recorded."""
+    if user_id is None or (address and suppressions is not None and not await
+                           suppressions.holds(user_id, CHANNEL_KIND[channel], address)):
+        return False
+    await events.track([opt_out_event(channel, campaign_id, decision_id, user_id, at)])
+    return True
