@@ -353,10 +353,7 @@ def _erasure_times(tokens: list[bytes], wanted: dict[str, dict[str, float]],
 
 def _found_by_of(tombstone: bytes) -> str | None:
     """The hash of its user's token a tombstone's value keeps; None: none (or not a record)."""
-    try:
-        hashed = json.loads(tombstone).get("found_by")
-    except (ValueError, AttributeError):
-        return None
+    hashed = _record_of(tombstone).get("found_by")
     return hashed if isinstance(hashed, str) and hashed else None
 
 

@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidTag
 
 from .datakeys import DataKeys
 from .errors import StoreKeyMissing
-from .rekey import SEAL_PROGRESS_KEY, SEALED_KEY
+from .rekey import sealed_stamp
 from .sealed import SealedTable, unseal
 from .table import Table
 from .tokens import TOKEN_CHARS
@@ -39,9 +39,9 @@ class Opener:
                  master: Sequence[tuple[str, bytes]]):
         """`tables`: the copy's tables by name (`datakeys` and `meta` among them); `master`: the
         `encryption` keyring ((kid, key), newest first; empty: none given)."""
-        meta = tables["meta"]  # a seal cut short has sealed some records: sealed, as the
-        # servers take it (`rekey._sealed`); those it had not sealed yet do not open
-        self.sealed = any(meta.get(txn, key) is not None for key in (SEALED_KEY, SEAL_PROGRESS_KEY))
+        # a seal cut short has sealed some records: sealed, as the servers take it; those it
+        # had not sealed yet do not open
+        self.sealed = sealed_stamp(tables["meta"], txn) is not None
         self.keys = (DataKeys(store_dir, tables["datakeys"], tables["meta"], list(master),
                               sync=False) if self.sealed and master else None)
         self._tables = tables

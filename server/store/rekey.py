@@ -45,8 +45,8 @@ from .sealed import is_user_key
 from .table import Table
 from .tokens import event_token, key_check, user_token
 
-__all__ = ["open_format", "format_first", "refuse_newer_key_version", "KEY_VERSION", "KEY_VERSION_KEY",
-           "SEALED_KEY", "KEY_CHECK_KEY"]
+__all__ = ["open_format", "format_first", "refuse_newer_key_version", "sealed_stamp",
+           "KEY_VERSION", "KEY_VERSION_KEY", "SEALED_KEY", "KEY_CHECK_KEY"]
 
 logger = logging.getLogger("tailor.store")
 
@@ -69,7 +69,7 @@ def open_format(store, readonly: bool) -> None:
     meta = store.raw_table("meta")
     with store.read() as txn:
         version, sealed = meta.get(txn, KEY_VERSION_KEY), meta.get(txn, SEALED_KEY)
-        check, some_sealed = meta.get(txn, KEY_CHECK_KEY), _sealed(meta, txn)
+        check, some_sealed = meta.get(txn, KEY_CHECK_KEY), sealed_stamp(meta, txn)
         empty = _empty(store, txn)
     encrypt = store.datakeys is not None
     refuse_newer_key_version(version)
@@ -101,7 +101,7 @@ def format_first(store) -> bool:
     step run on records it cannot read would rewrite them for good."""
     meta = store.raw_table("meta")
     with store.read() as txn:
-        sealed, version = _sealed(meta, txn), meta.get(txn, KEY_VERSION_KEY)
+        sealed, version = sealed_stamp(meta, txn), meta.get(txn, KEY_VERSION_KEY)
         refuse_newer_key_version(version)
         _refuse_other_keys(store, sealed, meta.get(txn, KEY_CHECK_KEY))
         pending = (version is None
@@ -131,7 +131,7 @@ def _empty(store, txn) -> bool:
     return not holds_records(store, txn, (*K.USER_TABLES, "dedupe"))
 
 
-def _sealed(meta: Table, txn) -> bytes | None:
+def sealed_stamp(meta: Table, txn) -> bytes | None:
     """The `sealed` stamp, or the progress of a seal under way (some records sealed already)."""
     stamp = meta.get(txn, SEALED_KEY)
     return stamp if stamp is not None else meta.get(txn, SEAL_PROGRESS_KEY)

@@ -341,7 +341,7 @@ def test_the_copys_tokens_are_hashed_one_at_a_time(tmp_path):
 
 def test_a_copy_whose_seal_was_under_way_reads_its_sealed_records_with_the_keyring(tmp_path):
     """A store whose seal (encryption at rest turned on) was cut short holds `seal-progress`
-    and no `sealed` stamp yet, and its records sealed so far are sealed (`rekey._sealed`:
+    and no `sealed` stamp yet, and its records sealed so far are sealed (`rekey.sealed_stamp`:
     the servers take it as sealed). `Opener` looked at the stamp alone: given the
     `encryption` keyring, it read alice's sealed pending decision as plaintext, did not
     decode it, and her campaign's pending counter stayed at 1 (`pending_unread`)."""
