@@ -44,6 +44,7 @@ from .messages.jobs import SendJobs
 from .messages.optout import SharedOptOut
 from .messages.phones import AddressIndex, PhoneIndex
 from .messages.sends import SendRecords
+from .messages.stops import SmsStops
 from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import USER_CACHE_USERS, report_store
 from .models import BundlePusher, ModelRegistry
@@ -215,6 +216,9 @@ class TailorServer:
             gate=SendGate.from_settings(s, self.campaigns, self.profiles, self.suppressions,
                                         self.store), suppressions=self.suppressions)
         self.delivery.addresses = {"sms": self.phones, "email": self.emails}
+        # A STOP reply and a provider's 21610 change the profiles at a number one way.
+        self.stops = SmsStops(self.phones, self.profiles, self.profiles, s.consent_defaults)
+        self.delivery.stops = self.stops
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery, self.emails)
         send_records = SendRecords(self.store, s.limits.request_id_window_seconds,
@@ -393,11 +397,9 @@ class TailorServer:
             return
         ctx, reload = public_http.server_ssl_context(self.tls)
         sms, reports = self._signed("sms-webhook"), self._signed("delivery-events")
-        sms = sms and public_http.SmsInbound(sms, self.phones, self.profiles,
-                                             s.event_future_tolerance_s, self.profiles,
-                                             s.consent_defaults)
+        sms = sms and public_http.SmsInbound(sms, self.stops, s.event_future_tolerance_s)
         reports = reports and public_http.DeliveryEvents(reports, self.campaigns, self.profiles,
-                                                         self.suppressions, s.limits)
+                                                         self.suppressions, s.limits, self.stops)
         self.public = public_http.PublicHttp(
             self.tokens, self.profiles, host=s.host.strip("[]"), port=s.public_http_port, ssl_context=ctx,
             reuse_port=s.workers > 1, sms=sms, delivery_events=reports, limits=s.limits,

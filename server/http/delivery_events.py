@@ -26,8 +26,10 @@ The SMS provider's status callback of a text that did not arrive comes the same 
 A code saying the number takes no texts for good (`webhook.NUMBER_GONE_CODES`) lists the
 number and records the user's `sms_bounce` event, as the provider's synchronous refusal with it
 does (`Delivery._bounced`); a code saying the number's owner texted STOP to the sender
-(`webhook.OPTED_OUT_CODES`: 21610) records the user's `unsubscribe` event on sms, their
-opt-out, while their profile holds the number, as the synchronous refusal with it does
+(`webhook.OPTED_OUT_CODES`: 21610) stops the number as a STOP texted from it does (every
+profile the address index holds there, marketing and transactional texts: the carrier blocks
+them all; a report naming the number alone is enough), and records the user's `unsubscribe`
+event on sms while their profile holds the number, as the synchronous refusal with it does
 (`Delivery._opted_out`; nothing listed); any other code (30003: a phone off, usually for a
 while) records nothing (`address_listed` false). An SMS report is a bounce with a code (400
 otherwise).
@@ -90,10 +92,11 @@ def decision_of(report: dict, limits: Limits) -> str:
 
 class DeliveryEvents:
     def __init__(self, signed: SignedRequests, owners: DecisionOwners, events: EventRecorder,
-                 suppressions, limits: Limits):
-        """`suppressions`: the suppression list (`contact.Suppressions.add`)."""
+                 suppressions, limits: Limits, stops=None):
+        """`suppressions`: the suppression list (`contact.Suppressions.add`); `stops`
+        (`messages.stops.SmsStops`): a 21610 stops the number as a STOP reply does."""
         self.signed, self.owners, self.events = signed, owners, events
-        self.suppressions, self.limits = suppressions, limits
+        self.suppressions, self.limits, self.stops = suppressions, limits, stops
 
     async def handle(self, request: web.Request) -> web.Response:
         body, _ = await self.signed.read(request)
@@ -149,9 +152,11 @@ class DeliveryEvents:
 
     async def _opted_out(self, user: str | None, campaign: str, decision: str, address: str,
                          received: float) -> None:
-        """Record the `unsubscribe` event on sms of the message's user (None: not known) for a
-        report saying they texted STOP to the sender, unless their profile holds another
-        number than the one reported (`Suppressions.holds`)."""
+        """A report saying the number's owner texted STOP to the sender: the number stopped
+        as a STOP reply from it stops it (every profile the index holds there, marketing and
+        transactional; the address alone is enough), and the `unsubscribe` event on sms of
+        the message's user (None: not known) recorded, unless their profile holds another
+        number than the one reported (`Suppressions.holds`; `reports.record_opt_out`)."""
         if await record_opt_out(self.events, self.suppressions, "sms", address, user, campaign,
-                                decision, received):
+                                decision, received, self.stops):
             logger.info("sms opt-out of %s reported (decision %s)", user_ref(user), decision)

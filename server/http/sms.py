@@ -30,25 +30,20 @@ the provider does not retry), so a START signed before a later STOP does not reo
 number no SMS went to is ignored too (200, so the provider does not retry), and so is a reply
 of a user erased since (it would bring their profile back: `ErasedSince`). The sender is found
 through `PhoneIndex` (hashed numbers): every profile texted at the number is changed (several
-may share one).
+may share one), by `messages.stops.SmsStops`, which a provider's 21610 (the carrier's block
+of the number) goes through too.
 """
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import re
 import time
 import unicodedata
-from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote_plus
 
 from aiohttp import web
 
-from ..config import DEFAULT_CONSENT
-from ..contact.consent import TRANSACTIONAL, consent_entry, consent_reason, reopens
-from ..interfaces import ConsentWriter, ProfileMetas
-from ..messages.phones import PhoneIndex
+from ..messages.stops import REPLY_SOURCE, SmsStops
 from ..security.userref import user_ref
 from .signing import SignedRequests
 
@@ -75,20 +70,12 @@ _POLITE = frozenset({"PLEASE", "PLS", "PLZ"})
 """Words read past before an opt-out word ("Please stop")."""
 
 
-CHUNK = 500
-"""Profiles a reply changes per write transaction (`SmsInbound._write`)."""
-
-
 class SmsInbound:
-    def __init__(self, signed: SignedRequests, phones: PhoneIndex, consent: ConsentWriter,
-                 future_s: float = 300.0, metas: ProfileMetas | None = None,
-                 defaults: Mapping[str, str] = DEFAULT_CONSENT):
-        """`future_s`: how far ahead of now a consent change may be dated (Settings
-        `event_future_tolerance_s`); `metas` (the profiles' meta records) and `defaults`
-        (Settings `consent_defaults`): a START re-opens only what a STOP closed
-        (`contact.consent.reopens`)."""
-        self.signed, self.phones, self.consent, self.future_s = signed, phones, consent, future_s
-        self.metas, self.defaults = metas, dict(defaults)
+    def __init__(self, signed: SignedRequests, stops: SmsStops, future_s: float = 300.0):
+        """`stops`: the consent change of every profile at a number (`messages.stops`, shared
+        with a provider's 21610); `future_s`: how far ahead of now a consent change may be
+        dated (Settings `event_future_tolerance_s`)."""
+        self.signed, self.stops, self.future_s = signed, stops, future_s
 
     async def handle(self, request: web.Request) -> web.Response:
         body, signed_at = await self.signed.read(request)
@@ -100,81 +87,11 @@ class SmsInbound:
         if opted_in is None:
             return web.Response(text="ignored")
         dated = min(signed_at, time.time() + self.future_s)  # a clock ahead
-        source, only = f"sms reply {word}", _whole(text) == word
-        # the unnamed first: one named in between is then in `users` (`still_indexed`)
-        tokens = await asyncio.to_thread(self.phones.unnamed, sender)
-        users = await asyncio.to_thread(self.phones.lookup, sender)  # all who share it
-        metas = await asyncio.to_thread(self.metas.metas, users) if self.metas is not None \
-            else [None] * len(users)
-        # `existing`: a reply changes a profile that exists, never brings one back (one erased
-        # since, signed before or no profile since, is skipped)
-        changed = await self._write(self._grouped(users, metas, opted_in, only), functools.partial(
-            self.consent.set_consents, channel="sms", opted_in=opted_in, source=source,
-            timestamp=dated, existing=True))
+        changed, unnamed = await self.stops.change(sender, opted_in, _whole(text) == word,
+                                                   f"{REPLY_SOURCE}{word}", dated)
         for user in sorted(changed):
             logger.info("sms %s from %s", word, user_ref(user))
-        unnamed = await self._change_unnamed(tokens, opted_in, only, source, dated)
         return web.Response(text="ok" if changed or unnamed else "unknown number")
-
-    async def _change_unnamed(self, tokens: list[bytes], opted_in: bool, only: bool,
-                              source: str, dated: float) -> int:
-        """The change of the profiles indexed at the number by token alone, `tokens` (stored
-        before the index, their id nowhere in the store: `PhoneIndex.unnamed`); how many
-        changed."""
-        if not tokens:
-            return 0
-        metas = await asyncio.to_thread(self.metas.unnamed_metas, tokens) \
-            if self.metas is not None else [None] * len(tokens)
-        changed = await self._write(self._grouped(tokens, metas, opted_in, only), functools.partial(
-            self.consent.set_unnamed_consents, channel="sms", opted_in=opted_in, source=source,
-            still=self.phones.still_indexed, timestamp=dated))
-        if changed:
-            logger.info("sms %s: %d unnamed profiles at the number", source, len(changed))
-        return len(changed)
-
-    @staticmethod
-    async def _write(groups: dict[str, list], write) -> set:
-        """`await write(ids, purpose=...)` of each purpose's profiles, `CHUNK` a call (one
-        write transaction: a STOP from a number 1,000 profiles share took 2,000 fsync'd
-        writes, 7.2 s of the provider's call); the profiles changed."""
-        changed = set()
-        for purpose, ids in groups.items():
-            for start in range(0, len(ids), CHUNK):
-                changed.update(await write(ids[start:start + CHUNK], purpose=purpose))
-        return changed
-
-    def _grouped(self, ids: list, metas: list, opted_in: bool, only: bool) -> dict[str, list]:
-        """{purpose: the profiles of `ids` whose `purpose` the reply changes} (`_purposes` of
-        each one's meta record), marketing first."""
-        groups: dict[str, list] = {"marketing": [], "transactional": []}
-        for profile, meta in zip(ids, metas):
-            for purpose in self._purposes(meta, opted_in, only):
-                groups[purpose].append(profile)
-        return {purpose: group for purpose, group in groups.items() if group}
-
-    def _purposes(self, meta, opted_in: bool, only: bool) -> list[str]:
-        """The purposes a reply changes for one profile: a STOP closes marketing and
-        transactional texts (the carriers block the number: nothing but the STOP's
-        confirmation may follow it), a transactional opt-out given elsewhere left as it is; a
-        START reopens what a STOP closed, giving no consent not given before (`reopens`).
-        `only`: the reply is the opt-out word alone; a reply merely starting with one ("Cancel
-        my 3pm appointment") closes marketing only (carriers block the number on a
-        single-word reply only)."""
-        if not opted_in and not only:
-            return ["marketing"]
-        if opted_in and self.metas is not None:
-            return [p for p, ok in (("marketing", reopens(meta, "sms", self.defaults)),
-                                    ("transactional", _stopped(meta))) if ok]
-        if not opted_in and consent_reason(meta, "sms", TRANSACTIONAL, self.defaults):
-            return ["marketing"]  # closed already: START must not reopen it
-        return ["marketing", "transactional"]
-
-
-def _stopped(meta) -> bool:
-    """Whether the SMS transactional texts are closed by an SMS reply (a STOP)."""
-    entry = consent_entry(meta, "sms", TRANSACTIONAL)
-    return entry is not None and not entry.get("opted_in") and \
-        str(entry.get("source", "")).startswith("sms reply ")
 
 
 def _sender(form: str) -> str:

@@ -151,6 +151,9 @@ class Delivery:
         self.addresses: dict = {}
         """Channel -> its `phones.AddressIndex` (set by the app): the address a text goes to
         is indexed as it goes (`_went`)."""
+        self.stops = None
+        """`stops.SmsStops` (set by the app): a 21610 stops the number as a STOP reply does
+        (`_opted_out`); None: the user's unsubscribe event alone."""
 
     def _longest_send(self, retry: Retry) -> float:
         """Seconds `send` can take at most: every attempt timing out (an SMTP exchange is a
@@ -346,17 +349,17 @@ class Delivery:
                          user: str, to: str, at: float) -> None:
         """A provider's refusal saying the user opted out of the sender
         (`DeliveryRefused.opted_out`: an SMS provider's 21610, STOP texted to the carrier,
-        `webhook.OPTED_OUT_CODES`) is recorded as their `unsubscribe` event on `channel`
-        (`reports.record_opt_out`), which opts them out, and every profile at the number with
-        them, as a reported one does; while their profile holds `to` (a dead letter to a number
-        they no longer hold says nothing of the one they hold), dated `at`. At once, never held
-        by a job's breaker (it is no bounce). A failure here is logged (its kind only): the
-        refusal stands, its letter kept."""
+        `webhook.OPTED_OUT_CODES`) stops the number `to` as a STOP texted from it does (every
+        profile at it, marketing and transactional texts: `stops.SmsStops`), and is recorded
+        as the user's `unsubscribe` event on `channel` (`reports.record_opt_out`) while their
+        profile holds `to` (a dead letter to a number they no longer hold says nothing of the
+        one they hold), dated `at`. At once, never held by a job's breaker (it is no bounce).
+        A failure here is logged (its kind only): the refusal stands, its letter kept."""
         if not (isinstance(err, DeliveryRefused) and err.opted_out):
             return
         try:
             await record_opt_out(self.events, self.suppressions, channel, to, user, campaign,
-                                 decision, at)
+                                 decision, at, self.stops)
         except TailorError as failure:
             logger.warning("a %s was refused as opted out, but the opt-out was not recorded: "
                            "%s", channel, type(failure).__name__)

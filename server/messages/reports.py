@@ -9,8 +9,13 @@ attribution read and the suppression list follows to the user's `email` attribut
 moment (`contact.Suppressions.on_events`). A bounce of an address the profile no longer holds
 records no event: it would list the profile's new address, which did not bounce (a dead letter
 to the old one retried, a message composed before the change, a report of an old message).
+A provider's refusal saying the number's owner stopped the sender's texts (21610,
+`record_opt_out`) stops the number as the owner's STOP reply does (`stops.SmsStops`) and
+records the user's `unsubscribe` event.
 """
 from __future__ import annotations
+
+import asyncio
 
 from ..contact.addresses import CHANNEL_KIND
 from ..contact.suppression import SUPPRESSING_EVENTS
@@ -62,13 +67,24 @@ def opt_out_event(channel: str, campaign_id: str, decision_id: str, user_id: str
 
 async def record_opt_out(events: EventRecorder, suppressions, channel: str, address: str,
                          user_id: str | None, campaign_id: str, decision_id: str,
-                         at: float) -> bool:
-    """Record `user_id`'s `opt_out_event` on `channel` (None: the message's user is not known),
-    unless their profile holds another address than `address` ("": not named) on it
-    (`Suppressions.holds`; `suppressions` None: not checked): a refusal for a number they no
-    longer hold says nothing of the one they hold. The provider's refusal at the send
-    (`Delivery`) and its later status report (`http.delivery_events`) alike. Whether the event
-    was recorded."""
+                         at: float, stops=None) -> bool:
+    """Record a provider's refusal saying the user opted out of the sender on `channel`.
+
+    On sms with `stops` (`stops.SmsStops`) the number is stopped first as a STOP texted alone
+    from it stops it: every profile the index holds at `address` (when not named, the number
+    `user_id`'s profile holds) has its marketing and transactional texts closed, since the
+    carrier blocks every text to it until START (a 21610 closed marketing alone before, and
+    receipts went on to a number that refuses them). Then `user_id`'s `opt_out_event` on
+    `channel` is recorded (None: the message's user is not known), unless their profile holds
+    another address than `address` ("": not named) on it (`Suppressions.holds`;
+    `suppressions` None: not checked): a refusal for a number they no longer hold says
+    nothing of the one they hold. The provider's refusal at the send (`Delivery`) and its
+    later status report (`http.delivery_events`) alike. Whether the event was recorded."""
+    if channel == "sms" and stops is not None:
+        number = address or (await asyncio.to_thread(stops.held_number, user_id)
+                             if user_id is not None else "")
+        if number:
+            await stops.stop(number, at)
     if user_id is None or (address and suppressions is not None and not await
                            suppressions.holds(user_id, CHANNEL_KIND[channel], address)):
         return False

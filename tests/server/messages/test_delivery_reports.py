@@ -288,3 +288,24 @@ async def test_an_sms_status_report_of_a_stop_to_the_carrier_opts_the_user_out(
     assert [(e.user_id, e.channel) for e in events] == [("s1", "sms")]
     assert not (await profiles.CheckSuppression(ppb.SuppressionAddress(
         phone="+447700900711"))).suppressed
+
+
+async def test_an_sms_status_report_of_a_carrier_stop_naming_only_the_number_stops_its_profiles(
+        settings, campaigns, profiles, messaging):
+    """A 21610 status report naming the number alone (no message) reaches the profiles the
+    address index holds at that number, as a STOP texted from it does: their marketing and
+    transactional texts closed; a profile at another number keeps its texts. Before, it
+    opted out nobody (no message, no user), and the next campaign texted the number again."""
+    await _sms_campaign_and_users(campaigns, profiles, ("+447700900721", "+447700900722"))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="code", channel="sms", policy="fixed", purpose="transactional",
+        variants=[cpb.Variant(id="a", content={"text": "Your code"})])))
+    status, text = await report(settings, {"type": "bounce", "channel": "sms",
+                                           "address": "+44 7700 900721", "error_code": 21610})
+    assert (status, json.loads(text)) == (200, {"user_found": False, "address_listed": False})
+    consent = [(await profiles.GetProfile(ppb.GetProfileRequest(user_id=u))).consent["sms"]
+               .opted_in for u in ("s1", "s2")]
+    assert consent == [False, True]
+    receipts = [await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="code", user_id=u)) for u in ("s1", "s2")]
+    assert [(r.suppressed, r.reason) for r in receipts] == [(True, "no_consent"), (False, "")]

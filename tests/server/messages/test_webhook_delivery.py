@@ -403,6 +403,33 @@ async def test_a_number_whose_owner_texted_stop_to_the_carrier_is_their_sms_opt_
     assert "stopper" not in caplog.text
 
 
+async def test_a_carrier_stop_at_the_send_closes_transactional_texts_as_a_stop_reply_does(
+        provider, campaigns, profiles, messaging, settings):
+    """21610 says the carrier blocks every text from the sender to the number until START, as
+    after a STOP texted as the whole reply: it closes the transactional texts of every profile
+    at the number too, as that reply does (`messages.stops`), and a START reopens them.
+    Before, it withdrew marketing alone: a receipt to the number went to the provider again."""
+    from .test_sms_inbound import reply
+    await sms_user(campaigns, profiles, "carrier-1")
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(  # a family phone
+        user_id="carrier-2", attributes={"phone": "+447700900123"}))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="code", channel="sms", policy="fixed", purpose="transactional",
+        variants=[cpb.Variant(id="a", content={"text": "Your code"})])))
+    provider.answer(400)
+    provider.refusal_body = json.dumps({"code": 21610, "status": 400})
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(compose("carrier-1"))
+    provider.answer(200)
+    receipts = [await messaging.ComposeMessage(compose(user, "code"))
+                for user in ("carrier-1", "carrier-2")]
+    assert [(r.suppressed, r.reason) for r in receipts] == [(True, "no_consent")] * 2
+    assert len(provider.requests) == 1
+    await asyncio.sleep(1.1)  # a START signed (whole seconds) after the refusal
+    assert await reply(settings, "+447700900123", "START") == 200
+    assert (await messaging.ComposeMessage(compose("carrier-1", "code"))).delivered
+
+
 async def test_a_push_refused_with_an_sms_opt_out_code_is_the_refusal_it_was(
         provider, campaigns, profiles, messaging):
     """21610 is Twilio's code for a number whose owner texted STOP: it says nothing of a push
