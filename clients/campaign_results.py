@@ -137,7 +137,10 @@ class SendProgress:
     started_at: float
     finished_at: float
     cancelled_at: float = 0.0
-    """When CancelSend stopped it (0: not cancelled)."""
+    """When CancelSend or its bounce breaker stopped it (0: not stopped)."""
+    stopped_by: str = ""
+    """What stopped it: `cancelled` (CancelSend), `bounce_breaker` (its hard-bounce breaker);
+    "" while not stopped, and from a server before the field."""
 
     @classmethod
     def from_pb(cls, msg: msg_pb.SendProgress) -> SendProgress:

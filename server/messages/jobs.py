@@ -47,6 +47,7 @@ from .errors import RelayRefused
 from .once import Once
 from .sending import SendJob
 from .sends import CANCELLED, FAILED, READY, SUPPRESSED, Recipient, SendRecords
+from .sends import stopped_by as why_stopped
 
 __all__ = ["SendJobs", "SendProgress", "scheduled_id"]
 
@@ -67,6 +68,9 @@ class SendProgress:
     started_at: float = 0.0
     finished_at: float = 0.0
     cancelled_at: float = 0.0
+    stopped_by: str = ""
+    """What stopped the job (`sends.stopped_by`: `cancelled`, `bounce_breaker`); "" while it
+    was not stopped."""
 
     @property
     def pending(self) -> int:
@@ -74,8 +78,10 @@ class SendProgress:
 
     @classmethod
     def of(cls, send_id: str, job: dict) -> SendProgress:
+        cancelled = job.get("cancelled", 0.0)
         return cls(send_id, job["campaign"], job["total"], job["sent"], dict(job[SUPPRESSED]),
-                   dict(job[FAILED]), job["started"], job["finished"], job.get("cancelled", 0.0))
+                   dict(job[FAILED]), job["started"], job["finished"], cancelled,
+                   why_stopped(job) if cancelled else "")
 
 
 

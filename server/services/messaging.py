@@ -37,7 +37,7 @@ class MessageConverter:
             suppressed=sum(p.suppressed.values()), suppressed_by_reason=p.suppressed,
             failed=sum(p.failed.values()), failed_by_reason=p.failed, pending=p.pending,
             done=p.finished_at > 0, started_at=p.started_at, finished_at=p.finished_at,
-            cancelled_at=p.cancelled_at)
+            cancelled_at=p.cancelled_at, stopped_by=p.stopped_by)
 
 
     @staticmethod

@@ -87,7 +87,7 @@ class CancelSendRequest(_message.Message):
     def __init__(self, send_id: _Optional[str] = ...) -> None: ...
 
 class SendProgress(_message.Message):
-    __slots__ = ("send_id", "campaign_id", "total", "sent", "suppressed", "suppressed_by_reason", "failed", "failed_by_reason", "pending", "done", "started_at", "finished_at", "cancelled_at")
+    __slots__ = ("send_id", "campaign_id", "total", "sent", "suppressed", "suppressed_by_reason", "failed", "failed_by_reason", "pending", "done", "started_at", "finished_at", "cancelled_at", "stopped_by")
     class SuppressedByReasonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,7 @@ class SendProgress(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_AT_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_BY_FIELD_NUMBER: _ClassVar[int]
     send_id: str
     campaign_id: str
     total: int
@@ -128,7 +129,8 @@ class SendProgress(_message.Message):
     started_at: float
     finished_at: float
     cancelled_at: float
-    def __init__(self, send_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., suppressed: _Optional[int] = ..., suppressed_by_reason: _Optional[_Mapping[str, int]] = ..., failed: _Optional[int] = ..., failed_by_reason: _Optional[_Mapping[str, int]] = ..., pending: _Optional[int] = ..., done: _Optional[bool] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cancelled_at: _Optional[float] = ...) -> None: ...
+    stopped_by: str
+    def __init__(self, send_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., suppressed: _Optional[int] = ..., suppressed_by_reason: _Optional[_Mapping[str, int]] = ..., failed: _Optional[int] = ..., failed_by_reason: _Optional[_Mapping[str, int]] = ..., pending: _Optional[int] = ..., done: _Optional[bool] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cancelled_at: _Optional[float] = ..., stopped_by: _Optional[str] = ...) -> None: ...
 
 class ComposeMessageRequest(_message.Message):
     __slots__ = ("campaign_id", "user_id", "context", "deliver", "request_id")

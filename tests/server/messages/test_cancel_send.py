@@ -125,7 +125,7 @@ async def test_the_cli_cancels_a_send(tailor_server, sink, campaigns, profiles):
         f"127.0.0.1:{tailor_server.port}", "--timeout", "30", "--send", got.send_id)
     stopped = json.loads(out.stdout)
     assert (stopped["suppressed_by_reason"], stopped["done"]) == ({"cancelled": 1}, True)
-    assert stopped["cancelled_at"] > 0
+    assert stopped["cancelled_at"] > 0 and stopped["stopped_by"] == "cancelled"
 
 
 async def test_a_repeat_of_a_cancelled_messages_request_schedules_nothing(

@@ -117,7 +117,7 @@ async def test_a_relay_bouncing_most_of_an_audience_trips_the_breaker_and_lists_
     started = await messaging.SendCampaign(mpb.SendCampaignRequest(campaign_id="mail",
                                                                    user_ids=fine))
     done = await until_done(messaging, started.send_id)
-    assert (done.sent, done.failed, done.cancelled_at) == (21, 3, 0)
+    assert (done.sent, done.failed, done.cancelled_at, done.stopped_by) == (21, 3, 0, "")
     assert [await listed(profiles, f"{u}@example.com") for u in fine[:4]] == [True] * 3 + [False]
 
     started = await messaging.SendCampaign(mpb.SendCampaignRequest(campaign_id="mail",
@@ -125,7 +125,7 @@ async def test_a_relay_bouncing_most_of_an_audience_trips_the_breaker_and_lists_
     done = await until_done(messaging, started.send_id)
     stopped = done.suppressed_by_reason["bounce_breaker"]
     assert done.sent == 0 and done.failed >= 20 and done.failed + stopped == 24
-    assert done.cancelled_at > 0
+    assert done.cancelled_at > 0 and done.stopped_by == "bounce_breaker"  # not CancelSend
     assert not any([await listed(profiles, f"{u}@example.com") for u in dead])
     letters = await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=50))
     assert len(letters.letters) == 3 + done.failed
