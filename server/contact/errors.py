@@ -1,9 +1,9 @@
 """Contact-policy errors: each names the field; `server.errors` maps them to gRPC statuses."""
 from __future__ import annotations
 
-from ..errors import InvalidArgument, ResourceExhausted
+from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
-__all__ = ["UnknownTimeZone", "BadClockTime", "NotAnAddress", "AddressShared"]
+__all__ = ["UnknownTimeZone", "BadClockTime", "NotAnAddress", "AddressShared", "PlansMissing"]
 
 
 class UnknownTimeZone(InvalidArgument):
@@ -33,3 +33,16 @@ class AddressShared(ResourceExhausted):
         super().__init__(f"attributes[{attribute!r}]: the address is held by {most} profiles "
                          f"already, at most {most} (limits.address_profiles); a STOP or "
                          "unsubscribe from it opts out every one of them")
+
+
+class PlansMissing(FailedPrecondition):
+    """The phone numbering plans (`contact.trunks`) cannot be loaded: their library,
+    `phonenumbers` (installed by the `phonenumberslite` package, a dependency of tailor's), is
+    not importable. Raised at a worker's start (`trunks.load`), where it was a traceback
+    ending in ModuleNotFoundError that named neither the step nor the package to install."""
+
+    def __init__(self, problem: str):
+        super().__init__(f"could not load the phone numbering plans (server/contact/trunks.py): "
+                         f"{problem}; install the phonenumberslite package, a dependency of "
+                         "tailor (pip install 'phonenumberslite>=9.0', or install tailor again: "
+                         "pip install -e ., make build)")

@@ -16,11 +16,14 @@ number read, and the call that read it, on the event loop (a ChooseVariant on sm
 suppression list, an SMS reply), held every other call of the worker that long once. A
 country's own plan still loads at its first number (0.4-9 ms, once). Only a number whose
 digits after the country code start with that country's prefix is parsed at all (~40 us; ~1
-us more for the others).
+us more for the others). Without the library a worker refuses to start, naming the step and
+the package to install (`PlansMissing`).
 """
 from __future__ import annotations
 
 import functools
+
+from .errors import PlansMissing
 
 __all__ = ["without_trunk_prefix", "with_trunk_prefix", "zero_is_the_numbers", "without_own_zero",
            "with_shared_zero", "load"]
@@ -28,7 +31,12 @@ __all__ = ["without_trunk_prefix", "with_trunk_prefix", "zero_is_the_numbers", "
 
 @functools.cache
 def _library():
-    import phonenumbers
+    """The `phonenumbers` module; `PlansMissing` (naming the package to install) when it
+    cannot be imported."""
+    try:
+        import phonenumbers
+    except ImportError as err:
+        raise PlansMissing(f"{type(err).__name__}: {err}") from None
     return phonenumbers
 
 
