@@ -59,7 +59,7 @@ async def test_one_profile_more_than_the_limit_at_an_address_is_refused_not_the_
 async def test_a_stop_from_a_number_many_profiles_share_is_a_few_write_transactions(settings):
     """A STOP wrote each profile's two consent changes (marketing, transactional) in a write
     transaction of its own: at the bound, 1,000 profiles, 2,000 fsync'd writes held the
-    provider's call 7.2 s. The profiles are written `sms.CHUNK` a transaction per purpose."""
+    provider's call 7.2 s. The profiles are written `stops.CHUNK` a transaction per purpose."""
     async with serving(settings) as (server, ch):
         profiles = profile_pb2_grpc.ProfileServiceStub(ch)
         users = [f"p{i:02d}" for i in range(12)]
