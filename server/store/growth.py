@@ -20,9 +20,30 @@ glibc's `posix_fallocate`, on a filesystem without `fallocate`, writes a zero by
 only under that lock). A fill that fails (a full disk) is skipped, and tried again once the store
 has grown by half a margin: it only saves work, and a full store must still be able to erase.
 Where the calls do not exist (not Linux), there is no fill (`GrowthFill.supported`).
+
+A transaction that grows the store past the filled region (a PlanCampaign commit of 1,000
+decisions, 256 new users in a TrackEvents batch, on a young store) has LMDB write those pages
+in its runs: `after_commit` writes them back (`sync_file_range`: a store without fsync holds
+them dirty, and the kernel drops only clean pages), drops them from the cache
+(`POSIX_FADV_DONTNEED`) and reads them again, a page a folio; reading alone would keep the
+folios the commit made. The margin then grows to twice the most a transaction grew the store
+(up to `MAX_AHEAD`), so the next such transaction stays inside it. Without this, every later
+one-page commit reusing those pages wrote 105-136 KiB to storage instead of 28 (`/proc/self/io`).
+A page another thread or process maps between the commit and the drop stays (the kernel does
+not drop mapped pages): the drop only saves work.
+
+What the fill counts as filled is its own: the region it read, in memory, not the file's size.
+Pages past the last in use can hold more than the fill's zeros: LMDB writes ("spills") part of
+a transaction's pages to the file before its commit once the transaction dirtied more than its
+dirty list holds (2^17 pages, 512 MiB of 4 KiB pages), and an aborted one leaves them there,
+past `last_pgno` (measured: an aborted transaction of 300,000 puts left a 1.2 GB file with
+`last_pgno` 1); so does a commit cut short by a full disk, and another process's store writes.
+So a fill writes back and drops its region before reading it, and a new `GrowthFill` (an open)
+starts from the last page in use.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import sys
@@ -38,18 +59,40 @@ MAX_AHEAD = 8 << 20
 """At most: a fill then reads ~4 MiB (~2 ms) each time the store grows by that much."""
 READ_BYTES = 1 << 20
 """Read a call: the kernel reads the range page by page (`POSIX_FADV_RANDOM`)."""
+FOLIO_BYTES = 2 << 20
+"""The largest folio x86-64's page cache makes (a PMD), aligned to its size
+(`GrowthFill._cache_again`)."""
+WRITE_BACK = 1 | 2 | 4
+"""`sync_file_range`'s WAIT_BEFORE | WRITE | WAIT_AFTER: the range's dirty pages are written
+and waited for (nothing else: no metadata, no device flush), so the drop that follows finds
+them clean."""
+
+
+def _libc_sync_file_range():
+    """glibc's (or musl's) `sync_file_range`, which `os` does not offer; None without it."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
+
+
+_SYNC_FILE_RANGE = _libc_sync_file_range() if sys.platform.startswith("linux") else None
 
 
 class GrowthFill:
-    """Keeps `data.mdb` allocated and cached, a page a folio, an eighth of the bytes in use
-    (`MIN_AHEAD` to `MAX_AHEAD`) past the last page LMDB uses; `before_write(env)` at the start
-    of every write transaction."""
+    """Keeps `data.mdb` allocated and cached, a page a folio, past the last page LMDB uses: an
+    eighth of the bytes in use, or twice the most a transaction grew the store past the filled
+    region, whichever is more (`MIN_AHEAD` to `MAX_AHEAD`); `before_write(env)` at the start of
+    every write transaction, `after_commit(env)` after its commit."""
 
     @staticmethod
     def supported() -> bool:
         """Large folios are Linux's; so are the calls the fill needs."""
         return sys.platform.startswith("linux") and hasattr(os, "posix_fallocate") \
-            and hasattr(os, "posix_fadvise")
+            and hasattr(os, "posix_fadvise") and _SYNC_FILE_RANGE is not None
 
     def __init__(self, store_dir: Path, page_size: int):
         self.page = page_size
@@ -62,37 +105,74 @@ class GrowthFill:
         self._buffer = bytearray(READ_BYTES)
         self._retry_at = 0
         """After a failed fill: the bytes in use at which to try again."""
-        self._size = 0
-        """The file's size when last seen: it only grows while the store is open (LMDB
-        extends it, the fill allocates), so a margin this size leaves is left by the file's
-        (no `fstat` a write while it is; ~1 us of a one-decision commit's ~600)."""
+        self.filled = 0
+        """Where the region this fill cached a page a folio (or found in use) ends, in bytes:
+        what the cache holds past it is unknown, whatever the file's size (a new fill starts at
+        the last page in use)."""
+        self._used = 0
+        """Bytes in use when the write transaction under way began."""
+        self.largest = 0
+        """The most one transaction grew the store past the filled region (bytes)."""
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
+    def ahead(self, used: int) -> int:
+        """The margin kept filled past `used` bytes in use."""
+        return max(MIN_AHEAD, min(MAX_AHEAD, max(used // 8, 2 * self.largest)))
+
     def before_write(self, env) -> None:
         """Fill when less than half the margin is left (the caller holds the write lock and
         has changed nothing yet)."""
-        used = (env.info()["last_pgno"] + 1) * self.page
-        ahead = max(MIN_AHEAD, min(MAX_AHEAD, used // 8))
-        if self._size - used >= ahead // 2 or used < self._retry_at:
+        used = self._used = (env.info()["last_pgno"] + 1) * self.page
+        ahead = self.ahead(used)
+        if self.filled - used >= ahead // 2 or used < self._retry_at:
             return
-        size = self._size = os.fstat(self._fd).st_size
-        if size - used >= ahead // 2:
-            return
-        start = -(-max(size, used) // self.page) * self.page
+        start = max(self.filled, used)
         try:
             os.posix_fallocate(self._fd, start, used + ahead - start)
-            for offset in range(start, used + ahead, READ_BYTES):
-                os.preadv(self._fd, [self._buffer], offset)
+            self._cache_again(start, used + ahead)  # not only read: see the module's end
         except OSError as err:  # a full disk: LMDB's own writes will say so
             if not self._retry_at:
                 logger.warning("could not extend the store's data file ahead of use: %s", err)
             self._retry_at = used + ahead // 2
         else:
-            self._size = used + ahead
+            self.filled = used + ahead
             if self._retry_at:
                 logger.info("the store's data file is extended ahead of use again")
             self._retry_at = 0
+
+    def after_commit(self, env) -> None:
+        """Cache again, a page a folio, what a commit wrote past the filled region (LMDB's
+        write lock is released: this only writes back, drops and reads cached pages)."""
+        used = (env.info()["last_pgno"] + 1) * self.page
+        if used <= self.filled:
+            return
+        start = max(self.filled, self._used)
+        self.largest = max(self.largest, used - self._used)
+        try:
+            self._cache_again(start, used)
+        except OSError as err:  # it only saves work
+            logger.warning("could not cache again what a commit wrote past the store's "
+                           "filled region: %s", err)
+        self.filled = max(self.filled, used)
+
+    def _cache_again(self, start: int, end: int) -> None:
+        """Write back the range's dirty pages, drop it from the page cache and read it again, a
+        page a folio, on to the next folio boundary past it: the kernel keeps a folio the range
+        only cuts into, and the pages past the range, not in use, may be another process's
+        fill (read again, not left uncached for LMDB's runs to fill; past the file's end,
+        nothing is read)."""
+        end = -(-end // FOLIO_BYTES) * FOLIO_BYTES
+        if _SYNC_FILE_RANGE(self._fd, start, end - start, WRITE_BACK) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        os.posix_fadvise(self._fd, start, end - start, os.POSIX_FADV_DONTNEED)
+        self._read(start, end)
+
+    def _read(self, start: int, end: int) -> None:
+        view = memoryview(self._buffer)
+        for offset in range(start, end, READ_BYTES):
+            os.preadv(self._fd, [view[:end - offset]], offset)

@@ -318,6 +318,8 @@ class Store:
                 if self.datakeys is not None:
                     self.datakeys.flush()  # new pads, and the previous erasure's
                     # pads zeroed again, on disk before the commit
+            if self._fill is not None:
+                self._fill.after_commit(self.env)
         except (lmdb.Error, OSError) as err:  # not committed
             self._refuse_if_disk_full(err)
             raise
