@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DEFAULT_LIMITS", "Limits"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "UNREAD_SECONDS_FLOOR"]
+
+UNREAD_SECONDS_FLOOR = 0.1
+"""Least `plan_unread_seconds` and `stream_unread_seconds` may be: below it, the time a reply
+takes to be written, not a client that stopped reading, ends the stream (1e-6 was accepted,
+and every stream then ended RESOURCE_EXHAUSTED at its first reply)."""
 
 
 class Limits(BaseModel):
@@ -177,15 +182,16 @@ class Limits(BaseModel):
     nothing held it until its connection's age ended it (~6 minutes). Time spent deciding,
     committing or waiting for the client to read an answer does not count: a slow client that
     sends its next batch within this of taking the last answer is never cut."""
-    plan_unread_seconds: float = Field(30.0, gt=0, allow_inf_nan=False)
+    plan_unread_seconds: float = Field(30.0, ge=UNREAD_SECONDS_FLOOR, allow_inf_nan=False)
     """Longest one PlanCampaign answer may wait for the client to make room for it (a client
     that stopped reading: HTTP/2 flow control holds the answer back once the client's window
     and the sockets' buffers are full). Past it the stream ends RESOURCE_EXHAUSTED and frees its
     place of `plan_streams`: the batches answered stand, the one held back included (the client
     may still receive it), those decided after it are withdrawn. A client that takes each
     answer within this of its sending is never cut, however slowly it reads in all; one that
-    stopped reading held the place until its connection's age ended it."""
-    stream_unread_seconds: float = Field(30.0, gt=0, allow_inf_nan=False)
+    stopped reading held the place until its connection's age ended it. At least 0.1 s
+    (`UNREAD_SECONDS_FLOOR`)."""
+    stream_unread_seconds: float = Field(30.0, ge=UNREAD_SECONDS_FLOOR, allow_inf_nan=False)
     """Longest one reply of every other server stream (ExportDecisions, ExportEvents,
     ExportImpressions, ExportTombstones, reflection's ServerReflectionInfo, and any streaming
     method added later) may wait for the client to make room for it, as `plan_unread_seconds`
@@ -201,7 +207,8 @@ class Limits(BaseModel):
     that reads, but slowly, is cut too once taking those takes longer than this: on loopback,
     ExportEvents (~85-byte replies) to a grpcio client with a 1 KB window taking one event
     every 0.2 s was cut by a 3 s bound after 30 events. A consumer that spends long on each
-    record should read the stream into a queue of its own, or this be raised."""
+    record should read the stream into a queue of its own, or this be raised. At least 0.1 s
+    (`UNREAD_SECONDS_FLOOR`: below it, writing a reply, not the client, ends the stream)."""
     plan_read_ahead_users: int = Field(1000, ge=1)
     """Most users of a PlanCampaign stream decided and handed to the decision log but not yet
     answered (a batch that does not fit waits for earlier answers; one larger than this is read

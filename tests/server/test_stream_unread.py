@@ -93,27 +93,51 @@ async def test_the_handler_of_a_stream_cut_short_returns_before_the_client_reads
     assert "stream_unread_seconds" in err.value.details()
 
 
-async def test_a_stream_cut_while_its_headers_are_sent_still_ends_with_a_status(tmp_path):
+async def test_a_stream_cut_while_its_headers_are_sent_still_ends_with_a_status():
     """A cut that landed while the headers were still being sent (they went first, within
     the same bound) left them unmarked in gRPC, so the status carried them a second time,
     which gRPC refuses (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS): the client got no status at all
     and waited until its deadline. A bound far below any send (1 us) cuts every stream at its
     start; a reflection client (as grpcurl is) that reads every reply must still get an end:
-    EOF if its one reply was written in time, else RESOURCE_EXHAUSTED naming the setting."""
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    EOF if its one reply was written in time, else RESOURCE_EXHAUSTED naming the setting.
+    `Limits` refuses a bound that small (`UNREAD_SECONDS_FLOOR`), so it is set on the
+    interceptor itself, around reflection alone."""
+    from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-    from server.config import Settings
-    from server.limits import Limits
-    from tests.conftest import serving
-    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
-                        secrets_dir=tmp_path / "secrets", limits=Limits(stream_unread_seconds=1e-6))
-    async with serving(settings) as (_, ch):
-        call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo()
-        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
-        await call.done_writing()
-        try:
-            while await asyncio.wait_for(call.read(), 10) != grpc.aio.EOF:
-                pass
-        except grpc.aio.AioRpcError as err:
-            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "stream_unread_seconds" in err.details()
+    from server.rpc import RpcInterceptor
+    from tests.conftest import free_port
+    cut = RpcInterceptor(every_unread=(1e-6, "Limits.stream_unread_seconds"))
+    server = grpc.aio.server(interceptors=[cut])
+    reflection.enable_server_reflection([reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo()
+            await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+            await call.done_writing()
+            try:
+                while await asyncio.wait_for(call.read(), 10) != grpc.aio.EOF:
+                    pass
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "stream_unread_seconds" in err.details()
+    finally:
+        await server.stop(0.1)
+
+
+@pytest.mark.parametrize("name", ["stream_unread_seconds", "plan_unread_seconds"])
+def test_an_unread_bound_below_its_floor_is_refused_naming_the_floor(name, monkeypatch):
+    """1e-6 was accepted, and every stream (every PlanCampaign) then ended RESOURCE_EXHAUSTED
+    at its first reply: the bound is at least `UNREAD_SECONDS_FLOOR`, and the refusal says so."""
+    from pydantic import ValidationError
+
+    from server.config import load_settings, settings_error
+    monkeypatch.setenv(f"TAILOR_LIMITS__{name.upper()}", "1e-6")
+    with pytest.raises(ValidationError) as refused:
+        load_settings()
+    from server.limits import UNREAD_SECONDS_FLOOR, Limits
+    line = settings_error(refused.value)
+    assert line.startswith(f"limits.{name} (TAILOR_LIMITS__{name.upper()}): ")
+    assert f"greater than or equal to {UNREAD_SECONDS_FLOOR}" in line, line
+    assert getattr(Limits(**{name: UNREAD_SECONDS_FLOOR}), name) == UNREAD_SECONDS_FLOOR
