@@ -86,7 +86,7 @@ class GrowthFill:
     """Keeps `data.mdb` allocated and cached, a page a folio, past the last page LMDB uses: an
     eighth of the bytes in use, or twice the most a transaction grew the store past the filled
     region, whichever is more (`MIN_AHEAD` to `MAX_AHEAD`); `before_write(env)` at the start of
-    every write transaction, `after_commit(env)` after its commit."""
+    every write transaction, `after_commit(env, began)` after its commit."""
 
     @staticmethod
     def supported() -> bool:
@@ -109,8 +109,6 @@ class GrowthFill:
         """Where the region this fill cached a page a folio (or found in use) ends, in bytes:
         what the cache holds past it is unknown, whatever the file's size (a new fill starts at
         the last page in use)."""
-        self._used = 0
-        """Bytes in use when the write transaction under way began."""
         self.largest = 0
         """The most one transaction grew the store past the filled region (bytes)."""
 
@@ -123,13 +121,13 @@ class GrowthFill:
         """The margin kept filled past `used` bytes in use."""
         return max(MIN_AHEAD, min(MAX_AHEAD, max(used // 8, 2 * self.largest)))
 
-    def before_write(self, env) -> None:
+    def before_write(self, env) -> int:
         """Fill when less than half the margin is left (the caller holds the write lock and
-        has changed nothing yet)."""
-        used = self._used = (env.info()["last_pgno"] + 1) * self.page
+        has changed nothing yet); returns the bytes in use, for `after_commit`."""
+        used = (env.info()["last_pgno"] + 1) * self.page
         ahead = self.ahead(used)
         if self.filled - used >= ahead // 2 or used < self._retry_at:
-            return
+            return used
         start = max(self.filled, used)
         try:
             os.posix_fallocate(self._fd, start, used + ahead - start)
@@ -143,15 +141,18 @@ class GrowthFill:
             if self._retry_at:
                 logger.info("the store's data file is extended ahead of use again")
             self._retry_at = 0
+        return used
 
-    def after_commit(self, env) -> None:
-        """Cache again, a page a folio, what a commit wrote past the filled region (LMDB's
-        write lock is released: this only writes back, drops and reads cached pages)."""
+    def after_commit(self, env, began: int) -> None:
+        """Cache again, a page a folio, what a commit wrote past the filled region; `began`:
+        the bytes in use when its transaction began (`before_write`'s, kept by the caller:
+        LMDB's write lock is released, so another thread's transaction may begin before this
+        runs; what this does, writing back, dropping and reading pages, changes no data)."""
         used = (env.info()["last_pgno"] + 1) * self.page
         if used <= self.filled:
             return
-        start = max(self.filled, self._used)
-        self.largest = max(self.largest, used - self._used)
+        start = max(self.filled, began)
+        self.largest = max(self.largest, used - began)
         try:
             self._cache_again(start, used)
         except OSError as err:  # it only saves work

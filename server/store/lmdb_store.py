@@ -311,15 +311,16 @@ class Store:
     def _write_once(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         held = self._gate.enter()
         try:
+            fill = self._fill
             with self._begin(write=True) as txn:
-                if self._fill is not None:
-                    self._fill.before_write(self.env)
+                if fill is not None:
+                    began = fill.before_write(self.env)
                 result = fn(txn)
                 if self.datakeys is not None:
                     self.datakeys.flush()  # new pads, and the previous erasure's
                     # pads zeroed again, on disk before the commit
-            if self._fill is not None:
-                self._fill.after_commit(self.env)
+            if fill is not None:
+                fill.after_commit(self.env, began)
         except (lmdb.Error, OSError) as err:  # not committed
             self._refuse_if_disk_full(err)
             raise
