@@ -111,6 +111,8 @@ class GrowthFill:
         the last page in use)."""
         self.largest = 0
         """The most one transaction grew the store past the filled region (bytes)."""
+        self._repair_failed = False
+        """The last `after_commit` that had pages to cache again failed (logged once)."""
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -155,9 +157,13 @@ class GrowthFill:
         self.largest = max(self.largest, used - began)
         try:
             self._cache_again(start, used)
-        except OSError as err:  # it only saves work
-            logger.warning("could not cache again what a commit wrote past the store's "
-                           "filled region: %s", err)
+        except OSError as err:  # it only saves work: one line until it works again
+            if not self._repair_failed:
+                logger.warning("could not cache again what a commit wrote past the store's "
+                               "filled region: %s", err)
+            self._repair_failed = True
+        else:
+            self._repair_failed = False
         self.filled = max(self.filled, used)
 
     def _cache_again(self, start: int, end: int) -> None:

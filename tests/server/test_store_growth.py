@@ -93,6 +93,24 @@ def test_writes_go_on_when_the_fill_fails_and_it_is_tried_again_later(tmp_path, 
         store.close()
 
 
+def test_commits_go_on_when_caching_their_pages_again_fails_and_say_so_once(
+        tmp_path, monkeypatch, caplog):
+    store = Store(tmp_path / "s", sync=False)
+    try:
+        def failing(fd, offset, length, advice):
+            raise OSError(5, "Input/output error")
+        monkeypatch.setattr(growth.os, "posix_fadvise", failing)  # the fill's drops, from now
+        with caplog.at_level("WARNING", logger="tailor.store"):
+            for lo in range(0, 6_000, 100):  # 60 transactions, each past the (unfilled) region
+                _fill(store, range(lo, lo + 100))
+        said = [r for r in caplog.records if "cache again" in r.getMessage()]
+        assert len(said) == 1
+        with store.read() as txn:
+            assert store.raw_table("profiles").count(txn) == 6_000
+    finally:
+        store.close()
+
+
 def test_a_store_opens_and_writes_where_the_fill_cannot_run(tmp_path, monkeypatch):
     monkeypatch.delattr(growth.os, "posix_fadvise")
     store = Store(tmp_path / "s", sync=False)
