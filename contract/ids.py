@@ -11,6 +11,14 @@ training's readers refuse in a catalog's item ids (a bundle holding one is refus
 - The line and paragraph separators (U+2028, U+2029): a new line to JavaScript and to many log
   and JSON readers.
 - U+FEFF (a zero-width no-break space, the byte order mark): an id that shows as another.
+- Every other format character (Unicode category Cf: U+00AD soft hyphen, U+200B-U+200D zero-width
+  space, non-joiner and joiner, U+2060-U+2064 word joiner and invisible operators, U+180E, the
+  deprecated U+206A-U+206F, U+FFF9-U+FFFB, the Arabic and other prepended marks, tag characters
+  U+E0001 and U+E0020-U+E007F, ...): shown as nothing (or as little), so "ann\u200b" shows as
+  "ann", another key. `_RANGES` holds Unicode 15's Cf whole (test_validation_rules checks it
+  against `unicodedata`), listed rather than read from `unicodedata`, so what an id may hold,
+  and which ids stored before are dated "refused since" (`server.validation.refused_since`),
+  does not move with the Python running it.
 
 Free text (message bodies, templates, titles, display names) is not an id: it may hold them.
 """
@@ -22,15 +30,21 @@ __all__ = ["ID_CONTROL", "ID_CONTROL_RE2", "control_class", "id_control_problem"
 
 _C0 = "a control character (0x00-0x1F or 0x7F)"
 _BIDI = "a bidirectional control character"
+_CF = "a format character"  # Unicode category Cf: the others, invisible or nearly
 _RANGES = (
     (0x00, 0x1F, _C0), (0x7F, 0x7F, _C0), (0x80, 0x9F, "a C1 control character"),
     (0x61C, 0x61C, _BIDI), (0x200E, 0x200F, _BIDI), (0x202A, 0x202E, _BIDI), (0x2066, 0x2069, _BIDI),
     (0x2028, 0x2029, "a line or paragraph separator"),
     (0xFEFF, 0xFEFF, "a zero-width no-break space"),
+    (0xAD, 0xAD, _CF), (0x600, 0x605, _CF), (0x6DD, 0x6DD, _CF), (0x70F, 0x70F, _CF),
+    (0x890, 0x891, _CF), (0x8E2, 0x8E2, _CF), (0x180E, 0x180E, _CF), (0x200B, 0x200D, _CF),
+    (0x2060, 0x2064, _CF), (0x206A, 0x206F, _CF), (0xFFF9, 0xFFFB, _CF), (0x110BD, 0x110BD, _CF),
+    (0x110CD, 0x110CD, _CF), (0x13430, 0x1343F, _CF), (0x1BCA0, 0x1BCA3, _CF),
+    (0x1D173, 0x1D17A, _CF), (0xE0001, 0xE0001, _CF), (0xE0020, 0xE007F, _CF),
 )
 """(first, last code point, what they are) of each range of characters no id may hold."""
 
-ID_CONTROL = "".join(f"\\u{lo:04x}-\\u{hi:04x}" for lo, hi, _ in _RANGES)
+ID_CONTROL = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi, _ in _RANGES)
 """The body of a Python `re` character class matching any of them (`[...]`)."""
 ID_CONTROL_RE2 = "".join(f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi, _ in _RANGES)
 """The same for RE2 (pyarrow's `match_substring_regex`), which has no `\\u` escape."""

@@ -24,8 +24,9 @@ class Limits(BaseModel):
     id_bytes: int = Field(128, ge=1, le=240)
     """Longest id (user, event, item, campaign, variant, decision) in UTF-8 bytes. Ids are store
     keys, joined by 0x1F (which no id may contain) into keys LMDB caps at 511 bytes. No id or
-    attribute key may hold a C0 or C1 control, a bidirectional control, U+2028, U+2029 or U+FEFF
-    (`contract.ids`: they make logs and exports show another id); the calls that name what was
+    attribute key may hold a C0 or C1 control, a bidirectional control, U+2028, U+2029 or a
+    format character (Unicode Cf: U+FEFF, U+200B-U+200D, U+2060, U+00AD, ...) (`contract.ids`:
+    they make logs and exports show another id); the calls that name what was
     stored before all but the C0 controls were refused still take its id (DeleteProfile,
     ExportProfile, the opt-outs of links and STOP replies; UpsertAttributes and unsubscribe
     events, for a profile stored only: other events stay refused; GetCampaign, ArchiveCampaign,

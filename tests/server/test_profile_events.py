@@ -29,7 +29,8 @@ def test_id_limits_are_in_bytes(value, ok):
                                        ("\ud800", "a lone surrogate"),
                                        ("\x9b", "a C1 control character (U+009B)"),
                                        ("\u202e", "a bidirectional control character (U+202E)"),
-                                       ("\u2029", "a line or paragraph separator (U+2029)")])
+                                       ("\u2029", "a line or paragraph separator (U+2029)"),
+                                       ("\u200b", "a format character (U+200B)")])
 def test_a_control_character_is_named_in_the_id_that_holds_it(field, char, why):
     ev = event()
     setattr(ev, field, "x" + char)

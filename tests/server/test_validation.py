@@ -17,6 +17,11 @@ GOOD_USER_IDS = ["é" * 64, " ", "user:42"]
 SPOOFING_USER_IDS = ["gpj.\u202eexe", "a\x9b[2Jb"]
 """A bidirectional control ("gpj.exe" reversed) and a C1 control (a terminal's CSI): taken
 before, refused now everywhere but where a profile stored before must stay erasable."""
+INVISIBLE_USER_IDS = {"ann\u200b": "U+200B", "a\u00adnn": "U+00AD", "\u2060ann": "U+2060",
+                      "an\u200dn": "U+200D", "ann\U000e0020": "U+E0020"}
+"""Ids that show as "ann" (a zero-width space, a soft hyphen, a word joiner, a zero-width
+joiner, a tag space: format characters, Unicode Cf), each with the code point it is refused
+for: taken before, refused now as the SPOOFING ones are."""
 
 
 @pytest.fixture
@@ -158,6 +163,51 @@ async def test_a_profile_stored_under_such_an_id_before_takes_attributes_and_uns
     assert await asyncio.to_thread(repo.states_and_meta, [nobody], True) == [(None, None)]
 
 
+async def test_ids_holding_an_invisible_format_character_are_refused_but_a_stored_one_is_kept(
+        stubs, tailor_server, channel):
+    """"ann\u200b" showed as "ann" in logs, exports and the CLI, and was another key: a new id
+    holding a format character is refused wherever a C1 or bidirectional one is (user ids of
+    every call, a tracked event's user and item ids, a catalog item's id; an exclude id is a
+    look-up and stays taken), naming the code point; a profile stored under one before is
+    still read, takes attributes and an unsubscribe, and is erased."""
+    import asyncio
+
+    from protos.tailor.v1 import catalog_pb2 as kpb
+    from protos.tailor.v1 import catalog_pb2_grpc as kpb_grpc
+    rec, prof, catalog = stubs[0], stubs[1], kpb_grpc.CatalogServiceStub(channel)
+    for user_id, point in INVISIBLE_USER_IDS.items():
+        why = f"contains a format character ({point})"
+        for name, call in user_calls(stubs, user_id):
+            if name == "DeleteProfile":
+                continue
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call()
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+            assert f"user_id: {why}" in err.value.details(), name
+        item = _event("click", "u1")
+        item.item_id = user_id
+        reply = await prof.TrackEvents(ppb.TrackEventsRequest(events=[
+            _event("click", user_id), item]))
+        assert [r.reason for r in reply.rejected] == [f"user_id {why}", f"item_id {why}"]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await catalog.UpsertItems(kpb.UpsertItemsRequest(items=[kpb.CatalogItem(
+                item_id=user_id, category="books")]))
+        assert err.value.details() == f"items[0].item_id: {why}"
+    await rec.Recommend(rpb.RecommendRequest(user_id="u1", k=3, exclude_item_ids=["ann\u200b"]))
+    stored, repo = "ann\u200b", tailor_server.profiles.repo
+    await asyncio.to_thread(repo.update_meta, stored,
+                            lambda meta: meta["attributes"].update(locale="fr"))
+    await prof.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=stored, attributes={"locale": "de"}))
+    reply = await prof.TrackEvents(ppb.TrackEventsRequest(events=[
+        _event("unsubscribe", stored, channel="email")]))
+    assert reply.accepted == 1
+    export = await tailor_server.profiles.export_user(stored)
+    assert export.profile.attributes == {"locale": "de"} and _email_consent(export) is False
+    assert (await prof.DeleteProfile(ppb.DeleteProfileRequest(user_id=stored))).records_deleted >= 1
+    assert await asyncio.to_thread(repo.states_and_meta, [stored], True) == [(None, None)]
+
+
 def _event(kind: str, user_id: str, channel: str = "") -> ppb.Event:
     return ppb.Event(event_id=f"e-{time.monotonic_ns()}", user_id=user_id, type=kind,
                      channel=channel, timestamp=time.time() - 5)
@@ -260,3 +310,4 @@ def _email_consent(export) -> bool:
     """The marketing email consent of an access export's profile."""
     return next(c["opted_in"] for c in export.profile.consent
                 if c["channel"] == "email" and c["purpose"] == "marketing")
+

@@ -1,8 +1,11 @@
 """server.validation alone: the shared checks and what their messages show."""
 import math
+import sys
+import unicodedata
 
 import pytest
 
+from contract.ids import _RANGES
 from server.errors import InvalidArgument
 from server.validation import (
     check_count,
@@ -13,6 +16,7 @@ from server.validation import (
     check_range,
     check_stored_id,
     check_text,
+    has_control,
     id_problem,
     link_problem,
     refused_since,
@@ -36,6 +40,10 @@ def test_one_id_rule_counts_utf8_bytes_and_refuses_the_key_separator(value, prob
     ("\u2067", "a bidirectional control character (U+2067)"),
     ("\u2028", "a line or paragraph separator (U+2028)"),
     ("\ufeff", "a zero-width no-break space (U+FEFF)"),
+    ("\u00ad", "a format character (U+00AD)"), ("\u200b", "a format character (U+200B)"),
+    ("\u200c", "a format character (U+200C)"), ("\u200d", "a format character (U+200D)"),
+    ("\u2060", "a format character (U+2060)"), ("\u2064", "a format character (U+2064)"),
+    ("\U000e0041", "a format character (U+E0041)"),
 ])
 def test_ids_and_keys_refuse_c1_bidirectional_and_invisible_controls_naming_the_class(char, named):
     """They make a log line, a CSV export or an admin page show another id ("gpj.exe" shown
@@ -50,6 +58,18 @@ def test_ids_and_keys_refuse_c1_bidirectional_and_invisible_controls_naming_the_
     assert str(err.value) == f"attributes key: {'k' + char!r} contains {named}"  # escaped
     assert link_problem(f"/p/{char}") is None and check_text("title", f"t{char}", 64)
     assert check_stored_id("user_id", f"ann{char}", 128)  # may name a profile stored before
+
+
+def test_every_format_character_is_refused_and_none_of_the_refused_is_printable():
+    """Unicode's Cf whole (soft hyphen, zero-width space and joiners, word joiner, tag
+    characters, ...: an id holding one shows as another) is refused, as `unicodedata` of the
+    running Python has it; and `has_control`'s fast path (`str.isprintable`) clears no
+    character the rule refuses."""
+    cf = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+    assert [f"U+{ord(c):04X}" for c in cf if id_problem(f"a{c}", 128) is None] == []
+    refused = [chr(c) for lo, hi, _ in _RANGES for c in range(lo, hi + 1)]
+    assert len(refused) > len(cf) and not any(c.isprintable() for c in refused)
+    assert has_control("ann\xa0\u00e9 \U0001f600") is None  # not printable, searched: none
 
 
 def test_a_stored_id_is_still_checked_for_everything_else():
@@ -67,6 +87,7 @@ def test_refused_since_names_only_what_a_stored_id_may_hold():
     every call refuses (C0, empty, too long, a lone surrogate)."""
     assert refused_since("ann\u202e", 128) == "contains a bidirectional control character (U+202E)"
     assert refused_since("a\x9b[2J", 128) == "contains a C1 control character (U+009B)"
+    assert refused_since("ann\u200b", 128) == "contains a format character (U+200B)"
     for value in ("ann", "é" * 64, "", "a\x1fb", "a\x00\u202e", "u" * 129, "a\ud800"):
         assert refused_since(value, 128) is None, repr(value)
 
