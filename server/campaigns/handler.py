@@ -514,9 +514,14 @@ class Campaigns:
     """The tag of this listener's outbox entries (`server.profiles.outbox`)."""
 
     def follows(self, events: Sequence[TrackedEvent]) -> list[int]:
-        """`EventListener`: the events `on_events` acts on (their batch gets an outbox entry)."""
+        """`EventListener`: the events `on_events` acts on (their batch gets an outbox entry).
+        Not an unsubscribe taken for a profile stored under an id refused since
+        (`TrackedEvent.stored_only`): it opts its user out, and its decision's reward would be
+        behaviour recorded under such an id, which no other event of it may add
+        (docs/privacy.md); the decision closes at its window's end as one no event rewarded."""
         return [i for i, ev in enumerate(events)
-                if ev.type.endswith("_sent") or (ev.attributes and ev.attributes.get("decision_id"))]
+                if ev.type.endswith("_sent") or (ev.attributes and ev.attributes.get("decision_id")
+                                                 and not ev.stored_only)]
 
     async def on_events(self, events: Sequence[TrackedEvent], batch: Batch) -> None:
         """`EventListener`: of the events `follows` picks, those carrying

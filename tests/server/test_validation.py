@@ -311,3 +311,39 @@ def _email_consent(export) -> bool:
     return next(c["opted_in"] for c in export.profile.consent
                 if c["channel"] == "email" and c["purpose"] == "marketing")
 
+
+async def test_an_unsubscribe_of_a_profile_stored_under_such_an_id_rewards_no_decision(
+        stubs, tailor_server):
+    """An unsubscribe of such a stored profile is taken to opt its user out; its
+    attributes["decision_id"] credited that decision's reward (behaviour the rule keeps out for
+    such ids, as it keeps out every other event's). The same unsubscribe of a usable id, in
+    the same batch, still rewards its decision (and shows the effects were applied)."""
+    import asyncio
+
+    from server.campaigns.decision_ids import decision_ids
+    from server.campaigns.records import DecisionRecord
+    await stubs[2].CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="cu", channel="email", variants=[cpb.Variant(id="a"), cpb.Variant(id="b")],
+        rewards=[cpb.RewardRule(event_type="unsubscribe", value=0.0),
+                 cpb.RewardRule(event_type="email_click", value=1.0)])))
+    stored, clean, now = "ann\u200b", "ann", time.time()
+    ids = decision_ids(2, now)
+    for user_id in (stored, clean):
+        await asyncio.to_thread(tailor_server.profiles.repo.update_meta, user_id,
+                                lambda meta: meta["attributes"].update(locale="fr"))
+    await asyncio.to_thread(tailor_server.campaigns.repo.log_decisions, [
+        DecisionRecord(d, "cu", u, now - 60, 0, 0.5, None, [], 0, "a", "pending", now + 86400,
+                       False, "email") for d, u in zip(ids, (stored, clean))])
+    events = [_event("unsubscribe", u, channel="email") for u in (stored, clean)]
+    for ev, d in zip(events, ids):
+        ev.attributes["decision_id"] = d
+    assert (await stubs[1].TrackEvents(ppb.TrackEventsRequest(events=events))).accepted == 2
+    log = tailor_server.campaigns.repo.log
+    for _ in range(100):  # the effects are applied after the answer
+        recs = await asyncio.to_thread(log.by_ids, ids)
+        if recs[1].get("event_reward") is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert recs[1]["event_reward"] == 0.0
+    assert recs[0].get("event_reward") is None and recs[0]["status"] == "pending"
+    assert _email_consent(await tailor_server.profiles.export_user(stored)) is False
