@@ -301,7 +301,8 @@ class EventRecorder(Protocol):
     """Records tracked events (the profiles domain), e.g. `email_sent` after a delivery."""
 
     async def track(self, events: Sequence[TrackedEvent], offset: int = 0):
-        """Store the valid events (duplicates by event id are no-ops)."""
+        """Store the valid events (duplicates by event id are no-ops); the result's `rejected`
+        lists the others, (index, event id, reason) each."""
 
 
 class ImpressionSink(Protocol):

@@ -153,6 +153,20 @@ class Suppressions:
         except NotAnAddress:
             return False
 
+    async def list_held(self, user_id: str, kind: str, reason: str, timestamp: float) -> bool:
+        """List the address `user_id`'s profile holds now as its `kind` attribute, as their
+        bounce or complaint event would have (`on_events`), for a report whose event was
+        refused (`messages.reports.record_report`: an id refused since); whether one was."""
+        if self.profiles is None:
+            return False
+        [meta] = await asyncio.to_thread(self.profiles.metas, [user_id])
+        value = (meta or {}).get("attributes", {}).get(kind)
+        try:
+            await self.add(kind, value or "", reason, timestamp)
+        except NotAnAddress:
+            return False
+        return True
+
     def _normalize(self, kind: str, address: str) -> str:
         return normalize(kind, address, self.limits.address_chars, f"address.{kind}")
 

@@ -12,6 +12,10 @@ to the old one retried, a message composed before the change, a report of an old
 A provider's refusal saying the number's owner stopped the sender's texts (21610,
 `record_opt_out`) stops the number as the owner's STOP reply does (`stops.SmsStops`) and
 records the user's `unsubscribe` event.
+The event of a profile stored under an id refused since its message went (a C1, bidirectional
+or format character: `validation.refused_since`) is refused as every event of such an id but
+an unsubscribe is: the address its profile holds is listed without it
+(`Suppressions.list_held`), so a complaint or bounce of a message sent before is not lost.
 """
 from __future__ import annotations
 
@@ -49,8 +53,15 @@ async def record_report(events: EventRecorder, suppressions, event_type: str, ad
     if user_id is None or (address and reason == "bounce" and suppressions is not None
                            and not await suppressions.holds(user_id, kind, address)):
         return False
-    await events.track([report_event(event_type, campaign_id, decision_id, user_id, at)])
-    return True
+    tracked = await events.track([report_event(event_type, campaign_id, decision_id, user_id, at)])
+    if not tracked.rejected:
+        return True
+    # refused: the user was erased since (no profile: nothing listed), or their id holds a
+    # character refused since their message went (docs/privacy.md: only an unsubscribe of
+    # such an id is taken); the address their profile holds is listed all the same
+    if suppressions is not None:
+        await suppressions.list_held(user_id, kind, reason, at)
+    return False
 
 
 def opt_out_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
@@ -88,5 +99,5 @@ async def record_opt_out(events: EventRecorder, suppressions, channel: str, addr
     if user_id is None or (address and suppressions is not None and not await
                            suppressions.holds(user_id, CHANNEL_KIND[channel], address)):
         return False
-    await events.track([opt_out_event(channel, campaign_id, decision_id, user_id, at)])
-    return True
+    tracked = await events.track([opt_out_event(channel, campaign_id, decision_id, user_id, at)])
+    return not tracked.rejected  # refused: the user erased since, or no profile holds the id

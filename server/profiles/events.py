@@ -72,7 +72,10 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
     An unsubscribe's user id may be one stored before C1 and bidirectional controls were
     refused (an opt-out is the user's right): the event is then marked `stored_only`. Other
     events of such an id stay refused: they would add behaviour (features, seen items,
-    rewards, impression joins) under an id the rule keeps out of logs and exports."""
+    rewards, impression joins) under an id the rule keeps out of logs and exports. So may an
+    unsubscribe's campaign id (the campaign its message came from, stored before: a
+    provider's STOP report of it, `messages.reports.record_opt_out`, names it): it opts out
+    a channel, whatever the campaign, and was refused with it."""
     now = time.time() if now is None else now
     id_bytes = rules.limits.id_bytes
     short = id_bytes >> 2  # ids this short (in characters) fit: measured only when longer
@@ -101,7 +104,8 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
     for name, value in (("item_id", ev.item_id), ("campaign_id", ev.campaign_id)):
         problem = id_problem(value, id_bytes) if len(value) > short \
             or (odd and has_control(value)) else None
-        if problem:
+        if problem and not (name == "campaign_id" and ev.type == "unsubscribe"
+                            and refused_since(value, id_bytes)):
             return f"{name} {problem}"
     if not -rules.limits.event_value_max <= ev.value <= rules.limits.event_value_max:
         return (f"value {ev.value:g} is not a finite number within ±"

@@ -308,8 +308,13 @@ async def test_an_opt_out_under_such_an_id_makes_no_profile(stubs, tailor_server
 
 def _email_consent(export) -> bool:
     """The marketing email consent of an access export's profile."""
+    return _consent(export, "email")
+
+
+def _consent(export, channel: str) -> bool:
+    """The marketing consent on `channel` of an access export's profile."""
     return next(c["opted_in"] for c in export.profile.consent
-                if c["channel"] == "email" and c["purpose"] == "marketing")
+                if c["channel"] == channel and c["purpose"] == "marketing")
 
 
 async def test_an_unsubscribe_of_a_profile_stored_under_such_an_id_rewards_no_decision(
@@ -347,3 +352,34 @@ async def test_an_unsubscribe_of_a_profile_stored_under_such_an_id_rewards_no_de
     assert recs[1]["event_reward"] == 0.0
     assert recs[0].get("event_reward") is None and recs[0]["status"] == "pending"
     assert _email_consent(await tailor_server.profiles.export_user(stored)) is False
+
+
+async def test_reports_of_a_message_sent_to_such_an_id_before_are_not_lost(stubs, tailor_server):
+    """A message sent to a profile under such an id before the rule (or from a campaign stored
+    under one) is reported afterwards: a complaint naming the message alone recorded an event
+    the rule refuses, so nothing listed the user's address; a carrier's STOP report (21610)
+    of a text of such a campaign, and an unsubscribe event naming it, were refused for the
+    campaign id, so the user stayed opted in. The address is listed, the opt-outs taken."""
+    import asyncio
+
+    from server.contact.consent import record_consent
+    from server.messages.reports import record_opt_out, record_report
+    profiles, suppressions = tailor_server.profiles, tailor_server.suppressions
+    user, campaign = "ann\u200b", "promo\u202e"
+
+    def stored(meta):
+        meta["attributes"]["email"] = "ann@example.com"
+        record_consent(meta, "sms", "marketing", True, "signup", time.time() - 60, 10)
+        record_consent(meta, "email", "marketing", True, "signup", time.time() - 60, 10)
+    for user_id in (user, "bo"):
+        await asyncio.to_thread(profiles.repo.update_meta, user_id, stored)
+    assert not await record_report(profiles, suppressions, "email_complaint", "", user, "c1",
+                                   "d1", time.time())  # its event refused: not recorded
+    assert (await suppressions.check("email", "ann@example.com")).reason == "complaint"
+    assert await record_opt_out(profiles, suppressions, "sms", "", user, campaign, "d2",
+                                time.time())
+    assert _consent(await profiles.export_user(user), "sms") is False
+    stop = _event("unsubscribe", "bo", channel="email")
+    stop.campaign_id = campaign
+    assert (await stubs[1].TrackEvents(ppb.TrackEventsRequest(events=[stop]))).accepted == 1
+    assert _email_consent(await profiles.export_user("bo")) is False
