@@ -38,7 +38,15 @@ from ..errors import FailedPrecondition, InvalidArgument, NotFound, TailorError
 from ..processes import owner_alive
 from ..store.keys import SEP_CHAR
 from ..store.tokens import keyed_digest
-from ..validation import check_count, check_finite, check_id, check_known, check_range, shown
+from ..validation import (
+    check_count,
+    check_finite,
+    check_id,
+    check_known,
+    check_range,
+    refused_since,
+    shown,
+)
 from .cancelling import withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
@@ -138,7 +146,8 @@ class SendJobs:
         campaign, id): a repeat asking the same is answered the job's progress and starts
         nothing (the campaign archived since included); one asking otherwise is
         FAILED_PRECONDITION. An archived campaign starts no job (it makes no decisions: every
-        recipient would fail)."""
+        recipient would fail), nor does one stored under an id refused since (`refused_since`:
+        INVALID_ARGUMENT, as ChooseVariant; before, every recipient failed "InvalidArgument")."""
         campaign = await self.composer.message_campaign(campaign_id)  # NOT_FOUND / not a message one
         users, asked = self._users(user_ids), self._rates(rates)
         rates = {**self.settings.send_rate_per_second, **asked}
@@ -158,10 +167,13 @@ class SendJobs:
             terms = await asyncio.to_thread(_terms, users, asked, context)
         else:
             send_id, terms = "send-" + secrets.token_hex(8), ""
-        if campaign.archived:  # only a repeat of a job started before is answered
+        refused = refused_since(campaign_id, self.limits.id_bytes)
+        if campaign.archived or refused:  # only a repeat of a job started before is answered
             job = await asyncio.to_thread(self.records.job, send_id) if request_id else None
-            if job is None:
-                raise CampaignArchived(campaign_id)
+            if job is None:  # an id refused since: the campaign decides nothing (ChooseVariant)
+                raise CampaignArchived(campaign_id) if campaign.archived else InvalidArgument(
+                    "campaign_id", f"{refused} (a campaign stored before such ids were refused "
+                    "takes no new decisions)")
             return await _repeated(send_id, job, campaign_id, terms, request_id,
                                    (users, rates, context))
         if not (request_id and await asyncio.to_thread(self.records.job, send_id)):

@@ -441,3 +441,25 @@ async def test_a_job_stored_with_an_older_tailors_unkeyed_terms_keeps_its_repeat
         with pytest.raises(Exception) as err:  # another audience: still refused
             await server.sends.start("mail", users[:1], {}, {}, request_id="old", caller="ops")
         assert "request_id" in str(err.value) and send_id in str(err.value)
+
+
+async def test_a_campaign_stored_under_an_id_refused_since_starts_no_send(
+        tailor_server, campaigns, profiles, messaging):
+    """A campaign stored before C1, bidirectional and format characters were refused in ids
+    can still be read and archived (GetCampaign takes its id), but takes no new decision
+    (ChooseVariant, ComposeMessage: INVALID_ARGUMENT); SendCampaign started a job all the
+    same, whose every recipient failed. Refused alike, with the reason, nothing started."""
+    from dataclasses import replace
+
+    from server.campaigns.spec import Campaign
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    repo, old = tailor_server.campaigns.repo, "mail\u200b"
+    spec = replace((await asyncio.to_thread(repo.get, "mail")).spec, campaign_id=old)
+    await asyncio.to_thread(repo.create, Campaign(spec, created_at=time.time(),
+                                                  updated_at=time.time()), spec.new_state())
+    await audience(profiles, ["rs0"])
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.SendCampaign(mpb.SendCampaignRequest(
+            campaign_id=old, user_ids=["rs0"], rate_per_second={"email": 1000}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("campaign_id: contains a format character (U+200B)")
