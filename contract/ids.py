@@ -63,6 +63,9 @@ def control_class(char: str) -> str:
 
 
 def id_control_problem(value: str) -> str | None:
-    """None when `value` holds none of them, else "contains <the first one's class>"."""
-    found = _SEARCH(value)
+    """None when `value` holds none of them, else "contains <the first one's class>". A
+    printable `value` holds none (every one is Cc, Cf, Zl or Zp): one C loop clears it, where
+    the class tests each character against its ranges outside the Basic Multilingual Plane
+    one by one (`server.validation.has_control` does the same)."""
+    found = None if value.isprintable() else _SEARCH(value)
     return None if found is None else f"contains {control_class(found.group())}"
