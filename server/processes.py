@@ -7,7 +7,7 @@ unless the pid has gone to another process since (a container restarts its pid n
 `owner_alive` also compares when the process started (`process_started`), which every owner
 records beside its pid: send jobs (`owner_started`), worker registry entries
 (`models.registry.worker_report`), upload/import directories (`models.staging.leftover_name`)
-and the backup leftovers of older versions (`backup._owner`). A record without it (written
+and the backup leftovers of older versions (`backup.staging._owner`). A record without it (written
 before it was kept, or without /proc) is judged by its pid alone.
 
 A pid says nothing about a process of another pid namespace: containers sharing a volume and a

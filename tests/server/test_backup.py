@@ -176,7 +176,7 @@ def _pointing_at_a_bundle(data: Path, version: str = "20260101T000000-deadbeef")
 
 
 def test_backup_fails_when_the_active_bundle_is_pruned_while_it_runs(tmp_path, monkeypatch):
-    import server.backup as backups
+    import server.backup.copying as backups
     bundle = _pointing_at_a_bundle(tmp_path / "data")
     real = backups.snapshot_store
 
@@ -478,7 +478,7 @@ def test_a_user_erased_while_the_backup_copies_is_in_the_time_to_erase_again_fro
     began but before then is in the backup, yet outside that time (measured: a 618 MB store,
     erased 0.9 s before `created`, told to replay from the next second: served 3 events again
     after a restore into a fresh dir). It is now the snapshot's own time."""
-    import server.backup as backups
+    import server.backup.copying as backups
     from server.backup import backup
     data, out = tmp_path / "data", tmp_path / "tailor.tar"
     served = server_process(data)
@@ -507,8 +507,8 @@ def test_a_user_erased_while_the_backup_copies_is_in_the_time_to_erase_again_fro
 def test_a_backup_an_older_tailor_wrote_is_told_to_be_replayed_from_before_its_end():
     """An older backup's manifest has only `created` (its end): replaying from it would miss
     the users erased while it copied, so the line says to take an earlier time."""
-    from server.backup import _erase_again
-    told = _erase_again(None, False, {"created": 1796515200.0})
+    from server.backup.todo import erase_again
+    told = erase_again(None, False, {"created": 1796515200.0})
     assert "requested since a little before 2026-12-06T00:00:00Z (the end of the backup" in told
 
 
@@ -642,7 +642,7 @@ def replace(src, dst):
     if len(calls) == int(sys.argv[3]):
         os._exit(9)  # killed here: no finally runs
     real(src, dst)
-b.os.replace = replace
+os.replace = replace
 b.restore(Path(sys.argv[1]), Path(sys.argv[2]), force=True)
 """
 
@@ -757,8 +757,8 @@ def test_a_restore_over_a_damaged_store_replaces_it_and_says_erasures_are_unknow
 _BACKUP_KILLED = """
 import os, sys
 from pathlib import Path
-import server.backup as b
-write_tar = b._write_tar
+import server.backup.copying as b
+write_tar = b.write_tar
 
 
 def killed(staging, out):  # killed with the archive written, before its rename
@@ -766,7 +766,7 @@ def killed(staging, out):  # killed with the archive written, before its rename
     write_tar(staging, out)
 
 
-b._write_tar = killed
+b.write_tar = killed
 b.backup(Path(sys.argv[1]), Path(sys.argv[2]))
 """
 
@@ -793,7 +793,7 @@ def test_what_a_killed_backup_left_is_removed_by_the_next_one(tmp_path):
     assert killed.returncode == 9, killed.stderr
     (left,) = out.iterdir()  # the staging dir, its partial archive inside
     assert (left / "monday.tar.gz.partial").is_file(), sorted(p.name for p in left.iterdir())
-    from server.backup import _host
+    from server.backup.staging import _host
     running = out / f".tailor-backup-{_host()}.{os.getpid()}.{process_started(os.getpid())}-abc"
     running.mkdir()  # a backup of an older version (no lock) running now, in this process
     older = out / f"sunday.tar.gz.tailor-{_host()}.999999999.1.partial"
@@ -882,7 +882,7 @@ def replace(src, dst):
     real(src, dst)
     if len(calls) == int(sys.argv[3]):
         raise KeyboardInterrupt  # Ctrl-C right after this rename
-b.os.replace = replace
+os.replace = replace
 try:
     b.restore(Path(sys.argv[1]), Path(sys.argv[2]), force=True)
 except KeyboardInterrupt:

@@ -96,8 +96,9 @@ def stopped(*args, **kwargs):  # the command reached its data dir: say so, wait 
 
 
 server.store.lock_data_dir = server.store.lock.lock_data_dir = stopped
-import server.backup, server.store.compaction  # noqa: E401,E402
-server.backup.lock_data_dir = server.store.compaction.lock_data_dir = stopped
+import server.backup.copying, server.backup.restoring, server.store.compaction  # noqa: E401,E402
+server.backup.copying.lock_data_dir = server.backup.restoring.lock_data_dir = stopped
+server.store.compaction.lock_data_dir = stopped
 from server.__main__ import main  # noqa: E402
 main(sys.argv[1:])
 """

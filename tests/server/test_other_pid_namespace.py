@@ -1,7 +1,7 @@
 """What a running process owns in a shared directory is never removed by another Tailor process
 in another pid namespace sharing that directory and the hostname (the containers of one
 Kubernetes pod, `docker run --network host`): a `--workers N` server's metrics dir
-(`workers._metrics_dir`), a backup's staging dir (`backup._sweep_leftovers`)."""
+(`workers._metrics_dir`), a backup's staging dir (`backup.staging.sweep_leftovers`)."""
 import contextlib
 import json
 import os

@@ -96,15 +96,15 @@ def test_a_copy_whose_keys_hold_raw_ids_links_no_tombstone(tmp_path):
     linked, for the operator, rather than as erased."""
     import json
 
-    from server.backup import _erase_carried
+    from server.backup.erasures import erase_carried
     path, key = tmp_path / "store", os.urandom(32)
     _store(path)
     hashed = json.dumps({"at": 1.0, "found_by": found_by(key, ALICE)}).encode()
     carried = [(keys.tombstone_key("k1", "d1"), hashed)]
     version = _stamp(path, None)
-    assert _erase_carried(tmp_path, carried, [("k1", key)])["erasures_not_linked"] == 1
+    assert erase_carried(tmp_path, carried, [("k1", key)])["erasures_not_linked"] == 1
     _stamp(path, version)
-    linked = _erase_carried(tmp_path, carried, [("k1", key)])
+    linked = erase_carried(tmp_path, carried, [("k1", key)])
     assert (linked["erased_again"], linked["erasures_not_linked"]) == (1, 0)
 
 
@@ -160,7 +160,7 @@ def test_send_records_and_dead_letters_go_with_their_user_and_their_jobs_are_set
     import json
 
     from contract.erasure import digest
-    from server.backup import _erase_carried
+    from server.backup.erasures import erase_carried
     from server.messages.deadletters import DeadLetter
     from server.messages.sends import READY, SENT, Recipient
     path, key = tmp_path / "store", os.urandom(32)
@@ -182,7 +182,7 @@ def test_send_records_and_dead_letters_go_with_their_user_and_their_jobs_are_set
     store.close()
     tombstone = json.dumps({"at": 1.0, "found_by": found_by(key, ALICE)}).encode()
     carried = [(keys.tombstone_key("k1", digest(key, "alice")), tombstone)]
-    reply = _erase_carried(tmp_path, carried, [("k1", key)])
+    reply = erase_carried(tmp_path, carried, [("k1", key)])
     sends = _everything(path)["sends"]
     assert sorted(sends) == sorted([keys.send_job_key("big"), keys.send_user_key("big", 1),
                                     keys.dead_letter_key("0002.c"), keys.dead_letter_key("0004.c")])
@@ -203,7 +203,7 @@ def test_impressions_go_with_their_user_found_by_what_the_tombstone_keeps(tmp_pa
     import json
 
     from contract.erasure import digest
-    from server.backup import _erase_carried
+    from server.backup.erasures import erase_carried
     from server.impressions.writer import user_hash
     from server.profiles.tombstones import Tombstones
     from server.security.secrets import Keyring
@@ -234,7 +234,7 @@ def test_impressions_go_with_their_user_found_by_what_the_tombstone_keeps(tmp_pa
     bob = keys.tombstone_key(erasure.kid, digest(erasure.key, "bob"))
     carried = [(k, v if k != bob else json.dumps({**json.loads(v), "impressions_by": None}).encode())
                for k, v in carried]
-    reply = _erase_carried(tmp_path, carried, erasure.keys)
+    reply = erase_carried(tmp_path, carried, erasure.keys)
     left = set(_everything(path, ("impressions",))["impressions"])
     assert left == {k for k, user in shown.items() if user != "alice"} | {counter}
     assert (reply["impressions_erased_again"], reply["impressions_not_linked"]) == (4, 1)
@@ -248,7 +248,7 @@ def test_a_sealed_send_record_is_settled_by_its_state_read_with_the_encryption_k
     import json
 
     from contract.erasure import digest
-    from server.backup import _erase_carried
+    from server.backup.erasures import erase_carried
     from server.messages.sends import SendRecords
     from server.security.secrets import Keyring
     from server.store import tokens
@@ -264,7 +264,7 @@ def test_a_sealed_send_record_is_settled_by_its_state_read_with_the_encryption_k
             found = found_by(erasure.key, tokens.user_token("alice"))
             carried = [(keys.tombstone_key(erasure.kid, digest(erasure.key, "alice")),
                         json.dumps({"at": 1.0, "found_by": found}).encode())]
-            reply = _erase_carried(path.parent, carried, erasure.keys, master)
+            reply = erase_carried(path.parent, carried, erasure.keys, master)
             job = json.loads(read_value(path, "sends", keys.send_job_key("big")))
             assert (job["suppressed"], reply["send_states_unread"]) == (counted, unread)
             assert read_value(path, "sends", keys.send_user_key("big", 0)) is None
@@ -283,7 +283,7 @@ def test_an_older_one_user_address_entry_naming_the_user_by_id_goes_too(tmp_path
     import json
 
     from contract.erasure import digest
-    from server.backup import _erase_carried
+    from server.backup.erasures import erase_carried
     path, key = tmp_path / "store", os.urandom(32)
     _store(path)
     mine, carols = keys.address_key("email", "ab" * 8), keys.address_key("email", "cd" * 8)
@@ -294,7 +294,7 @@ def test_an_older_one_user_address_entry_naming_the_user_by_id_goes_too(tmp_path
     store.close()
     tombstone = json.dumps({"at": 1.0, "found_by": found_by(key, ALICE)}).encode()
     carried = [(keys.tombstone_key("k1", digest(key, "alice")), tombstone)]
-    _erase_carried(tmp_path, carried, [("k1", key)])
+    erase_carried(tmp_path, carried, [("k1", key)])
     meta = _everything(path, ("meta",))["meta"]
     assert mine not in meta and meta[carols] == b"carol"
     assert not any(b"alice" in v for v in meta.values())

@@ -60,7 +60,7 @@ def test_a_worker_reads_only_the_tombstones_added_since_it_last_looked(tmp_path)
 
 
 def test_a_worker_rereads_the_list_when_the_tombstones_added_are_not_all_logged(tmp_path):
-    """A restore carries tombstones in by bumping the count only (`backup._carry_erasures`),
+    """A restore carries tombstones in by bumping the count only (`backup.erasures.carry_erasures`),
     and a store written before the log has none: the list is read again, whole (with the key
     ids it names)."""
     from server.profiles.tombstones import digest

@@ -1,0 +1,52 @@
+"""The backup file: its format (one tar file, gzip-compressed when its name ends in .gz or
+.tgz, with a manifest `MANIFEST`), the archive written out whole or not at all, and the
+fsyncs that put a file and its name on disk before a backup or a restore says it is done."""
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+from ..store.datakeys import SLOTS_FILE
+
+__all__ = ["FORMAT", "MANIFEST", "TOP_LEVEL", "fsync_path", "fsync_tree", "write_tar"]
+
+FORMAT = 1
+MANIFEST = "tailor-backup.json"
+TOP_LEVEL = (MANIFEST, "store", "bundles")
+"""The entries at the top of a backup file; anything else in one is refused."""
+
+
+def write_tar(staging: Path, out: Path) -> None:
+    mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
+    partial = staging / f"{out.name}.partial"  # in the locked staging dir (`staging_dir`)
+    try:
+        with tarfile.open(partial, mode) as tar:
+            tar.add(staging / MANIFEST, arcname=MANIFEST)
+            tar.add(staging / "store" / "data.mdb", arcname="store/data.mdb")
+            if (staging / "store" / SLOTS_FILE).exists():  # the data keys' pads (store.datakeys)
+                tar.add(staging / "store" / SLOTS_FILE, arcname=f"store/{SLOTS_FILE}")
+            tar.add(staging / "bundles", arcname="bundles")
+        with open(partial, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(partial, out)
+        fsync_path(out.parent)  # the name on disk too, before the backup says it is done
+    except BaseException:  # a full disk, an interrupt: no half-written archive left behind
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file under `root`, then every directory, deepest first, `root` last."""
+    for directory, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_path(Path(directory) / name)
+        fsync_path(Path(directory))
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

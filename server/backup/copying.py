@@ -1,0 +1,115 @@
+"""The backup command: the store snapshot and the bundles copied into a staging dir, then
+archived (`archive.write_tar`), while servers run (the data dir's shared lock)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import FailedPrecondition
+from ..store import lock_data_dir
+from ..store.backup import read_value, snapshot_store
+from ..store.errors import out_of_space
+from ..store.keys import BUNDLE_ACTIVE
+from ..store.lock import check_restore_finished, locked_dir
+from .archive import FORMAT, MANIFEST, write_tar
+from .staging import staging_dir, sweep_leftovers
+
+__all__ = ["backup"]
+
+
+def backup(data_dir: Path, out: Path) -> dict:
+    """Write a backup of `data_dir` to the file `out` (atomically); returns its manifest."""
+    check_restore_finished(data_dir)
+    if not (data_dir / "store" / "data.mdb").exists():
+        raise FileNotFoundError(f"no Tailor store under {data_dir}")
+    if out.is_dir():
+        raise FailedPrecondition(f"{out} is a directory: --out names the backup file to write "
+                                 f"(e.g. {out / 'tailor.tar.gz'})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_data_dir(data_dir, exclusive=False)  # servers share it; compaction must wait
+    sweep_leftovers(out.parent)
+    staging, held = staging_dir(out.parent)
+    try:
+        return _backup(data_dir, out, staging)
+    except BaseException as err:
+        if out_of_space(err):  # the partial archive is removed (`write_tar`), the staging
+            shutil.rmtree(staging, ignore_errors=True)  # copy here: then what is free is known
+            raise FailedPrecondition(
+                f"no space left on the disk of {out.parent} for the backup (it stages a copy of "
+                f"the store's live pages, then writes the archive: up to twice the store's "
+                f"{(data_dir / 'store' / 'data.mdb').stat().st_size} bytes; "
+                f"{shutil.disk_usage(out.parent).free} free); nothing written"
+            ) from None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if held is not None:
+            os.close(held)
+        lock.close()
+
+
+def _backup(data_dir: Path, out: Path, staging: Path) -> dict:
+    """The store snapshot and the bundles staged in `staging`, archived to `out`."""
+    stored = _stored_versions(data_dir / "bundles")  # before the snapshot names its active one
+    snapshot = time.time()  # before its read transaction: erasures from then on may be missing
+    store_bytes = snapshot_store(data_dir / "store", staging / "store")
+    active = _active_version(staging / "store")
+    versions = _copy_bundles(data_dir / "bundles", staging / "bundles")
+    if active is not None and active not in versions and active in stored:
+        raise FailedPrecondition(f"bundle {active} (the active one in the store snapshot) was "
+                                 "removed while the backup ran; run the backup again")
+    manifest = {"format": FORMAT, "created": time.time(), "store_snapshot": snapshot,
+                "active_bundle": active, "bundles": versions, "store_bytes": store_bytes}
+    if active is not None and active not in versions:  # gone before the backup began: the
+        manifest["active_bundle_missing"] = True  # servers serve without it, the store is kept
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    write_tar(staging, out)
+    return manifest
+
+
+def _active_version(store_dir: Path) -> str | None:
+    raw = read_value(store_dir, "meta", BUNDLE_ACTIVE)
+    return raw.decode() if raw else None
+
+
+def _stored_versions(src: Path) -> set[str]:
+    """The complete bundle versions under `src` now (a manifest each)."""
+    try:
+        return {p.name for p in src.iterdir() if (p / "manifest.json").is_file()}
+    except OSError:  # no bundles dir
+        return set()
+
+
+def _copy_bundles(src: Path, dest: Path) -> list[str]:
+    """Copy every complete bundle version; returns the versions copied. Under the bundles
+    directory's shared lock: a scrub rewriting a bundle's users.npz and manifest finishes first
+    (a copy between its two renames held a manifest that does not match the users.npz)."""
+    dest.mkdir(parents=True)
+    if not src.is_dir():
+        return []
+    with locked_dir(src, shared=True):
+        return _copy_each(src, dest)
+
+
+def _copy_each(src: Path, dest: Path) -> list[str]:
+    copied = []
+    for path in sorted(src.iterdir()):
+        if path.name.startswith(".") or not (path / "manifest.json").is_file():
+            continue  # an import in progress, or not a bundle
+        try:
+            shutil.copytree(path, dest / path.name, copy_function=_link_or_copy)
+        except (FileNotFoundError, shutil.Error):  # pruned while we copied it
+            shutil.rmtree(dest / path.name, ignore_errors=True)
+            continue
+        copied.append(path.name)
+    return copied
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # bundle files never change once imported
+    except OSError:
+        shutil.copy2(src, dst)

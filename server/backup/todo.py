@@ -1,0 +1,68 @@
+"""What a restore tells the operator is left to do (`erase_again`) and what its re-erasure
+could not reach (`left_behind`): counts and times, never a user."""
+from __future__ import annotations
+
+import time
+
+__all__ = ["erase_again", "left_behind"]
+
+
+def erase_again(unlinked: int | None, replaced: bool, manifest: dict) -> str | None:
+    """What the operator must do about users erased after the store snapshot of the backup
+    `manifest` describes whose records are back with it: the `unlinked` ones, whose tombstones
+    were carried over but found none of their records (`erase_carried`), or all of them when
+    `unlinked` is None (not known: no store replaced, or
+    one that could not be read, `replaced`); None when there is nothing to do."""
+    if unlinked == 0:
+        return None
+    since = _replay_since(manifest)
+    if unlinked is not None:
+        why = (f"{unlinked} user(s) erased after the backup have their records back (their "
+               "tombstones were carried over, but the restore could not find their records: "
+               "written before tombstones kept what finds them, under an 'erasure' key it "
+               "was not given (--secrets-dir) or was given another key under the same id, "
+               "or into a backup whose keys hold raw ids)")
+    elif replaced:
+        why = "the replaced store could not be read, so users erased after the backup are not known"
+    else:
+        why = ("no store was replaced, so users erased after the backup are not known here "
+               "(restore over the live data dir with --force to carry their tombstones)")
+    return (f"{why}: before serving, call DeleteProfile again for every user whose erasure was "
+            f"requested since {since}; a user with nothing back answers records_deleted 0")
+
+
+def left_behind(manifest: dict) -> list[str]:
+    """What a restore's re-erasure could not reach, a line each for the operator (counts only,
+    no user; each also in the JSON): impressions of tombstones that keep nothing that finds
+    them (`impressions_not_linked`), and the re-erased users' records it could not open
+    without the `encryption` keyring (`pending_not_corrected`, `send_states_unread`)."""
+    lines = []
+    if manifest.get("impressions_not_linked"):
+        lines.append(f"{manifest['impressions_not_linked']} tombstone(s) found none of their "
+                     "users' impressions (written before tombstones kept what finds them, or "
+                     "under an 'erasure' key not given): those stay until impression retention "
+                     "drops them, unless DeleteProfile is called for those users again")
+    if manifest.get("pending_not_corrected"):
+        lines.append(f"{manifest['pending_not_corrected']} pending decision(s) of re-erased "
+                     "users could not be read (no 'encryption' keyring in --secrets-dir): their "
+                     "campaigns' pending counters still count them")
+    if manifest.get("send_states_unread"):
+        lines.append(f"{manifest['send_states_unread']} send record(s) of re-erased users "
+                     "could not be read (no 'encryption' keyring in --secrets-dir): their "
+                     "SendCampaign jobs do not count them suppressed 'erased'")
+    return lines
+
+
+def _replay_since(manifest: dict) -> str:
+    """From when erasure requests are to be replayed: the store snapshot's time (UTC, floored
+    to the second). A backup an older Tailor wrote recorded only `created`, taken after its
+    store and bundles were copied: users erased while they were are in it too."""
+    if "store_snapshot" in manifest:
+        return f"{_utc(manifest['store_snapshot'])} (the backup's store snapshot)"
+    return (f"a little before {_utc(manifest['created'])} (the end of the backup: the Tailor "
+            "that wrote it did not record when its store snapshot was taken; take the time its "
+            "backup command started)")
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

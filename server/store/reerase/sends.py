@@ -1,0 +1,56 @@
+"""Re-erasure of dead letters and of the recipients' records of unfinished send jobs, whose
+jobs are settled as DeleteProfile settles them."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+
+from .. import keys
+from ..opener import Opener
+from ..table import Table
+from ..tokens import TOKEN_CHARS
+
+__all__ = ["erase_sends"]
+
+
+def erase_sends(txn, sends: Table, tokens: set[bytes], named: Callable[[str], bool] | None,
+           opened: Opener) -> Counter:
+    """The dead letters and unfinished send jobs' recipient records of the users erased
+    again: sealed ones start with one of `tokens` (`Store.seal_for_user`); plaintext ones (no
+    encryption at rest) are JSON whose `user` is an id `named` accepts. A recipient's job is
+    settled as DeleteProfile settles it (`messages.sends.settle_erased`: a deferred
+    message's job deleted, an unsettled recipient counted suppressed `erased`), before its
+    record goes; a sealed record's state is read through the `encryption` keyring
+    (`Opener`); without it, it is not counted (`sends_unread`), as a running job does not
+    count a record it cannot open."""
+    from ...messages.sends import Recipient, send_id_of, settle_erased  # messages imports the store
+    removed: Counter = Counter()
+    for prefix in (keys.DEAD_LETTER_PREFIX, keys.SEND_USER_PREFIX):
+        found = []
+        for key, stored in sends.items(txn, prefix):
+            if not key.startswith(prefix):
+                break
+            if _whose(bytes(stored), tokens, named):
+                found.append((bytes(key), bytes(stored)))
+        for key, stored in found:
+            if prefix == keys.SEND_USER_PREFIX:
+                raw = opened.for_user(txn, key, stored)
+                removed["sends_unread"] += raw is None
+                r = None if raw is None else Recipient.decode(0, raw)
+                removed["send_jobs"] += settle_erased(txn, sends, send_id_of(key), r)
+            removed["sends"] += sends.delete(txn, key)
+    return removed
+
+
+def _whose(stored: bytes, tokens: set[bytes], named: Callable[[str], bool] | None) -> bool:
+    """Whether a send record or dead letter is of a user erased again."""
+    if not stored.startswith(b"{"):
+        return stored[:TOKEN_CHARS] in tokens
+    if named is None:
+        return False
+    try:
+        user = json.loads(stored).get("user")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(user, str) and named(user)
