@@ -8,27 +8,62 @@ __all__ = ["erase_again", "left_behind"]
 
 
 def erase_again(unlinked: int | None, replaced: bool, manifest: dict) -> str | None:
-    """What the operator must do about users erased after the store snapshot of the backup
+    """What the operator must do about what the restore could not erase again, from the counts
+    of `manifest` (the backup's, with the re-erasure's): first, the sealed records it could not
+    read without the `encryption` keyring (`_unread`: running the restore again undoes any
+    DeleteProfile made before it), then the DeleteProfile replay from the store snapshot for
+    the users whose records or impressions are back (`_replay`); None when there is nothing
+    to do."""
+    todo = [item for item in (_unread(manifest), _replay(unlinked, replaced, manifest)) if item]
+    return ". Then: ".join(todo) or None
+
+
+def _replay(unlinked: int | None, replaced: bool, manifest: dict) -> str | None:
+    """The DeleteProfile replay for the users erased after the store snapshot of the backup
     `manifest` describes whose records are back with it: the `unlinked` ones, whose tombstones
     were carried over but found none of their records (`erase_carried`), or all of them when
-    `unlinked` is None (not known: no store replaced, or
-    one that could not be read, `replaced`); None when there is nothing to do."""
-    if unlinked == 0:
+    `unlinked` is None (not known: no store replaced, or one that could not be read,
+    `replaced`), and those whose tombstones found none of their impressions
+    (`impressions_not_linked`: DeleteProfile deletes them too); None when there are none."""
+    whys = []
+    if unlinked:
+        whys.append(f"{unlinked} user(s) erased after the backup have their records back (their "
+                    "tombstones were carried over, but the restore could not find their records: "
+                    "written before tombstones kept what finds them, under an 'erasure' key it "
+                    "was not given (--secrets-dir) or was given another key under the same id, "
+                    "or into a backup whose keys hold raw ids)")
+    elif unlinked is None and replaced:
+        whys.append("the replaced store could not be read, so users erased after the backup are "
+                    "not known")
+    elif unlinked is None:
+        whys.append("no store was replaced, so users erased after the backup are not known here "
+                    "(restore over the live data dir with --force to carry their tombstones)")
+    if unlinked is not None and manifest.get("impressions_not_linked"):
+        whys.append(f"{manifest['impressions_not_linked']} tombstone(s) found none of their "
+                    "users' impressions (written before tombstones kept what finds them, or "
+                    "under an 'erasure' key not given), which stay until impression retention "
+                    "drops them")
+    if not whys:
         return None
-    since = _replay_since(manifest)
-    if unlinked is not None:
-        why = (f"{unlinked} user(s) erased after the backup have their records back (their "
-               "tombstones were carried over, but the restore could not find their records: "
-               "written before tombstones kept what finds them, under an 'erasure' key it "
-               "was not given (--secrets-dir) or was given another key under the same id, "
-               "or into a backup whose keys hold raw ids)")
-    elif replaced:
-        why = "the replaced store could not be read, so users erased after the backup are not known"
-    else:
-        why = ("no store was replaced, so users erased after the backup are not known here "
-               "(restore over the live data dir with --force to carry their tombstones)")
-    return (f"{why}: before serving, call DeleteProfile again for every user whose erasure was "
-            f"requested since {since}; a user with nothing back answers records_deleted 0")
+    return (f"{'; and '.join(whys)}: before serving, call DeleteProfile again for every user "
+            f"whose erasure was requested since {_replay_since(manifest)}; a user with nothing "
+            "back answers records_deleted 0")
+
+
+def _unread(manifest: dict) -> str | None:
+    """What to do about the re-erased users' sealed records the restore could not read (no
+    `encryption` keyring): their pending decisions (`pending_not_corrected`) and send records
+    (`send_states_unread`); None when it read them all."""
+    parts = [f"{manifest[name]} {what}" for name, what in (
+        ("pending_not_corrected", "pending decision(s)"), ("send_states_unread", "send record(s)"))
+        if manifest.get(name)]
+    if not parts:
+        return None
+    return (f"{' and '.join(parts)} of the users erased again could not be read (no 'encryption' "
+            "keyring in --secrets-dir), so their campaigns' pending counters still count them and "
+            "their SendCampaign jobs do not count them suppressed 'erased': before serving, run "
+            "this restore again with --force and a --secrets-dir that holds the 'encryption' "
+            "keyring")
 
 
 def left_behind(manifest: dict) -> list[str]:

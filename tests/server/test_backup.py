@@ -346,6 +346,7 @@ def test_tombstones_written_before_they_kept_the_token_are_counted_not_applied(s
                                            "restore could not find their records")
     assert f"restore: {reply['erase_again']}" in restored.stderr
     assert reply["impressions_not_linked"] == 2  # and the operator is told, not only the JSON
+    assert "2 tombstone(s) found none of their users' impressions" in reply["erase_again"]
     assert "restore: 2 tombstone(s) found none of their users' impressions" in restored.stderr
     served = server_process(data, env=_secrets(data))
     with TailorClient(served.target, timeout=30) as client:
@@ -409,6 +410,30 @@ def test_a_restore_given_another_erasure_key_under_the_same_id_says_it_found_nob
     again = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
                        "--force", "--secrets-dir", str(data.parent / "secrets"))
     assert json.loads(again.stdout)["erased_again"] == 2  # the checks went with the tombstones
+
+
+def test_a_restore_without_the_encryption_key_says_to_run_it_again_with_it(server_process, tmp_path):
+    """Without the `encryption` keyring the restore cannot read alice's sealed pending
+    decision, and her campaign's pending counter kept counting it with `erase_again` null. Its
+    to-do list now says to run the restore again with the keyring, before serving: the live
+    store then holds the carried tombstones, and the run corrects the counter."""
+    from server.store.backup import read_value
+    from server.store.keys import count_key
+    data, out = tmp_path / "data", tmp_path / "tailor.tar"
+    _erased_around_a_backup(server_process, data, out)
+    partial = tmp_path / "without-encryption"
+    shutil.copytree(data.parent / "secrets", partial)
+    (partial / "encryption.keys").unlink()
+    first = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
+                                  "--force", "--secrets-dir", str(partial)).stdout)
+    assert (first["erased_again"], first["pending_not_corrected"]) == (2, 1)
+    assert first["erase_again"].startswith("1 pending decision(s) of the users erased again could "
+                                           "not be read")
+    assert json.loads(read_value(data / "store", "bandit", count_key("spring")))["pending"] == 1
+    again = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
+                                  "--force", "--secrets-dir", str(data.parent / "secrets")).stdout)
+    assert (again["erased_again"], again["pending_corrected"], again["erase_again"]) == (2, 1, None)
+    assert json.loads(read_value(data / "store", "bandit", count_key("spring")))["pending"] == 0
 
 
 def _pads_of_the_erased(data: Path, out: Path) -> list[bytes]:
@@ -1097,3 +1122,27 @@ def test_what_the_re_erasure_could_not_reach_is_a_line_each_for_the_operator():
     assert [line.split(" ", 1)[0] for line in lines] == ["3", "2"]
     assert "pending counters still count them" in lines[0] and "'encryption'" in lines[0]
     assert "suppressed 'erased'" in lines[1]
+
+
+def test_what_the_re_erasure_could_not_reach_is_on_the_operators_to_do_list():
+    """`erase_again`, the to-do list of the restore's JSON, was null when every carried
+    tombstone found its user's records, though impressions no tombstone found were back, and
+    pending counters and send jobs' counts the restore could not correct without the
+    `encryption` keyring stayed wrong: only a stderr line each said so. They are now on it,
+    counts and times only: the sealed records first (running the restore again brings back
+    whatever DeleteProfile erased meanwhile), then the DeleteProfile replay."""
+    from server.backup.todo import erase_again
+    counts = {"store_snapshot": 1796515200.0, "impressions_not_linked": 0,
+              "pending_not_corrected": 0, "send_states_unread": 0}
+    assert erase_again(0, False, counts) is None
+    shown = erase_again(0, False, {**counts, "impressions_not_linked": 2})
+    assert shown.startswith("2 tombstone(s) found none of their users' impressions")
+    assert "call DeleteProfile again for every user whose erasure was requested since " \
+        "2026-12-06T00:00:00Z" in shown
+    unread = erase_again(0, False, {**counts, "pending_not_corrected": 3, "send_states_unread": 1})
+    assert unread.startswith("3 pending decision(s) and 1 send record(s) of the users erased "
+                             "again could not be read (no 'encryption' keyring in --secrets-dir)")
+    assert "run this restore again with --force" in unread and "DeleteProfile" not in unread
+    both = erase_again(2, False, {**counts, "impressions_not_linked": 2, "send_states_unread": 1})
+    assert both.index("run this restore again") < both.index("2 user(s) erased after the backup") \
+        < both.index("2 tombstone(s) found none") < both.index("call DeleteProfile again")
