@@ -74,21 +74,20 @@ def erase_carried(staging: Path, carried: list[tuple[bytes, bytes]] | None,
     backup); the manifest's counts. A tombstone
     written before (`found_by` null or absent), under a key `ring` lacks, or carried into a
     copy whose keys still hold raw ids (key version 1, a backup of an old Tailor) cannot find
-    its user's records: counted in `erasures_not_linked`, for the operator (`erase_again`)."""
+    its user's records: counted in `erasures_not_linked`, for the operator (`erase_again`).
+    Their plaintext send records and dead letters (found by the id's hash, the tombstone's
+    key: `_named_by`) and their impressions (`impressions_by`) need no token: those are looked
+    for in such a copy too."""
     if carried is None:
         return {"erasures_after_backup": None, "erased_again": 0, "records_erased_again": 0,
                 "bundle_rows_erased_again": 0, "sends_erased_again": 0,
                 "send_jobs_erased_again": 0, "impressions_erased_again": 0,
                 "pending_corrected": 0, "pending_not_corrected": 0, "send_states_unread": 0,
                 "erasures_not_linked": None, "impressions_not_linked": None}
-    store_dir = staging / "store"
-    if read_value(store_dir, "meta", KEY_VERSION_KEY) != b"%d" % KEY_VERSION:
-        ring = ()  # keys of raw ids (re-keyed at the first open): no token to find yet
-    kids, wanted = {kid for kid, _ in ring}, collections.defaultdict(dict)
-    for key, value in carried:
-        if (hashed := _found_by_of(value)) is not None and (kid := tombstone_parts(key)[0]) in kids:
-            wanted[kid][hashed] = _erased_time(value)
-    tokens = tokens_found(store_dir, wanted, ring)
+    store_dir, kids = staging / "store", {kid for kid, _ in ring}
+    raw_ids = read_value(store_dir, "meta", KEY_VERSION_KEY) != b"%d" % KEY_VERSION
+    wanted = {} if raw_ids else _tokens_wanted(carried, kids)  # raw ids: re-keyed at first open
+    tokens = tokens_found(store_dir, wanted, ring) if wanted else []
     shown, linked = _impressions_wanted(carried, kids)
     removed = reerase(store_dir, tokens, _named_by(carried, ring),
                       impressions_found(store_dir, shown, ring), master)
@@ -103,6 +102,18 @@ def erase_carried(staging: Path, carried: list[tuple[bytes, bytes]] | None,
             "send_states_unread": removed["sends_unread"],
             "erasures_not_linked": len(carried) - sum(map(len, wanted.values())),
             "impressions_not_linked": len(carried) - linked}
+
+
+def _tokens_wanted(carried: list[tuple[bytes, bytes]],
+                   kids: set[str]) -> dict[str, dict[str, float]]:
+    """{kid: {the `found_by` hash of each `carried` tombstone under key `kid`: its erasure
+    time}}: those written before layout 2 of `tombstone` (`found_by` null), or under a key id
+    the restore's ring lacks, find none of their user's records."""
+    wanted: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    for key, value in carried:
+        if (hashed := _found_by_of(value)) is not None and (kid := tombstone_parts(key)[0]) in kids:
+            wanted[kid][hashed] = _erased_time(value)
+    return wanted
 
 
 def _impressions_wanted(carried: list[tuple[bytes, bytes]],

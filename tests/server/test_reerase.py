@@ -108,6 +108,53 @@ def test_a_copy_whose_keys_hold_raw_ids_links_no_tombstone(tmp_path):
     assert (linked["erased_again"], linked["erasures_not_linked"]) == (1, 0)
 
 
+def test_a_copy_whose_keys_hold_raw_ids_loses_what_is_found_without_a_token(tmp_path):
+    """In a copy of a Tailor before key version 2 no token is a user's, and the restore looked
+    for nothing: alice's plaintext send record and dead letter (found by her tombstone's hash of
+    her id) and her impressions (keyed by the `user-id` ring's hash, found by `impressions_by`)
+    stayed, though neither needs a token. They now go, her job counts her suppressed `erased`,
+    her records keyed by raw id are counted not linked, as before; carol's stay."""
+    import json
+
+    from server.backup.erasures import erase_carried
+    from server.impressions.writer import user_hash
+    from server.messages.deadletters import DeadLetter
+    from server.messages.sends import Recipient
+    from server.profiles.tombstones import Tombstones
+    from server.security.secrets import Keyring
+    from server.store.backup import read_prefix
+    path = tmp_path / "store"
+    _store(path)
+    erasure, ids = Keyring.generate("erasure"), Keyring.generate("user-id")
+    shown = {keys.impression_key(keys.impression_user_prefix(
+        ids.kid, user_hash(ids.key, user, cached=False)), 1000.0, "r1"): user for user in ("alice", "carol")}
+    sends = {keys.send_job_key("big"): _job(), keys.send_user_key("big", 0): Recipient(0, "alice").encode(),
+             keys.send_user_key("big", 1): Recipient(1, "carol").encode(),
+             keys.dead_letter_key("0003.a"): DeadLetter("email", "spring", "d1", "alice",
+                                                        "alice@example.com", "Hi Alice").encode()}
+    store = Store(path, sync=False)
+
+    def fill(txn):
+        for key, stored in [*((k, b"impression") for k in shown), *sends.items()]:
+            store.raw_table("impressions" if key in shown else "sends").put(txn, key, stored)
+        Tombstones(store, erasure, impressions=ids).erase_user(txn, "alice")
+    store.write(fill)
+    with store.read() as txn:
+        carried = [(bytes(k), bytes(v)) for k, v in
+                   store.raw_table("meta").scan_prefix(txn, keys.TOMBSTONE_PREFIX)]
+    store.close()
+    _stamp(path, None)
+    reply = erase_carried(tmp_path, carried, erasure.keys)
+    left = {table: dict(read_prefix(path, table, b"")) for table in ("impressions", "sends")}
+    assert set(left["impressions"]) == {k for k, user in shown.items() if user == "carol"}
+    assert not any(b"alice" in stored for stored in left["sends"].values())
+    assert keys.send_user_key("big", 1) in left["sends"]
+    assert json.loads(left["sends"][keys.send_job_key("big")])["suppressed"] == {"erased": 1}
+    assert (reply["impressions_erased_again"], reply["sends_erased_again"]) == (1, 2)
+    assert (reply["erased_again"], reply["erasures_not_linked"], reply["impressions_not_linked"]) \
+        == (0, 1, 0)
+
+
 def _stamp(path, version: bytes | None) -> bytes | None:
     """Set (None: delete) the copy's key version without opening it as a store; the old one."""
     from server.store.lmdb_store import open_env
