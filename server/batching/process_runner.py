@@ -11,12 +11,14 @@ commits exactly as it would on a thread, before its callers get their answers.
 The child (`server.batching.child`; frames in `server.batching.frames`) is forked from the
 process's zygote (`server.batching.zygote`), which has imported the writers' modules once: a
 start or restart costs a fork, not an interpreter's imports. It ignores SIGINT, SIGTERM and
-SIGHUP and exits when its stdin closes, so a stopping server finishes its batches first. If the
-child dies, the batches it had fail with UNAVAILABLE (they may or may not have been written) and
-the next batch starts a new child; those of a child the zygote could not fork (a process limit)
-fail with UNAVAILABLE too, saying they were not written. A child that dies before it is ready
-is restarted no sooner than 0.5 s later, doubling up to 30 s; batches fail with UNAVAILABLE
-meanwhile. So does one the zygote has not forked within `ZygoteChild.START_SECONDS` (30 s; a
+SIGHUP and exits when its stdin closes, so a stopping server finishes its batches first. A batch
+reaches the child only once it is ready (it said it opened the store): until then it waits here.
+If a ready child dies, the batches it had fail with UNAVAILABLE (they may or may not have been
+written) and the next batch starts a new child; those of a child that was never ready (the
+zygote could not fork it, did not answer within `ZygoteChild.START_SECONDS`, or forked it and
+it died first) fail with UNAVAILABLE too, saying they were not written. A child that dies before
+it is ready is restarted no sooner than 0.5 s later, doubling up to 30 s; batches fail with
+UNAVAILABLE meanwhile. So does one the zygote has not forked within `START_SECONDS` (30 s; a
 stopped zygote), and, while it stays silent, every later start at once (`Zygote.spawn`
 refuses to queue more).
 """
@@ -200,6 +202,7 @@ class _Child:
         self.gone = self.loop.create_future()
         self._drained: asyncio.Future | None = None
         self._closing = False
+        self._given_up = False
         self.loop.add_reader(self.from_child, self._on_readable)
         self.loop.call_later(ZygoteChild.START_SECONDS, self._check_answered)
 
@@ -211,14 +214,16 @@ class _Child:
             return
         logger.error("the writer zygote did not answer in %.0f s: the %s writer process did "
                      "not start", ZygoteChild.START_SECONDS, self.writer.name)
+        self._given_up = True
         self.proc.abandon()
         self._on_exit()
 
     def send(self, seq: int, data: bytes, n: int, done: Done) -> None:
+        """Queue a batch; it reaches the child's stdin only once the child is ready (`_lost`)."""
         self.waiting[seq] = (n, done)
         idle = not self.outbox
         self.outbox += data
-        if idle:
+        if idle and self.ready.done() and not self.gone.done():
             self._flush()
 
     def _flush(self) -> None:
@@ -254,6 +259,8 @@ class _Child:
         for seq, results in answers:
             if seq == READY:
                 self.ready.set_result(None)
+                if self.outbox:  # what was sent meanwhile waited for it
+                    self._flush()
             elif (entry := self.waiting.pop(seq, None)) is not None:
                 self._answer(entry[1], results)
 
@@ -285,21 +292,30 @@ class _Child:
         self.gone.set_result(code)
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
-        lost = self._lost()
+        lost = self._lost(was_ready)
         for n, done in waiting.values():
             self._answer(done, [lost] * n)
 
-    def _lost(self) -> Unavailable:
-        """The error of the batches this child did not answer. One the zygote said it could
-        not fork ran none of them: a retry is safe (they said their write 'may or may not
-        have been made', as a crashed child's do). Forked, or not known to be (given up on
-        before the zygote answered), it may have committed one."""
+    def _lost(self, was_ready: bool) -> Unavailable:
+        """The error of the batches this child did not answer. No batch reaches a child before
+        it is ready (`send`), and one that never said so ran none of them: a retry is safe,
+        whether the zygote could not fork it, did not answer within `START_SECONDS` (a child it
+        forks later finds its stdout closed, and exits at its READY), or forked it and it died
+        before opening the store. They said their write 'may or may not have been made', as
+        the batches of a ready child that died do: it may have committed one."""
+        name = self.writer.name
         if self.proc.forked is False:
-            return Unavailable(f"the {self.writer.name} writer process could not be started (the "
-                               "writer zygote could not fork it); the write was not made, "
-                               "a retry is safe")
-        return Unavailable(f"the {self.writer.name} writer process exited before answering; "
-                           "the write may or may not have been made, retry")
+            why = "could not be started (the writer zygote could not fork it)"
+        elif self._given_up and not was_ready:
+            why = (f"did not start (the writer zygote did not answer in "
+                   f"{ZygoteChild.START_SECONDS:.0f} s)")
+        elif not was_ready:
+            why = "exited before it was ready"
+        else:
+            return Unavailable(f"the {name} writer process exited before answering; "
+                               "the write may or may not have been made, retry")
+        return Unavailable(f"the {name} writer process {why}; the write was not made, "
+                           "a retry is safe")
 
     async def close(self, timeout: float) -> None:
         self._closing = True

@@ -99,6 +99,12 @@ def exiting_functions(store):
     sys.exit(message or None)
 
 
+def slow_start_functions(store):
+    """A child that takes its time to open the store (a long migration): not ready for 60 s."""
+    time.sleep(60)
+    return functions(store)
+
+
 def numpy_functions(store):
     """A child that imports numpy, as both of the server's writers do."""
     import numpy  # noqa: F401
@@ -208,6 +214,42 @@ async def test_a_child_the_zygote_could_not_fork_fails_its_batches_as_not_made(t
     finally:
         await writer.close()
         forkless.close()
+        store.close()
+
+
+async def test_a_child_that_died_before_it_was_ready_fails_its_batches_as_not_made(tmp_path):
+    """Forked, a child killed before it opened the store had run nothing: a batch reaches a
+    child only once it is ready. Its batches said their write 'may or may not have been
+    made'."""
+    store = Store(tmp_path / "store", sync=False)
+    writer = WriterProcess("tests.server.test_writer_process:slow_start_functions", store,
+                           name="test")
+    try:
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+        writer.start(loop, "put", ["k"], answered.set_result)
+        pid = await asyncio.wait_for(asyncio.to_thread(lambda: writer.pid), 60)
+        os.kill(pid, signal.SIGKILL)
+        (err,) = await asyncio.wait_for(answered, 60)
+        assert isinstance(err, Unavailable)
+        assert str(err) == ("the test writer process exited before it was ready; the write was "
+                            "not made, a retry is safe")
+        assert store.get("meta", b"k") is None
+    finally:
+        await writer.close()
+        store.close()
+
+
+async def test_a_batch_sent_before_the_child_is_ready_is_run_once_it_is(tmp_path):
+    store = Store(tmp_path / "store", sync=False)
+    writer = WriterProcess(FACTORY, store, name="test")
+    batcher = AdaptiveBatcher(runner=writer.runner("put"), max_size=8, max_wait=0.0, name="t")
+    try:
+        pid, _ = await asyncio.wait_for(batcher.submit("k"), 60)  # no `ready()` first
+        assert pid == writer.pid and store.get("meta", b"k") == b"v-k"
+    finally:
+        await batcher.close()
+        await writer.close()
         store.close()
 
 
@@ -629,8 +671,9 @@ async def test_a_child_outliving_its_zygote_is_reaped_here_and_logged_with_how_i
 async def test_a_child_a_stopped_zygote_does_not_answer_for_is_a_failed_start(writer, monkeypatch):
     """A zygote that does not answer (SIGSTOP, a debugger) has not forked the child: its
     batches waited for ever, and so did `pid` (read by `kill`, on the event loop). After
-    `START_SECONDS` the start has failed: its batches fail UNAVAILABLE, the next waits its
-    backoff, and `pid` answers None."""
+    `START_SECONDS` the start has failed: its batches fail UNAVAILABLE, saying they were not
+    made (they said 'may or may not have been made': none reaches a child before it is
+    ready), the next waits its backoff, and `pid` answers None."""
     from server.batching.zygote import ZygoteChild
 
     monkeypatch.setattr(ZygoteChild, "START_SECONDS", 1.0)
@@ -646,8 +689,10 @@ async def test_a_child_a_stopped_zygote_does_not_answer_for_is_a_failed_start(wr
         await asyncio.sleep(0.1)
         proc = writer._child.proc
         assert await asyncio.wait_for(asyncio.to_thread(lambda: proc.pid), 10) is None
-        with pytest.raises(Unavailable, match="exited before answering"):
+        with pytest.raises(Unavailable) as lost:
             await asyncio.wait_for(submitted, 10)
+        assert str(lost.value) == ("the test writer process did not start (the writer zygote did "
+                                   "not answer in 1 s); the write was not made, a retry is safe")
         with pytest.raises(Unavailable, match="failed to start; next try in"):
             await asyncio.wait_for(batcher.submit("k"), 10)
     finally:
