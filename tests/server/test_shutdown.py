@@ -216,7 +216,7 @@ def test_a_worker_killed_at_the_start_gate_hangs_no_one():
     (with a multiprocessing Barrier, the parent's abort waited for the dead waiter forever)."""
     import multiprocessing as mp
 
-    from server.workers import StartGate
+    from server.worker import StartGate
     ctx = mp.get_context("spawn")
     gate, out = StartGate(ctx, 2), ctx.Queue()
     first = ctx.Process(target=_wait_at, args=(gate, 0, out))

@@ -1,0 +1,126 @@
+"""One worker process: serve until SIGINT/SIGTERM, then drain (`server.workers` starts it).
+
+With `--workers N` each worker is spawned by the parent (`server.supervisor`) and turns SERVING
+only once every worker listens (`StartGate`); it stops as on a stop signal when the parent is
+gone. With one worker, `server.workers.serve` runs `_serve_one` in its own process.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import signal
+import sys
+import time
+
+from .app import TailorServer
+from .config import Settings
+from .errors import TailorError
+from .logging import configure_logging
+
+__all__ = ["STOP_SIGNALS", "StartGate"]
+
+logger = logging.getLogger("tailor.workers")
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class StartGate:
+    """Where the workers wait for each other before turning SERVING: a "listening" flag per
+    worker and the parent's "abort" flag, in shared memory and without a lock, so a worker that
+    dies at any moment (SIGKILL, a segfault) leaves nothing held: the parent aborts and the
+    others give up at once. (A multiprocessing Barrier's abort waits for every waiter's
+    acknowledgement, a dead one's too: the parent then hung, deaf to SIGTERM.)"""
+
+    POLL_SECONDS = 0.05
+
+    def __init__(self, ctx, workers: int):
+        self._up = ctx.RawArray("b", workers)
+        self._abort = ctx.RawValue("b", 0)
+
+    def abort(self) -> None:
+        """Make every `wait` give up (a worker failed, or the server stops)."""
+        self._abort.value = 1
+
+    def wait(self, worker: int, stopped=lambda: False) -> bool:
+        """Say worker `worker` listens, then wait for all the others: True once every one
+        does; False if the gate is aborted or `stopped()` first."""
+        self._up[worker] = 1
+        while not (self._abort.value or stopped()):
+            if all(self._up):
+                return True
+            time.sleep(self.POLL_SECONDS)
+        return False
+
+
+async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> None:
+    """Serve until SIGINT/SIGTERM, then drain (`TailorServer.stop`). With `all_up` (this
+    worker's index and the `StartGate` shared by the workers), health turns SERVING only once
+    every worker is listening, so a SERVING answer means the port is whole. SIGHUP re-reads
+    the TLS certificate and key (and calls `on_hup`).
+
+    The stop signals arrive blocked (`serve` blocks them before anything else, and spawned
+    workers inherit the mask): they are unblocked only once handled, before the port listens,
+    so a signal at any moment of the start drains instead of killing the process."""
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+    server = TailorServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    server.reloaders.append(on_hup)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    if all_up is not None:
+        _stop_with_parent(loop, stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    await _start(server, all_up, stop)  # a stop signal meanwhile drains right after
+    await stop.wait()
+    logger.info("draining: health NOT_SERVING, in-flight calls have %.1fs", settings.grace_seconds)
+    await server.stop()
+    logger.info("stopped")
+
+
+def _stop_with_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Drain as on a stop signal once the parent is gone. A parent SIGKILLed (`kill -9`, the
+    OOM killer) forwards nothing: its workers would serve on unsupervised (no restart when one
+    dies, no stop, no metrics), and a server started again beside them (SO_REUSEPORT) would
+    share the port with them. The parent's sentinel (the spawn pipe it holds open) turns
+    readable when it exits."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def gone() -> None:
+        loop.remove_reader(parent.sentinel)
+        if not stop.is_set():
+            logger.error("the parent process is gone: stopping this worker")
+            stop.set()
+    loop.add_reader(parent.sentinel, gone)
+
+
+async def _start(server: TailorServer, all_up, stop: asyncio.Event) -> None:
+    await server.start(serving=all_up is None)
+    if all_up is not None:  # however long the others take (a migration): the parent aborts
+        worker, gate = all_up  # the gate when a worker dies or a stop signal comes (`_supervise`)
+        if not await asyncio.get_running_loop().run_in_executor(None, gate.wait, worker,
+                                                                stop.is_set):
+            if stop.is_set():
+                logger.info("stopping before every worker was up: not serving")
+            else:
+                logger.error("another worker failed to start: not serving")
+            return
+        await server.set_serving(True)
+
+
+def _worker_main(settings: Settings, worker: int, gate: StartGate) -> None:
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        asyncio.run(_serve_one(settings, (worker, gate)))
+    except TailorError as err:  # a port in use, a bundle refused: one line, and the parent stops
+        logger.error("%s", err)
+        gate.abort()
+        raise SystemExit(2) from None
+    except BaseException:  # a crash: the others stop waiting for this worker now
+        gate.abort()
+        raise
