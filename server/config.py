@@ -301,6 +301,14 @@ class Settings(BaseSettings):
     """At shutdown, how long health answers NOT_SERVING while new calls are still served, before
     the listener closes (for load balancers that follow health checks; Kubernetes' preStop
     sleep in deploy/k8s does the same for its Service endpoints)."""
+    stop_seconds: float = Field(25.0, gt=0)
+    """With `--workers N`: the longest the whole stop may take, from the stop signal (or a
+    worker's own exit) until the parent exits. A worker still draining 1 s before that end is
+    SIGKILLed, and so is what workers left (their zygote and writers) still running then; the
+    exit is then 1. Keep it below the service manager's stop timeout (Kubernetes'
+    terminationGracePeriodSeconds less the preStop sleep, 30 s by default; systemd's
+    TimeoutStopSec, 90 s; `docker stop`'s 10 s), and above `drain_seconds` + `grace_seconds`
+    (checked at start)."""
     store_metrics_seconds: float = Field(5.0, gt=0)
     """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 
@@ -561,6 +569,17 @@ class Settings(BaseSettings):
             if value and info.data.get(other) == value:
                 raise ValueError(f"{value} is also the {other}: the public HTTP endpoint needs a "
                                  "port of its own")
+        return value
+
+    @field_validator("stop_seconds")
+    @classmethod
+    def _stop_outlasts_the_drain(cls, value: float, info: ValidationInfo) -> float:
+        """A bound under the drain and grace would kill the workers while their calls still
+        had time to finish (one worker serves without the bound: there is no parent)."""
+        drain = info.data.get("drain_seconds", 0.0) + info.data.get("grace_seconds", 0.0)
+        if info.data.get("workers", 1) > 1 and value <= drain:
+            raise ValueError(f"the stop must outlast drain_seconds + grace_seconds ({drain:g} s) "
+                             "with --workers > 1")
         return value
 
     @field_validator("log_level")

@@ -91,21 +91,25 @@ class Orphans:
                 running.append(pid)
         return running
 
-    def finish(self, within: float) -> None:
+    def finish(self, within: float, until: float) -> None:
         """Wait up to `within` seconds for every orphan to exit (a writer answers what it
         holds; the writers of a zygote that exits come here then), reaping them; SIGKILL and
-        reap those still running after it. Logs how many were reaped."""
-        deadline = time.monotonic() + within
+        reap those still running after it, until `until` seconds after the call (a bound on
+        the whole, `Settings.stop_seconds`). Logs how many were reaped."""
+        began = time.monotonic()
+        deadline = began + min(within, until)
         while (running := self.reap()) and time.monotonic() < deadline:
             time.sleep(_POLL_SECONDS)
         if running:
             logger.error("%d processes left by workers that died still ran after %.0f s: "
-                         "killing them", len(running), within)
-        deadline = time.monotonic() + within
-        while running and time.monotonic() < deadline:  # and what a killed zygote leaves
+                         "killing them", len(running), time.monotonic() - began)
+        deadline = began + until
+        while running:  # and what a killed zygote leaves; once at least, however late
             for pid in running:
                 os.kill(pid, signal.SIGKILL)  # not reaped yet: the pid is still this orphan's
             time.sleep(_POLL_SECONDS)
             running = self.reap()
+            if time.monotonic() >= deadline:
+                break
         if self.reaped:
             logger.info("reaped %d processes left by workers that died", self.reaped)

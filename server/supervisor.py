@@ -3,11 +3,14 @@ then reap what those that died left (`server.orphans`) and end multiprocessing's
 tracker (`server.workers` holds the ports and the metrics dir around it)."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import multiprocessing as mp
 import os
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for
 
@@ -21,16 +24,17 @@ logger = logging.getLogger("tailor.workers")
 
 
 def supervise(settings: Settings, reload_metrics) -> None:
-    """Start the workers, forward signals to them, and wait for them all to exit."""
+    """Start the workers, forward signals to them, and wait for them all to exit; the whole
+    stop, from its start (a stop signal, a worker's own exit) until this returns, takes at
+    most `settings.stop_seconds` (`_Stop`)."""
     procs: list = []
     gates: list = []  # the workers' start gate, once made
-    stopping = False
+    stop = _Stop(settings.stop_seconds)
 
     def forward(signum, _frame):
         """Stop every worker: a stop signal, or a worker that exited. Those waiting at the
         start gate for the others (one of them gone, or stopping too) stop waiting."""
-        nonlocal stopping
-        stopping = True
+        stop.begin()
         for gate in gates:  # a flag in shared memory: no lock, safe in a signal handler
             gate.abort()
         for proc in procs:
@@ -56,7 +60,7 @@ def supervise(settings: Settings, reload_metrics) -> None:
     # Blocked again while the workers spawn: they inherit the mask and handle a stop signal
     # once started (they drain); SIGHUP stays ignored (inherited) until they handle it.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    if stopping:  # a stop signal before any worker: none is started
+    if stop.began:  # a stop signal before any worker: none is started
         logger.info("stopped before the workers started")
     else:
         procs.extend(ctx.Process(target=_worker_main, args=(settings, i, gate),
@@ -65,25 +69,12 @@ def supervise(settings: Settings, reload_metrics) -> None:
             proc.start()
     signal.signal(signal.SIGHUP, forward_reload)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile goes now
-    failed = 0
-    running = {proc.sentinel: proc for proc in procs}
-    while running:  # whichever worker ends first, not the first one started
-        one_gone = len(running) < len(procs)  # what it left may exit any moment
-        for sentinel in wait_for(list(running), _REAP_SECONDS if one_gone else None):
-            proc = running.pop(sentinel)
-            proc.join()
-            if not stopping:  # on its own, even cleanly (a stop signal sent to it alone):
-                logger.error("worker %s exited with %s; stopping the others", proc.name,
-                             proc.exitcode)  # the port would serve one worker short
-                failed = failed or proc.exitcode or 1
-                forward(signal.SIGTERM, None)
-            elif proc.exitcode:  # killed or crashed mid-drain: its calls in flight were cut
-                logger.error("worker %s exited with %s while the server stopped", proc.name,
-                             proc.exitcode)
-                failed = failed or proc.exitcode
-        orphans.reap()
-    orphans.finish(_ORPHANS_SECONDS)
-    _stop_resource_tracker()
+    failed, running = _wait_for_workers(procs, orphans, stop, forward)
+    killed = _kill_workers(running, stop)
+    failed = failed or killed
+    orphans.finish(min(_ORPHANS_SECONDS, stop.left(_KILL_SECONDS)), stop.left(_KILL_SECONDS / 2))
+    _stop_resource_tracker(min(5.0, stop.left()))
+    stop.close()
     if failed:
         raise SystemExit(2 if failed == 2 else 1)
 
@@ -92,7 +83,106 @@ _REAP_SECONDS = 0.2
 """How often the parent reaps what a worker that died left (`_orphans`) while the others stop."""
 _ORPHANS_SECONDS = 10.0
 """How long the parent waits, once its workers are gone, for what they left to exit, before it
-kills what still runs: a writer answers the batches its stdin held (one commit), then exits."""
+kills what still runs: a writer answers the batches its stdin held (one commit), then exits.
+Less if the stop's bound (`stop_seconds`) comes first."""
+_KILL_SECONDS = 1.0
+"""Kept at the end of the stop (`stop_seconds`): workers still draining this long before its
+end are SIGKILLed, what workers left is killed until half of it is left, and the rest ends the
+resource tracker. A process SIGKILLed is gone in milliseconds, unless it is in an
+uninterruptible wait (a hung disk), which no longer wait would end."""
+
+
+class _Stop:
+    """When the stop began (the first stop signal, or a worker's own exit: `begin`) and what
+    is left of its `seconds`; `wake` turns readable at each `begin`. A signal handled while
+    the parent waits for its workers resumes the wait with its old timeout (PEP 475), none
+    before a stop: the wait also watches `wake`, so the bound counts from the signal."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._deadline: float | None = None
+        self.wake, self._wake = os.pipe()
+        os.set_blocking(self.wake, False)
+        os.set_blocking(self._wake, False)
+
+    @property
+    def began(self) -> bool:
+        return self._deadline is not None
+
+    def begin(self) -> None:
+        """The stop began now, unless it had (called in a signal handler too)."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.seconds
+        if self._wake is not None:
+            try:
+                os.write(self._wake, b"\0")
+            except BlockingIOError:  # woken already
+                pass
+
+    def woken(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.wake, 512)
+
+    def left(self, reserve: float = 0.0) -> float:
+        """Seconds until `reserve` seconds before the stop's end (inf before it began)."""
+        if self._deadline is None:
+            return math.inf
+        return max(0.0, self._deadline - reserve - time.monotonic())
+
+    def close(self) -> None:
+        fds, self._wake = (self.wake, self._wake), None  # a late signal writes nothing
+        for fd in fds:
+            os.close(fd)
+
+
+def _wait_for_workers(procs: list, orphans: Orphans, stop: _Stop,
+                      forward: Callable) -> tuple[int, dict]:
+    """Wait for the workers, whichever ends first, until `_KILL_SECONDS` before the stop's
+    end, reaping what dead ones left meanwhile. Returns the exit status so far and the
+    workers still running (by sentinel)."""
+    failed = 0
+    running = {proc.sentinel: proc for proc in procs}
+    while running and (timeout := stop.left(_KILL_SECONDS)) > 0:
+        if len(running) < len(procs):  # what one that is gone left may exit any moment
+            timeout = min(timeout, _REAP_SECONDS)
+        for ready in wait_for([*running, stop.wake], None if timeout == math.inf else timeout):
+            if ready == stop.wake:
+                stop.woken()
+                continue
+            code = _worker_gone(running.pop(ready), stop, forward)
+            failed = failed or code
+        orphans.reap()
+    return failed, running
+
+
+def _worker_gone(proc, stop: _Stop, forward: Callable) -> int:
+    """Log a worker's end; a worker that ends on its own stops the others. Its exit status
+    for the parent's (0: none to give)."""
+    proc.join()
+    if not stop.began:  # on its own, even cleanly (a stop signal sent to it alone):
+        logger.error("worker %s exited with %s; stopping the others", proc.name,
+                     proc.exitcode)  # the port would serve one worker short
+        forward(signal.SIGTERM, None)
+        return proc.exitcode or 1
+    if proc.exitcode:  # killed or crashed mid-drain: its calls in flight were cut
+        logger.error("worker %s exited with %s while the server stopped", proc.name,
+                     proc.exitcode)
+    return proc.exitcode or 0
+
+
+def _kill_workers(running: dict, stop: _Stop) -> int:
+    """SIGKILL the workers still stopping at the end of the stop's bound, and reap them (what
+    they leave is the orphans' to end); 1 if there were any (their calls in flight cut)."""
+    if not running:
+        return 0
+    logger.error("%d workers still stopping %.0f s after the stop began (stop_seconds %g): "
+                 "killing them", len(running), stop.seconds - _KILL_SECONDS, stop.seconds)
+    for proc in running.values():
+        with contextlib.suppress(ProcessLookupError):  # not reaped yet: still its pid
+            os.kill(proc.pid, signal.SIGKILL)
+    for proc in running.values():
+        proc.join(stop.left(_KILL_SECONDS / 2))  # reaped: its children are this process's
+    return 1
 
 
 def _orphans(procs: list) -> Orphans:

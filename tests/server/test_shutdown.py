@@ -19,7 +19,7 @@ from protos.tailor.v1 import diagnostics_pb2 as dpb
 from protos.tailor.v1 import diagnostics_pb2_grpc as dpb_grpc
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, _children, free_port
+from tests.conftest import ROOT, _children, _descendants, free_port
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -87,7 +87,7 @@ def _serving_workers(proc: subprocess.Popen) -> tuple[list[int], list[str]]:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones(server_process, tmp_path, workers):
     env = {"TAILOR_GRACE_SECONDS": "30", "TAILOR_DRAIN_SECONDS": "1.5",
-           "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+           "TAILOR_STOP_SECONDS": "60", "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
     server = server_process(workers=workers, env=env)
     release = threading.Event()
 
@@ -256,6 +256,51 @@ def test_a_worker_killed_while_the_server_drains_makes_the_exit_non_zero(tmp_pat
         _kill_all(proc, workers)
     assert proc.returncode == 1, out[-3000:]
     assert "exited with -9 while the server stopped" in out, out[-3000:]
+
+
+def test_the_whole_stop_ends_within_stop_seconds_whatever_still_runs(tmp_path):
+    """A worker SIGKILLed leaves its zygote and writers to the parent, which waited 10 s for
+    them to exit (then up to 10 s more killing them), and a worker that does not end its drain
+    (stopped here: hung) was waited for for ever, past any service manager's stop timeout
+    (Kubernetes' 30 s), whose SIGKILL then left them all. The whole stop takes at most
+    TAILOR_STOP_SECONDS: what still runs near its end is killed and reaped."""
+    proc = _two_workers(tmp_path, TAILOR_STOP_SECONDS="3", TAILOR_GRACE_SECONDS="1")
+    workers, seen = _serving_workers(proc)
+    everyone = _descendants(proc.pid)
+    try:
+        assert len(workers) == 2, "".join(seen)
+        (zygote,) = _children(workers[1])
+        for writer in _children(zygote):  # they see no end of their stdin
+            os.kill(writer, signal.SIGSTOP)
+        os.kill(workers[0], signal.SIGSTOP)  # it drains nothing
+        os.kill(workers[1], signal.SIGKILL)
+        began = time.monotonic()
+        out, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - began
+    finally:  # on a failure, leave no server behind
+        for pid in everyone + [proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+    assert proc.returncode == 1, out[-3000:]
+    assert took < 3 + 1.5, out[-3000:]  # the parent's own exit after the bound, on a busy host
+    assert ("1 workers still stopping 2 s after the stop began (stop_seconds 3): killing them"
+            in out), out[-3000:]
+    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in everyone),
+             "every process under the parent to be reaped", timeout=5)
+
+
+def test_a_stop_bound_under_the_drain_and_grace_is_refused_with_workers():
+    """The workers would be killed while their calls still had their grace."""
+    from pydantic import ValidationError
+
+    from server.config import Settings, settings_error
+    with pytest.raises(ValidationError) as refused:
+        Settings(workers=2, drain_seconds=2, grace_seconds=5, stop_seconds=7)
+    assert settings_error(refused.value) == (
+        "stop_seconds (TAILOR_STOP_SECONDS): Value error, the stop must outlast drain_seconds "
+        "+ grace_seconds (7 s) with --workers > 1 (got 7)")
+    assert Settings(workers=1, grace_seconds=30, stop_seconds=7).stop_seconds == 7  # no parent
 
 
 def test_the_workers_stop_when_the_parent_is_killed(tmp_path):
