@@ -318,7 +318,12 @@ class _Child:
                            "a retry is safe")
 
     async def close(self, timeout: float) -> None:
+        """Hand the child what it has not taken yet, close its stdin, and wait for it to answer
+        it all and exit, `timeout` seconds each. A child not ready yet has `timeout` for the
+        whole (its start, then its batches, which wait here until then): when they waited in
+        its pipe, its start counted in the wait for its exit."""
         self._closing = True
+        began, ready = self.loop.time(), self.ready.done()
         if self.outbox and not self.gone.done():  # hand over what the pipe has not taken yet
             self._drained = self.loop.create_future()
             try:
@@ -329,8 +334,9 @@ class _Child:
         if not self.gone.done():
             self.loop.remove_writer(self.to_child)
             self.proc.stdin.close()  # end of file: the child answers what it has, then exits
+            left = timeout if ready else max(0.0, began + timeout - self.loop.time())
             try:
-                await asyncio.wait_for(asyncio.shield(self.gone), timeout)
+                await asyncio.wait_for(asyncio.shield(self.gone), left)
             except TimeoutError:
                 logger.error("the %s writer process did not stop in %.0f s; killing it",
                              self.writer.name, timeout)

@@ -240,6 +240,29 @@ async def test_a_child_that_died_before_it_was_ready_fails_its_batches_as_not_ma
         store.close()
 
 
+async def test_closing_a_child_not_ready_yet_waits_its_timeout_once(tmp_path):
+    """Its batches wait in the server until it is ready: the close waited `timeout` for it to
+    take them, then `timeout` again for its exit (they waited in its pipe before, and its
+    start counted in the one wait for its exit)."""
+    store = Store(tmp_path / "store", sync=False)
+    writer = WriterProcess("tests.server.test_writer_process:slow_start_functions", store,
+                           name="test")
+    loop = asyncio.get_running_loop()
+    answered = loop.create_future()
+    writer.start(loop, "put", ["k"], answered.set_result)
+    try:
+        await asyncio.wait_for(asyncio.to_thread(lambda: writer.pid), 60)  # forked
+        began = time.monotonic()
+        await writer.close(timeout=2.0)
+        took = time.monotonic() - began
+        (err,) = await asyncio.wait_for(answered, 10)
+    finally:
+        store.close()
+    assert 2.0 <= took < 3.5
+    assert str(err) == ("the test writer process exited before it was ready; the write was not "
+                        "made, a retry is safe")
+
+
 async def test_a_batch_sent_before_the_child_is_ready_is_run_once_it_is(tmp_path):
     store = Store(tmp_path / "store", sync=False)
     writer = WriterProcess(FACTORY, store, name="test")
