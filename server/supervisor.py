@@ -176,7 +176,7 @@ def _kill_workers(running: dict, stop: _Stop) -> int:
     if not running:
         return 0
     logger.error("%d workers still stopping %.0f s after the stop began (stop_seconds %g): "
-                 "killing them", len(running), stop.seconds - _KILL_SECONDS, stop.seconds)
+                 "killing them", len(running), max(0.0, stop.seconds - _KILL_SECONDS), stop.seconds)
     for proc in running.values():
         with contextlib.suppress(ProcessLookupError):  # not reaped yet: still its pid
             os.kill(proc.pid, signal.SIGKILL)
