@@ -24,7 +24,7 @@ import logging
 from collections.abc import Mapping
 
 from ..config import DEFAULT_CONSENT
-from ..contact.consent import TRANSACTIONAL, consent_entry, consent_reason, reopens
+from ..contact.consent import PURPOSES, TRANSACTIONAL, consent_entry, consent_reason, reopens
 from ..interfaces import ConsentWriter, ProfileMetas
 from ..security.userref import user_ref
 from .phones import PhoneIndex
@@ -47,6 +47,12 @@ def stopped(meta) -> bool:
     entry = consent_entry(meta, "sms", TRANSACTIONAL)
     return entry is not None and not entry.get("opted_in") and \
         str(entry.get("source", "")).startswith((REPLY_SOURCE, CARRIER_SOURCE))
+
+
+def _closed(meta, purpose: str) -> bool:
+    """Whether the user opted out of SMS `purpose` (by any source)."""
+    entry = consent_entry(meta, "sms", purpose)
+    return entry is not None and not entry.get("opted_in")
 
 
 class SmsStops:
@@ -85,7 +91,8 @@ class SmsStops:
             else [None] * len(users)
         # `existing`: a change reaches a profile that exists, never brings one back (one erased
         # since, signed before or no profile since, is skipped)
-        changed = await self._write(self._grouped(users, metas, opted_in, only), functools.partial(
+        groups = self._grouped(users, metas, opted_in, only, source)
+        changed = await self._write(groups, functools.partial(
             self.consent.set_consents, channel="sms", opted_in=opted_in, source=source,
             timestamp=dated, existing=True))
         return changed, await self._change_unnamed(tokens, opted_in, only, source, dated)
@@ -99,7 +106,8 @@ class SmsStops:
             return 0
         metas = await asyncio.to_thread(self.metas.unnamed_metas, tokens) \
             if self.metas is not None else [None] * len(tokens)
-        changed = await self._write(self._grouped(tokens, metas, opted_in, only), functools.partial(
+        groups = self._grouped(tokens, metas, opted_in, only, source)
+        changed = await self._write(groups, functools.partial(
             self.consent.set_unnamed_consents, channel="sms", opted_in=opted_in, source=source,
             still=self.phones.still_indexed, timestamp=dated))
         if changed:
@@ -116,23 +124,30 @@ class SmsStops:
                 changed.update(await write(ids[start:start + CHUNK], purpose=purpose))
         return changed
 
-    def _grouped(self, ids: list, metas: list, opted_in: bool, only: bool) -> dict[str, list]:
+    def _grouped(self, ids: list, metas: list, opted_in: bool, only: bool,
+                 source: str) -> dict[str, list]:
         """{purpose: the profiles of `ids` whose `purpose` the change reaches} (`_purposes` of
         each one's meta record), marketing first."""
         groups: dict[str, list] = {"marketing": [], "transactional": []}
         for profile, meta in zip(ids, metas):
-            for purpose in self._purposes(meta, opted_in, only):
+            for purpose in self._purposes(meta, opted_in, only, source):
                 groups[purpose].append(profile)
         return {purpose: group for purpose, group in groups.items() if group}
 
-    def _purposes(self, meta, opted_in: bool, only: bool) -> list[str]:
+    def _purposes(self, meta, opted_in: bool, only: bool, source: str) -> list[str]:
         """The purposes a change reaches for one profile: a STOP closes marketing and
         transactional texts (the carriers block the number: nothing but the STOP's
         confirmation may follow it), a transactional opt-out given elsewhere left as it is; a
         START reopens what a STOP closed, giving no consent not given before (`reopens`).
         `only`: the opt-out is the keyword alone (or the carrier's block); a reply merely
         starting with one ("Cancel my 3pm appointment") closes marketing only (carriers block
-        the number on a single-word reply only)."""
+        the number on a single-word reply only). The carrier's 21610 (`source`
+        `CARRIER_SOURCE`) closes only what is open: the provider reports the same block again
+        (a status callback retried, or after the refusal at the send, each text to the number
+        refused), which is no new choice of the user; written over the `unsubscribe` event's
+        opt-out each time, it added a history entry per repeat."""
+        if not opted_in and source == CARRIER_SOURCE:
+            return [p for p in PURPOSES if not _closed(meta, p)]
         if not opted_in and not only:
             return ["marketing"]
         if opted_in and self.metas is not None:

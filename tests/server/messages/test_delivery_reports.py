@@ -1,6 +1,7 @@
 """Bounce and complaint reports on the public endpoint, end to end: an email delivered to a real
 SMTP sink, its Message-ID reported as bounced in a signed POST, the address suppressed, the
 user's next message suppressed."""
+import asyncio
 import base64
 import json
 import logging
@@ -13,6 +14,7 @@ from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from server.http.signing import sign
+from server.messages.optout import SHARED_SOURCE
 
 from .conftest import email_spec, relayed
 from .test_send_campaign import audience
@@ -309,3 +311,35 @@ async def test_an_sms_status_report_of_a_carrier_stop_naming_only_the_number_sto
     receipts = [await messaging.ComposeMessage(mpb.ComposeMessageRequest(
         campaign_id="code", user_id=u)) for u in ("s1", "s2")]
     assert [(r.suppressed, r.reason) for r in receipts] == [(True, "no_consent"), (False, "")]
+
+
+async def _sms_history(profiles, user: str) -> list[tuple[str, bool, str]]:
+    got = await profiles.GetProfile(ppb.GetProfileRequest(user_id=user))
+    return [(c.purpose, c.opted_in, c.source) for c in got.consent_history if c.channel == "sms"]
+
+
+async def test_a_carrier_stop_reported_twice_counts_once_and_adds_no_consent_history(
+        settings, campaigns, profiles, messaging):
+    """A provider retrying its 21610 status callback (the same report delivered twice): the
+    second changes nothing, for the user (one event, no further history entry) and for the
+    other profile at the number. Before, each repeat wrote the carrier STOP again over the
+    unsubscribe event's opt-out (its source another), a third history entry per profile."""
+    await _sms_campaign_and_users(campaigns, profiles, ("+447700900731", "+447700900731"))
+    decision = (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="sms", user_id="s1"))).decision_id
+    body = {"type": "bounce", "channel": "sms", "decision_id": decision,
+            "address": "+447700900731", "error_code": 21610}
+    status, _ = await report(settings, body)
+    assert status == 200
+    end = time.monotonic() + 10  # the other profile's shared opt-out is detached (`SharedOptOut`)
+    while (await _sms_history(profiles, "s2"))[-1][2] != SHARED_SOURCE and time.monotonic() < end:
+        await asyncio.sleep(0.05)
+    once = [await _sms_history(profiles, u) for u in ("s1", "s2")]
+    assert [len(h) for h in once] == [4, 4]  # signup, the carrier STOP (2), the event's
+    await asyncio.sleep(1.0)  # another signature second: the provider's retry, no replay
+    status, _ = await report(settings, body)
+    assert status == 200
+    assert [await _sms_history(profiles, u) for u in ("s1", "s2")] == once
+    events = [e async for e in profiles.ExportEvents(ppb.ExportEventsRequest())
+              if e.type == "unsubscribe"]
+    assert [(e.user_id, e.channel) for e in events] == [("s1", "sms")]
