@@ -321,25 +321,37 @@ async def _sms_history(profiles, user: str) -> list[tuple[str, bool, str]]:
 async def test_a_carrier_stop_reported_twice_counts_once_and_adds_no_consent_history(
         settings, campaigns, profiles, messaging):
     """A provider retrying its 21610 status callback (the same report delivered twice): the
-    second changes nothing, for the user (one event, no further history entry) and for the
-    other profile at the number. Before, each repeat wrote the carrier STOP again over the
-    unsubscribe event's opt-out (its source another), a third history entry per profile."""
-    await _sms_campaign_and_users(campaigns, profiles, ("+447700900731", "+447700900731"))
+    second changes nothing, for the user (one event, no further history entry) nor for the
+    other profiles at the number. Before, each repeat wrote the carrier STOP again over the
+    unsubscribe event's opt-out (its source another), one more history entry per profile. A
+    START from the number then reopens what the 21610 closed, but not a transactional opt-out
+    given through SetConsent (s3's)."""
+    from .test_sms_inbound import reply
+    number = "+447700900731"
+    await _sms_campaign_and_users(campaigns, profiles, (number,) * 3)
+    await profiles.SetConsent(ppb.SetConsentRequest(
+        user_id="s3", channel="sms", purpose="transactional", opted_in=False, source="preferences"))
     decision = (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
         campaign_id="sms", user_id="s1"))).decision_id
-    body = {"type": "bounce", "channel": "sms", "decision_id": decision,
-            "address": "+447700900731", "error_code": 21610}
-    status, _ = await report(settings, body)
-    assert status == 200
-    end = time.monotonic() + 10  # the other profile's shared opt-out is detached (`SharedOptOut`)
-    while (await _sms_history(profiles, "s2"))[-1][2] != SHARED_SOURCE and time.monotonic() < end:
+    body = {"type": "bounce", "channel": "sms", "decision_id": decision, "address": number,
+            "error_code": 21610}
+    assert (await report(settings, body))[0] == 200
+    end = time.monotonic() + 10  # the others' shared opt-out is detached (`SharedOptOut`)
+    while time.monotonic() < end and [(await _sms_history(profiles, u))[-1][2]
+                                      for u in ("s2", "s3")] != [SHARED_SOURCE] * 2:
         await asyncio.sleep(0.05)
-    once = [await _sms_history(profiles, u) for u in ("s1", "s2")]
-    assert [len(h) for h in once] == [4, 4]  # signup, the carrier STOP (2), the event's
+    once = [await _sms_history(profiles, u) for u in ("s1", "s2", "s3")]
+    assert [len(h) for h in once] == [4, 4, 4]  # signup (s3: and `preferences`), 21610, event
     await asyncio.sleep(1.0)  # another signature second: the provider's retry, no replay
-    status, _ = await report(settings, body)
-    assert status == 200
-    assert [await _sms_history(profiles, u) for u in ("s1", "s2")] == once
+    assert (await report(settings, body))[0] == 200
+    assert [await _sms_history(profiles, u) for u in ("s1", "s2", "s3")] == once
     events = [e async for e in profiles.ExportEvents(ppb.ExportEventsRequest())
               if e.type == "unsubscribe"]
     assert [(e.user_id, e.channel) for e in events] == [("s1", "sms")]
+    await asyncio.sleep(1.0)  # START signed after the report's time (whole seconds)
+    assert await reply(settings, number, "START") == 200
+    states = [{c.purpose: (c.opted_in, c.source) for c in (await profiles.GetProfile(
+        ppb.GetProfileRequest(user_id=u))).consents if c.channel == "sms"} for u in ("s1", "s2", "s3")]
+    assert states == [{"marketing": (True, "sms reply START"),
+                       "transactional": (True, "sms reply START")}] * 2 + [
+        {"marketing": (True, "sms reply START"), "transactional": (False, "preferences")}]
