@@ -19,8 +19,6 @@ an unsubscribe is: the address its profile holds is listed without it
 """
 from __future__ import annotations
 
-import asyncio
-
 from ..contact.addresses import CHANNEL_KIND
 from ..contact.suppression import SUPPRESSING_EVENTS
 from ..interfaces import EventRecorder
@@ -83,7 +81,8 @@ async def record_opt_out(events: EventRecorder, suppressions, channel: str, addr
 
     On sms with `stops` (`stops.SmsStops`) the number is stopped first as a STOP texted alone
     from it stops it: every profile the index holds at `address` (when not named, the number
-    `user_id`'s profile holds) has its marketing and transactional texts closed, since the
+    `user_id` was last messaged at, `SmsStops.stop_texted`: not the one their profile holds,
+    perhaps new, another profile's) has its marketing and transactional texts closed, since the
     carrier blocks every text to it until START (a 21610 closed marketing alone before, and
     receipts went on to a number that refuses them). Then `user_id`'s `opt_out_event` on
     `channel` is recorded (None: the message's user is not known), unless their profile holds
@@ -91,11 +90,10 @@ async def record_opt_out(events: EventRecorder, suppressions, channel: str, addr
     `suppressions` None: not checked): a refusal for a number they no longer hold says
     nothing of the one they hold. The provider's refusal at the send (`Delivery`) and its
     later status report (`http.delivery_events`) alike. Whether the event was recorded."""
-    if channel == "sms" and stops is not None:
-        number = address or (await asyncio.to_thread(stops.held_number, user_id)
-                             if user_id is not None else "")
-        if number:
-            await stops.stop(number, at)
+    if channel == "sms" and stops is not None and address:
+        await stops.stop(address, at)
+    elif channel == "sms" and stops is not None and user_id is not None:
+        await stops.stop_texted(user_id, at)
     if user_id is None or (address and suppressions is not None and not await
                            suppressions.holds(user_id, CHANNEL_KIND[channel], address)):
         return False

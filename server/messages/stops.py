@@ -5,7 +5,9 @@ inbound webhook, `server.http.sms`) and the provider's refusal of a text with a 
 the carrier blocks the number (`webhook.OPTED_OUT_CODES`: Twilio's 21610, at the send or in a
 status report, `reports.record_opt_out`). Both change every profile the address index holds at
 the number (`PhoneIndex.lookup`, and `unnamed` for profiles stored before the index), not only
-the one a message went to: several may share a phone. A STOP that is the keyword alone, and a
+the one a message went to: several may share a phone (a 21610 report naming the message alone:
+those at the number its user was last messaged at, `stop_texted`, not the one their profile
+holds now, perhaps new and another profile's). A STOP that is the keyword alone, and a
 21610, close marketing and transactional texts (the carrier blocks every text to the number
 until START; CTIA asks that nothing but the STOP's confirmation follow it); a START reopens
 what such a stop closed (`stopped`), never a consent not given before (`contact.consent.reopens`).
@@ -56,7 +58,7 @@ def _closed(meta, purpose: str) -> bool:
 
 
 class SmsStops:
-    """Consent changes of every profile indexed at a number (`change`, `stop`)."""
+    """Consent changes of every profile indexed at a number (`change`, `stop`, `stop_texted`)."""
 
     def __init__(self, phones: PhoneIndex, consent: ConsentWriter,
                  metas: ProfileMetas | None = None,
@@ -69,13 +71,31 @@ class SmsStops:
     async def stop(self, number: str, dated: float) -> int:
         """The carrier blocks `number` (a provider's 21610): `change` as a STOP texted alone
         from it; how many profiles changed."""
-        users, unnamed = await self.change(number, False, True, CARRIER_SOURCE, dated)
+        return self._logged(await self.change(number, False, True, CARRIER_SOURCE, dated))
+
+    async def stop_texted(self, user_id: str, dated: float) -> int:
+        """The carrier blocks the number `user_id` was last messaged at (a provider's 21610
+        naming the message alone): `stop` of the profiles indexed there with them
+        (`PhoneIndex.sharing`: the user's pointer, not the number their profile holds now,
+        which may be a new one another profile shares and no carrier blocked); how many
+        profiles changed (0 when no number is indexed for them)."""
+        held = await asyncio.to_thread(self._held_number, user_id)
+        tokens = await asyncio.to_thread(self.phones.unnamed, held, user_id)
+        users = await asyncio.to_thread(self.phones.sharing, user_id, held)
+        return self._logged(await self._changed(users, tokens, False, True, CARRIER_SOURCE,
+                                                dated))
+
+    @staticmethod
+    def _logged(change: tuple[set[str], int]) -> int:
+        """Log a carrier STOP's users (by `user_ref`); how many profiles changed."""
+        users, unnamed = change
         for user in sorted(users):
             logger.info("sms carrier STOP of %s", user_ref(user))
         return len(users) + unnamed
 
-    def held_number(self, user_id: str) -> str:
-        """The number `user_id`'s profile holds ("" when none)."""
+    def _held_number(self, user_id: str) -> str:
+        """The number `user_id`'s profile holds ("" when none): read with their pointer, its
+        entries under every key of the ring (`PhoneIndex.sharing`)."""
         return self.phones.held_in(self.metas.metas([user_id])[0]) if self.metas else ""
 
     async def change(self, number: str, opted_in: bool, only: bool, source: str,
@@ -87,6 +107,11 @@ class SmsStops:
         # the unnamed first: one named in between is then in `users` (`still_indexed`)
         tokens = await asyncio.to_thread(self.phones.unnamed, number)
         users = await asyncio.to_thread(self.phones.lookup, number)  # all who share it
+        return await self._changed(users, tokens, opted_in, only, source, dated)
+
+    async def _changed(self, users: list[str], tokens: list[bytes], opted_in: bool, only: bool,
+                       source: str, dated: float) -> tuple[set[str], int]:
+        """`change` of the profiles `users` and, by token alone, `tokens`."""
         metas = await asyncio.to_thread(self.metas.metas, users) if self.metas is not None \
             else [None] * len(users)
         # `existing`: a change reaches a profile that exists, never brings one back (one erased

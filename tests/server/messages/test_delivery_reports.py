@@ -355,3 +355,29 @@ async def test_a_carrier_stop_reported_twice_counts_once_and_adds_no_consent_his
     assert states == [{"marketing": (True, "sms reply START"),
                        "transactional": (True, "sms reply START")}] * 2 + [
         {"marketing": (True, "sms reply START"), "transactional": (False, "preferences")}]
+
+
+async def test_a_carrier_stop_naming_only_the_message_stops_the_number_texted_not_the_new_one(
+        settings, campaigns, profiles, messaging):
+    """A 21610 report naming the message alone, after its user moved to a number another
+    profile holds: the number the user was texted at is stopped (the profile still there with
+    them), not the new one, whose carrier blocks nothing: that profile's receipts still go
+    (its marketing follows the user's unsubscribe event to their address, as any such event's
+    does). Before, the number the user's profile holds now was stopped, the other profile's
+    receipts with it."""
+    await _sms_campaign_and_users(campaigns, profiles, ("+447700900741", "+447700900742",
+                                                        "+447700900741"))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="code", channel="sms", policy="fixed", purpose="transactional",
+        variants=[cpb.Variant(id="a", content={"text": "Your code"})])))
+    decision = (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="sms", user_id="s1"))).decision_id  # to +447700900741, s3's number too
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="s1", attributes={"phone": "+447700900742"}))  # s2's
+    status, text = await report(settings, {"type": "bounce", "channel": "sms",
+                                           "decision_id": decision, "error_code": 21610})
+    assert (status, json.loads(text)) == (200, {"user_found": True, "address_listed": False})
+    receipts = [await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="code", user_id=u)) for u in ("s1", "s2", "s3")]
+    assert [(r.suppressed, r.reason) for r in receipts] == [
+        (True, "no_consent"), (False, ""), (True, "no_consent")]
