@@ -27,8 +27,8 @@ A code saying the number takes no texts for good (`webhook.NUMBER_GONE_CODES`) l
 number and records the user's `sms_bounce` event, as the provider's synchronous refusal with it
 does (`Delivery._bounced`); a code saying the number's owner texted STOP to the sender
 (`webhook.OPTED_OUT_CODES`: 21610) stops the number as a STOP texted from it does (every
-profile the address index holds there, marketing and transactional texts: the carrier blocks
-them all; a report naming the number alone is enough), and records the user's `unsubscribe`
+profile the address index holds there that holds it, marketing and transactional texts: the
+carrier blocks them all; a report naming the number alone is enough), and records the user's `unsubscribe`
 event on sms while their profile holds the number, as the synchronous refusal with it does
 (`Delivery._opted_out`; nothing listed); any other code (30003: a phone off, usually for a
 while) records nothing (`address_listed` false). An SMS report is a bounce with a code (400

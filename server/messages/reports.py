@@ -80,16 +80,17 @@ async def record_opt_out(events: EventRecorder, suppressions, channel: str, addr
     """Record a provider's refusal saying the user opted out of the sender on `channel`.
 
     On sms with `stops` (`stops.SmsStops`) the number is stopped first as a STOP texted alone
-    from it stops it: every profile the index holds at `address` (when not named, the number
-    `user_id` was last messaged at, `SmsStops.stop_texted`: not the one their profile holds,
-    perhaps new, another profile's) has its marketing and transactional texts closed, since the
-    carrier blocks every text to it until START (a 21610 closed marketing alone before, and
-    receipts went on to a number that refuses them). Then `user_id`'s `opt_out_event` on
-    `channel` is recorded (None: the message's user is not known), unless their profile holds
-    another address than `address` ("": not named) on it (`Suppressions.holds`;
-    `suppressions` None: not checked): a refusal for a number they no longer hold says
-    nothing of the one they hold. The provider's refusal at the send (`Delivery`) and its
-    later status report (`http.delivery_events`) alike. Whether the event was recorded."""
+    from it stops it: every profile the index holds at `address` that holds it (when not
+    named, the number `user_id` was last messaged at, `SmsStops.stop_texted`: not the one
+    their profile holds, perhaps new, another profile's) has its marketing and transactional
+    texts closed, since the carrier blocks every text to it until START (a 21610 closed
+    marketing alone before, and receipts went on to a number that refuses them). Then
+    `user_id`'s `opt_out_event` on `channel` is recorded (None: the message's user is not
+    known), unless their profile holds another address than `address` ("": not named) on it
+    (`Suppressions.holds`; `suppressions` None: not checked): a refusal for a number they no
+    longer hold says nothing of the one they hold. The provider's refusal at the send
+    (`Delivery`) and its later status report (`http.delivery_events`) alike. Whether the
+    event was recorded."""
     if channel == "sms" and stops is not None and address:
         await stops.stop(address, at)
     elif channel == "sms" and stops is not None and user_id is not None:

@@ -7,7 +7,11 @@ status report, `reports.record_opt_out`). Both change every profile the address 
 the number (`PhoneIndex.lookup`, and `unnamed` for profiles stored before the index), not only
 the one a message went to: several may share a phone (a 21610 report naming the message alone:
 those at the number its user was last messaged at, `stop_texted`, not the one their profile
-holds now, perhaps new and another profile's). A STOP that is the keyword alone, and a
+holds now, perhaps new and another profile's). A 21610 reaches only the profiles there that
+hold the number (`PhoneIndex.holds`): one indexed at it as a dead letter or deferred text
+went there after they moved to another keeps its texts, which no carrier blocks, where a STOP
+reply reaches every profile indexed (their texts composed to it would reach the person who
+said it). A STOP that is the keyword alone, and a
 21610, close marketing and transactional texts (the carrier blocks every text to the number
 until START; CTIA asks that nothing but the STOP's confirmation follow it); a START reopens
 what such a stop closed (`stopped`), never a consent not given before (`contact.consent.reopens`).
@@ -70,20 +74,29 @@ class SmsStops:
 
     async def stop(self, number: str, dated: float) -> int:
         """The carrier blocks `number` (a provider's 21610): `change` as a STOP texted alone
-        from it; how many profiles changed."""
-        return self._logged(await self.change(number, False, True, CARRIER_SOURCE, dated))
+        from it, of the profiles indexed there that hold it (`PhoneIndex.holds`); how many
+        profiles changed. One indexed there that holds another number now (messaged at it
+        before: a dead letter retried to it, a deferred text) is left alone: the carrier
+        refuses what is composed to the blocked number, and nothing blocks theirs."""
+        tokens = await asyncio.to_thread(self.phones.unnamed, number)
+        users = await asyncio.to_thread(self.phones.lookup, number)
+        return self._logged(await self._changed(users, tokens, False, True, CARRIER_SOURCE,
+                                                dated, self.phones.found(number)))
 
     async def stop_texted(self, user_id: str, dated: float) -> int:
         """The carrier blocks the number `user_id` was last messaged at (a provider's 21610
-        naming the message alone): `stop` of the profiles indexed there with them
-        (`PhoneIndex.sharing`: the user's pointer, not the number their profile holds now,
+        naming the message alone): `stop` of the profiles indexed there with them that hold
+        it (`PhoneIndex.sharing`: the user's pointer, not the number their profile holds now,
         which may be a new one another profile shares and no carrier blocked); how many
         profiles changed (0 when no number is indexed for them)."""
+        pointer = await asyncio.to_thread(self.phones.messaged, user_id)
+        if pointer is None:
+            return 0
         held = await asyncio.to_thread(self._held_number, user_id)
         tokens = await asyncio.to_thread(self.phones.unnamed, held, user_id)
         users = await asyncio.to_thread(self.phones.sharing, user_id, held)
         return self._logged(await self._changed(users, tokens, False, True, CARRIER_SOURCE,
-                                                dated))
+                                                dated, frozenset({pointer})))
 
     @staticmethod
     def _logged(change: tuple[set[str], int]) -> int:
@@ -110,27 +123,32 @@ class SmsStops:
         return await self._changed(users, tokens, opted_in, only, source, dated)
 
     async def _changed(self, users: list[str], tokens: list[bytes], opted_in: bool, only: bool,
-                       source: str, dated: float) -> tuple[set[str], int]:
-        """`change` of the profiles `users` and, by token alone, `tokens`."""
+                       source: str, dated: float, held: frozenset[str] | None = None
+                       ) -> tuple[set[str], int]:
+        """`change` of the profiles `users` and, by token alone, `tokens`; with `held` (the
+        number's digests) only of those holding it (`PhoneIndex.holds`)."""
         metas = await asyncio.to_thread(self.metas.metas, users) if self.metas is not None \
             else [None] * len(users)
+        users, metas = await asyncio.to_thread(self._holding, users, metas, held)
         # `existing`: a change reaches a profile that exists, never brings one back (one erased
         # since, signed before or no profile since, is skipped)
         groups = self._grouped(users, metas, opted_in, only, source)
         changed = await self._write(groups, functools.partial(
             self.consent.set_consents, channel="sms", opted_in=opted_in, source=source,
             timestamp=dated, existing=True))
-        return changed, await self._change_unnamed(tokens, opted_in, only, source, dated)
+        return changed, await self._change_unnamed(tokens, opted_in, only, source, dated, held)
 
     async def _change_unnamed(self, tokens: list[bytes], opted_in: bool, only: bool,
-                              source: str, dated: float) -> int:
+                              source: str, dated: float,
+                              held: frozenset[str] | None = None) -> int:
         """The change of the profiles indexed at the number by token alone, `tokens` (stored
-        before the index, their id nowhere in the store: `PhoneIndex.unnamed`); how many
-        changed."""
+        before the index, their id nowhere in the store: `PhoneIndex.unnamed`; `held`: as
+        `_changed`); how many changed."""
         if not tokens:
             return 0
         metas = await asyncio.to_thread(self.metas.unnamed_metas, tokens) \
             if self.metas is not None else [None] * len(tokens)
+        tokens, metas = await asyncio.to_thread(self._holding, tokens, metas, held)
         groups = self._grouped(tokens, metas, opted_in, only, source)
         changed = await self._write(groups, functools.partial(
             self.consent.set_unnamed_consents, channel="sms", opted_in=opted_in, source=source,
@@ -138,6 +156,15 @@ class SmsStops:
         if changed:
             logger.info("sms %s: %d unnamed profiles at the number", source, len(changed))
         return len(changed)
+
+    def _holding(self, ids: list, metas: list, held: frozenset[str] | None) -> tuple[list, list]:
+        """(`ids`, `metas`) of the profiles whose meta record holds a number `held` names
+        (None: all of them; no meta records to read: all). A number normalized and hashed
+        each (~50 us): in a thread."""
+        if held is None or self.metas is None:
+            return ids, metas
+        kept = [(i, meta) for i, meta in zip(ids, metas) if self.phones.holds(meta, held)]
+        return [i for i, _ in kept], [meta for _, meta in kept]
 
     @staticmethod
     async def _write(groups: dict[str, list], write) -> set:

@@ -360,11 +360,11 @@ async def test_a_carrier_stop_reported_twice_counts_once_and_adds_no_consent_his
 async def test_a_carrier_stop_naming_only_the_message_stops_the_number_texted_not_the_new_one(
         settings, campaigns, profiles, messaging):
     """A 21610 report naming the message alone, after its user moved to a number another
-    profile holds: the number the user was texted at is stopped (the profile still there with
-    them), not the new one, whose carrier blocks nothing: that profile's receipts still go
-    (its marketing follows the user's unsubscribe event to their address, as any such event's
-    does). Before, the number the user's profile holds now was stopped, the other profile's
-    receipts with it."""
+    profile holds: the number the user was texted at is stopped (for s3, who holds it), not
+    the new one, whose carrier blocks nothing: s2's receipts still go, and the user's (their
+    marketing follows their unsubscribe event, and s2's the event to their address, as any
+    such event's does). Before, the number the user's profile holds now was stopped, s2's
+    receipts with it, and s3 kept theirs."""
     await _sms_campaign_and_users(campaigns, profiles, ("+447700900741", "+447700900742",
                                                         "+447700900741"))
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
@@ -380,4 +380,4 @@ async def test_a_carrier_stop_naming_only_the_message_stops_the_number_texted_no
     receipts = [await messaging.ComposeMessage(mpb.ComposeMessageRequest(
         campaign_id="code", user_id=u)) for u in ("s1", "s2", "s3")]
     assert [(r.suppressed, r.reason) for r in receipts] == [
-        (True, "no_consent"), (False, ""), (True, "no_consent")]
+        (False, ""), (False, ""), (True, "no_consent")]

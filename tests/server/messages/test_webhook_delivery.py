@@ -490,3 +490,35 @@ async def test_a_provider_saying_every_number_is_gone_trips_the_jobs_sms_breaker
         phone=f"+4477009002{i:02d}"))).suppressed for i in range(24)]
     assert not any(listed)
     assert await sent_events(profiles, "sms_bounce") == []
+
+
+async def test_a_carrier_stop_of_a_number_the_user_moved_from_stops_its_holder_not_their_new_one(
+        provider, campaigns, profiles, messaging):
+    """A dead letter retried to the number the user left for a new one, refused with 21610:
+    the carrier blocks that number, so the profile holding it (t2) has its texts closed, but
+    the user's texts to their new number, which nothing blocks, still go (their receipts, and
+    their marketing: no event either, the number not theirs now). Before, the user was
+    stopped too (indexed at the old number as the letter went), their receipts to the new
+    number answered `no_consent`."""
+    await sms_user(campaigns, profiles)
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="code", channel="sms", policy="fixed", purpose="transactional",
+        variants=[cpb.Variant(id="a", content={"text": "Your code"})])))
+    provider.answer(503)
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(compose())
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))).letters
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="t1", attributes={"phone": "+447700900999"}))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(  # the number's holder now
+        user_id="t2", attributes={"phone": "+447700900123"}))
+    provider.answer(400)
+    provider.refusal_body = json.dumps({"code": 21610, "status": 400})
+    with pytest.raises(grpc.RpcError):
+        await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
+    assert provider.requests[-1]["json"]["to"] == "+447700900123"
+    provider.answer(200)
+    sent = [await messaging.ComposeMessage(compose(u, c))
+            for u, c in (("t1", "code"), ("t1", "sms"), ("t2", "code"))]
+    assert [(m.delivered, m.reason) for m in sent] == [(True, ""), (True, ""), (False, "no_consent")]
+    assert provider.requests[-1]["json"]["to"] == "+447700900999"
