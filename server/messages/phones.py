@@ -315,15 +315,11 @@ class AddressIndex:
         return ((meta or {}).get("attributes") or {}).get(self.attribute) or ""
 
     def found(self, address: str) -> frozenset[str]:
-        """The digests `lookup` reads for `address` (empty when it is none): `holds` compares
-        a profile's address with them."""
+        """The digests `lookup` reads for `address` (empty when it is none): a profile holds
+        an address (`held_in`) one of whose digests another's set holds, or a user's pointer
+        (`messaged`) names."""
         normal = self._normalize(address)
         return frozenset(self._found_digests(normal)) if normal is not None else frozenset()
-
-    def holds(self, meta: dict | None, digests: frozenset[str]) -> bool:
-        """Whether the address a profile's meta record holds is one `digests` name (`found`,
-        or a user's pointer, `messaged`): a profile indexed at an address it left is not."""
-        return bool(self.found(self.held_in(meta)) & digests)
 
     def messaged(self, user_id: str) -> str | None:
         """The digest of the address `user_id` was last messaged at (their pointer; None:

@@ -8,7 +8,7 @@ the number (`PhoneIndex.lookup`, and `unnamed` for profiles stored before the in
 the one a message went to: several may share a phone (a 21610 report naming the message alone:
 those at the number its user was last messaged at, `stop_texted`, not the one their profile
 holds now, perhaps new and another profile's). A 21610 reaches only the profiles there that
-hold the number (`PhoneIndex.holds`): one indexed at it as a dead letter or deferred text
+hold the number (`_holding`, `PhoneIndex.found`): one indexed at it as a dead letter or deferred text
 went there after they moved to another keeps its texts, which no carrier blocks, where a STOP
 reply reaches every profile indexed (their texts composed to it would reach the person who
 said it). A STOP that is the keyword alone, and a
@@ -74,7 +74,7 @@ class SmsStops:
 
     async def stop(self, number: str, dated: float) -> int:
         """The carrier blocks `number` (a provider's 21610): `change` as a STOP texted alone
-        from it, of the profiles indexed there that hold it (`PhoneIndex.holds`); how many
+        from it, of the profiles indexed there that hold it (`_holding`); how many
         profiles changed. One indexed there that holds another number now (messaged at it
         before: a dead letter retried to it, a deferred text) is left alone: the carrier
         refuses what is composed to the blocked number, and nothing blocks theirs."""
@@ -126,7 +126,7 @@ class SmsStops:
                        source: str, dated: float, held: frozenset[str] | None = None
                        ) -> tuple[set[str], int]:
         """`change` of the profiles `users` and, by token alone, `tokens`; with `held` (the
-        number's digests) only of those holding it (`PhoneIndex.holds`)."""
+        number's digests) only of those holding it (`_holding`)."""
         metas = await asyncio.to_thread(self.metas.metas, users) if self.metas is not None \
             else [None] * len(users)
         users, metas = await asyncio.to_thread(self._holding, users, metas, held)
@@ -159,11 +159,18 @@ class SmsStops:
 
     def _holding(self, ids: list, metas: list, held: frozenset[str] | None) -> tuple[list, list]:
         """(`ids`, `metas`) of the profiles whose meta record holds a number `held` names
-        (None: all of them; no meta records to read: all). A number normalized and hashed
-        each (~50 us): in a thread."""
+        (None: all of them; no meta records to read: all). Each spelling of a number is
+        normalized and hashed once (0.2 ms each: 1,000 profiles at a number took 0.22 s)."""
         if held is None or self.metas is None:
             return ids, metas
-        kept = [(i, meta) for i, meta in zip(ids, metas) if self.phones.holds(meta, held)]
+        spelled: dict[str, bool] = {}
+        kept = []
+        for i, meta in zip(ids, metas):
+            number = self.phones.held_in(meta)
+            if number not in spelled:
+                spelled[number] = bool(self.phones.found(number) & held)
+            if spelled[number]:
+                kept.append((i, meta))
         return [i for i, _ in kept], [meta for _, meta in kept]
 
     @staticmethod
