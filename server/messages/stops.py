@@ -8,10 +8,10 @@ the number (`PhoneIndex.lookup`, and `unnamed` for profiles stored before the in
 the one a message went to: several may share a phone (a 21610 report naming the message alone:
 those at the number its user was last messaged at, `stop_texted`, not the one their profile
 holds now, perhaps new and another profile's). A 21610 reaches only the profiles there that
-hold the number (`_holding`, `PhoneIndex.found`): one indexed at it as a dead letter or deferred text
-went there after they moved to another keeps its texts, which no carrier blocks, where a STOP
-reply reaches every profile indexed (their texts composed to it would reach the person who
-said it). A STOP that is the keyword alone, and a
+hold the number (`_holding`, `PhoneIndex.found`): one indexed at it as a dead letter or a
+deferred text went there after they moved to another keeps its texts, which no carrier
+blocks, where a STOP reply reaches every profile indexed (their texts composed to it would
+reach the person who said it). A STOP that is the keyword alone, and a
 21610, close marketing and transactional texts (the carrier blocks every text to the number
 until START; CTIA asks that nothing but the STOP's confirmation follow it); a START reopens
 what such a stop closed (`stopped`), never a consent not given before (`contact.consent.reopens`).

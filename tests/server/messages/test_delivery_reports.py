@@ -351,7 +351,8 @@ async def test_a_carrier_stop_reported_twice_counts_once_and_adds_no_consent_his
     await asyncio.sleep(1.0)  # START signed after the report's time (whole seconds)
     assert await reply(settings, number, "START") == 200
     states = [{c.purpose: (c.opted_in, c.source) for c in (await profiles.GetProfile(
-        ppb.GetProfileRequest(user_id=u))).consents if c.channel == "sms"} for u in ("s1", "s2", "s3")]
+        ppb.GetProfileRequest(user_id=u))).consents if c.channel == "sms"}
+        for u in ("s1", "s2", "s3")]
     assert states == [{"marketing": (True, "sms reply START"),
                        "transactional": (True, "sms reply START")}] * 2 + [
         {"marketing": (True, "sms reply START"), "transactional": (False, "preferences")}]
