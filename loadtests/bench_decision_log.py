@@ -6,8 +6,9 @@
 Calls the campaigns writer's batch functions (`server.campaigns.repository.writer_functions`,
 as the writer child process calls them) on a new store with fsync and encryption at rest on, and
 prints this process's CPU time (user + system, and the system share) and the bytes it sent to
-storage (`/proc/self/io`: with fsync, what the page cache wrote back for it) per decision, after
-a fifth of the calls as warm-up:
+storage (`/proc/self/io`: with fsync, what the page cache wrote back for it) per decision, and
+its write calls a transaction (LMDB's page writes and meta page write), after a fifth of the
+calls as warm-up:
 - plan: PlanCampaign transactions of `--slices` slices of 250 new users each
   ("decision_batches"; the server commits `PLAN_SLICES_A_COMMIT` = 1 a transaction beside
   other writes, `PLAN_SLICES_ALONE` = 4 alone, up to 8 before stop 23), push, no caps (every
@@ -69,18 +70,23 @@ def _row(decision_id: str, user: str, now: float, i: int, channel: str, caps: tu
             now + 86400, False, channel, 0.0, "", caps, 1.0, 1.0)
 
 
-def _written() -> int:
-    """Bytes this process sent to storage so far (`write_bytes` of /proc/self/io; 0 elsewhere)."""
+def _written() -> tuple[int, int]:
+    """(bytes this process sent to storage, its write calls) so far: `write_bytes` and `syscw`
+    of /proc/self/io, (0, 0) elsewhere. A commit's write calls are LMDB's page writes (one
+    `pwrite` a dirty page, one `writev` a run of adjacent ones) and its meta page's: the
+    figure that fewer pages a commit lowers (docs/performance.md, stop 61)."""
     try:
         with open("/proc/self/io") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("write_bytes"))
-    except (OSError, StopIteration):
-        return 0
+            io = dict(line.split(": ") for line in f)
+        return int(io["write_bytes"]), int(io["syscw"])
+    except (OSError, KeyError, ValueError):
+        return 0, 0
 
 
-def run(mode: str, slices: int = 4, batch: int = 16) -> tuple[float, float, float]:
+def run(mode: str, slices: int = 4, batch: int = 16) -> tuple[float, float, float, float]:
     """(CPU microseconds, KiB sent to storage, system CPU microseconds) per decision of this
-    process's code (its `server` package); plan transactions of `slices` slices of 250, choose
+    process's code (its `server` package), and its write calls a transaction (`_written`);
+    plan transactions of `slices` slices of 250, choose
     transactions of `batch` decisions. Its temporary store (tens of MB) is removed however the
     run ends (a round stopped by Ctrl-C left it in /tmp)."""
     root = Path(tempfile.mkdtemp(prefix="tailor-bench-decision-log-"))
@@ -90,7 +96,8 @@ def run(mode: str, slices: int = 4, batch: int = 16) -> tuple[float, float, floa
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _measure(root: Path, mode: str, slices: int, batch: int) -> tuple[float, float, float]:
+def _measure(root: Path, mode: str, slices: int, batch: int
+             ) -> tuple[float, float, float, float]:
     """`run` on a new store under `root`, closed however it ends."""
     from server.security.secrets import Secrets
     from server.store import Store
@@ -104,7 +111,7 @@ def _measure(root: Path, mode: str, slices: int, batch: int) -> tuple[float, flo
         store.close()
 
 
-def _calls(store, mode: str, slices: int, batch: int) -> tuple[float, float, float]:
+def _calls(store, mode: str, slices: int, batch: int) -> tuple[float, float, float, float]:
     """The warm-up and the measured calls of `run` on `store`."""
     from server.campaigns.repository import writer_functions
     fns = writer_functions(store)
@@ -129,15 +136,17 @@ def _calls(store, mode: str, slices: int, batch: int) -> tuple[float, float, flo
             choose(k, WARM_BATCH)
     for k in range(calls // 5):
         call(k)
-    t0, disk0, n = os.times(), _written(), 0
+    t0, (disk0, writes0), n = os.times(), _written(), 0
     for k in range(calls // 5, calls):
         n += call(k)
-    t1, disk = os.times(), _written() - disk0
+    t1, (disk, writes) = os.times(), _written()
     user, system = t1.user - t0.user, t1.system - t0.system
-    return 1e6 * (user + system) / n, disk / 1024 / n, 1e6 * system / n
+    return (1e6 * (user + system) / n, (disk - disk0) / 1024 / n, 1e6 * system / n,
+            (writes - writes0) / (calls - calls // 5))
 
 
-def _in(src: Path | None, mode: str, slices: int, batch: int) -> tuple[float, float, float]:
+def _in(src: Path | None, mode: str, slices: int, batch: int
+        ) -> tuple[float, float, float, float]:
     if src is None:
         return run(mode, slices, batch)
     # this file's `run` with the other tree's `server` (that tree may not have this bench)
@@ -146,8 +155,8 @@ def _in(src: Path | None, mode: str, slices: int, batch: int) -> tuple[float, fl
                           __file__, mode, str(slices), str(batch)], cwd=src,
                          check=True, env={**os.environ, "PYTHONPATH": str(Path(src).resolve())},
                          capture_output=True, text=True)
-    us, kib, sys_us = out.stdout.split("\n")[-2].strip("()").split(",")
-    return float(us), float(kib), float(sys_us)
+    us, kib, sys_us, writes = out.stdout.split("\n")[-2].strip("()").split(",")
+    return float(us), float(kib), float(sys_us), float(writes)
 
 
 def main(argv=None) -> int:
@@ -174,11 +183,11 @@ def main(argv=None) -> int:
             for label, src in ((("before", args.server_src),) if args.server_src else ()) + (
                     ("this tree", None),):
                 load = os.getloadavg()[0]
-                us, kib, sys_us = _in(src, mode, slices, batch)
+                us, kib, sys_us, writes = _in(src, mode, slices, batch)
                 per_txn = f", {us * batch:7.1f} us a transaction" if batch else ""
                 print(f"round {r} {name:13s} {label:9s}: {us:6.1f} us CPU ({sys_us:6.1f} system)"
-                      f"{per_txn}, {kib:6.1f} KiB to storage per decision (load average "
-                      f"{load:.1f})", flush=True)
+                      f"{per_txn}, {kib:6.1f} KiB to storage per decision, {writes:5.2f} write "
+                      f"calls a transaction (load average {load:.1f})", flush=True)
     return 0
 
 
