@@ -300,6 +300,18 @@ async def test_an_sms_goes_only_to_a_number_whose_stop_can_be_honoured(
     assert await sms_consent(profiles, "t1") is False
 
 
+async def _dead_letter_then_a_new_number(provider, profiles, messaging):
+    """t1's text to +447700900123 left as a dead letter (the provider down), then t1 moves to
+    +447700900999: the letter, retried, goes to the number the user left."""
+    provider.answer(503)
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(compose())
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))).letters
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="t1", attributes={"phone": "+447700900999"}))
+    return letter
+
+
 async def test_a_stop_from_the_number_a_dead_letter_went_to_reaches_the_user_after_a_text_to_the_new_one(
         provider, campaigns, profiles, messaging, settings):
     """The number a text was composed to was dropped from the index at the first text to the
@@ -308,12 +320,7 @@ async def test_a_stop_from_the_number_a_dead_letter_went_to_reaches_the_user_aft
     goes to it, until a text goes to another."""
     from .test_sms_inbound import reply, sms_consent
     await sms_user(campaigns, profiles, phone="+447700900123")
-    provider.answer(503)
-    with pytest.raises(grpc.RpcError):
-        await messaging.ComposeMessage(compose())
-    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))).letters
-    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-        user_id="t1", attributes={"phone": "+447700900999"}))
+    letter = await _dead_letter_then_a_new_number(provider, profiles, messaging)
     provider.answer(200)
     await messaging.ComposeMessage(compose())  # to the new number
     await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))  # to the old one
@@ -504,12 +511,7 @@ async def test_a_carrier_stop_of_a_number_the_user_moved_from_stops_its_holder_n
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
         campaign_id="code", channel="sms", policy="fixed", purpose="transactional",
         variants=[cpb.Variant(id="a", content={"text": "Your code"})])))
-    provider.answer(503)
-    with pytest.raises(grpc.RpcError):
-        await messaging.ComposeMessage(compose())
-    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))).letters
-    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-        user_id="t1", attributes={"phone": "+447700900999"}))
+    letter = await _dead_letter_then_a_new_number(provider, profiles, messaging)
     await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(  # the number's holder now
         user_id="t2", attributes={"phone": "+447700900123"}))
     provider.answer(400)
