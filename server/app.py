@@ -227,6 +227,7 @@ class TailorServer:
         self.composer.later = self.sends  # a deferred ComposeMessage goes as a send job
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
+        self.profiles.campaign_stored = self.campaigns.stored  # an unsubscribe's old campaign
         for domain in (self.campaigns,):
             self.profiles.add_listener(domain)
             self.profiles.add_eraser(domain)

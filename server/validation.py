@@ -22,7 +22,7 @@ from .store.keys import SEP_CHAR
 __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
            "check_link", "check_window", "link_problem", "check_stored_id", "refused_since",
-           "STORED_ONLY",
+           "STORED_ONLY", "STORED_CAMPAIGN_ONLY",
            "has_control", "has_c0_control", "control_problem", "id_problem", "shown"]
 
 SEP = SEP_CHAR
@@ -128,6 +128,8 @@ def refused_since(value: str, max_bytes: int) -> str | None:
 
 STORED_ONLY = " (taken only for a profile stored before such ids were refused: none is)"
 """What a refusal of `refused_since` adds when no profile is stored under the id."""
+STORED_CAMPAIGN_ONLY = " (taken only for a campaign stored before such ids were refused: none is)"
+"""What a refusal of `refused_since` adds when no campaign is stored under the id."""
 
 
 def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:

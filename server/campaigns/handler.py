@@ -192,6 +192,12 @@ class Campaigns:
             raise CampaignNotFound(campaign_id)
         return campaign
 
+    def stored(self, campaign_id: str) -> bool:
+        """Whether a campaign is stored under `campaign_id`, archived or not (none is ever
+        deleted): an unsubscribe event may name one stored under an id refused since, and
+        only then (`Profiles.campaign_stored`)."""
+        return self.repo.get(campaign_id) is not None
+
     def pii_positions(self, campaign_id: str, is_pii: Callable[[str], bool]) -> range | list[int]:
         """`context.pii_positions` of the campaign's context features; every position when the
         campaign cannot be read (gone): a caller without `pii-reader` reads none of them."""

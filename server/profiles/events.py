@@ -36,6 +36,10 @@ class TrackedEvent:
     """Its user id holds a character refused only since C1 and bidirectional controls were
     (`validation.refused_since`; an unsubscribe only: `check_event`): it is stored only if its
     user's profile is (judged in the write: `ProfileRepository`), never making one."""
+    campaign_stored_only: bool = False
+    """Its campaign id holds a character refused only since (an unsubscribe only:
+    `check_event`): it is taken only if a campaign is stored under that id (judged by
+    `Profiles.submit`), never storing a new such id."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
     rewards, impression joins) under an id the rule keeps out of logs and exports. So may an
     unsubscribe's campaign id (the campaign its message came from, stored before: a
     provider's STOP report of it, `messages.reports.record_opt_out`, names it): it opts out
-    a channel, whatever the campaign, and was refused with it."""
+    a channel, whatever the campaign, and was refused with it; the event is then marked
+    `campaign_stored_only` (a campaign must be stored under that id)."""
     now = time.time() if now is None else now
     id_bytes = rules.limits.id_bytes
     short = id_bytes >> 2  # ids this short (in characters) fit: measured only when longer
@@ -104,8 +109,10 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
     for name, value in (("item_id", ev.item_id), ("campaign_id", ev.campaign_id)):
         problem = id_problem(value, id_bytes) if len(value) > short \
             or (odd and has_control(value)) else None
-        if problem and not (name == "campaign_id" and ev.type == "unsubscribe"
-                            and refused_since(value, id_bytes)):
+        if problem:
+            if name == "campaign_id" and ev.type == "unsubscribe" and refused_since(value, id_bytes):
+                ev.campaign_stored_only = True  # the campaign of a message sent before the rule
+                continue
             return f"{name} {problem}"
     if not -rules.limits.event_value_max <= ev.value <= rules.limits.event_value_max:
         return (f"value {ev.value:g} is not a finite number within ±"

@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,7 @@ from ..interfaces import AttributeWatcher, BundleSource, EventListener, UserEras
 from ..security.userref import user_ref
 from ..store import Store, keys, outbox
 from ..validation import (
+    STORED_CAMPAIGN_ONLY,
     STORED_ONLY,
     check_count,
     check_id,
@@ -172,6 +173,10 @@ class Profiles:
         self.tombstones = tombstones
         """Erased users (keyed hashes); None: erasure leaves no tombstone (bare test setups).
         The erasure writes them (`ProfileRepository.delete_user`'s `mark_erased`)."""
+        self.campaign_stored: Callable[[str], bool] | None = None
+        """Whether a campaign is stored under an id (`Campaigns.stored`, wired by the app): an
+        unsubscribe naming one under an id refused since is taken only then
+        (`TrackedEvent.campaign_stored_only`); None (bare setups): never."""
 
     def add_listener(self, listener: EventListener) -> None:
         """`listener.on_events` gets the newly accepted events of every call; one with an
@@ -250,6 +255,8 @@ class Profiles:
         result, valid = TrackResult(), []
         for i, ev in enumerate(events):
             problem = check_event(ev, self.rules, now)
+            if problem is None and ev.campaign_stored_only:
+                problem = self._unknown_campaign(ev)
             if problem:  # an over-long id (one reason) is echoed cut: the index names it
                 result.rejected.append((offset + i, ev.event_id[:self.limits.id_bytes], problem))
             else:
@@ -282,6 +289,16 @@ class Profiles:
         metrics.count_events("rejected", (events[i - offset].type for i, _, _ in result.rejected),
                              _KNOWN_TYPES)
         return result
+
+    def _unknown_campaign(self, ev: TrackedEvent) -> str | None:
+        """None when a campaign is stored under the id of an unsubscribe's campaign refused
+        since (`TrackedEvent.campaign_stored_only`: the campaign of a message sent before the
+        rule), else the reason it is refused: any client could otherwise store a new id the
+        rule refuses in its events. One read of the campaigns table, for such ids only."""
+        if self.campaign_stored is not None and self.campaign_stored(ev.campaign_id):
+            return None
+        refused = refused_since(ev.campaign_id, self.limits.id_bytes)
+        return f"campaign_id {refused}{STORED_CAMPAIGN_ONLY}"
 
     def _absent(self, ev: TrackedEvent) -> str:
         """The reason for an event refused in the write for want of its user's profile (one of

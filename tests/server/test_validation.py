@@ -361,11 +361,17 @@ async def test_reports_of_a_message_sent_to_such_an_id_before_are_not_lost(stubs
     of a text of such a campaign, and an unsubscribe event naming it, were refused for the
     campaign id, so the user stayed opted in. The address is listed, the opt-outs taken."""
     import asyncio
+    from dataclasses import replace
 
+    from server.campaigns.spec import Campaign, CampaignSpec, Variant
     from server.contact.consent import record_consent
     from server.messages.reports import record_opt_out, record_report
     profiles, suppressions = tailor_server.profiles, tailor_server.suppressions
     user, campaign = "ann\u200b", "promo\u202e"
+    spec = CampaignSpec(campaign_id="clean", variants=(Variant("a"), Variant("b"))).validated()
+    await asyncio.to_thread(tailor_server.campaigns.repo.create, Campaign(  # its messages' campaign
+        replace(spec, campaign_id=campaign), created_at=time.time(), updated_at=time.time()),
+        spec.new_state())
 
     def stored(meta):
         meta["attributes"]["email"] = "ann@example.com"
@@ -383,3 +389,28 @@ async def test_reports_of_a_message_sent_to_such_an_id_before_are_not_lost(stubs
     stop.campaign_id = campaign
     assert (await stubs[1].TrackEvents(ppb.TrackEventsRequest(events=[stop]))).accepted == 1
     assert _email_consent(await profiles.export_user("bo")) is False
+
+
+async def test_an_unsubscribe_names_only_a_campaign_stored_under_such_an_id(stubs, tailor_server):
+    """An unsubscribe is taken naming a campaign stored under an id refused since (the test
+    above: the campaign its message came from), but it took any such id: a client's
+    unsubscribe naming "never\u202e", under which no campaign was ever stored, was stored
+    with it, a new id holding a bidirectional control in the events ExportEvents and training
+    read. Refused as an unsubscribe of such a user id with no profile is; a stored one taken."""
+    import asyncio
+    from dataclasses import replace
+
+    from server.campaigns.spec import Campaign, CampaignSpec, Variant
+    spec = CampaignSpec(campaign_id="clean", variants=(Variant("a"), Variant("b"))).validated()
+    await asyncio.to_thread(tailor_server.campaigns.repo.create, Campaign(
+        replace(spec, campaign_id="old\u200b"), created_at=time.time(), updated_at=time.time()),
+        spec.new_state())
+    events = [_event("unsubscribe", "bo", channel=c) for c in ("email", "sms")]
+    events[0].campaign_id, events[1].campaign_id = "never\u202e", "old\u200b"
+    reply = await stubs[1].TrackEvents(ppb.TrackEventsRequest(events=events))
+    assert [(r.index, r.reason) for r in reply.rejected] == [
+        (0, "campaign_id contains a bidirectional control character (U+202E) (taken only for a "
+            "campaign stored before such ids were refused: none is)")]
+    assert reply.accepted == 1
+    export = await tailor_server.profiles.export_user("bo")
+    assert [ppb.Event.FromString(raw).campaign_id for raw in export.profile.events] == ["old\u200b"]
