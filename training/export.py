@@ -9,9 +9,10 @@ and purchases) goes to ``impressions.jsonl`` beside it, one JSON object per impr
 (`IMPRESSION_FIELDS`, docs/impressions.md).
 
 An event whose item id holds a character no id may hold now (`contract.ids`: a C1 or
-bidirectional control, U+2028, U+2029, U+FEFF, tracked before they were refused and kept for the
-retention window) is left out and counted: `train` refuses an item id the server cannot name
-(the server refuses a bundle holding one), so it would refuse the whole file for it."""
+bidirectional control, U+2028, U+2029, a format character (Unicode Cf: U+FEFF, U+200B, U+00AD,
+...), tracked before they were refused and kept for the retention window) is left out and
+counted: `train` refuses an item id the server cannot name (the server refuses a bundle
+holding one), so it would refuse the whole file for it."""
 from __future__ import annotations
 
 import csv

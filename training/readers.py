@@ -38,7 +38,8 @@ ITEM_ID_BYTES = 128
 """The longest item id (UTF-8 bytes) the server's API takes by default (`Limits.id_bytes`); a
 server run with another ``TAILOR_LIMITS__ID_BYTES`` is followed when it is set here too. A
 bundle holding a longer id, or one with a character no id may hold (`contract.ids`: a C0 or C1
-control, a bidirectional control, U+2028, U+2029, U+FEFF), is refused at push (RemoveItems and
+control, a bidirectional control, U+2028, U+2029, a format character: Unicode Cf, U+FEFF,
+U+200B, U+00AD, ...), is refused at push (RemoveItems and
 TrackEvents could never name the item), so the readers refuse it first."""
 _ID_CONTROL = f"[{ID_CONTROL_RE2}]"
 """An id holding a character no id may (`contract.ids`, RE2)."""
