@@ -144,12 +144,14 @@ class PublicHttp:
                 logger.info("unsubscribe link of an erased user (%s): nothing left to opt out",
                             user_ref(user))
                 continue
-            logger.info("unsubscribed %s from %s (campaign %s)", user_ref(user), target.channel,
+            # %r: a campaign id stored before C1, bidi and format characters were refused in
+            # ids may hold one; repr escapes it (as error messages show ids)
+            logger.info("unsubscribed %s from %s (campaign %r)", user_ref(user), target.channel,
                         target.campaign_id)
         if tokens:
             done = await self.consent.set_unnamed_consents(
                 tokens, target.channel, False, source, self.addresses[target.channel].still_indexed)
-            logger.info("unsubscribed %d unnamed profiles from %s (campaign %s)", len(done),
+            logger.info("unsubscribed %d unnamed profiles from %s (campaign %r)", len(done),
                         target.channel, target.campaign_id)
         return _html(done_page(target.channel))
 
