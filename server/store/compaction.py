@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import FailedPrecondition
 from .errors import out_of_space
+from .growth import drop_cached
 from .lmdb_store import open_env
 from .lock import check_restore_finished, lock_data_dir
 
@@ -71,7 +72,8 @@ def rewrite_records(store: Path, fresh: Path, map_size: int) -> None:
     data.mdb holds the live records and no byte of a deleted one. `map_size`: room for them
     (the old file's size is enough). A disk with less room than the old file is an ENOSPC
     OSError before anything is written: LMDB reports a full disk at a commit as an I/O error
-    (EIO), which says nothing of the cause."""
+    (EIO), which says nothing of the cause. The written file is dropped from the page cache,
+    so the server that opens it next caches its pages one a folio (`growth.drop_cached`)."""
     need = (store / "data.mdb").stat().st_size  # the live records take at most as much
     if shutil.disk_usage(fresh).free < need:
         raise OSError(errno.ENOSPC, f"{need} bytes are needed to rewrite the store's live "
@@ -89,6 +91,7 @@ def rewrite_records(store: Path, fresh: Path, map_size: int) -> None:
             dst.close()
     finally:
         src.close()
+    drop_cached(fresh / "data.mdb")  # synced, and unmapped now (`growth.drop_cached`)
 
 
 def _copy_table(read, src_db, dst, dst_db) -> None:

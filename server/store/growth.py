@@ -49,7 +49,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["GrowthFill"]
+__all__ = ["GrowthFill", "drop_cached"]
 
 logger = logging.getLogger("tailor.store")
 
@@ -80,6 +80,26 @@ def _libc_sync_file_range():
 
 
 _SYNC_FILE_RANGE = _libc_sync_file_range() if sys.platform.startswith("linux") else None
+
+
+def drop_cached(path: Path) -> None:
+    """Drop the file `path`, written in runs, synced and mapped by nobody (a compaction's fresh
+    `data.mdb`, `compaction.rewrite_records`), from the page cache: cached in the folios its
+    writes made, it had the first server to open it write back a whole folio for each page a
+    commit rewrote (measured after a compaction: 249 KiB to storage a one-record commit, 12.4
+    times what LMDB wrote; 33.7 KiB with the file dropped), until those pages left the cache.
+    The store's random-access map then reads what it needs a page a folio (as after a reboot).
+    The kernel drops clean pages only. It only saves work: not where the call does not exist,
+    and a refusal is ignored."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError as err:
+        logger.info("could not drop %s from the page cache: %s", path, err)
+    finally:
+        os.close(fd)
 
 
 class GrowthFill:
