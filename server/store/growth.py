@@ -40,6 +40,10 @@ past `last_pgno` (measured: an aborted transaction of 300,000 puts left a 1.2 GB
 `last_pgno` 1); so does a commit cut short by a full disk, and another process's store writes.
 So a fill writes back and drops its region before reading it, and a new `GrowthFill` (an open)
 starts from the last page in use.
+
+A data file written whole outside a server (a compaction's rewrite, a restore's extraction) is
+dropped from the cache once synced (`drop_cached`), so the server that opens it next caches it
+a page a folio too.
 """
 from __future__ import annotations
 
