@@ -97,13 +97,14 @@ def drop_cached(path: Path) -> None:
     and a refusal is ignored."""
     if not hasattr(os, "posix_fadvise"):
         return
-    fd = os.open(path, os.O_RDONLY)
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
     except OSError as err:
         logger.info("could not drop %s from the page cache: %s", path, err)
-    finally:
-        os.close(fd)
 
 
 class GrowthFill:
