@@ -262,7 +262,7 @@ def _restore(args) -> None:
               file=sys.stderr)
     if manifest["erase_again"]:  # what the operator must do: not only in the JSON
         print(f"restore: {manifest['erase_again']}", file=sys.stderr)
-    for line in left_behind(manifest):
+    for line in left_behind(manifest, keyring_given=master is not None):
         print(f"restore: {line}", file=sys.stderr)
 
 

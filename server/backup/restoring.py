@@ -68,7 +68,7 @@ def restore(archive: Path, data_dir: Path, force: bool = False,
                     "unreadable" if (replaced / "data.mdb").exists() else "none"))
             manifest.update(erase_carried(staging, carried, erasure, master))
             manifest["erase_again"] = erase_again(
-                manifest["erasures_not_linked"], unknown == "unreadable", manifest)
+                manifest["erasures_not_linked"], unknown == "unreadable", manifest, bool(master))
         except BaseException as err:  # nothing replaced yet: the data dir is as it was
             shutil.rmtree(staging, ignore_errors=True)
             if out_of_space(err):  # not the backup's fault: said so, not "cannot be read"

@@ -6,15 +6,25 @@ import time
 
 __all__ = ["erase_again", "left_behind"]
 
+_NO_KEYRING = "(no 'encryption' keyring in --secrets-dir)"
+_WITH_THE_KEYRING = ("with the 'encryption' keyring in --secrets-dir (it did not open them: not "
+                     "the keyring their data keys were wrapped under, such as another "
+                     "deployment's or one whose older keys were dropped since the backup; or "
+                     "records a seal cut short had not sealed yet, which it does not read)")
+"""Why sealed records were not read, without a keyring and with one given (`_unread`,
+`left_behind`): a second restore with the same keyring would read none of them either."""
 
-def erase_again(unlinked: int | None, replaced: bool, manifest: dict) -> str | None:
+
+def erase_again(unlinked: int | None, replaced: bool, manifest: dict,
+                keyring_given: bool = False) -> str | None:
     """What the operator must do about what the restore could not erase again, from the counts
     of `manifest` (the backup's, with the re-erasure's): first, the sealed records it could not
-    read without the `encryption` keyring (`_unread`: running the restore again undoes any
-    DeleteProfile made before it), then the DeleteProfile replay from the store snapshot for
-    the users whose records or impressions are back (`_replay`); None when there is nothing
-    to do."""
-    todo = [item for item in (_unread(manifest), _replay(unlinked, replaced, manifest)) if item]
+    read without the `encryption` keyring, or with the one given (`keyring_given`), which
+    lacked their key (`_unread`: running the restore again undoes any DeleteProfile made
+    before it), then the DeleteProfile replay from the store snapshot for the users whose
+    records or impressions are back (`_replay`); None when there is nothing to do."""
+    todo = [item for item in (_unread(manifest, keyring_given),
+                              _replay(unlinked, replaced, manifest)) if item]
     return ". Then: ".join(todo) or None
 
 
@@ -50,27 +60,34 @@ def _replay(unlinked: int | None, replaced: bool, manifest: dict) -> str | None:
             "back answers records_deleted 0")
 
 
-def _unread(manifest: dict) -> str | None:
-    """What to do about the re-erased users' sealed records the restore could not read (no
-    `encryption` keyring): their pending decisions (`pending_not_corrected`) and send records
-    (`send_states_unread`); None when it read them all."""
+def _unread(manifest: dict, keyring_given: bool) -> str | None:
+    """What to do about the re-erased users' sealed records the restore could not read: their
+    pending decisions (`pending_not_corrected`) and send records (`send_states_unread`); None
+    when it read them all. Run again with a keyring that opens them: not the one given
+    (`keyring_given`), which would read none of them again."""
     parts = [f"{manifest[name]} {what}" for name, what in (
         ("pending_not_corrected", "pending decision(s)"), ("send_states_unread", "send record(s)"))
         if manifest.get(name)]
     if not parts:
         return None
-    return (f"{' and '.join(parts)} of the users erased again could not be read (no 'encryption' "
-            "keyring in --secrets-dir), so their campaigns' pending counters still count them and "
-            "their SendCampaign jobs do not count them suppressed 'erased': before serving, run "
-            "this restore again with --force and a --secrets-dir that holds the 'encryption' "
-            "keyring")
+    why, then = ((_WITH_THE_KEYRING, "if that keyring is not the one their data keys were "
+                  "wrapped under when the backup was taken, run this restore again with --force "
+                  "and a --secrets-dir whose 'encryption' keyring holds the keys of that time")
+                 if keyring_given else
+                 (_NO_KEYRING, "run this restore again with --force and a --secrets-dir that "
+                  "holds the 'encryption' keyring"))
+    return (f"{' and '.join(parts)} of the users erased again could not be read {why}, so their "
+            "campaigns' pending counters still count them and their SendCampaign jobs do not "
+            f"count them suppressed 'erased': before serving, {then}")
 
 
-def left_behind(manifest: dict) -> list[str]:
+def left_behind(manifest: dict, keyring_given: bool = False) -> list[str]:
     """What a restore's re-erasure could not reach, a line each for the operator (counts only,
     no user; each also in the JSON): impressions of tombstones that keep nothing that finds
     them (`impressions_not_linked`), and the re-erased users' records it could not open
-    without the `encryption` keyring (`pending_not_corrected`, `send_states_unread`)."""
+    without the `encryption` keyring, or with the one given (`keyring_given`)
+    (`pending_not_corrected`, `send_states_unread`)."""
+    why = _WITH_THE_KEYRING if keyring_given else _NO_KEYRING
     lines = []
     if manifest.get("impressions_not_linked"):
         lines.append(f"{manifest['impressions_not_linked']} tombstone(s) found none of their "
@@ -79,12 +96,12 @@ def left_behind(manifest: dict) -> list[str]:
                      "drops them, unless DeleteProfile is called for those users again")
     if manifest.get("pending_not_corrected"):
         lines.append(f"{manifest['pending_not_corrected']} pending decision(s) of re-erased "
-                     "users could not be read (no 'encryption' keyring in --secrets-dir): their "
-                     "campaigns' pending counters still count them")
+                     f"users could not be read {why}: their campaigns' pending counters still "
+                     "count them")
     if manifest.get("send_states_unread"):
         lines.append(f"{manifest['send_states_unread']} send record(s) of re-erased users "
-                     "could not be read (no 'encryption' keyring in --secrets-dir): their "
-                     "SendCampaign jobs do not count them suppressed 'erased'")
+                     f"could not be read {why}: their SendCampaign jobs do not count them "
+                     "suppressed 'erased'")
     return lines
 
 

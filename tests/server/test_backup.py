@@ -417,7 +417,10 @@ def test_a_restore_without_the_encryption_key_says_to_run_it_again_with_it(serve
     """Without the `encryption` keyring the restore cannot read alice's sealed pending
     decision, and her campaign's pending counter kept counting it with `erase_again` null. Its
     to-do list now says to run the restore again with the keyring, before serving: the live
-    store then holds the carried tombstones, and the run corrects the counter."""
+    store then holds the carried tombstones, and the run corrects the counter. Given a keyring
+    that does not open the record (another deployment's), it said there was none and to run
+    it again with one, which read nothing again: it now says the keyring given lacks the key."""
+    from server.security.secrets import Keyring
     from server.store.backup import read_value
     from server.store.keys import count_key
     data, out = tmp_path / "data", tmp_path / "tailor.tar"
@@ -431,6 +434,17 @@ def test_a_restore_without_the_encryption_key_says_to_run_it_again_with_it(serve
     assert first["erase_again"].startswith("1 pending decision(s) of the users erased again could "
                                            "not be read")
     assert json.loads(read_value(data / "store", "bandit", count_key("spring")))["pending"] == 1
+    other = tmp_path / "another-encryption"  # a keyring, but not the one her data key is under
+    shutil.copytree(data.parent / "secrets", other)
+    (other / "encryption.keys").write_text(Keyring.generate("encryption").text())
+    (other / "encryption.keys").chmod(0o600)
+    wrong = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
+                       "--force", "--secrets-dir", str(other))
+    told = json.loads(wrong.stdout)["erase_again"]
+    assert "no 'encryption' keyring" not in told and "no 'encryption' keyring" not in wrong.stderr
+    assert told.startswith("1 pending decision(s) of the users erased again could not be read "
+                           "with the 'encryption' keyring in --secrets-dir")
+    assert "and a --secrets-dir whose 'encryption' keyring holds the keys of that time" in told
     again = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
                                   "--force", "--secrets-dir", str(data.parent / "secrets")).stdout)
     assert (again["erased_again"], again["pending_corrected"], again["erase_again"]) == (2, 1, None)
