@@ -113,7 +113,8 @@ def test_a_copy_whose_keys_hold_raw_ids_loses_what_is_found_without_a_token(tmp_
     for nothing: alice's plaintext send record and dead letter (found by her tombstone's hash of
     her id) and her impressions (keyed by the `user-id` ring's hash, found by `impressions_by`)
     stayed, though neither needs a token. They now go, her job counts her suppressed `erased`,
-    her records keyed by raw id are counted not linked, as before; carol's stay."""
+    her records keyed by raw id are counted not linked, as before; carol's stay, and so do those
+    of `alicea`, whose id starts with hers (nothing is matched by a prefix of a raw id)."""
     import json
 
     from server.backup.erasures import erase_carried
@@ -127,16 +128,23 @@ def test_a_copy_whose_keys_hold_raw_ids_loses_what_is_found_without_a_token(tmp_
     _store(path)
     erasure, ids = Keyring.generate("erasure"), Keyring.generate("user-id")
     shown = {keys.impression_key(keys.impression_user_prefix(
-        ids.kid, user_hash(ids.key, user, cached=False)), 1000.0, "r1"): user for user in ("alice", "carol")}
+        ids.kid, user_hash(ids.key, user, cached=False)), 1000.0, "r1"): user
+        for user in ("alice", "carol", "alicea")}
     sends = {keys.send_job_key("big"): _job(), keys.send_user_key("big", 0): Recipient(0, "alice").encode(),
              keys.send_user_key("big", 1): Recipient(1, "carol").encode(),
+             keys.send_user_key("big", 2): Recipient(2, "alicea").encode(),
              keys.dead_letter_key("0003.a"): DeadLetter("email", "spring", "d1", "alice",
-                                                        "alice@example.com", "Hi Alice").encode()}
+                                                        "alice@example.com", "Hi Alice").encode(),
+             keys.dead_letter_key("0004.a"): DeadLetter("email", "spring", "d2", "alicea",
+                                                        "alicea@example.com", "Hi").encode()}
+    raw = [user.encode() + keys.SEP + b"%016d" % 1000 + keys.SEP + b"e1" for user in ("alice", "alicea")]
     store = Store(path, sync=False)
 
     def fill(txn):
         for key, stored in [*((k, b"impression") for k in shown), *sends.items()]:
             store.raw_table("impressions" if key in shown else "sends").put(txn, key, stored)
+        for key in raw:  # as a copy of key version 1 holds them: keyed by the raw id
+            store.raw_table("events").put(txn, key, b"event")
         Tombstones(store, erasure, impressions=ids).erase_user(txn, "alice")
     store.write(fill)
     with store.read() as txn:
@@ -145,10 +153,13 @@ def test_a_copy_whose_keys_hold_raw_ids_loses_what_is_found_without_a_token(tmp_
     store.close()
     _stamp(path, None)
     reply = erase_carried(tmp_path, carried, erasure.keys)
-    left = {table: dict(read_prefix(path, table, b"")) for table in ("impressions", "sends")}
-    assert set(left["impressions"]) == {k for k, user in shown.items() if user == "carol"}
-    assert not any(b"alice" in stored for stored in left["sends"].values())
-    assert keys.send_user_key("big", 1) in left["sends"]
+    left = {table: dict(read_prefix(path, table, b"")) for table in ("impressions", "sends", "events")}
+    assert set(left["impressions"]) == {k for k, user in shown.items() if user != "alice"}
+    assert not any(b'"alice"' in stored or b"alice@" in stored for stored in left["sends"].values())
+    assert not {keys.send_user_key("big", 0), keys.dead_letter_key("0003.a")} & set(left["sends"])
+    assert {keys.send_user_key("big", 1), keys.send_user_key("big", 2),
+            keys.dead_letter_key("0004.a")} <= set(left["sends"])
+    assert set(raw) <= set(left["events"])  # not linked: left for the DeleteProfile replay
     assert json.loads(left["sends"][keys.send_job_key("big")])["suppressed"] == {"erased": 1}
     assert (reply["impressions_erased_again"], reply["sends_erased_again"]) == (1, 2)
     assert (reply["erased_again"], reply["erasures_not_linked"], reply["impressions_not_linked"]) \
