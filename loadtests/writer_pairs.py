@@ -1,0 +1,145 @@
+"""Two trees' decision writers compared commit by commit: what `bench_decision_log --paired`
+prints.
+
+Separate runs of the same writer code spread +-15% in CPU a transaction on a shared machine
+(docs/performance.md, stop 61), more than the few percent a change to the writer moves it. Here
+the two trees' writers run at once, each in a child process of its own (PYTHONPATH=that tree:
+two `server` packages cannot share one process), each on a new store warmed alike
+(`bench_decision_log.paired_child`), and take one transaction each in turn, one process at a
+time (A B B A ..., so neither always follows the other). Each child reports its transaction's
+thread CPU (`CLOCK_THREAD_CPUTIME_ID`): a noisy stretch of the machine lands on both commits of
+a pair, and the difference of means over pairs, with its interval from resampling pairs
+(`scipy.stats.bootstrap`, paired, percentile), resolves a few percent.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["PairedCost", "paired_cost", "commit_pairs", "report"]
+
+BENCH = Path(__file__).with_name("bench_decision_log.py")
+"""The child's code, this tree's, run with the other tree's `server` (that tree may not have
+this bench, or an older one)."""
+CHILD = ("import runpy, sys; runpy.run_path(sys.argv[1])['paired_child']"
+         "(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))")
+
+
+@dataclass(frozen=True)
+class PairedCost:
+    """CPU a transaction (us) of B and A, and B - A with its interval, over `pairs` pairs."""
+
+    pairs: int
+    mean_us: tuple[float, float]
+    median_us: tuple[float, float]
+    cheaper: tuple[float, float]
+    """The share of pairs where B's transaction took less CPU than A's, and where A's did."""
+    diff_us: float
+    """mean(B) - mean(A)."""
+    ci_us: tuple[float, float]
+    relative: float
+    """mean(B) / mean(A) - 1."""
+    ci_relative: tuple[float, float]
+    confidence: float
+
+
+def _interval(statistic, b: np.ndarray, a: np.ndarray, confidence: float, resamples: int,
+              seed: int) -> tuple[float, float]:
+    res = stats.bootstrap((b, a), statistic, paired=True, vectorized=True, method="percentile",
+                          n_resamples=resamples, confidence_level=confidence,
+                          random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def paired_cost(b: np.ndarray, a: np.ndarray, *, confidence: float = 0.95,
+                resamples: int = 9999, seed: int = 0) -> PairedCost:
+    """B against A from the CPU (us) of their transactions, b[i] and a[i] the two of pair i."""
+    b, a = np.asarray(b, dtype=float), np.asarray(a, dtype=float)
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"need two or more pairs of equal count, got {len(b)} and {len(a)}")
+    diff = lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis)  # noqa: E731
+    ratio = lambda x, y, axis: np.mean(x, axis=axis) / np.mean(y, axis=axis) - 1  # noqa: E731
+    return PairedCost(
+        len(a), (float(b.mean()), float(a.mean())), (float(np.median(b)), float(np.median(a))),
+        (float(np.mean(b < a)), float(np.mean(a < b))), float(b.mean() - a.mean()),
+        _interval(diff, b, a, confidence, resamples, seed), float(b.mean() / a.mean() - 1),
+        _interval(ratio, b, a, confidence, resamples, seed), confidence)
+
+
+def _child(src: Path, mode: str, batch: int, warm: int) -> subprocess.Popen:
+    src = Path(src).resolve()
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(BENCH), mode, str(batch), str(warm)],
+                            cwd=src, env={**os.environ, "PYTHONPATH": str(src)}, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
+def _reply(child: subprocess.Popen, src: Path) -> str:
+    line = child.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the writer of {src} ended (exit status {child.wait()}); its "
+                           "error is above")
+    return line.strip()
+
+
+def commit_pairs(b_src: Path, a_src: Path, mode: str, batch: int, pairs: int, warm: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The thread CPU (us) of `pairs` transactions of `batch` decisions each of the writers
+    of trees B and A, taken in turn (`bench_decision_log.paired_child`, after `warm`
+    transactions each); both children are stopped and their stores removed however it ends."""
+    srcs = (b_src, a_src)
+    children = [_child(src, mode, batch, warm) for src in srcs]
+    try:
+        for child, src in zip(children, srcs):
+            if _reply(child, src) != "ready":
+                raise RuntimeError(f"the writer of {src} did not start")
+        cpu = np.zeros((2, pairs))
+        for k in range(pairs):
+            for j in ((0, 1) if k % 2 else (1, 0)):
+                children[j].stdin.write("go\n")
+                children[j].stdin.flush()
+                cpu[j, k] = _ns(_reply(children[j], srcs[j]), srcs[j]) / 1e3
+        return cpu[0], cpu[1]
+    finally:
+        for child in children:
+            _stop(child)
+
+
+def _ns(line: str, src: Path) -> int:
+    try:
+        return int(line)
+    except ValueError:
+        raise RuntimeError(f"the writer of {src} wrote {line[:200]!r}, not a transaction's "
+                           "CPU") from None
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """End of stdin: the child closes its store and removes it."""
+    try:
+        child.stdin.close()
+    except OSError:  # it had already ended
+        pass
+    try:
+        child.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    child.stdout.close()
+
+
+def report(cost: PairedCost, labels: tuple[str, str]) -> list[str]:
+    """The lines `bench_decision_log --paired` prints for B and A (`labels`)."""
+    width = max(map(len, labels))
+    rows = [f"  {label:{width}s}: mean {mean:7.1f} us CPU a transaction, median {median:7.1f}; "
+            f"cheaper in {100 * share:5.1f}% of pairs"
+            for label, mean, median, share in zip(labels, cost.mean_us, cost.median_us,
+                                                  cost.cheaper)]
+    (low, high), (rel_low, rel_high) = cost.ci_us, cost.ci_relative
+    return rows + [f"  {labels[0]} - {labels[1]}: {cost.diff_us:+.1f} us [{low:+.1f}, {high:+.1f}],"
+                   f" {100 * cost.relative:+.1f}% [{100 * rel_low:+.1f}, {100 * rel_high:+.1f}]"
+                   f" ({100 * cost.confidence:g}% bootstrap interval over {cost.pairs} pairs)"]
