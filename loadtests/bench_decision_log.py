@@ -276,18 +276,25 @@ def _check_paired(p: argparse.ArgumentParser, args) -> None:
 
 def _paired(args) -> int:
     """`--paired`: each round, each batch size, this tree (B) against the other (A)."""
-    from .writer_pairs import commit_pairs, paired_cost, report
+    from .writer_pairs import across_rounds, commit_pairs, paired_cost, report
     this = Path(__file__).resolve().parents[1]
     other = args.server_src or this
     print(f"this tree: {this}; before: {other}", flush=True)
+    relatives = {batch: [] for batch in args.batch}
     for r in range(1, args.rounds + 1):
         for batch in args.batch:
             load = os.getloadavg()[0]
             b, a = commit_pairs(this, other, args.mode, batch, args.pairs, args.warm)
             cost = paired_cost(b, a, confidence=args.confidence)
+            relatives[batch].append(cost.relative)
             print(f"round {r} {args.mode} x{batch}, {args.pairs} pairs (load average {load:.1f}"
                   f" -> {os.getloadavg()[0]:.1f}):", *report(cost, ("this tree", "before")),
                   sep="\n", flush=True)
+    for batch, xs in relatives.items() if args.rounds > 1 else ():
+        mean, (low, high) = across_rounds(xs, args.confidence)
+        print(f"{args.mode} x{batch} over {args.rounds} rounds: this tree - before "
+              f"{100 * mean:+.1f}% [{100 * low:+.1f}, {100 * high:+.1f}] ({100 * args.confidence:g}%"
+              " t interval over rounds, each on new stores: the figure to quote)", flush=True)
     return 0
 
 

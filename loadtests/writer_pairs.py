@@ -10,6 +10,13 @@ time (A B B A ..., so neither always follows the other). Each child reports its 
 thread CPU (`CLOCK_THREAD_CPUTIME_ID`): a noisy stretch of the machine lands on both commits of
 a pair, and the difference of means over pairs, with its interval from resampling pairs
 (`scipy.stats.bootstrap`, paired, percentile), resolves a few percent.
+
+That interval holds what varies from pair to pair, not what stays the same for a run's two
+processes and stores (their memory layout, hash seeds, where LMDB put their pages): runs of a
+tree against itself gave -0.4 to +1.5% (one of four intervals left 0 out), and two rounds of
+the same two trees +4.3% and +1.5% with intervals apart. Each round starts new children on
+new stores, so `across_rounds` gives the difference over rounds with a t interval: the figure
+to quote.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-__all__ = ["PairedCost", "paired_cost", "commit_pairs", "report"]
+__all__ = ["PairedCost", "paired_cost", "commit_pairs", "report", "across_rounds"]
 
 BENCH = Path(__file__).with_name("bench_decision_log.py")
 """The child's code, this tree's, run with the other tree's `server` (that tree may not have
@@ -143,3 +150,18 @@ def report(cost: PairedCost, labels: tuple[str, str]) -> list[str]:
     return rows + [f"  {labels[0]} - {labels[1]}: {cost.diff_us:+.1f} us [{low:+.1f}, {high:+.1f}],"
                    f" {100 * cost.relative:+.1f}% [{100 * rel_low:+.1f}, {100 * rel_high:+.1f}]"
                    f" ({100 * cost.confidence:g}% bootstrap interval over {cost.pairs} pairs)"]
+
+
+def across_rounds(relatives: list[float], confidence: float = 0.95
+                  ) -> tuple[float, tuple[float, float]]:
+    """The mean of rounds' relative differences (`PairedCost.relative`) and its t interval
+    over rounds: each round's children and stores are new, so their spread holds what a
+    round's own interval leaves out (see the module's docstring). Two rounds or more."""
+    x = np.asarray(relatives, dtype=float)
+    if len(x) < 2:
+        raise ValueError(f"need two or more rounds, got {len(x)}")
+    mean, sem = float(x.mean()), float(stats.sem(x))
+    if sem == 0:
+        return mean, (mean, mean)
+    low, high = stats.t.interval(confidence, len(x) - 1, loc=mean, scale=sem)
+    return mean, (float(low), float(high))

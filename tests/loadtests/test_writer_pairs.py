@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from loadtests.writer_pairs import paired_cost
+from loadtests.writer_pairs import across_rounds, paired_cost
 from tests.conftest import ROOT, run_module
 
 
@@ -37,6 +37,16 @@ def test_drift_shared_by_both_of_a_pair_leaves_a_3_percent_change_resolved():
 def test_pairs_of_unequal_count_are_refused():
     with pytest.raises(ValueError, match="equal count"):
         paired_cost(np.ones(5), np.ones(4))
+
+
+def test_rounds_are_summed_up_with_a_t_interval_over_rounds():
+    # three rounds at +1, +2, +3%: mean +2%, standard error 0.577%, t(0.975, 2 df) = 4.303
+    mean, (low, high) = across_rounds([0.01, 0.02, 0.03])
+    assert abs(mean - 0.02) < 1e-12
+    assert abs(low - (0.02 - 4.303 * 0.005774)) < 1e-4 and abs(high - (0.02 + 4.303 * 0.005774)) < 1e-4
+    assert across_rounds([0.01, 0.01]) == (0.01, (0.01, 0.01))
+    with pytest.raises(ValueError, match="two or more rounds"):
+        across_rounds([0.01])
 
 
 LINE = re.compile(r"  (this tree|before   ): mean +([\d.]+) us CPU a transaction, median +([\d.]+); "
