@@ -280,18 +280,19 @@ def _paired(args) -> int:
     this = Path(__file__).resolve().parents[1]
     other = args.server_src or this
     print(f"this tree: {this}; before: {other}", flush=True)
-    relatives = {batch: [] for batch in args.batch}
+    rounds = {batch: ([], []) for batch in args.batch}
     for r in range(1, args.rounds + 1):
         for batch in args.batch:
             load = os.getloadavg()[0]
             b, a = commit_pairs(this, other, args.mode, batch, args.pairs, args.warm)
             cost = paired_cost(b, a, confidence=args.confidence)
-            relatives[batch].append(cost.relative)
+            rounds[batch][0].append(cost.relative)
+            rounds[batch][1].append(cost.se_relative)
             print(f"round {r} {args.mode} x{batch}, {args.pairs} pairs (load average {load:.1f}"
                   f" -> {os.getloadavg()[0]:.1f}):", *report(cost, ("this tree", "before")),
                   sep="\n", flush=True)
-    for batch, xs in relatives.items() if args.rounds > 1 else ():
-        mean, (low, high) = across_rounds(xs, args.confidence)
+    for batch, (xs, errors) in rounds.items() if args.rounds > 1 else ():
+        mean, (low, high) = across_rounds(xs, errors, args.confidence)
         print(f"{args.mode} x{batch} over {args.rounds} rounds: this tree - before "
               f"{100 * mean:+.1f}% [{100 * low:+.1f}, {100 * high:+.1f}] ({100 * args.confidence:g}%"
               " t interval over rounds, each on new stores: the figure to quote)", flush=True)

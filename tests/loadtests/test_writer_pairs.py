@@ -40,13 +40,22 @@ def test_pairs_of_unequal_count_are_refused():
 
 
 def test_rounds_are_summed_up_with_a_t_interval_over_rounds():
-    # three rounds at +1, +2, +3%: mean +2%, standard error 0.577%, t(0.975, 2 df) = 4.303
-    mean, (low, high) = across_rounds([0.01, 0.02, 0.03])
+    # three rounds at +1, +2, +3%, each known to 0.1%: mean +2%, standard error 0.577%,
+    # t(0.975, 2 df) = 4.303
+    mean, (low, high) = across_rounds([0.01, 0.02, 0.03], [0.001] * 3)
     assert abs(mean - 0.02) < 1e-12
     assert abs(low - (0.02 - 4.303 * 0.005774)) < 1e-4 and abs(high - (0.02 + 4.303 * 0.005774)) < 1e-4
-    assert across_rounds([0.01, 0.01]) == (0.01, (0.01, 0.01))
+    assert across_rounds([0.01, 0.01], [0, 0]) == (0.01, (0.01, 0.01))
     with pytest.raises(ValueError, match="two or more rounds"):
-        across_rounds([0.01])
+        across_rounds([0.01], [0.001])
+
+
+def test_rounds_that_agree_by_chance_keep_their_own_error():
+    # two rounds of few pairs, -2.6 and -2.8% each +-2.7% (standard error): their spread says
+    # 0.1%, their own errors 2.7%; the interval is the wider one's and holds 0
+    mean, (low, high) = across_rounds([-0.026, -0.028], [0.027, 0.027])
+    assert abs(mean + 0.027) < 1e-12
+    assert abs(high - (-0.027 + 12.706 * 0.027 / 2 ** 0.5)) < 1e-4 and low < 0 < high
 
 
 LINE = re.compile(r"  (this tree|before   ): mean +([\d.]+) us CPU a transaction, median +([\d.]+); "
