@@ -16,6 +16,12 @@ email and sms, whose messages carry an opt-out (a one-click link, STOP), `none` 
 an opt-out the server answered "you will receive no more" must stop them, `need_of`);
 `transactional` (receipts, password resets) needs no marketing consent, and is refused only
 where the user opted out of transactional messages on that channel explicitly.
+
+Sources: a change's `source` says where it came from, as its writer names it. The server's own
+SMS STOP handling writes two kinds (`STOP_SOURCES`: a reply's `sms reply STOP`, a carrier's
+`sms carrier STOP (21610)`, `server.messages.stops`) and matches on them later: a START reopens
+what they closed and nothing else (`by_stop`). No client may write them (SetConsent refuses
+them: `reserved_source`), or an opt-out it recorded would read as one a START may reopen.
 """
 from __future__ import annotations
 
@@ -23,13 +29,33 @@ from collections.abc import Mapping
 
 __all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "OPT_OUT_CHANNELS",
            "need_of", "consent_reason", "consent_entry", "reopens", "opted_in_since", "record_consent",
-           "current_consents"]
+           "current_consents", "REPLY_SOURCE", "CARRIER_SOURCE", "STOP_SOURCES", "by_stop",
+           "reserved_source"]
 
 MARKETING, TRANSACTIONAL = "marketing", "transactional"
 PURPOSES = (MARKETING, TRANSACTIONAL)
 NO_CONSENT = "no_consent"
 OPT_OUT_CHANNELS = frozenset({"email", "sms"})
 """Channels whose messages carry an opt-out (one-click link, STOP reply): one is always read."""
+REPLY_SOURCE = "sms reply "
+"""The start of an SMS reply's consent source (`sms reply STOP`, `sms reply START`)."""
+CARRIER_SOURCE = "sms carrier STOP (21610)"
+"""The consent source of a provider's refusal saying the carrier blocks the number."""
+STOP_SOURCES = (REPLY_SOURCE, CARRIER_SOURCE)
+"""The starts of the sources only the server's STOP handling writes (`by_stop`)."""
+
+
+def by_stop(source: str) -> bool:
+    """Whether a change of `source` came from the server's STOP handling (an SMS reply, a
+    carrier's 21610): an opt-out a START may reopen, where one of any other source (SetConsent,
+    an unsubscribe event or link) is the user's or operator's withdrawal, which it never may."""
+    return str(source).startswith(STOP_SOURCES)
+
+
+def reserved_source(source: str) -> str | None:
+    """The start of `STOP_SOURCES` that `source` has (None: none), so a client's change may not
+    name it: its opt-out would read as a STOP's, and a START reopen it."""
+    return next((s for s in STOP_SOURCES if source.startswith(s)), None)
 
 
 def need_of(defaults: Mapping[str, str], channel: str) -> str:

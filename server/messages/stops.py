@@ -30,7 +30,16 @@ import logging
 from collections.abc import Mapping
 
 from ..config import DEFAULT_CONSENT
-from ..contact.consent import PURPOSES, TRANSACTIONAL, consent_entry, consent_reason, reopens
+from ..contact.consent import (
+    CARRIER_SOURCE,
+    PURPOSES,
+    REPLY_SOURCE,
+    TRANSACTIONAL,
+    by_stop,
+    consent_entry,
+    consent_reason,
+    reopens,
+)
 from ..interfaces import ConsentWriter, ProfileMetas
 from ..security.userref import user_ref
 from .phones import PhoneIndex
@@ -39,10 +48,6 @@ __all__ = ["SmsStops", "CARRIER_SOURCE", "REPLY_SOURCE", "CHUNK", "stopped"]
 
 logger = logging.getLogger("tailor.messages")
 
-REPLY_SOURCE = "sms reply "
-"""The start of a reply's consent source (`sms reply STOP`)."""
-CARRIER_SOURCE = "sms carrier STOP (21610)"
-"""The consent source of a provider's refusal saying the carrier blocks the number."""
 CHUNK = 500
 """Profiles a change writes per write transaction (`SmsStops._write`)."""
 
@@ -51,8 +56,7 @@ def stopped(meta) -> bool:
     """Whether the SMS transactional texts are closed by a STOP (a reply, or the carrier's
     21610): what a START reopens. A transactional opt-out given elsewhere (SetConsent) is not."""
     entry = consent_entry(meta, "sms", TRANSACTIONAL)
-    return entry is not None and not entry.get("opted_in") and \
-        str(entry.get("source", "")).startswith((REPLY_SOURCE, CARRIER_SOURCE))
+    return entry is not None and not entry.get("opted_in") and by_stop(entry.get("source", ""))
 
 
 def _closed(meta, purpose: str) -> bool:

@@ -24,6 +24,7 @@ from ..contact.consent import (
     current_consents,
     opted_in_since,
     record_consent,
+    reserved_source,
 )
 from ..contact.quiet_hours import TIMEZONE, local_zone_of, zone
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, failure_level
@@ -456,8 +457,10 @@ class Profiles:
         bidirectional controls were refused too: an opt-out is never refused for the id's
         spelling (`check_stored_id`), but SetConsent's (not `existing`) is taken only for the
         profile stored under it, checked in the write, as by `upsert_attributes`: none is made
-        under such an id (INVALID_ARGUMENT)."""
+        under such an id (INVALID_ARGUMENT). A source the server's STOP handling writes
+        (`reserved_source`) is refused: a START would reopen what it closed."""
         _check_named(user_id, self.limits.id_bytes, existing or not opted_in)
+        _check_source(source)
         absent = None if existing else _if_absent(user_id, self.limits.id_bytes)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
         await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change",
@@ -914,6 +917,17 @@ def _check_named(user_id: str, id_bytes: int, existing: bool) -> None:
     bidirectional controls were refused must still be opted out (a STOP refused for it left
     every profile at the number opted in)."""
     (check_stored_id if existing else check_id)("user_id", user_id, id_bytes)
+
+
+def _check_source(source: str) -> None:
+    """InvalidArgument when a client's consent change names a source the server's SMS STOP
+    handling writes and matches on (`contact.consent.STOP_SOURCES`): an opt-out so named was
+    reopened by the next START from the number, as if a STOP had closed it."""
+    reserved = reserved_source(source)
+    if reserved is not None:
+        problem = (f"starts with {reserved!r}, reserved for the server's own SMS STOP handling "
+                   "(a START reopens what such a source closed): name where the change came from")
+        raise InvalidArgument("source", f"{shown(source)} {problem}", problem)
 
 
 _META_FIELDS = frozenset({"attributes", "consent", "consent_history", "created_at", "updated_at"})

@@ -128,3 +128,23 @@ async def test_an_unsubscribe_without_its_channel_is_refused_not_read_as_web(stu
     assert reply.rejected[0].reason.startswith("channel ")
     profile = await stub.GetProfile(pb.GetProfileRequest(user_id="kim"))
     assert [(c.channel, c.opted_in) for c in profile.consents] == [("email", True)]
+
+
+async def test_a_source_the_servers_stop_handling_writes_is_refused_naming_it(stub):
+    """SetConsent took `sms reply STOP` or the carrier's `sms carrier STOP (21610)` as any
+    source: a client's or operator's SMS opt-out so named was reopened by the next START from
+    the number, as if a STOP had closed it. Refused now, naming the source and why; nothing
+    is written. Sources that only mention them are taken."""
+    t0 = time.time() - 100
+    await stub.SetConsent(consent("lee", "sms", True, "signup", "transactional", t0))
+    for source in ("sms reply STOP", "sms reply START", "sms carrier STOP (21610)",
+                   "sms carrier STOP (21610) again"):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.SetConsent(consent("lee", "sms", False, source, "transactional", t0 + 1))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(f"source: {source[:16]!r}")
+        assert "reserved for the server's own SMS STOP handling" in err.value.details()
+    await stub.SetConsent(consent("lee", "sms", False, "support: sms reply STOP", "", t0 + 2))
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="lee"))
+    assert [(c.purpose, c.opted_in, c.source) for c in profile.consent_history] == [
+        ("transactional", True, "signup"), ("marketing", False, "support: sms reply STOP")]
