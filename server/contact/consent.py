@@ -5,7 +5,9 @@ A profile meta record (layout 2 of the `profile_meta` kind, `server.store.layout
     "consent":         {channel: {purpose: {"opted_in", "source", "timestamp"}}}
     "consent_history": [{"channel", "purpose", "opted_in", "source", "timestamp"}, ...]
 
-`consent` is the current state (the latest change by timestamp of each channel and purpose);
+`consent` is the current state of each channel and purpose (the latest change by timestamp; an
+opt-out whenever it arrives over an opt-in; a withdrawal by other means than a STOP over a
+STOP's opt-out, dated the later of the two: `record_consent`);
 `consent_history` every change in the order it arrived, oldest first, at most
 `Limits.consent_history` of them. Layout 1 kept `consent: {channel: {"opted_in", ...}}`, the
 marketing consent alone; `consent_reason` still reads it (a record passed in before migration).
@@ -18,10 +20,12 @@ an opt-out the server answered "you will receive no more" must stop them, `need_
 where the user opted out of transactional messages on that channel explicitly.
 
 Sources: a change's `source` says where it came from, as its writer names it. The server's own
-SMS STOP handling writes two kinds (`STOP_SOURCES`: a reply's `sms reply STOP`, a carrier's
-`sms carrier STOP (21610)`, `server.messages.stops`) and matches on them later: a START reopens
-what they closed and nothing else (`by_stop`). No client may write them (SetConsent refuses
-them: `reserved_source`), or an opt-out it recorded would read as one a START may reopen.
+SMS STOP handling writes three kinds (`STOP_SOURCES`: a reply's `sms reply STOP`, a carrier's
+`sms carrier STOP (21610)`, `server.messages.stops`, and its `unsubscribe event`) and matches
+on them later: a START reopens
+what they closed and nothing the user or operator withdrew by other means, whatever the
+changes' times (`closed_by_stop`). No client may write them (SetConsent refuses them:
+`reserved_source`), or an opt-out it recorded would read as one a START may reopen.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from collections.abc import Mapping
 __all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "OPT_OUT_CHANNELS",
            "need_of", "consent_reason", "consent_entry", "reopens", "opted_in_since", "record_consent",
            "current_consents", "REPLY_SOURCE", "CARRIER_SOURCE", "STOP_SOURCES", "by_stop",
-           "reserved_source"]
+           "reserved_source", "closed_by_stop", "EVENT_SOURCE"]
 
 MARKETING, TRANSACTIONAL = "marketing", "transactional"
 PURPOSES = (MARKETING, TRANSACTIONAL)
@@ -41,14 +45,20 @@ REPLY_SOURCE = "sms reply "
 """The start of an SMS reply's consent source (`sms reply STOP`, `sms reply START`)."""
 CARRIER_SOURCE = "sms carrier STOP (21610)"
 """The consent source of a provider's refusal saying the carrier blocks the number."""
-STOP_SOURCES = (REPLY_SOURCE, CARRIER_SOURCE)
+EVENT_SOURCE = "unsubscribe event"
+"""The consent source of an `unsubscribe` event's opt-out (`unsubscribe event (shared address)`
+at the other profiles there: `messages.optout`): the one a carrier's 21610 records too
+(`messages.reports.record_opt_out`), after its STOP, so a START reopens it."""
+STOP_SOURCES = (REPLY_SOURCE, CARRIER_SOURCE, EVENT_SOURCE)
 """The starts of the sources only the server's STOP handling writes (`by_stop`)."""
 
 
 def by_stop(source: str) -> bool:
     """Whether a change of `source` came from the server's STOP handling (an SMS reply, a
-    carrier's 21610): an opt-out a START may reopen, where one of any other source (SetConsent,
-    an unsubscribe event or link) is the user's or operator's withdrawal, which it never may."""
+    carrier's 21610 and the `unsubscribe` event it records): an opt-out a START may reopen,
+    where one of any other source (SetConsent, a one-click link) is the user's or operator's
+    withdrawal, which it never may. An `unsubscribe` event a client tracks writes the 21610's
+    source: the two cannot be told apart, and START reopens both (docs/messages.md)."""
     return str(source).startswith(STOP_SOURCES)
 
 
@@ -100,17 +110,44 @@ def consent_reason(meta: Mapping | None, channel: str, purpose: str,
 
 def reopens(meta: Mapping | None, channel: str, defaults: Mapping[str, str]) -> bool:
     """Whether a reply such as START may opt the user back in to marketing on `channel`: it
-    undoes an opt-out, and gives no consent the user had not given. True only when the current
-    state is an opt-out and, where the channel needs an opt-in (`need_of`), the history holds
-    one (a "Reply YES to confirm" on a receipt, or a START from a user who never agreed,
-    recorded a first opt-in before: the marketing began)."""
-    entry = consent_entry(meta, channel, MARKETING)
-    if entry is None or entry["opted_in"]:
-        return False  # nothing to undo
+    undoes what a STOP closed (`closed_by_stop`), and gives no consent the user had not given.
+    True only when the current state is such an opt-out and, where the channel needs an opt-in
+    (`need_of`), the history holds one (a "Reply YES to confirm" on a receipt, or a START from
+    a user who never agreed, recorded a first opt-in before: the marketing began)."""
+    if not closed_by_stop(meta, channel, MARKETING):
+        return False  # nothing to undo, or withdrawn by other means
     if need_of(defaults, channel) != "opt_in":
         return True  # the opt-out was all that kept it closed
     return any(h.get("channel") == channel and h.get("purpose", MARKETING) == MARKETING
                and h.get("opted_in") for h in meta.get("consent_history", ()))
+
+
+def closed_by_stop(meta: Mapping | None, channel: str, purpose: str) -> bool:
+    """Whether (channel, purpose) is closed by the server's STOP handling alone (`by_stop`):
+    what a START reopens. False when the current state is an opt-in or another source's
+    opt-out, or when the history holds an opt-out of another source (SetConsent, a one-click
+    link: the user's or operator's withdrawal) that no opt-in lifted
+    since (`_withdrawn`): a state stored before `record_consent` kept such an opt-out current
+    over a STOP's (a STOP after it, or it dated before the STOP) reads as the STOP's."""
+    entry = consent_entry(meta, channel, purpose)
+    return entry is not None and not entry.get("opted_in") and \
+        by_stop(entry.get("source", "")) and not _withdrawn(meta, channel, purpose)
+
+
+def _withdrawn(meta: Mapping, channel: str, purpose: str) -> bool:
+    """Whether the history of (channel, purpose) holds an opt-out that is not a STOP's and that
+    no opt-in lifted: one arriving after it and dated no earlier (an opt-out is honoured
+    whenever it arrives; an opt-in dated before it does not undo it: `record_consent`)."""
+    pending = None  # the latest time of the opt-outs by other means not lifted
+    for h in meta.get("consent_history", ()):
+        if h.get("channel") != channel or h.get("purpose", MARKETING) != purpose:
+            continue
+        ts = float(h.get("timestamp", 0.0))
+        if not h.get("opted_in") and not by_stop(h.get("source", "")):
+            pending = ts if pending is None else max(pending, ts)
+        elif h.get("opted_in") and pending is not None and ts >= pending:
+            pending = None
+    return pending is not None
 
 
 def opted_in_since(meta: Mapping | None, channel: str, purpose: str, ts: float) -> bool:
@@ -136,23 +173,42 @@ def consent_entry(meta: Mapping | None, channel: str, purpose: str) -> Mapping |
 def record_consent(meta: dict, channel: str, purpose: str, opted_in: bool, source: str,
                    timestamp: float, keep: int) -> None:
     """Add a change to `meta` (layout 2) in place: appended to the history (the oldest beyond
-    `keep` dropped) unless the current state already says it (same choice and source), and
-    made the current state if it is no older than the current state, or an opt-out replacing
-    an opt-in. Changes may arrive out of order (replayed webhooks, clocks
-    that disagree): an opt-out is honoured whenever it arrives, but never replaces a later
-    opt-out, so a stale opt-in never re-opens a channel the user closed later."""
+    `keep` dropped) unless the current state or the purpose's last entry already says it (same
+    choice and source), and made the current state as `_current` says. Changes may arrive out
+    of order (replayed webhooks, clocks that disagree): an opt-out is honoured whenever it
+    arrives, but never replaces a later opt-out, so a stale opt-in never re-opens a channel the
+    user closed later; and an opt-out by other means than a STOP holds over a STOP's."""
     change = {"opted_in": bool(opted_in), "source": source, "timestamp": float(timestamp)}
     current = meta.setdefault("consent", {}).setdefault(channel, {})
     held = current.get(purpose)
     history = meta.setdefault("consent_history", [])
-    if held is None or (held.get("opted_in"), held.get("source")) != (change["opted_in"], source):
+    last = next((h for h in reversed(history) if h.get("channel") == channel
+                 and h.get("purpose", MARKETING) == purpose), None)
+    said = (change["opted_in"], source)
+    if all(s is None or (s.get("opted_in"), s.get("source")) != said for s in (held, last)):
         # A change the current state already says (a one-click link POSTed again, a second
-        # STOP) adds no entry: repeats would push the older changes (the signup opt-in, its
-        # time and source) out of the history. The state still takes the latest time below.
+        # STOP), or the last change of the purpose (a second STOP after a withdrawal by other
+        # means, which stays current), adds no entry: repeats would push the older changes
+        # (the signup opt-in, its time and source) out of the history. The state still takes
+        # the latest time below.
         history.append({"channel": channel, "purpose": purpose, **change})
         del history[:max(len(history) - keep, 0)]
-    if held is None or held["timestamp"] <= timestamp or (not opted_in and held["opted_in"]):
-        current[purpose] = change
+    current[purpose] = change if held is None else _current(held, change)
+
+
+def _current(held: dict, change: dict) -> dict:
+    """The current state once `change` arrives over `held`: the later of the two, or an opt-out
+    over an opt-in whenever it arrives. Of two opt-outs, one the STOP handling's (`by_stop`),
+    the other holds, whatever their times, dated the later: a START reopens a STOP's only
+    (`closed_by_stop`), and a withdrawal through SetConsent dated before a STOP (or a STOP
+    after one) left the STOP's current, reopened by the next START."""
+    if not held["opted_in"] and not change["opted_in"] and \
+            by_stop(held.get("source", "")) != by_stop(change["source"]):
+        withdrawal = change if by_stop(held.get("source", "")) else held
+        return {**withdrawal, "timestamp": max(held["timestamp"], change["timestamp"])}
+    if held["timestamp"] <= change["timestamp"] or (not change["opted_in"] and held["opted_in"]):
+        return change
+    return held
 
 
 def current_consents(meta: Mapping) -> list[dict]:

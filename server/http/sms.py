@@ -19,9 +19,10 @@ but its confirmation follow it: a receipt sent after it was refused by the provi
 letter, or reached the person who said STOP); a reply that only starts with one ("Cancel my
 3pm appointment", "Please remove the 2nd item") closes marketing only, as no carrier blocks
 on it (it closed the user's codes and receipts too until they texted START). START or UNSTOP, as the
-whole body (a trailing "." or "!" aside), opts back in what a STOP (or another opt-out)
-closed, never giving a consent not given before (`contact.consent.reopens`), nor reopening a
-transactional opt-out given elsewhere (SetConsent).
+whole body (a trailing "." or "!" aside), opts back in what a STOP (a reply, a carrier's 21610)
+closed, never giving a consent not given before (`contact.consent.reopens`), nor reopening an
+opt-out given by other means (SetConsent, a one-click link), whatever its time
+(`contact.consent.closed_by_stop`).
 YES is no keyword: "Yes" (or "Yes, see you then") to a transactional text restarted the
 marketing texts of a user who had texted STOP. Anything else is ignored. The consent change
 carries the signed time (at most `event_future_tolerance_s` ahead of ours: a provider's clock

@@ -31,6 +31,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from ..contact.consent import EVENT_SOURCE
 from ..interfaces import ConsentWriter, ProfileMetas
 from ..security.userref import user_ref
 from ..store import Store, outbox
@@ -42,7 +43,7 @@ __all__ = ["SharedOptOut", "SHARED_SOURCE"]
 
 logger = logging.getLogger("tailor.messages")
 
-SHARED_SOURCE = "unsubscribe event (shared address)"
+SHARED_SOURCE = f"{EVENT_SOURCE} (shared address)"
 """The consent source of the other profiles' opt-out."""
 CHUNK = 500
 """Profiles opted out per write transaction."""

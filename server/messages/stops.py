@@ -14,7 +14,9 @@ blocks, where a STOP reply reaches every profile indexed (their texts composed t
 reach the person who said it). A STOP that is the keyword alone, and a
 21610, close marketing and transactional texts (the carrier blocks every text to the number
 until START; CTIA asks that nothing but the STOP's confirmation follow it); a START reopens
-what such a stop closed (`stopped`), never a consent not given before (`contact.consent.reopens`).
+what such a stop closed (`stopped`), never a consent not given before (`contact.consent.reopens`),
+nor what the user or operator withdrew by other means (SetConsent, a one-click
+link), before or after the STOP, whatever the times (`contact.consent.closed_by_stop`).
 Before, a 21610 withdrew marketing alone: receipts and codes were composed and sent to a number
 the carrier refuses, each a dead letter.
 
@@ -35,7 +37,7 @@ from ..contact.consent import (
     PURPOSES,
     REPLY_SOURCE,
     TRANSACTIONAL,
-    by_stop,
+    closed_by_stop,
     consent_entry,
     consent_reason,
     reopens,
@@ -54,9 +56,9 @@ CHUNK = 500
 
 def stopped(meta) -> bool:
     """Whether the SMS transactional texts are closed by a STOP (a reply, or the carrier's
-    21610): what a START reopens. A transactional opt-out given elsewhere (SetConsent) is not."""
-    entry = consent_entry(meta, "sms", TRANSACTIONAL)
-    return entry is not None and not entry.get("opted_in") and by_stop(entry.get("source", ""))
+    21610) alone: what a START reopens. A transactional opt-out given elsewhere (SetConsent),
+    before or after the STOP and dated either side of it, is not (`closed_by_stop`)."""
+    return closed_by_stop(meta, "sms", TRANSACTIONAL)
 
 
 def _closed(meta, purpose: str) -> bool:

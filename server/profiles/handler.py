@@ -19,6 +19,7 @@ from kernels import features as kf
 from .. import metrics
 from ..batching import AdaptiveBatcher, ThreadRunner
 from ..contact.consent import (
+    EVENT_SOURCE,
     MARKETING,
     PURPOSES,
     current_consents,
@@ -396,7 +397,7 @@ class Profiles:
     def _unsubscribed(self, meta: dict, channel: str, ts: float) -> None:
         """An unsubscribe event's change to its user's meta record: the channel's marketing
         consent opted out (the repository applies it in the event's own transaction)."""
-        record_consent(meta, channel, MARKETING, False, "unsubscribe event", ts,
+        record_consent(meta, channel, MARKETING, False, EVENT_SOURCE, ts,
                        self.rules.limits.consent_history)
 
     def _landed(self, task: asyncio.Future) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
-from server.contact.consent import consent_reason, record_consent
+from server.contact.consent import closed_by_stop, consent_reason, record_consent
 
 DEFAULTS = {"email": "opt_in", "sms": "opt_in", "push": "opt_out", "web": "none"}
 
@@ -65,6 +65,55 @@ def test_replayed_changes_never_reopen_a_channel_closed_later(order):
         record_consent(meta, "email", "marketing", opted_in, source, ts, keep=10)
     assert meta["consent"]["email"]["marketing"] == {"opted_in": False, "source": "unsubscribe",
                                                      "timestamp": 3.0}
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_a_withdrawal_holds_over_a_stop_in_any_order_and_dates(order):
+    """A signup opt-in at 0; a STOP reply at 5 and a carrier's 21610 at 7; an operator's opt-out
+    dated 3 (before both) arrives in any order around them: the operator's opt-out is current,
+    dated the latest, and nothing is closed by a STOP alone (no START reopens it). Before,
+    the later-dated STOP stayed current and the next START reopened the channel."""
+    meta = {"consent": {}}
+    record_consent(meta, "sms", "marketing", True, "signup", 0.0, keep=10)
+    changes = [("sms reply STOP", 5.0), ("sms carrier STOP (21610)", 7.0), ("preferences", 3.0)]
+    for i in order:
+        record_consent(meta, "sms", "marketing", False, *changes[i], keep=10)
+    assert meta["consent"]["sms"]["marketing"] == {"opted_in": False, "source": "preferences",
+                                                   "timestamp": 7.0}
+    assert not closed_by_stop(meta, "sms", "marketing")
+    record_consent(meta, "sms", "marketing", True, "late", 6.0, keep=10)  # before the 21610
+    assert meta["consent"]["sms"]["marketing"]["source"] == "preferences"
+    record_consent(meta, "sms", "marketing", True, "prefs again", 8.0, keep=10)
+    record_consent(meta, "sms", "marketing", False, "sms reply STOP", 9.0, keep=10)
+    assert closed_by_stop(meta, "sms", "marketing")  # withdrawn, given back, then a STOP
+
+
+def test_a_state_stored_with_a_stop_current_over_a_withdrawal_is_not_the_stops_alone():
+    """A state stored before a withdrawal held over a STOP's: the STOP's current, the
+    withdrawal in the history. Only an opt-in arriving after the withdrawal and dated no
+    earlier lifts it."""
+    def entry(opted_in, source, ts):
+        return {"channel": "sms", "purpose": "transactional", "opted_in": opted_in,
+                "source": source, "timestamp": ts}
+    stop = entry(False, "sms reply STOP", 9.0)
+    for history, alone in [([entry(False, "preferences", 5.0), stop], False),
+                           ([entry(False, "preferences", 5.0), entry(True, "stale", 4.0), stop],
+                            False),
+                           ([entry(False, "preferences", 5.0), entry(True, "prefs", 6.0), stop],
+                            True),
+                           ([stop], True)]:
+        meta = {"consent": {"sms": {"transactional": stop}}, "consent_history": history}
+        assert closed_by_stop(meta, "sms", "transactional") is alone
+
+
+def test_a_stop_repeated_over_a_withdrawal_adds_one_entry():
+    meta = {"consent": {}}
+    record_consent(meta, "sms", "marketing", False, "preferences", 1.0, keep=10)
+    for ts in (2.0, 3.0, 4.0):
+        record_consent(meta, "sms", "marketing", False, "sms reply STOP", ts, keep=10)
+    assert [h["source"] for h in meta["consent_history"]] == ["preferences", "sms reply STOP"]
+    assert meta["consent"]["sms"]["marketing"] == {"opted_in": False, "source": "preferences",
+                                                   "timestamp": 4.0}
 
 
 @pytest.fixture
@@ -133,12 +182,14 @@ async def test_an_unsubscribe_without_its_channel_is_refused_not_read_as_web(stu
 async def test_a_source_the_servers_stop_handling_writes_is_refused_naming_it(stub):
     """SetConsent took `sms reply STOP` or the carrier's `sms carrier STOP (21610)` as any
     source: a client's or operator's SMS opt-out so named was reopened by the next START from
-    the number, as if a STOP had closed it. Refused now, naming the source and why; nothing
-    is written. Sources that only mention them are taken."""
+    the number, as if a STOP had closed it. Refused now, naming the source and why (and
+    `unsubscribe event`, which a carrier's 21610 records and START reopens too); nothing is
+    written. Sources that only mention them are taken."""
     t0 = time.time() - 100
     await stub.SetConsent(consent("lee", "sms", True, "signup", "transactional", t0))
     for source in ("sms reply STOP", "sms reply START", "sms carrier STOP (21610)",
-                   "sms carrier STOP (21610) again"):
+                   "sms carrier STOP (21610) again", "unsubscribe event",
+                   "unsubscribe event (shared address)"):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.SetConsent(consent("lee", "sms", False, source, "transactional", t0 + 1))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

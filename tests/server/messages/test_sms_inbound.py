@@ -591,3 +591,31 @@ async def test_a_stop_from_a_mobile_reaches_a_profile_indexed_with_a_zero_it_doe
     server.store.write(lambda txn: server.phones._hold(txn, user, digest))
     assert await reply(shared.settings, mobile, "STOP") == 200
     assert await sms_consent(shared.profiles, user) is False
+
+
+async def sms_states(profiles, user) -> dict:
+    got = await profiles.GetProfile(ppb.GetProfileRequest(user_id=user))
+    return {c.purpose: (c.opted_in, c.source) for c in got.consents if c.channel == "sms"}
+
+
+@pytest.mark.parametrize("withdrawn", [-60, +2], ids=["dated-before-the-stop", "after-it"])
+async def test_a_start_never_reopens_an_opt_out_given_by_other_means(own_texted, shared,
+                                                                     withdrawn):
+    """START undoes a STOP, not a withdrawal through SetConsent. Dated before the STOP (a
+    `timestamp` in the past), the operator's opt-out was kept in the history only: the STOP's
+    stayed current and the next START reopened marketing and transactional texts. Given after
+    it, marketing was reopened all the same (START reopened any marketing opt-out). Both stay
+    closed now, the withdrawal current; a later STOP and START reopen nothing either."""
+    texted, n = own_texted
+    number, stop_at = f"+447700900{n}", time.time() - 5
+    assert await reply(shared.settings, number, "STOP", age=5) == 200
+    for purpose in ("marketing", "transactional"):
+        await shared.profiles.SetConsent(ppb.SetConsentRequest(
+            user_id=texted, channel="sms", opted_in=False, source="preferences",
+            purpose=purpose, timestamp=stop_at + withdrawn))
+    assert await reply(shared.settings, number, "START") == 200
+    closed = {"marketing": (False, "preferences"), "transactional": (False, "preferences")}
+    assert await sms_states(shared.profiles, texted) == closed
+    assert await reply(shared.settings, number, "Stop") == 200  # another body: no replay
+    assert await reply(shared.settings, number, "Start!") == 200
+    assert await sms_states(shared.profiles, texted) == closed
