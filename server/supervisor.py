@@ -37,15 +37,11 @@ def supervise(settings: Settings, reload_metrics) -> None:
         stop.begin()
         for gate in gates:  # a flag in shared memory: no lock, safe in a signal handler
             gate.abort()
-        for proc in procs:
-            if proc.is_alive():
-                os.kill(proc.pid, signum)
+        _signal_workers(procs, signum)
 
     def forward_reload(signum, _frame):
         reload_metrics()
-        for proc in procs:
-            if proc.is_alive():
-                os.kill(proc.pid, signum)
+        _signal_workers(procs, signum)
 
     # Handled before anything can unblock them: multiprocessing's resource tracker, started
     # here (else by the first spawn, once they are blocked again), unblocks SIGINT and SIGTERM
@@ -75,6 +71,8 @@ def supervise(settings: Settings, reload_metrics) -> None:
     orphans.finish(min(_ORPHANS_SECONDS, stop.left(_KILL_SECONDS)), stop.left(_KILL_SECONDS / 2))
     _stop_resource_tracker(min(5.0, stop.left()))
     stop.close()
+    for sig in (*STOP_SIGNALS, signal.SIGHUP):  # the stop is done: one now has nothing to do
+        signal.signal(sig, signal.SIG_IGN)  # (at exit, Python puts back SIG_DFL: it killed this)
     if failed:
         raise SystemExit(2 if failed == 2 else 1)
 
@@ -133,6 +131,16 @@ class _Stop:
         fds, self._wake = (self.wake, self._wake), None  # a late signal writes nothing
         for fd in fds:
             os.close(fd)
+
+
+def _signal_workers(procs: list, signum: int) -> None:
+    """Send `signum` to the workers still running. A handler that runs inside another (two
+    signals in a row) may reap a worker between the other's check and its kill: that
+    ProcessLookupError ended the supervision (a traceback, the workers left to themselves)."""
+    for proc in procs:
+        if proc.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signum)
 
 
 def _wait_for_workers(procs: list, orphans: Orphans, stop: _Stop,

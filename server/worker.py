@@ -79,6 +79,20 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
     logger.info("draining: health NOT_SERVING, in-flight calls have %.1fs", settings.grace_seconds)
     await server.stop()
     logger.info("stopped")
+    _deaf_once_stopped(loop)
+
+
+def _deaf_once_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    """Ignore the stop signals and SIGHUP from now on: the server has stopped, and the process
+    only exits. The loop's handlers go with it (at the end of `asyncio.run`), and one that
+    came then (a second Ctrl-C or `kill`, a reload by name, each forwarded by the parent) killed
+    the process as it exited (-2, -15, -1) or broke its exit off (KeyboardInterrupt in the
+    zygote's close, the zygote left to the parent): a clean stop the parent logged as a worker
+    cut mid-drain, exiting 1. (A signal in the instant between a handler's removal and its
+    SIG_IGN still acts: no public call swaps them at once.)"""
+    for sig in (*STOP_SIGNALS, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _stop_with_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

@@ -2,6 +2,7 @@
 TAILOR_DRAIN_SECONDS), then new calls are refused while a call in flight finishes, its events
 are committed, and the process exits 0. A SIGTERM during the start drains too."""
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -383,3 +384,38 @@ def test_the_metrics_dir_a_killed_parent_left_is_removed_at_the_next_start(tmp_p
 
 def _metrics_dirs(parent):
     return set(parent.glob("tailor-metrics-*"))
+
+
+def test_signals_after_a_sigterm_leave_a_clean_stop_clean(tmp_path):
+    """A SIGINT after the SIGTERM (Ctrl-C, a second `kill`) or a SIGHUP (a reload by name)
+    that reached a worker once it had stopped, as it exited, killed it (-2, -1: the event
+    loop's handlers were gone) or broke its exit off (KeyboardInterrupt in the zygote's
+    close), and the parent logged a worker cut mid-drain and exited 1; one that reached the
+    parent as it exited killed it. A stop that drained everything exits 0, whatever follows."""
+    proc = _two_workers(tmp_path)
+    workers, seen = _serving_workers(proc)
+    sent = threading.Event()
+
+    def signal_until_gone():
+        for i in itertools.count():
+            try:
+                proc.send_signal(signal.SIGHUP if i % 3 == 2 else signal.SIGINT)
+            except ProcessLookupError:
+                return
+            sent.set()
+            time.sleep(0.005)
+            if proc.poll() is not None:
+                return
+    try:
+        assert len(workers) == 2, "".join(seen)
+        proc.send_signal(signal.SIGTERM)
+        spammer = threading.Thread(target=signal_until_gone, daemon=True)
+        spammer.start()
+        out, _ = proc.communicate(timeout=60)
+        spammer.join(10)
+    finally:  # on a failure, leave no server behind
+        _kill_all(proc, workers)
+    assert sent.is_set()
+    assert proc.returncode == 0, out[-3000:]
+    assert out.count("tailor.workers: stopped") == 2, out[-3000:]
+    assert "Traceback" not in out and "while the server stopped" not in out, out[-3000:]
