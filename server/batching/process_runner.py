@@ -259,8 +259,9 @@ class _Child:
         for seq, results in answers:
             if seq == READY:
                 self.ready.set_result(None)
-                if self.outbox:  # what was sent meanwhile waited for it
-                    self._flush()
+                if self.outbox and not self.proc.stdin.closed:  # what was sent meanwhile
+                    self._flush()  # waited for it (not once a close gave up: the number of the
+                    # closed stdin may be another file's by now)
             elif (entry := self.waiting.pop(seq, None)) is not None:
                 self._answer(entry[1], results)
 

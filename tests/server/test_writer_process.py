@@ -722,6 +722,44 @@ async def test_a_child_a_stopped_zygote_does_not_answer_for_is_a_failed_start(wr
         os.kill(zygote, signal.SIGCONT)
 
 
+async def test_a_child_ready_only_after_its_close_gave_up_is_sent_nothing(writer, monkeypatch,
+                                                                          tmp_path):
+    """A batch waits in the server until its child is ready. A close that gave up on a child
+    not ready yet closes its stdin; a READY read after that (a zygote stopped, then continued)
+    flushed the batch into the descriptor number the stdin had, which the process may have
+    given to another file since: the frame went into that file (here one put at that number)."""
+    from server.batching.zygote import ZygoteChild
+
+    monkeypatch.setattr(ZygoteChild, "START_SECONDS", 10.0)
+    writer, _, store = writer
+    first = writer.pid
+    zygote = _parent(first)
+    os.kill(first, signal.SIGKILL)
+    while writer._child is not None:  # the runner saw it go: the next batch asks for a child
+        await asyncio.sleep(0.01)
+    os.kill(zygote, signal.SIGSTOP)
+    victim = tmp_path / "victim"
+    try:
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+        writer.start(loop, "put", ["k"], answered.set_result)
+        child = writer._child
+        closing = asyncio.ensure_future(writer.close(timeout=0.2))  # the pid unknown: no kill
+        while not child.proc.stdin.closed:
+            await asyncio.sleep(0.01)
+        fd = os.open(victim, os.O_WRONLY | os.O_CREAT)
+        os.dup2(fd, child.to_child)  # another file now has the number
+        os.kill(zygote, signal.SIGCONT)  # it forks the child, which gets ready
+        (err,) = await asyncio.wait_for(answered, 20)
+        await asyncio.wait_for(closing, 20)
+        os.close(child.to_child)
+        os.close(fd)
+    finally:
+        os.kill(zygote, signal.SIGCONT)
+    assert victim.stat().st_size == 0
+    assert isinstance(err, Unavailable) and store.get("meta", b"k") is None
+
+
 async def test_a_zygote_silent_for_the_start_bound_is_asked_for_no_more_children(
         writer, monkeypatch):
     """Each start given up on left its request queued to a stopped zygote: after ~280 (about
