@@ -116,7 +116,7 @@ def _stop_with_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> N
 async def _start(server: TailorServer, all_up, stop: asyncio.Event) -> None:
     await server.start(serving=all_up is None)
     if all_up is not None:  # however long the others take (a migration): the parent aborts
-        worker, gate = all_up  # the gate when a worker dies or a stop signal comes (`_supervise`)
+        worker, gate = all_up  # the gate when a worker dies or a stop signal comes (`supervise`)
         if not await asyncio.get_running_loop().run_in_executor(None, gate.wait, worker,
                                                                 stop.is_set):
             if stop.is_set():

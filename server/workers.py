@@ -105,8 +105,8 @@ def _serve_metrics(settings: Settings, tls: ServerTls | None):
 
 def _serve_workers(settings: Settings, tls: ServerTls | None, said: Callable[[], None]) -> None:
     """The parent of `--workers N`, once its ports are held: the workers' metrics dir, the
-    merged /metrics, and the workers themselves (`_supervise`); `said`: the parent's part of
-    a SIGHUP after the metrics port's (`_say_settings`)."""
+    merged /metrics, and the workers themselves (`supervisor.supervise`); `said`: the parent's
+    part of a SIGHUP after the metrics port's (`_say_settings`)."""
     reload_metrics = None
     metrics_dir, held = _metrics_dir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
