@@ -18,6 +18,10 @@ from .limits import DEFAULT_LIMITS, Limits
 __all__ = ["DEFAULT_CONSENT", "Settings", "load_settings",
            "settings_error", "variable_error"]
 
+STOP_KILL_SECONDS = 1.0
+"""How long before the end of `stop_seconds` the parent of `--workers N` kills the workers still
+stopping (`server.supervisor`): what is left of the bound is for reaping them and what they left."""
+
 MAX_RANKER_CANDIDATES = 10_000
 """Most candidates per request the ranker may re-score (`ranker_candidates`, a bundle's
 trained count): each is a row of ranker features in every Recommend."""
@@ -307,8 +311,8 @@ class Settings(BaseSettings):
     SIGKILLed, and so is what workers left (their zygote and writers) still running then; the
     exit is then 1. Keep it below the service manager's stop timeout (Kubernetes'
     terminationGracePeriodSeconds less the preStop sleep, 30 s by default; systemd's
-    TimeoutStopSec, 90 s; `docker stop`'s 10 s), and above `drain_seconds` + `grace_seconds`
-    (checked at start)."""
+    TimeoutStopSec, 90 s; `docker stop`'s 10 s), and more than 1 s above `drain_seconds` +
+    `grace_seconds` (checked at start)."""
     store_metrics_seconds: float = Field(5.0, gt=0)
     """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 
@@ -574,12 +578,13 @@ class Settings(BaseSettings):
     @field_validator("stop_seconds")
     @classmethod
     def _stop_outlasts_the_drain(cls, value: float, info: ValidationInfo) -> float:
-        """A bound under the drain and grace would kill the workers while their calls still
+        """A bound under the drain and grace, plus the `STOP_KILL_SECONDS` before it at which
+        the parent kills the workers still stopping, would kill them while their calls still
         had time to finish (one worker serves without the bound: there is no parent)."""
         drain = info.data.get("drain_seconds", 0.0) + info.data.get("grace_seconds", 0.0)
-        if info.data.get("workers", 1) > 1 and value <= drain:
+        if info.data.get("workers", 1) > 1 and value <= drain + STOP_KILL_SECONDS:
             raise ValueError(f"the stop must outlast drain_seconds + grace_seconds ({drain:g} s) "
-                             "with --workers > 1")
+                             f"by more than {STOP_KILL_SECONDS:g} s with --workers > 1")
         return value
 
     @field_validator("log_level")

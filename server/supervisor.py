@@ -14,7 +14,7 @@ from collections.abc import Callable
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for
 
-from .config import Settings
+from .config import STOP_KILL_SECONDS, Settings
 from .orphans import Orphans, become_subreaper
 from .worker import STOP_SIGNALS, StartGate, _worker_main
 
@@ -83,7 +83,7 @@ _ORPHANS_SECONDS = 10.0
 """How long the parent waits, once its workers are gone, for what they left to exit, before it
 kills what still runs: a writer answers the batches its stdin held (one commit), then exits.
 Less if the stop's bound (`stop_seconds`) comes first."""
-_KILL_SECONDS = 1.0
+_KILL_SECONDS = STOP_KILL_SECONDS
 """Kept at the end of the stop (`stop_seconds`): workers still draining this long before its
 end are SIGKILLed, what workers left is killed until half of it is left, and the rest ends the
 resource tracker. A process SIGKILLed is gone in milliseconds, unless it is in an

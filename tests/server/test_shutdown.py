@@ -300,8 +300,20 @@ def test_a_stop_bound_under_the_drain_and_grace_is_refused_with_workers():
         Settings(workers=2, drain_seconds=2, grace_seconds=5, stop_seconds=7)
     assert settings_error(refused.value) == (
         "stop_seconds (TAILOR_STOP_SECONDS): Value error, the stop must outlast drain_seconds "
-        "+ grace_seconds (7 s) with --workers > 1 (got 7)")
+        "+ grace_seconds (7 s) by more than 1 s with --workers > 1 (got 7)")
     assert Settings(workers=1, grace_seconds=30, stop_seconds=7).stop_seconds == 7  # no parent
+
+
+def test_a_stop_bound_that_kills_the_workers_within_their_grace_is_refused():
+    """The parent kills the workers still stopping 1 s before the bound: one under drain +
+    grace + 1 s was accepted, and cut calls still within their grace (7.5 s here: killed at
+    6.5, the grace ending at 7)."""
+    from pydantic import ValidationError
+
+    from server.config import Settings
+    with pytest.raises(ValidationError, match="by more than 1 s"):
+        Settings(workers=2, drain_seconds=2, grace_seconds=5, stop_seconds=7.5)
+    assert Settings(workers=2, drain_seconds=2, grace_seconds=5, stop_seconds=8.5).stop_seconds == 8.5
 
 
 def test_the_workers_stop_when_the_parent_is_killed(tmp_path):
