@@ -13,6 +13,7 @@ process waits for).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -103,13 +104,20 @@ class Orphans:
         if running:
             logger.error("%d processes left by workers that died still ran after %.0f s: "
                          "killing them", len(running), time.monotonic() - began)
-        deadline = began + until
-        while running:  # and what a killed zygote leaves; once at least, however late
-            for pid in running:
-                os.kill(pid, signal.SIGKILL)  # not reaped yet: the pid is still this orphan's
+            self.kill(running, began + until - time.monotonic())
+        if self.reaped:
+            logger.info("reaped %d processes left by workers that died", self.reaped)
+
+    def kill(self, running: list[int], within: float) -> None:
+        """SIGKILL `running` (what `reap` returned) and reap them, and what they leave (a
+        killed zygote's writers), for at most `within` seconds; once at least, however late.
+        Also the single-worker server's end of its stop's bound (`server.stop_bound`)."""
+        deadline = time.monotonic() + within
+        while running:
+            for pid in running:  # not reaped yet: the pid is still this orphan's, unless
+                with contextlib.suppress(ProcessLookupError):  # another thread reaped it
+                    os.kill(pid, signal.SIGKILL)  # since (one worker's zygote, by Popen)
             time.sleep(_POLL_SECONDS)
             running = self.reap()
             if time.monotonic() >= deadline:
                 break
-        if self.reaped:
-            logger.info("reaped %d processes left by workers that died", self.reaped)

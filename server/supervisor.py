@@ -14,8 +14,10 @@ from collections.abc import Callable
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for
 
-from .config import STOP_KILL_SECONDS, Settings
+from .config import Settings
 from .orphans import Orphans, become_subreaper
+from .stop_bound import KILL_SECONDS as _KILL_SECONDS
+from .stop_bound import Stop as _Stop
 from .worker import STOP_SIGNALS, StartGate, _worker_main
 
 __all__ = ["supervise"]
@@ -83,54 +85,6 @@ _ORPHANS_SECONDS = 10.0
 """How long the parent waits, once its workers are gone, for what they left to exit, before it
 kills what still runs: a writer answers the batches its stdin held (one commit), then exits.
 Less if the stop's bound (`stop_seconds`) comes first."""
-_KILL_SECONDS = STOP_KILL_SECONDS
-"""Kept at the end of the stop (`stop_seconds`): workers still draining this long before its
-end are SIGKILLed, what workers left is killed until half of it is left, and the rest ends the
-resource tracker. A process SIGKILLed is gone in milliseconds, unless it is in an
-uninterruptible wait (a hung disk), which no longer wait would end."""
-
-
-class _Stop:
-    """When the stop began (the first stop signal, or a worker's own exit: `begin`) and what
-    is left of its `seconds`; `wake` turns readable at each `begin`. A signal handled while
-    the parent waits for its workers resumes the wait with its old timeout (PEP 475), none
-    before a stop: the wait also watches `wake`, so the bound counts from the signal."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self._deadline: float | None = None
-        self.wake, self._wake = os.pipe()
-        os.set_blocking(self.wake, False)
-        os.set_blocking(self._wake, False)
-
-    @property
-    def began(self) -> bool:
-        return self._deadline is not None
-
-    def begin(self) -> None:
-        """The stop began now, unless it had (called in a signal handler too)."""
-        if self._deadline is None:
-            self._deadline = time.monotonic() + self.seconds
-        if self._wake is not None:
-            try:
-                os.write(self._wake, b"\0")
-            except BlockingIOError:  # woken already
-                pass
-
-    def woken(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self.wake, 512)
-
-    def left(self, reserve: float = 0.0) -> float:
-        """Seconds until `reserve` seconds before the stop's end (inf before it began)."""
-        if self._deadline is None:
-            return math.inf
-        return max(0.0, self._deadline - reserve - time.monotonic())
-
-    def close(self) -> None:
-        fds, self._wake = (self.wake, self._wake), None  # a late signal writes nothing
-        for fd in fds:
-            os.close(fd)
 
 
 def _signal_workers(procs: list, signum: int) -> None:
