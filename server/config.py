@@ -19,8 +19,9 @@ __all__ = ["DEFAULT_CONSENT", "Settings", "load_settings",
            "settings_error", "variable_error"]
 
 STOP_KILL_SECONDS = 1.0
-"""How long before the end of `stop_seconds` the parent of `--workers N` kills the workers still
-stopping (`server.supervisor`): what is left of the bound is for reaping them and what they left."""
+"""How long before the end of `stop_seconds` what still stops is killed (`server.stop_bound`: the
+workers of `--workers N`, one worker's writers and zygote): what is left of the bound is for
+reaping them and what they left."""
 
 MAX_RANKER_CANDIDATES = 10_000
 """Most candidates per request the ranker may re-score (`ranker_candidates`, a bundle's
@@ -306,13 +307,14 @@ class Settings(BaseSettings):
     the listener closes (for load balancers that follow health checks; Kubernetes' preStop
     sleep in deploy/k8s does the same for its Service endpoints)."""
     stop_seconds: float = Field(25.0, gt=0)
-    """With `--workers N`: the longest the whole stop may take, from the stop signal (or a
-    worker's own exit) until the parent exits. A worker still draining 1 s before that end is
-    SIGKILLed, and so is what workers left (their zygote and writers) still running then; the
-    exit is then 1. Keep it below the service manager's stop timeout (Kubernetes'
-    terminationGracePeriodSeconds less the preStop sleep, 30 s by default; systemd's
-    TimeoutStopSec, 90 s; `docker stop`'s 10 s), and more than 1 s above `drain_seconds` +
-    `grace_seconds` (checked at start)."""
+    """The longest the whole stop may take, from the stop signal (or, with `--workers N`, a
+    worker's own exit) until the server exits. What still stops 1 s before that end is
+    SIGKILLed and reaped: with `--workers N`, a worker still draining and what workers left
+    (their zygote and writers); with one worker, its writers and their zygote, the server
+    exiting at once. The exit is then 1. Keep it below the service manager's stop timeout
+    (Kubernetes' terminationGracePeriodSeconds less the preStop sleep, 30 s by default;
+    systemd's TimeoutStopSec, 90 s; `docker stop`'s 10 s), and more than 1 s above
+    `drain_seconds` + `grace_seconds` (checked at start)."""
     store_metrics_seconds: float = Field(5.0, gt=0)
     """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 
@@ -579,12 +581,12 @@ class Settings(BaseSettings):
     @classmethod
     def _stop_outlasts_the_drain(cls, value: float, info: ValidationInfo) -> float:
         """A bound under the drain and grace, plus the `STOP_KILL_SECONDS` before it at which
-        the parent kills the workers still stopping, would kill them while their calls still
-        had time to finish (one worker serves without the bound: there is no parent)."""
+        what still stops is killed, would kill the server (or its workers) while its calls
+        still had time to finish."""
         drain = info.data.get("drain_seconds", 0.0) + info.data.get("grace_seconds", 0.0)
-        if info.data.get("workers", 1) > 1 and value <= drain + STOP_KILL_SECONDS:
+        if value <= drain + STOP_KILL_SECONDS:
             raise ValueError(f"the stop must outlast drain_seconds + grace_seconds ({drain:g} s) "
-                             f"by more than {STOP_KILL_SECONDS:g} s with --workers > 1")
+                             f"by more than {STOP_KILL_SECONDS:g} s")
         return value
 
     @field_validator("log_level")

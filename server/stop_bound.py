@@ -1,16 +1,39 @@
 """The stop's bound (`Settings.stop_seconds`): `Stop`, when a stop began and what is left of it,
-and `KILL_SECONDS`, kept at its end, which the parent of `--workers N` (`server.supervisor`)
-uses and a server of one worker will too."""
+which the parent of `--workers N` (`server.supervisor`) and a server of one worker share, and
+`StopWatch`, the thread that takes a server's stop signals and, with one worker, ends what still
+stops at that bound.
+
+A server of one worker has no parent to bound its stop: a drain or grace that overran, a writer
+or zygote that did not exit (stopped, hung) or a stuck commit kept it stopping past the service
+manager's stop timeout (measured: writers stopped, 60 s; writers and zygote stopped, 70 s, the
+writers then left to PID 1), whose SIGKILL cut it short, and, sent to the server's process alone,
+left the zygote and writers running (they are in a session of their own). The
+watchdog is a thread of its own that takes the stop signals itself (`signal.sigwait`: they stay
+blocked in every other thread), so neither a stuck event loop nor a main thread stuck in C code
+(a write transaction waiting for LMDB's lock) keeps it from starting the bound, nor from ending
+it: at `KILL_SECONDS` before its end it SIGKILLs the writers and their zygote, reaps them, and
+exits 1, as the parent of `--workers N` does when it had to kill its workers.
+"""
 from __future__ import annotations
 
+import atexit
 import contextlib
+import logging
 import math
 import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Callable, Iterable
 
+from .batching.zygote import kill_zygote
 from .config import STOP_KILL_SECONDS
+from .orphans import Orphans
 
-__all__ = ["KILL_SECONDS", "Stop"]
+__all__ = ["KILL_SECONDS", "Stop", "StopWatch"]
+
+logger = logging.getLogger("tailor.workers")
 
 KILL_SECONDS = STOP_KILL_SECONDS
 """Kept at the end of the stop (`stop_seconds`): what still stops this long before its end (the
@@ -18,6 +41,8 @@ workers of `--workers N`; one worker's writers and zygote) is SIGKILLed, and rea
 of it is left; the rest ends the process (the parent's resource tracker). A process SIGKILLed is
 gone in milliseconds, unless it is in an uninterruptible wait (a hung disk), which no longer wait
 would end."""
+KILLED_EXIT = 1
+"""The exit status of a stop that had to kill what still stopped (calls or batches were cut)."""
 
 
 class Stop:
@@ -61,3 +86,62 @@ class Stop:
         fds, self._wake = (self.wake, self._wake), None  # a late signal writes nothing
         for fd in fds:
             os.close(fd)
+
+
+class StopWatch:
+    """Takes this process's stop signals (`signals`, blocked in every thread: `server.workers`
+    blocks them first, and every thread and process started since inherits that) on a thread
+    of its own and calls `on_stop` at the first. With `seconds` (a server without a parent),
+    the stop is bounded: `KILL_SECONDS` before its end the writers and their zygote are
+    SIGKILLed and reaped (`_kill`), and the process exits `KILLED_EXIT`, whatever its other
+    threads do. Without (a worker of `--workers N`: its parent bounds the stop), it only
+    forwards the signal."""
+
+    def __init__(self, signals: Iterable[signal.Signals], on_stop: Callable[[], object],
+                 seconds: float | None = None):
+        self.signals = set(signals)
+        self.on_stop = on_stop
+        self.stop = Stop(seconds) if seconds is not None else None
+        self._killing = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="stop-watch", daemon=True)
+        self._thread.start()
+        if self.stop is not None:
+            atexit.register(self._settle)
+
+    def _settle(self) -> None:
+        """At this process's exit: once the bound is being enforced, let it end the process
+        (`KILLED_EXIT`). What it kills ends the main thread's waits (a writer's exit), which
+        then exited 0 while the kill was under way, cutting its reaping short."""
+        if self._killing.is_set():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        signal.sigwait(self.signals)
+        if self.stop is not None:
+            self.stop.begin()  # first: whatever `on_stop` does (the loop may be closed)
+        try:
+            self.on_stop()
+        except Exception:  # noqa: BLE001 - the bound holds even if the stop cannot be asked for
+            logger.exception("could not start the stop")
+        if self.stop is None:
+            return
+        while (left := self.stop.left(KILL_SECONDS)) > 0:
+            time.sleep(left)  # CLOCK_MONOTONIC; no signal interrupts it (all are blocked)
+        self._kill()
+
+    def _kill(self) -> None:
+        """SIGKILL the writers and their zygote (`kill_zygote`), then every child of this
+        process left (the writers of a zygote that died before: a subreaper's), reap them until
+        half of `KILL_SECONDS` is left, and exit `KILLED_EXIT` (no atexit: the main thread may
+        hold what they need)."""
+        self._killing.set()
+        logger.error("still stopping %.0f s after the stop began (stop_seconds %g): killing the "
+                     "writer processes and exiting %d", self.stop.seconds - KILL_SECONDS,
+                     self.stop.seconds, KILLED_EXIT)
+        kill_zygote()
+        orphans = Orphans(lambda: ())  # every child: this process waits for none any more
+        orphans.kill(orphans.reap(), self.stop.left(KILL_SECONDS / 2))
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(KILLED_EXIT)

@@ -7,6 +7,7 @@ gone. With one worker, `server.workers.serve` runs `_serve_one` in its own proce
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing as mp
 import signal
@@ -17,6 +18,7 @@ from .app import TailorServer
 from .config import Settings
 from .errors import TailorError
 from .logging import configure_logging
+from .stop_bound import StopWatch
 
 __all__ = ["STOP_SIGNALS", "StartGate"]
 
@@ -61,19 +63,20 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
     the TLS certificate and key (and calls `on_hup`).
 
     The stop signals arrive blocked (`serve` blocks them before anything else, and spawned
-    workers inherit the mask): they are unblocked only once handled, before the port listens,
-    so a signal at any moment of the start drains instead of killing the process."""
+    workers inherit the mask) and stay blocked: a thread of their own takes them
+    (`stop_bound.StopWatch`), so a signal at any moment of the start drains instead of killing
+    the process, and one worker's stop is bounded (`stop_seconds`: it has no parent) even if
+    this loop is stuck."""
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     server = TailorServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
+    StopWatch(STOP_SIGNALS, functools.partial(loop.call_soon_threadsafe, stop.set),
+              settings.stop_seconds if all_up is None else None)
     server.reloaders.append(on_hup)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     if all_up is not None:
         _stop_with_parent(loop, stop)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     await _start(server, all_up, stop)  # a stop signal meanwhile drains right after
     await stop.wait()
     logger.info("draining: health NOT_SERVING, in-flight calls have %.1fs", settings.grace_seconds)

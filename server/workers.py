@@ -37,7 +37,9 @@ def serve(settings: Settings, reread: Callable[[], Settings] | None = None) -> N
     """Serve until SIGINT/SIGTERM; SIGHUP re-reads certificates (every worker). `reread`: the
     settings as a start now would load them (the `--config` file), which a SIGHUP compares
     with the running ones (`_say_settings`): they take a restart, so the log says so."""
-    # Until handled: stop signals wait (blocked), SIGHUP is ignored; spawned workers inherit both.
+    # Stop signals wait (blocked) for the thread that takes them (`stop_bound.StopWatch`; the
+    # parent of --workers unblocks them once handled), SIGHUP is ignored until handled; spawned
+    # workers inherit both.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Inherited by the spawned workers and their writer processes, which log the same way.

@@ -48,7 +48,7 @@ from ..orphans import become_subreaper
 from .logging import process_logger as logger
 from .zygote_process import _MESSAGE_BYTES
 
-__all__ = ["PRELOAD", "Zygote", "ZygoteChild", "zygote"]
+__all__ = ["PRELOAD", "Zygote", "ZygoteChild", "kill_zygote", "zygote"]
 
 PRELOAD = ("server.batching.child", "server.campaigns.repository", "server.impressions.writer")
 """Modules the zygote imports before its first fork: what the server's two writers load."""
@@ -342,6 +342,19 @@ def _close_at_exit() -> None:
     """Reap this process's zygote as it exits (not a zygote this one was forked from)."""
     if _zygote is not None and _zygote.owner == os.getpid() and _zygote.alive:
         _zygote.close()
+
+
+def kill_zygote() -> None:
+    """SIGKILL this process's zygote and the writers it forked, at once: its process group (the
+    zygote leads a session of its own, and its children stay in its group), whose id is the
+    zygote's pid, this process's until it reaps it. At the end of the stop's bound of a server
+    of one worker (`server.stop_bound`), which then reaps them (they come back to it)."""
+    if _zygote is None or _zygote.owner != os.getpid() or _zygote.proc.poll() is not None:
+        return
+    try:
+        os.killpg(_zygote.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # reaped meanwhile
+        pass
 
 
 def zygote() -> Zygote:

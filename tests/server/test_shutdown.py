@@ -291,17 +291,101 @@ def test_the_whole_stop_ends_within_stop_seconds_whatever_still_runs(tmp_path):
              "every process under the parent to be reaped", timeout=5)
 
 
-def test_a_stop_bound_under_the_drain_and_grace_is_refused_with_workers():
-    """The workers would be killed while their calls still had their grace."""
+@pytest.mark.parametrize("stopped", ["zygote", "writers", None])
+def test_one_worker_stops_within_stop_seconds_whatever_still_runs(tmp_path, stopped):
+    """A server of one worker had no bound on its stop: its writers stopped (hung), it waited
+    30 s for each to exit (60 s), its zygote stopped, 5 s for each exit to be reported, and
+    left the writers to PID 1 (zombies where that does not reap), past a service manager's
+    stop timeout. Now what still runs 1 s before TAILOR_STOP_SECONDS is killed and reaped, and
+    the exit is 1; a stop with nothing stuck still exits 0, at once."""
+    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--data-dir",
+            str(tmp_path / "d")]
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"),
+           "TAILOR_STOP_SECONDS": "3", "TAILOR_GRACE_SECONDS": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen = [proc.stdout.readline()]
+    while "serving on" not in seen[-1] and seen[-1]:
+        seen.append(proc.stdout.readline())
+    zygote = wait_for(lambda: _children(proc.pid), "the writers' zygote", timeout=60)[0]
+    writers = wait_for(lambda: len(_children(zygote)) == 2 and _children(zygote), "the writers",
+                       timeout=60)
+    everyone = [zygote, *writers]
+    try:
+        for pid in {"zygote": [zygote], "writers": writers, None: []}[stopped]:
+            os.kill(pid, signal.SIGSTOP)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - began
+        left = [pid for pid in everyone if os.path.exists(f"/proc/{pid}")]  # zombies too
+    finally:  # on a failure, leave no server behind
+        for pid in everyone + [proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+    killed = "still stopping 2 s after the stop began (stop_seconds 3): killing the writer"
+    if stopped is None:
+        assert proc.returncode == 0 and took < 2 and killed not in out, out[-3000:]
+    else:
+        assert proc.returncode == 1, out[-3000:]
+        assert took < 3 + 1.5, out[-3000:]  # the exit after the bound, on a busy host
+        assert killed in out, out[-3000:]
+    assert not left, f"left behind: {left}\n{out[-3000:]}"
+
+
+_STUCK = """
+import asyncio, signal, subprocess, sys, threading
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # as `serve` does
+from server.stop_bound import StopWatch
+
+async def stuck():
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    StopWatch({signal.SIGINT, signal.SIGTERM}, lambda: loop.call_soon_threadsafe(stop.set), 2.0)
+    child = subprocess.Popen(["sleep", "60"])
+    print(child.pid, flush=True)
+    lock = threading.Lock()
+    lock.acquire()
+    lock.acquire()  # the loop stuck in C for ever: none of its callbacks runs
+
+asyncio.run(stuck())
+"""
+
+
+def test_the_stop_bound_holds_with_the_event_loop_stuck():
+    """The bound is a thread of its own that takes the stop signals: an event loop stuck in C
+    (a lock never released) neither keeps it from starting nor from ending the process, with
+    what it started killed and reaped, 1 s before `stop_seconds` (2 here)."""
+    proc = subprocess.Popen([sys.executable, "-c", _STUCK], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        child = int(proc.stdout.readline())
+        time.sleep(0.2)  # the loop is stuck by now
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - began
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out
+    assert 0.9 < took < 1 + 1.5, out
+    assert "still stopping 1 s after the stop began (stop_seconds 2)" in out, out
+    assert not os.path.exists(f"/proc/{child}"), "the child left behind"
+
+
+def test_a_stop_bound_under_the_drain_and_grace_is_refused():
+    """The server (or its workers) would be killed while its calls still had their grace; one
+    worker had no bound, and took any."""
     from pydantic import ValidationError
 
     from server.config import Settings, settings_error
-    with pytest.raises(ValidationError) as refused:
-        Settings(workers=2, drain_seconds=2, grace_seconds=5, stop_seconds=7)
-    assert settings_error(refused.value) == (
-        "stop_seconds (TAILOR_STOP_SECONDS): Value error, the stop must outlast drain_seconds "
-        "+ grace_seconds (7 s) by more than 1 s with --workers > 1 (got 7)")
-    assert Settings(workers=1, grace_seconds=30, stop_seconds=7).stop_seconds == 7  # no parent
+    for workers in (2, 1):
+        with pytest.raises(ValidationError) as refused:
+            Settings(workers=workers, drain_seconds=2, grace_seconds=5, stop_seconds=7)
+        assert settings_error(refused.value) == (
+            "stop_seconds (TAILOR_STOP_SECONDS): Value error, the stop must outlast "
+            "drain_seconds + grace_seconds (7 s) by more than 1 s (got 7)")
 
 
 def test_a_stop_bound_that_kills_the_workers_within_their_grace_is_refused():
@@ -311,9 +395,11 @@ def test_a_stop_bound_that_kills_the_workers_within_their_grace_is_refused():
     from pydantic import ValidationError
 
     from server.config import Settings
-    with pytest.raises(ValidationError, match="by more than 1 s"):
-        Settings(workers=2, drain_seconds=2, grace_seconds=5, stop_seconds=7.5)
-    assert Settings(workers=2, drain_seconds=2, grace_seconds=5, stop_seconds=8.5).stop_seconds == 8.5
+    for workers in (2, 1):
+        with pytest.raises(ValidationError, match="by more than 1 s"):
+            Settings(workers=workers, drain_seconds=2, grace_seconds=5, stop_seconds=7.5)
+        assert Settings(workers=workers, drain_seconds=2, grace_seconds=5,
+                        stop_seconds=8.5).stop_seconds == 8.5
 
 
 def test_the_workers_stop_when_the_parent_is_killed(tmp_path):
