@@ -41,6 +41,11 @@ workers of `--workers N`; one worker's writers and zygote) is SIGKILLed, and rea
 of it is left; the rest ends the process (the parent's resource tracker). A process SIGKILLed is
 gone in milliseconds, unless it is in an uninterruptible wait (a hung disk), which no longer wait
 would end."""
+_EXIT_SECONDS = 0.1
+"""Kept at the very end of one worker's stop for its exit (`StopWatch._kill`)."""
+_REAP_SECONDS = 0.2
+"""How long one worker reaps what it killed at the least: a watchdog woken late (a busy host)
+still reaps the writers its zygote's death hands back to it, not leaving them to PID 1."""
 KILLED_EXIT = 1
 """The exit status of a stop that had to kill what still stopped (calls or batches were cut)."""
 
@@ -132,15 +137,16 @@ class StopWatch:
     def _kill(self) -> None:
         """SIGKILL the writers and their zygote (`kill_zygote`), then every child of this
         process left (the writers of a zygote that died before: a subreaper's), reap them until
-        half of `KILL_SECONDS` is left, and exit `KILLED_EXIT` (no atexit: the main thread may
-        hold what they need)."""
+        `_EXIT_SECONDS` before the bound's end (there is no resource tracker to end after them,
+        as the parent of `--workers N` has), `_REAP_SECONDS` at least, and exit `KILLED_EXIT`
+        (no atexit: the main thread may hold what they need)."""
         self._killing.set()
         logger.error("still stopping %.0f s after the stop began (stop_seconds %g): killing the "
                      "writer processes and exiting %d", self.stop.seconds - KILL_SECONDS,
                      self.stop.seconds, KILLED_EXIT)
         kill_zygote()
         orphans = Orphans(lambda: ())  # every child: this process waits for none any more
-        orphans.kill(orphans.reap(), self.stop.left(KILL_SECONDS / 2))
+        orphans.kill(orphans.reap(), max(_REAP_SECONDS, self.stop.left(_EXIT_SECONDS)))
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
