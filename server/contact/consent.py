@@ -173,27 +173,36 @@ def consent_entry(meta: Mapping | None, channel: str, purpose: str) -> Mapping |
 def record_consent(meta: dict, channel: str, purpose: str, opted_in: bool, source: str,
                    timestamp: float, keep: int) -> None:
     """Add a change to `meta` (layout 2) in place: appended to the history (the oldest beyond
-    `keep` dropped) unless the current state or the purpose's last entry already says it (same
-    choice and source), and made the current state as `_current` says. Changes may arrive out
-    of order (replayed webhooks, clocks that disagree): an opt-out is honoured whenever it
-    arrives, but never replaces a later opt-out, so a stale opt-in never re-opens a channel the
-    user closed later; and an opt-out by other means than a STOP holds over a STOP's."""
+    `keep` dropped) unless the current state already says it (same choice and source), or the
+    purpose's last entry does and it stays out of the current state again; made the current
+    state as `_current` says. Changes may arrive out of order (replayed webhooks, clocks that
+    disagree): an opt-out is honoured whenever it arrives, but never replaces a later opt-out,
+    so a stale opt-in never re-opens a channel the user closed later; and an opt-out by other
+    means than a STOP holds over a STOP's."""
     change = {"opted_in": bool(opted_in), "source": source, "timestamp": float(timestamp)}
     current = meta.setdefault("consent", {}).setdefault(channel, {})
     held = current.get(purpose)
     history = meta.setdefault("consent_history", [])
     last = next((h for h in reversed(history) if h.get("channel") == channel
                  and h.get("purpose", MARKETING) == purpose), None)
+    now = change if held is None else _current(held, change)
     said = (change["opted_in"], source)
-    if all(s is None or (s.get("opted_in"), s.get("source")) != said for s in (held, last)):
+    if not _says(held, said) and (_says(now, said) or not _says(last, said)):
         # A change the current state already says (a one-click link POSTed again, a second
-        # STOP), or the last change of the purpose (a second STOP after a withdrawal by other
-        # means, which stays current), adds no entry: repeats would push the older changes
-        # (the signup opt-in, its time and source) out of the history. The state still takes
-        # the latest time below.
+        # STOP), or the last change of the purpose that stays out of the current state again
+        # (a second STOP after a withdrawal by other means, which stays current), adds no
+        # entry: repeats would push the older changes (the signup opt-in, its time and
+        # source) out of the history. One that becomes the current state is a change: a
+        # re-subscribe repeating a stale opt-in the withdrawal kept out was left out, and a
+        # STOP after it then read as over the withdrawal (`_withdrawn`), never reopened.
         history.append({"channel": channel, "purpose": purpose, **change})
         del history[:max(len(history) - keep, 0)]
-    current[purpose] = change if held is None else _current(held, change)
+    current[purpose] = now
+
+
+def _says(state: Mapping | None, said: tuple[bool, str]) -> bool:
+    """Whether `state` (a current state or history entry; None: none) is (opted_in, source)."""
+    return state is not None and (bool(state.get("opted_in")), state.get("source")) == said
 
 
 def _current(held: dict, change: dict) -> dict:

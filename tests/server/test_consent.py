@@ -116,6 +116,20 @@ def test_a_stop_repeated_over_a_withdrawal_adds_one_entry():
                                                    "timestamp": 4.0}
 
 
+def test_a_re_subscribe_repeating_a_stale_opt_in_is_kept_in_the_history():
+    """A withdrawal at 5 keeps a stale opt-in (dated 2) out of the current state; the user then
+    re-subscribes at 6 under the same source. It is the current state, and it is a change:
+    the history keeps it, so a STOP after it is a STOP alone (a START reopens it). Before, the
+    last-entry de-dupe dropped it, and the STOP read as over the withdrawal."""
+    meta = {"consent": {}}
+    for opted_in, source, ts in [(True, "app", 1.0), (False, "one-click unsubscribe (c1)", 5.0),
+                                 (True, "app", 2.0), (True, "app", 6.0)]:
+        record_consent(meta, "sms", "marketing", opted_in, source, ts, keep=10)
+    assert [(h["opted_in"], h["timestamp"]) for h in meta["consent_history"]][-1] == (True, 6.0)
+    record_consent(meta, "sms", "marketing", False, "sms reply STOP", 7.0, keep=10)
+    assert closed_by_stop(meta, "sms", "marketing")
+
+
 @pytest.fixture
 def settings(tmp_path):
     from server.config import Settings
