@@ -7,7 +7,8 @@ A profile meta record (layout 2 of the `profile_meta` kind, `server.store.layout
 
 `consent` is the current state of each channel and purpose (the latest change by timestamp; an
 opt-out whenever it arrives over an opt-in; a withdrawal by other means than a STOP over a
-STOP's opt-out, dated the later of the two: `record_consent`);
+STOP's opt-out, dated the later of the two, until an opt-in lifts the withdrawal:
+`record_consent`);
 `consent_history` every change in the order it arrived, oldest first, at most
 `Limits.consent_history` of them. Layout 1 kept `consent: {channel: {"opted_in", ...}}`, the
 marketing consent alone; `consent_reason` still reads it (a record passed in before migration).
@@ -197,7 +198,29 @@ def record_consent(meta: dict, channel: str, purpose: str, opted_in: bool, sourc
         # STOP after it then read as over the withdrawal (`_withdrawn`), never reopened.
         history.append({"channel": channel, "purpose": purpose, **change})
         del history[:max(len(history) - keep, 0)]
-    current[purpose] = now
+    current[purpose] = _stop_under(meta, channel, purpose, now, change) or now
+
+
+def _stop_under(meta: Mapping, channel: str, purpose: str, held: dict,
+                change: dict) -> dict | None:
+    """The STOP's opt-out that `held`, a withdrawal by other means, holds over (`_current`:
+    dated the STOP's time), once `change`, an opt-in dated between the two, lifted the
+    withdrawal (`_withdrawn`: it arrived after it, dated no earlier); None when it did not.
+    The state is then the STOP's alone, as it is when the opt-in arrives before the STOP, so
+    a START reopens it: a withdrawal, a STOP and then an opt-in dated between them (a
+    re-subscribe in the app arriving late) stayed the withdrawal's, never reopened. Read only
+    from the history: with the withdrawal's entry or the STOP's gone from it, None."""
+    if not change["opted_in"] or held["opted_in"] or by_stop(held.get("source", "")) \
+            or change["timestamp"] >= held["timestamp"]:
+        return None
+    mine = [h for h in meta["consent_history"]
+            if h.get("channel") == channel and h.get("purpose", MARKETING) == purpose]
+    seen = any(not h.get("opted_in") and h.get("source") == held.get("source") for h in mine)
+    stops = [h for h in mine if not h.get("opted_in") and by_stop(h.get("source", ""))]
+    stop = max(stops, key=lambda h: float(h.get("timestamp", 0.0)), default=None)  # the latest
+    if not seen or stop is None or _withdrawn(meta, channel, purpose):
+        return None
+    return {"opted_in": False, "source": stop["source"], "timestamp": held["timestamp"]}
 
 
 def _says(state: Mapping | None, said: tuple[bool, str]) -> bool:

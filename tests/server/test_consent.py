@@ -82,7 +82,10 @@ def test_a_withdrawal_holds_over_a_stop_in_any_order_and_dates(order):
                                                    "timestamp": 7.0}
     assert not closed_by_stop(meta, "sms", "marketing")
     record_consent(meta, "sms", "marketing", True, "late", 6.0, keep=10)  # before the 21610
-    assert meta["consent"]["sms"]["marketing"]["source"] == "preferences"
+    # it lifts the withdrawal (arrived after it, dated later), not the 21610 after it (rr18c)
+    assert meta["consent"]["sms"]["marketing"] == {"opted_in": False,
+                                                   "source": "sms carrier STOP (21610)",
+                                                   "timestamp": 7.0}
     record_consent(meta, "sms", "marketing", True, "prefs again", 8.0, keep=10)
     record_consent(meta, "sms", "marketing", False, "sms reply STOP", 9.0, keep=10)
     assert closed_by_stop(meta, "sms", "marketing")  # withdrawn, given back, then a STOP
@@ -128,6 +131,24 @@ def test_a_re_subscribe_repeating_a_stale_opt_in_is_kept_in_the_history():
     assert [(h["opted_in"], h["timestamp"]) for h in meta["consent_history"]][-1] == (True, 6.0)
     record_consent(meta, "sms", "marketing", False, "sms reply STOP", 7.0, keep=10)
     assert closed_by_stop(meta, "sms", "marketing")
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (0, 2, 1), (2, 0, 1)])
+def test_an_opt_in_between_a_withdrawal_and_a_stop_leaves_the_stop_alone_in_any_order(order):
+    """An operator's opt-out at 1, the user's re-subscribe at 2 (arriving after the opt-out),
+    a STOP at 3, in any order of arrival that keeps the re-subscribe after the opt-out: the
+    STOP alone closes the texts, dated its own time, and a START reopens them. Before, the
+    re-subscribe arriving after the STOP (dated before it) left the opt-out current (dated 3),
+    never reopened."""
+    meta = {"consent": {}}
+    record_consent(meta, "sms", "transactional", True, "signup", 0.0, keep=10)
+    changes = [(False, "preferences", 1.0), (True, "app", 2.0), (False, "sms reply STOP", 3.0)]
+    for i in order:
+        record_consent(meta, "sms", "transactional", *changes[i], keep=10)
+    assert meta["consent"]["sms"]["transactional"] == {"opted_in": False,
+                                                       "source": "sms reply STOP",
+                                                       "timestamp": 3.0}
+    assert closed_by_stop(meta, "sms", "transactional")
 
 
 @pytest.fixture
