@@ -139,15 +139,24 @@ class StopWatch:
         process left (the writers of a zygote that died before: a subreaper's), reap them until
         `_EXIT_SECONDS` before the bound's end (there is no resource tracker to end after them,
         as the parent of `--workers N` has), `_REAP_SECONDS` at least, and exit `KILLED_EXIT`
-        (no atexit: the main thread may hold what they need)."""
+        (no atexit: the main thread may hold what they need). The log line goes on a thread of
+        its own (`_say`), waited for `_EXIT_SECONDS` at most: a log stream that blocks (a full
+        pipe nobody reads) held the main thread in its own line, with the handler's lock, and
+        this one behind it, which then killed nothing and never exited."""
         self._killing.set()
-        logger.error("still stopping %.0f s after the stop began (stop_seconds %g): killing the "
-                     "writer processes and exiting %d", self.stop.seconds - KILL_SECONDS,
-                     self.stop.seconds, KILLED_EXIT)
+        said = threading.Thread(target=self._say, name="stop-watch-log", daemon=True)
+        said.start()
         kill_zygote()
         orphans = Orphans(lambda: ())  # every child: this process waits for none any more
         orphans.kill(orphans.reap(), max(_REAP_SECONDS, self.stop.left(_EXIT_SECONDS)))
+        said.join(_EXIT_SECONDS)
+        os._exit(KILLED_EXIT)
+
+    def _say(self) -> None:
+        """The kill's one log line, and the streams flushed for `os._exit` (`_kill`)."""
+        logger.error("still stopping %.0f s after the stop began (stop_seconds %g): killing the "
+                     "writer processes and exiting %d", self.stop.seconds - KILL_SECONDS,
+                     self.stop.seconds, KILLED_EXIT)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        os._exit(KILLED_EXIT)

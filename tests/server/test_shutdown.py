@@ -517,3 +517,46 @@ def test_signals_after_a_sigterm_leave_a_clean_stop_clean(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     assert out.count("tailor.workers: stopped") == 2, out[-3000:]
     assert "Traceback" not in out and "while the server stopped" not in out, out[-3000:]
+
+
+def test_the_stop_bound_holds_with_the_log_stream_full(tmp_path):
+    """The bound's own log line went first, through the logging handler's lock: with the log
+    stream full (a pipe nobody reads: a stuck log collector, `| less`), the main thread held
+    that lock, blocked in its "draining" line, and the bound's thread waited behind it, so
+    nothing was killed and the server never exited. It now ends the stop all the same."""
+    read, write = os.pipe()
+    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--data-dir",
+            str(tmp_path / "d")]
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"),
+           "TAILOR_STOP_SECONDS": "3", "TAILOR_GRACE_SECONDS": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=write, stderr=write)
+    everyone = []
+    try:
+        seen = b""
+        while b"serving on" not in seen:
+            chunk = os.read(read, 65536)
+            assert chunk, seen[-3000:]
+            seen += chunk
+        zygote = wait_for(lambda: _children(proc.pid), "the writers' zygote", timeout=60)[0]
+        everyone = [zygote, *wait_for(lambda: len(_children(zygote)) == 2 and _children(zygote),
+                                      "the writers", timeout=60)]
+        fill = os.open(f"/proc/self/fd/{write}", os.O_WRONLY | os.O_NONBLOCK)  # the server's
+        with contextlib.suppress(BlockingIOError):  # end stays blocking (its own description)
+            while True:  # the pipe full: the server's next log line blocks
+                os.write(fill, b"x" * 4096)
+        os.close(fill)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        took = time.monotonic() - began
+        left = [pid for pid in everyone if os.path.exists(f"/proc/{pid}")]
+    finally:
+        for pid in [*everyone, proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        os.close(read)
+        os.close(write)
+    assert took < 3 + 1.5 and proc.returncode == 1, (took, proc.returncode)
+    assert not left, f"left behind: {left}"
