@@ -306,7 +306,7 @@ class Settings(BaseSettings):
     """At shutdown, how long health answers NOT_SERVING while new calls are still served, before
     the listener closes (for load balancers that follow health checks; Kubernetes' preStop
     sleep in deploy/k8s does the same for its Service endpoints)."""
-    stop_seconds: float = Field(25.0, gt=0)
+    stop_seconds: float = Field(25.0, gt=0, le=86400)
     """The longest the whole stop may take, from the stop signal (or, with `--workers N`, a
     worker's own exit) until the server exits. What still stops 1 s before that end is
     SIGKILLed and reaped: with `--workers N`, a worker still draining and what workers left
@@ -314,7 +314,8 @@ class Settings(BaseSettings):
     exiting at once. The exit is then 1. Keep it below the service manager's stop timeout
     (Kubernetes' terminationGracePeriodSeconds less the preStop sleep, 30 s by default;
     systemd's TimeoutStopSec, 90 s; `docker stop`'s 10 s), and more than 1 s above
-    `drain_seconds` + `grace_seconds` (checked at start)."""
+    `drain_seconds` + `grace_seconds` (checked at start). At most a day (86400 s): the bound is a
+    sleep (`stop_bound.StopWatch`), which `inf` or 1e10 would overflow."""
     store_metrics_seconds: float = Field(5.0, gt=0)
     """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 

@@ -388,6 +388,21 @@ def test_a_stop_bound_under_the_drain_and_grace_is_refused():
             "drain_seconds + grace_seconds (7 s) by more than 1 s (got 7)")
 
 
+def test_a_stop_bound_past_a_day_is_refused():
+    """`inf` or 1e10 were accepted, and one worker's bound (a sleep of that long) failed in its
+    thread at the stop: an OverflowError traceback, and no bound."""
+    from pydantic import ValidationError
+
+    from server.config import Settings, settings_error
+    for value in ("inf", "1e10", "86400.5"):
+        with pytest.raises(ValidationError) as refused:
+            Settings(stop_seconds=value)
+        assert settings_error(refused.value) == (
+            "stop_seconds (TAILOR_STOP_SECONDS): Input should be less than or equal to 86400 "
+            f"(got {value!r})")
+    assert Settings(stop_seconds=86400).stop_seconds == 86400
+
+
 def test_a_stop_bound_that_kills_the_workers_within_their_grace_is_refused():
     """The parent kills the workers still stopping 1 s before the bound: one under drain +
     grace + 1 s was accepted, and cut calls still within their grace (7.5 s here: killed at
