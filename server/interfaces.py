@@ -199,15 +199,18 @@ class ConsentWriter(Protocol):
 
     async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
                            source: str, timestamp: float = 0.0, purpose: str = "",
-                           existing: bool = False,
-                           keep_later_opt_in: bool = False) -> list[str]:
-        """`set_consent` of each user in one write; those it would bring back skipped, and
-        (`keep_later_opt_in`) those whose current state is an opt-in dated after `timestamp`,
-        checked in that write. The users changed."""
+                           existing: bool = False, keep_later_opt_in: bool = False,
+                           stopped_only: bool = False, open_only: bool = False) -> list[str]:
+        """`set_consent` of each user in one write; those it would bring back skipped, and,
+        checked in that write, those whose current state is (`keep_later_opt_in`) an opt-in
+        dated after `timestamp`, (`stopped_only`) not closed by a STOP alone
+        (`contact.consent.closed_by_stop`: what a START reopens), or (`open_only`) closed
+        already. The users changed."""
 
     async def set_unnamed_consents(self, tokens: Sequence[bytes], channel: str, opted_in: bool,
                                    source: str, still, timestamp: float = 0.0,
-                                   purpose: str = "", keep_later_opt_in: bool = False
+                                   purpose: str = "", keep_later_opt_in: bool = False,
+                                   stopped_only: bool = False, open_only: bool = False
                                    ) -> list[bytes]:
         """`set_consents` of existing profiles known by their token alone (unnamed address
         index entries, `server.messages.phones`), each only while `still(txn, token)`. The

@@ -151,6 +151,12 @@ def _withdrawn(meta: Mapping, channel: str, purpose: str) -> bool:
     return pending is not None
 
 
+def closed(meta: Mapping | None, channel: str, purpose: str) -> bool:
+    """Whether the user opted out of (channel, purpose), by any source."""
+    entry = consent_entry(meta, channel, purpose)
+    return entry is not None and not entry.get("opted_in")
+
+
 def opted_in_since(meta: Mapping | None, channel: str, purpose: str, ts: float) -> bool:
     """Whether the current state of (channel, purpose) is an opt-in dated after `ts` (a
     choice the user made since a change dated `ts`, which an older opt-out must not undo)."""

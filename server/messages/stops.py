@@ -16,7 +16,9 @@ reach the person who said it). A STOP that is the keyword alone, and a
 until START; CTIA asks that nothing but the STOP's confirmation follow it); a START reopens
 what such a stop closed (`stopped`), never a consent not given before (`contact.consent.reopens`),
 nor what the user or operator withdrew by other means (SetConsent, a one-click
-link), before or after the STOP, whatever the times (`contact.consent.closed_by_stop`).
+link), before or after the STOP, whatever the times (`contact.consent.closed_by_stop`),
+checked again in the write transaction (`_rechecked`: a withdrawal committed after the START
+read the profiles was overwritten by its opt-in).
 Before, a 21610 withdrew marketing alone: receipts and codes were composed and sent to a number
 the carrier refuses, each a dead letter.
 
@@ -38,8 +40,6 @@ from ..contact.consent import (
     REPLY_SOURCE,
     TRANSACTIONAL,
     closed_by_stop,
-    consent_entry,
-    consent_reason,
     reopens,
 )
 from ..interfaces import ConsentWriter, ProfileMetas
@@ -59,12 +59,6 @@ def stopped(meta) -> bool:
     21610) alone: what a START reopens. A transactional opt-out given elsewhere (SetConsent),
     before or after the STOP and dated either side of it, is not (`closed_by_stop`)."""
     return closed_by_stop(meta, "sms", TRANSACTIONAL)
-
-
-def _closed(meta, purpose: str) -> bool:
-    """Whether the user opted out of SMS `purpose` (by any source)."""
-    entry = consent_entry(meta, "sms", purpose)
-    return entry is not None and not entry.get("opted_in")
 
 
 class SmsStops:
@@ -141,7 +135,7 @@ class SmsStops:
         groups = self._grouped(users, metas, opted_in, only, source)
         changed = await self._write(groups, functools.partial(
             self.consent.set_consents, channel="sms", opted_in=opted_in, source=source,
-            timestamp=dated, existing=True))
+            timestamp=dated, existing=True), self._rechecked(opted_in, only, source))
         return changed, await self._change_unnamed(tokens, opted_in, only, source, dated, held)
 
     async def _change_unnamed(self, tokens: list[bytes], opted_in: bool, only: bool,
@@ -158,7 +152,8 @@ class SmsStops:
         groups = self._grouped(tokens, metas, opted_in, only, source)
         changed = await self._write(groups, functools.partial(
             self.consent.set_unnamed_consents, channel="sms", opted_in=opted_in, source=source,
-            still=self.phones.still_indexed, timestamp=dated))
+            still=self.phones.still_indexed, timestamp=dated),
+            self._rechecked(opted_in, only, source))
         if changed:
             logger.info("sms %s: %d unnamed profiles at the number", source, len(changed))
         return len(changed)
@@ -180,14 +175,33 @@ class SmsStops:
         return [i for i, _ in kept], [meta for _, meta in kept]
 
     @staticmethod
-    async def _write(groups: dict[str, list], write) -> set:
-        """`await write(ids, purpose=...)` of each purpose's profiles, `CHUNK` a call (one
-        write transaction); the profiles changed."""
+    async def _write(groups: dict[str, list], write, rechecked) -> set:
+        """`await write(ids, purpose=..., **rechecked(purpose))` of each purpose's profiles,
+        `CHUNK` a call (one write transaction); the profiles changed."""
         changed = set()
         for purpose, ids in groups.items():
             for start in range(0, len(ids), CHUNK):
-                changed.update(await write(ids[start:start + CHUNK], purpose=purpose))
+                changed.update(await write(ids[start:start + CHUNK], purpose=purpose,
+                                           **rechecked(purpose)))
         return changed
+
+    def _rechecked(self, opted_in: bool, only: bool, source: str):
+        """`rechecked(purpose)`: what the write transaction of a change checks again of each
+        profile's meta record, as it stands then (`Profiles.set_consents`), so that a
+        SetConsent or a one-click link committed after the profiles were read (`_grouped`)
+        and before the write counts: a START writes only where the STOP handling alone still
+        closes it (`stopped_only`: a withdrawal committed in between was overwritten by the
+        START's later-dated opt-in); a 21610, and a STOP's transactional opt-out, only what is
+        open (`open_only`: an opt-in committed in between stayed open, or the STOP was written
+        over a withdrawal a START then reopened). No write transaction is held across an
+        await: the check and the write are one transaction in the profiles' thread."""
+        stopped_only = opted_in and self.metas is not None
+        open_only = () if opted_in else PURPOSES if source == CARRIER_SOURCE \
+            else (TRANSACTIONAL,) if only else ()
+
+        def rechecked(purpose: str) -> dict:
+            return {"stopped_only": stopped_only, "open_only": purpose in open_only}
+        return rechecked
 
     def _grouped(self, ids: list, metas: list, opted_in: bool, only: bool,
                  source: str) -> dict[str, list]:
@@ -210,14 +224,12 @@ class SmsStops:
         `CARRIER_SOURCE`) closes only what is open: the provider reports the same block again
         (a status callback retried, or after the refusal at the send, each text to the number
         refused), which is no new choice of the user; written over the `unsubscribe` event's
-        opt-out each time, it added a history entry per repeat."""
-        if not opted_in and source == CARRIER_SOURCE:
-            return [p for p in PURPOSES if not _closed(meta, p)]
+        opt-out each time, it added a history entry per repeat. What a STOP finds closed
+        already is read in its write (`_rechecked`), as is what a START finds closed by a
+        STOP alone: the choice here only narrows which profiles a START writes."""
         if not opted_in and not only:
             return ["marketing"]
         if opted_in and self.metas is not None:
             return [p for p, ok in (("marketing", reopens(meta, "sms", self.defaults)),
                                     ("transactional", stopped(meta))) if ok]
-        if not opted_in and consent_reason(meta, "sms", TRANSACTIONAL, self.defaults):
-            return ["marketing"]  # closed already: START must not reopen it
         return ["marketing", "transactional"]

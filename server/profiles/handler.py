@@ -22,6 +22,8 @@ from ..contact.consent import (
     EVENT_SOURCE,
     MARKETING,
     PURPOSES,
+    closed,
+    closed_by_stop,
     current_consents,
     opted_in_since,
     record_consent,
@@ -469,29 +471,30 @@ class Profiles:
 
     async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
                            source: str, timestamp: float = 0.0, purpose: str = "",
-                           existing: bool = False,
-                           keep_later_opt_in: bool = False) -> list[str]:
+                           existing: bool = False, keep_later_opt_in: bool = False,
+                           stopped_only: bool = False, open_only: bool = False) -> list[str]:
         """`set_consent` of each of `user_ids` in one write transaction (one fsync, not one
-        each); a user it would bring back is skipped, not refused, and so is (with
-        `keep_later_opt_in`) one whose current state is an opt-in dated after `timestamp`,
-        read in the same transaction. The users changed."""
+        each); a user it would bring back is skipped, not refused, and so is one whose record,
+        read in the same transaction, says to leave it (`_kept`: a change committed after the
+        caller chose the users counts). The users changed."""
         for user_id in user_ids:
             _check_named(user_id, self.limits.id_bytes, existing)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
-        keep = _later_opt_in(channel, purpose, ts) if keep_later_opt_in else None
+        keep = _kept(channel, purpose, ts, keep_later_opt_in, stopped_only, open_only)
         return await asyncio.to_thread(self.repo.update_metas, list(user_ids), change, ts,
                                        existing=existing, keep=keep)
 
     async def set_unnamed_consents(self, tokens: Sequence[bytes], channel: str, opted_in: bool,
                                    source: str, still, timestamp: float = 0.0,
-                                   purpose: str = "", keep_later_opt_in: bool = False
+                                   purpose: str = "", keep_later_opt_in: bool = False,
+                                   stopped_only: bool = False, open_only: bool = False
                                    ) -> list[bytes]:
         """`set_consents` of existing profiles known by their token alone (unnamed entries of
         the address index, `server.messages.phones`: stored before it, their id nowhere in
         the store), each changed only while `still(txn, token)` (its entry is there: an
         erasure drops it with the profile). The tokens changed."""
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
-        keep = _later_opt_in(channel, purpose, ts) if keep_later_opt_in else None
+        keep = _kept(channel, purpose, ts, keep_later_opt_in, stopped_only, open_only)
         return await asyncio.to_thread(self.repo.update_unnamed_metas, list(tokens), change,
                                        still, keep)
 
@@ -880,11 +883,23 @@ def _wanted_parts(parts: Sequence[str]) -> frozenset[str]:
     return frozenset(check_known("parts", p, PROFILE_PARTS) for p in parts)
 
 
-def _later_opt_in(channel: str, purpose: str, ts: float):
-    """`keep(meta)` of a consent change dated `ts`: the profile's own opt-in is later."""
-    def keep(meta) -> bool:
-        return opted_in_since(meta, channel, purpose or MARKETING, ts)
-    return keep
+def _kept(channel: str, purpose: str, ts: float, later_opt_in: bool, stopped_only: bool,
+          open_only: bool):
+    """`keep(meta)` of a consent change dated `ts`, checked in its write transaction (None:
+    none): `later_opt_in`, the profile's own opt-in is later (`SharedOptOut`);
+    `stopped_only`, (channel, purpose) is no longer closed by a STOP alone
+    (`closed_by_stop`: a START reopens nothing else, and a withdrawal committed after it read
+    the profiles was overwritten by its later-dated opt-in); `open_only`, it is closed
+    already (a carrier's 21610 closes what is open: an opt-in committed after it read the
+    profiles stayed open)."""
+    purpose = purpose or MARKETING
+    rules = [rule for on, rule in (
+        (later_opt_in, lambda meta: opted_in_since(meta, channel, purpose, ts)),
+        (stopped_only, lambda meta: not closed_by_stop(meta, channel, purpose)),
+        (open_only, lambda meta: closed(meta, channel, purpose))) if on]
+    if not rules:
+        return None
+    return lambda meta: any(rule(meta) for rule in rules)
 
 
 def _attributes_size(attributes: dict[str, str]) -> tuple[int, int]:

@@ -619,3 +619,69 @@ async def test_a_start_never_reopens_an_opt_out_given_by_other_means(own_texted,
     assert await reply(shared.settings, number, "Stop") == 200  # another body: no replay
     assert await reply(shared.settings, number, "Start!") == 200
     assert await sms_states(shared.profiles, texted) == closed
+
+
+async def test_a_withdrawal_committed_while_a_start_is_handled_is_kept(
+        module_messages_server, own_texted, shared):
+    """A START reads the profiles at its number, decides what the STOP closed, then writes its
+    opt-ins. A SetConsent opt-out committed in between (here: while `SmsStops._holding` runs,
+    after the read) was overwritten by the START's later-dated opt-in: the withdrawal lost.
+    The decision is made again in the write transaction now: the withdrawal stays current."""
+    import asyncio
+    stops, loop = module_messages_server[0].stops, asyncio.get_running_loop()
+    texted, n = own_texted
+    number, stop_at = f"+447700900{n}", time.time() - 5
+    assert await reply(shared.settings, number, "STOP", age=5) == 200
+
+    async def withdraw():
+        for purpose in ("marketing", "transactional"):
+            await shared.profiles.SetConsent(ppb.SetConsentRequest(
+                user_id=texted, channel="sms", opted_in=False, source="preferences",
+                purpose=purpose, timestamp=stop_at + 2))
+
+    holding = stops._holding
+
+    def withdrawn_first(ids, metas, held):  # runs in a thread between the read and the write
+        asyncio.run_coroutine_threadsafe(withdraw(), loop).result(10)
+        return holding(ids, metas, held)
+
+    stops._holding = withdrawn_first
+    try:
+        assert await reply(shared.settings, number, "START") == 200
+    finally:
+        del stops._holding
+    closed = {"marketing": (False, "preferences"), "transactional": (False, "preferences")}
+    assert await sms_states(shared.profiles, texted) == closed
+
+
+async def test_an_opt_in_committed_while_a_carrier_stop_is_handled_is_closed(
+        module_messages_server, own_texted, shared):
+    """A carrier's 21610 closes only what is open, read before its write: an opt-in committed
+    in between (after a STOP, while `SmsStops._holding` runs) stayed open, texted though the
+    carrier blocks the number. What is open is read in the write transaction now."""
+    import asyncio
+    server, loop = module_messages_server[0], asyncio.get_running_loop()
+    texted, n = own_texted
+    number = f"+447700900{n}"
+    assert await reply(shared.settings, number, "STOP", age=5) == 200
+
+    async def opt_in():
+        for purpose in ("marketing", "transactional"):
+            await shared.profiles.SetConsent(ppb.SetConsentRequest(
+                user_id=texted, channel="sms", opted_in=True, source="preferences",
+                purpose=purpose, timestamp=time.time() - 2))
+
+    holding = server.stops._holding
+
+    def opted_in_first(ids, metas, held):  # runs in a thread between the read and the write
+        asyncio.run_coroutine_threadsafe(opt_in(), loop).result(10)
+        return holding(ids, metas, held)
+
+    server.stops._holding = opted_in_first
+    try:
+        assert await server.stops.stop(number, time.time()) == 1
+    finally:
+        del server.stops._holding
+    states = await sms_states(shared.profiles, texted)
+    assert {p: opted_in for p, (opted_in, _) in states.items()} == {
+        "marketing": False, "transactional": False}
