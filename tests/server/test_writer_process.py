@@ -691,6 +691,19 @@ async def test_a_child_outliving_its_zygote_is_reaped_here_and_logged_with_how_i
         "the test writer process was killed by SIGKILL with 0 batches unanswered"]
 
 
+async def _stop_the_zygote_of_a_dead_child(writer) -> int:
+    """Kill the writer's child and, once the runner saw it go (the next batch asks the zygote
+    for a child), SIGSTOP the zygote: the next child's start waits for it. Its pid, for the
+    SIGCONT."""
+    first = writer.pid
+    zygote = _parent(first)
+    os.kill(first, signal.SIGKILL)
+    while writer._child is not None:
+        await asyncio.sleep(0.01)
+    os.kill(zygote, signal.SIGSTOP)
+    return zygote
+
+
 async def test_a_child_a_stopped_zygote_does_not_answer_for_is_a_failed_start(writer, monkeypatch):
     """A zygote that does not answer (SIGSTOP, a debugger) has not forked the child: its
     batches waited for ever, and so did `pid` (read by `kill`, on the event loop). After
@@ -701,12 +714,7 @@ async def test_a_child_a_stopped_zygote_does_not_answer_for_is_a_failed_start(wr
 
     monkeypatch.setattr(ZygoteChild, "START_SECONDS", 1.0)
     writer, batcher, _ = writer
-    first = writer.pid
-    zygote = _parent(first)
-    os.kill(first, signal.SIGKILL)
-    while writer._child is not None:  # the runner saw it go: the next batch asks for a child
-        await asyncio.sleep(0.01)
-    os.kill(zygote, signal.SIGSTOP)
+    zygote = await _stop_the_zygote_of_a_dead_child(writer)
     try:
         submitted = asyncio.ensure_future(batcher.submit("k"))
         await asyncio.sleep(0.1)
@@ -732,12 +740,7 @@ async def test_a_child_ready_only_after_its_close_gave_up_is_sent_nothing(writer
 
     monkeypatch.setattr(ZygoteChild, "START_SECONDS", 10.0)
     writer, _, store = writer
-    first = writer.pid
-    zygote = _parent(first)
-    os.kill(first, signal.SIGKILL)
-    while writer._child is not None:  # the runner saw it go: the next batch asks for a child
-        await asyncio.sleep(0.01)
-    os.kill(zygote, signal.SIGSTOP)
+    zygote = await _stop_the_zygote_of_a_dead_child(writer)
     victim = tmp_path / "victim"
     try:
         loop = asyncio.get_running_loop()
