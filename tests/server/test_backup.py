@@ -3,7 +3,6 @@ dir and a server there: profiles, events, campaigns and the bundle come back, fr
 import calendar
 import json
 import os
-import random
 import shutil
 import tarfile
 import threading
@@ -1169,24 +1168,8 @@ def test_one_record_commits_on_a_restored_store_write_single_pages(tmp_path):
     (measured: bytes to storage over bytes LMDB wrote, 3.9 before, 1.2 with the file dropped
     from the cache, `growth.drop_cached`)."""
     from server.backup import backup, restore
-    from server.store import Store
-    from tests.server.test_store_growth import _storage_per_byte_written
-    store = Store(tmp_path / "data" / "store", sync=False)
-    profiles = store.raw_table("profiles")
-    for lo in range(0, 6_000, 1_000):
-        store.write(lambda txn, lo=lo: [profiles.put(txn, b"u%06d" % i, os.urandom(1_000))
-                                        for i in range(lo, lo + 1_000)])
-    store.close()
+    from tests.server.test_store_growth import kilobyte_profiles, storage_per_rewrite
+    kilobyte_profiles(tmp_path / "data" / "store").close()
     backup(tmp_path / "data", tmp_path / "b.tar")
     restore(tmp_path / "b.tar", tmp_path / "live")
-    store = Store(tmp_path / "live" / "store", sync=True)
-    try:
-        profiles = store.raw_table("profiles")
-        keys = iter(random.Random(7).sample(range(6_000), 40))
-
-        def rewrite_one():
-            key = b"u%06d" % next(keys)
-            store.write(lambda txn: profiles.put(txn, key, os.urandom(1_000)))
-        assert _storage_per_byte_written(store, rewrite_one, 40) < 2
-    finally:
-        store.close()
+    assert storage_per_rewrite(tmp_path / "live" / "store", range(6_000)) < 2
