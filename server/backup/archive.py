@@ -7,9 +7,10 @@ import os
 import tarfile
 from pathlib import Path
 
+from ..store.compaction import fsync_path
 from ..store.datakeys import SLOTS_FILE
 
-__all__ = ["FORMAT", "MANIFEST", "TOP_LEVEL", "fsync_path", "fsync_tree", "write_tar"]
+__all__ = ["FORMAT", "MANIFEST", "TOP_LEVEL", "fsync_tree", "write_tar"]
 
 FORMAT = 1
 MANIFEST = "tailor-backup.json"
@@ -42,11 +43,3 @@ def fsync_tree(root: Path) -> None:
         for name in files:
             fsync_path(Path(directory) / name)
         fsync_path(Path(directory))
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

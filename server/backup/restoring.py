@@ -11,10 +11,11 @@ from pathlib import Path
 
 from ..errors import FailedPrecondition
 from ..store import lock_data_dir
+from ..store.compaction import fsync_path
 from ..store.errors import out_of_space
 from ..store.growth import drop_cached
 from ..store.lock import RESTORING
-from .archive import fsync_path, fsync_tree
+from .archive import fsync_tree
 from .erasures import carry_erasures, erase_carried, keys_checked
 from .todo import erase_again
 from .verify import extract

@@ -21,7 +21,7 @@ from .growth import drop_cached
 from .lmdb_store import open_env
 from .lock import check_restore_finished, lock_data_dir
 
-__all__ = ["compact", "rewrite_records"]
+__all__ = ["compact", "fsync_path", "rewrite_records"]
 
 BATCH = 10_000
 """Records a write transaction of the rewrite holds."""
@@ -55,7 +55,7 @@ def compact(data_dir: Path) -> tuple[int, int]:
                     "was changed") from None
             raise
         os.replace(fresh / "data.mdb", store / "data.mdb")
-        _fsync_dir(store)
+        fsync_path(store)
         shutil.rmtree(fresh)
         return before, (store / "data.mdb").stat().st_size
     finally:
@@ -106,7 +106,9 @@ def _copy_table(read, src_db, dst, dst_db) -> None:
                     break
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """A file's bytes, or a directory's names, on disk (the compaction's swap, and the backup
+    and restore's: `server.backup`)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
