@@ -86,16 +86,15 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
 
 
 def _deaf_once_stopped(loop: asyncio.AbstractEventLoop) -> None:
-    """Ignore the stop signals and SIGHUP from now on: the server has stopped, and the process
-    only exits. The loop's handlers go with it (at the end of `asyncio.run`), and one that
-    came then (a second Ctrl-C or `kill`, a reload by name, each forwarded by the parent) killed
-    the process as it exited (-2, -15, -1) or broke its exit off (KeyboardInterrupt in the
-    zygote's close, the zygote left to the parent): a clean stop the parent logged as a worker
-    cut mid-drain, exiting 1. (A signal in the instant between a handler's removal and its
-    SIG_IGN still acts: no public call swaps them at once.)"""
-    for sig in (*STOP_SIGNALS, signal.SIGHUP):
-        loop.remove_signal_handler(sig)
-        signal.signal(sig, signal.SIG_IGN)
+    """Ignore SIGHUP from now on: the server has stopped, and the process only exits. The
+    loop's handler goes with it (at the end of `asyncio.run`), and a SIGHUP that came then (a
+    reload by name, forwarded by the parent) killed the process as it exited (-1): a clean
+    stop the parent logged as a worker cut mid-drain, exiting 1. The stop signals need no
+    such care: they stay blocked in every thread (`stop_bound.StopWatch` took the first), so
+    a later one waits, pending, and never acts. (A SIGHUP in the instant between the
+    handler's removal and its SIG_IGN still acts: no public call swaps them at once.)"""
+    loop.remove_signal_handler(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _stop_with_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
