@@ -98,8 +98,7 @@ def consent_reason(meta: Mapping | None, channel: str, purpose: str,
     Costs a few dict lookups (the decision path calls it per user and channel).
     """
     if purpose == TRANSACTIONAL:
-        entry = consent_entry(meta, channel, TRANSACTIONAL)
-        return NO_CONSENT if entry is not None and not entry["opted_in"] else None
+        return NO_CONSENT if closed(meta, channel, TRANSACTIONAL) else None
     need = need_of(defaults, channel)
     if need == "none":
         return None
