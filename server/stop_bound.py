@@ -135,8 +135,9 @@ class StopWatch:
         self._kill()
 
     def _kill(self) -> None:
-        """SIGKILL the writers and their zygote (`kill_zygote`), then every child of this
-        process left (the writers of a zygote that died before: a subreaper's), reap them until
+        """SIGKILL the writers and their zygote and wait for the zygote to be reaped
+        (`kill_zygote`), then every child of this process left (the writers of a zygote that
+        died, now or before: a subreaper's), reap them until
         `_EXIT_SECONDS` before the bound's end (there is no resource tracker to end after them,
         as the parent of `--workers N` has), `_REAP_SECONDS` at least, and exit `KILLED_EXIT`
         (no atexit: the main thread may hold what they need). The log line goes on a thread of
@@ -146,7 +147,7 @@ class StopWatch:
         self._killing.set()
         said = threading.Thread(target=self._say, name="stop-watch-log", daemon=True)
         said.start()
-        kill_zygote()
+        kill_zygote(self.stop.left(_EXIT_SECONDS))
         orphans = Orphans(lambda: ())  # every child: this process waits for none any more
         orphans.kill(orphans.reap(), max(_REAP_SECONDS, self.stop.left(_EXIT_SECONDS)))
         said.join(_EXIT_SECONDS)

@@ -344,16 +344,30 @@ def _close_at_exit() -> None:
         _zygote.close()
 
 
-def kill_zygote() -> None:
-    """SIGKILL this process's zygote and the writers it forked, at once: its process group (the
-    zygote leads a session of its own, and its children stay in its group), whose id is the
-    zygote's pid, this process's until it reaps it. At the end of the stop's bound of a server
-    of one worker (`server.stop_bound`), which then reaps them (they come back to it)."""
-    if _zygote is None or _zygote.owner != os.getpid() or _zygote.proc.poll() is not None:
+def kill_zygote(within: float = _ZYGOTE_EXIT_SECONDS) -> None:
+    """SIGKILL this process's zygote and the writers it forked, and wait up to `within`
+    seconds for the zygote to be reaped: at the end of the stop's bound of a server of one
+    worker (`server.stop_bound`), which then reaps what is left (`Orphans`).
+
+    Each writer leads a session of its own (`zygote_process._run_child`), out of the zygote's
+    process group, so it is killed by its pidfd (`ZygoteChild.kill`). Killing the group alone
+    left a stopped (hung) writer running; and the reaping that came next listed this process's
+    children before the zygote's death had handed its writers back (~1 stop in 10 on a busy
+    host): it found none, and the server exited, leaving them to PID 1, stopped. Once the
+    zygote is reaped its writers are this process's children (a subreaper), or gone."""
+    z = _zygote
+    if z is None or z.owner != os.getpid():
         return
+    for child in list(z._children.values()):  # one C call: no reader thread's change midway
+        child.kill()
+    if z.proc.poll() is None:  # not reaped: the pid, the group's id, is still the zygote's
+        try:
+            os.killpg(z.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # reaped meanwhile
+            pass
     try:
-        os.killpg(_zygote.proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # reaped meanwhile
+        z.proc.wait(within)
+    except subprocess.TimeoutExpired:  # an uninterruptible wait (a hung disk)
         pass
 
 

@@ -1,5 +1,6 @@
 """The writer process: batches run in a child that commits to the same LMDB store."""
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -667,6 +668,26 @@ async def test_a_dead_zygote_is_reaped_at_once_not_at_the_next_start(writer):
     zygote = _parent(writer.pid)
     os.kill(zygote, signal.SIGKILL)
     assert await _gone(zygote)
+
+
+async def test_killing_the_zygote_kills_its_stopped_writers_and_waits_for_its_reaping(writer):
+    """The end of a one-worker server's stop bound (`kill_zygote`, then the reaping of what
+    is left) killed the zygote's process group, which its writers are not in (each leads a
+    session of its own): a stopped (hung) writer survived, and, when the reaping came before
+    the zygote's death had handed it back to this process, was left to PID 1, stopped."""
+    from server.batching.zygote import kill_zygote
+
+    writer, _, _ = writer
+    pid = writer.pid
+    zygote = _parent(pid)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        kill_zygote()
+        assert await _gone(pid)  # before: stopped for ever
+        assert not os.path.exists(f"/proc/{zygote}")  # reaped before it returned
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 async def test_a_child_outliving_its_zygote_is_reaped_here_and_logged_with_how_it_ended(
