@@ -225,8 +225,9 @@ class Settings(BaseSettings):
     it. Ids the server draws are never repeated and not remembered. Each id costs the log
     ~120 bytes for one to two windows; 0: every answer is logged."""
     impression_buffer_max: int = Field(100_000, ge=1)
-    """Most impressions a worker buffers while its writes lag (the store full or slow); past it
-    new ones are dropped and counted (`tailor_impressions_dropped`), never waited for."""
+    """Most impressions a worker holds while its writes lag (the store full or slow): buffered,
+    or sent to its writer process and not committed yet; past it new ones are dropped and
+    counted (`tailor_impressions_dropped`), never waited for."""
     attribution_window_seconds: float = Field(86400.0, gt=0)
     """An event without `request_id` joins the user's latest impression containing its item
     shown at most this long before it."""

@@ -7,7 +7,9 @@ strings, a few hundred µs of the event loop's time per 300 answers) and sends t
 impressions writer process (`server.batching.WriterProcess`), which does everything else with
 its own GIL: keyed hashes of the user ids, record bytes, counters, the tombstone check and one
 write transaction (`writer.ImpressionWriter`). Writes lag rather than block: past `buffer_max`
-waiting impressions, new ones are dropped and counted. If the writer process dies, the groups
+waiting impressions (buffered, or in groups sent and not answered yet: a writer that lags, its
+store slow or its process stopped, was sent a new group every flush, each held in memory until
+answered, without bound), new ones are dropped and counted. If the writer process dies, the groups
 it held are lost (logged) and the next flush starts a new one; serving goes on.
 
 The tuple names its bundle by `id` (`_bundles` maps it back until the flush takes it), so it
@@ -80,6 +82,8 @@ class ImpressionLog:
         self._local = ImpressionWriter(store)
         self._sent: set[asyncio.Future] = set()
         """Groups sent to the writer process and not answered yet."""
+        self._held = 0
+        """The answers in those groups: with the buffer's, what `buffer_max` bounds."""
 
     # -- the serving path ----------------------------------------------------------------------
     def record(self, request_id: str, query, result, at: float = 0.0, given: bool = False
@@ -88,7 +92,7 @@ class ImpressionLog:
         dated `at` (0: now; a message's, when its `recommend()` asked); `given`: the caller
         named the request (`x-request-id`), so a retry may repeat it (`repeats.Repeats`)."""
         buf = self._buf
-        if len(buf) >= self.buffer_max:
+        if len(buf) + self._held >= self.buffer_max:
             metrics.IMPRESSIONS_DROPPED.inc()
             return
         bundle, context = result.bundle, query.context
@@ -160,9 +164,11 @@ class ImpressionLog:
     def _send(self, group: Group) -> asyncio.Future:
         sent = self.loop.create_future()
         self._sent.add(sent)
+        self._held += group.size
 
         def done(results) -> None:
             self._sent.discard(sent)
+            self._held -= group.size
             (result,) = results
             if isinstance(result, BaseException):
                 sent.set_exception(result)

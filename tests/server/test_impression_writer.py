@@ -2,6 +2,7 @@
 buffered answer of a user erased before its group commits is never written (the tombstone is
 read in the child's write transaction); a dead child loses its group and the next flush starts
 a new one while serving goes on."""
+import asyncio
 import os
 import signal
 from types import SimpleNamespace
@@ -87,6 +88,33 @@ async def test_a_dead_writer_loses_its_group_and_the_next_flush_starts_a_new_one
     assert os.getpriority(os.PRIO_PROCESS, log.writer.pid) == nice  # the new child too
     assert os.sched_getscheduler(log.writer.pid) == os.SCHED_BATCH
     assert list(stored(log, "w")) == [written] and lost != written
+
+
+async def test_answers_held_by_a_lagging_writer_count_toward_buffer_max(slow_flush, tailor_server,
+                                                                         channel):
+    """`buffer_max` bounded the buffer only: each flush sent it to the writer and emptied it, so a
+    writer that lags (a slow store; here stopped) was sent a new group every flush, each held in
+    memory until answered, without bound. What waits in sent groups counts too."""
+    from prometheus_client import REGISTRY
+
+    log = tailor_server.impressions.log
+    log.buffer_max = 2
+    os.kill(log.writer.pid, signal.SIGSTOP)
+    try:
+        for user in ("a", "b"):
+            await recommend(channel, user)
+        sending = asyncio.ensure_future(log.flushed())
+        while log._buf:  # taken and sent; the stopped writer answers nothing
+            await asyncio.sleep(0.01)
+        dropped = REGISTRY.get_sample_value("tailor_impressions_dropped_total") or 0.0
+        await recommend(channel, "c")
+        assert log._buf == []
+        assert REGISTRY.get_sample_value("tailor_impressions_dropped_total") == dropped + 1
+    finally:
+        os.kill(log.writer.pid, signal.SIGCONT)
+    assert await sending == 2
+    await recommend(channel, "d")  # answered: room again
+    assert await log.flushed() == 1
 
 
 def test_the_writer_reads_tombstones_in_its_transaction(tmp_path):
