@@ -1,16 +1,15 @@
 """The backup file: its format (one tar file, gzip-compressed when its name ends in .gz or
-.tgz, with a manifest `MANIFEST`), the archive written out whole or not at all, and the
-fsyncs that put a file and its name on disk before a backup or a restore says it is done."""
+.tgz, with a manifest `MANIFEST`), and the archive written out whole or not at all, on disk
+under its name before a backup says it is done (`durable.replace`)."""
 from __future__ import annotations
 
-import os
 import tarfile
 from pathlib import Path
 
-from ..store.compaction import fsync_path
+from .. import durable
 from ..store.datakeys import SLOTS_FILE
 
-__all__ = ["FORMAT", "MANIFEST", "TOP_LEVEL", "fsync_tree", "write_tar"]
+__all__ = ["FORMAT", "MANIFEST", "TOP_LEVEL", "write_tar"]
 
 FORMAT = 1
 MANIFEST = "tailor-backup.json"
@@ -28,18 +27,8 @@ def write_tar(staging: Path, out: Path) -> None:
             if (staging / "store" / SLOTS_FILE).exists():  # the data keys' pads (store.datakeys)
                 tar.add(staging / "store" / SLOTS_FILE, arcname=f"store/{SLOTS_FILE}")
             tar.add(staging / "bundles", arcname="bundles")
-        with open(partial, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(partial, out)
-        fsync_path(out.parent)  # the name on disk too, before the backup says it is done
+        durable.replace(partial, out)  # the name on disk too, before the backup says it is done
     except BaseException:  # a full disk, an interrupt: no half-written archive left behind
         partial.unlink(missing_ok=True)
         raise
 
-
-def fsync_tree(root: Path) -> None:
-    """fsync every file under `root`, then every directory, deepest first, `root` last."""
-    for directory, _, files in os.walk(root, topdown=False):
-        for name in files:
-            fsync_path(Path(directory) / name)
-        fsync_path(Path(directory))

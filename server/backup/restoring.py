@@ -9,13 +9,12 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..durable import fsync_path, fsync_tree, write_file
 from ..errors import FailedPrecondition
 from ..store import lock_data_dir
-from ..store.compaction import fsync_path
 from ..store.errors import out_of_space
 from ..store.growth import drop_cached
 from ..store.lock import RESTORING
-from .archive import fsync_tree
 from .erasures import carry_erasures, erase_carried, keys_checked
 from .todo import erase_again
 from .verify import extract
@@ -106,9 +105,7 @@ def _unknown_before(staging: Path) -> str | None:
 
 def _mark_unknown(staging: Path, why: str) -> str:
     """Record in `staging` (on disk before any rename) why erasures are not known; returns it."""
-    (staging / _UNKNOWN).write_text(why)
-    fsync_path(staging / _UNKNOWN)
-    fsync_path(staging)  # its name too
+    write_file(staging / _UNKNOWN, why)  # its name too
     return why
 
 

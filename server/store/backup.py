@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lmdb
 
+from ..durable import fsync_path
 from .datakeys import SLOT_BYTES, SLOT_COUNT_KEY, SLOTS_FILE, copy_slots, unshred_copy
 from .errors import StorePadsMissing, StoreUnreadable
 from .keys import layout_key
@@ -51,8 +52,7 @@ def snapshot_store(store_dir: Path, dest_dir: Path) -> int:
         finally:
             env.close()
     copy = dest_dir / "data.mdb"
-    with open(copy, "rb") as fh:
-        os.fsync(fh.fileno())
+    fsync_path(copy)  # its directory: by whoever names the copy (the backup's tar, a restore)
     copy_slots(store_dir, dest_dir)
     if before.exists():  # erasures between the snapshot and the pad copy
         if (dest_dir / SLOTS_FILE).exists():

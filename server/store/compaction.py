@@ -15,13 +15,14 @@ import os
 import shutil
 from pathlib import Path
 
+from ..durable import fsync_path
 from ..errors import FailedPrecondition
 from .errors import out_of_space
 from .growth import drop_cached
 from .lmdb_store import open_env
 from .lock import check_restore_finished, lock_data_dir
 
-__all__ = ["compact", "fsync_path", "rewrite_records"]
+__all__ = ["compact", "rewrite_records"]
 
 BATCH = 10_000
 """Records a write transaction of the rewrite holds."""
@@ -105,12 +106,3 @@ def _copy_table(read, src_db, dst, dst_db) -> None:
                 if not (more := records.next()):
                     break
 
-
-def fsync_path(path: Path) -> None:
-    """A file's bytes, or a directory's names, on disk (the compaction's swap, and the backup
-    and restore's: `server.backup`)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from kernels import aead
 from kernels.aead import AesGcm
 
+from ..durable import write_file
 from .errors import StoreKeyMissing
 
 __all__ = ["DataKeys", "SHRED_COUNT_KEY", "SLOT_BYTES", "SLOT_COUNT_KEY", "SLOTS_FILE",
@@ -337,7 +338,7 @@ class DataKeys:
         """Overwrite the pads of `slots` with zeros, durably (fsynced when `sync`)."""
         for slot in slots:
             os.pwrite(self._fd, _ZERO, slot * SLOT_BYTES)
-        if self.sync:
+        if self.sync:  # not `durable`'s temp file and rename: the zeros must land on P's blocks
             os.fsync(self._fd)
 
     def _write_slot(self, slot: int, data: bytes) -> None:
@@ -350,7 +351,7 @@ class DataKeys:
         transaction that wrote any, not one per user."""
         if self._dirty:
             self._dirty = False
-            if self.sync:
+            if self.sync:  # the file kept open, written in place (the module's docstring)
                 os.fsync(self._fd)
 
 
@@ -364,11 +365,7 @@ def copy_slots(store_dir: Path, dest_dir: Path) -> None:
     the LMDB copy: every slot its snapshot refers to was written before that snapshot."""
     src = Path(store_dir) / SLOTS_FILE
     if src.exists():
-        dest = Path(dest_dir) / SLOTS_FILE
-        with open(src, "rb") as fin, open(dest, "wb") as fout:
-            fout.write(fin.read())
-            fout.flush()
-            os.fsync(fout.fileno())
+        write_file(Path(dest_dir) / SLOTS_FILE, src.read_bytes())
 
 
 def unshred_copy(copy_dir: Path, before: Path, entries: Callable[[], Iterable[bytes]]) -> int:
@@ -397,5 +394,5 @@ def unshred_copy(copy_dir: Path, before: Path, entries: Callable[[], Iterable[by
     with open(path, "r+b") as fh:
         for slot in sorted(named):
             os.pwrite(fh.fileno(), zeroed[slot], slot * SLOT_BYTES)
-        os.fsync(fh.fileno())
+        os.fsync(fh.fileno())  # in place, a few pads of a file whose name is on disk already
     return len(named)

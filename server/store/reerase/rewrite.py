@@ -24,6 +24,7 @@ def rewrite(store_dir: Path) -> None:
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir()
     rewrite_records(store_dir, fresh, room(store_dir))
+    # a staging copy's: on disk (`durable.fsync_tree`) before the restore names it (`_swap_in`)
     os.replace(fresh / "data.mdb", store_dir / "data.mdb")
     shutil.rmtree(fresh)
 

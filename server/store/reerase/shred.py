@@ -38,6 +38,6 @@ def zero(path: Path, slots: list[int]) -> None:
     try:
         for slot in slots:
             os.pwrite(fd, bytes(SLOT_BYTES), slot * SLOT_BYTES)
-        os.fsync(fd)
+        os.fsync(fd)  # in place, not `durable.replace`: the zeros must land on the pads' blocks
     finally:
         os.close(fd)

@@ -1,0 +1,64 @@
+"""Files written durably: on disk, with their names, before the code that wrote them goes on.
+
+The rules every writer of a file that must survive a power loss follows (store copies, backups,
+restores, bundles, keyrings, the auth config):
+
+- A file's bytes are fsynced before anything depends on them: before it is renamed into place
+  (a rename can reach the disk before the data it names, leaving an empty or torn file under
+  the final name), and before a write elsewhere refers to it (a manifest naming its sha256).
+- A rename or a new file is on disk only once its *directory* is fsynced: the name is an entry
+  in the directory, and fsyncing the file does not write that entry. So the directory is
+  fsynced after each rename or creation that must survive, and before the next step relies on
+  it (two renames that must land in order get one directory fsync each).
+- A file replaced whole is written to a temp file beside it (same directory, so the same
+  filesystem, and the rename is atomic), fsynced, renamed over the target with `os.replace`,
+  then the directory is fsynced (`replace`): a reader, or a restart after a crash, sees the old
+  file or the new one, never part of one.
+
+Writes that keep their own sequence, each saying why beside it: files kept open and written in
+place (the data keys' pad file, the bundle scrub queue's appends under a lock) fsync their
+descriptor, and the audit log is not fsynced (its lines are not either).
+This module imports nothing of ours, so any layer of the server may use it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["fsync_path", "fsync_tree", "replace", "write_file"]
+
+
+def fsync_path(path: Path) -> None:
+    """A file's bytes, or a directory's names, on disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file under `root`, then every directory, deepest first, `root` last."""
+    for directory, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_path(Path(directory) / name)
+        fsync_path(Path(directory))
+
+
+def write_file(path: Path, data: bytes | str) -> None:
+    """Write `data` (str: UTF-8) to `path`, created or truncated, then fsync it and its
+    directory. Not atomic: use it for a file nothing reads until the write returns (a temp
+    file `replace` then renames, a marker in a staging dir)."""
+    with open(path, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_path(path.parent)
+
+
+def replace(tmp: Path, target: Path) -> None:
+    """Rename the written file `tmp` over `target`, durably: `tmp`'s bytes fsynced first, the
+    directory of `target` after (the rename on disk). The caller removes `tmp` if this raises."""
+    fsync_path(tmp)
+    os.replace(tmp, target)
+    fsync_path(target.parent)
