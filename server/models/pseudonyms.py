@@ -14,9 +14,10 @@ deterministically, so a re-push of the same bundle gives the same manifest) and 
 (the new sha256, and the `user_ids` marker that makes the rewrite idempotent).
 
 Crash safety: the new manifest is first written beside the old one (`.manifest.next`), then
-users.npz, then manifest.json are replaced by rename; a start that finds `.manifest.next`
-finishes the swap when users.npz already matches it (`_finish_interrupted`, which also drops
-a new users.npz a crash left written but not renamed, whole or cut short). Worker processes
+users.npz, then manifest.json are replaced by rename, each on disk before the next
+(`durable.replace`); a start that finds `.manifest.next` finishes the swap when users.npz
+already matches it (`_finish_interrupted`, which also drops a new users.npz a crash left
+written but not renamed, whole or cut short). Worker processes
 of one data dir lock the bundles directory around a rewrite, so two never rewrite one bundle
 at once.
 """
@@ -33,6 +34,7 @@ import numpy as np
 
 import contract
 
+from .. import durable
 from ..store import tokens
 from ..store.lock import locked_dir
 from .bundle import HASHED_IDS, Bundle, BundleInvalid, bundle_dirs, ids_hashed, ids_marker, read_manifest
@@ -48,11 +50,6 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
 def _write_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
     """`np.savez_compressed`, deterministic: fixed member times, the arrays' order."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -62,8 +59,7 @@ def _write_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             with zf.open(info, "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
-    _fsync(tmp)
-    os.replace(tmp, target)
+    durable.replace(tmp, target)
 
 
 def _rewrite(path: Path, manifest: contract.Manifest, users: dict[str, np.ndarray]
@@ -87,10 +83,9 @@ def _swap_users(path: Path, manifest: contract.Manifest, users: dict[str, np.nda
     _write_npz(staged, users)
     raw = dict(manifest.raw)
     raw["files"] = {**raw["files"], "users.npz": contract.sha256_file(staged)}
-    (path / _NEXT).write_text(json.dumps(raw, indent=2) + "\n")
-    _fsync(path / _NEXT)
-    os.replace(staged, path / "users.npz")
-    os.replace(path / _NEXT, path / "manifest.json")
+    durable.write_file(path / _NEXT, json.dumps(raw, indent=2) + "\n")
+    durable.replace(staged, path / "users.npz")  # on disk before the manifest that names it
+    durable.replace(path / _NEXT, path / "manifest.json")
     return contract.parse_manifest(raw)
 
 
@@ -112,7 +107,7 @@ def _finish_interrupted(path: Path) -> None:
     if pending.exists():
         expected = json.loads(pending.read_text())["files"].get("users.npz")
         if contract.sha256_file(path / "users.npz") == expected:
-            os.replace(pending, path / "manifest.json")
+            durable.replace(pending, path / "manifest.json")
         else:
             pending.unlink()
     for leftover in (path / _USERS_NEXT, *path.glob(f".{_USERS_NEXT}.*.tmp")):

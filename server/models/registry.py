@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from .. import metrics
+from .. import durable, metrics
 from ..background import Background
 from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
@@ -215,13 +215,16 @@ class ModelRegistry:
         if src.resolve() != dest.resolve() and not dest.exists():
             tmp = self.bundles_dir / leftover_name("import", manifest.version)
             shutil.copytree(src, tmp, dirs_exist_ok=True)
+            durable.fsync_tree(tmp)  # on disk before it is named, as a push's (`staging`)
             try:
                 os.replace(tmp, dest)
-                return dest, True
             except OSError:  # another worker imported the same version first
                 shutil.rmtree(tmp, ignore_errors=True)
                 if not dest.is_dir():
                     raise
+            else:
+                durable.fsync_path(self.bundles_dir)  # the name, before the pointer names it
+                return dest, True
         return dest, False
 
     # -- changing the active version -------------------------------------------------------

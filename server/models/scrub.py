@@ -94,7 +94,7 @@ class ScrubQueue:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if _same_file(fd, self.path):
                     os.write(fd, lines)
-                    os.fsync(fd)
+                    os.fsync(fd)  # appended under the file's lock, not `durable`'s rename
                     return
             finally:
                 os.close(fd)
@@ -118,7 +118,7 @@ def _take_queue(bundles_dir: Path) -> dict[bytes, float]:
             if _same_file(fd, queue):
                 with open(taking, "ab") as out, os.fdopen(os.dup(fd), "rb") as src:
                     out.write(src.read())
-                    os.fsync(out.fileno())
+                    os.fsync(out.fileno())  # appended (a retry's lines add to a taken queue)
                 queue.unlink()
         finally:
             os.close(fd)

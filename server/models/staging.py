@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import durable
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ..limits import DEFAULT_LIMITS, Limits
 from ..processes import owner_alive, process_started
@@ -235,15 +236,14 @@ class BundleStaging:
                 logger.warning("bundle %s: dropping %s (%d bytes), not listed in the manifest",
                                version, shown(path.name), path.stat().st_size)
                 path.unlink()
-        for fh_path in self.dir.iterdir():
-            with open(fh_path, "rb") as fh:
-                os.fsync(fh.fileno())
+        durable.fsync_tree(self.dir)  # every file and name on disk before it is renamed in
         for _ in range(3):  # another push may store the version as this one renames
             if final.exists():
                 self._claim = claimed(final)  # None: its push removed it meanwhile (`alone`)
             if self._claim is not None:
                 return self._found_stored(final, version)
             if self._store(final):
+                durable.fsync_path(self.bundles_dir)  # the rename, before a pointer names it
                 return final
         raise FailedPrecondition(f"bundle version {version!r} is being stored and removed by "
                                  "other pushes; push it again")
