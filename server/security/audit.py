@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import durable
 from .secrets import Keyring
 from .userref import user_ref
 
@@ -101,11 +102,18 @@ def _line_start(fd: int) -> bytes:
     return b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
 
 
-def _write_record(path: Path, record: dict) -> None:
-    """Write the head or tip record whole or not at all (a temp file beside it, then replaced)."""
+def _write_record(path: Path, record: dict, sync: bool = False) -> None:
+    """Write the head or tip record whole or not at all (a temp file beside it, then replaced);
+    `sync`: on disk before the caller goes on (`durable.replace`), as the head must be before
+    the files it stands for are deleted. The tip is not fsynced: neither are the lines it names
+    (an fsync each per audited call), and a tip on disk ahead of its line would read, after a
+    power loss, as a log cut short."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, path)
+    if sync:
+        durable.replace(tmp, path)
+    else:
+        os.replace(tmp, path)
 
 
 def _verified(text: str, ring: Keyring, mac: Callable[[dict], str]) -> dict | None:
@@ -217,7 +225,7 @@ class AuditLog:
         prev = _mac_of(_last_line(dropped[-1]) or b"")
         head = {"file": first.name, "prev": prev, "kid": self.ring.kid}
         head["mac"] = _head_mac(self.ring, first.name, prev, self.ring.kid)
-        _write_record(self.directory / HEAD, head)
+        _write_record(self.directory / HEAD, head, sync=True)
         for path in dropped:
             path.unlink()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from contract.keyring import env_name, keyring_path, keyring_text, parse_keys
 
+from .. import durable
 from ..errors import FailedPrecondition
 from .files import cannot_write, directory_locked, keep_owner, like_siblings
 from .hosts import is_loopback
@@ -226,7 +227,9 @@ def _create(path: Path, ring: Keyring, development: bool = True) -> Keyring:
         fh.write(ring.text())
     try:
         like_siblings(tmp, "*.keys")  # `sudo secrets init`: the server's account's, not root's
+        durable.fsync_path(tmp)  # as `durable.replace`, but linked: never over another's key
         os.link(tmp, path)  # atomic create-if-absent: concurrent workers agree on one key
+        durable.fsync_path(path.parent)  # the name on disk before anything is sealed under it
         if development:
             logger.warning("generated a development secret %r in %s (never use it in "
                            "production)", ring.name, path)
@@ -245,9 +248,7 @@ def _replace(path: Path, text: str) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as err:  # not this account's directory (sudo forgotten): one line, no change
         raise FailedPrecondition(f"keyring {path}: {cannot_write(tmp, err)}") from None
-    with os.fdopen(fd, "w") as fh:
+    with os.fdopen(fd, "w") as fh:  # 0600 from its creation on, so not `durable.write_file`
         fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
     keep_owner(tmp, path, f"keyring {path}")
-    os.replace(tmp, path)
+    durable.replace(tmp, path)

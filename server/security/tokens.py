@@ -15,6 +15,7 @@ import secrets
 import tomllib
 from pathlib import Path
 
+from .. import durable
 from .errors import AuthConfigInvalid
 from .files import cannot_write, directory_locked, keep_owner
 from .principals import load_auth_config, token_hash
@@ -64,8 +65,8 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, doc: dict) -> None:
-    """Write atomically (a reload never sees half a file), check it loads; a new file is
-    owner-only, one that exists keeps its owner, group and mode (`files.keep_owner`)."""
+    """Write atomically (a reload never sees half a file) and durably, check it loads; a new
+    file is owner-only, one that exists keeps its owner, group and mode (`files.keep_owner`)."""
     tmp = path.with_name(path.name + ".tmp")
     text = dumps(doc, path)
     try:
@@ -81,7 +82,7 @@ def _write(path: Path, doc: dict) -> None:
         tmp.unlink()
         raise AuthConfigInvalid(path, str(err).partition(": ")[2]) from None
     keep_owner(tmp, path, f"auth config {path}")
-    os.replace(tmp, path)
+    durable.replace(tmp, path)  # a revocation survives a power loss
 
 
 def _target(path: Path) -> Path:
