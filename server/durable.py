@@ -15,10 +15,14 @@ restores, bundles, keyrings, the auth config):
   then the directory is fsynced (`replace`): a reader, or a restart after a crash, sees the old
   file or the new one, never part of one.
 
-Writes that keep their own sequence, each saying why beside it: files kept open and written in
-place (the data keys' pad file, the bundle scrub queue's appends under a lock) fsync their
-descriptor, and the audit log is not fsynced (its lines are not either).
-This module imports nothing of ours, so any layer of the server may use it.
+Writes that keep their own sequence, each saying why beside it: files written in place (the
+data keys' pads, zeroed where they lie) or appended under a lock (the bundle scrub queue) fsync
+their descriptor; a generated keyring is linked, not renamed (create-if-absent: concurrent
+workers agree on one key), with the same fsyncs around the link; the audit log's lines and its
+`audit.tip` are not fsynced (docs/operations.md says why), its `audit.head` is.
+
+This module imports nothing of ours, so any layer of the server may use it (`store/` imports
+`security/`, so it could not live in either).
 """
 from __future__ import annotations
 
