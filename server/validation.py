@@ -22,7 +22,7 @@ from .store.keys import SEP_CHAR
 __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
            "check_link", "check_window", "link_problem", "check_stored_id", "refused_since",
-           "STORED_ONLY", "STORED_CAMPAIGN_ONLY",
+           "STORED_ONLY", "STORED_CAMPAIGN_ONLY", "STOP_MARK", "reserved_attribute",
            "has_control", "has_c0_control", "control_problem", "id_problem", "shown"]
 
 SEP = SEP_CHAR
@@ -130,6 +130,24 @@ STORED_ONLY = " (taken only for a profile stored before such ids were refused: n
 """What a refusal of `refused_since` adds when no profile is stored under the id."""
 STORED_CAMPAIGN_ONLY = " (taken only for a campaign stored before such ids were refused: none is)"
 """What a refusal of `refused_since` adds when no campaign is stored under the id."""
+
+
+STOP_MARK = "tailor.stop"
+"""The event attribute of the `unsubscribe` event the server's own SMS STOP handling records
+(a carrier's 21610: `messages.reports.opt_out_event`). It is kept in the stored event's bytes,
+so the ingestion and an outbox replay (which rebuilds the event from them:
+`profiles.records.tracked_event`) both tell that event from a client's, which looks the same
+otherwise: its opt-out is a STOP's, which a START reopens; a client's is the user's withdrawal
+(`contact.consent.event_source`). No client's event may carry it (`reserved_attribute`)."""
+
+
+def reserved_attribute(key: str) -> str | None:
+    """Why a client's event may not hold an attribute named `key` (None: it may): `STOP_MARK`
+    would make its unsubscribe read as the server's STOP handling's, reopened by a START."""
+    if key == STOP_MARK:
+        return (f"attributes key {key!r} is reserved for the server's own SMS STOP handling "
+                "(its unsubscribe event, which a START reopens)")
+    return None
 
 
 def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:

@@ -21,12 +21,16 @@ an opt-out the server answered "you will receive no more" must stop them, `need_
 where the user opted out of transactional messages on that channel explicitly.
 
 Sources: a change's `source` says where it came from, as its writer names it. The server's own
-SMS STOP handling writes three kinds (`STOP_SOURCES`: a reply's `sms reply STOP`, a carrier's
-`sms carrier STOP (21610)`, `server.messages.stops`, and its `unsubscribe event`) and matches
-on them later: a START reopens
-what they closed and nothing the user or operator withdrew by other means, whatever the
-changes' times (`closed_by_stop`). No client may write them (SetConsent refuses them:
-`reserved_source`), or an opt-out it recorded would read as one a START may reopen.
+SMS STOP handling writes its own (`STOP_SOURCES`: a reply's `sms reply STOP`, a carrier's
+`sms carrier STOP (21610)`, `server.messages.stops`, and the opt-out of the `unsubscribe` event
+a 21610 records, `STOP_EVENT_SOURCE`, marked so by the event itself: `validation.STOP_MARK`)
+and matches on them later: a START reopens what they closed and nothing the user or operator
+withdrew by other means, whatever the changes' times (`closed_by_stop`). An `unsubscribe`
+event a client tracks (the user unsubscribed in its preference centre) writes `EVENT_SOURCE`,
+a withdrawal a START never reopens. No client may write any of these (SetConsent refuses them:
+`reserved_source`), or an opt-out it recorded would read as one a START may reopen or as the
+user's tracked unsubscribe. An `unsubscribe event` stored before the mark (both kinds wrote it
+then) reads as the client's: a START leaves it closed (docs/privacy.md).
 """
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ from collections.abc import Mapping
 __all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "OPT_OUT_CHANNELS",
            "need_of", "consent_reason", "consent_entry", "reopens", "opted_in_since", "record_consent",
            "current_consents", "REPLY_SOURCE", "CARRIER_SOURCE", "STOP_SOURCES", "by_stop",
-           "reserved_source", "closed_by_stop", "EVENT_SOURCE"]
+           "reserved_source", "closed_by_stop", "EVENT_SOURCE", "STOP_EVENT_SOURCE",
+           "RESERVED_SOURCES", "event_source"]
 
 MARKETING, TRANSACTIONAL = "marketing", "transactional"
 PURPOSES = (MARKETING, TRANSACTIONAL)
@@ -47,26 +52,40 @@ REPLY_SOURCE = "sms reply "
 CARRIER_SOURCE = "sms carrier STOP (21610)"
 """The consent source of a provider's refusal saying the carrier blocks the number."""
 EVENT_SOURCE = "unsubscribe event"
-"""The consent source of an `unsubscribe` event's opt-out (`unsubscribe event (shared address)`
-at the other profiles there: `messages.optout`): the one a carrier's 21610 records too
-(`messages.reports.record_opt_out`), after its STOP, so a START reopens it."""
-STOP_SOURCES = (REPLY_SOURCE, CARRIER_SOURCE, EVENT_SOURCE)
+"""The consent source of the opt-out of an `unsubscribe` event a client tracks
+(`unsubscribe event (shared address)` at the other profiles there: `messages.optout`): the
+user's own withdrawal, which a START never reopens."""
+STOP_EVENT_SOURCE = f"{CARRIER_SOURCE} event"
+"""The consent source of the opt-out of the `unsubscribe` event the server records for a
+carrier's 21610 (`messages.reports.opt_out_event`, marked `validation.STOP_MARK`; with
+` (shared address)` at the other profiles there), after its STOP: a START reopens it."""
+STOP_SOURCES = (REPLY_SOURCE, CARRIER_SOURCE)
 """The starts of the sources only the server's STOP handling writes (`by_stop`)."""
+RESERVED_SOURCES = (*STOP_SOURCES, EVENT_SOURCE)
+"""The starts of the sources only the server writes (`reserved_source`): its STOP handling's
+and a tracked `unsubscribe` event's."""
+
+
+def event_source(marked: bool) -> str:
+    """The consent source of an `unsubscribe` event's opt-out: `STOP_EVENT_SOURCE` when the
+    event carries the server's STOP mark (`validation.STOP_MARK`: a 21610's), else the
+    client's `EVENT_SOURCE`."""
+    return STOP_EVENT_SOURCE if marked else EVENT_SOURCE
 
 
 def by_stop(source: str) -> bool:
     """Whether a change of `source` came from the server's STOP handling (an SMS reply, a
     carrier's 21610 and the `unsubscribe` event it records): an opt-out a START may reopen,
-    where one of any other source (SetConsent, a one-click link) is the user's or operator's
-    withdrawal, which it never may. An `unsubscribe` event a client tracks writes the 21610's
-    source: the two cannot be told apart, and START reopens both (docs/messages.md)."""
+    where one of any other source (SetConsent, a one-click link, an `unsubscribe` event a
+    client tracked) is the user's or operator's withdrawal, which it never may."""
     return str(source).startswith(STOP_SOURCES)
 
 
 def reserved_source(source: str) -> str | None:
-    """The start of `STOP_SOURCES` that `source` has (None: none), so a client's change may not
-    name it: its opt-out would read as a STOP's, and a START reopen it."""
-    return next((s for s in STOP_SOURCES if source.startswith(s)), None)
+    """The start of `RESERVED_SOURCES` that `source` has (None: none), so a client's change
+    may not name it: its opt-out would read as a STOP's, which a START reopens, or as a
+    tracked unsubscribe's."""
+    return next((s for s in RESERVED_SOURCES if source.startswith(s)), None)
 
 
 def need_of(defaults: Mapping[str, str], channel: str) -> str:

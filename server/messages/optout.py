@@ -12,12 +12,13 @@ after the ingestion's commit leaves the entry for the replay): for each unsubscr
 email or sms it opts out, marketing only, every other profile the address index
 (`phones.AddressIndex`) holds at the user's address (the one they were last messaged at, and
 the one their attribute holds now), dated at the event's time, source
-`unsubscribe event (shared address)`, but not a profile whose own opt-in is later than the
-event (an event imported or replayed late, or an opt-in given after TrackEvents answered:
-checked in the transaction that writes the opt-out, `keep_later_opt_in`, since a check made
-before it missed an opt-in stored in between); then it clears the entry. The consent writes are
-idempotent (a change the current state already says adds no history entry), so a replay that
-repeats them changes nothing.
+`unsubscribe event (shared address)` (`sms carrier STOP (21610) event (shared address)` after
+the server's own event of a 21610, marked `validation.STOP_MARK`: `shared_source`), but not a
+profile whose own opt-in is later than the event (an event imported or replayed late, or an
+opt-in given after TrackEvents answered: checked in the transaction that writes the opt-out,
+`keep_later_opt_in`, since a check made before it missed an opt-in stored in between); then
+it clears the entry. The consent writes are idempotent (a change the current state already
+says adds no history entry), so a replay that repeats them changes nothing.
 
 It is `detached`: TrackEvents answers once the batch (with the event's own user's opt-out and
 the entry) is committed, not once every other profile is written (`Profiles._commit`; `close`
@@ -31,20 +32,31 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from ..contact.consent import EVENT_SOURCE
+from ..contact.consent import EVENT_SOURCE, STOP_EVENT_SOURCE
 from ..interfaces import ConsentWriter, ProfileMetas
 from ..security.userref import user_ref
 from ..store import Store, outbox
 from ..store.outbox import Batch
 from ..store.tokens import user_token
+from ..validation import STOP_MARK
 from .phones import AddressIndex
 
-__all__ = ["SharedOptOut", "SHARED_SOURCE"]
+__all__ = ["SharedOptOut", "SHARED_SOURCE", "STOP_SHARED_SOURCE", "shared_source"]
 
 logger = logging.getLogger("tailor.messages")
 
 SHARED_SOURCE = f"{EVENT_SOURCE} (shared address)"
-"""The consent source of the other profiles' opt-out."""
+"""The consent source of the other profiles' opt-out after a client's unsubscribe event."""
+STOP_SHARED_SOURCE = f"{STOP_EVENT_SOURCE} (shared address)"
+"""The consent source of the other profiles' opt-out after the server's own (a 21610's): a
+STOP's (`contact.consent.by_stop`), which a START reopens."""
+
+
+def shared_source(ev) -> str:
+    """The other profiles' consent source for the unsubscribe event `ev`: by the mark its
+    stored bytes keep (`validation.STOP_MARK`), so a replay of the entry, which rebuilds the
+    event from them, writes what the first try would have."""
+    return STOP_SHARED_SOURCE if STOP_MARK in ev.attributes else SHARED_SOURCE
 CHUNK = 500
 """Profiles opted out per write transaction."""
 
@@ -84,7 +96,7 @@ class SharedOptOut:
         return frozenset(outbox.parsed(stored)[1]) if stored is not None else frozenset()
 
     async def _opt_out(self, ev) -> None:
-        index = self.indexes[ev.channel]
+        index, source = self.indexes[ev.channel], shared_source(ev)
         tokens = await asyncio.to_thread(self._unnamed, index, ev.user_id)  # first: one named
         users = await asyncio.to_thread(self._sharing, index, ev.user_id)  # since is here
         # `existing`: never brings one back; `keep_later_opt_in`: a profile whose own opt-in
@@ -92,14 +104,14 @@ class SharedOptOut:
         # given since the answer: checked in the chunk's write, not when the users are read)
         for start in range(0, len(users), CHUNK):
             done = await self.consent.set_consents(users[start:start + CHUNK], ev.channel,
-                                                   False, SHARED_SOURCE,
+                                                   False, source,
                                                    timestamp=ev.timestamp, existing=True,
                                                    keep_later_opt_in=True)
             logger.info("unsubscribe event of %s: %d other profiles opted out of %s too "
                         "(shared address)", user_ref(ev.user_id), len(done), ev.channel)
         for start in range(0, len(tokens), CHUNK):  # indexed by token alone (phones.UNNAMED)
             done = await self.consent.set_unnamed_consents(
-                tokens[start:start + CHUNK], ev.channel, False, SHARED_SOURCE,
+                tokens[start:start + CHUNK], ev.channel, False, source,
                 index.still_indexed, timestamp=ev.timestamp, keep_later_opt_in=True)
             logger.info("unsubscribe event of %s: %d unnamed profiles opted out of %s too "
                         "(shared address)", user_ref(ev.user_id), len(done), ev.channel)

@@ -23,6 +23,7 @@ from ..contact.addresses import CHANNEL_KIND
 from ..contact.suppression import SUPPRESSING_EVENTS
 from ..interfaces import EventRecorder
 from ..profiles import TrackedEvent
+from ..validation import STOP_MARK
 
 __all__ = ["report_event", "record_report", "opt_out_event", "record_opt_out"]
 
@@ -69,9 +70,12 @@ def opt_out_event(channel: str, campaign_id: str, decision_id: str, user_id: str
     decision (a retried dead letter refused again counts once). It takes the path every
     unsubscribe event takes: the user opted out in the ingestion's transaction
     (`profiles.repository`), every other profile at the address after it
-    (`messages.optout.SharedOptOut`)."""
+    (`messages.optout.SharedOptOut`); but it carries the server's mark (`validation.STOP_MARK`,
+    kept in the stored event), so those opt-outs are a STOP's, which a START reopens, where a
+    client's unsubscribe event is the user's withdrawal (`contact.consent.event_source`)."""
     return TrackedEvent(f"unsubscribe-{channel}-{decision_id}", user_id, "unsubscribe", channel,
-                        campaign_id, "", 0.0, at, {"decision_id": decision_id})
+                        campaign_id, "", 0.0, at, {"decision_id": decision_id,
+                                                   STOP_MARK: "carrier"}, by_stop=True)
 
 
 async def record_opt_out(events: EventRecorder, suppressions, channel: str, address: str,

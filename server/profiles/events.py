@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 
 from ..limits import DEFAULT_LIMITS, Limits
 from ..logging import valid_answer_id
-from ..validation import control_problem, has_control, id_problem, refused_since, shown
+from ..validation import (
+    control_problem,
+    has_control,
+    id_problem,
+    refused_since,
+    reserved_attribute,
+    shown,
+)
 from .schema import CHANNELS, DEFAULT_CHANNEL, EVENT_TYPES
 from .seen import SEEN_TYPES
 
@@ -40,6 +47,9 @@ class TrackedEvent:
     """Its campaign id holds a character refused only since (an unsubscribe only:
     `check_event`): it is taken only if a campaign is stored under that id (judged by
     `Profiles.submit`), never storing a new such id."""
+    by_stop: bool = False
+    """Recorded by the server's own SMS STOP handling (`messages.reports.opt_out_event`): the
+    only event that may carry `validation.STOP_MARK`. No wire message sets it."""
 
 
 @dataclass(frozen=True)
@@ -134,10 +144,10 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
                 "for answer i of a RecommendBatch)")
     if not 0 <= ev.position <= rules.limits.recommend_k:
         return f"position {ev.position} is outside 0..{rules.limits.recommend_k}"
-    return _bad_attributes(ev.attributes, rules.limits) if ev.attributes else None
+    return _bad_attributes(ev.attributes, rules.limits, ev.by_stop) if ev.attributes else None
 
 
-def _bad_attributes(attributes: dict[str, str], limits: Limits) -> str | None:
+def _bad_attributes(attributes: dict[str, str], limits: Limits, by_stop: bool) -> str | None:
     if len(attributes) > limits.event_attributes:
         return f"attributes has {len(attributes)} entries, at most {limits.event_attributes}"
     size = sum(len(k.encode()) + len(v.encode()) for k, v in attributes.items())
@@ -148,4 +158,6 @@ def _bad_attributes(attributes: dict[str, str], limits: Limits) -> str | None:
             return "attributes has an empty key"
         if has_control(key):
             return f"attributes key {shown(key)} {control_problem(key)}"
+        if not by_stop and (reserved := reserved_attribute(key)):
+            return reserved
     return None

@@ -19,12 +19,12 @@ from kernels import features as kf
 from .. import metrics
 from ..batching import AdaptiveBatcher, ThreadRunner
 from ..contact.consent import (
-    EVENT_SOURCE,
     MARKETING,
     PURPOSES,
     closed,
     closed_by_stop,
     current_consents,
+    event_source,
     opted_in_since,
     record_consent,
     reserved_source,
@@ -396,10 +396,13 @@ class Profiles:
             await listener.on_events([valid[i] for i in mine], outbox.Batch(
                 entry, [records.event_keys[i] for i in mine]))
 
-    def _unsubscribed(self, meta: dict, channel: str, ts: float) -> None:
+    def _unsubscribed(self, meta: dict, channel: str, ts: float, marked: bool = False) -> None:
         """An unsubscribe event's change to its user's meta record: the channel's marketing
-        consent opted out (the repository applies it in the event's own transaction)."""
-        record_consent(meta, channel, MARKETING, False, EVENT_SOURCE, ts,
+        consent opted out (the repository applies it in the event's own transaction), of the
+        source `event_source` gives: a STOP's when the event carries the server's mark
+        (`validation.STOP_MARK`: a carrier's 21610), which a START reopens, else the
+        client's, which it never does."""
+        record_consent(meta, channel, MARKETING, False, event_source(marked), ts,
                        self.rules.limits.consent_history)
 
     def _landed(self, task: asyncio.Future) -> None:
@@ -461,7 +464,8 @@ class Profiles:
         spelling (`check_stored_id`), but SetConsent's (not `existing`) is taken only for the
         profile stored under it, checked in the write, as by `upsert_attributes`: none is made
         under such an id (INVALID_ARGUMENT). A source the server's STOP handling writes
-        (`reserved_source`) is refused: a START would reopen what it closed."""
+        or a tracked unsubscribe event writes (`reserved_source`) is refused: a START would
+        reopen what it closed."""
         _check_named(user_id, self.limits.id_bytes, existing or not opted_in)
         _check_source(source)
         absent = None if existing else _if_absent(user_id, self.limits.id_bytes)
@@ -936,13 +940,15 @@ def _check_named(user_id: str, id_bytes: int, existing: bool) -> None:
 
 
 def _check_source(source: str) -> None:
-    """InvalidArgument when a client's consent change names a source the server's SMS STOP
-    handling writes and matches on (`contact.consent.STOP_SOURCES`): an opt-out so named was
-    reopened by the next START from the number, as if a STOP had closed it."""
+    """InvalidArgument when a client's consent change names a source only the server writes
+    (`contact.consent.RESERVED_SOURCES`): its SMS STOP handling's, whose opt-out so named was
+    reopened by the next START from the number, as if a STOP had closed it, or a tracked
+    unsubscribe event's."""
     reserved = reserved_source(source)
     if reserved is not None:
         problem = (f"starts with {reserved!r}, reserved for the server's own SMS STOP handling "
-                   "(a START reopens what such a source closed): name where the change came from")
+                   "and unsubscribe events (a START reopens what a STOP closed): name where "
+                   "the change came from")
         raise InvalidArgument("source", f"{shown(source)} {problem}", problem)
 
 

@@ -19,6 +19,7 @@ from kernels import features as kf
 from ..contact.quiet_hours import utc_offset_min
 from ..interfaces import UserEraser
 from ..store import Store, keys, outbox, scan, sweep
+from ..validation import STOP_MARK
 from . import seen
 from .codec import decode_states, join_state, split_state, split_states, update_records
 from .errors import ErasedSince
@@ -69,7 +70,7 @@ class ProfileRepository:
         tombstone); `seen_items`: the
         most items a live seen-set keeps (`Limits.seen_items`; 0: no bound); `seen_types`: the
         event types that enter it (`seen.SEEN_TYPES`); `seen_first`: those whose items it keeps
-        first when full (excluded for good); `unsubscribe(meta, channel, ts)`: the change an
+        first when full (excluded for good); `unsubscribe(meta, channel, ts, marked)`: the change an
         unsubscribe event makes to its user's meta record, in the transaction that stores it
         (None: none); `zone_of(meta)`: the user's time zone (`ZoneInfo`) from their meta record
         or None, in whose local time the hour-of-week features bin their events (None: UTC)."""
@@ -221,10 +222,12 @@ class ProfileRepository:
 
     def _unsubscribed(self, txn, new: EventRecords) -> None:
         """Apply the new unsubscribe events to their users' meta records (consent), in the
-        transaction that stores them: an event is never stored without its opt-out."""
+        transaction that stores them: an event is never stored without its opt-out. `marked`:
+        the event carries the server's STOP mark (`validation.STOP_MARK`)."""
         for i in [i for i, t in enumerate(new.type) if t == _UNSUBSCRIBE]:
             self._change_meta(txn, new.user_ids[i], functools.partial(
-                self._unsubscribe, channel=CHANNELS[new.channel[i]], ts=new.ts[i]))
+                self._unsubscribe, channel=CHANNELS[new.channel[i]], ts=new.ts[i],
+                marked=STOP_MARK in new.events[i].attributes))
 
     def _category_codes(self, txn, names: Sequence[str | None]) -> list[int]:
         """Stable codes per category name, assigned on first sight (-1 past the layout's K)."""

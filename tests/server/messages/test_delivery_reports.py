@@ -13,8 +13,9 @@ import pytest
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
+from server.contact.consent import STOP_EVENT_SOURCE
 from server.http.signing import sign
-from server.messages.optout import SHARED_SOURCE
+from server.messages.optout import STOP_SHARED_SOURCE
 
 from .conftest import email_spec, relayed
 from .test_send_campaign import audience
@@ -338,10 +339,11 @@ async def test_a_carrier_stop_reported_twice_counts_once_and_adds_no_consent_his
     assert (await report(settings, body))[0] == 200
     end = time.monotonic() + 10  # the others' shared opt-out is detached (`SharedOptOut`)
     while time.monotonic() < end and [(await _sms_history(profiles, u))[-1][2]
-                                      for u in ("s2", "s3")] != [SHARED_SOURCE] * 2:
+                                      for u in ("s2", "s3")] != [STOP_SHARED_SOURCE] * 2:
         await asyncio.sleep(0.05)
     once = [await _sms_history(profiles, u) for u in ("s1", "s2", "s3")]
     assert [len(h) for h in once] == [4, 4, 4]  # signup (s3: and `preferences`), 21610, event
+    assert [h[-1][2] for h in once] == [STOP_EVENT_SOURCE] + [STOP_SHARED_SOURCE] * 2  # marked
     await asyncio.sleep(1.0)  # another signature second: the provider's retry, no replay
     assert (await report(settings, body))[0] == 200
     assert [await _sms_history(profiles, u) for u in ("s1", "s2", "s3")] == once

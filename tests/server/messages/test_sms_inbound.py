@@ -685,3 +685,54 @@ async def test_an_opt_in_committed_while_a_carrier_stop_is_handled_is_closed(
     states = await sms_states(shared.profiles, texted)
     assert {p: opted_in for p, (opted_in, _) in states.items()} == {
         "marketing": False, "transactional": False}
+
+
+async def _settled(profiles, user: str, purpose: str, want: tuple, seconds: float = 10.0):
+    """`sms_states(...)[purpose]` once it is `want` (the shared opt-out is detached:
+    `SharedOptOut`), or as it is after `seconds`."""
+    import asyncio
+    end = time.monotonic() + seconds
+    while (got := (await sms_states(profiles, user)).get(purpose)) != want \
+            and time.monotonic() < end:
+        await asyncio.sleep(0.05)
+    return got
+
+
+async def test_a_start_never_reopens_a_clients_sms_unsubscribe_event(own_texted, shared):
+    """The user unsubscribed in the client's preference centre: its sms `unsubscribe` event
+    (TrackEvents) opted them out, and the other profile at their number (`SharedOptOut`), with
+    the source a carrier's 21610 records too, so a STOP and START from the number reopened
+    both, as if the server had closed them. A client's event is the user's withdrawal now:
+    START reopens only what the STOP closed (the transactional texts)."""
+    texted, n = own_texted
+    number, other = f"+447700900{n}", f"{texted}-b"
+    await shared.profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=other, attributes={"phone": number}))
+    await shared.profiles.SetConsent(ppb.SetConsentRequest(  # before the event: it is reached
+        user_id=other, channel="sms", opted_in=True, source="signup", timestamp=time.time() - 60))
+    tracked = await shared.profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id=f"prefs-{n}", user_id=texted, type="unsubscribe", channel="sms",
+        timestamp=time.time() - 10)]))
+    assert (tracked.accepted, list(tracked.rejected)) == (1, [])
+    shared_out = (False, "unsubscribe event (shared address)")
+    assert await _settled(shared.profiles, other, "marketing", shared_out) == shared_out
+    assert await reply(shared.settings, number, "STOP", age=5) == 200
+    assert await reply(shared.settings, number, "START") == 200
+    states = [await sms_states(shared.profiles, u) for u in (texted, other)]
+    assert states == [{"marketing": (False, "unsubscribe event"),
+                       "transactional": (True, "sms reply START")},
+                      {"marketing": shared_out, "transactional": (True, "sms reply START")}]
+
+
+async def test_a_clients_event_may_not_carry_the_servers_stop_mark(own_texted, shared):
+    """The mark that makes an unsubscribe event the server's own (a carrier's 21610, whose
+    opt-out a START reopens: `validation.STOP_MARK`) is refused on a client's event, naming
+    it; nothing is stored, and a START leaves the user's sms marketing as it was."""
+    texted, n = own_texted
+    mark = "tailor.stop"  # `validation.STOP_MARK`
+    tracked = await shared.profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id=f"forged-{n}", user_id=texted, type="unsubscribe", channel="sms",
+        timestamp=time.time() - 10, attributes={mark: "carrier"})]))
+    assert tracked.accepted == 0 and [r.index for r in tracked.rejected] == [0]
+    assert tracked.rejected[0].reason.startswith(f"attributes key {mark!r} is reserved")
+    assert await sms_states(shared.profiles, texted) == {"marketing": (True, "signup")}

@@ -104,6 +104,34 @@ async def test_a_crash_before_the_shared_opt_out_is_replayed(profiles, tailor_se
     assert tailor_server.store.scan("outbox", b"") == []
 
 
+async def test_a_replayed_carrier_stop_event_keeps_its_mark(profiles, tailor_server):
+    """The server's own unsubscribe event of a carrier's 21610 (`reports.opt_out_event`), its
+    shared opt-out left to the outbox replay, which rebuilds the event from its stored bytes:
+    they looked like a client's event, and the other profile at the number got the source a
+    client's event gives (a withdrawal a START never reopens, now that a client's event is
+    one). The mark is kept in the stored event: the replay writes the 21610's shared source,
+    a STOP's, as the first try would have."""
+    from server.messages.reports import opt_out_event
+    for user in ("account-c", "guest-c"):
+        await opted_in_at(profiles, user, "phone", "+447700900556", "sms", time.time() - 60)
+    listener = shared_opt_out(tailor_server)
+
+    async def crashed(events, batch):
+        raise RuntimeError("the worker died here")
+    listener.on_events = crashed
+    try:
+        tracked = await tailor_server.profiles.track([opt_out_event(
+            "sms", "sms", "d-21610", "account-c", time.time() - 5)])
+        assert (len(tracked.accepted_ids), tracked.rejected) == (1, [])
+        await asyncio.sleep(0.2)
+    finally:
+        del listener.on_events
+    assert await consent(profiles, "guest-c", "sms") == (True, "signup")
+    await tailor_server.profiles.replay_outbox(older_than=0)
+    assert [await consent(profiles, u, "sms") for u in ("account-c", "guest-c")] == [
+        (False, "sms carrier STOP (21610) event"),
+        (False, "sms carrier STOP (21610) event (shared address)")]
+
 async def test_a_late_unsubscribe_event_leaves_another_profiles_later_opt_in(profiles):
     """An unsubscribe event imported or replayed a day late (a provider's feed, a history
     import) must not undo the opt-in another profile at the address gave since: that is
