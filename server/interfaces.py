@@ -200,18 +200,19 @@ class ConsentWriter(Protocol):
     async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
                            source: str, timestamp: float = 0.0, purpose: str = "",
                            existing: bool = False, keep_later_opt_in: bool = False,
-                           stopped_only: bool = False, open_only: bool = False) -> list[str]:
+                           stopped_only: bool = False, open_only: bool = False,
+                           needs_opt_in: bool = False) -> list[str]:
         """`set_consent` of each user in one write; those it would bring back skipped, and,
         checked in that write, those whose current state is (`keep_later_opt_in`) an opt-in
-        dated after `timestamp`, (`stopped_only`) not closed by a STOP alone
-        (`contact.consent.closed_by_stop`: what a START reopens), or (`open_only`) closed
-        already. The users changed."""
+        dated after `timestamp`, (`stopped_only`) not closed by a STOP alone or, with
+        `needs_opt_in`, without an opt-in in its history (`contact.consent.reopenable`: what a
+        START reopens), or (`open_only`) closed already. The users changed."""
 
     async def set_unnamed_consents(self, tokens: Sequence[bytes], channel: str, opted_in: bool,
                                    source: str, still, timestamp: float = 0.0,
                                    purpose: str = "", keep_later_opt_in: bool = False,
-                                   stopped_only: bool = False, open_only: bool = False
-                                   ) -> list[bytes]:
+                                   stopped_only: bool = False, open_only: bool = False,
+                                   needs_opt_in: bool = False) -> list[bytes]:
         """`set_consents` of existing profiles known by their token alone (unnamed address
         index entries, `server.messages.phones`), each only while `still(txn, token)`. The
         tokens changed."""

@@ -40,7 +40,7 @@ __all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "OPT_OUT_CHAN
            "need_of", "consent_reason", "consent_entry", "reopens", "opted_in_since", "record_consent",
            "current_consents", "REPLY_SOURCE", "CARRIER_SOURCE", "STOP_SOURCES", "by_stop",
            "reserved_source", "closed_by_stop", "EVENT_SOURCE", "STOP_EVENT_SOURCE",
-           "RESERVED_SOURCES", "event_source"]
+           "RESERVED_SOURCES", "event_source", "reopenable"]
 
 MARKETING, TRANSACTIONAL = "marketing", "transactional"
 PURPOSES = (MARKETING, TRANSACTIONAL)
@@ -132,13 +132,23 @@ def reopens(meta: Mapping | None, channel: str, defaults: Mapping[str, str]) -> 
     undoes what a STOP closed (`closed_by_stop`), and gives no consent the user had not given.
     True only when the current state is such an opt-out and, where the channel needs an opt-in
     (`need_of`), the history holds one (a "Reply YES to confirm" on a receipt, or a START from
-    a user who never agreed, recorded a first opt-in before: the marketing began)."""
-    if not closed_by_stop(meta, channel, MARKETING):
+    a user who never agreed, recorded a first opt-in before: the marketing began):
+    `reopenable`, which the START's write transaction checks again."""
+    return reopenable(meta, channel, MARKETING, need_of(defaults, channel) == "opt_in")
+
+
+def reopenable(meta: Mapping | None, channel: str, purpose: str, needs_opt_in: bool) -> bool:
+    """Whether a START may opt (channel, purpose) back in: it is closed by the STOP handling
+    alone (`closed_by_stop`) and, with `needs_opt_in` (marketing where the channel's default is
+    `opt_in`: `reopens`), the history holds an opt-in of it. One rule for the read that picks
+    the profiles and for the write transaction that checks them again
+    (`Profiles.set_consents` `stopped_only`, `needs_opt_in`): a change committed in between
+    (the opt-in pushed out of the bounded history) counts."""
+    if not closed_by_stop(meta, channel, purpose):
         return False  # nothing to undo, or withdrawn by other means
-    if need_of(defaults, channel) != "opt_in":
-        return True  # the opt-out was all that kept it closed
-    return any(h.get("channel") == channel and h.get("purpose", MARKETING) == MARKETING
-               and h.get("opted_in") for h in meta.get("consent_history", ()))
+    return not needs_opt_in or any(
+        h.get("channel") == channel and h.get("purpose", MARKETING) == purpose
+        and h.get("opted_in") for h in meta.get("consent_history", ()))
 
 
 def closed_by_stop(meta: Mapping | None, channel: str, purpose: str) -> bool:

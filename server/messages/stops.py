@@ -36,10 +36,12 @@ from collections.abc import Mapping
 from ..config import DEFAULT_CONSENT
 from ..contact.consent import (
     CARRIER_SOURCE,
+    MARKETING,
     PURPOSES,
     REPLY_SOURCE,
     TRANSACTIONAL,
     closed_by_stop,
+    need_of,
     reopens,
 )
 from ..interfaces import ConsentWriter, ProfileMetas
@@ -190,17 +192,23 @@ class SmsStops:
         profile's meta record, as it stands then (`Profiles.set_consents`), so that a
         SetConsent or a one-click link committed after the profiles were read (`_grouped`)
         and before the write counts: a START writes only where the STOP handling alone still
-        closes it (`stopped_only`: a withdrawal committed in between was overwritten by the
-        START's later-dated opt-in); a 21610, and a STOP's transactional opt-out, only what is
-        open (`open_only`: an opt-in committed in between stayed open, or the STOP was written
-        over a withdrawal a START then reopened). No write transaction is held across an
-        await: the check and the write are one transaction in the profiles' thread."""
+        closes it and, for marketing where sms needs an opt-in, the history still holds one
+        (`stopped_only`, `needs_opt_in`: `contact.consent.reopenable`, the rule `_purposes`
+        read them by: a withdrawal committed in between was overwritten by the START's
+        later-dated opt-in, and an opt-in pushed out of the bounded history in between was
+        reopened all the same, a consent no longer on record); a 21610, and a STOP's
+        transactional opt-out, only what is open (`open_only`: an opt-in committed in between
+        stayed open, or the STOP was written over a withdrawal a START then reopened). No
+        write transaction is held across an await: the check and the write are one
+        transaction in the profiles' thread."""
         stopped_only = opted_in and self.metas is not None
+        opt_in = stopped_only and need_of(self.defaults, "sms") == "opt_in"
         open_only = () if opted_in else PURPOSES if source == CARRIER_SOURCE \
             else (TRANSACTIONAL,) if only else ()
 
         def rechecked(purpose: str) -> dict:
-            return {"stopped_only": stopped_only, "open_only": purpose in open_only}
+            return {"stopped_only": stopped_only, "open_only": purpose in open_only,
+                    "needs_opt_in": opt_in and purpose == MARKETING}
         return rechecked
 
     def _grouped(self, ids: list, metas: list, opted_in: bool, only: bool,

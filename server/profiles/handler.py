@@ -22,11 +22,11 @@ from ..contact.consent import (
     MARKETING,
     PURPOSES,
     closed,
-    closed_by_stop,
     current_consents,
     event_source,
     opted_in_since,
     record_consent,
+    reopenable,
     reserved_source,
 )
 from ..contact.quiet_hours import TIMEZONE, local_zone_of, zone
@@ -476,7 +476,8 @@ class Profiles:
     async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
                            source: str, timestamp: float = 0.0, purpose: str = "",
                            existing: bool = False, keep_later_opt_in: bool = False,
-                           stopped_only: bool = False, open_only: bool = False) -> list[str]:
+                           stopped_only: bool = False, open_only: bool = False,
+                           needs_opt_in: bool = False) -> list[str]:
         """`set_consent` of each of `user_ids` in one write transaction (one fsync, not one
         each); a user it would bring back is skipped, not refused, and so is one whose record,
         read in the same transaction, says to leave it (`_kept`: a change committed after the
@@ -484,21 +485,23 @@ class Profiles:
         for user_id in user_ids:
             _check_named(user_id, self.limits.id_bytes, existing)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
-        keep = _kept(channel, purpose, ts, keep_later_opt_in, stopped_only, open_only)
+        keep = _kept(channel, purpose, ts, keep_later_opt_in, stopped_only, open_only,
+                     needs_opt_in)
         return await asyncio.to_thread(self.repo.update_metas, list(user_ids), change, ts,
                                        existing=existing, keep=keep)
 
     async def set_unnamed_consents(self, tokens: Sequence[bytes], channel: str, opted_in: bool,
                                    source: str, still, timestamp: float = 0.0,
                                    purpose: str = "", keep_later_opt_in: bool = False,
-                                   stopped_only: bool = False, open_only: bool = False
-                                   ) -> list[bytes]:
+                                   stopped_only: bool = False, open_only: bool = False,
+                                   needs_opt_in: bool = False) -> list[bytes]:
         """`set_consents` of existing profiles known by their token alone (unnamed entries of
         the address index, `server.messages.phones`: stored before it, their id nowhere in
         the store), each changed only while `still(txn, token)` (its entry is there: an
         erasure drops it with the profile). The tokens changed."""
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
-        keep = _kept(channel, purpose, ts, keep_later_opt_in, stopped_only, open_only)
+        keep = _kept(channel, purpose, ts, keep_later_opt_in, stopped_only, open_only,
+                     needs_opt_in)
         return await asyncio.to_thread(self.repo.update_unnamed_metas, list(tokens), change,
                                        still, keep)
 
@@ -888,18 +891,19 @@ def _wanted_parts(parts: Sequence[str]) -> frozenset[str]:
 
 
 def _kept(channel: str, purpose: str, ts: float, later_opt_in: bool, stopped_only: bool,
-          open_only: bool):
+          open_only: bool, needs_opt_in: bool = False):
     """`keep(meta)` of a consent change dated `ts`, checked in its write transaction (None:
     none): `later_opt_in`, the profile's own opt-in is later (`SharedOptOut`);
-    `stopped_only`, (channel, purpose) is no longer closed by a STOP alone
-    (`closed_by_stop`: a START reopens nothing else, and a withdrawal committed after it read
-    the profiles was overwritten by its later-dated opt-in); `open_only`, it is closed
-    already (a carrier's 21610 closes what is open: an opt-in committed after it read the
-    profiles stayed open)."""
+    `stopped_only`, a START may no longer reopen (channel, purpose) (`reopenable`: it is not
+    closed by a STOP alone, or, with `needs_opt_in`, its history holds no opt-in any more: a
+    START reopens nothing else, and a withdrawal committed after it read the profiles was
+    overwritten by its later-dated opt-in, an opt-in pushed out of the history since reopened
+    all the same); `open_only`, it is closed already (a carrier's 21610 closes what is open:
+    an opt-in committed after it read the profiles stayed open)."""
     purpose = purpose or MARKETING
     rules = [rule for on, rule in (
         (later_opt_in, lambda meta: opted_in_since(meta, channel, purpose, ts)),
-        (stopped_only, lambda meta: not closed_by_stop(meta, channel, purpose)),
+        (stopped_only, lambda meta: not reopenable(meta, channel, purpose, needs_opt_in)),
         (open_only, lambda meta: closed(meta, channel, purpose))) if on]
     if not rules:
         return None

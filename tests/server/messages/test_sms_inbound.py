@@ -654,6 +654,47 @@ async def test_a_withdrawal_committed_while_a_start_is_handled_is_kept(
     assert await sms_states(shared.profiles, texted) == closed
 
 
+async def test_an_opt_in_dropped_from_the_history_while_a_start_is_handled_is_not_reopened(
+        module_messages_server, own_texted, shared):
+    """With sms `opt_in` (the default), a START reopens marketing only where the history holds
+    an opt-in (it gives no consent not given before). That was read before the write alone:
+    changes committed while the START was handled (after it read the profiles at the number)
+    that pushed the user's only sms opt-in out of the bounded history
+    (`Limits.consent_history`) left it reopened all the same. The write transaction checks it
+    again now (`contact.consent.reopenable`): marketing stays closed, and the transactional
+    texts the STOP closed reopen, as they need no opt-in."""
+    import asyncio
+
+    from server.limits import Limits
+    stops, loop = module_messages_server[0].stops, asyncio.get_running_loop()
+    texted, n = own_texted
+    number = f"+447700900{n}"
+    assert await reply(shared.settings, number, "STOP", age=5) == 200
+
+    async def crowd_out():  # signup, STOP's two, then these: the signup opt-in goes
+        for i in range(Limits().consent_history - 2):
+            await shared.profiles.SetConsent(ppb.SetConsentRequest(
+                user_id=texted, channel="email", opted_in=bool(i % 2), source="preferences",
+                timestamp=time.time() - 4))
+
+    holding = stops._holding
+
+    def crowded_first(ids, metas, held):  # runs in a thread between the read and the write
+        asyncio.run_coroutine_threadsafe(crowd_out(), loop).result(30)
+        return holding(ids, metas, held)
+
+    stops._holding = crowded_first
+    try:
+        assert await reply(shared.settings, number, "START") == 200
+    finally:
+        del stops._holding
+    history = (await shared.profiles.GetProfile(ppb.GetProfileRequest(
+        user_id=texted))).consent_history
+    assert ("sms", "marketing", True, "signup") not in [  # crowded out, as the write saw
+        (c.channel, c.purpose, c.opted_in, c.source) for c in history]
+    assert await sms_states(shared.profiles, texted) == {
+        "marketing": (False, "sms reply STOP"), "transactional": (True, "sms reply START")}
+
 async def test_an_opt_in_committed_while_a_carrier_stop_is_handled_is_closed(
         module_messages_server, own_texted, shared):
     """A carrier's 21610 closes only what is open, read before its write: an opt-in committed
