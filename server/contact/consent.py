@@ -1,6 +1,6 @@
 """Consent per channel and purpose: the stored record, its bounded history, and the one check.
 
-A profile meta record (layout 2 of the `profile_meta` kind, `server.store.layouts`) keeps::
+A profile meta record (layout 3 of the `profile_meta` kind, `server.store.layouts`) keeps::
 
     "consent":         {channel: {purpose: {"opted_in", "source", "timestamp"}}}
     "consent_history": [{"channel", "purpose", "opted_in", "source", "timestamp"}, ...]
@@ -29,8 +29,10 @@ withdrew by other means, whatever the changes' times (`closed_by_stop`). An `uns
 event a client tracks (the user unsubscribed in its preference centre) writes `EVENT_SOURCE`,
 a withdrawal a START never reopens. No client may write any of these (SetConsent refuses them:
 `reserved_source`), or an opt-out it recorded would read as one a START may reopen or as the
-user's tracked unsubscribe. An `unsubscribe event` stored before the mark (both kinds wrote it
-then) reads as the client's: a START leaves it closed (docs/privacy.md).
+user's tracked unsubscribe. Layout 2 wrote `unsubscribe event` for both kinds: its step to
+layout 3 gives the 21610's source to one dated as a carrier STOP in the same history (the
+two share the 21610's time), and any other reads as the client's, a START leaving it closed
+(`store.layouts._meta_stop_events`, docs/messages.md).
 """
 from __future__ import annotations
 

@@ -104,6 +104,38 @@ def _meta_consent_by_purpose(raw: bytes) -> bytes:
     return json.dumps(meta, sort_keys=True).encode()
 
 
+def _meta_stop_events(raw: bytes) -> bytes:
+    """profile_meta 2 -> 3: an SMS marketing opt-out of source `unsubscribe event` (or its
+    `(shared address)`) dated as an `sms carrier STOP (21610)` opt-out of the record's history
+    is the one the server recorded for that 21610 (`messages.reports.record_opt_out`: the STOP
+    and the event share its time); it takes the source such an event writes now,
+    `sms carrier STOP (21610) event` (and its shared one), which a START reopens, in the
+    history and the current state. Layout 2 wrote `unsubscribe event` for a client's event and
+    the 21610's alike; a client's is the user's withdrawal now, which a START never reopens
+    (`contact.consent.event_source`), and so is every other `unsubscribe event` kept (not
+    dated as a carrier STOP of the history: told apart by nothing stored). A record without
+    such a pair is left byte for byte."""
+    if b"unsubscribe event" not in raw or b"sms carrier STOP (21610)" not in raw:
+        return raw
+    from ..contact.consent import CARRIER_SOURCE, EVENT_SOURCE, STOP_EVENT_SOURCE
+    from ..messages.optout import SHARED_SOURCE, STOP_SHARED_SOURCE  # messages imports the store
+    meta = json.loads(raw)
+    history = meta.get("consent_history", [])
+    stops = {float(h.get("timestamp", 0.0)) for h in history if h.get("channel") == "sms"
+             and not h.get("opted_in") and h.get("source") == CARRIER_SOURCE}
+    renamed = {EVENT_SOURCE: STOP_EVENT_SOURCE, SHARED_SOURCE: STOP_SHARED_SOURCE}
+    current = meta.get("consent", {}).get("sms", {}).get("marketing")
+    changed = False
+    for entry, channel, purpose in [*((h, h.get("channel"), h.get("purpose", "marketing"))
+                                      for h in history), (current, "sms", "marketing")]:
+        if entry and channel == "sms" and purpose == "marketing" and not entry.get("opted_in") \
+                and entry.get("source") in renamed \
+                and float(entry.get("timestamp", 0.0)) in stops:
+            entry["source"] = renamed[entry["source"]]
+            changed = True
+    return json.dumps(meta, sort_keys=True).encode() if changed else raw
+
+
 def _state_delivery_types(raw: bytes) -> bytes:
     """profile_state 1 -> 2: the event vocabulary gained email_bounce, email_complaint and
     sms_bounce (appended; their counts start at 0)."""
@@ -169,10 +201,13 @@ KINDS: tuple[RecordKind, ...] = (
                "more event types; 3: the seen record (`<user>␟seen` until then) inside",
                steps={1: _state_delivery_types,
                       2: Fold(K.FEATURES_SUFFIX, K.SEEN_SUFFIX, _state_with_seen)}),
-    RecordKind("profile_meta", "profiles", 2, lambda k: k.endswith(K.PROFILE_META_SUFFIX),
+    RecordKind("profile_meta", "profiles", 3, lambda k: k.endswith(K.PROFILE_META_SUFFIX),
                "JSON {attributes, consent: {channel: {purpose: state}}, consent_history, "
-               "created_at, updated_at} (server.contact.consent)",
-               steps={1: _meta_consent_by_purpose}),
+               "created_at, updated_at} (server.contact.consent); 3: the opt-out of the "
+               "unsubscribe event the server records for a carrier's 21610 is sourced "
+               "`sms carrier STOP (21610) event`, a START reopens it; `unsubscribe event` is a "
+               "client's, which it never does",
+               steps={1: _meta_consent_by_purpose, 2: _meta_stop_events}),
     RecordKind("event", "events", 1, _any, "tailor.v1.Event bytes"),
     RecordKind("dedupe", "dedupe", 1, _any, "the events key of the event"),
     RecordKind("category_code", "meta", 1, lambda k: k.startswith(K.CATEGORY_PREFIX),

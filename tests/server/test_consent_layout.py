@@ -88,3 +88,71 @@ def test_appended_types_move_records_as_fl_migrate_does():
         order = np.argsort(got["rc_ts"][:k], kind="stable")
         for name in ("rc_item", "rc_ts", "rc_amt"):
             np.testing.assert_array_equal(got[name][:k][order], want[name][:k])
+
+
+def _meta(*history: tuple[str, str, str, bool, float]) -> dict:
+    """A layout-2 meta record of `history` ((channel, purpose, source, opted_in, timestamp),
+    oldest first), its current state the last change of each (channel, purpose)."""
+    changes = [{"channel": c, "purpose": p, "opted_in": o, "source": s, "timestamp": t}
+               for c, p, s, o, t in history]
+    consent: dict = {}
+    for h in changes:
+        consent.setdefault(h["channel"], {})[h["purpose"]] = {
+            k: h[k] for k in ("opted_in", "source", "timestamp")}
+    return {"attributes": {}, "created_at": 1.0, "updated_at": 9.0, "consent": consent,
+            "consent_history": changes}
+
+
+def test_a_carrier_stops_event_written_by_layout_2_is_reopened_a_clients_is_not(tmp_path):
+    """Layout 2 (main before the STOP mark) wrote `unsubscribe event` for a client's sms
+    unsubscribe event and for the one the server records after a carrier's 21610 alike, and a
+    START reopened both. Opened here, the 21610's (dated as the carrier STOP beside it, at the
+    user and, shared, at another profile at the number) takes the 21610 event's source, which
+    a START reopens; a client's keeps its own, the user's withdrawal; a record with neither is
+    left byte for byte. A Tailor of layout 2 then refuses the store."""
+    import dataclasses
+
+    import pytest
+
+    from server.contact.consent import reopenable
+    from server.errors import FailedPrecondition
+    from server.store.layouts import KINDS
+    two = tuple(dataclasses.replace(k, version=2, steps={1: k.steps[1]})
+                if k.name == "profile_meta" else k for k in KINDS)
+    stop = ("sms carrier STOP (21610)", False)
+    records = {
+        "carrier": _meta(("sms", "marketing", "signup", True, 10.0),
+                         ("sms", "marketing", *stop, 50.0), ("sms", "transactional", *stop, 50.0),
+                         ("sms", "marketing", "unsubscribe event", False, 50.0)),
+        "beside": _meta(("sms", "marketing", "signup", True, 10.0),
+                        ("sms", "marketing", *stop, 50.0),
+                        ("sms", "marketing", "unsubscribe event (shared address)", False, 50.0)),
+        "client": _meta(("sms", "marketing", "signup", True, 10.0),
+                        ("sms", "transactional", *stop, 50.0),
+                        ("sms", "marketing", "unsubscribe event", False, 60.0)),
+        "mail": _meta(("email", "marketing", "unsubscribe event", False, 50.0)),
+    }
+    store = Store(tmp_path / "store", sync=False, layouts=two)
+    for user, meta in records.items():
+        store.put("profiles", keys.profile_meta_key(user), json.dumps(meta).encode())
+    before = store.get("profiles", keys.profile_meta_key("mail"))
+    store.close()
+    store = Store(tmp_path / "store", sync=False)
+    assert store.migrated == {"profile_meta": 2}
+    assert store.get("profiles", keys.profile_meta_key("mail")) == before
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    metas = dict(zip(records, repo.metas(list(records))))
+    sources = {u: (m["consent"]["sms"]["marketing"]["source"], [h["source"] for h in
+                                                              m["consent_history"]])
+               for u, m in metas.items() if u != "mail"}
+    assert sources == {
+        "carrier": ("sms carrier STOP (21610) event",
+                    ["signup", *[stop[0]] * 2, "sms carrier STOP (21610) event"]),
+        "beside": ("sms carrier STOP (21610) event (shared address)",
+                   ["signup", stop[0], "sms carrier STOP (21610) event (shared address)"]),
+        "client": ("unsubscribe event", ["signup", stop[0], "unsubscribe event"])}
+    assert [reopenable(metas[u], "sms", "marketing", True)
+            for u in ("carrier", "beside", "client")] == [True, True, False]
+    store.close()
+    with pytest.raises(FailedPrecondition, match="profile_meta"):
+        Store(tmp_path / "store", sync=False, layouts=two)
