@@ -21,8 +21,8 @@ letter, or reached the person who said STOP); a reply that only starts with one 
 on it (it closed the user's codes and receipts too until they texted START). START or UNSTOP, as the
 whole body (a trailing "." or "!" aside), opts back in what a STOP (a reply, a carrier's 21610)
 closed, never giving a consent not given before (`contact.consent.reopens`), nor reopening an
-opt-out given by other means (SetConsent, a one-click link), whatever its time
-(`contact.consent.closed_by_stop`).
+opt-out given by other means (SetConsent, a one-click link, an `unsubscribe` event a client
+tracked), whatever its time (`contact.consent.closed_by_stop`).
 YES is no keyword: "Yes" (or "Yes, see you then") to a transactional text restarted the
 marketing texts of a user who had texted STOP. Anything else is ignored. The consent change
 carries the signed time (at most `event_future_tolerance_s` ahead of ours: a provider's clock

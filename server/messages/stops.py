@@ -16,9 +16,10 @@ reach the person who said it). A STOP that is the keyword alone, and a
 until START; CTIA asks that nothing but the STOP's confirmation follow it); a START reopens
 what such a stop closed (`stopped`), never a consent not given before (`contact.consent.reopens`),
 nor what the user or operator withdrew by other means (SetConsent, a one-click
-link), before or after the STOP, whatever the times (`contact.consent.closed_by_stop`),
-checked again in the write transaction (`_rechecked`: a withdrawal committed after the START
-read the profiles was overwritten by its opt-in).
+link, an `unsubscribe` event a client tracked), before or after the STOP, whatever the times
+(`contact.consent.closed_by_stop`), all of it checked again in the write transaction
+(`_rechecked`, `contact.consent.reopenable`: a withdrawal committed after the START read the
+profiles was overwritten by its opt-in).
 Before, a 21610 withdrew marketing alone: receipts and codes were composed and sent to a number
 the carrier refuses, each a dead letter.
 
