@@ -776,4 +776,12 @@ async def test_a_clients_event_may_not_carry_the_servers_stop_mark(own_texted, s
         timestamp=time.time() - 10, attributes={mark: "carrier"})]))
     assert tracked.accepted == 0 and [r.index for r in tracked.rejected] == [0]
     assert tracked.rejected[0].reason.startswith(f"attributes key {mark!r} is reserved")
+
+    async def batches():  # TrackEventStream refuses it alike
+        yield ppb.TrackEventsRequest(events=[ppb.Event(
+            event_id=f"forged-{n}-s", user_id=texted, type="unsubscribe", channel="sms",
+            timestamp=time.time() - 10, attributes={mark: "carrier"})])
+    streamed = await shared.profiles.TrackEventStream(batches())
+    assert streamed.accepted == 0 and [r.index for r in streamed.rejected] == [0]
+    assert streamed.rejected[0].reason == tracked.rejected[0].reason
     assert await sms_states(shared.profiles, texted) == {"marketing": (True, "signup")}
