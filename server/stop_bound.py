@@ -47,7 +47,8 @@ _REAP_SECONDS = 0.2
 """How long one worker reaps what it killed at the least: a watchdog woken late (a busy host)
 still reaps the writers its zygote's death hands back to it, not leaving them to PID 1."""
 KILLED_EXIT = 1
-"""The exit status of a stop that had to kill what still stopped (calls or batches were cut)."""
+"""The exit status of a stop that had to kill what still stopped (calls or batches were cut);
+also the parent of `--workers N`'s when a worker died or exited on its own (`supervise`)."""
 
 
 class Stop:

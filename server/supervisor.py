@@ -17,8 +17,9 @@ from multiprocessing.connection import wait as wait_for
 from .config import Settings
 from .orphans import Orphans, become_subreaper
 from .stop_bound import KILL_SECONDS as _KILL_SECONDS
+from .stop_bound import KILLED_EXIT
 from .stop_bound import Stop as _Stop
-from .worker import STOP_SIGNALS, StartGate, _worker_main
+from .worker import REFUSED_EXIT, STOP_SIGNALS, StartGate, _worker_main
 
 __all__ = ["supervise"]
 
@@ -75,8 +76,8 @@ def supervise(settings: Settings, reload_metrics) -> None:
     stop.close()
     for sig in (*STOP_SIGNALS, signal.SIGHUP):  # the stop is done: one now has nothing to do
         signal.signal(sig, signal.SIG_IGN)  # (at exit, Python puts back SIG_DFL: it killed this)
-    if failed:
-        raise SystemExit(2 if failed == 2 else 1)
+    if failed:  # a worker refused to start, or one was killed, crashed or exited on its own
+        raise SystemExit(REFUSED_EXIT if failed == REFUSED_EXIT else KILLED_EXIT)
 
 
 _REAP_SECONDS = 0.2
@@ -125,7 +126,7 @@ def _worker_gone(proc, stop: _Stop, forward: Callable) -> int:
         logger.error("worker %s exited with %s; stopping the others", proc.name,
                      proc.exitcode)  # the port would serve one worker short
         forward(signal.SIGTERM, None)
-        return proc.exitcode or 1
+        return proc.exitcode or KILLED_EXIT
     if proc.exitcode:  # killed or crashed mid-drain: its calls in flight were cut
         logger.error("worker %s exited with %s while the server stopped", proc.name,
                      proc.exitcode)
@@ -134,7 +135,8 @@ def _worker_gone(proc, stop: _Stop, forward: Callable) -> int:
 
 def _kill_workers(running: dict, stop: _Stop) -> int:
     """SIGKILL the workers still stopping at the end of the stop's bound, and reap them (what
-    they leave is the orphans' to end); 1 if there were any (their calls in flight cut)."""
+    they leave is the orphans' to end); `KILLED_EXIT` if there were any (their calls in flight
+    cut)."""
     if not running:
         return 0
     logger.error("%d workers still stopping %.0f s after the stop began (stop_seconds %g): "
@@ -144,7 +146,7 @@ def _kill_workers(running: dict, stop: _Stop) -> int:
             os.kill(proc.pid, signal.SIGKILL)
     for proc in running.values():
         proc.join(stop.left(_KILL_SECONDS / 2))  # reaped: its children are this process's
-    return 1
+    return KILLED_EXIT
 
 
 def _orphans(procs: list) -> Orphans:

@@ -20,12 +20,15 @@ from .errors import TailorError
 from .logging import configure_logging
 from .stop_bound import StopWatch
 
-__all__ = ["STOP_SIGNALS", "StartGate"]
+__all__ = ["REFUSED_EXIT", "STOP_SIGNALS", "StartGate"]
 
 logger = logging.getLogger("tailor.workers")
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+REFUSED_EXIT = 2
+"""A worker's exit when it refused to start (a port in use, a bundle refused: one line says
+why), and then its parent's (`server.supervisor`), told apart from a stop that cut calls."""
 
 
 class StartGate:
@@ -136,7 +139,7 @@ def _worker_main(settings: Settings, worker: int, gate: StartGate) -> None:
     except TailorError as err:  # a port in use, a bundle refused: one line, and the parent stops
         logger.error("%s", err)
         gate.abort()
-        raise SystemExit(2) from None
+        raise SystemExit(REFUSED_EXIT) from None
     except BaseException:  # a crash: the others stop waiting for this worker now
         gate.abort()
         raise
