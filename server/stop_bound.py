@@ -114,6 +114,15 @@ class StopWatch:
         if self.stop is not None:
             atexit.register(self._settle)
 
+    @property
+    def killing(self) -> bool:
+        """The bound is being enforced (`_kill`): what still stopped is being killed, and the
+        process exits `KILLED_EXIT`. The kill ends the main thread's waits (a writer's exit),
+        so a stop that returns now was cut, not clean: its `stopped` line, logged after the
+        kill's, read as a clean stop at the log's end (`worker._serve_one` asks this first;
+        a kill that begins in the instant after may still follow that line)."""
+        return self._killing.is_set()
+
     def _settle(self) -> None:
         """At this process's exit: once the bound is being enforced, let it end the process
         (`KILLED_EXIT`). What it kills ends the main thread's waits (a writer's exit), which

@@ -74,8 +74,8 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
     server = TailorServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    StopWatch(STOP_SIGNALS, functools.partial(loop.call_soon_threadsafe, stop.set),
-              settings.stop_seconds if all_up is None else None)
+    watch = StopWatch(STOP_SIGNALS, functools.partial(loop.call_soon_threadsafe, stop.set),
+                      settings.stop_seconds if all_up is None else None)
     server.reloaders.append(on_hup)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     if all_up is not None:
@@ -84,7 +84,8 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
     await stop.wait()
     logger.info("draining: health NOT_SERVING, in-flight calls have %.1fs", settings.grace_seconds)
     await server.stop()
-    logger.info("stopped")
+    if not watch.killing:  # else the bound's kill cut the stop short, and its line says so
+        logger.info("stopped")
     _deaf_once_stopped(loop)
 
 
