@@ -504,9 +504,10 @@ class TailorServer:
 
     async def _stop_sends(self) -> None:
         """No message starts once shutting down (a job resumes at the next start); one going
-        has the relay's timeout to be accepted (else the resumed job would send it again)."""
-        s = self.settings
-        await self.sends.close(max(s.smtp_timeout_seconds, s.webhook_timeout_seconds))
+        has `handoff_seconds` (the relay's or webhooks' timeout) to be accepted, else the
+        resumed job would send it again: a start refuses a stop bound that would cut it
+        (`Settings._stop_outlasts_the_hand_off`)."""
+        await self.sends.close(self.settings.handoff_seconds)
 
     async def _close_domain(self) -> None:
         """Flush the writers and close the store (after the last call, or a failed start)."""

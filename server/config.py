@@ -10,7 +10,8 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .limits import DEFAULT_LIMITS, Limits
@@ -315,8 +316,11 @@ class Settings(BaseSettings):
     exiting at once. The exit is then 1. Keep it below the service manager's stop timeout
     (Kubernetes' terminationGracePeriodSeconds less the preStop sleep, 30 s by default;
     systemd's TimeoutStopSec, 90 s; `docker stop`'s 10 s), and more than 1 s above
-    `drain_seconds` + `grace_seconds` (checked at start). At most a day (86400 s): the bound is a
-    sleep (`stop_bound.StopWatch`), which `inf` or 1e10 would overflow."""
+    `drain_seconds` + `grace_seconds`, plus, with a relay or webhook to send through, the
+    larger of `smtp_timeout_seconds` and `webhook_timeout_seconds`: the hand-off of a message
+    being sent, which a kill sooner cuts, and its job, resumed, sends it again (checked at
+    start). At most a day (86400 s): the bound is a sleep (`stop_bound.StopWatch`), which `inf`
+    or 1e10 would overflow."""
     store_metrics_seconds: float = Field(5.0, gt=0)
     """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 
@@ -591,6 +595,25 @@ class Settings(BaseSettings):
                              f"by more than {STOP_KILL_SECONDS:g} s")
         return value
 
+    @model_validator(mode="after")
+    def _stop_outlasts_the_hand_off(self) -> Settings:
+        """With a relay or a webhook to send through, a stopping server gives the messages being
+        handed over `handoff_seconds` after the calls' grace (`TailorServer._stop_sends`). A
+        bound that kills sooner cut that hand-off, and the message went again when its job
+        resumed (measured, grace 1 s, a relay answering DATA in 4 s: stop_seconds 3 killed
+        at 2 s, one message arrived twice; 20: the stop took 4.2 s, exit 0, each once)."""
+        if not self.delivers:
+            return self
+        need = self.drain_seconds + self.grace_seconds + self.handoff_seconds
+        if self.stop_seconds <= need + STOP_KILL_SECONDS:
+            raise _refused("stop_seconds", self.stop_seconds, (
+                f"with a relay or webhook to send through, the stop must outlast drain_seconds + "
+                f"grace_seconds + the hand-off of a message being sent (the larger of "
+                f"smtp_timeout_seconds and webhook_timeout_seconds) ({need:g} s) by more than "
+                f"{STOP_KILL_SECONDS:g} s: killed sooner, that message is sent again when its job "
+                "resumes"))
+        return self
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -609,6 +632,18 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def delivers(self) -> bool:
+        """Messages go out of this server (a relay, an SMS or push webhook), not only composed."""
+        return bool(self.smtp_host or self.sms_webhook_url or self.push_webhook_url)
+
+    @property
+    def handoff_seconds(self) -> float:
+        """How long a stopping server waits, after its calls' grace, for the messages being
+        handed over to be accepted and settled (`TailorServer._stop_sends`): one cut then is
+        sent again when its job resumes (`_stop_outlasts_the_hand_off`)."""
+        return max(self.smtp_timeout_seconds, self.webhook_timeout_seconds)
+
+    @property
     def store_dir(self) -> Path:
         return self.data_dir / "store"
 
@@ -619,6 +654,14 @@ class Settings(BaseSettings):
     @property
     def audit_dir(self) -> Path:
         return self.data_dir / "audit"
+
+
+def _refused(field: str, value: object, message: str) -> ValidationError:
+    """A value error on `field` raised from a model validator (one that reads fields declared
+    after it), so `settings_error` names the field and its variable as for a field's own."""
+    return ValidationError.from_exception_data("Settings", [InitErrorDetails(
+        type=PydanticCustomError("value_error", "Value error, {why}", {"why": message}),
+        loc=(field,), input=value)])
 
 
 def load_settings(config_file: Path | None = None, **flags) -> Settings:

@@ -224,6 +224,29 @@ def test_shutdown_drains_within_the_termination_grace_period():
     assert int(tailor["stop_grace_period"].rstrip("s")) > float(tailor["environment"]["TAILOR_GRACE_SECONDS"])
 
 
+@pytest.mark.parametrize("example", ["compose", "k8s"])
+def test_the_stop_bound_outlasts_the_hand_off_and_the_service_manager_outlasts_it(example,
+                                                                                  monkeypatch):
+    """Each example's TAILOR_STOP_SECONDS is below its service manager's stop timeout (compose's
+    stop_grace_period; Kubernetes' terminationGracePeriodSeconds less the preStop sleep), and
+    holds once a relay is added (the examples send nothing themselves): the compose file's 12 s
+    with a 5 s grace would kill a worker at 11 s while a message it handed over still had the
+    relay's 10 s (its job, resumed, sent it again); a start now refuses it."""
+    from server.config import Settings
+    if example == "compose":
+        tailor = compose()["services"]["tailor"]
+        env, timeout = tailor["environment"], float(tailor["stop_grace_period"].rstrip("s"))
+    else:
+        env = k8s_env()
+        (sts,) = k8s("StatefulSet")
+        timeout = sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] - float(
+            container()["lifecycle"]["preStop"]["exec"]["command"][1])
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(smtp_host="relay.example")  # refused if the bound cuts the hand-off
+    assert "TAILOR_STOP_SECONDS" in env and settings.stop_seconds < timeout
+
+
 # -- monitoring: mounts, provisioning, metric names ------------------------------------------
 def test_compose_mounts_files_that_exist_where_prometheus_and_grafana_look():
     services = compose()["services"]

@@ -423,6 +423,36 @@ def test_a_stop_bound_that_kills_the_workers_within_their_grace_is_refused():
                         stop_seconds=8.5).stop_seconds == 8.5
 
 
+@pytest.mark.parametrize("sends", [{"smtp_host": "relay.example"},
+                                   {"sms_webhook_url": "https://sms.example/hook"},
+                                   {"push_webhook_url": "https://push.example/hook"}],
+                         ids=["relay", "sms", "push"])
+def test_a_stop_bound_that_cuts_a_message_being_handed_over_is_refused(sends):
+    """A stopping server gives the messages being handed over the larger of the relay's and
+    the webhooks' timeouts after the calls' grace; a bound that killed sooner (the parent's
+    kill of a worker, one worker's own) cut that hand-off, and the message went again when its
+    job resumed (measured: stop_seconds 3, grace 1, a relay answering in 4 s). The compose
+    example's 12 s with a 5 s grace and a relay added was such a bound (5 + 10 + 1 = 16)."""
+    from pydantic import ValidationError
+
+    from server.config import Settings, settings_error
+    for workers in (2, 1):
+        with pytest.raises(ValidationError) as refused:
+            Settings(workers=workers, grace_seconds=5, stop_seconds=12, **sends)
+        assert settings_error(refused.value) == (
+            "stop_seconds (TAILOR_STOP_SECONDS): Value error, with a relay or webhook to send "
+            "through, the stop must outlast drain_seconds + grace_seconds + the hand-off of a "
+            "message being sent (the larger of smtp_timeout_seconds and webhook_timeout_seconds) "
+            "(15 s) by more than 1 s: killed sooner, that message is sent again when its job "
+            "resumes (got 12.0)")
+        with pytest.raises(ValidationError, match=r"\(33 s\) by more than 1 s"):
+            Settings(workers=workers, drain_seconds=1, grace_seconds=2, webhook_timeout_seconds=30,
+                     stop_seconds=34, **sends)
+        assert Settings(workers=workers, drain_seconds=1, grace_seconds=2,
+                        webhook_timeout_seconds=30, stop_seconds=34.5, **sends).stop_seconds == 34.5
+    assert Settings(grace_seconds=5, stop_seconds=12).stop_seconds == 12  # nothing to hand over
+
+
 def test_the_workers_stop_when_the_parent_is_killed(tmp_path):
     """The parent SIGKILLed (`kill -9`, the OOM killer) forwards no stop signal: its workers
     served on, unsupervised (no restart when one dies, no metrics), and a server started again
