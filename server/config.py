@@ -7,6 +7,7 @@ import re
 import tomllib
 import zoneinfo
 from collections.abc import Collection
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,12 @@ STOP_KILL_SECONDS = 1.0
 """How long before the end of `stop_seconds` what still stops is killed (`server.stop_bound`: the
 workers of `--workers N`, one worker's writers and zygote): what is left of the bound is for
 reaping them and what they left."""
+
+_WHOLE: ContextVar[bool] = ContextVar("tailor_settings_whole", default=True)
+"""False while `load_settings` reads the environment and the flags alone, before the config
+file's values are merged in: the stop's bound is checked against the drain, grace and hand-off
+only on the settings whole (a file's grace of 1 s, read as the default 5 s, refused an
+environment's bound of 5 s that it holds)."""
 
 MAX_RANKER_CANDIDATES = 10_000
 """Most candidates per request the ranker may re-score (`ranker_candidates`, a bundle's
@@ -590,7 +597,7 @@ class Settings(BaseSettings):
         what still stops is killed, would kill the server (or its workers) while its calls
         still had time to finish."""
         drain = info.data.get("drain_seconds", 0.0) + info.data.get("grace_seconds", 0.0)
-        if value <= drain + STOP_KILL_SECONDS:
+        if _WHOLE.get() and value <= drain + STOP_KILL_SECONDS:
             raise ValueError(f"the stop must outlast drain_seconds + grace_seconds ({drain:g} s) "
                              f"by more than {STOP_KILL_SECONDS:g} s")
         return value
@@ -602,7 +609,7 @@ class Settings(BaseSettings):
         bound that kills sooner cut that hand-off, and the message went again when its job
         resumed (measured, grace 1 s, a relay answering DATA in 4 s: stop_seconds 3 killed
         at 2 s, one message arrived twice; 20: the stop took 4.2 s, exit 0, each once)."""
-        if not self.delivers:
+        if not (self.delivers and _WHOLE.get()):
             return self
         need = self.drain_seconds + self.grace_seconds + self.handoff_seconds
         if self.stop_seconds <= need + STOP_KILL_SECONDS:
@@ -682,7 +689,11 @@ def load_settings(config_file: Path | None = None, **flags) -> Settings:
         f"limits.{k}" for k in set(data.get("limits") or {}) - set(Limits.model_fields))
     if unknown:
         raise ValueError(f"{config_file}: unknown setting {', '.join(unknown)}")
-    explicit = Settings(**flags)  # the environment and the flags
+    alone = _WHOLE.set(False)
+    try:
+        explicit = Settings(**flags)  # the environment and the flags (checked whole below)
+    finally:
+        _WHOLE.reset(alone)
     chosen = {name: getattr(explicit, name) for name in explicit.model_fields_set}
     if "limits" in chosen and isinstance(data.get("limits"), dict):
         limits = explicit.limits

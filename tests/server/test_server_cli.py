@@ -183,6 +183,30 @@ def test_config_file_is_below_the_environment_and_the_flags(tmp_path):
     assert (s.limits.recommend_k, s.limits.id_bytes) == (50, 100)
 
 
+def test_a_stop_bound_is_checked_against_the_config_files_grace_and_hand_off(tmp_path):
+    """The environment and flags were read (and checked) alone first: a file's grace of 1 s
+    and relay timeout of 2 s were taken for the defaults (5 s, 10 s), and an environment's
+    stop bound of 5 s, which they hold, refused. The checks across fields now see the
+    settings whole, and still refuse a bound the file's values do not hold."""
+    from pydantic import ValidationError
+
+    from server.config import load_settings
+    config = tmp_path / "tailor.toml"
+    config.write_text('grace_seconds = 1\nsmtp_timeout_seconds = 2\nwebhook_timeout_seconds = 2\n')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TAILOR_STOP_SECONDS", "5")
+        assert load_settings(config).stop_seconds == 5  # 1 + 1 < 5: no relay
+        mp.setenv("TAILOR_SMTP_HOST", "relay.example")
+        assert load_settings(config).stop_seconds == 5  # 1 + 2 + 1 < 5
+        mp.setenv("TAILOR_STOP_SECONDS", "4")
+        with pytest.raises(ValidationError, match=r"\(3 s\) by more than 1 s"):
+            load_settings(config)
+        mp.delenv("TAILOR_SMTP_HOST")
+        config.write_text('grace_seconds = 3\n')
+        with pytest.raises(ValidationError, match=r"grace_seconds \(3 s\) by more than 1 s"):
+            load_settings(config)
+
+
 def test_a_bad_config_file_is_named_with_its_line(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('port = 7001\nwokers = 2\n[limits]\nrecomend_k = 3\n')
