@@ -21,10 +21,11 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 
-__all__ = ["Orphans", "become_subreaper"]
+__all__ = ["Orphans", "become_subreaper", "signal_when_parent_dies"]
 
 logger = logging.getLogger("tailor.orphans")
 
+_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _POLL_SECONDS = 0.05
 _subreaper_of: int | None = None
@@ -41,6 +42,20 @@ def become_subreaper() -> None:
                   ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
     _subreaper_of = os.getpid()
+
+
+def signal_when_parent_dies(signum: int, parent: int) -> None:
+    """Have the kernel send this process `signum` once its parent, pid `parent`, dies
+    (Linux's `PR_SET_PDEATHSIG`; not kept by the processes this one forks), or at once if it
+    died before the call (this process then has another parent). Raises OSError (or
+    AttributeError: not Linux) where it cannot. The signal comes when the parent's thread that
+    started this process ends: `server.supervisor` starts its workers on its main thread."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signum), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signum)
 
 
 def _children() -> list[int]:

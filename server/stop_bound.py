@@ -1,7 +1,7 @@
 """The stop's bound (`Settings.stop_seconds`): `Stop`, when a stop began and what is left of it,
-which the parent of `--workers N` (`server.supervisor`) and a server of one worker share, and
-`StopWatch`, the thread that takes a server's stop signals and, with one worker, ends what still
-stops at that bound.
+which the parent of `--workers N` (`server.supervisor`) and every server process share, and
+`StopWatch`, the thread that takes a server process's stop signals and ends what still stops at
+that bound (a worker of `--workers N` too: its parent may be gone).
 
 A server of one worker has no parent to bound its stop: a drain or grace that overran, a writer
 or zygote that did not exit (stopped, hung) or a stuck commit kept it stopping past the service
@@ -97,22 +97,26 @@ class Stop:
 class StopWatch:
     """Takes this process's stop signals (`signals`, blocked in every thread: `server.workers`
     blocks them first, and every thread and process started since inherits that) on a thread
-    of its own and calls `on_stop` at the first. With `seconds` (a server without a parent),
-    the stop is bounded: `KILL_SECONDS` before its end the writers and their zygote are
-    SIGKILLed and reaped (`_kill`), and the process exits `KILLED_EXIT`, whatever its other
-    threads do. Without (a worker of `--workers N`: its parent bounds the stop), it only
-    forwards the signal."""
+    of its own and calls `on_stop` at the first. The stop is bounded (`seconds`):
+    `KILL_SECONDS` before its end the writers and their zygote are SIGKILLed and reaped
+    (`_kill`), and the process exits `KILLED_EXIT`, whatever its other threads do.
+
+    A worker of `--workers N` is bounded so too. Its parent's bound, which began at the same
+    signal (forwarded: a moment before this one), kills it first while the parent lives; a
+    parent SIGKILLed forwards nothing and bounds nothing, but the kernel sends the worker a
+    SIGTERM then (`orphans.signal_when_parent_dies`), which starts this bound, or finds it
+    started. Before, a worker whose parent was gone drained without a bound: its writers
+    stopped (hung), it ran on for a minute, unsupervised (no service manager waits for it)."""
 
     def __init__(self, signals: Iterable[signal.Signals], on_stop: Callable[[], object],
-                 seconds: float | None = None):
+                 seconds: float):
         self.signals = set(signals)
         self.on_stop = on_stop
-        self.stop = Stop(seconds) if seconds is not None else None
+        self.stop = Stop(seconds)
         self._killing = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="stop-watch", daemon=True)
         self._thread.start()
-        if self.stop is not None:
-            atexit.register(self._settle)
+        atexit.register(self._settle)
 
     @property
     def killing(self) -> bool:
@@ -132,14 +136,11 @@ class StopWatch:
 
     def _watch(self) -> None:
         signal.sigwait(self.signals)
-        if self.stop is not None:
-            self.stop.begin()  # first: whatever `on_stop` does (the loop may be closed)
+        self.stop.begin()  # first: whatever `on_stop` does (the loop may be closed)
         try:
             self.on_stop()
         except Exception:  # noqa: BLE001 - the bound holds even if the stop cannot be asked for
             logger.exception("could not start the stop")
-        if self.stop is None:
-            return
         while (left := self.stop.left(KILL_SECONDS)) > 0:
             time.sleep(left)  # CLOCK_MONOTONIC; no signal interrupts it (all are blocked)
         self._kill()

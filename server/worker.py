@@ -18,6 +18,7 @@ from .app import TailorServer
 from .config import Settings
 from .errors import TailorError
 from .logging import configure_logging
+from .orphans import signal_when_parent_dies
 from .stop_bound import StopWatch
 
 __all__ = ["REFUSED_EXIT", "STOP_SIGNALS", "StartGate"]
@@ -68,14 +69,14 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
     The stop signals arrive blocked (`serve` blocks them before anything else, and spawned
     workers inherit the mask) and stay blocked: a thread of their own takes them
     (`stop_bound.StopWatch`), so a signal at any moment of the start drains instead of killing
-    the process, and one worker's stop is bounded (`stop_seconds`: it has no parent) even if
-    this loop is stuck."""
+    the process, and the stop is bounded (`stop_seconds`: one worker has no parent, and a
+    worker's parent may be gone) even if this loop is stuck."""
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     server = TailorServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     watch = StopWatch(STOP_SIGNALS, functools.partial(loop.call_soon_threadsafe, stop.set),
-                      settings.stop_seconds if all_up is None else None)
+                      settings.stop_seconds)
     server.reloaders.append(on_hup)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     if all_up is not None:
@@ -106,16 +107,16 @@ def _stop_with_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> N
     OOM killer) forwards nothing: its workers would serve on unsupervised (no restart when one
     dies, no stop, no metrics), and a server started again beside them (SO_REUSEPORT) would
     share the port with them. The parent's sentinel (the spawn pipe it holds open) turns
-    readable when it exits."""
+    readable when it exits; the stop's bound starts then too, even with this loop stuck (the
+    kernel's SIGTERM to `stop_bound.StopWatch`: `_worker_main`)."""
     parent = mp.parent_process()
     if parent is None:
         return
 
     def gone() -> None:
-        loop.remove_reader(parent.sentinel)
-        if not stop.is_set():
-            logger.error("the parent process is gone: stopping this worker")
-            stop.set()
+        loop.remove_reader(parent.sentinel)  # said even if the stop began (the SIGTERM that the
+        logger.error("the parent process is gone: stopping this worker")  # kernel sends then)
+        stop.set()
     loop.add_reader(parent.sentinel, gone)
 
 
@@ -135,6 +136,10 @@ async def _start(server: TailorServer, all_up, stop: asyncio.Event) -> None:
 
 def _worker_main(settings: Settings, worker: int, gate: StartGate) -> None:
     configure_logging(settings.log_format, settings.log_level)
+    try:  # the parent SIGKILLed bounds this worker's stop no more: its own bound must start
+        signal_when_parent_dies(signal.SIGTERM, mp.parent_process().pid)
+    except (OSError, AttributeError) as err:  # not Linux: the sentinel still stops it, unbounded
+        logger.warning("a parent that dies will not start this worker's stop bound: %s", err)
     try:
         asyncio.run(_serve_one(settings, (worker, gate)))
     except TailorError as err:  # a port in use, a bundle refused: one line, and the parent stops

@@ -477,6 +477,58 @@ def test_the_workers_stop_when_the_parent_is_killed(tmp_path):
     assert out[0].count("tailor.workers: stopped") == 2, out[0][-3000:]
 
 
+def test_a_worker_whose_parent_is_killed_stops_within_stop_seconds(tmp_path):
+    """The parent's bound (TAILOR_STOP_SECONDS) was the only one a worker of `--workers N` had:
+    with the parent SIGKILLed, a worker whose writers did not exit (stopped here: hung) drained
+    for a minute, unsupervised. It now ends its stop within the bound itself, as one worker
+    does: its writers and zygote killed and reaped, exit 1; the other stops cleanly."""
+    proc = _two_workers(tmp_path, TAILOR_STOP_SECONDS="3", TAILOR_GRACE_SECONDS="1")
+    workers, seen = _serving_workers(proc)
+    everyone = _descendants(proc.pid)
+    out: list[str] = []
+    metrics_dir = _environ(workers[0]).get("PROMETHEUS_MULTIPROC_DIR") if workers else None
+    try:
+        assert len(workers) == 2, "".join(seen)
+        zygote = wait_for(lambda: _children(workers[1]), "the writers' zygote")[0]
+        hung = wait_for(lambda: len(_children(zygote)) == 2 and _children(zygote), "the writers")
+        everyone = _descendants(proc.pid)
+        for writer in hung:
+            os.kill(writer, signal.SIGSTOP)
+        proc.kill()
+        proc.wait(10)
+        began = time.monotonic()
+        # the workers and their writer processes hold the output pipe: EOF once all are gone
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+        reader.start()
+        reader.join(15)
+        took = time.monotonic() - began
+        left = [pid for pid in [zygote, *hung] if os.path.exists(f"/proc/{pid}")
+                and _state(pid) != "Z"]  # a zombie of a PID 1 that does not reap is gone
+    finally:  # on a failure, leave no server behind; nor the metrics dir the parent left
+        for pid in everyone:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+        if metrics_dir and os.path.basename(metrics_dir).startswith("tailor-metrics-"):
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    assert out and took < 3 + 1.5, (took, "".join(out)[-3000:])
+    assert out[0].count("the parent process is gone: stopping this worker") == 2, out[0][-3000:]
+    assert out[0].count("still stopping 2 s after the stop began (stop_seconds 3): killing the "
+                        "writer processes and exiting 1") == 1, out[0][-3000:]
+    assert out[0].count("tailor.workers: stopped") == 1, out[0][-3000:]
+    assert not left, f"left behind: {left}\n{out[0][-3000:]}"
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (`Z`: a zombie), "" once gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    return stat[stat.rindex(b")") + 2:].split()[0].decode()
+
+
 def test_the_metrics_dir_a_killed_parent_left_is_removed_at_the_next_start(tmp_path):
     """The parent of `--workers N` SIGKILLed (the OOM killer, a stop timeout) leaves its
     `tailor-metrics-*` dir (the workers' sample files) in the temp dir: on Kubernetes an emptyDir
