@@ -319,9 +319,10 @@ class Settings(BaseSettings):
     """The longest the whole stop may take, from the stop signal (or, with `--workers N`, a
     worker's own exit) until the server exits. What still stops 1 s before that end is
     SIGKILLed and reaped: with `--workers N`, a worker still draining and what workers left
-    (their zygote and writers); with one worker, its writers and their zygote, the server
-    exiting at once. The exit is then 1. Keep it below the service manager's stop timeout
-    (Kubernetes' terminationGracePeriodSeconds less the preStop sleep, 30 s by default;
+    (their zygote and writers); with one worker, or a worker whose parent is gone (SIGKILLed),
+    its writers and their zygote, the process exiting at once. The exit is then 1. Keep it
+    below the service manager's stop timeout (Kubernetes' terminationGracePeriodSeconds less
+    the preStop sleep, 30 s by default;
     systemd's TimeoutStopSec, 90 s; `docker stop`'s 10 s), and more than 1 s above
     `drain_seconds` + `grace_seconds`, plus, with a relay or webhook to send through, the
     larger of `smtp_timeout_seconds` and `webhook_timeout_seconds`: the hand-off of a message
