@@ -20,10 +20,11 @@ users each. Each prints KiB to storage a commit and the ratio to the bytes LMDB 
 `write()`. `cpu`: thread CPU a one-record commit, fsync off, best of 5 x 3,000.
 
 In process, no server, no network; the store goes in a temp dir under `--dir` (its disk is
-the one measured; removed after); seconds each (`after-abort`: tens). To measure another tree
-(it uses `Store`, `raw_table`, `write`, `usage` and `compaction.compact`), run this file as a
-script with PYTHONPATH at that tree: `PYTHONPATH=<tree> python loadtests/commit_cost.py ...`
-(with `-m`, the current directory's `server` comes first).
+the one measured; removed after, on Ctrl-C and SIGTERM too: `timeout 60 python -m ...`);
+seconds each (`after-abort`: tens). To measure another tree (it uses `Store`, `raw_table`,
+`write`, `usage`, `compaction.compact` and `loadtests.measure.stop_on_sigterm`), run this
+file as a script with PYTHONPATH at that tree: `PYTHONPATH=<tree> python
+loadtests/commit_cost.py ...` (with `-m`, the current directory's `server` comes first).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from loadtests.measure import stop_on_sigterm
 from server.store import Store, compaction
 
 __all__ = ["after_abort", "after_compact", "after_extract", "after_txn", "commit_cpu", "main"]
@@ -220,4 +222,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()  # `timeout` unwinds the `finally` that removes the store (up to 1.2 GB)
     raise SystemExit(main())
