@@ -20,11 +20,12 @@ users each. Each prints KiB to storage a commit and the ratio to the bytes LMDB 
 `write()`. `cpu`: thread CPU a one-record commit, fsync off, best of 5 x 3,000.
 
 In process, no server, no network; the store goes in a temp dir under `--dir` (its disk is
-the one measured; removed after, on Ctrl-C and SIGTERM too: `timeout 60 python -m ...`);
-seconds each (`after-abort`: tens). To measure another tree (it uses `Store`, `raw_table`,
-`write`, `usage`, `compaction.compact` and `loadtests.measure.stop_on_sigterm`), run this
-file as a script with PYTHONPATH at that tree: `PYTHONPATH=<tree> python
-loadtests/commit_cost.py ...` (with `-m`, the current directory's `server` comes first).
+the one measured: on tmpfs, a common /tmp, nothing is, and a warning says so; removed after,
+on Ctrl-C and SIGTERM too: `timeout 60 python -m ...`); seconds each (`after-abort`: tens).
+To measure another tree (it uses `Store`, `raw_table`, `write`, `usage`, `compaction.compact`
+and `loadtests.measure.stop_on_sigterm`), run this file as a script with PYTHONPATH at that
+tree: `PYTHONPATH=<tree> python loadtests/commit_cost.py ...` (with `-m`, the current
+directory's `server` comes first).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import argparse
 import os
 import random
 import shutil
+import sys
 import tarfile
 import tempfile
 import time
@@ -218,6 +220,10 @@ def main(argv=None) -> int:
     for label, run in cases:
         kib, ratio = _in_temp(args.dir, run)
         print(f"{label}: {kib:.1f} KiB to storage a commit ({ratio:.1f} x written)")
+        if kib == 0:  # tmpfs (a common /tmp): no disk under the store, so no figure
+            print(f"commit_cost: nothing reached storage: {args.dir or tempfile.gettempdir()} "
+                  "is not on a disk (tmpfs?); pass --dir on the disk to measure",
+                  file=sys.stderr)
     return 0
 
 

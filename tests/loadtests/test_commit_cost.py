@@ -46,3 +46,18 @@ def test_stopped_by_sigterm_it_removes_its_temp_store(tmp_path):
         proc.wait()
     assert list(tmp_path.iterdir()) == []
     assert code == 128 + signal.SIGTERM  # unwound (SystemExit), not killed by the signal
+
+
+def _on_tmpfs(path: str) -> bool:
+    with open("/proc/mounts") as mounts:
+        return any(line.split()[1:3] == [path, "tmpfs"] for line in mounts)
+
+
+@pytest.mark.skipif(not _on_tmpfs("/dev/shm"), reason="needs /dev/shm on tmpfs")
+def test_a_store_off_the_disk_is_said_to_measure_nothing(capsys):
+    """On tmpfs (a common /tmp, the default --dir) nothing reaches storage: it printed 0.0 KiB
+    a commit as a figure, not saying that no disk was measured."""
+    assert commit_cost.main(["after-txn", "20", "--dir", "/dev/shm"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("after a transaction of 20 users: 0.0 KiB"), captured.out
+    assert "nothing reached storage" in captured.err and "--dir" in captured.err, captured.err
