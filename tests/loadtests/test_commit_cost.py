@@ -39,6 +39,7 @@ def test_stopped_by_sigterm_it_removes_its_temp_store(tmp_path):
         while not any(tmp_path.iterdir()):
             assert proc.poll() is None and time.monotonic() < deadline, "no temp store made"
             time.sleep(0.02)
+        time.sleep(0.2)  # well into the run, past mkdtemp's return
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     finally:
