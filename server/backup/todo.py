@@ -9,8 +9,7 @@ __all__ = ["erase_again", "left_behind"]
 _NO_KEYRING = "(no 'encryption' keyring in --secrets-dir)"
 _WITH_THE_KEYRING = ("with the 'encryption' keyring in --secrets-dir (it did not open them: not "
                      "the keyring their data keys were wrapped under, such as another "
-                     "deployment's or one whose older keys were dropped since the backup; or "
-                     "records a seal cut short had not sealed yet, which it does not read)")
+                     "deployment's or one whose older keys were dropped since the backup)")
 """Why sealed records were not read, without a keyring and with one given (`_unread`,
 `left_behind`): a second restore with the same keyring would read none of them either."""
 

@@ -9,8 +9,9 @@ encryption at rest those records are sealed under the user's data key: the wrapp
 master keyring (`DataKeys`). Given that keyring, `Opener` opens them as the servers do; without
 it (or for a record that does not open), it gives None and the caller says what it could not
 correct. A store without encryption (no `sealed` stamp, no seal under way: `seal-progress`)
-holds them as they are; in one whose seal was cut short, the records not sealed yet do not
-open either (counted as not read).
+holds them as they are; in one whose seal was cut short (encryption turned on, its first start
+stopped midway, then backed up), each record is read as the seal left it, told by where it
+stopped (`rekey.seal_reached`, the seal's own order): sealed up to there, as it was after.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 
 from .datakeys import DataKeys
 from .errors import StoreKeyMissing
-from .rekey import sealed_stamp
+from .rekey import seal_reached, sealed_stamp
 from .sealed import SealedTable, unseal
 from .table import Table
 from .tokens import TOKEN_CHARS
@@ -39,9 +40,10 @@ class Opener:
                  master: Sequence[tuple[str, bytes]]):
         """`tables`: the copy's tables by name (`datakeys` and `meta` among them); `master`: the
         `encryption` keyring ((kid, key), newest first; empty: none given)."""
-        # a seal cut short has sealed some records: sealed, as the servers take it; those it
-        # had not sealed yet do not open
+        # a seal cut short has sealed some records (the servers take the store as sealed):
+        # which ones, its progress says
         self.sealed = sealed_stamp(tables["meta"], txn) is not None
+        self._reached = seal_reached(tables["meta"], txn)
         self.keys = (DataKeys(store_dir, tables["datakeys"], tables["meta"], list(master),
                               sync=False) if self.sealed and master else None)
         self._tables = tables
@@ -54,7 +56,7 @@ class Opener:
         """The value of per-user record `key` of `table` as the servers read it; None: absent,
         or sealed and not opened."""
         stored = self._tables[table].get(txn, key)
-        if stored is None or not self.sealed:
+        if stored is None or not self._reached(table, key):
             return stored
         if self.keys is None:
             return None

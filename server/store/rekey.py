@@ -24,7 +24,8 @@ it is needed (every later open: one read):
   that key (a plaintext and a sealed record cannot be told apart, so where it stopped is
   recorded, not guessed). The last chunk stamps `sealed` and deletes the progress. A store with
   a seal under way is an encrypted one: opened without encryption, it is refused as a sealed one
-  is.
+  is. A copy of one (a backup) that nothing opens as a store tells its sealed records from the
+  others by the same mark and the same order of parts (`seal_reached`: a restore's `opener`).
 
 The `store-id` key's check value is stamped at the first open with encryption configured, and
 a store stamped under another key is refused (its records would not be found). An encrypted
@@ -46,7 +47,7 @@ from .table import Table
 from .tokens import event_token, key_check, user_token
 
 __all__ = ["open_format", "format_first", "refuse_newer_key_version", "sealed_stamp",
-           "KEY_VERSION", "KEY_VERSION_KEY", "SEALED_KEY", "KEY_CHECK_KEY"]
+           "seal_reached", "KEY_VERSION", "KEY_VERSION_KEY", "SEALED_KEY", "KEY_CHECK_KEY"]
 
 logger = logging.getLogger("tailor.store")
 
@@ -252,12 +253,48 @@ def _rekeyed(store, txn, scratch: Table):
 
 # -- sealing ----------------------------------------------------------------------------------------
 Part = tuple[str, bytes, Callable[[bytes], bool] | None, Callable]
+_PARTS: tuple[tuple[str, bytes, Callable[[bytes], bool] | None], ...] = (
+    *((name, b"", is_user_key) for name in K.USER_TABLES),
+    *(("meta", prefix, None) for prefix in (K.PHONE_PREFIX, K.EMAIL_PREFIX)),
+    *(("sends", prefix, None) for prefix in (K.SEND_USER_PREFIX, K.DEAD_LETTER_PREFIX)))
+"""(table, key prefix, which keys) of every part of the seal, in the order it runs: the seal
+(`_seal_parts`) and the reader of a store it left half done (`seal_reached`) take them from
+here."""
+
+
+def seal_reached(meta: Table, txn) -> Callable[[str, bytes], bool]:
+    """Whether the record `key` of table `name` is sealed, in the store whose `meta` table
+    `txn` reads, by its stamps: every record of the seal's parts (`_PARTS`) once `sealed`;
+    none before a seal began; while one is under way (`seal-progress`: a start stopped
+    midway, or a backup of such a store), those of the parts before the one it names, and of
+    that one up to the last key it sealed (`_seal_chunk` seals each part in key order). A
+    key of no part (the decision index, a send job) is never sealed."""
+    if meta.get(txn, SEALED_KEY) is not None:
+        return lambda name, key: _part_of(name, key) is not None
+    raw = meta.get(txn, SEAL_PROGRESS_KEY)
+    if raw is None:
+        return lambda name, key: False
+    part, after = json.loads(raw)
+    last = None if after is None else bytes.fromhex(after)
+
+    def sealed(name: str, key: bytes) -> bool:
+        at = _part_of(name, key)
+        return at is not None and (at < part or (at == part and last is not None and key <= last))
+    return sealed
+
+
+def _part_of(name: str, key: bytes) -> int | None:
+    """The part of the seal (`_PARTS`) record `key` of table `name` is sealed in, or None."""
+    for at, (table, prefix, which) in enumerate(_PARTS):
+        if table == name and key.startswith(prefix) and (which is None or which(key)):
+            return at
+    return None
 
 
 def _seal_parts(store) -> list[Part]:
-    """(table, key prefix, which keys, how to seal one record) of every part of the seal, in
-    the order it runs. Each seal function takes (txn, key, plaintext) and writes the sealed
-    record under the same key."""
+    """(table, key prefix, which keys, how to seal one record) of every part of the seal
+    (`_PARTS`), in the order it runs. Each seal function takes (txn, key, plaintext) and
+    writes the sealed record under the same key."""
     def user_table(name: str):
         sealed = store.table(name)
         return lambda txn, key, value: sealed.put(txn, key, value)
@@ -270,10 +307,8 @@ def _seal_parts(store) -> list[Part]:
     def send(txn, key: bytes, value: bytes) -> None:  # send recipients and dead letters
         user = json.loads(value)["user"]
         store.raw_table("sends").put(txn, key, store.seal_for_user(txn, user, key, value))
-    return [*((name, b"", is_user_key, user_table(name)) for name in K.USER_TABLES),
-            *(("meta", prefix, None, index) for prefix in (K.PHONE_PREFIX, K.EMAIL_PREFIX)),
-            *(("sends", prefix, None, send)
-              for prefix in (K.SEND_USER_PREFIX, K.DEAD_LETTER_PREFIX))]
+    how = {**{name: user_table(name) for name in K.USER_TABLES}, "meta": index, "sends": send}
+    return [(name, prefix, which, how[name]) for name, prefix, which in _PARTS]
 
 
 def _seal(store) -> int:

@@ -1173,3 +1173,103 @@ def test_one_record_commits_on_a_restored_store_write_single_pages(tmp_path):
     backup(tmp_path / "data", tmp_path / "b.tar")
     restore(tmp_path / "b.tar", tmp_path / "live")
     assert storage_per_rewrite(tmp_path / "live" / "store", range(6_000)) < 2
+
+
+def _decision(decision_id: str) -> bytes:
+    """A pending decision record of campaign `spring`, as the campaigns writer stores it."""
+    from server.campaigns.decision_log import encode_decision
+    return encode_decision({"decision_id": decision_id, "campaign_id": "spring", "user_id": "",
+                            "timestamp": 1000.0, "arm": 0, "propensity": 0.5,
+                            "status": "pending"})
+
+
+def _half_sealed(data: Path, crypto, monkeypatch, cut: bool) -> None:
+    """A store under `data` written without encryption at rest (its `store-id` key the one of
+    `crypto`), then opened with it: the seal of its records (one a transaction here) stopped
+    by an error (`cut`) right after the first of alice's and bob's decisions (their keys
+    start with their tokens: the other is not sealed), or let to finish. alice, bob and carol
+    each hold a pending decision of `spring` (its counter: 3), alice and carol a recipient's
+    record in an unfinished job."""
+    from server.messages.sends import SendRecords
+    from server.store import Store, keys, rekey, tokens
+    from server.store.crypto import StoreCrypto
+    store = Store(data / "store", sync=False,
+                  crypto=StoreCrypto(crypto.master, crypto.store_id_key, False))
+
+    def fill(txn):
+        for n, user in enumerate(("alice", "bob", "carol")):
+            pkey = tokens.user_token(user) + keys.SEP + b"d%d" % n
+            store.table("decisions").put(txn, pkey, _decision(f"d{n}"))
+            store.raw_table("decisions").put(txn, keys.due_key(2000.0 + n, f"d{n}"), pkey)
+        store.raw_table("bandit").put(txn, keys.count_key("spring"), b'{"pending": 3}')
+    store.write(fill)
+    SendRecords(store).create("big", "spring", ["alice", "carol"], {}, {}, os.getpid())
+    store.close()
+    monkeypatch.setattr(rekey, "REKEY_CHUNK", 1)
+    order = sorted(tokens.user_token(user) for user in ("alice", "bob", "carol"))
+    chunks = 1 + min(order.index(tokens.user_token(user)) for user in ("alice", "bob")) \
+        if cut else None
+    sealed, seal_chunk = [], rekey._seal_chunk
+
+    def stopped(store, txn):  # an error inside chunk `chunks + 1`: it never commits
+        if len(sealed) == chunks:
+            raise KeyboardInterrupt("stopped midway")
+        sealed.append(seal_chunk(store, txn))
+        return sealed[-1]
+    monkeypatch.setattr(rekey, "_seal_chunk", stopped)
+    if not cut:
+        Store(data / "store", sync=False, crypto=crypto).close()
+        return
+    with pytest.raises(KeyboardInterrupt):
+        Store(data / "store", sync=False, crypto=crypto)
+    monkeypatch.setattr(rekey, "_seal_chunk", seal_chunk)
+
+
+@pytest.mark.parametrize("cut", [True, False])
+def test_a_backup_taken_while_the_first_seal_was_cut_short_restores_its_records_read(
+        tmp_path, monkeypatch, cut):
+    """Encryption at rest turned on seals a store's records in chunks, `meta seal-progress`
+    naming where it stopped; a backup taken after a start was stopped midway holds some records
+    sealed and the rest as they were. The restore took every per-user record of such a copy
+    for sealed: given the `encryption` keyring, those not sealed yet did not open, and bob's
+    pending decision (the one after the mark) was counted `pending_not_corrected` with
+    `erase_again` telling to run the restore again, which read it no better. It now reads each
+    record as the seal left it, by the mark: alice's and bob's decisions uncounted, alice's
+    unsettled recipient counted suppressed `erased`; carol's records are as they were, and the
+    first open of the restored store seals what was left."""
+    from server.backup import backup, restore
+    from server.messages.sends import SendRecords
+    from server.profiles.tombstones import Tombstones
+    from server.security.secrets import Keyring
+    from server.store import Store, keys, tokens
+    from server.store.backup import read_value
+    crypto, erasure, data = throwaway_crypto(), Keyring.generate("erasure"), tmp_path / "data"
+    ids = Keyring.generate("user-id")
+    try:
+        _half_sealed(data, crypto, monkeypatch, cut)
+        progress = read_value(data / "store", "meta", b"seal-progress")
+        part = json.loads(progress)[0] if progress else None  # cut: the mark is among the
+        assert part == (keys.USER_TABLES.index("decisions") if cut else None)  # decisions
+        backup(data, tmp_path / "b.tar")
+        store = Store(data / "store", sync=False, crypto=crypto)  # (its seal goes on)
+        store.write(lambda txn: [Tombstones(store, erasure, impressions=ids).erase_user(
+            txn, user) for user in ("alice", "bob")])  # both erased after the backup
+        store.close()
+        reply = restore(tmp_path / "b.tar", data, force=True, erasure=erasure.keys,
+                        master=crypto.master)
+        assert (reply["erased_again"], reply["pending_corrected"], reply["pending_not_corrected"],
+                reply["send_states_unread"], reply["erase_again"]) == (2, 2, 0, 0, None)
+        assert read_value(data / "store", "meta", b"seal-progress") == progress
+        store = Store(data / "store", sync=False, crypto=crypto)
+        try:
+            assert json.loads(store.get("bandit", keys.count_key("spring")))["pending"] == 1
+            job = SendRecords(store).job("big")
+            assert (job["suppressed"], job["sent"]) == ({"erased": 1}, 0)
+            assert [r.user for r in SendRecords(store).recipients("big")] == ["carol"]
+            carol = tokens.user_token("carol") + keys.SEP + b"d2"
+            assert store.get("decisions", carol) == _decision("d2")
+            assert store.get("meta", b"sealed") == b"1"
+        finally:
+            store.close()
+    finally:
+        tokens.use_key(tokens.UNCONFIGURED_KEY)
