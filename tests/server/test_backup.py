@@ -1273,3 +1273,61 @@ def test_a_backup_taken_while_the_first_seal_was_cut_short_restores_its_records_
             store.close()
     finally:
         tokens.use_key(tokens.UNCONFIGURED_KEY)
+
+
+def test_a_send_job_in_an_old_layout_is_settled_by_the_restore_and_migrated_after(tmp_path):
+    """A backup holds its store in the layouts of the Tailor that wrote it, and the restore
+    re-erases before any layout step runs (at the first start on the restored store). A
+    SendCampaign job of layout send_job 1 (its terms a plain digest; no owner_started,
+    cancelled, stopped_by) with an erased user's unsettled recipient: the restore counts her
+    suppressed `erased` in the job as it stands, the other counts as they were, and the
+    first open migrates the job (plain_terms) with its counts kept: one pending, carol's."""
+    import dataclasses
+
+    from server.backup import backup, restore
+    from server.messages.jobs import SendProgress, blind_plain_terms
+    from server.messages.sends import SENT, SUPPRESSED, Recipient, SendRecords
+    from server.profiles.tombstones import Tombstones
+    from server.security.secrets import Keyring
+    from server.store import KINDS, Store, keys, tokens
+    from server.store.backup import read_value
+    crypto, erasure, ids = throwaway_crypto(), Keyring.generate("erasure"), Keyring.generate("user-id")
+    one = tuple(dataclasses.replace(k, version=1, steps={}) if k.name == "send_job" else k
+                for k in KINDS)
+    data, plain = tmp_path / "data", "ab" * 16
+    users = [Recipient(0, "alice"), Recipient(1, "carol"), Recipient(2, "dave", SENT),
+             Recipient(3, "erin", SUPPRESSED, reason="optout")]
+    old = {"campaign": "spring", "context": {}, "rates": {}, "total": 4, "sent": 1,
+           "suppressed": {"optout": 1}, "failed": {}, "owner": 1, "started": 1000.0,
+           "finished": 0.0, "terms": plain}  # as a Tailor of send_job 1 wrote it
+    try:
+        store = Store(data / "store", sync=False, crypto=crypto, layouts=one)
+        SendRecords(store).create("big", "spring", users, {}, {}, 1)
+        store.write(lambda txn: store.raw_table("sends").put(txn, keys.send_job_key("big"),
+                                                             json.dumps(old).encode()))
+        store.close()
+        backup(data, tmp_path / "b.tar")
+        store = Store(data / "store", sync=False, crypto=crypto)
+        store.write(lambda txn: Tombstones(store, erasure, impressions=ids).erase_user(txn, "alice"))
+        store.close()
+        reply = restore(tmp_path / "b.tar", data, force=True, erasure=erasure.keys,
+                        master=crypto.master)
+        assert (reply["erased_again"], reply["sends_erased_again"], reply["send_states_unread"]) \
+            == (1, 1, 0)
+        assert read_value(data / "store", "meta", keys.layout_key("send_job")) == b"1"
+        settled = json.loads(read_value(data / "store", "sends", keys.send_job_key("big")))
+        assert settled == {**old, "suppressed": {"optout": 1, "erased": 1}}
+        store = Store(data / "store", sync=False, crypto=crypto)
+        try:
+            assert store.migrated == {"send_job": 1}
+            job = SendRecords(store).job("big")
+            assert job == {**{k: v for k, v in settled.items() if k != "terms"},
+                           "plain_terms": blind_plain_terms(plain)}
+            progress = SendProgress.of("big", job)
+            assert (progress.sent, progress.suppressed, progress.pending) == \
+                (1, {"optout": 1, "erased": 1}, 1)
+            assert [r.user for r in SendRecords(store).recipients("big")] == ["carol", "dave", "erin"]
+        finally:
+            store.close()
+    finally:
+        tokens.use_key(tokens.UNCONFIGURED_KEY)
