@@ -441,3 +441,26 @@ def _with_peak(fn, *args):
         return fn(*args), tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def test_a_copy_whose_seal_was_cut_short_reads_its_records_after_the_mark_without_the_keyring(
+        tmp_path, monkeypatch):
+    """Without the `encryption` keyring the restore cannot open a sealed record; in a copy
+    whose seal was cut short it took the records the seal had not reached for sealed too, and
+    counted both alice's and bob's pending decisions unread. The one after the mark
+    (`rekey.seal_reached`) is now read as it is, and its campaign's counter lowered; the
+    sealed one is still counted unread."""
+    import json
+
+    from server.store import tokens
+    from server.store.backup import read_value
+    from tests.conftest import throwaway_crypto
+    from tests.server.test_backup import _half_sealed
+    crypto, path = throwaway_crypto(), tmp_path / "data" / "store"
+    try:
+        _half_sealed(path.parent, crypto, monkeypatch, cut=True)
+        removed = reerase(path, [tokens.user_token(u) for u in ("alice", "bob")])
+        assert (removed["pending_corrected"], removed["pending_unread"]) == (1, 1)
+        assert json.loads(read_value(path, "bandit", keys.count_key("spring")))["pending"] == 2
+    finally:
+        tokens.use_key(tokens.UNCONFIGURED_KEY)
