@@ -9,7 +9,9 @@ import time
 
 import pytest
 
+from kernels import bandits as B
 from server.campaigns import decision_codec as codec
+from server.campaigns import repository
 from server.campaigns.decision_ids import TimedIds, decision_ids, fixed_decision_id
 from server.campaigns.records import DecisionRecord
 from server.campaigns.repository import CampaignRepository, writer_functions
@@ -171,3 +173,45 @@ def test_the_decision_counters_stay_exact_across_writers_and_failed_transactions
     decide(writer, 4)
     _, _, counters = other.stats_snapshot("c")
     assert counters["decisions"] == [0, 10] and counters["pending"] == 10
+
+
+def test_the_decision_counters_are_stored_as_json_dumps_writes_them(store):
+    """The writer formats the counters itself (`repository._encoded`: json.dumps cost it ~12
+    us a commit): the stored bytes must stay those json.dumps gives, which every reader (the
+    campaign statistics, re-erasure, a Tailor from before) decodes; anything the format does
+    not cover (other fields, a float json writes its own way) goes through json.dumps."""
+    spec = CampaignSpec("c", variants=(Variant("a"), Variant("b")), channel="push").validated()
+    repo = CampaignRepository(store)
+    repo.create(Campaign(spec), spec.new_state())
+    key = keys.count_key("c")
+
+    def stored():
+        raw = store.get("bandit", key)
+        assert raw == json.dumps(json.loads(raw)).encode()
+        return json.loads(raw)
+
+    now = time.time()
+    repo.log_decisions([DecisionRecord(*_row(d, f"u{i}", now))
+                        for i, d in enumerate(decision_ids(3, now))])
+    assert stored()["decisions"] == [0, 3]
+    store.write(lambda txn: repo._count(txn, "c", arms=[(B.HOLDOUT, now)] * 2,
+                                        resolved={"arm": B.HOLDOUT, "reward": 0.1}))
+    store.write(lambda txn: repo._restart_split(txn, "c", now + 0.5))
+    store.write(lambda txn: repo._count(txn, "c", arms=[(0, now + 1.0), (1, now)],
+                                        resolved={"arm": B.HOLDOUT, "reward": 0.2}))
+    assert stored() == {"decisions": [1, 4], "holdout": 2, "pending": 5, "holdout_rewarded": 2,
+                        "holdout_rewards": 0.1 + 0.2, "split_from": [0, 4],
+                        "split_at": now + 0.5}
+    for c in ({"decisions": [], "holdout": 0, "pending": -1, "holdout_rewarded": 0,
+               "holdout_rewards": 1e-07},
+              {"decisions": [2 ** 70, 0], "holdout": 1, "pending": 0, "holdout_rewarded": 1,
+               "holdout_rewards": 1e22, "split_from": [], "split_at": -0.0},
+              {"decisions": [1], "holdout": 0, "pending": 1, "holdout_rewarded": 0,
+               "holdout_rewards": float("nan")},
+              {"decisions": [1], "holdout": 0, "pending": 1, "holdout_rewarded": 0,
+               "holdout_rewards": 0.5, "split_at": float("inf"), "split_from": [1]},
+              {"decisions": [1], "holdout": 0, "pending": 1, "holdout_rewarded": 0,
+               "holdout_rewards": 0.5, "split_from": [1], "split_at": float("-inf")},
+              {"decisions": [1], "holdout": 0, "pending": 1, "holdout_rewarded": 0,
+               "holdout_rewards": 0, "later": {"x": [1.5]}}):
+        assert repository._encoded(c) == json.dumps(c).encode()
