@@ -176,7 +176,7 @@ def test_the_decision_counters_stay_exact_across_writers_and_failed_transactions
 
 
 def test_the_decision_counters_are_stored_as_json_dumps_writes_them(store):
-    """The writer formats the counters itself (`repository._encoded`: json.dumps cost it ~12
+    """The writer formats the counters itself (`repository._encoded`: json.dumps cost it ~16
     us a commit): the stored bytes must stay those json.dumps gives, which every reader (the
     campaign statistics, re-erasure, a Tailor from before) decodes; anything the format does
     not cover (other fields, a float json writes its own way) goes through json.dumps."""
