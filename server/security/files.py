@@ -7,6 +7,7 @@ and the server could no longer read it (the SIGHUP reload failed, so a revoked t
 working; the next start failed). `keep_owner` gives the copy the old file's owner, group and
 mode, or refuses when this account may not. `directory_locked` serializes the commands that
 read a file, change it and write it back, so two at once do not drop each other's change.
+`write_private` writes such a copy owner-only from its creation on.
 """
 from __future__ import annotations
 
@@ -95,3 +96,15 @@ def cannot_write(tmp: Path, err: OSError) -> str:
     """Why the new copy `tmp` could not be written beside the file, and what to do."""
     return (f"cannot write its new copy {tmp} ({err.strerror}): run this command as an account "
             f"that may write {tmp.parent} (the file's owner, or root); nothing was changed")
+
+
+def write_private(tmp: Path, text: str) -> None:
+    """Write `text` to the new copy `tmp`, owner-only (0600) from its creation on: a copy
+    written with the umask's mode (0644) and chmodded after was every local user's to read
+    for that moment (the auth config's token hashes, a keyring's keys). A copy left by a
+    command that died is removed first: opened again, it would keep its old mode."""
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)

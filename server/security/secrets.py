@@ -31,7 +31,7 @@ from contract.keyring import env_name, keyring_path, keyring_text, parse_keys
 
 from .. import durable
 from ..errors import FailedPrecondition
-from .files import cannot_write, directory_locked, keep_owner, like_siblings
+from .files import cannot_write, directory_locked, keep_owner, like_siblings, write_private
 from .hosts import is_loopback
 from .principals import writable_by_all
 
@@ -222,9 +222,7 @@ def _create(path: Path, ring: Keyring, development: bool = True) -> Keyring:
     """Write `ring` to `path` unless another process did first; returns what the file holds."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(ring.text())
+    write_private(tmp, ring.text())
     try:
         like_siblings(tmp, "*.keys")  # `sudo secrets init`: the server's account's, not root's
         durable.fsync_path(tmp)  # as `durable.replace`, but linked: never over another's key
@@ -244,11 +242,9 @@ def _create(path: Path, ring: Keyring, development: bool = True) -> Keyring:
 
 def _replace(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:  # 0600 from its creation on, so not `durable.write_file`
+        write_private(tmp, text)
     except OSError as err:  # not this account's directory (sudo forgotten): one line, no change
         raise FailedPrecondition(f"keyring {path}: {cannot_write(tmp, err)}") from None
-    with os.fdopen(fd, "w") as fh:  # 0600 from its creation on, so not `durable.write_file`
-        fh.write(text)
     keep_owner(tmp, path, f"keyring {path}")
     durable.replace(tmp, path)

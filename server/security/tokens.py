@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import tomllib
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from .. import durable
 from .errors import AuthConfigInvalid
-from .files import cannot_write, directory_locked, keep_owner
+from .files import cannot_write, directory_locked, keep_owner, write_private
 from .principals import load_auth_config, token_hash
 
 __all__ = ["dumps", "mint", "revoke"]
@@ -70,8 +69,7 @@ def _write(path: Path, doc: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     text = dumps(doc, path)
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.chmod(tmp, 0o600)
+        write_private(tmp, text)
     except OSError as err:  # not this account's directory (sudo forgotten): one line, no change
         with contextlib.suppress(OSError):
             tmp.unlink()

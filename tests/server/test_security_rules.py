@@ -7,6 +7,7 @@ import re
 import signal
 import stat
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -368,6 +369,37 @@ def test_the_token_command_run_as_root_keeps_the_auth_configs_owner_and_mode(tmp
     st = path.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o640)
     assert [p.name for p in load_auth_config(path).by_token.values()] == ["ingest"]
+
+
+def test_the_auth_configs_new_copy_is_owner_only_from_its_creation_on(tmp_path, monkeypatch):
+    """`server token` wrote the new copy with the umask's mode (0644) and chmodded it 0600
+    after: for that moment every local user could read the principals' token hashes. A
+    leftover copy of a command that died kept its mode when opened again."""
+    old = os.umask(0o022)
+    path = tmp_path / "auth.toml"
+    leftover = path.with_name(path.name + ".tmp")
+    leftover.write_text("")
+    leftover.chmod(0o644)
+    seen = []  # the copy's mode before each chmod of it, and when it is checked
+    real_chmod, real_load = os.chmod, tokens.load_auth_config
+
+    def chmod(target, mode, *args, **kwargs):
+        if Path(target) == leftover:
+            seen.append(stat.S_IMODE(os.stat(target).st_mode))
+        return real_chmod(target, mode, *args, **kwargs)
+
+    def load(target):
+        if Path(target) == leftover:
+            seen.append(stat.S_IMODE(os.stat(target).st_mode))
+        return real_load(target)
+    monkeypatch.setattr(os, "chmod", chmod)
+    monkeypatch.setattr(tokens, "load_auth_config", load)
+    try:
+        tokens.mint(path, "ops", ["admin"])
+    finally:
+        os.umask(old)
+    assert seen and set(seen) == {0o600}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_tokens_minted_and_revoked_at_once_are_all_kept(tmp_path):
