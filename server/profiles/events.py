@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from ..limits import DEFAULT_LIMITS, Limits
 from ..logging import valid_answer_id
 from ..validation import (
+    STOP_MARK,
     control_problem,
     has_control,
     id_problem,
@@ -158,6 +159,5 @@ def _bad_attributes(attributes: dict[str, str], limits: Limits, by_stop: bool) -
             return "attributes has an empty key"
         if has_control(key):
             return f"attributes key {shown(key)} {control_problem(key)}"
-        if not by_stop and (reserved := reserved_attribute(key)):
-            return reserved
-    return None
+    # one lookup, not a call per key (0.3 us of ~3 us for an event with 3 attributes)
+    return reserved_attribute(STOP_MARK) if not by_stop and STOP_MARK in attributes else None
