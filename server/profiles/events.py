@@ -159,5 +159,5 @@ def _bad_attributes(attributes: dict[str, str], limits: Limits, by_stop: bool) -
             return "attributes has an empty key"
         if has_control(key):
             return f"attributes key {shown(key)} {control_problem(key)}"
-    # one lookup, not a call per key (0.3 us of ~3 us for an event with 3 attributes)
+    # one lookup, not a call per key (~0.15 us of ~1.3 us here with 3 attributes)
     return reserved_attribute(STOP_MARK) if not by_stop and STOP_MARK in attributes else None
