@@ -156,3 +156,32 @@ def test_a_carrier_stops_event_written_by_layout_2_is_reopened_a_clients_is_not(
     store.close()
     with pytest.raises(FailedPrecondition, match="profile_meta"):
         Store(tmp_path / "store", sync=False, layouts=two)
+
+
+def test_a_21610_reported_again_stays_closed_after_the_layout_step(tmp_path):
+    """Layout 2 after two 21610s for two texts (50, then 70): the second's carrier STOP found
+    sms closed and wrote nothing, its `unsubscribe event` repeated the state, dated 70, with
+    no history entry. A client's unsubscribe event tracked at 70 left the same bytes, so the
+    step gives the 21610's source to the history's entry at 50 alone and leaves the current
+    state the client's: a START keeps marketing closed (docs/messages.md)."""
+    import dataclasses
+
+    from server.contact.consent import reopenable
+    from server.store.layouts import KINDS
+    two = tuple(dataclasses.replace(k, version=2, steps={1: k.steps[1]})
+                if k.name == "profile_meta" else k for k in KINDS)
+    stop = ("sms carrier STOP (21610)", False)
+    meta = _meta(("sms", "marketing", "signup", True, 10.0), ("sms", "marketing", *stop, 50.0),
+                 ("sms", "transactional", *stop, 50.0),
+                 ("sms", "marketing", "unsubscribe event", False, 50.0))
+    meta["consent"]["sms"]["marketing"]["timestamp"] = 70.0  # the repeat: no entry of its own
+    store = Store(tmp_path / "store", sync=False, layouts=two)
+    store.put("profiles", keys.profile_meta_key("twice"), json.dumps(meta).encode())
+    store.close()
+    store = Store(tmp_path / "store", sync=False)
+    got = ProfileRepository(store, ProfileSchema().layout()).metas(["twice"])[0]
+    store.close()
+    assert [h["source"] for h in got["consent_history"]][-1] == "sms carrier STOP (21610) event"
+    assert got["consent"]["sms"]["marketing"] == {"opted_in": False, "source": "unsubscribe event",
+                                                  "timestamp": 70.0}
+    assert not reopenable(got, "sms", "marketing", True)
