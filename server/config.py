@@ -1,4 +1,6 @@
-"""One settings object for the server: CLI flags override `TAILOR_*` environment variables."""
+"""One settings object for the server: CLI flags override `TAILOR_*` environment variables, which
+override a `--config` TOML file; the three are merged first and validated once (`load_settings`),
+so a check across fields never sees one source's values beside another's defaults."""
 from __future__ import annotations
 
 import logging
@@ -7,13 +9,12 @@ import re
 import tomllib
 import zoneinfo
 from collections.abc import Collection
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -24,12 +25,6 @@ STOP_KILL_SECONDS = 1.0
 """How long before the end of `stop_seconds` what still stops is killed (`server.stop_bound`: the
 workers of `--workers N`, one worker's writers and zygote): what is left of the bound is for
 reaping them and what they left."""
-
-_WHOLE: ContextVar[bool] = ContextVar("tailor_settings_whole", default=True)
-"""False while `load_settings` reads the environment and the flags alone, before the config
-file's values are merged in: the stop's bound is checked against the drain, grace and hand-off
-only on the settings whole (a file's grace of 1 s, read as the default 5 s, refused an
-environment's bound of 5 s that it holds)."""
 
 MAX_RANKER_CANDIDATES = 10_000
 """Most candidates per request the ranker may re-score (`ranker_candidates`, a bundle's
@@ -598,7 +593,7 @@ class Settings(BaseSettings):
         what still stops is killed, would kill the server (or its workers) while its calls
         still had time to finish."""
         drain = info.data.get("drain_seconds", 0.0) + info.data.get("grace_seconds", 0.0)
-        if _WHOLE.get() and value <= drain + STOP_KILL_SECONDS:
+        if value <= drain + STOP_KILL_SECONDS:
             raise ValueError(f"the stop must outlast drain_seconds + grace_seconds ({drain:g} s) "
                              f"by more than {STOP_KILL_SECONDS:g} s")
         return value
@@ -610,7 +605,7 @@ class Settings(BaseSettings):
         bound that kills sooner cut that hand-off, and the message went again when its job
         resumed (measured, grace 1 s, a relay answering DATA in 4 s: stop_seconds 3 killed
         at 2 s, one message arrived twice; 20: the stop took 4.2 s, exit 0, each once)."""
-        if not (self.delivers and _WHOLE.get()):
+        if not self.delivers:
             return self
         need = self.drain_seconds + self.grace_seconds + self.handoff_seconds
         if self.stop_seconds <= need + STOP_KILL_SECONDS:
@@ -675,9 +670,31 @@ def _refused(field: str, value: object, message: str) -> ValidationError:
 def load_settings(config_file: Path | None = None, **flags) -> Settings:
     """Settings from, in order of precedence: `flags` (the command line), `TAILOR_*` variables,
     the TOML `config_file` (top-level keys are Settings fields, `[limits]` the Limits), defaults.
-    A key the file has but Settings does not is refused (ValueError naming it and the file)."""
-    if config_file is None:
-        return Settings(**flags)
+    A key the file has but Settings does not is refused (ValueError naming it and the file).
+
+    The three sources are read as raw values, merged (`_over`) and validated once: a check
+    across fields (the stop bound against the grace, a cap against `[limits]`, the public port
+    against `port`) sees the values the server runs with, whichever source each came from,
+    never one source's values beside another's defaults, and every value refused is named.
+    (`Settings(**values)` reads the environment again beneath them: the values already there.)"""
+    values = _file_values(config_file) if config_file is not None else {}
+    for layer in (EnvSettingsSource(Settings)(), flags):  # raises SettingsError on bad JSON
+        values = _over(values, layer)
+    return Settings(**values)
+
+
+def _over(low: dict, high: dict) -> dict:
+    """`high`'s values over `low`'s, field by field (a dict setting such as `consent_defaults`
+    replaced whole, as a scalar); the `limits` table merged key by key, as `[limits]` and
+    `TAILOR_LIMITS__*` name its keys one by one."""
+    merged = {**low, **high}
+    if isinstance(low.get("limits"), dict) and isinstance(high.get("limits"), dict):
+        merged["limits"] = {**low["limits"], **high["limits"]}
+    return merged
+
+
+def _file_values(config_file: Path) -> dict:
+    """The raw values of the TOML `config_file`, its keys checked against Settings and Limits."""
     try:
         with open(config_file, "rb") as fh:
             data = tomllib.load(fh)
@@ -690,16 +707,7 @@ def load_settings(config_file: Path | None = None, **flags) -> Settings:
         f"limits.{k}" for k in set(data.get("limits") or {}) - set(Limits.model_fields))
     if unknown:
         raise ValueError(f"{config_file}: unknown setting {', '.join(unknown)}")
-    alone = _WHOLE.set(False)
-    try:
-        explicit = Settings(**flags)  # the environment and the flags (checked whole below)
-    finally:
-        _WHOLE.reset(alone)
-    chosen = {name: getattr(explicit, name) for name in explicit.model_fields_set}
-    if "limits" in chosen and isinstance(data.get("limits"), dict):
-        limits = explicit.limits
-        chosen["limits"] = {**data["limits"], **{k: getattr(limits, k) for k in limits.model_fields_set}}
-    return Settings(**{**data, **chosen})
+    return data
 
 
 def changed_settings(running: Settings, now: Settings) -> list[str]:

@@ -3,6 +3,7 @@ user got wrong prints one line and exits 2; `--config FILE` (TOML) sits below en
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -205,6 +206,87 @@ def test_a_stop_bound_is_checked_against_the_config_files_grace_and_hand_off(tmp
         config.write_text('grace_seconds = 3\n')
         with pytest.raises(ValidationError, match=r"grace_seconds \(3 s\) by more than 1 s"):
             load_settings(config)
+
+
+@pytest.mark.parametrize("text, env, flags, expected", [
+    ('[limits]\nfrequency_cap_max = 200\n', {"TAILOR_CONTACT_FREQUENCY_CAPS": '[["*", 150, 86400]]'},
+     {}, {"limits.frequency_cap_max": 200, "contact_frequency_caps": (("*", 150, 86400.0),)}),
+    ('port = 8080\n', {"TAILOR_PUBLIC_HTTP_PORT": "50051"}, {},
+     {"port": 8080, "public_http_port": 50051}),
+    ('port = 8080\n', {}, {"public_http_port": 50051}, {"port": 8080, "public_http_port": 50051}),
+], ids=["caps-env", "public-port-env", "public-port-flag"])
+def test_a_check_across_fields_sees_the_config_files_values(tmp_path, text, env, flags, expected):
+    """The environment and flags were read (and checked) alone before the file was merged in:
+    a cap of 150 the file's `frequency_cap_max` of 200 allows was held to the default 100, and
+    a public port of 50051 was refused as the gRPC port's default, which the file moved to 8080.
+    The settings are now checked once, merged."""
+    from operator import attrgetter
+
+    from server.config import load_settings
+    config = tmp_path / "tailor.toml"
+    config.write_text(text)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        s = load_settings(config, **flags)
+    assert {name: attrgetter(name)(s) for name in expected} == expected
+
+
+@pytest.mark.parametrize("text, env, flags, refused", [
+    ('[limits]\nfrequency_cap_max = 50\n', {"TAILOR_CONTACT_FREQUENCY_CAPS": '[["*", 80, 86400]]'},
+     {}, r"^contact_frequency_caps \(TAILOR_CONTACT_FREQUENCY_CAPS, .*max in 1\.\.50 "),
+    ('metrics_port = 9100\n', {}, {"public_http_port": 9100},
+     r"^public_http_port \(--public-http-port, .*9100 is also the metrics_port"),
+    ('public_http_port = 8080\n', {"TAILOR_PORT": "8080"}, {},
+     r"^public_http_port \(--public-http-port, TAILOR_PUBLIC_HTTP_PORT, 'public_http_port' in "
+     r".*8080 is also the port"),
+], ids=["caps-file-limits", "public-port-flag", "public-port-env"])
+def test_a_check_across_fields_refuses_values_from_different_sources(tmp_path, text, env, flags,
+                                                                     refused):
+    """What the merged settings do not hold is refused, whichever source each value came from,
+    naming the field with its flag, variable and file key."""
+    from pydantic import ValidationError
+
+    from server.config import load_settings, settings_error
+    config = tmp_path / "tailor.toml"
+    config.write_text(text)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        with pytest.raises(ValidationError) as err:
+            load_settings(config, **flags)
+    assert re.search(refused, settings_error(err.value, config, flags=["public_http_port"]))
+
+
+def test_refused_values_of_the_file_and_the_environment_are_named_together(tmp_path):
+    """The environment was checked alone first: its refused value stopped the start, and the
+    file's, in the same start, was only named at the next one."""
+    from pydantic import ValidationError
+
+    from server.config import load_settings, settings_error
+    config = tmp_path / "tailor.toml"
+    config.write_text('workers = 0\n')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TAILOR_BATCH_MAX_SIZE", "0")
+        with pytest.raises(ValidationError) as err:
+            load_settings(config)
+    line = settings_error(err.value, config)
+    assert line.startswith("workers (TAILOR_WORKERS, 'workers' in ") and "; batch_max_size (" in line
+
+
+def test_a_variable_replaces_the_config_files_table_of_the_same_field(tmp_path):
+    """Precedence is per field: a dict setting from the environment replaces the file's whole
+    (the channels it leaves out at their defaults), as a scalar does; only `[limits]` is merged
+    key by key with `TAILOR_LIMITS__*`."""
+    from server.config import DEFAULT_CONSENT, load_settings
+    config = tmp_path / "tailor.toml"
+    config.write_text('consent_defaults = {push = "opt_in"}\nseen_exclusion_days = {view = 3}\n')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TAILOR_CONSENT_DEFAULTS", '{"email": "opt_out"}')
+        mp.setenv("TAILOR_SEEN_EXCLUSION_DAYS__CLICK", "5")
+        s = load_settings(config)
+    assert s.consent_defaults == {**DEFAULT_CONSENT, "email": "opt_out"}
+    assert s.seen_exclusion_days == {"click": 5.0}
 
 
 def test_a_bad_config_file_is_named_with_its_line(tmp_path):
