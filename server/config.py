@@ -564,8 +564,12 @@ class Settings(BaseSettings):
     @classmethod
     def _sane_caps(cls, value, info: ValidationInfo):
         """A cap beyond the limits could never bind: a contact history keeps at most
-        `frequency_cap_max` contacts, those of the last `frequency_cap_window_seconds`."""
-        lim = info.data.get("limits", DEFAULT_LIMITS)
+        `frequency_cap_max` contacts, those of the last `frequency_cap_window_seconds`. Not
+        checked against limits refused themselves (absent from `info.data`): the defaults in
+        their place are not what was asked, and their own error already stops the start."""
+        lim = info.data.get("limits")
+        if lim is None:
+            return value
         for channel, most, window in value:
             if channel not in ("*", "email", "sms", "push") or not 1 <= most <= lim.frequency_cap_max \
                     or not 0 < window <= lim.frequency_cap_window_seconds:
@@ -591,8 +595,11 @@ class Settings(BaseSettings):
     def _stop_outlasts_the_drain(cls, value: float, info: ValidationInfo) -> float:
         """A bound under the drain and grace, plus the `STOP_KILL_SECONDS` before it at which
         what still stops is killed, would kill the server (or its workers) while its calls
-        still had time to finish."""
-        drain = info.data.get("drain_seconds", 0.0) + info.data.get("grace_seconds", 0.0)
+        still had time to finish. Not checked when the drain or grace was refused (absent
+        from `info.data`): their own error names them."""
+        if not {"drain_seconds", "grace_seconds"} <= info.data.keys():
+            return value
+        drain = info.data["drain_seconds"] + info.data["grace_seconds"]
         if value <= drain + STOP_KILL_SECONDS:
             raise ValueError(f"the stop must outlast drain_seconds + grace_seconds ({drain:g} s) "
                              f"by more than {STOP_KILL_SECONDS:g} s")

@@ -274,6 +274,28 @@ def test_refused_values_of_the_file_and_the_environment_are_named_together(tmp_p
     assert line.startswith("workers (TAILOR_WORKERS, 'workers' in ") and "; batch_max_size (" in line
 
 
+@pytest.mark.parametrize("text, env, loc", [
+    ('[limits]\nfrequency_cap_max = 0\n', {"TAILOR_CONTACT_FREQUENCY_CAPS": '[["*", 150, 86400]]'},
+     ("limits", "frequency_cap_max")),
+    ('grace_seconds = -1\n', {"TAILOR_STOP_SECONDS": "1"}, ("grace_seconds",)),
+], ids=["caps", "stop"])
+def test_a_check_across_fields_is_not_made_against_a_refused_value(tmp_path, text, env, loc):
+    """With the value a check reads refused, the check read the default in its place: a cap of
+    150 was refused as over a limit of 100 the file never set, a bound of 1 s as under a grace
+    of 0 s. Only the refused value is named."""
+    from pydantic import ValidationError
+
+    from server.config import load_settings
+    config = tmp_path / "tailor.toml"
+    config.write_text(text)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        with pytest.raises(ValidationError) as err:
+            load_settings(config)
+    assert [e["loc"] for e in err.value.errors()] == [loc]
+
+
 def test_a_variable_replaces_the_config_files_table_of_the_same_field(tmp_path):
     """Precedence is per field: a dict setting from the environment replaces the file's whole
     (the channels it leaves out at their defaults), as a scalar does; only `[limits]` is merged
