@@ -268,7 +268,9 @@ def seal_reached(meta: Table, txn) -> Callable[[str, bytes], bool]:
     none before a seal began; while one is under way (`seal-progress`: a start stopped
     midway, or a backup of such a store), those of the parts before the one it names, and of
     that one up to the last key it sealed (`_seal_chunk` seals each part in key order). A
-    key of no part (the decision index, a send job) is never sealed."""
+    key of no part (the decision index, a send job) is never sealed. Told by the key alone:
+    an unnamed address entry (`keys.ADDRESS_UNNAMED`), which the seal passes and leaves as
+    is, is answered as the named ones beside it (its value tells it: `messages.phones`)."""
     if meta.get(txn, SEALED_KEY) is not None:
         return lambda name, key: _part_of(name, key) is not None
     raw = meta.get(txn, SEAL_PROGRESS_KEY)

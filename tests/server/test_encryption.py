@@ -518,3 +518,111 @@ def test_the_seal_runs_in_bounded_chunks_and_a_kill_midway_resumes(tmp_path, cry
         assert _opened(path, crypto) == expected, kill_at
     assert [t for t, _ in store_mentions(Store(path, sync=False, crypto=crypto), b"ann")
             if t != "campaigns"] == []
+
+
+def _every_part_plain(path, crypto) -> None:
+    """A store at `path` without encryption at rest (its `store-id` key `crypto`'s) holding
+    records of every part of the seal (`rekey._PARTS`) for four users, an unnamed address
+    entry, and keys of the same tables that are in no part (the decision index, a send job)."""
+    import json
+    store = Store(path, sync=False, crypto=StoreCrypto(crypto.master, crypto.store_id_key, False))
+
+    def fill(txn):
+        for n, user in enumerate(("alice", "bob", "carol", "dave")):
+            token, raw = tokens.user_token(user), store.raw_table
+            raw("profiles").put(txn, token + keys.FEATURES_SUFFIX, b"state %d" % n)
+            raw("events").put(txn, keys.SEP.join([token, b"0001764000000123", b"e%d" % n]), b"e")
+            raw("decisions").put(txn, token + keys.SEP + b"d%d" % n, b"decision %d" % n)
+            raw("decisions").put(txn, keys.decision_index_key(f"d{n}"), token + keys.SEP + b"d%d" % n)
+            raw("contacts").put(txn, token + keys.CONTACTS_SUFFIX, b"contacts %d" % n)
+            for channel in ("sms", "email"):
+                raw("meta").put(txn, keys.address_entry_key(channel, f"{n:02d}", user), user.encode())
+            raw("sends").put(txn, keys.send_user_key("job", n), json.dumps({"user": user}).encode())
+            raw("sends").put(txn, keys.dead_letter_key(f"l{n}"), json.dumps({"user": user}).encode())
+        store.raw_table("meta").put(txn, keys.address_key("sms", "ff"), keys.ADDRESS_UNNAMED)
+        store.raw_table("sends").put(txn, keys.send_job_key("job"), b"{}")
+    store.write(fill)
+    store.close()
+
+
+def _said_sealed(path, rows: dict[str, dict]) -> set:
+    """(table, key) of the `rows` ({table: {key: value}}) that `rekey.seal_reached` says are
+    sealed in the store at `path`, read from its stamps as a restore reads them."""
+    from server.store import rekey
+    from server.store.lmdb_store import open_env
+    from server.store.table import Table
+    env = open_env(path, readonly=True, lock=False, readahead=False)
+    try:
+        with env.begin() as txn:
+            reached = rekey.seal_reached(Table("meta", env.open_db(b"meta", txn=txn)), txn)
+            return {(name, key) for name, records in rows.items() for key in records
+                    if reached(name, key)}
+    finally:
+        env.close()
+
+
+def _sealed_until(path, crypto, monkeypatch, chunks: int) -> bool:
+    """Open the store at `path` with encryption at rest, its seal stopped by an error inside
+    the chunk after the first `chunks` (never committed); whether the seal finished first."""
+    from server.store import rekey
+    sealed, seal_chunk = [], rekey._seal_chunk
+
+    def stopped(store, txn):
+        if len(sealed) == chunks:
+            raise KeyboardInterrupt("stopped midway")
+        sealed.append(seal_chunk(store, txn))
+        return sealed[-1]
+    monkeypatch.setattr(rekey, "_seal_chunk", stopped)
+    try:
+        Store(path, sync=False, crypto=crypto).close()
+        return True
+    except KeyboardInterrupt:
+        return False
+    finally:
+        monkeypatch.setattr(rekey, "_seal_chunk", seal_chunk)
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_seal_reached_names_the_records_the_seal_left_sealed_wherever_it_stopped(
+        tmp_path, crypto, monkeypatch, chunk):
+    """A restore tells the sealed records of a copy whose seal was cut short (a backup of a
+    store whose first start with encryption at rest was stopped midway) from the others by the
+    seal's mark alone (`rekey.seal_reached`, `store.opener`). Checked against the real seal,
+    stopped inside each of its chunks in turn (`chunk` records a transaction: no mark yet, a
+    mark inside each part and on a part's last key, then `sealed`): the records it says are
+    sealed are exactly those whose bytes the seal changed, in every part (user tables, address
+    indexes, send recipients, dead letters); keys of no part (the decision index, a send job)
+    are never said sealed, and an unnamed address entry, which the seal passes and leaves as
+    is, never changes. (No mark it leaves is `[part, null]`: a chunk ends on a key or ends
+    the seal.)"""
+    import json
+    import shutil
+
+    from server.store import rekey
+    from tests.server.test_store_layouts import _every_record
+    _every_part_plain(tmp_path / "plain", crypto)
+    plain = {name: rows for name, rows in _every_record(tmp_path / "plain").items()
+             if name in (*keys.USER_TABLES, "meta", "sends")}
+    unnamed, marks, done = ("meta", keys.address_key("sms", "ff")), [], False
+    monkeypatch.setattr(rekey, "REKEY_CHUNK", chunk)
+    try:
+        while not done:
+            path = tmp_path / f"cut-{len(marks)}"
+            shutil.copytree(tmp_path / "plain", path)
+            done = _sealed_until(path, crypto, monkeypatch, len(marks))
+            left = _every_record(path)
+            changed = {(name, key) for name, rows in plain.items()
+                       for key, value in rows.items() if left[name][key] != value}
+            mark = left["meta"].get(b"seal-progress")
+            assert unnamed not in changed
+            assert changed == _said_sealed(path, plain) - {unnamed}, mark
+            marks.append(None if mark is None else json.loads(mark))
+    finally:
+        tokens.use_key(tokens.UNCONFIGURED_KEY)
+    within = [(part, after) for part, after in filter(None, marks)]
+    assert all(after is not None for _, after in within)  # a mark always names its last key
+    within = [(part, bytes.fromhex(after)) for part, after in within]
+    assert {part for part, _ in within} == set(range(len(rekey._PARTS)))  # stopped in each
+    lasts = {max(k for name, k in changed if rekey._part_of(name, k) == part)
+             for part in range(len(rekey._PARTS))}
+    assert any(after in lasts for _, after in within)  # and on a part's last key
