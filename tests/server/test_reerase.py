@@ -423,8 +423,9 @@ def test_a_copy_whose_seal_was_under_way_reads_its_sealed_records_with_the_keyri
         store.close()
         env = open_env(path, lock=False)
         with env.begin(write=True, db=env.open_db(b"meta")) as txn:  # the seal cut short
-            txn.delete(b"sealed")  # once past the decisions (its parts: rekey._PARTS)
-            txn.put(b"seal-progress", b"[%d, null]" % (keys.USER_TABLES.index("decisions") + 1))
+            txn.delete(b"sealed")  # stopped on the decision (its part's last key: rekey._PARTS)
+            txn.put(b"seal-progress", json.dumps(
+                [keys.USER_TABLES.index("decisions"), pkey.hex()]).encode())
         env.close()
         removed = reerase(path, [token], master=crypto.master)
         assert (removed["pending_corrected"], removed["pending_unread"]) == (1, 0)
