@@ -9,6 +9,7 @@ import math
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing import resource_tracker
@@ -33,6 +34,7 @@ def supervise(settings: Settings, reload_metrics) -> None:
     procs: list = []
     gates: list = []  # the workers' start gate, once made
     stop = _Stop(settings.stop_seconds)
+    done, claim = threading.Event(), threading.Lock()
 
     def forward(signum, _frame):
         """Stop every worker: a stop signal, or a worker that exited. Those waiting at the
@@ -59,6 +61,7 @@ def supervise(settings: Settings, reload_metrics) -> None:
     # Blocked again while the workers spawn: they inherit the mask and handle a stop signal
     # once started (they drain); SIGHUP stays ignored (inherited) until they handle it.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    _hold_the_bound(stop, done, claim)  # its thread never takes them (they are for `forward`)
     if stop.began:  # a stop signal before any worker: none is started
         logger.info("stopped before the workers started")
     else:
@@ -72,6 +75,8 @@ def supervise(settings: Settings, reload_metrics) -> None:
     killed = _kill_workers(running, stop)
     failed = failed or killed
     orphans.finish(min(_ORPHANS_SECONDS, stop.left(_KILL_SECONDS)), stop.left(_KILL_SECONDS / 2))
+    with claim:  # what is left logs nothing, and ends by the bound's end (`_hold_the_bound`)
+        done.set()
     _stop_resource_tracker(min(5.0, stop.left()))
     stop.close()
     for sig in (*STOP_SIGNALS, signal.SIGHUP):  # the stop is done: one now has nothing to do
@@ -86,6 +91,43 @@ _ORPHANS_SECONDS = 10.0
 """How long the parent waits, once its workers are gone, for what they left to exit, before it
 kills what still runs: a writer answers the batches its stdin held (one commit), then exits.
 Less if the stop's bound (`stop_seconds`) comes first."""
+
+
+_WATCH_SECONDS = 1.0
+"""How often the parent's `_hold_the_bound` looks whether the stop began (then it sleeps until
+the bound's end)."""
+
+
+def _hold_the_bound(stop: _Stop, done: threading.Event, claim: threading.Lock) -> None:
+    """End this process at the stop's bound if its main thread has not got past the logging of
+    its stop by then (`done`, set holding `claim`): blocked in a log line (a full pipe nobody
+    reads: a stuck log collector, `| less`), holding the logging handler's lock, it killed
+    nothing (it logs its kill first) and never exited. `_KILL_SECONDS / 2` before the end, a
+    thread of its own then SIGKILLs and reaps every child of this process left (the workers,
+    what they left), ends the resource tracker, logs nothing (the stream blocks) and exits
+    `KILLED_EXIT`, as the kill does. Its thread blocks every signal the parent handles (the
+    stop signals inherited: started while they are blocked), so the kernel gives them to the
+    main thread, whose blocked write they interrupt (EINTR, retried once `forward` has run): a
+    stop signal still begins the stop."""
+    def watch() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # `forward_reload`'s
+        while not done.wait(min(_WATCH_SECONDS, stop.left(_KILL_SECONDS / 2))):
+            if stop.left(_KILL_SECONDS / 2) == 0:
+                with claim:  # the main thread, once past its logging, waits here to be ended
+                    if done.is_set():
+                        return
+                    _end_at_the_bound(stop)
+    threading.Thread(target=watch, name="stop-bound", daemon=True).start()
+
+
+def _end_at_the_bound(stop: _Stop) -> None:
+    """`_hold_the_bound`'s end: every child but the resource tracker SIGKILLed and reaped, the
+    tracker ended (`_stop_resource_tracker`), exit `KILLED_EXIT` (no atexit: it would log)."""
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    orphans = Orphans(lambda: [tracker])
+    orphans.kill(orphans.reap(), _KILL_SECONDS / 4)
+    _stop_resource_tracker(stop.left())
+    os._exit(KILLED_EXIT)
 
 
 def _signal_workers(procs: list, signum: int) -> None:

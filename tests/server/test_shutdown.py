@@ -643,11 +643,7 @@ def test_the_stop_bound_holds_with_the_log_stream_full(tmp_path):
         zygote = wait_for(lambda: _children(proc.pid), "the writers' zygote", timeout=60)[0]
         everyone = [zygote, *wait_for(lambda: len(_children(zygote)) == 2 and _children(zygote),
                                       "the writers", timeout=60)]
-        fill = os.open(f"/proc/self/fd/{write}", os.O_WRONLY | os.O_NONBLOCK)  # the server's
-        with contextlib.suppress(BlockingIOError):  # end stays blocking (its own description)
-            while True:  # the pipe full: the server's next log line blocks
-                os.write(fill, b"x" * 4096)
-        os.close(fill)
+        _fill(write)
         began = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -658,6 +654,59 @@ def test_the_stop_bound_holds_with_the_log_stream_full(tmp_path):
         for pid in [*everyone, proc.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        os.close(read)
+        os.close(write)
+    assert took < 3 + 1.5 and proc.returncode == 1, (took, proc.returncode)
+    assert not left, f"left behind: {left}"
+
+
+def _fill(write: int) -> None:
+    """Fill the pipe whose write end is `write`: the server's next log line blocks."""
+    fill = os.open(f"/proc/self/fd/{write}", os.O_WRONLY | os.O_NONBLOCK)  # the server's end
+    with contextlib.suppress(BlockingIOError):  # stays blocking (its own description)
+        while True:
+            os.write(fill, b"x" * 4096)
+    os.close(fill)
+
+
+def test_the_parent_of_workers_holds_the_bound_with_the_log_stream_full(tmp_path):
+    """The parent of `--workers N` logs its kill (`N workers still stopping ...`) on its main
+    thread, before it kills: with the log stream full it blocked there, killing nothing and
+    never exiting (a worker stopped here: only the parent can end it). Its bound now holds
+    all the same: what still runs at its end is killed and reaped, and the exit is 1."""
+    read, write = os.pipe()
+    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--workers", "2",
+            "--data-dir", str(tmp_path / "d")]
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"),
+           "TAILOR_STOP_SECONDS": "3", "TAILOR_GRACE_SECONDS": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=write, stderr=write)
+    everyone = []
+    try:
+        seen = b""
+        while seen.count(b"serving on") < 2:
+            chunk = os.read(read, 65536)
+            assert chunk, seen[-3000:]
+            seen += chunk
+        workers = [pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid)]
+        assert len(workers) == 2, seen[-3000:]
+        for worker in workers:  # each worker's zygote and its two writers
+            zygote = wait_for(lambda w=worker: _children(w), "a worker's zygote", timeout=60)[0]
+            wait_for(lambda z=zygote: len(_children(z)) == 2, "its writers", timeout=60)
+        everyone = _descendants(proc.pid)
+        os.kill(workers[0], signal.SIGSTOP)
+        _fill(write)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        took = time.monotonic() - began
+        left = [pid for pid in everyone if os.path.exists(f"/proc/{pid}")]  # zombies too
+    finally:
+        for pid in [*everyone, proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
         proc.wait(timeout=10)
         os.close(read)
         os.close(write)
