@@ -3,9 +3,9 @@ per-RPC context every log line carries: the request id and the W3C trace context
 
 `TAILOR_LOG_FORMAT=json` writes one JSON object per line (`ts`, `level`, `logger`, `message`,
 `pid`, and `request_id`, `trace_id`, `parent_id` inside an RPC, `exc` for a traceback); `text`
-(the default) the classic line with `[request id]` after the logger name. `serve` exports both
-variables so the spawned workers and writer processes log the same way. Messages never hold a
-raw user id (`server.security.userref.user_ref`).
+(the default) the classic line with `[request id]` after the logger name. `serve` hands the
+format and level it runs with to the spawned workers and writer processes (`hand_down`), so they
+log the same way. Messages never hold a raw user id (`server.security.userref.user_ref`).
 """
 from __future__ import annotations
 
@@ -17,8 +17,14 @@ import re
 import time
 from typing import NamedTuple
 
-__all__ = ["CallContext", "bind_call", "configure_logging", "current_call", "parse_traceparent",
-           "reset_call", "valid_answer_id", "valid_request_id"]
+__all__ = ["CallContext", "bind_call", "configure_logging", "current_call", "hand_down",
+           "parse_traceparent", "reset_call", "valid_answer_id", "valid_request_id"]
+
+HANDED_FORMAT, HANDED_LEVEL = "TAILOR_SERVER_LOG_FORMAT", "TAILOR_SERVER_LOG_LEVEL"
+"""The variables in which `serve` hands its log format and level down to its processes. Not
+TAILOR_LOG_FORMAT and TAILOR_LOG_LEVEL: those are settings, and a SIGHUP's re-read of the
+`--config` file (`workers._say_settings`) took the values exported there as variables above the
+file, so an edit of its `log_format` or `log_level` was said to be unchanged."""
 
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -102,10 +108,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+def hand_down(log_format: str, level: str) -> None:
+    """Set this process's log format and level in its environment, for the processes it starts
+    (spawned workers, writer processes) to log the same way (`configure_logging`)."""
+    os.environ.update({HANDED_FORMAT: log_format, HANDED_LEVEL: level})
+
+
 def configure_logging(log_format: str | None = None, level: str | None = None) -> None:
-    """Set the root logger up once per process; unset arguments come from `TAILOR_LOG_FORMAT`
-    and `TAILOR_LOG_LEVEL` (the writer processes inherit them)."""
-    log_format = log_format or os.environ.get("TAILOR_LOG_FORMAT", "text")
+    """Set the root logger up once per process; unset arguments come from the server that
+    started this process (`hand_down`), else from `TAILOR_LOG_FORMAT` and `TAILOR_LOG_LEVEL`
+    (a command or writer started on its own)."""
+    env = os.environ
+    log_format = log_format or env.get(HANDED_FORMAT) or env.get("TAILOR_LOG_FORMAT", "text")
+    level = level or env.get(HANDED_LEVEL) or env.get("TAILOR_LOG_LEVEL", "INFO")
     handler = logging.StreamHandler()
     handler.addFilter(_CallFilter())
     if log_format == "json":
@@ -113,5 +128,4 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
     else:
         handler.setFormatter(logging.Formatter(
             f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s%(call)s: %(message)s"))
-    logging.basicConfig(level=level or os.environ.get("TAILOR_LOG_LEVEL", "INFO"), handlers=[handler],
-                        force=True)
+    logging.basicConfig(level=level, handlers=[handler], force=True)

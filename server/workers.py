@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from .config import Settings, changed_settings
 from .errors import FailedPrecondition
-from .logging import configure_logging
+from .logging import configure_logging, hand_down
 from .processes import hold_dir, host_id, process_started, remove_if_owner_gone
 from .security.hosts import with_port
 from .security.secrets import Secrets
@@ -43,7 +43,7 @@ def serve(settings: Settings, reread: Callable[[], Settings] | None = None) -> N
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Inherited by the spawned workers and their writer processes, which log the same way.
-    os.environ.update(TAILOR_LOG_FORMAT=settings.log_format, TAILOR_LOG_LEVEL=settings.log_level)
+    hand_down(settings.log_format, settings.log_level)
     configure_logging(settings.log_format, settings.log_level)
     warning = check_exposure(settings)  # an exposed bind without TLS and auth stops here
     if warning:

@@ -562,6 +562,23 @@ def test_a_sighup_says_which_config_file_settings_take_a_restart(server_process,
     assert log.count("SIGHUP: settings changed") == 1  # once per server, not once per worker
 
 
+def test_a_sighup_sees_the_log_settings_edited_in_the_config_file(server_process, tmp_path):
+    """The server exports its log format and level as TAILOR_LOG_FORMAT and TAILOR_LOG_LEVEL for
+    its writer processes; a SIGHUP's re-read took them as variables above the file, so a file
+    that changed `log_format` or `log_level` since the start was said to be unchanged."""
+    import signal
+
+    config = tmp_path / "tailor.toml"
+    config.write_text('log_format = "json"\nevent_retention_days = 365.0\n')
+    served = server_process(tmp_path / "data", args=("--config", str(config)),
+                            env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")})
+    config.write_text('log_format = "text"\nlog_level = "warning"\nevent_retention_days = 30.0\n')
+    os.kill(served.proc.pid, signal.SIGHUP)
+    served.wait_logged("SIGHUP: settings changed since the start take a restart")
+    assert ("take a restart (the running values stay): log_format, log_level, "
+            "event_retention_days") in served.stop()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_sighup_on_a_config_file_that_does_not_parse_as_settings_keeps_the_server_whole(
         server_process, tmp_path, workers):
