@@ -42,7 +42,7 @@ __all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "OPT_OUT_CHAN
            "need_of", "consent_reason", "consent_entry", "reopens", "opted_in_since", "record_consent",
            "current_consents", "REPLY_SOURCE", "CARRIER_SOURCE", "STOP_SOURCES", "by_stop",
            "reserved_source", "closed_by_stop", "EVENT_SOURCE", "STOP_EVENT_SOURCE",
-           "RESERVED_SOURCES", "event_source", "reopenable"]
+           "SHARED_SOURCE", "STOP_SHARED_SOURCE", "RESERVED_SOURCES", "event_source", "reopenable"]
 
 MARKETING, TRANSACTIONAL = "marketing", "transactional"
 PURPOSES = (MARKETING, TRANSACTIONAL)
@@ -61,6 +61,14 @@ STOP_EVENT_SOURCE = f"{CARRIER_SOURCE} event"
 """The consent source of the opt-out of the `unsubscribe` event the server records for a
 carrier's 21610 (`messages.reports.opt_out_event`, marked `validation.STOP_MARK`; with
 ` (shared address)` at the other profiles there), after its STOP: a START reopens it."""
+SHARED_SOURCE = f"{EVENT_SOURCE} (shared address)"
+"""The consent source of the other profiles' opt-out after a client's unsubscribe event
+(`messages.optout.SharedOptOut`). Here, not in messages/, so the store's layout step that
+reads it (`store.layouts._meta_stop_events`) depends on contact/ alone, as messages/ depends
+on the store and not the other way."""
+STOP_SHARED_SOURCE = f"{STOP_EVENT_SOURCE} (shared address)"
+"""The consent source of the other profiles' opt-out after the server's own unsubscribe event
+(a 21610's): a STOP's (`by_stop`), which a START reopens."""
 STOP_SOURCES = (REPLY_SOURCE, CARRIER_SOURCE)
 """The starts of the sources only the server's STOP handling writes (`by_stop`)."""
 RESERVED_SOURCES = (*STOP_SOURCES, EVENT_SOURCE)

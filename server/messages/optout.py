@@ -32,7 +32,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from ..contact.consent import EVENT_SOURCE, STOP_EVENT_SOURCE
+from ..contact.consent import SHARED_SOURCE, STOP_SHARED_SOURCE
 from ..interfaces import ConsentWriter, ProfileMetas
 from ..security.userref import user_ref
 from ..store import Store, outbox
@@ -45,18 +45,14 @@ __all__ = ["SharedOptOut", "SHARED_SOURCE", "STOP_SHARED_SOURCE", "shared_source
 
 logger = logging.getLogger("tailor.messages")
 
-SHARED_SOURCE = f"{EVENT_SOURCE} (shared address)"
-"""The consent source of the other profiles' opt-out after a client's unsubscribe event."""
-STOP_SHARED_SOURCE = f"{STOP_EVENT_SOURCE} (shared address)"
-"""The consent source of the other profiles' opt-out after the server's own (a 21610's): a
-STOP's (`contact.consent.by_stop`), which a START reopens."""
-
 
 def shared_source(ev) -> str:
     """The other profiles' consent source for the unsubscribe event `ev`: by the mark its
     stored bytes keep (`validation.STOP_MARK`), so a replay of the entry, which rebuilds the
     event from them, writes what the first try would have."""
     return STOP_SHARED_SOURCE if STOP_MARK in ev.attributes else SHARED_SOURCE
+
+
 CHUNK = 500
 """Profiles opted out per write transaction."""
 

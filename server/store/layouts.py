@@ -117,13 +117,12 @@ def _meta_stop_events(raw: bytes) -> bytes:
     such a pair is left byte for byte."""
     if b"unsubscribe event" not in raw or b"sms carrier STOP (21610)" not in raw:
         return raw
-    from ..contact.consent import CARRIER_SOURCE, EVENT_SOURCE, STOP_EVENT_SOURCE
-    from ..messages.optout import SHARED_SOURCE, STOP_SHARED_SOURCE  # messages imports the store
+    from ..contact import consent as c
     meta = json.loads(raw)
     history = meta.get("consent_history", [])
     stops = {float(h.get("timestamp", 0.0)) for h in history if h.get("channel") == "sms"
-             and not h.get("opted_in") and h.get("source") == CARRIER_SOURCE}
-    renamed = {EVENT_SOURCE: STOP_EVENT_SOURCE, SHARED_SOURCE: STOP_SHARED_SOURCE}
+             and not h.get("opted_in") and h.get("source") == c.CARRIER_SOURCE}
+    renamed = {c.EVENT_SOURCE: c.STOP_EVENT_SOURCE, c.SHARED_SOURCE: c.STOP_SHARED_SOURCE}
     current = meta.get("consent", {}).get("sms", {}).get("marketing")
     changed = False
     for entry, channel, purpose in [*((h, h.get("channel"), h.get("purpose", "marketing"))

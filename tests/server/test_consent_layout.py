@@ -185,3 +185,22 @@ def test_a_21610_reported_again_stays_closed_after_the_layout_step(tmp_path):
     assert got["consent"]["sms"]["marketing"] == {"opted_in": False, "source": "unsubscribe event",
                                                   "timestamp": 70.0}
     assert not reopenable(got, "sms", "marketing", True)
+
+
+def test_the_layout_3_step_imports_nothing_of_messages():
+    """The store is below messages/ (messages imports the store): the step reads its sources
+    from contact.consent, so migrating loads no messages module (a one-time ~0.3 s import
+    before, and a dependency pointing up). In a fresh interpreter, whose modules are its own."""
+    import subprocess
+    import sys
+    code = ("import json, sys\n"
+            "from server.store import layouts\n"
+            "raw = json.dumps({'consent_history': [{'channel': 'sms', 'opted_in': False,"
+            " 'source': s, 'timestamp': 5.0} for s in ('sms carrier STOP (21610)',"
+            " 'unsubscribe event (shared address)')]}).encode()\n"
+            "out = json.loads(layouts._meta_stop_events(raw))\n"
+            "print(json.dumps([out['consent_history'][1]['source'],"
+            " sorted(m for m in sys.modules if m.startswith('server.messages'))]))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert json.loads(run.stdout) == ["sms carrier STOP (21610) event (shared address)", []]
