@@ -201,18 +201,21 @@ class ConsentWriter(Protocol):
                            source: str, timestamp: float = 0.0, purpose: str = "",
                            existing: bool = False, keep_later_opt_in: bool = False,
                            stopped_only: bool = False, open_only: bool = False,
-                           needs_opt_in: bool = False) -> list[str]:
+                           needs_opt_in: bool = False,
+                           opted_in_after: float | None = None) -> list[str]:
         """`set_consent` of each user in one write; those it would bring back skipped, and,
         checked in that write, those whose current state is (`keep_later_opt_in`) an opt-in
-        dated after `timestamp`, (`stopped_only`) not closed by a STOP alone or, with
-        `needs_opt_in`, without an opt-in in its history (`contact.consent.reopenable`: what a
-        START reopens), or (`open_only`) closed already. The users changed."""
+        dated after `timestamp` (or after `opted_in_after`, given), (`stopped_only`) not
+        closed by a STOP alone or, with `needs_opt_in`, without an opt-in in its history
+        (`contact.consent.reopenable`: what a START reopens), or (`open_only`) closed already.
+        The users changed."""
 
     async def set_unnamed_consents(self, tokens: Sequence[bytes], channel: str, opted_in: bool,
                                    source: str, still, timestamp: float = 0.0,
                                    purpose: str = "", keep_later_opt_in: bool = False,
                                    stopped_only: bool = False, open_only: bool = False,
-                                   needs_opt_in: bool = False) -> list[bytes]:
+                                   needs_opt_in: bool = False,
+                                   opted_in_after: float | None = None) -> list[bytes]:
         """`set_consents` of existing profiles known by their token alone (unnamed address
         index entries, `server.messages.phones`), each only while `still(txn, token)`. The
         tokens changed."""
@@ -307,6 +310,9 @@ class EventRecorder(Protocol):
     async def track(self, events: Sequence[TrackedEvent], offset: int = 0):
         """Store the valid events (duplicates by event id are no-ops); the result's `rejected`
         lists the others, (index, event id, reason) each."""
+
+    async def recorded_at(self, event_id: str) -> float | None:
+        """The time of the event stored under `event_id` (None: none is)."""
 
 
 class ImpressionSink(Protocol):

@@ -22,7 +22,8 @@ from .store.keys import SEP_CHAR
 __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
            "check_link", "check_window", "link_problem", "check_stored_id", "refused_since",
-           "STORED_ONLY", "STORED_CAMPAIGN_ONLY", "STOP_MARK", "reserved_attribute",
+           "STORED_ONLY", "STORED_CAMPAIGN_ONLY", "STOP_MARK", "STOP_SENT", "stop_sent",
+           "reserved_attribute",
            "has_control", "has_c0_control", "control_problem", "id_problem", "shown"]
 
 SEP = SEP_CHAR
@@ -139,6 +140,25 @@ so the ingestion and an outbox replay (which rebuilds the event from them:
 `profiles.records.tracked_event`) both tell that event from a client's, which looks the same
 otherwise: its opt-out is a STOP's, which a START reopens; a client's is the user's withdrawal
 (`contact.consent.event_source`). No client's event may carry it (`reserved_attribute`)."""
+
+
+STOP_SENT = "tailor.sent"
+"""The attribute of that event (`STOP_MARK`) giving when the text the 21610 reported went (its
+`<channel>_sent` event's time, `repr` of the float; absent: not known, or refused at the send):
+an opt-in later than it (a START since) is newer than what the carrier tells, and its opt-out
+leaves it open (`messages.reports`). Read only with the mark, which no client may send."""
+
+
+def stop_sent(attributes) -> float | None:
+    """The time `STOP_SENT` gives in a marked event's `attributes` (None: none, or not a
+    number: read as not known, so its opt-out closes as before)."""
+    if STOP_MARK not in attributes or STOP_SENT not in attributes:
+        return None
+    try:
+        sent = float(attributes[STOP_SENT])
+    except ValueError:
+        return None
+    return sent if math.isfinite(sent) else None
 
 
 def reserved_attribute(key: str) -> str | None:

@@ -46,6 +46,7 @@ from ..contact.addresses import CHANNEL_KIND, normalize
 from ..errors import InvalidArgument
 from ..interfaces import DecisionOwners, EventRecorder
 from ..limits import Limits
+from ..messages.deadletters import sent_event_id
 from ..messages.reports import record_opt_out, record_report
 from ..messages.webhook import CODE_DIGITS, NUMBER_GONE_CODES, OPTED_OUT_CODES, code_of
 from ..security.userref import user_ref
@@ -156,7 +157,10 @@ class DeliveryEvents:
         as a STOP reply from it stops it (every profile the index holds there, marketing and
         transactional; the address alone is enough), and the `unsubscribe` event on sms of
         the message's user (None: not known) recorded, unless their profile holds another
-        number than the one reported (`Suppressions.holds`; `reports.record_opt_out`)."""
+        number than the one reported (`Suppressions.holds`; `reports.record_opt_out`). A
+        report of a text that went before a profile's latest opt-in (a START since: the
+        decision's `sms_sent` event's time, `sent`) closes nothing of it."""
+        sent = await self.events.recorded_at(sent_event_id(decision)) if decision else None
         if await record_opt_out(self.events, self.suppressions, "sms", address, user, campaign,
-                                decision, received, self.stops):
+                                decision, received, self.stops, sent):
             logger.info("sms opt-out of %s reported (decision %s)", user_ref(user), decision)

@@ -38,7 +38,7 @@ from ..security.userref import user_ref
 from ..store import Store, outbox
 from ..store.outbox import Batch
 from ..store.tokens import user_token
-from ..validation import STOP_MARK
+from ..validation import STOP_MARK, stop_sent
 from .phones import AddressIndex
 
 __all__ = ["SharedOptOut", "SHARED_SOURCE", "STOP_SHARED_SOURCE", "shared_source"]
@@ -102,13 +102,15 @@ class SharedOptOut:
             done = await self.consent.set_consents(users[start:start + CHUNK], ev.channel,
                                                    False, source,
                                                    timestamp=ev.timestamp, existing=True,
-                                                   keep_later_opt_in=True)
+                                                   keep_later_opt_in=True,
+                                                   opted_in_after=stop_sent(ev.attributes))
             logger.info("unsubscribe event of %s: %d other profiles opted out of %s too "
                         "(shared address)", user_ref(ev.user_id), len(done), ev.channel)
         for start in range(0, len(tokens), CHUNK):  # indexed by token alone (phones.UNNAMED)
             done = await self.consent.set_unnamed_consents(
                 tokens[start:start + CHUNK], ev.channel, False, source,
-                index.still_indexed, timestamp=ev.timestamp, keep_later_opt_in=True)
+                index.still_indexed, timestamp=ev.timestamp, keep_later_opt_in=True,
+                opted_in_after=stop_sent(ev.attributes))
             logger.info("unsubscribe event of %s: %d unnamed profiles opted out of %s too "
                         "(shared address)", user_ref(ev.user_id), len(done), ev.channel)
 

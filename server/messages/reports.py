@@ -23,7 +23,7 @@ from ..contact.addresses import CHANNEL_KIND
 from ..contact.suppression import SUPPRESSING_EVENTS
 from ..interfaces import EventRecorder
 from ..profiles import TrackedEvent
-from ..validation import STOP_MARK
+from ..validation import STOP_MARK, STOP_SENT
 
 __all__ = ["report_event", "record_report", "opt_out_event", "record_opt_out"]
 
@@ -64,7 +64,7 @@ async def record_report(events: EventRecorder, suppressions, event_type: str, ad
 
 
 def opt_out_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
-                  at: float) -> TrackedEvent:
+                  at: float, sent: float | None = None) -> TrackedEvent:
     """The `unsubscribe` event on `channel` of a provider's refusal saying the user opted out
     of the sender (an SMS STOP to the carrier: `webhook.OPTED_OUT_CODES`), its id fixed by the
     decision (a retried dead letter refused again counts once). It takes the path every
@@ -72,15 +72,19 @@ def opt_out_event(channel: str, campaign_id: str, decision_id: str, user_id: str
     (`profiles.repository`), every other profile at the address after it
     (`messages.optout.SharedOptOut`); but it carries the server's mark (`validation.STOP_MARK`,
     kept in the stored event), so those opt-outs are a STOP's, which a START reopens, where a
-    client's unsubscribe event is the user's withdrawal (`contact.consent.event_source`)."""
+    client's unsubscribe event is the user's withdrawal (`contact.consent.event_source`).
+    `sent`: when the text went (`validation.STOP_SENT`, kept in the event: an opt-in since
+    is left open by its opt-outs, in the ingestion and a replay alike)."""
+    attributes = {"decision_id": decision_id, STOP_MARK: "carrier"}
+    if sent is not None:
+        attributes[STOP_SENT] = repr(sent)
     return TrackedEvent(f"unsubscribe-{channel}-{decision_id}", user_id, "unsubscribe", channel,
-                        campaign_id, "", 0.0, at, {"decision_id": decision_id,
-                                                   STOP_MARK: "carrier"}, by_stop=True)
+                        campaign_id, "", 0.0, at, attributes, by_stop=True)
 
 
 async def record_opt_out(events: EventRecorder, suppressions, channel: str, address: str,
                          user_id: str | None, campaign_id: str, decision_id: str,
-                         at: float, stops=None) -> bool:
+                         at: float, stops=None, sent: float | None = None) -> bool:
     """Record a provider's refusal saying the user opted out of the sender on `channel`.
 
     On sms with `stops` (`stops.SmsStops`) the number is stopped first as a STOP texted alone
@@ -94,13 +98,21 @@ async def record_opt_out(events: EventRecorder, suppressions, channel: str, addr
     (`Suppressions.holds`; `suppressions` None: not checked): a refusal for a number they no
     longer hold says nothing of the one they hold. The provider's refusal at the send
     (`Delivery`) and its later status report (`http.delivery_events`) alike. Whether the
-    event was recorded."""
+    event was recorded.
+
+    `sent`: when the reported text went (its `<channel>_sent` event's time; None: not known,
+    or refused at the send, which is now). A 21610 tells the number was opted out when the
+    text went, not when the report comes: a profile whose opt-in (a START, SetConsent) is
+    dated after `sent` opted back in since, and the report is stale for it: neither the
+    STOP nor the event's opt-out closes it (`opted_in_after`), though the event is recorded
+    (its unsubscribe, for the record). A profile with no later opt-in is closed as before."""
     if channel == "sms" and stops is not None and address:
-        await stops.stop(address, at)
+        await stops.stop(address, at, sent)
     elif channel == "sms" and stops is not None and user_id is not None:
-        await stops.stop_texted(user_id, at)
+        await stops.stop_texted(user_id, at, sent)
     if user_id is None or (address and suppressions is not None and not await
                            suppressions.holds(user_id, CHANNEL_KIND[channel], address)):
         return False
-    tracked = await events.track([opt_out_event(channel, campaign_id, decision_id, user_id, at)])
+    tracked = await events.track([opt_out_event(channel, campaign_id, decision_id, user_id, at,
+                                                 sent)])
     return not tracked.rejected  # refused: the user erased since, or no profile holds the id

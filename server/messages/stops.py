@@ -75,23 +75,25 @@ class SmsStops:
         self.phones, self.consent, self.metas = phones, consent, metas
         self.defaults = dict(defaults)
 
-    async def stop(self, number: str, dated: float) -> int:
+    async def stop(self, number: str, dated: float, sent: float | None = None) -> int:
         """The carrier blocks `number` (a provider's 21610): `change` as a STOP texted alone
         from it, of the profiles indexed there that hold it (`_holding`); how many
         profiles changed. One indexed there that holds another number now (messaged at it
         before: a dead letter retried to it, a deferred text) is left alone: the carrier
-        refuses what is composed to the blocked number, and nothing blocks theirs."""
+        refuses what is composed to the blocked number, and nothing blocks theirs. `sent`:
+        when the reported text went (None: not known): a profile opted in after it keeps its
+        texts (`_rechecked`, `reports.record_opt_out`)."""
         tokens = await asyncio.to_thread(self.phones.unnamed, number)
         users = await asyncio.to_thread(self.phones.lookup, number)
         return self._logged(await self._changed(users, tokens, False, True, CARRIER_SOURCE,
-                                                dated, self.phones.found(number)))
+                                                dated, self.phones.found(number), sent))
 
-    async def stop_texted(self, user_id: str, dated: float) -> int:
+    async def stop_texted(self, user_id: str, dated: float, sent: float | None = None) -> int:
         """The carrier blocks the number `user_id` was last messaged at (a provider's 21610
         naming the message alone): `stop` of the profiles indexed there with them that hold
         it (`PhoneIndex.sharing`: the user's pointer, not the number their profile holds now,
         which may be a new one another profile shares and no carrier blocked); how many
-        profiles changed (0 when no number is indexed for them)."""
+        profiles changed (0 when no number is indexed for them). `sent`: as `stop`'s."""
         pointer = await asyncio.to_thread(self.phones.messaged, user_id)
         if pointer is None:
             return 0
@@ -99,7 +101,7 @@ class SmsStops:
         tokens = await asyncio.to_thread(self.phones.unnamed, held, user_id)
         users = await asyncio.to_thread(self.phones.sharing, user_id, held)
         return self._logged(await self._changed(users, tokens, False, True, CARRIER_SOURCE,
-                                                dated, frozenset({pointer})))
+                                                dated, frozenset({pointer}), sent))
 
     @staticmethod
     def _logged(change: tuple[set[str], int]) -> int:
@@ -126,10 +128,10 @@ class SmsStops:
         return await self._changed(users, tokens, opted_in, only, source, dated)
 
     async def _changed(self, users: list[str], tokens: list[bytes], opted_in: bool, only: bool,
-                       source: str, dated: float, held: frozenset[str] | None = None
-                       ) -> tuple[set[str], int]:
+                       source: str, dated: float, held: frozenset[str] | None = None,
+                       sent: float | None = None) -> tuple[set[str], int]:
         """`change` of the profiles `users` and, by token alone, `tokens`; with `held` (the
-        number's digests) only of those holding it (`_holding`)."""
+        number's digests) only of those holding it (`_holding`); `sent`: `stop`'s."""
         metas = await asyncio.to_thread(self.metas.metas, users) if self.metas is not None \
             else [None] * len(users)
         users, metas = await asyncio.to_thread(self._holding, users, metas, held)
@@ -138,12 +140,14 @@ class SmsStops:
         groups = self._grouped(users, metas, opted_in, only, source)
         changed = await self._write(groups, functools.partial(
             self.consent.set_consents, channel="sms", opted_in=opted_in, source=source,
-            timestamp=dated, existing=True), self._rechecked(opted_in, only, source))
-        return changed, await self._change_unnamed(tokens, opted_in, only, source, dated, held)
+            timestamp=dated, existing=True), self._rechecked(opted_in, only, source, sent))
+        return changed, await self._change_unnamed(tokens, opted_in, only, source, dated, held,
+                                                   sent)
 
     async def _change_unnamed(self, tokens: list[bytes], opted_in: bool, only: bool,
                               source: str, dated: float,
-                              held: frozenset[str] | None = None) -> int:
+                              held: frozenset[str] | None = None,
+                              sent: float | None = None) -> int:
         """The change of the profiles indexed at the number by token alone, `tokens` (stored
         before the index, their id nowhere in the store: `PhoneIndex.unnamed`; `held`: as
         `_changed`); how many changed."""
@@ -156,7 +160,7 @@ class SmsStops:
         changed = await self._write(groups, functools.partial(
             self.consent.set_unnamed_consents, channel="sms", opted_in=opted_in, source=source,
             still=self.phones.still_indexed, timestamp=dated),
-            self._rechecked(opted_in, only, source))
+            self._rechecked(opted_in, only, source, sent))
         if changed:
             logger.info("sms %s: %d unnamed profiles at the number", source, len(changed))
         return len(changed)
@@ -188,7 +192,7 @@ class SmsStops:
                                            **rechecked(purpose)))
         return changed
 
-    def _rechecked(self, opted_in: bool, only: bool, source: str):
+    def _rechecked(self, opted_in: bool, only: bool, source: str, sent: float | None = None):
         """`rechecked(purpose)`: what the write transaction of a change checks again of each
         profile's meta record, as it stands then (`Profiles.set_consents`), so that a
         SetConsent or a one-click link committed after the profiles were read (`_grouped`)
@@ -199,7 +203,9 @@ class SmsStops:
         later-dated opt-in, and an opt-in pushed out of the bounded history in between was
         reopened all the same, a consent no longer on record); a 21610, and a STOP's
         transactional opt-out, only what is open (`open_only`: an opt-in committed in between
-        stayed open, or the STOP was written over a withdrawal a START then reopened). No
+        stayed open, or the STOP was written over a withdrawal a START then reopened), and
+        with `sent` (a 21610 for a text that went then) only where no opt-in is dated after
+        it (`opted_in_after`: a START since is newer than what the carrier tells). No
         write transaction is held across an await: the check and the write are one
         transaction in the profiles' thread."""
         stopped_only = opted_in and self.metas is not None
@@ -207,9 +213,11 @@ class SmsStops:
         open_only = () if opted_in else PURPOSES if source == CARRIER_SOURCE \
             else (TRANSACTIONAL,) if only else ()
 
+        after = {"opted_in_after": sent} if sent is not None and source == CARRIER_SOURCE else {}
+
         def rechecked(purpose: str) -> dict:
             return {"stopped_only": stopped_only, "open_only": purpose in open_only,
-                    "needs_opt_in": opt_in and purpose == MARKETING}
+                    "needs_opt_in": opt_in and purpose == MARKETING, **after}
         return rechecked
 
     def _grouped(self, ids: list, metas: list, opted_in: bool, only: bool,

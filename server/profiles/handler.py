@@ -396,12 +396,17 @@ class Profiles:
             await listener.on_events([valid[i] for i in mine], outbox.Batch(
                 entry, [records.event_keys[i] for i in mine]))
 
-    def _unsubscribed(self, meta: dict, channel: str, ts: float, marked: bool = False) -> None:
+    def _unsubscribed(self, meta: dict, channel: str, ts: float, marked: bool = False,
+                      sent: float | None = None) -> None:
         """An unsubscribe event's change to its user's meta record: the channel's marketing
         consent opted out (the repository applies it in the event's own transaction), of the
         source `event_source` gives: a STOP's when the event carries the server's mark
         (`validation.STOP_MARK`: a carrier's 21610), which a START reopens, else the
-        client's, which it never does."""
+        client's, which it never does. None when the 21610 is stale for them: its text went
+        at `sent`, before their opt-in (a START since; `validation.STOP_SENT`): the event is
+        stored, their consent left as their latest choice says (docs/messages.md)."""
+        if sent is not None and opted_in_since(meta, channel, MARKETING, sent):
+            return
         record_consent(meta, channel, MARKETING, False, event_source(marked), ts,
                        self.rules.limits.consent_history)
 
@@ -477,7 +482,8 @@ class Profiles:
                            source: str, timestamp: float = 0.0, purpose: str = "",
                            existing: bool = False, keep_later_opt_in: bool = False,
                            stopped_only: bool = False, open_only: bool = False,
-                           needs_opt_in: bool = False) -> list[str]:
+                           needs_opt_in: bool = False,
+                           opted_in_after: float | None = None) -> list[str]:
         """`set_consent` of each of `user_ids` in one write transaction (one fsync, not one
         each); a user it would bring back is skipped, not refused, and so is one whose record,
         read in the same transaction, says to leave it (`_kept`: a change committed after the
@@ -486,7 +492,7 @@ class Profiles:
             _check_named(user_id, self.limits.id_bytes, existing)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
         keep = _kept(channel, purpose, ts, keep_later_opt_in, stopped_only, open_only,
-                     needs_opt_in)
+                     needs_opt_in, opted_in_after)
         return await asyncio.to_thread(self.repo.update_metas, list(user_ids), change, ts,
                                        existing=existing, keep=keep)
 
@@ -494,14 +500,15 @@ class Profiles:
                                    source: str, still, timestamp: float = 0.0,
                                    purpose: str = "", keep_later_opt_in: bool = False,
                                    stopped_only: bool = False, open_only: bool = False,
-                                   needs_opt_in: bool = False) -> list[bytes]:
+                                   needs_opt_in: bool = False,
+                                   opted_in_after: float | None = None) -> list[bytes]:
         """`set_consents` of existing profiles known by their token alone (unnamed entries of
         the address index, `server.messages.phones`: stored before it, their id nowhere in
         the store), each changed only while `still(txn, token)` (its entry is there: an
         erasure drops it with the profile). The tokens changed."""
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
         keep = _kept(channel, purpose, ts, keep_later_opt_in, stopped_only, open_only,
-                     needs_opt_in)
+                     needs_opt_in, opted_in_after)
         return await asyncio.to_thread(self.repo.update_unnamed_metas, list(tokens), change,
                                        still, keep)
 
@@ -814,6 +821,12 @@ class Profiles:
             if at >= cutoff:
                 bundle.forget(uid)
 
+    async def recorded_at(self, event_id: str) -> float | None:
+        """The time of the event stored under `event_id` (None: none is), e.g. when the
+        server's `<channel>_sent` event of a decision says its message went
+        (`messages.reports.record_opt_out`: a 21610 for a text sent before a START)."""
+        return await asyncio.to_thread(self.repo.recorded_at, event_id)
+
     def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
         """Meta records (attributes, consent) of many users from one read snapshot."""
         return self.repo.metas(user_ids)
@@ -891,9 +904,11 @@ def _wanted_parts(parts: Sequence[str]) -> frozenset[str]:
 
 
 def _kept(channel: str, purpose: str, ts: float, later_opt_in: bool, stopped_only: bool,
-          open_only: bool, needs_opt_in: bool = False):
+          open_only: bool, needs_opt_in: bool = False, opted_in_after: float | None = None):
     """`keep(meta)` of a consent change dated `ts`, checked in its write transaction (None:
     none): `later_opt_in`, the profile's own opt-in is later (`SharedOptOut`);
+    `opted_in_after`, it is later than that time (a carrier's 21610 for a text sent then: an
+    opt-in since, a START, is newer than what the report tells, `messages.reports.stale`);
     `stopped_only`, a START may no longer reopen (channel, purpose) (`reopenable`: it is not
     closed by a STOP alone, or, with `needs_opt_in`, its history holds no opt-in any more: a
     START reopens nothing else, and a withdrawal committed after it read the profiles was
@@ -901,8 +916,10 @@ def _kept(channel: str, purpose: str, ts: float, later_opt_in: bool, stopped_onl
     all the same); `open_only`, it is closed already (a carrier's 21610 closes what is open:
     an opt-in committed after it read the profiles stayed open)."""
     purpose = purpose or MARKETING
+    since = ts if opted_in_after is None else min(ts, opted_in_after)
     rules = [rule for on, rule in (
-        (later_opt_in, lambda meta: opted_in_since(meta, channel, purpose, ts)),
+        (later_opt_in or opted_in_after is not None,
+         lambda meta: opted_in_since(meta, channel, purpose, since)),
         (stopped_only, lambda meta: not reopenable(meta, channel, purpose, needs_opt_in)),
         (open_only, lambda meta: closed(meta, channel, purpose))) if on]
     if not rules:

@@ -19,7 +19,7 @@ from kernels import features as kf
 from ..contact.quiet_hours import utc_offset_min
 from ..interfaces import UserEraser
 from ..store import Store, keys, outbox, scan, sweep
-from ..validation import STOP_MARK
+from ..validation import STOP_MARK, stop_sent
 from . import seen
 from .codec import decode_states, join_state, split_state, split_states, update_records
 from .errors import ErasedSince
@@ -223,11 +223,13 @@ class ProfileRepository:
     def _unsubscribed(self, txn, new: EventRecords) -> None:
         """Apply the new unsubscribe events to their users' meta records (consent), in the
         transaction that stores them: an event is never stored without its opt-out. `marked`:
-        the event carries the server's STOP mark (`validation.STOP_MARK`)."""
+        the event carries the server's STOP mark (`validation.STOP_MARK`); `sent`: when the
+        text its 21610 reported went (`validation.stop_sent`)."""
         for i in [i for i, t in enumerate(new.type) if t == _UNSUBSCRIBE]:
+            attributes = new.events[i].attributes
             self._change_meta(txn, new.user_ids[i], functools.partial(
                 self._unsubscribe, channel=CHANNELS[new.channel[i]], ts=new.ts[i],
-                marked=STOP_MARK in new.events[i].attributes))
+                marked=STOP_MARK in attributes, sent=stop_sent(attributes)))
 
     def _category_codes(self, txn, names: Sequence[str | None]) -> list[int]:
         """Stable codes per category name, assigned on first sight (-1 past the layout's K)."""
@@ -495,6 +497,15 @@ class ProfileRepository:
                     page.append(raw)
         return (decode_states(self.layout, [split_state(state)[0]])[0] if state else None,
                 json.loads(meta) if meta else None, page, held)
+
+    def recorded_at(self, event_id: str) -> float | None:
+        """The time of the event stored under `event_id`, the end of its millisecond (its
+        idempotency entry names its events key, which holds it truncated to the ms: the end
+        is no earlier than the time given); None when none is (never recorded, or erased or
+        retained out since)."""
+        with self.store.read() as txn:
+            key = self._dedupe.get(txn, keys.dedupe_key(event_id))
+        return None if key is None else (int(keys.event_parts(key)[1]) + 1) / 1000
 
     def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
         """Meta records of many users in one snapshot (None where there is none)."""
