@@ -23,7 +23,7 @@ __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "c
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
            "check_link", "check_window", "link_problem", "check_stored_id", "refused_since",
            "STORED_ONLY", "STORED_CAMPAIGN_ONLY", "STOP_MARK", "STOP_SENT", "stop_sent",
-           "reserved_attribute",
+           "reserved_attribute", "SERVER_EVENT_PREFIX", "server_event_id", "reserved_event_id",
            "has_control", "has_c0_control", "control_problem", "id_problem", "shown"]
 
 SEP = SEP_CHAR
@@ -167,6 +167,32 @@ def reserved_attribute(key: str) -> str | None:
     if key == STOP_MARK:
         return (f"attributes key {key!r} is reserved for the server's own SMS STOP handling "
                 "(its unsubscribe event, which a START reopens)")
+    return None
+
+
+SERVER_EVENT_PREFIX = "tailor:"
+"""The start of the ids of the events the server records itself of a decision's message (its
+`<channel>_sent`, bounce, complaint and 21610 `unsubscribe`: `server_event_id`), which no
+client's event may have (`reserved_event_id`). Event dedupe is by id alone, and those ids are
+built from decision ids clients see: a client's event tracked first under one made the
+server's a duplicate, dropped (the 21610's opt-out lost, a dead letter's `went` and a 21610's
+send time read from the client's event). Ids the server stored before, without it
+(`sent-<decision>`, ...), stay as they are; a report of a message sent before the upgrade
+records its event under the new id, once more (docs/messages.md)."""
+
+
+def server_event_id(kind: str, decision_id: str) -> str:
+    """The id of the server's own event `kind` (`sent`, `email_bounce`, `unsubscribe-sms`...)
+    of decision `decision_id`: one per decision and kind, so each counts once."""
+    return f"{SERVER_EVENT_PREFIX}{kind}-{decision_id}"
+
+
+def reserved_event_id(event_id: str) -> str | None:
+    """Why a client's event may not have the id `event_id` (None: it may): the server's own
+    events' (`SERVER_EVENT_PREFIX`)."""
+    if event_id.startswith(SERVER_EVENT_PREFIX):
+        return (f"event_id starts with {SERVER_EVENT_PREFIX!r}, reserved for the events the "
+                "server records itself (a message's sent, bounce, complaint and carrier STOP)")
     return None
 
 

@@ -13,7 +13,7 @@ field; none changes anything.
 
 The user is found through the message: its Message-ID carries the decision id, and the decision
 log knows whose decision it is. Then an `email_bounce` / `email_complaint` event is recorded for
-that user (event id `<type>-<decision id>`, so a report delivered twice counts once, with the
+that user (event id `tailor:<type>-<decision id>`, so a report delivered twice counts once, with the
 `decision_id` attribute): the suppression list follows it (`contact.suppression`, the user's
 `email` attribute), as do caps and attribution. The reported address itself is listed too, by
 its keyed hash (it may differ from the profile's address by now). A report naming no known

@@ -51,6 +51,7 @@ from ..store.keys import (
     ms_part,
     profile_meta_key,
 )
+from ..validation import server_event_id
 from .errors import DeadLetterBusy
 from .owned import opened_if_users, with_messages
 
@@ -58,8 +59,9 @@ __all__ = ["DeadLetter", "DeadLetters", "sent_event_id"]
 
 
 def sent_event_id(decision_id: str) -> str:
-    """The event id of the `<channel>_sent` event of a decision's message (one per decision)."""
-    return f"sent-{decision_id}"
+    """The event id of the `<channel>_sent` event of a decision's message (one per decision),
+    an id no client's event may have (`validation.server_event_id`)."""
+    return server_event_id("sent", decision_id)
 
 
 @dataclass

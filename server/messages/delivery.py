@@ -7,7 +7,7 @@ message that still did not go is kept as a dead letter (`deadletters.DeadLetters
 bytes, to be listed (`ListDeadLetters`) and retried (`RetryDeadLetter`).
 
 Each delivered message records a `<channel>_sent` event carrying the decision id (event id
-`sent-<decision id>`, so a repeated delivery of one decision is recorded once), which caps,
+`tailor:sent-<decision id>`, so a repeated delivery of one decision is recorded once), which caps,
 rewards and attribution read. ComposeMessage's and RetryDeadLetter's are dated when the message
 was handed to the adapter, so for a user erased while the adapter took its time the ingestion
 refuses the event (from before the erasure) rather than build them a new profile.
@@ -115,7 +115,7 @@ def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
                at: float) -> TrackedEvent:
     """The `<channel>_sent` event of a delivered message (its id fixed by the decision)."""
     return TrackedEvent(sent_event_id(decision_id), user_id, f"{channel}_sent", channel, campaign_id,
-                        "", 0.0, at, {"decision_id": decision_id})
+                        "", 0.0, at, {"decision_id": decision_id}, by_server=True)
 
 
 BOUNCE_EVENTS = {"email": "email_bounce", "sms": "sms_bounce"}

@@ -4,7 +4,7 @@ synchronous hard bounce (`Delivery._bounced`) and the provider's report
 (`sms_bounce`, `webhook.NUMBER_GONE_CODES`), the same way.
 
 Each lists the address named, and records the user's `email_bounce` / `email_complaint` event
-(`report_event`: id `<type>-<decision id>`, so both of one message count once), which caps and
+(`report_event`: id `tailor:<type>-<decision id>`, so both of one message count once), which caps and
 attribution read and the suppression list follows to the user's `email` attribute of the
 moment (`contact.Suppressions.on_events`). A bounce of an address the profile no longer holds
 records no event: it would list the profile's new address, which did not bounce (a dead letter
@@ -23,7 +23,7 @@ from ..contact.addresses import CHANNEL_KIND
 from ..contact.suppression import SUPPRESSING_EVENTS
 from ..interfaces import EventRecorder
 from ..profiles import TrackedEvent
-from ..validation import STOP_MARK, STOP_SENT
+from ..validation import STOP_MARK, STOP_SENT, server_event_id
 
 __all__ = ["report_event", "record_report", "opt_out_event", "record_opt_out"]
 
@@ -34,8 +34,8 @@ def report_event(event_type: str, campaign_id: str, decision_id: str, user_id: s
     text), its id fixed by the type and the decision: the relay's refusal and the provider's
     report of the same message count once. On its type's channel."""
     channel = event_type.split("_", 1)[0]
-    return TrackedEvent(f"{event_type}-{decision_id}", user_id, event_type, channel, campaign_id,
-                        "", 0.0, at, {"decision_id": decision_id})
+    return TrackedEvent(server_event_id(event_type, decision_id), user_id, event_type, channel,
+                        campaign_id, "", 0.0, at, {"decision_id": decision_id}, by_server=True)
 
 
 async def record_report(events: EventRecorder, suppressions, event_type: str, address: str,
@@ -78,8 +78,9 @@ def opt_out_event(channel: str, campaign_id: str, decision_id: str, user_id: str
     attributes = {"decision_id": decision_id, STOP_MARK: "carrier"}
     if sent is not None:
         attributes[STOP_SENT] = repr(sent)
-    return TrackedEvent(f"unsubscribe-{channel}-{decision_id}", user_id, "unsubscribe", channel,
-                        campaign_id, "", 0.0, at, attributes, by_stop=True)
+    return TrackedEvent(server_event_id(f"unsubscribe-{channel}", decision_id), user_id,
+                        "unsubscribe", channel, campaign_id, "", 0.0, at, attributes,
+                        by_stop=True, by_server=True)
 
 
 async def record_opt_out(events: EventRecorder, suppressions, channel: str, address: str,

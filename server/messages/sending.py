@@ -17,7 +17,7 @@ A job runs two stages in its server process:
   large audience held ~1 GB). After the adapter accepts a message its
   record is settled `sent` before that lane's next message starts (the lanes' records settled
   meanwhile share one transaction: `settling.Settler`); the `<channel>_sent` events
-  (event id `sent-<decision id>`) are recorded in batches of `send_compose_ahead`, and again for
+  (event id `tailor:sent-<decision id>`) are recorded in batches of `send_compose_ahead`, and again for
   every `sent` record when a job resumes (recording is idempotent by event id), so a crash
   loses none.
 

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from ..limits import DEFAULT_LIMITS, Limits
 from ..logging import valid_answer_id
 from ..validation import (
+    SERVER_EVENT_PREFIX,
     STOP_MARK,
     control_problem,
     has_control,
     id_problem,
     refused_since,
     reserved_attribute,
+    reserved_event_id,
     shown,
 )
 from .schema import CHANNELS, DEFAULT_CHANNEL, EVENT_TYPES
@@ -51,6 +53,10 @@ class TrackedEvent:
     by_stop: bool = False
     """Recorded by the server's own SMS STOP handling (`messages.reports.opt_out_event`): the
     only event that may carry `validation.STOP_MARK`. No wire message sets it."""
+    by_server: bool = False
+    """Recorded by the server itself of a decision's message (`messages.reports`,
+    `messages.delivery.sent_event`): the only events whose id may start with
+    `validation.SERVER_EVENT_PREFIX`. No wire message sets it."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,8 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
                 ev.stored_only = True  # an opt-out of a profile stored before the rule
                 continue
             return f"{name} {problem}"
+    if not ev.by_server and ev.event_id.startswith(SERVER_EVENT_PREFIX):  # the server's own
+        return reserved_event_id(ev.event_id)
     if ev.type not in _TYPES:
         return f"type {shown(ev.type)} is unknown (known: {', '.join(EVENT_TYPES)})"
     implied = DEFAULT_CHANNEL.get(ev.type)

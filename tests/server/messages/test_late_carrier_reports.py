@@ -5,6 +5,7 @@ own."""
 import asyncio
 import base64
 import itertools
+import time
 
 import pytest_asyncio
 
@@ -112,3 +113,34 @@ async def test_a_21610_for_a_text_sent_before_the_users_start_closes_nothing(ser
     closed = [await settled(profiles, u) for u in (user, sharer)]
     assert [{p: state[0] for p, state in c.items()} for c in closed] == [
         {"marketing": False, "transactional": False}] * 2
+
+
+async def test_a_client_cannot_take_the_id_of_an_event_the_server_records(server):
+    """A client tracking events under the ids the server gives its own events of a decision
+    it saw (its `unsubscribe` of a 21610, its `sms_sent`) first: refused, naming the field.
+    Before, they were taken, the 21610's event was then a duplicate, dropped: the user's
+    marketing stayed open (the number's profiles closed by the carrier STOP alone, the user's
+    own unsubscribe lost); a squatted `sms_sent` id made the send's record the client's."""
+    settings, _, profiles, messaging = server
+    n = next(_NUMBERS)
+    user, number = f"squat-{n}", f"+447700900{n}"
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=user, attributes={"phone": number}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms", opted_in=True,
+                                                    source="signup"))
+    decision = (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="sms", user_id=user))).decision_id  # composed, not sent yet
+    from server.messages.deadletters import sent_event_id
+    from server.messages.reports import opt_out_event
+    ids = [opt_out_event("sms", "sms", decision, user, 0.0).event_id, sent_event_id(decision)]
+    got = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[
+        ppb.Event(event_id=eid, user_id=user, type="view", item_id="i1",
+                  timestamp=time.time()) for eid in ids]))
+    assert [(r.index, r.reason.startswith("event_id starts with 'tailor:'"))
+            for r in got.rejected] == [(0, True), (1, True)]
+    body = {"type": "bounce", "channel": "sms", "decision_id": decision, "address": number,
+            "error_code": 21610}
+    assert (await report(settings, body))[0] == 200
+    assert (await sms_states(profiles, user))["marketing"] == (
+        False, "sms carrier STOP (21610) event")
+    assert len(await unsubscribes(profiles, user)) == 1

@@ -79,7 +79,7 @@ async def test_a_hard_bounce_at_the_relay_lists_the_address(sink, campaigns, pro
     assert (listed.suppressed, listed.reason) == (True, "bounce")
     profile = await profiles.GetProfile(ppb.GetProfileRequest(user_id="gone"))
     assert [e.event_id for e in profile.events if e.type == "email_bounce"] == [
-        f"email_bounce-{letter.decision_id}"]  # the id a provider's report of it also gets
+        f"tailor:email_bounce-{letter.decision_id}"]  # the id a provider's report of it also gets
     again = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
         campaign_id="mail", user_id="gone", deliver=True))
     assert (again.suppressed, again.reason, again.delivered) == (True, "suppressed_address", False)
