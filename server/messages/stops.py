@@ -11,7 +11,9 @@ holds now, perhaps new and another profile's). A 21610 reaches only the profiles
 hold the number (`_holding`, `PhoneIndex.found`): one indexed at it as a dead letter or a
 deferred text went there after they moved to another keeps its texts, which no carrier
 blocks, where a STOP reply reaches every profile indexed (their texts composed to it would
-reach the person who said it). A STOP that is the keyword alone, and a
+reach the person who said it). Nor does a 21610 close a purpose a profile opted in to after
+the reported text went (`stop`'s `sent`: a START since is newer than the late report). A STOP that
+is the keyword alone, and a
 21610, close marketing and transactional texts (the carrier blocks every text to the number
 until START; CTIA asks that nothing but the STOP's confirmation follow it); a START reopens
 what such a stop closed (`stopped`), never a consent not given before (`contact.consent.reopens`),
