@@ -144,3 +144,23 @@ async def test_a_client_cannot_take_the_id_of_an_event_the_server_records(server
     assert (await sms_states(profiles, user))["marketing"] == (
         False, "sms carrier STOP (21610) event")
     assert len(await unsubscribes(profiles, user)) == 1
+
+
+async def test_a_streamed_event_under_a_server_id_is_refused_and_the_rest_taken(server):
+    """TrackEventStream judges each event as TrackEvents does (`Profiles.submit`): an event
+    whose id starts 'tailor:' is rejected, indexed from the start of the stream, and the
+    events around it are stored."""
+    _, _, profiles, _ = server
+    user, now = f"stream-{next(_NUMBERS)}", time.time()
+
+    def event(eid: str) -> ppb.Event:
+        return ppb.Event(event_id=eid, user_id=user, type="view", item_id="i1", timestamp=now)
+
+    async def batches():
+        yield ppb.TrackEventsRequest(events=[event(f"{user}-a")])
+        yield ppb.TrackEventsRequest(events=[event(f"tailor:sent-{user}"), event(f"{user}-b")])
+    got = await profiles.TrackEventStream(batches())
+    assert [(r.index, r.reason.startswith("event_id starts with 'tailor:'"))
+            for r in got.rejected] == [(1, True)] and got.accepted == 2
+    view = await profiles.GetProfile(ppb.GetProfileRequest(user_id=user, max_events=10))
+    assert sorted(e.event_id for e in view.events) == [f"{user}-a", f"{user}-b"]
