@@ -97,18 +97,19 @@ class Stop:
 class StopWatch:
     """Takes this process's stop signals (`signals`, blocked in every thread: `server.workers`
     blocks them first, and every thread and process started since inherits that) on a thread
-    of its own and calls `on_stop` at the first. The stop is bounded (`seconds`):
+    of its own and calls `on_stop` with the first (its number). The stop is bounded (`seconds`):
     `KILL_SECONDS` before its end the writers and their zygote are SIGKILLed and reaped
     (`_kill`), and the process exits `KILLED_EXIT`, whatever its other threads do.
 
     A worker of `--workers N` is bounded so too. Its parent's bound, which began at the same
     signal (forwarded: a moment before this one), kills it first while the parent lives; a
     parent SIGKILLed forwards nothing and bounds nothing, but the kernel sends the worker a
-    SIGTERM then (`orphans.signal_when_parent_dies`), which starts this bound, or finds it
-    started. Before, a worker whose parent was gone drained without a bound: its writers
-    stopped (hung), it ran on for a minute, unsupervised (no service manager waits for it)."""
+    signal then (`worker.PARENT_GONE`, among its `signals`: `orphans.signal_when_parent_dies`),
+    which starts this bound, or finds it started. Before, a worker whose parent was gone
+    drained without a bound: its writers stopped (hung), it ran on for a minute, unsupervised
+    (no service manager waits for it)."""
 
-    def __init__(self, signals: Iterable[signal.Signals], on_stop: Callable[[], object],
+    def __init__(self, signals: Iterable[signal.Signals], on_stop: Callable[[int], object],
                  seconds: float):
         self.signals = set(signals)
         self.on_stop = on_stop
@@ -135,10 +136,10 @@ class StopWatch:
             self._thread.join()
 
     def _watch(self) -> None:
-        signal.sigwait(self.signals)
+        signum = signal.sigwait(self.signals)
         self.stop.begin()  # first: whatever `on_stop` does (the loop may be closed)
         try:
-            self.on_stop()
+            self.on_stop(signum)
         except Exception:  # noqa: BLE001 - the bound holds even if the stop cannot be asked for
             logger.exception("could not start the stop")
         while (left := self.stop.left(KILL_SECONDS)) > 0:

@@ -7,12 +7,13 @@ gone. With one worker, `server.workers.serve` runs `_serve_one` in its own proce
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import multiprocessing as mp
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 from .app import TailorServer
 from .config import Settings
@@ -21,12 +22,21 @@ from .logging import configure_logging
 from .orphans import signal_when_parent_dies
 from .stop_bound import StopWatch
 
-__all__ = ["REFUSED_EXIT", "STOP_SIGNALS", "StartGate"]
+__all__ = ["PARENT_GONE", "REFUSED_EXIT", "STOP_SIGNALS", "StartGate"]
 
 logger = logging.getLogger("tailor.workers")
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+PARENT_GONE = signal.SIGUSR2
+"""The signal the kernel sends a worker of `--workers N` when its parent dies
+(`PR_SET_PDEATHSIG`: `orphans.signal_when_parent_dies`); blocked from the start, as the stop
+signals are (`workers.serve`: a worker inherits the mask, and threads run before its own code
+does), and taken with them by `stop_bound.StopWatch`. A signal of its own, not SIGTERM: the
+stop it starts may end before the loop reads the parent's sentinel (a worker with nothing to
+drain stopped in 44 ms), and, as a SIGTERM, it looked like the parent's own forwarded stop: the
+worker never said why it stopped. Its new parent's pid does not tell either: a parent SIGKILLed
+signals when the thread that started the worker exits, before its other threads do."""
 REFUSED_EXIT = 2
 """A worker's exit when it refused to start (a port in use, a bundle refused: one line says
 why), and then its parent's (`server.supervisor`), told apart from a stop that cut calls."""
@@ -75,12 +85,16 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
     server = TailorServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    watch = StopWatch(STOP_SIGNALS, functools.partial(loop.call_soon_threadsafe, stop.set),
-                      settings.stop_seconds)
+    gone = _stop_with_parent(loop, stop) if all_up is not None else None
+
+    def on_stop(signum: int) -> None:  # on the stop-watch thread
+        if signum == PARENT_GONE and gone is not None:
+            gone()
+        loop.call_soon_threadsafe(stop.set)
+    watch = StopWatch(STOP_SIGNALS | {PARENT_GONE} if gone is not None else STOP_SIGNALS,
+                      on_stop, settings.stop_seconds)
     server.reloaders.append(on_hup)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
-    if all_up is not None:
-        _stop_with_parent(loop, stop)
     await _start(server, all_up, stop)  # a stop signal meanwhile drains right after
     await stop.wait()
     logger.info("draining: health NOT_SERVING, in-flight calls have %.1fs", settings.grace_seconds)
@@ -102,22 +116,32 @@ def _deaf_once_stopped(loop: asyncio.AbstractEventLoop) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
-def _stop_with_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+def _stop_with_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event
+                      ) -> Callable[[], None] | None:
     """Drain as on a stop signal once the parent is gone. A parent SIGKILLed (`kill -9`, the
     OOM killer) forwards nothing: its workers would serve on unsupervised (no restart when one
     dies, no stop, no metrics), and a server started again beside them (SO_REUSEPORT) would
     share the port with them. The parent's sentinel (the spawn pipe it holds open) turns
-    readable when it exits; the stop's bound starts then too, even with this loop stuck (the
-    kernel's SIGTERM to `stop_bound.StopWatch`: `_worker_main`)."""
+    readable when it exits; the kernel's `PARENT_GONE` to `stop_bound.StopWatch` starts the
+    stop's bound then too, even with this loop stuck (`_worker_main`).
+
+    Returns what says so (None without a parent), once, whichever comes first: called on the
+    loop by the sentinel and on the stop-watch thread by `PARENT_GONE`."""
     parent = mp.parent_process()
     if parent is None:
-        return
+        return None
+    once = threading.Lock()
 
-    def gone() -> None:
-        loop.remove_reader(parent.sentinel)  # said even if the stop began (the SIGTERM that the
-        logger.error("the parent process is gone: stopping this worker")  # kernel sends then)
+    def said() -> None:
+        if once.acquire(blocking=False):
+            logger.error("the parent process is gone: stopping this worker")
+
+    def read() -> None:
+        loop.remove_reader(parent.sentinel)
+        said()
         stop.set()
-    loop.add_reader(parent.sentinel, gone)
+    loop.add_reader(parent.sentinel, read)
+    return said
 
 
 async def _start(server: TailorServer, all_up, stop: asyncio.Event) -> None:
@@ -137,7 +161,7 @@ async def _start(server: TailorServer, all_up, stop: asyncio.Event) -> None:
 def _worker_main(settings: Settings, worker: int, gate: StartGate) -> None:
     configure_logging(settings.log_format, settings.log_level)
     try:  # the parent SIGKILLed bounds this worker's stop no more: its own bound must start
-        signal_when_parent_dies(signal.SIGTERM, mp.parent_process().pid)
+        signal_when_parent_dies(PARENT_GONE, mp.parent_process().pid)
     except (OSError, AttributeError) as err:  # not Linux: the sentinel still stops it, unbounded
         logger.warning("a parent that dies will not start this worker's stop bound: %s", err)
     try:

@@ -26,7 +26,7 @@ from .security.hosts import with_port
 from .security.secrets import Secrets
 from .security.transport import ServerTls, check_exposure
 from .supervisor import supervise
-from .worker import STOP_SIGNALS, _serve_one
+from .worker import PARENT_GONE, STOP_SIGNALS, _serve_one
 
 __all__ = ["serve"]
 
@@ -39,8 +39,8 @@ def serve(settings: Settings, reread: Callable[[], Settings] | None = None) -> N
     with the running ones (`_say_settings`): they take a restart, so the log says so."""
     # Stop signals wait (blocked) for the thread that takes them (`stop_bound.StopWatch`; the
     # parent of --workers unblocks them once handled), SIGHUP is ignored until handled; spawned
-    # workers inherit both.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    # workers inherit both, and `PARENT_GONE` blocked (their StopWatch takes it; never sent here).
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | {PARENT_GONE})
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Inherited by the spawned workers and their writer processes, which log the same way.
     hand_down(settings.log_format, settings.log_level)

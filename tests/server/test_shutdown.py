@@ -348,7 +348,7 @@ from server.stop_bound import StopWatch
 async def stuck():
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    StopWatch({signal.SIGINT, signal.SIGTERM}, lambda: loop.call_soon_threadsafe(stop.set), 2.0)
+    StopWatch({signal.SIGINT, signal.SIGTERM}, lambda _: loop.call_soon_threadsafe(stop.set), 2.0)
     child = subprocess.Popen(["sleep", "60"])
     print(child.pid, flush=True)
     lock = threading.Lock()
