@@ -245,17 +245,25 @@ def test_a_check_across_fields_refuses_values_from_different_sources(tmp_path, t
                                                                      refused):
     """What the merged settings do not hold is refused, whichever source each value came from,
     naming the field with its flag, variable and file key."""
+    from server.config import settings_error
+    err, config = _refused(tmp_path, text, env, flags)
+    assert re.search(refused, settings_error(err, config, flags=["public_http_port"]))
+
+
+def _refused(tmp_path, text: str, env: dict, flags: dict | None = None):
+    """The ValidationError of `load_settings` with `text` as the config file, `env` set and
+    `flags` given, and the file's path."""
     from pydantic import ValidationError
 
-    from server.config import load_settings, settings_error
+    from server.config import load_settings
     config = tmp_path / "tailor.toml"
     config.write_text(text)
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
         with pytest.raises(ValidationError) as err:
-            load_settings(config, **flags)
-    assert re.search(refused, settings_error(err.value, config, flags=["public_http_port"]))
+            load_settings(config, **(flags or {}))
+    return err.value, config
 
 
 def test_refused_values_of_the_file_and_the_environment_are_named_together(tmp_path):
@@ -283,17 +291,8 @@ def test_a_check_across_fields_is_not_made_against_a_refused_value(tmp_path, tex
     """With the value a check reads refused, the check read the default in its place: a cap of
     150 was refused as over a limit of 100 the file never set, a bound of 1 s as under a grace
     of 0 s. Only the refused value is named."""
-    from pydantic import ValidationError
-
-    from server.config import load_settings
-    config = tmp_path / "tailor.toml"
-    config.write_text(text)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        with pytest.raises(ValidationError) as err:
-            load_settings(config)
-    assert [e["loc"] for e in err.value.errors()] == [loc]
+    err, _ = _refused(tmp_path, text, env)
+    assert [e["loc"] for e in err.errors()] == [loc]
 
 
 def test_a_variable_replaces_the_config_files_table_of_the_same_field(tmp_path):

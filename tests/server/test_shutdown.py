@@ -627,19 +627,10 @@ def test_the_stop_bound_holds_with_the_log_stream_full(tmp_path):
     stream full (a pipe nobody reads: a stuck log collector, `| less`), the main thread held
     that lock, blocked in its "draining" line, and the bound's thread waited behind it, so
     nothing was killed and the server never exited. It now ends the stop all the same."""
-    read, write = os.pipe()
-    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--data-dir",
-            str(tmp_path / "d")]
-    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"),
-           "TAILOR_STOP_SECONDS": "3", "TAILOR_GRACE_SECONDS": "1"}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=write, stderr=write)
+    proc, read, write = _serving_into_a_pipe(tmp_path)
     everyone = []
     try:
-        seen = b""
-        while b"serving on" not in seen:
-            chunk = os.read(read, 65536)
-            assert chunk, seen[-3000:]
-            seen += chunk
+        _read_until(read, b"serving on", 1)
         zygote = wait_for(lambda: _children(proc.pid), "the writers' zygote", timeout=60)[0]
         everyone = [zygote, *wait_for(lambda: len(_children(zygote)) == 2 and _children(zygote),
                                       "the writers", timeout=60)]
@@ -661,6 +652,27 @@ def test_the_stop_bound_holds_with_the_log_stream_full(tmp_path):
     assert not left, f"left behind: {left}"
 
 
+def _serving_into_a_pipe(tmp_path, *flags: str) -> tuple[subprocess.Popen, int, int]:
+    """A server (TAILOR_STOP_SECONDS=3, grace 1 s) logging into a pipe the test reads, or
+    fills (`_fill`): the process and the pipe's read and write ends."""
+    read, write = os.pipe()
+    args = [sys.executable, "-m", "server", "--port", str(free_port()), *flags, "--data-dir",
+            str(tmp_path / "d")]
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"),
+           "TAILOR_STOP_SECONDS": "3", "TAILOR_GRACE_SECONDS": "1"}
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=write, stderr=write), read, write
+
+
+def _read_until(read: int, line: bytes, times: int) -> bytes:
+    """What the pipe gives until `line` came `times` times."""
+    seen = b""
+    while seen.count(line) < times:
+        chunk = os.read(read, 65536)
+        assert chunk, seen[-3000:]
+        seen += chunk
+    return seen
+
+
 def _fill(write: int) -> None:
     """Fill the pipe whose write end is `write`: the server's next log line blocks."""
     fill = os.open(f"/proc/self/fd/{write}", os.O_WRONLY | os.O_NONBLOCK)  # the server's end
@@ -675,19 +687,10 @@ def test_the_parent_of_workers_holds_the_bound_with_the_log_stream_full(tmp_path
     thread, before it kills: with the log stream full it blocked there, killing nothing and
     never exiting (a worker stopped here: only the parent can end it). Its bound now holds
     all the same: what still runs at its end is killed and reaped, and the exit is 1."""
-    read, write = os.pipe()
-    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--workers", "2",
-            "--data-dir", str(tmp_path / "d")]
-    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"),
-           "TAILOR_STOP_SECONDS": "3", "TAILOR_GRACE_SECONDS": "1"}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=write, stderr=write)
+    proc, read, write = _serving_into_a_pipe(tmp_path, "--workers", "2")
     everyone = []
     try:
-        seen = b""
-        while seen.count(b"serving on") < 2:
-            chunk = os.read(read, 65536)
-            assert chunk, seen[-3000:]
-            seen += chunk
+        seen = _read_until(read, b"serving on", 2)
         workers = [pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid)]
         assert len(workers) == 2, seen[-3000:]
         for worker in workers:  # each worker's zygote and its two writers

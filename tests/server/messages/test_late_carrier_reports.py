@@ -48,16 +48,22 @@ async def server(tmp_path_factory, demo_bundle):
         await provider.stop()
 
 
-async def texted(server) -> tuple[str, str, str]:
-    """A user of their own, opted in to sms, texted once (the text went); (user, number,
-    decision id)."""
-    _, _, profiles, messaging = server
+async def _opted_in(profiles, prefix: str) -> tuple[str, str]:
+    """A user of their own with a number of their own, opted in to sms: (user, number)."""
     n = next(_NUMBERS)
-    user, number = f"late-{n}", f"+447700900{n}"
+    user, number = f"{prefix}-{n}", f"+447700900{n}"
     await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
         user_id=user, attributes={"phone": number}))
     await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms", opted_in=True,
                                                     source="signup"))
+    return user, number
+
+
+async def texted(server) -> tuple[str, str, str]:
+    """A user of their own, opted in to sms, texted once (the text went); (user, number,
+    decision id)."""
+    _, _, profiles, messaging = server
+    user, number = await _opted_in(profiles, "late")
     msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
         campaign_id="sms", user_id=user, deliver=True))
     assert msg.delivered
@@ -122,12 +128,7 @@ async def test_a_client_cannot_take_the_id_of_an_event_the_server_records(server
     marketing stayed open (the number's profiles closed by the carrier STOP alone, the user's
     own unsubscribe lost); a squatted `sms_sent` id made the send's record the client's."""
     settings, _, profiles, messaging = server
-    n = next(_NUMBERS)
-    user, number = f"squat-{n}", f"+447700900{n}"
-    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-        user_id=user, attributes={"phone": number}))
-    await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms", opted_in=True,
-                                                    source="signup"))
+    user, number = await _opted_in(profiles, "squat")
     decision = (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
         campaign_id="sms", user_id=user))).decision_id  # composed, not sent yet
     from server.messages.deadletters import sent_event_id
