@@ -634,13 +634,7 @@ def test_the_stop_bound_holds_with_the_log_stream_full(tmp_path):
         zygote = wait_for(lambda: _children(proc.pid), "the writers' zygote", timeout=60)[0]
         everyone = [zygote, *wait_for(lambda: len(_children(zygote)) == 2 and _children(zygote),
                                       "the writers", timeout=60)]
-        _fill(write)
-        began = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-        took = time.monotonic() - began
-        left = [pid for pid in everyone if os.path.exists(f"/proc/{pid}")]
+        took, left = _stopped_with_the_log_full(proc, write, everyone)
     finally:
         for pid in [*everyone, proc.pid]:
             with contextlib.suppress(ProcessLookupError):
@@ -673,6 +667,18 @@ def _read_until(read: int, line: bytes, times: int) -> bytes:
     return seen
 
 
+def _stopped_with_the_log_full(proc, write: int, everyone: list[int]) -> tuple[float, list]:
+    """SIGTERM `proc` with its log pipe full (`_fill`), wait 10 s at most: how long it took,
+    and which of `everyone` are left (zombies too)."""
+    _fill(write)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    return (time.monotonic() - began,
+            [pid for pid in everyone if os.path.exists(f"/proc/{pid}")])
+
+
 def _fill(write: int) -> None:
     """Fill the pipe whose write end is `write`: the server's next log line blocks."""
     fill = os.open(f"/proc/self/fd/{write}", os.O_WRONLY | os.O_NONBLOCK)  # the server's end
@@ -698,13 +704,7 @@ def test_the_parent_of_workers_holds_the_bound_with_the_log_stream_full(tmp_path
             wait_for(lambda z=zygote: len(_children(z)) == 2, "its writers", timeout=60)
         everyone = _descendants(proc.pid)
         os.kill(workers[0], signal.SIGSTOP)
-        _fill(write)
-        began = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-        took = time.monotonic() - began
-        left = [pid for pid in everyone if os.path.exists(f"/proc/{pid}")]  # zombies too
+        took, left = _stopped_with_the_log_full(proc, write, everyone)
     finally:
         for pid in [*everyone, proc.pid]:
             with contextlib.suppress(ProcessLookupError):
