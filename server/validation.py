@@ -23,7 +23,7 @@ __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "c
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
            "check_link", "check_window", "link_problem", "check_stored_id", "refused_since",
            "STORED_ONLY", "STORED_CAMPAIGN_ONLY", "STOP_MARK", "STOP_SENT", "stop_sent",
-           "reserved_attribute", "SERVER_EVENT_PREFIX", "server_event_id", "reserved_event_id",
+           "RESERVED_STOP_MARK", "SERVER_EVENT_PREFIX", "server_event_id", "RESERVED_EVENT_ID",
            "has_control", "has_c0_control", "control_problem", "id_problem", "shown"]
 
 SEP = SEP_CHAR
@@ -139,7 +139,7 @@ STOP_MARK = "tailor.stop"
 so the ingestion and an outbox replay (which rebuilds the event from them:
 `profiles.records.tracked_event`) both tell that event from a client's, which looks the same
 otherwise: its opt-out is a STOP's, which a START reopens; a client's is the user's withdrawal
-(`contact.consent.event_source`). No client's event may carry it (`reserved_attribute`)."""
+(`contact.consent.event_source`). No client's event may carry it (`RESERVED_STOP_MARK`)."""
 
 
 STOP_SENT = "tailor.sent"
@@ -161,19 +161,16 @@ def stop_sent(attributes) -> float | None:
     return sent if math.isfinite(sent) else None
 
 
-def reserved_attribute(key: str) -> str | None:
-    """Why a client's event may not hold an attribute named `key` (None: it may): `STOP_MARK`
-    would make its unsubscribe read as the server's STOP handling's, reopened by a START."""
-    if key == STOP_MARK:
-        return (f"attributes key {key!r} is reserved for the server's own SMS STOP handling "
-                "(its unsubscribe event, which a START reopens)")
-    return None
+RESERVED_STOP_MARK = (f"attributes key {STOP_MARK!r} is reserved for the server's own SMS STOP "
+                      "handling (its unsubscribe event, which a START reopens)")
+"""Why a client's event may not hold `STOP_MARK` (`profiles.events.check_event`): its
+unsubscribe would read as the server's STOP handling's, reopened by a START."""
 
 
 SERVER_EVENT_PREFIX = "tailor:"
 """The start of the ids of the events the server records itself of a decision's message (its
 `<channel>_sent`, bounce, complaint and 21610 `unsubscribe`: `server_event_id`), which no
-client's event may have (`reserved_event_id`). Event dedupe is by id alone, and those ids are
+client's event may have (`RESERVED_EVENT_ID`). Event dedupe is by id alone, and those ids are
 built from decision ids clients see: a client's event tracked first under one made the
 server's a duplicate, dropped (the 21610's opt-out lost, a dead letter's `went` and a 21610's
 send time read from the client's event). Ids the server stored before, without it
@@ -187,13 +184,10 @@ def server_event_id(kind: str, decision_id: str) -> str:
     return f"{SERVER_EVENT_PREFIX}{kind}-{decision_id}"
 
 
-def reserved_event_id(event_id: str) -> str | None:
-    """Why a client's event may not have the id `event_id` (None: it may): the server's own
-    events' (`SERVER_EVENT_PREFIX`)."""
-    if event_id.startswith(SERVER_EVENT_PREFIX):
-        return (f"event_id starts with {SERVER_EVENT_PREFIX!r}, reserved for the events the "
-                "server records itself (a message's sent, bounce, complaint and carrier STOP)")
-    return None
+RESERVED_EVENT_ID = (f"event_id starts with {SERVER_EVENT_PREFIX!r}, reserved for the events the "
+                     "server records itself (a message's sent, bounce, complaint and carrier STOP)")
+"""Why a client's event may not have an id starting with `SERVER_EVENT_PREFIX`
+(`profiles.events.check_event`)."""
 
 
 def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:
