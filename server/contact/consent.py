@@ -76,10 +76,13 @@ RESERVED_SOURCES = (*STOP_SOURCES, EVENT_SOURCE)
 and a tracked `unsubscribe` event's."""
 
 
-def event_source(marked: bool) -> str:
+def event_source(marked: bool, shared: bool = False) -> str:
     """The consent source of an `unsubscribe` event's opt-out: `STOP_EVENT_SOURCE` when the
     event carries the server's STOP mark (`validation.STOP_MARK`: a 21610's), else the
-    client's `EVENT_SOURCE`."""
+    client's `EVENT_SOURCE`; with `shared`, their ` (shared address)` forms, of the other
+    profiles at the address (`messages.optout.SharedOptOut`)."""
+    if shared:
+        return STOP_SHARED_SOURCE if marked else SHARED_SOURCE
     return STOP_EVENT_SOURCE if marked else EVENT_SOURCE
 
 

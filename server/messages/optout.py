@@ -13,7 +13,7 @@ email or sms it opts out, marketing only, every other profile the address index
 (`phones.AddressIndex`) holds at the user's address (the one they were last messaged at, and
 the one their attribute holds now), dated at the event's time, source
 `unsubscribe event (shared address)` (`sms carrier STOP (21610) event (shared address)` after
-the server's own event of a 21610, marked `validation.STOP_MARK`: `shared_source`), but not a
+the server's own event of a 21610, marked `validation.STOP_MARK`: `contact.consent.event_source`), but not a
 profile whose own opt-in is later than the event (an event imported or replayed late, or an
 opt-in given after TrackEvents answered: checked in the transaction that writes the opt-out,
 `keep_later_opt_in`, since a check made before it missed an opt-in stored in between); then
@@ -32,7 +32,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from ..contact.consent import SHARED_SOURCE, STOP_SHARED_SOURCE
+from ..contact.consent import event_source
 from ..interfaces import ConsentWriter, ProfileMetas
 from ..security.userref import user_ref
 from ..store import Store, outbox
@@ -41,17 +41,9 @@ from ..store.tokens import user_token
 from ..validation import STOP_MARK, stop_sent
 from .phones import AddressIndex
 
-__all__ = ["SharedOptOut", "SHARED_SOURCE", "STOP_SHARED_SOURCE", "shared_source"]
+__all__ = ["SharedOptOut"]
 
 logger = logging.getLogger("tailor.messages")
-
-
-def shared_source(ev) -> str:
-    """The other profiles' consent source for the unsubscribe event `ev`: by the mark its
-    stored bytes keep (`validation.STOP_MARK`), so a replay of the entry, which rebuilds the
-    event from them, writes what the first try would have."""
-    return STOP_SHARED_SOURCE if STOP_MARK in ev.attributes else SHARED_SOURCE
-
 
 CHUNK = 500
 """Profiles opted out per write transaction."""
@@ -92,7 +84,11 @@ class SharedOptOut:
         return frozenset(outbox.parsed(stored)[1]) if stored is not None else frozenset()
 
     async def _opt_out(self, ev) -> None:
-        index, source = self.indexes[ev.channel], shared_source(ev)
+        # the source and the send time by what the event's stored bytes keep (its STOP mark:
+        # `validation`), so a replay of the entry, which rebuilds it from them, writes the same
+        index = self.indexes[ev.channel]
+        source = event_source(STOP_MARK in ev.attributes, shared=True)
+        sent = stop_sent(ev.attributes)
         tokens = await asyncio.to_thread(self._unnamed, index, ev.user_id)  # first: one named
         users = await asyncio.to_thread(self._sharing, index, ev.user_id)  # since is here
         # `existing`: never brings one back; `keep_later_opt_in`: a profile whose own opt-in
@@ -103,14 +99,14 @@ class SharedOptOut:
                                                    False, source,
                                                    timestamp=ev.timestamp, existing=True,
                                                    keep_later_opt_in=True,
-                                                   opted_in_after=stop_sent(ev.attributes))
+                                                   opted_in_after=sent)
             logger.info("unsubscribe event of %s: %d other profiles opted out of %s too "
                         "(shared address)", user_ref(ev.user_id), len(done), ev.channel)
         for start in range(0, len(tokens), CHUNK):  # indexed by token alone (phones.UNNAMED)
             done = await self.consent.set_unnamed_consents(
                 tokens[start:start + CHUNK], ev.channel, False, source,
                 index.still_indexed, timestamp=ev.timestamp, keep_later_opt_in=True,
-                opted_in_after=stop_sent(ev.attributes))
+                opted_in_after=sent)
             logger.info("unsubscribe event of %s: %d unnamed profiles opted out of %s too "
                         "(shared address)", user_ref(ev.user_id), len(done), ev.channel)
 

@@ -13,9 +13,8 @@ import pytest
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
-from server.contact.consent import STOP_EVENT_SOURCE
+from server.contact.consent import STOP_EVENT_SOURCE, STOP_SHARED_SOURCE
 from server.http.signing import sign
-from server.messages.optout import STOP_SHARED_SOURCE
 
 from .conftest import email_spec, relayed
 from .test_send_campaign import audience
