@@ -37,10 +37,7 @@ def become_subreaper() -> None:
     global _subreaper_of
     if _subreaper_of == os.getpid():
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), ctypes.c_ulong(0),
-                  ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     _subreaper_of = os.getpid()
 
 
@@ -50,12 +47,17 @@ def signal_when_parent_dies(signum: int, parent: int) -> None:
     died before the call (this process then has another parent). Raises OSError (or
     AttributeError: not Linux) where it cannot. The signal comes when the parent's thread that
     started this process ends: `server.supervisor` starts its workers on its main thread."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signum), ctypes.c_ulong(0),
-                  ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    _prctl(_PR_SET_PDEATHSIG, signum)
     if os.getppid() != parent:
         os.kill(os.getpid(), signum)
+
+
+def _prctl(option: int, value: int) -> None:
+    """Linux's `prctl(option, value)`; OSError when it fails (AttributeError: no `prctl`)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0)) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
 
 def _children() -> list[int]:
