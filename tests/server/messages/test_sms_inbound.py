@@ -1,4 +1,6 @@
 """STOP/START replies through the signed inbound webhook, against a real server."""
+import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -621,6 +623,24 @@ async def test_a_start_never_reopens_an_opt_out_given_by_other_means(own_texted,
     assert await sms_states(shared.profiles, texted) == closed
 
 
+@contextlib.contextmanager
+def _between_read_and_write(stops, loop, change, seconds: float = 10.0):
+    """Within: `change()` (a coroutine function, run on `loop`) commits while the STOP
+    handling `stops` is between its read of the profiles at a number and its write
+    (`SmsStops._holding` runs in a thread there)."""
+    holding = stops._holding
+
+    def changed_first(ids, metas, held):
+        asyncio.run_coroutine_threadsafe(change(), loop).result(seconds)
+        return holding(ids, metas, held)
+
+    stops._holding = changed_first
+    try:
+        yield
+    finally:
+        del stops._holding
+
+
 async def test_a_withdrawal_committed_while_a_start_is_handled_is_kept(
         module_messages_server, own_texted, shared):
     """A START reads the profiles at its number, decides what the STOP closed, then writes its
@@ -639,17 +659,8 @@ async def test_a_withdrawal_committed_while_a_start_is_handled_is_kept(
                 user_id=texted, channel="sms", opted_in=False, source="preferences",
                 purpose=purpose, timestamp=stop_at + 2))
 
-    holding = stops._holding
-
-    def withdrawn_first(ids, metas, held):  # runs in a thread between the read and the write
-        asyncio.run_coroutine_threadsafe(withdraw(), loop).result(10)
-        return holding(ids, metas, held)
-
-    stops._holding = withdrawn_first
-    try:
+    with _between_read_and_write(stops, loop, withdraw):
         assert await reply(shared.settings, number, "START") == 200
-    finally:
-        del stops._holding
     closed = {"marketing": (False, "preferences"), "transactional": (False, "preferences")}
     assert await sms_states(shared.profiles, texted) == closed
 
@@ -677,17 +688,8 @@ async def test_an_opt_in_dropped_from_the_history_while_a_start_is_handled_is_no
                 user_id=texted, channel="email", opted_in=bool(i % 2), source="preferences",
                 timestamp=time.time() - 4))
 
-    holding = stops._holding
-
-    def crowded_first(ids, metas, held):  # runs in a thread between the read and the write
-        asyncio.run_coroutine_threadsafe(crowd_out(), loop).result(30)
-        return holding(ids, metas, held)
-
-    stops._holding = crowded_first
-    try:
+    with _between_read_and_write(stops, loop, crowd_out, seconds=30):
         assert await reply(shared.settings, number, "START") == 200
-    finally:
-        del stops._holding
     history = (await shared.profiles.GetProfile(ppb.GetProfileRequest(
         user_id=texted))).consent_history
     assert ("sms", "marketing", True, "signup") not in [  # crowded out, as the write saw
@@ -712,17 +714,8 @@ async def test_an_opt_in_committed_while_a_carrier_stop_is_handled_is_closed(
                 user_id=texted, channel="sms", opted_in=True, source="preferences",
                 purpose=purpose, timestamp=time.time() - 2))
 
-    holding = server.stops._holding
-
-    def opted_in_first(ids, metas, held):  # runs in a thread between the read and the write
-        asyncio.run_coroutine_threadsafe(opt_in(), loop).result(10)
-        return holding(ids, metas, held)
-
-    server.stops._holding = opted_in_first
-    try:
+    with _between_read_and_write(server.stops, loop, opt_in):
         assert await server.stops.stop(number, time.time()) == 1
-    finally:
-        del server.stops._holding
     states = await sms_states(shared.profiles, texted)
     assert {p: opted_in for p, (opted_in, _) in states.items()} == {
         "marketing": False, "transactional": False}
