@@ -11,15 +11,14 @@ holds now, perhaps new and another profile's). A 21610 reaches only the profiles
 hold the number (`_holding`, `PhoneIndex.found`): one indexed at it as a dead letter or a
 deferred text went there after they moved to another keeps its texts, which no carrier
 blocks, where a STOP reply reaches every profile indexed (their texts composed to it would
-reach the person who said it). Nor does a 21610 close a purpose a profile opted in to after
-the reported text went (`stop`'s `sent`: a START since is newer than the late report). A STOP that
-is the keyword alone, and a
-21610, close marketing and transactional texts (the carrier blocks every text to the number
-until START; CTIA asks that nothing but the STOP's confirmation follow it); a START reopens
-what such a stop closed (`stopped`), never a consent not given before (`contact.consent.reopens`),
-nor what the user or operator withdrew by other means (SetConsent, a one-click
-link, an `unsubscribe` event a client tracked), before or after the STOP, whatever the times
-(`contact.consent.closed_by_stop`), all of it checked again in the write transaction
+reach the person who said it). Nor does a 21610 close a purpose a profile opted in to after the
+reported text went (`stop`'s `sent`: a START since is newer than the late report). A STOP that
+is the keyword alone, and a 21610, close marketing and transactional texts (the carrier blocks
+every text to the number until START; CTIA asks that nothing but the STOP's confirmation follow
+it); a START reopens what such a stop closed (`stopped`), never a consent not given before
+(`contact.consent.reopens`), nor what the user or operator withdrew by other means (SetConsent,
+a one-click link, an `unsubscribe` event a client tracked), before or after the STOP, whatever
+the times (`contact.consent.closed_by_stop`), all of it checked again in the write transaction
 (`_rechecked`, `contact.consent.reopenable`: a withdrawal committed after the START read the
 profiles was overwritten by its opt-in).
 Before, a 21610 withdrew marketing alone: receipts and codes were composed and sent to a number
