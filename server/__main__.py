@@ -16,7 +16,8 @@
 
 The store commands take the data dir and the keyrings' dir from their flags, else from the
 servers' settings: the `--config` file, then TAILOR_DATA_DIR / TAILOR_SECRETS_DIR, then ./data
-and ./var/secrets."""
+and ./var/secrets. `migrate` and `rotate-key` open the store with the servers' LMDB settings too
+(`Store.from_settings`)."""
 from __future__ import annotations
 
 import argparse
@@ -182,7 +183,7 @@ def _migrate(args) -> None:
     from .logging import configure_logging
     from .security.secrets import Secrets
     from .store import Store, lock_data_dir
-    from .store.crypto import MASTER_RING, STORE_ID_RING, StoreCrypto
+    from .store.crypto import MASTER_RING, STORE_ID_RING
     from .store.lock import check_restore_finished
     settings = _command_settings(args.config, {"data_dir": args.data_dir})
     data_dir = settings.data_dir
@@ -196,9 +197,7 @@ def _migrate(args) -> None:
     lock = lock_data_dir(data_dir, exclusive=True)
     try:
         started = time.perf_counter()
-        store = Store(store_dir, map_size=settings.lmdb_map_size,
-                      max_map_size=settings.lmdb_max_map_size, sync=settings.lmdb_sync,
-                      crypto=StoreCrypto.from_secrets(secrets, encrypt=settings.encrypt_at_rest))
+        store = Store.from_settings(settings, secrets)
         try:
             indexed = _backfill_addresses(store, secrets.get("unsubscribe"))
         finally:
@@ -378,16 +377,19 @@ def _secrets(args) -> None:
 
 
 def _rotate_key(args) -> None:
+    """`rotate_data_keys` on the store opened as the servers open it (`Store.from_settings`:
+    their map size, ceiling and sync, from the `--config` file and TAILOR_* variables)."""
     from .errors import FailedPrecondition
     from .security.secrets import Secrets
     from .store import Store, lock_data_dir
     from .store.backup import read_value
-    from .store.crypto import MASTER_RING, STORE_ID_RING, StoreCrypto
+    from .store.crypto import MASTER_RING, STORE_ID_RING
     from .store.lock import check_restore_finished
     from .store.rekey import SEALED_KEY
     from .store.rotation import rotate_data_keys
     from .store.sharing import hold_layouts
-    data_dir = _data_dir(args)
+    settings = _command_settings(args.config, {"data_dir": args.data_dir})
+    data_dir = settings.data_dir
     store_dir = data_dir / "store"
     check_restore_finished(data_dir)
     if not (store_dir / "data.mdb").exists():
@@ -401,7 +403,7 @@ def _rotate_key(args) -> None:
     lock = lock_data_dir(data_dir, exclusive=False)  # beside servers; not during compaction
     try:
         with hold_layouts(store_dir):  # not beside a server of other layouts (store.sharing)
-            store = Store(store_dir, crypto=StoreCrypto.from_secrets(secrets))
+            store = Store.from_settings(settings, secrets)
             try:
                 print(json.dumps(rotate_data_keys(store, secrets, chunk=max(args.chunk, 1))))
             finally:
@@ -432,15 +434,15 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.pop(name, None)
         _serve(args)
         return
-    from .errors import FailedPrecondition
+    from .errors import FailedPrecondition, ResourceExhausted
     # A reload sent by name (`pkill -HUP -f "python -m server"`) reaches these commands too:
     # they have nothing to reload, and dying of it would cut a backup, compaction, migration,
     # restore or key rotation short.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         COMMANDS[args.command](args)
-    except (FailedPrecondition, FileNotFoundError) as err:
-        raise SystemExit(f"{args.command}: {err}") from None
+    except (FailedPrecondition, ResourceExhausted, FileNotFoundError) as err:  # the second: a
+        raise SystemExit(f"{args.command}: {err}") from None  # store full at its ceiling or disk
     except KeyboardInterrupt:  # Ctrl-C: one line, exit 130 as a shell's; what a command
         print(f"{args.command}: interrupted", file=sys.stderr)  # left, its next run handles
         raise SystemExit(130) from None  # (a restore mid-swap: the data dir is refused till then)

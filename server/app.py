@@ -78,8 +78,8 @@ from .services.messaging import MessagingServicer
 from .services.model_admin import ModelAdminServicer
 from .services.profile import ProfileServicer
 from .services.recommendation import RecommendationServicer
-from .store import Store, SweepPace, lock_data_dir
-from .store.crypto import StoreCrypto, check_secrets_outside
+from .store import Store, lock_data_dir
+from .store.crypto import check_secrets_outside
 from .store.sharing import hold_layouts
 from .store.tokens import forget_ids
 
@@ -143,12 +143,7 @@ class TailorServer:
     def _build_domain(self) -> None:
         s = self.settings
         check_secrets_outside(s.secrets_dir, s.data_dir)
-        self.store = Store(s.store_dir, map_size=s.lmdb_map_size, max_map_size=s.lmdb_max_map_size,
-                           sync=s.lmdb_sync, crypto=StoreCrypto.from_secrets(
-                               self.secrets, encrypt=s.encrypt_at_rest),
-                           sweep_pace=SweepPace(s.retention_sweep_chunk_keys,
-                                                s.retention_sweep_write_records,
-                                                s.retention_sweep_rest))
+        self.store = Store.from_settings(s, self.secrets)
         self.registry = ModelRegistry(s, self.store)
         rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,
                            retention_s=s.event_retention_days * 86400.0, limits=s.limits,

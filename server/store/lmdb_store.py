@@ -146,6 +146,20 @@ class Store:
             raise
         """{record kind: layout version its records were migrated from} by this open."""
 
+    @classmethod
+    def from_settings(cls, s, secrets) -> Store:
+        """The store under `s.store_dir` as the servers open it: Settings `s`'s map size,
+        ceiling, sync and sweep pace, encrypted (`s.encrypt_at_rest`) under `secrets`' keyrings.
+        The server and every command that writes the store (`migrate`, `rotate-key`) open it
+        here, so a command grows the map and stops at the ceiling the operator set, as the
+        servers do, instead of at this class's defaults (a rotation grew a store past its
+        ceiling, into the room kept for erasure)."""
+        crypto = StoreCrypto.from_secrets(secrets, encrypt=s.encrypt_at_rest)
+        pace = SweepPace(s.retention_sweep_chunk_keys, s.retention_sweep_write_records,
+                         s.retention_sweep_rest)
+        return cls(s.store_dir, map_size=s.lmdb_map_size, max_map_size=s.lmdb_max_map_size,
+                   sync=s.lmdb_sync, crypto=crypto, sweep_pace=pace)
+
     def open_db(self, name: str, create: bool = True):
         """The LMDB handle of table `name` (`TABLES`, or rekey's scratch table); None when absent
         and not `create`: a read-only open of a data dir written before the table was added (the

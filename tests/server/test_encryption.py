@@ -406,6 +406,61 @@ def test_rotate_key_refuses_a_store_served_without_encryption_or_none_at_all(tmp
     assert (secrets / "encryption.keys").read_text() == keyring
 
 
+def _full_store(data, secrets, max_map_size: int) -> int:
+    """An encrypted store under `data` of 2,000 users, then filled to its ceiling
+    (`max_map_size`); returns the most bytes its ordinary writes may use."""
+    from server.store.errors import StoreFull
+    crypto = StoreCrypto.from_secrets(Secrets.load(secrets, generate=False))
+    store = Store(data / "store", map_size=1 << 20, max_map_size=max_map_size, sync=False,
+                  crypto=crypto)
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    for first in range(0, 2000, 500):
+        repo.ingest([_event(i, f"user-{i}") for i in range(first, first + 500)], [None] * 500)
+    filled = 0
+    for size in (64 << 10, 4 << 10, 256):  # to the last page, free ones too
+        try:
+            while True:
+                store.put("catalog", b"fill-%06d" % filled, os.urandom(size))
+                filled += 1
+        except StoreFull:
+            pass
+    ceiling = store.ordinary_ceiling
+    store.close()
+    return ceiling
+
+
+def _pages_used(store_dir) -> int:
+    import lmdb
+    env = lmdb.open(str(store_dir), readonly=True, lock=False, max_dbs=32)
+    try:
+        return (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    finally:
+        env.close()
+
+
+def test_rotate_key_opens_the_store_with_the_servers_lmdb_settings(tmp_path):
+    """rotate-key opened the store with `Store`'s own defaults (a 1 GiB map, a 1 TiB ceiling),
+    not the LMDB settings of the servers' `--config` file and TAILOR_* variables: on a store at
+    its ceiling (lmdb_max_map_size) it grew the store past it, into the room kept for erasure
+    (main: exit 0, 7,725,056 bytes of pages over a ceiling of 7,340,032). Opened as the servers
+    open it, the rotation stops there, one line; with the ceiling raised it finishes."""
+    secrets, data = tmp_path / "secrets", tmp_path / "data"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    ceiling = _full_store(data, secrets, 8 << 20)
+    config = tmp_path / "tailor.toml"
+    config.write_text(f'data_dir = "{data}"\nsecrets_dir = "{secrets}"\nlmdb_sync = false\n'
+                      f"lmdb_map_size = {1 << 20}\nlmdb_max_map_size = {8 << 20}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+    full = run_module("server", "rotate-key", "--config", str(config), check=False, env=env)
+    assert full.returncode == 1 and full.stderr.startswith("rotate-key: store is full: "), \
+        full.stderr[-2000:]
+    assert _pages_used(data / "store") <= ceiling
+    raised = {**env, "TAILOR_LMDB_MAX_MAP_SIZE": str(16 << 20)}
+    done = json.loads(run_module("server", "rotate-key", "--config", str(config),
+                                 env=raised).stdout.splitlines()[-1])
+    assert done["remaining"] == 0 and done["kids"] == {done["kid"]: 2000}
+
+
 @pytest.mark.parametrize("damage", ["missing", "cut short"])
 def test_a_store_without_its_pad_file_is_refused_not_served_as_erased(tmp_path, crypto, damage):
     """`data.mdb` copied or restored without `keyslots` (or with a shorter one) opened and
