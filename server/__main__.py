@@ -30,8 +30,18 @@ from pathlib import Path
 from .config import Settings
 
 
+def _path(text: str) -> Path:
+    """A path flag's value. An empty one is refused: `Path("")` is the working directory
+    (`--data-dir ""` served and wrote the directory the command ran in; Settings refuses an
+    empty TAILOR_DATA_DIR or `data_dir = ""`, but a flag reaches them already a Path)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path would be the working directory: give a "
+                                          "path (. for that directory)")
+    return Path(text)
+
+
 def _config_argument(p) -> None:
-    p.add_argument("--config", type=Path, help="TOML file of settings (field = value, [limits]); "
+    p.add_argument("--config", type=_path, help="TOML file of settings (field = value, [limits]); "
                    "TAILOR_* variables and flags override it")
 
 
@@ -40,8 +50,8 @@ def _serve_parser(sub) -> None:
     _config_argument(p)
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="gRPC port (default 50051; 0 = any free port)")
-    p.add_argument("--data-dir", type=Path, help="LMDB store and bundles live here (default ./data)")
-    p.add_argument("--bundle", type=Path, help="bundle directory to serve at start")
+    p.add_argument("--data-dir", type=_path, help="LMDB store and bundles live here (default ./data)")
+    p.add_argument("--bundle", type=_path, help="bundle directory to serve at start")
     p.add_argument("--workers", type=int, help="server processes sharing the port")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics HTTP port")
     p.add_argument("--metrics-host", help="its listen address (default 127.0.0.1, whatever "
@@ -54,11 +64,11 @@ def _serve_parser(sub) -> None:
 
 
 def _security_arguments(p) -> None:
-    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain: TLS on (re-read on SIGHUP)")
-    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    p.add_argument("--tls-client-ca", type=Path, help="PEM CA: mutual TLS, clients need a "
+    p.add_argument("--tls-cert", type=_path, help="PEM certificate chain: TLS on (re-read on SIGHUP)")
+    p.add_argument("--tls-key", type=_path, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=_path, help="PEM CA: mutual TLS, clients need a "
                    "certificate it signed")
-    p.add_argument("--auth-config", type=Path, help="auth config TOML (tokens and roles)")
+    p.add_argument("--auth-config", type=_path, help="auth config TOML (tokens and roles)")
     p.add_argument("--insecure", action="store_true", default=None, help="serve a non-loopback "
                    "--host without TLS or --auth-config anyway")
 
@@ -67,10 +77,10 @@ def _store_arguments(p, data_dir: bool = True, secrets_dir: bool = True) -> None
     """--config (the servers' file) and the paths a store command takes from it unless given."""
     _config_argument(p)
     if data_dir:
-        p.add_argument("--data-dir", type=Path, help="the data dir (default: the config file's "
+        p.add_argument("--data-dir", type=_path, help="the data dir (default: the config file's "
                        "data_dir, TAILOR_DATA_DIR or ./data, as the servers read it)")
     if secrets_dir:
-        p.add_argument("--secrets-dir", type=Path, help="keyring files (default: the config "
+        p.add_argument("--secrets-dir", type=_path, help="keyring files (default: the config "
                        "file's secrets_dir, TAILOR_SECRETS_DIR or ./var/secrets)")
 
 
@@ -90,9 +100,9 @@ def _backup_parsers(sub) -> None:
     p = sub.add_parser("backup", help="write a hot backup (store + bundles) to one tar file, "
                        "while servers run")
     _store_arguments(p, secrets_dir=False)
-    p.add_argument("--out", type=Path, required=True, help="tar file to write (.tar.gz: compressed)")
+    p.add_argument("--out", type=_path, required=True, help="tar file to write (.tar.gz: compressed)")
     p = sub.add_parser("restore", help="put a backup into a data dir (server stopped)")
-    p.add_argument("--from", dest="archive", type=Path, required=True, help="backup tar file")
+    p.add_argument("--from", dest="archive", type=_path, required=True, help="backup tar file")
     _store_arguments(p)  # secrets_dir: the `erasure` keyring finds the users to erase again
     p.add_argument("--force", action="store_true", help="replace the store and bundles of a "
                    "non-empty data dir")
@@ -100,13 +110,13 @@ def _backup_parsers(sub) -> None:
 
 def _config_doc_parser(sub) -> None:
     p = sub.add_parser("config-doc", help="print the settings reference table (TAILOR_* variables)")
-    p.add_argument("--update", type=Path, help="rewrite the table in this Markdown file instead")
+    p.add_argument("--update", type=_path, help="rewrite the table in this Markdown file instead")
 
 
 def _token_parser(sub) -> None:
     p = sub.add_parser("token", help="mint a bearer token (printed once, last line) or revoke one; "
                        "servers reload on SIGHUP")
-    p.add_argument("--auth-config", type=Path, required=True, help="auth config to update")
+    p.add_argument("--auth-config", type=_path, required=True, help="auth config to update")
     p.add_argument("--name", help="principal to mint a token for")
     p.add_argument("--roles", default="", help="comma-separated roles of the principal")
     p.add_argument("--revoke", metavar="NAME", help="remove this principal")

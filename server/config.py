@@ -3,6 +3,7 @@ override a `--config` TOML file; the three are merged first and validated once (
 so a check across fields never sees one source's values beside another's defaults."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -10,7 +11,7 @@ import tomllib
 import zoneinfo
 from collections.abc import Collection
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -624,6 +625,18 @@ class Settings(BaseSettings):
                 "resumes"))
         return self
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_empty_path(cls, value, info: ValidationInfo):
+        """An empty path is the working directory (`Path("")` is `.`): `TAILOR_DATA_DIR=` (or
+        `TAILOR_BUNDLE=`, `data_dir = ""`) served and wrote the directory the server was started
+        in. Refused for every path field (`path_fields`); none takes empty for "off": unset, an
+        optional one is off and the others take their default. `.` stays allowed, asked for."""
+        if value == "" and info.field_name in path_fields():
+            raise ValueError("an empty path would be the working directory: give a path (. for "
+                             "that directory), or leave it unset")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -664,6 +677,13 @@ class Settings(BaseSettings):
     @property
     def audit_dir(self) -> Path:
         return self.data_dir / "audit"
+
+
+@functools.cache
+def path_fields() -> frozenset[str]:
+    """The Settings fields that hold a path (`Path`, `Path | None`): an empty one is refused."""
+    return frozenset(name for name, field in Settings.model_fields.items()
+                     if Path in (field.annotation, *get_args(field.annotation)))
 
 
 def _refused(field: str, value: object, message: str) -> ValidationError:

@@ -157,6 +157,44 @@ def test_protection_intervals_of_inf_are_refused(name):
         Limits(jwt_failure_seconds=float("inf"))
 
 
+PATH_FIELDS = ("data_dir", "bundle", "tls_cert", "tls_key", "tls_client_ca", "auth_config",
+               "smtp_ca_file", "dkim_key_file", "secrets_dir")
+"""Every path setting: empty, each was the working directory (`Path("")` is `.`)."""
+
+
+def test_an_empty_path_setting_is_refused_not_read_as_the_working_directory(tmp_path):
+    """`TAILOR_DATA_DIR=` (or `TAILOR_BUNDLE=`, `data_dir = ""` in the file, `--data-dir ""`)
+    read as `.`: a server served and wrote the directory it was started in, a store command
+    worked on it. Each is refused, naming the variable, the file's key or the flag; `.` asked
+    for is still taken."""
+    from pydantic import ValidationError
+
+    from server.config import load_settings, settings_error
+    with pytest.MonkeyPatch.context() as mp:
+        for name in PATH_FIELDS:
+            mp.setenv(f"TAILOR_{name.upper()}", "")
+        with pytest.raises(ValidationError) as refused:
+            load_settings()
+    assert sorted(e["loc"][0] for e in refused.value.errors()) == sorted(PATH_FIELDS)
+    line = settings_error(refused.value)
+    assert line.startswith("data_dir (TAILOR_DATA_DIR): Value error, an empty path would be the "
+                           "working directory"), line
+    config = tmp_path / "tailor.toml"
+    config.write_text('bundle = ""\n')
+    with pytest.raises(ValidationError) as refused:
+        load_settings(config)
+    line = settings_error(refused.value, config)
+    assert line.startswith(f"bundle (TAILOR_BUNDLE, 'bundle' in {config}): "), line
+    assert str(load_settings(data_dir=".").data_dir) == "."
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+    proc = run_module("server", "compact", check=False, env={**env, "TAILOR_DATA_DIR": ""})
+    assert proc.returncode == 1 and proc.stderr.startswith("compact: data_dir (TAILOR_DATA_DIR): "), \
+        proc.stderr[-2000:]
+    proc = run_module("server", "compact", "--data-dir", "", check=False, env=env)
+    assert proc.returncode == 2 and "argument --data-dir: an empty path would be the working " \
+        "directory" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_workers_on_port_zero_is_one_error_line(tmp_path):
     line = serve_fails(tmp_path, "--port", "0", "--workers", "2", "--data-dir", str(tmp_path / "d"))
     assert "--workers > 1 needs an explicit --port" in line
