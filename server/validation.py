@@ -1,4 +1,5 @@
-"""The request checks every handler shares: ids, bounded strings, finite numbers, list sizes.
+"""The request checks every handler shares: ids, bounded strings, finite numbers, list sizes, and
+the names reserved for what the server writes itself (event ids, the STOP mark, consent sources).
 
 Each `check_*` returns quietly or raises `InvalidArgument` naming the field (`where` prefixes
 it, e.g. "requests[3]."; it is joined only on failure, so the checks cost a few comparisons on
@@ -16,12 +17,13 @@ from collections.abc import Collection
 from contract.ids import ID_CONTROL, control_class
 from contract.items import SCRIPT_LINK, script_scheme_problem
 
+from .contact.consent import reserved_source
 from .errors import InvalidArgument
 from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
-           "check_link", "check_window", "link_problem", "check_stored_id", "refused_since",
+           "check_link", "check_source", "check_window", "link_problem", "check_stored_id", "refused_since",
            "STORED_ONLY", "STORED_CAMPAIGN_ONLY", "STOP_MARK", "STOP_SENT", "stop_sent",
            "RESERVED_STOP_MARK", "SERVER_EVENT_PREFIX", "server_event_id", "RESERVED_EVENT_ID",
            "has_control", "has_c0_control", "control_problem", "id_problem", "shown"]
@@ -188,6 +190,20 @@ RESERVED_EVENT_ID = (f"event_id starts with {SERVER_EVENT_PREFIX!r}, reserved fo
                      "server records itself (a message's sent, bounce, complaint and carrier STOP)")
 """Why a client's event may not have an id starting with `SERVER_EVENT_PREFIX`
 (`profiles.events.check_event`)."""
+
+
+def check_source(field: str, value: str, where: str = "") -> str:
+    """InvalidArgument when a client's consent change names a source only the server writes
+    (`contact.consent.RESERVED_SOURCES`): its SMS STOP handling's, whose opt-out so named was
+    reopened by the next START from the number, as if a STOP had closed it, or a tracked
+    unsubscribe event's."""
+    reserved = reserved_source(value)
+    if reserved is not None:
+        problem = (f"starts with {reserved!r}, reserved for the server's own SMS STOP handling "
+                   "and unsubscribe events (a START reopens what a STOP closed): name where "
+                   "the change came from")
+        raise InvalidArgument(where + field, f"{shown(value)} {problem}", problem)
+    return value
 
 
 def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:

@@ -27,7 +27,6 @@ from ..contact.consent import (
     opted_in_since,
     record_consent,
     reopenable,
-    reserved_source,
 )
 from ..contact.quiet_hours import TIMEZONE, local_zone_of, zone
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, failure_level
@@ -42,6 +41,7 @@ from ..validation import (
     check_key,
     check_known,
     check_not_negative,
+    check_source,
     check_stored_id,
     check_text,
     check_time,
@@ -472,7 +472,7 @@ class Profiles:
         or a tracked unsubscribe event writes (`reserved_source`) is refused: a START would
         reopen what it closed."""
         _check_named(user_id, self.limits.id_bytes, existing or not opted_in)
-        _check_source(source)
+        check_source("source", source)
         absent = None if existing else _if_absent(user_id, self.limits.id_bytes)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
         await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change",
@@ -958,19 +958,6 @@ def _check_named(user_id: str, id_bytes: int, existing: bool) -> None:
     bidirectional controls were refused must still be opted out (a STOP refused for it left
     every profile at the number opted in)."""
     (check_stored_id if existing else check_id)("user_id", user_id, id_bytes)
-
-
-def _check_source(source: str) -> None:
-    """InvalidArgument when a client's consent change names a source only the server writes
-    (`contact.consent.RESERVED_SOURCES`): its SMS STOP handling's, whose opt-out so named was
-    reopened by the next START from the number, as if a STOP had closed it, or a tracked
-    unsubscribe event's."""
-    reserved = reserved_source(source)
-    if reserved is not None:
-        problem = (f"starts with {reserved!r}, reserved for the server's own SMS STOP handling "
-                   "and unsubscribe events (a START reopens what a STOP closed): name where "
-                   "the change came from")
-        raise InvalidArgument("source", f"{shown(source)} {problem}", problem)
 
 
 _META_FIELDS = frozenset({"attributes", "consent", "consent_history", "created_at", "updated_at"})
