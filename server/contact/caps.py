@@ -89,61 +89,35 @@ _PLAIN = re.compile(r'["\\\u0000-\u001f\u007f]').search
 """Finds a character JSON would escape in an ASCII string (None: the string is written as is)."""
 
 
-def _plain(entries: list) -> str | None:
-    """`entries` as compact JSON when every one is [finite float, plain ASCII string, plain
-    ASCII string] (written directly, as `json.dumps` would); None otherwise."""
-    if all(len(e) == 3 and type(e[0]) is float and e[0] - e[0] == 0.0
-           and (e[1] + e[2]).isascii() and _PLAIN(e[1] + e[2]) is None for e in entries):
-        return "[" + ",".join([f'[{ts!r},"{ch}","{d}"]' for ts, ch, d in entries]) + "]"
-    return None
-
-
 class ContactHistory:
     """A user's recent contacts, [time, channel, decision id ("" for a send without one)], and
     a fourth element, "transactional", for a transactional campaign's decisions.
 
     Stored as JSON (record kind "contact_history"), pruned on every write to the longest cap
     window and the `frequency_cap_max` newest entries, so it stays small.
-
-    A decoded history keeps the bytes it was read from: while its `entries` are only appended
-    to (`add`; `prune` and `forget` assign a new list when they drop any), `encode` writes
-    those bytes with the new entries after them instead of encoding every entry again (the
-    decision commit's usual case: one contact added, nothing aged out).
     """
 
-    __slots__ = ("entries", "_stored")
+    __slots__ = ("entries",)
 
     def __init__(self, entries: list | None = None):
         self.entries = entries if entries is not None else []
-        self._stored: tuple[bytes, list, int] | None = None  # bytes read, their list, its length
 
     @classmethod
     def decode(cls, raw: bytes | None) -> ContactHistory:
         """From its stored JSON (ASCII: `encode` escapes the rest), decoded as text:
         `json.loads` of bytes first guesses their encoding (~1 us of the ~4.5 a history of
         four entries took)."""
-        if not raw:
-            return cls()
-        h = cls(_json_decode(raw.decode()))
-        if h.entries and raw[-1:] == b"]":  # ("[]" has nothing to append to)
-            h._stored = (raw, h.entries, len(h.entries))
-        return h
+        return cls(_json_decode(raw.decode()) if raw else None)
 
     def encode(self) -> bytes:
         """Compact JSON; entries of plain ASCII strings (every decision's, most sends') are
-        written directly, a fifth of `json.dumps`'s time (the same bytes: floats by `repr`).
-        After `decode`, only the entries added since are encoded, appended to the bytes read
-        (the same bytes again: compact JSON is the entries' encodings joined by commas)."""
-        entries, stored = self.entries, self._stored
-        if stored is not None and entries is stored[1]:
-            raw, _, n = stored
-            if n == len(entries):
-                return raw
-            tail = entries[n:]
-            tail = _plain(tail) or _compact_json(tail)
-            return raw[:-1] + b"," + tail[1:].encode()
-        whole = _plain(entries)
-        return (whole if whole is not None else _compact_json(entries)).encode()
+        written directly, a fifth of `json.dumps`'s time (the same bytes: floats by `repr`)."""
+        entries = self.entries
+        if all(len(e) == 3 and type(e[0]) is float and e[0] - e[0] == 0.0
+               and (e[1] + e[2]).isascii() and _PLAIN(e[1] + e[2]) is None for e in entries):
+            return ("[" + ",".join([f'[{ts!r},"{ch}","{d}"]' for ts, ch, d in entries])
+                    + "]").encode()
+        return _compact_json(entries).encode()
 
     def exported(self) -> list[dict]:
         """The entries as the access export shows them, oldest first."""
@@ -186,8 +160,6 @@ class ContactHistory:
         if len(kept) > limits.frequency_cap_max:
             kept.sort(key=lambda e: abs(e[0] - now))
             kept = sorted(kept[:limits.frequency_cap_max], key=lambda e: e[0])
-        elif len(kept) == len(self.entries):
-            return  # nothing dropped: the same list, which `encode` may append to
         self.entries = kept
 
 

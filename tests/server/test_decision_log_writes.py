@@ -17,7 +17,6 @@ from server.campaigns.records import DecisionRecord
 from server.campaigns.repository import CampaignRepository, writer_functions
 from server.campaigns.spec import Campaign, CampaignSpec, Variant
 from server.contact.caps import ContactHistory
-from server.limits import Limits
 from server.security.secrets import Keyring
 from server.store import Store, keys
 from server.store.crypto import StoreCrypto
@@ -81,25 +80,6 @@ def test_contact_histories_are_written_as_compact_json():
         raw = ContactHistory([list(e) for e in entries]).encode()
         assert raw == expected.encode()
         assert json.loads(raw) == [list(e) for e in entries]
-
-
-def test_a_read_history_is_written_back_with_only_its_new_contacts_encoded():
-    """The bytes read are kept and the added entries appended (spaces as an older writer's
-    `json.dumps` left them survive, which a re-encoding would drop); the result is what
-    encoding every entry gives, once nothing is left to keep."""
-    read = b'[[1.5, "push", "d1"]]'
-    h = ContactHistory.decode(read)
-    assert h.encode() == read  # nothing added: written back as read
-    h.add(2.5, "email", "d2")
-    h.add(3.5, "email", "r1", transactional=True)
-    h.prune(3.5)  # nothing to drop: the list stays the one read
-    assert h.encode() == read[:-1] + b',[2.5,"email","d2"],[3.5,"email","r1","transactional"]]'
-    assert json.loads(h.encode()) == h.entries
-    kept = ContactHistory.decode(b'[[1.5,"push","d1"],[2.5,"push","d2"]]')
-    kept.add(3.5, "push", "d3")
-    kept.prune(3.5, Limits(frequency_cap_max=2))  # the oldest dropped: encoded whole
-    assert kept.encode() == b'[[2.5,"push","d2"],[3.5,"push","d3"]]'
-    assert ContactHistory.decode(b"[]").encode() == b"[]"
 
 
 def test_a_batch_writes_its_records_index_due_and_contacts_and_erasure_removes_them(store):
