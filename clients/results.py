@@ -82,7 +82,9 @@ class TrackResult:
 
 @dataclass(frozen=True)
 class Choice:
-    """A logged ChooseVariant decision (the holdout: `holdout`, arm -1, no variant)."""
+    """A logged ChooseVariant decision (the holdout: `holdout`, arm -1, no variant; refused by
+    the contact policy: `suppressed`, arm -2, no variant, `reason` why). Send it on `channel`
+    at `send_at` (0: now; later when the user's quiet hours or the send window defer it)."""
 
     decision_id: str
     variant_id: str
@@ -90,11 +92,16 @@ class Choice:
     propensity: float
     holdout: bool
     content: dict[str, str] = field(default_factory=dict)
+    suppressed: bool = False
+    reason: str = ""
+    """no_consent, suppressed_address, frequency_cap, quiet_hours ("" when allowed)."""
+    channel: str = ""
+    send_at: float = 0.0
 
     @classmethod
     def from_pb(cls, msg: camp_pb.ChooseVariantResponse) -> Choice:
         return cls(msg.decision_id, msg.variant_id, msg.arm, msg.propensity, msg.holdout,
-                   dict(msg.content))
+                   dict(msg.content), msg.suppressed, msg.reason, msg.channel, msg.send_at)
 
 
 @dataclass(frozen=True)

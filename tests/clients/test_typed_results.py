@@ -5,7 +5,7 @@ import time
 import tomllib
 
 from clients import Choice, RejectedEvent, Reward, TailorClient, TrackResult
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_module
 
 
 def calls(target: str):
@@ -29,7 +29,7 @@ async def test_results_are_typed(target):
     (rejected,) = batch.rejected
     assert isinstance(rejected, RejectedEvent) and (rejected.index, rejected.event_id) == (1, "e2")
     assert (stream.accepted, stream.duplicates, [r.index for r in stream.rejected]) == (0, 1, [1])
-    assert choice == Choice(choice.decision_id, "a", 0, 1.0, False, {"subject": "hi"})
+    assert choice == Choice(choice.decision_id, "a", 0, 1.0, False, {"subject": "hi"}, channel="web")
     assert reward == Reward("c1", "a", False)
 
 
@@ -163,3 +163,38 @@ def test_the_asyncio_client_sends_a_recommend_context_as_the_blocking_one_does()
     finally:
         server.stop(None)
     assert Recording.contexts == [{"page": "cart"}] * 2
+
+
+def _quiet_now() -> dict:
+    """Quiet hours (UTC, the users' zone) from an hour before now to an hour after."""
+    from datetime import UTC, datetime, timedelta
+    now = datetime.now(UTC)
+    return {"start": (now - timedelta(hours=1)).strftime("%H:%M"),
+            "end": (now + timedelta(hours=1)).strftime("%H:%M")}
+
+
+def verdicts(target: str):
+    with TailorClient(target, timeout=10) as client:
+        client.create_campaign({"campaign_id": "q1", "channel": "email", "policy": "fixed",
+                                "variants": [{"id": "a", "content": {"subject": "hi"}}],
+                                "quiet_hours": _quiet_now()})
+        client.upsert_attributes("in", {"email": "in@example.org", "timezone": "UTC"})
+        client.set_consent("in", "email", True, "form")
+        client.upsert_attributes("out", {"email": "out@example.org", "timezone": "UTC"})
+        return client.choose_variant("q1", "in"), client.choose_variant("q1", "out")
+
+
+async def test_a_choice_says_when_where_and_whether_to_send(target):
+    """Choice kept neither `send_at`, `channel`, `suppressed` nor `reason`: a caller sending
+    what `choose_variant` chose mailed at once a user in their quiet hours (the server said to
+    wait until their end), on whatever channel it guessed, and could not tell a user without
+    consent (`no_consent`) from one its policy left out."""
+    deferred, refused = await asyncio.to_thread(verdicts, target)
+    assert (deferred.variant_id, deferred.channel, deferred.suppressed) == ("a", "email", False)
+    assert deferred.send_at > time.time() + 1800 and deferred.reason == ""
+    assert (refused.variant_id, refused.arm, refused.suppressed, refused.reason) == \
+        ("", -2, True, "no_consent")
+    out = json.loads((await asyncio.to_thread(run_module, "clients", "campaign", "choose",
+                                              "--campaign", "q1", "--user", "in",
+                                              "--server", target)).stdout)
+    assert out["channel"] == "email" and out["send_at"] > time.time() + 1800
