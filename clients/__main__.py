@@ -507,12 +507,31 @@ def _message(client: TailorClient, args) -> object:
                        "dropped, FAILED_PRECONDITION while this retry still holds it)"):
             return client.retry_dead_letter(args.id)
     if args.action == "compose":
-        return client.compose_message(args.campaign, args.user,
-                                      dict(_pair(kv) for kv in args.context or ()))
+        return _compose(client, args)
     attrs = dict(_attribute_pair(kv) for kv in args.attribute or ())
     return client.preview_message(args.campaign, args.variant, args.user or "", attrs,
                                   args.interest or (), args.channel)
 
+
+
+def _compose(client: TailorClient, args):
+    """ComposeMessage under a request id (--request-id, else a new one). With --deliver, one
+    that ended without its answer may have sent the message, and the same command with another
+    id sends it again: the error names the id that repeats it."""
+    request_id = args.request_id or new_request_id()
+    context = dict(_pair(kv) for kv in args.context or ())
+    doubt = _in_doubt(lambda: f"the message may have been sent: run the command again with "
+                      f"--request-id {request_id} to be answered how it went (with another id, "
+                      "or none, it is sent again)") if args.deliver else contextlib.nullcontext()
+    with doubt:
+        return client.compose_message(args.campaign, args.user, context, deliver=args.deliver,
+                                      request_id=request_id)
+
+
+def _upsert_attributes(client: TailorClient, args):
+    """UpsertAttributes of the --set pairs (an empty value deletes the key)."""
+    return client.upsert_attributes(args.user, dict(_key_value("--set", kv, "KEY=VALUE")
+                                                    for kv in args.set))
 
 
 def _audit_line(line: str):
@@ -529,6 +548,7 @@ COMMANDS = {
     "campaign": _campaign,
     "track": _track,
     "profile": lambda client, args: client.get_profile(args.user, args.max_events),
+    "attributes": _upsert_attributes,
     "consent": lambda client, args: client.set_consent(args.user, args.channel, args.state == "in",
                                                        args.source, purpose=args.purpose),
     "suppression": _suppression,
@@ -601,6 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", parents=[common], help="everything stored about a user")
     pr.add_argument("--user", required=True)
     pr.add_argument("--max-events", type=INT32, default=0)
+    ua = sub.add_parser("attributes", parents=[common], help="set a user's profile attributes "
+                        "(email, phone, timezone, first_name, ...); prints the profile")
+    ua.add_argument("--user", required=True)
+    ua.add_argument("--set", action="append", required=True, metavar="KEY=VALUE",
+                    help="an attribute (repeatable; an empty VALUE deletes the key)")
     co = sub.add_parser("consent", parents=[common], help="opt a user in or out of a channel")
     co.add_argument("--user", required=True)
     co.add_argument("--channel", required=True)
@@ -666,6 +691,10 @@ def _message_parser(sub, common) -> None:
     co.add_argument("--campaign", required=True)
     co.add_argument("--user", required=True)
     co.add_argument("--context", action="append", metavar="KEY=NUMBER", help="request context (repeatable)")
+    co.add_argument("--deliver", action="store_true", help="also send it (the server's SMTP relay "
+                    "or webhook), or schedule it past quiet hours: `delivered`, `scheduled`")
+    co.add_argument("--request-id", help="idempotency key: with --deliver, running the command "
+                    "again with it is answered how the message went instead of sending it again")
     pv = acts.add_parser("preview", parents=[common], help="render a variant; no decision logged")
     pv.add_argument("--campaign", required=True)
     pv.add_argument("--variant", default="", help="default: the first variant")

@@ -114,6 +114,10 @@ class Message:
     unsubscribe_url: str
     sms: SmsLength | None
     delivered: bool
+    scheduled: bool = False
+    """`deliver` stored it to go at `send_at` (quiet hours or a send window deferred it)."""
+    send_id: str = ""
+    """A scheduled message's send job (`send_progress`, `cancel_send` follow it)."""
 
     @classmethod
     def from_pb(cls, msg: msg_pb.Message) -> Message:

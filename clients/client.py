@@ -460,11 +460,19 @@ class TailorClient:
 
     def compose_message(self, campaign_id: str, user_id: str,
                         context: dict[str, float] | None = None,
-                        timeout: float | None = None) -> Message:
+                        timeout: float | None = None, *, deliver: bool = False,
+                        request_id: str | None = None) -> Message:
         """A logged decision, rendered (a suppressed decision or the holdout: no parts); its
-        `request_id` makes a retry get the same decision, as `choose_variant`'s."""
-        req = msg_pb.ComposeMessageRequest(campaign_id=campaign_id, user_id=user_id, context={
-            k: float(v) for k, v in (context or {}).items()}, request_id=new_request_id())
+        `request_id` (default: a new one) makes a retry get the same decision, as
+        `choose_variant`'s. `deliver` also sends it (email through the server's SMTP relay,
+        SMS and push through the provider's webhook; `delivered`), or schedules it for its
+        `send_at` when quiet hours or a send window defer it (`scheduled`, `send_id`). The
+        message is handed over once per request id: a call that ended without its answer may
+        have sent it, so repeat it with the same `request_id` (a new id sends again)."""
+        req = msg_pb.ComposeMessageRequest(
+            campaign_id=campaign_id, user_id=user_id,
+            context={k: float(v) for k, v in (context or {}).items()}, deliver=deliver,
+            request_id=request_id or new_request_id())
         return Message.from_pb(self._call(self._messaging.ComposeMessage, req, timeout))
 
     def preview_message(self, campaign_id: str, variant_id: str = "", user_id: str = "",
