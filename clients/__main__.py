@@ -198,6 +198,8 @@ def _campaign(client: TailorClient, args) -> object:
         return {"campaigns": [dataclasses.asdict(c) for c in client.list_campaigns(args.archived)]}
     if args.action == "archive":
         return client.archive_campaign(args.campaign)
+    if args.action == "get":
+        return client.get_campaign(args.campaign)
     if args.action == "choose":
         return dataclasses.asdict(client.choose_variant(args.campaign, args.user,
                                                         dict(_pair(kv) for kv in args.context or ())))
@@ -734,14 +736,16 @@ def _model_parser(sub, common) -> None:
 
 
 def _campaign_parser(sub, common) -> None:
-    ca = sub.add_parser("campaign", help="campaigns: create/update/list/archive, choose, reward, stats, "
+    ca = sub.add_parser("campaign", help="campaigns: create/update/get/list/archive, choose, reward, stats, "
                         "sample-size, plan, send, progress, cancel, export")
     acts = ca.add_subparsers(dest="action", required=True)
     for name in ("create", "update"):
         p = acts.add_parser(name, parents=[common], help=f"{name} from a CampaignSpec JSON file")
         p.add_argument("--file", required=True)
-    for name in ("archive", "stats"):
-        acts.add_parser(name, parents=[common]).add_argument("--campaign", required=True)
+    for name, what in (("archive", "no more decisions (stats stay readable)"),
+                       ("stats", "decisions, rewards and posteriors per variant"),
+                       ("get", "one campaign: its spec, revision and whether it is archived")):
+        acts.add_parser(name, parents=[common], help=what).add_argument("--campaign", required=True)
     ls = acts.add_parser("list", parents=[common], help="every campaign, in id order")
     ls.add_argument("--archived", action="store_true", help="archived ones too")
     ch = acts.add_parser("choose", parents=[common], help="a variant for a user (logged decision)")

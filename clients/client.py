@@ -440,6 +440,11 @@ class TailorClient:
             if not token:
                 return
 
+    def get_campaign(self, campaign_id: str, timeout: float | None = None) -> Campaign:
+        """One campaign, archived or not (NOT_FOUND for an unknown id)."""
+        req = camp_pb.GetCampaignRequest(campaign_id=campaign_id)
+        return Campaign.from_pb(self._call(self._campaigns.GetCampaign, req, timeout))
+
     def update_campaign(self, spec: dict, timeout: float | None = None) -> Campaign:
         req = camp_pb.UpdateCampaignRequest(spec=json_format.ParseDict(spec, camp_pb.CampaignSpec()))
         return Campaign.from_pb(self._call(self._campaigns.UpdateCampaign, req, timeout))

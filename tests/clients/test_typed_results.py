@@ -198,3 +198,26 @@ async def test_a_choice_says_when_where_and_whether_to_send(target):
                                               "--campaign", "q1", "--user", "in",
                                               "--server", target)).stdout)
     assert out["channel"] == "email" and out["send_at"] > time.time() + 1800
+
+
+def fetched_campaign(target: str):
+    with TailorClient(target, timeout=10) as client:
+        client.create_campaign({"campaign_id": "g1", "policy": "fixed", "variants": [{"id": "a"}]})
+        client.update_campaign({"campaign_id": "g1", "policy": "fixed", "name": "Spring",
+                                "variants": [{"id": "a"}, {"id": "b"}]})
+        return client.get_campaign("g1")
+
+
+async def test_get_campaign_reads_one_campaign(target):
+    """GetCampaign, a documented RPC, had no client method nor CLI command: reading back the
+    campaign just created meant paging through `campaign list`."""
+    from clients import Campaign
+    got = await asyncio.to_thread(fetched_campaign, target)
+    assert isinstance(got, Campaign) and got.revision == 2 and got.spec["name"] == "Spring"
+    assert [v["id"] for v in got.spec["variants"]] == ["a", "b"]
+    out = json.loads((await asyncio.to_thread(run_module, "clients", "campaign", "get",
+                                              "--campaign", "g1", "--server", target)).stdout)
+    assert out["revision"] == 2 and out["spec"]["campaign_id"] == "g1"
+    missing = await asyncio.to_thread(run_module, "clients", "campaign", "get", "--campaign",
+                                      "nope", "--server", target, check=False)
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
