@@ -618,7 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
     he = sub.add_parser("health", parents=[common], help="grpc.health.v1 check; exit 1 unless SERVING")
     he.add_argument("--service", default="", help="one service's status (default: the whole server)")
     tr = sub.add_parser("track", parents=[common], help="send JSON-lines events (file or stdin)")
-    tr.add_argument("file", nargs="?", default="-", help="JSON lines, one event each (default stdin)")
+    tr.add_argument("file", nargs="?", default="-", help="JSON lines, one event each (default "
+                    "stdin): a tailor.v1.Event, event_id, user_id, type and timestamp (epoch s or "
+                    "RFC 3339) required; channel, campaign_id, item_id, value, attributes (a "
+                    "message's reward: {\"decision_id\": ...})")
     tr.add_argument("--batch-size", type=int, default=500)
     pr = sub.add_parser("profile", parents=[common], help="everything stored about a user")
     pr.add_argument("--user", required=True)
