@@ -1,6 +1,6 @@
 """`AsyncTailorClient`: the asyncio twin of `TailorClient` for the hot calls (recommend, track,
-choose/reward, profile, health), over one `grpc.aio` channel. Retries of UNAVAILABLE are left to
-gRPC's service config, as in the blocking client (`clients.retry`)."""
+choose/reward, compose (and deliver), profile, health), over one `grpc.aio` channel. Retries of
+UNAVAILABLE are left to gRPC's service config, as in the blocking client (`clients.retry`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,10 +13,12 @@ from protos.tailor.v1 import campaign_pb2 as camp_pb
 from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
 from protos.tailor.v1 import diagnostics_pb2 as diag_pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as diag_grpc
+from protos.tailor.v1 import messaging_pb2_grpc as msg_grpc
 from protos.tailor.v1 import profile_pb2 as prof_pb
 from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
+from .campaign_results import Message
 from .client import (
     Recommendations,
     TailorClient,
@@ -48,6 +50,7 @@ class AsyncTailorClient:
         self._rec = rec_grpc.RecommendationServiceStub(self._channel)
         self._profiles = prof_grpc.ProfileServiceStub(self._channel)
         self._campaigns = camp_grpc.CampaignServiceStub(self._channel)
+        self._messaging = msg_grpc.MessagingServiceStub(self._channel)
         self._diag = diag_grpc.DiagnosticsServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -90,6 +93,14 @@ class AsyncTailorClient:
                                            context={k: float(v) for k, v in (context or {}).items()},
                                            request_id=new_request_id())
         return Choice.from_pb(await self._call(self._campaigns.ChooseVariant, req, timeout))
+
+    async def compose_message(self, campaign_id: str, user_id: str,
+                              context: dict[str, float] | None = None,
+                              timeout: float | None = None, *, deliver: bool = False,
+                              request_id: str | None = None) -> Message:
+        """As `TailorClient.compose_message` (with `deliver`, handed over once per request id)."""
+        req = TailorClient._compose_request(campaign_id, user_id, context, deliver, request_id)
+        return Message.from_pb(await self._call(self._messaging.ComposeMessage, req, timeout))
 
     async def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> Reward:
         req = camp_pb.ReportRewardRequest(decision_id=decision_id, reward=reward)

@@ -474,11 +474,16 @@ class TailorClient:
         `send_at` when quiet hours or a send window defer it (`scheduled`, `send_id`). The
         message is handed over once per request id: a call that ended without its answer may
         have sent it, so repeat it with the same `request_id` (a new id sends again)."""
-        req = msg_pb.ComposeMessageRequest(
+        req = self._compose_request(campaign_id, user_id, context, deliver, request_id)
+        return Message.from_pb(self._call(self._messaging.ComposeMessage, req, timeout))
+
+    @staticmethod
+    def _compose_request(campaign_id: str, user_id: str, context: dict[str, float] | None,
+                         deliver: bool, request_id: str | None) -> msg_pb.ComposeMessageRequest:
+        return msg_pb.ComposeMessageRequest(
             campaign_id=campaign_id, user_id=user_id,
             context={k: float(v) for k, v in (context or {}).items()}, deliver=deliver,
             request_id=request_id or new_request_id())
-        return Message.from_pb(self._call(self._messaging.ComposeMessage, req, timeout))
 
     def preview_message(self, campaign_id: str, variant_id: str = "", user_id: str = "",
                         attributes: dict[str, str] | None = None, interests=(), channel: str = "",

@@ -103,3 +103,24 @@ async def test_a_delivery_whose_answer_was_lost_names_the_request_id_that_repeat
     await asyncio.to_thread(sink.wait_for, 1, 10)
     time.sleep(0.5)  # a second message, had the repeat sent one, would be here by now
     assert [rcpt for _, rcpt, _ in sink.arrived] == [["bob@example.org"]]
+
+
+async def test_the_asyncio_client_delivers_too(relayed):
+    """`AsyncTailorClient`, the twin "for the hot calls", had no compose_message: an asyncio
+    sender could not compose (the mixed load test's ComposeMessage) nor deliver."""
+    from clients.aio import AsyncTailorClient
+    target, sink = relayed
+    with TailorClient(target, timeout=10) as client:  # the server is on this loop: a thread
+        await asyncio.to_thread(client.create_campaign, {
+            "campaign_id": "now", "channel": "email", "policy": "fixed",
+            "variants": [{"id": "a", "content": {"subject": "Hi", "text": TEXT}}]})
+        await asyncio.to_thread(client.upsert_attributes, "cy", {"email": "cy@example.org"})
+        await asyncio.to_thread(client.set_consent, "cy", "email", True, "form")
+    async with AsyncTailorClient(target, timeout=10) as client:
+        sent = await client.compose_message("now", "cy", deliver=True)
+        again = await client.compose_message("now", "cy", deliver=True, request_id="r1")
+        repeated = await client.compose_message("now", "cy", deliver=True, request_id="r1")
+    assert sent.delivered and again.delivered and repeated.decision_id == again.decision_id
+    await asyncio.to_thread(sink.wait_for, 2, 10)
+    assert sorted(m["Message-ID"] for m in sink.mails) == sorted(
+        f"<{m.decision_id}@tailor.invalid>" for m in (sent, again))
