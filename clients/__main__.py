@@ -8,11 +8,12 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 from datetime import UTC
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import descriptor_pool, json_format
 
 from . import _quiet, transport
 from .client import (
@@ -193,7 +194,7 @@ def _campaign(client: TailorClient, args) -> object:
                            "exists)") if args.action == "create" else contextlib.nullcontext():
                 return make(spec)
         except json_format.ParseError as err:  # valid JSON, not a CampaignSpec: it names the field
-            raise UsageError(f"{args.file}: {err}") from None
+            raise UsageError(f"{args.file}: {_parse_error(err)}") from None
     if args.action == "list":
         return {"campaigns": [dataclasses.asdict(c) for c in client.list_campaigns(args.archived)]}
     if args.action == "archive":
@@ -236,6 +237,21 @@ def _campaign(client: TailorClient, args) -> object:
                 raise
         return {"decisions": n, "out": args.out}
     return _finite(dataclasses.asdict(client.campaign_stats(args.campaign)))
+
+
+_NO_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "([^"]*)" at "([^"]*)"')
+
+
+def _parse_error(err: json_format.ParseError) -> str:
+    """protobuf's ParseError in one line; an unknown field's lists the message's fields as the
+    .proto and the docs spell them (protobuf's own list, on a second line, is in camelCase)."""
+    first = str(err).splitlines()[0]
+    found = _NO_FIELD.search(first)
+    if not found:
+        return first
+    fields = descriptor_pool.Default().FindMessageTypeByName(found[1]).fields
+    return (f"{found[3]} has no field {found[2]!r} "
+            f"(fields: {', '.join(f.name for f in fields)})")
 
 
 def _send(client: TailorClient, args):

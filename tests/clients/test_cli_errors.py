@@ -71,6 +71,20 @@ def test_missing_and_malformed_files_are_named(served, tmp_path):
     assert line.startswith(f"error: {spec}: ") and "variants[0].content" in line
 
 
+def test_an_unknown_spec_field_is_one_line_naming_the_fields_as_the_proto_does(tmp_path):
+    """protobuf's ParseError took two lines (cli() requires one) and listed the fields in
+    camelCase ('frequencyCaps') while the proto and docs write frequency_caps: a new
+    integrator's `frequency_cap` typo did not point at the spelling to use."""
+    spec = tmp_path / "campaign.json"
+    spec.write_text('{"campaign_id": "c1", "frequency_cap": []}')
+    line = cli("campaign", "create", "--file", str(spec), "--server", "127.0.0.1:9", expect=2)
+    assert line.startswith(f"error: {spec}: ") and "'frequency_cap'" in line
+    assert "frequency_caps, quiet_hours" in line and "frequencyCaps" not in line
+    spec.write_text('{"campaign_id": "c1", "variants": [{"id": "a", "contents": {}}]}')
+    line = cli("campaign", "update", "--file", str(spec), "--server", "127.0.0.1:9", expect=2)
+    assert "'contents'" in line and "variants[0]" in line and "(fields: id, content, " in line
+
+
 def test_a_bad_attribution_path_line_names_its_file(tmp_path):
     """README: a bad file or line is `error: FILE line N: ...` (exit 2). `attribute` named the
     command instead of the file ("attribute: line 2: ..."), so a user running it over several
