@@ -16,7 +16,7 @@ from .client import Recommendations, RecommendedItem, TailorClient, TailorError
 from .drift_results import DriftReport, FeatureDrift
 from .model_results import ModelChannelStats, ModelStats, Rate
 from .profile_results import ChannelRates, Consent, Event, Features, Profile, RecentItem, Suppression
-from .results import Choice, LoadedBundle, ModelStatus, RejectedEvent, Reward, TrackResult
+from .results import CatalogChange, Choice, LoadedBundle, ModelStatus, RejectedEvent, Reward, TrackResult
 from .retry import RetryPolicy
 
 __all__ = ["TailorClient", "TailorError", "RetryPolicy", "Recommendations", "RecommendedItem",
@@ -25,4 +25,4 @@ __all__ = ["TailorClient", "TailorError", "RetryPolicy", "Recommendations", "Rec
            "Campaign", "CampaignStats", "VariantStats", "AbRow", "SampleSize", "Message",
            "SmsLength", "SendProgress", "DeadLetter", "Attribution", "ChannelCredit", "PathCredit",
            "TransitionMatrix", "StoredPath", "ModelStats", "ModelChannelStats", "Rate",
-           "DriftReport", "FeatureDrift"]
+           "DriftReport", "FeatureDrift", "CatalogChange"]

@@ -15,6 +15,8 @@ from datetime import UTC
 import grpc
 from google.protobuf import descriptor_pool, json_format
 
+from protos.tailor.v1 import catalog_pb2 as cat_pb
+
 from . import _quiet, transport
 from .client import (
     MAX_TIMEOUT,
@@ -552,6 +554,24 @@ def _upsert_attributes(client: TailorClient, args):
                                                     for kv in args.set))
 
 
+def _catalog(client: TailorClient, args):
+    if args.action == "remove":
+        return client.remove_items(args.item)
+    with _open(args.file) as fh:
+        lines = [(n, line) for n, line in enumerate(fh, 1) if line.strip()]
+    items = []
+    for n, line in lines:
+        try:
+            item = json.loads(line)
+            json_format.ParseDict(item, cat_pb.CatalogItem())
+        except json_format.ParseError as err:
+            raise UsageError(f"{args.file} line {n}: {_parse_error(err)}") from None
+        except ValueError as err:  # not JSON
+            raise UsageError(f"{args.file} line {n}: {err}") from None
+        items.append(item)
+    return client.upsert_items(items)
+
+
 def _audit_line(line: str):
     """An audit line as JSON; one that is not (cut by a crash or a full disk, or edited) as
     `{"unreadable": its text}`, in its place: the auditor sees it, the rest still shows."""
@@ -562,6 +582,7 @@ def _audit_line(line: str):
 
 COMMANDS = {
     "message": _message,
+    "catalog": _catalog,
     "attribute": _attribute,
     "campaign": _campaign,
     "track": _track,
@@ -662,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_parser(sub, common)
     _campaign_parser(sub, common)
     _message_parser(sub, common)
+    _catalog_parser(sub, common)
     _attribute_parser(sub, common)
     au = sub.add_parser("audit", help="the audit log (role auditor)")
     au.add_subparsers(dest="action", required=True).add_parser(
@@ -731,6 +753,18 @@ def _message_parser(sub, common) -> None:
     dl.add_argument("--channel", default="", help="email, sms or push (default: all)")
     rt = acts.add_parser("retry", parents=[common], help="send a dead letter again")
     rt.add_argument("--id", required=True, metavar="LETTER_ID")
+
+
+def _catalog_parser(sub, common) -> None:
+    ct = sub.add_parser("catalog", help="items that arrive or leave between trainings "
+                        "(docs/catalog.md; role admin)")
+    acts = ct.add_subparsers(dest="action", required=True)
+    up = acts.add_parser("upsert", parents=[common], help="add or update items")
+    up.add_argument("file", help="JSON lines, one tailor.v1.CatalogItem each (item_id, title, "
+                    "category, price, url, image; '-' for stdin)")
+    rm = acts.add_parser("remove", parents=[common], help="never recommend these items again")
+    rm.add_argument("--item", action="append", required=True, metavar="ITEM_ID",
+                    help="an item id (repeatable)")
 
 
 def _model_parser(sub, common) -> None:

@@ -28,6 +28,8 @@ from protos.tailor.v1 import audit_pb2 as audit_pb
 from protos.tailor.v1 import audit_pb2_grpc as audit_grpc
 from protos.tailor.v1 import campaign_pb2 as camp_pb
 from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
+from protos.tailor.v1 import catalog_pb2 as cat_pb
+from protos.tailor.v1 import catalog_pb2_grpc as cat_grpc
 from protos.tailor.v1 import diagnostics_pb2 as diag_pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as diag_grpc
 from protos.tailor.v1 import messaging_pb2 as msg_pb
@@ -44,7 +46,7 @@ from .campaign_results import Campaign, CampaignStats, DeadLetter, Message, Samp
 from .drift_results import DriftReport
 from .model_results import ModelStats
 from .profile_results import Profile, Suppression
-from .results import Choice, ModelStatus, Reward, TrackResult
+from .results import CatalogChange, Choice, ModelStatus, Reward, TrackResult
 from .retry import RetryPolicy, channel_options
 from .transport import Connection
 
@@ -162,6 +164,7 @@ class TailorClient:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._audit = audit_grpc.AuditServiceStub(self._channel)
         self._messaging = msg_grpc.MessagingServiceStub(self._channel)
+        self._catalog = cat_grpc.CatalogServiceStub(self._channel)
 
     def __enter__(self):
         return self
@@ -274,6 +277,20 @@ class TailorClient:
                 admin_pb.ExportImpressionsRequest(start=start, end=end), timeout=timeout)
         except grpc.RpcError as err:
             raise TailorError(err.code(), err.details() or "") from None
+
+    # -- catalog ----------------------------------------------------------------------------
+    def upsert_items(self, items: Iterable[dict], timeout: float | None = None) -> CatalogChange:
+        """Items that arrived (or changed) since the bundle's training, recommended at once
+        (docs/catalog.md; role admin): each a tailor.v1.CatalogItem as a dict (item_id, title,
+        category, price, url, image). `new_items`: those the bundle was not trained on."""
+        req = cat_pb.UpsertItemsRequest(items=[json_format.ParseDict(i, cat_pb.CatalogItem())
+                                               for i in items])
+        return CatalogChange.from_pb(self._call(self._catalog.UpsertItems, req, timeout))
+
+    def remove_items(self, item_ids: Iterable[str], timeout: float | None = None) -> CatalogChange:
+        """Items never to recommend again (until they are upserted again)."""
+        req = cat_pb.RemoveItemsRequest(item_ids=list(item_ids))
+        return CatalogChange.from_pb(self._call(self._catalog.RemoveItems, req, timeout))
 
     def ping(self, timeout: float | None = None) -> None:
         self._call(self._diag.Ping, diag_pb.PingRequest(), timeout)

@@ -18,7 +18,7 @@ from protos.tailor.v1 import campaign_pb2 as camp_pb
 from protos.tailor.v1 import model_admin_pb2 as admin_pb
 from protos.tailor.v1 import profile_pb2 as prof_pb
 
-__all__ = ["Choice", "LoadedBundle", "ModelStatus", "RejectedEvent", "Reward", "TrackResult",
+__all__ = ["CatalogChange", "Choice", "LoadedBundle", "ModelStatus", "RejectedEvent", "Reward", "TrackResult",
            "VersionShare", "from_message"]
 
 T = typing.TypeVar("T")
@@ -115,6 +115,21 @@ class Reward:
     @classmethod
     def from_pb(cls, msg: camp_pb.ReportRewardResponse) -> Reward:
         return cls(msg.campaign_id, msg.variant_id, msg.duplicate)
+
+
+@dataclass(frozen=True)
+class CatalogChange:
+    """What UpsertItems / RemoveItems did: items taken, the catalog's sequence after the change,
+    the model version it applies to, and how many upserted ids were new."""
+
+    accepted: int
+    sequence: int
+    model_version: str
+    new_items: int
+
+    @classmethod
+    def from_pb(cls, msg) -> CatalogChange:
+        return from_message(cls, msg)
 
 
 @dataclass(frozen=True)

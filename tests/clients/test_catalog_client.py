@@ -1,0 +1,42 @@
+"""`TailorClient.upsert_items` / `remove_items` and `python -m clients catalog ...` against a real
+server serving the demo bundle."""
+import asyncio
+import json
+from pathlib import Path
+
+from clients import CatalogChange, TailorClient, TailorError
+from tests.conftest import run_module
+
+ITEM = {"item_id": "new-kit", "title": "smart kit", "category": "", "price": 19.5,
+        "url": "https://shop.example/new-kit"}
+
+
+def changes(target: str, category: str, items: Path) -> tuple:
+    with TailorClient(target, timeout=30) as client:
+        added = client.upsert_items([dict(ITEM, category=category)])
+        try:
+            client.upsert_items([dict(ITEM, item_id="no-cat", category="")])
+        except TailorError as err:
+            refused = err
+    items.write_text(json.dumps(dict(ITEM, item_id="cli-kit", category=category)) + "\n")
+    more = json.loads(run_module("clients", "catalog", "upsert", str(items), "--server",
+                                 target).stdout)
+    removed = json.loads(run_module("clients", "catalog", "remove", "--item", "new-kit",
+                                    "--item", "cli-kit", "--server", target).stdout)
+    return added, refused, more, removed
+
+
+async def test_items_are_upserted_and_removed_from_the_client(tailor_server, demo_bundle, tmp_path):
+    """CatalogService (UpsertItems, RemoveItems), in the README's services, had no client method
+    nor CLI command: an integrator adding the week's new products for their emails'
+    `recommend()` wrote raw gRPC."""
+    import numpy as np
+    with np.load(demo_bundle / "items.npz") as npz:
+        category = str(npz["category_names"][0])
+    added, refused, more, removed = await asyncio.to_thread(
+        changes, f"127.0.0.1:{tailor_server.port}", category, tmp_path / "items.jsonl")
+    assert isinstance(added, CatalogChange) and (added.accepted, added.new_items) == (1, 1)
+    assert added.sequence > 0 and added.model_version
+    assert refused.code.name == "INVALID_ARGUMENT" and "category" in str(refused)
+    assert (more["accepted"], more["new_items"]) == (1, 1) and more["sequence"] > added.sequence
+    assert removed["accepted"] == 2 and removed["sequence"] > more["sequence"]
