@@ -21,6 +21,7 @@ and ./var/secrets. `migrate` and `rotate-key` open the store with the servers' L
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -181,8 +182,9 @@ def _secrets_dir(args) -> Path:
 def _compact(args) -> None:
     from .store.compaction import compact
     data_dir = _data_dir(args)
-    before, after = compact(data_dir)
-    print(f"compacted {data_dir / 'store'}: {before} -> {after} bytes")
+    with _in_place("compact"):
+        before, after = compact(data_dir)
+        print(f"compacted {data_dir / 'store'}: {before} -> {after} bytes")
 
 
 def _migrate(args) -> None:
@@ -252,7 +254,8 @@ def _backfill_addresses(store, ring) -> int | None:
 
 def _backup(args) -> None:
     from .backup import backup
-    print(json.dumps({"command": "backup", **backup(_data_dir(args), args.out)}))
+    with _in_place("backup"):
+        print(json.dumps({"command": "backup", **backup(_data_dir(args), args.out)}))
 
 
 def _restore(args) -> None:
@@ -289,17 +292,33 @@ def _config_doc(args) -> None:
         print(render_table(), end="")
 
 
+@contextlib.contextmanager
+def _in_place(command: str):
+    """A change made whose directory could not be synced (`durable.Unconfirmed`) is done, with
+    a warning on stderr: the command goes on to report it (a minted token is printed)."""
+    from .durable import Unconfirmed
+    try:
+        yield
+    except Unconfirmed as err:
+        print(f"{command}: done, but {err}", file=sys.stderr)
+
+
 def _token(args) -> None:
     from .security import tokens
     if args.revoke:
-        if not tokens.revoke(args.auth_config, args.revoke):
+        found = True  # an Unconfirmed replace found it and removed it
+        with _in_place("token"):
+            found = tokens.revoke(args.auth_config, args.revoke)
+        if not found:
             raise SystemExit(f"token: no principal {args.revoke!r} in {args.auth_config}")
         print(f"revoked {args.revoke} in {args.auth_config} (send SIGHUP to running servers)")
         return
     if not args.name:
         raise SystemExit("token: --name or --revoke is required")
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    token = tokens.mint(args.auth_config, args.name, roles)
+    token = tokens.new_token()
+    with _in_place("token"):
+        tokens.mint(args.auth_config, args.name, roles, token)
     print(f"token for {args.name} ({', '.join(roles) or 'no roles'}); only its hash is in "
           f"{args.auth_config}, send SIGHUP to running servers. It is shown once:")
     print(token)
@@ -381,8 +400,10 @@ def _secrets(args) -> None:
                          "under it, and a server refuses the store under another key")
     if args.keep is not None and args.name in _KEEP_EVERY_KEY:
         raise SystemExit(f"secrets: --keep would drop {args.name} keys: {_KEEP_EVERY_KEY[args.name]}")
-    ring = Secrets.load(_secrets_dir(args), generate=False, names=(args.name,),
-                        environ={}).rotate(args.name, keep=args.keep)
+    secrets = Secrets.load(_secrets_dir(args), generate=False, names=(args.name,), environ={})
+    with _in_place("secrets"):
+        secrets.rotate(args.name, keep=args.keep)
+    ring = secrets[args.name]
     print(json.dumps({"keyring": args.name, "signing": ring.kid, "keys": [k for k, _ in ring.keys]}))
 
 
@@ -444,6 +465,7 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.pop(name, None)
         _serve(args)
         return
+    from .durable import Unconfirmed
     from .errors import FailedPrecondition, ResourceExhausted
     # A reload sent by name (`pkill -HUP -f "python -m server"`) reaches these commands too:
     # they have nothing to reload, and dying of it would cut a backup, compaction, migration,
@@ -451,8 +473,10 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         COMMANDS[args.command](args)
-    except (FailedPrecondition, ResourceExhausted, FileNotFoundError) as err:  # the second: a
-        raise SystemExit(f"{args.command}: {err}") from None  # store full at its ceiling or disk
+    except (FailedPrecondition, ResourceExhausted, FileNotFoundError, Unconfirmed) as err:
+        # ResourceExhausted: a store full at its ceiling or disk; Unconfirmed: a step made that
+        # its next one relied on (`secrets init`'s keyrings, rotate-key's new key)
+        raise SystemExit(f"{args.command}: {err}") from None
     except KeyboardInterrupt:  # Ctrl-C: one line, exit 130 as a shell's; what a command
         print(f"{args.command}: interrupted", file=sys.stderr)  # left, its next run handles
         raise SystemExit(130) from None  # (a restore mid-swap: the data dir is refused till then)

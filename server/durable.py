@@ -21,24 +21,83 @@ their descriptor; a generated keyring is linked, not renamed (create-if-absent: 
 workers agree on one key), with the same fsyncs around the link; the audit log's lines and its
 `audit.tip` are not fsynced (docs/operations.md says why), its `audit.head` is.
 
+A directory fsync the filesystem refuses as unsupported (EINVAL, ENOTSUP: some network and FUSE
+filesystems) is skipped with one warning a process, as SQLite and PostgreSQL do: it has no
+directory entries of its own to write, and failing every rename on it would stop the server
+for nothing. Any other error (EIO) is raised.
+
+Once a change is in place (renamed, linked, made), a directory fsync that fails raises
+`Unconfirmed`, an OSError that says so: readers already see the change, so a command whose
+last step it was reports it done, with that warning, not failed; a sequence whose next step
+relies on it (a manifest naming the renamed file, keys wrapped under a new keyring) stops there.
+
 This module imports nothing of ours, so any layer of the server may use it (`store/` imports
 `security/`, so it could not live in either).
 """
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import stat
 from pathlib import Path
 
-__all__ = ["fsync_path", "fsync_tree", "replace", "write_file"]
+__all__ = ["Unconfirmed", "confirm", "fsync_path", "fsync_tree", "replace", "write_file"]
+
+logger = logging.getLogger("tailor.durable")
+
+_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP)
+"""What a filesystem that cannot fsync a directory answers (ENOTSUP is EOPNOTSUPP on Linux)."""
+_warned_unsupported = False
+
+
+class Unconfirmed(OSError):
+    """A change in place (renamed, linked, made) whose directory could not be fsynced: readers
+    see it, a power loss may undo it. `str()` is the warning to give whoever made the change."""
+
+    def __init__(self, directory: Path, err: OSError):
+        super().__init__(err.errno, err.strerror)
+        self.directory = directory
+        self.warning = (f"{directory} could not be synced ({err.strerror or err}): the change "
+                        "is in place, but may not survive a power loss")
+
+    def __str__(self) -> str:
+        return self.warning
+
+
+def _unsupported(fd: int, path: Path, err: OSError) -> bool:
+    """Whether `err` is a directory fsync the filesystem does not support (warned once a
+    process), not a failure."""
+    global _warned_unsupported
+    if err.errno not in _UNSUPPORTED or not stat.S_ISDIR(os.fstat(fd).st_mode):
+        return False
+    if not _warned_unsupported:
+        _warned_unsupported = True
+        logger.warning("the filesystem of %s does not support fsync on a directory (%s): "
+                       "renames and new files rely on its own ordering to survive a power loss",
+                       path, err.strerror)
+    return True
 
 
 def fsync_path(path: Path) -> None:
-    """A file's bytes, or a directory's names, on disk."""
+    """A file's bytes, or a directory's names, on disk (a directory whose filesystem cannot
+    fsync one: skipped, warned once)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as err:
+        if not _unsupported(fd, path, err):
+            raise
     finally:
         os.close(fd)
+
+
+def confirm(directory: Path) -> None:
+    """fsync `directory` after a change in it is in place; `Unconfirmed` if that fails."""
+    try:
+        fsync_path(directory)
+    except OSError as err:
+        raise Unconfirmed(directory, err) from err
 
 
 def fsync_tree(root: Path) -> None:
@@ -62,7 +121,8 @@ def write_file(path: Path, data: bytes | str) -> None:
 
 def replace(tmp: Path, target: Path) -> None:
     """Rename the written file `tmp` over `target`, durably: `tmp`'s bytes fsynced first, the
-    directory of `target` after (the rename on disk). The caller removes `tmp` if this raises."""
+    directory of `target` after (the rename on disk: `Unconfirmed` if that fails, `target` then
+being the new file). The caller removes `tmp` if anything else raises."""
     fsync_path(tmp)
     os.replace(tmp, target)
-    fsync_path(target.parent)
+    confirm(target.parent)

@@ -178,7 +178,9 @@ class Secrets:
         return self._rings.get(name)
 
     def rotate(self, name: str, keep: int | None = None) -> Keyring:
-        """Put a new signing key in front of `name`'s file keyring; returns the new ring."""
+        """Put a new signing key in front of `name`'s file keyring; returns the new ring. On
+        `durable.Unconfirmed` (the file replaced, its directory not synced) the ring is this
+        object's `name` all the same."""
         if self.secrets_dir is None:
             raise FailedPrecondition("no secrets_dir: rotate environment secrets where they are set")
         path = keyring_path(name, self.secrets_dir).resolve()  # through a symlink: the file
@@ -188,7 +190,11 @@ class Secrets:
             text = ring.text()
             if keep is None and old is not None:  # the new key in front of the file as it is:
                 text = text.splitlines(keepends=True)[0] + old  # its notes stay
-            _replace(path, text)
+            try:
+                _replace(path, text)
+            except durable.Unconfirmed:
+                self._rings[name] = ring  # the file holds it: what the caller reports
+                raise
         self._rings[name] = ring
         return ring
 
@@ -227,7 +233,7 @@ def _create(path: Path, ring: Keyring, development: bool = True) -> Keyring:
         like_siblings(tmp, "*.keys")  # `sudo secrets init`: the server's account's, not root's
         durable.fsync_path(tmp)  # as `durable.replace`, but linked: never over another's key
         os.link(tmp, path)  # atomic create-if-absent: concurrent workers agree on one key
-        durable.fsync_path(path.parent)  # the name on disk before anything is sealed under it
+        durable.confirm(path.parent)  # the name on disk before anything is sealed under it
         if development:
             logger.warning("generated a development secret %r in %s (never use it in "
                            "production)", ring.name, path)

@@ -19,7 +19,7 @@ from .errors import AuthConfigInvalid
 from .files import cannot_write, directory_locked, keep_owner, write_private
 from .principals import load_auth_config, token_hash
 
-__all__ = ["dumps", "mint", "revoke"]
+__all__ = ["dumps", "mint", "new_token", "revoke"]
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -94,12 +94,20 @@ def _target(path: Path) -> Path:
                                       "it at the auth config file; nothing was changed") from None
 
 
-def mint(path: Path, name: str, roles: list[str]) -> str:
-    """A new random token for principal `name` with `roles` (replacing its previous token);
-    returns the token, which is stored nowhere. It never starts with "-": one in 64 of
-    `token_urlsafe`'s would, and a command line (`--token T`) would read it as an option."""
+def new_token() -> str:
+    """A random token. It never starts with "-": one in 64 of `token_urlsafe`'s would, and a
+    command line (`--token T`) would read it as an option."""
     while (token := secrets.token_urlsafe(32)).startswith("-"):
         pass
+    return token
+
+
+def mint(path: Path, name: str, roles: list[str], token: str | None = None) -> str:
+    """Give principal `name` with `roles` the token `token` (default: a `new_token`), replacing
+    its previous one; returns the token, which is stored nowhere. A caller that must show the
+    token even when `durable.Unconfirmed` says the file was replaced but not synced passes its
+    own."""
+    token = new_token() if token is None else token
     path = _target(path)
     with directory_locked(path):  # another run's change between our read and write is kept
         doc = _read(path)

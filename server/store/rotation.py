@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 
+from ..durable import Unconfirmed
+from ..errors import FailedPrecondition
 from ..security.secrets import Secrets
 from .crypto import MASTER_RING
 from .datakeys import WRAP_KID_KEY
@@ -43,7 +45,7 @@ def rotate_data_keys(store, secrets: Secrets, chunk: int = 1000,
     stamp = store.get("meta", WRAP_KID_KEY)
     resumed = stamp == ring.kid.encode() and set(kids_in_use(store)) - {ring.kid}
     if not resumed:
-        ring = secrets.rotate(MASTER_RING)
+        ring = _new_master(secrets)
         store.put("meta", WRAP_KID_KEY, ring.kid.encode())
         logger.info("new data keys are wrapped under master key %s", ring.kid)
     n, start, chunks = 0, b"", 0
@@ -53,6 +55,18 @@ def rotate_data_keys(store, secrets: Secrets, chunk: int = 1000,
     kids = kids_in_use(store)
     return {"kid": ring.kid, "resumed": bool(resumed), "rewrapped": n,
             "remaining": sum(c for k, c in kids.items() if k != ring.kid), "kids": kids}
+
+
+def _new_master(secrets: Secrets):
+    """Step 1's new key in front of the keyring file. Refused when the file was replaced but
+    its directory could not be synced: data keys wrapped under a key a power loss may take
+    back would never open again."""
+    try:
+        return secrets.rotate(MASTER_RING)
+    except Unconfirmed as err:
+        raise FailedPrecondition(f"{err}; no data key was wrapped under the new master key "
+                                 f"{secrets[MASTER_RING].kid}: run rotate-key again once the "
+                                 "disk is healthy (every old key stays in the keyring)") from None
 
 
 def _rewrap_chunk(store, txn, start: bytes, chunk: int, kid: str) -> tuple[int, bytes | None]:

@@ -1,0 +1,172 @@
+"""`server.durable`: a change in place whose directory fsync fails is reported done with a warning,
+not failed; a filesystem that cannot fsync a directory is tolerated (once warned), an I/O error
+never is.
+
+The one failure injected is an fsync of a chosen directory's descriptor (`os.fsync` wrapped, the
+real one called for everything else): no filesystem here refuses it on demand."""
+import errno
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server import durable
+from server.security.principals import load_auth_config, token_hash
+from server.security.secrets import Keyring, Secrets
+from tests.conftest import ROOT, run_module
+
+_FAILING_DIR = """
+import os, stat, sys
+real, where, code = os.fsync, os.path.realpath(sys.argv[1]), int(sys.argv[2])
+def fsync(fd):
+    if stat.S_ISDIR(os.fstat(fd).st_mode) and os.readlink(f"/proc/self/fd/{fd}") == where:
+        raise OSError(code, os.strerror(code))
+    return real(fd)
+os.fsync = fsync
+from server.__main__ import main
+main(sys.argv[3:])
+"""
+"""`python -m server ARGS` whose fsync of the directory argv[1] fails with errno argv[2]."""
+
+
+def _run_failing(directory: Path, code: int, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _FAILING_DIR, str(directory), str(code), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def _dir_fsync_fails(monkeypatch, code: int) -> None:
+    """Every directory fsync fails with `code`; files' fsyncs run."""
+    real = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_token_minted_where_the_directory_cannot_be_synced_is_printed_with_a_warning(tmp_path):
+    """The new hash replaced the old one, then the directory fsync failed: the command printed a
+    traceback and no token, so the principal's old token was gone and the new one unknown."""
+    auth = tmp_path / "auth" / "auth.toml"
+    auth.parent.mkdir()
+    minted = _run_failing(auth.parent, errno.EIO, "token", "--auth-config", str(auth),
+                          "--name", "ops", "--roles", "admin")
+    assert minted.returncode == 0 and "Traceback" not in minted.stderr, minted.stderr
+    token = minted.stdout.splitlines()[-1]
+    assert load_auth_config(auth).by_token[token_hash(token)].name == "ops"
+    assert minted.stderr == (f"token: done, but {auth.parent} could not be synced (Input/output "
+                             "error): the change is in place, but may not survive a power loss\n")
+    revoked = _run_failing(auth.parent, errno.EIO, "token", "--auth-config", str(auth),
+                           "--revoke", "ops")
+    assert revoked.returncode == 0 and revoked.stdout.startswith("revoked ops"), revoked.stderr
+    assert "could not be synced" in revoked.stderr
+    assert not load_auth_config(auth).by_token
+
+
+def test_a_rotation_whose_directory_cannot_be_synced_reports_the_new_key_with_a_warning(tmp_path):
+    secrets = tmp_path / "secrets"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    rotated = _run_failing(secrets, errno.EIO, "secrets", "rotate", "audit",
+                           "--secrets-dir", str(secrets))
+    assert rotated.returncode == 0 and "secrets: done, but" in rotated.stderr, rotated.stderr
+    reply = json.loads(rotated.stdout)
+    assert Keyring.parse("audit", (secrets / "audit.keys").read_text()).kid == reply["signing"]
+    assert len(reply["keys"]) == 2
+
+
+def test_a_compaction_or_backup_whose_directory_cannot_be_synced_is_done_with_a_warning(tmp_path):
+    """Each printed a traceback and exited 1 once its file was renamed into place (compaction
+    also left its emptied copy dir behind)."""
+    from server.store import Store
+    data = tmp_path / "data"
+    store = Store(data / "store", sync=False)
+    store.put("meta", b"kept", b"yes")
+    store.close()
+    compacted = _run_failing(data / "store", errno.EIO, "compact", "--data-dir", str(data))
+    assert compacted.returncode == 0, compacted.stderr
+    assert compacted.stderr.startswith(f"compact: done, but {data / 'store'} could not be synced")
+    assert sorted(p.name for p in data.iterdir()) == ["store", "tailor.lock"]
+    out = tmp_path / "backups"
+    out.mkdir()
+    backed = _run_failing(out, errno.EIO, "backup", "--data-dir", str(data),
+                          "--out", str(out / "b.tar"))
+    assert backed.returncode == 0, backed.stderr
+    assert backed.stderr.startswith(f"backup: done, but {out} could not be synced")
+    assert [p.name for p in out.iterdir()] == ["b.tar"]
+    store = Store(data / "store", sync=False)
+    assert store.get("meta", b"kept") == b"yes"
+    store.close()
+
+
+def test_rotate_key_stops_when_the_new_master_key_is_not_on_disk(tmp_path):
+    """Data keys wrapped under a master key whose keyring file a power loss takes back would
+    never open again: the command stops before wrapping any, in one line that says so."""
+    from server.profiles import ProfileSchema, TrackedEvent
+    from server.profiles.repository import ProfileRepository
+    from server.store import Store
+    from server.store.crypto import StoreCrypto
+    from server.store.datakeys import WRAP_KID_KEY
+    from server.store.rotation import kids_in_use
+    secrets, data = tmp_path / "secrets", tmp_path / "data"
+    rings = Secrets.load(secrets, generate=True, environ={})
+    store = Store(data / "store", sync=False, crypto=StoreCrypto.from_secrets(rings))
+    ProfileRepository(store, ProfileSchema().layout()).ingest(
+        [TrackedEvent("evt-1-q", "ann", "view", "web", "", "i1", 0.0, 1764000000.0, {})], [None])
+    before = (kids_in_use(store), store.get("meta", WRAP_KID_KEY))
+    assert sum(before[0].values()) == 1
+    store.close()
+    refused = _run_failing(secrets, errno.EIO, "rotate-key", "--data-dir", str(data),
+                           "--secrets-dir", str(secrets))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.startswith(f"rotate-key: {secrets} could not be synced"), refused.stderr
+    assert "no data key was wrapped under the new master key" in refused.stderr
+    store = Store(data / "store", sync=False, crypto=StoreCrypto.from_secrets(
+        Secrets.load(secrets, generate=False, environ={})))
+    assert (kids_in_use(store), store.get("meta", WRAP_KID_KEY)) == before
+    store.close()
+
+
+def test_a_directory_fsync_the_filesystem_does_not_support_is_skipped_warned_once(
+        tmp_path, monkeypatch, caplog):
+    """EINVAL from fsync on a directory (some network and FUSE filesystems) failed every rename
+    that gained a directory fsync; SQLite and PostgreSQL carry on there."""
+    monkeypatch.setattr(durable, "_warned_unsupported", False, raising=False)
+    _dir_fsync_fails(monkeypatch, errno.EINVAL)
+    caplog.set_level(logging.WARNING, logger="tailor.durable")
+    for text in ("one", "two"):
+        (tmp_path / "tmp").write_text(text)
+        durable.replace(tmp_path / "tmp", tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "two"
+    warned = [r.getMessage() for r in caplog.records if r.name == "tailor.durable"]
+    assert len(warned) == 1 and "does not support fsync on a directory" in warned[0], warned
+
+
+@pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC])
+def test_a_directory_fsync_that_fails_otherwise_is_raised_as_unconfirmed(tmp_path, monkeypatch,
+                                                                         code):
+    _dir_fsync_fails(monkeypatch, code)
+    (tmp_path / "tmp").write_text("new")
+    with pytest.raises(durable.Unconfirmed) as err:
+        durable.replace(tmp_path / "tmp", tmp_path / "file")
+    assert err.value.errno == code and "the change is in place" in str(err.value)
+    assert (tmp_path / "file").read_text() == "new"
+
+
+def test_a_file_fsync_refused_as_einval_is_not_taken_for_a_directory_one(tmp_path, monkeypatch):
+    real = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    (tmp_path / "tmp").write_text("new")
+    with pytest.raises(OSError) as err:
+        durable.replace(tmp_path / "tmp", tmp_path / "file")
+    assert err.value.errno == errno.EINVAL and not (tmp_path / "file").exists()
