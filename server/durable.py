@@ -21,6 +21,11 @@ their descriptor; a generated keyring is linked, not renamed (create-if-absent: 
 workers agree on one key), with the same fsyncs around the link; the audit log's lines and its
 `audit.tip` are not fsynced (docs/operations.md says why), its `audit.head` is.
 
+A directory made for state that must survive (the data dir, `store/`, `bundles/`, `audit/`,
+`secrets_dir`) is made with `make_dirs`, which fsyncs the parent of every level it made: a new
+directory's name is an entry in its parent like a file's, and lost, it takes everything under
+it along. Scratch directories that are renamed into place or deleted are not.
+
 A directory fsync the filesystem refuses as unsupported (EINVAL, ENOTSUP: some network and FUSE
 filesystems) is skipped with one warning a process, as SQLite and PostgreSQL do: it has no
 directory entries of its own to write, and failing every rename on it would stop the server
@@ -42,7 +47,8 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["Unconfirmed", "confirm", "fsync_path", "fsync_tree", "replace", "write_file"]
+__all__ = ["Unconfirmed", "confirm", "fsync_path", "fsync_tree", "make_dirs", "replace",
+           "write_file"]
 
 logger = logging.getLogger("tailor.durable")
 
@@ -98,6 +104,20 @@ def confirm(directory: Path) -> None:
         fsync_path(directory)
     except OSError as err:
         raise Unconfirmed(directory, err) from err
+
+
+def make_dirs(path: Path, mode: int = 0o777, exist_ok: bool = True) -> None:
+    """`Path.mkdir(parents=True)` (`mode` for `path` itself), then the parent of every level it
+    made fsynced, deepest first (`Unconfirmed` if one fails): on disk, with everything later
+    written and synced under it. Nothing is synced when `path` was there already."""
+    missing = []
+    for level in (path, *path.parents):
+        if level.is_dir():
+            break
+        missing.append(level)
+    path.mkdir(mode=mode, parents=True, exist_ok=exist_ok)
+    for level in missing:  # made here or by a racing process: synced either way
+        confirm(level.parent)
 
 
 def fsync_tree(root: Path) -> None:

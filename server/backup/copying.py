@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ..durable import make_dirs
 from ..errors import FailedPrecondition
 from ..store import lock_data_dir
 from ..store.backup import read_value, snapshot_store
@@ -28,7 +29,7 @@ def backup(data_dir: Path, out: Path) -> dict:
     if out.is_dir():
         raise FailedPrecondition(f"{out} is a directory: --out names the backup file to write "
                                  f"(e.g. {out / 'tailor.tar.gz'})")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out.parent)  # the archive's name on disk is as good as its directory's
     lock = lock_data_dir(data_dir, exclusive=False)  # servers share it; compaction must wait
     sweep_leftovers(out.parent)
     staging, held = staging_dir(out.parent)

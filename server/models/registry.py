@@ -48,7 +48,7 @@ class ModelRegistry:
         self.settings = settings
         self.store = store
         self.bundles_dir = settings.bundles_dir
-        self.bundles_dir.mkdir(parents=True, exist_ok=True)
+        durable.make_dirs(self.bundles_dir)
         self._active: Bundle | None = None
         self._canary: Canary | None = None
         self.canaries = CanaryRecords(store)

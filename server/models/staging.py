@@ -168,7 +168,7 @@ class BundleStaging:
     def __init__(self, bundles_dir: Path, max_bytes: int = 8 << 30, limits: Limits = DEFAULT_LIMITS):
         self.bundles_dir = bundles_dir
         self.dir = bundles_dir / leftover_name("staging", uuid.uuid4().hex)
-        self.dir.mkdir(parents=True)
+        durable.make_dirs(self.dir, exist_ok=False)  # bundles/ too, when a push makes it
         self.max_bytes = max_bytes
         self.limits = limits
         self.received = 0

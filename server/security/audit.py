@@ -144,7 +144,7 @@ class AuditLog:
         self.ring = ring
         self.max_bytes = max_bytes
         self.keep_files = keep_files
-        self.directory.mkdir(parents=True, exist_ok=True)
+        durable.make_dirs(self.directory)
         self._thread_lock = threading.Lock()
         self._lock_path = self.directory / "audit.lock"
 

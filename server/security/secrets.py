@@ -226,7 +226,7 @@ def _check_mode(name: str, path: Path) -> None:
 
 def _create(path: Path, ring: Keyring, development: bool = True) -> Keyring:
     """Write `ring` to `path` unless another process did first; returns what the file holds."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    durable.make_dirs(path.parent, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write_private(tmp, ring.text())
     try:

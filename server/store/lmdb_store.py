@@ -39,6 +39,7 @@ from typing import TypeVar
 
 import lmdb
 
+from ..durable import make_dirs
 from .crypto import StoreCrypto
 from .datakeys import SLOT_BYTES, SLOT_COUNT_KEY, SLOTS_FILE, DataKeys
 from .errors import StoreDiskFull, StoreFull, StorePadsMissing, StoreUnreadable
@@ -97,7 +98,7 @@ class Store:
                  layouts: Sequence[RecordKind] = KINDS, crypto: StoreCrypto | dict | None = None,
                  sweep_pace: SweepPace = DEFAULT_PACE):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path)
         self.readonly = readonly
         self.max_map_size = max_map_size
         self.erasure_reserve = min(ERASURE_RESERVE, max_map_size // 8)

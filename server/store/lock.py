@@ -8,6 +8,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..durable import make_dirs
 from ..errors import FailedPrecondition
 
 __all__ = ["RESTORING", "check_restore_finished", "lock_data_dir", "locked_dir"]
@@ -22,7 +23,7 @@ def lock_data_dir(data_dir: Path, exclusive: bool, restoring: bool = False):
     while a restore left the data dir unfinished (`RESTORING`), unless for the restore itself:
     a server would serve (or make afresh) whatever store the killed restore left."""
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(data_dir)
         fh = open(data_dir / "tailor.lock", "a+")
     except OSError as err:  # a file in the way, no permission, a read-only file system
         raise FailedPrecondition(f"cannot use {data_dir} as a data dir: "

@@ -23,6 +23,7 @@ import os
 import time
 from pathlib import Path
 
+from ..durable import make_dirs
 from . import layouts
 from .errors import StoreLayoutsInUse
 from .rekey import KEY_VERSION
@@ -45,7 +46,7 @@ def hold_layouts(store_dir: Path, mine: dict[str, int] | None = None):
     """Hold this process's layouts file shared (close the returned file to let go) once no
     live process has the store open with other layouts; `StoreLayoutsInUse` otherwise."""
     mine = known_layouts() if mine is None else mine
-    store_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(store_dir)
     own = store_dir / _name(mine)
     held = _hold(own, mine)
     try:

@@ -1,6 +1,6 @@
 """`server.durable`: a change in place whose directory fsync fails is reported done with a warning,
-not failed; a filesystem that cannot fsync a directory is tolerated (once warned), an I/O error
-never is.
+not failed; new directories are on disk in their parents; a filesystem that cannot fsync a
+directory is tolerated (once warned), an I/O error never is.
 
 The one failure injected is an fsync of a chosen directory's descriptor (`os.fsync` wrapped, the
 real one called for everything else): no filesystem here refuses it on demand."""
@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -37,6 +38,18 @@ main(sys.argv[3:])
 def _run_failing(directory: Path, code: int, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", _FAILING_DIR, str(directory), str(code), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def _dir_fsyncs(monkeypatch) -> list[Path]:
+    """The directories fsynced from now on (the real fsync still runs)."""
+    real, synced = os.fsync, []
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
 
 
 def _dir_fsync_fails(monkeypatch, code: int) -> None:
@@ -142,7 +155,8 @@ def test_a_directory_fsync_the_filesystem_does_not_support_is_skipped_warned_onc
     for text in ("one", "two"):
         (tmp_path / "tmp").write_text(text)
         durable.replace(tmp_path / "tmp", tmp_path / "file")
-    assert (tmp_path / "file").read_text() == "two"
+    durable.make_dirs(tmp_path / "a" / "b")
+    assert (tmp_path / "file").read_text() == "two" and (tmp_path / "a" / "b").is_dir()
     warned = [r.getMessage() for r in caplog.records if r.name == "tailor.durable"]
     assert len(warned) == 1 and "does not support fsync on a directory" in warned[0], warned
 
@@ -170,3 +184,59 @@ def test_a_file_fsync_refused_as_einval_is_not_taken_for_a_directory_one(tmp_pat
     with pytest.raises(OSError) as err:
         durable.replace(tmp_path / "tmp", tmp_path / "file")
     assert err.value.errno == errno.EINVAL and not (tmp_path / "file").exists()
+
+
+def test_make_dirs_syncs_the_parent_of_every_level_it_made_and_nothing_else(tmp_path, monkeypatch):
+    synced = _dir_fsyncs(monkeypatch)
+    durable.make_dirs(tmp_path / "a" / "b" / "c", mode=0o700)
+    assert synced == [tmp_path / "a" / "b", tmp_path / "a", tmp_path]
+    assert stat.S_IMODE((tmp_path / "a" / "b" / "c").stat().st_mode) == 0o700
+    synced.clear()
+    durable.make_dirs(tmp_path / "a" / "b" / "c")
+    assert synced == []
+    with pytest.raises(FileExistsError):
+        durable.make_dirs(tmp_path / "a" / "b" / "c", exist_ok=False)
+
+
+def test_the_directories_a_server_makes_for_its_state_are_synced_in_their_parents(tmp_path,
+                                                                                  monkeypatch):
+    """The data dir, its store, audit log and keyrings' dir were made with `mkdir` alone: after
+    a power loss the new directory's entry, and everything under it, could be gone."""
+    from server.security.audit import AuditLog
+    from server.store import Store, lock_data_dir
+    synced = _dir_fsyncs(monkeypatch)
+    lock_data_dir(tmp_path / "d1" / "data", exclusive=False).close()
+    assert {tmp_path, tmp_path / "d1"} <= set(synced)
+    Store(tmp_path / "d2" / "store", sync=False).close()
+    assert tmp_path / "d2" in synced
+    ring = Secrets.load(tmp_path / "d3" / "secrets", generate=True, names=("audit",))["audit"]
+    assert tmp_path / "d3" in synced
+    AuditLog(tmp_path / "d4" / "audit", ring)
+    assert tmp_path / "d4" in synced
+
+
+_SCRATCH = {  # (file, the call): renamed into place after an fsync of its own, or deleted
+    ("server/workers.py", "tempfile.mkdtemp("),  # the workers' metrics files: gone at the stop
+    ("server/store/baseline.py", "tempfile.mkdtemp("),  # a benchmark's scratch store
+    ("server/store/compaction.py", "fresh.mkdir("),  # its data.mdb renamed into store/, synced
+    ("server/store/reerase/rewrite.py", "fresh.mkdir("),  # the same
+    ("server/store/backup.py", "dest_dir.mkdir("),  # the snapshot in a backup's staging dir
+    ("server/backup/copying.py", "dest.mkdir("),  # the bundles' copy in a backup's staging dir
+    ("server/backup/staging.py", "tempfile.mkdtemp("),  # a backup's staging dir
+    ("server/backup/restoring.py", '(staging / "bundles").mkdir('),  # fsync_tree, then renamed
+}
+
+
+def test_every_directory_the_server_makes_goes_through_make_dirs_or_is_scratch():
+    """A new creation site (`mkdir`, `makedirs`, `mkdtemp`) outside `durable` is
+    `durable.make_dirs`, or a scratch directory listed above with why its name need not
+    survive."""
+    found = set()
+    for path in sorted(Path(ROOT, "server").rglob("*.py")):
+        rel = str(path.relative_to(ROOT))
+        if rel != "server/durable.py":
+            found |= {(rel, line.strip()) for line in path.read_text().splitlines()
+                      if re.search(r"\b(mkdir|makedirs|mkdtemp)\(", line)}
+    listed = {(rel, line) for rel, line in found for file, call in _SCRATCH
+              if rel == file and call in line}
+    assert found == listed and len(listed) == len(_SCRATCH), found - listed
