@@ -17,7 +17,9 @@ Crash safety: the new manifest is first written beside the old one (`.manifest.n
 users.npz, then manifest.json are replaced by rename, each on disk before the next
 (`durable.replace`); a start that finds `.manifest.next` finishes the swap when users.npz
 already matches it (`_finish_interrupted`, which also drops a new users.npz a crash left
-written but not renamed, whole or cut short). Worker processes
+written but not renamed, whole or cut short). A start whose rewrite put the manifest in place
+but could not sync its directory counts the bundle rewritten, with a warning
+(`durable.Unconfirmed`). Worker processes
 of one data dir lock the bundles directory around a rewrite, so two never rewrite one bundle
 at once.
 """
@@ -135,6 +137,14 @@ def _hash_stored_one(path: Path, before: RawIds | None = None) -> bool:
     return True
 
 
+def _rewritten(path: Path) -> bool:
+    """Whether the manifest in place says the bundle's user ids are hashed."""
+    try:
+        return ids_hashed(read_manifest(path))
+    except (BundleInvalid, OSError, ValueError, KeyError):
+        return False
+
+
 def hash_stored(bundles_dir: Path, before: RawIds | None = None) -> list[str]:
     """At start: rewrite every stored bundle that still holds raw user ids (idempotent), each
     shown to `before` first; the versions that could not be (named in the log, refused when
@@ -144,6 +154,10 @@ def hash_stored(bundles_dir: Path, before: RawIds | None = None) -> list[str]:
         for path in bundle_dirs(bundles_dir):
             try:
                 ok = _hash_stored_one(path, before)
+            except durable.Unconfirmed as err:  # renamed: the manifest may say it is done
+                ok = _rewritten(path)
+                logger.warning("bundle %s: user ids %s, but %s", path.name,
+                               "rewritten" if ok else "not rewritten", err)
             except (BundleInvalid, OSError, ValueError, KeyError) as err:
                 logger.warning("bundle %s: user ids not rewritten (%s)", path.name, err)
                 ok = False

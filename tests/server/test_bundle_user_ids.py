@@ -3,7 +3,10 @@ a bundle training wrote with raw ids is rewritten when pushed and, if an older s
 at start; the rewrite is idempotent, leaves every other array as it was, keeps training's own
 output untouched, and Recommend answers a known user exactly as from the raw files."""
 import asyncio
+import errno
 import json
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -176,4 +179,28 @@ def test_a_crash_before_the_renames_leaves_no_copy_of_users_npz_behind(demo_bund
     (path / "..users.npz.next.4242.tmp").write_bytes(b"\0" * (size // 2))  # cut short
     assert hash_stored(tmp_path / "bundles") == []  # the next start's pass
     assert sorted(p.name for p in path.iterdir() if p.name.startswith(".")) == []
+    _assert_hashed(path, demo_bundle)
+
+
+def test_a_rewrite_whose_manifest_is_in_place_but_not_synced_is_not_called_failed(
+        demo_bundle, tmp_path, monkeypatch, caplog):
+    """The manifest naming the hashed users.npz was renamed in, then the directory's fsync
+    failed (EIO): the start logged "user ids not rewritten" and listed the version among those
+    "refused at load", though it loads hashed. Now a warning says the change is unconfirmed."""
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    path = _raw_copy(demo_bundle, bundles / "v", "v")
+    real = os.fsync
+
+    def fsync(fd):  # the bundle's directory, once its manifest says the ids are hashed
+        if (os.readlink(f"/proc/self/fd/{fd}") == str(path)
+                and "user_ids" in json.loads((path / "manifest.json").read_text())):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    caplog.set_level(logging.WARNING, logger="tailor.models.pseudonyms")
+    assert hash_stored(bundles) == []
+    monkeypatch.undo()
+    assert any("user ids rewritten, but" in r.getMessage() and "power loss" in r.getMessage()
+               for r in caplog.records), caplog.text
     _assert_hashed(path, demo_bundle)
