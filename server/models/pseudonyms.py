@@ -15,13 +15,13 @@ deterministically, so a re-push of the same bundle gives the same manifest) and 
 
 Crash safety: the new manifest is first written beside the old one (`.manifest.next`), then
 users.npz, then manifest.json are replaced by rename, each on disk before the next
-(`durable.replace`); a start that finds `.manifest.next` finishes the swap when users.npz
-already matches it (`_finish_interrupted`, which also drops a new users.npz a crash left
+(`durable.replace`); a start (or a scrub) that finds `.manifest.next` finishes the swap when
+users.npz already matches it, and drops it otherwise, a copy a crash cut short included: no
+rename had begun (`_finish_interrupted`, which also drops a new users.npz a crash left
 written but not renamed, whole or cut short). A start whose rewrite put the manifest in place
 but could not sync its directory counts the bundle rewritten, with a warning
-(`durable.Unconfirmed`). Worker processes
-of one data dir lock the bundles directory around a rewrite, so two never rewrite one bundle
-at once.
+(`durable.Unconfirmed`). Worker processes of one data dir lock the bundles directory around a
+rewrite, so two never rewrite one bundle at once.
 """
 from __future__ import annotations
 
@@ -107,13 +107,24 @@ def _finish_interrupted(path: Path) -> None:
     `locked_dir` (no rewrite is under way then)."""
     pending = path / _NEXT
     if pending.exists():
-        expected = json.loads(pending.read_text())["files"].get("users.npz")
-        if contract.sha256_file(path / "users.npz") == expected:
+        if contract.sha256_file(path / "users.npz") == _pending_users(pending):
             durable.replace(pending, path / "manifest.json")
         else:
             pending.unlink()
     for leftover in (path / _USERS_NEXT, *path.glob(f".{_USERS_NEXT}.*.tmp")):
         leftover.unlink(missing_ok=True)
+
+
+def _pending_users(pending: Path) -> str | None:
+    """The users.npz sha256 `.manifest.next` names; None when a crash cut it short (not JSON,
+    no `files`): it is written whole and synced before the first rename (`_swap_users`), so
+    no rename happened, and dropping it leaves the bundle as it was. Raised, it failed this
+    bundle at every start and every erasure's scrub for good (a hashed bundle is never
+    rewritten at load, which would overwrite it): the erased users' rows stayed in it."""
+    try:
+        return json.loads(pending.read_text())["files"].get("users.npz")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 RawIds = Callable[[contract.Manifest, list[str]], None]

@@ -204,3 +204,27 @@ def test_a_rewrite_whose_manifest_is_in_place_but_not_synced_is_not_called_faile
     assert any("user ids rewritten, but" in r.getMessage() and "power loss" in r.getMessage()
                for r in caplog.records), caplog.text
     _assert_hashed(path, demo_bundle)
+
+
+def test_a_new_manifest_cut_short_by_a_crash_is_dropped_and_the_bundle_scrubbed(
+        demo_bundle, tmp_path):
+    """A crash while `.manifest.next` was written (before any rename) left it cut short:
+    reading it raised at every start's pass (the version listed as refused at load, though it
+    loads) and at every erasure's scrub, so a hashed bundle kept the erased users' rows, the
+    queue kept growing. It is dropped: the renames after it never began."""
+    from server.models.scrub import VOID, ScrubQueue, scrub_stored
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    path = _raw_copy(demo_bundle, bundles / "v", "v")
+    assert hash_stored(bundles) == []
+    whole = (path / "manifest.json").read_bytes()
+    (path / ".manifest.next").write_bytes(whole[:len(whole) // 2])  # the crash
+    assert hash_stored(bundles) == []
+    assert not (path / ".manifest.next").exists()
+    (path / ".manifest.next").write_bytes(whole[:len(whole) // 3])  # again, then an erasure
+    queue = ScrubQueue(bundles, clock=lambda: 4e9)  # erased after the cutoff
+    for user in ("0", "1"):
+        queue.erase_user(None, user)
+    assert scrub_stored(bundles) > 0
+    bundle = load_bundle(path)
+    assert (bundle.users["user_ids"] == VOID).sum() == 2 and bundle.row_of("0") is None
