@@ -93,6 +93,18 @@ def test_a_rotation_whose_directory_cannot_be_synced_reports_the_new_key_with_a_
     assert len(reply["keys"]) == 2
 
 
+def test_secrets_init_stops_in_one_line_when_a_new_keyring_is_not_on_disk(tmp_path):
+    """Anything sealed under a keyring a power loss takes back would never open: `secrets init`
+    stops at the first keyring whose directory cannot be synced, in one line, not a traceback,
+    saying the file is in place."""
+    secrets = tmp_path / "secrets"
+    refused = _run_failing(secrets, errno.EIO, "secrets", "init", "--secrets-dir", str(secrets))
+    assert refused.returncode == 1 and refused.stdout == "", refused.stderr
+    assert refused.stderr == (f"secrets: {secrets} could not be synced (Input/output error): the "
+                              "change is in place, but may not survive a power loss\n")
+    assert len(list(secrets.glob("*.keys"))) == 1 and not list(secrets.glob(".*"))
+
+
 def test_a_compaction_or_backup_whose_directory_cannot_be_synced_is_done_with_a_warning(tmp_path):
     """Each printed a traceback and exited 1 once its file was renamed into place (compaction
     also left its emptied copy dir behind)."""
