@@ -70,6 +70,9 @@ class Unconfirmed(OSError):
     def __str__(self) -> str:
         return self.warning
 
+    def __reduce__(self):  # OSError's would call __init__(errno, strerror): another process's
+        return type(self), (self.directory, OSError(self.errno, self.strerror))  # (a worker's)
+
 
 def _unsupported(fd: int, path: Path, err: OSError) -> bool:
     """Whether `err` is a directory fsync the filesystem does not support (warned once a

@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import pickle
 import re
 import stat
 import subprocess
@@ -182,6 +183,8 @@ def test_a_directory_fsync_that_fails_otherwise_is_raised_as_unconfirmed(tmp_pat
         durable.replace(tmp_path / "tmp", tmp_path / "file")
     assert err.value.errno == code and "the change is in place" in str(err.value)
     assert (tmp_path / "file").read_text() == "new"
+    again = pickle.loads(pickle.dumps(err.value))  # as another process would receive it
+    assert (type(again), again.errno, str(again)) == (durable.Unconfirmed, code, str(err.value))
 
 
 def test_a_file_fsync_refused_as_einval_is_not_taken_for_a_directory_one(tmp_path, monkeypatch):
