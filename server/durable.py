@@ -111,8 +111,9 @@ def confirm(directory: Path) -> None:
 
 def make_dirs(path: Path, mode: int = 0o777, exist_ok: bool = True) -> None:
     """`Path.mkdir(parents=True)` (`mode` for `path` itself), then the parent of every level it
-    made fsynced, deepest first (`Unconfirmed` if one fails): on disk, with everything later
-    written and synced under it. Nothing is synced when `path` was there already."""
+    made fsynced, deepest first (`Unconfirmed` if one fails; a parent this account may not
+    open is skipped with a warning): on disk, with everything later written and synced under
+    it. Nothing is synced when `path` was there already."""
     missing = []
     for level in (path, *path.parents):
         if level.is_dir():
@@ -120,7 +121,13 @@ def make_dirs(path: Path, mode: int = 0o777, exist_ok: bool = True) -> None:
         missing.append(level)
     path.mkdir(mode=mode, parents=True, exist_ok=exist_ok)
     for level in missing:  # made here or by a racing process: synced either way
-        confirm(level.parent)
+        try:
+            confirm(level.parent)
+        except Unconfirmed as err:  # a parent this account may write in but not open (0733),
+            if err.errno != errno.EACCES:  # as PostgreSQL, which skips such a directory
+                raise
+            logger.warning("cannot open %s to fsync it (%s): %s may not survive a power loss",
+                           level.parent, err.strerror, level)
 
 
 def fsync_tree(root: Path) -> None:

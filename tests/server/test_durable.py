@@ -213,6 +213,27 @@ def test_make_dirs_syncs_the_parent_of_every_level_it_made_and_nothing_else(tmp_
         durable.make_dirs(tmp_path / "a" / "b" / "c", exist_ok=False)
 
 
+def test_make_dirs_under_a_parent_it_may_write_but_not_open_warns(tmp_path, monkeypatch, caplog):
+    """A parent of mode 0733 (writable, not readable: its owner's drop box) cannot be opened to
+    fsync it; failing there would refuse a data dir that served before the parent's sync."""
+    real, parent = os.open, tmp_path / "dropbox"
+    parent.mkdir()
+
+    def refusing(path, flags, *args, **kw):  # run as root here: EACCES only by injection
+        if Path(path) == parent:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, flags, *args, **kw)
+    monkeypatch.setattr(os, "open", refusing)
+    caplog.set_level(logging.WARNING, logger="tailor.durable")
+    durable.make_dirs(parent / "data")
+    assert (parent / "data").is_dir()
+    assert f"cannot open {parent} to fsync it" in caplog.text
+    monkeypatch.setattr(os, "open", real)
+    _dir_fsync_fails(monkeypatch, errno.EIO)  # any other error is raised
+    with pytest.raises(durable.Unconfirmed):
+        durable.make_dirs(parent / "other")
+
+
 def test_the_directories_a_server_makes_for_its_state_are_synced_in_their_parents(tmp_path,
                                                                                   monkeypatch):
     """The data dir, its store, audit log and keyrings' dir were made with `mkdir` alone: after
