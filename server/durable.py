@@ -152,7 +152,7 @@ def write_file(path: Path, data: bytes | str) -> None:
 def replace(tmp: Path, target: Path) -> None:
     """Rename the written file `tmp` over `target`, durably: `tmp`'s bytes fsynced first, the
     directory of `target` after (the rename on disk: `Unconfirmed` if that fails, `target` then
-being the new file). The caller removes `tmp` if anything else raises."""
+    being the new file). The caller removes `tmp` if anything else raises."""
     fsync_path(tmp)
     os.replace(tmp, target)
     confirm(target.parent)
