@@ -119,6 +119,8 @@ def make_dirs(path: Path, mode: int = 0o777, exist_ok: bool = True) -> None:
         if level.is_dir():
             break
         missing.append(level)
+    if exist_ok and not missing:
+        return
     path.mkdir(mode=mode, parents=True, exist_ok=exist_ok)
     for level in missing:  # made here or by a racing process: synced either way
         try:
