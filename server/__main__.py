@@ -171,12 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _data_dir(args) -> Path:
     """--data-dir, else the servers' (`--config` file, TAILOR_DATA_DIR, ./data)."""
-    return args.data_dir or _command_settings(args.config, {}).data_dir
+    return args.data_dir or _store_settings(args).data_dir
 
 
 def _secrets_dir(args) -> Path:
     """--secrets-dir, else the servers' (`--config` file, TAILOR_SECRETS_DIR, ./var/secrets)."""
-    return args.secrets_dir or _command_settings(args.config, {}).secrets_dir
+    return args.secrets_dir or _store_settings(args).secrets_dir
+
+
+def _store_settings(args) -> Settings:
+    """A store command's settings: the servers' (`_command_settings`) with the command's path
+    flags over them, as `serve`'s flags are. A flag given overrides its variable, so a value
+    of it the servers would refuse (`TAILOR_DATA_DIR=`, empty) does not stop a command that
+    named its own (`audit verify --data-dir D` with TAILOR_DATA_DIR= refused, naming the
+    variable it did not use). A value refused names the command's flag beside its variable."""
+    flags = {name: getattr(args, name) for name in ("data_dir", "secrets_dir") if hasattr(args, name)}
+    return _command_settings(args.config, flags)
 
 
 def _compact(args) -> None:
@@ -197,7 +207,7 @@ def _migrate(args) -> None:
     from .store import Store, lock_data_dir
     from .store.crypto import MASTER_RING, STORE_ID_RING
     from .store.lock import check_restore_finished
-    settings = _command_settings(args.config, {"data_dir": args.data_dir})
+    settings = _store_settings(args)
     data_dir = settings.data_dir
     store_dir = data_dir / "store"
     check_restore_finished(data_dir)
@@ -419,7 +429,7 @@ def _rotate_key(args) -> None:
     from .store.rekey import SEALED_KEY
     from .store.rotation import rotate_data_keys
     from .store.sharing import hold_layouts
-    settings = _command_settings(args.config, {"data_dir": args.data_dir})
+    settings = _store_settings(args)
     data_dir = settings.data_dir
     store_dir = data_dir / "store"
     check_restore_finished(data_dir)

@@ -1,6 +1,7 @@
 """`python -m server --help` shows every subcommand, and a bare flag still means `serve`; what the
 user got wrong prints one line and exits 2; `--config FILE` (TOML) sits below env and flags."""
 import argparse
+import base64
 import json
 import os
 import re
@@ -188,11 +189,27 @@ def test_an_empty_path_setting_is_refused_not_read_as_the_working_directory(tmp_
     assert str(load_settings(data_dir=".").data_dir) == "."
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
     proc = run_module("server", "compact", check=False, env={**env, "TAILOR_DATA_DIR": ""})
-    assert proc.returncode == 1 and proc.stderr.startswith("compact: data_dir (TAILOR_DATA_DIR): "), \
-        proc.stderr[-2000:]
+    assert proc.returncode == 1 and proc.stderr.startswith(
+        "compact: data_dir (--data-dir, TAILOR_DATA_DIR): "), proc.stderr[-2000:]
     proc = run_module("server", "compact", "--data-dir", "", check=False, env=env)
     assert proc.returncode == 2 and "argument --data-dir: an empty path would be the working " \
         "directory" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_store_commands_path_flag_overrides_an_empty_variable(tmp_path):
+    """A flag given overrides its variable, as `serve`'s do: `audit verify --data-dir D` (its
+    keyrings' dir from the settings) with TAILOR_DATA_DIR= in the environment was refused,
+    naming the variable it did not use; so was --secrets-dir with TAILOR_SECRETS_DIR=."""
+    data = tmp_path / "data"
+    (data / "audit").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+    env["TAILOR_SECRET_AUDIT"] = "k1:" + base64.b64encode(bytes(32)).decode()
+    for given, empty in (("--data-dir", "TAILOR_DATA_DIR"), ("--secrets-dir", "TAILOR_SECRETS_DIR")):
+        other = {"TAILOR_DATA_DIR": str(data), "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+        value = str(data) if given == "--data-dir" else str(tmp_path / "secrets")
+        proc = run_module("server", "audit", "verify", given, value, check=False,
+                          env={**env, **other, empty: ""})
+        assert proc.returncode == 0 and json.loads(proc.stdout)["ok"], (given, proc.stderr[-2000:])
 
 
 def test_workers_on_port_zero_is_one_error_line(tmp_path):
