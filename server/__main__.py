@@ -417,9 +417,18 @@ def _secrets(args) -> None:
     print(json.dumps({"keyring": args.name, "signing": ring.kid, "keys": [k for k, _ in ring.keys]}))
 
 
+_ROTATION = {"encrypt_at_rest": True, "lmdb_sync": True}
+"""The settings `rotate-key` opens the store with whatever the servers' are (`_rotate_key`)."""
+
+
 def _rotate_key(args) -> None:
     """`rotate_data_keys` on the store opened as the servers open it (`Store.from_settings`:
-    their map size, ceiling and sync, from the `--config` file and TAILOR_* variables)."""
+    their map size and ceiling, from the `--config` file and TAILOR_* variables), but always
+    encrypted and fsynced (`_ROTATION`): the store's `sealed` stamp, checked first, is what
+    says it has data keys, not `encrypt_at_rest` (off, a sealed store was refused, "open it
+    with encryption on", instead of rotated); and once it reports `remaining: 0` the operator
+    drops the old master keys, so every re-wrap must be on disk by then (with `lmdb_sync`
+    off, a power loss after the drop would have left data keys under a key no longer kept)."""
     from .errors import FailedPrecondition
     from .security.secrets import Secrets
     from .store import Store, lock_data_dir
@@ -444,7 +453,7 @@ def _rotate_key(args) -> None:
     lock = lock_data_dir(data_dir, exclusive=False)  # beside servers; not during compaction
     try:
         with hold_layouts(store_dir):  # not beside a server of other layouts (store.sharing)
-            store = Store.from_settings(settings, secrets)
+            store = Store.from_settings(settings.model_copy(update=_ROTATION), secrets)
             try:
                 print(json.dumps(rotate_data_keys(store, secrets, chunk=max(args.chunk, 1))))
             finally:

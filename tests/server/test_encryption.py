@@ -2,6 +2,7 @@
 an old plaintext data dir encrypted at open, and `rotate-key` while a server runs."""
 import json
 import os
+import signal
 from collections import OrderedDict
 
 import pytest
@@ -459,6 +460,37 @@ def test_rotate_key_opens_the_store_with_the_servers_lmdb_settings(tmp_path):
     done = json.loads(run_module("server", "rotate-key", "--config", str(config),
                                  env=raised).stdout.splitlines()[-1])
     assert done["remaining"] == 0 and done["kids"] == {done["kid"]: 2000}
+
+
+def test_rotate_key_rotates_and_fsyncs_whatever_encrypt_at_rest_and_lmdb_sync_say(
+        tmp_path, monkeypatch, capsys):
+    """rotate-key opened the store with the servers' `encrypt_at_rest` and `lmdb_sync`: off,
+    a sealed store was refused ("open it with encryption on") instead of rotated; and with
+    fsync off, the re-wraps reported done (`remaining: 0`, the old master key may go) were
+    not on disk. The sealed stamp decides, and every re-wrap is fsynced (LMDB's own flags)."""
+    from server.__main__ import main
+    secrets, data = tmp_path / "secrets", tmp_path / "data"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    store = Store(data / "store", sync=False,
+                  crypto=StoreCrypto.from_secrets(Secrets.load(secrets, generate=False)))
+    ProfileRepository(store, ProfileSchema().layout()).ingest([_event(1)], [None])
+    store.close()
+    for name in [k for k in os.environ if k.startswith("TAILOR_")]:
+        monkeypatch.delenv(name)
+    flags, real = [], Store.from_settings.__func__
+    monkeypatch.setattr(Store, "from_settings", classmethod(
+        lambda cls, s, rings: flags.append((opened := real(cls, s, rings)).env.flags()) or opened))
+    hangup = signal.getsignal(signal.SIGHUP)  # main() ignores it, as a command does
+    try:
+        for setting in ("encrypt_at_rest", "lmdb_sync"):
+            (config := tmp_path / f"{setting}.toml").write_text(f"{setting} = false\n")
+            main(["rotate-key", "--config", str(config), "--data-dir", str(data),
+                  "--secrets-dir", str(secrets)])
+            done = json.loads(capsys.readouterr().out.splitlines()[-1])
+            assert done["remaining"] == 0 and done["kids"] == {done["kid"]: 1}
+            assert flags[-1]["sync"] and flags[-1]["metasync"], (setting, flags[-1])
+    finally:
+        signal.signal(signal.SIGHUP, hangup)
 
 
 @pytest.mark.parametrize("damage", ["missing", "cut short"])
