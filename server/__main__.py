@@ -16,8 +16,9 @@
 
 The store commands take the data dir and the keyrings' dir from their flags, else from the
 servers' settings: the `--config` file, then TAILOR_DATA_DIR / TAILOR_SECRETS_DIR, then ./data
-and ./var/secrets. `migrate` and `rotate-key` open the store with the servers' LMDB settings too
-(`Store.from_settings`)."""
+and ./var/secrets (a flag given overrides its variable, `_store_settings`). `migrate` and
+`rotate-key` open the store with the servers' LMDB settings too (`Store.from_settings`;
+`rotate-key` always encrypted and fsynced, `_ROTATION`)."""
 from __future__ import annotations
 
 import argparse
