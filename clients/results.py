@@ -94,7 +94,9 @@ class Choice:
     content: dict[str, str] = field(default_factory=dict)
     suppressed: bool = False
     reason: str = ""
-    """no_consent, suppressed_address, frequency_cap, quiet_hours ("" when allowed)."""
+    """no_consent, suppressed_address, frequency_cap, quiet_hours ("" when allowed); or
+    channel_unavailable, a ComposeMessage or SendCampaign decision's whose request id this
+    choice repeats (the user may be contacted only on channels that server cannot send on)."""
     channel: str = ""
     send_at: float = 0.0
 

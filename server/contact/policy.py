@@ -9,7 +9,10 @@ user's `ContactHistory`, the frequency caps: a campaign of several channels then
 those whose caps leave room at the time its message would go (now or the send time chosen
 first, past quiet hours: `_going`), so a user capped on push then is contacted by email rather
 than suppressed; only a user whose every allowed channel is capped is suppressed
-`frequency_cap`.
+`frequency_cap`. A caller that can put its message on some channels only (`Contact.reachable`:
+ComposeMessage, SendCampaign) has a user it may contact on none of those, but on a message
+channel it cannot send on (no adapter on this server), suppressed `channel_unavailable`, not
+`no_consent`: the user did consent, and the fix is the server's, not the user's.
 
 With a feature layout (`layout`), a campaign of several channels picks among the allowed ones
 by Thompson sampling (`channel`), and a campaign with an active `send_window` picks the user's
@@ -43,10 +46,13 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 __all__ = ["Verdict", "Contact", "ContactPolicy", "Contactable", "channels_of",
-           "ADDRESS_ATTRIBUTES"]
+           "ADDRESS_ATTRIBUTES", "CHANNEL_UNAVAILABLE"]
 
 ADDRESS_ATTRIBUTES = {"email": "email", "sms": "phone", "push": "push_token"}
 """The profile attribute each message channel's messages go to (`server.messages.delivery`)."""
+CHANNEL_UNAVAILABLE = "channel_unavailable"
+"""The reason of a user who may be contacted only on message channels the caller cannot put
+its message on (no adapter for them on this server: `Contact.reachable`)."""
 
 
 class Verdict(NamedTuple):
@@ -54,7 +60,8 @@ class Verdict(NamedTuple):
 
     suppressed: bool
     reason: str
-    """"" when allowed; else no_consent, suppressed_address, frequency_cap or quiet_hours."""
+    """"" when allowed; else no_consent, channel_unavailable, suppressed_address,
+    frequency_cap or quiet_hours."""
     channel: str
     """The channel to contact on."""
     send_at: float
@@ -95,7 +102,8 @@ class Contact(NamedTuple):
     """The channels the caller can put its message on: a message (ComposeMessage, SendCampaign)
     goes on a message channel (`ADDRESS_ATTRIBUTES`), never on a placement (web, app), and,
     when this server delivers it, on one with an adapter. The others are never chosen. None:
-    any channel (ChooseVariant, PlanCampaign)."""
+    any channel (ChooseVariant, PlanCampaign). A user who may be contacted on none of these
+    but on a message channel left out (it has no adapter) is suppressed `CHANNEL_UNAVAILABLE`."""
     addressed: bool = False
     """The caller delivers to the address the profile holds (`ADDRESS_ATTRIBUTES`;
     ComposeMessage with `deliver`, SendCampaign): a channel the user has no address for is
@@ -266,13 +274,18 @@ class ContactPolicy:
                  allowed: tuple[list[str], str | None, str | None], tz: zoneinfo.ZoneInfo | None,
                  pick: tuple, now: float) -> Verdict:
         """The verdict on one contact; `tz`: the user's zone (None: read from its meta record
-        when quiet hours need it)."""
+        when quiet hours need it). A user allowed on no channel is suppressed for the first
+        reason that holds: caps, a suppressed address, a message channel the caller cannot
+        send on (`_unreachable`), and only then no consent, on any channel of the campaign."""
         channels, listed, capped = allowed
         if not channels:
             if capped is not None:  # allowed but for the caps, on every such channel
                 return Verdict(True, FREQUENCY_CAP, capped, 0.0)
             if listed is not None:  # consent given, but every such address is suppressed
                 return Verdict(True, SUPPRESSED_ADDRESS, listed, 0.0)
+            if contact.reachable is not None:  # a channel left out might have taken them
+                return self._unreachable(campaign, contact) or \
+                    Verdict(True, NO_CONSENT, channels_of(campaign)[0], 0.0)
             return Verdict(True, NO_CONSENT, channels_of(campaign)[0], 0.0)
         channel, p_channel, send_at, p_time, others = pick
         if campaign.quiet_hours.active:
@@ -285,6 +298,22 @@ class ContactPolicy:
                 self.caps(campaign, channel), send_at or now):
             return Verdict(True, FREQUENCY_CAP, channel, send_at, p_channel, p_time)
         return Verdict(False, "", channel, send_at, p_channel, p_time, others)
+
+    def _unreachable(self, campaign: Contactable, contact: Contact) -> Verdict | None:
+        """The verdict on a user allowed on no channel the caller can use (`Contact.reachable`),
+        neither capped nor listed there, who would be allowed on a message channel the caller
+        left out (no adapter on this server): suppressed `CHANNEL_UNAVAILABLE` on it, or
+        `SUPPRESSED_ADDRESS` where its address is listed (no adapter would carry it either).
+        None: there is none (they consented nowhere, or only on a placement, where a message
+        never goes), so `NO_CONSENT`. `_allowed` is asked again without `reachable`, on this
+        path only: a verdict allowed on some channel, or of a caller without `reachable`
+        (ChooseVariant), does not pay for it."""
+        out, listed, _ = self._allowed(campaign, contact._replace(reachable=None, addressed=False),
+                                       True, None)
+        if listed is not None:  # only a message channel has an address to list
+            return Verdict(True, SUPPRESSED_ADDRESS, listed, 0.0)
+        away = next((c for c in out if c in ADDRESS_ATTRIBUTES), None)
+        return None if away is None else Verdict(True, CHANNEL_UNAVAILABLE, away, 0.0)
 
     def _times(self, campaign: Contactable, contacts: Sequence[Contact],
                zones: list[zoneinfo.ZoneInfo], now: float) -> list[tuple[float, float]]:

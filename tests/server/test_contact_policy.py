@@ -271,3 +271,27 @@ def test_marketing_only_caps_leave_transactional_contacts_out():
         purpose, channel, channels = "marketing", "email", ()
         frequency_caps = (FrequencyCap("email", 3, 60.0),)
     assert policy.caps(Spec, "email") == (("email", 3, 60.0), ("email", 1, 60.0, True))
+
+
+def test_a_user_allowed_only_where_the_caller_cannot_send_says_so_not_no_consent():
+    """A caller that sends on some channels only (`Contact.reachable`: a server without an SMS
+    adapter): a user opted in to SMS alone was suppressed `no_consent`; now
+    `channel_unavailable` on sms, or `suppressed_address` when that number is listed. A user
+    who consented nowhere, or only on a placement (no message goes there), is `no_consent`."""
+    class Spec:
+        purpose, channel, channels = "marketing", "email", ("email", "sms", "web")
+        frequency_caps, quiet_hours, send_window = (), QuietHours(), SendWindow()
+    sms = {"consent": {"sms": {"opted_in": True, "source": "form", "timestamp": 1.0},
+                       "web": {"opted_in": False, "source": "app", "timestamp": 1.0}}}
+    mail = frozenset({"email"})
+    policy = ContactPolicy()
+
+    def verdict(meta, reachable, **more):
+        v = policy.verdicts(Spec, [Contact("a", meta, reachable=reachable, **more)], 0.0)[0]
+        return v.suppressed, v.reason, v.channel
+    assert verdict(sms, mail) == (True, "channel_unavailable", "sms")
+    assert verdict(sms, mail, suppressed=frozenset({"sms"})) == (
+        True, "suppressed_address", "sms")
+    assert verdict(sms, mail, erased=True) == (True, "no_consent", "email")
+    assert verdict(None, mail) == (True, "no_consent", "email")  # web: no message goes there
+    assert verdict(sms, None) == (False, "", "sms")  # ChooseVariant: its caller sends

@@ -120,3 +120,36 @@ async def test_a_request_id_of_a_decision_on_a_placement_is_refused_by_compose(
     again = await campaigns.ChooseVariant(cpb.ChooseVariantRequest(
         campaign_id="mail", user_id="w1", request_id=rid))
     assert (again.decision_id, again.channel) == (chosen.decision_id, "web")
+
+
+async def test_a_user_consenting_only_where_the_server_cannot_send_is_told_so(
+        sink, campaigns, profiles, messaging):
+    """`channels: [email, sms]` on a server with an SMTP relay and no SMS webhook. A user opted
+    in to SMS alone was answered suppressed `no_consent` (on email), by ComposeMessage(deliver)
+    and SendCampaign: a consent problem to whoever counts the reasons, though they consented;
+    now `channel_unavailable`, on sms. A user who consented nowhere is still `no_consent`.
+    ChooseVariant and a compose without deliver (their caller sends) still choose sms."""
+    spec = email_spec()
+    spec.channels.extend(["email", "sms"])
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    for u in ("texter", "nobody"):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(user_id=u, attributes={
+            "email": f"{u}@example.com", "phone": "+447700900123"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="texter", channel="sms",
+                                                    opted_in=True, source="signup"))
+
+    async def composed(user, deliver=True):
+        got = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id=user, deliver=deliver))
+        return got.suppressed, got.reason, got.channel
+    assert await composed("texter") == (True, "channel_unavailable", "sms")
+    assert await composed("nobody") == (True, "no_consent", "email")
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=["texter", "nobody"], rate_per_second={"email": 1000}))
+    done = await until_done(messaging, started.send_id)
+    assert dict(done.suppressed_by_reason) == {"channel_unavailable": 1, "no_consent": 1}
+    assert await composed("texter", deliver=False) == (False, "", "sms")
+    chosen = await campaigns.ChooseVariant(cpb.ChooseVariantRequest(campaign_id="mail",
+                                                                    user_id="texter"))
+    assert (chosen.suppressed, chosen.reason, chosen.channel) == (False, "", "sms")
+    assert sink.arrived == []
