@@ -356,11 +356,12 @@ def _audit(args) -> None:
 def _audit_ref(args) -> None:
     """Print the `target` audit lines give what the flags name: one line per key of the
     `user-id` keyring, the signing key's first (lines written before a `secrets rotate user-id`
-    carry an older key's)."""
+    carry an older key's), labelled `u:`, `c:` or `a:` (`userref.target_ref`)."""
     from .security.interceptor import address_target
     from .security.secrets import Secrets
-    from .security.userref import use_key, user_ref
-    target = args.user_id if args.user_id is not None else args.campaign_id
+    from .security.userref import CampaignKey, target_ref, use_key
+    target = args.user_id if args.user_id is not None else \
+        None if args.campaign_id is None else CampaignKey(args.campaign_id)
     if target is None:
         kind = "email" if args.email is not None else "phone"
         target = address_target(kind, args.email if kind == "email" else args.phone)
@@ -371,7 +372,7 @@ def _audit_ref(args) -> None:
     ring = Secrets.load(_secrets_dir(args), generate=False, names=("user-id",))["user-id"]
     for _, key in ring.keys:
         use_key(key)
-        print(user_ref(target))
+        print(target_ref(target))
 
 
 _HASHED = ("records hashed under a dropped key are no longer found (erased users, suppressed "

@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 from .. import durable
 from .secrets import Keyring
-from .userref import user_ref
+from .userref import target_ref
 
 __all__ = ["AuditLog", "Verification", "verify_chain"]
 
@@ -150,13 +150,14 @@ class AuditLog:
 
     def record(self, principal: str, method: str, target: str, status: str, request_id: str,
                **details: str | int) -> dict:
-        """Append one line; `target` (a user id or other key) is stored as its keyed hash;
+        """Append one line; `target` (a user id, or a key of another kind: `userref.CampaignKey`,
+        `userref.AddressKey`) is stored as its labelled keyed hash (`userref.target_ref`);
         `details` (failed authentication's `peer`, `reason`, `count`; a denial's `count`) are added as
         they are."""
         entry = {**{k: v[:FIELD_CHARS] if isinstance(v, str) else v for k, v in details.items()},
                  "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
                  "principal": principal[:FIELD_CHARS], "method": method[:FIELD_CHARS],
-                 "target": user_ref(target) if target else "", "status": status[:FIELD_CHARS],
+                 "target": target_ref(target) if target else "", "status": status[:FIELD_CHARS],
                  "request_id": request_id[:FIELD_CHARS], "kid": self.ring.kid}
         with self._thread_lock, open(self._lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes

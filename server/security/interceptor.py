@@ -54,6 +54,7 @@ from .roles import (
     UNMASKED_STREAMS,
     RoleTable,
 )
+from .userref import AddressKey, CampaignKey
 
 __all__ = ["AuthInterceptor", "current_principal", "address_target", "RECHECK_SECONDS"]
 
@@ -87,11 +88,15 @@ def _request_id(metadata) -> str:
 
 
 def _target(request) -> str:
-    """The record a call is about, where cheap: the request's user_id or campaign_id, or the
-    suppression address it names (`address_target`); the audit log keeps its keyed hash."""
-    found = getattr(request, "user_id", "") or getattr(request, "campaign_id", "")
+    """The record a call is about, where cheap: the request's user_id or campaign_id
+    (`CampaignKey`), or the suppression address it names (`address_target`); the audit log
+    keeps its keyed hash, labelled by which of them it is (`userref.target_ref`)."""
+    found = getattr(request, "user_id", "")
     if found:
         return found
+    found = getattr(request, "campaign_id", "")
+    if found:
+        return CampaignKey(found)
     address = getattr(request, "address", request)  # AddSuppression's, or the request itself
     try:
         kind = address.WhichOneof("address")
@@ -102,10 +107,11 @@ def _target(request) -> str:
 
 def address_target(kind: str, value: str) -> str:
     """What an audit line's target hashes for a suppression address: `<email|phone>:` and the
-    address as the list normalizes it ("" when it is not one: the call failed anyway)."""
+    address as the list normalizes it, an `AddressKey` (labelled `a:`, not a user's `u:`); ""
+    when it is not one (the call failed anyway)."""
     from ..contact.addresses import normalize
     try:
-        return f"{kind}:{normalize(kind, value, ADDRESS_CHARS)}"
+        return AddressKey(f"{kind}:{normalize(kind, value, ADDRESS_CHARS)}")
     except TailorError:
         return ""
 

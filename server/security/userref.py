@@ -4,6 +4,10 @@ A keyed hash (HMAC-SHA256 under the `user-id` secret, 16 hex characters): stable
 workers of one deployment, so log lines about one user can be joined, and not reversible without
 the secret (a plain hash of an email address is). Until `use_key` runs (at server start), a
 random per-process key stands in: references are then unstable, never raw.
+
+An audit line's `target` is the same hash of the key the call is about, labelled by what the key
+is (`target_ref`): `u:` a user id, `c:` a campaign id (`CampaignKey`), `a:` a suppression
+address (`AddressKey`). Until this label an address and a campaign read `u:` too, as a user.
 """
 from __future__ import annotations
 
@@ -11,11 +15,24 @@ import hashlib
 import hmac
 import os
 
-__all__ = ["REF_CHARS", "use_key", "user_ref"]
+__all__ = ["REF_CHARS", "use_key", "user_ref", "target_ref", "CampaignKey", "AddressKey"]
 
 REF_CHARS = 16
 
 _key = os.urandom(32)
+
+
+class CampaignKey(str):
+    """A campaign id as an audit target (a str: compared, bounded and passed on as one)."""
+
+    label = "c"
+
+
+class AddressKey(str):
+    """A suppression address as an audit target: `<email|phone>:` and the address as the list
+    normalizes it (`security.interceptor.address_target`)."""
+
+    label = "a"
 
 
 def use_key(key: bytes) -> None:
@@ -24,7 +41,18 @@ def use_key(key: bytes) -> None:
     _key = key
 
 
+def _digest(key: str) -> str:
+    digest = hmac.new(_key, key.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return digest[:REF_CHARS]
+
+
 def user_ref(user_id: str) -> str:
     """`u:` and 16 hex characters of HMAC-SHA256(user-id secret, user_id)."""
-    digest = hmac.new(_key, user_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
-    return "u:" + digest[:REF_CHARS]
+    return "u:" + _digest(user_id)
+
+
+def target_ref(target: str) -> str:
+    """An audit line's `target` for `target`: its label (`a:` an `AddressKey`, `c:` a
+    `CampaignKey`, else `u:`, a user id) and the 16 hex characters `user_ref` gives the same
+    text, so a line written before the labels (every target `u:`) still matches on them."""
+    return f"{getattr(target, 'label', 'u')}:{_digest(target)}"

@@ -14,7 +14,7 @@ from protos.tailor.v1 import audit_pb2_grpc as apb_grpc
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from server.security.interceptor import address_target
-from server.security.userref import user_ref
+from server.security.userref import target_ref, user_ref
 from tests.conftest import minted
 
 ROLES = {"tracker": ["tracker"], "analyst": ["analyst"], "decider": ["decider"],
@@ -55,6 +55,8 @@ async def test_only_a_pii_reader_or_an_admin_may_ask_about_an_address(profiles, 
 
 
 async def test_each_question_is_audited_by_a_keyed_hash_of_the_address(profiles, auth, secured):
+    """Labelled `a:`, an address: it was `u:`, the label of a user, so an auditor read the
+    question as one about a user (the 16 hex characters are the same)."""
     stub, audit = profiles
     toks = auth[1]
     for address in (LISTED, "never-listed@example.org"):
@@ -64,5 +66,7 @@ async def test_each_question_is_audited_by_a_keyed_hash_of_the_address(profiles,
         apb.TailAuditRequest(limit=20), metadata=bearer(toks["auditor"]))).lines]
     asked = [line for line in lines if line["method"].endswith("/CheckSuppression")]
     assert [(line["principal"], line["status"]) for line in asked] == [("reader", "OK")] * 2
-    assert asked[0]["target"] == user_ref(address_target("email", LISTED))
+    assert asked[0]["target"] == target_ref(address_target("email", LISTED))
+    assert [line["target"][:2] for line in asked] == ["a:", "a:"]  # never a user's "u:"
+    assert asked[0]["target"][2:] == user_ref(address_target("email", LISTED))[2:]
     assert "example.org" not in json.dumps(lines)
