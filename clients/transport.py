@@ -53,8 +53,9 @@ class Connection:
     def credentials(self) -> grpc.ChannelCredentials:
         """TLS credentials from the PEM files (ValueError naming the flag of one not read, or
         not PEM)."""
-        creds = grpc.ssl_channel_credentials(_read("--tls-ca", self.tls_ca),
-                                             _read("--key", self.key), _read("--cert", self.cert))
+        creds = grpc.ssl_channel_credentials(_read("--tls-ca", self.tls_ca, CERTIFICATE),
+                                             _read("--key", self.key, PRIVATE_KEY),
+                                             _read("--cert", self.cert, CERTIFICATE))
         if self.token:
             creds = grpc.composite_channel_credentials(
                 creds, grpc.access_token_call_credentials(self.token))
@@ -107,15 +108,31 @@ def _checked_token(token: str | None) -> str | None:
     return stripped
 
 
-def _read(flag: str, path: Path | None) -> bytes | None:
+CERTIFICATE = ("certificate", re.compile(rb"-----BEGIN CERTIFICATE-----"))
+PRIVATE_KEY = ("private key", re.compile(rb"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----"))
+"""The PEM block each flag's file must hold, named as the server names its own files'."""
+
+
+def _read(flag: str, path: Path | None, block: tuple[str, re.Pattern]) -> bytes | None:
+    """The file's bytes; ValueError naming `flag` for one not read, not PEM, or without the
+    PEM `block` it needs: gRPC took any PEM, and a key given as --tls-ca (or --cert and --key
+    swapped) failed every call UNAVAILABLE ("failed to create security handshaker") after four
+    C-core log lines naming neither the flag nor the file."""
     if path is None:
         return None
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise ValueError(f"{flag} {path}: {(err.strerror or str(err)).lower()}") from None
-    if b"-----BEGIN " not in data:  # gRPC would take it and fail every call with UNAVAILABLE
+    if b"-----BEGIN " not in data:
         raise ValueError(f"{flag} {path}: not a PEM file (no -----BEGIN line)")
+    what, pattern = block
+    if block is PRIVATE_KEY and b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data:
+        raise ValueError(f"{flag} {path}: the key is encrypted (a passphrase-protected key is "
+                         "not supported: e.g. `openssl pkey -in K -out K.plain`)")
+    if not pattern.search(data):
+        raise ValueError(f"{flag} {path}: no PEM {what} in it "
+                         f"({pattern.pattern.decode().replace('(?:RSA |EC )?', '')})")
     return data
 
 

@@ -264,6 +264,21 @@ def test_a_tls_file_that_is_not_pem_is_named(tmp_path, flag):
     assert line == f"error: {flag} {junk}: not a PEM file (no -----BEGIN line)"
 
 
+@pytest.mark.parametrize("flags, said", [
+    (lambda c: ["--tls-ca", c.key], lambda c: f"--tls-ca {c.key}: no PEM certificate in it "
+                                             "(-----BEGIN CERTIFICATE-----)"),
+    (lambda c: ["--cert", c.key, "--key", c.cert], lambda c: f"--key {c.cert}: no PEM private "
+                                                            "key in it (-----BEGIN PRIVATE KEY-----)"),
+], ids=["key-as-ca", "cert-and-key-swapped"])
+def test_a_tls_file_of_the_wrong_kind_is_named(tmp_path, flags, said):
+    """A key given as --tls-ca, or --cert and --key swapped (PEM files all): gRPC failed every
+    call UNAVAILABLE ("failed to create security handshaker") after four C-core log lines."""
+    from loadtests.certs import CertificateAuthority
+    issued = CertificateAuthority(tmp_path / "ca").issue("client", client=True)
+    line = cli("ping", "--server", f"127.0.0.1:{free_port()}", *map(str, flags(issued)), expect=2)
+    assert line == f"error: {said(issued)}"
+
+
 class _Unanswering(grpc.GenericRpcHandler):
     """A real gRPC server's handler of the three streaming calls that answers nothing until
     the call ends (its deadline) or 10 s have passed."""
