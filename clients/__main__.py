@@ -872,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
         with client:
             out = COMMANDS[args.command](client, args)
     except TailorError as err:
-        print(f"error: {_deadline_said(str(err), args)}", file=sys.stderr)
+        print(f"error: {_connect_said(_deadline_said(str(err), args), args)}", file=sys.stderr)
         return 1
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -893,6 +893,35 @@ def _deadline_said(line: str, args) -> str:
         return line
     return f"{said} (no answer from {args.server} within --timeout {args.timeout:g} s)" + \
         line[len(said):]
+
+
+def _connect_said(line: str, args) -> str:
+    """gRPC's 'failed to connect to all addresses' with what to check, from its last error and
+    the TLS flags given: a client without --tls-ca reaching a TLS server, or with it a plaintext
+    one, read only 'Socket closed' or 'WRONG_VERSION_NUMBER', and one started with the wrong
+    --server (`make serve PORT=...`, the CLI's default 127.0.0.1:50051) 'Connection refused'."""
+    if not line.startswith("UNAVAILABLE: failed to connect to all addresses"):
+        return line
+    secure = args.tls_ca is not None or args.cert is not None
+    if "Connection refused" in line:
+        hint = f"nothing listens at {args.server}: is the server running, on that port (--server)?"
+    elif "WRONG_VERSION_NUMBER" in line:
+        hint = "the server does not seem to serve TLS: leave out --tls-ca, --cert and --key"
+    elif "CERTIFICATE_VERIFY_FAILED" in line or "BAD_SIGNATURE" in line:
+        # BAD_SIGNATURE: a CA with the name of the one that signed, but another key
+        hint = f"--tls-ca {args.tls_ca} is not the CA that signed the server's certificate"
+    elif "Socket closed" not in line:
+        return line
+    elif not secure:
+        hint = ("the server closed the connection: if it serves TLS, give --tls-ca (the CA of its "
+                "certificate), and --cert and --key if it asks for a client certificate")
+    elif args.cert is None:
+        hint = ("the server closed the TLS connection: if it asks for a client certificate "
+                "(mutual TLS), give --cert and --key")
+    else:
+        hint = (f"the server closed the TLS connection: is --cert {args.cert} signed by the CA "
+                "the server trusts (its --tls-client-ca)?")
+    return f"{line} ({hint})"
 
 
 def run() -> int:

@@ -556,6 +556,21 @@ def test_a_refused_tls_handshake_is_one_line(served, tmp_path):
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
 
 
+def test_a_connection_that_fails_says_what_to_check(served, tmp_path):
+    """gRPC's last error alone ('Connection refused', 'WRONG_VERSION_NUMBER') did not say that
+    nothing listened at --server (`make serve PORT=...` against the default 127.0.0.1:50051),
+    or that --tls-ca was given to a plaintext server."""
+    from loadtests.certs import CertificateAuthority
+    nobody = f"127.0.0.1:{free_port()}"
+    line = cli("ping", "--server", nobody, "--timeout", "2", expect=1)
+    assert line.endswith(f"Connection refused (nothing listens at {nobody}: is the server "
+                         "running, on that port (--server)?)"), line
+    ca = CertificateAuthority(tmp_path / "ca")
+    line = cli("ping", "--server", served, "--tls-ca", str(ca.cert), "--timeout", "2", expect=1)
+    assert line.endswith("(the server does not seem to serve TLS: leave out --tls-ca, --cert "
+                         "and --key)"), line
+
+
 def test_a_plan_reads_its_users_from_a_pipe_named_as_a_file(served, tmp_path):
     """`--users /dev/stdin` (or `<(cmd)`) planned nobody and exited 0: the pass that counts the
     users for the progress bar emptied the pipe first."""

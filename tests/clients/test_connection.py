@@ -133,6 +133,25 @@ def test_the_client_reports_a_refused_handshake(mtls_server):
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
 
 
+def test_the_cli_says_which_tls_flag_a_refused_connection_lacks(mtls_server, tmp_path):
+    """A plaintext call, or one without a client certificate, to a mutual-TLS server read
+    only 'Socket closed'; a CA that did not sign the server's certificate,
+    'CERTIFICATE_VERIFY_FAILED' (or 'BAD_SIGNATURE' for a CA of the same name)."""
+    target, flags, _ = mtls_server
+    other = CertificateAuthority(tmp_path / "other", name="another-ca")
+    namesake = CertificateAuthority(tmp_path / "namesake")  # the server's CA's name, not its key
+    cases = {(): "if it serves TLS, give --tls-ca (the CA of its certificate), and --cert and "
+                 "--key if it asks for a client certificate)",
+             tuple(flags[:2]): "if it asks for a client certificate (mutual TLS), give --cert "
+                               "and --key)",
+             **{("--tls-ca", str(ca.cert)): f"--tls-ca {ca.cert} is not the CA that signed the "
+                                            "server's certificate)" for ca in (other, namesake)}}
+    for given, hint in cases.items():
+        out = run_module("clients", "ping", "--server", target, "--timeout", "2", *given,
+                         check=False)
+        assert out.returncode == 1 and out.stderr.strip().endswith(hint), out.stderr
+
+
 def test_the_load_generator_drives_a_tls_server_with_a_token(mtls_server):
     target, _, (ca, _, me) = mtls_server
     mine = Connection(tls_ca=ca.cert, cert=me.cert, key=me.key, token="t")
