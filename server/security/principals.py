@@ -112,7 +112,8 @@ def _principal(path, name: str, entry, known_roles: Iterable[str]) -> Principal:
     roles = frozenset(_strings(path, f"principals.{name}.roles", entry.get("roles", [])))
     unknown = roles - set(known_roles)
     if unknown:
-        raise AuthConfigInvalid(path, f"principals.{name}: unknown roles {sorted(unknown)}")
+        raise AuthConfigInvalid(path, f"principals.{name}: unknown roles {sorted(unknown)} "
+                                      f"(the roles: {', '.join(sorted(known_roles))})")
     if not ("token_sha256" in entry or "cert_subject" in entry):
         raise AuthConfigInvalid(path, f"principals.{name} needs token_sha256 or cert_subject")
     return Principal(name, roles)

@@ -118,6 +118,18 @@ def test_a_bad_auth_config_is_refused_with_its_reason(tmp_path):
             load_auth_config(path)
 
 
+def test_an_unknown_role_is_refused_naming_the_roles_there_are(tmp_path):
+    """`token --roles trackr` said `unknown roles ['trackr']` and no more: which are there had
+    to be looked up in docs/auth.md. A role the config's `[roles]` adds is one of them."""
+    path = tmp_path / "auth.toml"
+    path.write_text('[roles]\nreport = ["/tailor.v1.CampaignService/Get*"]\n'
+                    '[principals.x]\nroles = ["trackr"]\ntoken_sha256 = "00"\n')
+    with pytest.raises(AuthConfigInvalid) as err:
+        load_auth_config(path)
+    assert str(err.value).endswith("principals.x: unknown roles ['trackr'] (the roles: admin, "
+                                   "analyst, auditor, decider, pii-reader, report, tracker)")
+
+
 def test_a_role_named_star_is_refused_not_granted_to_every_principal(tmp_path):
     """`*` is the pseudo-role of any authenticated caller: a `[roles]` entry of that name
     (a typo, a copied pattern) loaded, and every principal could call what it named (a
