@@ -361,11 +361,18 @@ def _slots(raw: bytes | None) -> list[int]:
 
 
 def copy_slots(store_dir: Path, dest_dir: Path) -> None:
-    """Copy the pad file beside a copy of `data.mdb` (compaction, backups), fsynced. Copied after
-    the LMDB copy: every slot its snapshot refers to was written before that snapshot."""
-    src = Path(store_dir) / SLOTS_FILE
+    """Copy the pad file beside a copy of `data.mdb` (backups), fsynced. Copied after the LMDB
+    copy: every slot its snapshot refers to was written before that snapshot. Mode 0600, as
+    `DataKeys` makes it: written with the umask's 0644, the backup's tar member, and the file
+    a restore extracts from it, let every user of the host read the pads."""
+    src, dest = Path(store_dir) / SLOTS_FILE, Path(dest_dir) / SLOTS_FILE
     if src.exists():
-        write_file(Path(dest_dir) / SLOTS_FILE, src.read_bytes())
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        write_file(dest, src.read_bytes())
 
 
 def unshred_copy(copy_dir: Path, before: Path, entries: Callable[[], Iterable[bytes]]) -> int:

@@ -4,6 +4,7 @@ import calendar
 import json
 import os
 import shutil
+import stat
 import tarfile
 import threading
 import time
@@ -98,6 +99,17 @@ def test_backup_is_one_tar_with_a_manifest(backup_file):
     assert manifest["format"] == 1 and manifest["active_bundle"] == version
     assert "store/data.mdb" in names and f"bundles/{version}/manifest.json" in names
     assert not [n for n in names if n.endswith("lock.mdb")]
+
+
+def test_the_data_keys_pads_stay_readable_by_their_owner_only(backup_file, tmp_path):
+    """The store makes `keyslots` 0600; the backup's copy was written with the umask (0644),
+    so the tar member and the file a restore extracted let every user of the host read it."""
+    out, _, _, data = backup_file
+    assert stat.S_IMODE((data / "store" / "keyslots").stat().st_mode) == 0o600
+    with tarfile.open(out) as tar:
+        assert stat.S_IMODE(tar.getmember("store/keyslots").mode) == 0o600
+    run_module("server", "restore", "--from", str(out), "--data-dir", str(tmp_path / "d"))
+    assert stat.S_IMODE((tmp_path / "d" / "store" / "keyslots").stat().st_mode) == 0o600
 
 
 def test_restore_refuses_a_served_data_dir_and_a_non_empty_one(backup_file, server_process, tmp_path,
