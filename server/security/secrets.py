@@ -62,10 +62,23 @@ KEY_BYTES = 32
 
 
 class MissingSecret(FailedPrecondition):
+    """A keyring found neither in the environment nor as a file. A relative secrets dir (the
+    default `var/secrets`) is named with the directory it was looked up from: `audit verify`
+    or `migrate` run from another directory than the servers' said only `write
+    var/secrets/audit.keys`, which read as though the keyrings were gone."""
+
     def __init__(self, name: str, path: Path | None):
-        where = f" or write {path} (one 'kid:base64key' line per key, signing key first)" if path else ""
+        where = f" or write {path}{_from_where(path)} (one 'kid:base64key' line per key, " \
+            "signing key first)" if path else ""
         super().__init__(f"secret {name!r} is missing: set {env_name(name)}{where}. Development "
                          "secrets are generated only when the server listens on a loopback address")
+
+
+def _from_where(path: Path) -> str:
+    if Path(path).is_absolute():
+        return ""
+    return (f" (from {Path.cwd()}: a relative secrets dir; --secrets-dir or TAILOR_SECRETS_DIR "
+            "names the servers')")
 
 
 @dataclass(frozen=True)

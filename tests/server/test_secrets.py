@@ -51,6 +51,17 @@ def test_missing_secrets_are_not_generated_without_leave(tmp_path):
     assert not (tmp_path / "empty").exists()
 
 
+def test_a_missing_keyring_under_a_relative_secrets_dir_names_where_it_was_looked_for(tmp_path):
+    """`audit verify` run from another directory than the servers' said `write
+    var/secrets/audit.keys`, as though the keyrings were gone, not looked for elsewhere."""
+    out = subprocess.run([sys.executable, "-m", "server", "audit", "ref", "--user-id", "u1"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")})
+    assert out.returncode == 1
+    assert f"write var/secrets/user-id.keys (from {tmp_path}: a relative secrets dir; " \
+           "--secrets-dir or TAILOR_SECRETS_DIR names the servers')" in out.stderr, out.stderr
+
+
 def test_a_server_on_a_non_loopback_address_refuses_to_start_without_secrets(tmp_path):
     env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
     # --insecure passes the transport rule (no TLS, no auth config): the secrets rule still holds
