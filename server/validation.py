@@ -22,6 +22,7 @@ from .errors import InvalidArgument
 from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
+           "check_address",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
            "check_link", "check_source", "check_window", "link_problem", "check_stored_id", "refused_since",
            "STORED_ONLY", "STORED_CAMPAIGN_ONLY", "STOP_MARK", "STOP_SENT", "stop_sent",
@@ -222,6 +223,19 @@ def check_key(field: str, value: str, max_chars: int, where: str = "") -> str:
         problem = control_problem(value)
         raise InvalidArgument(where + field, f"{shown(value)} {problem}", problem)
     return value
+
+
+def check_address(field: str, kind: str, value: str, max_chars: int, where: str = "") -> str:
+    """An email address or phone number (`kind`: `contact.addresses.EMAIL` or `PHONE`) as the
+    suppression list, the index of SMS replies and the SMS send path read it: the one parser,
+    `contact.addresses.normalize` (a phone number in E.164 once its punctuation is dropped, an
+    email address name@domain); returns that normalized form. `NotAnAddress`
+    (INVALID_ARGUMENT) naming the field and the form expected otherwise; the value is never
+    echoed (it is personal data). The email send path's own rule is narrower (SMTP without
+    SMTPUTF8: ASCII, no trailing dot: `messages.delivery.address_of`); an address only it
+    refuses is one a client that sends itself may use, and fails this server's send alone."""
+    from .contact.addresses import normalize  # it imports this module (`has_c0_control`)
+    return normalize(kind, value, max_chars, where + field)
 
 
 def check_known(field: str, value: str, known: Collection[str], where: str = "") -> str:

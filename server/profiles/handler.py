@@ -18,6 +18,7 @@ from kernels import features as kf
 
 from .. import metrics
 from ..batching import AdaptiveBatcher, ThreadRunner
+from ..contact.addresses import KINDS as ADDRESS_KINDS
 from ..contact.consent import (
     MARKETING,
     PURPOSES,
@@ -36,6 +37,7 @@ from ..store import Store, keys, outbox
 from ..validation import (
     STORED_CAMPAIGN_ONLY,
     STORED_ONLY,
+    check_address,
     check_count,
     check_id,
     check_key,
@@ -422,7 +424,11 @@ class Profiles:
         """Set (a non-empty value) or remove (an empty one) the user's attributes. A user id
         stored before C1 and bidirectional controls were refused (`refused_since`) is taken
         for a profile the store holds, checked in the write: none is made under it
-        (INVALID_ARGUMENT, as before the profile existed)."""
+        (INVALID_ARGUMENT, as before the profile existed). An `email` or `phone` the send path
+        and the suppression list could not read (`check_address`) refuses the call, nothing of
+        it stored: a CRM sync's bad address was found only at the send. It is stored as given
+        (the send path normalizes it); one stored before the check stays as it is, read,
+        exported and erased as any attribute (docs/messages.md, "Addresses")."""
         lim = self.limits
         absent = _if_absent(user_id, lim.id_bytes)
         if absent is None:
@@ -438,6 +444,8 @@ class Profiles:
                                       f"{lim.attribute_value_chars}")
             if k == TIMEZONE and v:  # read by the contact policy (quiet hours)
                 zone(f"attributes[{TIMEZONE}]", v)
+            elif k in ADDRESS_KINDS and v:  # read by the send path and the suppression list
+                check_address(f"attributes[{k}]", k, v, lim.address_chars)
 
         def change(meta):
             held = meta["attributes"]

@@ -54,8 +54,8 @@ async def test_a_preview_of_a_user_holds_no_working_unsubscribe_link(campaigns, 
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(text=TEXT)),
                                    metadata=auth["author"])
     await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-        user_id="dave", attributes={"email": "dave@example.com", "phone": "+1", "last_name": "Day",
-                                    "tier": "new"}), metadata=auth["ingest"])
+        user_id="dave", attributes={"email": "dave@example.com", "phone": "+447700900998",
+                                    "last_name": "Day", "tier": "new"}), metadata=auth["ingest"])
     msg = await messaging.PreviewMessage(mpb.PreviewMessageRequest(
         campaign_id="mail", user_id="dave"), metadata=auth["reader"])
     assert msg.unsubscribe_url.endswith("/u/preview")

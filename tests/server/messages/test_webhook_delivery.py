@@ -17,6 +17,7 @@ from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from tests.conftest import run_module
 
+from .conftest import stored_attributes
 from .provider import Provider
 from .test_send_campaign import until_done
 
@@ -40,12 +41,17 @@ def settings(settings, provider):
         "delivery_attempts": 3, "delivery_backoff_seconds": 0.01})
 
 
-async def sms_user(campaigns, profiles, user="t1", phone="+447700900123"):
+async def sms_user(campaigns, profiles, user="t1", phone="+447700900123", stored_by=None):
+    """`stored_by`: a server whose store the attributes are written to directly, as a Tailor
+    before UpsertAttributes checked addresses stored them (a number it refuses now)."""
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
         campaign_id="sms", channel="sms", policy="fixed",
         variants=[cpb.Variant(id="s", content={"text": "Hi {{ first_name | default('') }}"})])))
-    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-        user_id=user, attributes={"phone": phone, "first_name": "Ann"}))
+    if stored_by is not None:
+        await stored_attributes(stored_by, user, phone=phone, first_name="Ann")
+    else:
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"phone": phone, "first_name": "Ann"}))
     await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms", opted_in=True,
                                                     source="signup"))
 
@@ -279,13 +285,13 @@ async def test_a_message_whose_adapter_is_gone_when_it_goes_fails_naming_that(
 
 
 async def test_an_sms_goes_only_to_a_number_whose_stop_can_be_honoured(
-        provider, campaigns, profiles, messaging, settings):
+        tailor_server, provider, campaigns, profiles, messaging, settings):
     """A phone without its country code ("07700 900123") got SMS, but a STOP from it (the
     provider reports "+447700900123") found no one: the index and the suppression list hold
     E.164 numbers only, so the texts kept coming. Such a number is a bad address now, and a
     written-out E.164 number goes to the provider in its E.164 form."""
     from .test_sms_inbound import reply, sms_consent
-    await sms_user(campaigns, profiles, phone="07700 900123")
+    await sms_user(campaigns, profiles, phone="07700 900123", stored_by=tailor_server)
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ComposeMessage(compose())
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
