@@ -64,7 +64,6 @@ from .security.audit import AuditLog
 from .security.guard import AuthGuard
 from .security.hosts import with_port
 from .security.pii import PiiPolicy
-from .security.secrets import Secrets
 from .security.transport import ServerTls
 from .security.userref import use_key
 from .services import register_services
@@ -79,7 +78,7 @@ from .services.model_admin import ModelAdminServicer
 from .services.profile import ProfileServicer
 from .services.recommendation import RecommendationServicer
 from .store import Store, lock_data_dir
-from .store.crypto import check_secrets_outside
+from .store.crypto import check_secrets_outside, secrets_for_store
 from .store.sharing import hold_layouts
 from .store.tokens import forget_ids
 
@@ -134,7 +133,7 @@ class TailorServer:
     def _build_security(self) -> None:
         """Secrets first: log lines that name a user need the `user-id` key (`user_ref`)."""
         s = self.settings
-        self.secrets = Secrets.for_server(s)
+        self.secrets = secrets_for_store(s)  # none generated over a store keyed without them
         use_key(self.secrets["user-id"].key)
         if self.audit is None:  # one given before start() (an embedding app's) is kept
             self.audit = AuditLog(s.audit_dir, self.secrets["audit"], max_bytes=s.audit_max_bytes,

@@ -23,8 +23,8 @@ from .errors import FailedPrecondition
 from .logging import configure_logging, hand_down
 from .processes import hold_dir, host_id, process_started, remove_if_owner_gone
 from .security.hosts import with_port
-from .security.secrets import Secrets
 from .security.transport import ServerTls, check_exposure
+from .store.crypto import secrets_for_store
 from .supervisor import supervise
 from .worker import PARENT_GONE, STOP_SIGNALS, _serve_one
 
@@ -49,7 +49,7 @@ def serve(settings: Settings, reread: Callable[[], Settings] | None = None) -> N
     if warning:
         logger.warning(warning)
     try:  # once, before any worker: generated development secrets are then shared by all
-        Secrets.for_server(settings)
+        secrets_for_store(settings)  # (none over a store keyed under a key they lack)
     except FailedPrecondition as err:
         raise SystemExit(f"refusing to start: {err}") from None
     tls = ServerTls.from_settings(settings)  # unreadable files stop here, before any worker

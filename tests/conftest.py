@@ -300,9 +300,10 @@ class ServerProcess:
     """`python -m server` in a subprocess on a free loopback port, as a user runs it."""
 
     def __init__(self, data_dir: Path, bundle: Path | None = None, workers: int = 1, env: dict | None = None,
-                 args: tuple[str, ...] = (), connection=None):
+                 args: tuple[str, ...] = (), connection=None, cwd: Path = ROOT):
         """`args`: more `python -m server` flags; `connection` (a `clients.transport.Connection`):
-        how to reach it when they turn TLS on."""
+        how to reach it when they turn TLS on; `cwd`: its working directory (the default
+        secrets_dir, var/secrets, is relative to it)."""
         from clients.transport import Connection
         self.port, self.metrics_port = free_port(), free_port()
         self.target = f"127.0.0.1:{self.port}"
@@ -311,7 +312,7 @@ class ServerProcess:
                 "--workers", str(workers), "--metrics-port", str(self.metrics_port), *args]
         if bundle is not None:
             args += ["--bundle", str(bundle)]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env={**os.environ, **(env or {})})
         self._lines: list[str | None] | None = None  # read so far, once `wait_logged` reads
         self._wait_ready()

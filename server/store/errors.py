@@ -9,7 +9,7 @@ import lmdb
 from ..errors import FailedPrecondition, ResourceExhausted
 
 __all__ = ["StoreKeyMissing", "StoreKeyMismatch", "StoreEncrypted", "StoreFull", "StoreDiskFull",
-           "StoreUnreadable", "StorePadsMissing", "StoreLayoutsInUse", "out_of_space"]
+           "StoreKeyringMissing", "StoreUnreadable", "StorePadsMissing", "StoreLayoutsInUse", "out_of_space"]
 
 
 class StoreKeyMissing(FailedPrecondition):
@@ -21,12 +21,32 @@ class StoreKeyMissing(FailedPrecondition):
                          "`python -m server rotate-key` before dropping it")
 
 
-class StoreKeyMismatch(FailedPrecondition):
-    """The store was keyed under another `store-id` key."""
+POINT_AT_KEYS = ("point --secrets-dir, TAILOR_SECRETS_DIR or the config file's secrets_dir at "
+                 "the deployment's keyring directory")
+"""How to name the keyrings a store was written under (`StoreKeyMismatch`, `StoreKeyringMissing`)."""
 
-    def __init__(self, path):
+
+class StoreKeyMismatch(FailedPrecondition):
+    """The store was keyed under another `store-id` key. `keys`: where this one was read from
+    and how that was chosen (`crypto.store_id_origin`), so a server started from another
+    working directory (the default keyring directory is relative to it) says where it looked."""
+
+    def __init__(self, path, keys: str = ""):
+        self.path = path
+        read = f" read from {keys}" if keys else ""
         super().__init__(f"store at {path} was written under another 'store-id' key: its "
-                         "records cannot be found with this one (restore the deployment's key)")
+                         f"records cannot be found with this one{read} (restore the "
+                         f"deployment's key, or {POINT_AT_KEYS})")
+
+
+class StoreKeyringMissing(FailedPrecondition):
+    """No `store-id` keyring for a store stamped under one (`crypto.refuse_keyless_store`):
+    raised before any keyring is generated, since a key generated now could never match."""
+
+    def __init__(self, path, keys: str):
+        super().__init__(f"store at {path} was written under a 'store-id' key and there is none "
+                         f"at {keys}: no keys were generated (restore the deployment's keyrings "
+                         f"there, or {POINT_AT_KEYS})")
 
 
 class StoreEncrypted(FailedPrecondition):

@@ -40,9 +40,9 @@ from typing import TypeVar
 import lmdb
 
 from ..durable import make_dirs
-from .crypto import StoreCrypto
+from .crypto import StoreCrypto, store_id_origin
 from .datakeys import SLOT_BYTES, SLOT_COUNT_KEY, SLOTS_FILE, DataKeys
-from .errors import StoreDiskFull, StoreFull, StorePadsMissing, StoreUnreadable
+from .errors import StoreDiskFull, StoreFull, StoreKeyMismatch, StorePadsMissing, StoreUnreadable
 from .growth import GrowthFill
 from .keys import USER_TABLES
 from .layouts import KINDS, RecordKind
@@ -158,8 +158,11 @@ class Store:
         crypto = StoreCrypto.from_secrets(secrets, encrypt=s.encrypt_at_rest)
         pace = SweepPace(s.retention_sweep_chunk_keys, s.retention_sweep_write_records,
                          s.retention_sweep_rest)
-        return cls(s.store_dir, map_size=s.lmdb_map_size, max_map_size=s.lmdb_max_map_size,
-                   sync=s.lmdb_sync, crypto=crypto, sweep_pace=pace)
+        try:
+            return cls(s.store_dir, map_size=s.lmdb_map_size, max_map_size=s.lmdb_max_map_size,
+                       sync=s.lmdb_sync, crypto=crypto, sweep_pace=pace)
+        except StoreKeyMismatch as err:  # say where the key came from, as only `s` knows
+            raise StoreKeyMismatch(err.path, store_id_origin(s)) from None
 
     def open_db(self, name: str, create: bool = True):
         """The LMDB handle of table `name` (`TABLES`, or rekey's scratch table); None when absent

@@ -10,7 +10,7 @@ import pytest
 from server.errors import FailedPrecondition
 from server.security.audit import AuditLog, verify_chain
 from server.security.secrets import KEYRINGS, Keyring, MissingSecret, Secrets, env_name
-from tests.conftest import AWAIT_GO, ROOT, free_port, run_at_once, run_module
+from tests.conftest import AWAIT_GO, ROOT, ServerProcess, free_port, run_at_once, run_module
 
 
 def test_a_value_signed_before_a_rotation_still_verifies_and_new_ones_use_the_new_key():
@@ -330,3 +330,41 @@ def test_a_rotation_writes_through_a_symlinked_keyring(tmp_path):
     run_module("server", "secrets", "rotate", "audit", "--secrets-dir", str(secrets))
     assert (secrets / "audit.keys").is_symlink()
     assert len(Keyring.parse("audit", (vault / "audit.keys").read_text()).keys) == 2
+
+
+def test_a_server_started_elsewhere_refuses_the_store_naming_the_keyrings_and_generates_none(
+        tmp_path, env_with_repo, monkeypatch):
+    """The default secrets_dir, var/secrets, is relative to the working directory. A server
+    started from another directory over the same data dir generated fresh development keyrings
+    there, then refused the store ("written under another 'store-id' key"), leaving them behind
+    and not saying where it had looked. It refuses before generating any now, naming the
+    keyring file and how its directory was chosen; so does the refusal of a keyring whose
+    `store-id` key is another. An empty data dir's first start still generates them."""
+    monkeypatch.delenv("TAILOR_SECRETS_DIR", raising=False)
+    monkeypatch.delenv(env_name("store-id"), raising=False)
+    first, other, data = tmp_path / "first", tmp_path / "other", tmp_path / "data"
+    first.mkdir()
+    other.mkdir()
+    python_path = {"PYTHONPATH": env_with_repo["PYTHONPATH"]}
+    ServerProcess(data, cwd=first, env=python_path).stop()  # stamps the store with its key
+    assert (first / "var" / "secrets" / "store-id.keys").exists()
+
+    def start_in_other() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "server", "--port", str(free_port()),
+                               "--data-dir", str(data)], cwd=other, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, **python_path})
+    keys = other.resolve() / "var" / "secrets" / "store-id.keys"
+    chosen = f"(the default secrets_dir var/secrets, relative to the working directory {other.resolve()})"
+    refused = start_in_other()
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert (f"refusing to start: store at {data / 'store'} was written under a 'store-id' key "
+            f"and there is none at {keys} {chosen}: no keys were generated") in refused.stderr
+    assert not (other / "var").exists()  # no keyring left behind
+    keys.parent.mkdir(parents=True, mode=0o700)
+    keys.write_text(Keyring.generate("store-id").text())
+    keys.chmod(0o600)
+    mismatched = start_in_other()
+    assert mismatched.returncode != 0
+    assert (f"store at {data / 'store'} was written under another 'store-id' key: its records "
+            f"cannot be found with this one read from {keys} {chosen}") in mismatched.stderr, \
+        mismatched.stderr[-2000:]
