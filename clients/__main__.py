@@ -469,9 +469,29 @@ def _check_numbers(args) -> None:
 
 def _attribute(client: TailorClient, args) -> object:
     try:
-        return _attribute_call(client, args)
+        out = _attribute_call(client, args)
     except ValueError as err:  # a bad model name or file line, before any call
         raise UsageError(f"attribute: {err}") from None
+    return _summed(dataclasses.asdict(out, dict_factory=_present))
+
+
+SUM_DIGITS = 15
+"""Significant digits the attribution's numbers are printed with: a double's decimal precision
+(DBL_DIG), so the JSON keeps every digit a sum of the values given holds, without the last
+bit's noise (credits and totals are float sums: `19.9 + 19.9 + 20.1` printed as
+59.89999999999999)."""
+
+
+def _summed(value):
+    """`value` with each finite float at `SUM_DIGITS` significant digits, still a JSON number
+    (59.89999999999999 is 59.9; a whole number stays as it was)."""
+    if isinstance(value, float):
+        return float(f"{value:.{SUM_DIGITS}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: _summed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_summed(v) for v in value]
+    return value
 
 
 def _attribute_call(client: TailorClient, args) -> object:
@@ -709,7 +729,10 @@ def _suppression_parser(sub, common) -> None:
 
 def _attribute_parser(sub, common) -> None:
     at = sub.add_parser("attribute", parents=[common], help="multi-touch attribution of a path "
-                        "file (ChannelAttribution rows or JSON lines) or of stored events")
+                        "file (ChannelAttribution rows or JSON lines) or of stored events",
+                        description="Prints the credits and totals as JSON, each number at 15 "
+                        "significant digits (a double's precision: float sums print as the "
+                        "sum, 59.9, not 59.89999999999999).")
     at.add_argument("file", nargs="?", help="path file ('-' for stdin); not with --stored")
     at.add_argument("--model", required=True, help="first, last, last_non_direct, linear, "
                     "position, time_decay, markov or shapley")

@@ -661,6 +661,28 @@ async def test_client_and_cli_attribute(attribution_server, tracked, tmp_path):
         dict(zip(res.channels, res.conversions.tolist())))
 
 
+async def test_the_cli_prints_attribution_sums_without_float_noise(attribution_server, tmp_path):
+    """Credits and totals are float sums: the CLI printed 0.1 + 0.2 as 0.30000000000000004 (an
+    integrator's stored attribution, 59.89999999999999). It prints a double's 15 significant
+    digits now, still JSON numbers."""
+    import asyncio
+    import json
+    import sys
+
+    from tests.conftest import ROOT
+    path_file = tmp_path / "sums.txt"
+    path_file.write_text("a;1;0.1;0\nb;1;0.2;0\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients", "attribute", "--server",
+        f"127.0.0.1:{attribution_server.port}", "--model", "linear", str(path_file), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    printed = json.loads(out)
+    assert (printed["total_value"], printed["total_conversions"]) == (0.3, 2.0), out.decode()
+    assert {c["channel"]: c["value"] for c in printed["credits"]} == {"a": 0.1, "b": 0.2}
+
+
 async def test_bad_path_records_are_named_before_the_upload(attribution_server, tmp_path):
     import asyncio
     import json
