@@ -19,6 +19,7 @@ from protos.tailor.v1 import catalog_pb2 as cat_pb
 
 from . import _quiet, transport
 from .client import (
+    DELIVER_TIMEOUT,
     MAX_TIMEOUT,
     TailorClient,
     TailorError,
@@ -451,6 +452,8 @@ it for every command (the last one built: 600 s for `ping`)."""
 
 
 def _default_timeout(args) -> None:
+    if args.timeout is None and getattr(args, "deliver", False):  # `message compose --deliver`
+        args.timeout = DELIVER_TIMEOUT  # waits for the relay: cut sooner, its repeat says nothing
     if args.timeout is None:
         args.timeout = TIMEOUTS.get((args.command, getattr(args, "action", None)), 5.0)
 
@@ -564,8 +567,8 @@ def _compose(client: TailorClient, args):
                       f"--request-id {request_id} to be answered how it went (with another id, "
                       "or none, it is sent again)") if args.deliver else contextlib.nullcontext()
     with doubt:
-        return client.compose_message(args.campaign, args.user, context, deliver=args.deliver,
-                                      request_id=request_id)
+        return client.compose_message(args.campaign, args.user, context, args.timeout,
+                                      deliver=args.deliver, request_id=request_id)
 
 
 def _upsert_attributes(client: TailorClient, args):
@@ -657,6 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="deadline per call, seconds (default 5; a stream's whole run: "
                              "track 300, attribute 600, campaign plan and export 3600; "
                              "rollback, model promote and abort 120; export-profile 60 a page; "
+                             f"message compose --deliver {DELIVER_TIMEOUT:g}; "
                              f"at most {MAX_TIMEOUT}, 30 days)")
     transport.add_arguments(common)
     parser = _Parser(prog="python -m clients", description=__doc__)

@@ -23,6 +23,7 @@ from .client import (
     Recommendations,
     TailorClient,
     TailorError,
+    compose_timeout,
     event_from_dict,
     named_request,
     new_request_id,
@@ -98,9 +99,11 @@ class AsyncTailorClient:
                               context: dict[str, float] | None = None,
                               timeout: float | None = None, *, deliver: bool = False,
                               request_id: str | None = None) -> Message:
-        """As `TailorClient.compose_message` (with `deliver`, handed over once per request id)."""
+        """As `TailorClient.compose_message` (with `deliver`, handed over once per request id;
+        its deadline at least `DELIVER_TIMEOUT` unless `timeout` is given)."""
         req = TailorClient._compose_request(campaign_id, user_id, context, deliver, request_id)
-        return Message.from_pb(await self._call(self._messaging.ComposeMessage, req, timeout))
+        return Message.from_pb(await self._call(self._messaging.ComposeMessage, req,
+                                                compose_timeout(timeout, deliver, self.timeout)))
 
     async def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> Reward:
         req = camp_pb.ReportRewardRequest(decision_id=decision_id, reward=reward)

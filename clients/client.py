@@ -56,6 +56,14 @@ CHUNK_BYTES = 1 << 20
 MAX_TIMEOUT = 30 * 86_400
 """The longest deadline of a call the CLIs take (seconds): gRPC takes a deadline much further
 away (1e10 s), or inf or NaN, as one already past (DEADLINE_EXCEEDED at once)."""
+DELIVER_TIMEOUT = 60.0
+"""A ComposeMessage `deliver`'s default deadline (seconds): it is answered once the relay or
+webhook accepted the message, which the server tries up to `delivery_attempts` times (4), each
+up to `smtp_timeout_seconds` / `webhook_timeout_seconds` (10 s), with backoffs between (0.5, 1,
+2 s): 43.5 s with the server's defaults. A shorter deadline cuts the hand-over it waits for:
+the server stops mid-send, and the repeat of the request id can only answer that whether it
+went is not known (measured: a relay answering DATA in 7 s, the CLI's 5 s default; the
+message arrived, its repeat answered FAILED_PRECONDITION 'not known')."""
 MESSAGE_CHANNELS = ("email", "sms", "push")
 """The channels a send job has rates for (`send_campaign`)."""
 
@@ -112,6 +120,12 @@ def new_request_id() -> str:
     """A request's idempotency key (ChooseVariant, ComposeMessage, SendCampaign): 32 random
     hex characters, one per logical call; gRPC's retries resend the request, id included."""
     return uuid.uuid4().hex
+
+
+def compose_timeout(timeout: float | None, deliver: bool, client_timeout: float) -> float | None:
+    """A ComposeMessage's deadline: `timeout` when given; else, for a deliver, the client's
+    own or `DELIVER_TIMEOUT`, whichever is longer; else the client's own (None)."""
+    return timeout or (max(client_timeout, DELIVER_TIMEOUT) if deliver else None)
 
 
 def named_request() -> tuple[tuple[str, str]]:
@@ -490,9 +504,11 @@ class TailorClient:
         SMS and push through the provider's webhook; `delivered`), or schedules it for its
         `send_at` when quiet hours or a send window defer it (`scheduled`, `send_id`). The
         message is handed over once per request id: a call that ended without its answer may
-        have sent it, so repeat it with the same `request_id` (a new id sends again)."""
+        have sent it, so repeat it with the same `request_id` (a new id sends again). A
+        deliver's deadline is at least `DELIVER_TIMEOUT` unless `timeout` is given."""
         req = self._compose_request(campaign_id, user_id, context, deliver, request_id)
-        return Message.from_pb(self._call(self._messaging.ComposeMessage, req, timeout))
+        return Message.from_pb(self._call(self._messaging.ComposeMessage, req,
+                                          compose_timeout(timeout, deliver, self.timeout)))
 
     @staticmethod
     def _compose_request(campaign_id: str, user_id: str, context: dict[str, float] | None,

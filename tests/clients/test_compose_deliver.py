@@ -124,3 +124,40 @@ async def test_the_asyncio_client_delivers_too(relayed):
     await asyncio.to_thread(sink.wait_for, 2, 10)
     assert sorted(m["Message-ID"] for m in sink.mails) == sorted(
         f"<{m.decision_id}@tailor.invalid>" for m in (sent, again))
+
+
+def slow_relay(target: str, sink) -> tuple:
+    """A deliver from the CLI and each client, with no deadline given, through a relay slower
+    to accept a message than the CLI's (5 s) and the clients' (2 s) default deadlines."""
+    from clients.aio import AsyncTailorClient
+    with TailorClient(target, timeout=10) as client:
+        client.create_campaign({"campaign_id": "now", "channel": "email", "policy": "fixed",
+                                "variants": [{"id": "a", "content": {"subject": "Hi", "text": TEXT}}]})
+        for user in ("di", "ed", "fa"):
+            client.upsert_attributes(user, {"email": f"{user}@example.org"})
+            client.set_consent(user, "email", True, "form")
+    sink.delay_data = 5.5
+    by_cli = run_module("clients", "message", "compose", "--campaign", "now", "--user", "di",
+                        "--deliver", "--server", target, check=False)
+    sink.delay_data = 2.5
+    with TailorClient(target) as client:
+        by_client = client.compose_message("now", "ed", deliver=True)
+
+    async def by_aio():
+        async with AsyncTailorClient(target) as client:
+            return await client.compose_message("now", "fa", deliver=True)
+    return by_cli, by_client, asyncio.run(by_aio())
+
+
+async def test_a_deliver_waits_for_a_slow_relay_by_default(relayed):
+    """A deliver is answered once the relay took the message (4 attempts of up to 10 s each on
+    a server's defaults), but went with the default deadline of every call (the CLI's 5 s,
+    the clients' 2 s): a relay slower than that had the call cut mid-send, and the repeat its
+    error named was answered that whether the message went is not known (it had arrived)."""
+    target, sink = relayed
+    by_cli, by_client, by_aio = await asyncio.to_thread(slow_relay, target, sink)
+    assert by_cli.returncode == 0, by_cli.stderr
+    assert json.loads(by_cli.stdout)["delivered"] is True
+    assert by_client.delivered and by_aio.delivered
+    assert sorted(rcpt for _, rcpt, _ in sink.arrived) == [
+        [f"{u}@example.org"] for u in ("di", "ed", "fa")]
