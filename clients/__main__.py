@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from .client import (
     new_request_id,
     path_from_dict,
 )
+from .results import CatalogChange
 
 
 def _recommend(client: TailorClient, args) -> dict:
@@ -577,22 +579,92 @@ def _upsert_attributes(client: TailorClient, args):
                                                     for kv in args.set))
 
 
+MAX_ITEM_LINE = 1 << 20
+"""Longest line of a `catalog upsert` file (bytes): an item's texts are a few KiB at most (the
+server's `item_text_chars`), so a longer line is no item, and is not read whole."""
+
+
+class _ItemLines:
+    """The items of a JSON-lines source read in binary (blank lines skipped), each checked
+    before it is sent; it ends at the first bad line (`bad` says which and why)."""
+
+    def __init__(self, source, name: str):
+        self.source, self.name, self.bad = source, name, None
+
+    def __iter__(self):
+        n = 0
+        while line := self.source.readline(MAX_ITEM_LINE + 1):
+            n += 1
+            if len(line) > MAX_ITEM_LINE and not line.endswith(b"\n"):
+                self.bad = f"{self.name} line {n}: longer than {MAX_ITEM_LINE} bytes"
+                return
+            if line.strip():
+                try:
+                    yield _item(line)
+                except ValueError as err:
+                    self.bad = f"{self.name} line {n}: {err}"
+                    return
+
+
+def _item(line: bytes) -> dict:
+    """A line as a tailor.v1.CatalogItem's dict; ValueError saying what it is not."""
+    try:
+        item = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    if not isinstance(item, dict):  # json.JSONDecodeError above is a ValueError too
+        raise ValueError(f"expected a JSON object, got {type(item).__name__}")
+    try:
+        json_format.ParseDict(item, cat_pb.CatalogItem())
+    except json_format.ParseError as err:
+        raise ValueError(_parse_error(err)) from None
+    return item
+
+
 def _catalog(client: TailorClient, args):
     if args.action == "remove":
         return client.remove_items(args.item)
-    with _open(args.file) as fh:
-        lines = [(n, line) for n, line in enumerate(fh, 1) if line.strip()]
-    items = []
-    for n, line in lines:
-        try:
-            item = json.loads(line)
-            json_format.ParseDict(item, cat_pb.CatalogItem())
-        except json_format.ParseError as err:
-            raise UsageError(f"{args.file} line {n}: {_parse_error(err)}") from None
-        except ValueError as err:  # not JSON
-            raise UsageError(f"{args.file} line {n}: {err}") from None
-        items.append(item)
-    return client.upsert_items(items)
+    name = "stdin" if args.file in ("", "-") else args.file
+    with _open(args.file, binary=True) as source:
+        items = _ItemLines(source, name)
+        done = _upsert_batches(client, items, args)
+    if items.bad:
+        raise UsageError(items.bad + (f"; the {done.accepted} items of the batches before "
+                                      "its batch were upserted" if done else ""))
+    if done is None:
+        raise UsageError(f"{name}: no items (one JSON object a line)")
+    return done
+
+
+def _upsert_batches(client: TailorClient, items: _ItemLines, args) -> CatalogChange | None:
+    """UpsertItems of `items`, --batch-size a call (the server takes at most its
+    `limits.upsert_items`, 1000 by default, a call), a batch sent once all its lines were
+    read well (a file of one batch is sent whole or not at all); the changes summed, None when
+    none went. An error after a batch went says what was upserted: upserting again is safe."""
+    done, source = None, iter(items)
+    try:
+        while (batch := list(itertools.islice(source, args.batch_size))) and not items.bad:
+            change = client.upsert_items(batch, args.timeout)
+            done = change if done is None else dataclasses.replace(
+                change, accepted=done.accepted + change.accepted,
+                new_items=done.new_items + change.new_items)
+    except (TailorError, KeyboardInterrupt) as err:
+        err.args = (_upserted(err, done, items.name),)
+        raise
+    return done
+
+
+def _upserted(err: BaseException, done: CatalogChange | None, name: str) -> str:
+    """`err`'s line with what a `catalog upsert` stopped by it had upserted."""
+    doubt = isinstance(err, KeyboardInterrupt) or err.code in IN_DOUBT
+    if done is None and not doubt:  # refused before anything was stored
+        return str(err)
+    safe = "upserting the file again is safe (an item upserted again is replaced)"
+    note = (f"the first batch may have been upserted: {safe}" if done is None else
+            f"the {done.accepted} items of {name} before this batch were upserted"
+            f"{' (this batch may have been too)' if doubt else ''}; the batch's items[i] is "
+            f"the file's item {done.accepted + 1}+i: {safe}")
+    return note if isinstance(err, KeyboardInterrupt) else f"{err}; {note}"
 
 
 def _audit_line(line: str):
@@ -788,7 +860,10 @@ def _catalog_parser(sub, common) -> None:
     acts = ct.add_subparsers(dest="action", required=True)
     up = acts.add_parser("upsert", parents=[common], help="add or update items")
     up.add_argument("file", help="JSON lines, one tailor.v1.CatalogItem each (item_id, title, "
-                    "category, price, url, image; '-' for stdin)")
+                    "category, price, url, image; '-' for stdin); read as it is sent")
+    up.add_argument("--batch-size", type=int, default=1000, help="items per call (default "
+                    "%(default)s: the most a server takes by default, limits.upsert_items); a bad "
+                    "line stops the upload there, the batches before it upserted")
     rm = acts.add_parser("remove", parents=[common], help="never recommend these items again")
     rm.add_argument("--item", action="append", required=True, metavar="ITEM_ID",
                     help="an item id (repeatable)")

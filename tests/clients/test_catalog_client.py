@@ -40,3 +40,27 @@ async def test_items_are_upserted_and_removed_from_the_client(tailor_server, dem
     assert refused.code.name == "INVALID_ARGUMENT" and "category" in str(refused)
     assert (more["accepted"], more["new_items"]) == (1, 1) and more["sequence"] > added.sequence
     assert removed["accepted"] == 2 and removed["sequence"] > more["sequence"]
+
+
+async def test_a_catalog_file_is_upserted_in_batches_the_server_takes(tailor_server, demo_bundle,
+                                                                      tmp_path):
+    """`catalog upsert` sent the whole file in one UpsertItems, which a server refuses past
+    `limits.upsert_items` (1000): a week's 1001 new products were refused, none stored. Now
+    batches of --batch-size (1000); a batch refused after others went says what was stored."""
+    import numpy as np
+    with np.load(demo_bundle / "items.npz") as npz:
+        category = str(npz["category_names"][0])
+    items, refused = tmp_path / "items.jsonl", tmp_path / "refused.jsonl"
+    lines = [json.dumps(dict(ITEM, item_id=f"b{i}", category=category)) for i in range(1001)]
+    items.write_text("\n".join(lines) + "\n")
+    refused.write_text("\n".join(lines[:3] + [json.dumps(dict(ITEM, category="nope"))]) + "\n")
+    target = f"127.0.0.1:{tailor_server.port}"
+    done, stopped = await asyncio.gather(
+        asyncio.to_thread(run_module, "clients", "catalog", "upsert", str(items), "--server",
+                          target, check=False),
+        asyncio.to_thread(run_module, "clients", "catalog", "upsert", str(refused),
+                          "--batch-size", "2", "--server", target, check=False))
+    assert done.returncode == 0, done.stderr
+    assert (json.loads(done.stdout)["accepted"], json.loads(done.stdout)["new_items"]) == (1001, 1001)
+    assert stopped.returncode == 1 and stopped.stderr.startswith("error: INVALID_ARGUMENT: items[1]")
+    assert f"the 2 items of {refused} before this batch were upserted" in stopped.stderr

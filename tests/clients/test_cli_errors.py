@@ -85,6 +85,21 @@ def test_an_unknown_spec_field_is_one_line_naming_the_fields_as_the_proto_does(t
     assert "'contents'" in line and "variants[0]" in line and "(fields: id, content, " in line
 
 
+@pytest.mark.parametrize("content, said", [
+    (b'{"item_id": "a", "price": 1}\n5\n', "line 2: expected a JSON object, got int"),
+    (b'{"item_id": "caf\xe9"}\n', "line 1: not UTF-8 text"),
+    (b'{"item_id": "a", "title": "' + b"x" * (1 << 20) + b'"}\n', "line 1: longer than 1048576"),
+    (b"\n\n", "no items (one JSON object a line)")])
+def test_a_catalog_file_that_holds_no_items_is_one_line_before_any_call(tmp_path, content, said):
+    """`catalog upsert` ended a line that is JSON but no object, or not UTF-8, in a traceback
+    (TypeError, UnicodeDecodeError), and read a line of any length whole; an over-long line
+    or no item at all went to the server (here: none, UNAVAILABLE, exit 1)."""
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(content)
+    line = cli("catalog", "upsert", str(items), "--server", f"127.0.0.1:{free_port()}", expect=2)
+    assert line.startswith(f"error: {items}") and said in line, line
+
+
 def test_a_bad_attribution_path_line_names_its_file(tmp_path):
     """README: a bad file or line is `error: FILE line N: ...` (exit 2). `attribute` named the
     command instead of the file ("attribute: line 2: ..."), so a user running it over several
