@@ -8,7 +8,9 @@ server answers the decision logged for it (`server.campaigns.requests`; with `de
 first call's delivery outcome, without sending again: `server.messages.once`); SendCampaign's
 `request_id` names its job, so a retry is answered that job's progress; TrackEvents' event ids
 dedupe the same way, and Recommend's `x-request-id` (the clients send a new one a call) makes a
-retried answer showing the same items one impression, not two (`server.impressions.repeats`).
+retried answer showing the same items one impression, not two (`server.impressions.repeats`);
+UpsertItems and RemoveItems repeated store the same items again (the catalog's sequence moves
+once more).
 Not retried: streaming calls from the client (PushBundle,
 TrackEventStream, AttributeStream, PlanCampaign: gRPC could replay only the first 256 KiB it
 buffers, and a plan answered in part is already logged), RetryDeadLetter, which sends with
@@ -28,7 +30,8 @@ import grpc
 __all__ = ["RetryPolicy", "channel_options"]
 
 SERVICES = ("RecommendationService", "ModelAdminService", "DiagnosticsService", "ProfileService",
-            "AttributionService", "CampaignService", "AuditService", "MessagingService")
+            "AttributionService", "CampaignService", "AuditService", "MessagingService",
+            "CatalogService")
 NOT_RETRIED = (("ModelAdminService", "PushBundle"), ("ProfileService", "TrackEventStream"),
                ("AttributionService", "AttributeStream"), ("CampaignService", "PlanCampaign"),
                ("MessagingService", "RetryDeadLetter"), ("ModelAdminService", "Rollback"),

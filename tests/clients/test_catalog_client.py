@@ -64,3 +64,18 @@ async def test_a_catalog_file_is_upserted_in_batches_the_server_takes(tailor_ser
     assert (json.loads(done.stdout)["accepted"], json.loads(done.stdout)["new_items"]) == (1001, 1001)
     assert stopped.returncode == 1 and stopped.stderr.startswith("error: INVALID_ARGUMENT: items[1]")
     assert f"the 2 items of {refused} before this batch were upserted" in stopped.stderr
+
+
+async def test_a_catalog_change_whose_answer_was_lost_is_retried(tailor_server):
+    """CatalogService was left out of the clients' retry policy (`clients.retry.SERVICES`):
+    UpsertItems / RemoveItems whose answer was lost ended UNAVAILABLE where every other
+    repeatable call is retried, though a repeat stores the same change again."""
+    from tests.clients.proxy import LosingProxy
+    proxy = LosingProxy(tailor_server.port)
+    try:
+        with TailorClient(proxy.target, timeout=30) as client:
+            proxy.lose_next()
+            removed = await asyncio.to_thread(client.remove_items, ["gone-kit"])
+    finally:
+        proxy.close()
+    assert removed.accepted == 1 and removed.sequence == 2  # stored twice: the retry's too
