@@ -503,8 +503,10 @@ class TailorClient:
         `choose_variant`'s. `deliver` also sends it (email through the server's SMTP relay,
         SMS and push through the provider's webhook; `delivered`), or schedules it for its
         `send_at` when quiet hours or a send window defer it (`scheduled`, `send_id`). The
-        message is handed over once per request id: a call that ended without its answer may
-        have sent it, so repeat it with the same `request_id` (a new id sends again). A
+        message is handed over once per request id: a call that ended without its answer
+        (UNAVAILABLE once the channel's retries are spent, DEADLINE_EXCEEDED) may have sent it;
+        to repeat it, give your own `request_id` and call again with it (the default one is
+        not told, and a new id sends again). A
         deliver's deadline is at least `DELIVER_TIMEOUT` unless `timeout` is given."""
         req = self._compose_request(campaign_id, user_id, context, deliver, request_id)
         return Message.from_pb(self._call(self._messaging.ComposeMessage, req,

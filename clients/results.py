@@ -98,7 +98,10 @@ class Choice:
     channel_unavailable, a ComposeMessage or SendCampaign decision's whose request id this
     choice repeats (the user may be contacted only on channels that server cannot send on)."""
     channel: str = ""
+    """The channel to send on; "" from a server before the contact policy: the campaign's
+    channel (as the server's own `verdict_of` reads a decision without one)."""
     send_at: float = 0.0
+    """When to send (epoch s); 0: now, and from a server before the contact policy."""
 
     @classmethod
     def from_pb(cls, msg: camp_pb.ChooseVariantResponse) -> Choice:
