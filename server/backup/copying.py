@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..durable import make_dirs
+from ..durable import Unconfirmed, make_dirs
 from ..errors import FailedPrecondition
 from ..store import lock_data_dir
 from ..store.backup import read_value, snapshot_store
@@ -29,7 +29,7 @@ def backup(data_dir: Path, out: Path) -> dict:
     if out.is_dir():
         raise FailedPrecondition(f"{out} is a directory: --out names the backup file to write "
                                  f"(e.g. {out / 'tailor.tar.gz'})")
-    make_dirs(out.parent)  # the archive's name on disk is as good as its directory's
+    _make_out_dir(out.parent)
     lock = lock_data_dir(data_dir, exclusive=False)  # servers share it; compaction must wait
     sweep_leftovers(out.parent)
     staging, held = staging_dir(out.parent)
@@ -50,6 +50,18 @@ def backup(data_dir: Path, out: Path) -> dict:
         if held is not None:
             os.close(held)
         lock.close()
+
+
+def _make_out_dir(directory: Path) -> None:
+    """Make `directory` (the archive's name on disk is as good as its own). A new one whose
+    parent cannot be synced stops the backup before anything is written: its `Unconfirmed`
+    would reach the command's report as a backup done, with no archive."""
+    try:
+        make_dirs(directory)
+    except Unconfirmed as err:
+        raise FailedPrecondition(f"{directory} was made, but {err.directory} could not be "
+                                 f"synced ({err.strerror}): a power loss may take it, and the "
+                                 "backup with it; nothing was backed up") from None
 
 
 def _backup(data_dir: Path, out: Path, staging: Path) -> dict:

@@ -130,6 +130,22 @@ def test_a_compaction_or_backup_whose_directory_cannot_be_synced_is_done_with_a_
     store.close()
 
 
+
+def test_a_backup_whose_new_out_directory_cannot_be_synced_stops_and_says_nothing_was_written(
+        tmp_path):
+    """`make_dirs(--out's directory)` runs before anything is written, and its `Unconfirmed` was
+    reported as the backup done (exit 0, no archive, no manifest printed)."""
+    from server.store import Store
+    data, out = tmp_path / "data", tmp_path / "new" / "b.tar"
+    Store(data / "store", sync=False).close()
+    refused = _run_failing(tmp_path, errno.EIO, "backup", "--data-dir", str(data),
+                           "--out", str(out))
+    assert refused.returncode == 1 and refused.stdout == "", refused.stderr
+    assert refused.stderr == (f"backup: {out.parent} was made, but {tmp_path} could not be synced"
+                              " (Input/output error): a power loss may take it, and the backup "
+                              "with it; nothing was backed up\n")
+    assert list(out.parent.iterdir()) == []
+
 def test_rotate_key_stops_when_the_new_master_key_is_not_on_disk(tmp_path):
     """Data keys wrapped under a master key whose keyring file a power loss takes back would
     never open again: the command stops before wrapping any, in one line that says so."""
