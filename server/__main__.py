@@ -193,9 +193,8 @@ def _store_settings(args) -> Settings:
 def _compact(args) -> None:
     from .store.compaction import compact
     data_dir = _data_dir(args)
-    with _in_place("compact"):
-        before, after = compact(data_dir)
-        print(f"compacted {data_dir / 'store'}: {before} -> {after} bytes")
+    before, after = compact(data_dir, _warn_unconfirmed("compact"))
+    print(f"compacted {data_dir / 'store'}: {before} -> {after} bytes")
 
 
 def _migrate(args) -> None:
@@ -265,8 +264,8 @@ def _backfill_addresses(store, ring) -> int | None:
 
 def _backup(args) -> None:
     from .backup import backup
-    with _in_place("backup"):
-        print(json.dumps({"command": "backup", **backup(_data_dir(args), args.out)}))
+    manifest = backup(_data_dir(args), args.out, _warn_unconfirmed("backup"))
+    print(json.dumps({"command": "backup", **manifest}))
 
 
 def _restore(args) -> None:
@@ -303,6 +302,13 @@ def _config_doc(args) -> None:
         print(render_table(), end="")
 
 
+def _warn_unconfirmed(command: str):
+    """What a command hands the `durable.Unconfirmed` of its last step to (`compact`,
+    `backup`, which then return their result): the change is done, and one stderr line says
+    what could not be synced."""
+    return lambda err: print(f"{command}: done, but {err}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def _in_place(command: str):
     """A change made whose directory could not be synced (`durable.Unconfirmed`) is done, with
@@ -311,7 +317,7 @@ def _in_place(command: str):
     try:
         yield
     except Unconfirmed as err:
-        print(f"{command}: done, but {err}", file=sys.stderr)
+        _warn_unconfirmed(command)(err)
 
 
 def _token(args) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..durable import Unconfirmed, make_dirs
@@ -21,8 +22,12 @@ from .staging import staging_dir, sweep_leftovers
 __all__ = ["backup"]
 
 
-def backup(data_dir: Path, out: Path) -> dict:
-    """Write a backup of `data_dir` to the file `out` (atomically); returns its manifest."""
+def backup(data_dir: Path, out: Path, unconfirmed: Callable[[Unconfirmed], None] | None = None
+           ) -> dict:
+    """Write a backup of `data_dir` to the file `out` (atomically); returns its manifest.
+    `out`'s directory not synced after its rename is `Unconfirmed`, handed to `unconfirmed`
+    when given (the command prints the manifest of the backup done, with the warning),
+    raised otherwise."""
     check_restore_finished(data_dir)
     if not (data_dir / "store" / "data.mdb").exists():
         raise FileNotFoundError(f"no Tailor store under {data_dir}")
@@ -34,7 +39,7 @@ def backup(data_dir: Path, out: Path) -> dict:
     sweep_leftovers(out.parent)
     staging, held = staging_dir(out.parent)
     try:
-        return _backup(data_dir, out, staging)
+        return _backup(data_dir, out, staging, unconfirmed)
     except BaseException as err:
         if out_of_space(err):  # the partial archive is removed (`write_tar`), the staging
             shutil.rmtree(staging, ignore_errors=True)  # copy here: then what is free is known
@@ -64,7 +69,8 @@ def _make_out_dir(directory: Path) -> None:
                                  "backup with it; nothing was backed up") from None
 
 
-def _backup(data_dir: Path, out: Path, staging: Path) -> dict:
+def _backup(data_dir: Path, out: Path, staging: Path,
+            unconfirmed: Callable[[Unconfirmed], None] | None) -> dict:
     """The store snapshot and the bundles staged in `staging`, archived to `out`."""
     stored = _stored_versions(data_dir / "bundles")  # before the snapshot names its active one
     snapshot = time.time()  # before its read transaction: erasures from then on may be missing
@@ -79,7 +85,12 @@ def _backup(data_dir: Path, out: Path, staging: Path) -> dict:
     if active is not None and active not in versions:  # gone before the backup began: the
         manifest["active_bundle_missing"] = True  # servers serve without it, the store is kept
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    write_tar(staging, out)
+    try:
+        write_tar(staging, out)
+    except Unconfirmed as err:  # the archive is in place
+        if unconfirmed is None:
+            raise
+        unconfirmed(err)
     return manifest
 
 

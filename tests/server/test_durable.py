@@ -108,7 +108,8 @@ def test_secrets_init_stops_in_one_line_when_a_new_keyring_is_not_on_disk(tmp_pa
 
 def test_a_compaction_or_backup_whose_directory_cannot_be_synced_is_done_with_a_warning(tmp_path):
     """Each printed a traceback and exited 1 once its file was renamed into place (compaction
-    also left its emptied copy dir behind)."""
+    also left its emptied copy dir behind); then each exited 0 without its report on stdout
+    (the sizes; the backup's manifest, which a script reads)."""
     from server.store import Store
     data = tmp_path / "data"
     store = Store(data / "store", sync=False)
@@ -117,6 +118,7 @@ def test_a_compaction_or_backup_whose_directory_cannot_be_synced_is_done_with_a_
     compacted = _run_failing(data / "store", errno.EIO, "compact", "--data-dir", str(data))
     assert compacted.returncode == 0, compacted.stderr
     assert compacted.stderr.startswith(f"compact: done, but {data / 'store'} could not be synced")
+    assert re.fullmatch(rf"compacted {re.escape(str(data / 'store'))}: \d+ -> \d+ bytes\n", compacted.stdout)
     assert sorted(p.name for p in data.iterdir()) == ["store", "tailor.lock"]
     out = tmp_path / "backups"
     out.mkdir()
@@ -125,6 +127,8 @@ def test_a_compaction_or_backup_whose_directory_cannot_be_synced_is_done_with_a_
     assert backed.returncode == 0, backed.stderr
     assert backed.stderr.startswith(f"backup: done, but {out} could not be synced")
     assert [p.name for p in out.iterdir()] == ["b.tar"]
+    reply = json.loads(backed.stdout)
+    assert reply["command"] == "backup" and reply["store_bytes"] > 0, backed.stdout
     store = Store(data / "store", sync=False)
     assert store.get("meta", b"kept") == b"yes"
     store.close()
