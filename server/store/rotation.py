@@ -45,7 +45,7 @@ def rotate_data_keys(store, secrets: Secrets, chunk: int = 1000,
     stamp = store.get("meta", WRAP_KID_KEY)
     resumed = stamp == ring.kid.encode() and set(kids_in_use(store)) - {ring.kid}
     if not resumed:
-        ring = _new_master(secrets)
+        ring = _new_master(store, secrets, stamp)
         store.put("meta", WRAP_KID_KEY, ring.kid.encode())
         logger.info("new data keys are wrapped under master key %s", ring.kid)
     n, start, chunks = 0, b"", 0
@@ -57,13 +57,18 @@ def rotate_data_keys(store, secrets: Secrets, chunk: int = 1000,
             "remaining": sum(c for k, c in kids.items() if k != ring.kid), "kids": kids}
 
 
-def _new_master(secrets: Secrets):
+def _new_master(store, secrets: Secrets, stamp: bytes | None):
     """Step 1's new key in front of the keyring file. Refused when the file was replaced but
     its directory could not be synced: data keys wrapped under a key a power loss may take
-    back would never open again."""
+    back would never open again. A store never rotated (no `datakey-kid`: servers wrap under
+    the keyring's front key, now the new one) then gets the old key's kid, so servers started
+    since keep wrapping under it."""
+    old = secrets[MASTER_RING].kid
     try:
         return secrets.rotate(MASTER_RING)
     except Unconfirmed as err:
+        if stamp is None:
+            store.put("meta", WRAP_KID_KEY, old.encode())
         raise FailedPrecondition(f"{err}; no data key was wrapped under the new master key "
                                  f"{secrets[MASTER_RING].kid}: run rotate-key again once the "
                                  "disk is healthy (every old key stays in the keyring)") from None

@@ -152,7 +152,9 @@ def test_a_backup_whose_new_out_directory_cannot_be_synced_stops_and_says_nothin
 
 def test_rotate_key_stops_when_the_new_master_key_is_not_on_disk(tmp_path):
     """Data keys wrapped under a master key whose keyring file a power loss takes back would
-    never open again: the command stops before wrapping any, in one line that says so."""
+    never open again: the command stops before wrapping any, in one line that says so. A store
+    never rotated had no `datakey-kid`, so a server opened after the refusal wrapped its new
+    users' keys under the keyring's front key: the new one."""
     from server.profiles import ProfileSchema, TrackedEvent
     from server.profiles.repository import ProfileRepository
     from server.store import Store
@@ -172,9 +174,16 @@ def test_rotate_key_stops_when_the_new_master_key_is_not_on_disk(tmp_path):
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert refused.stderr.startswith(f"rotate-key: {secrets} could not be synced"), refused.stderr
     assert "no data key was wrapped under the new master key" in refused.stderr
+    old_kid = rings["encryption"].kid
+    assert before[1] is None and Keyring.parse("encryption", (
+        secrets / "encryption.keys").read_text()).kid != old_kid  # the new key in front
     store = Store(data / "store", sync=False, crypto=StoreCrypto.from_secrets(
-        Secrets.load(secrets, generate=False, environ={})))
-    assert (kids_in_use(store), store.get("meta", WRAP_KID_KEY)) == before
+        Secrets.load(secrets, generate=False, environ={})))  # as a server started since
+    assert kids_in_use(store) == before[0]
+    assert store.get("meta", WRAP_KID_KEY) == old_kid.encode()
+    ProfileRepository(store, ProfileSchema().layout()).ingest(
+        [TrackedEvent("evt-2-q", "bob", "view", "web", "", "i1", 0.0, 1764000000.0, {})], [None])
+    assert kids_in_use(store) == {old_kid: 2}
     store.close()
 
 
