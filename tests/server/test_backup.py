@@ -259,6 +259,25 @@ def _erased_around_a_backup(server_process, data: Path, out: Path) -> tuple[floa
     return t0, tombstones
 
 
+@pytest.fixture(scope="module")
+def erased_around(module_server_process, tmp_path_factory):
+    """`_erased_around_a_backup` once for the module: (its dir holding `data`, `secrets` and
+    the backup `tailor.tar`, t0, the tombstones). Each test that restores takes a copy of the
+    dir of its own (`_copy_of`)."""
+    base = tmp_path_factory.mktemp("erased-around")
+    t0, tombstones = _erased_around_a_backup(module_server_process, base / "data",
+                                             base / "tailor.tar")
+    return base, t0, tombstones
+
+
+def _copy_of(erased_around, tmp_path: Path) -> tuple[Path, Path, float, list]:
+    """(data, out, t0, tombstones): this test's own copy of the module's `erased_around`."""
+    base, t0, tombstones = erased_around
+    own = tmp_path / "erased-around"
+    shutil.copytree(base, own, symlinks=True)
+    return own / "data", own / "tailor.tar", t0, tombstones
+
+
 def _secrets(data: Path) -> dict:
     """The environment of the servers on `data`: their keyrings beside it."""
     return {"TAILOR_SECRETS_DIR": str(data.parent / "secrets")}
@@ -295,7 +314,8 @@ def _mentions(store_dir: Path, needle: bytes) -> list[tuple[str, bytes]]:
     return hits
 
 
-def test_a_restore_erases_again_the_users_erased_after_the_backup(server_process, tmp_path):
+def test_a_restore_erases_again_the_users_erased_after_the_backup(erased_around, server_process,
+                                                                   tmp_path):
     """A user erased after the backup came back with it, records, events, decision, address
     and data key, served until someone erased her again by hand, from a list nobody had. Her
     tombstone, carried over, keeps a keyed hash of her record-key token: the restore finds her
@@ -307,8 +327,7 @@ def test_a_restore_erases_again_the_users_erased_after_the_backup(server_process
     Alice's pending decision, counted in the campaign's pending counter, is uncounted as
     DeleteProfile uncounts it (read with the `encryption` key: the record is sealed); before,
     the counter said 1 pending decision nobody had."""
-    data, out = tmp_path / "data", tmp_path / "tailor.tar"
-    t0, before = _erased_around_a_backup(server_process, data, out)
+    data, out, t0, before = _copy_of(erased_around, tmp_path)
     erased, carol = [_token(data, u) for u in ("alice", "dave")], _token(data, "carol")
     restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
                           "--force", "--secrets-dir", str(data.parent / "secrets"))
@@ -341,12 +360,12 @@ def test_a_restore_erases_again_the_users_erased_after_the_backup(server_process
     assert [_mentions(data / "store", token) for token in erased] == [[], []]
 
 
-def test_tombstones_written_before_they_kept_the_token_are_counted_not_applied(server_process, tmp_path):
+def test_tombstones_written_before_they_kept_the_token_are_counted_not_applied(
+        erased_around, server_process, tmp_path):
     """A tombstone in the old layout (or migrated from it: `found_by` null) cannot find its user's
     records: the restore carries it, says how many it could not apply and what to do, and the
     user is back until erased by hand."""
-    data, out = tmp_path / "data", tmp_path / "tailor.tar"
-    _erased_around_a_backup(server_process, data, out)
+    data, out, _, _ = _copy_of(erased_around, tmp_path)
     _drop_tokens(data / "store")
     restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
                           "--force", "--secrets-dir", str(data.parent / "secrets"))
@@ -399,15 +418,14 @@ def test_a_restore_scrubs_the_users_it_erases_again_from_the_restored_bundles(
 
 
 def test_a_restore_given_another_erasure_key_under_the_same_id_says_it_found_nobody(
-        server_process, tmp_path):
+        erased_around, tmp_path):
     """Another deployment's secrets (or a key written by hand under a reused id) hold an
     `erasure` key with the id the tombstones name but not their key: the carried tombstones
     found nobody, and the restore said 0 not linked and nothing to do, with alice and dave
     back. The store keeps a check value of each key it wrote tombstones under: those now
     count as not linked, and erase_again says what to do."""
     import base64
-    data, out = tmp_path / "data", tmp_path / "tailor.tar"
-    _erased_around_a_backup(server_process, data, out)
+    data, out, _, _ = _copy_of(erased_around, tmp_path)
     other = tmp_path / "other-secrets"
     shutil.copytree(data.parent / "secrets", other)
     kids = [line.split(":")[0] for line in (other / "erasure.keys").read_text().split()]
@@ -424,7 +442,8 @@ def test_a_restore_given_another_erasure_key_under_the_same_id_says_it_found_nob
     assert json.loads(again.stdout)["erased_again"] == 2  # the checks went with the tombstones
 
 
-def test_a_restore_without_the_encryption_key_says_to_run_it_again_with_it(server_process, tmp_path):
+def test_a_restore_without_the_encryption_key_says_to_run_it_again_with_it(erased_around,
+                                                                           tmp_path):
     """Without the `encryption` keyring the restore cannot read alice's sealed pending
     decision, and her campaign's pending counter kept counting it with `erase_again` null. Its
     to-do list now says to run the restore again with the keyring, before serving: the live
@@ -434,8 +453,7 @@ def test_a_restore_without_the_encryption_key_says_to_run_it_again_with_it(serve
     from server.security.secrets import Keyring
     from server.store.backup import read_value
     from server.store.keys import count_key
-    data, out = tmp_path / "data", tmp_path / "tailor.tar"
-    _erased_around_a_backup(server_process, data, out)
+    data, out, _, _ = _copy_of(erased_around, tmp_path)
     partial = tmp_path / "without-encryption"
     shutil.copytree(data.parent / "secrets", partial)
     (partial / "encryption.keys").unlink()
