@@ -13,6 +13,23 @@ from server.security.secrets import KEYRINGS, Keyring, MissingSecret, Secrets, e
 from tests.conftest import AWAIT_GO, ROOT, ServerProcess, free_port, run_at_once, run_module
 
 
+@pytest.fixture(scope="module")
+def initialized(tmp_path_factory):
+    """A secrets dir `python -m server secrets init` wrote, once for the module: tests that
+    rotate in one take a copy of their own (`_initialized_copy`)."""
+    secrets = tmp_path_factory.mktemp("initialized") / "secrets"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    return secrets
+
+
+def _initialized_copy(initialized, tmp_path):
+    """This test's own copy of the `initialized` secrets dir, modes kept: `tmp_path/secrets`."""
+    import shutil
+    secrets = tmp_path / "secrets"
+    shutil.copytree(initialized, secrets, symlinks=True)
+    return secrets
+
+
 def test_a_value_signed_before_a_rotation_still_verifies_and_new_ones_use_the_new_key():
     ring = Keyring.generate("unsubscribe", "old")
     token = ring.sign(b"user-1/email")
@@ -105,11 +122,10 @@ def test_secrets_init_does_not_call_the_deployments_keys_development_ones(tmp_pa
     assert set(json.loads(proc.stdout)["signing"]) == set(KEYRINGS)
 
 
-def test_the_store_id_keyring_is_never_rotated(tmp_path):
+def test_the_store_id_keyring_is_never_rotated(initialized, tmp_path):
     """Every store key is a keyed hash under `store-id`'s signing key: rotating it made every
     server refuse the store at its next start ("written under another 'store-id' key")."""
-    secrets = tmp_path / "secrets"
-    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    secrets = _initialized_copy(initialized, tmp_path)
     before = (secrets / "store-id.keys").read_text()
     refused = run_module("server", "secrets", "rotate", "store-id", "--secrets-dir", str(secrets),
                          check=False)
@@ -119,7 +135,7 @@ def test_the_store_id_keyring_is_never_rotated(tmp_path):
 
 @pytest.mark.parametrize("name", ["erasure", "suppression", "user-id", "encryption", "audit",
                                   "unsubscribe", "sms-webhook", "delivery-events"])
-def test_keyrings_whose_old_keys_find_records_keep_them_all(tmp_path, name):
+def test_keyrings_whose_old_keys_find_records_keep_them_all(initialized, tmp_path, name):
     """Tombstones, suppression entries and impressions are found by keyed hashes under the key
     they were written with: `--keep` would drop keys and with them erased users (back in
     training), suppressed addresses (contacted again) or the impressions filed under the
@@ -133,8 +149,7 @@ def test_keyrings_whose_old_keys_find_records_keep_them_all(tmp_path, name):
     bounce feed sign with the `sms-webhook` and `delivery-events` key they were given: `--keep 0`
     broke the links, and refused every STOP, bounce and complaint until the provider had the
     new key."""
-    secrets = tmp_path / "secrets"
-    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    secrets = _initialized_copy(initialized, tmp_path)
     if name in ("sms-webhook", "delivery-events"):  # optional: the provider's secret, given
         (secrets / f"{name}.keys").write_text(f"p1:{base64.b64encode(b'p' * 32).decode()}\n")
     run_module("server", "secrets", "rotate", name, "--secrets-dir", str(secrets))
@@ -262,12 +277,11 @@ def test_secrets_init_run_as_root_adds_a_keyring_the_servers_account_can_read(tm
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o600)
 
 
-def test_a_rotation_keeps_the_notes_written_in_the_keyring_file(tmp_path):
+def test_a_rotation_keeps_the_notes_written_in_the_keyring_file(initialized, tmp_path):
     """The docs have old keys deleted by hand once nothing needs them ("once the last message
     it signed is old enough"): operators note that beside each key, and `secrets rotate`
     rewrote the file from its keys alone, dropping every note."""
-    secrets = tmp_path / "secrets"
-    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    secrets = _initialized_copy(initialized, tmp_path)
     path = secrets / "unsubscribe.keys"
     noted = ("# links of 2026 Q1 campaigns, drop after 2026-09-30\n" + path.read_text()
              + "# the key above: Q4 links, keep until 2027-03-31\n")
@@ -280,12 +294,11 @@ def test_a_rotation_keeps_the_notes_written_in_the_keyring_file(tmp_path):
 
 
 
-def test_a_rotation_that_may_not_write_beside_the_keyring_is_one_line(tmp_path):
+def test_a_rotation_that_may_not_write_beside_the_keyring_is_one_line(initialized, tmp_path):
     """As `server token`: without the rights to write the secrets directory (sudo forgotten;
     here an immutable directory, which stops root too), a PermissionError traceback."""
     import shutil
-    secrets = tmp_path / "secrets"
-    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    secrets = _initialized_copy(initialized, tmp_path)
     if shutil.which("chattr") is None or subprocess.run(
             ["chattr", "+i", str(secrets)], capture_output=True).returncode != 0:
         pytest.skip("no immutable directories here")
@@ -301,13 +314,12 @@ def test_a_rotation_that_may_not_write_beside_the_keyring_is_one_line(tmp_path):
         subprocess.run(["chattr", "-i", str(secrets)], check=True)
 
 
-def test_rotations_at_the_same_moment_keep_every_new_key(tmp_path):
+def test_rotations_at_the_same_moment_keep_every_new_key(initialized, tmp_path):
     """Two operators (or a script per keyring host) rotating one keyring at once: each read the
     ring, put its key in front and wrote the file back, so the later write dropped the earlier
     run's key, which a server restarted in between signs with (its links, its audit lines then
     unverifiable)."""
-    secrets = tmp_path / "secrets"
-    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    secrets = _initialized_copy(initialized, tmp_path)
     script = ("import sys; from pathlib import Path; from server.security.secrets import "
               "Secrets; " + AWAIT_GO + "Secrets.load(Path(sys.argv[1]), generate=False, "
               "names=('unsubscribe',), environ={}).rotate('unsubscribe')")
@@ -317,12 +329,11 @@ def test_rotations_at_the_same_moment_keep_every_new_key(tmp_path):
     assert len(keys) == 7
 
 
-def test_a_rotation_writes_through_a_symlinked_keyring(tmp_path):
+def test_a_rotation_writes_through_a_symlinked_keyring(initialized, tmp_path):
     """A keyring file linked from where the server reads it (`secrets/audit.keys ->
     /srv/vault/audit.keys`): the rotation replaced the link with a regular file, and the file
     it pointed to (which a backup, or another host's link, reads) missed the new key."""
-    secrets = tmp_path / "secrets"
-    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    secrets = _initialized_copy(initialized, tmp_path)
     vault = tmp_path / "vault"
     vault.mkdir(mode=0o700)
     (secrets / "audit.keys").rename(vault / "audit.keys")
