@@ -302,18 +302,20 @@ class ContactPolicy:
     def _unreachable(self, campaign: Contactable, contact: Contact) -> Verdict | None:
         """The verdict on a user allowed on no channel the caller can use (`Contact.reachable`),
         neither capped nor listed there, who would be allowed on a message channel the caller
-        left out (no adapter on this server): suppressed `CHANNEL_UNAVAILABLE` on it, or
-        `SUPPRESSED_ADDRESS` where its address is listed (no adapter would carry it either).
-        None: there is none (they consented nowhere, or only on a placement, where a message
-        never goes), so `NO_CONSENT`. `_allowed` is asked again without `reachable`, on this
-        path only: a verdict allowed on some channel, or of a caller without `reachable`
-        (ChooseVariant), does not pay for it."""
+        left out (no adapter on this server): suppressed `CHANNEL_UNAVAILABLE` on it; else,
+        where such a channel's address is listed, `SUPPRESSED_ADDRESS` on it (no adapter
+        would carry it either): as on the reachable channels, one that takes them outranks a
+        listed one. None: there is none (they consented nowhere, or only on a placement,
+        where a message never goes), so `NO_CONSENT`. `_allowed` is asked again without
+        `reachable`, on this path only: a verdict allowed on some channel, or of a caller
+        without `reachable` (ChooseVariant), does not pay for it."""
         out, listed, _ = self._allowed(campaign, contact._replace(reachable=None, addressed=False),
                                        True, None)
-        if listed is not None:  # only a message channel has an address to list
-            return Verdict(True, SUPPRESSED_ADDRESS, listed, 0.0)
         away = next((c for c in out if c in ADDRESS_ATTRIBUTES), None)
-        return None if away is None else Verdict(True, CHANNEL_UNAVAILABLE, away, 0.0)
+        if away is not None:
+            return Verdict(True, CHANNEL_UNAVAILABLE, away, 0.0)
+        # only a message channel has an address to list
+        return None if listed is None else Verdict(True, SUPPRESSED_ADDRESS, listed, 0.0)
 
     def _times(self, campaign: Contactable, contacts: Sequence[Contact],
                zones: list[zoneinfo.ZoneInfo], now: float) -> list[tuple[float, float]]:

@@ -295,3 +295,29 @@ def test_a_user_allowed_only_where_the_caller_cannot_send_says_so_not_no_consent
     assert verdict(sms, mail, erased=True) == (True, "no_consent", "email")
     assert verdict(None, mail) == (True, "no_consent", "email")  # web: no message goes there
     assert verdict(sms, None) == (False, "", "sms")  # ChooseVariant: its caller sends
+
+
+def test_a_user_allowed_on_a_channel_the_caller_cannot_send_on_is_not_told_their_address_is_listed():
+    """`[email, sms, push]` on a server with an SMTP relay only: a user who opted out of email,
+    whose number is listed and who may have push (opt_out by default) would be contacted on
+    push by a server with a push adapter: `channel_unavailable` on push, as on the reachable
+    channels a channel that takes them outranks a listed one. It was `suppressed_address` on
+    sms. Listed is said only when no channel left out would take them."""
+    class Spec:
+        purpose, channel, channels = "marketing", "email", ("email", "sms", "push")
+        frequency_caps, quiet_hours, send_window = (), QuietHours(), SendWindow()
+    meta = {"consent": {"sms": {"opted_in": True, "source": "form", "timestamp": 1.0}},
+            "attributes": {"email": "a@example.com", "phone": "+447700900123",
+                           "push_token": "t"}}
+    listed = frozenset({"sms"})
+    policy = ContactPolicy()
+
+    def verdict(reachable, meta=meta):
+        v = policy.verdicts(Spec, [Contact("a", meta, suppressed=listed, reachable=reachable,
+                                           addressed=reachable is not None)], 0.0)[0]
+        return v.suppressed, v.reason, v.channel
+    assert verdict(frozenset({"email"})) == (True, "channel_unavailable", "push")
+    assert verdict(frozenset({"email", "push"})) == (False, "", "push")  # the adapter there
+    off = {**meta, "consent": {**meta["consent"], "push": {
+        "opted_in": False, "source": "app", "timestamp": 1.0}}}
+    assert verdict(frozenset({"email"}), off) == (True, "suppressed_address", "sms")
