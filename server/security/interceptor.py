@@ -89,12 +89,14 @@ def _request_id(metadata) -> str:
 
 def _target(request) -> str:
     """The record a call is about, where cheap: the request's user_id or campaign_id
-    (`CampaignKey`), or the suppression address it names (`address_target`); the audit log
-    keeps its keyed hash, labelled by which of them it is (`userref.target_ref`)."""
+    (`CampaignKey`; CreateCampaign's and UpdateCampaign's, its spec's), or the suppression
+    address it names (`address_target`); the audit log keeps its keyed hash, labelled by which
+    of them it is (`userref.target_ref`)."""
     found = getattr(request, "user_id", "")
     if found:
         return found
-    found = getattr(request, "campaign_id", "")
+    found = getattr(request, "campaign_id", "") or getattr(
+        getattr(request, "spec", None), "campaign_id", "")
     if found:
         return CampaignKey(found)
     address = getattr(request, "address", request)  # AddSuppression's, or the request itself

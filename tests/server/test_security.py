@@ -708,17 +708,21 @@ async def test_who_listed_or_lifted_an_address_can_be_found_in_the_audit_log(sec
     list normalizes it (any spelling of one address gives one target), never the address;
     `server audit ref` gives that target, and a user's, to search the log with. Each is
     labelled by what it is: `a:` an address, `c:` a campaign, `u:` a user (every target was
-    `u:`, so an address or a campaign read as a user)."""
+    `u:`, so an address or a campaign read as a user). UpdateCampaign's campaign id is in its
+    spec: its line had no target, and who changed a campaign could not be found."""
     from tests.conftest import run_module
     t, profiles = auth[1], pb_grpc.ProfileServiceStub(chan)
     await _code(cpb_grpc.CampaignServiceStub(chan).ArchiveCampaign(
         cpb.ArchiveCampaignRequest(campaign_id="c-ref"), metadata=bearer(t["admin"])))
+    await _code(cpb_grpc.CampaignServiceStub(chan).UpdateCampaign(  # its id is in its spec
+        cpb.UpdateCampaignRequest(spec=cpb.CampaignSpec(campaign_id="c-ref")),
+        metadata=bearer(t["admin"])))
     await profiles.AddSuppression(pb.AddSuppressionRequest(
         address=pb.SuppressionAddress(email="Lifted@Example.org")), metadata=bearer(t["tracker"]))
     await profiles.RemoveSuppression(pb.SuppressionAddress(email=" <lifted@example.org>"),
                                      metadata=bearer(t["admin"]))
     await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u-ref"), metadata=bearer(t["admin"]))
-    lines = (await apb_grpc.AuditServiceStub(chan).TailAudit(apb.TailAuditRequest(limit=12),
+    lines = (await apb_grpc.AuditServiceStub(chan).TailAudit(apb.TailAuditRequest(limit=13),
                                                               metadata=bearer(t["auditor"]))).lines
     assert "lifted" not in "\n".join(lines).lower()
     targets = {json.loads(line)["method"].rsplit("/", 1)[-1]: json.loads(line)["target"]
@@ -735,6 +739,7 @@ async def test_who_listed_or_lifted_an_address_can_be_found_in_the_audit_log(sec
     assert targets["DeleteProfile"].startswith("u:")
     assert targets["ArchiveCampaign"] == ref("--campaign-id", "c-ref")
     assert targets["ArchiveCampaign"].startswith("c:")
+    assert targets["UpdateCampaign"] == targets["ArchiveCampaign"]
     wrong = run_module("server", "audit", "ref", "--email", "nobody", *secrets, check=False)
     assert wrong.returncode == 1 and "not an address of kind email" in wrong.stderr
     run_module("server", "secrets", "rotate", "user-id", *secrets)  # older lines: an older key
