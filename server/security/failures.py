@@ -66,7 +66,10 @@ class _Digest:
         pending = self._pairs.get(key)
         if pending is not None:
             pending.more += 1
-            pending.varying = varying if pending.varying in (None, varying) else self.MIXED
+            # of one type too: a user "x" and a `userref.CampaignKey` "x" are two targets
+            same = pending.varying is None or (
+                pending.varying == varying and type(pending.varying) is type(varying))
+            pending.varying = varying if same else self.MIXED
             return
         self._pairs[key] = _Pending()
         if self._flusher is None or self._flusher.done():

@@ -152,6 +152,33 @@ async def test_past_the_bound_a_principals_denials_are_counted_under_it_then_und
 
 
 
+async def test_denials_of_a_user_and_a_campaign_of_one_spelling_are_not_one_target():
+    """PreviewMessage aims at a user (user_id) or, without one, at a campaign: a user "x" and a
+    campaign "x" are equal as text, and their denials' count line named one of them (the
+    last's label, `userref.CampaignKey`) for both. Now they are two targets: none."""
+    from server.security.failures import DeniedDigest
+    from server.security.userref import CampaignKey, target_ref
+
+    class Rows:
+        def __init__(self):
+            self.targets = []
+
+        def record(self, principal, method, target, status, request_id, **details):
+            self.targets.append(target_ref(target) if target else "")
+
+    rows = Rows()
+    digest = DeniedDigest(rows, interval=3600, max_pairs=8)
+    for target in ("x", "x", CampaignKey("x")):
+        await digest.denied("p", "/m", target, "")
+    await digest.close()
+    assert rows.targets == [target_ref("x"), ""]
+    rows.targets = []
+    for target in (CampaignKey("x"), CampaignKey("x"), CampaignKey("x")):
+        await digest.denied("p", "/m", target, "")
+    await digest.close()
+    assert rows.targets == [target_ref(CampaignKey("x"))] * 2  # one target: kept, labelled
+
+
 async def test_a_denied_calls_target_past_any_id_is_not_held():
     """The denied request was never validated: a user_id of megabytes is not kept for the
     interval (one per pair, principal x method), nor hashed into the line."""
