@@ -27,6 +27,7 @@ from ..errors import FailedPrecondition
 from ..security.secrets import Secrets
 from . import tokens
 from .errors import StoreKeyringMissing, StoreUnreadable
+from .lock import check_restore_finished
 
 __all__ = ["StoreCrypto", "MASTER_RING", "STORE_ID_RING", "check_secrets_outside",
            "secrets_for_store", "refuse_keyless_store", "store_id_origin", "store_id_stamped"]
@@ -88,8 +89,12 @@ def check_secrets_outside(secrets_dir: Path | None, data_dir: Path) -> None:
 
 def secrets_for_store(settings) -> Secrets:
     """`Secrets.for_server(settings)`, unless the store under `settings.store_dir` was stamped
-    under a `store-id` key none is provided for (`refuse_keyless_store`): refused before a
-    keyring is generated. The servers load their secrets here (`workers.serve`, `app`)."""
+    under a `store-id` key none is provided for (`refuse_keyless_store`), or a restore into
+    `settings.data_dir` did not finish (`lock.check_restore_finished`: its store, maybe not
+    swapped in yet, is stamped under the deployment's key): refused before a keyring is
+    generated. The servers load their secrets here (`workers.serve`, `app`), before they take
+    the data dir's lock, which refuses an unfinished restore too, but only after."""
+    check_restore_finished(settings.data_dir)
     refuse_keyless_store(settings)
     return Secrets.for_server(settings)
 

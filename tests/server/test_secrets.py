@@ -379,3 +379,21 @@ def test_a_server_started_elsewhere_refuses_the_store_naming_the_keyrings_and_ge
     assert (f"store at {data / 'store'} was written under another 'store-id' key: its records "
             f"cannot be found with this one read from {keys} {chosen}") in mismatched.stderr, \
         mismatched.stderr[-2000:]
+
+
+def test_a_start_over_an_unfinished_restore_generates_no_keyring(tmp_path, env_with_repo, monkeypatch):
+    """A restore killed midway leaves `.restoring` in the data dir (maybe no `store/` yet); a
+    start is refused there. That refusal came after the secrets were loaded: a loopback start
+    without keyrings generated development ones first, which the restored store (stamped
+    under the deployment's `store-id` key) would then be refused under. Refused before now."""
+    monkeypatch.delenv("TAILOR_SECRETS_DIR", raising=False)
+    monkeypatch.delenv(env_name("store-id"), raising=False)
+    cwd, data = tmp_path / "cwd", tmp_path / "data"
+    cwd.mkdir()
+    (data / ".restoring").mkdir(parents=True)
+    refused = subprocess.run([sys.executable, "-m", "server", "--port", str(free_port()),
+                              "--data-dir", str(data)], cwd=cwd, capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "PYTHONPATH": env_with_repo["PYTHONPATH"]})
+    assert refused.returncode in (1, 2), refused.stderr[-2000:]
+    assert f"a restore into {data} did not finish" in refused.stderr
+    assert not (cwd / "var").exists()  # no keyring generated
