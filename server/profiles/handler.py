@@ -426,7 +426,8 @@ class Profiles:
         for a profile the store holds, checked in the write: none is made under it
         (INVALID_ARGUMENT, as before the profile existed). An `email` or `phone` the send path
         and the suppression list could not read (`check_address`) refuses the call, nothing of
-        it stored: a CRM sync's bad address was found only at the send. It is stored as given
+        it stored: a CRM sync's bad address was found only at the send (a blank one, which the
+        send path reads as none, is not checked). It is stored as given
         (the send path normalizes it); one stored before the check stays as it is, read,
         exported and erased as any attribute (docs/messages.md, "Addresses")."""
         lim = self.limits
@@ -444,7 +445,7 @@ class Profiles:
                                       f"{lim.attribute_value_chars}")
             if k == TIMEZONE and v:  # read by the contact policy (quiet hours)
                 zone(f"attributes[{TIMEZONE}]", v)
-            elif k in ADDRESS_KINDS and v:  # read by the send path and the suppression list
+            elif k in ADDRESS_KINDS and v.strip():  # as the send path reads it (blank: none)
                 check_address(f"attributes[{k}]", k, v, lim.address_chars)
 
         def change(meta):

@@ -106,3 +106,20 @@ async def test_an_address_stored_before_the_check_is_read_exported_erased_and_st
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.GetProfile(pb.GetProfileRequest(user_id="old-1"), metadata=meta)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("attribute,value", [
+    ("email", "Ann.Lee+crm@Mail.Example.CO.UK"), ("email", "  "), ("phone", "+1 (415) 555-0100"),
+    ("phone", "0044 20-7946-0958"), ("phone", " \t ")])
+async def test_every_value_the_send_path_takes_is_taken(shared, crm, attribute, value):
+    """The check refuses only what the send path refuses: plus tags, subdomains, capitals,
+    punctuated numbers, and a blank value, which the send path reads as no address at all (a
+    CRM's empty cell holding a space; refusing it refused the call's other attributes too)."""
+    from server.contact.policy import ADDRESS_ATTRIBUTES
+    from server.messages.delivery import address_of
+    channel = {v: k for k, v in ADDRESS_ATTRIBUTES.items()}[attribute]
+    address_of(channel, {attribute: value})  # the sender takes it (BadAddress otherwise)
+    given = {attribute: value, "tier": "gold"}
+    await shared.UpsertAttributes(pb.UpsertAttributesRequest(user_id=f"crm-take-{attribute}",
+                                                             attributes=given), metadata=crm[1])
+    assert await attributes_of(shared, crm[1], f"crm-take-{attribute}") == given
