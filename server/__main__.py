@@ -441,7 +441,8 @@ def _rotate_key(args) -> None:
     from .security.secrets import Secrets
     from .store import Store, lock_data_dir
     from .store.backup import read_value
-    from .store.crypto import MASTER_RING, STORE_ID_RING
+    from .store.crypto import MASTER_RING, STORE_ID_RING, store_id_origin
+    from .store.errors import StoreKeyMismatch
     from .store.lock import check_restore_finished
     from .store.rekey import SEALED_KEY
     from .store.rotation import rotate_data_keys
@@ -461,13 +462,24 @@ def _rotate_key(args) -> None:
     lock = lock_data_dir(data_dir, exclusive=False)  # beside servers; not during compaction
     try:
         with hold_layouts(store_dir):  # not beside a server of other layouts (store.sharing)
-            store = Store.from_settings(settings.model_copy(update=_ROTATION), secrets)
+            try:
+                store = Store.from_settings(settings.model_copy(update=_ROTATION), secrets)
+            except StoreKeyMismatch as err:  # it names the key read: the file, not a variable
+                raise StoreKeyMismatch(err.path, store_id_origin(
+                    settings, _without_keyring_variables())) from None
             try:
                 print(json.dumps(rotate_data_keys(store, secrets, chunk=max(args.chunk, 1))))
             finally:
                 store.close()
     finally:
         lock.close()
+
+
+def _without_keyring_variables() -> dict[str, str]:
+    """The environment without the keyrings' variables (`TAILOR_SECRET_<NAME>`), which
+    rotate-key does not read (`environ={}`), for `store_id_origin` to name the file it read
+    (TAILOR_SECRETS_DIR, which chose the file's directory, is kept)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_SECRET_")}
 
 
 COMMANDS = {"audit": _audit, "secrets": _secrets, "rotate-key": _rotate_key,

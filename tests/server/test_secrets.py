@@ -397,3 +397,22 @@ def test_a_start_over_an_unfinished_restore_generates_no_keyring(tmp_path, env_w
     assert refused.returncode in (1, 2), refused.stderr[-2000:]
     assert f"a restore into {data} did not finish" in refused.stderr
     assert not (cwd / "var").exists()  # no keyring generated
+
+
+def test_rotate_key_refused_under_another_key_names_the_file_it_read(tmp_path, env_with_repo,
+                                                                      monkeypatch):
+    """rotate-key reads the keyring files only (TAILOR_SECRET_* are not its keys): refused
+    under another 'store-id' key, it named TAILOR_SECRET_STORE_ID when that was set, a key it
+    had not read, instead of the file it had."""
+    monkeypatch.delenv(env_name("store-id"), raising=False)
+    secrets, data = tmp_path / "secrets", tmp_path / "data"
+    ServerProcess(data, env={"TAILOR_SECRETS_DIR": str(secrets),
+                             "PYTHONPATH": env_with_repo["PYTHONPATH"]}).stop()
+    deployment = (secrets / "store-id.keys").read_text()
+    (secrets / "store-id.keys").write_text(Keyring.generate("store-id").text())
+    refused = run_module("server", "rotate-key", "--data-dir", str(data), "--secrets-dir",
+                         str(secrets), check=False, timeout=120,
+                         env={**os.environ, env_name("store-id"): deployment})
+    assert refused.returncode != 0
+    assert (f"cannot be found with this one read from {(secrets / 'store-id.keys').absolute()} "
+            f"(secrets_dir from --secrets-dir or the config file)") in refused.stderr, refused.stderr[-2000:]
