@@ -1011,7 +1011,10 @@ def _connect_said(line: str, args) -> str:
         hint = "the server does not seem to serve TLS: leave out --tls-ca, --cert and --key"
     elif "CERTIFICATE_VERIFY_FAILED" in line or "BAD_SIGNATURE" in line:
         # BAD_SIGNATURE: a CA with the name of the one that signed, but another key
-        hint = f"--tls-ca {args.tls_ca} is not the CA that signed the server's certificate"
+        hint = (f"--tls-ca {args.tls_ca} is not the CA that signed the server's certificate"
+                if args.tls_ca is not None else  # --cert alone: the system's roots
+                "no --tls-ca: the server's certificate was checked against the system's CAs; "
+                "give --tls-ca, the CA that signed it")
     elif "Socket closed" not in line:
         return line
     elif not secure:

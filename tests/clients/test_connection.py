@@ -152,6 +152,17 @@ def test_the_cli_says_which_tls_flag_a_refused_connection_lacks(mtls_server, tmp
         assert out.returncode == 1 and out.stderr.strip().endswith(hint), out.stderr
 
 
+def test_a_client_certificate_without_tls_ca_is_told_to_give_it(mtls_server):
+    """--cert and --key alone check the server against the system's CAs: the hint named
+    `--tls-ca None` as the CA that did not sign the server's certificate."""
+    target, flags, _ = mtls_server
+    out = run_module("clients", "ping", "--server", target, "--timeout", "2", *flags[2:],
+                     check=False)
+    assert out.returncode == 1 and "--tls-ca None" not in out.stderr, out.stderr
+    assert out.stderr.strip().endswith("no --tls-ca: the server's certificate was checked against "
+                                       "the system's CAs; give --tls-ca, the CA that signed it)")
+
+
 def test_the_load_generator_drives_a_tls_server_with_a_token(mtls_server):
     target, _, (ca, _, me) = mtls_server
     mine = Connection(tls_ca=ca.cert, cert=me.cert, key=me.key, token="t")
