@@ -108,9 +108,11 @@ def _checked_token(token: str | None) -> str | None:
     return stripped
 
 
-CERTIFICATE = ("certificate", re.compile(rb"-----BEGIN CERTIFICATE-----"))
+CERTIFICATE = ("certificate", re.compile(rb"-----BEGIN (?:TRUSTED |X509 )?CERTIFICATE-----"))
 PRIVATE_KEY = ("private key", re.compile(rb"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----"))
-"""The PEM block each flag's file must hold, named as the server names its own files'."""
+"""The PEM block each flag's file must hold, named as the server names its own files'. A
+certificate may also be OpenSSL's `TRUSTED CERTIFICATE` (`openssl x509 -trustout`, Fedora's
+*.trust.crt bundles) or the old `X509 CERTIFICATE`, which gRPC reads too."""
 
 
 def _read(flag: str, path: Path | None, block: tuple[str, re.Pattern]) -> bytes | None:
@@ -132,7 +134,7 @@ def _read(flag: str, path: Path | None, block: tuple[str, re.Pattern]) -> bytes 
                          "not supported: e.g. `openssl pkey -in K -out K.plain`)")
     if not pattern.search(data):
         raise ValueError(f"{flag} {path}: no PEM {what} in it "
-                         f"({pattern.pattern.decode().replace('(?:RSA |EC )?', '')})")
+                         f"({re.sub(r'[(][?]:.*?[)][?]', '', pattern.pattern.decode())})")
     return data
 
 

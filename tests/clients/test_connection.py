@@ -152,6 +152,19 @@ def test_the_cli_says_which_tls_flag_a_refused_connection_lacks(mtls_server, tmp
         assert out.returncode == 1 and out.stderr.strip().endswith(hint), out.stderr
 
 
+def test_a_ca_in_openssl_trusted_form_is_still_taken(mtls_server, tmp_path):
+    """`openssl x509 -trustout` (and Fedora's *.trust.crt bundles) label a CA `BEGIN TRUSTED
+    CERTIFICATE`, and old tools `BEGIN X509 CERTIFICATE`, which gRPC reads as a root; the kind
+    check refused them as no certificate."""
+    target, flags, (ca, _, _) = mtls_server
+    for label in (b"TRUSTED CERTIFICATE-----", b"X509 CERTIFICATE-----"):
+        relabelled = tmp_path / "ca.trust.pem"
+        relabelled.write_bytes(ca.cert.read_bytes().replace(b"CERTIFICATE-----", label))
+        out = run_module("clients", "ping", "--server", target, "--timeout", "5",
+                         "--tls-ca", str(relabelled), *flags[2:], check=False)
+        assert out.returncode == 0, (label, out.stderr)
+
+
 def test_a_client_certificate_without_tls_ca_is_told_to_give_it(mtls_server):
     """--cert and --key alone check the server against the system's CAs: the hint named
     `--tls-ca None` as the CA that did not sign the server's certificate."""
