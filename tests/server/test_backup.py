@@ -112,6 +112,19 @@ def test_the_data_keys_pads_stay_readable_by_their_owner_only(backup_file, tmp_p
     assert stat.S_IMODE((tmp_path / "d" / "store" / "keyslots").stat().st_mode) == 0o600
 
 
+def test_a_backup_with_world_readable_pads_restores_them_0600(backup_file, tmp_path):
+    """A backup taken before 5c10d5dd holds `store/keyslots` 0644, and tarfile's data filter
+    kept that mode: the restored store's pads were readable by every user of the host."""
+    old = tmp_path / "old.tar"
+    with tarfile.open(backup_file[0]) as src, tarfile.open(old, "w") as dest:
+        for member in src.getmembers():
+            if member.name == "store/keyslots":
+                member.mode = 0o644
+            dest.addfile(member, src.extractfile(member) if member.isfile() else None)
+    run_module("server", "restore", "--from", str(old), "--data-dir", str(tmp_path / "d"))
+    assert stat.S_IMODE((tmp_path / "d" / "store" / "keyslots").stat().st_mode) == 0o600
+
+
 def test_restore_refuses_a_served_data_dir_and_a_non_empty_one(backup_file, server_process, tmp_path,
                                                                demo_bundle):
     out, _, _, served_dir = backup_file  # the backup fixture's server still holds it
