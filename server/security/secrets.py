@@ -77,7 +77,11 @@ class MissingSecret(FailedPrecondition):
 def _from_where(path: Path) -> str:
     if Path(path).is_absolute():
         return ""
-    return (f" (from {Path.cwd()}: a relative secrets dir; --secrets-dir or TAILOR_SECRETS_DIR "
+    try:
+        cwd = str(Path.cwd())
+    except OSError:  # removed since the process started in it: raised here, it hid this error
+        cwd = "a working directory that no longer exists"
+    return (f" (from {cwd}: a relative secrets dir; --secrets-dir or TAILOR_SECRETS_DIR "
             "names the servers')")
 
 

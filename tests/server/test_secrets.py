@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +78,20 @@ def test_a_missing_keyring_under_a_relative_secrets_dir_names_where_it_was_looke
     assert out.returncode == 1
     assert f"write var/secrets/user-id.keys (from {tmp_path}: a relative secrets dir; " \
            "--secrets-dir or TAILOR_SECRETS_DIR names the servers')" in out.stderr, out.stderr
+
+
+def test_a_missing_keyring_from_a_removed_working_directory_is_still_one_line(tmp_path,
+                                                                           monkeypatch):
+    """A command run from a directory removed since (a release dir replaced by a deploy) read
+    its relative keyring as missing, and naming the working directory raised FileNotFoundError
+    in place of the MissingSecret line."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    err = MissingSecret("user-id", Path("var/secrets/user-id.keys"))
+    assert "write var/secrets/user-id.keys (from a working directory that no longer exists: a " \
+           "relative secrets dir;" in str(err)
 
 
 def test_a_server_on_a_non_loopback_address_refuses_to_start_without_secrets(tmp_path):
