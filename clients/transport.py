@@ -113,6 +113,8 @@ PRIVATE_KEY = ("private key", re.compile(rb"-----BEGIN (?:RSA |EC )?PRIVATE KEY-
 """The PEM block each flag's file must hold, named as the server names its own files'. A
 certificate may also be OpenSSL's `TRUSTED CERTIFICATE` (`openssl x509 -trustout`, Fedora's
 *.trust.crt bundles) or the old `X509 CERTIFICATE`, which gRPC reads too."""
+_ENCRYPTED_HEADER = re.compile(rb"^Proc-Type:\s*4,\s*ENCRYPTED", re.MULTILINE)
+"""The header of a passphrase-protected key in OpenSSL's traditional form (`genrsa -aes128`)."""
 
 
 def _read(flag: str, path: Path | None, block: tuple[str, re.Pattern]) -> bytes | None:
@@ -129,7 +131,8 @@ def _read(flag: str, path: Path | None, block: tuple[str, re.Pattern]) -> bytes 
     if b"-----BEGIN " not in data:
         raise ValueError(f"{flag} {path}: not a PEM file (no -----BEGIN line)")
     what, pattern = block
-    if block is PRIVATE_KEY and b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data:
+    if block is PRIVATE_KEY and (b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data  # PKCS#8
+                                 or _ENCRYPTED_HEADER.search(data)):  # traditional (RSA, EC)
         raise ValueError(f"{flag} {path}: the key is encrypted (a passphrase-protected key is "
                          "not supported: e.g. `openssl pkey -in K -out K.plain`)")
     if not pattern.search(data):

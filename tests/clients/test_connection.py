@@ -263,3 +263,19 @@ def test_an_asyncio_channel_sends_the_token_on_streaming_calls_over_plaintext(se
             await channel.close()
         return tracked.accepted, exported
     assert asyncio.run(calls()) == (1, ["e1"])
+
+
+def test_a_passphrase_protected_key_in_the_traditional_form_is_refused(tmp_path):
+    """`openssl genrsa -traditional -aes128` writes `BEGIN RSA PRIVATE KEY` with a
+    `Proc-Type: 4,ENCRYPTED` header: the check refused only PKCS#8's `BEGIN ENCRYPTED PRIVATE
+    KEY`, and let through a key gRPC cannot use (its credentials take no passphrase)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    me = CertificateAuthority(tmp_path / "ca").issue("client", client=True)
+    key = tmp_path / "client.key"
+    key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.BestAvailableEncryption(b"secret")))
+    assert b"ENCRYPTED" in key.read_bytes()
+    with pytest.raises(ValueError, match=f"--key {key}: the key is encrypted"):
+        Connection(cert=me.cert, key=key).credentials()
