@@ -441,8 +441,7 @@ def _rotate_key(args) -> None:
     from .security.secrets import Secrets
     from .store import Store, lock_data_dir
     from .store.backup import read_value
-    from .store.crypto import MASTER_RING, STORE_ID_RING, store_id_origin
-    from .store.errors import StoreKeyMismatch
+    from .store.crypto import MASTER_RING, STORE_ID_RING
     from .store.lock import check_restore_finished
     from .store.rekey import SEALED_KEY
     from .store.rotation import rotate_data_keys
@@ -462,11 +461,8 @@ def _rotate_key(args) -> None:
     lock = lock_data_dir(data_dir, exclusive=False)  # beside servers; not during compaction
     try:
         with hold_layouts(store_dir):  # not beside a server of other layouts (store.sharing)
-            try:
-                store = Store.from_settings(settings.model_copy(update=_ROTATION), secrets)
-            except StoreKeyMismatch as err:  # it names the key read: the file, not a variable
-                raise StoreKeyMismatch(err.path, store_id_origin(
-                    settings, _without_keyring_variables())) from None
+            store = Store.from_settings(settings.model_copy(update=_ROTATION), secrets,
+                                        _without_keyring_variables())  # a mismatch names the file
             try:
                 print(json.dumps(rotate_data_keys(store, secrets, chunk=max(args.chunk, 1))))
             finally:

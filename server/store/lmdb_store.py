@@ -33,7 +33,7 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -148,13 +148,14 @@ class Store:
         """{record kind: layout version its records were migrated from} by this open."""
 
     @classmethod
-    def from_settings(cls, s, secrets) -> Store:
+    def from_settings(cls, s, secrets, environ: Mapping[str, str] | None = None) -> Store:
         """The store under `s.store_dir` as the servers open it: Settings `s`'s map size,
         ceiling, sync and sweep pace, encrypted (`s.encrypt_at_rest`) under `secrets`' keyrings.
         The server and every command that writes the store (`migrate`, `rotate-key`) open it
         here, so a command grows the map and stops at the ceiling the operator set, as the
         servers do, instead of at this class's defaults (a rotation grew a store past its
-        ceiling, into the room kept for erasure)."""
+        ceiling, into the room kept for erasure). `environ`: the variables `secrets` were read
+        from (default `os.environ`), for a key mismatch to name where its key came from."""
         crypto = StoreCrypto.from_secrets(secrets, encrypt=s.encrypt_at_rest)
         pace = SweepPace(s.retention_sweep_chunk_keys, s.retention_sweep_write_records,
                          s.retention_sweep_rest)
@@ -162,7 +163,7 @@ class Store:
             return cls(s.store_dir, map_size=s.lmdb_map_size, max_map_size=s.lmdb_max_map_size,
                        sync=s.lmdb_sync, crypto=crypto, sweep_pace=pace)
         except StoreKeyMismatch as err:  # say where the key came from, as only `s` knows
-            raise StoreKeyMismatch(err.path, store_id_origin(s)) from None
+            raise StoreKeyMismatch(err.path, store_id_origin(s, environ)) from None
 
     def open_db(self, name: str, create: bool = True):
         """The LMDB handle of table `name` (`TABLES`, or rekey's scratch table); None when absent

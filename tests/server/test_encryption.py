@@ -479,7 +479,7 @@ def test_rotate_key_rotates_and_fsyncs_whatever_encrypt_at_rest_and_lmdb_sync_sa
         monkeypatch.delenv(name)
     flags, real = [], Store.from_settings.__func__
     monkeypatch.setattr(Store, "from_settings", classmethod(
-        lambda cls, s, rings: flags.append((opened := real(cls, s, rings)).env.flags()) or opened))
+        lambda cls, s, *rest: flags.append((opened := real(cls, s, *rest)).env.flags()) or opened))
     hangup = signal.getsignal(signal.SIGHUP)  # main() ignores it, as a command does
     try:
         for setting in ("encrypt_at_rest", "lmdb_sync"):
