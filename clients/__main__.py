@@ -287,16 +287,21 @@ def _present(items) -> dict:
     return {k: v for k, v in items if v is not None}
 
 
+def _floats(value, fn):
+    """`value` (a result's dicts and lists) with `fn` applied to each float in it."""
+    if isinstance(value, float):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _floats(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floats(v, fn) for v in value]
+    return value
+
+
 def _finite(value):
     """`value` with NaN and infinite floats as None: JSON has neither (a strict parser refuses
     Python's NaN / Infinity)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    return _floats(value, lambda x: x if math.isfinite(x) else None)
 
 
 def _model(client: TailorClient, args):
@@ -490,13 +495,7 @@ bit's noise (credits and totals are float sums: `19.9 + 19.9 + 20.1` printed as
 def _summed(value):
     """`value` with each finite float at `SUM_DIGITS` significant digits, still a JSON number
     (59.89999999999999 is 59.9; a whole number stays as it was)."""
-    if isinstance(value, float):
-        return float(f"{value:.{SUM_DIGITS}g}") if math.isfinite(value) else value
-    if isinstance(value, dict):
-        return {k: _summed(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_summed(v) for v in value]
-    return value
+    return _floats(value, lambda x: float(f"{x:.{SUM_DIGITS}g}") if math.isfinite(x) else x)
 
 
 def _attribute_call(client: TailorClient, args) -> object:
