@@ -22,7 +22,6 @@ and ./var/secrets (a flag given overrides its variable, `_store_settings`). `mig
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -309,15 +308,11 @@ def _warn_unconfirmed(command: str):
     return lambda err: print(f"{command}: done, but {err}", file=sys.stderr)
 
 
-@contextlib.contextmanager
 def _in_place(command: str):
     """A change made whose directory could not be synced (`durable.Unconfirmed`) is done, with
     a warning on stderr: the command goes on to report it (a minted token is printed)."""
-    from .durable import Unconfirmed
-    try:
-        yield
-    except Unconfirmed as err:
-        _warn_unconfirmed(command)(err)
+    from .durable import reported
+    return reported(_warn_unconfirmed(command))
 
 
 def _token(args) -> None:

@@ -45,10 +45,12 @@ import errno
 import logging
 import os
 import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["Unconfirmed", "confirm", "fsync_path", "fsync_tree", "make_dirs", "replace",
-           "write_file"]
+           "reported", "write_file"]
 
 logger = logging.getLogger("tailor.durable")
 
@@ -101,6 +103,19 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def reported(report: Callable[[Unconfirmed], None] | None) -> Iterator[None]:
+    """Around a change's last step: its `Unconfirmed` handed to `report` (the change is in
+    place: the caller goes on to report it done, with that warning), raised when `report` is
+    None."""
+    try:
+        yield
+    except Unconfirmed as err:
+        if report is None:
+            raise
+        report(err)
+
+
 def confirm(directory: Path) -> None:
     """fsync `directory` after a change in it is in place; `Unconfirmed` if that fails."""
     try:
@@ -140,11 +155,15 @@ def fsync_tree(root: Path) -> None:
         fsync_path(Path(directory))
 
 
-def write_file(path: Path, data: bytes | str) -> None:
-    """Write `data` (str: UTF-8) to `path`, created or truncated, then fsync it and its
-    directory. Not atomic: use it for a file nothing reads until the write returns (a temp
-    file `replace` then renames, a marker in a staging dir)."""
-    with open(path, "wb") as fh:
+def write_file(path: Path, data: bytes | str, mode: int | None = None) -> None:
+    """Write `data` (str: UTF-8) to `path`, created or truncated (with `mode`, that mode
+    whatever the umask or the file's before), then fsync it and its directory. Not atomic: use
+    it for a file nothing reads until the write returns (a temp file `replace` then renames, a
+    marker in a staging dir)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+    with open(fd, "wb") as fh:
+        if mode is not None:
+            os.fchmod(fh.fileno(), mode)
         fh.write(data.encode() if isinstance(data, str) else data)
         fh.flush()
         os.fsync(fh.fileno())

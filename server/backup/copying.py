@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..durable import Unconfirmed, make_dirs
+from ..durable import Unconfirmed, make_dirs, reported
 from ..errors import FailedPrecondition
 from ..store import lock_data_dir
 from ..store.backup import read_value, snapshot_store
@@ -85,12 +85,8 @@ def _backup(data_dir: Path, out: Path, staging: Path,
     if active is not None and active not in versions:  # gone before the backup began: the
         manifest["active_bundle_missing"] = True  # servers serve without it, the store is kept
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    try:
+    with reported(unconfirmed):  # the archive is in place
         write_tar(staging, out)
-    except Unconfirmed as err:  # the archive is in place
-        if unconfirmed is None:
-            raise
-        unconfirmed(err)
     return manifest
 
 

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from ..durable import Unconfirmed, confirm
+from ..durable import Unconfirmed, confirm, reported
 from ..errors import FailedPrecondition
 from .errors import out_of_space
 from .growth import drop_cached
@@ -61,11 +61,8 @@ def compact(data_dir: Path, unconfirmed: Callable[[Unconfirmed], None] | None = 
             raise
         os.replace(fresh / "data.mdb", store / "data.mdb")
         try:
-            confirm(store)
-        except Unconfirmed as err:  # compacted all the same
-            if unconfirmed is None:
-                raise
-            unconfirmed(err)
+            with reported(unconfirmed):  # compacted all the same
+                confirm(store)
         finally:
             shutil.rmtree(fresh)
         return before, (store / "data.mdb").stat().st_size

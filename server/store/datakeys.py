@@ -367,12 +367,7 @@ def copy_slots(store_dir: Path, dest_dir: Path) -> None:
     a restore extracts from it, let every user of the host read the pads."""
     src, dest = Path(store_dir) / SLOTS_FILE, Path(dest_dir) / SLOTS_FILE
     if src.exists():
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
-        write_file(dest, src.read_bytes())
+        write_file(dest, src.read_bytes(), mode=0o600)
 
 
 def unshred_copy(copy_dir: Path, before: Path, entries: Callable[[], Iterable[bytes]]) -> int:
