@@ -20,7 +20,6 @@ from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
 from protos.tailor.v1 import diagnostics_pb2 as dpb
 from protos.tailor.v1 import diagnostics_pb2_grpc as dpb_grpc
-from protos.tailor.v1 import model_admin_pb2 as mpb
 from protos.tailor.v1 import model_admin_pb2_grpc as mpb_grpc
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
@@ -89,6 +88,16 @@ async def _code(call) -> tuple[grpc.StatusCode, str]:
     return err.value.code(), err.value.details()
 
 
+async def _refused_unwritten(call) -> tuple[grpc.StatusCode, str]:
+    """The final status of a request-streaming `call` opened with no request iterator, to which
+    nothing is written. A refusal from the call's metadata needs no request, and a request
+    written beside it can race the server's abort: the client then ends the call with its own
+    INTERNAL ("Internal error from Core") instead of the server's status. A call the server
+    took would wait for a request, and the wait times out."""
+    code = await asyncio.wait_for(call.code(), 30)
+    return code, await call.details()
+
+
 async def test_no_or_unknown_token_is_unauthenticated(shared_chan):
     stub = pb_grpc.ProfileServiceStub(shared_chan)
     req = pb.GetProfileRequest(user_id="u1")
@@ -119,12 +128,8 @@ async def test_reflection_takes_any_authenticated_caller_and_no_anonymous_one(sh
         return stub.ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=metadata)
     for refused in ((), bearer("not-a-token")):
-        # The refusal comes from the call's metadata, before any request: a request written
-        # beside it could race the server's abort and end in the client's own INTERNAL
-        # ("Internal error from Core") instead of the server's status. A served stream would
-        # stay open waiting for a request, and the wait below would time out.
-        call = stub.ServerReflectionInfo(metadata=refused)
-        assert await asyncio.wait_for(call.code(), 30) == grpc.StatusCode.UNAUTHENTICATED
+        code, _ = await _refused_unwritten(stub.ServerReflectionInfo(metadata=refused))
+        assert code == grpc.StatusCode.UNAUTHENTICATED
     replies = [reply async for reply in listing(*bearer(module_auth[1]["tracker"]))]
     names = {s.name for r in replies for s in r.list_services_response.service}
     assert {"tailor.v1.ProfileService", "grpc.health.v1.Health"} <= names
@@ -194,8 +199,8 @@ async def _drained(call):
 async def test_decider_may_not_push_or_delete_and_is_told_which_role_it_lacks(shared_chan,
                                                                               module_auth):
     token = module_auth[1]["decider"]
-    code, details = await _code(mpb_grpc.ModelAdminServiceStub(shared_chan).PushBundle(
-        iter([mpb.BundleChunk()]), metadata=bearer(token)))
+    code, details = await _refused_unwritten(mpb_grpc.ModelAdminServiceStub(shared_chan)
+                                             .PushBundle(metadata=bearer(token)))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "admin" in details and "decider" in details
     code, details = await _code(pb_grpc.ProfileServiceStub(shared_chan).DeleteProfile(
         pb.DeleteProfileRequest(user_id="u1"), metadata=bearer(token)))
@@ -418,18 +423,16 @@ async def test_error_messages_do_not_echo_attribute_values(shared_chan, module_a
 
 
 async def test_reflection_can_be_turned_off(settings):
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2_grpc
 
     from server.app import TailorServer
     server = TailorServer(settings.model_copy(update={"reflection": False}))
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-            call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
-            with pytest.raises(grpc.RpcError) as err:
-                [r async for r in call]
-            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            code, _ = await _refused_unwritten(
+                reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo())
+            assert code == grpc.StatusCode.UNIMPLEMENTED
     finally:
         await server.stop(grace=0.5)
 
