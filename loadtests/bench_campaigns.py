@@ -2,7 +2,7 @@
 
     python -m loadtests.bench_campaigns [--arms 10] [--duration 10] [--concurrency 32]
         [--procs 1] [--workers 1] [--policy bernoulli_ts] [--no-sync] [--rounds 1] [--tls]
-        [--rewards] [--request-ids] [--server-src DIR] [--baseline-src DIR]
+        [--rewards] [--request-ids] [--caps] [--server-src DIR] [--baseline-src DIR]
 
 Starts `python -m server` on loopback (fsync per commit unless --no-sync), creates a campaign,
 then with the same driver (grpc.aio closed loop, `--procs` client processes):
@@ -24,6 +24,12 @@ against Ping's likewise): the figures to quote on a busy machine.
 `--tls` serves over TLS with a bearer token the server checks, and makes every call that way,
 Ping included (`bench.secured`; the token also holds the roles the set-up calls need: `admin`
 creates the campaign, `tracker` sets consent): the setting issue 20's targets name.
+
+`--caps` gives the campaign two frequency caps (`CAPS`: email 50 a day, any channel 100 a week,
+as `bench_contact`'s checked campaign), so every decision's commit checks and counts them (the
+contact history read, checked and written in the decisions' transaction); the posterior's
+warm-up pulls then go to `WARM_PULLS_A_USER` a user, under the caps. Default: no caps, nothing
+of them checked.
 
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built), so before/after figures of two commits come from one run of the same driver:
@@ -116,19 +122,31 @@ def grant_consent(target: str, users: list[str], channel: str = "email",
                 call.result()
 
 
+CAPS = (("email", 50, 86400.0), ("*", 100, 7 * 86400.0))
+"""`--caps`: (channel, most contacts, window in seconds) of each of the campaign's frequency caps."""
+WARM_PULLS_A_USER = 40
+"""With caps, the warm-up's pulls a user (under the tightest cap, which would suppress the rest)."""
+
+
 def create_campaign(target: str, arms: int, policy: str,
-                    connection: Connection | None = None) -> str:
+                    connection: Connection | None = None, caps: bool = False) -> str:
+    """The bench campaign, its posterior warmed by 50 rewarded pulls an arm (`caps`: with the
+    frequency caps `CAPS`, the pulls spread over users `WARM_PULLS_A_USER` each)."""
+    pulls = 50 * arms
+    warm = [f"warm{i // WARM_PULLS_A_USER}" if caps else "warm" for i in range(pulls)]
     with (connection or Connection()).channel(target) as ch:
         spec = cpb.CampaignSpec(campaign_id="bench", channel="email", policy=policy,
                                 variants=[cpb.Variant(id=f"v{i}", content={"subject": f"subject {i}"})
                                           for i in range(arms)],
-                                rewards=[cpb.RewardRule(event_type="email_click", value=1.0)])
+                                rewards=[cpb.RewardRule(event_type="email_click", value=1.0)],
+                                frequency_caps=[cpb.FrequencyCap(channel=c, max=m, window_seconds=w)
+                                                for c, m, w in CAPS] if caps else [])
         stub = cgrpc.CampaignServiceStub(ch)
         stub.CreateCampaign(cpb.CreateCampaignRequest(spec=spec), timeout=10)
-        grant_consent(target, ["warm"], connection=connection)
+        grant_consent(target, sorted(set(warm)), connection=connection)
         rng = np.random.default_rng(0)  # a non-trivial posterior: 50 rewarded pulls per arm
-        for _ in range(50 * arms):
-            d = stub.ChooseVariant(cpb.ChooseVariantRequest(campaign_id="bench", user_id="warm"))
+        for user in warm:
+            d = stub.ChooseVariant(cpb.ChooseVariantRequest(campaign_id="bench", user_id=user))
             stub.ReportReward(cpb.ReportRewardRequest(decision_id=d.decision_id,
                                                       reward=float(rng.random() < 0.05 + 0.01 * d.arm)))
     return "bench"
@@ -184,7 +202,7 @@ def _server(args, src: Path | None, env: dict, secure: Secured):
     conn = secure.connection
     with serving(prefix="tailor-bench-campaigns-", workers=args.workers, server_src=src,
                  env=env, stop_timeout=60, flags=secure.flags, connection=conn) as srv:
-        campaign = create_campaign(srv.target, args.arms, args.policy, conn)
+        campaign = create_campaign(srv.target, args.arms, args.policy, conn, args.caps)
         grant_consent(srv.target, bench_users(), connection=conn)  # email: users opted in first
         run_load(srv.target, CHOOSE, choose_payloads(campaign), concurrency=8, duration=2,
                  connection=conn)  # warm-up
@@ -229,7 +247,7 @@ def _paced(label: str, server, rate: float, common: dict) -> list[Measurement]:
                     ping_payloads(), rate=rate, **common)]
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_campaigns", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", type=positive(int), default=10)
@@ -254,8 +272,14 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-src", type=source_tree, default=None, metavar="DIR",
                    help="also measure a server from this source tree in every round and at "
                         "every rate (before/after in one run)")
-    args = p.parse_args(argv)
+    p.add_argument("--caps", action="store_true",
+                   help="give the campaign two frequency caps (email 50/day, any channel "
+                        "100/week), checked and counted in every decision's commit")
+    return p.parse_args(argv)
 
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     env = {"TAILOR_LMDB_SYNC": "false"} if args.no_sync else {}
     with contextlib.ExitStack() as stack:
         secure = secured_if(args.tls, stack, SETUP_ROLES)
@@ -267,6 +291,7 @@ def main(argv=None) -> int:
               f"load: {args.procs} process(es), concurrency {args.concurrency}, "
               f"{args.duration:g}s per step{'; TLS + token' if args.tls else ''}"
               f"{'; a request_id on every ChooseVariant' if args.request_ids else ''}"
+              f"{'; two frequency caps' if args.caps else ''}"
               + (f"; baseline server from {args.baseline_src}" if base else ""), flush=True)
         common = dict(concurrency=args.concurrency, duration=args.duration, procs=args.procs,
                       connection=secure.connection)
