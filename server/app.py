@@ -156,8 +156,7 @@ class TailorServer:
                                      impressions=self.secrets["user-id"])
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history=HistoryBlend.from_settings(s), tombstones=self.tombstones,
-                                 default_zone=s.contact_default_timezone,
-                                 meta_cache=(s.meta_cache_records, s.meta_cache_bytes))
+                                 default_zone=s.contact_default_timezone)
         self.registry.add_check(self.profiles.check_bundle)
         scrub_queue = ScrubQueue(s.bundles_dir, matches=self.tombstones.matches)
         self.profiles.add_eraser(scrub_queue)

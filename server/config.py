@@ -135,15 +135,6 @@ class Settings(BaseSettings):
     """Users per worker whose encoder output and retrieval candidates are kept and reused while
     their history is unchanged (weights within 1e-4: the clock's decay refreshes an entry every
     few minutes, a new event at once); about 2 KB each. 0: encode and search on every call."""
-    meta_cache_records: int = Field(20_000, ge=0)
-    """Profile meta records (consent, attributes) per worker kept decoded for the contact
-    policy's reads (ChooseVariant, ComposeMessage, PlanCampaign), each under its bytes as stored:
-    a changed record is read again, and an erasure anywhere drops them all
-    (`server.store.opened`). Saves opening and parsing one record a call (about 20 us). 0: none
-    kept."""
-    meta_cache_bytes: int = Field(4 << 20, ge=0)
-    """Most bytes of those records (their keys and stored bytes) kept; the parsed dicts take
-    about five times that (~20 MB a worker at the default: some 10,000 records of 400 bytes)."""
     exclude_history: bool = True
     """Drop items the user has seen from recommendations, as `seen_exclusion_days` and
     `repeatable_categories` say (bundle seen-set and live events, not only the history window)."""

@@ -141,11 +141,9 @@ class Profiles:
 
     def __init__(self, store: Store, bundles: BundleSource, schema: ProfileSchema = ProfileSchema(),
                  rules: EventRules = EventRules(), history: HistoryBlend = DEFAULT_BLEND,
-                 tombstones: Tombstones | None = None, default_zone: str = "UTC",
-                 meta_cache: tuple[int, int] = (0, 0)):
+                 tombstones: Tombstones | None = None, default_zone: str = "UTC"):
         """`default_zone`: the IANA zone of users without a `timezone` attribute, whose local
-        hours their events' hour-of-week features count in (`contact_default_timezone`);
-        `meta_cache`: (records, bytes) of decoded meta records kept (`ProfileRepository`)."""
+        hours their events' hour-of-week features count in (`contact_default_timezone`)."""
         self.layout = schema.layout()
         self.repo = ProfileRepository(store, self.layout,
                                       tombstones.judged if tombstones is not None else None,
@@ -156,8 +154,7 @@ class Profiles:
                                       zone_of=local_zone_of(zone("contact_default_timezone",
                                                                  default_zone)),
                                       mark_erased=tombstones.erase_user
-                                      if tombstones is not None else None,
-                                      meta_cache=meta_cache)
+                                      if tombstones is not None else None)
         self.bundles = bundles
         self.rules = rules
         self.history = history

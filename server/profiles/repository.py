@@ -19,7 +19,6 @@ from kernels import features as kf
 from ..contact.quiet_hours import utc_offset_min
 from ..interfaces import UserEraser
 from ..store import Store, keys, outbox, scan, sweep
-from ..store.opened import OpenedRecords
 from ..validation import STOP_MARK, stop_sent
 from . import seen
 from .codec import decode_states, join_state, split_state, split_states, update_records
@@ -62,7 +61,7 @@ _BEFORE_EVERY_ERASURE = sys.float_info.min
 class ProfileRepository:
     def __init__(self, store: Store, layout: fl.FeatureLayout, before_erasure=None,
                  seen_items: int = 0, seen_types=seen.SEEN_TYPES, seen_first=(),
-                 unsubscribe=None, zone_of=None, mark_erased=None, meta_cache=(0, 0)):
+                 unsubscribe=None, zone_of=None, mark_erased=None):
         """`before_erasure(txn, user_ids, ts, dedupe_keys=None)`: (index, why) of the events
         to refuse because their user was erased after them (`Tombstones.judged`; None: no
         check); `mark_erased(txn,
@@ -74,10 +73,7 @@ class ProfileRepository:
         first when full (excluded for good); `unsubscribe(meta, channel, ts, marked)`: the change an
         unsubscribe event makes to its user's meta record, in the transaction that stores it
         (None: none); `zone_of(meta)`: the user's time zone (`ZoneInfo`) from their meta record
-        or None, in whose local time the hour-of-week features bin their events (None: UTC);
-        `meta_cache`: (records, bytes) of decoded meta records this process keeps for
-        `states_and_meta` (`store.opened.OpenedRecords`; Settings `meta_cache_records`,
-        `meta_cache_bytes`; 0 records: none)."""
+        or None, in whose local time the hour-of-week features bin their events (None: UTC)."""
         self.store = store
         self.layout = layout
         self._before_erasure = before_erasure
@@ -92,7 +88,6 @@ class ProfileRepository:
         self._dedupe, self._meta = store.table("dedupe"), store.table("meta")
         self._outbox = store.table("outbox")
         self._user_tables = [store.table(t) for t in keys.USER_TABLES]
-        self._metas = OpenedRecords(self._profiles, _parsed, *meta_cache)
 
     # -- writes ----------------------------------------------------------------------------
     def ingest(self, events: Sequence[TrackedEvent], categories: Sequence[str | None]) -> IngestResult:
@@ -578,9 +573,7 @@ class ProfileRepository:
         new one (None where there is none; no states read unless `with_states`); with
         `with_seen` (and `with_states`), (state, meta, live seen-set as `states_and_seen` has it);
         with `with_stored`, the meta record's bytes as stored (sealed or not; None for none)
-        last, from the same read (the contact policy's stamp: `campaigns.recheck`). The meta
-        dicts may be shared with other calls (`_metas`, kept while the record's stored bytes
-        are unchanged): read them, never change them."""
+        last, from the same read (the contact policy's stamp: `campaigns.recheck`)."""
         if with_seen and not with_states:
             raise ValueError("with_seen: the seen-sets are read with the states (with_states)")
         if txn is None:
@@ -590,8 +583,9 @@ class ProfileRepository:
                 if with_states else [None] * len(user_ids))
         meta_keys = [keys.profile_meta_key(u) for u in user_ids]
         stored = self._profiles.stored(txn, meta_keys)
-        metas = self._metas.opened(txn, meta_keys, stored)
+        metas = self._profiles.open_many(txn, meta_keys, stored)
         states = self._decoded(raws)  # nothing to decode (None) on the contact path: free
+        metas = [json.loads(m.decode()) if m else None for m in metas]
         parts = [states, metas]
         if with_seen:
             parts.append(map(self._seen, raws, states))
@@ -654,11 +648,6 @@ class ProfileRepository:
             if chunk is None:
                 return
             yield chunk
-
-
-def _parsed(value: bytes) -> dict:
-    """A meta record's JSON, parsed."""
-    return json.loads(value.decode())
 
 
 _PAST_USER = bytes([keys.SEP[0] + 1])

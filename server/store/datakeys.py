@@ -141,14 +141,9 @@ class DataKeys:
             slots, local.shredded = local.shredded, []
             self._zero(slots)
 
-    def shred_count(self, txn) -> int:
-        """The shred count `txn`'s snapshot shows: what is kept of keys (and of what they
-        opened: `opened.OpenedRecords`) under one count holds in every snapshot showing it."""
-        return int(self.meta.get(txn, SHRED_COUNT_KEY) or b"0")
-
     def _known_for(self, txn) -> dict | None:
         """The by-token ciphers valid in `txn` (renewed, empty, on a newer shred count)."""
-        count = self.shred_count(txn)
+        count = int(self.meta.get(txn, SHRED_COUNT_KEY) or b"0")
         kept_count, kept = self._kept
         if count > kept_count:
             with self._lock:

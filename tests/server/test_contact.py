@@ -163,30 +163,6 @@ async def test_an_erased_user_is_not_decided_for_as_a_new_one_where_consent_coun
     assert not (await choose(stub, "ann", "tx")).suppressed
 
 
-async def test_the_next_choose_variant_sees_a_consent_change_and_an_erasure_of_a_kept_record(
-        stubs, tailor_server):
-    """The contact policy's meta records are kept decoded between calls (`store.opened`,
-    Settings `meta_cache_records`), under their stored bytes: an opt-out, an opt-in again and
-    an erasure (DeleteProfile) each decide the very next ChooseVariant, never the record as
-    an earlier call read it."""
-    stub, profiles = stubs
-    kept = tailor_server.profiles.repo._metas
-    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec()))
-    await consent(profiles, "ann", "email", True)
-    for _ in range(2):  # the second from the kept record
-        assert not (await choose(stub, "ann")).suppressed
-    assert len(kept) == 1
-    await consent(profiles, "ann", "email", False)
-    assert ((await choose(stub, "ann")).suppressed, (await choose(stub, "ann")).reason) == \
-           (True, "no_consent")
-    await consent(profiles, "ann", "email", True)
-    assert not (await choose(stub, "ann")).suppressed
-    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="ann"))
-    d = await choose(stub, "ann")
-    assert (d.suppressed, d.reason) == (True, "no_consent")
-    assert len(kept) == 0  # the erasure's shred dropped every kept record, hers with them
-
-
 async def test_an_erased_user_is_not_decided_for_on_email_or_sms_whose_default_is_none(tmp_path):
     """Email and sms `none` are `opt_out` (an unsubscribe or a STOP is honoured), but the
     erased-user check read the raw default: a user who unsubscribed and was then erased was
