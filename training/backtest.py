@@ -175,6 +175,9 @@ class _Server:
     def __init__(self, data_dir: Path, bundle: Path, timeout: float = 180.0):
         import socket
 
+        # the server runs from ROOT: a path relative to the caller's directory (`retrain
+        # --serving-bundle b/v`, `--work-dir w`) would name another one there
+        data_dir, bundle = Path(data_dir).resolve(), Path(bundle).resolve()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]

@@ -1,5 +1,6 @@
 """Served backtest: the scoring function on a hand-computed case, the split, and one real run."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -291,3 +292,17 @@ def test_served_against_offline_is_in_the_se_of_the_paired_difference():
                         "rows_after": 1}}
     gap = versus["ndcg@10"] / versus["se"]
     assert f", {gap:+.1f} SE (the SE of the per-user difference" in format_backtest(report)
+
+
+def test_relative_paths_name_the_callers_directory_not_the_servers(tmp_path, monkeypatch,
+                                                                    demo_bundle):
+    # `retrain --serving-bundle bundles/v` (or a relative --work-dir): the loopback server runs
+    # from the repo root, where the path named nothing; retrain exported and trained, then
+    # failed "bundle rejected: manifest.json: missing"
+    from training.backtest import _Server
+
+    shutil.copytree(demo_bundle, tmp_path / "bundles" / demo_bundle.name)
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    server = _Server(Path("data"), Path("bundles") / demo_bundle.name, timeout=120)
+    server.stop()
