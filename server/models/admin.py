@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..errors import FailedPrecondition, InvalidArgument
 from ..store.errors import out_of_space
 from ..validation import check_range
-from .bundle import Bundle
+from .bundle import Bundle, BundleInvalid
 from .registry import ModelRegistry
 from .staging import BundleDiskFull, BundleStaging
 
@@ -132,8 +132,25 @@ class BundlePusher:
         manifest = staging.manifest()  # a bad manifest is refused before anything is loaded
         await _off_loop(staging.check_decoded, manifest)
         bundle = await _off_loop(self.registry.load, staging.dir, self.compute_threads)
+        if not stage_only:
+            await _off_loop(self._check_catalog, bundle)
         bundle.path = await _off_loop(staging.publish)
         return bundle, stage_only, canary
+
+    def _check_catalog(self, bundle: Bundle) -> None:
+        """Refuse a bundle that shares no item id with the one serving: trained on another
+        catalog (the demo world's, another shop's, ids of another scheme), it would answer every
+        user with items their tracked events never name. A deliberate change of catalog goes in
+        two steps: ``--stage-only``, then a rollback to the staged version by name."""
+        active = self.registry.active
+        if active is None or any(iid in active.item_row for iid in bundle.item_row):
+            return
+        raise BundleInvalid(
+            "items.npz", f"none of its {bundle.n_items} item ids is in the catalog of the "
+            f"serving bundle {active.version!r} ({active.n_items} items; e.g. "
+            f"{next(iter(bundle.item_row))!r} pushed, {next(iter(active.item_row))!r} served): "
+            "a bundle trained on another catalog? To serve it anyway, push it with "
+            "--stage-only, then roll back to its version by name")
 
     async def _started(self, bundle: Bundle, stage_only: bool, canary: float):
         """Serve the published `bundle`: as a canary (its split), else to all (None), unless

@@ -331,6 +331,31 @@ async def test_links_with_no_scheme_that_runs_script_are_served(
     assert status.active.version == "app-links"
 
 
+def _another_catalog(a):  # the same shape, ids of another shop (or of the demo world)
+    a["item_ids"] = np.char.add("other-", a["item_ids"].astype(str))
+
+
+async def test_a_bundle_of_another_catalog_is_refused_unless_staged_and_rolled_back_to(
+        client, copy_bundle, demo_bundle, demo_manifest):
+    """A bundle sharing no item id with the serving one (trained on the demo world, another
+    shop's catalog) was swapped in: every user's tracked items were unknown to it. Refused,
+    naming both catalogs; a deliberate change of catalog stages it, then rolls back to it."""
+    other = copy_bundle(demo_bundle)
+    manifest = json.loads(json.dumps(demo_manifest))
+    _rewrite_npz(other, "items.npz", manifest, _another_catalog)
+    _rewrite_manifest(other, files=manifest["files"], version="another-catalog")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, other)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "none of its" in str(err.value) and demo_manifest["version"] in str(err.value)
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == demo_manifest["version"]
+    assert "another-catalog" not in status.available_versions
+    await asyncio.to_thread(client.push_bundle, other, stage_only=True)
+    status = await asyncio.to_thread(client.rollback, "another-catalog")
+    assert status.active.version == "another-catalog"
+
+
 @pytest.mark.parametrize("types", ["view,click,add_to_cart,purchase", 5, ["view", "view"],
                                    ["view", "teleport"]])
 async def test_seen_event_types_that_name_no_event_types_are_refused(
