@@ -210,7 +210,8 @@ def format_table(metrics: dict) -> str:
     if metrics.get("segments"):
         lines.append(f"{'segment (ndcg@10)':<18}{'users':>7}" + "".join(
             f"{n:>12}" for n in ("model", "retrieval", "popularity")))
-        for segment, m in metrics["segments"].items():
+        for segment, m in metrics["segments"].items():   # no user: nothing measured, not 0
             lines.append(f"{segment:<18}{m['n_users']:>7}" + "".join(
-                f"{m[n]['ndcg@10']:>12.4f}" for n in ("model", "retrieval", "popularity") if n in m))
+                f"{m[n]['ndcg@10']:>12.4f}" if m["n_users"] else f"{'-':>12}"
+                for n in ("model", "retrieval", "popularity") if n in m))
     return "\n".join(lines)

@@ -407,3 +407,41 @@ def test_event_weights_too_large_for_the_als_fit_are_one_error_line(tmp_path, ca
                  f"purchase={weight}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--event-weight" in err and "Traceback" not in err, err
+
+
+def test_train_says_which_row_is_served_and_that_the_served_fit_is_a_refit(world_dir, tmp_path,
+                                                                          capsys):
+    # the table printed model / retrieval / popularity with no word on which one the bundle
+    # serves, whether the ranker was kept (only a drop was printed), or that the bundle serves a
+    # refit the table did not score ("fits: ... (refit=True)")
+    import json
+
+    from training.cli import main
+
+    assert main(["train", "--interactions", str(world_dir / "interactions.csv"), "--out",
+                 str(tmp_path / "b"), "--factors", "4", "--iterations", "2", "--no-report"]) == 0
+    out = capsys.readouterr().out
+    (bundle,) = [p for p in (tmp_path / "b").iterdir() if p.is_dir()]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    served = [line for line in out.splitlines() if line.startswith("served: ")]
+    kept = manifest["ranker"] is not None
+    assert len(served) == 1 and ("ranker kept" in served[0]) == kept
+    assert ("ranker dropped" in served[0]) != kept
+    assert "rows: model = what the bundle serves" in out
+    assert f"refit with the same parameters on all {manifest['fits']['served']['rows']} rows" in out
+
+
+def test_a_segment_without_users_prints_no_score():
+    # "returning 0 0.0000 0.0000 0.0000" read as a score of 0 for a segment nobody was in
+    from training.evaluate import format_table
+
+    scores = {"recall@10": 0.1, "ndcg@10": 0.05, "map@10": 0.02, "coverage": 1.0}
+    empty = {"recall@10": 0.0, "ndcg@10": 0.0}
+    metrics = {"model": scores, "retrieval": scores, "popularity": scores, "n_eval_users": 3,
+               "segments": {"new": {"n_users": 3, "model": scores, "retrieval": scores,
+                                    "popularity": scores},
+                            "returning": {"n_users": 0, "model": empty, "retrieval": empty,
+                                          "popularity": empty}}}
+    lines = {line.split()[0]: line.split()[1:] for line in format_table(metrics).splitlines()}
+    assert lines["new"] == ["3", "0.0500", "0.0500", "0.0500"]
+    assert lines["returning"] == ["0", "-", "-", "-"]
