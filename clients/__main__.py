@@ -745,7 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="what the server has loaded (and the canary, "
                    "its share and guardrail figures, while one runs)")
     rb = sub.add_parser("rollback", parents=[common], help="serve the previous bundle version (or --version)")
-    rb.add_argument("--version", default="")
+    rb.add_argument("--version", default="",
+                    help="a stored version (`status`: available_versions) to serve instead")
     sub.add_parser("ping", parents=[common], help="an empty RPC")
     he = sub.add_parser("health", parents=[common], help="grpc.health.v1 check; exit 1 unless SERVING")
     he.add_argument("--service", default="", help="one service's status (default: the whole server)")

@@ -156,8 +156,9 @@ class LoadedBundle:
 
     @classmethod
     def from_pb(cls, msg: admin_pb.LoadedBundle) -> LoadedBundle:
+        # in name order: a protobuf map has none, and `status` printed them shuffled
         return cls(msg.version, msg.index_type, msg.n_items, msg.dim, msg.has_ranker,
-                   dict(msg.metrics), msg.loaded_at, msg.ranker_candidates)
+                   dict(sorted(msg.metrics.items())), msg.loaded_at, msg.ranker_candidates)
 
 
 @dataclass(frozen=True)

@@ -221,3 +221,15 @@ async def test_get_campaign_reads_one_campaign(target):
     missing = await asyncio.to_thread(run_module, "clients", "campaign", "get", "--campaign",
                                       "nope", "--server", target, check=False)
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+def test_a_bundles_metrics_come_in_name_order():
+    # `status` printed the manifest's 34 figures in the protobuf map's order, model.ndcg@10
+    # between popularity.coverage and retrieval.map@10: unreadable side by side
+    from clients.results import LoadedBundle
+    from protos.tailor.v1 import model_admin_pb2 as admin_pb
+
+    names = [f"{m}.{k}@{n}" for m in ("retrieval", "popularity", "model")
+             for k in ("recall", "ndcg") for n in (10, 5, 3, 1)]
+    msg = admin_pb.LoadedBundle(version="v", metrics={name: 0.1 for name in names})
+    assert list(LoadedBundle.from_pb(msg).metrics) == sorted(names)
