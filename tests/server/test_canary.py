@@ -438,6 +438,9 @@ async def test_a_canary_keeps_its_counts_through_a_restart(tmp_path, demo_bundle
     from tests.conftest import server_settings, serving
     settings = server_settings(tmp_path, demo_bundle)
     settings.canary_auto_promote, settings.canary_check_seconds = False, 0.1
+    # latency judged loosely, as `guarded` does: under a load of 10 the canary's p99 (33 ms
+    # against 4.4) aborted it before the counts this test is about were read
+    settings.canary_max_p99_ratio, settings.canary_p99_slack_ms = 20.0, 500.0
     users = USERS[:120]
     async with serving(settings) as (server, _):
         with TailorClient(f"127.0.0.1:{server.port}", timeout=60) as c:
