@@ -135,6 +135,17 @@ def named_request() -> tuple[tuple[str, str]]:
     return (("x-request-id", new_request_id()),)
 
 
+def _versions_inside(root: Path) -> str:
+    """A hint when `root` is a bundles root (`train --out ROOT` writes ROOT/<version>/): the
+    newest bundle in it, which a newcomer meant to push."""
+    try:
+        inside = sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file())
+    except OSError:   # not there, not a directory, not readable: the message says enough
+        return ""
+    return (f" ({len(inside)} bundle(s) in it, newest {root / inside[-1]}: push one of them)"
+            if inside else "")
+
+
 def bundle_files(bundle_dir: str | Path) -> list[Path]:
     """The files a push of `bundle_dir` sends: manifest.json and the files its `files` lists
     that are there (the server says what is missing). Anything else beside them (a desktop's
@@ -144,7 +155,8 @@ def bundle_files(bundle_dir: str | Path) -> list[Path]:
     root = Path(bundle_dir)
     manifest = root / "manifest.json"
     if not manifest.is_file():
-        raise FileNotFoundError(f"{root} has no manifest.json: not a bundle directory")
+        raise FileNotFoundError(f"{root} has no manifest.json: not a bundle directory"
+                                + _versions_inside(root))
     present = sorted(p for p in root.iterdir() if p.is_file())
     try:
         listed = json.loads(manifest.read_bytes()).get("files")

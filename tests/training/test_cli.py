@@ -445,3 +445,17 @@ def test_a_segment_without_users_prints_no_score():
     lines = {line.split()[0]: line.split()[1:] for line in format_table(metrics).splitlines()}
     assert lines["new"] == ["3", "0.0500", "0.0500", "0.0500"]
     assert lines["returning"] == ["0", "-", "-", "-"]
+
+
+def test_pushing_a_bundles_root_names_the_bundle_in_it(tmp_path, capsys):
+    # `train --out bundles` then `push bundles`: "bundles has no manifest.json: not a bundle
+    # directory", with no word that the bundle is one level down
+    from training.cli import main
+
+    for version in ("20261201T000000-aaaaaaaa", "20261207T000000-bbbbbbbb"):
+        (tmp_path / "bundles" / version).mkdir(parents=True)
+        (tmp_path / "bundles" / version / "manifest.json").write_text("{}")
+    assert main(["push", str(tmp_path / "bundles"), "--server", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"newest {tmp_path / 'bundles' / '20261207T000000-bbbbbbbb'}: push one" in err
