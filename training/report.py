@@ -148,8 +148,8 @@ def _segments_table(metrics: dict) -> str:
     segments = metrics.get("segments") or {}
     methods = [m for m in METHODS if any(m in v for v in segments.values())]
     header = ["segment", "users", *(f"{m} {k}" for m in methods for k in ("ndcg@10", "recall@10"))]
-    rows = [[name, int(v["n_users"]), *(float(v[m][k]) for m in methods
-                                       for k in ("ndcg@10", "recall@10"))]
+    rows = [[name, int(v["n_users"]), *(float(v[m][k]) if v["n_users"] else "-"   # not 0
+                                       for m in methods for k in ("ndcg@10", "recall@10"))]
             for name, v in segments.items()]
     return table_html(header, rows)
 

@@ -459,3 +459,12 @@ def test_pushing_a_bundles_root_names_the_bundle_in_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert f"newest {tmp_path / 'bundles' / '20261207T000000-bbbbbbbb'}: push one" in err
+
+
+def test_a_segment_without_users_has_no_score_in_the_report_either():
+    from training.report import _segments_table
+
+    empty = {"recall@10": 0.0, "ndcg@10": 0.0}
+    html = _segments_table({"segments": {"returning": {
+        "n_users": 0, "model": empty, "retrieval": empty, "popularity": empty}}})
+    assert "<td>returning</td><td>0</td>" + "<td>-</td>" * 6 in html and "0.0000" not in html
