@@ -12,6 +12,9 @@
    the bundle under ``W/bundles`` and push it as a canary (``--canary`` percent); the server's
    guardrails promote or abort it. Worse: push nothing and exit 3.
 
+It learns only from the events the server holds (its event retention, 365 days by default): a
+history kept in your own files reaches it only once tracked (`python -m clients track`).
+
 Exit codes: 0 pushed, 1 a server or data problem, 2 no serving bundle to compare with, 3 the
 candidate was worse (nothing pushed). Runs from cron or a Kubernetes CronJob
 (docs/operations.md, "Retraining loop").
