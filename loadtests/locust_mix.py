@@ -39,6 +39,7 @@ from locust import constant, events, task
 from loadtests.grpc_user import (
     GrpcUser,
     add_transport_options,
+    channel,
     locust_target,
     task_errors,
 )
@@ -198,8 +199,8 @@ def _on_start(environment, **_):
     if opts.no_setup or (mix["ComposeMessage"].weight <= 0 and mix["ChooseVariant"].weight <= 0):
         return
     try:
-        with Connection.from_args(opts).channel(locust_target(environment.host)) as channel:
-            _setup(channel, opts, compose=mix["ComposeMessage"].weight > 0)
+        with channel(Connection.from_args(opts), locust_target(environment.host)) as setup:
+            _setup(setup, opts, compose=mix["ComposeMessage"].weight > 0)
     except grpc.RpcError as err:
         _stop(environment, f"set-up: {err.code().name}: {err.details()}")
     except (SetupError, ValueError) as err:  # ValueError: a host typed in the web UI's form
