@@ -32,7 +32,6 @@ import random
 import time
 from dataclasses import dataclass
 
-import gevent
 import grpc
 from locust import constant, events, task
 
@@ -41,6 +40,7 @@ from loadtests.grpc_user import (
     add_transport_options,
     channel,
     locust_target,
+    stop_run,
     task_errors,
 )
 from loadtests.options import check
@@ -196,23 +196,17 @@ def _on_start(environment, **_):
     if opts is None:  # an Environment built in code: the default table
         return
     mix = environment.mix = _table(opts)  # checked: the command line's or the web UI form's
+    if getattr(environment, "setup_failed", None):  # the probe stopped the run: no server
+        return
     if opts.no_setup or (mix["ComposeMessage"].weight <= 0 and mix["ChooseVariant"].weight <= 0):
         return
     try:
         with channel(Connection.from_args(opts), locust_target(environment.host)) as setup:
             _setup(setup, opts, compose=mix["ComposeMessage"].weight > 0)
     except grpc.RpcError as err:
-        _stop(environment, f"set-up: {err.code().name}: {err.details()}")
+        stop_run(environment, f"set-up: {err.code().name}: {err.details()}")
     except (SetupError, ValueError) as err:  # ValueError: a host typed in the web UI's form
-        _stop(environment, f"set-up: {err}")
-
-
-def _stop(environment, reason: str) -> None:
-    """End a run whose set-up failed: one error line, the run stopped at once, exit 1 (a
-    traceback before, and the run went on, every call of the set-up's methods failing)."""
-    logger.error("FAILED at test start: %s", reason)
-    environment.setup_failed = reason
-    gevent.spawn(environment.runner.quit)
+        stop_run(environment, f"set-up: {err}")
 
 
 @events.quitting.add_listener

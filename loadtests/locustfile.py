@@ -85,6 +85,9 @@ def _load_users(environment, **_):
 
 @events.quitting.add_listener
 def _check_p99(environment, **_):
+    if getattr(environment, "setup_failed", None):  # stopped at its start, saying why
+        environment.process_exit_code = 1
+        return
     target = environment.parsed_options.p99_ms
     total = environment.stats.total
     p99 = total.get_response_time_percentile(0.99) if total.num_requests else float("inf")
