@@ -109,6 +109,8 @@ IMPRESSIONS_DROPPED = Counter("tailor_impressions_dropped", "Recommend answers n
                               "worker's buffer was full (writes lagging).")
 IMPRESSION_JOINS = Counter("tailor_impression_joins", "Clicks, add-to-carts and purchases joined "
                            "to an impression, or unmatched.", ["outcome"])
+for _outcome in ("joined", "unmatched"):  # at 0 from the start, as the docs list them: absent
+    IMPRESSION_JOINS.labels(_outcome)      # until the first join, a rate() or absent() alert saw nothing
 _MODEL_LABELS = ["version", "channel"]
 MODEL_IMPRESSIONS = Gauge("tailor_model_impressions", "Impressions logged per model version and "
                           "channel ('all': every channel).", _MODEL_LABELS, multiprocess_mode="max")
