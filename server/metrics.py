@@ -12,6 +12,7 @@ view (counters and histograms summed over workers, gauges as their `multiprocess
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 
@@ -188,6 +189,17 @@ def report_drift(version: str, feature: str, psi: float) -> None:
     DRIFT_PSI.labels(version, feature).set(psi)
 
 
+def _metrics_hint(err: OSError) -> str:
+    """What to change when the metrics port cannot be bound: the line named the address only,
+    and a newcomer with a second server (or a node exporter on 9100) had to find the flag."""
+    if err.errno == errno.EADDRINUSE:
+        return ("; stop what listens there or give another --metrics-port (TAILOR_METRICS_PORT; "
+                "`ss -ltnp` names the process)")
+    if err.errno == errno.EADDRNOTAVAIL:
+        return "; --metrics-host (TAILOR_METRICS_HOST) must be an address of this machine"
+    return ""
+
+
 def serve_metrics(port: int, host: str = "127.0.0.1", tls=None, limits=None):
     """Expose /metrics on `port` (merging all worker processes in multiprocess mode), over
     HTTPS with `tls` (a `ServerTls`: same certificate and client CA as the gRPC port), at most
@@ -207,7 +219,7 @@ def serve_metrics(port: int, host: str = "127.0.0.1", tls=None, limits=None):
                        ctx)
     except OSError as err:  # in use, or not an address of this machine: one line, exit 2
         raise FailedPrecondition(f"could not serve metrics on {host}:{port}: "
-                                 f"{err.strerror or err}") from None
+                                 f"{err.strerror or err}{_metrics_hint(err)}") from None
     logging.getLogger("tailor.metrics").info(  # loopback unless `metrics_host` says otherwise
         "metrics on %s://%s/metrics", "http" if tls is None else "https", with_port(host, port))
     if tls is None:

@@ -107,13 +107,14 @@ def test_a_metrics_or_public_port_in_use_is_one_line(tmp_path):
         port = taken.getsockname()[1]
         line = serve_fails(tmp_path, "--port", "0", "--metrics-port", str(port), "--data-dir", data)
         assert f"could not serve metrics on 127.0.0.1:{port}" in line
+        assert "give another --metrics-port (TAILOR_METRICS_PORT" in line  # what to change
         line = serve_fails(tmp_path, "--port", "0", "--public-http-port", str(port),
                            "--data-dir", data)
         assert f"could not listen on 127.0.0.1:{port} (public HTTP)" in line
         # with workers, before any of them starts
         line = serve_fails(tmp_path, "--port", str(free_port()), "--workers", "2",
                            "--metrics-port", str(port), "--data-dir", data)
-        assert f"could not serve metrics on 127.0.0.1:{port}" in line
+        assert f"could not serve metrics on 127.0.0.1:{port}" in line and "--metrics-port" in line
 
 
 def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
