@@ -226,3 +226,17 @@ def test_the_port_stays_taken_from_the_parents_check_until_the_workers_listen(tm
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out[-3000:]
+
+
+def test_more_workers_than_cpus_start_with_a_warning_naming_the_flag(server_process):
+    """64 workers on the 2-CPU box started without a word, were not serving 36 s later, and
+    their stop took the whole stop bound. The server still serves, and says what to change."""
+    import os
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})  # the server inherits one CPU
+    try:
+        served = server_process(workers=2)
+    finally:
+        os.sched_setaffinity(0, cpus)
+    served.wait_logged("--workers 2 is more than the 1 CPU(s) this server may run on")
+    assert "give --workers 1 or fewer (TAILOR_WORKERS)" in served.stop()
