@@ -476,15 +476,18 @@ class TailorServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: health NOT_SERVING (load balancers and probes look elsewhere), new calls still
         served for `drain_seconds`, then no new call is accepted while those in flight have
-        `grace` seconds (default `grace_seconds`) to finish; then the background passes under
-        way end (`server.background`: their threads may be inside a store transaction), the
-        writers flush and the store closes."""
+        `grace` seconds (default `grace_seconds`) to finish, as have the messages being handed
+        over for a ComposeMessage whose caller left (`Handovers.close`); then the background
+        passes under way end (`server.background`: their threads may be inside a store
+        transaction), the writers flush and the store closes."""
         if self._server is None:
             return
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_seconds:
             await asyncio.sleep(self.settings.drain_seconds)
-        await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        grace = self.settings.grace_seconds if grace is None else grace
+        await asyncio.gather(self._server.stop(grace),  # the calls' hand-overs too, those
+                             self.delivery.handovers.close(grace))  # whose caller left as well
         await self.pusher.settled()  # a push cut by it: its thread, then what it stored goes
         await self.auth.close()  # refused calls counted, not yet audited
         if self.public is not None:

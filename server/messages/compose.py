@@ -158,8 +158,9 @@ class Composer:
             delivered=deliver)
         if deliver and recipient is not None:
             await self._deliver(out, recipient, user_id)
-        if recipient is not None and not out.repeat and (out.delivered or not deliver):
-            self.record_shown(out)  # a scheduled one's: once its job is stored (`_deliver`)
+        if recipient is not None and not out.repeat and not deliver:
+            self.record_shown(out)  # a delivered one's once it went, a scheduled one's once
+            # its job is stored (`_deliver`)
         return out
 
     async def _deliver(self, out: Message, recipient: Recipient, user_id: str) -> None:
@@ -172,13 +173,8 @@ class Composer:
             raise
         once = (Once(self.campaigns, out.request, out.decision_id, out.channel)
                 if out.request else None)
-        if not out.send_at:
-            try:
-                out.delivered = await self.delivery.hand(out, user_id, to, data, once)
-            except NoLongerAllowed as err:  # opted out meanwhile: withdrawn if nothing was
-                if not err.attempts:  # attempted (a failed attempt may have reached the
-                    await self._withdraw(out)  # relay: kept, as SendCampaign keeps it)
-                raise
+        if not out.send_at:  # its caller giving up or not (`handovers`)
+            await self.delivery.handovers.run(self._hand(out, user_id, to, data, once))
             return
         try:
             progress = await self.later.schedule(  # its caller giving up or not
@@ -188,6 +184,21 @@ class Composer:
             await self._withdraw(out)
             raise
         _followed(out, progress)
+
+    async def _hand(self, out: Message, user_id: str, to: str, data: bytes,
+                    once: Once | None) -> None:
+        """Hand `out` over now (`Delivery.hand`), and what follows from its outcome: its
+        impressions once it went, its decision withdrawn when nothing was attempted. Run
+        apart from the call (`Delivery.handovers`): a caller giving up mid-send leaves the
+        outcome kept against its request id, not in doubt."""
+        try:
+            out.delivered = await self.delivery.hand(out, user_id, to, data, once)
+        except NoLongerAllowed as err:  # opted out meanwhile: withdrawn if nothing was
+            if not err.attempts:  # attempted (a failed attempt may have reached the
+                await self._withdraw(out)  # relay: kept, as SendCampaign keeps it)
+            raise
+        if not out.repeat:
+            self.record_shown(out)
 
     @staticmethod
     def shown_items(out: Message) -> list[str]:

@@ -54,6 +54,7 @@ from .errors import (
     Transient,
 )
 from .gate import SendGate
+from .handovers import Handovers
 from .logging import logger
 from .once import Once
 from .phones import normalize_phone
@@ -154,6 +155,9 @@ class Delivery:
         self.stops = None
         """`stops.SmsStops` (set by the app): a 21610 stops the number as a STOP reply does
         (`_opted_out`); None: the user's unsubscribe event alone."""
+        self.handovers = Handovers(limits.detached_deliveries)
+        """ComposeMessage's hand-overs, which its caller giving up does not stop (the
+        server's stop ends them within its grace: `Handovers.close`)."""
 
     def _longest_send(self, retry: Retry) -> float:
         """Seconds `send` can take at most: every attempt timing out (an SMTP exchange is a

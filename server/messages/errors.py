@@ -101,8 +101,8 @@ class DeliveryInProgress(FailedPrecondition):
 
 class DeliveryInDoubt(FailedPrecondition):
     """A ComposeMessage repeating a request whose earlier call stopped while its message was
-    being handed over (its caller gave up, or its worker died): it may have gone, so it is not
-    sent again."""
+    being handed over (the server's stop cut it after its grace, or its worker died; a caller
+    giving up does not stop it: `handovers`): it may have gone, so it is not sent again."""
 
     def __init__(self):
         super().__init__("deliver: an earlier call with this request_id stopped while its "

@@ -21,8 +21,10 @@ is kept in the request's entry, in the store (any worker): the call that claims 
                   during a backoff); nothing was kept
     sending       DeliveryInProgress (FAILED_PRECONDITION): the first call is still at it
     doubt         DeliveryInDoubt (FAILED_PRECONDITION): the first call stopped mid-send
-                  (cancelled, or its claim lapsed: its worker died; the call renews it
-                  every third of its time while it sends), so it may have gone
+                  (cut by the server's stop after its grace, or its claim lapsed: its
+                  worker died; the call renews it every third of its time while it sends),
+                  so it may have gone. Not for a caller giving up: its hand-over goes on
+                  apart from the call (`handovers.Handovers`) and keeps its outcome
 
 The state lives as long as the request id is remembered (`request_id_window_seconds`); a call
 without a request id keeps none.
@@ -83,8 +85,9 @@ class Once:
 
     async def settle(self, handed: float | None, err: Exception | None) -> None:
         """Keep the outcome of this call's delivery: sent at `handed`, or kept as a dead letter
-        (`err`), or neither (it stopped mid-send: in doubt). Shielded: a caller giving up
-        does not leave the claim to lapse into a doubt it need not be."""
+        (`err`), or neither (it stopped mid-send, cut by the server's stop: in doubt).
+        Shielded: a stop cutting the send does not leave the claim to lapse into a doubt
+        it need not be."""
         if handed is not None:
             state = {"s": "sent", "t": handed}
         elif isinstance(err, DeliveryRefused):

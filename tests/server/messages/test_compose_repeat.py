@@ -78,25 +78,6 @@ async def test_a_repeat_while_the_first_is_being_sent_does_not_send(sink, campai
     assert len(sink.message_ids) == 1
 
 
-async def test_a_repeat_of_a_call_given_up_mid_send_does_not_send_again(sink, campaigns,
-                                                                         profiles, messaging):
-    """The first caller's deadline passed while the relay had the message (it may have gone):
-    sending it again may make a second message; the repeat says the outcome is unknown."""
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
-    await audience(profiles, ["r4"])
-    sink.delay_data = 2.0
-    with pytest.raises(grpc.RpcError) as err:
-        await compose(messaging, "r4", timeout=1.0)
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    await asyncio.sleep(1.5)  # the relay kept it
-    sink.delay_data = 0.0
-    with pytest.raises(grpc.RpcError) as err:
-        await compose(messaging, "r4", timeout=30)
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "not known" in err.value.details()
-    assert len(sink.message_ids) <= 1
-
-
 async def test_a_repeat_after_the_campaign_was_archived_is_answered_the_first_delivery(
         sink, campaigns, profiles, messaging):
     """The first call's message went but its answer was lost; the campaign was archived before

@@ -1,0 +1,77 @@
+"""ComposeMessage's hand-overs, run apart from the call that asked for them.
+
+A deliver's caller may give up mid-send: its deadline passes, it cancels, its connection
+drops. gRPC then cancels the call's task, and before, the hand-over with it: the SMTP session
+was dropped while the relay held the message (it kept it: the 250 was on its way), and the
+request's delivery (`once.Once`) was kept in doubt, so a repeat of the request id was answered
+that whether it went is not known, and its caller, told so, might send it again under a new
+one. `Handovers.run` runs the hand-over as a task of its own, which the caller's cancellation
+does not reach: it ends as it would have (bounded by the adapter's timeouts and the retries),
+its outcome is kept against the request id (sent, refused, unavailable, withheld), and a
+repeat is answered that, without a second send.
+
+A stopping server gives the hand-overs under way the calls' grace (`close`, beside the
+calls' own), then cancels those still going, which are kept in doubt as before: their
+message may have gone. Doubt stays for what is unknown: a hand-over cut by the stop, or by
+the death of its process (its claim lapses).
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from .logging import logger
+
+__all__ = ["Handovers"]
+
+T = TypeVar("T")
+
+
+class Handovers:
+    """The hand-overs under way in this process, at most `most` (`detached_deliveries`);
+    `close` ends them within a bound."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._going: set[asyncio.Future] = set()
+        self._closing = False
+
+    async def run(self, work: Awaitable[T]) -> T:
+        """Await `work` (a hand-over, from its claim to its kept outcome) as a task its caller
+        giving up does not cancel; its outcome (or error) goes to the caller while it waits,
+        and, once the caller is gone, its error's kind to the log. Once closing, `work` is
+        awaited as part of the call (cancelled with it, at the end of the grace), as it is
+        while `most` are under way."""
+        if self._closing or len(self._going) >= self.most:
+            return await work
+        task = asyncio.ensure_future(work)
+        self._going.add(task)
+        task.add_done_callback(self._going.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                task.add_done_callback(_unanswered)
+            raise
+
+    async def close(self, wait: float) -> None:
+        """Give the hand-overs under way (and those calls start meanwhile) `wait` seconds to
+        end, then cancel the rest (their outcome kept in doubt) and wait until they kept it.
+        One a call starts later goes with the call (gRPC cancels those at the same time)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while self._going and (left := until - loop.time()) > 0:
+            await asyncio.wait(list(self._going), timeout=left)
+        self._closing = True
+        going = list(self._going)
+        for task in going:
+            task.cancel()
+        await asyncio.gather(*going, return_exceptions=True)
+
+
+def _unanswered(task: asyncio.Future) -> None:
+    """Log how a hand-over whose caller had gone ended, when it raised: its kind only (its
+    text may name an address); the outcome is kept against its request id."""
+    if not task.cancelled() and (err := task.exception()) is not None:
+        logger.info("a deliver whose caller had gone ended: %s", type(err).__name__)

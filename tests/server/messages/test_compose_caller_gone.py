@@ -1,0 +1,187 @@
+"""A ComposeMessage with `deliver` whose caller gives up mid-send (its deadline passes, it
+cancels the call) still hands its message over, and the relay's answer is kept against its
+request id: a repeat is answered that (delivered, or refused and why), never "whether it went
+is not known", and nothing goes twice. A real server and a real relay (aiosmtpd) on loopback;
+the stop test has a server of its own."""
+import asyncio
+import time
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from loadtests.smtp_sink import SmtpSink
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_grpc
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+from server.messages.retry import Retry
+from tests.conftest import free_port, serving
+
+from .conftest import email_spec, relayed
+from .test_send_campaign import audience
+
+
+@pytest.fixture(scope="module")
+def relay():
+    with SmtpSink(free_port()) as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def module_settings(module_settings, relay):
+    return relayed(module_settings, relay, delivery_attempts=1)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def stubs(module_messages_server):
+    """(server, messaging, profiles) of the module's server, with the "mail" campaign; each
+    test has users (and a relay address) of its own."""
+    server, channel = module_messages_server
+    await campaign_pb2_grpc.CampaignServiceStub(channel).CreateCampaign(
+        cpb.CreateCampaignRequest(spec=email_spec()))
+    return (server, messaging_pb2_grpc.MessagingServiceStub(channel),
+            profile_pb2_grpc.ProfileServiceStub(channel))
+
+
+def compose(messaging, user: str, **call):
+    return messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id=user, deliver=True, request_id=f"req-{user}"), **call)
+
+
+async def sent_to(profiles, user: str, within: float = 10.0) -> list[str]:
+    """The decision ids of `user`'s `email_sent` events, once there is one (or `within` s)."""
+    until = time.monotonic() + within
+    while True:
+        sent = [e.attributes["decision_id"] async for e in profiles.ExportEvents(
+            ppb.ExportEventsRequest()) if e.type == "email_sent" and e.user_id == user]
+        if sent or time.monotonic() > until:
+            return sent
+        await asyncio.sleep(0.1)
+
+
+async def repeated(messaging, user: str, within: float = 10.0):
+    """The repeat of `user`'s request, once the first call's hand-over ended (`within` s):
+    its answer, or its RpcError raised."""
+    until = time.monotonic() + within
+    while True:
+        try:
+            return await compose(messaging, user, timeout=30)
+        except grpc.RpcError as err:
+            if "being delivered" not in (err.details() or "") or time.monotonic() > until:
+                raise
+        await asyncio.sleep(0.1)
+
+
+def arrived_for(relay, user: str) -> list[str]:
+    return [mid for _, rcpt, mid in relay.arrived if rcpt == [f"{user}@example.com"]]
+
+
+async def until_arrived(relay, user: str, within: float = 10.0) -> None:
+    until = time.monotonic() + within
+    while not arrived_for(relay, user) and time.monotonic() < until:
+        await asyncio.sleep(0.02)
+
+
+async def test_a_deliver_whose_deadline_passed_mid_send_keeps_the_relays_answer(relay, stubs):
+    """The caller's deadline passed while the relay held the message (its 250 on the way):
+    before, the deadline cut the hand-over, and the repeat was answered that whether it went
+    is not known (it had arrived). Now the hand-over ends, its sent event is recorded, and the
+    repeat is answered delivered, without a second message."""
+    _, messaging, profiles = stubs
+    await audience(profiles, ["g1"])
+    relay.delay_data = 1.5
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            await compose(messaging, "g1", timeout=0.5)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        went = await sent_to(profiles, "g1")
+    finally:
+        relay.delay_data = 0.0
+    assert len(went) == 1
+    again = await repeated(messaging, "g1")
+    assert again.delivered and again.decision_id == went[0]
+    assert arrived_for(relay, "g1") == [f"<{went[0]}@tailor.invalid>"]
+    assert await sent_to(profiles, "g1") == went
+
+
+async def test_a_deliver_its_caller_cancelled_mid_send_still_goes_once(relay, stubs):
+    _, messaging, profiles = stubs
+    await audience(profiles, ["g2"])
+    relay.delay_data = 1.0
+    try:
+        call = compose(messaging, "g2", timeout=30)
+        await until_arrived(relay, "g2")  # the relay has it; its 250 comes in 1 s
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        went = await sent_to(profiles, "g2")
+    finally:
+        relay.delay_data = 0.0
+    assert len(went) == 1
+    again = await repeated(messaging, "g2")
+    assert again.delivered and again.decision_id == went[0]
+    assert arrived_for(relay, "g2") == [f"<{went[0]}@tailor.invalid>"]
+
+
+async def test_a_refusal_after_the_caller_left_is_the_repeats_answer(relay, stubs):
+    """The caller cancelled during a retry's backoff; the retry was refused (554): the repeat
+    is answered that refusal with its reason (its dead letter kept), no attempt made again."""
+    server, messaging, profiles = stubs
+    await audience(profiles, ["g3"])
+    address = "g3@example.com"
+    relay.rcpt_replies[address] = ["451 4.7.1 try later", "554 5.7.1 rejected by policy",
+                                   "250 OK"]
+    retry, server.delivery.retry = server.delivery.retry, Retry(2, base=1.0)
+    try:
+        call = compose(messaging, "g3", timeout=30)
+        await asyncio.sleep(0.5)  # its first attempt was refused for now: in the backoff
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        with pytest.raises(grpc.RpcError) as err:
+            await repeated(messaging, "g3")  # once the second attempt was refused
+    finally:
+        server.delivery.retry = retry
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "refused the message (smtp 554)" in err.value.details()
+    assert relay.rcpt_replies[address] == ["250 OK"]  # two RCPTs: no third, none sent
+    assert arrived_for(relay, "g3") == []
+
+
+async def test_past_the_bound_a_caller_giving_up_cuts_its_hand_over(relay, stubs):
+    """At most `limits.detached_deliveries` hand-overs run apart from their call (each holds
+    its message): past it (0 here), a caller's deadline cuts its hand-over as before, and the
+    repeat is answered that whether it went is not known, nothing sent again."""
+    server, messaging, profiles = stubs
+    await audience(profiles, ["g5"])
+    handovers = server.delivery.handovers
+    most, handovers.most, relay.delay_data = handovers.most, 0, 1.0
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            await compose(messaging, "g5", timeout=0.5)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        handovers.most, relay.delay_data = most, 0.0
+    with pytest.raises(grpc.RpcError) as err:
+        await repeated(messaging, "g5")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not known" in err.value.details()
+    assert len(arrived_for(relay, "g5")) <= 1
+
+
+async def test_a_stop_ends_a_hand_over_whose_caller_left_within_its_grace(settings, relay):
+    """A relay that never answers DATA: the hand-over whose caller left is cut by the stop
+    at the end of its grace (kept in doubt, as a call cut by it), not waited for."""
+    relay.hold_data_at = len(relay.arrived)  # the next message: kept, never answered
+    async with serving(relayed(settings, relay, delivery_attempts=1)) as (server, channel):
+        messaging = messaging_pb2_grpc.MessagingServiceStub(channel)
+        await campaign_pb2_grpc.CampaignServiceStub(channel).CreateCampaign(
+            cpb.CreateCampaignRequest(spec=email_spec()))
+        await audience(profile_pb2_grpc.ProfileServiceStub(channel), ["g4"])
+        call = compose(messaging, "g4", timeout=30)
+        await until_arrived(relay, "g4")
+        call.cancel()
+        started = time.monotonic()
+        await asyncio.wait_for(server.stop(grace=0.5), 10)
+        assert time.monotonic() - started < 5
