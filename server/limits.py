@@ -257,12 +257,13 @@ class Limits(BaseModel):
     dead_letters_listed: int = Field(1000, ge=1)
     """Most dead letters one ListDeadLetters returns."""
     detached_deliveries: int = Field(1000, ge=0)
-    """Most ComposeMessage hand-overs one worker runs apart from their call, so that a caller
-    giving up (its deadline, a cancel, a lost connection) does not stop one: it ends, and its
-    outcome is kept for a repeat of its request id. Each holds its message until it ends (a
-    caller cancelling call after call would otherwise pile them up). Past it, a hand-over is
-    part of its call, as before: a caller giving up cuts it, and a repeat is answered that
-    whether it went is not known. 0: none."""
+    """Most ComposeMessage hand-overs and RetryDeadLetter retries one worker runs apart from
+    their call, so that a caller giving up (its deadline, a cancel, a lost connection) does
+    not stop one: it ends, and its outcome is kept (for a repeat of its request id; the dead
+    letter settled). Each holds its message until it ends (a caller cancelling call after
+    call would otherwise pile them up). Past it, one is part of its call, as before: a
+    caller giving up cuts it, and a repeat is answered that whether it went is not known.
+    0: none."""
 
     attribution_seconds: float = Field(5.0, gt=0)
     """Most seconds one attribution may compute (the call's deadline, if sooner, bounds it too):

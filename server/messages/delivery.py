@@ -156,8 +156,9 @@ class Delivery:
         """`stops.SmsStops` (set by the app): a 21610 stops the number as a STOP reply does
         (`_opted_out`); None: the user's unsubscribe event alone."""
         self.handovers = Handovers(limits.detached_deliveries)
-        """ComposeMessage's hand-overs, which its caller giving up does not stop (the
-        server's stop ends them within its grace: `Handovers.close`)."""
+        """ComposeMessage's hand-overs and RetryDeadLetter's retries, which their caller
+        giving up does not stop (the server's stop ends them within its grace:
+        `Handovers.close`)."""
 
     def _longest_send(self, retry: Retry) -> float:
         """Seconds `send` can take at most: every attempt timing out (an SMTP exchange is a
@@ -424,8 +425,16 @@ class Delivery:
         claims the letter in the store and renews the claim while it runs (`_keep_claim`:
         however long it waits for the shared connection or the relay): another retry
         meanwhile, in any worker, is refused (`DeadLetterBusy`). A letter whose message went
-        already (its event is recorded: `DeadLetters.went`) is dropped, not sent again."""
+        already (its event is recorded: `DeadLetters.went`) is dropped, not sent again. Run
+        apart from the call (`handovers`): a caller giving up mid-send (its deadline, a
+        cancel) leaves the retry to end and settle its letter; before, the letter was written
+        back (no sent event) while the relay kept the message, and the next retry sent it
+        again."""
         check_id("id", letter_id, self.limits.id_bytes)
+        return await self.handovers.run(self._retry_letter(letter_id))
+
+    async def _retry_letter(self, letter_id: str) -> DeadLetter:
+        """`retry_dead_letter`, its claim to its settled letter."""
         now = time.time()
         letter = await asyncio.to_thread(self.dead.claim, letter_id, now + self.claim_seconds, now)
         if letter is None:

@@ -8,7 +8,9 @@ that whether it went is not known, and its caller, told so, might send it again 
 one. `Handovers.run` runs the hand-over as a task of its own, which the caller's cancellation
 does not reach: it ends as it would have (bounded by the adapter's timeouts and the retries),
 its outcome is kept against the request id (sent, refused, unavailable, withheld), and a
-repeat is answered that, without a second send.
+repeat is answered that, without a second send. RetryDeadLetter's retries run the same way:
+cut, a retry wrote its letter back while the relay kept the message, and the next retry sent
+it again.
 
 A stopping server gives the hand-overs under way the calls' grace (`close`, beside the
 calls' own), then cancels those still going, which are kept in doubt as before: their

@@ -170,9 +170,48 @@ async def test_past_the_bound_a_caller_giving_up_cuts_its_hand_over(relay, stubs
     assert len(arrived_for(relay, "g5")) <= 1
 
 
+async def letter_ids(messaging) -> set[str]:
+    return {d.id for d in (await messaging.ListDeadLetters(
+        mpb.ListDeadLettersRequest(limit=100))).letters}
+
+
+async def test_a_dead_letter_retry_its_caller_cancelled_mid_send_goes_once(relay, stubs):
+    """RetryDeadLetter's caller cancelled while the relay held the message: before, the retry
+    was cut and its letter written back (no sent event), for the next retry to send it again
+    (it had arrived: a second message). Now the retry ends: its sent event is recorded and
+    its letter dropped."""
+    _, messaging, profiles = stubs
+    await audience(profiles, ["g6"])
+    relay.rcpt_replies["g6@example.com"] = ["554 5.7.1 rejected by policy", "250 OK"]
+    before = await letter_ids(messaging)
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="g6", deliver=True))
+    [letter] = [d for d in (await messaging.ListDeadLetters(
+        mpb.ListDeadLettersRequest(limit=100))).letters if d.id not in before]
+    relay.delay_data = 1.0
+    try:
+        call = messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id), timeout=30)
+        await until_arrived(relay, "g6")  # the relay has it; its 250 comes in 1 s
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        went = await sent_to(profiles, "g6")
+    finally:
+        relay.delay_data = 0.0
+    assert went == [letter.decision_id]
+    until = time.monotonic() + 10
+    while letter.id in await letter_ids(messaging) and time.monotonic() < until:
+        await asyncio.sleep(0.1)  # dropped right after its event is recorded
+    assert letter.id not in await letter_ids(messaging)
+    assert arrived_for(relay, "g6") == [f"<{letter.decision_id}@tailor.invalid>"]
+
+
 async def test_a_stop_ends_a_hand_over_whose_caller_left_within_its_grace(settings, relay):
     """A relay that never answers DATA: the hand-over whose caller left is cut by the stop
-    at the end of its grace (kept in doubt, as a call cut by it), not waited for."""
+    at the end of its grace (kept in doubt, as a call cut by it), not waited for. Last in the
+    module: its server installs its own store-id key in this process (`store.tokens.use_key`),
+    under which the module's server no longer finds its users."""
     relay.hold_data_at = len(relay.arrived)  # the next message: kept, never answered
     async with serving(relayed(settings, relay, delivery_attempts=1)) as (server, channel):
         messaging = messaging_pb2_grpc.MessagingServiceStub(channel)
