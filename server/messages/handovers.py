@@ -52,9 +52,8 @@ class Handovers:
         task.add_done_callback(self._going.discard)
         try:
             return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.done():
-                task.add_done_callback(_unanswered)
+        except asyncio.CancelledError:  # (also when it ended meanwhile: its error is read)
+            task.add_done_callback(_unanswered)
             raise
 
     async def close(self, wait: float) -> None:
@@ -76,4 +75,4 @@ def _unanswered(task: asyncio.Future) -> None:
     """Log how a hand-over whose caller had gone ended, when it raised: its kind only (its
     text may name an address); the outcome is kept against its request id."""
     if not task.cancelled() and (err := task.exception()) is not None:
-        logger.info("a deliver whose caller had gone ended: %s", type(err).__name__)
+        logger.info("a hand-over whose caller had gone ended: %s", type(err).__name__)
