@@ -209,11 +209,13 @@ async def test_a_dead_letter_retry_its_caller_cancelled_mid_send_goes_once(relay
 
 async def test_a_stop_ends_a_hand_over_whose_caller_left_within_its_grace(settings, relay):
     """A relay that never answers DATA: the hand-over whose caller left is cut by the stop
-    at the end of its grace (kept in doubt, as a call cut by it), not waited for. Last in the
+    at the end of its grace, not waited for, and kept in doubt (as a call cut by it): the
+    repeat, to the server started again, says whether it went is not known. Last in the
     module: its server installs its own store-id key in this process (`store.tokens.use_key`),
     under which the module's server no longer finds its users."""
     relay.hold_data_at = len(relay.arrived)  # the next message: kept, never answered
-    async with serving(relayed(settings, relay, delivery_attempts=1)) as (server, channel):
+    settings = relayed(settings, relay, delivery_attempts=1)
+    async with serving(settings) as (server, channel):
         messaging = messaging_pb2_grpc.MessagingServiceStub(channel)
         await campaign_pb2_grpc.CampaignServiceStub(channel).CreateCampaign(
             cpb.CreateCampaignRequest(spec=email_spec()))
@@ -224,3 +226,9 @@ async def test_a_stop_ends_a_hand_over_whose_caller_left_within_its_grace(settin
         started = time.monotonic()
         await asyncio.wait_for(server.stop(grace=0.5), 10)
         assert time.monotonic() - started < 5
+    async with serving(settings) as (_, channel):
+        with pytest.raises(grpc.RpcError) as err:
+            await compose(messaging_pb2_grpc.MessagingServiceStub(channel), "g4", timeout=30)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not known" in err.value.details()
+    assert len(arrived_for(relay, "g4")) == 1
