@@ -6,7 +6,7 @@
 `python -m server backup [--config FILE.toml] [--data-dir D] --out FILE`
 `python -m server restore --from FILE [--config FILE.toml] [--data-dir D] [--secrets-dir S] [--force]`
 `python -m server config-doc [--update FILE]`
-`python -m server token --auth-config FILE --name NAME --roles r1,r2 | --revoke NAME`
+`python -m server token --auth-config FILE --name NAME --roles r1,r2 [--replace] | --revoke NAME`
 `python -m server audit verify [--config FILE.toml] [--data-dir D] [--secrets-dir S]`
 `python -m server audit ref --user-id U | --campaign-id C | --email E | --phone P
     [--config FILE.toml] [--secrets-dir S]`
@@ -118,8 +118,10 @@ def _token_parser(sub) -> None:
     p = sub.add_parser("token", help="mint a bearer token (printed once, last line) or revoke one; "
                        "servers reload on SIGHUP")
     p.add_argument("--auth-config", type=_path, required=True, help="auth config to update")
-    p.add_argument("--name", help="principal to mint a token for")
-    p.add_argument("--roles", default="", help="comma-separated roles of the principal")
+    p.add_argument("--name", help="principal to mint a token for (a new one, unless --replace)")
+    p.add_argument("--roles", help="comma-separated roles of the principal (required with --name)")
+    p.add_argument("--replace", action="store_true", help="give a principal that exists a new "
+                   "token (its old one stops working) and --roles")
     p.add_argument("--revoke", metavar="NAME", help="remove this principal")
 
 
@@ -316,6 +318,7 @@ def _in_place(command: str):
 
 
 def _token(args) -> None:
+    from .durable import reported
     from .security import tokens
     if args.revoke:
         found = True  # an Unconfirmed replace found it and removed it
@@ -327,13 +330,32 @@ def _token(args) -> None:
         return
     if not args.name:
         raise SystemExit("token: --name or --revoke is required")
-    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    roles = _roles(args.roles)
     token = tokens.new_token()
-    with _in_place("token"):
-        tokens.mint(args.auth_config, args.name, roles, token)
-    print(f"token for {args.name} ({', '.join(roles) or 'no roles'}); only its hash is in "
+    unconfirmed = []  # the file replaced but not synced: what it replaced, reported all the same
+    with reported(lambda err: (unconfirmed.append(err), _warn_unconfirmed("token")(err))):
+        replaced = tokens.grant(args.auth_config, args.name, roles, token, replace=args.replace)
+    if unconfirmed:
+        replaced = unconfirmed[0].replaced
+    if replaced is not None:
+        print(f"replaced the token and roles ({', '.join(sorted(replaced.roles)) or 'none'}) of "
+              f"{args.name}: its old token stops working once servers reload")
+    print(f"token for {args.name} ({', '.join(roles)}); only its hash is in "
           f"{args.auth_config}, send SIGHUP to running servers. It is shown once:")
     print(token)
+
+
+def _roles(text: str | None) -> list[str]:
+    """The roles of `--roles`; none is refused: a principal of no role may call only Ping and
+    reflection, and `--roles` forgotten (or `--roles "$ROLES"` of an unset variable) made one
+    without a word. One of no role is written in the auth config by hand."""
+    from .security.roles import ROLE_NAMES
+    roles = [r.strip() for r in (text or "").split(",") if r.strip()]
+    if not roles:
+        raise SystemExit(f"token: --roles is required with --name: a comma-separated list of "
+                         f"{', '.join(sorted(ROLE_NAMES))} or a role of the auth config's [roles] "
+                         "(a principal of no role may call only Ping and reflection)")
+    return roles
 
 
 def _audit(args) -> None:

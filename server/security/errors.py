@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import FailedPrecondition
 
-__all__ = ["AuthConfigInvalid", "ServeRefused", "TlsFileInvalid"]
+__all__ = ["AuthConfigInvalid", "PrincipalExists", "ServeRefused", "TlsFileInvalid"]
 
 
 class AuthConfigInvalid(FailedPrecondition):
@@ -12,6 +12,19 @@ class AuthConfigInvalid(FailedPrecondition):
 
     def __init__(self, path, problem: str):
         super().__init__(f"auth config {path}: {problem}")
+
+
+class PrincipalExists(AuthConfigInvalid):
+    """`server token --name N` for a principal the auth config already has: minting would
+    replace its token (whoever holds the old one is cut off) and its roles."""
+
+    def __init__(self, path, principal, has_token: bool):
+        roles = ", ".join(sorted(principal.roles)) or "no roles"
+        what = ("a new token (its old one stops working)" if has_token else
+                "a token (its certificate keeps working, with those roles)")
+        super().__init__(path, f"principal {principal.name!r} exists (roles: {roles}): "
+                               f"--replace gives it {what} and the roles given; nothing was "
+                               "changed")
 
 
 class ServeRefused(FailedPrecondition):

@@ -15,11 +15,11 @@ import tomllib
 from pathlib import Path
 
 from .. import durable
-from .errors import AuthConfigInvalid
+from .errors import AuthConfigInvalid, PrincipalExists
 from .files import cannot_write, directory_locked, keep_owner, write_private
-from .principals import load_auth_config, token_hash
+from .principals import Principal, load_auth_config, token_hash
 
-__all__ = ["dumps", "mint", "new_token", "revoke"]
+__all__ = ["dumps", "grant", "mint", "new_token", "revoke"]
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -104,19 +104,37 @@ def new_token() -> str:
 
 def mint(path: Path, name: str, roles: list[str], token: str | None = None) -> str:
     """Give principal `name` with `roles` the token `token` (default: a `new_token`), replacing
-    its previous one; returns the token, which is stored nowhere. A caller that must show the
-    token even when `durable.Unconfirmed` says the file was replaced but not synced passes its
-    own."""
+    its previous one; returns the token, which is stored nowhere."""
     token = new_token() if token is None else token
+    grant(path, name, roles, token, replace=True)
+    return token
+
+
+def grant(path: Path, name: str, roles: list[str], token: str, *,
+          replace: bool) -> Principal | None:
+    """Give principal `name` with `roles` the token `token`; returns the principal it replaced
+    (None: a new one). One that exists is `PrincipalExists` unless `replace`: the command ran
+    for a new service with a name already taken swapped that principal's token and roles
+    without a word, cutting off whoever held its old token. Checked under the directory's lock,
+    so two runs naming one new principal do not both pass. A caller that must report the
+    change even when `durable.Unconfirmed` says the file was replaced but not synced reads the
+    principal it replaced from that error's `replaced`."""
     path = _target(path)
     with directory_locked(path):  # another run's change between our read and write is kept
         doc = _read(path)
-        entry = {k: v for k, v in doc.get("principals", {}).get(name, {}).items()
-                 if k not in ("roles", "token_sha256")}
+        old = doc.get("principals", {}).get(name)
+        previous = None if old is None else Principal(name, frozenset(old.get("roles", ())))
+        if previous is not None and not replace:
+            raise PrincipalExists(path, previous, "token_sha256" in old)
+        entry = {k: v for k, v in (old or {}).items() if k not in ("roles", "token_sha256")}
         doc.setdefault("principals", {})[name] = {"roles": roles,
                                                   "token_sha256": token_hash(token), **entry}
-        _write(path, doc)
-    return token
+        try:
+            _write(path, doc)
+        except durable.Unconfirmed as err:
+            err.replaced = previous
+            raise
+    return previous
 
 
 def revoke(path: Path, name: str) -> bool:

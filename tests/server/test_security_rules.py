@@ -21,7 +21,7 @@ from server.security import tokens
 from server.security.authn import Authenticator
 from server.security.errors import AuthConfigInvalid
 from server.security.pii import PiiPolicy
-from server.security.principals import load_auth_config
+from server.security.principals import load_auth_config, token_hash
 from server.security.roles import ANY_AUTHENTICATED, RPC_ROLES, SENSITIVE, RoleTable
 from tests.conftest import AWAIT_GO, ROOT, run_at_once, run_module
 
@@ -499,3 +499,34 @@ def test_certificate_principals_without_a_client_ca_are_called_out(tmp_path, cap
         guard.reload_auth()
     said = [r.getMessage() for r in caplog.records if "can never authenticate" in r.getMessage()]
     assert len(said) == 2 and "1 certificate principals" in said[0]
+
+
+def test_the_token_command_refuses_a_principal_that_exists_unless_told_to_replace_it(tmp_path):
+    """`token --name ingest` for a new service, the name already taken: the command swapped
+    that principal's token and roles without a word, cutting off whoever held its token."""
+    path = tmp_path / "auth.toml"
+    old = tokens.mint(path, "ingest", ["tracker"])
+    before = path.read_text()
+    args = ("token", "--auth-config", str(path), "--name", "ingest", "--roles", "admin")
+    refused = run_module("server", *args, check=False)
+    assert refused.returncode == 1 and path.read_text() == before
+    assert refused.stderr.splitlines() == [
+        f"token: auth config {path}: principal 'ingest' exists (roles: tracker): --replace gives "
+        "it a new token (its old one stops working) and the roles given; nothing was changed"]
+    replaced = run_module("server", *args, "--replace")
+    assert replaced.stdout.startswith("replaced the token and roles (tracker) of ingest")
+    by_token = load_auth_config(path).by_token
+    new = replaced.stdout.splitlines()[-1]
+    assert token_hash(old) not in by_token
+    assert by_token[token_hash(new)].roles == {"admin"}
+
+
+@pytest.mark.parametrize("roles", [[], ["--roles", ""], ["--roles", " , "]])
+def test_the_token_command_refuses_a_principal_without_roles(tmp_path, roles):
+    """`--roles` forgotten made a principal that may call only Ping, and said nothing of it."""
+    path = tmp_path / "auth.toml"
+    out = run_module("server", "token", "--auth-config", str(path), "--name", "ingest", *roles,
+                     check=False)
+    assert out.returncode == 1 and not path.exists()
+    assert out.stderr.startswith("token: --roles is required with --name: a comma-separated "
+                                 "list of admin, analyst, auditor, decider, pii-reader, tracker")
