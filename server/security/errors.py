@@ -1,9 +1,14 @@
 """Errors of the security package."""
 from __future__ import annotations
 
+import contextlib
+import errno
+from pathlib import Path
+
 from ..errors import FailedPrecondition
 
-__all__ = ["AuthConfigInvalid", "PrincipalExists", "ServeRefused", "TlsFileInvalid"]
+__all__ = ["AuthConfigInvalid", "AuthConfigUnreadable", "PrincipalExists", "ServeRefused",
+           "TlsFileInvalid"]
 
 
 class AuthConfigInvalid(FailedPrecondition):
@@ -12,6 +17,23 @@ class AuthConfigInvalid(FailedPrecondition):
 
     def __init__(self, path, problem: str):
         super().__init__(f"auth config {path}: {problem}")
+
+
+class AuthConfigUnreadable(AuthConfigInvalid):
+    """The auth config cannot be read at all (missing, a directory, another account's): one
+    line saying which, not the OSError's `[Errno 2] ...`. At start the server says which setting
+    named the file (`guard.AuthGuard`)."""
+
+    def __init__(self, path, err: OSError):
+        self.path = path
+        self.missing = err.errno == errno.ENOENT
+        self.reason = {errno.ENOENT: "no such file", errno.EISDIR: "a directory, not a file",
+                       errno.EACCES: "this account may not read it"}.get(
+            err.errno, (err.strerror or str(err)).lower())
+        if self.missing and not Path(path).is_absolute():
+            with contextlib.suppress(OSError):  # a working directory removed since
+                self.reason += f" in {Path.cwd()}"
+        super().__init__(path, self.reason)
 
 
 class PrincipalExists(AuthConfigInvalid):

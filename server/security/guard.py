@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import Settings
 from .audit_writer import AuditWriter
 from .authn import Authenticator
-from .errors import AuthConfigInvalid
+from .errors import AuthConfigInvalid, AuthConfigUnreadable
 from .hosts import is_loopback
 from .interceptor import AuthInterceptor
 from .jwt_verify import FailureBudget
@@ -27,6 +27,21 @@ def _interceptor_bounds(settings: Settings) -> dict:
             "open_streams": settings.limits.open_streams}
 
 
+def _load_at_start(path):
+    """`load_auth_config`; a file it cannot read at all names the setting that gave its path
+    (the flag, the variable, the config file's key) and what to do: `[Errno 2] No such file
+    or directory` alone did not say which setting to fix, nor how to make the file."""
+    try:
+        return load_auth_config(path)
+    except AuthConfigUnreadable as err:
+        todo = ("give the path of the auth config, or make one with `python -m server token "
+                f"--auth-config {path} --name NAME --roles ROLES`" if err.missing else
+                "give the path of the auth config file")
+        raise AuthConfigInvalid(path, (
+            f"{err.reason} (auth_config: --auth-config, TAILOR_AUTH_CONFIG or auth_config in the "
+            f"--config file): {todo}")) from None
+
+
 class AuthGuard:
     """Reads `settings.auth_config` (raises `AuthConfigInvalid` if unusable) and holds the
     interceptor; `audit` is the optional audit log the interceptor reports to, through an
@@ -45,7 +60,7 @@ class AuthGuard:
             logger.warning("UNAUTHENTICATED server (no --auth-config, %s): every call is allowed, "
                            "PII stays masked", where)
             return
-        config = load_auth_config(self.path)
+        config = _load_at_start(self.path)
         lim = settings.limits
         self.jwt_budget = FailureBudget(lim.jwt_failures, lim.jwt_failure_seconds)
         self.interceptor = AuthInterceptor(Authenticator(config, self.jwt_budget), config.roles,

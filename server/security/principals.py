@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import AuthConfigInvalid
+from .errors import AuthConfigInvalid, AuthConfigUnreadable
 from .roles import ANY_AUTHENTICATED, ROLE_NAMES, RoleTable
 
 __all__ = ["AuthConfig", "JwtSettings", "Principal", "load_auth_config", "token_hash",
@@ -234,7 +234,9 @@ def load_auth_config(path: Path) -> AuthConfig:
     except UnicodeDecodeError as err:
         raise AuthConfigInvalid(path, f"not UTF-8 text, as TOML is (byte {err.start}); save it "
                                       "as UTF-8") from None
-    except (OSError, tomllib.TOMLDecodeError) as err:
+    except OSError as err:
+        raise AuthConfigUnreadable(path, err) from None
+    except tomllib.TOMLDecodeError as err:
         raise AuthConfigInvalid(path, str(err)) from None
     overrides = _roles(path, raw.get("roles", {}))
     known = ROLE_NAMES | set(overrides)

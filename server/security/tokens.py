@@ -86,12 +86,18 @@ def _write(path: Path, doc: dict) -> None:
 def _target(path: Path) -> Path:
     """The file `path` names, through symlinks (`/etc/tailor/auth.toml -> releases/...`): the
     new copy replaces it, not the link, which would leave the target (and whatever reads it,
-    or puts the link back) on the old principals. Links that loop are refused in one line."""
+    or puts the link back) on the old principals. Links that loop, and a directory that does
+    not exist, are refused in one line."""
     try:
-        return Path(path).resolve()
+        target = Path(path).resolve()
     except RuntimeError:  # Python 3.11's "Symlink loop from ..."
         raise AuthConfigInvalid(path, "its symlinks loop (it never reaches a file): point "
                                       "it at the auth config file; nothing was changed") from None
+    if not target.parent.is_dir():  # the lock on it said `[Errno 2] No such file or directory`
+        raise AuthConfigInvalid(path, f"no directory {target.parent}: give --auth-config a file "
+                                      "in a directory that exists (or make it first); nothing "
+                                      "was changed")
+    return target
 
 
 def new_token() -> str:

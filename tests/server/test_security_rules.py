@@ -530,3 +530,13 @@ def test_the_token_command_refuses_a_principal_without_roles(tmp_path, roles):
     assert out.returncode == 1 and not path.exists()
     assert out.stderr.startswith("token: --roles is required with --name: a comma-separated "
                                  "list of admin, analyst, auditor, decider, pii-reader, tracker")
+
+
+@pytest.mark.parametrize("action", [["--name", "x", "--roles", "tracker"], ["--revoke", "ops"]])
+def test_the_token_command_in_a_directory_that_does_not_exist_says_so_in_one_line(tmp_path, action):
+    """A mistyped directory printed `token: [Errno 2] No such file or directory: '/dir'`."""
+    path = tmp_path / "nodir" / "auth.toml"
+    out = run_module("server", "token", "--auth-config", str(path), *action, check=False)
+    assert out.returncode == 1 and out.stderr.splitlines() == [
+        f"token: auth config {path}: no directory {path.parent}: give --auth-config a file in a "
+        "directory that exists (or make it first); nothing was changed"]

@@ -60,6 +60,18 @@ def test_refused_settings_name_the_flag_and_the_variable(tmp_path):
     assert "port (--port, TAILOR_PORT)" in line and "'notanint'" in line
 
 
+def test_a_missing_auth_config_names_its_setting_and_how_to_make_one(tmp_path):
+    """It said `auth config F: [Errno 2] No such file or directory: 'F'`: not which setting
+    named the file, nor what to do."""
+    missing = tmp_path / "auth.toml"
+    line = serve_fails(tmp_path, "--port", "0", "--data-dir", str(tmp_path / "d"),
+                       "--auth-config", str(missing))
+    assert line == (f"error: auth config {missing}: no such file (auth_config: --auth-config, "
+                    "TAILOR_AUTH_CONFIG or auth_config in the --config file): give the path of "
+                    "the auth config, or make one with `python -m server token --auth-config "
+                    f"{missing} --name NAME --roles ROLES`")
+
+
 def test_a_recommend_k_the_impression_log_cannot_record_is_refused(tmp_path):
     # A position past 32,766 does not fit the log's first-click field: a click naming one
     # failed the join of its whole TrackEvents batch.
