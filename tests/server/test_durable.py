@@ -83,6 +83,20 @@ def test_a_token_minted_where_the_directory_cannot_be_synced_is_printed_with_a_w
     assert not load_auth_config(auth).by_token
 
 
+def test_a_start_whose_new_keyring_cannot_be_synced_is_one_line(tmp_path):
+    """A development keyring linked in, its directory's fsync failed: a traceback at start."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    proc = subprocess.run([sys.executable, "-c", _FAILING_DIR, str(secrets), str(errno.EIO),
+                           "--port", "0", "--data-dir", str(tmp_path / "d")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TAILOR_SECRETS_DIR": str(secrets)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[-1] == (
+        f"error: secrets_dir (TAILOR_SECRETS_DIR): {secrets} could not be synced (Input/output "
+        "error): check that disk, then start again")
+
+
 def test_a_rotation_whose_directory_cannot_be_synced_reports_the_new_key_with_a_warning(tmp_path):
     secrets = tmp_path / "secrets"
     run_module("server", "secrets", "init", "--secrets-dir", str(secrets))

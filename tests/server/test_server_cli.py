@@ -72,6 +72,17 @@ def test_a_missing_auth_config_names_its_setting_and_how_to_make_one(tmp_path):
                     f"{missing} --name NAME --roles ROLES`")
 
 
+def test_a_secrets_dir_that_cannot_be_made_is_one_line_naming_the_setting(tmp_path):
+    """The OSError of making it (here ENOTDIR: below a file; EACCES, EROFS, ENOSPC alike) was a
+    traceback: `_serve` caught only Tailor's own errors."""
+    (tmp_path / "file").write_text("")
+    secrets = tmp_path / "file" / "secrets"
+    line = serve_fails(tmp_path, "--port", "0", "--data-dir", str(tmp_path / "d"),
+                       env={"TAILOR_SECRETS_DIR": str(secrets)})
+    assert line == (f"error: secrets_dir (TAILOR_SECRETS_DIR): cannot use {secrets}: not a "
+                    "directory: a part of the path is a file: point the setting elsewhere")
+
+
 def test_a_recommend_k_the_impression_log_cannot_record_is_refused(tmp_path):
     # A position past 32,766 does not fit the log's first-click field: a click naming one
     # failed the join of its whole TrackEvents batch.
