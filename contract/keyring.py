@@ -14,10 +14,16 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["MIN_KEY_BYTES", "env_name", "keyring_path", "keyring_text", "parse_keys",
+__all__ = ["ENVIRONMENT_ONLY", "MIN_KEY_BYTES", "env_name", "keyring_path", "keyring_text", "parse_keys",
            "read_keys"]
 
 MIN_KEY_BYTES = 16
+
+ENVIRONMENT_ONLY = "none"
+"""The secrets dir that is no directory (TAILOR_SECRETS_DIR=none, `secrets_dir = "none"`, a
+`--secrets-dir none` of the server's commands and training's): every keyring from its
+`TAILOR_SECRET_<NAME>` variable, none read from a file or generated. Neither TOML nor a variable
+can say None. Exactly this word: a directory of that name is `./none`."""
 
 Keys = tuple[tuple[str, bytes], ...]
 

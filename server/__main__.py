@@ -29,6 +29,8 @@ import signal
 import sys
 from pathlib import Path
 
+from contract.keyring import ENVIRONMENT_ONLY
+
 from .config import Settings
 
 
@@ -40,6 +42,12 @@ def _path(text: str) -> Path:
         raise argparse.ArgumentTypeError("an empty path would be the working directory: give a "
                                           "path (. for that directory)")
     return Path(text)
+
+
+def _secrets_path(text: str) -> Path | str:
+    """`--secrets-dir`: a path, or `none` kept as the word for the settings to read as the
+    servers read it (`contract.keyring.ENVIRONMENT_ONLY`: the environment only)."""
+    return text if text == ENVIRONMENT_ONLY else _path(text)
 
 
 def _config_argument(p) -> None:
@@ -82,8 +90,9 @@ def _store_arguments(p, data_dir: bool = True, secrets_dir: bool = True) -> None
         p.add_argument("--data-dir", type=_path, help="the data dir (default: the config file's "
                        "data_dir, TAILOR_DATA_DIR or ./data, as the servers read it)")
     if secrets_dir:
-        p.add_argument("--secrets-dir", type=_path, help="keyring files (default: the config "
-                       "file's secrets_dir, TAILOR_SECRETS_DIR or ./var/secrets)")
+        p.add_argument("--secrets-dir", type=_secrets_path, help="keyring files (default: the "
+                       "config file's secrets_dir, TAILOR_SECRETS_DIR or ./var/secrets; none: "
+                       "the environment only, TAILOR_SECRET_<NAME>)")
 
 
 def _compact_parser(sub) -> None:
@@ -177,8 +186,11 @@ def _data_dir(args) -> Path:
     return args.data_dir or _store_settings(args).data_dir
 
 
-def _secrets_dir(args) -> Path:
-    """--secrets-dir, else the servers' (`--config` file, TAILOR_SECRETS_DIR, ./var/secrets)."""
+def _secrets_dir(args) -> Path | None:
+    """--secrets-dir, else the servers' (`--config` file, TAILOR_SECRETS_DIR, ./var/secrets);
+    None for `none`, the environment only."""
+    if args.secrets_dir == ENVIRONMENT_ONLY:
+        return None
     return args.secrets_dir or _store_settings(args).secrets_dir
 
 

@@ -17,6 +17,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from contract.keyring import ENVIRONMENT_ONLY
+
 from .limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["DEFAULT_CONSENT", "Settings", "load_settings",
@@ -442,7 +444,9 @@ class Settings(BaseSettings):
     must reveal nothing without the keys). `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`)
     overrides a file. A missing keyring is generated here only when `host` is a loopback
     address; any other host refuses to start without it (an optional one is never generated:
-    without it its feature is off). None: the environment only."""
+    without it its feature is off). `none` (exactly): no directory, the environment only:
+    every keyring from its variable, none read from a file or generated (a directory of that
+    name is `./none`)."""
     encrypt_at_rest: bool = True
     """Encrypt profile attributes, consent, events, features, decisions and contacts at rest
     (AES-GCM under per-user data keys wrapped by the `encryption` master key; docs/privacy.md).
@@ -636,6 +640,13 @@ class Settings(BaseSettings):
             raise ValueError("an empty path would be the working directory: give a path (. for "
                              "that directory), or leave it unset")
         return value
+
+    @field_validator("secrets_dir", mode="before")
+    @classmethod
+    def _environment_only(cls, value):
+        """`none` is no secrets dir (`contract.keyring.ENVIRONMENT_ONLY`): a TOML file or a
+        variable cannot say None, so "the environment only" was out of an operator's reach."""
+        return None if value == ENVIRONMENT_ONLY else value
 
     @field_validator("log_level")
     @classmethod

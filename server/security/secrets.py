@@ -68,10 +68,14 @@ class MissingSecret(FailedPrecondition):
     var/secrets/audit.keys`, which read as though the keyrings were gone."""
 
     def __init__(self, name: str, path: Path | None):
-        where = f" or write {path}{_from_where(path)} (one 'kid:base64key' line per key, " \
-            "signing key first)" if path else ""
-        super().__init__(f"secret {name!r} is missing: set {env_name(name)}{where}. Development "
-                         "secrets are generated only when the server listens on a loopback address")
+        if path is None:
+            super().__init__(f"secret {name!r} is missing: set {env_name(name)} (secrets_dir is "
+                             "none: every keyring comes from the environment, none is generated)")
+            return
+        super().__init__(f"secret {name!r} is missing: set {env_name(name)} or write {path}"
+                         f"{_from_where(path)} (one 'kid:base64key' line per key, signing key "
+                         "first). Development secrets are generated only when the server listens "
+                         "on a loopback address")
 
 
 def _from_where(path: Path) -> str:

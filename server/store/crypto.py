@@ -146,7 +146,7 @@ def store_id_origin(settings, environ: Mapping[str, str] | None = None) -> str:
         return variable
     secrets_dir = settings.secrets_dir
     if secrets_dir is None:
-        return f"{variable} (secrets_dir unset: the environment only)"
+        return f"{variable} (secrets_dir none: the environment only)"
     path = Path(keyring_path(STORE_ID_RING, secrets_dir)).absolute()
     if "secrets_dir" not in settings.model_fields_set:
         how = f"the default secrets_dir {secrets_dir}, relative to the working directory {Path.cwd()}"

@@ -431,3 +431,33 @@ def test_rotate_key_refused_under_another_key_names_the_file_it_read(tmp_path, e
     assert refused.returncode != 0
     assert (f"cannot be found with this one read from {(secrets / 'store-id.keys').absolute()} "
             f"(secrets_dir from --secrets-dir or the config file)") in refused.stderr, refused.stderr[-2000:]
+
+
+def test_secrets_dir_none_is_the_environment_only_from_a_variable_a_file_or_a_flag(tmp_path,
+                                                                                   monkeypatch):
+    """`secrets_dir = None` ("the environment only") could be set from no variable and no
+    file (neither can say None): `TAILOR_SECRETS_DIR=none` was a directory ./none."""
+    from server.config import load_settings
+    monkeypatch.setenv("TAILOR_SECRETS_DIR", "none")
+    assert load_settings().secrets_dir is None
+    monkeypatch.setenv("TAILOR_SECRETS_DIR", "./none")  # a directory of that name
+    assert load_settings().secrets_dir == Path("none")
+    monkeypatch.delenv("TAILOR_SECRETS_DIR")
+    config = tmp_path / "tailor.toml"
+    config.write_text('secrets_dir = "none"\n')
+    assert load_settings(config).secrets_dir is None
+    (tmp_path / "none").mkdir()
+    Secrets.load(tmp_path / "none", generate=True, names=("user-id",))  # a file it must not read
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def ref(**extra):  # run where ./none holds a keyring the word must not read
+        return subprocess.run([sys.executable, "-m", "server", "audit", "ref", "--user-id", "u1",
+                               "--secrets-dir", "none"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, env={**env, **extra})
+    out = ref()
+    assert out.returncode == 1 and out.stderr.splitlines() == [
+        "audit: secret 'user-id' is missing: set TAILOR_SECRET_USER_ID (secrets_dir is none: "
+        "every keyring comes from the environment, none is generated)"]
+    key = base64.b64encode(b"k" * 32).decode()
+    out = ref(TAILOR_SECRET_USER_ID=f"k1:{key}")
+    assert out.returncode == 0 and out.stdout.startswith("u:"), out.stderr

@@ -259,6 +259,19 @@ def test_retrain_and_train_find_the_servers_keyring_where_the_server_does(monkey
         assert parser.parse_args(argv).secrets_dir == tmp_path / "keys"
 
 
+def test_an_empty_or_none_secrets_dir_means_what_it_means_for_the_server(monkeypatch, capsys):
+    """An empty TAILOR_SECRETS_DIR was the working directory (`Path("")`), where the server
+    refuses to start; `none` is the environment only, as `secrets_dir = "none"` is."""
+    argv = ["train", "--interactions", "i.csv", "--out", "o"]
+    monkeypatch.setenv("TAILOR_SECRETS_DIR", "none")
+    assert build_parser().parse_args(argv).secrets_dir is None
+    monkeypatch.setenv("TAILOR_SECRETS_DIR", "")
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    assert "argument --secrets-dir: an empty path would be the working directory (an empty " \
+           "TAILOR_SECRETS_DIR?)" in capsys.readouterr().err
+
 def _one_row_per_user(path):
     """A log where no user has a second row: no hold-out, no row after a backtest's split."""
     path.write_text("user_id,item_id,timestamp,event,value\n" + "".join(

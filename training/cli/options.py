@@ -7,6 +7,7 @@ from pathlib import Path
 
 from contract.erasure import read_tombstones
 from contract.events import check_event_weights
+from contract.keyring import ENVIRONMENT_ONLY
 from training.als import ALSParams
 from training.cli.types import (
     count,
@@ -43,13 +44,28 @@ def _weight(text: str) -> tuple[str, float]:
     return name.strip(), weight
 
 
+def _secrets_dir(text: str) -> Path | None:
+    """A secrets dir as the server reads one: `none` is the environment only (None), and an
+    empty one is refused (`Path("")` is the working directory: an empty TAILOR_SECRETS_DIR
+    read the keyring from wherever the command ran, where the server refuses to start)."""
+    if text == ENVIRONMENT_ONLY:
+        return None
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path would be the working directory (an empty "
+                                         "TAILOR_SECRETS_DIR?): give a path (. for that "
+                                         "directory), none for TAILOR_SECRET_ERASURE only, or "
+                                         "unset TAILOR_SECRETS_DIR")
+    return Path(text)
+
+
 def add_secrets_dir(p: argparse.ArgumentParser) -> None:
     """`--secrets-dir`: where the server's `erasure` keyring is (tombstones); default
-    `TAILOR_SECRETS_DIR`, as the server's, else var/secrets."""
-    p.add_argument("--secrets-dir", type=Path,
-                   default=Path(os.environ.get("TAILOR_SECRETS_DIR", "var/secrets")),
+    `TAILOR_SECRETS_DIR`, as the server's, else var/secrets. A string default goes through
+    `type` as a value given would: the variable is read as the flag is."""
+    p.add_argument("--secrets-dir", type=_secrets_dir,
+                   default=os.environ.get("TAILOR_SECRETS_DIR", "var/secrets"),
                    help="where the server's `erasure` keyring is (default TAILOR_SECRETS_DIR, "
-                        "else var/secrets; or TAILOR_SECRET_ERASURE)")
+                        "else var/secrets; none: TAILOR_SECRET_ERASURE only, which wins anyway)")
 
 
 def add_erasure_options(p: argparse.ArgumentParser) -> None:
