@@ -194,6 +194,19 @@ def _secrets_dir(args) -> Path | None:
     return args.secrets_dir or _store_settings(args).secrets_dir
 
 
+def _keyring_files(args) -> Path:
+    """The secrets dir of a command that writes keyring files (`secrets init`, `secrets
+    rotate`, `rotate-key`), which read no variable: with `none` (the environment only) they
+    said "set TAILOR_SECRET_<NAME>" even when it was set."""
+    from .errors import FailedPrecondition
+    secrets_dir = _secrets_dir(args)
+    if secrets_dir is None:
+        raise FailedPrecondition("secrets_dir is none (the environment only), and this command "
+                                 "writes keyring files: give --secrets-dir DIR, or change an "
+                                 "environment keyring where it is set")
+    return secrets_dir
+
+
 def _store_settings(args) -> Settings:
     """A store command's settings: the servers' (`_command_settings`) with the command's path
     flags over them, as `serve`'s flags are. A flag given overrides its variable, so a value
@@ -436,8 +449,9 @@ def _secrets(args) -> None:
     from .security.secrets import KEYRINGS, OPTIONAL_KEYRINGS, Secrets
     from .store.crypto import STORE_ID_RING
     if args.action == "init":
-        rings = Secrets.load(_secrets_dir(args), generate=True, environ={}, development=False)
-        print(json.dumps({"secrets_dir": str(_secrets_dir(args)),
+        secrets_dir = _keyring_files(args)
+        rings = Secrets.load(secrets_dir, generate=True, environ={}, development=False)
+        print(json.dumps({"secrets_dir": str(secrets_dir),
                           "signing": {name: rings[name].kid for name in KEYRINGS}}))
         return
     if args.name not in KEYRINGS + OPTIONAL_KEYRINGS:
@@ -448,7 +462,7 @@ def _secrets(args) -> None:
                          "under it, and a server refuses the store under another key")
     if args.keep is not None and args.name in _KEEP_EVERY_KEY:
         raise SystemExit(f"secrets: --keep would drop {args.name} keys: {_KEEP_EVERY_KEY[args.name]}")
-    secrets = Secrets.load(_secrets_dir(args), generate=False, names=(args.name,), environ={})
+    secrets = Secrets.load(_keyring_files(args), generate=False, names=(args.name,), environ={})
     with _in_place("secrets"):
         secrets.rotate(args.name, keep=args.keep)
     ring = secrets[args.name]
@@ -486,7 +500,7 @@ def _rotate_key(args) -> None:
         raise FailedPrecondition(f"the store under {data_dir} is not encrypted at rest (served "
                                  "with TAILOR_ENCRYPT_AT_REST=false, or written by an older Tailor: "
                                  "`python -m server migrate` first): it has no data keys to rotate")
-    secrets = Secrets.load(_secrets_dir(args), generate=False, names=(MASTER_RING, STORE_ID_RING),
+    secrets = Secrets.load(_keyring_files(args), generate=False, names=(MASTER_RING, STORE_ID_RING),
                            environ={})
     lock = lock_data_dir(data_dir, exclusive=False)  # beside servers; not during compaction
     try:

@@ -461,3 +461,15 @@ def test_secrets_dir_none_is_the_environment_only_from_a_variable_a_file_or_a_fl
     key = base64.b64encode(b"k" * 32).decode()
     out = ref(TAILOR_SECRET_USER_ID=f"k1:{key}")
     assert out.returncode == 0 and out.stdout.startswith("u:"), out.stderr
+
+
+@pytest.mark.parametrize("action", [["init"], ["rotate", "audit"]])
+def test_commands_that_write_keyring_files_refuse_the_environment_only(tmp_path, action):
+    """They read no variable: with `--secrets-dir none` they said "set TAILOR_SECRET_AUDIT"
+    even when it was set."""
+    key = base64.b64encode(b"k" * 32).decode()
+    out = run_module("server", "secrets", *action, "--secrets-dir", "none", check=False,
+                     env={**os.environ, "TAILOR_SECRET_AUDIT": f"k1:{key}"})
+    assert out.returncode == 1 and out.stderr.splitlines() == [
+        "secrets: secrets_dir is none (the environment only), and this command writes keyring "
+        "files: give --secrets-dir DIR, or change an environment keyring where it is set"]
