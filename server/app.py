@@ -61,6 +61,7 @@ from .recommend import Recommender
 from .retention import retention_cutoffs
 from .rpc import RpcInterceptor
 from .security.audit import AuditLog
+from .security.audit_export import AuditExporter
 from .security.guard import AuthGuard
 from .security.hosts import with_port
 from .security.pii import PiiPolicy
@@ -246,6 +247,7 @@ class TailorServer:
         self.profiles.add_eraser(send_records)
         self.profiles.add_exporter(self.delivery.dead)  # what the access export lists of them
         self.profiles.add_exporter(send_records)
+        self.profiles.add_exporter(AuditExporter(s.audit_dir, s.limits.profile_export_audit_bytes))
 
     def _contact_policy(self) -> ContactPolicy:
         """Consent, caps, quiet hours, and send time and channel from the profiles' states."""

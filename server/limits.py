@@ -105,6 +105,11 @@ class Limits(BaseModel):
     webhook body as handed to the adapter, rendered for the user), oldest first; a message past
     it is listed with its `message_bytes` and no `message`. With the events and impressions of
     the first page the document stays under the 64 MiB message limit."""
+    profile_export_audit_bytes: int = Field(1 << 20, ge=1 << 10, le=4 << 20)
+    """Most bytes of JSON the audit lines naming one user make in an ExportProfile document
+    (`audit`: who read or changed their data, when; the newest kept, listed oldest first,
+    `audit_left_out` counting the older ones): with the other sections of the first page the
+    document stays under the 64 MiB message limit."""
     profile_events_bytes: int = Field(16 << 20, ge=1 << 16, le=32 << 20)
     """Most stored bytes of the raw events one GetProfile returns (the newest first, at least
     one; `max_events` 0 asks for as many as this holds): a heavy user's profile stays one

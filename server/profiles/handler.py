@@ -681,9 +681,13 @@ class Profiles:
         end = events_offset + (len(view.events) if view else 0)
         after = end if view is not None and end < held else None
         sections: dict = {}
+        found = view is not None
         for exporter in self._exporters if not events_offset else ():
-            sections.update(await asyncio.to_thread(exporter.export_user, user_id))
-        if view is None and not any(sections.values()):
+            added = await asyncio.to_thread(exporter.export_user, user_id)
+            sections.update(added)
+            # sections that only refer to the user (audit lines) do not make them found
+            found = found or (getattr(exporter, "finds_user", True) and any(added.values()))
+        if not found:
             raise NotFound("profile", user_id, personal=True)
         erased = self.tombstones.erasure_times([user_id])[0] if self.tombstones else None
         return AccessExport(user_id, view, sections, held, erased, events_offset, after)

@@ -155,6 +155,38 @@ async def test_export_after_erasure_is_not_found_and_a_return_is_marked(secured,
     assert USER not in caplog.text and EMAIL not in caplog.text  # the log names nobody
 
 
+async def test_export_lists_the_audit_lines_naming_the_user_and_no_one_elses(secured, chan, auth):
+    """Who read or changed the user's data, when (Art. 15(1)(c)): the audit lines whose target is
+    the user's keyed hash, without the chain's fields; another user's lines are not listed."""
+    toks = auth[1]
+    profiles = pb_grpc.ProfileServiceStub(chan)
+    await _hold_things_about(chan, toks)
+    await profiles.SetConsent(pb.SetConsentRequest(user_id="someone-else", channel="email",
+                                                   opted_in=True, source="signup"),
+                              metadata=bearer(toks["tracker"]))
+    await profiles.GetProfile(pb.GetProfileRequest(user_id=USER), metadata=bearer(toks["reader"]))
+    doc = json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(user_id=USER),
+                                                   metadata=bearer(toks["reader"]))).document)
+    assert [(a["principal"], a["method"].rsplit("/", 1)[1], a["status"]) for a in doc["audit"]] == [
+        ("tracker", "SetConsent", "OK"), ("reader", "GetProfile", "OK")]
+    assert all(set(a) == {"ts", "principal", "method", "target", "status", "request_id"}
+               and a["target"] == doc["audit"][0]["target"] for a in doc["audit"])
+    assert doc["audit_left_out"] == 0
+
+
+def test_the_audit_section_keeps_the_newest_lines_that_fit_and_counts_the_rest(tmp_path):
+    from server.security.audit import AuditLog
+    from server.security.audit_export import AuditExporter
+    from server.security.secrets import Keyring
+    log = AuditLog(tmp_path, Keyring.generate("audit"), max_bytes=600)  # a few files
+    for i in range(12):
+        log.record("p", f"/m/{i}", "ann" if i % 2 else "bob", "OK", f"r{i}")
+    one = len(json.dumps(AuditExporter(tmp_path, 1 << 20).export_user("ann")["audit"][0]).encode())
+    section = AuditExporter(tmp_path, 3 * one + 10).export_user("ann")
+    assert [a["method"] for a in section["audit"]] == ["/m/7", "/m/9", "/m/11"]
+    assert section["audit_left_out"] == 3
+
+
 @pytest_asyncio.fixture
 async def paged(settings, auth):
     """A server whose ExportProfile pages hold three events."""
