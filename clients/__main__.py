@@ -768,8 +768,14 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--user", required=True)
     co.add_argument("--channel", required=True)
     co.add_argument("--state", choices=("in", "out"), required=True)
-    co.add_argument("--source", default="cli")
-    co.add_argument("--purpose", choices=("marketing", "transactional"), default="marketing")
+    co.add_argument("--source", default="cli",
+                    help="where the change came from, kept in the consent history with its time "
+                         "(e.g. 'signup form'; default 'cli'); the server's own sources "
+                         "('sms reply ...', 'sms carrier STOP (21610) ...', 'unsubscribe "
+                         "event ...') are refused")
+    co.add_argument("--purpose", choices=("marketing", "transactional"), default="marketing",
+                    help="which consent of the channel changes (default marketing; "
+                         "transactional campaigns check only a transactional opt-out)")
     _suppression_parser(sub, common)
     de = sub.add_parser("delete", parents=[common], help="erase a user (right to erasure)")
     de.add_argument("--user", required=True)
