@@ -155,13 +155,14 @@ def test_restore_refuses_a_file_that_is_not_a_backup(tmp_path):
 def test_restore_refuses_a_damaged_backup_in_one_line(tmp_path):
     """A backup cut short (a full disk, an interrupted copy) or not a tar at all: one line
     naming the file, exit 1, nothing restored."""
+    from server.backup import backup
     from server.store import Store
     Store(tmp_path / "data" / "store").close()
     (tmp_path / "data" / "bundles" / "v1").mkdir(parents=True)
     (tmp_path / "data" / "bundles" / "v1" / "manifest.json").write_text("{}")
     (tmp_path / "data" / "bundles" / "v1" / "blob").write_bytes(os.urandom(300_000))
     out = tmp_path / "b.tar.gz"
-    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    backup(tmp_path / "data", out)  # what `python -m server backup` runs (the restore is tested)
     cut, junk = tmp_path / "cut.tar.gz", tmp_path / "junk.tar"
     cut.write_bytes(out.read_bytes()[:200_000])
     junk.write_text("hello")
@@ -689,19 +690,20 @@ def test_restore_refuses_a_backup_whose_store_does_not_open(tmp_path):
     """A store copy damaged inside a well-formed tar (bit rot on an uncompressed archive, a copy
     cut short before it was archived) was put in place as the data dir's store, which no
     server could then open; refused in one line before anything is replaced."""
+    from server.backup import backup, restore
     from server.store import Store
     store = Store(tmp_path / "data" / "store", sync=False)
     store.put_many("events", [(b"k%05d" % i, os.urandom(500)) for i in range(2000)])
     store.close()
     out = tmp_path / "b.tar"
-    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    backup(tmp_path / "data", out)  # in process: the refusals below are the CLI's
     with tarfile.open(out) as tar:
         good = tar.extractfile("store/data.mdb").read()
     junk, cut = tmp_path / "junk.tar", tmp_path / "cut.tar"
     _with_store(out, junk, os.urandom(len(good)))
     _with_store(out, cut, good[:len(good) // 2])
     live = tmp_path / "live"
-    run_module("server", "restore", "--from", str(out), "--data-dir", str(live))
+    restore(out, live)
     before = (live / "store" / "data.mdb").read_bytes()
     for damaged in (junk, cut):
         for target, force in ((tmp_path / "d", ()), (live, ("--force",))):
@@ -769,6 +771,7 @@ def test_restore_refuses_an_encrypted_backup_without_its_pad_file(tmp_path):
     """An archive of an encrypted store whose `store/keyslots` is gone (an archive made or
     repacked by hand) was restored, replacing the store with one no server will open (every
     user would read as erased); refused before anything is replaced."""
+    from server.backup import backup
     from server.profiles.repository import ProfileRepository
     from server.profiles.schema import ProfileSchema
     from server.store import Store
@@ -778,7 +781,7 @@ def test_restore_refuses_an_encrypted_backup_without_its_pad_file(tmp_path):
                                                               [None, None])
     store.close()
     out, bare = tmp_path / "b.tar", tmp_path / "bare.tar"
-    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    backup(tmp_path / "data", out)  # in process: the refusal below is the CLI's
     with tarfile.open(out) as src, tarfile.open(bare, "w") as dst:
         for member in src.getmembers():
             if member.name != "store/keyslots":
@@ -838,13 +841,14 @@ def test_restore_refuses_a_backup_a_newer_tailor_wrote_before_replacing_anything
     later than this one knows) was put in place, with --force over the live store, which the
     swap then deleted: no server of this version opens the result ('written by a newer
     Tailor'). Refused before anything is replaced, naming what is newer."""
+    from server.backup import backup
     from server.store import Store, keys
     store = Store(tmp_path / "data" / "store", sync=False)
     key = keys.layout_key("dead_letter") if stamp.startswith(b"layout") else b"key-version"
     store.put("meta", key, b"99")
     store.close()
     out = tmp_path / "newer.tar"
-    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    backup(tmp_path / "data", out)  # in process: the refusal below is the CLI's
     live = tmp_path / "live"
     store = Store(live / "store", sync=False)
     store.put("meta", b"live", b"yes")
@@ -920,6 +924,7 @@ def test_backup_and_restore_on_a_full_disk_say_so_in_one_line(tmp_path, small_di
     the store copy); a restore into a full disk said the backup 'cannot be read as a backup (No
     space left on device)', as if the file were damaged. Each says the disk is full, leaves
     nothing, and the backup file stays good."""
+    from server.backup import backup, restore
     from server.store import Store
     data = small_disk / "data"
     store = Store(data / "store", sync=False, map_size=16 << 20)
@@ -932,8 +937,8 @@ def test_backup_and_restore_on_a_full_disk_say_so_in_one_line(tmp_path, small_di
                                      "for the backup"), refused.stderr
     assert list((small_disk / "out").iterdir()) == []
     good = tmp_path / "b.tar"
-    run_module("server", "backup", "--data-dir", str(data), "--out", str(good))
-    run_module("server", "restore", "--from", str(good), "--data-dir", str(small_disk / "r1"))
+    backup(data, good)  # in process: what fills the disk for the restore's refusal below
+    restore(good, small_disk / "r1")
     refused = run_module("server", "restore", "--from", str(good), "--data-dir",
                          str(small_disk / "r2"), check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
@@ -950,6 +955,7 @@ def test_restore_refuses_a_backup_whose_bundle_files_do_not_match_their_manifest
     its checksum: Recommend FAILED_PRECONDITION). Refused before anything is replaced."""
     import io
 
+    from server.backup import backup, restore
     from server.store import Store
     from server.store.keys import BUNDLE_ACTIVE
     data = tmp_path / "data"
@@ -958,7 +964,7 @@ def test_restore_refuses_a_backup_whose_bundle_files_do_not_match_their_manifest
     store.close()
     shutil.copytree(demo_bundle, data / "bundles" / demo_bundle.name)
     good, rotten = tmp_path / "good.tar", tmp_path / "rotten.tar"
-    run_module("server", "backup", "--data-dir", str(data), "--out", str(good))
+    backup(data, good)  # in process: the refusal below is the CLI's
     with tarfile.open(good) as src, tarfile.open(rotten, "w") as dst:
         for member in src.getmembers():
             body = src.extractfile(member) if member.isfile() else None
@@ -968,7 +974,7 @@ def test_restore_refuses_a_backup_whose_bundle_files_do_not_match_their_manifest
                 body = io.BytesIO(bytes(raw))
             dst.addfile(member, body)
     live = tmp_path / "live"
-    run_module("server", "restore", "--from", str(good), "--data-dir", str(live))
+    restore(good, live)
     before = {p.relative_to(live): p.read_bytes() for p in live.rglob("*") if p.is_file()}
     refused = run_module("server", "restore", "--from", str(rotten), "--data-dir", str(live),
                          "--force", check=False)
@@ -984,13 +990,14 @@ def test_a_backup_of_a_store_an_older_tailor_wrote_restores_and_is_migrated(serv
     keys holding raw ids, records in the clear, its active bundle never copied): backed up by
     this one as it is, restored into another data dir, and served there: the first start
     migrates it (re-key, sealing, layout steps) and its profiles, events and decisions answer."""
+    from server.backup import restore
     from tests.server.test_store_layouts import _fixture_store
     data, out = tmp_path / "old", tmp_path / "old.tar.gz"
     (data / "store").mkdir(parents=True)
     _fixture_store(data / "store")
     backed_up = json.loads(run_module("server", "backup", "--data-dir", str(data), "--out", str(out)).stdout)
     assert backed_up["active_bundle_missing"] is True and backed_up["bundles"] == []
-    run_module("server", "restore", "--from", str(out), "--data-dir", str(tmp_path / "new"))
+    restore(out, tmp_path / "new")  # in process: what is tested is the first start on it
     served = server_process(tmp_path / "new", env={  # (its records are over a year old)
         "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"), "TAILOR_EVENT_RETENTION_DAYS": "inf",
         "TAILOR_DECISION_RETENTION_DAYS": "inf"})
