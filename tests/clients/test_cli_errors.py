@@ -39,6 +39,14 @@ def own_served(server_process, tmp_path):
     return server_process(env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}).target
 
 
+def created(served: str, spec: dict) -> None:
+    """The campaign `spec` created on `served` in process: a test's setup (a `python -m clients`
+    start less; `test_send_rate_applies_to_the_campaigns_channel` creates its own with the CLI)."""
+    from clients import TailorClient
+    with TailorClient(served, timeout=60) as client:
+        client.create_campaign(spec)
+
+
 def test_track_names_the_bad_line_and_what_was_committed_before_it(served, tmp_path):
     now = time.time() - 60
     good = [json.dumps({"event_id": f"t{i}", "user_id": f"u{i % 7}", "type": "view", "timestamp": now})
@@ -380,12 +388,12 @@ def test_each_command_keeps_its_own_default_timeout_and_the_one_given():
 def test_campaign_export_takes_a_window_and_pending_decisions_as_strict_json(served, tmp_path):
     """The client could export pending decisions and a time window; the CLI could not, and a
     pending decision's reward (NaN) was written as `NaN`, which strict JSON parsers refuse."""
-    spec = tmp_path / "c.json"
-    spec.write_text(json.dumps({"campaign_id": "ex", "channel": "web", "policy": "fixed",
+    from clients import TailorClient
+    with TailorClient(served, timeout=60) as client:
+        client.create_campaign({"campaign_id": "ex", "channel": "web", "policy": "fixed",
                                 "variants": [{"id": "a", "content": {"text": "A"}},
-                                             {"id": "b", "content": {"text": "B"}}]}))
-    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
-    run_module("clients", "campaign", "choose", "--campaign", "ex", "--user", "u1", "--server", served)
+                                             {"id": "b", "content": {"text": "B"}}]})
+        client.choose_variant("ex", "u1")
     out = tmp_path / "d.jsonl"
 
     def export(*flags: str) -> list[dict]:
@@ -405,10 +413,8 @@ def test_a_plan_refused_part_way_says_how_many_users_were_planned(served, tmp_pa
     """The decisions answered before a refusal (here an id past 128 bytes in the third message;
     likewise a deadline, a server restart) are logged and written out: the error said only the
     status, and planning the file again logs a second decision for each of those users."""
-    spec = tmp_path / "c.json"
-    spec.write_text(json.dumps({"campaign_id": "p-refused", "channel": "push", "policy": "fixed",
-                                "variants": [{"id": "a", "content": {"title": "A"}}]}))
-    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
+    created(served, {"campaign_id": "p-refused", "channel": "push", "policy": "fixed",
+                     "variants": [{"id": "a", "content": {"title": "A"}}]})
     users, out = tmp_path / "users.txt", tmp_path / "plan.jsonl"
     users.write_text("\n".join(["u1", "u2", "u3", "u4", "x" * 200, "u6"]) + "\n")
     line = cli("campaign", "plan", "--campaign", "p-refused", "--users", str(users), "--out", str(out),
@@ -422,10 +428,8 @@ def test_a_plan_refused_part_way_says_how_many_users_were_planned(served, tmp_pa
 def test_ctrl_c_during_a_plan_is_one_line_saying_what_was_planned(served, tmp_path):
     """Ctrl-C printed a KeyboardInterrupt traceback through gRPC's internals, with the
     decisions already logged nowhere counted."""
-    spec = tmp_path / "c.json"
-    spec.write_text(json.dumps({"campaign_id": "p-interrupted", "channel": "push", "policy": "fixed",
-                                "variants": [{"id": "a", "content": {"title": "A"}}]}))
-    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
+    created(served, {"campaign_id": "p-interrupted", "channel": "push", "policy": "fixed",
+                     "variants": [{"id": "a", "content": {"title": "A"}}]})
     users, out = tmp_path / "users.txt", tmp_path / "plan.jsonl"
     users.write_text("".join(f"u{i}\n" for i in range(300_000)))
     proc = subprocess.Popen(
@@ -480,10 +484,8 @@ def test_ctrl_c_that_left_a_calls_lock_held_still_ends_the_client(served, tmp_pa
     which the interrupt, landing inside gRPC's own `with condition:`, had left held). That
     state, made on purpose here: leaving the client's `with` on a KeyboardInterrupt does not
     close the channel (which waits for that call); the process's exit does."""
-    spec = tmp_path / "c.json"
-    spec.write_text(json.dumps({"campaign_id": "p-held", "channel": "push", "policy": "fixed",
-                                "variants": [{"id": "a", "content": {"title": "A"}}]}))
-    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
+    created(served, {"campaign_id": "p-held", "channel": "push", "policy": "fixed",
+                     "variants": [{"id": "a", "content": {"title": "A"}}]})
     proc = subprocess.run([sys.executable, "-c", LEFT_HELD, served, "p-held"], cwd=ROOT, text=True,
                           capture_output=True, timeout=60,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -493,10 +495,8 @@ def test_ctrl_c_that_left_a_calls_lock_held_still_ends_the_client(served, tmp_pa
 def test_a_plan_runs_where_the_progress_bar_is_not_installed(served, tmp_path):
     """tqdm comes with the `client` extra only (not the server image's install): `campaign plan`
     died on ModuleNotFoundError, --quiet or not. It plans without the bar and says why once."""
-    spec = tmp_path / "c.json"
-    spec.write_text(json.dumps({"campaign_id": "p-no-tqdm", "channel": "push", "policy": "fixed",
-                                "variants": [{"id": "a", "content": {"title": "A"}}]}))
-    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
+    created(served, {"campaign_id": "p-no-tqdm", "channel": "push", "policy": "fixed",
+                     "variants": [{"id": "a", "content": {"title": "A"}}]})
     missing = tmp_path / "no" / "tqdm"
     missing.mkdir(parents=True)
     (missing / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'tqdm'\")\n")
@@ -589,10 +589,8 @@ def test_a_connection_that_fails_says_what_to_check(served, tmp_path):
 def test_a_plan_reads_its_users_from_a_pipe_named_as_a_file(served, tmp_path):
     """`--users /dev/stdin` (or `<(cmd)`) planned nobody and exited 0: the pass that counts the
     users for the progress bar emptied the pipe first."""
-    spec = tmp_path / "c.json"
-    spec.write_text(json.dumps({"campaign_id": "pipe", "channel": "push", "policy": "fixed",
-                                "variants": [{"id": "a", "content": {"title": "A"}}]}))
-    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
+    created(served, {"campaign_id": "pipe", "channel": "push", "policy": "fixed",
+                     "variants": [{"id": "a", "content": {"title": "A"}}]})
     out = tmp_path / "plan.jsonl"
     run_module("clients", "campaign", "plan", "--campaign", "pipe", "--users", "/dev/stdin",
                "--out", str(out), "--quiet", "--server", served, input="u1\nu2\nu3\n")
