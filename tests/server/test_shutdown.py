@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -453,28 +454,62 @@ def test_a_stop_bound_that_cuts_a_message_being_handed_over_is_refused(sends):
     assert Settings(grace_seconds=5, stop_seconds=12).stop_seconds == 12  # nothing to hand over
 
 
-def test_the_workers_stop_when_the_parent_is_killed(tmp_path):
+@pytest.fixture(scope="module")
+def parent_killed(tmp_path_factory):
+    """`python -m server --workers 2` whose parent is SIGKILLed once both workers serve, shared
+    by the test of the workers' own stop and that of the metrics dir the parent leaves (one
+    start of two workers less). Its temp dir (TMPDIR) holds, from before its start, the
+    `tailor-metrics-*` dirs of other parents: `running` (its `owner.lock` held, by `holder`,
+    till the module ends), `gone` (its lock free), `unlocked` (an older Tailor's) and
+    `elsewhere` (another host's). What it saw: `started`, the metrics dirs once both served
+    (`gone_then`: whether `gone` was still there); `out`, the whole output, read once every
+    worker (and writer) had exited and closed it."""
+    from server.processes import OWNER_LOCK, host_id
+    tmp = tmp_path_factory.mktemp("parent-killed")
+    scratch = tmp / "tmp"
+    scratch.mkdir()
+    running = scratch / f"tailor-metrics-{host_id()}.1.1-running"  # pid 1: says nothing
+    gone = scratch / f"tailor-metrics-{host_id()}.{os.getpid()}.1-gone"  # pid alive: says nothing
+    unlocked = scratch / f"tailor-metrics-{host_id()}.999999999.1-older"
+    elsewhere = scratch / "tailor-metrics-0badc0de.1.1-elsewhere"  # another host's pid 1
+    for made in (running, gone, unlocked, elsewhere):
+        made.mkdir()
+    (gone / OWNER_LOCK).touch()
+    holder = subprocess.Popen(  # the parent of another server, still running: holds its lock
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('held', flush=True)\ntime.sleep(1800)", str(running / OWNER_LOCK)],
+        stdout=subprocess.PIPE, text=True)  # killed at the module's end: held past the tests between
+    try:
+        assert holder.stdout.readline() == "held\n"
+        proc = _two_workers(tmp, TMPDIR=str(scratch))
+        workers, seen = _serving_workers(proc)
+        out: list[str] = []
+        try:
+            assert len(workers) == 2, "".join(seen)
+            started, gone_then = _metrics_dirs(scratch), gone.exists()
+            proc.kill()
+            proc.wait(10)
+            # the workers and their writer processes hold the output pipe: EOF once all are gone
+            reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+            reader.start()
+            wait_for(lambda: not reader.is_alive(), "the workers to exit", timeout=60)
+        finally:  # on a failure, leave no server behind
+            _kill_all(proc, workers)
+        yield SimpleNamespace(tmp=tmp, scratch=scratch, kept={running, unlocked, elsewhere},
+                              started=started, gone_then=gone_then, out=out[0])
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_workers_stop_when_the_parent_is_killed(parent_killed):
     """The parent SIGKILLed (`kill -9`, the OOM killer) forwards no stop signal: its workers
     served on, unsupervised (no restart when one dies, no metrics), and a server started again
     beside them shared the port with them. Each worker now drains once its parent is gone."""
-    proc = _two_workers(tmp_path)
-    workers, seen = _serving_workers(proc)
-    out: list[str] = []
-    metrics_dir = _environ(workers[0]).get("PROMETHEUS_MULTIPROC_DIR") if workers else None
-    try:
-        assert len(workers) == 2, "".join(seen)
-        proc.kill()
-        proc.wait(10)
-        # the workers and their writer processes hold the output pipe: EOF once all are gone
-        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
-        reader.start()
-        wait_for(lambda: not reader.is_alive(), "the workers to exit", timeout=60)
-    finally:  # on a failure, leave no server behind; nor the metrics dir the parent left
-        _kill_all(proc, workers)
-        if metrics_dir and os.path.basename(metrics_dir).startswith("tailor-metrics-"):
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-    assert out[0].count("the parent process is gone: stopping this worker") == 2, out[0][-3000:]
-    assert out[0].count("tailor.workers: stopped") == 2, out[0][-3000:]
+    out = parent_killed.out
+    assert out.count("the parent process is gone: stopping this worker") == 2, out[-3000:]
+    assert out.count("tailor.workers: stopped") == 2, out[-3000:]
 
 
 def test_a_worker_whose_parent_is_killed_stops_within_stop_seconds(tmp_path):
@@ -529,58 +564,30 @@ def _state(pid: int) -> str:
     return stat[stat.rindex(b")") + 2:].split()[0].decode()
 
 
-def test_the_metrics_dir_a_killed_parent_left_is_removed_at_the_next_start(tmp_path):
+def test_the_metrics_dir_a_killed_parent_left_is_removed_at_the_next_start(parent_killed):
     """The parent of `--workers N` SIGKILLed (the OOM killer, a stop timeout) leaves its
     `tailor-metrics-*` dir (the workers' sample files) in the temp dir: on Kubernetes an emptyDir
     that outlives container restarts, one more dir each time. The next start removes those whose
     owner's lock (`owner.lock`) it can take, never one whose lock is held (a running parent, of
-    any pid namespace), nor one without a lock (an older Tailor's) or another host's."""
-    from server.processes import OWNER_LOCK, host_id
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    running = scratch / f"tailor-metrics-{host_id()}.1.1-running"  # pid 1: says nothing
-    gone = scratch / f"tailor-metrics-{host_id()}.{os.getpid()}.1-gone"  # pid alive: says nothing
-    unlocked = scratch / f"tailor-metrics-{host_id()}.999999999.1-older"
-    elsewhere = scratch / "tailor-metrics-0badc0de.1.1-elsewhere"  # another host's pid 1
-    for made in (running, gone, unlocked, elsewhere):
-        made.mkdir()
-    (gone / OWNER_LOCK).touch()
-    holder = subprocess.Popen(  # the parent of another server, still running: holds its lock
-        [sys.executable, "-c", "import fcntl, os, sys, time\n"
-         "fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
-         "print('held', flush=True)\ntime.sleep(300)", str(running / OWNER_LOCK)],
-        stdout=subprocess.PIPE, text=True)
+    any pid namespace), nor one without a lock (an older Tailor's) or another host's. The
+    first start, and the parent's kill, are `parent_killed`'s."""
+    scratch, kept = parent_killed.scratch, parent_killed.kept
+    left = parent_killed.started - kept
+    assert len(left) == 1 and not parent_killed.gone_then
+    assert all(d.is_dir() for d in left)
+    again = _two_workers(parent_killed.tmp, TMPDIR=str(scratch))
+    workers, seen = _serving_workers(again)
     try:
-        assert holder.stdout.readline() == "held\n"
-        kept = {running, unlocked, elsewhere}
-        proc = _two_workers(tmp_path, TMPDIR=str(scratch))
-        workers, seen = _serving_workers(proc)
-        try:
-            assert len(workers) == 2, "".join(seen)
-            left = _metrics_dirs(scratch) - kept
-            assert len(left) == 1 and not gone.exists()
-            proc.kill()
-            proc.wait(10)
-            proc.communicate(timeout=60)  # EOF once the workers drained and exited
-        finally:
-            _kill_all(proc, workers)
-        assert all(d.is_dir() for d in left)
-        again = _two_workers(tmp_path, TMPDIR=str(scratch))
-        workers, seen = _serving_workers(again)
-        try:
-            assert len(workers) == 2, "".join(seen)
-            assert len(_metrics_dirs(scratch) - kept) == 1
-            assert not left & _metrics_dirs(scratch)
-            assert all(d.is_dir() for d in kept)
-            again.terminate()
-            out, _ = again.communicate(timeout=60)
-        finally:
-            _kill_all(again, workers)
-        assert again.returncode == 0, out[-3000:]
-        assert _metrics_dirs(scratch) == kept
+        assert len(workers) == 2, "".join(seen)
+        assert len(_metrics_dirs(scratch) - kept) == 1
+        assert not left & _metrics_dirs(scratch)
+        assert all(d.is_dir() for d in kept)
+        again.terminate()
+        out, _ = again.communicate(timeout=60)
     finally:
-        holder.kill()
-        holder.wait()
+        _kill_all(again, workers)
+    assert again.returncode == 0, out[-3000:]
+    assert _metrics_dirs(scratch) == kept
 
 
 def _metrics_dirs(parent):
