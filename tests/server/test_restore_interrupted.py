@@ -32,6 +32,7 @@ def restored_then_erased(tmp_path_factory):
     """(a backup of a store holding one record, a data dir it was restored into and that then
     erased a user: a record the backup does not hold), made once for the module: its tests only
     read the backup, and each takes a copy of the data dir of its own (`_live`)."""
+    from server.backup import backup, restore
     from server.store import Store
     from server.store.keys import TOMBSTONE_PREFIX
     tmp_path = tmp_path_factory.mktemp("restored")
@@ -39,8 +40,8 @@ def restored_then_erased(tmp_path_factory):
     store.put("meta", b"from-backup", b"yes")
     store.close()
     out, live = tmp_path / "b.tar", tmp_path / "live"
-    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
-    run_module("server", "restore", "--from", str(out), "--data-dir", str(live))
+    backup(tmp_path / "data", out)  # in process (what the CLI runs): the tests run the CLI's
+    restore(out, live)
     store = Store(live / "store", sync=False)
     store.put("meta", TOMBSTONE_PREFIX + b"erased-after", b"1")  # an erasure after the backup
     store.close()
