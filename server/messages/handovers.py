@@ -58,17 +58,23 @@ class Handovers:
 
     async def close(self, wait: float) -> None:
         """Give the hand-overs under way (and those calls start meanwhile) `wait` seconds to
-        end, then cancel the rest (their outcome kept in doubt) and wait until they kept it.
-        One a call starts later goes with the call (gRPC cancels those at the same time)."""
+        end, then cancel the rest (their outcome kept in doubt) and wait until they kept it;
+        how many it cut is logged (a warning: before, nothing said that messages were left in
+        doubt). One a call starts later goes with the call (gRPC cancels those at the same
+        time)."""
         loop = asyncio.get_running_loop()
         until = loop.time() + wait
         while self._going and (left := until - loop.time()) > 0:
             await asyncio.wait(list(self._going), timeout=left)
         self._closing = True
         going = list(self._going)
-        for task in going:
-            task.cancel()
+        cut = sum(task.cancel() for task in going)
         await asyncio.gather(*going, return_exceptions=True)
+        if cut:  # else nothing says that messages were left in doubt (no id, no address)
+            logger.warning("the stop cut %d hand-over(s) still going after its grace (%g s): "
+                           "a ComposeMessage repeating one's request_id is answered that "
+                           "whether it went is not known; a dead letter's retry is written "
+                           "back, to retry", cut, wait)
 
 
 def _unanswered(task: asyncio.Future) -> None:

@@ -4,6 +4,7 @@ request id: a repeat is answered that (delivered, or refused and why), never "wh
 is not known", and nothing goes twice. A real server and a real relay (aiosmtpd) on loopback;
 the stop test has a server of its own."""
 import asyncio
+import logging
 import time
 
 import grpc
@@ -207,10 +208,12 @@ async def test_a_dead_letter_retry_its_caller_cancelled_mid_send_goes_once(relay
     assert arrived_for(relay, "g6") == [f"<{letter.decision_id}@tailor.invalid>"]
 
 
-async def test_a_stop_ends_a_hand_over_whose_caller_left_within_its_grace(settings, relay):
+async def test_a_stop_ends_a_hand_over_whose_caller_left_within_its_grace(settings, relay,
+                                                                          caplog):
     """A relay that never answers DATA: the hand-over whose caller left is cut by the stop
-    at the end of its grace, not waited for, and kept in doubt (as a call cut by it): the
-    repeat, to the server started again, says whether it went is not known. Last in the
+    at the end of its grace, not waited for, and kept in doubt (as a call cut by it), which
+    the stop logs (before, nothing did): the repeat, to the server started again, says
+    whether it went is not known. Last in the
     module: its server installs its own store-id key in this process (`store.tokens.use_key`),
     under which the module's server no longer finds its users."""
     relay.hold_data_at = len(relay.arrived)  # the next message: kept, never answered
@@ -226,6 +229,8 @@ async def test_a_stop_ends_a_hand_over_whose_caller_left_within_its_grace(settin
         started = time.monotonic()
         await asyncio.wait_for(server.stop(grace=0.5), 10)
         assert time.monotonic() - started < 5
+    assert [r.getMessage()[:42] for r in caplog.records if r.name == "tailor.messages"
+            and r.levelno == logging.WARNING] == ["the stop cut 1 hand-over(s) still going af"]
     async with serving(settings) as (_, channel):
         with pytest.raises(grpc.RpcError) as err:
             await compose(messaging_pb2_grpc.MessagingServiceStub(channel), "g4", timeout=30)
