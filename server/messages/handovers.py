@@ -23,6 +23,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from ..errors import TailorError
 from .logging import logger
 
 __all__ = ["Handovers"]
@@ -78,7 +79,14 @@ class Handovers:
 
 
 def _unanswered(task: asyncio.Future) -> None:
-    """Log how a hand-over whose caller had gone ended, when it raised: its kind only (its
-    text may name an address); the outcome is kept against its request id."""
-    if not task.cancelled() and (err := task.exception()) is not None:
+    """Log how a hand-over whose caller had gone ended, when it raised: a `TailorError` (a
+    refusal, the relay down; its outcome kept against its request id) by its kind only (its
+    text may name an address); any other error (a defect) as the rpc layer logs one its
+    caller hears as INTERNAL (`errors.abort`): an error, with its traceback. Before, that was
+    at info, its kind alone."""
+    if task.cancelled() or (err := task.exception()) is None:
+        return
+    if isinstance(err, TailorError):
         logger.info("a hand-over whose caller had gone ended: %s", type(err).__name__)
+    else:
+        logger.error("a hand-over whose caller had gone failed", exc_info=err)

@@ -208,6 +208,39 @@ async def test_a_dead_letter_retry_its_caller_cancelled_mid_send_goes_once(relay
     assert arrived_for(relay, "g6") == [f"<{letter.decision_id}@tailor.invalid>"]
 
 
+async def test_an_unexpected_error_after_the_caller_left_is_logged_with_its_traceback(
+        relay, stubs, caplog):
+    """An error that is no TailorError (a defect) raised by a hand-over whose caller had gone
+    is logged as the rpc layer logs one a caller hears as INTERNAL: an error with its
+    traceback (before: at info, its type's name alone, a defect hidden in the noise)."""
+    server, messaging, profiles = stubs
+    caplog.set_level(logging.INFO, logger="tailor.messages")
+    await audience(profiles, ["g7"])
+    events, handovers = server.delivery.events, server.delivery.handovers
+
+    async def track(batch):
+        raise RuntimeError("a defect after the send")
+
+    relay.delay_data = 1.0
+    try:
+        call = compose(messaging, "g7", timeout=30)
+        await until_arrived(relay, "g7")  # the relay has it; its 250 comes in 1 s
+        events.track = track  # the sent event's record fails (once the caller left)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        until = time.monotonic() + 10
+        while handovers._going and time.monotonic() < until:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # its done callbacks
+    finally:
+        relay.delay_data = 0.0
+        del events.track
+    [record] = [r for r in caplog.records if r.name == "tailor.messages"
+                and "caller had gone" in r.getMessage()]
+    assert record.levelno == logging.ERROR and isinstance(record.exc_info[1], RuntimeError)
+
+
 async def test_a_stop_ends_a_hand_over_whose_caller_left_within_its_grace(settings, relay,
                                                                           caplog):
     """A relay that never answers DATA: the hand-over whose caller left is cut by the stop
