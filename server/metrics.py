@@ -15,6 +15,7 @@ import collections
 import errno
 import logging
 import os
+import socket
 
 from prometheus_client import (
     REGISTRY,
@@ -191,11 +192,17 @@ def report_drift(version: str, feature: str, psi: float) -> None:
 
 def _metrics_hint(err: OSError) -> str:
     """What to change when the metrics port cannot be bound: the line named the address only,
-    and a newcomer with a second server (or a node exporter on 9100) had to find the flag."""
+    and a newcomer with a second server (or a node exporter on 9100) had to find the flag. A
+    port below 1024 without the privilege to bind it ("Permission denied") and a host name that
+    does not resolve ("Name or service not known") named no flag either."""
     if err.errno == errno.EADDRINUSE:
         return ("; stop what listens there or give another --metrics-port (TAILOR_METRICS_PORT; "
                 "`ss -ltnp` names the process)")
-    if err.errno == errno.EADDRNOTAVAIL:
+    if err.errno == errno.EACCES:
+        return ("; this process may not bind that port (below 1024, or below the kernel's "
+                "net.ipv4.ip_unprivileged_port_start, a port needs CAP_NET_BIND_SERVICE): give a "
+                "higher --metrics-port (TAILOR_METRICS_PORT)")
+    if err.errno == errno.EADDRNOTAVAIL or isinstance(err, socket.gaierror):
         return "; --metrics-host (TAILOR_METRICS_HOST) must be an address of this machine"
     return ""
 
@@ -217,7 +224,7 @@ def serve_metrics(port: int, host: str = "127.0.0.1", tls=None, limits=None):
     try:
         metrics_server(host, port, registry, limits.metrics_connections, limits.metrics_seconds,
                        ctx)
-    except OSError as err:  # in use, or not an address of this machine: one line, exit 2
+    except OSError as err:  # in use, refused, or no address of this machine: one line, exit 2
         raise FailedPrecondition(f"could not serve metrics on {host}:{port}: "
                                  f"{err.strerror or err}{_metrics_hint(err)}") from None
     logging.getLogger("tailor.metrics").info(  # loopback unless `metrics_host` says otherwise
