@@ -44,7 +44,8 @@ class Connection:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Connection:
-        return cls(tls_ca=args.tls_ca, cert=args.cert, key=args.key, token=args.token or None)
+        return cls(tls_ca=_path(args.tls_ca), cert=_path(args.cert), key=_path(args.key),
+                   token=args.token or None)
 
     @property
     def secure(self) -> bool:
@@ -74,6 +75,11 @@ class Connection:
             return grpc.aio.secure_channel(target, self.credentials(), options=list(options))
         interceptors = _aio_bearer_token(self.token) if self.token else None
         return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
+
+
+def _path(value: str | Path | None) -> Path | None:
+    """A file flag's value as a Path (Locust's parser gives str: `add_arguments`)."""
+    return None if value is None else Path(value)
 
 
 def check_target(target: str, flag: str = "--server") -> None:
@@ -141,14 +147,16 @@ def _read(flag: str, path: Path | None, block: tuple[str, re.Pattern]) -> bytes 
     return data
 
 
-def add_arguments(parser: argparse.ArgumentParser, **extra) -> None:
-    """--tls-ca, --cert, --key, --token (default: env TAILOR_TOKEN); `extra`: more keyword
-    arguments of each (Locust's parser: `include_in_web_ui=False`)."""
-    parser.add_argument("--tls-ca", type=Path, help="PEM CA of the server's certificate: TLS on",
+def add_arguments(parser: argparse.ArgumentParser, path: type = Path, **extra) -> None:
+    """--tls-ca, --cert, --key, --token (default: env TAILOR_TOKEN); `path`: the type the file
+    flags parse to (Locust's parser: str, as its master sends its options to its workers as
+    msgpack, which holds no Path); `extra`: more keyword arguments of each (Locust's parser:
+    `include_in_web_ui=False`)."""
+    parser.add_argument("--tls-ca", type=path, help="PEM CA of the server's certificate: TLS on",
                         **extra)
-    parser.add_argument("--cert", type=Path, help="PEM client certificate (mutual TLS; TLS on)",
+    parser.add_argument("--cert", type=path, help="PEM client certificate (mutual TLS; TLS on)",
                         **extra)
-    parser.add_argument("--key", type=Path, help="PEM private key of --cert", **extra)
+    parser.add_argument("--key", type=path, help="PEM private key of --cert", **extra)
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                         help=f"bearer token sent with every call (default: env {TOKEN_ENV})",
                         **extra)

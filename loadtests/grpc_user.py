@@ -26,6 +26,7 @@ import grpc
 import grpc.experimental.gevent as grpc_gevent
 from locust import User, events
 from locust.exception import LocustError
+from locust.runners import WorkerRunner
 
 from clients.transport import Connection, add_arguments, check_target
 from loadtests.options import check
@@ -33,7 +34,8 @@ from protos.tailor.v1 import diagnostics_pb2, diagnostics_pb2_grpc
 
 grpc_gevent.init_gevent()
 
-__all__ = ["GrpcUser", "add_transport_options", "channel", "probe", "stop_run", "task_errors"]
+__all__ = ["GrpcUser", "add_transport_options", "channel", "is_worker", "probe", "stop_run",
+           "task_errors"]
 
 logger = logging.getLogger("tailor.loadtests")
 
@@ -44,8 +46,10 @@ def add_transport_options(parser) -> None:
     """Register --tls-ca, --cert, --key, --token and --call-timeout on locust's parser (call in
     its init hook). The connection flags stay out of the web UI, which prints every option it
     shows in its page (the token in plain text, to whoever reaches it: every interface by
-    default) and cannot print a path (the page failed, 500)."""
-    add_arguments(parser, include_in_web_ui=False)
+    default) and cannot print a path (the page failed, 500). The file flags are str: a
+    distributed run's master sends its options to each worker as msgpack, which holds no Path
+    (the spawn failed, `can not serialize 'PosixPath' object`, and no user ever started)."""
+    add_arguments(parser, path=str, include_in_web_ui=False)
     parser.add_argument("--call-timeout", type=float, default=CALL_TIMEOUT,
                         help="deadline of every call, seconds (default %(default)s)")
 
@@ -154,6 +158,13 @@ def stop_run(environment, reason: str) -> None:
     logger.error("FAILED at test start: %s", reason)
     environment.setup_failed = reason
     gevent.spawn(environment.runner.quit)
+
+
+def is_worker(environment) -> bool:
+    """A distributed run's worker: it sends its samples to the master and keeps none, so only
+    the master judges the run (a worker's quitting listener saw 0 requests, logged `FAILED`
+    and exited 1 after every run, a good one too)."""
+    return isinstance(environment.runner, WorkerRunner)
 
 
 def task_errors(environment) -> list[str]:

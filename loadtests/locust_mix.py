@@ -39,6 +39,7 @@ from loadtests.grpc_user import (
     GrpcUser,
     add_transport_options,
     channel,
+    is_worker,
     locust_target,
     stop_run,
     task_errors,
@@ -213,6 +214,8 @@ def _on_start(environment, **_):
 def _check_slos(environment, **_):
     if getattr(environment, "setup_failed", None):
         environment.process_exit_code = 1
+        return
+    if is_worker(environment):  # the master judges the run
         return
     misses = slo_misses(environment.stats, getattr(environment, "mix", METHODS))
     total = environment.stats.total

@@ -20,7 +20,7 @@ import random
 import grpc
 from locust import constant, events, task
 
-from loadtests.grpc_user import GrpcUser, add_transport_options, task_errors
+from loadtests.grpc_user import GrpcUser, add_transport_options, is_worker, task_errors
 from loadtests.options import check
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
@@ -87,6 +87,8 @@ def _load_users(environment, **_):
 def _check_p99(environment, **_):
     if getattr(environment, "setup_failed", None):  # stopped at its start, saying why
         environment.process_exit_code = 1
+        return
+    if is_worker(environment):  # the master judges the run
         return
     target = environment.parsed_options.p99_ms
     total = environment.stats.total

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from loadtests.bench import secured
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 ROLES = ("decider", "tracker", "admin", "analyst")  # Recommend; the mix's calls and set-up
 
@@ -71,3 +71,24 @@ def test_a_run_without_the_token_or_the_ca_stops_at_its_start_naming_the_flag(se
     line = failed_at_start(out)
     assert line.startswith(f"cannot reach --host localhost:{server.port}: ") and line.endswith(
         "the server may serve TLS: give --tls-ca (its CA)"), line
+
+
+def test_a_distributed_run_over_tls_spawns_its_users_and_exits_0(server, secure):
+    """The master sends its options to each worker as msgpack, which holds no Path: with
+    --tls-ca the spawn failed (`can not serialize 'PosixPath' object`) and no user started."""
+    master_port = free_port()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "--worker",
+         "--master-host", "127.0.0.1", "--master-port", str(master_port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        code, out = locust(server, secure, "loadtests/locustfile.py", 4, "--master",
+                           "--master-bind-host", "127.0.0.1", "--master-bind-port",
+                           str(master_port), "--expect-workers", "1",
+                           "--expect-workers-max-wait", "30")
+        worker_out, _ = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert "Traceback" not in out and "failures=0" in out, out[-4000:]
+    assert code == 0, out[-4000:]
+    assert worker.returncode == 0, worker_out[-4000:]
