@@ -25,7 +25,7 @@ import gevent
 import grpc
 import grpc.experimental.gevent as grpc_gevent
 from locust import User, events
-from locust.exception import LocustError
+from locust.exception import LocustError, StopUser
 from locust.runners import WorkerRunner
 
 from clients.transport import Connection, add_arguments, check_target
@@ -152,7 +152,8 @@ def _why(err: grpc.RpcError, connection: Connection, target: str, host: str) -> 
 
 def stop_run(environment, reason: str) -> None:
     """End a run at its start: one error line, the run stopped at once, exit 1 (the quitting
-    listeners see `environment.setup_failed` and report nothing more)."""
+    listeners see `environment.setup_failed` and report nothing more; a user Locust spawns
+    before the stop makes no call: `LocustInterceptor`)."""
     if getattr(environment, "setup_failed", None):
         return  # stopped already, said why
     logger.error("FAILED at test start: %s", reason)
@@ -190,6 +191,8 @@ class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
         self.env, self.timeout = environment, timeout
 
     def intercept_unary_unary(self, continuation, call_details, request):
+        if getattr(self.env, "setup_failed", None):  # stopping at its start (`stop_run`): the
+            raise StopUser()  # users spawned meanwhile made 1-2 failed calls, an error report
         if call_details.timeout is None:
             call_details = call_details._replace(timeout=self.timeout)
         started = time.perf_counter()

@@ -55,6 +55,7 @@ def failed_at_start(out: str) -> str:
     lines = [line for line in out.splitlines() if "FAILED at test start:" in line]
     assert len(lines) == 1 and "Traceback" not in out, out[-4000:]
     assert "--run-time limit reached" not in out, out[-4000:]
+    assert "Error report" not in out, out[-4000:]  # no call of a user spawned before the stop
     return lines[0].split("FAILED at test start: ", 1)[1]
 
 
