@@ -35,7 +35,7 @@ from protos.tailor.v1 import diagnostics_pb2, diagnostics_pb2_grpc
 grpc_gevent.init_gevent()
 
 __all__ = ["GrpcUser", "add_transport_options", "channel", "is_worker", "probe", "stop_run",
-           "task_errors"]
+           "stopped_at_start", "task_errors"]
 
 logger = logging.getLogger("tailor.loadtests")
 
@@ -112,11 +112,13 @@ def _probe_at_start(environment, **_):
     opts = environment.parsed_options
     if opts is None or not hasattr(opts, "tls_ca") or not environment.host:
         return  # an Environment built in code, or no transport options
+    environment.probing = environment.host  # `stopped_at_start`, if the run ends meanwhile
     try:
         reason = probe(Connection.from_args(opts), locust_target(environment.host),
                        environment.host, min(opts.call_timeout, 10.0))
     except ValueError as err:  # a host typed in the web UI's form
         reason = str(err)
+    environment.probing = None  # not in a finally: the -t stop kills this greenlet mid-Ping
     if reason:
         stop_run(environment, reason)
 
@@ -159,6 +161,22 @@ def stop_run(environment, reason: str) -> None:
     logger.error("FAILED at test start: %s", reason)
     environment.setup_failed = reason
     gevent.spawn(environment.runner.quit)
+
+
+def stopped_at_start(environment) -> bool:
+    """True when the run ended at its start (the quitting listeners then judge nothing, exit 1):
+    `stop_run` said why, or `-t` ran out while the start's Ping still waited for an answer (a
+    server that accepts but does not answer: the run ended 'FAILED: p99 inf ms, 0 failures',
+    with no word of the Ping), which is said here."""
+    if getattr(environment, "probing", None):
+        logger.error("FAILED at test start: the start's Ping to --host %s had no answer before "
+                     "the run ended (-t); check that a Tailor server serves there, or give a "
+                     "longer -t", environment.probing)
+        environment.setup_failed = "no answer to the start's Ping"
+    if getattr(environment, "setup_failed", None):
+        environment.process_exit_code = 1
+        return True
+    return False
 
 
 def is_worker(environment) -> bool:

@@ -42,6 +42,7 @@ from loadtests.grpc_user import (
     is_worker,
     locust_target,
     stop_run,
+    stopped_at_start,
     task_errors,
 )
 from loadtests.options import check
@@ -212,8 +213,7 @@ def _on_start(environment, **_):
 
 @events.quitting.add_listener
 def _check_slos(environment, **_):
-    if getattr(environment, "setup_failed", None):
-        environment.process_exit_code = 1
+    if stopped_at_start(environment):  # saying why
         return
     if is_worker(environment):  # the master judges the run
         return

@@ -20,7 +20,13 @@ import random
 import grpc
 from locust import constant, events, task
 
-from loadtests.grpc_user import GrpcUser, add_transport_options, is_worker, task_errors
+from loadtests.grpc_user import (
+    GrpcUser,
+    add_transport_options,
+    is_worker,
+    stopped_at_start,
+    task_errors,
+)
 from loadtests.options import check
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
@@ -85,8 +91,7 @@ def _load_users(environment, **_):
 
 @events.quitting.add_listener
 def _check_p99(environment, **_):
-    if getattr(environment, "setup_failed", None):  # stopped at its start, saying why
-        environment.process_exit_code = 1
+    if stopped_at_start(environment):  # saying why
         return
     if is_worker(environment):  # the master judges the run
         return
