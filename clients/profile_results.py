@@ -100,6 +100,9 @@ class Suppression:
     timestamp: float
     kind: str
     """email or phone."""
+    marketing_only: bool = False
+    """It blocks marketing only: an unsubscribe kept past the user's erasure, which the
+    address's next marketing opt-in lifts (False: every message)."""
 
     @classmethod
     def from_pb(cls, msg: prof_pb.Suppression) -> Suppression:

@@ -32,6 +32,7 @@ from .campaigns import Campaigns
 from .catalog import Catalog
 from .config import Settings
 from .contact import ContactPolicy, Suppressions
+from .contact.keepout import KeepOut
 from .contact.prior import PriorSource
 from .contact.trunks import load as load_plans
 from .drift import DriftMonitor
@@ -187,7 +188,8 @@ class TailorServer:
                                             if s.impression_log else None)
         # The suppression list follows bounce and complaint events (a listener below) and
         # exports whether a user's addresses are listed; it is no eraser: it outlives the
-        # profiles whose addresses it holds (by keyed hash only).
+        # profiles whose addresses it holds (by keyed hash only). Its keep-out is one: an
+        # erasure lists the addresses whose marketing consent the user withdrew.
         self.suppressions = Suppressions(self.store, self.secrets["suppression"], self.profiles,
                                          s.limits)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
@@ -229,6 +231,9 @@ class TailorServer:
             self.profiles.add_exporter(domain)
         self.profiles.add_listener(self.suppressions)
         self.profiles.add_exporter(self.suppressions)
+        keep_out = KeepOut(self.suppressions, self.profiles)
+        self.profiles.add_eraser(keep_out)  # reads the meta record: before it goes
+        self.profiles.add_opt_in_watcher(keep_out)
         for index in (self.phones, self.emails):
             self.profiles.add_eraser(index)
             self.profiles.add_attribute_watcher(index)

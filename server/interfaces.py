@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AttributeWatcher", "BundleGate", "BundleSource", "ConsentWriter", "DecisionOwners",
            "EventListener",
-           "EventRecorder", "ImpressionSink", "ProfileMetas", "ProfileReader", "ProfileStates",
+           "EventRecorder", "ImpressionSink", "OptInWatcher", "ProfileMetas", "ProfileReader",
+           "ProfileStates",
            "Recommendations",
            "SuppressedAddresses", "UserEraser", "UserExporter", "VariantChooser"]
 
@@ -78,9 +79,10 @@ class SuppressedAddresses(Protocol):
         """Whether messages on `channel` go to an address the list may hold."""
 
     def suppressed_channels(self, meta: Mapping | None, channels: Sequence[str],
-                            txn=None) -> frozenset[str]:
+                            txn=None, purpose: str = "marketing") -> frozenset[str]:
         """The `channels` on which the user's address (from the profile meta record) is
-        suppressed (one read snapshot: `txn`, a `Store.read` the caller holds, or a new one)."""
+        suppressed for messages of `purpose` (an erasure's keep-out blocks marketing only;
+        one read snapshot: `txn`, a `Store.read` the caller holds, or a new one)."""
 
     def address_keys(self, meta: Mapping | None, channel: str) -> tuple[bytes, ...]:
         """The list's keys of the user's address for `channel` (() for none), for the
@@ -125,6 +127,15 @@ class UserEraser(Protocol):
     def erase_user(self, txn, user_id: str) -> int:
         """Runs inside the profile erasure's write transaction (`txn`, as `Store.write` gives
         it); returns the records removed."""
+
+
+class OptInWatcher(Protocol):
+    """Follows marketing opt-ins (SetConsent `opted_in=true`): the erasure's keep-out entries
+    of the suppression list they lift (`server.contact.keepout`)."""
+
+    def on_opt_in(self, txn, meta: Mapping, channel: str, timestamp: float) -> int:
+        """Runs inside the opt-in's write transaction (`txn`), after the change: `meta` is the
+        profile meta record as written; returns the records removed."""
 
 
 class AttributeWatcher(Protocol):

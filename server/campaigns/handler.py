@@ -24,6 +24,7 @@ from kernels.bandit_stats import campaign_stats, stats_view
 from .. import metrics
 from ..batching import AdaptiveBatcher, WriterProcess
 from ..contact import Contact, ContactPolicy, Verdict
+from ..contact.consent import MARKETING, TRANSACTIONAL
 from ..interfaces import ErasedUsers, ProfileStates, SuppressedAddresses
 from ..limits import DEFAULT_LIMITS, Limits
 from ..store import Store
@@ -266,6 +267,7 @@ class Campaigns:
         `reachable`, `addressed`: the channels the caller's message may go on, and whether it
         goes to the profile's addresses (`Contact.reachable`, `Contact.addressed`)."""
         sup, channels = self._suppressions, entry.channels
+        purpose = TRANSACTIONAL if entry.transactional else MARKETING  # a keep-out: marketing
         with self._store.read() as txn:
             read = self._profiles.states_and_meta(user_ids, entry.with_states or with_states, txn,
                                                   with_seen=with_seen, with_stored=True)
@@ -274,7 +276,7 @@ class Campaigns:
             erased = self._erased(user_ids, read, txn) if entry.reads_erasures else _NONE
             return [r[0] for r in read], [
                 Contact(u, r[1], r[0], histories[u] if histories else None, _NONE if sup is None
-                        else sup.suppressed_channels(r[1], channels, txn),
+                        else sup.suppressed_channels(r[1], channels, txn, purpose),
                         r[2] if with_seen else None, u in erased, reachable,
                         addressed, stamp_of(r[-1]))
                 for u, r in zip(user_ids, read)]

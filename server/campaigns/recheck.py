@@ -30,7 +30,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from ..contact.consent import MARKETING, NO_CONSENT, TRANSACTIONAL, consent_reason
-from ..contact.suppression import SUPPRESSED_ADDRESS
+from ..contact.suppression import SUPPRESSED_ADDRESS, listed_for
 from ..store import Store, keys
 
 __all__ = ["Recheck", "digest", "recheck_of"]
@@ -81,7 +81,7 @@ class Recheck:
                 if changed and need != "none" and consent_reason(
                         meta, channel, purpose, {channel: need}) is not None:
                     out[i][channel] = NO_CONSENT
-                elif found and any(self._listed.get(txn, k) is not None for k in found):
+                elif found and any(listed_for(self._listed.get(txn, k), purpose) for k in found):
                     out[i][channel] = SUPPRESSED_ADDRESS
         return out
 

@@ -1,8 +1,12 @@
 """The global suppression list: addresses never to contact, by keyed hash, with why and when.
 
 Record `suppression  <kid>␟<hmac hex>` (`keys.suppression_key`) -> JSON {kind, reason,
-timestamp}: no user id and no plaintext address, so erasing a profile leaves it (`UserEraser`s
-never see this table: the one record the law lets a sender keep to honour a "never again").
+timestamp[, purpose]}: no user id and no plaintext address, so erasing a profile leaves it
+(the one record the law lets a sender keep to honour a "never again"). `purpose` is written
+only by the erasure's keep-out (`contact.keepout`: "marketing", an unsubscribe kept past the
+profile, which blocks marketing only and which the address's next opt-in lifts); an entry
+without it (every entry a bounce, a complaint or AddSuppression writes, and all those stored
+before it existed) blocks every purpose.
 
 Three ways in: the RPCs (`add`, `remove`: idempotent, `check`), tracked bounce and complaint events
 (`on_events`, an `EventListener`: the address is the user's `email` / `phone` profile
@@ -29,10 +33,12 @@ from ..store import Store, keys, outbox
 from ..store.outbox import Batch
 from ..validation import check_known, check_time
 from .addresses import CHANNEL_KIND, EMAIL, KINDS, PHONE, SPELLING, AddressHasher, legacy_forms, normalize
+from .consent import MARKETING
 from .errors import NotAnAddress
 from .logging import logger
 
-__all__ = ["REASONS", "SUPPRESSING_EVENTS", "SUPPRESSED_ADDRESS", "Suppression", "Suppressions"]
+__all__ = ["REASONS", "SUPPRESSING_EVENTS", "SUPPRESSED_ADDRESS", "Suppression", "Suppressions",
+           "decode", "encode", "listed_for"]
 
 REASONS = ("bounce", "complaint", "manual", "unsubscribe")
 SUPPRESSED_ADDRESS = "suppressed_address"
@@ -51,6 +57,13 @@ class Suppression:
     kind: str
     reason: str
     timestamp: float
+    purpose: str = ""
+    """The one purpose it blocks ("marketing": the erasure's keep-out, `contact.keepout`);
+    "": every purpose."""
+
+    def blocks(self, purpose: str) -> bool:
+        """Whether it blocks a message of `purpose` (marketing or transactional)."""
+        return not self.purpose or self.purpose == (purpose or MARKETING)
 
 
 class Suppressions:
@@ -88,7 +101,7 @@ class Suppressions:
         """The entry's key under each key of the ring, signing key first."""
         return [keys.suppression_key(kid, digest) for kid, digest in self.hasher.digests(kind, address)]
 
-    def _lookup_keys(self, kind: str, written: str) -> list[bytes]:
+    def lookup_keys(self, kind: str, written: str) -> list[bytes]:
         """The keys an entry for the address `written` may be under: those of its normalized
         form, then, on a list that may hold entries of the older rules (`legacy`), those of
         each form it may have been listed under then (`addresses.legacy_forms`)."""
@@ -113,14 +126,14 @@ class Suppressions:
         ts = check_time("timestamp", timestamp, self.limits.latest_timestamp) or time.time()
         entry = Suppression(kind, reason, ts)
         key = self._keys(kind, self._normalize(kind, address))[0]
-        await asyncio.to_thread(self.store.put, "suppression", key, _encode(entry))
+        await asyncio.to_thread(self.store.put, "suppression", key, encode(entry))
         return entry
 
     async def remove(self, kind: str, address: str) -> tuple[bool, bool]:
         """Take `address` off the list (under every key of the ring): (whether this call took
         it off, whether it is off once done). The second is what a retry must read: a call
         whose answer was lost took it off, and its retry finds it not on (False, True)."""
-        found = self._lookup_keys(kind, address)
+        found = self.lookup_keys(kind, address)
         table = self._table
 
         def fn(txn):
@@ -129,13 +142,13 @@ class Suppressions:
         return await asyncio.to_thread(self.store.write, fn)
 
     async def check(self, kind: str, address: str) -> Suppression | None:
-        return self._find(self._lookup_keys(kind, address))
+        return self._find(self.lookup_keys(kind, address))
 
     def _keys_of_value(self, kind: str, value: str) -> tuple[bytes, ...]:
         """The keys of a profile attribute's address; () when it is no valid address (then
         there is nothing to suppress)."""
         try:
-            return tuple(self._lookup_keys(kind, value))
+            return tuple(self.lookup_keys(kind, value))
         except NotAnAddress:
             return ()
 
@@ -170,24 +183,26 @@ class Suppressions:
     def _normalize(self, kind: str, address: str) -> str:
         return normalize(kind, address, self.limits.address_chars, f"address.{kind}")
 
-    def _find(self, found: Sequence[bytes], txn=None) -> Suppression | None:
+    def _find(self, found: Sequence[bytes], txn=None, purpose: str = "") -> Suppression | None:
+        """The first entry under `found` (that blocks `purpose`, when given)."""
         if txn is None:
             with self.store.read() as txn:
-                return self._find(found, txn)
+                return self._find(found, txn, purpose)
         for key in found:
             raw = self._table.get(txn, key)
-            if raw is not None:
-                return _decode(raw)
+            if raw is not None and (entry := decode(raw)).blocks(purpose or entry.purpose):
+                return entry
         return None
 
     # -- the decision path -------------------------------------------------------------------
-    def reason(self, meta: Mapping | None, channel: str, txn=None) -> str | None:
+    def reason(self, meta: Mapping | None, channel: str, txn=None,
+               purpose: str = MARKETING) -> str | None:
         """"suppressed_address" when the user's address for `channel` (profile attribute
-        `email` for email, `phone` for sms) is on the list, else None (also for channels
-        without an address, and for attributes that are no valid address). `txn`: the
-        caller's read snapshot, if it has one."""
+        `email` for email, `phone` for sms) is listed for messages of `purpose`, else None
+        (also for channels without an address, and for attributes that are no valid address).
+        `txn`: the caller's read snapshot, if it has one."""
         found = self.address_keys(meta, channel)
-        return SUPPRESSED_ADDRESS if found and self._find(found, txn) else None
+        return SUPPRESSED_ADDRESS if found and self._find(found, txn, purpose) else None
 
     def address_keys(self, meta: Mapping | None, channel: str) -> tuple[bytes, ...]:
         """The list's keys of the user's address for `channel` (() for none)."""
@@ -199,20 +214,21 @@ class Suppressions:
         return channel in CHANNEL_KIND
 
     def suppressed_channels(self, meta: Mapping | None, channels: Sequence[str],
-                            txn=None) -> frozenset[str]:
-        """The `channels` whose address in `meta` is on the list (`SuppressedAddresses`), in
-        the caller's read snapshot `txn` or a new one (none when there is no address)."""
+                            txn=None, purpose: str = MARKETING) -> frozenset[str]:
+        """The `channels` whose address in `meta` is listed for messages of `purpose`
+        (`SuppressedAddresses`; a keep-out entry blocks marketing only), in the caller's read
+        snapshot `txn` or a new one (none when there is no address)."""
         found = [(c, ks) for c in channels if (ks := self.address_keys(meta, c))]
         if not found:
             return frozenset()  # no address to look up: no read
         if txn is None:
             with self.store.read() as txn:
-                return self.suppressed_channels(meta, channels, txn)
-        return frozenset(c for c, ks in found if self._find(ks, txn))
+                return self.suppressed_channels(meta, channels, txn, purpose)
+        return frozenset(c for c, ks in found if self._find(ks, txn, purpose))
 
     # -- the access export (UserExporter) ----------------------------------------------------
     def export_user(self, user_id: str) -> dict[str, object]:
-        """{"suppression": [{kind, reason, timestamp}]}: the user's own addresses (profile
+        """{"suppression": [{kind, reason, timestamp[, purpose]}]}: the user's own addresses (profile
         attributes `email`, `phone`) that are on the list; never the address itself (the
         profile section shows it) nor anything about other users' entries."""
         meta = self.profiles.metas([user_id])[0] if self.profiles is not None else None
@@ -221,13 +237,14 @@ class Suppressions:
         with self.store.read() as txn:
             for kind in KINDS:
                 try:
-                    found = self._lookup_keys(kind, attributes.get(kind) or "")
+                    found = self.lookup_keys(kind, attributes.get(kind) or "")
                 except NotAnAddress:
                     continue
                 entry = self._find(found, txn)
                 if entry is not None:
                     listed.append({"kind": entry.kind, "reason": entry.reason,
-                                   "timestamp": entry.timestamp})
+                                   "timestamp": entry.timestamp,
+                                   **({"purpose": entry.purpose} if entry.purpose else {})})
         return {"suppression": listed}
 
     # -- tracked events (EventListener) ------------------------------------------------------
@@ -262,7 +279,7 @@ class Suppressions:
                                user_ref(ev.user_id), kind)
                 continue
             items.append((key, (self._keys(kind, address)[0],
-                                _encode(Suppression(kind, reason, ev.timestamp)))))
+                                encode(Suppression(kind, reason, ev.timestamp)))))
         table, box = self._table, self.store.table("outbox")
 
         def fn(txn):
@@ -272,11 +289,22 @@ class Suppressions:
         self.store.write(fn)
 
 
-def _encode(entry: Suppression) -> bytes:
-    return json.dumps({"kind": entry.kind, "reason": entry.reason, "timestamp": entry.timestamp},
-                      sort_keys=True).encode()
+def encode(entry: Suppression) -> bytes:
+    """The stored value: `purpose` only when set, so an entry of every purpose is stored as
+    before it existed (a Tailor without it reads it the same)."""
+    d = {"kind": entry.kind, "reason": entry.reason, "timestamp": entry.timestamp}
+    if entry.purpose:
+        d["purpose"] = entry.purpose
+    return json.dumps(d, sort_keys=True).encode()
 
 
-def _decode(raw: bytes) -> Suppression:
+def decode(raw: bytes) -> Suppression:
+    """An entry as stored; one without `purpose` (every entry stored before it) blocks every
+    purpose."""
     d = json.loads(raw)
-    return Suppression(d["kind"], d["reason"], d["timestamp"])
+    return Suppression(d["kind"], d["reason"], d["timestamp"], d.get("purpose", ""))
+
+
+def listed_for(raw: bytes | None, purpose: str) -> bool:
+    """Whether the stored entry `raw` (None: none) blocks a message of `purpose`."""
+    return raw is not None and decode(raw).blocks(purpose)

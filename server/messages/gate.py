@@ -54,7 +54,7 @@ class SendGate:
             attribute = CHANNEL_KIND.get(channel)  # the list's kind is the profile attribute
             if attribute and self.suppressions is not None and \
                     self.suppressions.suppressed_channels({"attributes": {attribute: to}},
-                                                          [channel], txn):
+                                                          [channel], txn, purpose):
                 return SUPPRESSED_ADDRESS  # the address it goes to (the profile's may be newer)
         return None
 

@@ -31,7 +31,14 @@ from ..contact.consent import (
 )
 from ..contact.quiet_hours import TIMEZONE, local_zone_of, zone
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, failure_level
-from ..interfaces import AttributeWatcher, BundleSource, EventListener, UserEraser, UserExporter
+from ..interfaces import (
+    AttributeWatcher,
+    BundleSource,
+    EventListener,
+    OptInWatcher,
+    UserEraser,
+    UserExporter,
+)
 from ..security.userref import user_ref
 from ..store import Store, keys, outbox
 from ..validation import (
@@ -176,6 +183,7 @@ class Profiles:
         self._erasers: list[UserEraser] = []
         self._exporters: list[UserExporter] = []
         self._watchers: list[AttributeWatcher] = []
+        self._opt_in_watchers: list[OptInWatcher] = []
         self.tombstones = tombstones
         """Erased users (keyed hashes); None: erasure leaves no tombstone (bare test setups).
         The erasure writes them (`ProfileRepository.delete_user`'s `mark_erased`)."""
@@ -201,6 +209,10 @@ class Profiles:
     def add_attribute_watcher(self, watcher: AttributeWatcher) -> None:
         """`watcher.on_attributes` runs inside every UpsertAttributes' transaction."""
         self._watchers.append(watcher)
+
+    def add_opt_in_watcher(self, watcher: OptInWatcher) -> None:
+        """`watcher.on_opt_in` runs inside every marketing opt-in's transaction (SetConsent)."""
+        self._opt_in_watchers.append(watcher)
 
     def add_exporter(self, exporter: UserExporter) -> None:
         """`exporter.export_user` adds its sections to every access export."""
@@ -479,13 +491,22 @@ class Profiles:
         profile stored under it, checked in the write, as by `upsert_attributes`: none is made
         under such an id (INVALID_ARGUMENT). A source the server's STOP handling writes
         or a tracked unsubscribe event writes (`reserved_source`) is refused: a START would
-        reopen what it closed."""
+        reopen what it closed. A marketing opt-in tells the `OptInWatcher`s in the same
+        transaction (the erasure's keep-out it lifts: `contact.keepout`)."""
         _check_named(user_id, self.limits.id_bytes, existing or not opted_in)
         check_source("source", source)
         absent = None if existing else _if_absent(user_id, self.limits.id_bytes)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
+        after = None
+        if opted_in and (purpose or MARKETING) == MARKETING and self._opt_in_watchers:
+            written: list[dict] = []
+            change = functools.partial(_keeping, change, written)
+
+            def after(txn):
+                for watcher in self._opt_in_watchers:
+                    watcher.on_opt_in(txn, written[-1], channel, ts)
         await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change",
-                                existing=existing, absent=absent)
+                                existing=existing, absent=absent, after=after)
 
     async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
                            source: str, timestamp: float = 0.0, purpose: str = "",
@@ -906,6 +927,12 @@ def _added_rows(bundle, codes: list[int]) -> dict[int, int]:
     first = bundle.trained.n_items
     added = bundle.item_codes[first:]
     return {int(added[i]): first + int(i) for i in np.flatnonzero(np.isin(added, codes)).tolist()}
+
+
+def _keeping(change, written: list, meta: dict) -> None:
+    """`change(meta)`, then `meta` kept in `written` (what the write stored, for its `after`)."""
+    change(meta)
+    written.append(meta)
 
 
 def _wanted_parts(parts: Sequence[str]) -> frozenset[str]:

@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
+from ..contact.consent import MARKETING
 from ..contact.suppression import Suppression, Suppressions
 from ..errors import InvalidArgument, grpc_errors
 from ..messages.owned import masked_messages
@@ -99,7 +100,7 @@ class ProfileConverter:
         if entry is None:
             return pb.Suppression(suppressed=False)
         return pb.Suppression(suppressed=True, reason=entry.reason, timestamp=entry.timestamp,
-                              kind=entry.kind)
+                              kind=entry.kind, marketing_only=entry.purpose == MARKETING)
 
     @staticmethod
     def _features(f: dict, layout, category_names: dict[int, str],

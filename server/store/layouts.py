@@ -313,8 +313,11 @@ KINDS: tuple[RecordKind, ...] = (
                "keeps a binary that unpacks three elements away from them)",
                steps={1: same}),
     RecordKind("suppression", "suppression", 1, _any,
-               "JSON {kind, reason, timestamp} of an address on the suppression list, keyed by "
-               "its HMAC (contact.suppression)"),
+               "JSON {kind, reason, timestamp[, purpose]} of an address on the suppression "
+               "list, keyed by its HMAC (contact.suppression); `purpose` \"marketing\" only "
+               "in an erasure's keep-out (contact.keepout), absent: every purpose, so the "
+               "entries stored before it read as they did with no rewrite, and a Tailor "
+               "before it reads a keep-out as blocking every purpose (more, never less)"),
     RecordKind("suppression_spelling", "meta", 1, lambda k: k == K.SUPPRESSION_SPELLING,
                "ASCII integer: how the suppression list's entries were normalized before "
                "hashing: 1 = some as given (listed before the NFC, bracket and trunk-zero "

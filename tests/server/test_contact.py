@@ -606,7 +606,7 @@ async def test_an_address_listed_while_the_decision_waits_for_the_writer_suppres
         user_id="ann", attributes={"email": "Ann@Example.org"}))
     sup = tailor_server.suppressions
     pending = tailor_server.campaigns.decide("c1", "ann", {})
-    key = sup._lookup_keys("email", "ann@example.org")[0]  # as AddSuppression lists it
+    key = sup.lookup_keys("email", "ann@example.org")[0]  # as AddSuppression lists it
     sup.store.put("suppression", key, b'{"kind": "email", "reason": "bounce", "timestamp": 1}')
     d = await pending.logged()
     assert (d.suppressed, d.reason, d.variant_id) == (True, "suppressed_address", "")

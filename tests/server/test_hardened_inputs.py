@@ -388,6 +388,10 @@ def tiny_store(settings):
 
 async def test_delete_profile_works_when_the_store_is_full(tiny_store, own_channel):
     profiles = ppb_grpc.ProfileServiceStub(own_channel)
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="full0", attributes={"email": "full0@example.org"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="full0", channel="email",
+                                                    opted_in=False, source="test"))
     now, n, size = time.time(), 0, 100
     for batch in range(2000):  # fill until not even one event fits
         events = [ppb.Event(event_id=f"f{batch}-{i}", user_id=f"full{i % 20}", type="view",
@@ -409,6 +413,9 @@ async def test_delete_profile_works_when_the_store_is_full(tiny_store, own_chann
         assert reply.records_deleted > 0
         code, _ = await _code(profiles.GetProfile(ppb.GetProfileRequest(user_id=user)))
         assert code == grpc.StatusCode.NOT_FOUND
+    # full0's unsubscribe is kept past the erasure, in its transaction (contact.keepout)
+    kept = await profiles.CheckSuppression(ppb.SuppressionAddress(email="full0@example.org"))
+    assert (kept.suppressed, kept.reason, kept.marketing_only) == (True, "unsubscribe", True)
     # What erasure freed serves ordinary writes again.
     reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
         event_id="after", user_id="later", type="view", item_id="i1", timestamp=now)]))

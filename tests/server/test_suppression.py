@@ -269,7 +269,7 @@ async def test_a_number_listed_before_the_zero_followed_the_plans_is_still_found
                 assert (await stub.CheckSuppression(phone(spelling))).suppressed, spelling
             meta = {"attributes": {"phone": "+39 (0)6 1234 5678"}}
             assert server.suppressions.reason(meta, "sms") == "suppressed_address"
-            assert server.suppressions._lookup_keys("phone", "+44 (0)20 7946 0000") == \
+            assert server.suppressions.lookup_keys("phone", "+44 (0)20 7946 0000") == \
                 server.suppressions._keys("phone", "+442079460000")
             # a mobile's entry is not a fixed line's whose 0 it lacks: both are numbers
             assert (await stub.CheckSuppression(phone("+39 (0)345 678 9012"))).suppressed
@@ -296,7 +296,7 @@ async def test_a_mobile_listed_with_a_zero_it_does_not_have_is_still_found(tailo
             stub = pb_grpc.ProfileServiceStub(channel)
             for spelling in ("+393456789012", "+39 (0)345 678 9012", "+39 0345 678 9012"):
                 assert (await stub.CheckSuppression(phone(spelling))).suppressed, spelling
-            assert server.suppressions._lookup_keys("phone", "+44 (0)20 7946 0000") == \
+            assert server.suppressions.lookup_keys("phone", "+44 (0)20 7946 0000") == \
                 server.suppressions._keys("phone", "+442079460000")
     finally:
         await server.stop(grace=0.1)

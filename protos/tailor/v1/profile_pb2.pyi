@@ -316,16 +316,18 @@ class AddSuppressionRequest(_message.Message):
     def __init__(self, address: _Optional[_Union[SuppressionAddress, _Mapping]] = ..., reason: _Optional[str] = ..., timestamp: _Optional[float] = ...) -> None: ...
 
 class Suppression(_message.Message):
-    __slots__ = ("suppressed", "reason", "timestamp", "kind")
+    __slots__ = ("suppressed", "reason", "timestamp", "kind", "marketing_only")
     SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    MARKETING_ONLY_FIELD_NUMBER: _ClassVar[int]
     suppressed: bool
     reason: str
     timestamp: float
     kind: str
-    def __init__(self, suppressed: _Optional[bool] = ..., reason: _Optional[str] = ..., timestamp: _Optional[float] = ..., kind: _Optional[str] = ...) -> None: ...
+    marketing_only: bool
+    def __init__(self, suppressed: _Optional[bool] = ..., reason: _Optional[str] = ..., timestamp: _Optional[float] = ..., kind: _Optional[str] = ..., marketing_only: _Optional[bool] = ...) -> None: ...
 
 class RemoveSuppressionResponse(_message.Message):
     __slots__ = ("removed", "unsuppressed")

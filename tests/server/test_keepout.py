@@ -1,0 +1,143 @@
+"""An unsubscribe outlives the erasure (`server.contact.keepout`), through one real server whose
+email and sms consent default is `opt_out`: the erasure lists the address of a user who
+withdrew marketing consent, marketing-only, so a profile coming back at the address (same id
+or another one) gets no marketing but still its transactional messages, until an opt-in of a
+profile holding the address lifts it. Each test uses its own users and addresses."""
+import pytest
+import pytest_asyncio
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+
+
+@pytest_asyncio.fixture(scope="module")
+async def stubs(tmp_path_factory):
+    """(profile stub, campaign stub, server) of one server, with a marketing campaign and a
+    transactional one on email ("m-email", "t-email") and on sms ("m-sms", "t-sms")."""
+    from server.config import Settings
+    from tests.conftest import serving
+    tmp = tmp_path_factory.mktemp("keepout")
+    settings = Settings(port=0, data_dir=tmp / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp / "secrets",
+                        consent_defaults={"email": "opt_out", "sms": "opt_out"})
+    async with serving(settings) as (server, ch):
+        campaigns = cpb_grpc.CampaignServiceStub(ch)
+        for purpose in ("marketing", "transactional"):
+            for channel in ("email", "sms"):
+                await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+                    campaign_id=f"{purpose[0]}-{channel}", channel=channel, purpose=purpose,
+                    policy="bernoulli_ts", variants=[cpb.Variant(id="a"), cpb.Variant(id="b")],
+                    reward_window_seconds=3600)))
+        yield pb_grpc.ProfileServiceStub(ch), campaigns, server
+
+
+async def verdicts(campaigns, user: str, channel: str = "email") -> tuple[tuple, tuple]:
+    """(suppressed, reason) of a marketing and of a transactional ChooseVariant on `channel`."""
+    out = []
+    for purpose in "mt":
+        d = await campaigns.ChooseVariant(cpb.ChooseVariantRequest(
+            campaign_id=f"{purpose}-{channel}", user_id=user))
+        out.append((d.suppressed, d.reason))
+    return tuple(out)
+
+
+async def upsert(profiles, user: str, **attributes) -> None:
+    await profiles.UpsertAttributes(pb.UpsertAttributesRequest(user_id=user, attributes=attributes))
+
+
+async def consent(profiles, user: str, channel: str, opted_in: bool) -> None:
+    await profiles.SetConsent(pb.SetConsentRequest(user_id=user, channel=channel,
+                                                   opted_in=opted_in, source="test"))
+
+
+async def erase(profiles, user: str) -> None:
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
+
+
+ALLOWED, KEPT_OUT = (False, ""), (True, "suppressed_address")
+
+
+@pytest.mark.parametrize("again", ["same id", "new id"])
+async def test_an_unsubscribe_outlives_the_erasure_for_marketing_until_an_opt_in(stubs, again):
+    """Before: the erasure took the withdrawal with the profile, and the profile upserted
+    again at the address was mailed marketing (opt_out takes a user without consent)."""
+    profiles, campaigns, _ = stubs
+    mail = f"leaver.{again[0]}@example.org"
+    await upsert(profiles, f"leaver-{again}", email=mail)
+    await consent(profiles, f"leaver-{again}", "email", False)
+    await erase(profiles, f"leaver-{again}")
+    listed = await profiles.CheckSuppression(pb.SuppressionAddress(email=mail.upper()))
+    assert (listed.suppressed, listed.reason, listed.kind, listed.marketing_only) == \
+        (True, "unsubscribe", "email", True)
+
+    user = f"leaver-{again}" if again == "same id" else f"returner-{again}"
+    await upsert(profiles, user, email=f" {mail.upper()} ")  # a CRM sync, spelled its way
+    assert await verdicts(campaigns, user) == (KEPT_OUT, ALLOWED)  # a password reset goes
+
+    await consent(profiles, user, "email", True)  # the user subscribes again
+    assert await verdicts(campaigns, user) == (ALLOWED, ALLOWED)
+    assert not (await profiles.CheckSuppression(pb.SuppressionAddress(email=mail))).suppressed
+
+
+async def test_a_stop_outlives_the_erasure_on_sms_and_an_opt_in_elsewhere_lifts_nothing(stubs):
+    profiles, campaigns, _ = stubs
+    await upsert(profiles, "texter", phone="+447700900111", email="texter@example.org")
+    await consent(profiles, "texter", "sms", False)
+    await erase(profiles, "texter")
+    await upsert(profiles, "texter", phone="+44 7700 900111", email="texter@example.org")
+    assert await verdicts(campaigns, "texter", "sms") == (KEPT_OUT, ALLOWED)
+    assert await verdicts(campaigns, "texter", "email") == (ALLOWED, ALLOWED)  # never withdrawn
+    await consent(profiles, "texter", "email", True)  # another channel's opt-in
+    await upsert(profiles, "other", email="o@example.org")
+    await consent(profiles, "other", "sms", True)  # a profile without the number
+    assert await verdicts(campaigns, "texter", "sms") == (KEPT_OUT, ALLOWED)
+    removed = await profiles.RemoveSuppression(pb.SuppressionAddress(phone="+447700900111"))
+    assert removed.removed  # the operator may take it off as any other entry
+    assert await verdicts(campaigns, "texter", "sms") == (ALLOWED, ALLOWED)
+
+
+async def test_a_user_who_never_withdrew_is_not_listed_at_erasure(stubs):
+    profiles, campaigns, _ = stubs
+    await upsert(profiles, "stayer", email="stayer@example.org", phone="+447700900222")
+    await upsert(profiles, "joiner", email="joiner@example.org")
+    await consent(profiles, "joiner", "email", True)
+    for user in ("stayer", "joiner"):
+        await erase(profiles, user)
+    for address in (pb.SuppressionAddress(email="stayer@example.org"),
+                    pb.SuppressionAddress(phone="+447700900222"),
+                    pb.SuppressionAddress(email="joiner@example.org")):
+        assert not (await profiles.CheckSuppression(address)).suppressed, address
+    await upsert(profiles, "stayer", email="stayer@example.org")
+    assert await verdicts(campaigns, "stayer") == (ALLOWED, ALLOWED)
+
+
+async def test_a_bounce_listed_before_stays_an_entry_of_every_purpose(stubs):
+    """The erasure of a user who unsubscribed leaves an address listed for every purpose (a
+    bounce) as it is, and their opt-in after coming back lifts nothing of it."""
+    profiles, campaigns, _ = stubs
+    mail = "bounced@example.org"
+    await profiles.AddSuppression(pb.AddSuppressionRequest(
+        address=pb.SuppressionAddress(email=mail), reason="bounce"))
+    await upsert(profiles, "bouncer", email=mail)
+    await consent(profiles, "bouncer", "email", False)
+    await erase(profiles, "bouncer")
+    await upsert(profiles, "bouncer", email=mail)
+    await consent(profiles, "bouncer", "email", True)
+    listed = await profiles.CheckSuppression(pb.SuppressionAddress(email=mail))
+    assert (listed.suppressed, listed.reason, listed.marketing_only) == (True, "bounce", False)
+    assert await verdicts(campaigns, "bouncer") == (KEPT_OUT, KEPT_OUT)
+
+
+async def test_the_access_export_names_the_entry_marketing_only(stubs):
+    profiles, _, server = stubs
+    await upsert(profiles, "exported", email="exported@example.org")
+    await consent(profiles, "exported", "email", False)
+    await erase(profiles, "exported")
+    await upsert(profiles, "exported", email="exported@example.org")
+    assert server.suppressions.export_user("exported")["suppression"] == [
+        {"kind": "email", "reason": "unsubscribe", "purpose": "marketing",
+         "timestamp": pytest.approx(
+             (await profiles.CheckSuppression(pb.SuppressionAddress(
+                 email="exported@example.org"))).timestamp)}]
