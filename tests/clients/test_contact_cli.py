@@ -42,3 +42,15 @@ def test_the_client_refuses_two_addresses_in_one_suppression_call():
     for call in (client.add_suppression, client.remove_suppression, client.check_suppression):
         with pytest.raises(ValueError, match="email or phone, not both"):
             call(email="ann@example.org", phone="+447700900123")
+
+
+def test_suppression_check_shows_an_unsubscribe_kept_past_the_erasure(server_process, tmp_path):
+    """The erasure of a user who unsubscribed lists their address marketing-only
+    (`server.contact.keepout`): `suppression check` says why and that it is marketing only."""
+    server = server_process(tmp_path / "data")
+    cli(server, "attributes", "--user", "u3", "--set", "email=Leaver@Example.org")
+    cli(server, "consent", "--user", "u3", "--channel", "email", "--state", "out")
+    cli(server, "delete", "--user", "u3")
+    found = json.loads(cli(server, "suppression", "check", "--email", "leaver@example.org").stdout)
+    assert (found["suppressed"], found["reason"], found["marketing_only"]) == \
+        (True, "unsubscribe", True)
