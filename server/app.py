@@ -31,8 +31,7 @@ from .background import Background
 from .campaigns import Campaigns
 from .catalog import Catalog
 from .config import Settings
-from .contact import ContactPolicy, Suppressions
-from .contact.keepout import KeepOut
+from .contact import ContactPolicy, KeepOut, Suppressions
 from .contact.prior import PriorSource
 from .contact.trunks import load as load_plans
 from .drift import DriftMonitor

@@ -15,18 +15,20 @@ from ..lazy import exports
 if TYPE_CHECKING:
     from .caps import CONTACT_CHANNELS, ContactHistory, FrequencyCap
     from .consent import PURPOSES, consent_reason
+    from .keepout import KeepOut
     from .policy import Contact, ContactPolicy, Verdict, channels_of
     from .quiet_hours import QuietHours, SendWindow
     from .suppression import Suppressions
 
 __all__ = ["Contact", "ContactPolicy", "Verdict", "channels_of", "FrequencyCap", "ContactHistory",
            "QuietHours", "SendWindow", "consent_reason", "PURPOSES", "CONTACT_CHANNELS",
-           "Suppressions"]
+           "Suppressions", "KeepOut"]
 
 __getattr__ = exports(
     __name__,
     caps=("CONTACT_CHANNELS", "ContactHistory", "FrequencyCap"),
     consent=("PURPOSES", "consent_reason"),
+    keepout=("KeepOut",),
     policy=("Contact", "ContactPolicy", "Verdict", "channels_of"),
     quiet_hours=("QuietHours", "SendWindow"),
     suppression=("Suppressions",),
