@@ -141,7 +141,8 @@ class BundlePusher:
         """Refuse a bundle that shares no item id with the one serving: trained on another
         catalog (the demo world's, another shop's, ids of another scheme), it would answer every
         user with items their tracked events never name. A deliberate change of catalog goes in
-        two steps: ``--stage-only``, then a rollback to the staged version by name."""
+        two steps: ``--stage-only``, then a rollback to the staged version by name, which the
+        message names (a first push of one's own bundle onto the demo bundle meets this)."""
         active = self.registry.active
         if active is None or any(iid in active.item_row for iid in bundle.item_row):
             return
@@ -149,8 +150,9 @@ class BundlePusher:
             "items.npz", f"none of its {bundle.n_items} item ids is in the catalog of the "
             f"serving bundle {active.version!r} ({active.n_items} items; e.g. "
             f"{next(iter(bundle.item_row))!r} pushed, {next(iter(active.item_row))!r} served): "
-            "a bundle trained on another catalog? To serve it anyway, push it with "
-            "--stage-only, then roll back to its version by name")
+            "a bundle trained on another catalog? To change catalogs on purpose (as from the "
+            "demo bundle to your own), push it again with --stage-only, then `python -m clients "
+            f"rollback --version {bundle.version}`")
 
     async def _started(self, bundle: Bundle, stage_only: bool, canary: float):
         """Serve the published `bundle`: as a canary (its split), else to all (None), unless

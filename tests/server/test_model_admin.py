@@ -348,6 +348,10 @@ async def test_a_bundle_of_another_catalog_is_refused_unless_staged_and_rolled_b
         await asyncio.to_thread(client.push_bundle, other)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "none of its" in str(err.value) and demo_manifest["version"] in str(err.value)
+    # the way through names the pushed version: a first push of your own bundle onto a server
+    # serving the demo bundle (`make serve`) is refused too, and its version is on no screen
+    assert "--stage-only" in str(err.value)
+    assert "python -m clients rollback --version another-catalog" in str(err.value)
     status = await asyncio.to_thread(client.model_status)
     assert status.active.version == demo_manifest["version"]
     assert "another-catalog" not in status.available_versions
