@@ -239,9 +239,11 @@ class TailorClient:
     # -- model admin ---------------------------------------------------------------------
     def push_bundle(self, bundle_dir: str | Path, *, stage_only: bool = False,
                     timeout: float = 600.0, on_chunk: Callable[[int], object] | None = None,
-                    canary_percent: float = 0.0) -> ModelStatus:
+                    canary_percent: float = 0.0, new_catalog: bool = False) -> ModelStatus:
         """Upload a bundle directory; the server validates it and (unless stage_only) serves it,
         to `canary_percent` of users as a canary when that is given (0 < p < 100).
+        `new_catalog`: serve it though it shares no item id with the serving bundle (else
+        refused: a bundle trained on another catalog).
         `on_chunk(n)` is called with the size of each chunk sent (a progress bar's `update`)."""
         files = bundle_files(bundle_dir)
 
@@ -256,7 +258,8 @@ class TailorClient:
                             break
                         yield admin_pb.BundleChunk(stage_only=stage_only and first, path=path.name,
                                                    offset=offset, data=data,
-                                                   canary_percent=canary_percent if first else 0.0)
+                                                   canary_percent=canary_percent if first else 0.0,
+                                                   new_catalog=new_catalog and first)
                         if on_chunk is not None:
                             on_chunk(len(data))
                         first = False

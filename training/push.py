@@ -29,6 +29,10 @@ def add_parser(subparsers) -> None:
                    help="validate and store, keep serving the current one")
     p.add_argument("--canary", type=canary_percent, default=None, metavar="PERCENT",
                    help="serve it to this percentage of users as a canary, 0.01..99.99")
+    p.add_argument("--new-catalog", action="store_true",
+                   help="serve it (or its canary) though it shares no item id with the serving "
+                        "bundle: a deliberate change of catalog, as from the demo bundle to your "
+                        "own (without it such a push is refused)")
     p.add_argument("--timeout", type=timeout_seconds, default=900.0, help="seconds for upload + validation")
     p.set_defaults(func=run)
 
@@ -46,7 +50,8 @@ def run(args) -> int:
             with progress(desc="push", total=size, unit="B", unit_scale=True) as bar:
                 status = client.push_bundle(args.bundle, stage_only=args.stage_only,
                                             timeout=args.timeout, on_chunk=bar.update,
-                                            canary_percent=args.canary or 0.0)
+                                            canary_percent=args.canary or 0.0,
+                                            new_catalog=args.new_catalog)
         except TailorError as err:
             print(f"push refused: {err}", file=sys.stderr)
             return 1

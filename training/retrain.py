@@ -171,6 +171,8 @@ def run(args) -> int:
     bundle = write_bundle(train(inter, catalog, config, imps), args.work_dir / "bundles")
     print(f"not worse (NDCG@10 {cand:.4f} vs {served:.4f}): pushing {bundle.name} as a "
           f"{args.canary:g}% canary")
-    push_args = argparse.Namespace(**{**vars(args), "bundle": bundle, "stage_only": False})
+    # never --new-catalog: a candidate of another catalog than the serving bundle's is refused
+    push_args = argparse.Namespace(**{**vars(args), "bundle": bundle, "stage_only": False,
+                                      "new_catalog": False})
     from training import push
     return push.run(push_args)

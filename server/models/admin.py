@@ -24,14 +24,16 @@ MIN_CANARY_PERCENT = 0.01
 
 @dataclass(frozen=True, slots=True)
 class BundleChunk:
-    """Bytes of one bundle file at `offset`; `stage_only` and `canary_percent` (0: none) count
-    in the first chunk only."""
+    """Bytes of one bundle file at `offset`; `stage_only`, `canary_percent` (0: none) and
+    `new_catalog` (it may share no item id with the serving bundle) count in the first chunk
+    only."""
 
     path: str
     offset: int
     data: bytes
     stage_only: bool = False
     canary_percent: float = 0.0
+    new_catalog: bool = False
 
 
 async def _off_loop(fn, *args):
@@ -122,17 +124,18 @@ class BundlePusher:
                       ) -> tuple[Bundle, bool, float]:
         """(the bundle received into `staging`, loaded, checked and published; stage only;
         canary share). The disk's work runs in threads (`_off_loop`)."""
-        stage_only, canary = None, 0.0
+        stage_only, canary, new_catalog = None, 0.0, False
         async for chunk in chunks:
             if stage_only is None:
                 stage_only, canary = chunk.stage_only, self._canary_share(chunk)
+                new_catalog = chunk.new_catalog
             await _off_loop(staging.write, chunk.path, chunk.offset, chunk.data)
         if stage_only is None:
             raise InvalidArgument("chunks", "the stream carried no bundle file")
         manifest = staging.manifest()  # a bad manifest is refused before anything is loaded
         await _off_loop(staging.check_decoded, manifest)
         bundle = await _off_loop(self.registry.load, staging.dir, self.compute_threads)
-        if not stage_only:
+        if not stage_only and not new_catalog:
             await _off_loop(self._check_catalog, bundle)
         bundle.path = await _off_loop(staging.publish)
         return bundle, stage_only, canary
@@ -140,9 +143,10 @@ class BundlePusher:
     def _check_catalog(self, bundle: Bundle) -> None:
         """Refuse a bundle that shares no item id with the one serving: trained on another
         catalog (the demo world's, another shop's, ids of another scheme), it would answer every
-        user with items their tracked events never name. A deliberate change of catalog goes in
-        two steps: ``--stage-only``, then a rollback to the staged version by name, which the
-        message names (a first push of one's own bundle onto the demo bundle meets this)."""
+        user with items their tracked events never name. A deliberate change of catalog (a first
+        push of one's own bundle onto the demo bundle meets this) says so by name
+        (``new_catalog``, ``--new-catalog``), or goes in two steps: ``--stage-only``, then a
+        rollback to the staged version by name; the message names both."""
         active = self.registry.active
         if active is None or any(iid in active.item_row for iid in bundle.item_row):
             return
@@ -151,8 +155,9 @@ class BundlePusher:
             f"serving bundle {active.version!r} ({active.n_items} items; e.g. "
             f"{next(iter(bundle.item_row))!r} pushed, {next(iter(active.item_row))!r} served): "
             "a bundle trained on another catalog? To change catalogs on purpose (as from the "
-            "demo bundle to your own), push it again with --stage-only, then `python -m clients "
-            f"rollback --version {bundle.version}`")
+            "demo bundle to your own), push it again with --new-catalog (with or without "
+            "--canary), or with --stage-only, then `python -m clients rollback --version "
+            f"{bundle.version}`")
 
     async def _started(self, bundle: Bundle, stage_only: bool, canary: float):
         """Serve the published `bundle`: as a canary (its split), else to all (None), unless

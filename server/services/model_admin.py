@@ -32,7 +32,8 @@ def _trained(bundle: Bundle) -> int:
 class ModelAdminConverter:
     @staticmethod
     def to_chunk(msg: pb.BundleChunk) -> BundleChunk:
-        return BundleChunk(msg.path, msg.offset, msg.data, msg.stage_only, msg.canary_percent)
+        return BundleChunk(msg.path, msg.offset, msg.data, msg.stage_only, msg.canary_percent,
+                           msg.new_catalog)
 
     @staticmethod
     def from_bundle(bundle: Bundle | None, candidates: Callable[[Bundle], int]) -> pb.LoadedBundle:

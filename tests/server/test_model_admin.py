@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from clients import TailorClient, TailorError
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
-from tests.conftest import held_amend, loop_gaps
+from tests.conftest import held_amend, loop_gaps, run_module
 
 
 @pytest.fixture
@@ -350,7 +350,7 @@ async def test_a_bundle_of_another_catalog_is_refused_unless_staged_and_rolled_b
     assert "none of its" in str(err.value) and demo_manifest["version"] in str(err.value)
     # the way through names the pushed version: a first push of your own bundle onto a server
     # serving the demo bundle (`make serve`) is refused too, and its version is on no screen
-    assert "--stage-only" in str(err.value)
+    assert "--stage-only" in str(err.value) and "--new-catalog" in str(err.value)
     assert "python -m clients rollback --version another-catalog" in str(err.value)
     status = await asyncio.to_thread(client.model_status)
     assert status.active.version == demo_manifest["version"]
@@ -358,6 +358,29 @@ async def test_a_bundle_of_another_catalog_is_refused_unless_staged_and_rolled_b
     await asyncio.to_thread(client.push_bundle, other, stage_only=True)
     status = await asyncio.to_thread(client.rollback, "another-catalog")
     assert status.active.version == "another-catalog"
+
+
+async def test_a_change_of_catalog_asked_for_by_name_starts_a_canary_or_serves(
+        client, tailor_server, copy_bundle, demo_bundle, demo_manifest):
+    """`new_catalog` (`training push --new-catalog`) is a change of catalog in one push, and
+    one the canary's guardrails can watch: the two-step path swaps it in for everyone."""
+    other = copy_bundle(demo_bundle)
+    manifest = json.loads(json.dumps(demo_manifest))
+    _rewrite_npz(other, "items.npz", manifest, _another_catalog)
+    _rewrite_manifest(other, files=manifest["files"], version="another-catalog")
+    status = await asyncio.to_thread(client.push_bundle, other, canary_percent=10,
+                                     new_catalog=True)
+    assert status.canary.version == "another-catalog"
+    assert status.active.version == demo_manifest["version"]
+    await asyncio.to_thread(client.abort_canary, "another-catalog")
+    _rewrite_manifest(other, version="another-catalog-b")
+    pushed = await asyncio.to_thread(
+        run_module, "training", "push", str(other), "--new-catalog",
+        "--server", f"127.0.0.1:{tailor_server.port}", timeout=120)
+    assert json.loads(pushed.stdout)["active"]["version"] == "another-catalog-b"
+    recs = await asyncio.to_thread(client.recommend, "1", 3)
+    assert recs.model_version == "another-catalog-b"
+    assert all(item.item_id.startswith("other-") for item in recs.items)
 
 
 @pytest.mark.parametrize("types", ["view,click,add_to_cart,purchase", 5, ["view", "view"],

@@ -7,18 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BundleChunk(_message.Message):
-    __slots__ = ("stage_only", "path", "offset", "data", "canary_percent")
+    __slots__ = ("stage_only", "path", "offset", "data", "canary_percent", "new_catalog")
     STAGE_ONLY_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    NEW_CATALOG_FIELD_NUMBER: _ClassVar[int]
     stage_only: bool
     path: str
     offset: int
     data: bytes
     canary_percent: float
-    def __init__(self, stage_only: _Optional[bool] = ..., path: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., canary_percent: _Optional[float] = ...) -> None: ...
+    new_catalog: bool
+    def __init__(self, stage_only: _Optional[bool] = ..., path: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., canary_percent: _Optional[float] = ..., new_catalog: _Optional[bool] = ...) -> None: ...
 
 class GetModelStatusRequest(_message.Message):
     __slots__ = ()
