@@ -30,7 +30,8 @@ undercounts a campaign whose last variants were never chosen in the log (then gi
 Support: the logs value only the arms their policy could take. A round logged with propensity
 1 (ucb1, egreedy at epsilon 0) had every other arm at 0, and the candidate's probability of
 those arms counts as reward 0 in every estimator; the report gives that share of its choices
-(`unsupported_share`) and the table a warning when it is above 0.
+(`unsupported_share`) and the table a warning when it is above 0. A candidate that never takes
+the logged arm of any round (no overlap) is refused: nothing in the logs values it.
 
 Candidate policies: a `kernels.bandits` policy replayed in time order over the logs (at each
 round its action distribution is computed, then it learns from the logged action and reward,
@@ -493,11 +494,23 @@ def _report(args: argparse.Namespace) -> dict:
         params = dict(_parse_param(kv) for kv in args.param)
         dist = replay_policy(log, args.policy, args.seed, args.n_mc, **params)
         report["candidate"] = {"policy": args.policy, "params": params}
+    _check_overlap(log, dist)
     report["estimates"] = estimate(log, dist, args.estimators.split(","), ci=args.ci,
                                    n_boot=args.n_boot, reward_model=args.reward_model,
                                    folds=args.folds, seed=args.seed, groups=log.groups)
     report["unsupported_share"] = unsupported_share(log, dist)
     return report
+
+
+def _check_overlap(log: LoggedBandit, action_dist: np.ndarray) -> None:
+    """Refuse a candidate that gives probability 0 to the logged arm of every round: the logs
+    say nothing of its value (IPS read 0 with a zero-width interval, SNIPS 0/0, DR only its
+    reward model's guess)."""
+    if not action_dist[np.arange(len(log)), log.action].sum() > 0:
+        taken = ", ".join(str(a) for a in np.unique(log.action))
+        raise ValueError(f"no overlap: on none of the {len(log)} logged rounds does the "
+                         f"candidate take the logged arm (arms {taken}): the logs cannot "
+                         "value it; evaluate it on logs of a policy that tried its arms")
 
 
 def unsupported_share(log: LoggedBandit, action_dist: np.ndarray) -> float:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -275,19 +276,27 @@ def test_snips_is_null_not_nan_or_certain_when_the_candidate_never_takes_a_logge
         tmp_path, capsys):
     # logs: always arm 1; target: always arm 0. Every weight is 0: IPS is 0 (exactly, with a
     # zero-width interval), SNIPS is 0/0, undefined. It printed NaN, invalid JSON, and with the
-    # bootstrap the interval [0, 0].
+    # bootstrap the interval [0, 0]. The CLI now refuses such a candidate (no overlap:
+    # test_a_candidate_without_overlap_with_the_logs_is_refused); `estimate` still answers it,
+    # and its report's JSON carries null for SNIPS
     logs, target = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     recs = _decisions(40, 9)
     ope.write_decision_log(str(logs), [dict(r, arm=1, propensity=0.5) for r in recs])
     ope.write_decision_log(str(target), [dict(r, arm=0) for r in recs])
+    log, tgt = ope.read_decision_log(str(logs)), ope.read_decision_log(str(target))
+    log = dataclasses.replace(log, n_actions=2)
+    dist = ope.empirical_policy(tgt, 2, 1)[log.position]
     for ci in ("normal", "bootstrap"):
-        assert ope.main(["--logs", str(logs), "--target", str(target), "--json", "--ci", ci,
-                         "--n-boot", "100", "--reward-model", "table"]) == 0
-        out = capsys.readouterr().out
+        est = ope.estimate(log, dist, ci=ci, n_boot=100, reward_model="table",
+                           groups=log.groups)
+        out = json.dumps(ope._json_safe({"estimates": est}))
         report = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
         assert report["estimates"]["snips"] == {"value": None, "ci_low": None, "ci_high": None,
                                                 "stderr": None}
         assert report["estimates"]["ips"]["value"] == 0.0
+        assert ope.main(["--logs", str(logs), "--target", str(target), "--json", "--ci", ci,
+                         "--n-boot", "100", "--reward-model", "table"]) == 2
+        assert "no overlap" in capsys.readouterr().err
 
 
 def test_a_log_of_several_campaigns_is_refused_unless_one_is_picked(tmp_path, capsys):
@@ -525,3 +534,21 @@ def test_a_candidate_choosing_arms_a_deterministic_logger_never_took_is_flagged(
     assert json.loads(capsys.readouterr().out)["unsupported_share"] == 0.0
     assert ope.main(["--logs", str(path), "--policy", "fixed"]) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+def test_a_candidate_without_overlap_with_the_logs_is_refused(tmp_path, capsys):
+    """A target that only ever takes arm 2, on logs of arms 0 and 1: no logged round says
+    anything of its value. It printed IPS 0.000000 [0, 0] (certain), SNIPS nan and DR the
+    reward model's guess, exit 0; it is refused, naming the rounds and the arms."""
+    recs = [dict(r, arm=i % 2, propensity=0.5, reward=1.0) for i, r in enumerate(_decisions(40, 15))]
+    logs, target = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    ope.write_decision_log(str(logs), recs)
+    ope.write_decision_log(str(target), [dict(r, arm=2) for r in recs])
+    assert ope.main(["--logs", str(logs), "--target", str(target), "--arms", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "no overlap" in err and "40 logged rounds" in err
+    # one round in common is overlap enough to estimate (with its wide interval)
+    ope.write_decision_log(str(target), [dict(r, arm=2 if i else 0) for i, r in enumerate(recs)])
+    assert ope.main(["--logs", str(logs), "--target", str(target), "--arms", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["estimates"]["ips"]["value"] > 0
