@@ -16,7 +16,8 @@ Logged rounds need the action taken, its logging propensity and the reward. Two 
   default (0, empty, 0). A context
   column that is NaN on every row (a PII feature that ExportDecisions hid from a reader
   without pii-reader) is dropped. Holdout and suppressed decisions (arm < 0) and pending
-  ones (``reward`` null or NaN: no outcome yet) are skipped. `write_decision_log` writes
+  ones (``reward`` null or NaN: no outcome yet) are skipped; the report counts them
+  (``skipped``, and the table's first line). `write_decision_log` writes
   exactly this format.
 * ``obd``: the Open Bandit Dataset CSV (item_id, position, click, propensity_score,
   user_feature_*, user-item_affinity_*).
@@ -71,6 +72,9 @@ class LoggedBandit:
     n_positions: int
     groups: np.ndarray | None = None
     """One label per round (the user id): the intervals count each group once."""
+    skipped: dict | None = None
+    """Decisions of the log not used as rounds, by why: ``pending`` (no reward yet) and
+    ``holdout_or_suppressed`` (arm < 0); None for formats that skip none."""
 
     def __len__(self) -> int:
         return self.action.shape[0]
@@ -127,16 +131,21 @@ def read_decision_log(path: str, campaign_id: str | None = None,
     """
     rows = []
     campaigns: set = set()
+    skipped = {"pending": 0, "holdout_or_suppressed": 0}
     with open(path) as fh:
         for lineno, rec in json_objects(fh, f"{path}:"):
             missing = {"arm", "propensity", "reward"} - rec.keys()
             if missing:
                 raise ValueError(f"{path}:{lineno}: missing {sorted(missing)}")
             _check_types(f"{path}:{lineno}", rec)
-            if rec["arm"] < 0 or (campaign_id and rec.get("campaign_id") != campaign_id):
+            if campaign_id and rec.get("campaign_id") != campaign_id:
+                continue
+            if rec["arm"] < 0:
+                skipped["holdout_or_suppressed"] += 1
                 continue
             campaigns.add(rec.get("campaign_id"))
             if rec["reward"] is None or rec["reward"] != rec["reward"]:
+                skipped["pending"] += 1
                 continue  # pending: no outcome yet (null, or NaN as ExportDecisions sends it)
             rec["_line"] = lineno
             rows.append(rec)
@@ -150,12 +159,13 @@ def read_decision_log(path: str, campaign_id: str | None = None,
     ctx = [list(r.get("context") or []) for r in rows]
     if len({len(c) for c in ctx}) != 1:
         raise ValueError(f"{path}: context vectors differ in length")
-    return _finish([r["arm"] for r in rows], [r.get("position") or 0 for r in rows],
-                   [r["reward"] for r in rows], [r["propensity"] for r in rows],
-                   _known_context(path, np.array(ctx, np.float64).reshape(len(rows), -1),
-                                  [r["_line"] for r in rows]),
-                   [_timestamp(r.get("timestamp") or 0.0) for r in rows],
-                   groups=_users(rows))
+    log = _finish([r["arm"] for r in rows], [r.get("position") or 0 for r in rows],
+                  [r["reward"] for r in rows], [r["propensity"] for r in rows],
+                  _known_context(path, np.array(ctx, np.float64).reshape(len(rows), -1),
+                                 [r["_line"] for r in rows]),
+                  [_timestamp(r.get("timestamp") or 0.0) for r in rows],
+                  groups=_users(rows))
+    return dataclasses.replace(log, skipped=skipped)
 
 
 def _users(rows: list[dict]) -> list[str] | None:
@@ -480,6 +490,8 @@ def _report(args: argparse.Namespace) -> dict:
         log = dataclasses.replace(log, n_actions=args.arms)
     report = {"logs": args.logs, "n_rounds": len(log), "arms": log.n_actions,
               "logged_value": on_policy_value(log)}
+    if log.skipped is not None:
+        report["skipped"] = log.skipped
     if args.target:
         target = read_logs(args.target, args.target_format or args.format,
                            args.target_campaign, "--target-campaign")
@@ -554,8 +566,10 @@ def format_table(report: dict) -> str:
         lines.append(f"warning: {share:.1%} of the candidate's choices fall on arms the logging "
                      "policy could not take (rounds logged with propensity 1): no estimate "
                      "values them, each is biased by up to that share of the reward scale")
-    return f"{report['n_rounds']} logged rounds, candidate {report['candidate']}\n" + \
-        "\n".join(lines)
+    skipped = report.get("skipped") or {}
+    why = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in skipped.items() if n)
+    return f"{report['n_rounds']} logged rounds{f' (skipped: {why})' if why else ''}, " \
+        f"candidate {report['candidate']}\n" + "\n".join(lines)
 
 
 def main(argv=None) -> int:

@@ -552,3 +552,21 @@ def test_a_candidate_without_overlap_with_the_logs_is_refused(tmp_path, capsys):
     ope.write_decision_log(str(target), [dict(r, arm=2 if i else 0) for i, r in enumerate(recs)])
     assert ope.main(["--logs", str(logs), "--target", str(target), "--arms", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["estimates"]["ips"]["value"] > 0
+
+
+def test_the_report_says_how_many_decisions_it_skipped_and_why(tmp_path, capsys):
+    """`campaign export --include-pending` of a young campaign: 48 of 301 decisions closed.
+    The report said "48 logged rounds" and nothing of the other 253; it counts the pending
+    and the holdout or suppressed decisions it skipped, in the table and in the JSON."""
+    recs = [dict(r, arm=i % 3, propensity=1 / 3) for i, r in enumerate(_decisions(30, 16))]
+    recs += [dict(r, arm=0, reward=None) for r in _decisions(5, 17)]
+    recs += [dict(r, arm=-1) for r in _decisions(2, 18)]
+    path = tmp_path / "log.jsonl"
+    ope.write_decision_log(str(path), recs)
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_rounds"] == 30
+    assert report["skipped"] == {"pending": 5, "holdout_or_suppressed": 2}
+    assert ope.main(["--logs", str(path), "--policy", "fixed"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "30 logged rounds (skipped: 5 pending, 2 holdout or suppressed), candidate")
