@@ -251,7 +251,8 @@ class TailorServer:
         self.profiles.add_eraser(send_records)
         self.profiles.add_exporter(self.delivery.dead)  # what the access export lists of them
         self.profiles.add_exporter(send_records)
-        self.profiles.add_exporter(AuditExporter(s.audit_dir, s.limits.profile_export_audit_bytes))
+        self.profiles.add_exporter(AuditExporter(s.audit_dir, s.limits.profile_export_audit_bytes,
+                                                   self.secrets["user-id"]))
 
     def _contact_policy(self) -> ContactPolicy:
         """Consent, caps, quiet hours, and send time and channel from the profiles' states."""

@@ -4,8 +4,12 @@ The audit log records who read or changed a user's data (an unmasked GetProfile,
 DeleteProfile, an export naming them, ...): which principals their data was disclosed to is
 part of what a data subject may ask for. A line names its user only by `target`, the keyed hash
 `userref.target_ref` gives their id, so the lines of one user are found by that hash, file by
-file, never by reading ids. The lines hold no attribute value: they are listed as stored, less
-the chain's `mac` and `kid` (which say nothing about the person).
+file, never by reading ids. A line written before a `secrets rotate user-id` holds the hash
+under the key then current: the lines are searched for the hash under each key of the
+`user-id` keyring (`userref.target_refs`, what `python -m server audit ref` prints), so a
+rotation hides none while the older key is kept in the ring. The lines hold no attribute
+value: they are listed as stored, less the chain's `mac` and `kid` (which say nothing about
+the person).
 
 A user with many audited calls would not fit one gRPC message: the newest lines are kept up to
 `max_bytes` of JSON and listed oldest first, and `audit_left_out` counts the older ones not
@@ -17,7 +21,8 @@ import json
 from pathlib import Path
 
 from .audit import audit_files
-from .userref import target_ref
+from .secrets import Keyring
+from .userref import target_ref, target_refs
 
 __all__ = ["AuditExporter"]
 
@@ -32,13 +37,18 @@ class AuditExporter:
 
     finds_user = False
 
-    def __init__(self, directory: Path, max_bytes: int):
+    def __init__(self, directory: Path, max_bytes: int, ring: Keyring | None = None):
+        """`ring`: the `user-id` keyring, whose every key a line's target may be under (None:
+        the key this process installed, `userref.use_key`, only)."""
         self.directory = Path(directory)
         self.max_bytes = max_bytes
+        self.ring = ring
 
     def export_user(self, user_id: str) -> dict[str, object]:
         """{"audit": [line, ...] oldest first, "audit_left_out": older lines not listed}."""
-        lines = self._lines_naming(target_ref(user_id))
+        targets = ([target_ref(user_id)] if self.ring is None
+                   else target_refs(user_id, (key for _, key in self.ring.keys)))
+        lines = self._lines_naming(targets)
         kept, size = [], 0
         for line in reversed(lines):
             size += len(json.dumps(line, ensure_ascii=False).encode())
@@ -47,40 +57,42 @@ class AuditExporter:
             kept.append(line)
         return {"audit": kept[::-1], "audit_left_out": len(lines) - len(kept)}
 
-    def _lines_naming(self, target: str) -> list[dict]:
-        """Every line whose `target` is `target`, oldest first, found by searching each file's
-        bytes for the field (canonical JSON spells it one way): only those lines are parsed."""
-        needle = json.dumps({"target": target}, separators=(",", ":"))[1:-1].encode()
+    def _lines_naming(self, targets: list[str]) -> list[dict]:
+        """Every line whose `target` is one of `targets`, oldest first, found by searching each
+        file's bytes for the field (canonical JSON spells it one way): only those lines are
+        parsed."""
+        needles = [json.dumps({"target": t}, separators=(",", ":"))[1:-1].encode() for t in targets]
         found: list[dict] = []
         for path in audit_files(self.directory):
             try:
                 raw = path.read_bytes()
             except FileNotFoundError:  # dropped by retention meanwhile
                 continue
-            found.extend(line for text in _lines_holding(raw, needle)
-                         for line in _parsed(text, target))
+            held = dict(held for needle in needles for held in _lines_holding(raw, needle))
+            found.extend(line for _, text in sorted(held.items())  # in file order
+                         for line in _parsed(text, targets))
         return found
 
 
-def _lines_holding(raw: bytes, needle: bytes) -> list[bytes]:
-    """The lines of `raw` that hold `needle`, found by searching for it: 61 MiB of audit files
-    (240,000 lines) took 0.06-0.10 s for one user, splitting them into lines to test each 0.48 s
-    (in process, on the shared 2-core machine)."""
+def _lines_holding(raw: bytes, needle: bytes) -> list[tuple[int, bytes]]:
+    """(offset, line) of the lines of `raw` that hold `needle`, found by searching for it: 61 MiB
+    of audit files (240,000 lines) took 0.06-0.10 s for one user, splitting them into lines to
+    test each 0.48 s (in process, on the shared 2-core machine)."""
     lines, at = [], raw.find(needle)
     while at >= 0:
         start, end = raw.rfind(b"\n", 0, at) + 1, raw.find(b"\n", at)
         end = len(raw) if end < 0 else end
-        lines.append(raw[start:end])
+        lines.append((start, raw[start:end]))
         at = raw.find(needle, end)
     return lines
 
 
-def _parsed(text: bytes, target: str) -> list[dict]:
+def _parsed(text: bytes, targets: list[str]) -> list[dict]:
     """The line as a dict without its chain fields ([] if it does not parse or names another)."""
     try:
         line = json.loads(text)
     except ValueError:
         return []
-    if not isinstance(line, dict) or line.get("target") != target:
+    if not isinstance(line, dict) or line.get("target") not in targets:
         return []
     return [{k: v for k, v in line.items() if k not in _CHAIN_FIELDS}]

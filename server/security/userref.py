@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Iterable
 
-__all__ = ["REF_CHARS", "use_key", "user_ref", "target_ref", "CampaignKey", "AddressKey"]
+__all__ = ["REF_CHARS", "use_key", "user_ref", "target_ref", "target_refs", "CampaignKey",
+           "AddressKey"]
 
 REF_CHARS = 16
 
@@ -41,8 +43,9 @@ def use_key(key: bytes) -> None:
     _key = key
 
 
-def _digest(key: str) -> str:
-    digest = hmac.new(_key, key.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+def _digest(key: str, secret: bytes | None = None) -> str:
+    digest = hmac.new(_key if secret is None else secret, key.encode("utf-8", "surrogatepass"),
+                      hashlib.sha256).hexdigest()
     return digest[:REF_CHARS]
 
 
@@ -56,3 +59,11 @@ def target_ref(target: str) -> str:
     `CampaignKey`, else `u:`, a user id) and the 16 hex characters `user_ref` gives the same
     text, so a line written before the labels (every target `u:`) still matches on them."""
     return f"{getattr(target, 'label', 'u')}:{_digest(target)}"
+
+
+def target_refs(target: str, secrets: Iterable[bytes]) -> list[str]:
+    """`target_ref` of `target` under each of `secrets` (the keys of the `user-id` keyring, the
+    current one first): a line written before a `secrets rotate user-id` names its target under
+    the key then current, so finding every line about one key takes each."""
+    label = getattr(target, "label", "u")
+    return list(dict.fromkeys(f"{label}:{_digest(target, secret)}" for secret in secrets))

@@ -15,7 +15,7 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
-from tests.conftest import minted, run_module
+from tests.conftest import minted, run_module, serving
 
 ROLES = {"tracker": ["tracker"], "decider": ["decider"], "admin": ["admin"],
          "analyst": ["analyst"], "reader": ["pii-reader"]}
@@ -172,6 +172,26 @@ async def test_export_lists_the_audit_lines_naming_the_user_and_no_one_elses(sec
     assert all(set(a) == {"ts", "principal", "method", "target", "status", "request_id"}
                and a["target"] == doc["audit"][0]["target"] for a in doc["audit"])
     assert doc["audit_left_out"] == 0
+
+
+async def test_the_audit_lines_from_before_a_user_id_key_rotation_are_listed(settings, auth):
+    """A line written before `secrets rotate user-id` names the user under the key then current
+    (`audit ref` prints a target per key): the export still lists it, in order with the newer."""
+    from server.security.secrets import Secrets
+    toks, settings = auth[1], settings.model_copy(update={"auth_config": auth[0]})
+    async with serving(settings) as (_, chan):
+        await pb_grpc.ProfileServiceStub(chan).SetConsent(pb.SetConsentRequest(
+            user_id=USER, channel="email", opted_in=True, source="signup"),
+            metadata=bearer(toks["tracker"]))
+    Secrets.load(settings.secrets_dir, generate=False).rotate("user-id")
+    async with serving(settings) as (_, chan):
+        profiles = pb_grpc.ProfileServiceStub(chan)
+        await profiles.GetProfile(pb.GetProfileRequest(user_id=USER), metadata=bearer(toks["reader"]))
+        doc = json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(user_id=USER),
+                                                       metadata=bearer(toks["reader"]))).document)
+    assert [(a["principal"], a["method"].rsplit("/", 1)[1]) for a in doc["audit"]] == [
+        ("tracker", "SetConsent"), ("reader", "GetProfile")]
+    assert doc["audit"][0]["target"] != doc["audit"][1]["target"]  # one under each key
 
 
 def test_the_audit_section_keeps_the_newest_lines_that_fit_and_counts_the_rest(tmp_path):
