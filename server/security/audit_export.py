@@ -51,7 +51,8 @@ class AuditExporter:
         lines = self._lines_naming(targets)
         kept, size = [], 0
         for line in reversed(lines):
-            size += len(json.dumps(line, ensure_ascii=False).encode())
+            # as the document writes it: 2 bytes a line more, for `[` and `]` and each `, `
+            size += len(json.dumps(line, ensure_ascii=False).encode()) + 2
             if size > self.max_bytes:
                 break
             kept.append(line)

@@ -207,6 +207,24 @@ def test_the_audit_section_keeps_the_newest_lines_that_fit_and_counts_the_rest(t
     assert section["audit_left_out"] == 3
 
 
+def test_the_audit_section_with_its_separators_stays_within_its_bytes(tmp_path):
+    """`profile_export_audit_bytes` bounds the section as the document writes it: the list's
+    brackets and the `, ` between lines count too (each line alone summed to the bound)."""
+    from server.security.audit import AuditLog
+    from server.security.audit_export import AuditExporter
+    from server.security.secrets import Keyring
+    log = AuditLog(tmp_path, Keyring.generate("audit"))
+    for i in range(40):
+        log.record("p", f"/m/{i}", "ann", "OK", f"r{i}")
+    every = AuditExporter(tmp_path, 1 << 20).export_user("ann")["audit"]
+    bound = sum(len(json.dumps(a, ensure_ascii=False).encode()) for a in every[-12:]) + 1
+    section = AuditExporter(tmp_path, bound).export_user("ann")
+    listed = len(section["audit"])
+    assert 0 < listed < 40 and section["audit_left_out"] == 40 - listed
+    assert section["audit"] == every[-listed:]
+    assert len(json.dumps(section["audit"], ensure_ascii=False).encode()) <= bound
+
+
 @pytest_asyncio.fixture
 async def paged(settings, auth):
     """A server whose ExportProfile pages hold three events."""
