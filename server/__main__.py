@@ -22,7 +22,6 @@ and ./var/secrets (a flag given overrides its variable, `_store_settings`). `mig
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import signal
@@ -564,11 +563,11 @@ def main(argv: list[str] | None = None) -> None:
 def _serve(args) -> None:
     """Serve; a setting refused, a config file unreadable, a port in use or a bundle refused at
     start prints one `error:` line and exits 2 (no traceback); so does an OSError of a kind
-    the host causes (`_HOST_ERRORS`: a directory this account may not write, a read-only or
-    full disk, a port taken) and a directory that could not be synced (`durable.Unconfirmed`).
-    Any other exception is a bug and keeps its traceback."""
-    from .durable import Unconfirmed
+    the host causes (`start_errors.HOST_ERRORS`: a directory this account may not write, a
+    read-only or full disk, a port taken) and a directory that could not be synced
+    (`durable.Unconfirmed`). Any other exception is a bug and keeps its traceback."""
     from .errors import TailorError
+    from .start_errors import start_error
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
         settings = _command_settings(args.config, flags)
@@ -580,55 +579,11 @@ def _serve(args) -> None:
         serve(settings, reread)
     except TailorError as err:
         _user_error(str(err))
-    except Unconfirmed as err:  # made, not synced: a start must not build on it
-        _user_error(f"{_setting_of(err.directory, settings, flags)}{err.directory} could not "
-                    f"be synced ({err.strerror}): check that disk, then start again")
     except OSError as err:
-        if err.errno not in _HOST_ERRORS:
+        message = start_error(err, settings, flags)
+        if message is None:
             raise
-        _user_error(_host_error(err, settings, flags))
-
-
-_HOST_ERRORS = {
-    errno.EACCES: "run the server as an account that may write there, or point the setting at "
-                  "a directory it may",
-    errno.EPERM: "point the setting at a directory this account may write",
-    errno.EROFS: "point the setting at a writable file system",
-    errno.ENOSPC: "free space on that disk, or point the setting at another",
-    errno.EDQUOT: "free space, or raise this account's disk quota",
-    errno.ENOTDIR: "a part of the path is a file: point the setting elsewhere",
-    errno.EADDRINUSE: "stop what listens on it, or choose another port",
-    errno.EADDRNOTAVAIL: "listen on an address of this machine (--host)",
-}
-"""The OSErrors a start reports in one line (`_serve`), by errno, with what to do."""
-
-
-def _host_error(err: OSError, settings: Settings, flags) -> str:
-    """`err` in one line: the setting whose path holds the file it names (its flag and
-    variable), the file, why and what to do; a socket's error names the ports."""
-    why = f"{(err.strerror or str(err)).lower()}: {_HOST_ERRORS[err.errno]}"
-    if err.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
-        ports = [f"{name} {getattr(settings, name)}" for name in
-                 ("port", "metrics_port", "public_http_port") if getattr(settings, name)]
-        return f"cannot listen on {settings.host} ({', '.join(ports)}): {why}"
-    if err.filename is None:
-        return f"cannot start: {why}"
-    return f"{_setting_of(err.filename, settings, flags)}cannot use {err.filename}: {why}"
-
-
-def _setting_of(file, settings: Settings, flags) -> str:
-    """`name (--flag, TAILOR_NAME): ` of the path setting nearest above `file` (`bundle`, not
-    `data_dir`, for a file of a bundle kept in the data dir), or "" when none holds it."""
-    from .config import path_fields
-    path = Path(os.path.abspath(file))
-    holders = {name: Path(os.path.abspath(value)) for name in path_fields()
-               if (value := getattr(settings, name)) is not None}
-    holders = {name: p for name, p in holders.items() if p in (path, *path.parents)}
-    if not holders:
-        return ""
-    name = max(holders, key=lambda n: len(holders[n].parts))
-    flag = f"--{name.replace('_', '-')}, " if name in flags else ""
-    return f"{name} ({flag}TAILOR_{name.upper()}): "
+        _user_error(message)
 
 
 def _user_error(message: str):

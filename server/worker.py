@@ -20,6 +20,7 @@ from .config import Settings
 from .errors import TailorError
 from .logging import configure_logging
 from .orphans import signal_when_parent_dies
+from .start_errors import serve_flags, start_error
 from .stop_bound import StopWatch
 
 __all__ = ["PARENT_GONE", "REFUSED_EXIT", "STOP_SIGNALS", "StartGate"]
@@ -38,8 +39,9 @@ drain stopped in 44 ms), and, as a SIGTERM, it looked like the parent's own forw
 worker never said why it stopped. Its new parent's pid does not tell either: a parent SIGKILLed
 signals when the thread that started the worker exits, before its other threads do."""
 REFUSED_EXIT = 2
-"""A worker's exit when it refused to start (a port in use, a bundle refused: one line says
-why), and then its parent's (`server.supervisor`), told apart from a stop that cut calls."""
+"""A worker's exit when it refused to start (a port in use, a bundle refused, a full disk:
+one line says why), and then its parent's (`server.supervisor`), told apart from a stop that
+cut calls."""
 
 
 class StartGate:
@@ -169,6 +171,15 @@ def _worker_main(settings: Settings, worker: int, gate: StartGate) -> None:
     except TailorError as err:  # a port in use, a bundle refused: one line, and the parent stops
         logger.error("%s", err)
         gate.abort()
+        raise SystemExit(REFUSED_EXIT) from None
+    except OSError as err:
+        # one the host causes (a full disk, a store dir it may not write): the line one process
+        # prints (`start_errors`), where each worker died of it with a traceback, exit 1
+        message = start_error(err, settings, serve_flags())
+        gate.abort()
+        if message is None:  # a bug: its traceback
+            raise
+        logger.error("%s", message)
         raise SystemExit(REFUSED_EXIT) from None
     except BaseException:  # a crash: the others stop waiting for this worker now
         gate.abort()

@@ -83,6 +83,27 @@ def test_a_secrets_dir_that_cannot_be_made_is_one_line_naming_the_setting(tmp_pa
                     "directory: a part of the path is a file: point the setting elsewhere")
 
 
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs sysfs, where no file is made")
+def test_a_store_dir_that_cannot_be_written_is_the_same_line_with_workers(tmp_path):
+    """A host error in a worker's start (here the store dir a link into sysfs: EACCES, EROFS
+    where /sys is read-only) is the line one process prints, logged by each worker, exit 2:
+    with --workers 2 each worker died of it with a traceback, and the server exited 1."""
+    from tests.conftest import free_port
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "store").symlink_to("/sys/kernel")
+    line = serve_fails(tmp_path, "--port", "0", "--data-dir", str(data))
+    said = re.fullmatch(r"error: (data_dir \(--data-dir, TAILOR_DATA_DIR\): cannot use )(\S+)(: .+)",
+                        line)
+    assert said and said[2].startswith(f"{data / 'store'}/"), line
+    proc = run_module("server", "--port", str(free_port()), "--workers", "2", "--data-dir",
+                      str(data), check=False, timeout=120,
+                      env={**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    logged = [x for x in proc.stderr.splitlines() if said[1] in x]
+    assert logged and all(x.endswith(said[3]) for x in logged), proc.stderr[-2000:]
+
+
 def test_a_recommend_k_the_impression_log_cannot_record_is_refused(tmp_path):
     # A position past 32,766 does not fit the log's first-click field: a click naming one
     # failed the join of its whole TrackEvents batch.
