@@ -133,9 +133,10 @@ class OptInWatcher(Protocol):
     """Follows marketing opt-ins (SetConsent `opted_in=true`): the erasure's keep-out entries
     of the suppression list they lift (`server.contact.keepout`)."""
 
-    def on_opt_in(self, txn, meta: Mapping, channel: str, timestamp: float) -> int:
+    def on_opt_in(self, txn, meta: Mapping, channel: str, timestamp: float, source: str) -> int:
         """Runs inside the opt-in's write transaction (`txn`), after the change: `meta` is the
-        profile meta record as written; returns the records removed."""
+        profile meta record as written, `source` the opt-in's (as the caller named it, "" for
+        none); returns the records removed."""
 
 
 class AttributeWatcher(Protocol):

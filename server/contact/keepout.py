@@ -14,9 +14,10 @@ is, unless by another keep-out (then dated the later withdrawal): an entry of ev
 (a bounce, a complaint, AddSuppression) blocks more.
 
 A later opt-in lifts it (`on_opt_in`, run in the write transaction of SetConsent
-`opted_in=true` for marketing): on email or sms, by a profile holding the address as its
-`email` / `phone` attribute then, dated no earlier than the withdrawal, and leaving that
-profile's marketing consent on the channel opted in. Nothing else lifts it but RemoveSuppression:
+`opted_in=true` for marketing): on email or sms, naming its `source` (the profile's consent
+history keeps it: the record of the new consent the lift stands on), by a profile holding the
+address as its `email` / `phone` attribute then, dated no earlier than the withdrawal, and
+leaving that profile's marketing consent on the channel opted in. Nothing else lifts it but RemoveSuppression:
 not a START (it reopens only what a STOP of the same profile closed), nor an attribute upsert.
 """
 from __future__ import annotations
@@ -72,10 +73,14 @@ class KeepOut:
         since = max([since, *(e.timestamp for e in held)])
         self._table.put(txn, found[0], encode(Suppression(kind, UNSUBSCRIBE, since, MARKETING)))
 
-    def on_opt_in(self, txn, meta: Mapping, channel: str, timestamp: float) -> int:
+    def on_opt_in(self, txn, meta: Mapping, channel: str, timestamp: float,
+                  source: str) -> int:
         """Lift the keep-out of the profile's address for `channel` after its marketing opt-in
-        dated `timestamp` (in the same write transaction: `meta` as it wrote it), when it left
-        the consent opted in and is dated no earlier than the withdrawal; entries removed."""
+        dated `timestamp` (in the same write transaction: `meta` as it wrote it), when it names
+        its `source`, left the consent opted in and is dated no earlier than the withdrawal;
+        entries removed."""
+        if not source.strip():
+            return 0  # no record of where the new consent came from: the unsubscribe stands
         entry = consent_entry(meta, channel, MARKETING)
         if entry is None or not entry.get("opted_in"):
             return 0  # a later opt-out stays current: nothing is lifted

@@ -492,7 +492,7 @@ class Profiles:
         under such an id (INVALID_ARGUMENT). A source the server's STOP handling writes
         or a tracked unsubscribe event writes (`reserved_source`) is refused: a START would
         reopen what it closed. A marketing opt-in tells the `OptInWatcher`s in the same
-        transaction (the erasure's keep-out it lifts: `contact.keepout`)."""
+        transaction, with its source (the erasure's keep-out it lifts: `contact.keepout`)."""
         _check_named(user_id, self.limits.id_bytes, existing or not opted_in)
         check_source("source", source)
         absent = None if existing else _if_absent(user_id, self.limits.id_bytes)
@@ -504,7 +504,7 @@ class Profiles:
 
             def after(txn):
                 for watcher in self._opt_in_watchers:
-                    watcher.on_opt_in(txn, written[-1], channel, ts)
+                    watcher.on_opt_in(txn, written[-1], channel, ts, source)
         await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change",
                                 existing=existing, absent=absent, after=after)
 

@@ -141,3 +141,20 @@ async def test_the_access_export_names_the_entry_marketing_only(stubs):
          "timestamp": pytest.approx(
              (await profiles.CheckSuppression(pb.SuppressionAddress(
                  email="exported@example.org"))).timestamp)}]
+
+
+async def test_an_opt_in_naming_no_source_lifts_nothing(stubs):
+    """The lift stands in for the address owner's new consent: an opt-in that says not where
+    it came from (source "") leaves no record of it, so the keep-out stays. Before: it lifted."""
+    profiles, campaigns, _ = stubs
+    mail = "unsourced@example.org"
+    await upsert(profiles, "unsourced", email=mail)
+    await consent(profiles, "unsourced", "email", False)
+    await erase(profiles, "unsourced")
+    await upsert(profiles, "unsourced", email=mail)
+    await profiles.SetConsent(pb.SetConsentRequest(user_id="unsourced", channel="email",
+                                                   opted_in=True))
+    assert await verdicts(campaigns, "unsourced") == (KEPT_OUT, ALLOWED)
+    assert (await profiles.CheckSuppression(pb.SuppressionAddress(email=mail))).marketing_only
+    await consent(profiles, "unsourced", "email", True)  # source "test"
+    assert await verdicts(campaigns, "unsourced") == (ALLOWED, ALLOWED)
