@@ -17,7 +17,7 @@ from ..store.keys import ERASURE_CHECK_PREFIX, TOMBSTONE_COUNT, TOMBSTONE_PREFIX
 from ..store.reerase import COUNTS, found_by, impressions_found, key_check, reerase, tokens_found
 from ..store.rekey import KEY_VERSION, KEY_VERSION_KEY
 
-__all__ = ["carry_erasures", "erase_carried", "keys_checked"]
+__all__ = ["carry_erasures", "carry_suppressions", "erase_carried", "keys_checked"]
 
 
 def carry_erasures(live: Path, restored: Path) -> list[tuple[bytes, bytes]] | None:
@@ -36,6 +36,29 @@ def carry_erasures(live: Path, restored: Path) -> list[tuple[bytes, bytes]] | No
     carried = set(add_missing(restored, "meta", tombstones, counter=TOMBSTONE_COUNT,
                               newer=_erased_later))
     return [(key, value) for key, value in tombstones if key in carried]
+
+
+def carry_suppressions(live: Path, restored: Path) -> int:
+    """Copy the suppression list's entries of the store being replaced (`live`) that the
+    `restored` copy lacks, or holds marketing-only where the live one blocks every purpose:
+    the keep-outs the erasures after the backup wrote (`contact.keepout`: the re-erasure
+    writes none, it reads neither the users' consent nor the `suppression` keyring), and the
+    bounces, complaints and AddSuppression entries listed since. Keyed hashes and no user:
+    more suppression, never less (an entry taken off since, by RemoveSuppression or an
+    opt-in's lift, stays as the backup holds it). How many were put (0: none, or the live
+    store cannot be read, as `carry_erasures` finds first)."""
+    entries = read_prefix(live, "suppression", b"") if (live / "data.mdb").exists() else None
+    if not entries:
+        return 0
+    return len(add_missing(restored, "suppression", entries, newer=_blocks_more))
+
+
+def _blocks_more(stored: bytes, live: bytes) -> bool:
+    """Whether the live entry blocks every purpose where the copy's blocks marketing only."""
+    try:
+        return bool(json.loads(stored).get("purpose")) and not json.loads(live).get("purpose")
+    except (ValueError, AttributeError):
+        return False
 
 
 def keys_checked(live: Path, restored: Path, ring: Sequence[tuple[str, bytes]],

@@ -15,7 +15,7 @@ from ..store import lock_data_dir
 from ..store.errors import out_of_space
 from ..store.growth import drop_cached
 from ..store.lock import RESTORING
-from .erasures import carry_erasures, erase_carried, keys_checked
+from .erasures import carry_erasures, carry_suppressions, erase_carried, keys_checked
 from .todo import erase_again
 from .verify import extract
 
@@ -33,7 +33,9 @@ def restore(archive: Path, data_dir: Path, force: bool = False,
     Refused while a server (or a compaction) holds `data_dir`, and when `data_dir` already has
     content unless `force`, which replaces its `store/` and `bundles/` (nothing else). The
     replaced store's tombstones that the backup lacks or holds older (users erased after it was
-    taken) are carried into the restored store (`carry_erasures`) and, before it is swapped in,
+    taken) are carried into the restored store (`carry_erasures`), with the suppression list's
+    entries the backup lacks (`carry_suppressions`: the erasures' keep-outs, bounces listed
+    since; `suppressions_after_backup` counts them) and, before it is swapped in,
     those users are erased from it again, their tokens found by what their tombstones keep
     under the `erasure` keyring's keys (`erasure`: (kid, key), `store.reerase`). The manifest
     returned says how many were carried
@@ -61,12 +63,14 @@ def restore(archive: Path, data_dir: Path, force: bool = False,
             manifest = extract(archive, staging)
             replaced = _replaced_store(data_dir)
             carried = carry_erasures(replaced, staging / "store")
+            listed = carry_suppressions(replaced, staging / "store") if carried is not None else 0
             erasure = keys_checked(replaced, staging / "store", erasure, carried)
             if unknown is not None or carried is None:
                 carried = None
                 unknown = _mark_unknown(staging, unknown or (
                     "unreadable" if (replaced / "data.mdb").exists() else "none"))
             manifest.update(erase_carried(staging, carried, erasure, master))
+            manifest["suppressions_after_backup"] = listed
             manifest["erase_again"] = erase_again(
                 manifest["erasures_not_linked"], unknown == "unreadable", manifest, bool(master))
         except BaseException as err:  # nothing replaced yet: the data dir is as it was

@@ -249,7 +249,8 @@ def test_a_plain_tar_name_gives_an_uncompressed_backup(tmp_path):
 
 def _erased_around_a_backup(server_process, data: Path, out: Path) -> tuple[float, list]:
     """alice, bob, carol and dave with 3 events each (alice also a decision and an address),
-    bob erased before the backup `out` of `data`, alice after it, dave before it (then back
+    bob erased before the backup `out` of `data`, alice after it (unsubscribed first: her
+    erasure lists her address, marketing-only), dave before it (then back
     with 3 new events) and again after it; carol never. (t0, the tombstones ExportTombstones
     gave before the restore). Served with the keys of `_secrets(data)`."""
     served = server_process(data, env=_secrets(data))
@@ -266,6 +267,7 @@ def _erased_around_a_backup(server_process, data: Path, out: Path) -> tuple[floa
         client.choose_variant("spring", "alice")  # pending: a record, an index and a due entry
         client.delete_profile("bob")  # before the backup: its tombstone is in it
         run_module("server", "backup", "--data-dir", str(data), "--out", str(out))
+        client.set_consent("alice", "email", False, source="test")  # her keep-out: not in it
         client.delete_profile("alice")  # after: only the live store knows
         assert client.delete_profile("dave") == 3 + 3 + 1  # his events, their keys, his state
         tombstones = sorted(client.export_tombstones())
@@ -351,6 +353,7 @@ def test_a_restore_erases_again_the_users_erased_after_the_backup(erased_around,
     assert reply["records_erased_again"] >= 2 * (3 + 3 + 1) + 1  # events, dedupe keys, state...
     assert reply["erase_again"] is None
     assert (reply["pending_corrected"], reply["pending_not_corrected"]) == (1, 0)
+    assert reply["suppressions_after_backup"] == 1  # alice's keep-out
     assert "restore: erased again 2 user(s) erased after the backup" in restored.stderr
     assert "alice" not in restored.stderr + restored.stdout
     assert [_mentions(data / "store", token) for token in erased] == [[], []]
@@ -370,6 +373,9 @@ def test_a_restore_erases_again_the_users_erased_after_the_backup(erased_around,
         assert client.campaign_stats("spring").pending == 0  # alice's decision: not counted
         assert client.track_batch(_events("alice", 3, "alice", t0)).accepted == 0  # late: refused
         assert [client.delete_profile(u) for u in ("alice", "dave")] == [0, 0]  # nothing left
+        listed = client.check_suppression(email="alice@example.com")
+        assert (listed.suppressed, listed.reason, listed.marketing_only) == \
+            (True, "unsubscribe", True)  # before: the restore lost her unsubscribe
     served.stop()
     assert [_mentions(data / "store", token) for token in erased] == [[], []]
 
