@@ -492,21 +492,25 @@ class Profiles:
         under such an id (INVALID_ARGUMENT). A source the server's STOP handling writes
         or a tracked unsubscribe event writes (`reserved_source`) is refused: a START would
         reopen what it closed. A marketing opt-in tells the `OptInWatcher`s in the same
-        transaction, with its source (the erasure's keep-out it lifts: `contact.keepout`)."""
+        transaction, with its source (the erasure's keep-out it lifts: `contact.keepout`; a
+        lift, once committed, is logged with the user's `user_ref`)."""
         _check_named(user_id, self.limits.id_bytes, existing or not opted_in)
         check_source("source", source)
         absent = None if existing else _if_absent(user_id, self.limits.id_bytes)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
-        after = None
+        after, lifted = None, [0]
         if opted_in and (purpose or MARKETING) == MARKETING and self._opt_in_watchers:
             written: list[dict] = []
             change = functools.partial(_keeping, change, written)
 
             def after(txn):
-                for watcher in self._opt_in_watchers:
-                    watcher.on_opt_in(txn, written[-1], channel, ts, source)
+                lifted[0] = sum(watcher.on_opt_in(txn, written[-1], channel, ts, source)
+                                for watcher in self._opt_in_watchers)
         await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change",
                                 existing=existing, absent=absent, after=after)
+        if lifted[0]:  # committed: the trace of an unsubscribe undone (no address, no id)
+            logger.info("marketing opt-in of %s on %s lifted %d keep-out entr%s of its address",
+                        user_ref(user_id), channel, lifted[0], "y" if lifted[0] == 1 else "ies")
 
     async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
                            source: str, timestamp: float = 0.0, purpose: str = "",

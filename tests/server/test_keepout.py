@@ -158,3 +158,17 @@ async def test_an_opt_in_naming_no_source_lifts_nothing(stubs):
     assert (await profiles.CheckSuppression(pb.SuppressionAddress(email=mail))).marketing_only
     await consent(profiles, "unsourced", "email", True)  # source "test"
     assert await verdicts(campaigns, "unsourced") == (ALLOWED, ALLOWED)
+
+
+async def test_a_lift_is_logged_without_the_address_nor_the_id(stubs, caplog):
+    """Before: the unsubscribe undone by an opt-in left no trace but the SetConsent call."""
+    profiles, _, _ = stubs
+    await upsert(profiles, "lifted", email="lifted@example.org")
+    await consent(profiles, "lifted", "email", False)
+    await erase(profiles, "lifted")
+    await upsert(profiles, "lifted", email="lifted@example.org")
+    with caplog.at_level("INFO", logger="tailor.profiles"):
+        await consent(profiles, "lifted", "email", True)
+    [line] = [r.getMessage() for r in caplog.records if "keep-out" in r.getMessage()]
+    assert "lifted 1 keep-out entry" in line and " on email " in line
+    assert "lifted@" not in line and "lifted " not in line.split(" on ")[0]
