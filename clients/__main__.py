@@ -972,7 +972,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_numbers(args)
         client = TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca,
-                              cert=args.cert, key=args.key, token=args.token)
+                              cert=args.cert, key=args.key, token=args.token,
+                              insecure=args.insecure)
     except (ValueError, UsageError) as err:  # connection flags that do not go together, a
         print(f"error: {err}", file=sys.stderr)  # TLS file not read, a number not above 0
         return 2

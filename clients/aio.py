@@ -41,11 +41,12 @@ class AsyncTailorClient:
     def __init__(self, target: str, *, timeout: float = 2.0, tls_ca: str | Path | None = None,
                  cert: str | Path | None = None, key: str | Path | None = None,
                  token: str | None = None, max_message_bytes: int = 64 << 20,
-                 retry: RetryPolicy | None = None, tls: bool = False):
-        """As `TailorClient`: `tls_ca` (or `tls`: the system's roots) turns TLS on."""
+                 retry: RetryPolicy | None = None, tls: bool = False, insecure: bool = False):
+        """As `TailorClient`: `tls_ca` (or `tls`: the system's roots) turns TLS on; a token
+        goes in plaintext only to a loopback `target` unless `insecure`."""
         self.target, self.timeout = target, timeout
         connection = Connection(*(Path(p) if p else None for p in (tls_ca, cert, key)), token=token,
-                                tls=tls)
+                                tls=tls, insecure=insecure)
         self._channel = connection.aio_channel(
             target, options=channel_options(retry or RetryPolicy(), max_message_bytes))
         self._rec = rec_grpc.RecommendationServiceStub(self._channel)

@@ -171,14 +171,16 @@ class TailorClient:
     def __init__(self, target: str, *, timeout: float = 2.0, retry: RetryPolicy | None = None,
                  max_message_bytes: int = 64 << 20, tls_ca: str | Path | None = None,
                  cert: str | Path | None = None, key: str | Path | None = None,
-                 token: str | None = None, tls: bool = False):
+                 token: str | None = None, tls: bool = False, insecure: bool = False):
         """`tls_ca` (or `tls`: system roots) turns TLS on; `cert`+`key` add a client
-        certificate (mutual TLS); `token` goes as `authorization: Bearer` on every call."""
+        certificate (mutual TLS); `token` goes as `authorization: Bearer` on every call, in
+        plaintext only to a loopback `target` unless `insecure` (else ValueError, before any
+        connection: `Connection.check_token_target`)."""
         self.target = target
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.connection = Connection(*(Path(p) if p else None for p in (tls_ca, cert, key)),
-                                     token=token, tls=tls)
+                                     token=token, tls=tls, insecure=insecure)
         self._channel = self.connection.channel(
             target, options=channel_options(self.retry, max_message_bytes))
         self._rec = rec_grpc.RecommendationServiceStub(self._channel)

@@ -2,13 +2,17 @@
 mutual TLS), and a bearer token sent as `authorization: Bearer <token>` on every call.
 
 One `Connection` (picklable, so load generator processes can take it) builds sync and asyncio
-channels; `add_arguments`/`from_args` give every CLI the same `--tls-ca --cert --key --token`.
-Over TLS the token travels as call credentials; gRPC refuses those on a plaintext channel, so
-there (loopback) an interceptor adds the same header.
+channels; `add_arguments`/`from_args` give every CLI the same `--tls-ca --cert --key --token
+--insecure`. Over TLS the token travels as call credentials; gRPC refuses those on a plaintext
+channel, so there (loopback) an interceptor adds the same header. A token never goes in
+plaintext to a host that is not loopback unless `insecure` (`--insecure`) says so: a channel to
+one is refused before any connection (`Connection.check_token_target`), as the server refuses to
+listen in plaintext off loopback without its own `--insecure`.
 """
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -32,6 +36,8 @@ class Connection:
     """Bearer token for every call."""
     tls: bool = False
     """TLS with the system's roots even without `tls_ca`."""
+    insecure: bool = False
+    """Send `token` in plaintext to a host that is not loopback anyway; otherwise refused."""
 
     def __post_init__(self):
         if (self.cert is None) != (self.key is None):
@@ -45,7 +51,7 @@ class Connection:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Connection:
         return cls(tls_ca=_path(args.tls_ca), cert=_path(args.cert), key=_path(args.key),
-                   token=args.token or None)
+                   token=args.token or None, insecure=args.insecure)
 
     @property
     def secure(self) -> bool:
@@ -62,8 +68,22 @@ class Connection:
                 creds, grpc.access_token_call_credentials(self.token))
         return creds
 
+    def check_token_target(self, target: str) -> None:
+        """ValueError, before any connection, for a token that would go in plaintext to a
+        `target` whose host is not loopback (127.0.0.0/8, ::1, `localhost`; a Unix socket is
+        local): whoever answers there (a typo, a forgotten --tls-ca, a name that resolves
+        elsewhere) or listens on the way would read it. `insecure` sends it anyway."""
+        if not self.token or self.secure or self.insecure:
+            return
+        host = _remote_host(target)
+        if host is not None:
+            raise ValueError(f"--token: not sent in plaintext to {host}, which is not a loopback "
+                             "address (whoever answers there, or listens on the way, would read "
+                             "it): give --tls-ca to use TLS, or --insecure to send it anyway")
+
     def channel(self, target: str, options=()) -> grpc.Channel:
         check_target(target)
+        self.check_token_target(target)
         if self.secure:
             return grpc.secure_channel(target, self.credentials(), options=list(options))
         channel = grpc.insecure_channel(target, options=list(options))
@@ -71,6 +91,7 @@ class Connection:
 
     def aio_channel(self, target: str, options=()) -> grpc.aio.Channel:
         check_target(target)
+        self.check_token_target(target)
         if self.secure:
             return grpc.aio.secure_channel(target, self.credentials(), options=list(options))
         interceptors = _aio_bearer_token(self.token) if self.token else None
@@ -94,6 +115,43 @@ def check_target(target: str, flag: str = "--server") -> None:
     port = re.search(r":(\d+)$", target)
     if port and not 0 < int(port[1]) < 65536 and not target.startswith(("unix:", "unix-abstract:")):
         raise ValueError(f"{flag} {target}: port {port[1]} is not in 1..65535")
+
+
+def _remote_host(target: str) -> str | None:
+    """The host of a gRPC `target` that may be off this machine, or None for one on it: a Unix
+    socket (`unix:`, `unix-abstract:`) or loopback hosts only. `dns:` (with or without an
+    authority, whose DNS server may answer anything for `localhost`) and `ipv4:`/`ipv6:` address
+    lists are read through; every address of a list must be loopback. Any other name, address
+    (0.0.0.0 too, as the server's rule has it) or scheme counts as off this machine."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return None
+    dns = re.match(r"dns:(?://([^/]*)/)?", target, re.IGNORECASE)  # [1]: a DNS server
+    rest = target[dns.end():] if dns else target
+    listed = re.match(r"ipv[46]:", rest, re.IGNORECASE)
+    for address in rest[listed.end():].split(",") if listed else [rest]:
+        host = _host(address)
+        if not _is_loopback(host) or (dns and dns[1] and host.lower() == "localhost"):
+            return host
+    return None
+
+
+def _host(address: str) -> str:
+    """The host of `host:port`, `[v6]:port`, or a bare host or IPv6 address."""
+    bracketed = re.fullmatch(r"\[([^\]]*)\](?::\d*)?", address)
+    if bracketed:
+        return bracketed[1]
+    return address.rpartition(":")[0] if address.count(":") == 1 else address
+
+
+def _is_loopback(host: str) -> bool:
+    """As the server's `server.security.hosts.is_loopback` (which clients may not import:
+    tests/test_layering.py): `localhost` and loopback addresses."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _checked_token(token: str | None) -> str | None:
@@ -148,7 +206,7 @@ def _read(flag: str, path: Path | None, block: tuple[str, re.Pattern]) -> bytes 
 
 
 def add_arguments(parser: argparse.ArgumentParser, path: type = Path, **extra) -> None:
-    """--tls-ca, --cert, --key, --token (default: env TAILOR_TOKEN); `path`: the type the file
+    """--tls-ca, --cert, --key, --token (default: env TAILOR_TOKEN), --insecure; `path`: the type the file
     flags parse to (Locust's parser: str, as its master sends its options to its workers as
     msgpack, which holds no Path); `extra`: more keyword arguments of each (Locust's parser:
     `include_in_web_ui=False`)."""
@@ -160,6 +218,9 @@ def add_arguments(parser: argparse.ArgumentParser, path: type = Path, **extra) -
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                         help=f"bearer token sent with every call (default: env {TOKEN_ENV})",
                         **extra)
+    parser.add_argument("--insecure", action="store_true",
+                        help="send --token without TLS to a server that is not loopback anyway "
+                             "(refused otherwise: anyone on the way could read it)", **extra)
 
 
 def _with_token(details, token: str):

@@ -58,7 +58,8 @@ def run(args) -> int:
     impressions = ((args.impressions_out or args.out.with_name("impressions.jsonl"))
                    if args.impressions else None)
     with TailorClient(args.server, tls_ca=args.tls_ca, cert=args.cert, key=args.key,
-                      token=args.token) as client, open(tmp, "w", newline="") as fh:
+                      token=args.token, insecure=args.insecure) as client, \
+            open(tmp, "w", newline="") as fh:
         out = csv.writer(fh)
         # channel: what `train --context-features` fits its context tables from
         out.writerow(["user_id", "item_id", "timestamp", "event", "value", "channel"])

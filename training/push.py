@@ -44,7 +44,7 @@ def run(args) -> int:
     from .progress import progress
 
     with TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca, cert=args.cert,
-                      key=args.key, token=args.token) as client:
+                      key=args.key, token=args.token, insecure=args.insecure) as client:
         size = sum(f.stat().st_size for f in bundle_files(args.bundle))
         try:
             with progress(desc="push", total=size, unit="B", unit_scale=True) as bar:

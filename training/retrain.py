@@ -136,7 +136,7 @@ def run(args) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     csv_path = args.work_dir / "interactions.csv"
     with TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca, cert=args.cert,
-                      key=args.key, token=args.token) as client:
+                      key=args.key, token=args.token, insecure=args.insecure) as client:
         try:
             serving = _serving(args, client)
         except TailorError as err:

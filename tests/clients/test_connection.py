@@ -1,6 +1,6 @@
 """The client, its CLI, `training push/export` and the Locust user connect with --tls-ca, --cert,
---key and --token: a recording gRPC server shows the token header, a `python -m server` with
-mutual TLS takes the CLIs."""
+--key and --token (in plaintext only to loopback, unless --insecure): a recording gRPC server
+shows the token header, a `python -m server` with mutual TLS takes the CLIs."""
 from __future__ import annotations
 
 import asyncio
@@ -15,12 +15,13 @@ import grpc
 import pytest
 
 from clients import TailorClient, TailorError
+from clients.aio import AsyncTailorClient
 from clients.transport import Connection
 from loadtests.certs import CertificateAuthority
 from loadtests.loadgen import PING, _drive, ping_payloads, run_load
 from protos.tailor.v1 import diagnostics_pb2 as pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, run_module
+from tests.conftest import ROOT, free_port, run_module
 
 
 class _RecordingDiagnostics(pb_grpc.DiagnosticsServiceServicer):
@@ -69,6 +70,68 @@ def test_the_token_goes_as_a_bearer_header_on_every_call(recording):
     with TailorClient(target, **kw) as client:
         client.ping()
     assert servicer.authorization == ["Bearer s3cret", "Bearer s3cret", None]
+
+
+def off_loopback(host: str) -> str:
+    """The refusal of a token in plaintext to `host`."""
+    return (f"--token: not sent in plaintext to {host}, which is not a loopback address (whoever "
+            "answers there, or listens on the way, would read it): give --tls-ca to use TLS, or "
+            "--insecure to send it anyway")
+
+
+@pytest.mark.parametrize("target, host", [
+    ("192.0.2.1:50051", "192.0.2.1"), ("tailor.example:50051", "tailor.example"),
+    ("[2001:db8::1]:50051", "2001:db8::1"), ("0.0.0.0:50051", "0.0.0.0"),
+    ("dns:///tailor.example:443", "tailor.example"), ("ipv4:127.0.0.1:1,192.0.2.1:1", "192.0.2.1"),
+    ("dns://192.0.2.53/localhost:50051", "localhost")])  # that DNS server may answer anything
+def test_a_token_is_not_sent_in_plaintext_off_loopback(target, host):
+    """Without --tls-ca a token went as a plaintext header to any host (a typo, a forgotten
+    --tls-ca, a name that resolves elsewhere), to be read by whatever answered there: both
+    clients now refuse before any connection."""
+    for client in (TailorClient, AsyncTailorClient):
+        with pytest.raises(ValueError) as err:
+            client(target, token="t")
+        assert str(err.value) == off_loopback(host)
+
+
+@pytest.mark.parametrize("target", ["127.0.0.2:1", "localhost:1", "[::1]:1", "unix:/tmp/t.sock",
+                                    "unix-abstract:t", "dns:///localhost:1", "ipv6:[::1]:1"])
+def test_a_token_still_goes_in_plaintext_to_loopback_or_a_unix_socket(target):
+    Connection(token="t").channel(target).close()
+
+
+def test_tls_insecure_or_no_token_may_go_off_loopback():
+    for connection in (Connection(token="t", tls=True), Connection(token="t", insecure=True),
+                       Connection()):
+        connection.channel("192.0.2.1:50051").close()
+
+
+@pytest.mark.parametrize("recording", ["plaintext"], indirect=True)
+def test_insecure_sends_the_token_in_plaintext_off_loopback(recording):
+    """0.0.0.0 is not loopback (as the server's --host rule has it), yet Linux dials this
+    machine there: the recording server, on 127.0.0.1, stands for one elsewhere."""
+    servicer, target, _ = recording
+    elsewhere = target.replace("127.0.0.1", "0.0.0.0")
+    refused = run_module("clients", "ping", "--server", elsewhere, "--token", "s3cret",
+                         check=False)
+    assert (refused.returncode, refused.stderr) == (2, f"error: {off_loopback('0.0.0.0')}\n")
+    with TailorClient(elsewhere, token="s3cret", insecure=True) as client:
+        client.ping()
+    run_module("clients", "ping", "--server", elsewhere, "--token", "s3cret", "--insecure")
+    assert servicer.authorization == ["Bearer s3cret", "Bearer s3cret"]
+
+
+def test_training_refuses_a_token_in_plaintext_off_loopback(tmp_path):
+    """push, export and retrain build their client from the same flags (--insecure too)."""
+    env = {**os.environ, "TAILOR_TOKEN": "t0ken"}
+    elsewhere = f"0.0.0.0:{free_port()}"  # nothing listens: a client let through fails fast
+    for command in (["push", str(tmp_path)], ["export", "--out", str(tmp_path / "i.csv")],
+                    ["retrain", "--work-dir", str(tmp_path / "w")]):
+        out = run_module("training", *command, "--server", elsewhere, check=False, env=env)
+        assert (out.returncode, out.stderr) == (2, f"error: {off_loopback('0.0.0.0')}\n"), command
+    out = run_module("training", "push", str(tmp_path), "--server", elsewhere, "--insecure",
+                     check=False, env=env)  # past the client, to the bundle it reads
+    assert out.returncode == 2 and "has no manifest.json" in out.stderr, out.stderr
 
 
 def test_a_client_certificate_needs_its_key(pki):
