@@ -4,8 +4,9 @@ Every call gets a deadline (`--call-timeout`, default 10 s, unless the task set 
 the server never answers is then a DEADLINE_EXCEEDED failure in the statistics, instead of a
 user stuck until the run ends with that call never counted.
 
-TLS and a token come from the locustfile's `--tls-ca --cert --key --token` options
-(`add_transport_options`; the token also from the environment, `TAILOR_TOKEN`), and every
+TLS and a token come from the locustfile's `--tls-ca --cert --key --token --insecure` options
+(`add_transport_options`; the token also from the environment, `TAILOR_TOKEN`; in plaintext
+only to a loopback --host unless --insecure), and every
 channel a locustfile opens comes from `channel`, which sends the token as a header; options that
 cannot work (a file that is no PEM, a --cert without --key, a --call-timeout of 0) stop the
 run before any user starts (one `error:` line, exit 2; from the web UI's form, the start is
@@ -43,12 +44,12 @@ CALL_TIMEOUT = 10.0
 
 
 def add_transport_options(parser) -> None:
-    """Register --tls-ca, --cert, --key, --token and --call-timeout on locust's parser (call in
-    its init hook). The connection flags stay out of the web UI, which prints every option it
-    shows in its page (the token in plain text, to whoever reaches it: every interface by
-    default) and cannot print a path (the page failed, 500). The file flags are str: a
-    distributed run's master sends its options to each worker as msgpack, which holds no Path
-    (the spawn failed, `can not serialize 'PosixPath' object`, and no user ever started)."""
+    """Register --tls-ca, --cert, --key, --token, --insecure and --call-timeout on locust's
+    parser (call in its init hook). The connection flags stay out of the web UI, which prints
+    every option it shows in its page (the token in plain text, to whoever reaches it: every
+    interface by default) and cannot print a path (the page failed, 500). The file flags are
+    str: a distributed run's master sends its options to each worker as msgpack, which holds no
+    Path (the spawn failed, `can not serialize 'PosixPath' object`, and no user ever started)."""
     add_arguments(parser, path=str, include_in_web_ui=False)
     parser.add_argument("--call-timeout", type=float, default=CALL_TIMEOUT,
                         help="deadline of every call, seconds (default %(default)s)")
@@ -57,15 +58,17 @@ def add_transport_options(parser) -> None:
 @check
 def _check_transport(environment, opts) -> None:
     """Connection options every user would fail on (a TLS file that is no PEM, a --cert without
-    its --key, a token no header can hold) and a --call-timeout that is no deadline stop the run
+    its --key, a token no header can hold, or one that would go in plaintext to a --host that is
+    not loopback without --insecure) and a --call-timeout that is no deadline stop the run
     (`loadtests.options`). Raised in each user's start instead, they were tracebacks and the run
     went on with no user until its -t. A --host gRPC would misread (https://, a port past
     65535) likewise."""
     if not hasattr(opts, "tls_ca"):  # no transport options
         return
-    if opts.host:  # else the web UI's form asks for it
-        locust_target(opts.host)
-    connection = Connection.from_args(opts)
+    target = locust_target(opts.host) if opts.host else None  # else the web UI's form asks
+    connection = Connection.from_args(opts)  # for it, and `probe` refuses what this would
+    if target is not None:
+        connection.check_token_target(target)
     if connection.secure:
         connection.credentials()  # reads the PEM files
     if not (math.isfinite(opts.call_timeout) and opts.call_timeout > 0):
@@ -86,7 +89,9 @@ def channel(connection: Connection, target: str) -> grpc.Channel:
     token as call credentials, a metadata plugin gRPC runs on a thread of its own, and with
     `grpc.experimental.gevent` calls then hung (20 users: ~340 calls in the first seconds, then
     every call DEADLINE_EXCEEDED, unseen by the server; the mix's set-up made none). Here the
-    token goes as the same `authorization` header, added to each call's metadata."""
+    token goes as the same `authorization` header, added to each call's metadata: in plaintext
+    only to a loopback `target` unless --insecure (`Connection.check_token_target`)."""
+    connection.check_token_target(target)
     bare = dataclasses.replace(connection, token=None).channel(target)
     return grpc.intercept_channel(bare, _Bearer(connection.token)) if connection.token else bare
 

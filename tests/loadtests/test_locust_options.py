@@ -68,6 +68,18 @@ def test_connection_options_that_cannot_work_stop_the_run(tmp_path):
             f"error: --call-timeout {timeout}: not a number of seconds above 0"
 
 
+def test_a_token_in_plaintext_to_a_host_off_loopback_stops_the_run():
+    """Without --tls-ca the token went as a plaintext header to any --host; --insecure sends it
+    anyway (here the run is then refused for its --call-timeout, after the token's check)."""
+    host = f"0.0.0.0:{free_port()}"  # not loopback; nothing listens: a run let through fails fast
+    assert refused("loadtests/locustfile.py", "--host", host, "--token", "t") == (
+        "error: --token: not sent in plaintext to 0.0.0.0, which is not a loopback address "
+        "(whoever answers there, or listens on the way, would read it): give --tls-ca to use "
+        "TLS, or --insecure to send it anyway")
+    assert refused("loadtests/locustfile.py", "--host", host, "--token", "t", "--insecure",
+                   "--call-timeout", "0") == "error: --call-timeout 0: not a number of seconds above 0"
+
+
 def test_a_p99_target_that_is_no_bound_stops_the_run():
     """`--p99-ms nan` passed every run (no p99 is above NaN: exit 0 where 0.001 failed the
     same load) and a negative target failed every one."""
