@@ -57,13 +57,13 @@ class Connection:
     def secure(self) -> bool:
         return self.tls or self.tls_ca is not None or self.cert is not None
 
-    def credentials(self) -> grpc.ChannelCredentials:
+    def credentials(self, call_token: bool = True) -> grpc.ChannelCredentials:
         """TLS credentials from the PEM files (ValueError naming the flag of one not read, or
-        not PEM)."""
+        not PEM), with the token as call credentials unless not `call_token`."""
         creds = grpc.ssl_channel_credentials(_read("--tls-ca", self.tls_ca, CERTIFICATE),
                                              _read("--key", self.key, PRIVATE_KEY),
                                              _read("--cert", self.cert, CERTIFICATE))
-        if self.token:
+        if self.token and call_token:
             creds = grpc.composite_channel_credentials(
                 creds, grpc.access_token_call_credentials(self.token))
         return creds
@@ -81,13 +81,18 @@ class Connection:
                              "address (whoever answers there, or listens on the way, would read "
                              "it): give --tls-ca to use TLS, or --insecure to send it anyway")
 
-    def channel(self, target: str, options=()) -> grpc.Channel:
+    def channel(self, target: str, options=(), token_as_header: bool = False) -> grpc.Channel:
+        """A blocking channel to `target`. Over TLS the token goes as call credentials, unless
+        `token_as_header`: then, as over plaintext, as the `authorization` header added to each
+        call (under gevent, whose calls hang on the thread gRPC runs call credentials on:
+        `loadtests.grpc_user.channel`)."""
         check_target(target)
         self.check_token_target(target)
-        if self.secure:
-            return grpc.secure_channel(target, self.credentials(), options=list(options))
-        channel = grpc.insecure_channel(target, options=list(options))
-        return grpc.intercept_channel(channel, _BearerToken(self.token)) if self.token else channel
+        header = bool(self.token) and (token_as_header or not self.secure)
+        channel = (grpc.secure_channel(target, self.credentials(call_token=not header),
+                                       options=list(options)) if self.secure
+                   else grpc.insecure_channel(target, options=list(options)))
+        return grpc.intercept_channel(channel, _BearerToken(self.token)) if header else channel
 
     def aio_channel(self, target: str, options=()) -> grpc.aio.Channel:
         check_target(target)

@@ -16,7 +16,6 @@ with one line naming the option to change (`stop_run`, exit 1), instead of thous
 same failure until `-t` ends."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import re
@@ -91,25 +90,7 @@ def channel(connection: Connection, target: str) -> grpc.Channel:
     every call DEADLINE_EXCEEDED, unseen by the server; the mix's set-up made none). Here the
     token goes as the same `authorization` header, added to each call's metadata: in plaintext
     only to a loopback `target` unless --insecure (`Connection.check_token_target`)."""
-    connection.check_token_target(target)
-    bare = dataclasses.replace(connection, token=None).channel(target)
-    return grpc.intercept_channel(bare, _Bearer(connection.token)) if connection.token else bare
-
-
-class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """`authorization: Bearer <token>` on every call (`channel`)."""
-
-    def __init__(self, token: str):
-        self._header = ("authorization", f"Bearer {token}")
-
-    def _with(self, details):
-        return details._replace(metadata=[*(details.metadata or ()), self._header])
-
-    def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._with(details), request)
-
-    intercept_unary_stream = intercept_stream_unary = intercept_stream_stream = intercept_unary_unary
+    return connection.channel(target, token_as_header=True)
 
 
 @events.test_start.add_listener
