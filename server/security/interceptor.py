@@ -316,6 +316,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                                               inner(request, context))
             finally:
                 _principal.reset(token)
+                if caller is not None:
+                    caller.retire()
                 if caller is not None and caller.denied and not self._audited(method, principal):
                     await self._denied(principal.name, method, "", context.invocation_metadata())
         return call
@@ -350,6 +352,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 status = final_status(context, err)
                 raise
             finally:
+                caller.retire()
                 with contextlib.suppress(ValueError):  # closed from another context: the task ends
                     _principal.reset(token)
                 if self._audited(method, principal):  # its own line, whatever its status
@@ -370,7 +373,7 @@ class _Caller:
     denied at its start is)."""
 
     __slots__ = ("interceptor", "method", "context", "principal", "authenticator", "due",
-                 "denied", "timer", "ending", "cut")
+                 "denied", "timer", "ending", "cut", "retired")
 
     def __init__(self, interceptor: AuthInterceptor, method: str, context, principal: Principal):
         self.interceptor, self.method, self.context = interceptor, method, context
@@ -382,11 +385,14 @@ class _Caller:
         """Why the call ends (a check found its caller gone)."""
         self.cut = asyncio.Event()
         """Set with `ending`: the wait for the next request ends."""
+        self.retired = False
+        """The call has ended (`retire`): its context is gRPC's to free, never to be read."""
 
     def __enter__(self) -> _Caller:
         """Watch the call: checked at reloads and on a timer, whether messages go or not."""
-        self.interceptor.streams.add(self)
-        self.timer = asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._tick)
+        if not self.retired:
+            self.interceptor.streams.add(self)
+            self.timer = asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._tick)
         return self
 
     def __exit__(self, *_) -> None:
@@ -394,6 +400,16 @@ class _Caller:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def retire(self) -> None:
+        """The call has ended (its handler returned or raised): stop watching it now. A
+        handler that returns, or fails, without reading its requests to the end leaves their
+        `checking` generator suspended inside `with self` until the garbage collector finds
+        it; meanwhile the timer (and a reload's `sweep`) read the metadata of a call gRPC had
+        freed, and the worker died of SIGSEGV (a PlanCampaign refused INVALID_ARGUMENT at its
+        first message: the whole server stopped 5 s later)."""
+        self.retired = True
+        self.__exit__()
 
     def _tick(self) -> None:
         self.timer = None
@@ -403,7 +419,7 @@ class _Caller:
 
     def check(self) -> None:
         """Note why the call must end (`ending`) if its caller is gone, and end its wait."""
-        if self.ending is None:
+        if self.ending is None and not self.retired:
             self.ending = self.gone()
             if self.ending is not None:
                 self.cut.set()
@@ -412,7 +428,7 @@ class _Caller:
         """Why the caller may no longer go on (None: it may): its credentials checked again
         after a reload, or once `RECHECK_SECONDS` have passed since the last check."""
         now, interceptor = time.monotonic(), self.interceptor
-        if interceptor.authenticator is self.authenticator and now < self.due:
+        if self.retired or (interceptor.authenticator is self.authenticator and now < self.due):
             return None
         self.authenticator, self.due = interceptor.authenticator, now + RECHECK_SECONDS
         try:
