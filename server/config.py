@@ -761,10 +761,15 @@ def changed_settings(running: Settings, now: Settings) -> list[str]:
     return changed
 
 
+SECRET_SETTINGS = frozenset({"smtp_password"})
+"""Settings that hold a secret: a refused one is named, its value never echoed (`settings_error`
+goes to stderr and the service manager's log)."""
+
+
 def settings_error(err: ValidationError, config_file: Path | None = None,
                    flags: Collection[str] = ()) -> str:
     """One line per refused value, naming where it can come from (`flags`: the fields `serve`
-    takes as a flag)."""
+    takes as a flag), and what was given, unless it is a secret (`SECRET_SETTINGS`)."""
     lines = []
     for problem in err.errors():
         path = [str(p) for p in problem["loc"]]
@@ -772,7 +777,9 @@ def settings_error(err: ValidationError, config_file: Path | None = None,
         flag = f"--{path[0].replace('_', '-')}" if len(path) == 1 and path[0] in flags else ""
         where = ", ".join(x for x in (flag, env, f"'{'.'.join(path)}' in {config_file}"
                                       if config_file else "") if x)
-        lines.append(f"{'.'.join(path)} ({where}): {problem['msg']} (got {problem.get('input')!r:.60})")
+        given = (f"a value of type {type(problem.get('input')).__name__}, not shown: a secret"
+                 if path and path[0] in SECRET_SETTINGS else f"{problem.get('input')!r:.60}")
+        lines.append(f"{'.'.join(path)} ({where}): {problem['msg']} (got {given})")
     return "; ".join(lines)
 
 
