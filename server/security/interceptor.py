@@ -410,6 +410,7 @@ class _Caller:
         first message: the whole server stopped 5 s later)."""
         self.retired = True
         self.__exit__()
+        self.cut.set()  # what that generator waits on ends too (destroyed pending, it logged an ERROR)
 
     def _tick(self) -> None:
         self.timer = None
@@ -474,6 +475,8 @@ class _Caller:
                     arriving = asyncio.ensure_future(_next(requests))
                     await asyncio.wait((arriving, cut), return_when=asyncio.FIRST_COMPLETED)
                     if not arriving.done():
+                        if self.ending is None:  # retired: the call is over, nothing to read
+                            return
                         raise self.ending
                     request = arriving.result()
                     if request is _END:
