@@ -460,3 +460,55 @@ def pytest_runtest_teardown(item):
         pytest.fail(f"{item.nodeid} imported locust into the test process: run Locust and "
                     "loadtests.grpc_user in a child process (run_module, subprocess)",
                     pytrace=False)
+
+
+# --- suite3a: shared helpers (added at the end, in one block) ---
+
+
+def run_command(*argv: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m server COMMAND ...` for a command other than `serve`, run in this process
+    (`server.__main__.main`): what its process would print and exit with, without paying for a
+    new interpreter and its imports (~1 s of CPU each) where a test is about what the command
+    does, not about its process. As the process: `SystemExit("msg")` is `msg` on stderr, exit
+    1; any other exception propagates (a traceback: the test fails); WARNING and above of a
+    logger go to stderr (Python's last-resort handler, the commands configure none); `env`
+    adds variables for the call. What the call changes in this process is put back: the
+    environment, SIGHUP's handler, the root logger, the keys of `server.store.tokens` and
+    `server.security.userref`."""
+    import io
+    import logging
+    import signal
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from server.__main__ import main
+    from server.security import userref
+    from server.store import tokens
+    out, err = io.StringIO(), io.StringIO()
+    root, saved_env = logging.getLogger(), dict(os.environ)
+    handlers, level, hup = root.handlers[:], root.level, signal.getsignal(signal.SIGHUP)
+    keys = (tokens._key, userref._key)
+    to_stderr = logging.StreamHandler(err)
+    to_stderr.setLevel(logging.WARNING)
+    os.environ.update(env or {})
+    root.addHandler(to_stderr)
+    code: int | str | None = 0
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        root.handlers[:], root.level = handlers, level
+        signal.signal(signal.SIGHUP, hup)
+        tokens.use_key(keys[0])
+        userref.use_key(keys[1])
+    if isinstance(code, str):
+        err.write(code + "\n")
+        code = 1
+    proc = subprocess.CompletedProcess(["server", *argv], code or 0, out.getvalue(), err.getvalue())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"server {' '.join(argv)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc

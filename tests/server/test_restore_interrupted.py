@@ -2,7 +2,9 @@
 data dir leaves a data dir every command refuses until the restore is run again, and the run
 again finishes it, carrying the erasures of the store it replaces. Split from test_backup.py so
 the two halves run on different workers; one backup (and a data dir restored from it, copied
-per test) serves every test here."""
+per test) serves every test here. The restore killed and the server refusing to start run as
+processes; the other commands run in this process (`run_command`: their refusals and the
+restore run again are what is checked, not their processes)."""
 import json
 import os
 import shutil
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_module
+from tests.conftest import run_command, run_module
 
 _RESTORE_KILLED_AT = """
 import os, sys
@@ -62,8 +64,8 @@ def _restore_again_keeps_the_erasure(out, live) -> None:
     finishes: the backup's record in place, and the erasure made after it carried over."""
     from server.store import Store
     from server.store.keys import TOMBSTONE_PREFIX
-    reply = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(live),
-                                  "--force").stdout)
+    reply = json.loads(run_command("restore", "--from", str(out), "--data-dir", str(live),
+                                   "--force").stdout)
     assert reply["erasures_after_backup"] == 1
     assert sorted(p.name for p in live.iterdir()) == ["bundles", "store", "tailor.lock"]
     store = Store(live / "store", sync=False)
@@ -88,10 +90,11 @@ def test_a_restore_killed_while_it_swaps_is_finished_by_running_it_again(restore
     killed = subprocess.run([sys.executable, "-c", _RESTORE_KILLED_AT, str(out), str(live),
                              str(killed_at)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert killed.returncode == 9, killed.stderr
-    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
-    for command in (["--port", "0"], ["migrate"], ["compact"]):
-        refused = run_module("server", *command, "--data-dir", str(live), check=False, timeout=60,
-                             env=env)
+    env = {"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    serve = run_module("server", "--port", "0", "--data-dir", str(live), check=False, timeout=60,
+                       env={**os.environ, **env})
+    for refused in (serve, *(run_command(command, "--data-dir", str(live), check=False, env=env)
+                             for command in ("migrate", "compact"))):
         assert refused.returncode in (1, 2) and "Traceback" not in refused.stderr, refused.stderr
         assert f"a restore into {live} did not finish" in refused.stderr, refused.stderr
     _restore_again_keeps_the_erasure(out, live)
@@ -112,7 +115,7 @@ def test_a_restore_into_a_fresh_dir_killed_and_run_again_still_says_erasures_are
     killed = subprocess.run([sys.executable, "-c", _RESTORE_KILLED_AT, str(out), str(fresh),
                              str(killed_at)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert killed.returncode == 9 and killed.stdout == "", killed.stderr
-    again = run_module("server", "restore", "--from", str(out), "--data-dir", str(fresh), "--force")
+    again = run_command("restore", "--from", str(out), "--data-dir", str(fresh), "--force")
     reply = json.loads(again.stdout)
     assert reply["erasures_after_backup"] is None
     assert reply["erase_again"].startswith("no store was replaced, so users erased after the "
@@ -131,7 +134,7 @@ def test_a_restore_over_a_damaged_store_replaces_it_and_says_erasures_are_unknow
     data, out = tmp_path / "data", restored_then_erased[0]
     Store(data / "store", sync=False).close()
     (data / "store" / "data.mdb").write_bytes(b"x" * 100)  # damaged
-    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data), "--force")
+    restored = run_command("restore", "--from", str(out), "--data-dir", str(data), "--force")
     reply = json.loads(restored.stdout)
     assert reply["erasures_after_backup"] is None
     assert reply["erase_again"].startswith("the replaced store could not be read, so users "
@@ -177,10 +180,9 @@ def test_a_restore_interrupted_while_it_swaps_leaves_the_data_dir_refused(restor
                           str(interrupted_after)], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert cut.returncode == 130, cut.stderr
-    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    env = {"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
     for command in (["migrate"], ["compact"], ["backup", "--out", str(tmp_path / "c.tar")]):
-        refused = run_module("server", *command, "--data-dir", str(live), check=False, timeout=60,
-                             env=env)
+        refused = run_command(*command, "--data-dir", str(live), check=False, env=env)
         assert refused.returncode == 1, refused.stderr
         assert f"a restore into {live} did not finish" in refused.stderr, refused.stderr
     _restore_again_keeps_the_erasure(out, live)
