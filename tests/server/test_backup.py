@@ -1,5 +1,7 @@
 """`python -m server backup` while a server serves and writes, then `restore` into a fresh data
-dir and a server there: profiles, events, campaigns and the bundle come back, from one instant."""
+dir and a server there: profiles, events, campaigns and the bundle come back, from one instant.
+Those two and the Ctrl-C run `python -m server` processes; the other tests run the commands in
+this process (`run_command`: what a backup or restore does and says, not its process)."""
 import calendar
 import json
 import os
@@ -16,7 +18,7 @@ import pytest
 from clients import TailorClient
 from clients.client import TailorError
 from server.errors import FailedPrecondition
-from tests.conftest import run_module, throwaway_crypto
+from tests.conftest import run_command, run_module, throwaway_crypto
 from tests.server.test_erasure_on_disk import _token_hits
 
 
@@ -108,7 +110,7 @@ def test_the_data_keys_pads_stay_readable_by_their_owner_only(backup_file, tmp_p
     assert stat.S_IMODE((data / "store" / "keyslots").stat().st_mode) == 0o600
     with tarfile.open(out) as tar:
         assert stat.S_IMODE(tar.getmember("store/keyslots").mode) == 0o600
-    run_module("server", "restore", "--from", str(out), "--data-dir", str(tmp_path / "d"))
+    run_command("restore", "--from", str(out), "--data-dir", str(tmp_path / "d"))
     assert stat.S_IMODE((tmp_path / "d" / "store" / "keyslots").stat().st_mode) == 0o600
 
 
@@ -121,23 +123,23 @@ def test_a_backup_with_world_readable_pads_restores_them_0600(backup_file, tmp_p
             if member.name == "store/keyslots":
                 member.mode = 0o644
             dest.addfile(member, src.extractfile(member) if member.isfile() else None)
-    run_module("server", "restore", "--from", str(old), "--data-dir", str(tmp_path / "d"))
+    run_command("restore", "--from", str(old), "--data-dir", str(tmp_path / "d"))
     assert stat.S_IMODE((tmp_path / "d" / "store" / "keyslots").stat().st_mode) == 0o600
 
 
 def test_restore_refuses_a_served_data_dir_and_a_non_empty_one(backup_file, server_process, tmp_path,
                                                                demo_bundle):
     out, _, _, served_dir = backup_file  # the backup fixture's server still holds it
-    refused = run_module("server", "restore", "--from", str(out), "--data-dir", str(served_dir),
-                         "--force", check=False)
+    refused = run_command("restore", "--from", str(out), "--data-dir", str(served_dir),
+                          "--force", check=False)
     assert refused.returncode != 0 and "in use by a running server" in refused.stderr
     other = tmp_path / "other"
     (other / "store").mkdir(parents=True)
     (other / "store" / "keep.txt").write_text("x")
-    refused = run_module("server", "restore", "--from", str(out), "--data-dir", str(other), check=False)
+    refused = run_command("restore", "--from", str(out), "--data-dir", str(other), check=False)
     assert refused.returncode != 0 and "not empty" in refused.stderr and "--force" in refused.stderr
     assert (other / "store" / "keep.txt").exists()
-    run_module("server", "restore", "--from", str(out), "--data-dir", str(other), "--force")
+    run_command("restore", "--from", str(out), "--data-dir", str(other), "--force")
     assert not (other / "store" / "keep.txt").exists() and (other / "store" / "data.mdb").exists()
 
 
@@ -146,8 +148,8 @@ def test_restore_refuses_a_file_that_is_not_a_backup(tmp_path):
     (tmp_path / "x.txt").write_text("hello")
     with tarfile.open(bogus, "w") as tar:
         tar.add(tmp_path / "x.txt", arcname="x.txt")
-    refused = run_module("server", "restore", "--from", str(bogus), "--data-dir", str(tmp_path / "d"),
-                         check=False)
+    refused = run_command("restore", "--from", str(bogus), "--data-dir", str(tmp_path / "d"),
+                          check=False)
     assert refused.returncode != 0 and "not a Tailor backup" in refused.stderr
     assert not (tmp_path / "d" / "store").exists()
 
@@ -167,8 +169,8 @@ def test_restore_refuses_a_damaged_backup_in_one_line(tmp_path):
     cut.write_bytes(out.read_bytes()[:200_000])
     junk.write_text("hello")
     for damaged in (cut, junk):
-        refused = run_module("server", "restore", "--from", str(damaged), "--data-dir",
-                             str(tmp_path / "d"), check=False)
+        refused = run_command("restore", "--from", str(damaged), "--data-dir",
+                              str(tmp_path / "d"), check=False)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
         assert refused.stderr.startswith(f"restore: {damaged} cannot be read as a backup")
         assert not (tmp_path / "d" / "store").exists()
@@ -180,8 +182,8 @@ def test_backup_to_a_directory_is_refused_and_leaves_nothing(tmp_path):
     from server.store import Store
     Store(tmp_path / "data" / "store").close()
     (tmp_path / "backups").mkdir()
-    refused = run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out",
-                         str(tmp_path / "backups"), check=False)
+    refused = run_command("backup", "--data-dir", str(tmp_path / "data"), "--out",
+                          str(tmp_path / "backups"), check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert "is a directory" in refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backups", "data"]
@@ -225,12 +227,12 @@ def test_a_data_dir_whose_active_bundle_was_gone_already_is_backed_up_without_it
     decisions could not be backed up."""
     shutil.rmtree(_pointing_at_a_bundle(tmp_path / "data"))  # removed by hand, or lost
     out = tmp_path / "b.tar"
-    reply = json.loads(run_module("server", "backup", "--data-dir", str(tmp_path / "data"),
-                                  "--out", str(out)).stdout)
+    reply = json.loads(run_command("backup", "--data-dir", str(tmp_path / "data"),
+                                   "--out", str(out)).stdout)
     assert reply["active_bundle"] == "20260101T000000-deadbeef" and reply["bundles"] == []
     assert reply["active_bundle_missing"] is True
-    restored = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir",
-                                     str(tmp_path / "restored")).stdout)
+    restored = json.loads(run_command("restore", "--from", str(out), "--data-dir",
+                                      str(tmp_path / "restored")).stdout)
     assert restored["active_bundle"] == "20260101T000000-deadbeef"
     from server.store.backup import read_value
     from server.store.keys import BUNDLE_ACTIVE
@@ -242,7 +244,7 @@ def test_a_plain_tar_name_gives_an_uncompressed_backup(tmp_path):
     from server.store import Store
     Store(tmp_path / "data" / "store").close()
     out = tmp_path / "b.tar"
-    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    run_command("backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
     with tarfile.open(out, "r:") as tar:  # raises ReadError if compressed
         assert json.load(tar.extractfile("tailor-backup.json"))["active_bundle"] is None
 
@@ -266,7 +268,7 @@ def _erased_around_a_backup(server_process, data: Path, out: Path) -> tuple[floa
                                 "variants": [{"id": "red"}, {"id": "blue"}]})
         client.choose_variant("spring", "alice")  # pending: a record, an index and a due entry
         client.delete_profile("bob")  # before the backup: its tombstone is in it
-        run_module("server", "backup", "--data-dir", str(data), "--out", str(out))
+        run_command("backup", "--data-dir", str(data), "--out", str(out))
         client.set_consent("alice", "email", False, source="test")  # her keep-out: not in it
         client.delete_profile("alice")  # after: only the live store knows
         assert client.delete_profile("dave") == 3 + 3 + 1  # his events, their keys, his state
@@ -345,8 +347,8 @@ def test_a_restore_erases_again_the_users_erased_after_the_backup(erased_around,
     the counter said 1 pending decision nobody had."""
     data, out, t0, before = _copy_of(erased_around, tmp_path)
     erased, carol = [_token(data, u) for u in ("alice", "dave")], _token(data, "carol")
-    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
-                          "--force", "--secrets-dir", str(data.parent / "secrets"))
+    restored = run_command("restore", "--from", str(out), "--data-dir", str(data),
+                           "--force", "--secrets-dir", str(data.parent / "secrets"))
     reply = json.loads(restored.stdout)
     assert (reply["erasures_after_backup"], reply["erased_again"], reply["erasures_not_linked"]) \
         == (2, 2, 0)
@@ -387,8 +389,8 @@ def test_tombstones_written_before_they_kept_the_token_are_counted_not_applied(
     user is back until erased by hand."""
     data, out, _, _ = _copy_of(erased_around, tmp_path)
     _drop_tokens(data / "store")
-    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
-                          "--force", "--secrets-dir", str(data.parent / "secrets"))
+    restored = run_command("restore", "--from", str(out), "--data-dir", str(data),
+                           "--force", "--secrets-dir", str(data.parent / "secrets"))
     reply = json.loads(restored.stdout)
     assert (reply["erasures_after_backup"], reply["erased_again"], reply["erasures_not_linked"]) \
         == (2, 0, 2)
@@ -422,12 +424,12 @@ def test_a_restore_scrubs_the_users_it_erases_again_from_the_restored_bundles(
         assert client.track_batch(_events(USER, 3, USER, time.time() - 3600)).accepted == 3
         assert not client.recommend(USER, k=5).cold_start
         assert client.model_stats()  # the answer's impression written (the stats flush first)
-        run_module("server", "backup", "--data-dir", str(data), "--out", str(out))
+        run_command("backup", "--data-dir", str(data), "--out", str(out))
         assert client.delete_profile(USER) > 0
     served.stop()
     token = _token(data, USER)
-    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
-                          "--force", "--secrets-dir", str(data.parent / "secrets"))
+    restored = run_command("restore", "--from", str(out), "--data-dir", str(data),
+                           "--force", "--secrets-dir", str(data.parent / "secrets"))
     reply = json.loads(restored.stdout)
     assert (reply["erased_again"], reply["bundle_rows_erased_again"]) == (1, 1)
     assert (reply["impressions_erased_again"], reply["impressions_not_linked"]) == (1, 0)
@@ -451,14 +453,14 @@ def test_a_restore_given_another_erasure_key_under_the_same_id_says_it_found_nob
     kids = [line.split(":")[0] for line in (other / "erasure.keys").read_text().split()]
     (other / "erasure.keys").write_text("".join(
         f"{kid}:{base64.b64encode(os.urandom(32)).decode()}\n" for kid in kids))
-    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
-                          "--force", "--secrets-dir", str(other))
+    restored = run_command("restore", "--from", str(out), "--data-dir", str(data),
+                           "--force", "--secrets-dir", str(other))
     reply = json.loads(restored.stdout)
     assert (reply["erasures_after_backup"], reply["erased_again"], reply["erasures_not_linked"]) \
         == (2, 0, 2)
     assert "was given another key under the same id" in reply["erase_again"]
-    again = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
-                       "--force", "--secrets-dir", str(data.parent / "secrets"))
+    again = run_command("restore", "--from", str(out), "--data-dir", str(data),
+                        "--force", "--secrets-dir", str(data.parent / "secrets"))
     assert json.loads(again.stdout)["erased_again"] == 2  # the checks went with the tombstones
 
 
@@ -477,8 +479,8 @@ def test_a_restore_without_the_encryption_key_says_to_run_it_again_with_it(erase
     partial = tmp_path / "without-encryption"
     shutil.copytree(data.parent / "secrets", partial)
     (partial / "encryption.keys").unlink()
-    first = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
-                                  "--force", "--secrets-dir", str(partial)).stdout)
+    first = json.loads(run_command("restore", "--from", str(out), "--data-dir", str(data),
+                                   "--force", "--secrets-dir", str(partial)).stdout)
     assert (first["erased_again"], first["pending_not_corrected"]) == (2, 1)
     assert first["erase_again"].startswith("1 pending decision(s) of the users erased again could "
                                            "not be read")
@@ -487,15 +489,15 @@ def test_a_restore_without_the_encryption_key_says_to_run_it_again_with_it(erase
     shutil.copytree(data.parent / "secrets", other)
     (other / "encryption.keys").write_text(Keyring.generate("encryption").text())
     (other / "encryption.keys").chmod(0o600)
-    wrong = run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
-                       "--force", "--secrets-dir", str(other))
+    wrong = run_command("restore", "--from", str(out), "--data-dir", str(data),
+                        "--force", "--secrets-dir", str(other))
     told = json.loads(wrong.stdout)["erase_again"]
     assert "no 'encryption' keyring" not in told and "no 'encryption' keyring" not in wrong.stderr
     assert told.startswith("1 pending decision(s) of the users erased again could not be read "
                            "with the 'encryption' keyring in --secrets-dir")
     assert "and a --secrets-dir whose 'encryption' keyring holds the keys of that time" in told
-    again = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
-                                  "--force", "--secrets-dir", str(data.parent / "secrets")).stdout)
+    again = json.loads(run_command("restore", "--from", str(out), "--data-dir", str(data),
+                                   "--force", "--secrets-dir", str(data.parent / "secrets")).stdout)
     assert (again["erased_again"], again["pending_corrected"], again["erase_again"]) == (2, 1, None)
     assert json.loads(read_value(data / "store", "bandit", count_key("spring")))["pending"] == 0
 
@@ -541,11 +543,11 @@ def test_a_restore_into_a_fresh_dir_says_erasures_after_the_backup_are_unknown(s
     served = server_process(data)
     with TailorClient(served.target, timeout=30) as client:
         assert client.track_batch(_events("alice", 3, "alice", time.time() - 3600)).accepted == 3
-        backed_up = json.loads(run_module("server", "backup", "--data-dir", str(data),
-                                          "--out", str(out)).stdout)
+        backed_up = json.loads(run_command("backup", "--data-dir", str(data),
+                                           "--out", str(out)).stdout)
         client.delete_profile("alice")
     served.stop()
-    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(tmp_path / "fresh"))
+    restored = run_command("restore", "--from", str(out), "--data-dir", str(tmp_path / "fresh"))
     reply = json.loads(restored.stdout)
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(backed_up["store_snapshot"]))
     assert reply["erasures_after_backup"] is None
@@ -554,8 +556,8 @@ def test_a_restore_into_a_fresh_dir_says_erasures_after_the_backup_are_unknown(s
     assert f"call DeleteProfile again for every user whose erasure was requested since {since}" \
         in reply["erase_again"]
     assert f"restore: {reply['erase_again']}" in restored.stderr
-    again = run_module("server", "restore", "--from", str(out), "--data-dir", str(tmp_path / "fresh"),
-                       "--force")  # over the store it restored: no erasure is missing from it
+    again = run_command("restore", "--from", str(out), "--data-dir", str(tmp_path / "fresh"),
+                        "--force")  # over the store it restored: no erasure is missing from it
     assert json.loads(again.stdout)["erasures_after_backup"] == 0
     assert json.loads(again.stdout)["erase_again"] is None and "restore:" not in again.stderr
 
@@ -584,7 +586,7 @@ def test_a_user_erased_while_the_backup_copies_is_in_the_time_to_erase_again_fro
         monkeypatch.setattr(backups, "_copy_bundles", erased_while_copying)
         manifest = backup(data, out)
     served.stop()
-    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(tmp_path / "fresh"))
+    restored = run_command("restore", "--from", str(out), "--data-dir", str(tmp_path / "fresh"))
     since = json.loads(restored.stdout)["erase_again"].split("requested since ", 1)[1][:20]
     assert calendar.timegm(time.strptime(since, "%Y-%m-%dT%H:%M:%SZ")) <= erased[0]
     assert manifest["store_snapshot"] <= erased[0] < manifest["created"]
@@ -713,8 +715,8 @@ def test_restore_refuses_a_backup_whose_store_does_not_open(tmp_path):
     before = (live / "store" / "data.mdb").read_bytes()
     for damaged in (junk, cut):
         for target, force in ((tmp_path / "d", ()), (live, ("--force",))):
-            refused = run_module("server", "restore", "--from", str(damaged), "--data-dir",
-                                 str(target), *force, check=False)
+            refused = run_command("restore", "--from", str(damaged), "--data-dir",
+                                  str(target), *force, check=False)
             assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
             assert refused.stderr.startswith(f"restore: {damaged} holds a store that cannot be "
                                              "opened"), refused.stderr
@@ -768,8 +770,8 @@ def test_what_a_killed_backup_left_is_removed_by_the_next_one(tmp_path):
     older.touch()  # an older version's partial archive beside the output, its process gone
     elsewhere = out / "wednesday.tar.gz.tailor-0badc0de.1.1.partial"
     elsewhere.touch()  # another host's (its pid says nothing here): not ours to judge
-    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out",
-               str(out / "tuesday.tar.gz"))
+    run_command("backup", "--data-dir", str(tmp_path / "data"), "--out",
+                str(out / "tuesday.tar.gz"))
     assert sorted(p.name for p in out.iterdir()) == [running.name, "tuesday.tar.gz", elsewhere.name]
 
 
@@ -792,8 +794,8 @@ def test_restore_refuses_an_encrypted_backup_without_its_pad_file(tmp_path):
         for member in src.getmembers():
             if member.name != "store/keyslots":
                 dst.addfile(member, src.extractfile(member) if member.isfile() else None)
-    refused = run_module("server", "restore", "--from", str(bare), "--data-dir",
-                         str(tmp_path / "d"), check=False)
+    refused = run_command("restore", "--from", str(bare), "--data-dir",
+                          str(tmp_path / "d"), check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert refused.stderr.startswith(f"restore: {bare} holds a store that cannot be opened")
     assert "keyslots" in refused.stderr and not (tmp_path / "d" / "store").exists()
@@ -860,8 +862,8 @@ def test_restore_refuses_a_backup_a_newer_tailor_wrote_before_replacing_anything
     store.put("meta", b"live", b"yes")
     store.close()
     before = (live / "store" / "data.mdb").read_bytes()
-    refused = run_module("server", "restore", "--from", str(out), "--data-dir", str(live),
-                         "--force", check=False)
+    refused = run_command("restore", "--from", str(out), "--data-dir", str(live),
+                          "--force", check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert refused.stderr.startswith(f"restore: {out} holds a store that cannot be opened (the "
                                      "store was written by a newer Tailor; "), refused.stderr
@@ -936,8 +938,8 @@ def test_backup_and_restore_on_a_full_disk_say_so_in_one_line(tmp_path, small_di
     store = Store(data / "store", sync=False, map_size=16 << 20)
     store.put_many("events", [(b"k%05d" % i, os.urandom(500)) for i in range(9_000)])
     store.close()
-    refused = run_module("server", "backup", "--data-dir", str(data), "--out",
-                         str(small_disk / "out" / "b.tar"), check=False)
+    refused = run_command("backup", "--data-dir", str(data), "--out",
+                          str(small_disk / "out" / "b.tar"), check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert refused.stderr.startswith(f"backup: no space left on the disk of {small_disk / 'out'} "
                                      "for the backup"), refused.stderr
@@ -945,8 +947,8 @@ def test_backup_and_restore_on_a_full_disk_say_so_in_one_line(tmp_path, small_di
     good = tmp_path / "b.tar"
     backup(data, good)  # in process: what fills the disk for the restore's refusal below
     restore(good, small_disk / "r1")
-    refused = run_module("server", "restore", "--from", str(good), "--data-dir",
-                         str(small_disk / "r2"), check=False)
+    refused = run_command("restore", "--from", str(good), "--data-dir",
+                          str(small_disk / "r2"), check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert refused.stderr.startswith(f"restore: no space left on the disk of {small_disk / 'r2'} "
                                      f"to restore {good}"), refused.stderr
@@ -982,8 +984,8 @@ def test_restore_refuses_a_backup_whose_bundle_files_do_not_match_their_manifest
     live = tmp_path / "live"
     restore(good, live)
     before = {p.relative_to(live): p.read_bytes() for p in live.rglob("*") if p.is_file()}
-    refused = run_module("server", "restore", "--from", str(rotten), "--data-dir", str(live),
-                         "--force", check=False)
+    refused = run_command("restore", "--from", str(rotten), "--data-dir", str(live),
+                          "--force", check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert refused.stderr.startswith(
         f"restore: {rotten} holds bundle {demo_bundle.name} whose items.npz does not match its "
@@ -1001,7 +1003,7 @@ def test_a_backup_of_a_store_an_older_tailor_wrote_restores_and_is_migrated(serv
     data, out = tmp_path / "old", tmp_path / "old.tar.gz"
     (data / "store").mkdir(parents=True)
     _fixture_store(data / "store")
-    backed_up = json.loads(run_module("server", "backup", "--data-dir", str(data), "--out", str(out)).stdout)
+    backed_up = json.loads(run_command("backup", "--data-dir", str(data), "--out", str(out)).stdout)
     assert backed_up["active_bundle_missing"] is True and backed_up["bundles"] == []
     restore(out, tmp_path / "new")  # in process: what is tested is the first start on it
     served = server_process(tmp_path / "new", env={  # (its records are over a year old)
