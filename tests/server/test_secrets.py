@@ -11,7 +11,15 @@ import pytest
 from server.errors import FailedPrecondition
 from server.security.audit import AuditLog, verify_chain
 from server.security.secrets import KEYRINGS, Keyring, MissingSecret, Secrets, env_name
-from tests.conftest import AWAIT_GO, ROOT, ServerProcess, free_port, run_at_once, run_module
+from tests.conftest import (
+    AWAIT_GO,
+    ROOT,
+    ServerProcess,
+    free_port,
+    run_at_once,
+    run_command,
+    run_module,
+)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +117,7 @@ def test_rotating_the_audit_key_keeps_the_old_lines_verifiable(tmp_path):
     secrets = Secrets.load(tmp_path / "secrets", generate=True, environ={})
     old_kid = secrets["audit"].kid
     AuditLog(tmp_path / "audit", secrets["audit"]).record("p", "/m", "u1", "OK", "r1")
-    out = run_module("server", "secrets", "rotate", "audit", "--secrets-dir", str(tmp_path / "secrets"))
+    out = run_command("secrets", "rotate", "audit", "--secrets-dir", str(tmp_path / "secrets"))
     keys = json.loads(out.stdout)["keys"]
     assert keys[1] == old_kid and len(keys) == 2
     ring = Secrets.load(tmp_path / "secrets", generate=False, environ={})["audit"]
@@ -121,10 +129,10 @@ def test_rotating_the_audit_key_keeps_the_old_lines_verifiable(tmp_path):
 
 
 def test_secrets_init_writes_every_keyring_once(tmp_path):
-    args = ["server", "secrets", "init", "--secrets-dir", str(tmp_path / "s")]
-    first = json.loads(run_module(*args).stdout)["signing"]
+    args = ["secrets", "init", "--secrets-dir", str(tmp_path / "s")]
+    first = json.loads(run_command(*args).stdout)["signing"]
     assert set(first) == set(KEYRINGS)
-    assert json.loads(run_module(*args).stdout)["signing"] == first
+    assert json.loads(run_command(*args).stdout)["signing"] == first
     assert Secrets.load(tmp_path / "s", generate=False, environ={})["audit"].kid == first["audit"]
 
 
@@ -142,8 +150,8 @@ def test_the_store_id_keyring_is_never_rotated(initialized, tmp_path):
     server refuse the store at its next start ("written under another 'store-id' key")."""
     secrets = _initialized_copy(initialized, tmp_path)
     before = (secrets / "store-id.keys").read_text()
-    refused = run_module("server", "secrets", "rotate", "store-id", "--secrets-dir", str(secrets),
-                         check=False)
+    refused = run_command("secrets", "rotate", "store-id", "--secrets-dir", str(secrets),
+                          check=False)
     assert refused.returncode == 1 and "store-id" in refused.stderr and "never" in refused.stderr
     assert (secrets / "store-id.keys").read_text() == before
 
@@ -167,10 +175,10 @@ def test_keyrings_whose_old_keys_find_records_keep_them_all(initialized, tmp_pat
     secrets = _initialized_copy(initialized, tmp_path)
     if name in ("sms-webhook", "delivery-events"):  # optional: the provider's secret, given
         (secrets / f"{name}.keys").write_text(f"p1:{base64.b64encode(b'p' * 32).decode()}\n")
-    run_module("server", "secrets", "rotate", name, "--secrets-dir", str(secrets))
+    run_command("secrets", "rotate", name, "--secrets-dir", str(secrets))
     before = (secrets / f"{name}.keys").read_text()
-    refused = run_module("server", "secrets", "rotate", name, "--keep", "0", "--secrets-dir",
-                         str(secrets), check=False)
+    refused = run_command("secrets", "rotate", name, "--keep", "0", "--secrets-dir",
+                          str(secrets), check=False)
     assert refused.returncode == 1 and "--keep" in refused.stderr
     assert (secrets / f"{name}.keys").read_text() == before
 
@@ -183,8 +191,8 @@ def test_a_keyring_file_holding_raw_key_bytes_is_refused_naming_it(tmp_path):
     with pytest.raises(FailedPrecondition, match=r"secret 'audit' .*audit\.keys.*kid:base64key"):
         Secrets.load(tmp_path / "s", generate=False, environ={})
     (tmp_path / "data").mkdir()
-    out = run_module("server", "audit", "verify", "--data-dir", str(tmp_path / "data"),
-                     "--secrets-dir", str(tmp_path / "s"), check=False)
+    out = run_command("audit", "verify", "--data-dir", str(tmp_path / "data"),
+                      "--secrets-dir", str(tmp_path / "s"), check=False)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "secret 'audit'" in out.stderr
 
@@ -203,7 +211,7 @@ def test_a_keyring_path_that_cannot_be_read_is_refused_naming_it(tmp_path):
     (tmp_path / "data").mkdir()
     for args in (("audit", "verify", "--data-dir", str(tmp_path / "data")),
                  ("secrets", "rotate", "audit")):
-        out = run_module("server", *args, "--secrets-dir", str(tmp_path / "s"), check=False)
+        out = run_command(*args, "--secrets-dir", str(tmp_path / "s"), check=False)
         assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
         assert "secret 'audit' in" in out.stderr and "cannot read it" in out.stderr
     env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "s")}
@@ -262,11 +270,11 @@ def test_a_rotation_run_as_root_keeps_the_keyrings_owner_and_mode(tmp_path):
     account: the new keyring file was root's, mode 0600, and the server's next start died
     reading it (PermissionError). A k8s-style 0440 mount read by the server's group likewise."""
     secrets = tmp_path / "secrets"
-    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    run_command("secrets", "init", "--secrets-dir", str(secrets))
     path = secrets / "audit.keys"
     os.chown(path, 65534, 65534)
     path.chmod(0o440)
-    run_module("server", "secrets", "rotate", "audit", "--secrets-dir", str(secrets))
+    run_command("secrets", "rotate", "audit", "--secrets-dir", str(secrets))
     st = path.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o440)
     assert len(Keyring.parse("audit", path.read_text()).keys) == 2
@@ -276,18 +284,18 @@ def test_secrets_init_run_as_root_adds_a_keyring_the_servers_account_can_read(tm
     """An upgrade adding a keyring, run with sudo beside a server of its own account: the new
     keyring was root's, mode 0600, and the server refused to start (cannot read it)."""
     secrets = tmp_path / "secrets"
-    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    run_command("secrets", "init", "--secrets-dir", str(secrets))
     for path in [secrets, *secrets.iterdir()]:
         os.chown(path, 65534, 65534)
         if path != secrets:
             path.chmod(0o640)
     (secrets / "suppression.keys").unlink()
-    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    run_command("secrets", "init", "--secrets-dir", str(secrets))
     st = (secrets / "suppression.keys").stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o640)
     for path in secrets.iterdir():  # the directory alone says whose: its owner and group
         path.unlink()
-    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    run_command("secrets", "init", "--secrets-dir", str(secrets))
     st = (secrets / "audit.keys").stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o600)
 
@@ -301,7 +309,7 @@ def test_a_rotation_keeps_the_notes_written_in_the_keyring_file(initialized, tmp
     noted = ("# links of 2026 Q1 campaigns, drop after 2026-09-30\n" + path.read_text()
              + "# the key above: Q4 links, keep until 2027-03-31\n")
     path.write_text(noted)
-    out = run_module("server", "secrets", "rotate", "unsubscribe", "--secrets-dir", str(secrets))
+    out = run_command("secrets", "rotate", "unsubscribe", "--secrets-dir", str(secrets))
     new = json.loads(out.stdout)["signing"]
     text = path.read_text()
     assert text.startswith(f"{new}:") and text.endswith(noted)
@@ -319,8 +327,8 @@ def test_a_rotation_that_may_not_write_beside_the_keyring_is_one_line(initialize
         pytest.skip("no immutable directories here")
     try:
         before = (secrets / "audit.keys").read_text()
-        out = run_module("server", "secrets", "rotate", "audit", "--secrets-dir", str(secrets),
-                         check=False)
+        out = run_command("secrets", "rotate", "audit", "--secrets-dir", str(secrets),
+                          check=False)
         assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
         assert out.stderr.startswith(f"secrets: keyring {secrets / 'audit.keys'}: cannot write "
                                      "its new copy")
@@ -353,7 +361,7 @@ def test_a_rotation_writes_through_a_symlinked_keyring(initialized, tmp_path):
     vault.mkdir(mode=0o700)
     (secrets / "audit.keys").rename(vault / "audit.keys")
     (secrets / "audit.keys").symlink_to(vault / "audit.keys")
-    run_module("server", "secrets", "rotate", "audit", "--secrets-dir", str(secrets))
+    run_command("secrets", "rotate", "audit", "--secrets-dir", str(secrets))
     assert (secrets / "audit.keys").is_symlink()
     assert len(Keyring.parse("audit", (vault / "audit.keys").read_text()).keys) == 2
 
@@ -425,9 +433,8 @@ def test_rotate_key_refused_under_another_key_names_the_file_it_read(tmp_path, e
                              "PYTHONPATH": env_with_repo["PYTHONPATH"]}).stop()
     deployment = (secrets / "store-id.keys").read_text()
     (secrets / "store-id.keys").write_text(Keyring.generate("store-id").text())
-    refused = run_module("server", "rotate-key", "--data-dir", str(data), "--secrets-dir",
-                         str(secrets), check=False, timeout=120,
-                         env={**os.environ, env_name("store-id"): deployment})
+    refused = run_command("rotate-key", "--data-dir", str(data), "--secrets-dir",
+                          str(secrets), check=False, env={env_name("store-id"): deployment})
     assert refused.returncode != 0
     assert (f"cannot be found with this one read from {(secrets / 'store-id.keys').absolute()} "
             f"(secrets_dir from --secrets-dir or the config file)") in refused.stderr, refused.stderr[-2000:]
@@ -468,8 +475,8 @@ def test_commands_that_write_keyring_files_refuse_the_environment_only(tmp_path,
     """They read no variable: with `--secrets-dir none` they said "set TAILOR_SECRET_AUDIT"
     even when it was set."""
     key = base64.b64encode(b"k" * 32).decode()
-    out = run_module("server", "secrets", *action, "--secrets-dir", "none", check=False,
-                     env={**os.environ, "TAILOR_SECRET_AUDIT": f"k1:{key}"})
+    out = run_command("secrets", *action, "--secrets-dir", "none", check=False,
+                      env={"TAILOR_SECRET_AUDIT": f"k1:{key}"})
     assert out.returncode == 1 and out.stderr.splitlines() == [
         "secrets: secrets_dir is none (the environment only), and this command writes keyring "
         "files: give --secrets-dir DIR, or change an environment keyring where it is set"]
