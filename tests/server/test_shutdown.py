@@ -1,6 +1,7 @@
 """SIGTERM drains a real `python -m server`: health NOT_SERVING first (new calls still served for
 TAILOR_DRAIN_SECONDS), then new calls are refused while a call in flight finishes, its events
 are committed, and the process exits 0. A SIGTERM during the start drains too."""
+import asyncio
 import contextlib
 import itertools
 import os
@@ -22,7 +23,7 @@ from protos.tailor.v1 import diagnostics_pb2 as dpb
 from protos.tailor.v1 import diagnostics_pb2_grpc as dpb_grpc
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, _children, _descendants, free_port
+from tests.conftest import ROOT, _children, _descendants, free_port, server_settings, serving
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -112,10 +113,16 @@ def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones(server_proc
     log = server.stop()
     assert "draining" in log
 
-    again = server_process(data_dir=tmp_path / "data", env=env)  # the writers flushed both
-    with grpc.insecure_channel(again.target) as ch:
+    assert asyncio.run(_exported(tmp_path)) == ["d0", "d1"]  # the writers flushed both
+
+
+async def _exported(tmp_path) -> list[str]:
+    """The event ids a server on `server_process`'s data dir (its secrets beside it) exports:
+    a server in this process (what the stop left on disk is read, not how a process starts:
+    a `python -m server` start here cost ~2-3 s of CPU)."""
+    async with serving(server_settings(tmp_path, None)) as (_, ch):
         exported = pb_grpc.ProfileServiceStub(ch).ExportEvents(pb.ExportEventsRequest())
-        assert sorted(e.event_id for e in exported) == ["d0", "d1"]
+        return sorted([e.event_id async for e in exported])
 
 
 @pytest.mark.parametrize("after", ["the first log line", "serving on"])
