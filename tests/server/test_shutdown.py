@@ -683,14 +683,30 @@ def _read_until(read: int, line: bytes, times: int) -> bytes:
 
 def _stopped_with_the_log_full(proc, write: int, everyone: list[int]) -> tuple[float, list]:
     """SIGTERM `proc` with its log pipe full (`_fill`), wait 10 s at most: how long it took,
-    and which of `everyone` are left (zombies too)."""
+    and which of `everyone` are left (zombies too: pid, state, parent) after up to 5 s more
+    for the last of them to be reaped (as `test_the_whole_stop...` waits: on a loaded host a
+    SIGKILLed grandchild could still be in /proc just as the parent's exit was seen)."""
     _fill(write)
     began = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    return (time.monotonic() - began,
-            [pid for pid in everyone if os.path.exists(f"/proc/{pid}")])
+    took = time.monotonic() - began
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/proc/{pid}") for pid in everyone) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return took, [(pid, _state(pid), _parent(pid)) for pid in everyone
+                  if os.path.exists(f"/proc/{pid}")]
+
+
+def _parent(pid: int) -> int | None:
+    """A process's parent pid, None once gone (who was left to reap a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2:].split()[1])
 
 
 def _fill(write: int) -> None:
