@@ -17,8 +17,12 @@ import pytest
 
 from clients import TailorClient
 from clients.client import TailorError
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from protos.tailor.v1 import recommendation_pb2 as rec_pb
+from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 from server.errors import FailedPrecondition
-from tests.conftest import run_command, run_module, throwaway_crypto
+from tests.conftest import ROOT, run_command, run_module, serving, throwaway_crypto
 from tests.server.test_erasure_on_disk import _token_hits
 
 
@@ -301,6 +305,22 @@ def _secrets(data: Path) -> dict:
     return {"TAILOR_SECRETS_DIR": str(data.parent / "secrets")}
 
 
+def _served_here(data: Path, read, secrets: Path | None = None):
+    """What `read(channel)` (async) answers from a server in this process on `data`, with the
+    keys of `_secrets(data)` (or `secrets`): for a test that reads back what a restore left,
+    not how a process starts (a `python -m server` start cost ~2-3 s of CPU)."""
+    import asyncio
+
+    from server.config import Settings
+    settings = Settings(port=0, data_dir=data, grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=secrets or data.parent / "secrets")
+
+    async def serve_and_read():
+        async with serving(settings) as (_, ch):
+            return await read(ch)
+    return asyncio.run(serve_and_read())
+
+
 def _token(data: Path, user: str) -> bytes:
     """`user`'s record-key token under the `store-id` key of the servers on `data`."""
     from server.security.secrets import Secrets
@@ -383,7 +403,7 @@ def test_a_restore_erases_again_the_users_erased_after_the_backup(erased_around,
 
 
 def test_tombstones_written_before_they_kept_the_token_are_counted_not_applied(
-        erased_around, server_process, tmp_path):
+        erased_around, tmp_path):
     """A tombstone in the old layout (or migrated from it: `found_by` null) cannot find its user's
     records: the restore carries it, says how many it could not apply and what to do, and the
     user is back until erased by hand."""
@@ -401,10 +421,14 @@ def test_tombstones_written_before_they_kept_the_token_are_counted_not_applied(
     assert reply["impressions_not_linked"] == 2  # and the operator is told, not only the JSON
     assert "2 tombstone(s) found none of their users' impressions" in reply["erase_again"]
     assert "restore: 2 tombstone(s) found none of their users' impressions" in restored.stderr
-    served = server_process(data, env=_secrets(data))
-    with TailorClient(served.target, timeout=30) as client:
-        assert _n_events(client, "alice") == 3  # back with the backup, to be erased again
-        assert client.delete_profile("alice") > 0
+    async def alice(ch) -> tuple[int, int]:
+        profiles = pb_grpc.ProfileServiceStub(ch)
+        n_events = (await profiles.GetProfile(pb.GetProfileRequest(user_id="alice"))).features.n_events
+        deleted = await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="alice"))
+        return n_events, deleted.records_deleted
+    n_events, deleted = _served_here(data, alice)
+    assert n_events == 3  # back with the backup, to be erased again
+    assert deleted > 0
 
 
 def test_a_restore_scrubs_the_users_it_erases_again_from_the_restored_bundles(
@@ -434,9 +458,11 @@ def test_a_restore_scrubs_the_users_it_erases_again_from_the_restored_bundles(
     assert (reply["erased_again"], reply["bundle_rows_erased_again"]) == (1, 1)
     assert (reply["impressions_erased_again"], reply["impressions_not_linked"]) == (1, 0)
     assert _token_hits(data, token) == []
-    served = server_process(data, env=_secrets(data))
-    with TailorClient(served.target, timeout=30) as client:
-        assert client.recommend(USER, k=5).cold_start
+
+    async def cold_start(ch) -> bool:
+        recommend = rec_grpc.RecommendationServiceStub(ch).Recommend
+        return (await recommend(rec_pb.RecommendRequest(user_id=USER, k=5))).cold_start
+    assert _served_here(data, cold_start)
 
 
 def test_a_restore_given_another_erasure_key_under_the_same_id_says_it_found_nobody(
@@ -590,9 +616,11 @@ def test_a_user_erased_while_the_backup_copies_is_in_the_time_to_erase_again_fro
     since = json.loads(restored.stdout)["erase_again"].split("requested since ", 1)[1][:20]
     assert calendar.timegm(time.strptime(since, "%Y-%m-%dT%H:%M:%SZ")) <= erased[0]
     assert manifest["store_snapshot"] <= erased[0] < manifest["created"]
-    served = server_process(tmp_path / "fresh")
-    with TailorClient(served.target, timeout=30) as client:
-        assert _n_events(client, "alice") == 3  # why: back with the backup, to be erased again
+    async def n_events(ch) -> int:
+        profile = pb_grpc.ProfileServiceStub(ch).GetProfile(pb.GetProfileRequest(user_id="alice"))
+        return (await profile).features.n_events
+    # why: back with the backup, to be erased again (the servers used the repo's var/secrets)
+    assert _served_here(tmp_path / "fresh", n_events, ROOT / "var" / "secrets") == 3
 
 
 def test_a_backup_an_older_tailor_wrote_is_told_to_be_replayed_from_before_its_end():
