@@ -501,7 +501,8 @@ def run_command(*argv: str, env: dict | None = None, check: bool = True) -> subp
         os.environ.clear()
         os.environ.update(saved_env)
         root.handlers[:], root.level = handlers, level
-        signal.signal(signal.SIGHUP, hup)
+        if hup is not None:  # None: a handler not set from Python, left as it is
+            signal.signal(signal.SIGHUP, hup)
         tokens.use_key(keys[0])
         userref.use_key(keys[1])
     if isinstance(code, str):
