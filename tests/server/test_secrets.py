@@ -1,4 +1,5 @@
 """Keyrings: sources, development generation on loopback only, rotation, refusal elsewhere."""
+import asyncio
 import base64
 import json
 import os
@@ -19,6 +20,7 @@ from tests.conftest import (
     run_at_once,
     run_command,
     run_module,
+    serving,
 )
 
 
@@ -422,15 +424,13 @@ def test_a_start_over_an_unfinished_restore_generates_no_keyring(tmp_path, env_w
     assert not (cwd / "var").exists()  # no keyring generated
 
 
-def test_rotate_key_refused_under_another_key_names_the_file_it_read(tmp_path, env_with_repo,
-                                                                      monkeypatch):
+def test_rotate_key_refused_under_another_key_names_the_file_it_read(tmp_path, monkeypatch):
     """rotate-key reads the keyring files only (TAILOR_SECRET_* are not its keys): refused
     under another 'store-id' key, it named TAILOR_SECRET_STORE_ID when that was set, a key it
     had not read, instead of the file it had."""
     monkeypatch.delenv(env_name("store-id"), raising=False)
     secrets, data = tmp_path / "secrets", tmp_path / "data"
-    ServerProcess(data, env={"TAILOR_SECRETS_DIR": str(secrets),
-                             "PYTHONPATH": env_with_repo["PYTHONPATH"]}).stop()
+    asyncio.run(_served_once(data, secrets))  # generates the keyrings, stamps the store
     deployment = (secrets / "store-id.keys").read_text()
     (secrets / "store-id.keys").write_text(Keyring.generate("store-id").text())
     refused = run_command("rotate-key", "--data-dir", str(data), "--secrets-dir",
@@ -438,6 +438,16 @@ def test_rotate_key_refused_under_another_key_names_the_file_it_read(tmp_path, e
     assert refused.returncode != 0
     assert (f"cannot be found with this one read from {(secrets / 'store-id.keys').absolute()} "
             f"(secrets_dir from --secrets-dir or the config file)") in refused.stderr, refused.stderr[-2000:]
+
+
+async def _served_once(data: Path, secrets: Path) -> None:
+    """A loopback server in this process started and stopped on `data`, its keyrings in
+    `secrets` (generated at its first start, as `python -m server`'s are: the same start code;
+    a process here cost ~2-3 s of CPU to stamp a store)."""
+    from server.config import Settings
+    async with serving(Settings(port=0, data_dir=data, secrets_dir=secrets, lmdb_sync=False,
+                                grace_seconds=1.0)):
+        pass
 
 
 def test_secrets_dir_none_is_the_environment_only_from_a_variable_a_file_or_a_flag(tmp_path,
