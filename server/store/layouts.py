@@ -3,10 +3,11 @@
 A record's layout version lives in the `meta` table, one entry per kind (`keys.layout_key`),
 not in the record: hot reads and writes (feature states, decisions) touch the bytes as they
 are, with no header to strip or add. When a kind's `version` goes up, add the step from the
-old version to `steps`; the first process that opens the store (writable) rewrites every
-record of that kind and stamps the new version in the same write transaction, so every worker
-sees either the old layout with the old stamp or the new layout with the new one
-(`migrate.open_layouts`).
+old version to `steps`; the first process that opens the store (writable) stamps the new
+version and rewrites every record of that kind, in transactions of `migrate.CHUNK` records
+that a later open goes on from when one is cut short (`meta layout-progress`). No process
+reads the records meanwhile: an open that finds the migration under way finishes it first,
+and a binary that knows only the old layout is refused by the stamp (`migrate.open_layouts`).
 
 A data dir written before versions were stored has no stamps: its records are in each kind's
 `first` layout (1 for every kind below: the layouts of key version 1 in `keys`). A kind added
@@ -386,6 +387,9 @@ KINDS: tuple[RecordKind, ...] = (
                "ASCII integer: 2 = ids in keys are keyed hashes (store.rekey)"),
     RecordKind("rekey_progress", "meta", 1, lambda k: k == b"rekey-progress",
                "JSON [step, half] of a re-key to key version 2 under way (store.rekey); gone "
+               "once it is done"),
+    RecordKind("layout_progress", "meta", 1, lambda k: k == b"layout-progress",
+               "JSON {from, todo, at, n} of a layout migration under way (store.migrate); gone "
                "once it is done"),
     RecordKind("seal_progress", "meta", 1, lambda k: k == b"seal-progress",
                "JSON [part, last key sealed in it (hex) or null] of a seal under way "

@@ -1,13 +1,21 @@
 """Bring a store's records to the layouts of `layouts.KINDS` when it is opened.
 
-Run by `Store.__init__`: one read transaction when every stamp is current (every open after
-the first), else one write transaction that re-checks the stamps, rewrites the records of each
-outdated kind step by step, and stamps every kind (a new, empty store is stamped as it is). A
-store stamped with a newer layout than this code knows is refused, so an old binary never
-misreads (or half-migrates) new records.
+Run by `Store.__init__`: one read transaction when every stamp is current and no migration is
+under way (every open after the first). Else write transactions of `CHUNK` records each, so a
+store of any size migrates in bounded memory and a start killed midway goes on where it
+stopped: the first one re-checks the stamps under the writer lock, stamps every kind with its
+new version and records what is left to rewrite (`meta layout-progress`: the versions migrated
+from, the kinds still to rewrite and the last key rewritten), together with the first chunk of
+records; each later one rewrites the next chunk and moves the progress on; the last deletes
+it. A kind whose steps are all `same` is only stamped (no record read). A store stamped with a
+newer layout than this code knows is refused, so an old binary never misreads (or
+half-migrates) new records, and so is a half-migrated one by the binary that was migrating it
+before it is done: its stamps are already the new versions. An open that finds a progress
+record finishes the migration before anything else (a read-only open refuses the store).
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 
@@ -15,12 +23,17 @@ from ..errors import FailedPrecondition
 from .keys import layout_key
 from .layouts import Fold, RecordKind, same
 
-__all__ = ["open_layouts", "stored_versions", "refuse_newer_layouts"]
+__all__ = ["open_layouts", "stored_versions", "refuse_newer_layouts", "PROGRESS_KEY"]
 
 logger = logging.getLogger("tailor.store")
 
 CHUNK = 10_000
-"""Records read at a time while rewriting (all in the one write transaction)."""
+"""Records read and rewritten a write transaction."""
+
+PROGRESS_KEY = b"layout-progress"
+"""meta: JSON {from: {kind: version}, todo: [kind, ...], at: hex of the last key rewritten of
+todo[0] or null, n: its records rewritten so far} of a migration under way; absent before
+and after."""
 
 
 def stored_versions(store, txn, kinds: Sequence[RecordKind]) -> dict[str, int | None]:
@@ -35,18 +48,23 @@ def open_layouts(store, kinds: Sequence[RecordKind], readonly: bool = False) -> 
     with store.read() as txn:
         stamps = stored_versions(store, txn, kinds)
         fresh = _fresh(store, txn, kinds, stamps)
-    if all(stamps[k.name] == k.version for k in kinds):
+        under_way = _progress(store, txn) is not None
+    if not under_way and all(stamps[k.name] == k.version for k in kinds):
         return {}
     refuse_newer_layouts(kinds, stamps)
     if readonly:
-        if fresh:
-            return {}
         outdated = [k.name for k in kinds if (stamps[k.name] or k.first) < k.version]
-        if outdated:
-            raise FailedPrecondition(f"store at {store.path} needs a layout migration of "
-                                     f"{', '.join(outdated)}; open it writable once")
+        if under_way or (outdated and not fresh):
+            what = "a layout migration under way" if under_way else \
+                f"a layout migration of {', '.join(outdated)}"
+            raise FailedPrecondition(f"store at {store.path} needs {what}; open it writable once")
         return {}
-    return store.write(lambda txn: _migrate(store, txn, kinds))
+    while True:
+        done, migrated, lines = store.write(lambda txn: _migrate_chunk(store, txn, kinds))
+        for line in lines:
+            logger.info(*line)
+        if done:
+            return migrated
 
 
 def refuse_newer_layouts(kinds: Sequence[RecordKind], stamps: dict[str, int | None]) -> None:
@@ -57,25 +75,63 @@ def refuse_newer_layouts(kinds: Sequence[RecordKind], stamps: dict[str, int | No
                                  f"unknown here: {', '.join(newer)}")
 
 
-def _migrate(store, txn, kinds: Sequence[RecordKind]) -> dict[str, int]:
-    stamps = stored_versions(store, txn, kinds)  # again, under the writer lock
+def _progress(store, txn) -> dict | None:
+    raw = store.table("meta").get(txn, PROGRESS_KEY)
+    return None if raw is None else json.loads(raw)
+
+
+def _migrate_chunk(store, txn, kinds: Sequence[RecordKind]):
+    """One write transaction of the migration: (done, {kind: version migrated from}, log lines
+    to write once it is committed). The first plans and stamps; each rewrites up to CHUNK
+    records."""
+    progress = _progress(store, txn)  # again, under the writer lock
+    lines = []
+    if progress is None:
+        progress, lines = _plan(store, txn, kinds)
+        if progress is None:
+            return True, {}, lines
+    by_name = {k.name: k for k in kinds}
+    while progress["todo"]:
+        kind = by_name[progress["todo"][0]]
+        old = progress["from"][kind.name]
+        start = bytes.fromhex(progress["at"]) + b"\x00" if progress["at"] is not None else b""
+        last, n = _rewrite_chunk(store.table(kind.table), txn, kind, old, start)
+        progress["n"] += n
+        if last is not None:  # more of this kind next time
+            progress["at"] = last.hex()
+            store.table("meta").put(txn, PROGRESS_KEY, json.dumps(progress).encode())
+            return False, {}, lines
+        lines.append(("migrated %d %s records from layout %d to %d", progress["n"], kind.name,
+                      old, kind.version))
+        progress.update(todo=progress["todo"][1:], at=None, n=0)
+    store.table("meta").delete(txn, PROGRESS_KEY)
+    return True, progress["from"], lines
+
+
+def _plan(store, txn, kinds: Sequence[RecordKind]):
+    """Stamp every kind with its version and the progress of the rewrites to do (None: none);
+    with the log lines of the kinds only stamped."""
+    stamps = stored_versions(store, txn, kinds)
     refuse_newer_layouts(kinds, stamps)
     fresh = _fresh(store, txn, kinds, stamps)
-    migrated = {}
+    olds, todo, lines = {}, [], []
     for kind in kinds:
         old = kind.version if fresh else stamps[kind.name] or kind.first
-        if old < kind.version and all(kind.steps[v] is same for v in range(old, kind.version)):
-            logger.info("%s records: layout %d is layout %d as it is (only stamped)", kind.name,
-                        old, kind.version)
-            migrated[kind.name] = old
-        elif old < kind.version:
-            n = _rewrite(store.table(kind.table), txn, kind, old)
-            logger.info("migrated %d %s records from layout %d to %d", n, kind.name, old,
-                        kind.version)
-            migrated[kind.name] = old
+        if old >= kind.version:
+            continue
+        olds[kind.name] = old
+        if all(kind.steps[v] is same for v in range(old, kind.version)):
+            lines.append(("%s records: layout %d is layout %d as it is (only stamped)",
+                          kind.name, old, kind.version))
+        else:
+            todo.append(kind.name)
     meta = store.table("meta")
     meta.put_many(txn, [(layout_key(k.name), str(k.version).encode()) for k in kinds])
-    return migrated
+    if not olds:
+        return None, lines
+    progress = {"from": olds, "todo": todo, "at": None, "n": 0}
+    meta.put(txn, PROGRESS_KEY, json.dumps(progress).encode())
+    return progress, lines
 
 
 def _fresh(store, txn, kinds: Sequence[RecordKind], stamps: dict[str, int | None]) -> bool:
@@ -98,23 +154,21 @@ def holds_records(store, txn, names: Iterable[str]) -> bool:
     return False
 
 
-def _rewrite(table, txn, kind: RecordKind, old: int) -> int:
-    """Apply `kind.steps[old:]` to every record of `kind`, CHUNK records at a time."""
+def _rewrite_chunk(table, txn, kind: RecordKind, old: int, start: bytes):
+    """Apply `kind.steps[old:]` to the records of `kind` among the CHUNK keys of `table` from
+    `start`: (the last key read, None at the table's end; records rewritten)."""
     steps = [kind.steps[v] for v in range(old, kind.version)]
-    start, n = b"", 0
-    while True:
-        chunk = []
-        for key, value in table.items(txn, start):
-            if len(chunk) == CHUNK:
-                break
-            chunk.append((key, value))
-        for key, value in chunk:
-            if kind.owns(key):
-                for step in steps:
-                    value = step.apply(table, txn, key, value) if isinstance(step, Fold) \
-                        else step(value)
-                table.put(txn, key, value)
-                n += 1
-        if len(chunk) < CHUNK:
-            return n
-        start = chunk[-1][0] + b"\x00"
+    chunk = []
+    for key, value in table.items(txn, start):
+        if len(chunk) == CHUNK:
+            break
+        chunk.append((key, value))
+    n = 0
+    for key, value in chunk:
+        if kind.owns(key):
+            for step in steps:
+                value = step.apply(table, txn, key, value) if isinstance(step, Fold) \
+                    else step(value)
+            table.put(txn, key, value)
+            n += 1
+    return (chunk[-1][0] if len(chunk) == CHUNK else None), n
