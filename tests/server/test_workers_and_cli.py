@@ -14,10 +14,16 @@ from tests.conftest import ROOT, run_module
 
 
 @pytest.fixture(scope="module")
-def served(module_server_process, demo_bundle):
+def served_process(module_server_process, demo_bundle):
     """`python -m server --workers 2` on a free port, shared by the module's tests (a push, CLI
-    calls, Recommend load: none reads what another changed); yields host:port."""
-    return module_server_process(bundle=demo_bundle, workers=2).target
+    calls, Recommend load, a second server refused its port: none reads what another changed)."""
+    return module_server_process(bundle=demo_bundle, workers=2)
+
+
+@pytest.fixture(scope="module")
+def served(served_process):
+    """The shared server's host:port."""
+    return served_process.target
 
 
 def _versions_across_connections(target, n=8):
@@ -129,41 +135,16 @@ def test_a_worker_that_dies_stops_the_server_and_what_it_left_is_reaped(server_p
     assert reaped and 1 <= int(reaped[1]) <= under  # its zygote reaps a writer that ends first
 
 
-def test_a_server_with_workers_leaves_no_process_behind_when_it_stops(server_process):
-    """Every process under the parent is gone (reaped) once it has stopped. multiprocessing's
-    resource tracker (the parent's child) exited a moment after it, when its pipe closed, and
-    was left to the nearest subreaper or PID 1: a zombie wherever that does not reap."""
-    import os
-    import time
-
-    from server.batching.zygote import _subreaper
-    from tests.conftest import _descendants
-    assert _subreaper()  # what the stop leaves comes to this process, to be seen (and reaped)
-    served = server_process(workers=2)
-    under = _descendants(served.proc.pid)
-    assert len(under) >= 3  # the tracker and the two workers (with their zygotes and writers)
-    served.stop()
-    assert served.proc.returncode == 0
-    deadline = time.monotonic() + 5
-    while (left := [p for p in under if os.path.exists(f"/proc/{p}")]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in left:  # not to be left as this process's zombies either
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-    assert left == []
-
-
-def test_a_second_server_with_workers_on_the_port_of_a_running_one_is_refused(server_process,
+def test_a_second_server_with_workers_on_the_port_of_a_running_one_is_refused(served_process,
                                                                             tmp_path):
     """The workers bind with SO_REUSEPORT, which the kernel grants to every socket of the same
     user that asks for it: a second `--workers N` server started by mistake on the port of a
     running one (another data dir) used to start and take a share of the connections, its
-    calls reading and writing the other store. A port in use is refused, as with one worker."""
+    calls reading and writing the other store. A port in use is refused, as with one worker.
+    (The running one is the module's: refused, the second server changes nothing of it.)"""
     import os
     import time
-    first = server_process(workers=2)
+    first = served_process
     args = [sys.executable, "-m", "server", "--port", str(first.port), "--workers", "2",
             "--data-dir", str(tmp_path / "second")]
     env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets2")}
@@ -228,10 +209,20 @@ def test_the_port_stays_taken_from_the_parents_check_until_the_workers_listen(tm
     assert proc.returncode == 0, out[-3000:]
 
 
-def test_more_workers_than_cpus_start_with_a_warning_naming_the_flag(server_process):
+def test_more_workers_than_cpus_start_with_a_warning_and_leave_no_process_behind(server_process):
     """64 workers on the 2-CPU box started without a word, were not serving 36 s later, and
-    their stop took the whole stop bound. The server still serves, and says what to change."""
+    their stop took the whole stop bound. The server still serves, and says what to change.
+
+    Every process under the parent is gone (reaped) once it has stopped. multiprocessing's
+    resource tracker (the parent's child) exited a moment after it, when its pipe closed, and
+    was left to the nearest subreaper or PID 1: a zombie wherever that does not reap. (One
+    server checks both: a start with workers is what each needs, and the stop's cost.)"""
     import os
+    import time
+
+    from server.batching.zygote import _subreaper
+    from tests.conftest import _descendants
+    assert _subreaper()  # what the stop leaves comes to this process, to be seen (and reaped)
     cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cpus)})  # the server inherits one CPU
     try:
@@ -239,4 +230,16 @@ def test_more_workers_than_cpus_start_with_a_warning_naming_the_flag(server_proc
     finally:
         os.sched_setaffinity(0, cpus)
     served.wait_logged("--workers 2 is more than the 1 CPU(s) this server may run on")
+    under = _descendants(served.proc.pid)
+    assert len(under) >= 3  # the tracker and the two workers (with their zygotes and writers)
     assert "give --workers 1 or fewer (TAILOR_WORKERS)" in served.stop()
+    assert served.proc.returncode == 0
+    deadline = time.monotonic() + 5
+    while (left := [p for p in under if os.path.exists(f"/proc/{p}")]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:  # not to be left as this process's zombies either
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    assert left == []
