@@ -3,13 +3,17 @@ exit 2), before the minutes of training and measuring: a --duration of 0 ended t
 ZeroDivisionError traceback, a --concurrency of 0 printed figures of no asked-for load, a
 --server-src that is no source tree a FileNotFoundError traceback, and capacity's --update of
 a file without its markers a traceback after every measurement."""
+import json
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from loadtests.capacity import BEGIN, END
 from tests.conftest import ROOT, run_module
 
-
-@pytest.mark.parametrize("args, line", [
+USAGE_ERRORS = [
     (("bench_campaigns", "--duration", "0"), "argument --duration: 0 is not a number above 0"),
     (("bench", "--concurrency", "0"), "argument --concurrency: 0 is not a number above 0"),
     (("bench_messages", "--duration", "inf"), "argument --duration: inf is not a number above 0"),
@@ -39,12 +43,48 @@ from tests.conftest import ROOT, run_module
     (("bench", "--users", "-1"), "argument --users: -1 is not a number above 0"),
     (("capacity", "--update", "README.md"), "--update README.md: no capacity table markers"),
     (("capacity", "--update", "missing.md"), "--update missing.md: no such file or directory"),
-])
-def test_a_bench_option_that_cannot_work_is_a_usage_error(args, line):
-    bench, *rest = args
-    proc = run_module(f"loadtests.{bench}", *rest, check=False, timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert f"python -m loadtests.{bench}: error: {line}" in proc.stderr.splitlines()[-1], proc.stderr
+]
+"""(`python -m loadtests.<first>` and its arguments, the last stderr line expected)."""
+
+AS_PYTHON_M = textwrap.dedent("""
+    import contextlib, io, json, runpy, sys, traceback
+    results = []
+    for args in json.loads(sys.argv[1]):
+        err, code = io.StringIO(), 0
+        sys.argv = [f"loadtests.{args[0]}", *args[1:]]
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                runpy.run_module(f"loadtests.{args[0]}", run_name="__main__", alter_sys=True)
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+        results.append((code, err.getvalue()))
+    print(json.dumps(results))
+""")
+"""Runs each of its argument lists as `python -m` runs a module (`runpy`, as `__main__`), one
+after the other in one interpreter: (exit code, stderr) of each, as JSON. Each `python -m
+loadtests.<bench>` of its own paid the same imports (numpy, grpc, the protos) again."""
+
+
+@pytest.fixture(scope="module")
+def usage_errors() -> dict[tuple, tuple[int, str]]:
+    """(exit code, stderr) of each of `USAGE_ERRORS`' commands, run in one child process."""
+    argvs = [list(args) for args, _ in USAGE_ERRORS]
+    proc = subprocess.run([sys.executable, "-c", AS_PYTHON_M, json.dumps(argvs)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {args: tuple(result) for (args, _), result in
+            zip(USAGE_ERRORS, json.loads(proc.stdout.splitlines()[-1]))}
+
+
+@pytest.mark.parametrize("args, line", USAGE_ERRORS)
+def test_a_bench_option_that_cannot_work_is_a_usage_error(usage_errors, args, line):
+    bench = args[0]
+    returncode, stderr = usage_errors[args]
+    assert returncode == 2 and "Traceback" not in stderr, stderr[-3000:]
+    assert f"python -m loadtests.{bench}: error: {line}" in stderr.splitlines()[-1], stderr
 
 
 def test_a_source_tree_is_taken(tmp_path):
