@@ -33,9 +33,13 @@ def _both_modes(tmp_path, capsys, *argv: str) -> str:
     return capsys.readouterr().out
 
 
-def test_encryption_both_reads_both_servers_in_alternated_slices(tmp_path, capsys):
-    out = _both_modes(tmp_path, capsys, "--events", "600", "--read-seconds", "0.9",
-                      "--read-slices", "3", "--ingest-into", "stored")
+def test_encryption_both_reads_in_alternated_slices_and_ingests_in_alternated_chunks(tmp_path,
+                                                                                   capsys):
+    """Both servers are read in alternated slices, and (`--ingest-chunks`) the events are sent
+    in chunks alternating between both modes' servers: one run checks both (each its own run
+    before: both start and fill the same four servers' stores)."""
+    out = _both_modes(tmp_path, capsys, "--events", "900", "--read-seconds", "0.9",
+                      "--read-slices", "3", "--ingest-into", "stored", "--ingest-chunks", "3")
     rounds = re.findall(r"round (\d) encryption (on |off): [\d,]+ events/s, [\d.]+ us CPU/event; "
                         r"GetProfile p50 ([\d.]+) ms p99 ([\d.]+) ms", out)
     assert sorted((r, e.strip()) for r, e, _, _ in rounds) == [("0", "off"), ("0", "on")]
@@ -45,11 +49,6 @@ def test_encryption_both_reads_both_servers_in_alternated_slices(tmp_path, capsy
     # the ingestions started from copies of stores already holding the 40 profiles
     assert {p.name for p in tmp_path.iterdir()} >= {"read-40-on", "read-40-off",
                                                      "ingest-base-40-on", "ingest-base-40-off"}
-
-
-def test_ingest_chunks_alternate_between_both_modes_servers(tmp_path, capsys):
-    out = _both_modes(tmp_path, capsys, "--events", "900", "--read-seconds", "0.6",
-                      "--read-slices", "1", "--ingest-chunks", "3")
     rounds = re.findall(r"round 0 encryption (on |off): ([\d,]+) events/s", out)
     assert sorted(e.strip() for e, _ in rounds) == ["off", "on"]
     pooled = re.search(r"pooled over the rounds: throughput x([\d.]+) \([+-][\d.]+% slower\), "
