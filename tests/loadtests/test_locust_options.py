@@ -10,6 +10,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import pytest
+
 from tests.conftest import ROOT, free_port
 
 
@@ -109,13 +111,20 @@ def mix_run(server, *args: str) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_the_mix_against_a_server_that_cannot_compose_stops_at_its_set_up(server_process,
-                                                                          demo_bundle):
+@pytest.fixture(scope="module")
+def no_compose_server(module_server_process, demo_bundle):
+    """A server as `make serve` runs it (no --public-url: it cannot compose), shared by the
+    mix runs that stop at their set-up (each run's set-up fails or passes on its own options;
+    the campaign and opt-ins one makes are what a later one would make again)."""
+    return module_server_process(bundle=demo_bundle)
+
+
+def test_the_mix_against_a_server_that_cannot_compose_stops_at_its_set_up(no_compose_server):
     """README's mix against `make serve` (no --public-url): every ComposeMessage failed
     FAILED_PRECONDITION for the whole run (407 of 407 in 20 s), which could never pass. The
     set-up now asks first (a preview) and stops the run saying why and what to do; the way
     it names, leaving ComposeMessage out, passes."""
-    server = server_process(bundle=demo_bundle)
+    server = no_compose_server
     code, out = mix_run(server)
     assert code == 1 and "Traceback" not in out, out[-4000:]
     assert ("FAILED at test start: set-up: ComposeMessage would fail every call: messages need "
@@ -126,9 +135,10 @@ def test_the_mix_against_a_server_that_cannot_compose_stops_at_its_set_up(server
     assert "/ChooseVariant" in out and "/Recommend" in out, out[-4000:]
 
 
-def test_a_mix_set_up_the_server_refuses_is_one_line(server_process, demo_bundle):
-    server = server_process(bundle=demo_bundle, args=("--public-url", "https://loadtest.example"))
-    code, out = mix_run(server, "--campaign", "")
+def test_a_mix_set_up_the_server_refuses_is_one_line(no_compose_server):
+    """The set-up creates the campaign before it checks that the server can compose: an empty
+    --campaign is refused first, whether or not the server could compose."""
+    code, out = mix_run(no_compose_server, "--campaign", "")
     assert code == 1 and "Traceback" not in out, out[-4000:]
     assert "FAILED at test start: set-up: INVALID_ARGUMENT: campaign_id: is empty" in out
     assert "--run-time limit reached" not in out, out[-4000:]
