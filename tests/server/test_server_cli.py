@@ -20,17 +20,23 @@ def _subcommands() -> dict[str, str]:
     return {c.dest: c.help for c in action._choices_actions}
 
 
-def test_help_lists_every_subcommand_with_its_help():
+@pytest.fixture(scope="module")
+def server_help() -> str:
+    """What `python -m server --help` prints (run once for the module's tests that read it)."""
+    return run_module("server", "--help").stdout
+
+
+def test_help_lists_every_subcommand_with_its_help(server_help):
     commands = _subcommands()
     assert {"serve", "compact", "backup", "restore"} <= set(commands)
-    out = " ".join(run_module("server", "--help").stdout.split())  # unwrap argparse's lines
+    out = " ".join(server_help.split())  # unwrap argparse's lines
     for name, text in commands.items():
         assert f" {name} {text}" in out, name
 
 
-def test_help_shows_how_to_call_every_subcommand():
+def test_help_shows_how_to_call_every_subcommand(server_help):
     """The usage lines at the top of --help skipped `rotate-key`."""
-    lines = run_module("server", "--help").stdout.splitlines()
+    lines = server_help.splitlines()
     for name in _subcommands():
         assert any(line.startswith(f"`python -m server {name} ") or
                    (name == "serve" and line.startswith("`python -m server [serve] "))
