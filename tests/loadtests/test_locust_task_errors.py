@@ -14,17 +14,14 @@ PUBLIC_URL = ("--public-url", "https://loadtest.example")
 
 @pytest.fixture(scope="module")
 def server(module_server_process, demo_bundle):
-    """One server for the module's runs whose verdict is of their own calls (task errors, their
-    p99), which an earlier run's writes do not change."""
-    return module_server_process(bundle=demo_bundle, args=PUBLIC_URL)
-
-
-@pytest.fixture
-def own_server(server_process, demo_bundle):
-    """A server for one run alone: after a run of refused calls (`--k 0`), the next run's
-    start Ping to the same server went unanswered for its whole -t 3s (seen twice, loaded
-    box; the lead has the note)."""
-    return server_process(bundle=demo_bundle, args=PUBLIC_URL)
+    """One server for the module's runs: each run's verdict is of its own calls (task errors,
+    refused calls, its p99), which an earlier run's writes do not change. Its output is read
+    as it comes (`wait_logged` starts the reader): a run of refused calls logs a line per call
+    (~250 KB for `--k 0`), which filled the unread pipe and blocked the server, so the next
+    run's start Ping went unanswered and the stop took 24 s instead of 0.2 s."""
+    served = module_server_process(bundle=demo_bundle, args=PUBLIC_URL)
+    served.wait_logged("serving on")
+    return served
 
 
 def locust(server, locustfile: str, *args: str) -> tuple[int, str]:
@@ -54,10 +51,10 @@ def test_mix_methods_whose_tasks_raise_fail_the_run(server):
     assert "task errors (no request made): " in out and "empty range" in out, out[-4000:]
 
 
-def test_a_run_without_a_p99_target_does_not_name_one(own_server):
+def test_a_run_without_a_p99_target_does_not_name_one(server):
     """Failed calls without --p99-ms said "FAILED: p99 12.0 ms (target 0.0 ms)": a target of
     0 ms nobody set, read as the reason."""
-    code, out = locust(own_server, "loadtests/locustfile.py", "--k", "0")  # every call refused
+    code, out = locust(server, "loadtests/locustfile.py", "--k", "0")  # every call refused
     assert code == 1, out[-4000:]
     assert "(no --p99-ms target)" in out and "target 0.0 ms" not in out, out[-4000:]
 
