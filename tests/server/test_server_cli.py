@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from server.__main__ import build_parser
-from tests.conftest import ROOT, run_module
+from tests.conftest import ROOT, run_command, run_module
 
 
 def _subcommands() -> dict[str, str]:
@@ -49,11 +49,9 @@ def test_flags_without_a_command_are_the_serve_command():
 
 
 def secrets_init(secrets_dir) -> None:
-    """New keyring files in `secrets_dir`, as `python -m server secrets init --secrets-dir`
-    writes them (its own code, in this process: a test's set-up, not what it checks; each
-    `python -m server` pays its imports, about a second of CPU)."""
-    from server.security.secrets import Secrets
-    Secrets.load(secrets_dir, generate=True, environ={}, development=False)
+    """New keyring files in `secrets_dir`: `python -m server secrets init --secrets-dir`, in
+    this process (a test's set-up, not what it checks)."""
+    run_command("secrets", "init", "--secrets-dir", str(secrets_dir))
 
 
 # -- one line, exit 2, for what the user got wrong (issue 18) ------------------------------------
