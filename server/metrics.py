@@ -37,7 +37,7 @@ __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRP
            "STORE_FULL_REFUSALS", "USER_CACHE_USERS", "WRITER_EXITS",
            "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
            "MODEL_CTR", "MODEL_CONVERSION", "MODEL_REVENUE_PER_MILLE", "DRIFT_PSI",
-           "DRIFT_PSI_NO_VALUE",
+           "DRIFT_PSI_NO_VALUE", "DETACHED_HANDOVERS", "HANDOVERS_AT_BOUND",
            "RpcSeries", "count_events", "report_drift", "report_load_failing", "report_model",
            "report_model_stats",
            "report_store", "serve_metrics"]
@@ -93,6 +93,14 @@ STORE_FULL_REFUSALS = Counter("tailor_store_full_refusals", "Calls refused becau
 WRITER_EXITS = Counter("tailor_writer_exits", "Writer child processes (campaigns, impressions) "
                        "that died while their worker served (killed, crashed: the OOM killer); "
                        "the next batch starts a new one.", ["writer"])
+DETACHED_HANDOVERS = Gauge("tailor_detached_handovers", "ComposeMessage hand-overs and "
+                           "RetryDeadLetter retries running apart from their call (a caller "
+                           "giving up does not cut them), summed over live workers; each worker "
+                           "runs at most limits.detached_deliveries.",
+                           multiprocess_mode="livesum")
+HANDOVERS_AT_BOUND = Counter("tailor_handovers_at_bound", "Hand-overs run as part of their call "
+                             "because limits.detached_deliveries were already running apart in "
+                             "their worker: a caller giving up cuts one, its outcome not known.")
 DRIFT_PSI_NO_VALUE = -1.0
 """`tailor_drift_psi` of a feature with fewer live values than `TAILOR_DRIFT_MIN_COUNT` (none
 included), or of a version no longer served. Not

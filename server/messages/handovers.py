@@ -16,6 +16,10 @@ A stopping server gives the hand-overs under way the calls' grace (`close`, besi
 calls' own), then cancels those still going, which are kept in doubt as before: their
 message may have gone. Doubt stays for what is unknown: a hand-over cut by the stop, or by
 the death of its process (its claim lapses).
+
+`tailor_detached_handovers` is how many run apart now, `tailor_handovers_at_bound_total` how
+many ran as part of their call because `most` already ran apart: before, nothing said the
+bound was reached, and an SRE saw only "not known" answers to repeats.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from ..errors import TailorError
+from ..metrics import DETACHED_HANDOVERS, HANDOVERS_AT_BOUND
 from .logging import logger
 
 __all__ = ["Handovers"]
@@ -47,15 +52,22 @@ class Handovers:
         awaited as part of the call (cancelled with it, at the end of the grace), as it is
         while `most` are under way."""
         if self._closing or len(self._going) >= self.most:
+            if not self._closing:
+                HANDOVERS_AT_BOUND.inc()
             return await work
         task = asyncio.ensure_future(work)
         self._going.add(task)
-        task.add_done_callback(self._going.discard)
+        DETACHED_HANDOVERS.inc()
+        task.add_done_callback(self._ended)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:  # (also when it ended meanwhile: its error is read)
             task.add_done_callback(_unanswered)
             raise
+
+    def _ended(self, task: asyncio.Future) -> None:
+        self._going.discard(task)
+        DETACHED_HANDOVERS.dec()
 
     async def close(self, wait: float) -> None:
         """Give the hand-overs under way (and those calls start meanwhile) `wait` seconds to

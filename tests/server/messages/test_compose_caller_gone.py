@@ -10,6 +10,7 @@ import time
 import grpc
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 
 from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
@@ -239,6 +240,40 @@ async def test_an_unexpected_error_after_the_caller_left_is_logged_with_its_trac
     [record] = [r for r in caplog.records if r.name == "tailor.messages"
                 and "caller had gone" in r.getMessage()]
     assert record.levelno == logging.ERROR and isinstance(record.exc_info[1], RuntimeError)
+
+
+def sample(name: str) -> float:
+    """`name`'s value in this process's registry: what a one-process server's /metrics serves."""
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_the_metrics_count_hand_overs_running_apart_and_those_at_the_bound(relay, stubs):
+    """`tailor_detached_handovers` counts a hand-over running apart while it runs (its caller
+    gone), `tailor_handovers_at_bound_total` one run as part of its call because the bound was
+    reached (0 here). Before, no metric did: an SRE could not see the bound reached."""
+    server, messaging, profiles = stubs
+    await audience(profiles, ["g8", "g9"])
+    handovers = server.delivery.handovers
+    running, at_bound = sample("tailor_detached_handovers"), sample("tailor_handovers_at_bound_total")
+    relay.delay_data = 1.0
+    try:
+        with pytest.raises(grpc.RpcError):
+            await compose(messaging, "g8", timeout=0.3)
+        assert sample("tailor_detached_handovers") == running + 1  # its 250 comes in 1 s
+        assert await sent_to(profiles, "g8")
+        most, handovers.most = handovers.most, 0
+        try:
+            with pytest.raises(grpc.RpcError):
+                await compose(messaging, "g9", timeout=0.3)
+        finally:
+            handovers.most = most
+    finally:
+        relay.delay_data = 0.0
+    assert sample("tailor_handovers_at_bound_total") == at_bound + 1
+    until = time.monotonic() + 10
+    while handovers._going and time.monotonic() < until:
+        await asyncio.sleep(0.05)
+    assert sample("tailor_detached_handovers") == running
 
 
 async def test_a_stop_ends_a_hand_over_whose_caller_left_within_its_grace(settings, relay,
