@@ -268,7 +268,7 @@ class TailorServer:
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
              ModelAdminServicer(self.registry, self.pusher, self.canary_monitor, self.drift,
                                 stats=self.impressions, pii=self.pii,
-                                candidates=self.recommender.candidates)),
+                                candidates=self.recommender.candidates, audit=self.audit)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
              ProfileServicer(self.profiles, self.pii, self.suppressions, functools.partial(
                  self.campaigns.mask_decisions, is_pii=self.pii.is_pii))),

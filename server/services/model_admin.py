@@ -1,9 +1,16 @@
 """tailor.v1.ModelAdminService: push, status, rollback, canary promote/abort (the push workflow:
 `models.admin`; the canary guardrails: `models.monitor`), drift reports (`server.drift`), and the
-online metrics per version (`server.impressions`)."""
+online metrics per version (`server.impressions`).
+
+A push and a rollback that succeed each add an audit line of their own (`models/push`,
+`models/rollback`) with the version they served and, for a push, how (`mode`: active, canary,
+stage-only; `new_catalog`): the auth interceptor's line of the call names the method and its
+status only, and before, nothing in the audit log said which version an operator put in."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
 
 from protos.tailor.v1 import model_admin_pb2 as pb
 from protos.tailor.v1 import model_admin_pb2_grpc as pb_grpc
@@ -14,6 +21,7 @@ from ..errors import grpc_errors
 from ..impressions import Impressions, ModelStatsRow, Rate
 from ..impressions.export import ExportedImpression
 from ..impressions.records import UNKNOWN_POSITION
+from ..logging import current_call
 from ..models import Bundle, BundleChunk, BundlePusher, ModelRegistry
 from ..models.monitor import CanaryMonitor, VersionFigures
 from ..security.interceptor import current_principal
@@ -23,6 +31,8 @@ from ..validation import check_version
 from .streaming import in_chunks
 
 __all__ = ["ModelAdminConverter", "ModelAdminServicer"]
+
+logger = logging.getLogger("tailor.services.model_admin")
 
 
 def _trained(bundle: Bundle) -> int:
@@ -116,10 +126,20 @@ class ModelAdminConverter:
                               since=report.since, features=features)
 
 
+async def _noting_first(request_iterator, first: list[BundleChunk]
+                        ) -> AsyncIterator[BundleChunk]:
+    """The push's chunks, the first one also put in `first` (it says how to serve the bundle)."""
+    async for msg in request_iterator:
+        chunk = ModelAdminConverter.to_chunk(msg)
+        if not first:
+            first.append(chunk)
+        yield chunk
+
+
 class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
     def __init__(self, registry: ModelRegistry, pusher: BundlePusher, monitor: CanaryMonitor,
                  drift: DriftMonitor, stats: Impressions | None = None, pii: PiiPolicy | None = None,
-                 candidates: Callable[[Bundle], int] | None = None):
+                 candidates: Callable[[Bundle], int] | None = None, audit=None):
         self.registry = registry
         self.pusher = pusher
         self.monitor = monitor
@@ -132,10 +152,19 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
         self.candidates = candidates or _trained
         """The ranker candidates Recommend serves a bundle with (`Recommender.candidates`;
         the bundle's trained count when not given)."""
+        self.audit = audit
+        """The audit log (`record(principal, method, target, status, request_id, **details)`)
+        the push and rollback lines go to; None: none written."""
 
     @grpc_errors
     async def PushBundle(self, request_iterator, context) -> pb.ModelStatus:
-        await self.pusher.push(ModelAdminConverter.to_chunk(c) async for c in request_iterator)
+        first: list[BundleChunk] = []
+        bundle = await self.pusher.push(_noting_first(request_iterator, first))
+        how = first[0]
+        mode = "stage-only" if how.stage_only else "canary" if how.canary_percent else "active"
+        await self._audited("models/push", version=bundle.version, mode=mode,
+                            canary_percent=f"{how.canary_percent:g}",
+                            new_catalog=int(how.new_catalog))
         return self._status()
 
     @grpc_errors
@@ -144,8 +173,22 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
 
     @grpc_errors
     async def Rollback(self, request: pb.RollbackRequest, context) -> pb.ModelStatus:
-        await self.registry.rollback(request.version)
+        bundle = await self.registry.rollback(request.version)
+        await self._audited("models/rollback", version=bundle.version)
         return self._status()
+
+    async def _audited(self, method: str, **details: str | int) -> None:
+        """Write the call's audit line of `method` with `details` (its caller as principal);
+        the audit log failing does not change the answer (the interceptor's rule), it is
+        logged."""
+        if self.audit is None:
+            return
+        call = current_call()
+        try:
+            await asyncio.to_thread(self.audit.record, current_principal().name, method, "",
+                                    "OK", call.request_id if call else "", **details)
+        except Exception:
+            logger.exception("audit record failed for %s", method)
 
     @grpc_errors
     async def PromoteCanary(self, request: pb.CanaryRequest, context) -> pb.ModelStatus:
