@@ -10,6 +10,7 @@ import asyncio
 import errno
 import functools
 import logging
+import math
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import signal
 import socket
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from .config import Settings, changed_settings
 from .errors import FailedPrecondition
@@ -33,9 +35,38 @@ __all__ = ["serve"]
 logger = logging.getLogger("tailor.workers")
 
 
-def _cpus() -> int:
-    """The CPUs this process may run on (its affinity: a container's cpuset, `taskset`)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+"""Where a container (its cgroup namespace) sees its own cgroup's CPU quota."""
+
+
+def _cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
+    """The CPUs this process may run on: its affinity (a container's cpuset, `taskset`), and at
+    most its cgroup's CPU quota rounded up (a container's `--cpus 2` on a 64-CPU host leaves the
+    affinity at 64; before, the quota was not counted)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _quota_cpus(cgroup_root)
+    return min(cpus, quota) if quota else cpus
+
+
+def _quota_cpus(root: Path) -> int | None:
+    """The CPUs the cgroup quota under `root` allows (cgroup v2 `cpu.max`: `<quota> <period>`
+    or `max ...`; v1 `cpu/cpu.cfs_quota_us` and `cpu.cfs_period_us`, -1: none), rounded up;
+    None without a quota or a file to read."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:  # "max": no quota
+        return None
+    if quota_us <= 0 or period_us <= 0:
+        return None
+    return max(1, math.ceil(quota_us / period_us))
 
 
 def _too_many_workers(workers: int, cpus: int) -> str:
@@ -43,7 +74,8 @@ def _too_many_workers(workers: int, cpus: int) -> str:
     loads the bundle and forks its own writers, so the ones past the CPUs add memory and start
     time, not throughput (64 workers on 2 CPUs: not serving 36 s later, and their stop took the
     whole 25 s bound, killing them)."""
-    return (f"--workers {workers} is more than the {cpus} CPU(s) this server may run on: the "
+    return (f"--workers {workers} is more than the {cpus} CPU(s) this server may run on (its "
+            f"affinity and CPU quota): the "
             f"workers past {cpus} add memory and start time, not throughput; give --workers "
             f"{cpus} or fewer (TAILOR_WORKERS)")
 
