@@ -1,7 +1,7 @@
 """Locust load test of RecommendationService/Recommend.
 
     locust -f loadtests/locustfile.py --headless -u 50 -r 25 -t 30s --host 127.0.0.1:50051 \
-        --users-file users.txt --p99-ms 15 [--tls-ca ca.pem --cert me.pem --key me.key --token T]
+        --users-file users.txt --p99-ms 15 [--tls-ca ca.pem --cert me.pem --key me.key --token T] [--insecure]
 
 Users are drawn from `--users-file` (one id per line, UTF-8; default: ids 0..N-1 with
 `--user-count`, which the demo data uses) plus a share of unknown users (cold start); a file
