@@ -13,13 +13,16 @@ run before any user starts (one `error:` line, exit 2; from the web UI's form, t
 refused with the same line: `loadtests.options`). At test start one Ping (`probe`) checks the
 server answers these credentials: one that cannot be reached or refuses them stops the run
 with one line naming the option to change (`stop_run`, exit 1), instead of thousands of the
-same failure until `-t` ends."""
+same failure until `-t` ends. Then each user class's `start_calls` (one call of each method its
+tasks make that the server could refuse for all: Recommend without a bundle) is made once: a
+refusal that every call of that method would get stops the run the same way."""
 from __future__ import annotations
 
 import logging
 import math
 import re
 import time
+from collections.abc import Callable
 
 import gevent
 import grpc
@@ -30,12 +33,17 @@ from locust.runners import WorkerRunner
 
 from clients.transport import Connection, add_arguments, check_target
 from loadtests.options import check
-from protos.tailor.v1 import diagnostics_pb2, diagnostics_pb2_grpc
+from protos.tailor.v1 import (
+    diagnostics_pb2,
+    diagnostics_pb2_grpc,
+    recommendation_pb2,
+    recommendation_pb2_grpc,
+)
 
 grpc_gevent.init_gevent()
 
-__all__ = ["GrpcUser", "add_transport_options", "channel", "is_worker", "probe", "stop_run",
-           "stopped_at_start", "task_errors"]
+__all__ = ["GrpcUser", "add_transport_options", "channel", "is_worker", "probe",
+           "recommend_call", "stop_run", "stopped_at_start", "task_errors"]
 
 logger = logging.getLogger("tailor.loadtests")
 
@@ -101,7 +109,8 @@ def _probe_at_start(environment, **_):
     environment.probing = environment.host  # `stopped_at_start`, if the run ends meanwhile
     try:
         reason = probe(Connection.from_args(opts), locust_target(environment.host),
-                       environment.host, min(opts.call_timeout, 10.0))
+                       environment.host, min(opts.call_timeout, 10.0),
+                       _start_calls(environment.user_classes, opts))
     except ValueError as err:  # a host typed in the web UI's form
         reason = str(err)
     environment.probing = None  # not in a finally: the -t stop kills this greenlet mid-Ping
@@ -109,16 +118,45 @@ def _probe_at_start(environment, **_):
         stop_run(environment, reason)
 
 
-def probe(connection: Connection, target: str, host: str, timeout: float) -> str | None:
+StartCall = Callable[[grpc.Channel, float], object]
+"""One call of a method a run's tasks make (the channel, its deadline), made once at start."""
+
+REFUSED_FOR_ALL = frozenset({grpc.StatusCode.FAILED_PRECONDITION,
+                             grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED})
+"""Answers to a start call that every call of its method would get: the server lacks what it
+needs (no bundle), the token its role, the server the method. Others (NOT_FOUND for one
+unknown user, a deadline) may be this call's alone; INVALID_ARGUMENT (a --k the server
+refuses) is left to the run, whose refused calls fail it as before."""
+
+
+def _start_calls(user_classes, opts) -> dict[str, StartCall]:
+    """The start calls of the run's user classes (`GrpcUser.start_calls`), by method."""
+    calls: dict[str, StartCall] = {}
+    for cls in user_classes:
+        calls.update(getattr(cls, "start_calls", lambda _: {})(opts))
+    return calls
+
+
+def probe(connection: Connection, target: str, host: str, timeout: float,
+          calls: dict[str, StartCall] | None = None) -> str | None:
     """Why no call of this run could succeed, naming what to change, or None: one Ping, which
     any authenticated caller may make. A TLS server closes a plaintext connection (`Socket
     closed`), a server without TLS fails the handshake, and a TLS server with an auth config
     answers a call without a token UNAUTHENTICATED: each failed every call of a run, 2,000 to
-    8,000 identical failures in 3 s, printed as a multi-line error report."""
+    8,000 identical failures in 3 s, printed as a multi-line error report. Then each of
+    `calls` (method -> call) once: a Recommend against a server with no bundle went on with
+    thousands of identical FAILED_PRECONDITION failures (`REFUSED_FOR_ALL`)."""
     try:
         with channel(connection, target) as ch:
             diagnostics_pb2_grpc.DiagnosticsServiceStub(ch).Ping(
                 diagnostics_pb2.PingRequest(), timeout=timeout)
+            for method, call in (calls or {}).items():
+                try:
+                    call(ch, timeout)
+                except grpc.RpcError as err:
+                    if err.code() in REFUSED_FOR_ALL:
+                        return (f"the server refuses {method}, which the run's tasks call: "
+                                f"{err.code().name}: {err.details()}")
     except grpc.RpcError as err:
         return _why(err, connection, target, host)
     return None
@@ -136,6 +174,16 @@ def _why(err: grpc.RpcError, connection: Connection, target: str, host: str) -> 
         return (f"the server refused the credentials ({details}): give --token (or TAILOR_TOKEN) "
                 "a token its auth config holds, or --cert/--key")
     return None  # it answered: reached and authenticated (a stand-in may lack Ping: UNIMPLEMENTED)
+
+
+def recommend_call(k: int) -> StartCall:
+    """A Recommend as the run's tasks make it (`k`, channel web), for a user no store holds: a
+    server with no bundle refuses it (FAILED_PRECONDITION) as it would every call."""
+    def call(ch: grpc.Channel, timeout: float):
+        return recommendation_pb2_grpc.RecommendationServiceStub(ch).Recommend(
+            recommendation_pb2.RecommendRequest(user_id="loadtest-start-probe", k=k,
+                                                channel="web"), timeout=timeout)
+    return call
 
 
 def stop_run(environment, reason: str) -> None:
@@ -214,10 +262,16 @@ class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
 
 
 class GrpcUser(User):
-    """Subclass with `stub_class` and @task methods calling `self.stub`."""
+    """Subclass with `stub_class` and @task methods calling `self.stub`; `start_calls(opts)`
+    names one call of each method the tasks make that the server may refuse for all (`probe`,
+    at test start)."""
 
     abstract = True
     stub_class = None
+
+    @classmethod
+    def start_calls(cls, opts) -> dict[str, StartCall]:
+        return {}
 
     def __init__(self, environment):
         super().__init__(environment)

@@ -41,6 +41,7 @@ from loadtests.grpc_user import (
     channel,
     is_worker,
     locust_target,
+    recommend_call,
     stop_run,
     stopped_at_start,
     task_errors,
@@ -233,6 +234,11 @@ class MixUser(GrpcUser):
 
     stub_class = rgrpc.RecommendationServiceStub
     wait_time = constant(0)
+
+    @classmethod
+    def start_calls(cls, opts):
+        """Recommend, when it has a weight: a server with no bundle refuses every one."""
+        return {"Recommend": recommend_call(opts.k)} if _table(opts)["Recommend"].weight > 0 else {}
 
     def on_start(self):
         self.campaigns = cgrpc.CampaignServiceStub(self._channel)

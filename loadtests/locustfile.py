@@ -24,6 +24,7 @@ from loadtests.grpc_user import (
     GrpcUser,
     add_transport_options,
     is_worker,
+    recommend_call,
     stopped_at_start,
     task_errors,
 )
@@ -115,6 +116,11 @@ def _check_p99(environment, **_):
 class RecommendUser(GrpcUser):
     stub_class = pb_grpc.RecommendationServiceStub
     wait_time = constant(0)
+
+    @classmethod
+    def start_calls(cls, opts):
+        """A server with no bundle refuses every Recommend: one at start says so and stops."""
+        return {"Recommend": recommend_call(opts.k)}
 
     @task
     def recommend(self):
