@@ -14,8 +14,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["ENVIRONMENT_ONLY", "MIN_KEY_BYTES", "env_name", "keyring_path", "keyring_text", "parse_keys",
-           "read_keys"]
+__all__ = ["ENVIRONMENT_ONLY", "MIN_KEY_BYTES", "env_name", "environment_only", "keyring_path",
+           "keyring_text", "parse_keys", "read_keys"]
 
 MIN_KEY_BYTES = 16
 
@@ -23,7 +23,15 @@ ENVIRONMENT_ONLY = "none"
 """The secrets dir that is no directory (TAILOR_SECRETS_DIR=none, `secrets_dir = "none"`, a
 `--secrets-dir none` of the server's commands and training's): every keyring from its
 `TAILOR_SECRET_<NAME>` variable, none read from a file or generated. Neither TOML nor a variable
-can say None. Exactly this word: a directory of that name is `./none`."""
+can say None. The word in any case (`environment_only`): a directory of that name is `./none`."""
+
+
+def environment_only(value) -> bool:
+    """Whether a secrets dir's `value` (a flag's, a variable's, a config file's) is the word
+    `none` (`ENVIRONMENT_ONLY`), in any case: before, `--secrets-dir NONE` (or `None`) was a
+    directory ./NONE, where a server on loopback generated development keys. A directory of
+    that name is `./NONE`."""
+    return isinstance(value, str) and value.lower() == ENVIRONMENT_ONLY
 
 Keys = tuple[tuple[str, bytes], ...]
 

@@ -28,7 +28,7 @@ import signal
 import sys
 from pathlib import Path
 
-from contract.keyring import ENVIRONMENT_ONLY
+from contract.keyring import ENVIRONMENT_ONLY, environment_only
 
 from .config import Settings
 
@@ -43,10 +43,19 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+def _file_path(text: str) -> Path:
+    """A flag naming a file (`--auth-config`): one ending in / names a directory, which
+    `Path` drops (`token --auth-config nodir/` wrote a file named `nodir`)."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text} names a directory (it ends in /): give the "
+                                          f"file, e.g. {text.rstrip('/' + os.sep)}/auth.toml")
+    return _path(text)
+
+
 def _secrets_path(text: str) -> Path | str:
-    """`--secrets-dir`: a path, or `none` kept as the word for the settings to read as the
-    servers read it (`contract.keyring.ENVIRONMENT_ONLY`: the environment only)."""
-    return text if text == ENVIRONMENT_ONLY else _path(text)
+    """`--secrets-dir`: a path, or `none` (any case) kept as the word for the settings to read
+    as the servers read it (`contract.keyring.ENVIRONMENT_ONLY`: the environment only)."""
+    return ENVIRONMENT_ONLY if environment_only(text) else _path(text)
 
 
 def _config_argument(p) -> None:
@@ -77,7 +86,7 @@ def _security_arguments(p) -> None:
     p.add_argument("--tls-key", type=_path, help="PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", type=_path, help="PEM CA: mutual TLS, clients need a "
                    "certificate it signed")
-    p.add_argument("--auth-config", type=_path, help="auth config TOML (tokens and roles)")
+    p.add_argument("--auth-config", type=_file_path, help="auth config TOML (tokens and roles)")
     p.add_argument("--insecure", action="store_true", default=None, help="serve a non-loopback "
                    "--host without TLS or --auth-config anyway")
 
@@ -126,7 +135,8 @@ def _config_doc_parser(sub) -> None:
 def _token_parser(sub) -> None:
     p = sub.add_parser("token", help="mint a bearer token (printed once, last line) or revoke one; "
                        "servers reload on SIGHUP")
-    p.add_argument("--auth-config", type=_path, required=True, help="auth config to update")
+    p.add_argument("--auth-config", type=_file_path, required=True,
+                   help="auth config to update")
     p.add_argument("--name", help="principal to mint a token for (a new one, unless --replace)")
     p.add_argument("--roles", help="comma-separated roles of the principal (required with --name)")
     p.add_argument("--replace", action="store_true", help="give a principal that exists a new "

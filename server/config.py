@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
-from contract.keyring import ENVIRONMENT_ONLY
+from contract.keyring import environment_only
 
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -644,9 +644,10 @@ class Settings(BaseSettings):
     @field_validator("secrets_dir", mode="before")
     @classmethod
     def _environment_only(cls, value):
-        """`none` is no secrets dir (`contract.keyring.ENVIRONMENT_ONLY`): a TOML file or a
-        variable cannot say None, so "the environment only" was out of an operator's reach."""
-        return None if value == ENVIRONMENT_ONLY else value
+        """`none` (any case) is no secrets dir (`contract.keyring.environment_only`): a TOML
+        file or a variable cannot say None, so "the environment only" was out of an operator's
+        reach."""
+        return None if environment_only(value) else value
 
     @field_validator("log_level")
     @classmethod

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from contract.erasure import read_tombstones
 from contract.events import check_event_weights
-from contract.keyring import ENVIRONMENT_ONLY
+from contract.keyring import environment_only
 from training.als import ALSParams
 from training.cli.types import (
     count,
@@ -45,10 +45,10 @@ def _weight(text: str) -> tuple[str, float]:
 
 
 def _secrets_dir(text: str) -> Path | None:
-    """A secrets dir as the server reads one: `none` is the environment only (None), and an
-    empty one is refused (`Path("")` is the working directory: an empty TAILOR_SECRETS_DIR
-    read the keyring from wherever the command ran, where the server refuses to start)."""
-    if text == ENVIRONMENT_ONLY:
+    """A secrets dir as the server reads one: `none` (any case) is the environment only (None),
+    and an empty one is refused (`Path("")` is the working directory: an empty
+    TAILOR_SECRETS_DIR read the keyring from wherever the command ran, where the server refuses to start)."""
+    if environment_only(text):
         return None
     if not text:
         raise argparse.ArgumentTypeError("an empty path would be the working directory (an empty "
