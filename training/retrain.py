@@ -133,7 +133,6 @@ def run(args) -> int:
     from training.pipeline import train
     from training.readers import load
 
-    args.work_dir.mkdir(parents=True, exist_ok=True)
     csv_path = args.work_dir / "interactions.csv"
     with TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca, cert=args.cert,
                       key=args.key, token=args.token, insecure=args.insecure) as client:
@@ -145,6 +144,9 @@ def run(args) -> int:
     if isinstance(serving, int):
         return serving
     version, serving_dir = serving
+    # made once the server said what it serves: a refused run (a canary running, no bundle, no
+    # copy of the serving one, the server unreachable) left an empty --work-dir behind
+    args.work_dir.mkdir(parents=True, exist_ok=True)
     # Events and the impression log (impressions.jsonl beside the events: the record of what
     # was served; with --context-features the context tables are fitted from it).
     exported = export.run(argparse.Namespace(**{**vars(args), "out": csv_path, "start": 0.0,
