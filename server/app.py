@@ -25,6 +25,7 @@ from protos.tailor.v1 import (
     recommendation_pb2_grpc,
 )
 
+from . import durable
 from . import http as public_http  # loaded only with a public port (`server.lazy`)
 from .attribution import Attributor
 from .background import Background
@@ -139,6 +140,7 @@ class TailorServer:
         if self.audit is None:  # one given before start() (an embedding app's) is kept
             self.audit = AuditLog(s.audit_dir, self.secrets["audit"], max_bytes=s.audit_max_bytes,
                                   keep_files=s.audit_keep_files)
+            durable.check_writable(s.audit_dir)  # refused now, not at each audited call
 
     def _build_domain(self) -> None:
         s = self.settings

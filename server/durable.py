@@ -49,8 +49,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["Unconfirmed", "confirm", "fsync_path", "fsync_tree", "make_dirs", "replace",
-           "reported", "write_file"]
+__all__ = ["Unconfirmed", "check_writable", "confirm", "fsync_path", "fsync_tree", "make_dirs",
+           "replace", "reported", "write_file"]
 
 logger = logging.getLogger("tailor.durable")
 
@@ -145,6 +145,21 @@ def make_dirs(path: Path, mode: int = 0o777, exist_ok: bool = True) -> None:
                 raise
             logger.warning("cannot open %s to fsync it (%s): %s may not survive a power loss",
                            level.parent, err.strerror, level)
+
+
+def check_writable(directory: Path) -> None:
+    """Raise the OSError (naming `directory`) of making a file in it, if that fails: a directory
+    the server writes only when calls come (the audit log's) was found read-only at the first
+    one, each audited call then logging an error, where a start refuses other directories it
+    cannot write (`start_errors`). The file is removed at once; nothing is synced."""
+    probe = directory / f".write-check-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # a check of this pid's a crash left: writable
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(directory)) from None
+    os.unlink(probe)
 
 
 def fsync_tree(root: Path) -> None:
