@@ -273,7 +273,7 @@ class TailorServer:
                                 candidates=self.recommender.candidates, audit=self.audit)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
              ProfileServicer(self.profiles, self.pii, self.suppressions, functools.partial(
-                 self.campaigns.mask_decisions, is_pii=self.pii.is_pii))),
+                 self.campaigns.mask_decisions, is_pii=self.pii.is_pii), audit=self.audit)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
             (campaign_pb2_grpc.add_CampaignServiceServicer_to_server,
              CampaignServicer(self.campaigns, self.pii)),

@@ -479,7 +479,7 @@ class Profiles:
 
     async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
                           timestamp: float = 0.0, purpose: str = "",
-                          existing: bool = False) -> None:
+                          existing: bool = False) -> int:
         """Record a consent change of (channel, purpose; empty = marketing), kept in the
         user's consent history too (`server.contact.consent`). Refused (`ErasedSince`) when
         it would bring an erased user back: dated at or before their erasure, or (`existing`:
@@ -493,7 +493,8 @@ class Profiles:
         or a tracked unsubscribe event writes (`reserved_source`) is refused: a START would
         reopen what it closed. A marketing opt-in tells the `OptInWatcher`s in the same
         transaction, with its source (the erasure's keep-out it lifts: `contact.keepout`; a
-        lift, once committed, is logged with the user's `user_ref`)."""
+        lift, once committed, is logged with the user's `user_ref`). Returns how many
+        keep-out entries it lifted (the caller audits a lift: `services.profile`)."""
         _check_named(user_id, self.limits.id_bytes, existing or not opted_in)
         check_source("source", source)
         absent = None if existing else _if_absent(user_id, self.limits.id_bytes)
@@ -511,6 +512,7 @@ class Profiles:
         if lifted[0]:  # committed: the trace of an unsubscribe undone (no address, no id)
             logger.info("marketing opt-in of %s on %s lifted %d keep-out entr%s of its address",
                         user_ref(user_id), channel, lifted[0], "y" if lifted[0] == 1 else "ies")
+        return lifted[0]
 
     async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
                            source: str, timestamp: float = 0.0, purpose: str = "",

@@ -8,8 +8,6 @@ stage-only; `new_catalog`): the auth interceptor's line of the call names the me
 status only, and before, nothing in the audit log said which version an operator put in."""
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 
 from protos.tailor.v1 import model_admin_pb2 as pb
@@ -21,18 +19,16 @@ from ..errors import grpc_errors
 from ..impressions import Impressions, ModelStatsRow, Rate
 from ..impressions.export import ExportedImpression
 from ..impressions.records import UNKNOWN_POSITION
-from ..logging import current_call
 from ..models import Bundle, BundleChunk, BundlePusher, ModelRegistry
 from ..models.monitor import CanaryMonitor, VersionFigures
 from ..security.interceptor import current_principal
 from ..security.pii import PiiPolicy
 from ..security.roles import PII_READER
 from ..validation import check_version
+from .auditing import audit_line
 from .streaming import in_chunks
 
 __all__ = ["ModelAdminConverter", "ModelAdminServicer"]
-
-logger = logging.getLogger("tailor.services.model_admin")
 
 
 def _trained(bundle: Bundle) -> int:
@@ -162,9 +158,9 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
         bundle = await self.pusher.push(_noting_first(request_iterator, first))
         how = first[0]
         mode = "stage-only" if how.stage_only else "canary" if how.canary_percent else "active"
-        await self._audited("models/push", version=bundle.version, mode=mode,
-                            canary_percent=f"{how.canary_percent:g}",
-                            new_catalog=int(how.new_catalog))
+        await audit_line(self.audit, "models/push", version=bundle.version, mode=mode,
+                         canary_percent=f"{how.canary_percent:g}",
+                         new_catalog=int(how.new_catalog))
         return self._status()
 
     @grpc_errors
@@ -174,21 +170,9 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
     @grpc_errors
     async def Rollback(self, request: pb.RollbackRequest, context) -> pb.ModelStatus:
         bundle = await self.registry.rollback(request.version)
-        await self._audited("models/rollback", version=bundle.version)
+        await audit_line(self.audit, "models/rollback", version=bundle.version)
         return self._status()
 
-    async def _audited(self, method: str, **details: str | int) -> None:
-        """Write the call's audit line of `method` with `details` (its caller as principal);
-        the audit log failing does not change the answer (the interceptor's rule), it is
-        logged."""
-        if self.audit is None:
-            return
-        call = current_call()
-        try:
-            await asyncio.to_thread(self.audit.record, current_principal().name, method, "",
-                                    "OK", call.request_id if call else "", **details)
-        except Exception:
-            logger.exception("audit record failed for %s", method)
 
     @grpc_errors
     async def PromoteCanary(self, request: pb.CanaryRequest, context) -> pb.ModelStatus:

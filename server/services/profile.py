@@ -23,6 +23,7 @@ from ..security.interceptor import current_principal
 from ..security.pii import PiiPolicy, mask_value, masked_entries
 from ..security.roles import PII_READER
 from ..validation import check_count
+from .auditing import audit_line
 from .streaming import in_chunks
 
 __all__ = ["ProfileServicer", "ProfileConverter"]
@@ -178,13 +179,16 @@ def _nonzero(arr: np.ndarray, keys: list[str]) -> dict[str, float]:
 
 class ProfileServicer(pb_grpc.ProfileServiceServicer):
     def __init__(self, profiles: Profiles, pii: PiiPolicy, suppressions: Suppressions,
-                 mask_decisions: Callable[[Sequence[dict]], None] = lambda decisions: None):
+                 mask_decisions: Callable[[Sequence[dict]], None] = lambda decisions: None,
+                 audit=None):
         """`mask_decisions`: an access export's decisions as a caller without `pii-reader`
-        reads them (`Campaigns.mask_decisions`)."""
+        reads them (`Campaigns.mask_decisions`); `audit`: where a keep-out lift's line goes
+        (`auditing.audit_line`; None: nowhere)."""
         self.profiles = profiles
         self.pii = pii
         self.suppressions = suppressions
         self.mask_decisions = mask_decisions
+        self.audit = audit
 
     @grpc_errors
     async def TrackEvents(self, request: pb.TrackEventsRequest, context) -> pb.TrackEventsResponse:
@@ -223,8 +227,12 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     @grpc_errors
     async def SetConsent(self, request: pb.SetConsentRequest, context) -> pb.Profile:
-        await self.profiles.set_consent(request.user_id, request.channel, request.opted_in,
-                                        request.source, request.timestamp, request.purpose)
+        lifted = await self.profiles.set_consent(request.user_id, request.channel,
+                                                 request.opted_in, request.source,
+                                                 request.timestamp, request.purpose)
+        if lifted:  # an erased user's unsubscribe undone: a line of its own (no address)
+            await audit_line(self.audit, "keepout/lift", request.user_id,
+                             channel=request.channel, entries=lifted)
         return await self._profile(request.user_id, 1, context, stored=not request.opted_in)
 
     @grpc_errors

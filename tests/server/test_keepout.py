@@ -172,3 +172,25 @@ async def test_a_lift_is_logged_without_the_address_nor_the_id(stubs, caplog):
     [line] = [r.getMessage() for r in caplog.records if "keep-out" in r.getMessage()]
     assert "lifted 1 keep-out entry" in line and " on email " in line
     assert "lifted@" not in line and "lifted " not in line.split(" on ")[0]
+
+
+async def test_a_lift_writes_an_audit_line_of_its_own(stubs):
+    """Before: the audit log held the SetConsent call only, not that it undid an erased user's
+    unsubscribe. The line names the user by keyed hash, the channel and how many entries; no
+    address, no id."""
+    import json
+    profiles, _, server = stubs
+    await upsert(profiles, "lift-audit-user", email="lift-audit@example.org")
+    await consent(profiles, "lift-audit-user", "email", False)
+    await erase(profiles, "lift-audit-user")
+    await upsert(profiles, "lift-audit-user", email="lift-audit@example.org")
+
+    def lifts() -> list[str]:  # the module's other tests lift too
+        return [line for line in server.audit.tail(200) if '"keepout/lift"' in line]
+    before = lifts()
+    await consent(profiles, "lift-audit-user", "email", True)
+    after = lifts()
+    assert len(after) == len(before) + 1, after
+    entry = json.loads(after[-1])
+    assert (entry["channel"], entry["entries"], entry["status"]) == ("email", 1, "OK")
+    assert entry["target"].startswith("u:") and "lift-audit" not in after[-1]
