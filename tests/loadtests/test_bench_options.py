@@ -26,6 +26,7 @@ USAGE_ERRORS = [
     (("bench_contact", "--rounds", "0"), "argument --rounds: 0 is not a number above 0"),
     (("bench_messages", "--rounds", "0"), "argument --rounds: 0 is not a number above 0"),
     (("bench_tls", "--rounds", "0"), "argument --rounds: 0 is not a number above 0"),
+    (("bench_start", "--rounds", "0"), "argument --rounds: 0 is not a number above 0"),
     (("bench_profiles", "--read-seconds", "0", "--events", "600", "--users", "50", "--profiles",
       "40", "--parts"), "argument --read-seconds: 0 is not a number above 0"),  # ran: QPS xnan
     (("bench_profiles", "--read-concurrency", "0", "--events", "600", "--users", "50",
