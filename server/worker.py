@@ -14,14 +14,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .app import TailorServer
 from .config import Settings
 from .errors import TailorError
 from .logging import configure_logging
 from .orphans import signal_when_parent_dies
 from .start_errors import serve_flags, start_error
 from .stop_bound import StopWatch
+
+if TYPE_CHECKING:
+    from .app import TailorServer
 
 __all__ = ["PARENT_GONE", "REFUSED_EXIT", "STOP_SIGNALS", "StartGate"]
 
@@ -83,6 +86,9 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
     (`stop_bound.StopWatch`), so a signal at any moment of the start drains instead of killing
     the process, and the stop is bounded (`stop_seconds`: one worker has no parent, and a
     worker's parent may be gone) even if this loop is stuck."""
+    # Imported here, not at the top: the parent of `--workers N` imports this module and never
+    # serves (server.app loads the whole server: 1.2-1.4 s of CPU it paid at every start).
+    from .app import TailorServer
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     server = TailorServer(settings)
     stop = asyncio.Event()

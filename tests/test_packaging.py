@@ -84,6 +84,14 @@ def test_the_server_loads_the_http_stack_and_dkim_only_when_configured():
     assert loaded_modules("server.app", ("aiohttp", "dkim", "dns")) == []
 
 
+def test_the_parent_of_workers_does_not_load_the_server():
+    """The parent of `--workers N` (`server.workers`, `server.supervisor`) never serves: its
+    workers import `server.app` (the whole server, 1.2-1.4 s of CPU), and it imported it too
+    at every start, before spawning them."""
+    assert loaded_modules("server.__main__, server.workers, server.supervisor",
+                          ("server.app", "onnxruntime", "faiss")) == []
+
+
 def test_importing_the_server_does_not_load_the_numbering_plans():
     """phonenumbers (the trunk prefixes of `server.contact.trunks`) costs 30-120 ms and
     1.5-2.6 MB to import: importing the server does not pay it (a CLI command, a writer child);
