@@ -27,10 +27,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contract.keyring import ENVIRONMENT_ONLY, environment_only
 
-from .config import Settings
+if TYPE_CHECKING:  # imported where settings load: pydantic is 0.3-0.4 s of CPU `--help` never uses
+    from .config import Settings
 
 
 def _path(text: str) -> Path:

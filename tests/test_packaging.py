@@ -92,6 +92,12 @@ def test_the_parent_of_workers_does_not_load_the_server():
                           ("server.app", "onnxruntime", "faiss")) == []
 
 
+def test_the_server_command_loads_no_settings_before_it_needs_them():
+    """`python -m server --help`, or a usage error, parses flags only: the settings (pydantic,
+    0.3-0.4 s of CPU) load when a command reads them (`_command_settings`)."""
+    assert loaded_modules("server.__main__ as m; m.build_parser()", ("server.config", "pydantic")) == []
+
+
 def test_importing_the_server_does_not_load_the_numbering_plans():
     """phonenumbers (the trunk prefixes of `server.contact.trunks`) costs 30-120 ms and
     1.5-2.6 MB to import: importing the server does not pay it (a CLI command, a writer child);
