@@ -2,7 +2,7 @@
 
     python -m loadtests.bench_start [--workers 1 2] [--rounds 3] [--compare-src DIR]
 
-Every operator pays a start at each start, restart and SIGHUP-less redeploy, and the test suite
+Every operator pays a start at each start and restart, and the test suite
 pays it hundreds of times (its `ServerProcess` starts `python -m server` with 2 workers often).
 For each round and each `--workers` N: start `python -m server --workers N --metrics-port M`
 on free loopback ports with a new data dir and secrets dir, serving the tests' demo-sized bundle
