@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -314,7 +315,12 @@ class ServerProcess:
             args += ["--bundle", str(bundle)]
         self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env={**os.environ, **(env or {})})
-        self._lines: list[str | None] | None = None  # read so far, once `wait_logged` reads
+        # Its output is read as it comes (None: its end), not only at `stop`: a server that
+        # logs more than the pipe holds (64 KiB: one INFO line per refused call) froze on a full
+        # pipe, answering nothing and stopping only at the 20 s kill.
+        self._lines: list[str | None] = []
+        self._logged = threading.Condition()
+        threading.Thread(target=self._read_lines, daemon=True).start()
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 120.0) -> None:
@@ -324,8 +330,7 @@ class ServerProcess:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                tail = self.proc.stdout.read()[-3000:]
-                raise AssertionError(f"server exited {self.proc.returncode}:\n{tail}")
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self._output()[-3000:]}")
             try:
                 with self.connection.channel(self.target) as ch:
                     status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -339,10 +344,6 @@ class ServerProcess:
     def wait_logged(self, text: str, timeout: float = 60.0) -> None:
         """Wait until the server has logged a line containing `text` (read from its output,
         which `stop` then returns whole)."""
-        import threading
-        if self._lines is None:
-            self._lines, self._logged = [], threading.Condition()
-            threading.Thread(target=self._read_lines, daemon=True).start()
         def logged() -> bool:
             return any(line is not None and text in line for line in self._lines)
         with self._logged:
@@ -378,9 +379,11 @@ class ServerProcess:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if self._lines is None:
-            return self.proc.stdout.read()
-        with self._logged:  # the reader reads to the end of the output
+        return self._output()
+
+    def _output(self) -> str:
+        """All it logged, once it has exited (the reader reads to the end of the output)."""
+        with self._logged:
             self._logged.wait_for(lambda: self._lines[-1:] == [None], 30)
             return "".join(line for line in self._lines if line is not None)
 
