@@ -334,8 +334,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                                context.invocation_metadata())
 
     def _stream(self, method: str, inner, streams_in: bool):
+        """A stream of replies' handler. A client that gives up while a reply is being written
+        ends the call in gRPC, which leaves this generator suspended at its `yield`: asyncio's
+        finalizer closes it later, in a task of its own, after gRPC has released the call and
+        freed its metadata (walked: read back as heap garbage). So its `finally` reads only
+        the metadata read at the start, and the call's watch ends with the call itself
+        (`_Caller`, retired from gRPC's done callback)."""
         async def call(request, context):
             principal = await self._caller(method, context, request)
+            metadata = context.invocation_metadata()  # for the end: see `_stream`'s docstring
             caller = _Caller(self, method, context, principal)
             if streams_in:
                 request = caller.checking(request)
@@ -356,11 +363,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 with contextlib.suppress(ValueError):  # closed from another context: the task ends
                     _principal.reset(token)
                 if self._audited(method, principal):  # its own line, whatever its status
-                    await self._record(principal.name, method, _target(request), status,
-                                       context.invocation_metadata())
+                    await self._record(principal.name, method, _target(request), status, metadata)
                 elif caller.denied:
-                    await self._denied(principal.name, method, _target(request),
-                                       context.invocation_metadata())
+                    await self._denied(principal.name, method, _target(request), metadata)
         return call
 
 
@@ -387,6 +392,7 @@ class _Caller:
         """Set with `ending`: the wait for the next request ends."""
         self.retired = False
         """The call has ended (`retire`): its context is gRPC's to free, never to be read."""
+        context.add_done_callback(self._ended)
 
     def __enter__(self) -> _Caller:
         """Watch the call: checked at reloads and on a timer, whether messages go or not."""
@@ -411,6 +417,13 @@ class _Caller:
         self.retired = True
         self.__exit__()
         self.cut.set()  # what that generator waits on ends too (destroyed pending, it logged an ERROR)
+
+    def _ended(self, _context) -> None:
+        """gRPC's done callback: the call is over, whatever became of its handler (a reply
+        stream's generator left suspended when its client gave up is closed only later, after
+        gRPC has freed the call: `AuthInterceptor._stream`). It runs before gRPC releases the
+        call, so no timer or sweep reads the call's metadata after that."""
+        self.retire()
 
     def _tick(self) -> None:
         self.timer = None
