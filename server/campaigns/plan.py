@@ -172,7 +172,9 @@ class _Idle:
 
     async def next(self, messages) -> PlanRequest | None:
         """The client's next message (None after the last); `PlanStreamIdle` once it owed one
-        for `most` seconds."""
+        for `most` seconds. The read's outcome is retrieved however the wait ends: a client's
+        cancel ends its stream in the turn its reader is cancelled, and asyncio logged that
+        end (StopAsyncIteration) at ERROR, once per cancelled stream."""
         waiting = asyncio.ensure_future(anext(messages))
         try:
             while True:
@@ -185,6 +187,8 @@ class _Idle:
         finally:
             if not waiting.done():
                 waiting.cancel()
+            elif not waiting.cancelled():
+                waiting.exception()  # retrieved, however this wait ends (see above)
         try:
             req = waiting.result()
         except StopAsyncIteration:
