@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,7 @@ def backup(data_dir: Path, out: Path, unconfirmed: Callable[[Unconfirmed], None]
     if out.is_dir():
         raise FailedPrecondition(f"{out} is a directory: --out names the backup file to write "
                                  f"(e.g. {out / 'tailor.tar.gz'})")
+    _check_out(out)
     _make_out_dir(out.parent)
     lock = lock_data_dir(data_dir, exclusive=False)  # servers share it; compaction must wait
     sweep_leftovers(out.parent)
@@ -55,6 +57,22 @@ def backup(data_dir: Path, out: Path, unconfirmed: Callable[[Unconfirmed], None]
         if held is not None:
             os.close(held)
         lock.close()
+
+
+def _check_out(out: Path) -> None:
+    """`out` names a new file or a regular one: the archive is written beside it and renamed
+    over the name, so anything else there was replaced by a regular file, the backup said
+    done (as root, `--out /dev/stdout` replaced the /dev/stdout symlink with the archive; a
+    FIFO a reader waited on became a file)."""
+    try:
+        mode = os.lstat(out).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise FailedPrecondition(
+            f"{out} is not a regular file (a symlink, pipe or device): the backup is written "
+            "beside it and renamed over its name, so --out names a new or regular file (write "
+            "one, then copy or stream it where it goes)")
 
 
 def _make_out_dir(directory: Path) -> None:
