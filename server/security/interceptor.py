@@ -334,12 +334,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                                context.invocation_metadata())
 
     def _stream(self, method: str, inner, streams_in: bool):
-        """A stream of replies' handler. A client that gives up while a reply is being written
-        ends the call in gRPC, which leaves this generator suspended at its `yield`: asyncio's
-        finalizer closes it later, in a task of its own, after gRPC has released the call and
-        freed its metadata (walked: read back as heap garbage). So its `finally` reads only
-        the metadata read at the start, and the call's watch ends with the call itself
-        (`_Caller`, retired from gRPC's done callback)."""
+        """A stream of replies' handler. Where gRPC writes its replies, a client that gives
+        up while one is being written ends the call in gRPC, which leaves this generator
+        suspended at its `yield`: asyncio's finalizer closes it later, in a task of its own,
+        after gRPC has released the call and freed its metadata (walked: read back as heap
+        garbage). So its `finally` reads only the metadata read at the start, and the call's
+        watch ends with the call itself (`_Caller`, retired from gRPC's done callback). (The
+        server's rpc layer writes the replies itself, `rpc._Observed.written`: a cancel then
+        reaches this generator in its own task.)"""
         async def call(request, context):
             principal = await self._caller(method, context, request)
             metadata = context.invocation_metadata()  # for the end: see `_stream`'s docstring
