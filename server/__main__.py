@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 from contract.keyring import ENVIRONMENT_ONLY, environment_only
 
+from .files import private_umask
+
 if TYPE_CHECKING:  # imported where settings load: pydantic is 0.3-0.4 s of CPU `--help` never uses
     from .config import Settings
 
@@ -545,6 +547,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv.insert(0, "serve")
     args = build_parser().parse_args(argv)
+    private_umask(args.command)  # before anything is written: 0600 files, 0700 dirs (server.files)
     if args.command == "serve":
         # stop signals wait until the server handles them (server.workers)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

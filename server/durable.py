@@ -124,8 +124,9 @@ def confirm(directory: Path) -> None:
         raise Unconfirmed(directory, err) from err
 
 
-def make_dirs(path: Path, mode: int = 0o777, exist_ok: bool = True) -> None:
-    """`Path.mkdir(parents=True)` (`mode` for `path` itself), then the parent of every level it
+def make_dirs(path: Path, mode: int = 0o700, exist_ok: bool = True) -> None:
+    """`Path.mkdir(parents=True)` (`mode` for `path` itself: the server's account's alone by
+    default, `server.files`; an existing directory keeps its own), then the parent of every level it
     made fsynced, deepest first (`Unconfirmed` if one fails; a parent this account may not
     open is skipped with a warning): on disk, with everything later written and synced under
     it. Nothing is synced when `path` was there already."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .config import Settings, changed_settings
 from .errors import FailedPrecondition
+from .files import check_data_dir
 from .logging import configure_logging, hand_down
 from .processes import hold_dir, host_id, process_started, remove_if_owner_gone
 from .security.hosts import with_port
@@ -98,6 +99,7 @@ def serve(settings: Settings, reread: Callable[[], Settings] | None = None) -> N
     if settings.workers > (cpus := _cpus()):
         logger.warning(_too_many_workers(settings.workers, cpus))
     try:  # once, before any worker: generated development secrets are then shared by all
+        check_data_dir(settings.data_dir)  # (its mode warned about once, not per worker)
         secrets_for_store(settings)  # (none over a store keyed under a key they lack)
     except FailedPrecondition as err:
         raise SystemExit(f"refusing to start: {err}") from None

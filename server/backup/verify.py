@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import lzma
-import os
 import tarfile
 import zlib
 from pathlib import Path
@@ -13,8 +12,8 @@ from pathlib import Path
 import contract
 
 from ..errors import FailedPrecondition
+from ..files import private_tree
 from ..store.backup import check_copy
-from ..store.datakeys import SLOTS_FILE
 from ..store.errors import out_of_space
 from .archive import FORMAT, MANIFEST, TOP_LEVEL
 
@@ -44,9 +43,9 @@ def _extract_tar(archive: Path, staging: Path) -> dict:
             if member.name.split("/", 1)[0] not in TOP_LEVEL:
                 raise FailedPrecondition(f"{archive} holds an unexpected entry {member.name!r}")
         tar.extractall(staging, filter="data")  # refuses absolute paths, .. and outside links
-    slots = staging / "store" / SLOTS_FILE
-    if slots.is_file():  # the data filter keeps a member's mode: an older backup's was 0644
-        os.chmod(slots, 0o600)  # the pads, readable by the server's account only, as DataKeys
+    # the data filter keeps a member's mode (a tar's 0644 files, an older backup's 0644 pads
+    # `store/keyslots` too): the server's account's alone, as everything it writes
+    private_tree(staging)
     missing = [v for v in manifest["bundles"] if not (staging / "bundles" / v / "manifest.json").is_file()]
     if not (staging / "store" / "data.mdb").is_file() or missing:
         raise FailedPrecondition(f"{archive} is incomplete (store or bundles {missing} missing)")

@@ -26,6 +26,7 @@ from .. import durable, metrics
 from ..background import Background
 from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
+from ..files import private_tree
 from ..processes import owner_alive, process_started
 from ..store import Store
 from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
@@ -215,6 +216,7 @@ class ModelRegistry:
         if src.resolve() != dest.resolve() and not dest.exists():
             tmp = self.bundles_dir / leftover_name("import", manifest.version)
             shutil.copytree(src, tmp, dirs_exist_ok=True)
+            private_tree(tmp)  # the operator's copy's modes, 0644: ours are 0600 (server.files)
             durable.fsync_tree(tmp)  # on disk before it is named, as a push's (`staging`)
             try:
                 os.replace(tmp, dest)

@@ -82,7 +82,7 @@ def open_env(path: Path | str, **options) -> lmdb.Environment:
     open as LMDB (damaged, cut short, not a store) or cannot be opened is a `StoreUnreadable`
     (one line: FAILED_PRECONDITION, or the admin command's error), not an `lmdb.Error`."""
     try:
-        return lmdb.open(str(path), max_dbs=len(TABLES) + 4, **options)
+        return lmdb.open(str(path), max_dbs=len(TABLES) + 4, mode=0o600, **options)  # server.files
     except lmdb.Error as err:
         reason = str(err).removeprefix(f"{path}: ")
         if isinstance(err, (lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError)):
