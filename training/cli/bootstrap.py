@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -26,7 +27,13 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+PRIVATE_UMASK = 0o077
+"""What bootstrap writes into a server's data dir (demo/, bundles/) is the server's account's
+alone, as what the server writes there (`server.files`: directories 0700, files 0600)."""
+
+
 def run(args) -> int:
+    os.umask(PRIVATE_UMASK)  # the demo world's events and users.npz: not every account's to read
     data = Path(args.data_dir)
     bundles = find_bundles(data / "bundles")
     valid = [(p, m) for p, m in bundles if not isinstance(m, str)]
