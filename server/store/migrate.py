@@ -48,10 +48,13 @@ def open_layouts(store, kinds: Sequence[RecordKind], readonly: bool = False) -> 
     with store.read() as txn:
         stamps = stored_versions(store, txn, kinds)
         fresh = _fresh(store, txn, kinds, stamps)
-        under_way = _progress(store, txn) is not None
+        progress = _progress(store, txn)
+    under_way = progress is not None
     if not under_way and all(stamps[k.name] == k.version for k in kinds):
         return {}
     refuse_newer_layouts(kinds, stamps)
+    if under_way:
+        refuse_unknown_progress(kinds, progress)
     if readonly:
         outdated = [k.name for k in kinds if (stamps[k.name] or k.first) < k.version]
         if under_way or (outdated and not fresh):
@@ -73,6 +76,16 @@ def refuse_newer_layouts(kinds: Sequence[RecordKind], stamps: dict[str, int | No
     if newer:
         raise FailedPrecondition("the store was written by a newer Tailor; record layouts "
                                  f"unknown here: {', '.join(newer)}")
+
+
+def refuse_unknown_progress(kinds: Sequence[RecordKind], progress: dict) -> None:
+    """A migration under way of a kind unknown here was begun by a newer Tailor (one that added
+    the kind, killed midway and rolled back): only it can finish it, as for a newer stamp."""
+    known = {k.name for k in kinds}
+    unknown = sorted(set(progress["from"]).union(progress["todo"]) - known)
+    if unknown:
+        raise FailedPrecondition("the store was written by a newer Tailor; its layout migration "
+                                 f"under way rewrites kinds unknown here: {', '.join(unknown)}")
 
 
 def _progress(store, txn) -> dict | None:

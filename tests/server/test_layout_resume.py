@@ -1,6 +1,8 @@
 """A layout migration cut short (a kill, a failing step, a probe that gives up on a big store)
 keeps the chunks it committed, keeps older binaries away from the half-migrated store, and the
 next open goes on where it stopped instead of beginning again."""
+import dataclasses
+
 import pytest
 
 from server.errors import FailedPrecondition
@@ -71,3 +73,25 @@ def test_a_migration_failing_in_its_first_chunk_leaves_the_store_as_it_was(today
     assert store.migrated == {}
     assert store.get("meta", store_migrate.PROGRESS_KEY) is None
     store.close()
+
+
+def test_a_newer_releases_migration_under_way_is_refused_with_the_newer_tailor_line(
+        today_dir, monkeypatch):
+    # A newer release adds a kind (here: a second name for the decision records) and is killed
+    # midway through its rewrite; an operator rolls back. Its progress names a kind unknown here.
+    monkeypatch.setattr(store_migrate, "CHUNK", 1)
+    decision = next(k for k in KINDS if k.name == "decision")
+    widget = dataclasses.replace(decision, name="widget", version=2, first=1,
+                                 steps={1: counting(fail_at=2)})
+    with pytest.raises(Interrupted):
+        Store(today_dir, sync=False, layouts=(*KINDS, widget))
+    before = _mdb_bytes(today_dir)
+    with pytest.raises(FailedPrecondition, match=r"newer Tailor.*widget"):
+        Store(today_dir, sync=False)
+    with pytest.raises(FailedPrecondition, match=r"newer Tailor.*widget"):
+        Store(today_dir, readonly=True)
+    assert _mdb_bytes(today_dir) == before  # refused, nothing changed
+
+
+def _mdb_bytes(path) -> bytes:
+    return (path / "data.mdb").read_bytes()
