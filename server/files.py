@@ -34,6 +34,10 @@ PRIVATE_UMASK = 0o077
 """No group or other bit on anything Tailor creates: directories 0700, files 0600."""
 
 
+WHAT = "replace the store, the bundles it serves or the audit log"
+"""What anyone could do with a data dir every user may write or replace."""
+
+
 SHARED_COMMANDS = frozenset({"config-doc"})
 """`python -m server` commands that keep the caller's umask: they write no data of Tailor's."""
 
@@ -47,14 +51,20 @@ def private_umask(command: str) -> None:
 
 def check_data_dir(path: Path) -> None:
     """Refuse a data dir every user may write or replace (`writable_by_all`); warn about one
-    another account may read or enter. Nothing to check when it is not there yet: the server
-    makes it 0700."""
+    another account may read or enter. One not there yet (the server makes it 0700) is refused
+    when a directory it would be made in is open to every user (`_unsafe_to_make`): else the
+    first start would serve from it and the next refuse it."""
     from .errors import FailedPrecondition  # here, not at the top: `server.__main__` imports
     from .security.principals import writable_by_all  # this module before grpc is loaded
     try:
-        unsafe = writable_by_all(path, "replace the store, the bundles it serves or the audit log")
+        if not os.path.lexists(path):
+            unsafe = _unsafe_to_make(path)
+            if unsafe:
+                raise FailedPrecondition(f"data dir {path}: {unsafe}")
+            return
+        unsafe = writable_by_all(path, WHAT)
         mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
+    except FileNotFoundError:  # a link to nowhere: the server's own open reports it
         return
     except OSError as err:  # the server's own open reports it, with its reason
         logger.debug("cannot check the mode of %s: %s", path, err)
@@ -65,6 +75,24 @@ def check_data_dir(path: Path) -> None:
         logger.warning("data dir %s: other accounts may read it (mode %04o): the store, bundles "
                        "and audit log under it are the server's alone; chmod -R go-rwx %s unless "
                        "an account (a backup agent's group) reads it on purpose", path, mode, path)
+
+
+def _unsafe_to_make(path: Path) -> str | None:
+    """Why a data dir not there yet may not be made at `path`: a directory above it that every
+    user may write without the sticky bit (anyone could put their own directory there first, or
+    move ours aside), as `writable_by_all` says of an existing one; None when there is none."""
+    from .security.principals import writable_by_all
+    for above in Path(os.path.abspath(path)).parents:
+        if not above.exists():
+            continue
+        mode = stat.S_IMODE(above.stat().st_mode)
+        if not mode & stat.S_IWOTH:  # its own ancestors and links: as for an existing dir
+            return writable_by_all(above, WHAT)
+        if not mode & stat.S_ISVTX and not os.statvfs(above).f_flag & os.ST_RDONLY:
+            return (f"the directory {above} above it: every user may write it (mode {mode:04o}), "
+                    f"so anyone could put a directory of their own in its place and {WHAT}; "
+                    f"chmod o-w {above}")
+    return None
 
 
 def private_tree(root: Path) -> None:

@@ -80,3 +80,20 @@ def test_world_writable_data_dir_refused(tmp_path):
     assert f"refusing to start: data dir {data}: every user may write it (mode 0777)" in out.stderr
     assert f"chmod o-w {data}" in out.stderr
     assert list(data.iterdir()) == []
+
+
+def test_data_dir_not_made_yet_in_an_open_directory_refused(tmp_path):
+    """Before: nothing checked until the data dir was there, so the first start served (and made
+    it in the open directory) and the next start refused it; now both refuse, before it is made."""
+    from server.errors import FailedPrecondition
+    from server.files import check_data_dir
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    data = shared / "tailor" / "data"
+    with pytest.raises(FailedPrecondition, match=f"the directory {shared} above it: every user "
+                                                 r"may write it \(mode 0777\).*chmod o-w"):
+        check_data_dir(data)
+    assert list(shared.iterdir()) == []
+    shared.chmod(0o1777)  # sticky, as /tmp: no one may rename another's directory in it
+    check_data_dir(data)
