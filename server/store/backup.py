@@ -7,6 +7,7 @@ reuse the pages the copy's snapshot still pins until the copy ends.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from .errors import StorePadsMissing, StoreUnreadable
 from .keys import layout_key
 from .layouts import KINDS
 from .lmdb_store import TABLES, open_env
-from .migrate import refuse_newer_layouts
+from .migrate import PROGRESS_KEY, refuse_newer_layouts, refuse_unknown_progress
 from .rekey import KEY_VERSION_KEY, refuse_newer_key_version
 
 __all__ = ["snapshot_store", "read_value", "read_prefix", "add_missing", "check_copy"]
@@ -164,6 +165,9 @@ def _refuse_newer_stamps(txn, meta) -> None:
     stamps = {kind.name: txn.get(layout_key(kind.name), db=meta) for kind in KINDS}
     refuse_newer_layouts(KINDS, {name: None if raw is None else int(raw)
                                  for name, raw in stamps.items()})
+    progress = txn.get(PROGRESS_KEY, db=meta)
+    if progress is not None:  # a newer Tailor's migration under way, of a kind unknown here
+        refuse_unknown_progress(KINDS, json.loads(progress))
 
 
 def _check_table(table: str) -> None:

@@ -23,7 +23,8 @@ from ..errors import FailedPrecondition
 from .keys import layout_key
 from .layouts import Fold, RecordKind, same
 
-__all__ = ["open_layouts", "stored_versions", "refuse_newer_layouts", "PROGRESS_KEY"]
+__all__ = ["open_layouts", "stored_versions", "refuse_newer_layouts", "refuse_unknown_progress",
+           "PROGRESS_KEY"]
 
 logger = logging.getLogger("tailor.store")
 

@@ -8,6 +8,7 @@ import pytest
 from server.errors import FailedPrecondition
 from server.store import KINDS, Store
 from server.store import migrate as store_migrate
+from server.store.backup import check_copy
 from tests.server.test_store_layouts import _fixture_store, add_channel, bumped, records, v1_dir  # noqa: F401
 
 
@@ -90,6 +91,8 @@ def test_a_newer_releases_migration_under_way_is_refused_with_the_newer_tailor_l
         Store(today_dir, sync=False)
     with pytest.raises(FailedPrecondition, match=r"newer Tailor.*widget"):
         Store(today_dir, readonly=True)
+    with pytest.raises(FailedPrecondition, match=r"newer Tailor.*widget"):
+        check_copy(today_dir)  # a restore of its backup, refused as its start would be
     assert _mdb_bytes(today_dir) == before  # refused, nothing changed
 
 
