@@ -38,6 +38,18 @@ def throwaway_crypto():
     return StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32))
 
 
+@pytest.fixture(autouse=True)
+def _umask_as_found():
+    """Every test ends with the umask it started with: a `python -m server` command run in
+    this process (`run_command`, or `main` itself) sets 077 (`server.files.private_umask`),
+    and every later test's files and server processes would inherit it, so a check that
+    what a server writes is private would pass whatever the server did."""
+    found = os.umask(0o022)
+    os.umask(found)
+    yield
+    os.umask(found)
+
+
 @pytest.fixture
 def sealed_store(tmp_path):
     """A new store with encryption at rest, fsync off, closed after the test."""
