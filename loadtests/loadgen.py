@@ -100,7 +100,7 @@ async def _warm_calls(channels, path, payload):
 
 
 async def _drive(target, path, payloads, concurrency, duration, rate, seed, connection,
-                 ready=None, report=None):
+                 call_timeout=CALL_TIMEOUT, ready=None, report=None):
     """Warm the connections, call `ready()` (it returns once every generator is warm; a thread
     may block in it), drive the load, hand the result to `report` while the connections are
     still open, and return it: (latencies, lags, errors, seconds, start, end, timeouts), start
@@ -111,7 +111,7 @@ async def _drive(target, path, payloads, concurrency, duration, rate, seed, conn
         calls = await _warm_calls(channels, path, payloads[0])
         if ready is not None:
             await asyncio.to_thread(ready)
-        result = await _drive_on(calls, payloads, concurrency, duration, rate, seed)
+        result = await _drive_on(calls, payloads, concurrency, duration, rate, seed, call_timeout)
         if report is not None:
             report(result)
         return result
@@ -120,7 +120,7 @@ async def _drive(target, path, payloads, concurrency, duration, rate, seed, conn
             await ch.close()
 
 
-async def _drive_on(calls, payloads, concurrency, duration, rate, seed):
+async def _drive_on(calls, payloads, concurrency, duration, rate, seed, call_timeout):
     lat: list[float] = []
     lag: list[float] = []
     errors = timeouts = 0
@@ -131,7 +131,7 @@ async def _drive_on(calls, payloads, concurrency, duration, rate, seed):
         nonlocal errors, timeouts
         t0 = time.perf_counter()
         try:
-            await calls[i % len(calls)](payloads[i % len(payloads)], timeout=CALL_TIMEOUT)
+            await calls[i % len(calls)](payloads[i % len(payloads)], timeout=call_timeout)
         except grpc.aio.AioRpcError as err:
             errors += 1
             if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -251,18 +251,20 @@ def _share(payloads: list[bytes], i: int, procs: int) -> list[bytes]:
 
 def run_load(target: str, path: str, payloads: list[bytes], *, concurrency: int = 32,
              duration: float = 10.0, rate: float = 0.0, procs: int = 1,
-             connection: Connection = PLAINTEXT, probe=None) -> LoadResult:
+             connection: Connection = PLAINTEXT, probe=None,
+             call_timeout: float = CALL_TIMEOUT) -> LoadResult:
     """Call the unary method `path` at `target` for `duration` seconds, cycling over `payloads`
     (serialized requests; with `procs` > 1 each process over its own share): closed loop at
     `concurrency`, or open loop at `rate` calls/s, over `connection` (TLS, token; plaintext by
     default). Every process's calls start together once all are warm; `probe()` (if given) is
-    read then and when the last call has ended (`LoadResult.window`)."""
+    read then and when the last call has ended (`LoadResult.window`); each call is given up on
+    after `call_timeout` seconds."""
     ctx = mp.get_context("spawn")
     queue, go = ctx.Queue(), ctx.Event()
     per_conc = max(1, concurrency // procs)
     workers = [ctx.Process(target=_proc, args=((target, path, _share(payloads, i, procs),
                                                 per_conc, duration, rate / procs, 11 + i,
-                                                connection), queue, go))
+                                                connection, call_timeout), queue, go))
                for i in range(procs)]
     for w in workers:
         w.start()
@@ -294,7 +296,7 @@ def _window_target(w: int, n: int) -> int:
 
 
 async def _drive_windows(targets, path, payloads, rate, window, windows, seed, connection,
-                         ready=None, report=None):
+                         call_timeout=CALL_TIMEOUT, ready=None, report=None):
     """As `_drive`: `ready()` once every connection is warm, `report(result)` before they
     close."""
     channels = [_channels(t, connection) for t in targets]
@@ -312,7 +314,7 @@ async def _drive_windows(targets, path, payloads, rate, window, windows, seed, c
             t0 = time.perf_counter()
             try:
                 await calls[who][i % CONNECTIONS](payloads[i % len(payloads)],
-                                                  timeout=CALL_TIMEOUT)
+                                                  timeout=call_timeout)
             except grpc.aio.AioRpcError as err:
                 errors[who] += 1
                 if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -342,7 +344,7 @@ def _windows_proc(args, queue, go):
 
 def run_windows(targets: list[str], path: str, payloads: list[bytes], *, rate: float,
                 window: float, windows: int, connection: Connection = PLAINTEXT, seed: int = 11,
-                probe=None):
+                probe=None, call_timeout: float = CALL_TIMEOUT):
     """One open-loop schedule at `rate` calls/s over `windows` windows of `window` seconds, each
     window's calls sent to one of `targets` in turn (for two: A B B A A B ...), from one generator
     process: the targets meet the same load and, window by window, the same machine. Returns
@@ -354,7 +356,7 @@ def run_windows(targets: list[str], path: str, payloads: list[bytes], *, rate: f
     ctx = mp.get_context("spawn")
     queue, go = ctx.Queue(), ctx.Event()
     proc = ctx.Process(target=_windows_proc, args=((targets, path, payloads, rate, window, windows,
-                                                    seed, connection), queue, go))
+                                                    seed, connection, call_timeout), queue, go))
     proc.start()
     with _reaped([proc]):
         _collect(queue, [proc], "ready", 120)

@@ -134,17 +134,18 @@ def test_interleaved_cpu_per_call_leaves_out_the_warm_up_calls():
 
 def test_calls_past_the_deadline_are_in_the_open_loop_percentiles():
     """At a fixed rate a server that falls behind answers late or not at all: a call the
-    generator gives up on (DEADLINE_EXCEEDED at 10 s) is the tail, not a call to leave out."""
+    generator gives up on (DEADLINE_EXCEEDED, at 1 s here) is the tail, not a call to leave out."""
     proc = subprocess.Popen([sys.executable, "-c", SERVER, "0"], stdout=subprocess.PIPE, text=True)
     try:
         target = f"127.0.0.1:{proc.stdout.readline().strip()}"
         payloads = [b"fast"] * 9 + [b"slow"]  # one call in ten never answers in time
-        result = run_load(target, CALL, payloads, rate=60.0, duration=1.0, concurrency=1)
+        result = run_load(target, CALL, payloads, rate=60.0, duration=1.0, concurrency=1,
+                          call_timeout=1.0)
     finally:
         proc.kill()
         proc.wait(timeout=30)
     assert result.errors >= 3  # the slow ones, counted apart from the calls
-    assert result.p99_ms >= 10_000 and result.sched_p99_ms >= 10_000  # the deadline
+    assert result.p99_ms >= 1_000 and result.sched_p99_ms >= 1_000  # the deadline
     assert result.p50_ms < 1000
 
 
@@ -157,14 +158,15 @@ def test_interleaved_windows_keep_the_calls_past_the_deadline():
     try:
         target = f"127.0.0.1:{proc.stdout.readline().strip()}"
         payloads = [b"fast"] * 9 + [b"slow"]
-        got = run_windows([target, target], CALL, payloads, rate=60.0, window=0.5, windows=2)
+        got = run_windows([target, target], CALL, payloads, rate=60.0, window=0.5, windows=2,
+                          call_timeout=1.0)
     finally:
         proc.kill()
         proc.wait(timeout=30)
     per_target, errors = got[0], got[2]
     assert sum(errors) >= 3
     pooled = np.concatenate([x for wins in per_target for x in wins])
-    assert np.percentile(pooled, 99) >= 10.0  # seconds: the deadline
+    assert np.percentile(pooled, 99) >= 1.0  # seconds: the deadline
 
 
 def test_a_generator_that_cannot_connect_is_reported_at_once(warm_burner):
