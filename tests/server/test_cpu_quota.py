@@ -33,3 +33,28 @@ def test_a_cpu_quota_bounds_the_cpus_counted(tmp_path, files, quota):
 ])
 def test_no_quota_counts_the_affinity(tmp_path, files):
     assert _cpus(cgroup(tmp_path, files)) == AFFINITY
+
+
+@pytest.mark.skipif(AFFINITY < 2, reason="a quota of 1 CPU must be below the affinity")
+@pytest.mark.parametrize("own, files", [
+    ("0::/system.slice/tailor.service\n",  # v2 host, a systemd unit's CPUQuota=50%
+     {"system.slice/tailor.service/cpu.max": "50000 100000\n", "system.slice/cpu.max": "max 100000\n"}),
+    ("0::/kubepods/pod1/c1\n",  # v2, the quota on a parent of the process's group
+     {"kubepods/pod1/cpu.max": "100000 100000\n", "kubepods/pod1/c1/cpu.max": "max 100000\n"}),
+    ("4:cpu,cpuacct:/system.slice/tailor.service\n0::/\n",  # v1 host
+     {"cpu/system.slice/tailor.service/cpu.cfs_quota_us": "50000\n",
+      "cpu/system.slice/tailor.service/cpu.cfs_period_us": "100000\n"}),
+])
+def test_the_quota_of_the_process_own_nested_group_counts(tmp_path, own, files):
+    """/proc/self/cgroup names the process's group: on a host (no cgroup namespace), the root's
+    file holds no quota, the group's or one of its parents' does."""
+    (proc := tmp_path / "self-cgroup").write_text(own)
+    assert _cpus(cgroup(tmp_path / "fs", files), proc) == 1
+
+
+def test_a_group_the_mount_does_not_show_reads_the_root(tmp_path):
+    """A container that mounts its own group at the root (cgroup v1 without a namespace):
+    /proc/self/cgroup names a path the mount does not hold; the root's file is the group's."""
+    (proc := tmp_path / "self-cgroup").write_text("4:cpu,cpuacct:/docker/abc\n")
+    files = {"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}
+    assert _cpus(cgroup(tmp_path / "fs", files), proc) == 1
