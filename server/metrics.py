@@ -38,8 +38,8 @@ __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRP
            "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
            "MODEL_CTR", "MODEL_CONVERSION", "MODEL_REVENUE_PER_MILLE", "DRIFT_PSI",
            "DRIFT_PSI_NO_VALUE", "DETACHED_HANDOVERS", "HANDOVERS_AT_BOUND",
-           "RpcSeries", "count_events", "report_drift", "report_load_failing", "report_model",
-           "report_model_stats",
+           "RpcSeries", "count_events", "forget_worker", "report_drift", "report_load_failing",
+           "report_model", "report_model_stats",
            "report_store", "serve_metrics"]
 
 disable_created_metrics()  # no `_created` sample beside every counter and histogram
@@ -196,6 +196,15 @@ def report_model_stats(version: str, channel: str, impressions: int, ctr: dict[i
 def report_drift(version: str, feature: str, psi: float) -> None:
     """A drift check's PSI of one feature (`server.drift.DriftMonitor`)."""
     DRIFT_PSI.labels(version, feature).set(psi)
+
+
+def forget_worker(pid: int) -> None:
+    """Drop the worker `pid`, gone, from the `livesum` gauges the parent serves: its last
+    values (a hand-over it ran apart, its queue depth) stayed in the metrics dir and in every
+    scrape while the other workers drained. No-op without a metrics dir (one process)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        multiprocess.mark_process_dead(pid, path)
 
 
 def _metrics_hint(err: OSError) -> str:

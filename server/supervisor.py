@@ -164,6 +164,7 @@ def _worker_gone(proc, stop: _Stop, forward: Callable) -> int:
     """Log a worker's end; a worker that ends on its own stops the others. Its exit status
     for the parent's (0: none to give)."""
     proc.join()
+    _forget(proc)
     if not stop.began:  # on its own, even cleanly (a stop signal sent to it alone):
         logger.error("worker %s exited with %s; stopping the others", proc.name,
                      proc.exitcode)  # the port would serve one worker short
@@ -173,6 +174,13 @@ def _worker_gone(proc, stop: _Stop, forward: Callable) -> int:
         logger.error("worker %s exited with %s while the server stopped", proc.name,
                      proc.exitcode)
     return proc.exitcode or 0
+
+
+def _forget(proc) -> None:
+    """A worker gone leaves the live gauges (`metrics.forget_worker`); imported here, not at
+    start: the parent imports the metrics only when it serves them."""
+    from .metrics import forget_worker
+    forget_worker(proc.pid)
 
 
 def _kill_workers(running: dict, stop: _Stop) -> int:
@@ -188,6 +196,8 @@ def _kill_workers(running: dict, stop: _Stop) -> int:
             os.kill(proc.pid, signal.SIGKILL)
     for proc in running.values():
         proc.join(stop.left(_KILL_SECONDS / 2))  # reaped: its children are this process's
+        if proc.exitcode is not None:
+            _forget(proc)
     return KILLED_EXIT
 
 
