@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Settings, changed_settings
+from .durable import check_writable
 from .errors import FailedPrecondition
 from .files import check_data_dir
 from .logging import configure_logging, hand_down
@@ -147,6 +148,7 @@ def serve(settings: Settings, reread: Callable[[], Settings] | None = None) -> N
         secrets_for_store(settings)  # (none over a store keyed under a key they lack)
     except FailedPrecondition as err:
         raise SystemExit(f"refusing to start: {err}") from None
+    _check_audit_dir(settings.audit_dir)  # its OSError: `start_errors`' one line
     tls = ServerTls.from_settings(settings)  # unreadable files stop here, before any worker
     said = (lambda: None) if reread is None else functools.partial(_say_settings, settings, reread)
     if settings.workers == 1:
@@ -163,6 +165,15 @@ def serve(settings: Settings, reread: Callable[[], Settings] | None = None) -> N
     finally:
         for sock in held:
             sock.close()
+
+
+def _check_audit_dir(path: Path) -> None:
+    """Refuse, once and before any worker, an audit dir this account may not write
+    (`durable.check_writable`). Each worker refuses it too (`TailorServer`), but with
+    `--workers 2` each did so in a log line of its own, and the start ended without the one
+    `error:` line. One not there yet is left for the server to make, as before."""
+    if path.is_dir():
+        check_writable(path)
 
 
 def _both(first: Callable[[], object] | None, then: Callable[[], object]) -> Callable[[], None]:
