@@ -95,12 +95,8 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
     loop = asyncio.get_running_loop()
     gone = _stop_with_parent(loop, stop) if all_up is not None else None
 
-    def on_stop(signum: int) -> None:  # on the stop-watch thread
-        if signum == PARENT_GONE and gone is not None:
-            gone()
-        loop.call_soon_threadsafe(stop.set)
     watch = StopWatch(STOP_SIGNALS | {PARENT_GONE} if gone is not None else STOP_SIGNALS,
-                      on_stop, settings.stop_seconds)
+                      _stopper(loop, stop, gone), settings.stop_seconds)
     server.reloaders.append(on_hup)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     await _start(server, all_up, stop)  # a stop signal meanwhile drains right after
@@ -110,6 +106,24 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
     if not watch.killing:  # else the bound's kill cut the stop short, and its line says so
         logger.info("stopped")
     _deaf_once_stopped(loop)
+
+
+def _stopper(loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
+             gone: Callable[[], None] | None) -> Callable[[int], None]:
+    """What the stop-watch thread calls with the first stop signal: set `stop` on `loop`
+    (`gone` first, for `PARENT_GONE`). Once the loop is closed (the start refused, or the stop
+    done) there is nothing to start: a SIGTERM the parent forwarded then, when another worker
+    refused its start, logged `could not start the stop` with a traceback (RuntimeError: Event
+    loop is closed) beside the refusal's one line."""
+    def on_stop(signum: int) -> None:
+        if signum == PARENT_GONE and gone is not None:
+            gone()
+        try:
+            loop.call_soon_threadsafe(stop.set)
+        except RuntimeError:
+            if not loop.is_closed():
+                raise
+    return on_stop
 
 
 def _deaf_once_stopped(loop: asyncio.AbstractEventLoop) -> None:
