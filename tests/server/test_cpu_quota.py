@@ -1,11 +1,11 @@
 """The CPUs a start counts before it warns of more workers than CPUs: the affinity, and at most
 a container's CPU quota (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`),
-read from a fake cgroup directory (`workers._cpus`'s seam), not this host's."""
+read from a fake cgroup directory (`cpus.usable_cpus`' seam), not this host's."""
 import os
 
 import pytest
 
-from server.workers import _cpus
+from server.cpus import usable_cpus as _cpus
 
 AFFINITY = len(os.sched_getaffinity(0))
 
