@@ -173,7 +173,6 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
         await audit_line(self.audit, "models/rollback", version=bundle.version)
         return self._status()
 
-
     @grpc_errors
     async def PromoteCanary(self, request: pb.CanaryRequest, context) -> pb.ModelStatus:
         await self.registry.end_canary(True, self._version(request), wait=True)
