@@ -98,3 +98,16 @@ def test_a_newer_releases_migration_under_way_is_refused_with_the_newer_tailor_l
 
 def _mdb_bytes(path) -> bytes:
     return (path / "data.mdb").read_bytes()
+
+
+def test_a_long_migration_says_how_far_it_got(today_dir, monkeypatch, caplog):
+    """A kind being rewritten logged nothing until it was done (~14 minutes for 10 million
+    records): an operator watching `migrate` or a start could not tell a migration from a hang.
+    It says how far it got at most every `PROGRESS_SECONDS` (0 here: after each chunk)."""
+    monkeypatch.setattr(store_migrate, "CHUNK", 1)
+    monkeypatch.setattr(store_migrate, "PROGRESS_SECONDS", 0.0)
+    with caplog.at_level("INFO", logger="tailor.store"):
+        Store(today_dir, sync=False, layouts=bumped("decision", add_channel)).close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert "migrating decision records from layout 2 to 3: 1 so far" in lines, lines
+    assert lines[-1] == "migrated 2 decision records from layout 2 to 3", lines
