@@ -105,9 +105,11 @@ def ensure_bundle(work: Path, items: int, users: int, days: int) -> Path:
     return sorted(bundles.glob("*/manifest.json"))[-1].parent
 
 
-def _wait_ready(target: str, proc: subprocess.Popen, timeout: float = 600, connection=None) -> None:
+def _wait_ready(target: str, proc: subprocess.Popen, timeout: float = 600, connection=None,
+                poll: float | None = None) -> None:
     """Poll the health service until SERVING; `connection` (clients.transport.Connection) for TLS
-    or a token, plaintext if None. Every poll but the last is followed by `POLL_SECONDS`: a
+    or a token, plaintext if None. Every poll but the last is followed by `poll` seconds
+    (default `POLL_SECONDS`): a
     server listening but not yet SERVING was polled back to back on new channels (taking CPU
     from its own start-up), one not listening yet every 0.5 s (0.25 s lost per start)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -122,7 +124,7 @@ def _wait_ready(target: str, proc: subprocess.Popen, timeout: float = 600, conne
                 return
         except grpc.RpcError:
             pass
-        time.sleep(POLL_SECONDS)
+        time.sleep(POLL_SECONDS if poll is None else poll)
     raise TimeoutError("server did not become ready")
 
 

@@ -32,10 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from .bench import _free_port
+from .bench import _free_port, _wait_ready
 from .measure import positive, source_tree, stop_on_sigterm, tree_cpu_seconds
 
 SMALL_WORLD = ("--users", "1500", "--items", "600", "--days", "30", "--seed", "7")
@@ -68,15 +65,6 @@ def ensure_bundle(work: Path) -> Path:
     return sorted(bundles.glob("*/manifest.json"))[-1].parent
 
 
-def _serving(target: str) -> bool:
-    try:
-        with grpc.insecure_channel(target) as ch:
-            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False
-
-
 def start_once(bundle: Path, data_dir: Path, workers: int, env: dict, cwd: Path | None,
                timeout: float = 120) -> tuple[float, float, str, subprocess.Popen]:
     """Start a server; (wall seconds, tree CPU seconds) at its first SERVING answer, its
@@ -88,11 +76,11 @@ def start_once(bundle: Path, data_dir: Path, workers: int, env: dict, cwd: Path 
         started = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log)
     target = f"127.0.0.1:{port}"
-    while not _serving(target):
-        if proc.poll() is not None or time.perf_counter() - started > timeout:
-            proc.kill()
-            raise RuntimeError(f"server did not start; its log is {data_dir}.log")
-        time.sleep(POLL_SECONDS)
+    try:
+        _wait_ready(target, proc, timeout, poll=POLL_SECONDS)
+    except (RuntimeError, TimeoutError):
+        proc.kill()
+        raise RuntimeError(f"server did not start; its log is {data_dir}.log") from None
     return time.perf_counter() - started, tree_cpu_seconds(proc.pid), target, proc
 
 
