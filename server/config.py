@@ -248,23 +248,21 @@ class Settings(BaseSettings):
     """How old a worker's copy of a campaign (definition and posterior) may be when it decides.
     Changes made through the same worker apply at once; other workers see them within this
     time. 0 reads the store on every ChooseVariant."""
-    decision_group_commit_ms: float = Field(4.0, ge=0, le=100)
+    decision_group_commit_ms: float = Field(8.0, ge=0, le=100)
     """Group commit of the decision log (ChooseVariant, ComposeMessage, SendCampaign and suppressed
     decisions alike, and, counted apart, ReportReward's rewards, which close decisions; rewards from
-    tracked events come a batch at a time and never wait): under load (recent commits held
-    `decision_group_commit_from` calls or more on average) the oldest queued call may wait this
-    long, from its arrival, for others to share its commit; at quiet times none waits. Once on, the
-    bigger commits keep it on down to about (from - 1) / this many calls a second (750/s with the
-    defaults). With `lmdb_sync` each commit costs the writer two fsyncs, most of its CPU.
-    ChooseVariant, 1 worker, against 0 in one run: server CPU a call at max x0.64, p99 at a quarter
-    of max 5.4 against 5.9 ms, at half of max 12.9 against 20.6 ms. ReportReward against the code
-    before it grouped (two runs): CPU a call at max x0.53-0.55 (213-225 against 402-408 us), p99 at
-    a quarter of max 6.6 against 3.6 ms, at half 6.3 against 6.3. 0: commit whatever is queued at
-    once."""
-    decision_group_commit_from: int = Field(4, ge=1)
-    """Average decisions a commit from which the decision log waits for company (see
-    `decision_group_commit_ms`; the average counts batches of one too, so 1 waits only once
-    some commits held more)."""
+    tracked events come a batch at a time and never wait): under load (on average
+    `decision_group_commit_from` calls or more had queued by the time the writer could take the
+    next commit) the oldest queued call may wait this long, from its arrival, for others to share
+    its commit; at quiet times none waits. What the wait gathers does not count as load, so the
+    wait ends with the queue that started it. With `lmdb_sync` each commit costs the writer two
+    fsyncs, most of its CPU. ChooseVariant, 1 worker, TLS + token, server CPU a call at max
+    against Ping's, in one run: x1.53-1.68 a round with 8 ms from 2 against x1.68-1.74 with the
+    earlier 4 ms from 4 (docs/performance.md, stop 66). 0: commit whatever is queued at once."""
+    decision_group_commit_from: int = Field(2, ge=1)
+    """Average calls queued when the decision log's writer could start a commit (what waiting
+    gathered left out; a call arriving to an idle writer counts 1), from which the log waits for
+    company (see `decision_group_commit_ms`). 1 waits at almost any load."""
 
     bundle_poll_seconds: float = Field(0.5, gt=0)
     """How often a worker checks the store for a bundle activated by another worker."""

@@ -4,7 +4,9 @@ one FAISS search per Recommend batch, one LMDB transaction and fsync per write b
 A batch starts as soon as a slot is free; while every slot is busy, arriving calls queue up and
 go together into the next batch. `max_wait` lets the oldest queued call wait a little for company
 even when a slot is free (0 disables that). `linger` does the same only under load, when recent
-batches held `linger_from` calls or more on average: a group commit's delay (PostgreSQL's
+batches held `linger_from` calls or more on average, counting only the calls that had queued when
+a slot could take them (what lingering gathered does not count, or the bigger batches it makes
+would keep it on at rates where nothing queues): a group commit's delay (PostgreSQL's
 `commit_delay` with `commit_siblings`). A writer whose every batch pays a fixed cost (a commit and
 its fsyncs) then spends it on more calls at high rates, while a call arriving alone at low rates
 never waits for company that is not coming. A failed batch fails every call in it with the same
@@ -74,7 +76,10 @@ class AdaptiveBatcher(Generic[Q, R]):
         self.linger = linger
         self.linger_from = linger_from
         self._typical = 0.0
-        """Batch size, moving average over about the last `_TYPICAL_OVER` batches."""
+        """Calls queued when a slot could take them, moving average over about the last
+        `_TYPICAL_OVER` batches (a batch's size without what lingering added)."""
+        self._ready: int | None = None
+        """Calls queued when the next batch could first have started (a slot free), if so far."""
         self.concurrency = runner.concurrency
         self.name = runner.name if name is None else name
         self._pending: collections.deque[tuple[Q, asyncio.Future, float]] = collections.deque()
@@ -109,6 +114,8 @@ class AdaptiveBatcher(Generic[Q, R]):
         a batch starts: behind batches that do not end, the queue grows with none starting)."""
         self._scheduled = False
         while self._pending and self._active < self.concurrency:
+            if self._ready is None:
+                self._ready = len(self._pending)
             wait = self._pending[0][2] + self._patience() - loop.time()
             if wait > 0 and len(self._pending) < self.max_size:
                 if self._timer is None:
@@ -119,8 +126,9 @@ class AdaptiveBatcher(Generic[Q, R]):
 
     def _patience(self) -> float:
         """How long the oldest call may wait for company: `linger` while recent batches held
-        `linger_from` calls or more on average, else `max_wait`. An average, not the last batch:
-        at low rates a chance burst must not make the next calls wait."""
+        `linger_from` calls or more on average (as queued when a slot was free), else `max_wait`.
+        An average, not the last batch: at low rates a chance burst must not make the next calls
+        wait."""
         if self._typical >= self.linger_from:
             return max(self.linger, self.max_wait)
         return self.max_wait
@@ -135,10 +143,12 @@ class AdaptiveBatcher(Generic[Q, R]):
             entry = self._pending.popleft()
             if not entry[1].done():  # a cancelled caller (deadline, disconnect) needs no result
                 batch.append(entry)
+        ready, self._ready = self._ready, None
         if not batch:
             return
         self._active += 1
-        self._typical += (len(batch) - self._typical) / _TYPICAL_OVER
+        natural = len(batch) if ready is None else min(ready, len(batch))
+        self._typical += (natural - self._typical) / _TYPICAL_OVER
         self._batch_size.observe(len(batch))
         self.runner.start(loop, [q for q, _, _ in batch],
                           lambda results: self._finish(loop, batch, results))

@@ -80,6 +80,24 @@ async def test_linger_waits_for_company_only_while_batches_have_some():
     await batcher.close()
 
 
+async def test_linger_does_not_keep_itself_on_with_the_batches_it_gathers():
+    sizes = []
+    batcher = _batcher(lambda b: sizes.append(len(b)) or list(b), max_size=64, max_wait=0.0,
+                       linger=0.03, linger_from=3, concurrency=1)
+    for _ in range(10):  # bursts of 8, one after another: under load, lingering
+        await asyncio.gather(*(batcher.submit(i) for i in range(8)))
+
+    async def later(i):
+        await asyncio.sleep(0.005 * i)
+        return await batcher.submit(i)
+
+    # a steady 200 calls a second: lingering 30 ms gathers ~6 a batch, but each found a free
+    # writer and nothing queued behind it, so the average falls and the lingering stops
+    assert await asyncio.gather(*(later(i) for i in range(120))) == list(range(120))
+    assert sizes[-5:] and max(sizes[-5:]) < 3, sizes
+    await batcher.close()
+
+
 async def test_close_starts_the_calls_waiting_only_for_company():
     batcher = _batcher(list, max_size=3, max_wait=0.0, linger=10.0, linger_from=2,
                        concurrency=1)
