@@ -33,6 +33,8 @@ Support: the logs value only the arms their policy could take. A round logged wi
 those arms counts as reward 0 in every estimator; the report gives that share of its choices
 (`unsupported_share`) and the table a warning when it is above 0. A candidate that never takes
 the logged arm of any round (no overlap) is refused: nothing in the logs values it.
+Estimates that rest on the rewards of fewer than `MIN_EFFECTIVE_ROUNDS` rounds
+(`effective_rounds`) get a warning: their intervals under-cover.
 
 Candidate policies: a `kernels.bandits` policy replayed in time order over the logs (at each
 round its action distribution is computed, then it learns from the logged action and reward,
@@ -511,6 +513,7 @@ def _report(args: argparse.Namespace) -> dict:
                                    n_boot=args.n_boot, reward_model=args.reward_model,
                                    folds=args.folds, seed=args.seed, groups=log.groups)
     report["unsupported_share"] = unsupported_share(log, dist)
+    report["effective_rounds"] = effective_rounds(log, dist)
     return report
 
 
@@ -534,6 +537,22 @@ def unsupported_share(log: LoggedBandit, action_dist: np.ndarray) -> float:
     too; the logs cannot tell.)"""
     taken = action_dist[np.arange(len(log)), log.action]
     return float(((log.pscore >= 1.0) * (1.0 - taken)).sum() / len(log))
+
+
+MIN_EFFECTIVE_ROUNDS = 10
+"""`effective_rounds` below which the report warns that its intervals under-cover."""
+
+
+def effective_rounds(log: LoggedBandit, action_dist: np.ndarray) -> float:
+    """How many logged rounds the IPS and SNIPS values rest on: Kish's effective count
+    (sum |t|)^2 / sum t^2 of their terms t = weight x reward, which is the number of rounds
+    where the candidate takes the logged arm and the reward is not 0 when those terms are
+    equal (0/1 rewards, one propensity), fewer when a few dominate. The normal (and
+    bootstrap) intervals read a spread from those rounds alone: with none, IPS is 0 with the
+    interval [0, 0]; with a handful they hold the true value far less often than 95%."""
+    terms = action_dist[np.arange(len(log)), log.action] / log.pscore * log.reward
+    square = float((terms * terms).sum())
+    return float(np.abs(terms).sum() ** 2 / square) if square > 0 else 0.0
 
 
 _PARAMS = tuple(f.name for f in dataclasses.fields(bandits.Params))
@@ -566,6 +585,12 @@ def format_table(report: dict) -> str:
         lines.append(f"warning: {share:.1%} of the candidate's choices fall on arms the logging "
                      "policy could not take (rounds logged with propensity 1): no estimate "
                      "values them, each is biased by up to that share of the reward scale")
+    rounds = report.get("effective_rounds", math.inf)
+    if rounds < MIN_EFFECTIVE_ROUNDS:
+        lines.append(f"warning: the estimates rest on the rewards of about {rounds:.1f} logged "
+                     f"rounds (the candidate takes their arm, their reward is not 0; fewer than "
+                     f"{MIN_EFFECTIVE_ROUNDS}): their 95% intervals hold the true value far less "
+                     "often than 95% (a zero-width interval says nothing); log more decisions")
     skipped = report.get("skipped") or {}
     why = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in skipped.items() if n)
     return f"{report['n_rounds']} logged rounds{f' (skipped: {why})' if why else ''}, " \
