@@ -245,6 +245,10 @@ def replay_policy(log: LoggedBandit, policy: str, seed: int = 0, n_mc: int = 256
     server's do (`ContextBuilder.policy_x`: a campaign without context features runs on the
     bias alone).
     """
+    if params.get("holdout", 0.0) > 0.0:
+        raise ValueError("--param holdout: a candidate's holdout cannot be valued from the logs "
+                         "(its held-out users get no variant, and no logged decision says what "
+                         "sending nothing earns); evaluate the policy without it")
     linear = policy in bandits.LINEAR
     if n_mc < 1 and policy not in ("ucb1", "egreedy", "linucb", "fixed"):
         raise ValueError(f"n_mc: {policy} needs >= 1 Monte Carlo draw for its propensities, "

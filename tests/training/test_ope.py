@@ -210,6 +210,9 @@ def _bad_input_cases(tmp_path):
         "n_boot": ["--logs", str(good), "--policy", "egreedy", "--ci", "bootstrap",
                    "--n-boot", "99"],
         "columns": ["--logs", str(good), "--format", "obd", "--policy", "egreedy"],
+        # it said "user_id is required by fixed splits and holdouts" of a log with user ids
+        "--param holdout: a candidate's holdout": ["--logs", str(good), "--policy",
+                                                   "bernoulli_ts", "--param", "holdout=0.5"],
     }
 
 
