@@ -148,6 +148,9 @@ def _as_json(args, paths, res) -> str:
         doc["samples"] = int(res.details["samples"])
         doc["stderr"] = dict(zip(res.channels, res.details["stderr"].tolist()))
         doc["value_stderr"] = dict(zip(res.channels, res.details["value_stderr"].tolist()))
+    if "rank_conversions" in res.details:  # ordered Shapley: the credit by rank of first touch
+        for key in ("rank_conversions", "rank_value"):
+            doc[key] = dict(zip(res.channels, res.details[key].tolist()))
     return json.dumps(doc)
 
 
@@ -173,7 +176,19 @@ def _as_table(args, paths, res) -> str:
     if "stderr" in res.details:
         lines.append(f"sampled: {int(res.details['samples'])} permutations; the credits are "
                      "estimates (95%: within 1.96 stderr)")
+    if "rank_conversions" in res.details:
+        lines += _rank_rows(res, width)
     return "\n".join(lines)
+
+
+def _rank_rows(res, width: int) -> list[str]:
+    """The ordered Shapley's conversions credit of each channel by the rank of its first touch
+    on the path (0: the path's first channel), channels in the table's order."""
+    ranks = res.details["rank_conversions"]
+    head = f"{'channel':<{width}}" + "".join(f"  {f'rank {r}':>10}" for r in range(ranks.shape[1]))
+    rows = [f"{res.channels[i]:<{width}}" + "".join(f"  {x:>10.4f}" for x in ranks[i])
+            for i in np.argsort(-res.conversions, kind="stable")]
+    return ["", "conversions by rank of first touch:", head, "-" * len(head), *rows]
 
 
 def main(argv: list[str] | None = None) -> int:

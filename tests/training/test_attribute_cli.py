@@ -148,3 +148,24 @@ def test_a_sampled_shapley_says_its_credits_are_estimates(tmp_path):
     narrow.write_text(CA_TEXT)
     exact = cli([narrow, "--model", "shapley", "--shapley-form", "rate"])
     assert exact.returncode == 0 and "sampled" not in exact.stdout and "stderr" not in exact.stdout
+
+
+def test_ordered_shapley_prints_the_credit_by_rank_of_first_touch(tmp_path):
+    # `--shapley-form ordered` printed exactly what `counts` prints: the breakdown by rank it
+    # exists for was in neither the table nor the JSON. By hand: "a" alone (1 conversion,
+    # value 10) and "b" alone (1, 20) credit rank 0; "a > b" (2, 40) splits equally, a at
+    # rank 0 and b at rank 1
+    path = tmp_path / "paths.csv"
+    path.write_text("a;1;10;1\nb;1;20;3\na > b;2;40;0\n")
+    args = [path, "--model", "shapley", "--shapley-form", "ordered"]
+    doc = json.loads(cli([*args, "--json"]).stdout)
+    assert doc["rank_conversions"] == {"a": [2.0, 0.0], "b": [1.0, 1.0]}
+    assert doc["rank_value"] == {"a": [30.0, 0.0], "b": [20.0, 20.0]}
+    out = cli(args)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    at = lines.index("conversions by rank of first touch:")
+    assert lines[at + 1].split() == ["channel", "rank", "0", "rank", "1"]
+    assert [line.split() for line in lines[at + 3:]] == [["a", "2.0000", "0.0000"],
+                                                         ["b", "1.0000", "1.0000"]]
+    assert "rank" not in cli([path, "--model", "shapley"]).stdout
