@@ -30,7 +30,8 @@ undercounts a campaign whose last variants were never chosen in the log (then gi
 
 Support: the logs value only the arms their policy could take. A round logged with propensity
 1 (ucb1, egreedy at epsilon 0) had every other arm at 0, and the candidate's probability of
-those arms counts as reward 0 in every estimator; the report gives that share of its choices
+those arms counts as reward 0 in every estimator, as does its probability of an arm no logged
+round took (``--arms`` past the logged ones); the report gives that share of its choices
 (`unsupported_share`) and the table a warning when it is above 0. A candidate that never takes
 the logged arm of any round (no overlap) is refused: nothing in the logs values it.
 Estimates that rest on the rewards of fewer than `MIN_EFFECTIVE_ROUNDS` rounds
@@ -533,14 +534,19 @@ def _check_overlap(log: LoggedBandit, action_dist: np.ndarray) -> None:
 
 
 def unsupported_share(log: LoggedBandit, action_dist: np.ndarray) -> float:
-    """Share of the candidate's choices that fall where the logs cannot value them: on a round
-    logged with propensity 1 (a deterministic logging policy: ucb1, egreedy at epsilon 0) every
-    other arm had probability 0, so the candidate's probability of the other arms there is
-    valued as reward 0 by IPS and SNIPS (and by DR's correction): every estimate is biased by
-    up to this share of the reward scale. (Rounds logged with propensity < 1 may lack support
-    too; the logs cannot tell.)"""
-    taken = action_dist[np.arange(len(log)), log.action]
-    return float(((log.pscore >= 1.0) * (1.0 - taken)).sum() / len(log))
+    """Share of the candidate's choices that fall where the logs cannot value them, each valued
+    as reward 0 by IPS and SNIPS (and by DR's correction), so every estimate is biased by up to
+    this share of the reward scale: on a round logged with propensity 1 (a deterministic logging
+    policy: ucb1, egreedy at epsilon 0) every arm but the logged one; on the other rounds the
+    arms no logged round took (``--arms`` past the logged ones: a variant appended later, or
+    one the logger never chose). (Other arms of rounds logged with propensity < 1 may lack
+    support too; the logs cannot tell.)"""
+    rows = np.arange(len(log))
+    taken = action_dist[rows, log.action]
+    never = np.ones(log.n_actions, bool)
+    never[log.action] = False
+    unlogged = action_dist[:, never].sum(axis=1)
+    return float(np.where(log.pscore >= 1.0, 1.0 - taken, unlogged).sum() / len(log))
 
 
 MIN_EFFECTIVE_ROUNDS = 10
@@ -587,8 +593,9 @@ def format_table(report: dict) -> str:
     share = report.get("unsupported_share", 0.0)
     if share > 0:
         lines.append(f"warning: {share:.1%} of the candidate's choices fall on arms the logging "
-                     "policy could not take (rounds logged with propensity 1): no estimate "
-                     "values them, each is biased by up to that share of the reward scale")
+                     "policy could not take (rounds logged with propensity 1) or never took "
+                     "(arms no logged round has): no estimate values them, each is "
+                     "biased by up to that share of the reward scale")
     rounds = report.get("effective_rounds", math.inf)
     if rounds < MIN_EFFECTIVE_ROUNDS:
         lines.append(f"warning: the estimates rest on the rewards of about {rounds:.1f} logged "

@@ -612,3 +612,20 @@ def test_effective_rounds_weigh_unequal_terms():
                            np.zeros((4, 0)), 2, 1)
     dist = np.tile([1.0, 0.0], (4, 1))
     assert ope.effective_rounds(log, dist) == pytest.approx(64 / 24)
+
+
+def test_a_candidate_choosing_an_arm_no_logged_round_has_is_flagged(tmp_path, capsys):
+    # a campaign of 3 variants whose third was appended after these 40 decisions (arms 0 and 1
+    # at propensity 0.5): the uniform candidate puts 1/3 of every round on arm 2, which IPS and
+    # SNIPS value as reward 0; the warning counted only rounds logged with propensity 1, so it
+    # said nothing (unsupported_share 0.0; a bernoulli_ts candidate on a real campaign's 1,500
+    # decisions with --arms 4 put 83% of its choices on the unlogged arm, IPS 0.026, unflagged)
+    path = tmp_path / "two.jsonl"
+    ope.write_decision_log(str(path), [dict(r, arm=i % 2, propensity=0.5)
+                                       for i, r in enumerate(_decisions(40, 15))])
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--arms", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unsupported_share"] == pytest.approx(1 / 3)
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--arms", "3"]) == 0
+    assert "warning: 33.3% of the candidate's choices" in capsys.readouterr().out
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--json"]) == 0  # both logged
+    assert json.loads(capsys.readouterr().out)["unsupported_share"] == 0.0
