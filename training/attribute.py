@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -159,14 +160,14 @@ def _as_table(args, paths, res) -> str:
     standard error), then the totals; a sampled Shapley says its credits are estimates."""
     extra = ("removal_effect", res.details["removal_effects"]) if args.model == "markov" else \
         ("stderr", res.details["stderr"]) if "stderr" in res.details else None
-    width = max(7, *(len(c) for c in res.channels))
+    width = max(7, *(_columns(c) for c in res.channels))
     head = f"{'channel':<{width}}  {'conversions':>12}  {'share':>7}  {'value':>14}"
     lines = [head + (f"  {extra[0]:>14}" if extra else ""), "-" * (len(head) + (16 if extra
                                                                                    else 0))]
     total = paths.conversions.sum()
     for i in np.argsort(-res.conversions, kind="stable"):
         share = res.conversions[i] / total if total else 0.0
-        row = (f"{res.channels[i]:<{width}}  {res.conversions[i]:>12.4f}  {share:>7.2%}  "
+        row = (f"{_left(res.channels[i], width)}  {res.conversions[i]:>12.4f}  {share:>7.2%}  "
                f"{res.value[i]:>14.4f}")
         if extra:
             row += f"  {extra[1][i]:>14.6f}"
@@ -181,12 +182,24 @@ def _as_table(args, paths, res) -> str:
     return "\n".join(lines)
 
 
+def _columns(text: str) -> int:
+    """Terminal columns of ``text``: wide and full-width characters (CJK, most emoji) take
+    two, combining marks and other zero-width ones none (`len` misaligned the table)."""
+    return sum(0 if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf")
+               else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _left(text: str, width: int) -> str:
+    """``text`` padded with spaces to ``width`` terminal columns."""
+    return text + " " * max(width - _columns(text), 0)
+
+
 def _rank_rows(res, width: int) -> list[str]:
     """The ordered Shapley's conversions credit of each channel by the rank of its first touch
     on the path (0: the path's first channel), channels in the table's order."""
     ranks = res.details["rank_conversions"]
     head = f"{'channel':<{width}}" + "".join(f"  {f'rank {r}':>10}" for r in range(ranks.shape[1]))
-    rows = [f"{res.channels[i]:<{width}}" + "".join(f"  {x:>10.4f}" for x in ranks[i])
+    rows = [_left(res.channels[i], width) + "".join(f"  {x:>10.4f}" for x in ranks[i])
             for i in np.argsort(-res.conversions, kind="stable")]
     return ["", "conversions by rank of first touch:", head, "-" * len(head), *rows]
 

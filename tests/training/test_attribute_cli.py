@@ -169,3 +169,18 @@ def test_ordered_shapley_prints_the_credit_by_rank_of_first_touch(tmp_path):
     assert [line.split() for line in lines[at + 3:]] == [["a", "2.0000", "0.0000"],
                                                          ["b", "1.0000", "1.0000"]]
     assert "rank" not in cli([path, "--model", "shapley"]).stdout
+
+
+def test_table_pads_wide_and_combining_channel_names_by_terminal_columns(tmp_path):
+    # "日本" takes 4 terminal columns, "e\u0301x" (e, combining acute, x) 2: the name column is
+    # 7 wide (the header's "channel"), so they get 3 and 5 spaces, then the 2-space gap. Padded
+    # by len() they got 5 and 4, and the numbers after a CJK or emoji name stood out of line
+    path = tmp_path / "wide.csv"
+    path.write_text("日本;1;1;0\nab > 日本;1;1;1\ne\u0301x;1;0;0\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "training.attribute", str(path), "--model",
+                          "linear"], cwd=ROOT, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = out.stdout.decode("utf-8").splitlines()[2:5]
+    assert rows == ["日本" + " " * 5 + f"{1.5:>12.4f}  {0.5:>7.2%}  {1.5:>14.4f}",
+                    "e\u0301x" + " " * 7 + f"{1.0:>12.4f}  {1 / 3:>7.2%}  {0.0:>14.4f}",
+                    "ab" + " " * 7 + f"{0.5:>12.4f}  {1 / 6:>7.2%}  {0.5:>14.4f}"]
