@@ -393,7 +393,6 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
         raise ValueError(f"groups must have one label per round ({len(log)})")
     if groups is not None and len(np.unique(groups)) < 2:
         raise ValueError("need the rounds of at least 2 users (groups) for an interval")
-    rng = np.random.default_rng(seed)
     idx = np.arange(len(log))
     w = action_dist[idx, log.action] / log.pscore
     out = {}
@@ -410,7 +409,9 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
             raise AssertionError(name)
         if groups is not None:
             terms, num, den = _by_group(groups, terms, num, den)
-        value, lo, hi = _interval(terms, num, den, ci, n_boot, rng)
+        # each estimator resamples the same rounds (a generator from `seed` each): one that
+        # equals another (IPS and SNIPS of the logging policy itself) gets the same interval
+        value, lo, hi = _interval(terms, num, den, ci, n_boot, np.random.default_rng(seed))
         out[name] = {"value": float(value), "ci_low": float(lo), "ci_high": float(hi),
                      "stderr": float((hi - lo) / (2 * Z95))}
     return out
