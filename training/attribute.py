@@ -72,9 +72,27 @@ def read_paths(file: Path, fmt: str = "auto") -> Paths:
     if fmt == "auto":
         fmt = "tailor" if text.lstrip().startswith("{") else "channelattribution"
     lines = text.splitlines()
-    paths = parse_channelattribution(lines) if fmt == "channelattribution" else _tailor(lines)
+    if fmt == "channelattribution":
+        paths = parse_channelattribution(lines)
+        _check_counts(paths, lines)
+    else:
+        paths = _tailor(lines)
     _check_channel_names(paths)
     return paths
+
+
+def _check_counts(paths: Paths, lines: list[str]) -> None:
+    """Refuse a negative or non-finite count of a channelattribution row, naming its line (the
+    tailor format's rows are checked as they are read); `attribute` named "path 0", counted
+    from 0 and past any header."""
+    numbered = [i for i, line in enumerate(lines, 1) if line.strip()]
+    numbered = numbered[len(numbered) - paths.n_paths:]  # without the header, if one was skipped
+    for name in ("conversions", "value", "nulls"):
+        column = getattr(paths, name)
+        bad = np.flatnonzero(~((column >= 0) & np.isfinite(column)))  # NaN too
+        if bad.size:
+            raise ValueError(f"line {numbered[bad[0]]}: {name}: must be finite and >= 0, got "
+                             f"{float(column[bad[0]])}")
 
 
 def _check_channel_names(paths: Paths) -> None:

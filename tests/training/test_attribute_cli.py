@@ -184,3 +184,18 @@ def test_table_pads_wide_and_combining_channel_names_by_terminal_columns(tmp_pat
     assert rows == ["日本" + " " * 5 + f"{1.5:>12.4f}  {0.5:>7.2%}  {1.5:>14.4f}",
                     "e\u0301x" + " " * 7 + f"{1.0:>12.4f}  {1 / 3:>7.2%}  {0.0:>14.4f}",
                     "ab" + " " * 7 + f"{0.5:>12.4f}  {1 / 6:>7.2%}  {0.5:>14.4f}"]
+
+
+@pytest.mark.parametrize("row, message", [
+    ("b;1;-2;0", "line 4: value: must be finite and >= 0, got -2.0"),
+    ("b;nan;0;0", "line 4: conversions: must be finite and >= 0, got nan"),
+    ("b;1;0;-1", "line 4: nulls: must be finite and >= 0, got -1.0"),
+])
+def test_a_bad_channelattribution_count_is_named_by_its_line(tmp_path, row, message):
+    # header, a blank line, a good row, then the bad one on line 4: it said "value: must be
+    # non-negative (path 1 has -2.0)", counting paths from 0 past the header and blank line
+    path = tmp_path / "paths.csv"
+    path.write_text(f"path;total_conversions;total_conversion_value;total_null\n\na;1;1;0\n{row}\n")
+    out = cli([path, "--model", "first"])
+    assert out.returncode == 2, out.stdout
+    assert out.stderr.strip() == f"error: {message}"
