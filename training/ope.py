@@ -453,7 +453,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="the campaign's variant count (default: the highest logged arm + 1, "
                         "too few when a variant was never chosen)")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--policy", choices=bandits.POLICIES, help="kernel replayed over logs")
+    group.add_argument("--policy", choices=bandits.POLICIES,
+                       help="kernel replayed over logs (fixed: the uniform split, not a "
+                            "campaign's weights)")
     group.add_argument("--target", help="log whose empirical policy is evaluated")
     p.add_argument("--target-format", choices=("tailor", "obd"), help="default: --format")
     p.add_argument("--target-campaign", default=None,
