@@ -64,12 +64,13 @@ class CertificateAuthority:
                 .not_valid_after(now + dt.timedelta(days=1)))
 
     def issue(self, name: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
-              client: bool = False) -> Issued:
+              client: bool = False, shift: dt.timedelta = dt.timedelta(0)) -> Issued:
         """A server certificate for `hosts`, or a client certificate (`client=True`), signed by
-        this CA, written as `<directory>/<name>.pem` and `.key`."""
+        this CA, written as `<directory>/<name>.pem` and `.key`; `shift` moves its validity
+        window (from 5 minutes ago to a day on) from now (`-2 days`: expired)."""
         key = ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        builder = (self._builder(_name(name), key.public_key(), dt.datetime.now(dt.UTC))
+        builder = (self._builder(_name(name), key.public_key(), dt.datetime.now(dt.UTC) + shift)
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
         if not client:

@@ -219,6 +219,7 @@ def server_ssl_context(tls) -> tuple[ssl.SSLContext | None, Callable[[], None]]:
 
 
 def _context(tls) -> ssl.SSLContext:
+    tls.check()  # the gRPC port's checks (an expired certificate, a key of another), flags named
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # a locked key is refused, never prompted for on the terminal (`no_passphrase`)

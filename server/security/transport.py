@@ -2,8 +2,10 @@
 
 `ServerTls` hands gRPC dynamic server credentials: every new handshake asks its fetcher for a
 configuration, which is re-read from the files only after `reload()` (the SIGHUP handler) set a
-flag. A reload that cannot read a matching certificate and key keeps the old ones and logs why,
-so a half-copied rotation never takes the port down.
+flag. A reload that cannot read a matching certificate and key, or whose certificate is outside
+its validity window (expired, or not yet valid: every client would refuse it), keeps the old
+ones and logs why, so a half-copied or stale rotation never takes the port down. The HTTPS
+endpoints (metrics, the public port) run the same checks (`check`) before they switch.
 
 Each file is checked on its own (`TlsFileInvalid` names its flag and path) with the bytes that
 gRPC is then given. A passphrase-protected key is refused, never prompted for: OpenSSL asks on
@@ -12,6 +14,7 @@ loop, for the HTTPS endpoints) would wait there for good.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import ssl
 import stat
@@ -152,12 +155,18 @@ class ServerTls:
         logger.info("TLS certificate reloaded from %s", self.cert)
         return config
 
+    def check(self) -> None:
+        """Raise `TlsFileInvalid` naming the first file that cannot be used as it is now (for
+        the HTTPS endpoints' reloads, which load the files through `ssl` themselves)."""
+        self._read()
+
     def _read(self) -> grpc.ServerCertificateConfiguration:
         """The files as gRPC takes them, each read once and checked (`TlsFileInvalid` names
         the first bad one)."""
         cert_pem, key_pem = _read_bytes("--tls-cert", self.cert), _read_bytes("--tls-key", self.key)
         _warn_if_readable_by_all(self.key)
         leaf = _certificates("--tls-cert", self.cert, cert_pem)[0]
+        _check_validity(self.cert, leaf)
         key = _private_key(self.key, key_pem)
         public = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         if leaf.public_key().public_bytes(*public) != key.public_key().public_bytes(*public):
@@ -177,6 +186,7 @@ class ServerTls:
         client CA taken out of the file stayed trusted), so a fresh context is built and every
         handshake switches to it: the SNI callback runs on each ClientHello, server name or not."""
         try:
+            self.check()
             fresh = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             fresh.minimum_version, fresh.options = ctx.minimum_version, ctx.options
             fresh.load_cert_chain(self.cert, self.key, password=no_passphrase(self.key))
@@ -258,6 +268,20 @@ def _certificates(flag: str, path: Path, pem: bytes) -> list[x509.Certificate]:
     if not found:
         raise TlsFileInvalid(flag, path, "no PEM certificate in it (-----BEGIN CERTIFICATE-----)")
     return found
+
+
+def _check_validity(path: Path, leaf: x509.Certificate) -> None:
+    """Refuse a certificate outside its validity window: served, every client's handshake
+    failed (a reload of an expired certificate was taken, and no new connection succeeded)."""
+    now = dt.datetime.now(dt.UTC)
+    if leaf.not_valid_after_utc < now:
+        raise TlsFileInvalid("--tls-cert", path, f"the certificate expired on "
+                             f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC: every client "
+                             "would refuse it; install a renewed one")
+    if leaf.not_valid_before_utc > now:
+        raise TlsFileInvalid("--tls-cert", path, f"the certificate is not valid until "
+                             f"{leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC: every client "
+                             "would refuse it until then (check this host's clock)")
 
 
 def _private_key(path: Path, pem: bytes):

@@ -2,6 +2,7 @@
 `python -m server` processes with certificates made in the test."""
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import signal
 import ssl
@@ -22,7 +23,7 @@ from server.app import TailorServer
 from server.config import Settings
 from server.security.errors import ServeRefused
 from server.security.hosts import is_loopback
-from server.security.transport import ServerTls, check_exposure
+from server.security.transport import ServerTls, check_exposure, metrics_context
 from tests.conftest import free_port, run_module
 
 FRESH = [("grpc.use_local_subchannel_pool", 1)]  # a new connection (handshake) per channel
@@ -99,6 +100,34 @@ async def test_a_reload_without_a_matching_pair_keeps_the_old_certificate(settin
         await _aping(target, ca_b.cert)
         with pytest.raises(grpc.aio.AioRpcError):
             await _aping(target, ca_a.cert)
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_a_reload_to_an_expired_certificate_keeps_the_current_one_and_says_why(settings, tmp_path,
+                                                                                   caplog):
+    """An expired certificate (its key matching) was taken on SIGHUP: every new connection's
+    handshake then failed, with nothing logged but 'TLS certificate reloaded'."""
+    ca = CertificateAuthority(tmp_path / "ca")
+    good, expired = ca.issue("server"), ca.issue("old", shift=-dt.timedelta(days=2))
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    shutil.copy(good.cert, cert)
+    shutil.copy(good.key, key)
+    server = TailorServer(settings.model_copy(update=dict(tls_cert=cert, tls_key=key)))
+    target = f"127.0.0.1:{await server.start()}"
+    tls = ServerTls(cert, key)
+    metrics = metrics_context(tls)
+    try:
+        shutil.copy(expired.cert, cert)
+        shutil.copy(expired.key, key)
+        server.reload()
+        await _aping(target, ca.cert)  # the current certificate still serves
+        assert f"keeping the current certificate: --tls-cert {cert}: the certificate expired on" \
+            in caplog.text
+        tls.reload_context(metrics)  # the metrics port's reload: the same check
+        assert metrics.sni_callback is None
+        assert f"TLS reload (HTTP) failed, keeping the current certificate: --tls-cert {cert}: " \
+               "the certificate expired on" in caplog.text
     finally:
         await server.stop(grace=0.5)
 
@@ -213,6 +242,8 @@ def _encrypted_copy(key: Path, out: Path) -> Path:
 
 def test_each_unusable_tls_file_is_named_with_its_flag_and_a_locked_key_asks_no_passphrase(tmp_path, ca):
     a, b = ca.issue("a"), ca.issue("b")
+    expired = ca.issue("expired", shift=-dt.timedelta(days=2))
+    early = ca.issue("early", shift=dt.timedelta(days=1))
     empty = tmp_path / "empty.pem"
     empty.write_bytes(b"")
     locked = _encrypted_copy(a.key, tmp_path / "locked.key")
@@ -222,7 +253,9 @@ def test_each_unusable_tls_file_is_named_with_its_flag_and_a_locked_key_asks_no_
              ((a.cert, a.cert, None), f"--tls-key {a.cert}: no PEM private key"),
              ((a.cert, b.key, None), f"--tls-key {b.key}: not the key of --tls-cert {a.cert}"),
              ((a.cert, a.key, empty), f"--tls-client-ca {empty}: no PEM certificate"),
-             ((a.cert, locked, None), f"--tls-key {locked}: the key is encrypted")]
+             ((a.cert, locked, None), f"--tls-key {locked}: the key is encrypted"),
+             ((expired.cert, expired.key, None), f"--tls-cert {expired.cert}: the certificate expired on"),
+             ((early.cert, early.key, None), f"--tls-cert {early.cert}: the certificate is not valid until")]
     for (cert, key, client_ca), expected in cases:
         settings = Settings(tls_cert=cert, tls_key=key, tls_client_ca=client_ca)
         with pytest.raises(ServeRefused) as err:
