@@ -325,6 +325,14 @@ class Settings(BaseSettings):
     being sent, which a kill sooner cuts, and its job, resumed, sends it again (checked at
     start). At most a day (86400 s): the bound is a sleep (`stop_bound.StopWatch`), which `inf`
     or 1e10 would overflow."""
+    worker_hang_seconds: float = Field(20.0, ge=0, le=86400)
+    """With `--workers N`, how long a serving worker's event loop may go without running
+    before the parent takes the worker for hung (stopped: `kill -STOP`, a debugger; stuck in C
+    code holding the GIL) and SIGKILLs it, which stops the others and exits the server 1 for
+    its service manager to restart, as a worker that crashed does (`server.heartbeats`): half
+    the new connections otherwise hung on it while health, answered by the other worker, said
+    SERVING. 0: never. Not checked while a worker starts or once the server stops (the stop
+    has its own bound, `stop_seconds`)."""
     store_metrics_seconds: float = Field(5.0, gt=0)
     """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 

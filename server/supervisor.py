@@ -16,6 +16,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for
 
 from .config import Settings
+from .heartbeats import Heartbeats
 from .orphans import Orphans, become_subreaper
 from .stop_bound import KILL_SECONDS as _KILL_SECONDS
 from .stop_bound import KILLED_EXIT
@@ -56,7 +57,7 @@ def supervise(settings: Settings, reload_metrics) -> None:
     resource_tracker.ensure_running()
     orphans = _orphans(procs)
     ctx = mp.get_context("spawn")
-    gate = StartGate(ctx, settings.workers)
+    gate, beats = StartGate(ctx, settings.workers), Heartbeats(ctx, settings.workers)
     gates.append(gate)
     # Blocked again while the workers spawn: they inherit the mask and handle a stop signal
     # once started (they drain); SIGHUP stays ignored (inherited) until they handle it.
@@ -65,13 +66,14 @@ def supervise(settings: Settings, reload_metrics) -> None:
     if stop.began:  # a stop signal before any worker: none is started
         logger.info("stopped before the workers started")
     else:
-        procs.extend(ctx.Process(target=_worker_main, args=(settings, i, gate),
+        procs.extend(ctx.Process(target=_worker_main, args=(settings, i, gate, beats),
                                  name=f"tailor-worker-{i}") for i in range(settings.workers))
         for proc in procs:
             proc.start()
     signal.signal(signal.SIGHUP, forward_reload)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile goes now
-    failed, running = _wait_for_workers(procs, orphans, stop, forward)
+    hung = _HangWatch(procs, beats, settings.worker_hang_seconds, stop)
+    failed, running = _wait_for_workers(procs, orphans, stop, forward, hung)
     killed = _kill_workers(running, stop)
     failed = failed or killed
     orphans.finish(min(_ORPHANS_SECONDS, stop.left(_KILL_SECONDS)), stop.left(_KILL_SECONDS / 2))
@@ -141,15 +143,16 @@ def _signal_workers(procs: list, signum: int) -> None:
 
 
 def _wait_for_workers(procs: list, orphans: Orphans, stop: _Stop,
-                      forward: Callable) -> tuple[int, dict]:
+                      forward: Callable, hung: _HangWatch) -> tuple[int, dict]:
     """Wait for the workers, whichever ends first, until `_KILL_SECONDS` before the stop's
-    end, reaping what dead ones left meanwhile. Returns the exit status so far and the
-    workers still running (by sentinel)."""
+    end, reaping what dead ones left meanwhile and killing a hung one (`hung`). Returns the
+    exit status so far and the workers still running (by sentinel)."""
     failed = 0
     running = {proc.sentinel: proc for proc in procs}
     while running and (timeout := stop.left(_KILL_SECONDS)) > 0:
         if len(running) < len(procs):  # what one that is gone left may exit any moment
             timeout = min(timeout, _REAP_SECONDS)
+        timeout = hung.kill_silent(timeout)
         for ready in wait_for([*running, stop.wake], None if timeout == math.inf else timeout):
             if ready == stop.wake:
                 stop.woken()
@@ -158,6 +161,30 @@ def _wait_for_workers(procs: list, orphans: Orphans, stop: _Stop,
             failed = failed or code
         orphans.reap()
     return failed, running
+
+
+class _HangWatch:
+    """The parent's side of `server.heartbeats`: a serving worker whose loop has not stamped
+    its heartbeat for `seconds` (0: never checked) is SIGKILLed, once, with a line saying why;
+    its exit then stops the others (`_worker_gone`). Not while the server stops."""
+
+    def __init__(self, procs: list, beats: Heartbeats, seconds: float, stop: _Stop):
+        self.procs, self.beats, self.seconds, self.stop = procs, beats, seconds, stop
+
+    def kill_silent(self, timeout: float) -> float:
+        """Kill the workers silent too long; the wait until the next look (`timeout` at most)."""
+        if not self.seconds or self.stop.began:
+            return timeout
+        for i, proc in enumerate(self.procs):
+            silent = self.beats.silent_for(i)
+            if silent > self.seconds and proc.exitcode is None:
+                self.beats.forget(i)
+                logger.error("worker %s (pid %d) has not run its event loop for %.0f s "
+                             "(worker_hang_seconds %g: stopped, or hung): killing it", proc.name,
+                             proc.pid, silent, self.seconds)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+        return min(timeout, Heartbeats.BEAT_SECONDS)
 
 
 def _worker_gone(proc, stop: _Stop, forward: Callable) -> int:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .config import Settings
 from .errors import TailorError
+from .heartbeats import Heartbeats
 from .logging import configure_logging
 from .orphans import signal_when_parent_dies
 from .start_errors import serve_flags, start_error
@@ -77,8 +78,9 @@ class StartGate:
 
 async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> None:
     """Serve until SIGINT/SIGTERM, then drain (`TailorServer.stop`). With `all_up` (this
-    worker's index and the `StartGate` shared by the workers), health turns SERVING only once
-    every worker is listening, so a SERVING answer means the port is whole. SIGHUP re-reads
+    worker's index, the `StartGate` and the `Heartbeats` shared by the workers), health turns
+    SERVING only once every worker is listening, so a SERVING answer means the port is whole,
+    and from then on the loop stamps its heartbeat for the parent. SIGHUP re-reads
     the TLS certificate and key (and calls `on_hup`).
 
     The stop signals arrive blocked (`serve` blocks them before anything else, and spawned
@@ -169,7 +171,7 @@ def _stop_with_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event
 async def _start(server: TailorServer, all_up, stop: asyncio.Event) -> None:
     await server.start(serving=all_up is None)
     if all_up is not None:  # however long the others take (a migration): the parent aborts
-        worker, gate = all_up  # the gate when a worker dies or a stop signal comes (`supervise`)
+        worker, gate, beats = all_up  # the gate when a worker dies or a stop signal comes (`supervise`)
         if not await asyncio.get_running_loop().run_in_executor(None, gate.wait, worker,
                                                                 stop.is_set):
             if stop.is_set():
@@ -178,16 +180,17 @@ async def _start(server: TailorServer, all_up, stop: asyncio.Event) -> None:
                 logger.error("another worker failed to start: not serving")
             return
         await server.set_serving(True)
+        beats.keep_beating(asyncio.get_running_loop(), worker)
 
 
-def _worker_main(settings: Settings, worker: int, gate: StartGate) -> None:
+def _worker_main(settings: Settings, worker: int, gate: StartGate, beats: Heartbeats) -> None:
     configure_logging(settings.log_format, settings.log_level)
     try:  # the parent SIGKILLed bounds this worker's stop no more: its own bound must start
         signal_when_parent_dies(PARENT_GONE, mp.parent_process().pid)
     except (OSError, AttributeError) as err:  # not Linux: the sentinel still stops it, unbounded
         logger.warning("a parent that dies will not start this worker's stop bound: %s", err)
     try:
-        asyncio.run(_serve_one(settings, (worker, gate)))
+        asyncio.run(_serve_one(settings, (worker, gate, beats)))
     except TailorError as err:  # a port in use, a bundle refused: one line, and the parent stops
         logger.error("%s", err)
         gate.abort()

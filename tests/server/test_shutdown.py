@@ -745,3 +745,37 @@ def test_the_parent_of_workers_holds_the_bound_with_the_log_stream_full(tmp_path
         os.close(write)
     assert took < 3 + 1.5 and proc.returncode == 1, (took, proc.returncode)
     assert not left, f"left behind: {left}"
+
+
+def test_a_worker_stopped_past_worker_hang_seconds_is_killed_and_the_server_exits_1(tmp_path):
+    """A worker stopped (`kill -STOP`) or stuck with its event loop blocked took half the new
+    connections and answered none, while health (the other worker) said SERVING and nothing was
+    logged. Past `worker_hang_seconds` the parent kills it, and its exit stops the server as a
+    crash does (exit 1, for the service manager to restart it); a shorter pause is left alone."""
+    proc = _two_workers(tmp_path, TAILOR_WORKER_HANG_SECONDS="3", TAILOR_STOP_SECONDS="5",
+                        TAILOR_GRACE_SECONDS="1")
+    workers, seen = _serving_workers(proc)
+    everyone = _descendants(proc.pid)
+    try:
+        assert len(workers) == 2, "".join(seen)
+        os.kill(workers[0], signal.SIGSTOP)  # a pause within the bound
+        time.sleep(1)
+        os.kill(workers[0], signal.SIGCONT)
+        time.sleep(3)
+        assert proc.poll() is None
+        os.kill(workers[0], signal.SIGSTOP)
+        began = time.monotonic()
+        out, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - began
+    finally:  # on a failure, leave no server behind
+        for pid in everyone + [proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+    assert proc.returncode == 1, out[-3000:]
+    assert re.search(rf"worker tailor-worker-\d \(pid {workers[0]}\) has not run its event loop for "
+                     r"\d+ s \(worker_hang_seconds 3: stopped, or hung\): killing it", out), out[-3000:]
+    assert "exited with -9; stopping the others" in out, out[-3000:]
+    assert took < 3 + 1 + 5 + 2, out[-3000:]  # the bound, a look a second, the stop's bound
+    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in everyone),
+             "every process under the parent to be reaped", timeout=5)
