@@ -1,6 +1,7 @@
 """Receive a pushed bundle file by file into a staging directory, then publish it by rename."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -13,13 +14,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import contract
+
 from .. import durable
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ..limits import DEFAULT_LIMITS, Limits
 from ..processes import owner_alive, process_started
 from ..validation import check_text, check_version, shown
 from .arrays import decoded_bytes
-from .bundle import array_files, read_manifest
+from .bundle import BundleInvalid, array_files, read_manifest
 
 __all__ = ["BundleDiskFull", "BundleStaging", "checked_manifest", "claimed", "leftover_name",
            "remove_unclaimed", "sweep_leftovers", "uploads_under_way"]
@@ -117,6 +120,18 @@ def _same_bundle(stored: Path, staged: Path) -> bool:
         return key(stored) == key(staged)
     except (OSError, ValueError):
         return False
+
+
+def _damage(stored: Path) -> str | None:
+    """What is wrong with the files of a stored bundle (the checks of a load: each file the
+    manifest lists present, of its sha256), or None."""
+    try:
+        contract.check_files(stored, read_manifest(stored))
+    except (contract.BundleError, BundleInvalid) as err:
+        return str(err)
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def claimed(path: Path) -> int | None:
@@ -241,22 +256,39 @@ class BundleStaging:
             if final.exists():
                 self._claim = claimed(final)  # None: its push removed it meanwhile (`alone`)
             if self._claim is not None:
-                return self._found_stored(final, version)
+                found = self._found_stored(final, version)
+                if found is not None:
+                    return found
+                continue  # its copy was damaged, and is set aside: this upload takes its place
             if self._store(final):
                 durable.fsync_path(self.bundles_dir)  # the rename, before a pointer names it
                 return final
         raise FailedPrecondition(f"bundle version {version!r} is being stored and removed by "
                                  "other pushes; push it again")
 
-    def _found_stored(self, final: Path, version: str) -> Path:
-        """The version is stored (and claimed): this upload is dropped, its manifest checked."""
-        same = _same_bundle(final / "manifest.json", self.dir / "manifest.json")
-        self.discard()
-        if not same:
+    def _found_stored(self, final: Path, version: str) -> Path | None:
+        """The version is stored (and claimed): this upload is dropped, its manifest checked;
+        None when the stored copy is damaged (a file missing, or not of its sha256: changed on
+        disk under the server), which is then set aside for this upload to be stored instead.
+        Kept, a damaged copy was served from the pushing worker's memory (it loaded the upload)
+        while the other workers, and every later start, failed to load it from disk."""
+        if not _same_bundle(final / "manifest.json", self.dir / "manifest.json"):
+            self.discard()
             self.release()
             raise FailedPrecondition(f"bundle version {version!r} is already stored with a "
                                      "different manifest; train a new version")
-        return final
+        damage = _damage(final)
+        if damage is None:
+            self.discard()
+            return final
+        aside = self.bundles_dir / leftover_name("staging", f"damaged-{uuid.uuid4().hex}")
+        with contextlib.suppress(FileNotFoundError):  # another push set it aside first
+            os.replace(final, aside)
+        self.release()
+        logger.warning("bundle %s: its stored copy is damaged (%s): replaced by this push's",
+                       version, damage)
+        shutil.rmtree(aside, ignore_errors=True)  # a crash first: `sweep_leftovers` removes it
+        return None
 
     def _store(self, final: Path) -> bool:
         """Rename the staged directory to `final`, claimed from before the rename (a prune

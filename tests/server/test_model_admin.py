@@ -582,6 +582,26 @@ async def test_the_same_bundle_pushed_again_after_an_erasure_is_accepted(
     assert (await asyncio.to_thread(client.recommend, "1", 3)).cold_start
 
 
+async def test_a_bundle_pushed_again_over_a_damaged_stored_copy_replaces_it(client, tailor_server,
+                                                                            second_bundle, caplog):
+    """A stored bundle changed on disk (a file removed, one truncated) and pushed again to
+    repair it: the push answered OK and the pushing worker served the upload it had loaded,
+    but the stored copy was kept as it was, so the other workers, and every later start,
+    could not load the version the active pointer named."""
+    manifest = json.loads((second_bundle / "manifest.json").read_text())
+    version, ranker = manifest["version"], manifest["ranker"]["file"]
+    await asyncio.to_thread(client.push_bundle, second_bundle)
+    stored = tailor_server.settings.bundles_dir / version
+    (stored / "index.faiss").unlink()
+    (stored / ranker).write_bytes((stored / ranker).read_bytes()[:1000])
+    status = await asyncio.to_thread(client.push_bundle, second_bundle)
+    assert status.active.version == version
+    await asyncio.to_thread(tailor_server.registry.load, stored)  # as another worker, a start
+    assert f"bundle {version}: its stored copy is damaged (" in caplog.text
+    assert [p.name for p in tailor_server.settings.bundles_dir.iterdir()
+            if p.name.startswith(".")] == []  # the damaged copy is gone
+
+
 async def test_a_push_of_more_files_than_a_bundle_has_is_refused_early(module_server,
                                                                        demo_manifest):
     """Empty chunks under ever new names cost no upload bytes but one file each: past
