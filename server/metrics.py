@@ -116,7 +116,8 @@ DRIFT_PSI = Gauge("tailor_drift_psi", "PSI of live Recommend traffic against the
 IMPRESSIONS_WRITTEN = Counter("tailor_impressions_written", "Recommend answers written to the "
                               "impression log.")
 IMPRESSIONS_DROPPED = Counter("tailor_impressions_dropped", "Recommend answers not logged: the "
-                              "worker's buffer was full (writes lagging).")
+                              "worker's buffer was full (writes lagging), or their write failed "
+                              "(a full store, the writer process killed).")
 IMPRESSION_JOINS = Counter("tailor_impression_joins", "Clicks, add-to-carts and purchases joined "
                            "to an impression, or unmatched.", ["outcome"])
 for _outcome in ("joined", "unmatched"):  # at 0 from the start, as the docs list them: absent

@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import metrics
 from ..batching import WriterProcess
+from ..errors import TailorError
 from ..security.pii import PiiPolicy, mask_value
 from ..security.secrets import Keyring
 from ..store import Store, keys, scan, sweep
@@ -157,7 +158,11 @@ class ImpressionLog:
         return mine.result() if mine is not None else 0
 
     def _write_here(self, group: Group | None) -> int:
-        n = self._local.write([group])[0] if group is not None else 0
+        try:
+            n = self._local.write([group])[0] if group is not None else 0
+        except Exception:
+            metrics.IMPRESSIONS_DROPPED.inc(group.size)
+            raise
         metrics.IMPRESSIONS_WRITTEN.inc(n)
         return n
 
@@ -170,7 +175,8 @@ class ImpressionLog:
             self._sent.discard(sent)
             self._held -= group.size
             (result,) = results
-            if isinstance(result, BaseException):
+            if isinstance(result, BaseException):  # a full store, the writer killed: lost
+                metrics.IMPRESSIONS_DROPPED.inc(group.size)
                 sent.set_exception(result)
                 sent.exception()  # retrieved: the caller raises it, or `run` logs it
             else:
@@ -203,7 +209,10 @@ class ImpressionLog:
             if self._buf:
                 try:
                     await self.flushed()
-                except Exception:  # the store full or gone, the writer dead: keep serving
+                except TailorError as err:  # the store full, the writer dead: keep serving
+                    logger.error("writing impressions failed, the answers of this flush are "
+                                 "lost (tailor_impressions_dropped): %s", err)
+                except Exception:  # a bug: its traceback
                     logger.exception("writing impressions failed")
 
     # -- erasure, retention, export ------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import signal
 from types import SimpleNamespace
 
+import grpc
 import numpy as np
 import pytest
 
@@ -328,3 +329,44 @@ def test_user_hashes_in_c_are_the_user_hash_of_each_user():
     users = ["ann", "", "Zoë", "用户-42", "x" * 4096, "\udc80lone"]
     for key in (os.urandom(32), os.urandom(64), os.urandom(100), b""):
         assert user_hashes(key, users) == [user_hash(key, u, cached=False) for u in users]
+
+
+async def test_answers_a_full_store_refuses_are_counted_dropped_in_one_line(settings, caplog):
+    """A full store (its map ceiling here; a full disk alike) refuses impression groups: their
+    answers were lost without being counted (`tailor_impressions_dropped` counted only a full
+    buffer) and each failed flush logged a traceback. Every answer is now counted written or
+    dropped."""
+    import time
+
+    from prometheus_client import REGISTRY
+
+    from tests.conftest import serving
+    settings.lmdb_map_size, settings.lmdb_max_map_size = 1 << 20, 4 << 20
+    settings.impression_flush_seconds = 0.05
+    total = lambda: sum(REGISTRY.get_sample_value(f"tailor_impressions_{kind}_total") or 0.0  # noqa: E731
+                        for kind in ("written", "dropped"))
+    failed = lambda: [r for r in caplog.records  # noqa: E731
+                      if r.getMessage().startswith("writing impressions failed")]
+    async with serving(settings) as (_, ch):
+        profiles, now = pb_grpc.ProfileServiceStub(ch), time.time()
+        for batch in range(2000):  # fill until the store refuses
+            events = [pb.Event(event_id=f"f{batch}-{i}", user_id=f"full{i % 20}", type="view",
+                               item_id=f"item{i}", timestamp=now - 100 + batch * 1e-2 + i * 1e-5,
+                               attributes={"pad": "p" * 900}) for i in range(100)]
+            try:
+                await profiles.TrackEvents(pb.TrackEventsRequest(events=events))
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                break
+        before, answered = total(), 0
+        while not failed() and answered < 3000:  # until a flush is refused
+            await recommend(ch, f"u{answered % 50}")
+            answered += 1
+        assert failed(), f"{answered} answers and no impression write refused"
+        for _ in range(100):  # what is still buffered or sent
+            if total() >= before + answered:
+                break
+            await asyncio.sleep(0.05)
+        assert total() == before + answered
+    assert all(r.exc_info is None and "store is full" in r.getMessage() for r in failed()), \
+        [(r.getMessage(), r.exc_info) for r in failed()]
