@@ -1,8 +1,10 @@
 """TLS on the gRPC port, certificates re-read on SIGHUP, and the secure-by-default rule.
 
 `ServerTls` hands gRPC dynamic server credentials: every new handshake asks its fetcher for a
-configuration, which is re-read from the files only after `reload()` (the SIGHUP handler) set a
-flag. A reload that cannot read a matching certificate and key, or whose certificate is outside
+configuration, which changes only after `reload()` (the SIGHUP handler) re-read and checked the
+files, at once, logging the outcome then (it was done at the next new connection: a worker no
+client reached said nothing, so an operator's SIGHUP got no answer from the gRPC port).
+A reload that cannot read a matching certificate and key, or whose certificate is outside
 its validity window (expired, or not yet valid: every client would refuse it), keeps the old
 ones and logs why, so a half-copied or stale rotation never takes the port down. The HTTPS
 endpoints (metrics, the public port) run the same checks (`check`) before they switch.
@@ -120,7 +122,8 @@ class ServerTls:
     def __init__(self, cert: Path, key: Path, client_ca: Path | None = None):
         self.cert, self.key, self.client_ca = Path(cert), Path(key), client_ca and Path(client_ca)
         self._initial = self._read()
-        self._pending = threading.Event()
+        self._next: grpc.ServerCertificateConfiguration | None = None
+        self._lock = threading.Lock()  # `reload` on the event loop, `_fetch` on gRPC's threads
 
     @classmethod
     def from_settings(cls, settings) -> ServerTls | None:
@@ -139,20 +142,21 @@ class ServerTls:
             self._initial, self._fetch, require_client_authentication=self.client_ca is not None)
 
     def reload(self) -> None:
-        """Re-read the files at the next handshake (safe from a signal handler)."""
-        self._pending.set()
-
-    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
-        """Called by gRPC before each handshake; None keeps the current configuration."""
-        if not self._pending.is_set():
-            return None
-        self._pending.clear()
+        """Re-read and check the files now, and log the outcome: new handshakes take them; a
+        file that cannot be used keeps the current configuration."""
         try:
             config = self._read()
         except (TlsFileInvalid, OSError, ssl.SSLError, ValueError) as err:
             logger.error("TLS reload failed, keeping the current certificate: %s", err)
-            return None
+            return
+        with self._lock:
+            self._next = config
         logger.info("TLS certificate reloaded from %s", self.cert)
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """Called by gRPC before each handshake; None keeps the current configuration."""
+        with self._lock:
+            config, self._next = self._next, None
         return config
 
     def check(self) -> None:

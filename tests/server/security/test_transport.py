@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 import signal
 import ssl
@@ -100,6 +101,31 @@ async def test_a_reload_without_a_matching_pair_keeps_the_old_certificate(settin
         await _aping(target, ca_b.cert)
         with pytest.raises(grpc.aio.AioRpcError):
             await _aping(target, ca_a.cert)
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_a_reload_says_at_once_whether_it_took_the_files(settings, tmp_path, caplog):
+    """The files were read at the next new connection: after a SIGHUP, a worker no client had
+    reached yet logged nothing, right or wrong, so the operator could not tell whether the
+    gRPC port took the new certificate."""
+    caplog.set_level(logging.INFO, logger="tailor.security.transport")
+    ca_a, ca_b = CertificateAuthority(tmp_path / "a", "ca-a"), CertificateAuthority(tmp_path / "b", "ca-b")
+    a, b = ca_a.issue("server"), ca_b.issue("server")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    shutil.copy(a.cert, cert)
+    shutil.copy(a.key, key)
+    server = TailorServer(settings.model_copy(update=dict(tls_cert=cert, tls_key=key)))
+    target = f"127.0.0.1:{await server.start()}"
+    try:
+        shutil.copy(b.cert, cert)  # B's certificate, A's key
+        server.reload()  # no connection since
+        assert f"TLS reload failed, keeping the current certificate: --tls-key {key}: not the key" \
+            in caplog.text
+        shutil.copy(b.key, key)
+        server.reload()
+        assert f"TLS certificate reloaded from {cert}" in caplog.text
+        await _aping(target, ca_b.cert)
     finally:
         await server.stop(grace=0.5)
 
