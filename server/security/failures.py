@@ -16,7 +16,7 @@ import asyncio
 import inspect
 from dataclasses import dataclass
 
-from .logging import logger
+from .logging import audit_failed
 
 __all__ = ["DENIED", "DeniedDigest", "FailedAuthDigest", "OVERFLOW", "peer_host"]
 
@@ -127,7 +127,7 @@ class _Digest:
             else:
                 await asyncio.to_thread(self.audit.record, *args, **details)
         except Exception:  # the audit log failing must not change the call's answer; say so
-            logger.exception("audit record failed for %s", args[1])
+            audit_failed(args[1])
 
 
 class FailedAuthDigest(_Digest):

@@ -42,7 +42,7 @@ from ..logging import current_call
 from ..rpc import CallCap, bounded_requests, final_status, handler_parts, reading_later
 from .authn import Authenticator
 from .failures import FailedAuthDigest
-from .logging import logger
+from .logging import audit_failed, logger
 from .principals import Principal
 from .roles import (
     ANY_AUTHENTICATED,
@@ -247,7 +247,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if inspect.isawaitable(done):
                 await done
         except Exception:  # the audit log failing must not change the call's answer; say so
-            logger.exception("audit record failed for %s", method)
+            audit_failed(method)
 
     async def _denied(self, principal: str, method: str, target: str, metadata) -> None:
         """A call denied for the caller's roles: the audit's `denied` (collapsed) if it has one,
@@ -259,7 +259,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             await denied(principal, method, target, _request_id(metadata))
         except Exception:  # the audit log failing must not change the call's answer; say so
-            logger.exception("audit record failed for %s", method)
+            audit_failed(method)
 
     def _audited(self, method: str, principal: Principal) -> bool:
         return method in SENSITIVE or (method in UNMASKED_READS and principal.has(PII_READER))

@@ -9,6 +9,7 @@ import logging
 
 from ..logging import current_call
 from ..security.interceptor import current_principal
+from ..security.logging import audit_failed
 
 __all__ = ["audit_line"]
 
@@ -27,4 +28,4 @@ async def audit_line(audit, method: str, target: str = "", **details: str | int)
         await asyncio.to_thread(audit.record, current_principal().name, method, target, "OK",
                                 call.request_id if call else "", **details)
     except Exception:
-        logger.exception("audit record failed for %s", method)
+        audit_failed(method, logger)

@@ -50,3 +50,22 @@ def test_audit_tail_cli_against_a_running_server(server_process, tmp_path):
     assert json.loads(verify.stdout) == {"ok": True, "files": 1, "lines": 4, "first_broken": "",
                                          "reason": ""}
     assert "generated a development secret" in served.stop()
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/sys/kernel"), reason="needs sysfs")
+async def test_an_audit_log_that_cannot_be_written_is_one_line_per_call_and_the_call_stands(
+        tailor_server, channel, caplog):
+    """A disk that fails under the audit log (full, read-only) logged a ~20-line traceback for
+    every audited call, burying the lines that say what else is wrong."""
+    from protos.tailor.v1 import profile_pb2 as ppb
+    from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+    profiles = ppb_grpc.ProfileServiceStub(channel)
+    audit_dir = tailor_server.settings.audit_dir
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="before"))
+    audit_dir.rename(audit_dir.with_name("audit.moved"))
+    audit_dir.symlink_to("/sys/kernel")  # no file can be made there, even by root
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="after"))  # answered
+    failed = [r for r in caplog.records if r.getMessage().startswith("audit record failed for")]
+    assert [r.getMessage().split(":")[0] for r in failed] == \
+        ["audit record failed for /tailor.v1.ProfileService/DeleteProfile"]
+    assert failed[0].exc_info is None and "Errno" in failed[0].getMessage()
