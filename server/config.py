@@ -29,6 +29,11 @@ STOP_KILL_SECONDS = 1.0
 workers of `--workers N`, one worker's writers and zygote): what is left of the bound is for
 reaping them and what they left."""
 
+WORKER_HANG_FLOOR_SECONDS = 3.0
+"""Least `worker_hang_seconds` but 0: three of the workers' one-second heartbeats
+(`server.heartbeats`), so a worker busy for a moment (a GC pass, a slow page-in) is not taken
+for hung and the whole server stopped."""
+
 MAX_RANKER_CANDIDATES = 10_000
 """Most candidates per request the ranker may re-score (`ranker_candidates`, a bundle's
 trained count): each is a row of ranker features in every Recommend."""
@@ -331,8 +336,9 @@ class Settings(BaseSettings):
     code holding the GIL) and SIGKILLs it, which stops the others and exits the server 1 for
     its service manager to restart, as a worker that crashed does (`server.heartbeats`): half
     the new connections otherwise hung on it while health, answered by the other worker, said
-    SERVING. 0: never. Not checked while a worker starts or once the server stops (the stop
-    has its own bound, `stop_seconds`)."""
+    SERVING. 0: never; else at least 3 s (`WORKER_HANG_FLOOR_SECONDS`: a worker stamps its
+    heartbeat every second). Not checked while a worker starts or once the server stops (the
+    stop has its own bound, `stop_seconds`)."""
     store_metrics_seconds: float = Field(5.0, gt=0)
     """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 
@@ -599,6 +605,15 @@ class Settings(BaseSettings):
             if value and info.data.get(other) == value:
                 raise ValueError(f"{value} is also the {other}: the public HTTP endpoint needs a "
                                  "port of its own")
+        return value
+
+    @field_validator("worker_hang_seconds")
+    @classmethod
+    def _hang_outlasts_heartbeats(cls, value: float) -> float:
+        if 0 < value < WORKER_HANG_FLOOR_SECONDS:
+            raise ValueError(f"{value:g} s is less than {WORKER_HANG_FLOOR_SECONDS:g} s, three "
+                             "heartbeats of a worker: a busy moment would stop the server (0 "
+                             "turns the check off)")
         return value
 
     @field_validator("stop_seconds")

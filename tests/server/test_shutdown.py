@@ -779,3 +779,15 @@ def test_a_worker_stopped_past_worker_hang_seconds_is_killed_and_the_server_exit
     assert took < 3 + 1 + 5 + 2, out[-3000:]  # the bound, a look a second, the stop's bound
     wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in everyone),
              "every process under the parent to be reaped", timeout=5)
+
+
+def test_a_worker_hang_bound_under_three_heartbeats_is_refused():
+    """A bound of a heartbeat or two would take a worker busy for a moment for hung and stop
+    the whole server; 0 turns the check off."""
+    from pydantic import ValidationError
+
+    from server.config import Settings
+    for fine in (0, 3, 20):
+        assert Settings(worker_hang_seconds=fine).worker_hang_seconds == fine
+    with pytest.raises(ValidationError, match="1 s is less than 3 s, three heartbeats"):
+        Settings(worker_hang_seconds=1)
