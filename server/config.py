@@ -330,7 +330,7 @@ class Settings(BaseSettings):
     being sent, which a kill sooner cuts, and its job, resumed, sends it again (checked at
     start). At most a day (86400 s): the bound is a sleep (`stop_bound.StopWatch`), which `inf`
     or 1e10 would overflow."""
-    worker_hang_seconds: float = Field(20.0, ge=0, le=86400)
+    worker_hang_seconds: float = Field(60.0, ge=0, le=86400)
     """With `--workers N`, how long a serving worker's event loop may go without running
     before the parent takes the worker for hung (stopped: `kill -STOP`, a debugger; stuck in C
     code holding the GIL) and SIGKILLs it, which stops the others and exits the server 1 for
@@ -338,7 +338,10 @@ class Settings(BaseSettings):
     the new connections otherwise hung on it while health, answered by the other worker, said
     SERVING. 0: never; else at least 3 s (`WORKER_HANG_FLOOR_SECONDS`: a worker stamps its
     heartbeat every second). Not checked while a worker starts or once the server stops (the
-    stop has its own bound, `stop_seconds`)."""
+    stop has its own bound, `stop_seconds`). Well above the longest a loop is held by work it
+    was given: gRPC parses a request of up to `grpc_max_message_bytes` on it before any limit
+    (4-15 s measured for 64 MiB ones), and a caller must not be able to restart the server
+    with one; lower it with that setting."""
     store_metrics_seconds: float = Field(5.0, gt=0)
     """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 
