@@ -154,6 +154,10 @@ class CampaignSpec:
                 check_finite(f"variants[{i}].features[{shown(k)}]", x)
             if not (check_finite(f"variants[{i}].weight", v.weight) >= 0):
                 raise InvalidArgument(f"variants[{i}].weight", "must be >= 0")
+            if v.weight and self.policy != "fixed":
+                raise InvalidArgument(f"variants[{i}].weight", "only a 'fixed' split takes "
+                                      f"weights; policy {self.policy!r} chooses by itself "
+                                      "(leave weight 0)")
         if total > limits.campaign_content_bytes:
             raise InvalidArgument("variants", f"content of all variants takes {total} bytes, "
                                   f"at most {limits.campaign_content_bytes}")

@@ -567,6 +567,30 @@ async def test_a_fixed_split_with_weights_that_are_not_finite_is_invalid(channel
     assert code == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.parametrize("policy", ["bernoulli_ts", "ucb1"])
+async def test_weights_on_a_policy_other_than_fixed_are_invalid(channel, policy):
+    """A bandit chooses its arms itself: a weight given to one was stored and never used (the
+    campaign chose as if none had been given). It is refused, naming the field."""
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    stub = cpb_grpc.CampaignServiceStub(channel)
+    cid = f"w-{next(_unique)}"
+    weighted = cpb.CampaignSpec(campaign_id=cid, channel="web", policy=policy, variants=[
+        cpb.Variant(id="v0"), cpb.Variant(id="v1", weight=9.0)])
+    code, details = await _code(stub.CreateCampaign(cpb.CreateCampaignRequest(spec=weighted)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
+    assert details.startswith("variants[1].weight") and "fixed" in details, details
+    code, _ = await _code(stub.GetCampaign(cpb.GetCampaignRequest(campaign_id=cid)))
+    assert code == grpc.StatusCode.NOT_FOUND
+    plain = cpb.CampaignSpec(campaign_id=cid, channel="web", policy=policy, variants=[
+        cpb.Variant(id="v0"), cpb.Variant(id="v1")])
+    await stub.CreateCampaign(cpb.CreateCampaignRequest(spec=plain))
+    code, details = await _code(stub.UpdateCampaign(cpb.UpdateCampaignRequest(spec=weighted)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("variants[1].weight")
+    got = await stub.GetCampaign(cpb.GetCampaignRequest(campaign_id=cid))
+    assert [v.weight for v in got.spec.variants] == [0.0, 0.0]
+
+
 # -- Rewards: bounded numbers (Gaussian and linear posteriors square them) ------------------------
 @pytest.mark.parametrize("policy", ["gaussian_ts", "linucb"])
 async def test_a_huge_reward_is_refused_and_leaves_the_posterior_finite(channel, policy):
