@@ -229,13 +229,17 @@ def check_address(field: str, kind: str, value: str, max_chars: int, where: str 
     """An email address or phone number (`kind`: `contact.addresses.EMAIL` or `PHONE`) as the
     suppression list, the index of SMS replies and the SMS send path read it: the one parser,
     `contact.addresses.normalize` (a phone number in E.164 once its punctuation is dropped, an
-    email address name@domain); returns that normalized form. `NotAnAddress`
-    (INVALID_ARGUMENT) naming the field and the form expected otherwise; the value is never
-    echoed (it is personal data). The email send path's own rule is narrower (SMTP without
-    SMTPUTF8: ASCII, no trailing dot: `messages.delivery.address_of`); an address only it
-    refuses is one a client that sends itself may use, and fails this server's send alone."""
-    from .contact.addresses import normalize  # it imports this module (`has_c0_control`)
-    return normalize(kind, value, max_chars, where + field)
+    email address name@domain whose domain is labels joined by single dots, the send path's
+    rule too: `contact.addresses.check_domain_labels`); returns that normalized form.
+    `NotAnAddress` (INVALID_ARGUMENT) naming the field and the form expected otherwise; the
+    value is never echoed (it is personal data). The email send path's own rule is narrower
+    (SMTP without SMTPUTF8: ASCII, no specials: `messages.delivery.address_of`); an address
+    only it refuses is one a client that sends itself (with SMTPUTF8) may use, and fails this
+    server's send alone."""
+    # contact.addresses imports this module (`has_c0_control`)
+    from .contact.addresses import EMAIL, check_domain_labels, normalize
+    out = normalize(kind, value, max_chars, where + field)
+    return check_domain_labels(out, where + field) if kind == EMAIL else out
 
 
 def check_known(field: str, value: str, known: Collection[str], where: str = "") -> str:

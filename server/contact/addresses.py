@@ -73,6 +73,7 @@ from .trunks import (
 )
 
 __all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "SPELLING", "normalize", "legacy_forms",
+           "labelled_domain", "check_domain_labels",
            "AddressHasher"]
 
 EMAIL, PHONE = "email", "phone"
@@ -218,6 +219,29 @@ def _email(out: str, field: str) -> str:
     if not _EMAIL.fullmatch(out) or has_c0_control(out):
         raise NotAnAddress(field, "is not an email address (name@domain)")
     return out
+
+
+_DOMAIN_LABELS = re.compile(r"[^.]+(?:\.[^.]+)*")
+"""A domain of labels joined by single dots (RFC 5321 Domain: sub-domain *("." sub-domain))."""
+
+
+def labelled_domain(address: str) -> bool:
+    """Whether `address`'s domain (after its last @) is labels joined by single dots."""
+    return _DOMAIN_LABELS.fullmatch(address.rpartition("@")[2]) is not None
+
+
+def check_domain_labels(address: str, field: str = EMAIL) -> str:
+    """`address` when its domain (after the last @) is labels joined by single dots;
+    `NotAnAddress` naming `field` otherwise. No SMTP envelope carries a leading, trailing or
+    doubled dot (`ann@example.org.`), and a lenient relay that strips one delivers to a mailbox
+    (ann@example.org) the suppression list holds apart, as `normalize` does not fold it. The
+    one rule for what an address may be to be sent to: UpsertAttributes takes an `email`
+    (`validation.check_address`) and the email adapter sends (`messages.delivery.address_of`)
+    by it."""
+    if not labelled_domain(address):
+        raise NotAnAddress(field, "is not an email address: its domain has an empty label "
+                                  "(a leading, trailing or doubled dot)")
+    return address
 
 
 def _e164(text: str, field: str) -> str:

@@ -31,6 +31,7 @@ from email.utils import parseaddr
 
 from contract.keyring import keyring_path
 
+from ..contact.addresses import labelled_domain
 from ..contact.consent import MARKETING
 from ..contact.policy import ADDRESS_ATTRIBUTES
 from ..errors import FailedPrecondition, TailorError
@@ -74,13 +75,10 @@ MISSING_ADDRESS = {"email": "no email address", "sms": "no phone number",
 UNDELIVERED = (DeliveryRefused, DeliveryUnavailable)
 """What a message that did not go raises (it is a dead letter by then)."""
 _EMAIL_PART = r"[^\x00-\x20\x7f-\U0010ffff()<>\[\]:;@\\,\"]+"
-_LABEL = r"[^\x00-\x20\x7f-\U0010ffff()<>\[\]:;@\\,\".]+"
-_EMAIL = re.compile(f"{_EMAIL_PART}@{_LABEL}(?:\\.{_LABEL})*")
+_EMAIL = re.compile(f"{_EMAIL_PART}@{_EMAIL_PART}")
 """An address SMTP carries without SMTPUTF8 (not asked for), one that also stays one header
-value: printable ASCII, no whitespace, no `<>"` or other specials of RFC 5322, one `@`, and a
-domain of labels joined by single dots (RFC 5321's Domain): no trailing dot (`a@example.org.`,
-which lenient relays deliver to a@example.org while the suppression list, which does not fold
-it, holds a@example.org apart), no leading or doubled one."""
+value: printable ASCII, no whitespace, no `<>"` or other specials of RFC 5322, one `@`; its
+domain's dots are `contact.addresses.labelled_domain`'s (UpsertAttributes' rule too)."""
 
 
 def address_of(channel: str, attributes) -> str:
@@ -91,7 +89,7 @@ def address_of(channel: str, attributes) -> str:
     not be honoured (a phone number without its country code: a STOP from it, reported in
     E.164, would find no one, and the suppression list holds E.164 numbers only)."""
     to = (attributes.get(ADDRESS_ATTRIBUTES[channel]) or "").strip()
-    if to and channel == "email" and not _EMAIL.fullmatch(to):
+    if to and channel == "email" and not (_EMAIL.fullmatch(to) and labelled_domain(to)):
         raise BadAddress(channel, ADDRESS_ATTRIBUTES[channel])
     if to and channel == "sms":
         to = normalize_phone(to)

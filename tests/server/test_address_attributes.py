@@ -123,3 +123,22 @@ async def test_every_value_the_send_path_takes_is_taken(shared, crm, attribute, 
     await shared.UpsertAttributes(pb.UpsertAttributesRequest(user_id=f"crm-take-{attribute}",
                                                              attributes=given), metadata=crm[1])
     assert await attributes_of(shared, crm[1], f"crm-take-{attribute}") == given
+
+
+@pytest.mark.parametrize("value", ["ann@example.com.", " Ann@Example.COM. ", "ann@example..com",
+                                   "ann@.example.com", "<ann@example.com.>"])
+async def test_a_domain_with_an_empty_label_is_refused_as_the_send_path_refuses_it(
+        shared, crm, value):
+    """`ann@example.com.` was taken (the suppression list's parser reads it) and refused at
+    every send (`bad email address`): a CRM sync's slip was found far from it. UpsertAttributes
+    and the email adapter take one rule now (`contact.addresses.labelled_domain`)."""
+    from server.messages.delivery import address_of
+    from server.messages.errors import BadAddress
+    with pytest.raises(BadAddress):
+        address_of("email", {"email": value})
+    details = await refusal(shared, crm[1], "crm-dots", {"email": value, "tier": "gold"})
+    assert details.startswith("attributes[email]: ") and "domain" in details, details
+    assert "ann@" not in details.lower()  # never echoed
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # nothing of the call stored
+        await shared.GetProfile(pb.GetProfileRequest(user_id="crm-dots"), metadata=crm[1])
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
