@@ -12,13 +12,14 @@ listen in plaintext off loopback without its own `--insecure`.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+from contract.hosts import is_loopback
 
 __all__ = ["Connection", "add_arguments", "check_target"]
 
@@ -135,7 +136,7 @@ def _remote_host(target: str) -> str | None:
     listed = re.match(r"ipv[46]:", rest, re.IGNORECASE)
     for address in rest[listed.end():].split(",") if listed else [rest]:
         host = _host(address)
-        if not _is_loopback(host) or (dns and dns[1] and host.lower() == "localhost"):
+        if not is_loopback(host) or (dns and dns[1] and host.lower() == "localhost"):
             return host
     return None
 
@@ -146,17 +147,6 @@ def _host(address: str) -> str:
     if bracketed:
         return bracketed[1]
     return address.rpartition(":")[0] if address.count(":") == 1 else address
-
-
-def _is_loopback(host: str) -> bool:
-    """As the server's `server.security.hosts.is_loopback` (which clients may not import:
-    tests/test_layering.py): `localhost` and loopback addresses."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _checked_token(token: str | None) -> str | None:

@@ -1,21 +1,10 @@
-"""Bind addresses: which stay on this machine (the secure-by-default rules key on it), and how
-one is written beside a port."""
+"""Bind addresses: which stay on this machine (the secure-by-default rules key on it:
+`contract.hosts.is_loopback`, the client's rule too), and how one is written beside a port."""
 from __future__ import annotations
 
-import ipaddress
+from contract.hosts import is_loopback
 
 __all__ = ["is_loopback", "with_port"]
-
-
-def is_loopback(host: str) -> bool:
-    """True for `localhost` and loopback addresses; any other name or address (0.0.0.0, ::,
-    a hostname) may be reachable from elsewhere."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def with_port(host: str, port: int) -> str:

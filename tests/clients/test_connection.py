@@ -100,6 +100,21 @@ def test_a_token_still_goes_in_plaintext_to_loopback_or_a_unix_socket(target):
     Connection(token="t").channel(target).close()
 
 
+@pytest.mark.parametrize("host", ["localhost", "LocalHost", "127.0.0.1", "127.8.9.1", "::1",
+                                  "0.0.0.0", "::", "192.0.2.1", "tailor.example"])
+def test_the_client_reads_a_host_as_loopback_as_the_server_does(host):
+    """One rule, `contract.hosts.is_loopback`: the client had a copy of the server's, and they
+    had drifted: `LocalHost` was loopback to the client (a token went in plaintext) and not to
+    the server (it refused to serve there without TLS or --insecure)."""
+    from server.security.hosts import is_loopback
+    try:
+        Connection(token="t").channel(f"[{host}]:1" if ":" in host else f"{host}:1").close()
+        sent = True
+    except ValueError:
+        sent = False
+    assert sent == is_loopback(host)
+
+
 def test_tls_insecure_or_no_token_may_go_off_loopback():
     for connection in (Connection(token="t", tls=True), Connection(token="t", insecure=True),
                        Connection()):
