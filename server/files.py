@@ -78,21 +78,12 @@ def check_data_dir(path: Path) -> None:
 
 
 def _unsafe_to_make(path: Path) -> str | None:
-    """Why a data dir not there yet may not be made at `path`: a directory above it that every
-    user may write without the sticky bit (anyone could put their own directory there first, or
-    move ours aside), as `writable_by_all` says of an existing one; None when there is none."""
-    from .security.principals import writable_by_all
-    for above in Path(os.path.abspath(path)).parents:
-        if not above.exists():
-            continue
-        mode = stat.S_IMODE(above.stat().st_mode)
-        if not mode & stat.S_IWOTH:  # its own ancestors and links: as for an existing dir
-            return writable_by_all(above, WHAT)
-        if not mode & stat.S_ISVTX and not os.statvfs(above).f_flag & os.ST_RDONLY:
-            return (f"the directory {above} above it: every user may write it (mode {mode:04o}), "
-                    f"so anyone could put a directory of their own in its place and {WHAT}; "
-                    f"chmod o-w {above}")
-    return None
+    """Why a data dir not there yet may not be made at `path`: a directory it would be made in,
+    or one above (or a link's), that every user may write without the sticky bit (anyone could
+    put their own directory there first, or move ours aside), by the same test as
+    `writable_by_all` of an existing one; None when there is none."""
+    from .security.principals import directories_to_make, replaceable_through
+    return replaceable_through(path, directories_to_make(path), WHAT)
 
 
 def private_tree(root: Path) -> None:

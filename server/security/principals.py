@@ -33,7 +33,7 @@ from .errors import AuthConfigInvalid, AuthConfigUnreadable
 from .roles import ANY_AUTHENTICATED, ROLE_NAMES, RoleTable
 
 __all__ = ["AuthConfig", "JwtSettings", "Principal", "load_auth_config", "token_hash",
-           "writable_by_all"]
+           "writable_by_all", "replaceable_through", "directories_to_make"]
 
 TOKEN_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 MAX_LEEWAY_SECONDS = 3600
@@ -186,19 +186,37 @@ def writable_by_all(path: Path, what: str) -> str | None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & stat.S_IWOTH:
         return f"every user may write it (mode {mode:04o}), so anyone could {what}; chmod o-w {path}"
-    parent = Path(os.path.abspath(path)).parent
-    for directory in _directories(Path(path)):
+    return replaceable_through(path, _directories(Path(path)), what)
+
+
+def replaceable_through(path: Path, directories: Iterable[Path], what: str) -> str | None:
+    """Why `path` may not be trusted (or made) when the first of `directories` (those whose
+    change could put another file at it, nearest first) that every user may write without the
+    sticky bit, on a mount that is not read-only, is open; None when none is. The refusal names
+    that directory as what it is to `path`: its directory, one above it, or one above the file
+    it links to. OSError when one cannot be read."""
+    here = Path(os.path.abspath(path))
+    for directory in directories:
         mode = stat.S_IMODE(directory.stat().st_mode)
         if not mode & stat.S_IWOTH or mode & stat.S_ISVTX:
             continue
         if os.statvfs(directory).f_flag & os.ST_RDONLY:
             continue
-        where = (f"its directory {directory}" if directory == parent else
-                 f"the directory {directory} above it (or above the file it links to)")
+        where = (f"its directory {directory}" if directory == here.parent else
+                 f"the directory {directory} above it" if directory in here.parents else
+                 f"the directory {directory} above the file it links to")
         return (f"{where}: every user may write it (mode {mode:04o}), so anyone "
                 f"could put a file or directory of their own in its place and {what}; "
                 f"chmod o-w {directory}")
     return None
+
+
+def directories_to_make(path: Path) -> list[Path]:
+    """The directories whose change could put another directory at `path`, which is not there
+    yet: its nearest ancestor that is (a dangling link counts as not there), then that one's
+    (`_directories`), nearest first."""
+    nearest = next(d for d in Path(os.path.abspath(path)).parents if d.exists())
+    return [nearest, *_directories(nearest)]
 
 
 MAX_LINKS = 40

@@ -97,3 +97,29 @@ def test_data_dir_not_made_yet_in_an_open_directory_refused(tmp_path):
     assert list(shared.iterdir()) == []
     shared.chmod(0o1777)  # sticky, as /tmp: no one may rename another's directory in it
     check_data_dir(data)
+
+
+@pytest.mark.parametrize("made", [0, 1])
+def test_the_refusal_of_a_data_dir_to_make_names_the_open_directory_as_what_it_is(tmp_path, made):
+    """`shared` (0777) / `tailor` (0755, there or not) / `data` (not there): the refusal is of
+    the data dir, so `shared` is a directory above it, not "its directory" (which the refusal
+    said when `tailor` was there: it spoke of `tailor`'s directory). With `data`'s own
+    directory open it is its directory. One test for both (`writable_by_all`'s loop)."""
+    from server.errors import FailedPrecondition
+    from server.files import check_data_dir
+    shared = tmp_path / "shared"
+    (shared / "tailor").mkdir(parents=True) if made else shared.mkdir()
+    shared.chmod(0o777)
+    data = shared / "tailor" / "data"
+    with pytest.raises(FailedPrecondition) as err:
+        check_data_dir(data)
+    assert str(err.value).startswith(f"data dir {data}: the directory {shared} above it: every "
+                                     "user may write it (mode 0777)"), str(err.value)
+    assert str(err.value).endswith(f"chmod o-w {shared}")
+    shared.chmod(0o755)
+    (shared / "tailor").mkdir(exist_ok=True)
+    (shared / "tailor").chmod(0o777)
+    with pytest.raises(FailedPrecondition, match=f"data dir {data}: its directory "
+                                                 f"{shared / 'tailor'}: every user may write it"):
+        check_data_dir(data)
+    (shared / "tailor").chmod(0o755)

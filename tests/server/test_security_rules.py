@@ -321,8 +321,8 @@ def test_an_auth_config_below_or_linked_into_a_directory_every_user_may_write_is
     (etc / "auth.toml").symlink_to(linked)
     shared.chmod(0o777)
     try:
-        for path in (below, etc / "auth.toml"):
-            with pytest.raises(AuthConfigInvalid, match=rf"the directory {shared} above it.*: "
+        for path, where in ((below, "it"), (etc / "auth.toml", "the file it links to")):
+            with pytest.raises(AuthConfigInvalid, match=rf"the directory {shared} above {where}: "
                                                          r"every user may write it \(mode 0777\)"
                                                          rf".*chmod o-w {shared}$"):
                 load_auth_config(path)
