@@ -26,12 +26,11 @@ import os
 import stat
 from pathlib import Path
 
+from contract.files import PRIVATE_UMASK
+
 __all__ = ["PRIVATE_UMASK", "SHARED_COMMANDS", "check_data_dir", "private_tree", "private_umask"]
 
 logger = logging.getLogger("tailor.files")
-
-PRIVATE_UMASK = 0o077
-"""No group or other bit on anything Tailor creates: directories 0700, files 0600."""
 
 
 WHAT = "replace the store, the bundles it serves or the audit log"

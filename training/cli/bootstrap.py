@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+from contract.files import PRIVATE_UMASK
 from training.bundle import find_bundles, write_bundle
 from training.cli.types import positive_int
 from training.demo import DemoConfig, start_for_end
@@ -27,13 +28,9 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-PRIVATE_UMASK = 0o077
-"""What bootstrap writes into a server's data dir (demo/, bundles/) is the server's account's
-alone, as what the server writes there (`server.files`: directories 0700, files 0600)."""
-
-
 def run(args) -> int:
-    os.umask(PRIVATE_UMASK)  # the demo world's events and users.npz: not every account's to read
+    # the demo world's events and users.npz: the server's account's alone, as what it writes
+    os.umask(PRIVATE_UMASK)
     data = Path(args.data_dir)
     bundles = find_bundles(data / "bundles")
     valid = [(p, m) for p, m in bundles if not isinstance(m, str)]
