@@ -316,7 +316,8 @@ def _restore(args) -> None:
     ring, master = secrets.get("erasure"), secrets.get("encryption")
     manifest = restore(args.archive, _data_dir(args), force=args.force,
                        erasure=ring.keys if ring is not None else (),
-                       master=master.keys if master is not None else ())
+                       master=master.keys if master is not None else (),
+                       unconfirmed=_warn_unconfirmed("restore"))
     print(json.dumps({"command": "restore", **manifest}))
     if manifest["erased_again"]:  # counts only: no user id is known here
         print(f"restore: erased again {manifest['erased_again']} user(s) erased after the "
@@ -344,7 +345,7 @@ def _config_doc(args) -> None:
 
 def _warn_unconfirmed(command: str):
     """What a command hands the `durable.Unconfirmed` of its last step to (`compact`,
-    `backup`, which then return their result): the change is done, and one stderr line says
+    `backup`, `restore`, which then return their result): the change is done, and one stderr line says
     what could not be synced."""
     return lambda err: print(f"{command}: done, but {err}", file=sys.stderr)
 

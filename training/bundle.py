@@ -20,6 +20,7 @@ import onnx
 
 from contract import FORMAT, BundleError, Manifest, check_files, read_manifest, sha256_file
 from contract.bundle import check_named
+from contract.durable import fsync_path, fsync_tree, make_dirs
 from kernels.context import CHANNELS, CONTEXT_FEATURES
 from kernels.ranking import FEATURES
 from training.content import content_manifest, write_content
@@ -99,9 +100,12 @@ def _context_manifest(table, result) -> dict:
 
 
 def write_bundle(result, root: str | Path) -> Path:
-    """Write ``root/<version>/`` atomically and return its path."""
+    """Write ``root/<version>/`` atomically and durably, and return its path: every file and
+    the directory on disk before it is renamed into place, the rename (and ``root``, when made
+    here) on disk before this returns, so a push or a server right after a power loss reads
+    the whole bundle or none (`contract.durable`; before, none of it was fsynced)."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs(root, mode=0o777)  # the umask's mode, as before (bootstrap's is private)
     fp = fingerprint(result.train_rows)
     params = json.dumps(result.config.as_dict(), sort_keys=True, default=str)
     digest = hashlib.sha256((fp + params).encode()).hexdigest()[:8]
@@ -129,10 +133,12 @@ def write_bundle(result, root: str | Path) -> Path:
         manifest = _manifest(result, version, fp, files, created)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False))
         _servable(tmp)
+        fsync_tree(tmp)
         os.rename(tmp, root / version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_path(root)
     logger.info("bundle written: %s", root / version)
     return root / version
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..durable import fsync_path, fsync_tree, write_file
+from ..durable import Unconfirmed, confirm, fsync_tree, reported, write_file
 from ..errors import FailedPrecondition
 from ..store import lock_data_dir
 from ..store.errors import out_of_space
@@ -27,7 +27,8 @@ _OURS = ("tailor.lock", RESTORING, ".replaced-store", ".replaced-bundles")
 
 def restore(archive: Path, data_dir: Path, force: bool = False,
             erasure: Sequence[tuple[str, bytes]] = (),
-            master: Sequence[tuple[str, bytes]] = ()) -> dict:
+            master: Sequence[tuple[str, bytes]] = (),
+            unconfirmed: Callable[[Unconfirmed], None] | None = None) -> dict:
     """Put the backup `archive` into `data_dir`; returns its manifest.
 
     Refused while a server (or a compaction) holds `data_dir`, and when `data_dir` already has
@@ -47,6 +48,10 @@ def restore(archive: Path, data_dir: Path, force: bool = False,
     DeleteProfile reads before it deletes them (`store.opener`: it lowers the campaigns'
     pending counters, `pending_corrected`, and settles send jobs' recipients by their state;
     without it those are counted in `pending_not_corrected` and `send_states_unread`).
+    A restore is done once its staging dir is gone from `data_dir`: `data_dir` not synced after
+    that is `Unconfirmed`, handed to `unconfirmed` when given (the command reports the restore
+    with its warning), raised otherwise; not synced after a rename of the swap, which the next
+    step relies on, it stops there (FailedPrecondition: run it again).
     """
     if not archive.is_file():
         raise FileNotFoundError(f"no backup file {archive}")
@@ -84,8 +89,16 @@ def restore(archive: Path, data_dir: Path, force: bool = False,
             raise
         # Interrupted from here on (Ctrl-C, an error), `staging` stays: the mark that this
         # restore did not finish, which every command refuses until it is run again.
-        _swap_in(staging, data_dir)
+        try:
+            _swap_in(staging, data_dir)
+        except Unconfirmed as err:
+            raise FailedPrecondition(
+                f"{err.directory} could not be synced during the swap ({err.strerror}): the "
+                f"restore did not finish ({RESTORING} is kept); run `python -m server restore` "
+                "again") from err
         shutil.rmtree(staging, ignore_errors=True)
+        with reported(unconfirmed):  # restored all the same
+            confirm(data_dir)  # the mark gone: a power loss does not bring it back
         return manifest
     finally:
         lock.close()
@@ -137,5 +150,5 @@ def _swap_in(staging: Path, data_dir: Path) -> None:
         if (data_dir / name).exists():
             os.replace(data_dir / name, old)
         os.replace(staging / name, data_dir / name)
-        fsync_path(data_dir)  # the rename on disk before the replaced copy is deleted
+        confirm(data_dir)  # the rename on disk before the replaced copy is deleted
         shutil.rmtree(old, ignore_errors=True)

@@ -183,7 +183,8 @@ class BundleStaging:
     def __init__(self, bundles_dir: Path, max_bytes: int = 8 << 30, limits: Limits = DEFAULT_LIMITS):
         self.bundles_dir = bundles_dir
         self.dir = bundles_dir / leftover_name("staging", uuid.uuid4().hex)
-        durable.make_dirs(self.dir, exist_ok=False)  # bundles/ too, when a push makes it
+        durable.make_dirs(bundles_dir)  # synced in its parent when a push makes it
+        self.dir.mkdir(mode=0o700)  # scratch: synced whole (`fsync_tree`) before it is renamed
         self.max_bytes = max_bytes
         self.limits = limits
         self.received = 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from contract import durable as contract_durable
 from server import durable
 from server.security.principals import load_auth_config, token_hash
 from server.security.secrets import Keyring, Secrets
@@ -205,7 +206,7 @@ def test_a_directory_fsync_the_filesystem_does_not_support_is_skipped_warned_onc
         tmp_path, monkeypatch, caplog):
     """EINVAL from fsync on a directory (some network and FUSE filesystems) failed every rename
     that gained a directory fsync; SQLite and PostgreSQL carry on there."""
-    monkeypatch.setattr(durable, "_warned_unsupported", False, raising=False)
+    monkeypatch.setattr(contract_durable, "_warned_unsupported", False)
     _dir_fsync_fails(monkeypatch, errno.EINVAL)
     caplog.set_level(logging.WARNING, logger="tailor.durable")
     for text in ("one", "two"):
@@ -303,6 +304,7 @@ _SCRATCH = {  # (file, the call): renamed into place after an fsync of its own, 
     ("server/backup/copying.py", "dest.mkdir("),  # the bundles' copy in a backup's staging dir
     ("server/backup/staging.py", "tempfile.mkdtemp("),  # a backup's staging dir
     ("server/backup/restoring.py", '(staging / "bundles").mkdir('),  # fsync_tree, then renamed
+    ("server/models/staging.py", "self.dir.mkdir("),  # a push's upload: the same, or deleted
 }
 
 
@@ -319,3 +321,86 @@ def test_every_directory_the_server_makes_goes_through_make_dirs_or_is_scratch()
     listed = {(rel, line) for rel, line in found for file, call in _SCRATCH
               if rel == file and call in line}
     assert found == listed and len(listed) == len(_SCRATCH), found - listed
+
+
+def _backed_up(tmp_path) -> Path:
+    """A backup (one record) of a store under `tmp_path/src`."""
+    from server.backup import backup
+    from server.store import Store
+    store = Store(tmp_path / "src" / "store", sync=False)
+    store.put("meta", b"kept", b"yes")
+    store.close()
+    backup(tmp_path / "src", tmp_path / "b.tar")
+    return tmp_path / "b.tar"
+
+
+def test_a_restore_whose_swap_cannot_be_synced_stops_in_one_line_and_is_run_again(tmp_path):
+    """The store renamed in, the data dir's fsync failed: a traceback (a plain fsync, not
+    `durable.confirm`). Now one line that says the restore did not finish; its mark stays, so
+    every command refuses the data dir until it is run again."""
+    archive, dest = _backed_up(tmp_path), tmp_path / "dest"
+    dest.mkdir()
+    failed = _run_failing(dest, errno.EIO, "restore", "--from", str(archive),
+                          "--data-dir", str(dest))
+    assert failed.returncode == 1 and failed.stdout == "", failed.stderr
+    assert failed.stderr == (f"restore: {dest} could not be synced during the swap (Input/output "
+                             "error): the restore did not finish (.restoring is kept); run "
+                             "`python -m server restore` again\n")
+    assert (dest / ".restoring").is_dir()
+    again = run_module("server", "restore", "--from", str(archive), "--data-dir", str(dest),
+                       "--force")
+    assert json.loads(again.stdout.splitlines()[0])["command"] == "restore"
+    assert sorted(p.name for p in dest.iterdir()) == ["bundles", "store", "tailor.lock"]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_restore_is_done_once_its_mark_is_gone_on_disk(tmp_path, monkeypatch, fails):
+    """Its staging dir (the mark every command refuses) was removed and never synced: a power
+    loss after `restore` said done could bring it back, and the data dir was refused until the
+    restore ran again. The data dir is synced once the mark is gone; that fsync failing is the
+    restore done with its warning (`unconfirmed`), as compaction and backup report theirs."""
+    from server.backup import restore
+    archive, dest = _backed_up(tmp_path), tmp_path / "dest"
+    dest.mkdir()
+    real, synced = os.fsync, []
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}") == str(dest):
+            synced.append((dest / ".restoring").exists())
+            if fails and not synced[-1]:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    warned = []
+    manifest = restore(archive, dest, unconfirmed=warned.append)
+    monkeypatch.undo()
+    assert manifest["store_bytes"] > 0
+    assert synced[-1] is False, synced  # the last fsync of the data dir: the mark gone
+    assert [str(w) for w in warned] == ([f"{dest} could not be synced (Input/output error): the "
+                                         "change is in place, but may not survive a power loss"]
+                                        if fails else [])
+    assert sorted(p.name for p in dest.iterdir()) == ["bundles", "store", "tailor.lock"]
+
+
+@pytest.mark.parametrize("made", [False, True])
+def test_a_push_syncs_bundles_once(tmp_path, monkeypatch, demo_bundle, made):
+    """A push synced `bundles/` twice: once for its scratch upload dir's name (`make_dirs`),
+    which is renamed into place (synced whole first) or deleted, and once for that rename,
+    which the pointer relies on. Now once; `bundles/` made by the push is synced in its
+    parent."""
+    from server.models.staging import BundleStaging
+    bundles = tmp_path / "data" / "bundles"
+    bundles.parent.mkdir()
+    if not made:
+        bundles.mkdir()
+    synced = _dir_fsyncs(monkeypatch)
+    staging = BundleStaging(bundles)
+    for f in demo_bundle.iterdir():
+        if f.is_file():
+            staging.write(f.name, 0, f.read_bytes())
+    final = staging.publish()
+    staging.release()
+    monkeypatch.undo()
+    assert final == bundles / demo_bundle.name and (final / "manifest.json").is_file()
+    assert synced.count(bundles) == 1, synced
+    assert synced.count(tmp_path / "data") == (1 if made else 0), synced

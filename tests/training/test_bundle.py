@@ -126,3 +126,27 @@ def test_a_bundle_the_server_would_refuse_is_not_written(tmp_path, half_life):
     assert list((tmp_path / "bundles").iterdir()) == []
     good = replace(result, config=replace(config, als=ALSParams(factors=4, iterations=2)))
     validate_bundle(write_bundle(good, tmp_path / "bundles"))
+
+
+def test_a_bundle_is_on_disk_before_write_bundle_returns(trained, tmp_path, monkeypatch):
+    """`training train` fsynced nothing: a push (or a server's import) right after a power loss
+    could read a torn file under the version's name. Every file and the directory are synced
+    before the rename, the rename (and each directory made for the root) before it returns."""
+    import os
+
+    from training.bundle import write_bundle
+    real, synced = os.fsync, []
+
+    def fsync(fd):
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    root = tmp_path / "made" / "bundles"
+    path = write_bundle(trained, root)
+    monkeypatch.undo()
+    staged = [p for p in synced if p.name.startswith(".tmp-") or p.parent.name.startswith(".tmp-")]
+    assert sorted(p.name for p in staged if p.parent.name.startswith(".tmp-")) == \
+        sorted(p.name for p in path.iterdir())  # every file, before the rename
+    assert any(p.name.startswith(".tmp-") for p in staged)  # and the directory
+    assert synced[-1] == root  # the rename, last
+    assert {tmp_path, tmp_path / "made"} <= set(synced)  # the root's levels made here
