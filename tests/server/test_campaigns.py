@@ -307,8 +307,9 @@ async def test_stats_of_rewards_outside_zero_one_describe_those_rewards(stub, po
     """A revenue A/B test (rewards of 10-23 a decision) with the default params: the stats
     describe the rewards (Normal model, Welch rows), not a conversion rate pinned near 1 with a
     NaN interval and p = 1 (the Beta-Bernoulli model, `reward_model` 0, read them as rates)."""
+    weight = 1 if policy == "fixed" else 0  # a bandit takes none (INVALID_ARGUMENT)
     await create(stub, policy=policy, arms=2, rewards=[],
-                 variants=[pb.Variant(id="a", weight=1), pb.Variant(id="b", weight=1)])
+                 variants=[pb.Variant(id="a", weight=weight), pb.Variant(id="b", weight=weight)])
     got: dict[str, list[float]] = {"a": [], "b": []}
     for i, p in enumerate(await choose_many(stub, [f"r{i}" for i in range(80)])):
         value = (10.0 if p.variant_id == "a" else 20.0) + 3.0 * (i % 2)
