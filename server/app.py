@@ -80,9 +80,9 @@ from .services.model_admin import ModelAdminServicer
 from .services.profile import ProfileServicer
 from .services.recommendation import RecommendationServicer
 from .store import Store, lock_data_dir
-from .store.crypto import check_secrets_outside, secrets_for_store
+from .store.crypto import STORE_ID_RING, check_secrets_outside, secrets_for_store
 from .store.sharing import hold_layouts
-from .store.tokens import forget_ids
+from .store.tokens import bound_context, forget_ids
 
 __all__ = ["TailorServer"]
 
@@ -105,6 +105,9 @@ class TailorServer:
         self.tls: ServerTls | None = None
         self.public: public_http.PublicHttp | None = None
         """The public HTTP endpoint (unsubscribe, inbound SMS) when `public_http_port` is set."""
+        self._context = None
+        """Where this server's start, calls and stop run: its store's keys under its own
+        `store-id` key (`tokens.bound_context`), another server's in this process apart."""
 
     def _options(self) -> list[tuple[str, int]]:
         """grpc.aio.server options from Settings (message sizes, keepalive, connection age)."""
@@ -294,6 +297,11 @@ class TailorServer:
             self._lock.close()
             raise
         self._build_security()  # secrets and the audit log, which the auth guard reports to
+        self._context = bound_context(self.secrets[STORE_ID_RING].key)
+        # its tasks (the gRPC server's, whose calls' tasks are made from them) keep the context
+        return await asyncio.create_task(self._start(serving), context=self._context)
+
+    async def _start(self, serving: bool) -> int:
         self.auth = AuthGuard(self.settings, self.audit)  # a bad auth config stops here
         self.reloaders.append(self.auth.reload_auth)
         self._build_domain()
@@ -491,6 +499,9 @@ class TailorServer:
         transaction), the writers flush and the store closes."""
         if self._server is None:
             return
+        await asyncio.create_task(self._stop(grace), context=self._context)
+
+    async def _stop(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_seconds:
             await asyncio.sleep(self.settings.drain_seconds)

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures.thread import BrokenThreadPool
 
+from ..store.tokens import carried
 from .adaptive import Done
 from .errors import BatcherClosed
 from .logging import log_failed_batch, logger
@@ -52,7 +53,9 @@ class ThreadRunner:
 
     def _start_threads(self) -> None:
         for i in range(self.concurrency):
-            thread = threading.Thread(target=self._serve, name=f"batch-{self.name}_{i}", daemon=True)
+            # in the context of the call that starts it: a server's store keys (`tokens.carried`)
+            thread = threading.Thread(target=carried(self._serve), name=f"batch-{self.name}_{i}",
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
 

@@ -49,6 +49,7 @@ from ..store.keys import (
     outbox_parts,
     user_prefix,
 )
+from ..store.tokens import carried
 from .decision_log import DecisionLog, decision_parts, decode_decision, encode_decision
 from .errors import (
     CampaignExists,
@@ -755,7 +756,7 @@ def convert_legacy_ids(repo: CampaignRepository, store: Store) -> threading.Thre
         if moved:
             logger.info("moved %d remembered request ids into time buckets", moved)
 
-    thread = threading.Thread(target=convert, name="legacy-request-ids", daemon=True)
+    thread = threading.Thread(target=carried(convert), name="legacy-request-ids", daemon=True)
     thread.start()
     atexit.register(lambda: (stop.set(), thread.join()))
     return thread

@@ -19,6 +19,7 @@ from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
 from ..store import Store
+from ..store.tokens import carried
 from ..validation import check_count, check_id, check_link, check_range, check_stored_id, check_text
 from .absorbed import absorbed, stored_catalogs
 from .errors import CatalogFull, UnknownCategory
@@ -103,11 +104,11 @@ class Catalog:
     async def _store(self, items: list[CatalogItem], bundle: Bundle) -> CatalogChange:
         loop = asyncio.get_running_loop()
         try:
-            seq = await loop.run_in_executor(None, self.records.write, items)
+            seq = await loop.run_in_executor(None, carried(self.records.write, items))
         except CatalogFull:  # make room: the updates every stored bundle includes go
-            if not await loop.run_in_executor(None, self._drop_absorbed):
+            if not await loop.run_in_executor(None, carried(self._drop_absorbed)):
                 raise
-            seq = await loop.run_in_executor(None, self.records.write, items)
+            seq = await loop.run_in_executor(None, carried(self.records.write, items))
         await self.refresh()
         trained = bundle.trained.item_row
         new = len({i.item_id for i in items if not i.removed and i.item_id not in trained})
@@ -136,14 +137,14 @@ class Catalog:
             # a bundle installed meanwhile refuses the swap: amend the one installed instead
             # (it was amended under the registry's swap lock, perhaps before `seq` was stored)
             while (active := self.registry.active) is not None and active.catalog_seq != seq:
-                served = await loop.run_in_executor(None, self.amend_bundle, active)
+                served = await loop.run_in_executor(None, carried(self.amend_bundle, active))
                 if await self.registry.swap(active, served):
                     logger.info("catalog updates up to %d serve with bundle %s (%d items)",
                                 served.catalog_seq, served.version, served.n_items)
                     break
             while (canary := self.registry.canary) is not None and \
                     canary.bundle.catalog_seq != seq:
-                served = await loop.run_in_executor(None, self.amend_bundle, canary.bundle)
+                served = await loop.run_in_executor(None, carried(self.amend_bundle, canary.bundle))
                 if await self.registry.swap_canary(canary.bundle, served):
                     break
 

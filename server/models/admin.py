@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..errors import FailedPrecondition, InvalidArgument
 from ..store.errors import out_of_space
+from ..store.tokens import carried
 from ..validation import check_range
 from .bundle import Bundle, BundleInvalid
 from .registry import ModelRegistry
@@ -40,7 +41,7 @@ async def _off_loop(fn, *args):
     """`fn(*args)` in a thread: disk work (a chunk's write, the fsyncs, the load and its id
     rewrite) that a slow disk would otherwise make every call of this worker wait for. A push
     cancelled meanwhile waits for it to end before it removes what it wrote."""
-    future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    future = asyncio.get_running_loop().run_in_executor(None, carried(fn, *args))
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:

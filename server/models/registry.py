@@ -31,6 +31,7 @@ from ..processes import owner_alive, process_started
 from ..store import Store
 from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
 from ..store.lock import locked_dir
+from ..store.tokens import carried
 from ..validation import check_version
 from .backoff import LoadBackoff
 from .bundle import Bundle, bundle_dirs, load_bundle
@@ -159,8 +160,8 @@ class ModelRegistry:
         others = dict.fromkeys(v for v in [*self.history()[::-1], *stored]
                                if v in stored and v != first)
         candidates = ([(first, False)] if first else []) + [(v, True) for v in others]
-        await asyncio.get_running_loop().run_in_executor(None, hash_stored, self.bundles_dir,
-                                                         self._ids_seen)
+        await asyncio.get_running_loop().run_in_executor(
+            None, carried(hash_stored, self.bundles_dir, self._ids_seen))
         for version, record in candidates:
             try:
                 await self.activate(version, record=record)
@@ -198,8 +199,8 @@ class ModelRegistry:
             dest, imported = self._import_dir(src)
         except FailedPrecondition as err:  # its manifest, or a version no directory may have
             raise FailedPrecondition(f"--bundle {src}: {err}") from None
-        await asyncio.get_running_loop().run_in_executor(None, hash_stored, self.bundles_dir,
-                                                         self._ids_seen)
+        await asyncio.get_running_loop().run_in_executor(
+            None, carried(hash_stored, self.bundles_dir, self._ids_seen))
         try:
             await self.activate(dest.name, record=True)
         except (FailedPrecondition, NotFound) as err:
@@ -246,7 +247,7 @@ class ModelRegistry:
         if held is None:
             raise NotFound("bundle version", version)
         try:
-            bundle = await asyncio.get_running_loop().run_in_executor(None, self.load, path)
+            bundle = await asyncio.get_running_loop().run_in_executor(None, carried(self.load, path))
             return await self.install(bundle, record, back)
         finally:
             os.close(held)
@@ -254,7 +255,7 @@ class ModelRegistry:
     async def _amended(self, bundle: Bundle) -> Bundle:
         """`bundle` as every amender would serve it (catalog updates; in an executor)."""
         for amend in self._amenders:
-            bundle = await asyncio.get_running_loop().run_in_executor(None, amend, bundle)
+            bundle = await asyncio.get_running_loop().run_in_executor(None, carried(amend, bundle))
         return bundle
 
     async def install(self, bundle: Bundle, record: bool = True, back: bool = False) -> Bundle:
@@ -401,7 +402,7 @@ class ModelRegistry:
         if local is not None and local.split.id == split.id:
             return local.bundle
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self.load, self.bundles_dir / split.version)
+        return await loop.run_in_executor(None, carried(self.load, self.bundles_dir / split.version))
 
     def _adopt(self, canary: Canary | None) -> None:
         """Serve `canary` (None: none) and say so in the store (`wait_for_workers`)."""
@@ -428,7 +429,7 @@ class ModelRegistry:
 
     async def _load_canary(self, split: CanarySplit) -> None:
         loop = asyncio.get_running_loop()
-        bundle = await loop.run_in_executor(None, self.load, self.bundles_dir / split.version)
+        bundle = await loop.run_in_executor(None, carried(self.load, self.bundles_dir / split.version))
         async with self._swap_lock:  # amended as `install` amends
             self._adopt(Canary(split, await self._amended(bundle)))
 
@@ -516,7 +517,7 @@ class ModelRegistry:
         """`_prune` in a thread: removing a version of gigabytes takes the disk a while, which
         every call of this worker would wait for on the event loop. A call cancelled meanwhile
         leaves it running: `stop` waits for it before the store closes."""
-        future = asyncio.get_running_loop().run_in_executor(None, self._prune)
+        future = asyncio.get_running_loop().run_in_executor(None, carried(self._prune))
         self._prunes.add(future)
         future.add_done_callback(self._prunes.discard)
         await asyncio.shield(future)

@@ -9,15 +9,23 @@ opened that way (tests, benchmarks) are keyed, but not secret.
 
 The key must stay for the life of the store (rotating it would rename every record): rotate the
 `encryption` master key instead (`python -m server rotate-key`).
+
+A process that serves two stores (two `TailorServer`s embedded in one program, each its own data
+dir and keyrings) keys each one's tokens with its own key: a server runs its start, its calls
+and its stop in a context bound to its key (`bound_context`; asyncio tasks and `to_thread`
+carry it, executor calls and threads are given it), where the installed key stands in outside
+any. Before, the second server's `use_key` re-keyed the first one's store under it: the first
+answered NOT_FOUND for users it held, and wrote new ones under the other key.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 
 from kernels.keyed import KeyedHash
 
-__all__ = ["TOKEN_CHARS", "UNCONFIGURED_KEY", "use_key", "forget_ids", "user_token", "user_tokens",
-           "event_token", "event_tokens", "keyed_digest", "key_check"]
+__all__ = ["TOKEN_CHARS", "UNCONFIGURED_KEY", "use_key", "bound_context", "carried", "forget_ids",
+           "user_token", "user_tokens", "event_token", "event_tokens", "keyed_digest", "key_check"]
 
 TOKEN_CHARS = 32
 """Hex characters of a token (128 bits)."""
@@ -27,19 +35,46 @@ _key = UNCONFIGURED_KEY
 _hash = KeyedHash(_key)
 """HMAC-SHA256 under `_key`, its padded key blocks hashed once (`kernels.keyed`: ~0.2 µs a token
 in C, where six `hashlib` calls a token took ~2 µs)."""
+_bound: contextvars.ContextVar[KeyedHash | None] = contextvars.ContextVar(
+    "tailor_store_id_key", default=None)
+"""The key of the server whose context this is (`bound_context`); None: the installed one."""
 
 
 def use_key(key: bytes) -> None:
-    """Install the `store-id` key for this process."""
+    """Install the `store-id` key for this process (what tokens are under outside any server's
+    `bound_context`)."""
     global _key, _hash
     _key = key
-    _hash = KeyedHash(key)
-    user_token.cache_clear()
-    event_token.cache_clear()
+    _hash = _hasher(key)
+
+
+@functools.lru_cache(maxsize=16)
+def _hasher(key: bytes) -> KeyedHash:
+    """One `KeyedHash` a key: the caches below are keyed by it."""
+    return KeyedHash(key)
+
+
+def bound_context(key: bytes) -> contextvars.Context:
+    """A copy of the current context in which tokens are under `key` (a server's `store-id`
+    key): run in it whatever computes that server's store keys."""
+    context = contextvars.copy_context()
+    context.run(_bound.set, _hasher(key))
+    return context
+
+
+def carried(fn, *args):
+    """`fn(*args)` as a callable that runs in this context wherever it is called: for executor
+    calls and threads, which do not take the caller's context (`asyncio.to_thread` does), so
+    what they compute for a server is under its key."""
+    return functools.partial(contextvars.copy_context().run, fn, *args)
+
+
+def _current() -> KeyedHash:
+    return _bound.get() or _hash
 
 
 def _hmac_hex(message: bytes) -> str:
-    return _hash.hexdigest(message)
+    return _current().hexdigest(message)
 
 
 def keyed_digest(domain: bytes, data: bytes) -> str:
@@ -52,26 +87,34 @@ def keyed_digest(domain: bytes, data: bytes) -> str:
 def forget_ids(erased=None) -> None:
     """Empty the caches of tokens by id, whose keys are user and event ids (a `Tombstones`
     watcher: an erased user's id must not stay in memory; `functools` cannot drop one)."""
-    user_token.cache_clear()
-    event_token.cache_clear()
+    _user_token.cache_clear()
+    _event_token.cache_clear()
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def user_token(user_id: str) -> bytes:
     """The key part that names `user_id`: 32 hex characters of HMAC-SHA256(key, "u" + id)."""
-    return _hash.token(b"u\x00", user_id.encode("utf-8", "surrogatepass"), TOKEN_CHARS)
+    return _user_token(_current(), user_id)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # by key and id: a process may serve two stores
+def _user_token(hasher: KeyedHash, user_id: str) -> bytes:
+    return hasher.token(b"u\x00", user_id.encode("utf-8", "surrogatepass"), TOKEN_CHARS)
+
+
+def event_token(event_id: bytes) -> bytes:
+    """The key part that names an event (its id, UTF-8): HMAC-SHA256(key, "e" + id), 32 hex."""
+    return _event_token(_current(), event_id)
 
 
 @functools.lru_cache(maxsize=1 << 12)  # one id at a time (a batch's: `event_tokens`)
-def event_token(event_id: bytes) -> bytes:
-    """The key part that names an event (its id, UTF-8): HMAC-SHA256(key, "e" + id), 32 hex."""
-    return _hash.token(b"e\x00", event_id, TOKEN_CHARS)
+def _event_token(hasher: KeyedHash, event_id: bytes) -> bytes:
+    return hasher.token(b"e\x00", event_id, TOKEN_CHARS)
 
 
 def event_tokens(event_ids: list[bytes]) -> list[bytes]:
     """`event_token` of many ids (UTF-8) at once, without its cache (a batch's events: each id
     is hashed once for its events and dedupe keys, `keys.event_and_dedupe_keys`)."""
-    return _hash.tokens(b"e\x00", event_ids, TOKEN_CHARS)
+    return _current().tokens(b"e\x00", event_ids, TOKEN_CHARS)
 
 
 def key_check() -> bytes:
@@ -86,5 +129,5 @@ def user_tokens(user_ids) -> list[bytes]:
     """`user_token` of many ids without going through its cache (a whole bundle's users at
     load would only evict the served users' tokens). Hashed without the GIL (a loading thread's
     whole bundle: the event loop serves meanwhile)."""
-    return _hash.tokens(b"u\x00", [u.encode("utf-8", "surrogatepass") for u in user_ids],
-                        TOKEN_CHARS, release=True)
+    return _current().tokens(b"u\x00", [u.encode("utf-8", "surrogatepass") for u in user_ids],
+                             TOKEN_CHARS, release=True)

@@ -373,7 +373,7 @@ async def test_the_digest_caches_drop_user_ids_once_an_erasure_is_read(
     await tailor_server.impressions.log.flushed()
     suppressions = tailor_server.suppressions  # the contact policy's lookup of their address
     assert suppressions.reason({"attributes": {"email": f"{user}@example.org"}}, "email") is None
-    caches = [tombstones._cached_digest, writer._cached_digest, tokens.user_token,
+    caches = [tombstones._cached_digest, writer._cached_digest, tokens._user_token,
               suppressions._address_keys, suppressions.hasher.digests]
     assert all(c.cache_info().currsize > 0 for c in caches)
     await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
