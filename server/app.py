@@ -67,6 +67,7 @@ from .security.guard import AuthGuard
 from .security.hosts import with_port
 from .security.pii import PiiPolicy
 from .security.transport import ServerTls
+from .security.userref import bind as bind_refs
 from .security.userref import use_key
 from .services import register_services
 from .services.attribution import AttributionServicer
@@ -298,6 +299,7 @@ class TailorServer:
             raise
         self._build_security()  # secrets and the audit log, which the auth guard reports to
         self._context = bound_context(self.secrets[STORE_ID_RING].key)
+        self._context.run(bind_refs, self.secrets["user-id"].key)  # its log and audit refs
         # its tasks (the gRPC server's, whose calls' tasks are made from them) keep the context
         return await asyncio.create_task(self._start(serving), context=self._context)
 

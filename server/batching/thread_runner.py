@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures.thread import BrokenThreadPool
 
-from ..store.tokens import carried
+from ..contexts import carried
 from .adaptive import Done
 from .errors import BatcherClosed
 from .logging import log_failed_batch, logger

@@ -38,6 +38,7 @@ from kernels import bandits as B
 
 from ..batching.bulk import Bulk
 from ..contact.caps import FREQUENCY_CAP, ContactLog
+from ..contexts import carried
 from ..limits import DEFAULT_LIMITS, Limits
 from ..store import Store, outbox
 from ..store.keys import (
@@ -49,7 +50,6 @@ from ..store.keys import (
     outbox_parts,
     user_prefix,
 )
-from ..store.tokens import carried
 from .decision_log import DecisionLog, decision_parts, decode_decision, encode_decision
 from .errors import (
     CampaignExists,

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from ..background import Background
 from ..config import Settings
+from ..contexts import carried
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
 from ..store import Store
-from ..store.tokens import carried
 from ..validation import check_count, check_id, check_link, check_range, check_stored_id, check_text
 from .absorbed import absorbed, stored_catalogs
 from .errors import CatalogFull, UnknownCategory

@@ -7,9 +7,9 @@ import logging
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 
+from ..contexts import carried
 from ..errors import FailedPrecondition, InvalidArgument
 from ..store.errors import out_of_space
-from ..store.tokens import carried
 from ..validation import check_range
 from .bundle import Bundle, BundleInvalid
 from .registry import ModelRegistry

@@ -25,13 +25,13 @@ from pathlib import Path
 from .. import durable, metrics
 from ..background import Background
 from ..config import Settings
+from ..contexts import carried
 from ..errors import FailedPrecondition, NotFound
 from ..files import private_tree
 from ..processes import owner_alive, process_started
 from ..store import Store
 from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
 from ..store.lock import locked_dir
-from ..store.tokens import carried
 from ..validation import check_version
 from .backoff import LoadBackoff
 from .bundle import Bundle, bundle_dirs, load_bundle

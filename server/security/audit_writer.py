@@ -15,6 +15,7 @@ import functools
 import inspect
 from concurrent.futures import ThreadPoolExecutor
 
+from ..contexts import carried
 from .failures import DeniedDigest
 from .logging import logger
 
@@ -56,7 +57,8 @@ class AuditWriter:
         if self._thread is None:  # closed: a line that comes later still gets written
             written = asyncio.ensure_future(asyncio.to_thread(write))
         else:
-            written = asyncio.get_running_loop().run_in_executor(self._thread, write)
+            # in the call's context: its target under this server's `user-id` key
+            written = asyncio.get_running_loop().run_in_executor(self._thread, carried(write))
         # the call's task may be cancelled meanwhile (a client gone, a stop past its grace):
         # the line is written anyway, as it was when it was written on the loop
         try:

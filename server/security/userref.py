@@ -3,7 +3,9 @@
 A keyed hash (HMAC-SHA256 under the `user-id` secret, 16 hex characters): stable across the
 workers of one deployment, so log lines about one user can be joined, and not reversible without
 the secret (a plain hash of an email address is). Until `use_key` runs (at server start), a
-random per-process key stands in: references are then unstable, never raw.
+random per-process key stands in: references are then unstable, never raw. A server binds its
+own key in its context (`bind`, `TailorServer`), as it does its `store-id` key
+(`store.tokens.bound_context`): two servers in one process each write their own references.
 
 An audit line's `target` is the same hash of the key the call is about, labelled by what the key
 is (`target_ref`): `u:` a user id, `c:` a campaign id (`CampaignKey`), `a:` a suppression
@@ -11,12 +13,13 @@ address (`AddressKey`). Until this label an address and a campaign read `u:` too
 """
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 import os
 from collections.abc import Iterable
 
-__all__ = ["REF_CHARS", "use_key", "user_ref", "target_ref", "target_refs", "CampaignKey",
+__all__ = ["REF_CHARS", "use_key", "bind", "user_ref", "target_ref", "target_refs", "CampaignKey",
            "AddressKey"]
 
 REF_CHARS = 16
@@ -37,15 +40,25 @@ class AddressKey(str):
     label = "a"
 
 
+_bound: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("tailor_user_id_key",
+                                                                    default=None)
+
+
 def use_key(key: bytes) -> None:
     """Install the signing key of the `user-id` keyring for this process."""
     global _key
     _key = key
 
 
+def bind(key: bytes) -> None:
+    """In the current context, references are under `key` (a server's `user-id` key; run in
+    its `tokens.bound_context`), the installed key outside."""
+    _bound.set(key)
+
+
 def _digest(key: str, secret: bytes | None = None) -> str:
-    digest = hmac.new(_key if secret is None else secret, key.encode("utf-8", "surrogatepass"),
-                      hashlib.sha256).hexdigest()
+    secret = secret if secret is not None else _bound.get() or _key
+    digest = hmac.new(secret, key.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
     return digest[:REF_CHARS]
 
 

@@ -13,9 +13,9 @@ The key must stay for the life of the store (rotating it would rename every reco
 A process that serves two stores (two `TailorServer`s embedded in one program, each its own data
 dir and keyrings) keys each one's tokens with its own key: a server runs its start, its calls
 and its stop in a context bound to its key (`bound_context`; asyncio tasks and `to_thread`
-carry it, executor calls and threads are given it), where the installed key stands in outside
-any. Before, the second server's `use_key` re-keyed the first one's store under it: the first
-answered NOT_FOUND for users it held, and wrote new ones under the other key.
+carry it, executor calls and threads are given it: `server.contexts.carried`); the installed
+key stands in outside any. Before, the second server's `use_key` re-keyed the first one's store
+under it: the first answered NOT_FOUND for users it held, and wrote new ones under the other key.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import functools
 
 from kernels.keyed import KeyedHash
 
-__all__ = ["TOKEN_CHARS", "UNCONFIGURED_KEY", "use_key", "bound_context", "carried", "forget_ids",
+__all__ = ["TOKEN_CHARS", "UNCONFIGURED_KEY", "use_key", "bound_context", "forget_ids",
            "user_token", "user_tokens", "event_token", "event_tokens", "keyed_digest", "key_check"]
 
 TOKEN_CHARS = 32
@@ -60,13 +60,6 @@ def bound_context(key: bytes) -> contextvars.Context:
     context = contextvars.copy_context()
     context.run(_bound.set, _hasher(key))
     return context
-
-
-def carried(fn, *args):
-    """`fn(*args)` as a callable that runs in this context wherever it is called: for executor
-    calls and threads, which do not take the caller's context (`asyncio.to_thread` does), so
-    what they compute for a server is under its key."""
-    return functools.partial(contextvars.copy_context().run, fn, *args)
 
 
 def _current() -> KeyedHash:

@@ -2,7 +2,10 @@
 its own keyrings: each keys its store with its own `store-id` key (`tokens.bound_context`).
 The key was the process's: the second server's start re-keyed the first one's store, which
 then answered NOT_FOUND for the users it held, wrote new ones under the other key (gone at
-its next start), and looked its bundle's users up under it (cold starts)."""
+its next start), and looked its bundle's users up under it (cold starts); its audit lines named
+their targets under the other's `user-id` key (`audit ref` found none of them)."""
+import json
+
 import grpc
 import numpy as np
 
@@ -10,6 +13,7 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from server.security.userref import target_refs
 from tests.conftest import server_settings, serving
 
 
@@ -35,7 +39,7 @@ async def cold(channel, user: str) -> bool:
 async def test_two_servers_in_one_process_each_key_their_own_store(tmp_path, demo_bundle):
     known = str(np.load(demo_bundle / "users.npz")["user_ids"][0])  # a user the bundle knows
     a, b = server_settings(tmp_path / "a", demo_bundle), server_settings(tmp_path / "b", demo_bundle)
-    async with serving(a) as (_, one):
+    async with serving(a) as (first, one):
         await upsert(one, "ann", "a")
         assert not await cold(one, known)
         async with serving(b) as (_, two):
@@ -47,6 +51,11 @@ async def test_two_servers_in_one_process_each_key_their_own_store(tmp_path, dem
             await upsert(one, "carl", "a")
             assert await attributes(two, "bob") == {"tier": "b"}
             assert await attributes(two, "ann") == grpc.StatusCode.NOT_FOUND
+            await pb_grpc.ProfileServiceStub(one).DeleteProfile(  # audited, by a keyed ref
+                pb.DeleteProfileRequest(user_id="dora"))
+            (line,) = [json.loads(x) for x in first.audit.tail(10)
+                       if json.loads(x)["method"].endswith("DeleteProfile")]
+            assert line["target"] == target_refs("dora", [first.secrets["user-id"].key])[0]
     async with serving(a) as (_, one):  # alone again: what it wrote meanwhile is its own
         assert [await attributes(one, u) for u in ("ann", "carl")] == [{"tier": "a"}] * 2
         assert await attributes(one, "bob") == grpc.StatusCode.NOT_FOUND
