@@ -181,6 +181,9 @@ class ModelRegistry:
         self._poll()
 
     def _poll(self) -> None:
+        # the gauge from the start (0: nothing fails yet), not from the first pass half a second
+        # later: a scrape meanwhile, a dashboard or an alert rule, found no such series
+        metrics.report_load_failing(self._backoff.failing, self._canary_backoff.failing)
         self._background.every(self.settings.bundle_poll_seconds, self._follow_pointer,
                                "could not follow the active bundle pointer", first=False,
                                log=logger)

@@ -141,3 +141,13 @@ def test_a_multiprocess_dir_in_the_environment_does_not_bring_back_an_earlier_se
         samples = scrape(served.metrics_port)
         served.stop()
         assert value(samples, "tailor_events_total", outcome="accepted") == n, data
+
+
+def test_bundle_load_failing_is_exported_from_the_start(server_process, demo_bundle):
+    """The alert on `tailor_bundle_load_failing` (deploy/monitoring/alerts.yml) and the
+    dashboard query it: it was set only by the bundle pointer's first poll, half a second after
+    the start, so a scrape before that found no such series (a flaky test_rpc_metrics in CI)."""
+    server = server_process(bundle=demo_bundle, env={"TAILOR_BUNDLE_POLL_SECONDS": "3600"})
+    m = scrape(server.metrics_port)
+    assert value(m, "tailor_bundle_load_failing", slot="active") == 0
+    assert ("tailor_bundle_load_failing", frozenset({("slot", "canary")})) in m
