@@ -163,20 +163,32 @@ def _wait_for_workers(procs: list, orphans: Orphans, stop: _Stop,
     return failed, running
 
 
+_PAUSED_SECONDS = 2 * Heartbeats.BEAT_SECONDS
+"""A gap between two of `_HangWatch`'s looks (one a heartbeat at most) longer than this: the
+parent did not run meanwhile, its workers most likely neither (every process of the server
+stopped, then resumed: the parent, running first, took every worker for hung and killed it)."""
+
+
 class _HangWatch:
     """The parent's side of `server.heartbeats`: a serving worker whose loop has not stamped
     its heartbeat for `seconds` (0: never checked) is SIGKILLed, once, with a line saying why;
-    its exit then stops the others (`_worker_gone`). Not while the server stops."""
+    its exit then stops the others (`_worker_gone`). Not while the server stops; time the
+    parent itself did not run (`_PAUSED_SECONDS`) counts for no worker."""
 
     def __init__(self, procs: list, beats: Heartbeats, seconds: float, stop: _Stop):
         self.procs, self.beats, self.seconds, self.stop = procs, beats, seconds, stop
+        self.looked = self.resumed = time.monotonic()
 
     def kill_silent(self, timeout: float) -> float:
         """Kill the workers silent too long; the wait until the next look (`timeout` at most)."""
         if not self.seconds or self.stop.began:
             return timeout
+        now = time.monotonic()
+        if now - self.looked > _PAUSED_SECONDS:  # this process did not run either: the whole
+            self.resumed = now  # server was paused (Ctrl-Z, a cgroup freeze); its workers had
+        self.looked = now  # no chance to stamp: their silence counts from now
         for i, proc in enumerate(self.procs):
-            silent = self.beats.silent_for(i)
+            silent = min(self.beats.silent_for(i), now - self.resumed)
             if silent > self.seconds and proc.exitcode is None:
                 self.beats.forget(i)
                 logger.error("worker %s (pid %d) has not run its event loop for %.0f s "

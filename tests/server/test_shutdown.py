@@ -781,6 +781,39 @@ def test_a_worker_stopped_past_worker_hang_seconds_is_killed_and_the_server_exit
              "every process under the parent to be reaped", timeout=5)
 
 
+def test_a_whole_server_paused_past_worker_hang_seconds_kills_no_worker(tmp_path):
+    """Every process of the server stopped at once (Ctrl-Z then `fg`, `docker pause`, a cgroup
+    freeze, a VM paused) and resumed past `worker_hang_seconds`: the parent, running again
+    before its workers, took their stamps from before the pause for silence and killed them,
+    stopping a server nothing was wrong with (exit 1). Time the parent itself did not run
+    counts for no worker."""
+    proc = _two_workers(tmp_path, TAILOR_WORKER_HANG_SECONDS="3")
+    workers, seen = _serving_workers(proc)
+    everyone = [proc.pid, *_descendants(proc.pid)]
+    try:
+        assert len(workers) == 2, "".join(seen)
+        for pid in everyone:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(5)
+        os.kill(proc.pid, signal.SIGCONT)  # the parent runs first, as it may after a thaw
+        time.sleep(0.5)
+        for pid in everyone[1:]:
+            with contextlib.suppress(ProcessLookupError):  # killed meanwhile: the failure below
+                os.kill(pid, signal.SIGCONT)
+        time.sleep(3)
+        assert proc.poll() is None, proc.communicate(timeout=30)[0][-3000:]
+        target = f"127.0.0.1:{proc.args[proc.args.index('--port') + 1]}"
+        assert [ping(target) for _ in range(4)] == [grpc.StatusCode.OK] * 4
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:  # on a failure, leave no server behind
+        for pid in everyone:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+    assert proc.returncode == 0 and "killing it" not in out, out[-3000:]
+
+
 def test_a_worker_hang_bound_under_three_heartbeats_is_refused():
     """A bound of a heartbeat or two would take a worker busy for a moment for hung and stop
     the whole server; 0 turns the check off."""
