@@ -31,9 +31,15 @@ from .errors import ServeRefused, TlsFileInvalid
 from .hosts import is_loopback, with_port
 from .principals import writable_by_all
 
-__all__ = ["ServerTls", "check_exposure", "metrics_context", "no_passphrase"]
+__all__ = ["CLOCK_SKEW", "ServerTls", "check_exposure", "metrics_context", "no_passphrase"]
 
 logger = logging.getLogger("tailor.security.transport")
+
+CLOCK_SKEW = dt.timedelta(minutes=5)
+"""How far ahead of this host's clock a certificate's validity may start and still be taken
+(with a warning): one made the second it is installed (`openssl x509 -req` starts it then) on a
+host whose clock runs a little ahead was refused at start and on SIGHUP, where the rotation's
+one signal never took it and the current certificate then ran out. Kerberos's usual skew."""
 
 
 def check_exposure(settings) -> str | None:
@@ -282,10 +288,16 @@ def _check_validity(path: Path, leaf: x509.Certificate) -> None:
         raise TlsFileInvalid("--tls-cert", path, f"the certificate expired on "
                              f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC: every client "
                              "would refuse it; install a renewed one")
-    if leaf.not_valid_before_utc > now:
+    ahead = leaf.not_valid_before_utc - now
+    if ahead > CLOCK_SKEW:
         raise TlsFileInvalid("--tls-cert", path, f"the certificate is not valid until "
                              f"{leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC: every client "
                              "would refuse it until then (check this host's clock)")
+    if ahead > dt.timedelta(0):
+        logger.warning("--tls-cert %s: the certificate is valid from %s UTC, %.0f s ahead of this "
+                       "host's clock: clients whose clocks are as late refuse it until then "
+                       "(check this host's clock)", path,
+                       f"{leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S}", ahead.total_seconds())
 
 
 def _private_key(path: Path, pem: bytes):

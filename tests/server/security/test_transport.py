@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import shutil
 import signal
 import ssl
@@ -24,7 +25,7 @@ from server.app import TailorServer
 from server.config import Settings
 from server.security.errors import ServeRefused
 from server.security.hosts import is_loopback
-from server.security.transport import ServerTls, check_exposure, metrics_context
+from server.security.transport import CLOCK_SKEW, ServerTls, check_exposure, metrics_context
 from tests.conftest import free_port, run_module
 
 FRESH = [("grpc.use_local_subchannel_pool", 1)]  # a new connection (handshake) per channel
@@ -264,6 +265,40 @@ def _encrypted_copy(key: Path, out: Path) -> Path:
     out.write_bytes(pem.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.BestAvailableEncryption(b"secret")))
     return out
+
+
+async def test_a_certificate_valid_in_a_few_seconds_is_taken_with_a_warning(settings, tmp_path, caplog):
+    """A certificate issued on a host whose clock runs a little ahead (`openssl x509 -req`
+    starts it at the second of issuance) was refused at start (exit 2) and on SIGHUP, where
+    the rotation's one signal then never took it and the current certificate ran out: within
+    `CLOCK_SKEW` it is taken, and a warning says when clients as late as this host accept it."""
+    caplog.set_level(logging.INFO, "tailor.security.transport")
+    ca = CertificateAuthority(tmp_path / "ca")
+    good = ca.issue("server")
+    soon = ca.issue("soon", shift=dt.timedelta(minutes=5, seconds=30))  # valid in 30 s
+    later = ca.issue("later", shift=dt.timedelta(minutes=5) + 2 * CLOCK_SKEW)
+    ServerTls(soon.cert, soon.key)  # a start with it
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    shutil.copy(good.cert, cert)
+    shutil.copy(good.key, key)
+    server = TailorServer(settings.model_copy(update=dict(tls_cert=cert, tls_key=key)))
+    target = f"127.0.0.1:{await server.start()}"
+    try:
+        for issued in (later, soon):
+            shutil.copy(issued.cert, cert)
+            shutil.copy(issued.key, key)
+            server.reload()
+        assert "keeping the current certificate: --tls-cert" in caplog.text  # `later`, once
+        assert caplog.text.count("the certificate is not valid until") == 1
+        assert f"TLS certificate reloaded from {cert}" in caplog.text
+        assert re.search(rf"--tls-cert {cert}: the certificate is valid from .* UTC, \d+ s ahead "
+                         "of this host's clock", caplog.text), caplog.text
+        shutil.copy(good.cert, cert)
+        shutil.copy(good.key, key)
+        server.reload()
+        await _aping(target, ca.cert)
+    finally:
+        await server.stop(grace=0.5)
 
 
 def test_each_unusable_tls_file_is_named_with_its_flag_and_a_locked_key_asks_no_passphrase(tmp_path, ca):
