@@ -180,6 +180,9 @@ def remove_unclaimed(path: Path, needed: Callable[[], bool] = lambda: False) -> 
 class BundleStaging:
     """One upload: `write(path, offset, data)` per chunk, then `publish()` or `discard()`."""
 
+    REPLACE_WAIT_SECONDS = 10.0
+    """How long a push waits to hold a damaged stored copy alone before it replaces it."""
+
     def __init__(self, bundles_dir: Path, max_bytes: int = 8 << 30, limits: Limits = DEFAULT_LIMITS):
         self.bundles_dir = bundles_dir
         self.dir = bundles_dir / leftover_name("staging", uuid.uuid4().hex)
@@ -282,14 +285,36 @@ class BundleStaging:
         if damage is None:
             self.discard()
             return final
+        if not self._held_alone(final):  # another push replaced it meanwhile: check its copy
+            self.release()
+            return None
         aside = self.bundles_dir / leftover_name("staging", f"damaged-{uuid.uuid4().hex}")
-        with contextlib.suppress(FileNotFoundError):  # another push set it aside first
-            os.replace(final, aside)
+        os.replace(final, aside)
         self.release()
         logger.warning("bundle %s: its stored copy is damaged (%s): replaced by this push's",
                        version, damage)
         shutil.rmtree(aside, ignore_errors=True)  # a crash first: `sweep_leftovers` removes it
         return None
+
+    def _held_alone(self, final: Path) -> bool:
+        """Wait, `REPLACE_WAIT_SECONDS` at most, until this push holds the stored copy it
+        checked alone (as a prune does before it removes one: another push or a load from disk
+        may be reading it); False when `final` is another directory by then (a push that held
+        it too replaced it). Setting it aside at once removed, in two pushes of the version at
+        once, the copy the other had just stored and was loading on every worker."""
+        deadline = time.monotonic() + self.REPLACE_WAIT_SECONDS
+        while not self.alone():  # a failed try drops the shared lock (flock converts so)
+            if time.monotonic() > deadline:
+                self.discard()
+                self.release()
+                raise FailedPrecondition(f"bundle version {self.version!r}: its stored copy "
+                                         "is damaged and another push or a load still reads "
+                                         "it; push it again")
+            time.sleep(0.05)
+        with contextlib.suppress(FileNotFoundError):
+            now, held = os.stat(final), os.fstat(self._claim)
+            return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+        return False
 
     def _store(self, final: Path) -> bool:
         """Rename the staged directory to `final`, claimed from before the rename (a prune

@@ -602,6 +602,32 @@ async def test_a_bundle_pushed_again_over_a_damaged_stored_copy_replaces_it(clie
             if p.name.startswith(".")] == []  # the damaged copy is gone
 
 
+async def test_a_damaged_stored_copy_held_by_another_push_or_load_is_not_removed_under_it(
+        client, tailor_server, second_bundle):
+    """A push replacing a damaged stored copy renamed it aside and removed it at once, though
+    another push or a load from disk held it (`claimed`), which a prune waits for: two pushes
+    of the version at once, the later one's check done before the earlier one stored its copy,
+    removed that fresh copy under it, and the other workers, told to load it, found nothing.
+    The copy is replaced once this push holds it alone (and is still the one it checked)."""
+    import os
+
+    from server.models.staging import claimed
+    manifest = json.loads((second_bundle / "manifest.json").read_text())
+    await asyncio.to_thread(client.push_bundle, second_bundle)
+    stored = tailor_server.settings.bundles_dir / manifest["version"]
+    (stored / "index.faiss").unlink()
+    held = claimed(stored)  # as another push, or another worker's load, holds it
+    try:
+        push = asyncio.ensure_future(asyncio.to_thread(client.push_bundle, second_bundle))
+        await asyncio.sleep(2)
+        assert os.stat(stored).st_ino == os.fstat(held).st_ino  # not moved under its holder
+        assert not push.done()
+    finally:
+        os.close(held)
+    assert (await push).active.version == manifest["version"]
+    await asyncio.to_thread(tailor_server.registry.load, stored)  # repaired, as a start loads it
+
+
 async def test_a_push_of_more_files_than_a_bundle_has_is_refused_early(module_server,
                                                                        demo_manifest):
     """Empty chunks under ever new names cost no upload bytes but one file each: past
