@@ -628,6 +628,21 @@ async def test_a_damaged_stored_copy_held_by_another_push_or_load_is_not_removed
     await asyncio.to_thread(tailor_server.registry.load, stored)  # repaired, as a start loads it
 
 
+async def test_two_pushes_at_once_over_a_damaged_stored_copy_both_answer_and_store_one(
+        client, tailor_server, second_bundle):
+    """Both pushes of a version whose stored copy is damaged hold it; neither waits for the
+    other for good (each wants it alone): both answer, and one healthy copy is stored."""
+    manifest = json.loads((second_bundle / "manifest.json").read_text())
+    await asyncio.to_thread(client.push_bundle, second_bundle)
+    bundles = tailor_server.settings.bundles_dir
+    (bundles / manifest["version"] / "index.faiss").unlink()
+    answers = await asyncio.gather(*(asyncio.to_thread(client.push_bundle, second_bundle)
+                                     for _ in range(2)))
+    assert [a.active.version for a in answers] == [manifest["version"]] * 2
+    await asyncio.to_thread(tailor_server.registry.load, bundles / manifest["version"])
+    assert [p.name for p in bundles.iterdir() if p.name.startswith(".")] == []
+
+
 async def test_a_push_of_more_files_than_a_bundle_has_is_refused_early(module_server,
                                                                        demo_manifest):
     """Empty chunks under ever new names cost no upload bytes but one file each: past
