@@ -338,7 +338,8 @@ class Settings(BaseSettings):
     the new connections otherwise hung on it while health, answered by the other worker, said
     SERVING. 0: never; else at least 3 s (`WORKER_HANG_FLOOR_SECONDS`: a worker stamps its
     heartbeat every second). Not checked while a worker starts or once the server stops (the
-    stop has its own bound, `stop_seconds`). Well above the longest a loop is held by work it
+    stop has its own bound, `stop_seconds`), nor counted while the parent itself did not run
+    (the whole server paused: Ctrl-Z, `docker pause`). Well above the longest a loop is held by work it
     was given: gRPC parses a request of up to `grpc_max_message_bytes` on it before any limit
     (4-15 s measured for 64 MiB ones), and a caller must not be able to restart the server
     with one; lower it with that setting."""
