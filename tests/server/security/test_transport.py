@@ -2,6 +2,7 @@
 `python -m server` processes with certificates made in the test."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -84,15 +85,30 @@ async def _aping(target: str, ca_cert) -> None:
         await DiagnosticsServiceStub(ch).Ping(PingRequest(), timeout=3)
 
 
-async def test_a_reload_without_a_matching_pair_keeps_the_old_certificate(settings, tmp_path, caplog):
+def _two_cas(tmp_path: Path):
+    """Two CAs and a server certificate from each: (ca_a, ca_b, a, b)."""
     ca_a, ca_b = CertificateAuthority(tmp_path / "a", "ca-a"), CertificateAuthority(tmp_path / "b", "ca-b")
-    a, b = ca_a.issue("server"), ca_b.issue("server")
+    return ca_a, ca_b, ca_a.issue("server"), ca_b.issue("server")
+
+
+@contextlib.asynccontextmanager
+async def _tls_served(settings, tmp_path: Path, pair):
+    """An in-process server on `pair`'s certificate and key, copied to the files it reloads
+    from: (server, target, cert file, key file)."""
     cert, key = tmp_path / "server.pem", tmp_path / "server.key"
-    shutil.copy(a.cert, cert)
-    shutil.copy(a.key, key)
+    shutil.copy(pair.cert, cert)
+    shutil.copy(pair.key, key)
     server = TailorServer(settings.model_copy(update=dict(tls_cert=cert, tls_key=key)))
     target = f"127.0.0.1:{await server.start()}"
     try:
+        yield server, target, cert, key
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_a_reload_without_a_matching_pair_keeps_the_old_certificate(settings, tmp_path, caplog):
+    ca_a, ca_b, a, b = _two_cas(tmp_path)
+    async with _tls_served(settings, tmp_path, a) as (server, target, cert, key):
         shutil.copy(b.cert, cert)  # a rotation caught half-way: B's certificate, A's key
         server.reload()
         await _aping(target, ca_a.cert)
@@ -102,8 +118,6 @@ async def test_a_reload_without_a_matching_pair_keeps_the_old_certificate(settin
         await _aping(target, ca_b.cert)
         with pytest.raises(grpc.aio.AioRpcError):
             await _aping(target, ca_a.cert)
-    finally:
-        await server.stop(grace=0.5)
 
 
 async def test_a_reload_says_at_once_whether_it_took_the_files(settings, tmp_path, caplog):
@@ -111,14 +125,8 @@ async def test_a_reload_says_at_once_whether_it_took_the_files(settings, tmp_pat
     reached yet logged nothing, right or wrong, so the operator could not tell whether the
     gRPC port took the new certificate."""
     caplog.set_level(logging.INFO, logger="tailor.security.transport")
-    ca_a, ca_b = CertificateAuthority(tmp_path / "a", "ca-a"), CertificateAuthority(tmp_path / "b", "ca-b")
-    a, b = ca_a.issue("server"), ca_b.issue("server")
-    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
-    shutil.copy(a.cert, cert)
-    shutil.copy(a.key, key)
-    server = TailorServer(settings.model_copy(update=dict(tls_cert=cert, tls_key=key)))
-    target = f"127.0.0.1:{await server.start()}"
-    try:
+    _, ca_b, a, b = _two_cas(tmp_path)
+    async with _tls_served(settings, tmp_path, a) as (server, target, cert, key):
         shutil.copy(b.cert, cert)  # B's certificate, A's key
         server.reload()  # no connection since
         assert f"TLS reload failed, keeping the current certificate: --tls-key {key}: not the key" \
@@ -127,8 +135,6 @@ async def test_a_reload_says_at_once_whether_it_took_the_files(settings, tmp_pat
         server.reload()
         assert f"TLS certificate reloaded from {cert}" in caplog.text
         await _aping(target, ca_b.cert)
-    finally:
-        await server.stop(grace=0.5)
 
 
 async def test_a_reload_to_an_expired_certificate_keeps_the_current_one_and_says_why(settings, tmp_path,
@@ -137,14 +143,9 @@ async def test_a_reload_to_an_expired_certificate_keeps_the_current_one_and_says
     handshake then failed, with nothing logged but 'TLS certificate reloaded'."""
     ca = CertificateAuthority(tmp_path / "ca")
     good, expired = ca.issue("server"), ca.issue("old", shift=-dt.timedelta(days=2))
-    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
-    shutil.copy(good.cert, cert)
-    shutil.copy(good.key, key)
-    server = TailorServer(settings.model_copy(update=dict(tls_cert=cert, tls_key=key)))
-    target = f"127.0.0.1:{await server.start()}"
-    tls = ServerTls(cert, key)
-    metrics = metrics_context(tls)
-    try:
+    async with _tls_served(settings, tmp_path, good) as (server, target, cert, key):
+        tls = ServerTls(cert, key)
+        metrics = metrics_context(tls)
         shutil.copy(expired.cert, cert)
         shutil.copy(expired.key, key)
         server.reload()
@@ -155,8 +156,6 @@ async def test_a_reload_to_an_expired_certificate_keeps_the_current_one_and_says
         assert metrics.sni_callback is None
         assert f"TLS reload (HTTP) failed, keeping the current certificate: --tls-cert {cert}: " \
                "the certificate expired on" in caplog.text
-    finally:
-        await server.stop(grace=0.5)
 
 
 def _fetch_metrics(port: int, cafile) -> bytes:
@@ -167,8 +166,7 @@ def _fetch_metrics(port: int, cafile) -> bytes:
 
 def test_sighup_rotates_the_certificate_of_every_worker_and_of_metrics(server_process, demo_bundle,
                                                                       tmp_path):
-    ca_a, ca_b = CertificateAuthority(tmp_path / "a", "ca-a"), CertificateAuthority(tmp_path / "b", "ca-b")
-    a, b = ca_a.issue("server"), ca_b.issue("server")
+    ca_a, ca_b, a, b = _two_cas(tmp_path)
     live = tmp_path / "live"
     live.mkdir()
     cert, key = live / "server.pem", live / "server.key"
