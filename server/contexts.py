@@ -11,7 +11,9 @@ import functools
 __all__ = ["carried"]
 
 
-def carried(fn, *args):
-    """`fn(*args)` as a callable that runs in the current context wherever it is called (an
-    executor's thread, a thread's target): what it computes for a server is under its keys."""
-    return functools.partial(contextvars.copy_context().run, fn, *args)
+def carried(fn, *args, context: contextvars.Context | None = None):
+    """`fn(*args)` as a callable that runs in a copy of `context` (default: the current one)
+    wherever it is called (an executor's thread, a thread's target): what it computes for a
+    server is under its keys."""
+    context = contextvars.copy_context() if context is None else context.copy()
+    return functools.partial(context.run, fn, *args)

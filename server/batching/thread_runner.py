@@ -9,6 +9,7 @@ under a closed-loop load), so the hand-off is paid about once per call.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -42,6 +43,10 @@ class ThreadRunner:
         self._threads: list[threading.Thread] = []
         self._broken: BrokenThreadPool | None = None
         self._closed = False
+        self._context = contextvars.copy_context()
+        """Where its threads run: the context it was made in (a server's, with its keys:
+        `server.contexts`), not that of the call whose batch started them, whose request id
+        every later batch's log lines would carry (`logging.current_call`)."""
 
     def start(self, loop: asyncio.AbstractEventLoop, queries: list, done: Done) -> None:
         if self._closed or self._broken is not None:  # nothing will run it: answer now
@@ -53,9 +58,8 @@ class ThreadRunner:
 
     def _start_threads(self) -> None:
         for i in range(self.concurrency):
-            # in the context of the call that starts it: a server's store keys (`tokens.carried`)
-            thread = threading.Thread(target=carried(self._serve), name=f"batch-{self.name}_{i}",
-                                      daemon=True)
+            thread = threading.Thread(target=carried(self._serve, context=self._context),
+                                      name=f"batch-{self.name}_{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
 

@@ -282,3 +282,25 @@ async def test_a_batch_refused_with_a_domain_error_logs_one_line_and_a_bug_its_t
     # a store that cannot serve stays an ERROR (one line): no metric of its own says it
     assert keyless.levelname == "ERROR" and keyless.exc_info is None
     assert keyless.getMessage().startswith("test batch of 1 refused: ")
+
+
+async def test_batch_threads_run_outside_the_call_that_started_them():
+    """The threads started at the first batch ran every later batch in that call's context:
+    each batch's log lines carried the first caller's request id (`logging.current_call`,
+    which `_CallFilter` writes into every line) for the life of the server."""
+    from server.logging import bind_call, current_call
+    seen = []
+
+    def fn(batch):
+        seen.append(current_call())
+        return batch
+
+    batcher = _batcher(fn, max_size=1, concurrency=1)
+
+    async def call(request_id):
+        bind_call(request_id)
+        return await batcher.submit(request_id)
+
+    assert [await asyncio.create_task(call(r)) for r in ("first", "second")] == ["first", "second"]
+    await batcher.close()
+    assert seen == [None, None]
