@@ -9,11 +9,13 @@ import json
 
 import grpc
 import numpy as np
+import pytest
 
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from server.errors import FailedPrecondition
 from server.security.userref import target_refs
 from tests.conftest import server_settings, serving
 
@@ -88,5 +90,10 @@ async def test_a_servers_parts_called_from_outside_it_find_its_users_once_anothe
         await upsert(one, "ann", "a")
         async with serving(b):
             pass
+        ((_, meta),) = await asyncio.to_thread(first.profiles.repo.states_and_meta, ["ann"], False)
+        assert meta is not None and meta["attributes"] == {"tier": "a"}
+        with pytest.raises(FailedPrecondition, match="could not listen"):  # a start that fails
+            async with serving(b.model_copy(update={"port": first.port})):
+                pass
         ((_, meta),) = await asyncio.to_thread(first.profiles.repo.states_and_meta, ["ann"], False)
         assert meta is not None and meta["attributes"] == {"tier": "a"}
