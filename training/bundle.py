@@ -20,7 +20,7 @@ import onnx
 
 from contract import FORMAT, BundleError, Manifest, check_files, read_manifest, sha256_file
 from contract.bundle import check_named
-from contract.durable import fsync_path, fsync_tree, make_dirs
+from contract.durable import Unconfirmed, confirm, fsync_tree, make_dirs
 from kernels.context import CHANNELS, CONTEXT_FEATURES
 from kernels.ranking import FEATURES
 from training.content import content_manifest, write_content
@@ -103,7 +103,10 @@ def write_bundle(result, root: str | Path) -> Path:
     """Write ``root/<version>/`` atomically and durably, and return its path: every file and
     the directory on disk before it is renamed into place, the rename (and ``root``, when made
     here) on disk before this returns, so a push or a server right after a power loss reads
-    the whole bundle or none (`contract.durable`; before, none of it was fsynced)."""
+    the whole bundle or none (`contract.durable`; before, none of it was fsynced). A ``root``
+    that cannot be synced after the rename is a warning, as the server's commands give: the
+    bundle is in place and its path is returned (an error there left it unreported, and a
+    retry wrote another version beside it)."""
     root = Path(root)
     make_dirs(root, mode=0o777)  # the umask's mode, as before (bootstrap's is private)
     fp = fingerprint(result.train_rows)
@@ -138,7 +141,10 @@ def write_bundle(result, root: str | Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fsync_path(root)
+    try:
+        confirm(root)
+    except Unconfirmed as err:
+        logger.warning("bundle written: %s, but %s", root / version, err)
     logger.info("bundle written: %s", root / version)
     return root / version
 

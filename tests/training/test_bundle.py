@@ -150,3 +150,32 @@ def test_a_bundle_is_on_disk_before_write_bundle_returns(trained, tmp_path, monk
     assert any(p.name.startswith(".tmp-") for p in staged)  # and the directory
     assert synced[-1] == root  # the rename, last
     assert {tmp_path, tmp_path / "made"} <= set(synced)  # the root's levels made here
+
+
+def test_a_bundle_whose_root_cannot_be_synced_after_its_rename_is_written_with_a_warning(
+        trained, tmp_path, monkeypatch, caplog):
+    """The rename's directory fsync is the write's last step: an I/O error there left the bundle
+    in place but `training train` said `error: [Errno 5] Input/output error` (exit 2, no path
+    printed), and a run again wrote a second version beside it. It is the change done with a
+    warning now, as the server's commands report it (docs/operations.md, Durability)."""
+    import errno
+    import logging
+    import os
+
+    from training.bundle import write_bundle
+    root = tmp_path / "bundles"
+    root.mkdir()
+    real = os.fsync
+
+    def fsync(fd):
+        if Path(os.readlink(f"/proc/self/fd/{fd}")) == root:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    with caplog.at_level(logging.WARNING, logger="tailor.training.bundle"):
+        path = write_bundle(trained, root)
+    monkeypatch.undo()
+    assert [p.name for p in root.iterdir()] == [path.name] and (path / "manifest.json").is_file()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning == (f"bundle written: {path}, but {root} could not be synced (Input/output "
+                       "error): the change is in place, but may not survive a power loss")
