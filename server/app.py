@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import gc
 import logging
@@ -84,25 +85,10 @@ from .store import Store, lock_data_dir
 from .store.crypto import STORE_ID_RING, check_secrets_outside, secrets_for_store
 from .store.sharing import hold_layouts
 from .store.tokens import bound_context, forget_ids
-from .store.tokens import use_key as use_store_key
 
 __all__ = ["TailorServer"]
 
 logger = logging.getLogger("tailor.app")
-
-_serving: list[TailorServer] = []
-"""This process's servers started and not yet stopped, in start order (`_stand_in`)."""
-
-
-def _stand_in() -> None:
-    """Install the keys of the last server still serving: outside every server's context (an
-    embedding program's own calls into a server's parts, tests), tokens and references are
-    under them. A server that stopped, or failed to start, left its own installed: a call made
-    so of the parts of one still serving found none of its users."""
-    if _serving:
-        secrets = _serving[-1].secrets
-        use_store_key(secrets[STORE_ID_RING].key)
-        use_key(secrets["user-id"].key)
 
 
 class TailorServer:
@@ -124,6 +110,18 @@ class TailorServer:
         self._context = None
         """Where this server's start, calls and stop run: its store's keys under its own
         `store-id` key (`tokens.bound_context`), another server's in this process apart."""
+
+    @property
+    def context(self) -> contextvars.Context:
+        """A copy of the context this server's start, calls and stop run in (its keys): where
+        a call into its parts made from outside them (an embedding program's, a test's) runs,
+        `asyncio.create_task(coro, context=server.context)` or
+        `asyncio.to_thread(server.context.run, fn, ...)`. Outside every server's context, tokens
+        are under the keys of the store opened last, which with two servers in the process
+        may be the other one's."""
+        if self._context is None:
+            raise RuntimeError("the server has not started")
+        return self._context.copy()
 
     def _options(self) -> list[tuple[str, int]]:
         """grpc.aio.server options from Settings (message sizes, keepalive, connection age)."""
@@ -312,17 +310,11 @@ class TailorServer:
         except BaseException:
             self._lock.close()
             raise
-        try:
-            self._build_security()  # secrets and the audit log, which the auth guard reports to
-            self._context = bound_context(self.secrets[STORE_ID_RING].key)
-            self._context.run(bind_refs, self.secrets["user-id"].key)  # its log and audit refs
-            # its tasks (the gRPC server's, whose calls' tasks are made from them) keep it
-            port = await asyncio.create_task(self._start(serving), context=self._context)
-        except BaseException:
-            _stand_in()
-            raise
-        _serving.append(self)
-        return port
+        self._build_security()  # secrets and the audit log, which the auth guard reports to
+        self._context = bound_context(self.secrets[STORE_ID_RING].key)
+        self._context.run(bind_refs, self.secrets["user-id"].key)  # its log and audit refs
+        # its tasks (the gRPC server's, whose calls' tasks are made from them) keep the context
+        return await asyncio.create_task(self._start(serving), context=self._context)
 
     async def _start(self, serving: bool) -> int:
         self.auth = AuthGuard(self.settings, self.audit)  # a bad auth config stops here
@@ -522,12 +514,7 @@ class TailorServer:
         transaction), the writers flush and the store closes."""
         if self._server is None:
             return
-        try:
-            await asyncio.create_task(self._stop(grace), context=self._context)
-        finally:
-            if self in _serving:
-                _serving.remove(self)
-            _stand_in()
+        await asyncio.create_task(self._stop(grace), context=self._context)
 
     async def _stop(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()

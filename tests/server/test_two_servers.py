@@ -4,18 +4,15 @@ The key was the process's: the second server's start re-keyed the first one's st
 then answered NOT_FOUND for the users it held, wrote new ones under the other key (gone at
 its next start), and looked its bundle's users up under it (cold starts); its audit lines named
 their targets under the other's `user-id` key (`audit ref` found none of them)."""
-import asyncio
 import json
 
 import grpc
 import numpy as np
-import pytest
 
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
-from server.errors import FailedPrecondition
 from server.security.userref import target_refs
 from tests.conftest import server_settings, serving
 
@@ -77,23 +74,3 @@ async def test_two_servers_under_one_keyring_serve_each_its_own_users(tmp_path, 
         assert await attributes(one, "ann") == {"tier": "a"}
         assert await attributes(two, "bob") == {"tier": "b"}
         assert await attributes(one, "bob") == grpc.StatusCode.NOT_FOUND
-
-
-async def test_a_servers_parts_called_from_outside_it_find_its_users_once_another_stopped(
-        tmp_path, demo_bundle):
-    """Outside every server's context (an embedding program's own calls into a server's parts;
-    a test's, into a module's shared server) the keys of the last server started stood in,
-    stopped or not: once a second one had stopped, such a call on the first found none of its
-    users (test_sms_inbound: 2 failed). The last one still serving's keys stand in now."""
-    a, b = server_settings(tmp_path / "a", demo_bundle), server_settings(tmp_path / "b", demo_bundle)
-    async with serving(a) as (first, one):
-        await upsert(one, "ann", "a")
-        async with serving(b):
-            pass
-        ((_, meta),) = await asyncio.to_thread(first.profiles.repo.states_and_meta, ["ann"], False)
-        assert meta is not None and meta["attributes"] == {"tier": "a"}
-        with pytest.raises(FailedPrecondition, match="could not listen"):  # a start that fails
-            async with serving(b.model_copy(update={"port": first.port})):
-                pass
-        ((_, meta),) = await asyncio.to_thread(first.profiles.repo.states_and_meta, ["ann"], False)
-        assert meta is not None and meta["attributes"] == {"tier": "a"}

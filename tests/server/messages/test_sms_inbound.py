@@ -534,7 +534,8 @@ async def _stop_reaches_the_old_form_and_the_new(server, shared, written: str,
         await shared.profiles.SetConsent(ppb.SetConsentRequest(
             user_id=f"u-sms-{n}", channel="sms", opted_in=True, source="signup"))
     digest = server.phones._digests(indexed_before.format(old))[0]
-    server.store.write(lambda txn: server.phones._hold(txn, f"u-sms-{old}", digest))
+    server.context.run(server.store.write,  # under its keys (another server may have started)
+                       lambda txn: server.phones._hold(txn, f"u-sms-{old}", digest))
     for n in (old, new):
         assert await reply(shared.settings, reported.format(n), "STOP") == 200
         assert await sms_consent(shared.profiles, f"u-sms-{n}") is False, n
@@ -556,11 +557,13 @@ async def test_a_stop_opts_out_a_profile_stored_under_an_id_refused_since_and_th
     def stored(meta):
         meta["attributes"]["phone"] = f"+447700900{n}"
         record_consent(meta, "sms", "marketing", True, "signup", time.time(), 10)
-    await asyncio.to_thread(server.profiles.repo.update_meta, old, stored)
-    assert await asyncio.to_thread(server.phones.remember, old, f"+447700900{n}")
+    in_server = server.context.run  # its keys: another server may have started since
+    await asyncio.to_thread(in_server, server.profiles.repo.update_meta, old, stored)
+    assert await asyncio.to_thread(in_server, server.phones.remember, old, f"+447700900{n}")
     assert await reply(shared.settings, f"+447700900{n}", "STOP") == 200
     assert await sms_consent(shared.profiles, texted) is False
-    meta = (await asyncio.to_thread(server.profiles.repo.states_and_meta, [old], True))[0][1]
+    meta = (await asyncio.to_thread(in_server, server.profiles.repo.states_and_meta, [old],
+                                    True))[0][1]
     assert meta["consent"]["sms"]["marketing"]["opted_in"] is False
 
 
@@ -590,7 +593,7 @@ async def test_a_stop_from_a_mobile_reaches_a_profile_indexed_with_a_zero_it_doe
     await shared.profiles.SetConsent(ppb.SetConsentRequest(
         user_id=user, channel="sms", opted_in=True, source="signup"))
     digest = server.phones._digests(f"+3903456789{n}")[0]
-    server.store.write(lambda txn: server.phones._hold(txn, user, digest))
+    server.context.run(server.store.write, lambda txn: server.phones._hold(txn, user, digest))
     assert await reply(shared.settings, mobile, "STOP") == 200
     assert await sms_consent(shared.profiles, user) is False
 
@@ -715,7 +718,8 @@ async def test_an_opt_in_committed_while_a_carrier_stop_is_handled_is_closed(
                 purpose=purpose, timestamp=time.time() - 2))
 
     with _between_read_and_write(server.stops, loop, opt_in):
-        assert await server.stops.stop(number, time.time()) == 1
+        assert await asyncio.create_task(server.stops.stop(number, time.time()),
+                                         context=server.context) == 1  # under its keys
     states = await sms_states(shared.profiles, texted)
     assert {p: opted_in for p, (opted_in, _) in states.items()} == {
         "marketing": False, "transactional": False}
