@@ -6,7 +6,9 @@ go together into the next batch. `max_wait` lets the oldest queued call wait a l
 even when a slot is free (0 disables that). `linger` does the same only under load, when recent
 batches held `linger_from` calls or more on average, counting only the calls that had queued when
 a slot could take them (what lingering gathered does not count, or the bigger batches it makes
-would keep it on at rates where nothing queues): a group commit's delay (PostgreSQL's
+would keep it on at rates where nothing queues; so a burst that a wait gathers whole, the slot
+idle, counts as one call, and only calls queued behind busy slots keep it on): a group commit's
+delay (PostgreSQL's
 `commit_delay` with `commit_siblings`). A writer whose every batch pays a fixed cost (a commit and
 its fsyncs) then spends it on more calls at high rates, while a call arriving alone at low rates
 never waits for company that is not coming. A failed batch fails every call in it with the same

@@ -562,8 +562,9 @@ async def test_campaigns_survive_a_restart(settings):
 async def test_decisions_and_rewards_under_load_share_commits_and_quiet_ones_commit_alone(
         settings):
     """Settings' group commit reaches the decision log, for decisions and for the rewards that
-    close them: once commits carry company on average, calls arriving a few ms apart wait for
-    each other and commit together; before that, a lone call commits at once."""
+    close them: once calls queue for the writer (company for each commit) on average, calls
+    arriving a few ms apart wait for each other and commit together; before that, a lone call
+    commits at once."""
     from server import metrics
     from server.app import TailorServer
     server = TailorServer(settings.model_copy(update={"decision_group_commit_ms": 100.0,
@@ -619,10 +620,19 @@ async def test_decisions_and_rewards_under_load_share_commits_and_quiet_ones_com
         assert await patience(queue, quiet) == 0  # no load yet: it did not wait out the 100 ms
         assert commits(batcher) == (before[0] + 1, before[1] + 1)  # committed alone
         before = commits(batcher)
-        made = [await asyncio.gather(*wave) for wave in waves]
+        # the load: waves of calls queued behind the commit in flight, which is what the
+        # batcher counts (`AdaptiveBatcher._ready`). Without waiting for company meanwhile: a
+        # wave the wait gathered whole into one commit shows no queue, and the waves that
+        # follow would bring the average down again
+        linger, queue.linger = queue.linger, 0.0
+        try:
+            made = [await asyncio.gather(*wave) for wave in waves]
+        finally:
+            queue.linger = linger
         loaded = commits(batcher)
-        # the premise: commits carried at least `decision_group_commit_from` calls on average
+        # the premise: calls queued for the writer, `decision_group_commit_from` on average
         assert sum(map(len, waves)) / (loaded[1] - before[1]) >= 2
+        assert queue._typical >= 2, queue._typical
         last, attempts = await together(batcher, late)
         return made + [last], attempts
 
