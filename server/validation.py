@@ -24,7 +24,8 @@ from .store.keys import SEP_CHAR
 __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
            "check_address",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
-           "check_link", "check_source", "check_window", "link_problem", "check_stored_id", "refused_since",
+           "check_link", "check_source", "check_window", "link_problem", "script_link_problem",
+           "check_stored_id", "refused_since",
            "STORED_ONLY", "STORED_CAMPAIGN_ONLY", "STOP_MARK", "STOP_SENT", "stop_sent",
            "RESERVED_STOP_MARK", "SERVER_EVENT_PREFIX", "server_event_id", "RESERVED_EVENT_ID",
            "has_control", "has_c0_control", "control_problem", "id_problem", "shown"]
@@ -336,5 +337,11 @@ def link_problem(value: str) -> str | None:
     run script (`contract.items.SCRIPT_LINK`, after leading spaces); else why not."""
     if has_c0_control(value):
         return "contains a control character (0x00-0x1F or 0x7F)"
+    return script_link_problem(value)
+
+
+def script_link_problem(value: str) -> str | None:
+    """Why `value` starts with a scheme that can run script (`contract.items.SCRIPT_LINK`, after
+    leading spaces), else None: a template's literal start is checked with it before rendering."""
     scheme = _SCRIPT_LINK.match(value)
     return script_scheme_problem(scheme.group(1)) if scheme else None

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..limits import Limits
-from .errors import OverChannelLimit
+from ..validation import link_problem
+from .errors import BadLink, OverChannelLimit
 
-__all__ = ["PARTS", "MESSAGE_CHANNELS", "HTML_PARTS", "SmsLength", "sms_length",
+__all__ = ["PARTS", "MESSAGE_CHANNELS", "HTML_PARTS", "LINK_PARTS", "SmsLength", "sms_length",
            "check_parts"]
 
 PARTS: Mapping[str, tuple[str, ...]] = {
@@ -28,6 +29,10 @@ PARTS: Mapping[str, tuple[str, ...]] = {
 MESSAGE_CHANNELS = tuple(PARTS)
 HTML_PARTS = frozenset({"html"})
 """Parts rendered with HTML autoescaping."""
+LINK_PARTS = frozenset({"url"})
+"""Parts that are a link a client opens as is (push `url`, a deep link or web page): held to
+the rule of an item's links (`validation.link_problem`: no control character, no scheme that
+can run script), at CreateCampaign for their literal start and at render for what they became."""
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -88,4 +93,7 @@ def check_parts(variant_id: str, channel: str, parts: Mapping[str, str], limits:
             n = len(parts.get(part, ""))
             if n > most:
                 raise OverChannelLimit(variant_id, part, f"{n} characters, at most {most}")
+    for part in LINK_PARTS.intersection(parts):
+        if (problem := link_problem(parts[part])) is not None:
+            raise BadLink(variant_id, part, problem)
     return {}

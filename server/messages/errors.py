@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
-__all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
+__all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "BadLink", "NotAMessageChannel",
            "LoggedOnAPlacement", "Transient", "Permanent", "DeliveryRefused",
            "DeliveryUnavailable", "DeadLetterNotFound", "RelayRefused",
            "BadAddress", "DeadLetterBusy", "NoLongerAllowed", "DeliveryInProgress",
@@ -34,6 +34,15 @@ class OverChannelLimit(FailedPrecondition):
 
     def __init__(self, variant_id: str, part: str, problem: str):
         super().__init__(f"variant {variant_id!r}, part {part!r}: {problem}")
+
+
+class BadLink(FailedPrecondition):
+    """A rendered link part (push `url`: the app opens it when the notification is tapped) is
+    no link a client may open as is (`validation.link_problem`). The message never echoes it:
+    it may hold the user's data."""
+
+    def __init__(self, variant_id: str, part: str, problem: str):
+        super().__init__(f"variant {variant_id!r}, part {part!r}: the rendered link {problem}")
 
 
 class NotAMessageChannel(FailedPrecondition):

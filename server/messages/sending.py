@@ -68,7 +68,7 @@ from .cancelling import Cancellation, withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import BOUNCE_EVENTS, MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
-from .errors import BadAddress, NoLongerAllowed, RenderFailed
+from .errors import BadAddress, BadLink, NoLongerAllowed, RenderFailed
 from .sends import (
     ARCHIVED,
     BOUNCE_BREAKER,
@@ -100,11 +100,12 @@ def failure(err: TailorError) -> str:
     """A recipient's failure reason (GetSendProgress counts by it): a bad address's; a
     template that failed for them, with its message (variant, part, line, the error kind
     and the name: `RenderFailed: variant 'v1', part 'subject', line 1: UndefinedError:
-    'first_name' is undefined`; never the user's data, and no more of them than the template
-    has names and lines), so a marketer sees what to fix; otherwise the error's class."""
+    'first_name' is undefined`; a link part that rendered to no link a client may open, with
+    the rule it broke; never the user's data, and no more of them than the template has names
+    and lines), so a marketer sees what to fix; otherwise the error's class."""
     if isinstance(err, BadAddress):
         return err.reason
-    if isinstance(err, RenderFailed):
+    if isinstance(err, (RenderFailed, BadLink)):
         return f"{type(err).__name__}: {err}"
     return type(err).__name__
 

