@@ -234,6 +234,7 @@ class TailorServer:
         # A STOP reply and a provider's 21610 change the profiles at a number one way.
         self.stops = SmsStops(self.phones, self.profiles, self.profiles, s.consent_defaults)
         self.delivery.stops = self.stops
+        self.delivery.profiles = self.profiles  # a push token answered gone is dropped
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery, self.emails)
         send_records = SendRecords(self.store, s.limits.request_id_window_seconds,

@@ -39,6 +39,7 @@ from ..interfaces import EventRecorder
 from ..limits import DEFAULT_LIMITS, Limits
 from ..profiles import TrackedEvent
 from ..security.secrets import MissingSecret
+from ..security.userref import user_ref
 from ..validation import check_id, check_known, check_range
 from .breaker import BounceBreaker
 from .channels import MESSAGE_CHANNELS
@@ -119,7 +120,7 @@ def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
 
 BOUNCE_EVENTS = {"email": "email_bounce", "sms": "sms_bounce"}
 """The event a hard bounce on a channel records (`Delivery._bounced`; push tokens are not
-listed)."""
+listed: a gone one is dropped from the profile, `Delivery._token_gone`)."""
 RELAY_CHECK_SECONDS = 2.0
 """How long `Delivery.check_relay` waits for the relay's session before it lets the job start
 (as for a relay not reachable): well within a SendCampaign's deadline (the CLI's is 5 s),
@@ -153,6 +154,9 @@ class Delivery:
         self.stops = None
         """`stops.SmsStops` (set by the app): a 21610 stops the number as a STOP reply does
         (`_opted_out`); None: the user's unsubscribe event alone."""
+        self.profiles = None
+        """`profiles.Profiles` (set by the app): a push token the provider says is gone is
+        dropped from the profile holding it (`_token_gone`); None: kept."""
         self.handovers = Handovers(limits.detached_deliveries)
         """ComposeMessage's hand-overs and RetryDeadLetter's retries, which their caller
         giving up does not stop (the server's stop ends them within its grace:
@@ -338,6 +342,8 @@ class Delivery:
         back). Without it the next campaign mailed the dead address again, which is what costs
         a sender its reputation. A failure here is logged: the refusal stands, its letter
         kept."""
+        if channel == "push" and _bounce(err):
+            return await self._token_gone(user, to)
         event_type = BOUNCE_EVENTS.get(channel)
         if event_type is None or not _bounce(err):
             return
@@ -347,6 +353,21 @@ class Delivery:
         except TailorError as failure:
             logger.warning("a%s %s hard-bounced, but its bounce was not recorded: %s",
                            "n" if channel == "email" else "", channel, type(failure).__name__)
+
+    async def _token_gone(self, user: str, token: str) -> None:
+        """The push provider said `token` is no longer registered (`webhook.TOKEN_GONE_STATUS`):
+        drop it from `user`'s profile while it holds it (a token the app registered since is
+        kept; an erased user is not brought back), so no campaign pushes to it again. A failure
+        here is logged (its kind only): the refusal stands, its letter kept."""
+        if self.profiles is None:
+            return
+        try:
+            if await self.profiles.drop_attribute(user, "push_token", token):
+                logger.info("push token of %s dropped: the provider answered it gone",
+                            user_ref(user))
+        except TailorError as failure:
+            logger.warning("a push token was answered gone, but could not be dropped: %s",
+                           type(failure).__name__)
 
     async def _opted_out(self, err: Exception, channel: str, campaign: str, decision: str,
                          user: str, to: str, at: float) -> None:

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     import aiohttp
 
 __all__ = ["WebhookSender", "webhook_body", "error_code", "code_of", "CODE_DIGITS",
-           "KEY_ID_HEADER", "NUMBER_GONE_CODES", "OPTED_OUT_CODES", "RETRIED_STATUSES"]
+           "KEY_ID_HEADER", "NUMBER_GONE_CODES", "OPTED_OUT_CODES", "RETRIED_STATUSES",
+           "TOKEN_GONE_STATUS"]
 
 KEY_ID_HEADER = "X-Tailor-Key-Id"
 RETRIED_STATUSES = frozenset({408, 429})
@@ -60,6 +61,14 @@ until START. The user's opt-out, recorded as an `unsubscribe` event on sms would
 refused, each a dead letter). Read on the sms channel only: the push webhook's 4xx with the
 same code is the refusal it is (before, it looked the push token up as a phone number and
 raised KeyError)."""
+
+TOKEN_GONE_STATUS = 410
+"""The push webhook's reply saying the push token is no longer registered (the app was
+uninstalled, or the token replaced): APNs's own status for it (`410 Unregistered`), which a
+provider relay also answers for FCM's `UNREGISTERED`. A hard bounce of the token
+(`Permanent.bounced`): the user's `push_token` is dropped while their profile holds it
+(`Delivery._bounced`). Not 404, which a wrong webhook URL answers too. Before, every 4xx was the
+same refusal and each campaign pushed to the dead token again (each a dead letter)."""
 
 
 def webhook_body(message, to: str) -> bytes:
@@ -117,11 +126,10 @@ class WebhookSender:
         if status >= 500 or status in RETRIED_STATUSES:
             raise Transient(f"webhook {status}")
         code = error_code(body)
-        if code is None:
-            raise Permanent(f"webhook {status}")
-        # OPTED_OUT_CODES are texts' (a STOP to the sender): a push provider's says nothing of it
-        raise Permanent(f"webhook {status} code {code}", bounced=code in NUMBER_GONE_CODES,
-                        opted_out=channel == "sms" and code in OPTED_OUT_CODES)
+        reason = f"webhook {status}" if code is None else f"webhook {status} code {code}"
+        # the codes are texts' (Twilio's): a push provider's says nothing of a number
+        gone = status == TOKEN_GONE_STATUS if channel == "push" else code in NUMBER_GONE_CODES
+        raise Permanent(reason, bounced=gone, opted_out=channel == "sms" and code in OPTED_OUT_CODES)
 
     async def close(self) -> None:
         if self._session is not None:

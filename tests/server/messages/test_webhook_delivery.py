@@ -565,3 +565,43 @@ async def test_a_push_url_that_could_run_script_is_refused_and_never_sent(
     assert reason.startswith("BadLink: variant 'p', part 'url'") and "cookie" not in reason
     assert len(provider.requests) == 1
     assert [e.user_id for e in await sent_events(profiles, "push_sent")] == ["good"]
+
+
+async def _push_token(server, user: str) -> str | None:
+    """The user's stored push_token (GetProfile masks it: a PII key)."""
+    [meta] = await asyncio.to_thread(server.profiles.repo.metas, [user])
+    return meta["attributes"].get("push_token")
+
+
+async def test_a_push_token_the_provider_answers_gone_is_dropped_and_not_pushed_again(
+        provider, campaigns, profiles, messaging, tailor_server):
+    """410 from the push webhook (APNs's Unregistered: the app was uninstalled) drops the
+    user's push_token while their profile holds it. Before, it stayed, and every campaign
+    pushed to the dead token again, each a dead letter."""
+    await _push_campaign_and_user(campaigns, profiles, "gone", "tok-old")
+    provider.answer(410)
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(compose("gone", "push"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "webhook 410" in err.value.details()
+    assert await _push_token(tailor_server, "gone") is None
+    with pytest.raises(grpc.RpcError) as err:  # the next campaign's message: not pushed
+        await messaging.ComposeMessage(compose("gone", "push"))
+    assert "no `push_token`" in err.value.details()
+    assert len(provider.requests) == 1
+    # a 404 (a wrong webhook URL answers it too) drops nothing; a 410 for a token the user
+    # replaced since (the app registered a new one) leaves the new one
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="moved", attributes={"push_token": "tok-a"}))
+    provider.answer(404)
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(compose("moved", "push"))
+    assert await _push_token(tailor_server, "moved") == "tok-a"
+    [letter] = [d for d in (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(
+        limit=5))).letters if d.reason == "webhook 404"]
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="moved", attributes={"push_token": "tok-b"}))
+    provider.answer(410)
+    with pytest.raises(grpc.RpcError):
+        await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
+    assert provider.requests[-1]["json"]["to"] == "tok-a"
+    assert await _push_token(tailor_server, "moved") == "tok-b"
