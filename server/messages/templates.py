@@ -87,8 +87,6 @@ def _unknown_name(ast: nodes.Template) -> tuple[str, int] | None:
 
 def _compile(i: int, variant_id: str, part: str, source: str):
     env = _env(part)
-    if part in LINK_PARTS and (problem := script_link_problem(source)) is not None:
-        raise TemplateInvalid(i, variant_id, part, 1, problem)  # its literal start: every render
     try:
         ast = env.parse(source)
         unknown = _unknown_name(ast)
@@ -195,6 +193,13 @@ def check_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
     channels = list(channels)
     if channels:
         compile_variants(variants, channels)
+    links = LINK_PARTS.intersection(template_parts(channels))
+    for i, (variant_id, content) in enumerate(variants):
+        for part in sorted(links.intersection(content)):
+            # its literal start is every render's: a campaign stored before this check is
+            # refused at render instead (`channels.check_parts`, FAILED_PRECONDITION)
+            if (problem := script_link_problem(content[part])) is not None:
+                raise TemplateInvalid(i, variant_id, part, 1, problem)
 
 
 class TemplateCache:
