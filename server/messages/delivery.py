@@ -121,6 +121,10 @@ def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
 BOUNCE_EVENTS = {"email": "email_bounce", "sms": "sms_bounce"}
 """The event a hard bounce on a channel records (`Delivery._bounced`; push tokens are not
 listed: a gone one is dropped from the profile, `Delivery._token_gone`)."""
+BOUNCING_CHANNELS = (*BOUNCE_EVENTS, "push")
+"""The channels whose hard bounces a send job's breaker judges (`breaker.BounceBreaker`): a
+relay answering every push `410` (an endpoint retired: `410 Gone`) would drop every token of the
+audience, as one answering 5.1.1 to every address would list them."""
 RELAY_CHECK_SECONDS = 2.0
 """How long `Delivery.check_relay` waits for the relay's session before it lets the job start
 (as for a relay not reachable): well within a SendCampaign's deadline (the CLI's is 5 s),

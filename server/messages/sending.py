@@ -67,7 +67,7 @@ from .breaker import BounceBreaker
 from .cancelling import Cancellation, withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
-from .delivery import BOUNCE_EVENTS, MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
+from .delivery import BOUNCING_CHANNELS, MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
 from .errors import BadAddress, BadLink, NoLongerAllowed, RenderFailed
 from .sends import (
     ARCHIVED,
@@ -159,7 +159,7 @@ class SendJob:
         self._handed = asyncio.Event()
         self._handed.set()
         self.cancelling = Cancellation(records, send_id, lanes, self.cancel)
-        self.breakers = {ch: BounceBreaker(*bounce_bound) for ch in BOUNCE_EVENTS}
+        self.breakers = {ch: BounceBreaker(*bounce_bound) for ch in BOUNCING_CHANNELS}
         """CancelSend: `requested` once nothing more is composed or starts going (`cancel`)."""
 
     def cancel(self) -> None:

@@ -605,3 +605,21 @@ async def test_a_push_token_the_provider_answers_gone_is_dropped_and_not_pushed_
         await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
     assert provider.requests[-1]["json"]["to"] == "tok-a"
     assert await _push_token(tailor_server, "moved") == "tok-b"
+
+
+async def test_a_push_relay_answering_every_token_gone_trips_the_jobs_breaker_and_drops_none(
+        provider, campaigns, profiles, messaging, tailor_server):
+    """A push endpoint answering 410 to all (retired: `410 Gone`) stops the job once more than
+    half of the last 20 pushes bounced, and no user loses their token to it."""
+    users = [f"d{i:02d}" for i in range(24)]
+    await _push_campaign_and_user(campaigns, profiles, users[0], "tok-d00")
+    for user in users[1:]:
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"push_token": f"tok-{user}"}))
+    provider.answer(410)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="push", user_ids=users, rate_per_second={"push": 500}))
+    done = await until_done(messaging, started.send_id)
+    assert done.cancelled_at > 0 and done.sent == 0 and done.failed >= 20
+    assert done.suppressed_by_reason["bounce_breaker"] == 24 - done.failed
+    assert [await _push_token(tailor_server, u) for u in users] == [f"tok-{u}" for u in users]
