@@ -421,12 +421,13 @@ class Settings(BaseSettings):
     process."""
     send_bounce_breaker_share: float = Field(0.5, gt=0, le=1)
     """A send job stops when the relay hard-bounces (550 5.1.1 and the like; the SMS provider:
-    a code saying the number is gone) more than this share of the last
-    `send_bounce_breaker_min` emails (texts) it handed over: a relay refusing most of an
-    audience so is taken for misconfigured, and the addresses that stretch bounced are not
-    listed (`server.messages.breaker`). 1: never (and the bounces are listed at once)."""
+    a code saying the number is gone; the push webhook: 410, the token gone) more than this
+    share of the last `send_bounce_breaker_min` emails (texts, pushes) it handed over: a relay
+    refusing most of an audience so is taken for misconfigured, and the addresses that stretch
+    bounced are not listed, nor their push tokens dropped (`server.messages.breaker`). 1: never
+    (and the bounces are listed at once)."""
     send_bounce_breaker_min: int = Field(20, ge=1, le=10_000)
-    """How many of a send job's last emails (texts) `send_bounce_breaker_share` is judged over (from
+    """How many of a send job's last emails (texts, pushes) `send_bounce_breaker_share` is judged over (from
     the job's first that many on); a hard bounce is listed once that many more were handed
     without a trip, or when the job ends (so at most this many listings are held in memory)."""
     sms_webhook_url: str = ""
