@@ -623,3 +623,26 @@ async def test_a_push_relay_answering_every_token_gone_trips_the_jobs_breaker_an
     assert done.cancelled_at > 0 and done.sent == 0 and done.failed >= 20
     assert done.suppressed_by_reason["bounce_breaker"] == 24 - done.failed
     assert [await _push_token(tailor_server, u) for u in users] == [f"tok-{u}" for u in users]
+
+
+async def test_a_campaign_stored_with_a_script_push_url_before_the_check_is_refused_at_render(
+        provider, profiles, messaging, tailor_server):
+    """Stored before CreateCampaign checked the url: its message is FAILED_PRECONDITION naming
+    the part (not INVALID_ARGUMENT from the template cache), and nothing goes."""
+    from dataclasses import replace
+
+    from server.campaigns.spec import Campaign, CampaignSpec, Variant
+    spec = CampaignSpec(campaign_id="old", channel="push", policy="fixed", variants=(
+        Variant("p", {"title": "t", "body": "b", "url": "myapp://x"}),)).validated()
+    spec = replace(spec, variants=(Variant("p", {"title": "t", "body": "b",
+                                                 "url": "javascript:alert(1)"}),))
+    await asyncio.to_thread(tailor_server.campaigns.repo.create,
+                            Campaign(spec, created_at=time.time(), updated_at=time.time()),
+                            spec.new_state())
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="p1", attributes={"push_token": "tok-1"}))
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(compose("p1", "old"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "part 'url'" in err.value.details()
+    assert provider.requests == []
