@@ -276,12 +276,7 @@ async def test_a_certificate_valid_in_a_few_seconds_is_taken_with_a_warning(sett
     soon = ca.issue("soon", shift=dt.timedelta(minutes=5, seconds=30))  # valid in 30 s
     later = ca.issue("later", shift=dt.timedelta(minutes=5) + 2 * CLOCK_SKEW)
     ServerTls(soon.cert, soon.key)  # a start with it
-    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
-    shutil.copy(good.cert, cert)
-    shutil.copy(good.key, key)
-    server = TailorServer(settings.model_copy(update=dict(tls_cert=cert, tls_key=key)))
-    target = f"127.0.0.1:{await server.start()}"
-    try:
+    async with _tls_served(settings, tmp_path, good) as (server, target, cert, key):
         for issued in (later, soon):
             shutil.copy(issued.cert, cert)
             shutil.copy(issued.key, key)
@@ -295,8 +290,6 @@ async def test_a_certificate_valid_in_a_few_seconds_is_taken_with_a_warning(sett
         shutil.copy(good.key, key)
         server.reload()
         await _aping(target, ca.cert)
-    finally:
-        await server.stop(grace=0.5)
 
 
 def test_each_unusable_tls_file_is_named_with_its_flag_and_a_locked_key_asks_no_passphrase(tmp_path, ca):
