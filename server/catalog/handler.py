@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from ..background import Background
 from ..config import Settings
-from ..contexts import carried
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
 from ..store import Store
@@ -102,13 +101,12 @@ class Catalog:
         return await self._store(items, self.registry.current())
 
     async def _store(self, items: list[CatalogItem], bundle: Bundle) -> CatalogChange:
-        loop = asyncio.get_running_loop()
         try:
-            seq = await loop.run_in_executor(None, carried(self.records.write, items))
+            seq = await asyncio.to_thread(self.records.write, items)
         except CatalogFull:  # make room: the updates every stored bundle includes go
-            if not await loop.run_in_executor(None, carried(self._drop_absorbed)):
+            if not await asyncio.to_thread(self._drop_absorbed):
                 raise
-            seq = await loop.run_in_executor(None, carried(self.records.write, items))
+            seq = await asyncio.to_thread(self.records.write, items)
         await self.refresh()
         trained = bundle.trained.item_row
         new = len({i.item_id for i in items if not i.removed and i.item_id not in trained})
@@ -133,18 +131,18 @@ class Catalog:
         """Apply the stored updates to the served bundles (the active one and a running
         canary's) that lag behind the store."""
         async with self._lock:
-            seq, loop = self.records.sequence(), asyncio.get_running_loop()
+            seq = self.records.sequence()
             # a bundle installed meanwhile refuses the swap: amend the one installed instead
             # (it was amended under the registry's swap lock, perhaps before `seq` was stored)
             while (active := self.registry.active) is not None and active.catalog_seq != seq:
-                served = await loop.run_in_executor(None, carried(self.amend_bundle, active))
+                served = await asyncio.to_thread(self.amend_bundle, active)
                 if await self.registry.swap(active, served):
                     logger.info("catalog updates up to %d serve with bundle %s (%d items)",
                                 served.catalog_seq, served.version, served.n_items)
                     break
             while (canary := self.registry.canary) is not None and \
                     canary.bundle.catalog_seq != seq:
-                served = await loop.run_in_executor(None, carried(self.amend_bundle, canary.bundle))
+                served = await asyncio.to_thread(self.amend_bundle, canary.bundle)
                 if await self.registry.swap_canary(canary.bundle, served):
                     break
 

@@ -160,8 +160,7 @@ class ModelRegistry:
         others = dict.fromkeys(v for v in [*self.history()[::-1], *stored]
                                if v in stored and v != first)
         candidates = ([(first, False)] if first else []) + [(v, True) for v in others]
-        await asyncio.get_running_loop().run_in_executor(
-            None, carried(hash_stored, self.bundles_dir, self._ids_seen))
+        await asyncio.to_thread(hash_stored, self.bundles_dir, self._ids_seen)
         for version, record in candidates:
             try:
                 await self.activate(version, record=record)
@@ -202,8 +201,7 @@ class ModelRegistry:
             dest, imported = self._import_dir(src)
         except FailedPrecondition as err:  # its manifest, or a version no directory may have
             raise FailedPrecondition(f"--bundle {src}: {err}") from None
-        await asyncio.get_running_loop().run_in_executor(
-            None, carried(hash_stored, self.bundles_dir, self._ids_seen))
+        await asyncio.to_thread(hash_stored, self.bundles_dir, self._ids_seen)
         try:
             await self.activate(dest.name, record=True)
         except (FailedPrecondition, NotFound) as err:
@@ -250,7 +248,7 @@ class ModelRegistry:
         if held is None:
             raise NotFound("bundle version", version)
         try:
-            bundle = await asyncio.get_running_loop().run_in_executor(None, carried(self.load, path))
+            bundle = await asyncio.to_thread(self.load, path)
             return await self.install(bundle, record, back)
         finally:
             os.close(held)
@@ -258,7 +256,7 @@ class ModelRegistry:
     async def _amended(self, bundle: Bundle) -> Bundle:
         """`bundle` as every amender would serve it (catalog updates; in an executor)."""
         for amend in self._amenders:
-            bundle = await asyncio.get_running_loop().run_in_executor(None, carried(amend, bundle))
+            bundle = await asyncio.to_thread(amend, bundle)
         return bundle
 
     async def install(self, bundle: Bundle, record: bool = True, back: bool = False) -> Bundle:
@@ -404,8 +402,7 @@ class ModelRegistry:
             return None
         if local is not None and local.split.id == split.id:
             return local.bundle
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, carried(self.load, self.bundles_dir / split.version))
+        return await asyncio.to_thread(self.load, self.bundles_dir / split.version)
 
     def _adopt(self, canary: Canary | None) -> None:
         """Serve `canary` (None: none) and say so in the store (`wait_for_workers`)."""
@@ -431,8 +428,7 @@ class ModelRegistry:
                                 f"the active {self._active.version} to all its users")
 
     async def _load_canary(self, split: CanarySplit) -> None:
-        loop = asyncio.get_running_loop()
-        bundle = await loop.run_in_executor(None, carried(self.load, self.bundles_dir / split.version))
+        bundle = await asyncio.to_thread(self.load, self.bundles_dir / split.version)
         async with self._swap_lock:  # amended as `install` amends
             self._adopt(Canary(split, await self._amended(bundle)))
 
