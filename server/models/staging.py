@@ -1,7 +1,6 @@
 """Receive a pushed bundle file by file into a staging directory, then publish it by rename."""
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -143,15 +142,20 @@ def claimed(path: Path) -> int | None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        now, held = os.stat(path), os.fstat(fd)
-        if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
-            return fd
-    except FileNotFoundError:
-        pass
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    if _still_names(path, fd):
+        return fd
     os.close(fd)
     return None
+
+
+def _still_names(path: Path, fd: int) -> bool:
+    """Whether `path` still names the directory `fd` holds (not gone, nor another put there)."""
+    try:
+        now, held = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
 def remove_unclaimed(path: Path, needed: Callable[[], bool] = lambda: False) -> bool:
@@ -311,10 +315,7 @@ class BundleStaging:
                                          "is damaged and another push or a load still reads "
                                          "it; push it again")
             time.sleep(0.05)
-        with contextlib.suppress(FileNotFoundError):
-            now, held = os.stat(final), os.fstat(self._claim)
-            return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
-        return False
+        return _still_names(final, self._claim)
 
     def _store(self, final: Path) -> bool:
         """Rename the staged directory to `final`, claimed from before the rename (a prune
