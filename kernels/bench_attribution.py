@@ -127,13 +127,17 @@ def bench_many_channels(budget: float, seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--paths", type=int, default=1_000_000)
+    parser = argparse.ArgumentParser(prog="python -m kernels.bench_attribution",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--paths", type=int, default=1_000_000,
+                        help="simulated customer paths (default %(default)s)")
     parser.add_argument("--ref-paths", type=int, default=None,
                         help="run the reference on the first N paths only and scale its time "
                              "linearly (default: all paths, no scaling)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ca-rows", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    parser.add_argument("--ca-rows", type=int, default=10_000,
+                        help="rows of ChannelAttribution-shaped data to parse and attribute "
+                             "(default %(default)s)")
     parser.add_argument("--budget", type=float, default=5.0,
                         help="seconds one attribution call may take on the server (part 3)")
     args = parser.parse_args(argv)

@@ -78,7 +78,8 @@ def bench_many(s: dict, batch: int, n_events: int, use_native: bool) -> tuple[fl
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m kernels.bench_features",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer events (smoke run)")
     args = ap.parse_args(argv)
     n_native = 20_000 if args.quick else 200_000
