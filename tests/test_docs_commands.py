@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "training" / "README.md"]
-NOT_OURS = {"pytest", "server.batching.child"}  # pytest's flags; the child is no command to type
+NOT_OURS = {"pytest", "aiosmtpd", "server.batching.child"}  # others' flags; the child: no command
 SHELL = {"&&", ";", ">", ">>", "|", "2>&1", "&"}  # the command ends there
 
 
@@ -122,7 +122,19 @@ def problems(module: str, rest: str) -> list[str]:
         if re.fullmatch(r"--?[A-Za-z][\w-]*", flag) and not any(
                 flag in p._option_string_actions for p in parsers):
             found.append(f"{name}: no flag {flag}")
-    return found
+    return found + _required_missing(parsers, name, words)
+
+
+def _required_missing(parsers, name: str, words: list[str]) -> list[str]:
+    """A command shown with flags names its required ones too, unless `...` elides some (a
+    `...` after a flag is that flag's value: `--start ... --end ...`)."""
+    flags = {w.strip("[](),;`").split("=", 1)[0] for w in words}
+    elided = any(w.strip("[]()") == "..." and (at == 0 or not words[at - 1].startswith(("-", "[-")))
+                 for at, w in enumerate(words))
+    if len(parsers) > 1 or elided or not any(f.startswith("-") for f in flags):
+        return []
+    return [f"{name}: no {a.option_strings[-1]} (required)" for a in parsers[0]._actions
+            if a.required and a.option_strings and not flags & set(a.option_strings)]
 
 
 def _sections(readme: str):
@@ -169,6 +181,11 @@ def test_the_check_sees_a_flag_or_subcommand_that_is_not_there():
         "python -m loadtests.bench: no flag --durationn"]
     assert problems("clients", "<command> --server S --tls-ca CA --nope") == [
         "python -m clients: no flag --nope"]
+    assert problems("clients", "attribute --stored --by channel") == [
+        "python -m clients attribute: no --model (required)"]
+    assert problems("clients", "attribute --stored --by channel ...") == []
+    assert problems("clients", "attribute --stored --start ... --end ...") == [
+        "python -m clients attribute: no --model (required)"]
 
 
 def _variables_read_by_the_code() -> set[str]:
