@@ -1,9 +1,10 @@
 """What README.md, docs/*.md and training/README.md tell a reader to type is what the code takes:
 each `python -m MODULE [subcommand ...] --flag` names a subcommand and flags its parser has,
 each TAILOR_* variable is a setting (`python -m server config-doc`), a keyring's variable or one
-the code reads, and the README's list of gRPC services names every service and RPC of
-protos/tailor/v1. Parsers are built in process (a module's own parser is caught as its
-`main` asks it to parse), so the whole check takes about two seconds."""
+the code reads, and the README names every subcommand of `python -m server|training|clients`
+and, in its list of gRPC services, every service and RPC of protos/tailor/v1. Parsers are
+built in process (a module's own parser is caught as its `main` asks it to parse), so the whole
+check takes about two seconds."""
 import argparse
 import re
 import runpy
@@ -229,3 +230,19 @@ def test_the_readme_names_every_service_and_rpc(proto):
         missing += [f"{service}.{rpc}" for rpc in re.findall(r"rpc (\w+)", body)
                     if rpc not in named]
     assert not missing, f"README.md's gRPC services miss {missing}"
+
+
+def _paths(parser, path=()):
+    for name, sub in _subcommands(parser).items():
+        yield (*path, name)
+        yield from _paths(sub, (*path, name))
+
+
+def test_the_readme_names_every_subcommand_of_the_three_clis():
+    """README's Interfaces list is where a reader learns what the CLIs do: each subcommand (a
+    nested one after its parent, `campaign ... progress|cancel`) is named in a code span."""
+    spans = " ".join(re.findall(r"`([^`]*)`", (ROOT / "README.md").read_text()))
+    named = set(re.findall(r"[\w-]+", spans))
+    missing = [f"python -m {module} {' '.join(path)}" for module in ("server", "training", "clients")
+               for path in _paths(parser_of(module)) if path[-1] not in named]
+    assert not missing, f"README.md never names {missing}"
