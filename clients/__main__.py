@@ -465,14 +465,25 @@ def _default_timeout(args) -> None:
         args.timeout = TIMEOUTS.get((args.command, getattr(args, "action", None)), 5.0)
 
 
+WIRE_DEFAULTS = {"n": "-n", "order": "--order", "arms": "--arms", "confidence": "--confidence"}
+"""Flags whose request field reads 0 as "the server's default" (`audit tail -n`, `attribute
+--order`, `campaign sample-size --arms`, `model stats --confidence`): left out, 0 goes; given 0,
+the command got that default (100 lines, order 1, 2 arms, 0.95) instead of what was asked."""
+
+
 def _check_numbers(args) -> None:
     """Flags whose number must be above 0: a zero or negative one is a usage error, not a
-    deadline every call misses or a stream sent as one message; and a --timeout gRPC can wait
-    for (`MAX_TIMEOUT`: one further away is a deadline already past)."""
-    for flag in ("timeout", "batch_size"):
-        value = getattr(args, flag, None)
+    deadline every call misses or a stream sent as one message, nor the server's default in
+    its place (`WIRE_DEFAULTS`, 0 when left out); and a --timeout gRPC can wait for
+    (`MAX_TIMEOUT`: one further away is a deadline already past)."""
+    flags = {"timeout": "--timeout", "batch_size": "--batch-size", **WIRE_DEFAULTS}
+    for dest, flag in flags.items():
+        value = getattr(args, dest, None)
         if value is not None and not (value > 0 and math.isfinite(value)):
-            raise UsageError(f"--{flag.replace('_', '-')}: {value:g} is not a number above 0")
+            raise UsageError(f"{flag}: {value:g} is not a number above 0")
+    for dest in WIRE_DEFAULTS:
+        if hasattr(args, dest) and getattr(args, dest) is None:
+            setattr(args, dest, 0)
     if args.timeout is not None and args.timeout > MAX_TIMEOUT:
         raise UsageError(f"--timeout: {args.timeout:g} is above {MAX_TIMEOUT} (30 days)")
 
@@ -790,7 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
     au = sub.add_parser("audit", help="the audit log (role auditor)")
     au.add_subparsers(dest="action", required=True).add_parser(
         "tail", parents=[common], help="the newest audit lines, oldest first").add_argument(
-        "-n", type=UINT32, default=0, help="lines, 1..1000 (default 100)")
+        "-n", type=UINT32, help="lines, 1..1000 (default 100)")
     return parser
 
 
@@ -818,7 +829,7 @@ def _attribute_parser(sub, common) -> None:
     at.add_argument("file", nargs="?", help="path file ('-' for stdin); not with --stored")
     at.add_argument("--model", required=True, help="first, last, last_non_direct, linear, "
                     "position, time_decay, markov or shapley")
-    at.add_argument("--order", type=INT32, default=0, help="Markov order 1..4 (default 1)")
+    at.add_argument("--order", type=INT32, help="Markov order 1..4 (default 1)")
     at.add_argument("--shapley-form", default="", choices=("", "counts", "rate", "ordered"))
     at.add_argument("--samples", type=INT32, default=0, help="sampled rate Shapley permutations")
     at.add_argument("--path-credits", action="store_true", help="also per-path touch credits")
@@ -893,7 +904,7 @@ def _model_parser(sub, common) -> None:
                     "unspecified, all)")
     st.add_argument("-k", type=INT32, action="append", help="a CTR@k cut-off (repeatable; default "
                     "1, 5, 10)")
-    st.add_argument("--confidence", type=float, default=0.0, help="of the intervals (default 0.95)")
+    st.add_argument("--confidence", type=float, help="of the intervals (default 0.95)")
 
 
 def _campaign_parser(sub, common) -> None:
@@ -925,7 +936,7 @@ def _campaign_parser(sub, common) -> None:
                     help="minimum detectable effect: absolute treatment - control difference")
     ss.add_argument("--alpha", type=float, default=0.05, help="two-sided, over all comparisons")
     ss.add_argument("--power", type=float, default=0.8)
-    ss.add_argument("--arms", type=INT32, default=0, help="arms including the control (default 2)")
+    ss.add_argument("--arms", type=INT32, help="arms including the control (default 2)")
     ss.add_argument("--allocation", type=float, action="append", metavar="WEIGHT",
                     help="traffic weight of each arm, control first (repeat; default equal)")
     pl = acts.add_parser("plan", parents=[common], help="decisions for an audience (PlanCampaign): "

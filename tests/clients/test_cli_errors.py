@@ -272,6 +272,28 @@ def test_bad_files_context_and_tls_flags_are_one_line_before_any_call(tmp_path):
     assert out.read_text() == "kept\n"
 
 
+@pytest.mark.parametrize("args, said", [
+    (("audit", "tail", "-n", "0"), "-n: 0 is not a number above 0"),
+    (("attribute", "--stored", "--model", "markov", "--order", "0"),
+     "--order: 0 is not a number above 0"),
+    (("campaign", "sample-size", "--baseline-rate", "0.1", "--mde", "0.02", "--arms", "0"),
+     "--arms: 0 is not a number above 0"),
+    (("model", "stats", "--confidence", "0"), "--confidence: 0 is not a number above 0"),
+    (("model", "stats", "--confidence", "-0.5"), "--confidence: -0.5 is not a number above 0"),
+])
+def test_a_zero_the_request_reads_as_the_servers_default_is_refused(args, said):
+    """0 in these request fields means "the server's default": `audit tail -n 0` printed 100
+    lines, `--order 0` a first-order Markov model, `--arms 0` two arms, `--confidence 0` 95%
+    intervals, each exit 0 as if asked for. Left out, the default still goes (0 on the wire)."""
+    assert refused_here(*args, "--server", f"127.0.0.1:{free_port()}") == f"error: {said}"
+
+
+def test_a_flag_left_out_still_gets_the_servers_default(served):
+    out = json.loads(run_module("clients", "campaign", "sample-size", "--baseline-rate", "0.1",
+                                "--mde", "0.02", "--server", served).stdout)
+    assert len(out["per_arm"]) == 2
+
+
 def test_a_timeout_too_far_away_for_grpc_is_a_usage_error(served):
     # gRPC takes a deadline 1e10 s away as one already past: `status --timeout 1e10` (a
     # script's "no limit") answered DEADLINE_EXCEEDED at once, the server up
