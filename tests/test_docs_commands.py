@@ -122,10 +122,25 @@ def problems(module: str, rest: str) -> list[str]:
                                   words[at + 1].startswith("-")):
             break  # a lone | before a flag is an alternative: `--email E | --phone P`
         flag = word.strip("[](),;`").split("=", 1)[0]
-        if re.fullmatch(r"--?[A-Za-z][\w-]*", flag) and not any(
-                flag in p._option_string_actions for p in parsers):
+        if not re.fullmatch(r"--?[A-Za-z][\w-]*", flag):
+            continue
+        actions = [p._option_string_actions[flag] for p in parsers
+                   if flag in p._option_string_actions]
+        if not actions:
             found.append(f"{name}: no flag {flag}")
+        elif at + 1 < len(words):
+            found += _choices_missing(actions, name, flag, words[at + 1])
     return found + _required_missing(parsers, name, words)
+
+
+def _choices_missing(actions, name: str, flag: str, value: str) -> list[str]:
+    """A value written as its choices (`--format tailor|movielens`) names choices the flag has."""
+    shown = value.strip("[](),;`").split("|")
+    choices = {str(c) for a in actions for c in (a.choices or ())}
+    if len(shown) < 2 or not choices:
+        return []
+    return [f"{name}: {flag} has no choice {v!r} (it has {', '.join(sorted(choices))})"
+            for v in shown if v not in choices]
 
 
 def _required_missing(parsers, name: str, words: list[str]) -> list[str]:
@@ -182,6 +197,8 @@ def test_the_check_sees_a_flag_or_subcommand_that_is_not_there():
         "python -m training: no subcommand 'trian'")
     assert problems("loadtests.bench", "--items 1000 --durationn 3") == [
         "python -m loadtests.bench: no flag --durationn"]
+    assert problems("clients", "consent --user U --channel C --state in|maybe") == [
+        "python -m clients consent: --state has no choice 'maybe' (it has in, out)"]
     assert problems("loadtests.gcstats", "/tmp/gc/r2 --all") == [
         "python -m loadtests.gcstats: no flag --all"]  # a module that parses no flags
     assert problems("clients", "<command> --server S --tls-ca CA --nope") == [
