@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contract.attribution import ATTRIBUTION_SECONDS
+
 __all__ = ["DEFAULT_LIMITS", "Limits", "UNREAD_SECONDS_FLOOR"]
 
 UNREAD_SECONDS_FLOOR = 0.1
@@ -273,7 +275,7 @@ class Limits(BaseModel):
     caller giving up cuts it, and a repeat is answered that whether it went is not known.
     0: none."""
 
-    attribution_seconds: float = Field(5.0, gt=0)
+    attribution_seconds: float = Field(ATTRIBUTION_SECONDS, gt=0)
     """Most seconds one attribution may compute (the call's deadline, if sooner, bounds it too):
     past it the Markov model, sampled RATE Shapley and AttributeStored's reading of the
     stored events stop and answer RESOURCE_EXHAUSTED (DEADLINE_EXCEEDED for the caller's

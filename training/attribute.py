@@ -1,10 +1,15 @@
 """`attribute` subcommand: multi-touch attribution of a path file.
 
     python -m training attribute FILE --model markov --order 2 \
-        [--format channelattribution] [--json] [--plot credits.png]
+        [--format channelattribution] [--json] [--plot credits.png] [--seconds 60]
 
 ``--plot FILE.png`` also draws every model's credit per channel side by side
 (`training.attribution_plot`; matplotlib, the ``train`` extra), with the same options.
+
+``--seconds`` bounds the computation as the server's Attribute RPC is bounded (its
+`Limits.attribution_seconds` default, 5 s): past it the Markov model and sampled rate Shapley
+stop, and the command exits 3 saying so (``--seconds inf``: no bound; with ``--plot``, each
+model has the bound, and one past it is left out of the picture).
 
 Formats
 -------
@@ -22,13 +27,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import time
 import unicodedata
 from pathlib import Path
 
 import numpy as np
 
-from kernels.attribution import DAY, MODELS, Paths, attribute, parse_channelattribution
+from contract.attribution import ATTRIBUTION_SECONDS
+from kernels.attribution import (
+    DAY,
+    MODELS,
+    BudgetExceeded,
+    Paths,
+    attribute,
+    parse_channelattribution,
+)
 from training.progress import progress
 from training.readers import json_objects
 
@@ -64,6 +79,28 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also draw the credit per channel of every model to FILE.png")
     parser.add_argument("--python", action="store_true",
                         help="use the numpy/pure-Python reference instead of the kernels")
+    parser.add_argument("--seconds", type=_seconds, default=ATTRIBUTION_SECONDS,
+                        help="most seconds the attribution may compute, then exit 3 (default "
+                             f"{ATTRIBUTION_SECONDS:g}, the server's; 'inf': no bound)")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return value
+
+
+def deadline(seconds: float) -> float | None:
+    """The time.monotonic() deadline ``seconds`` from now (None for inf)."""
+    return None if math.isinf(seconds) else time.monotonic() + seconds
+
+
+def over_budget(seconds: float) -> str:
+    """What to say when an attribution passed ``--seconds``."""
+    return (f"the computation passed its budget of {seconds:g}s (--seconds; the server's "
+            "Limits.attribution_seconds): raise --seconds, or use fewer paths or channels, or a "
+            "lower Markov order")
 
 
 def read_paths(file: Path, fmt: str = "auto") -> Paths:
@@ -124,16 +161,20 @@ def _tailor(lines: list[str]) -> Paths:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read, attribute and print; returns the exit status (2 on bad input)."""
+    """Read, attribute and print; returns the exit status (2 on bad input, 3 past
+    ``--seconds``)."""
     try:
         paths = read_paths(args.file, args.format)
         res = attribute(paths, args.model, order=args.order, shapley_form=args.shapley_form,
                         samples=args.samples, position_shares=tuple(args.position_shares),
                         half_life=args.half_life_days * DAY, direct=args.direct,
-                        use_native=not args.python)
+                        use_native=not args.python, deadline=deadline(args.seconds))
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BudgetExceeded:
+        print(f"error: {args.model}: {over_budget(args.seconds)}", file=sys.stderr)
+        return 3
     out = _as_json(args, paths, res) if args.json else _as_table(args, paths, res)
     print(out)
     return _plot(args, paths) if args.plot is not None else 0
@@ -147,7 +188,7 @@ def _plot(args: argparse.Namespace, paths: Paths) -> int:
         skipped = write_plot(paths, args.plot, order=args.order, shapley_form=args.shapley_form,
                              samples=args.samples, position_shares=tuple(args.position_shares),
                              half_life=args.half_life_days * DAY, direct=args.direct,
-                             use_native=not args.python)
+                             use_native=not args.python, seconds=args.seconds)
     except (ValueError, OSError) as err:
         print(f"error: --plot: {err}", file=sys.stderr)
         return 2

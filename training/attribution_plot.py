@@ -6,9 +6,11 @@ model, so where the models agree and where they differ shows at a glance.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from kernels.attribution import MODELS, Paths, attribute
+from kernels.attribution import MODELS, BudgetExceeded, Paths, attribute
+from training.attribute import deadline, over_budget
 from training.report import figure_png, pyplot
 
 __all__ = ["all_credits", "credits_chart", "write_plot"]
@@ -16,18 +18,23 @@ __all__ = ["all_credits", "credits_chart", "write_plot"]
 SIZE = (9.0, 4.5)   # inches; at training.report.DPI the PNG is 900 x 450 pixels
 
 
-def all_credits(paths: Paths, **options) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+def all_credits(paths: Paths, seconds: float = math.inf,
+                **options) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Conversions per channel of every model in MODELS, and why any model could not run.
 
     ``options`` are `attribute`'s keyword arguments (order, half_life, ...); a model that rejects
-    the paths (time_decay without timestamps) is left out with its error message.
+    the paths (time_decay without timestamps) is left out with its error message, and so is one
+    that computes past ``seconds`` (each model has that bound).
     """
     credits, skipped = {}, {}
     for model in MODELS:
         try:
-            res = attribute(paths, model, **options)
+            res = attribute(paths, model, deadline=deadline(seconds), **options)
         except ValueError as err:
             skipped[model] = str(err)
+            continue
+        except BudgetExceeded:
+            skipped[model] = over_budget(seconds)
             continue
         credits[model] = {c: float(v) for c, v in zip(res.channels, res.conversions)}
     return credits, skipped

@@ -199,3 +199,51 @@ def test_a_bad_channelattribution_count_is_named_by_its_line(tmp_path, row, mess
     out = cli([path, "--model", "first"])
     assert out.returncode == 2, out.stdout
     assert out.stderr.strip() == f"error: {message}"
+
+
+def long_path(tmp_path, touches=5000, channels=6):
+    path = tmp_path / "long.csv"
+    path.write_text(" > ".join(f"c{(i * 7 + i // 3) % channels}" for i in range(touches))
+                    + ";1;1;0\n")
+    return path
+
+
+def test_the_attribution_stops_past_its_seconds_with_exit_3(tmp_path):
+    # the command had no bound: Markov at order 4 on one path of 200,000 touches ran past 100 s
+    # (1M touches: 200-300 s, 3.5 GB) where the server's Attribute stops at
+    # Limits.attribution_seconds; a bound of a microsecond stops it at its first check
+    path = long_path(tmp_path)
+    out = cli([path, "--model", "markov", "--order", "3", "--seconds", "1e-6"])
+    assert out.returncode == 3, (out.stdout, out.stderr)
+    assert out.stdout == "" and "Traceback" not in out.stderr
+    assert out.stderr.strip() == ("error: markov: the computation passed its budget of 1e-06s "
+                                  "(--seconds; the server's Limits.attribution_seconds): raise "
+                                  "--seconds, or use fewer paths or channels, or a lower Markov "
+                                  "order")
+    assert cli([path, "--model", "markov", "--order", "3"]).returncode == 0  # the default: 5 s
+
+
+def test_the_default_seconds_are_the_servers_limit():
+    import argparse
+
+    from server.limits import Limits
+    from training.attribute import _add_arguments
+
+    parser = argparse.ArgumentParser()
+    _add_arguments(parser)
+    assert parser.parse_args(["f", "--model", "first"]).seconds == Limits().attribution_seconds
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
+def test_seconds_must_be_positive(ca_file, seconds):
+    out = cli([ca_file, "--model", "first", "--seconds", seconds])
+    assert out.returncode == 2 and "--seconds: must be > 0 seconds" in out.stderr, out.stderr
+
+
+def test_plot_leaves_out_a_model_past_its_seconds(tmp_path):
+    from training.attribute import read_paths
+    from training.attribution_plot import all_credits
+
+    credits, skipped = all_credits(read_paths(long_path(tmp_path)), seconds=1e-9, order=3)
+    assert skipped["markov"].startswith("the computation passed its budget of 1e-09s")
+    assert "markov" not in credits and "first" in credits   # the heuristics have no checks
