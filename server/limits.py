@@ -244,6 +244,12 @@ class Limits(BaseModel):
     """Longest rendered push title (characters; iOS shows about this many)."""
     push_body_chars: int = Field(240, ge=1)
     """Longest rendered push body (characters; Android's expanded view shows about this many)."""
+    push_payload_bytes: int = Field(4000, ge=1)
+    """Most bytes a rendered push's parts (title, body, url) may take together, encoded as the
+    push webhook sends them (`parts`: UTF-8 JSON, quotes and escapes counted). The characters
+    above are what a screen shows; the provider counts bytes: APNs refuses a payload over 4096
+    (FCM 4096 too), and the relay's own wrapping (`aps`, `alert`) takes some of that. Before, a
+    title of emoji or a long url passed the character limits and the provider refused it."""
     message_part_bytes: int = Field(256 * 1024, ge=1)
     """Most UTF-8 bytes one rendered part (subject, html, ...) may take."""
     message_recommend_k: int = Field(20, ge=1)

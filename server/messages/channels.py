@@ -9,6 +9,7 @@ code units in one SMS, 67 per segment of a longer one, a surrogate pair never sp
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from ..validation import link_problem
 from .errors import BadLink, OverChannelLimit
 
 __all__ = ["PARTS", "MESSAGE_CHANNELS", "HTML_PARTS", "LINK_PARTS", "SmsLength", "sms_length",
-           "check_parts"]
+           "check_parts", "json_bytes"]
 
 PARTS: Mapping[str, tuple[str, ...]] = {
     "email": ("subject", "preheader", "html", "text"),
@@ -89,11 +90,30 @@ def check_parts(variant_id: str, channel: str, parts: Mapping[str, str], limits:
                                    f"{sms.encoding} units), at most {limits.sms_segments}")
         return {"sms_encoding": sms.encoding, "sms_units": sms.units, "sms_segments": sms.segments}
     if channel == "push":
-        for part, most in (("title", limits.push_title_chars), ("body", limits.push_body_chars)):
-            n = len(parts.get(part, ""))
-            if n > most:
-                raise OverChannelLimit(variant_id, part, f"{n} characters, at most {most}")
+        _check_push(variant_id, parts, limits)
     for part in LINK_PARTS.intersection(parts):
         if (problem := link_problem(parts[part])) is not None:
             raise BadLink(variant_id, part, problem)
     return {}
+
+
+def json_bytes(doc) -> bytes:
+    """``doc`` as the SMS and push webhooks send it: compact UTF-8 JSON."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _check_push(variant_id: str, parts: Mapping[str, str], limits: Limits) -> None:
+    """Title and body in characters (what a screen shows), all parts in encoded bytes (what
+    the provider counts); a payload over its bytes names its largest part."""
+    for part, most in (("title", limits.push_title_chars), ("body", limits.push_body_chars)):
+        n = len(parts.get(part, ""))
+        if n > most:
+            raise OverChannelLimit(variant_id, part, f"{n} characters, at most {most}")
+    payload = len(json_bytes(dict(parts)))
+    if payload > limits.push_payload_bytes:
+        sizes = {part: len(json_bytes(text)) - 2 for part, text in parts.items()}  # no quotes
+        largest = max(sizes, key=sizes.__getitem__)
+        each = ", ".join(f"{part} {n}" for part, n in sizes.items())  # escapes counted
+        raise OverChannelLimit(variant_id, largest, f"the push payload takes {payload} bytes "
+                               f"encoded ({each}), at most {limits.push_payload_bytes} "
+                               "(push_payload_bytes: the provider counts bytes, not characters)")

@@ -34,6 +34,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..security.secrets import Keyring
+from .channels import json_bytes
 from .errors import Permanent, Transient
 
 if TYPE_CHECKING:
@@ -73,10 +74,9 @@ same refusal and each campaign pushed to the dead token again (each a dead lette
 
 def webhook_body(message, to: str) -> bytes:
     """The JSON body of a composed SMS or push `message` to `to`."""
-    return json.dumps({"id": message.decision_id, "channel": message.channel, "to": to,
+    return json_bytes({"id": message.decision_id, "channel": message.channel, "to": to,
                        "campaign_id": message.campaign_id, "parts": message.parts,
-                       "send_at": message.send_at}, separators=(",", ":"),
-                      ensure_ascii=False).encode()
+                       "send_at": message.send_at})
 
 
 class WebhookSender:

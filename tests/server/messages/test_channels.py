@@ -1,8 +1,15 @@
 """SMS segment counting (GSM-7 basic + extension tables, UCS-2) and channel limits."""
+import grpc
 import pytest
 
 from server.limits import Limits
-from server.messages.channels import GSM7_BASIC, GSM7_EXTENSION, check_parts, sms_length
+from server.messages.channels import (
+    GSM7_BASIC,
+    GSM7_EXTENSION,
+    check_parts,
+    json_bytes,
+    sms_length,
+)
 from server.messages.errors import OverChannelLimit
 
 
@@ -68,3 +75,33 @@ def test_a_campaigns_message_channels_are_its_message_carrying_ones_once_in_orde
     """Each caller filtered out the placements itself (and met `channel` twice)."""
     from server.campaigns.spec import CampaignSpec
     assert CampaignSpec("c", channel=channel, channels=channels).message_channels == expected
+
+
+def test_a_push_payload_is_bounded_by_its_encoded_bytes_not_its_characters():
+    # the title and body limits counted characters only: 997 emoji (4 UTF-8 bytes each) under
+    # a 1000-character title limit made a 4000-byte payload, and one more byte was let through
+    # to a provider that counts bytes (APNs refuses a payload over 4096)
+    lim = Limits(push_title_chars=1000, push_payload_bytes=4000)
+    title = "\U0001F600" * 997                  # {"title":"..."}: 12 + 3988 = 4000 bytes
+    check_parts("v", "push", {"title": title}, lim)
+    with pytest.raises(OverChannelLimit) as err:
+        check_parts("v", "push", {"title": title + "a"}, lim)
+    assert str(err.value) == ("variant 'v', part 'title': the push payload takes 4001 bytes "
+                              "encoded (title 3989), at most 4000 (push_payload_bytes: the "
+                              "provider counts bytes, not characters)")
+    assert err.value.status == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_the_push_payload_counts_every_part_as_the_webhook_sends_it():
+    # defaults: a 65-character title and 240-character body pass their character limits; the
+    # url, and the quotes escaped in the body, take the payload past push_payload_bytes
+    lim = Limits()
+    parts = {"title": "\u00e9" * 65, "body": '"' * 240, "url": "https://x.example/"}
+    sent = json_bytes(parts)
+    assert len(sent) == 10 + 130 + 10 + 480 + 9 + len(parts["url"]) + 2  # '"' is 2 bytes: \"
+    parts["url"] += "a" * (lim.push_payload_bytes - len(sent))
+    check_parts("v", "push", parts, lim)
+    parts["url"] += "a"
+    with pytest.raises(OverChannelLimit, match=r"part 'url': the push payload takes 4001 bytes "
+                                               r"encoded \(title 130, body 480, url 3360\)"):
+        check_parts("v", "push", parts, lim)
