@@ -14,7 +14,7 @@ from ..errors import FailedPrecondition
 from ..store import lock_data_dir
 from ..store.errors import out_of_space
 from ..store.growth import drop_cached
-from ..store.lock import RESTORING
+from ..store.lock import RESTORING, restore_again
 from .erasures import carry_erasures, carry_suppressions, erase_carried, keys_checked
 from .todo import erase_again
 from .verify import extract
@@ -58,10 +58,14 @@ def restore(archive: Path, data_dir: Path, force: bool = False,
     lock = lock_data_dir(data_dir, exclusive=True, restoring=True)
     try:
         present = sorted(p.name for p in data_dir.iterdir() if p.name not in _OURS)
+        staging = data_dir / RESTORING
         if present and not force:
+            if staging.exists():
+                raise FailedPrecondition(f"a restore into {data_dir} did not finish ({RESTORING} "
+                                         f"is there) and it holds {', '.join(present)}: "
+                                         f"{restore_again(data_dir)}")
             raise FailedPrecondition(f"{data_dir} is not empty ({', '.join(present)}); restore "
                                      "into an empty dir, or pass --force to replace its store and bundles")
-        staging = data_dir / RESTORING
         unknown = _unknown_before(staging)
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -94,8 +98,8 @@ def restore(archive: Path, data_dir: Path, force: bool = False,
         except Unconfirmed as err:
             raise FailedPrecondition(
                 f"{err.directory} could not be synced during the swap ({err.strerror}): the "
-                f"restore did not finish ({RESTORING} is kept); run `python -m server restore` "
-                "again") from err
+                f"restore did not finish ({RESTORING} is kept); {restore_again(data_dir)}"
+            ) from err
         shutil.rmtree(staging, ignore_errors=True)
         with reported(unconfirmed):  # restored all the same
             confirm(data_dir)  # the mark gone: a power loss does not bring it back

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..durable import make_dirs
 from ..errors import FailedPrecondition
 
-__all__ = ["RESTORING", "check_restore_finished", "lock_data_dir", "locked_dir"]
+__all__ = ["RESTORING", "check_restore_finished", "lock_data_dir", "locked_dir", "restore_again"]
 
 RESTORING = ".restoring"
 """A restore's staging dir inside the data dir, there until the restore has swapped its copy in
@@ -44,12 +44,21 @@ def lock_data_dir(data_dir: Path, exclusive: bool, restoring: bool = False):
     return fh
 
 
+def restore_again(data_dir: Path) -> str:
+    """What to do about an unfinished restore into `data_dir`: run it again with --force. The
+    store or bundles it may have swapped in already make the data dir not empty, which a
+    restore without --force refuses (it said "restore into an empty dir, or pass --force",
+    after a restore into an empty dir)."""
+    return (f"run `python -m server restore --from BACKUP --data-dir {data_dir} --force` again "
+            "with the same backup (--force: it replaces what the unfinished restore swapped in)")
+
+
 def check_restore_finished(data_dir: Path) -> None:
     """FailedPrecondition when a restore into `data_dir` was killed before it finished (the
     commands that look for `store/` before they lock call it first, for this message)."""
     if (data_dir / RESTORING).exists():
         raise FailedPrecondition(f"a restore into {data_dir} did not finish ({RESTORING} is there): "
-                                 "run `python -m server restore` again")
+                                 f"{restore_again(data_dir)}")
 
 
 @contextmanager

@@ -345,7 +345,9 @@ def test_a_restore_whose_swap_cannot_be_synced_stops_in_one_line_and_is_run_agai
     assert failed.returncode == 1 and failed.stdout == "", failed.stderr
     assert failed.stderr == (f"restore: {dest} could not be synced during the swap (Input/output "
                              "error): the restore did not finish (.restoring is kept); run "
-                             "`python -m server restore` again\n")
+                             f"`python -m server restore --from BACKUP --data-dir {dest} --force` "
+                             "again with the same backup (--force: it replaces what the "
+                             "unfinished restore swapped in)\n")
     assert (dest / ".restoring").is_dir()
     again = run_module("server", "restore", "--from", str(archive), "--data-dir", str(dest),
                        "--force")

@@ -25,7 +25,7 @@ def replace(src, dst):
         os._exit(9)  # killed here: no finally runs
     real(src, dst)
 os.replace = replace
-b.restore(Path(sys.argv[1]), Path(sys.argv[2]), force=True)
+b.restore(Path(sys.argv[1]), Path(sys.argv[2]), force="--no-force" not in sys.argv)
 """
 
 
@@ -186,3 +186,32 @@ def test_a_restore_interrupted_while_it_swaps_leaves_the_data_dir_refused(restor
         assert refused.returncode == 1, refused.stderr
         assert f"a restore into {live} did not finish" in refused.stderr, refused.stderr
     _restore_again_keeps_the_erasure(out, live)
+
+
+def test_a_restore_into_an_empty_dir_killed_midway_says_to_run_it_again_with_force(
+        restored_then_erased, tmp_path):
+    """Killed once it had swapped its store in, a restore into an empty dir left a data dir
+    every command refused with "run `python -m server restore` again"; run again so, it was
+    refused "not empty (store); restore into an empty dir, or pass --force", the store it
+    names its own. Both now say to run it again with --force, and that finishes it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    out, fresh = restored_then_erased[0], tmp_path / "fresh"
+    killed = subprocess.run([sys.executable, "-c", _RESTORE_KILLED_AT, str(out), str(fresh), "2",
+                             "--no-force"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 9, killed.stderr
+    again = (f"run `python -m server restore --from BACKUP --data-dir {fresh} --force` again "
+             "with the same backup (--force: it replaces what the unfinished restore swapped in)")
+    refused = run_command("migrate", "--data-dir", str(fresh), check=False,
+                          env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")})
+    assert refused.stderr == (f"migrate: a restore into {fresh} did not finish (.restoring is "
+                              f"there): {again}\n")
+    refused = run_command("restore", "--from", str(out), "--data-dir", str(fresh), check=False)
+    assert refused.returncode == 1 and refused.stdout == "", refused.stderr
+    assert refused.stderr == (f"restore: a restore into {fresh} did not finish (.restoring is "
+                              f"there) and it holds store: {again}\n")
+    finished = run_command("restore", "--from", str(out), "--data-dir", str(fresh), "--force")
+    assert json.loads(finished.stdout)["command"] == "restore"
+    assert sorted(p.name for p in fresh.iterdir()) == ["bundles", "store", "tailor.lock"]
