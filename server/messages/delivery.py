@@ -121,7 +121,13 @@ def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
 BOUNCE_EVENTS = {"email": "email_bounce", "sms": "sms_bounce"}
 """The event a hard bounce on a channel records (`Delivery._bounced`; push tokens are not
 listed: a gone one is dropped from the profile, `Delivery._token_gone`)."""
-BOUNCING_CHANNELS = (*BOUNCE_EVENTS, "push")
+NOT_LISTED = {"email": "the addresses held are not listed",
+              "sms": "the numbers held are not listed",
+              "push": "the tokens held are not dropped"}
+"""What a send job's tripped breaker leaves undone, per channel, in its log line (what each
+channel's hard bounce does: list the address or number, drop the push token; the line said
+"addresses" on every channel)."""
+BOUNCING_CHANNELS = tuple(NOT_LISTED)
 """The channels whose hard bounces a send job's breaker judges (`breaker.BounceBreaker`): a
 relay answering every push `410` (an endpoint retired: `410 Gone`) would drop every token of the
 audience, as one answering 5.1.1 to every address would list them."""

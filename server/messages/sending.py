@@ -67,7 +67,15 @@ from .breaker import BounceBreaker
 from .cancelling import Cancellation, withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
-from .delivery import BOUNCING_CHANNELS, MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
+from .delivery import (
+    BOUNCING_CHANNELS,
+    MISSING_ADDRESS,
+    NOT_LISTED,
+    UNDELIVERED,
+    Delivery,
+    address_of,
+    sent_event,
+)
 from .errors import BadAddress, BadLink, NoLongerAllowed, RenderFailed
 from .sends import (
     ARCHIVED,
@@ -448,14 +456,14 @@ class SendJob:
         renamed `bounce_breaker`); only the listings are dropped."""
         if self.cancelling.requested.is_set():
             logger.warning("send %s (cancelled): its breaker tripped on the messages being "
-                           "handed over (%d of %d %s messages hard-bounced); the addresses "
-                           "held are not listed", self.send_id, b.bounced, b.handed, channel)
+                           "handed over (%d of %d %s messages hard-bounced); %s", self.send_id,
+                           b.bounced, b.handed, channel, NOT_LISTED[channel])
             return
         logger.error("send %s stopped: more than %.0f%% of the last %d %s messages handed over "
                      "hard-bounced (send_bounce_breaker_share, send_bounce_breaker_min; %d of "
-                     "%d in the job); the addresses held are not listed, those messages are "
-                     "dead letters, the rest is settled suppressed %s", self.send_id,
-                     100 * b.share, b.minimum, channel, b.bounced, b.handed, BOUNCE_BREAKER)
+                     "%d in the job); %s, those messages are dead letters, the rest is settled "
+                     "suppressed %s", self.send_id, 100 * b.share, b.minimum, channel, b.bounced,
+                     b.handed, NOT_LISTED[channel], BOUNCE_BREAKER)
         job, _ = await asyncio.to_thread(self.records.cancel, self.send_id, BOUNCE_BREAKER)
         self.cancelling.reason = stopped_by(job) if job is not None else BOUNCE_BREAKER
         self.cancel()

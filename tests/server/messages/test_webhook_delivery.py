@@ -481,10 +481,11 @@ async def test_a_refusals_code_out_of_range_is_no_code(provider, campaigns, prof
 
 
 async def test_a_provider_saying_every_number_is_gone_trips_the_jobs_sms_breaker(
-        provider, campaigns, profiles, messaging):
+        provider, campaigns, profiles, messaging, caplog):
     """An SMS provider answering 21211 to every text (an adapter that mangles the numbers)
     stops the job once more than half of the last 20 texts bounced, listing none of them;
-    before, each number was listed (the email breaker did not watch texts)."""
+    before, each number was listed (the email breaker did not watch texts). The log line says
+    so of numbers."""
     users = [f"m{i:02d}" for i in range(24)]
     await sms_user(campaigns, profiles, users[0], "+447700900200")
     for i, user in enumerate(users[1:], 1):
@@ -503,6 +504,15 @@ async def test_a_provider_saying_every_number_is_gone_trips_the_jobs_sms_breaker
         phone=f"+4477009002{i:02d}"))).suppressed for i in range(24)]
     assert not any(listed)
     assert await sent_events(profiles, "sms_bounce") == []
+    line = _breaker_line(caplog, started.send_id)
+    assert "sms messages" in line and "; the numbers held are not listed, those" in line, line
+
+
+def _breaker_line(caplog, send_id: str) -> str:
+    """The one log line of the send job `send_id`'s tripped breaker."""
+    [line] = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith(f"send {send_id} stopped: more than")]
+    return line
 
 
 async def test_a_carrier_stop_of_a_number_the_user_moved_from_stops_its_holder_not_their_new_one(
@@ -608,9 +618,10 @@ async def test_a_push_token_the_provider_answers_gone_is_dropped_and_not_pushed_
 
 
 async def test_a_push_relay_answering_every_token_gone_trips_the_jobs_breaker_and_drops_none(
-        provider, campaigns, profiles, messaging, tailor_server):
+        provider, campaigns, profiles, messaging, tailor_server, caplog):
     """A push endpoint answering 410 to all (retired: `410 Gone`) stops the job once more than
-    half of the last 20 pushes bounced, and no user loses their token to it."""
+    half of the last 20 pushes bounced, and no user loses their token to it; the log line says
+    so of tokens (it said "the addresses held are not listed" on every channel)."""
     users = [f"d{i:02d}" for i in range(24)]
     await _push_campaign_and_user(campaigns, profiles, users[0], "tok-d00")
     for user in users[1:]:
@@ -623,6 +634,9 @@ async def test_a_push_relay_answering_every_token_gone_trips_the_jobs_breaker_an
     assert done.cancelled_at > 0 and done.sent == 0 and done.failed >= 20
     assert done.suppressed_by_reason["bounce_breaker"] == 24 - done.failed
     assert [await _push_token(tailor_server, u) for u in users] == [f"tok-{u}" for u in users]
+    line = _breaker_line(caplog, started.send_id)
+    assert "push messages" in line and "; the tokens held are not dropped, those" in line, line
+    assert "address" not in line
 
 
 async def test_a_campaign_stored_with_a_script_push_url_before_the_check_is_refused_at_render(
