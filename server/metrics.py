@@ -32,7 +32,7 @@ from .security.hosts import with_port
 
 __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
-           "BUNDLE_LOAD_FAILING",
+           "BUNDLE_LOAD_FAILING", "BUNDLE_FALLBACK",
            "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
            "STORE_FULL_REFUSALS", "USER_CACHE_USERS", "WRITER_EXITS",
            "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
@@ -69,6 +69,11 @@ BUNDLE_LOAD_FAILING = Gauge("tailor_bundle_load_failing", "1 while a worker cann
                             "bundle the store names for a slot ('active': the pointer's, "
                             "'canary': the running canary's) and serves another meanwhile (max "
                             "over live workers).", ["slot"], multiprocess_mode="livemax")
+BUNDLE_FALLBACK = Gauge("tailor_bundle_fallback", "1 while the active bundle is one a start "
+                        "fell back to, the version the pointer named failing to load (the "
+                        "pointer moved, so no load fails after it), until a push, rollback or "
+                        "promotion (max over live workers).", ["slot"],
+                        multiprocess_mode="livemax")
 MODEL_SWAPS = Counter("tailor_model_swaps", "Bundles swapped in (start, push, rollback, or "
                       "following another worker).")
 CAMPAIGN_DECISIONS = Counter("tailor_campaign_decisions", "ChooseVariant decisions, by campaign "
@@ -164,10 +169,12 @@ def report_model(version: str, fmt: str, previous: str | None = None, previous_f
     MODEL_SWAPS.inc()
 
 
-def report_load_failing(active: bool, canary: bool) -> None:
-    """Whether this worker fails to load what the store names (`ModelRegistry`, every poll)."""
+def report_load_failing(active: bool, canary: bool, fallback: bool = False) -> None:
+    """Whether this worker fails to load what the store names, and whether the store records
+    that a start fell back from the active version (`ModelRegistry`, every poll)."""
     BUNDLE_LOAD_FAILING.labels("active").set(float(active))
     BUNDLE_LOAD_FAILING.labels("canary").set(float(canary))
+    BUNDLE_FALLBACK.labels("active").set(float(fallback))
 
 
 def count_events(outcome: str, types, known: frozenset[str]) -> None:

@@ -30,7 +30,14 @@ from ..errors import FailedPrecondition, NotFound
 from ..files import private_tree
 from ..processes import owner_alive, process_started
 from ..store import Store
-from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
+from ..store.keys import (
+    BUNDLE_ACTIVE,
+    BUNDLE_FALLBACK,
+    BUNDLE_HISTORY,
+    WORKER_PREFIX,
+    worker_key,
+    worker_pid,
+)
 from ..store.lock import locked_dir
 from ..validation import check_version
 from .backoff import LoadBackoff
@@ -62,6 +69,9 @@ class ModelRegistry:
         self._backoff = LoadBackoff()
         self._canary_backoff = LoadBackoff()
         """Attempts at loading the running canary's bundle (by canary id) that failed."""
+        self._falling_back_from = ""
+        """The active version `start` could not load, while it records another instead
+        (`_record_txn` then keeps `BUNDLE_FALLBACK`)."""
         self._checks: list[Callable[[Bundle], None]] = []
         self._amenders: list[Callable[[Bundle], Bundle]] = []
         self._id_checks: list[RawIds] = []
@@ -162,6 +172,7 @@ class ModelRegistry:
         candidates = ([(first, False)] if first else []) + [(v, True) for v in others]
         await asyncio.to_thread(hash_stored, self.bundles_dir, self._ids_seen)
         for version, record in candidates:
+            self._falling_back_from = first if record else ""
             try:
                 await self.activate(version, record=record)
                 break
@@ -172,6 +183,8 @@ class ModelRegistry:
                     logger.error("cannot serve the active bundle %s: %s; serving the latest "
                                  "version served before it that passes instead, else the "
                                  "newest stored one (push or roll back to choose)", version, err)
+            finally:
+                self._falling_back_from = ""
         if self._active is None:
             logger.warning("no valid bundle under %s: Recommend answers FAILED_PRECONDITION "
                            "until one is pushed", self.bundles_dir)
@@ -179,10 +192,23 @@ class ModelRegistry:
             await self._follow_canary_logged()
         self._poll()
 
+    def fell_back(self) -> dict | None:
+        """The start's fallback the store records ({from, to, at}: it could not load the active
+        version `from` and serves `to` instead), until a version is recorded again (a push,
+        rollback, promotion, --bundle); else None."""
+        raw = self.store.get("meta", BUNDLE_FALLBACK)
+        return json.loads(raw) if raw else None
+
+    def _report_failing(self) -> None:
+        """`tailor_bundle_load_failing` (this worker's loads) and `tailor_bundle_fallback` (the
+        store's record: a start that fell back moved the pointer, so no load fails after it)."""
+        metrics.report_load_failing(self._backoff.failing, self._canary_backoff.failing,
+                                    self.fell_back() is not None)
+
     def _poll(self) -> None:
         # the gauge from the start (0: nothing fails yet), not from the first pass half a second
         # later: a scrape meanwhile, a dashboard or an alert rule, found no such series
-        metrics.report_load_failing(self._backoff.failing, self._canary_backoff.failing)
+        self._report_failing()
         self._background.every(self.settings.bundle_poll_seconds, self._follow_pointer,
                                "could not follow the active bundle pointer", first=False,
                                log=logger)
@@ -273,6 +299,8 @@ class ModelRegistry:
             if ended:
                 self._adopt(None)  # a new active version ended the canary
             self._report_loaded(bundle.version)
+        if record:  # a recorded version set or cleared the fallback: said at once, not at a poll
+            self._report_failing()
         logger.info("serving bundle %s", bundle.version)
         await self._pruned()
         return bundle
@@ -334,8 +362,15 @@ class ModelRegistry:
         """Point at `version` and append it to the history (`back`, a rollback to a version
         the history holds: drop the versions after it, those rolled back from, so the next
         rollback goes further back); a new active version (not the same one recorded again,
-        as a restarted worker does) ends a running canary: True if so."""
+        as a restarted worker does) ends a running canary: True if so. A start falling back
+        from the active version it could not load records that (`BUNDLE_FALLBACK`, which
+        `tailor_bundle_fallback` reports); any other recording is a choice and clears it."""
         meta = self.store.table("meta")
+        if self._falling_back_from:
+            meta.put(txn, BUNDLE_FALLBACK, json.dumps({
+                "from": self._falling_back_from, "to": version, "at": time.time()}).encode())
+        else:
+            meta.delete(txn, BUNDLE_FALLBACK)
         raw = meta.get(txn, BUNDLE_HISTORY)
         history = json.loads(raw) if raw else []
         if back and version in history:
@@ -485,7 +520,7 @@ class ModelRegistry:
         elif version and self._backoff.due(version, time.monotonic()):
             await self._follow(version, self._backoff)
         await self._follow_canary()
-        metrics.report_load_failing(self._backoff.failing, self._canary_backoff.failing)
+        self._report_failing()
 
     async def _follow(self, version: str, backoff: LoadBackoff) -> None:
         """Activate the pointer's `version`; a failure keeps the old bundle (`_attempt`)."""

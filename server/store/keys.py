@@ -17,6 +17,7 @@ prefix ever matches them.
     meta       bundle/active, bundle/history    bundle pointer       BUNDLE_ACTIVE, BUNDLE_HISTORY
     meta       worker␟<pid>                     version a worker serves  worker_key
     meta       bundle/canary                    running canary (JSON) BUNDLE_CANARY
+    meta       bundle/fallback                  a start's fallback (JSON) BUNDLE_FALLBACK
     meta       canary␟<pid>                     a worker's canary tally  canary_report_key
     meta       canary␟<pid>.<random>            a stopped worker's tally (still summed)
     meta       layout␟<record kind>             layout version       layout_key
@@ -85,7 +86,7 @@ __all__ = [
     "dedupe_key", "dedupe_keys", "dedupe_key_of_event", "DEDUPE_PREFIX",
     "category_key", "CATEGORY_PREFIX", "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY",
     "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
-    "BUNDLE_CANARY", "CANARY_REPORT_PREFIX", "canary_report_key",
+    "BUNDLE_CANARY", "BUNDLE_FALLBACK", "CANARY_REPORT_PREFIX", "canary_report_key",
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
     "ERASURE_CHECK_PREFIX", "erasure_check_key",
     "TOMBSTONE_LATEST", "tombstone_seq_key", "tombstone_seq", "TOMBSTONE_SEQ_PREFIX",
@@ -202,6 +203,7 @@ BUNDLE_ACTIVE = b"bundle/active"
 BUNDLE_HISTORY = b"bundle/history"
 WORKER_PREFIX = b"worker" + SEP
 BUNDLE_CANARY = b"bundle/canary"
+BUNDLE_FALLBACK = b"bundle/fallback"
 CANARY_REPORT_PREFIX = b"canary" + SEP
 LAYOUT_PREFIX = b"layout" + SEP
 TOMBSTONE_PREFIX = b"tombstone" + SEP

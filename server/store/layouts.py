@@ -224,6 +224,10 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("bundle_canary", "meta", 1, lambda k: k == K.BUNDLE_CANARY,
                "JSON {id, version, share, stable, started, baseline} of the running canary "
                "(models.canary.CanarySplit)"),
+    RecordKind("bundle_fallback", "meta", 1, lambda k: k == K.BUNDLE_FALLBACK,
+               "JSON {from, to, at}: the active version a start could not load and the one it "
+               "served instead (models.registry); deleted when a push, rollback, promotion or "
+               "--bundle records a version"),
     RecordKind("canary_report", "meta", 1, lambda k: k.startswith(K.CANARY_REPORT_PREFIX),
                "JSON {id, versions: {version: tally}}: a worker's Recommend counts per version "
                "since the canary started (models.tally)"),

@@ -1,0 +1,47 @@
+"""A start that cannot load the active bundle falls back to an older one and moves the pointer,
+so no load fails after it and `tailor_bundle_load_failing` is 0: the fallback is recorded in
+the store and `tailor_bundle_fallback` (which TailorBundleNotLoaded includes) is 1 until a
+version is chosen again. Real server processes on one data dir."""
+
+import yaml
+
+from clients.client import TailorClient
+from tests.conftest import ROOT
+from tests.server.test_rpc_metrics import scrape, value
+
+
+def _fallback(served) -> float:
+    return value(scrape(served.metrics_port), "tailor_bundle_fallback", slot="active")
+
+
+def test_a_start_that_falls_back_from_a_damaged_active_bundle_keeps_the_alert_firing(
+        server_process, demo_bundle, second_bundle, demo_manifest, tmp_path):
+    data = tmp_path / "data"
+    served = server_process(data, bundle=demo_bundle)
+    with TailorClient(served.target, timeout=60) as client:
+        damaged = client.push_bundle(second_bundle).active.version
+    served.stop()
+    (data / "bundles" / damaged / "index.faiss").unlink()  # the active bundle's copy damaged
+
+    served = server_process(data)
+    served.wait_logged(f"cannot serve the active bundle {damaged}")
+    with TailorClient(served.target, timeout=60) as client:
+        assert client.model_status().active.version == demo_manifest["version"]
+    samples = scrape(served.metrics_port)
+    assert value(samples, "tailor_bundle_load_failing", slot="active") == 0  # nothing fails now
+    assert value(samples, "tailor_bundle_fallback", slot="active") == 1
+    served.stop()
+
+    served = server_process(data)  # a restart loads the moved pointer: still the fallback
+    assert _fallback(served) == 1
+    with TailorClient(served.target, timeout=60) as client:
+        assert client.push_bundle(second_bundle).active.version == damaged  # its copy replaced
+    assert _fallback(served) == 0
+    served.stop()
+
+
+def test_the_bundle_alert_includes_the_fallback():
+    rules = yaml.safe_load((ROOT / "deploy" / "monitoring" / "alerts.yml").read_text())
+    [expr] = [r["expr"] for g in rules["groups"] for r in g["rules"]
+              if r["alert"] == "TailorBundleNotLoaded"]
+    assert "tailor_bundle_load_failing" in expr and "tailor_bundle_fallback" in expr
