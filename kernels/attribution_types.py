@@ -118,13 +118,18 @@ def parse_channelattribution(lines: Iterable[str], sep: str = ";") -> Paths:
     """Parse ChannelAttribution's aggregated format.
 
     Each line is ``path;total_conversions;total_conversion_value;total_null`` with ``" > "``
-    between channels; value and null columns may be absent. A first line none of whose counts
-    is a number is a header, and skipped.
+    between channels; value and null columns may be absent, a fifth is refused (ValueError
+    naming the line: it was ignored, whatever it held). A first line none of whose counts is a
+    number is a header, and skipped.
     """
     rows = [line.strip().split(sep) for line in lines]
     numbered = [(i, r) for i, r in enumerate(rows, 1) if r != [""]]
     if numbered and numbered[0][0] == 1 and _header(numbered[0][1]):
         numbered = numbered[1:]
+    for lineno, parts in numbered:
+        if len(parts) > 4:
+            raise ValueError(f"line {lineno}: {len(parts)} columns, at most 4 "
+                             f"(path{sep}conversions{sep}value{sep}nulls)")
     try:  # fast path: every row has the same numeric columns
         arr = np.array([r[1:4] for _, r in numbered], dtype=np.float64).reshape(len(numbered), -1)
     except ValueError:

@@ -15,7 +15,7 @@ Formats
 -------
 channelattribution
     ``path;total_conversions;total_conversion_value;total_null`` lines with ``" > "`` between
-    channels (header optional, value and null columns optional).
+    channels (header optional, value and null columns optional, a fifth column refused).
 tailor
     JSON Lines, one path per line: ``{"path": ["a", "b"] | "a > b", "conversions": 1,
     "value": 9.5, "nulls": 0, "timestamps": [t0, t1]}`` (timestamps in seconds; only

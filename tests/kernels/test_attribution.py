@@ -413,6 +413,15 @@ def test_parse_channelattribution_rejects_bad_counts():
         parse_channelattribution(["a > b;1;0;0", "b;x;0;0"])
 
 
+def test_a_fifth_column_is_refused_naming_its_line():
+    # "a > b;1;10;1;99" was read as "a > b;1;10;1": the 99 dropped, whatever it meant
+    with pytest.raises(ValueError, match=r"^line 3: 5 columns, at most 4 "
+                                         r"\(path;conversions;value;nulls\)$"):
+        parse_channelattribution(["path;conversions;value;nulls", "b;1;0;0", "a > b;1;10;1;99"])
+    with pytest.raises(ValueError, match="^line 1: 6 columns"):
+        parse_channelattribution(["a;1;0;0;;"])
+
+
 def test_a_bad_first_row_is_refused_not_taken_for_a_header():
     # a first line whose conversions were not a number was skipped as a header, though its
     # other counts were numbers: its path vanished from the totals

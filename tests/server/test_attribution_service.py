@@ -423,6 +423,10 @@ BAD = [
     ("first row without counts", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.LINEAR),
                                                      channelattribution_rows=["a > b"]),
      "channelattribution_rows[0]"),
+    # a fifth column was ignored, whatever it held
+    ("fifth column", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.LINEAR),
+                                         channelattribution_rows=["a;1;0;0", "b;1;0;0;5"]),
+     "channelattribution_rows[1]"),
 ]
 
 

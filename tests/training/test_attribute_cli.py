@@ -190,6 +190,8 @@ def test_table_pads_wide_and_combining_channel_names_by_terminal_columns(tmp_pat
     ("b;1;-2;0", "line 4: value: must be finite and >= 0, got -2.0"),
     ("b;nan;0;0", "line 4: conversions: must be finite and >= 0, got nan"),
     ("b;1;0;-1", "line 4: nulls: must be finite and >= 0, got -1.0"),
+    # a fifth column was ignored, whatever it held
+    ("b;1;0;0;7", "line 4: 5 columns, at most 4 (path;conversions;value;nulls)"),
 ])
 def test_a_bad_channelattribution_count_is_named_by_its_line(tmp_path, row, message):
     # header, a blank line, a good row, then the bad one on line 4: it said "value: must be
