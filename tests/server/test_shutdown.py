@@ -88,6 +88,22 @@ def _serving_workers(proc: subprocess.Popen) -> tuple[list[int], list[str]]:
     return [pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid)], seen
 
 
+@contextlib.contextmanager
+def _two_serving(tmp_path, **env):
+    """`_two_workers` once both workers serve: yields (the process, the workers' pids, the
+    output lines read so far, every process under the parent then). At the end, on a failure
+    too, none of them is left behind, nor what the workers started since (`_kill_all`)."""
+    proc = _two_workers(tmp_path, **env)
+    workers, seen = _serving_workers(proc)
+    everyone = _descendants(proc.pid)
+    try:
+        assert len(workers) == 2, "".join(seen)
+        yield proc, workers, seen, everyone
+    finally:
+        _kill(everyone)
+        _kill_all(proc, workers)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones(server_process, tmp_path, workers):
     env = {"TAILOR_GRACE_SECONDS": "30", "TAILOR_DRAIN_SECONDS": "1.5",
@@ -171,9 +187,7 @@ def test_a_worker_killed_while_the_workers_start_stops_the_server_at_once(tmp_pa
     try:
         out, _ = proc.communicate(timeout=60)
     finally:  # on a failure, leave no server behind
-        for pid in [c for w in workers[1:] for c in _children(w)] + workers[1:] + [proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_all(proc, workers[1:])
     assert proc.returncode == 1, out[-3000:]
     assert time.time() - started < 30, out[-3000:]
     assert "exited with -9" in out and out.count("draining") == 1, out[-3000:]
@@ -183,23 +197,25 @@ def test_a_worker_stopped_alone_stops_the_server(tmp_path):
     """A stop signal sent to one worker only (`kill <worker pid>`) drains it and it exits 0; the
     parent used to act on non-zero exits only, so the port went on one worker short, its
     health SERVING. Now the parent stops the other and exits non-zero (a restart)."""
-    proc = _two_workers(tmp_path)
-    workers, seen = _serving_workers(proc)
-    try:
-        assert len(workers) == 2, "".join(seen)
+    with _two_serving(tmp_path) as (proc, workers, _, _):
         os.kill(workers[0], signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
-    finally:  # on a failure, leave no server behind
-        _kill_all(proc, workers)
     assert proc.returncode == 1, out[-3000:]
     assert "exited with 0; stopping the others" in out and out.count("draining") == 2, out[-3000:]
 
 
 def _kill_all(proc: subprocess.Popen, workers: list[int]) -> None:
     """SIGKILL the workers' children, the workers and the parent (those still there)."""
-    for pid in [c for w in workers for c in _children(w)] + workers + [proc.pid]:
+    _kill([c for w in workers for c in _children(w)] + workers + [proc.pid])
+
+
+def _kill(pids) -> None:
+    """Leave none of `pids` behind (a test's `finally`, on a failure): SIGKILL each still
+    there, then SIGCONT (one the test stopped)."""
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
 
 
 def _cmdline(pid: int) -> bytes:
@@ -252,18 +268,13 @@ def test_a_worker_killed_while_the_server_drains_makes_the_exit_non_zero(tmp_pat
     """After a stop signal the parent ignored how its workers ended: one SIGKILLed (the OOM
     killer) or crashing mid-drain, its calls in flight cut, and the server still exited 0, a
     clean stop to the service manager. Now that worker's end is logged and the exit is 1."""
-    proc = _two_workers(tmp_path, TAILOR_DRAIN_SECONDS="3")
-    workers, seen = _serving_workers(proc)
-    try:
-        assert len(workers) == 2, "".join(seen)
+    with _two_serving(tmp_path, TAILOR_DRAIN_SECONDS="3") as (proc, workers, seen, _):
         proc.send_signal(signal.SIGTERM)
         while "draining" not in (line := proc.stdout.readline()):  # both drain 3 s
             seen.append(line)
             assert line, "".join(seen)
         os.kill(workers[1], signal.SIGKILL)
         out, _ = proc.communicate(timeout=60)
-    finally:  # on a failure, leave no server behind
-        _kill_all(proc, workers)
     assert proc.returncode == 1, out[-3000:]
     assert "exited with -9 while the server stopped" in out, out[-3000:]
 
@@ -274,11 +285,8 @@ def test_the_whole_stop_ends_within_stop_seconds_whatever_still_runs(tmp_path):
     (stopped here: hung) was waited for for ever, past any service manager's stop timeout
     (Kubernetes' 30 s), whose SIGKILL then left them all. The whole stop takes at most
     TAILOR_STOP_SECONDS: what still runs near its end is killed and reaped."""
-    proc = _two_workers(tmp_path, TAILOR_STOP_SECONDS="3", TAILOR_GRACE_SECONDS="1")
-    workers, seen = _serving_workers(proc)
-    everyone = _descendants(proc.pid)
-    try:
-        assert len(workers) == 2, "".join(seen)
+    with _two_serving(tmp_path, TAILOR_STOP_SECONDS="3",
+                      TAILOR_GRACE_SECONDS="1") as (proc, workers, _, everyone):
         (zygote,) = _children(workers[1])
         for writer in _children(zygote):  # they see no end of their stdin
             os.kill(writer, signal.SIGSTOP)
@@ -287,11 +295,6 @@ def test_the_whole_stop_ends_within_stop_seconds_whatever_still_runs(tmp_path):
         began = time.monotonic()
         out, _ = proc.communicate(timeout=30)
         took = time.monotonic() - began
-    finally:  # on a failure, leave no server behind
-        for pid in everyone + [proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                os.kill(pid, signal.SIGCONT)
     assert proc.returncode == 1, out[-3000:]
     assert took < 3 + 1.5, out[-3000:]  # the parent's own exit after the bound, on a busy host
     assert ("1 workers still stopping 2 s after the stop began (stop_seconds 3): killing them"
@@ -331,10 +334,7 @@ def test_one_worker_stops_within_stop_seconds_whatever_still_runs(tmp_path, stop
         took = time.monotonic() - began
         left = [pid for pid in everyone if os.path.exists(f"/proc/{pid}")]  # zombies too
     finally:  # on a failure, leave no server behind
-        for pid in everyone + [proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                os.kill(pid, signal.SIGCONT)
+        _kill(everyone + [proc.pid])
     killed = "still stopping 2 s after the stop began (stop_seconds 3): killing the writer"
     clean = re.findall(r"tailor\.workers: stopped$", out, re.M)  # the main thread's last line
     if stopped is None:
@@ -489,11 +489,8 @@ def parent_killed(tmp_path_factory):
         stdout=subprocess.PIPE, text=True)  # killed at the module's end: held past the tests between
     try:
         assert holder.stdout.readline() == "held\n"
-        proc = _two_workers(tmp, TMPDIR=str(scratch))
-        workers, seen = _serving_workers(proc)
         out: list[str] = []
-        try:
-            assert len(workers) == 2, "".join(seen)
+        with _two_serving(tmp, TMPDIR=str(scratch)) as (proc, _, _, _):
             started, gone_then = _metrics_dirs(scratch), gone.exists()
             proc.kill()
             proc.wait(10)
@@ -501,8 +498,6 @@ def parent_killed(tmp_path_factory):
             reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
             reader.start()
             wait_for(lambda: not reader.is_alive(), "the workers to exit", timeout=60)
-        finally:  # on a failure, leave no server behind
-            _kill_all(proc, workers)
         yield SimpleNamespace(tmp=tmp, scratch=scratch, kept={running, unlocked, elsewhere},
                               started=started, gone_then=gone_then, out=out[0])
     finally:
@@ -524,33 +519,29 @@ def test_a_worker_whose_parent_is_killed_stops_within_stop_seconds(tmp_path):
     with the parent SIGKILLed, a worker whose writers did not exit (stopped here: hung) drained
     for a minute, unsupervised. It now ends its stop within the bound itself, as one worker
     does: its writers and zygote killed and reaped, exit 1; the other stops cleanly."""
-    proc = _two_workers(tmp_path, TAILOR_STOP_SECONDS="3", TAILOR_GRACE_SECONDS="1")
-    workers, seen = _serving_workers(proc)
-    everyone = _descendants(proc.pid)
     out: list[str] = []
-    metrics_dir = _environ(workers[0]).get("PROMETHEUS_MULTIPROC_DIR") if workers else None
+    metrics_dir = None
     try:
-        assert len(workers) == 2, "".join(seen)
-        zygote = wait_for(lambda: _children(workers[1]), "the writers' zygote")[0]
-        hung = wait_for(lambda: len(_children(zygote)) == 2 and _children(zygote), "the writers")
-        everyone = _descendants(proc.pid)
-        for writer in hung:
-            os.kill(writer, signal.SIGSTOP)
-        proc.kill()
-        proc.wait(10)
-        began = time.monotonic()
-        # the workers and their writer processes hold the output pipe: EOF once all are gone
-        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
-        reader.start()
-        reader.join(15)
-        took = time.monotonic() - began
-        left = [pid for pid in [zygote, *hung] if os.path.exists(f"/proc/{pid}")
-                and _state(pid) != "Z"]  # a zombie of a PID 1 that does not reap is gone
-    finally:  # on a failure, leave no server behind; nor the metrics dir the parent left
-        for pid in everyone:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                os.kill(pid, signal.SIGCONT)
+        with _two_serving(tmp_path, TAILOR_STOP_SECONDS="3",
+                          TAILOR_GRACE_SECONDS="1") as (proc, workers, _, everyone):
+            metrics_dir = _environ(workers[0]).get("PROMETHEUS_MULTIPROC_DIR")
+            zygote = wait_for(lambda: _children(workers[1]), "the writers' zygote")[0]
+            hung = wait_for(lambda: len(_children(zygote)) == 2 and _children(zygote),
+                            "the writers")
+            everyone += _descendants(proc.pid)
+            for writer in hung:
+                os.kill(writer, signal.SIGSTOP)
+            proc.kill()
+            proc.wait(10)
+            began = time.monotonic()
+            # the workers and their writer processes hold the output pipe: EOF once all are gone
+            reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+            reader.start()
+            reader.join(15)
+            took = time.monotonic() - began
+            left = [pid for pid in [zygote, *hung] if os.path.exists(f"/proc/{pid}")
+                    and _state(pid) != "Z"]  # a zombie of a PID 1 that does not reap is gone
+    finally:  # nor the metrics dir the parent left
         if metrics_dir and os.path.basename(metrics_dir).startswith("tailor-metrics-"):
             shutil.rmtree(metrics_dir, ignore_errors=True)
     assert out and took < 3 + 1.5, (took, "".join(out)[-3000:])
@@ -582,17 +573,12 @@ def test_the_metrics_dir_a_killed_parent_left_is_removed_at_the_next_start(paren
     left = parent_killed.started - kept
     assert len(left) == 1 and not parent_killed.gone_then
     assert all(d.is_dir() for d in left)
-    again = _two_workers(parent_killed.tmp, TMPDIR=str(scratch))
-    workers, seen = _serving_workers(again)
-    try:
-        assert len(workers) == 2, "".join(seen)
+    with _two_serving(parent_killed.tmp, TMPDIR=str(scratch)) as (again, _, _, _):
         assert len(_metrics_dirs(scratch) - kept) == 1
         assert not left & _metrics_dirs(scratch)
         assert all(d.is_dir() for d in kept)
         again.terminate()
         out, _ = again.communicate(timeout=60)
-    finally:
-        _kill_all(again, workers)
     assert again.returncode == 0, out[-3000:]
     assert _metrics_dirs(scratch) == kept
 
@@ -607,8 +593,6 @@ def test_signals_after_a_sigterm_leave_a_clean_stop_clean(tmp_path):
     loop's handlers were gone) or broke its exit off (KeyboardInterrupt in the zygote's
     close), and the parent logged a worker cut mid-drain and exited 1; one that reached the
     parent as it exited killed it. A stop that drained everything exits 0, whatever follows."""
-    proc = _two_workers(tmp_path)
-    workers, seen = _serving_workers(proc)
     sent = threading.Event()
 
     def signal_until_gone():
@@ -621,15 +605,12 @@ def test_signals_after_a_sigterm_leave_a_clean_stop_clean(tmp_path):
             time.sleep(0.005)
             if proc.poll() is not None:
                 return
-    try:
-        assert len(workers) == 2, "".join(seen)
+    with _two_serving(tmp_path) as (proc, _, _, _):
         proc.send_signal(signal.SIGTERM)
         spammer = threading.Thread(target=signal_until_gone, daemon=True)
         spammer.start()
         out, _ = proc.communicate(timeout=60)
         spammer.join(10)
-    finally:  # on a failure, leave no server behind
-        _kill_all(proc, workers)
     assert sent.is_set()
     assert proc.returncode == 0, out[-3000:]
     assert out.count("tailor.workers: stopped") == 2, out[-3000:]
@@ -641,34 +622,42 @@ def test_the_stop_bound_holds_with_the_log_stream_full(tmp_path):
     stream full (a pipe nobody reads: a stuck log collector, `| less`), the main thread held
     that lock, blocked in its "draining" line, and the bound's thread waited behind it, so
     nothing was killed and the server never exited. It now ends the stop all the same."""
-    proc, read, write = _serving_into_a_pipe(tmp_path)
-    everyone = []
-    try:
+    with _serving_into_a_pipe(tmp_path) as (proc, read, write, everyone):
         _read_until(read, b"serving on", 1)
         zygote = wait_for(lambda: _children(proc.pid), "the writers' zygote", timeout=60)[0]
-        everyone = [zygote, *wait_for(lambda: len(_children(zygote)) == 2 and _children(zygote),
-                                      "the writers", timeout=60)]
+        everyone += [zygote, *wait_for(lambda: len(_children(zygote)) == 2 and _children(zygote),
+                                       "the writers", timeout=60)]
         took, left = _stopped_with_the_log_full(proc, write, everyone)
-    finally:
-        for pid in [*everyone, proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        os.close(read)
-        os.close(write)
-    assert took < 3 + 1.5 and proc.returncode == 1, (took, proc.returncode)
-    assert not left, f"left behind: {left}"
+    _assert_stopped_within_the_bound(proc, took, left)
 
 
-def _serving_into_a_pipe(tmp_path, *flags: str) -> tuple[subprocess.Popen, int, int]:
+@contextlib.contextmanager
+def _serving_into_a_pipe(tmp_path, *flags: str):
     """A server (TAILOR_STOP_SECONDS=3, grace 1 s) logging into a pipe the test reads, or
-    fills (`_fill`): the process and the pipe's read and write ends."""
+    fills (`_fill`): yields the process, the pipe's read and write ends, and a list the test
+    adds the server's processes to; at the end (on a failure too) none of them is left
+    behind, nor the server, and the pipe is closed."""
     read, write = os.pipe()
     args = [sys.executable, "-m", "server", "--port", str(free_port()), *flags, "--data-dir",
             str(tmp_path / "d")]
     env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"),
            "TAILOR_STOP_SECONDS": "3", "TAILOR_GRACE_SECONDS": "1"}
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=write, stderr=write), read, write
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=write, stderr=write)
+    everyone: list[int] = []
+    try:
+        yield proc, read, write, everyone
+    finally:
+        _kill([*everyone, proc.pid])
+        proc.wait(timeout=10)
+        os.close(read)
+        os.close(write)
+
+
+def _assert_stopped_within_the_bound(proc, took: float, left: list) -> None:
+    """The stop took at most TAILOR_STOP_SECONDS (3, and 1.5 s for a busy host), exit 1,
+    nothing left behind (`_stopped_with_the_log_full`)."""
+    assert took < 3 + 1.5 and proc.returncode == 1, (took, proc.returncode)
+    assert not left, f"left behind: {left}"
 
 
 def _read_until(read: int, line: bytes, times: int) -> bytes:
@@ -723,28 +712,17 @@ def test_the_parent_of_workers_holds_the_bound_with_the_log_stream_full(tmp_path
     thread, before it kills: with the log stream full it blocked there, killing nothing and
     never exiting (a worker stopped here: only the parent can end it). Its bound now holds
     all the same: what still runs at its end is killed and reaped, and the exit is 1."""
-    proc, read, write = _serving_into_a_pipe(tmp_path, "--workers", "2")
-    everyone = []
-    try:
+    with _serving_into_a_pipe(tmp_path, "--workers", "2") as (proc, read, write, everyone):
         seen = _read_until(read, b"serving on", 2)
         workers = [pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid)]
         assert len(workers) == 2, seen[-3000:]
         for worker in workers:  # each worker's zygote and its two writers
             zygote = wait_for(lambda w=worker: _children(w), "a worker's zygote", timeout=60)[0]
             wait_for(lambda z=zygote: len(_children(z)) == 2, "its writers", timeout=60)
-        everyone = _descendants(proc.pid)
+        everyone += _descendants(proc.pid)
         os.kill(workers[0], signal.SIGSTOP)
         took, left = _stopped_with_the_log_full(proc, write, everyone)
-    finally:
-        for pid in [*everyone, proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                os.kill(pid, signal.SIGCONT)
-        proc.wait(timeout=10)
-        os.close(read)
-        os.close(write)
-    assert took < 3 + 1.5 and proc.returncode == 1, (took, proc.returncode)
-    assert not left, f"left behind: {left}"
+    _assert_stopped_within_the_bound(proc, took, left)
 
 
 def test_a_worker_stopped_past_worker_hang_seconds_is_killed_and_the_server_exits_1(tmp_path):
@@ -752,12 +730,8 @@ def test_a_worker_stopped_past_worker_hang_seconds_is_killed_and_the_server_exit
     connections and answered none, while health (the other worker) said SERVING and nothing was
     logged. Past `worker_hang_seconds` the parent kills it, and its exit stops the server as a
     crash does (exit 1, for the service manager to restart it); a shorter pause is left alone."""
-    proc = _two_workers(tmp_path, TAILOR_WORKER_HANG_SECONDS="3", TAILOR_STOP_SECONDS="5",
-                        TAILOR_GRACE_SECONDS="1")
-    workers, seen = _serving_workers(proc)
-    everyone = _descendants(proc.pid)
-    try:
-        assert len(workers) == 2, "".join(seen)
+    with _two_serving(tmp_path, TAILOR_WORKER_HANG_SECONDS="3", TAILOR_STOP_SECONDS="5",
+                      TAILOR_GRACE_SECONDS="1") as (proc, workers, _, everyone):
         os.kill(workers[0], signal.SIGSTOP)  # a pause within the bound
         time.sleep(1)
         os.kill(workers[0], signal.SIGCONT)
@@ -767,11 +741,6 @@ def test_a_worker_stopped_past_worker_hang_seconds_is_killed_and_the_server_exit
         began = time.monotonic()
         out, _ = proc.communicate(timeout=30)
         took = time.monotonic() - began
-    finally:  # on a failure, leave no server behind
-        for pid in everyone + [proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                os.kill(pid, signal.SIGCONT)
     assert proc.returncode == 1, out[-3000:]
     assert re.search(rf"worker tailor-worker-\d \(pid {workers[0]}\) has not run its event loop for "
                      r"\d+ s \(worker_hang_seconds 3: stopped, or hung\): killing it", out), out[-3000:]
@@ -787,11 +756,8 @@ def test_a_whole_server_paused_past_worker_hang_seconds_kills_no_worker(tmp_path
     before its workers, took their stamps from before the pause for silence and killed them,
     stopping a server nothing was wrong with (exit 1). Time the parent itself did not run
     counts for no worker."""
-    proc = _two_workers(tmp_path, TAILOR_WORKER_HANG_SECONDS="3")
-    workers, seen = _serving_workers(proc)
-    everyone = [proc.pid, *_descendants(proc.pid)]
-    try:
-        assert len(workers) == 2, "".join(seen)
+    with _two_serving(tmp_path, TAILOR_WORKER_HANG_SECONDS="3") as (proc, _, _, under):
+        everyone = [proc.pid, *under]
         for pid in everyone:
             os.kill(pid, signal.SIGSTOP)
         time.sleep(5)
@@ -806,11 +772,6 @@ def test_a_whole_server_paused_past_worker_hang_seconds_kills_no_worker(tmp_path
         assert [ping(target) for _ in range(4)] == [grpc.StatusCode.OK] * 4
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
-    finally:  # on a failure, leave no server behind
-        for pid in everyone:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                os.kill(pid, signal.SIGCONT)
     assert proc.returncode == 0 and "killing it" not in out, out[-3000:]
 
 
