@@ -54,7 +54,8 @@ class Limits(BaseModel):
     """Most exclude_item_ids in one Recommend (each an item id of at most `id_bytes`)."""
     recommend_context_bytes: int = Field(1024, ge=0, le=16384)
     """Most UTF-8 bytes of one Recommend's `context` keys and values together (the impression
-    log records them)."""
+    log records them). Each key is one an attribute key may be: not empty, no control or format
+    character (`email` with a zero-width space, U+200B, in it escaped the `pii_keys` masking)."""
 
     events_per_batch: int = 10_000
     """Most events in one TrackEvents request (or one message of a TrackEventStream); more is

@@ -270,10 +270,21 @@ def check_not_negative(field: str, n: int, where: str = "") -> int:
 
 
 def check_context(context, max_bytes: int, where: str = "") -> None:
-    """A Recommend context: (key, value) pairs of at most `max_bytes` UTF-8 bytes together."""
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in context)
-    if size > max_bytes:
-        raise InvalidArgument(where + "context", f"{size} bytes of keys and values, at most {max_bytes}")
+    """A Recommend context: (key, value) pairs of at most `max_bytes` UTF-8 bytes together, each
+    key one a map key may be (`check_key`: not empty, no control or format character). Keys
+    were unchecked, and the impression log keeps them: `email` with a zero-width space (U+200B)
+    in it shows as `email` but matched no `pii_keys` pattern, so its address was stored and exported
+    unmasked; empty keys, NUL and bidirectional controls went into the log and its exports."""
+    chars = 0
+    for key, value in context:
+        if not key or has_control(key):
+            check_key("context key", key, max_bytes, where)
+        chars += len(key) + len(value)
+    if chars > max_bytes >> 2:  # at most 4 UTF-8 bytes a character: only then measured
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in context)
+        if size > max_bytes:
+            raise InvalidArgument(where + "context",
+                                  f"{size} bytes of keys and values, at most {max_bytes}")
 
 
 def check_range(field: str, value: float, low: float, high: float, where: str = ""):

@@ -139,7 +139,7 @@ class Recommender:
             check_range("k", q.k, 1, lim.recommend_k, where)
         if q.channel and q.channel not in CHANNELS:  # empty: no channel given
             check_known("channel", q.channel, CHANNELS, where)
-        if q.context and sum(len(k) + len(v) for k, v in q.context) > lim.recommend_context_bytes >> 2:
+        if q.context:
             check_context(q.context, lim.recommend_context_bytes, where)
         if q.exclude_item_ids:
             self._check_excluded(q.exclude_item_ids, where)

@@ -96,6 +96,33 @@ async def test_limits_come_from_settings_and_name_the_field(stubs):
         campaign_id="c1", user_id="u1", context=dict(list(too_many.items())[:64])))
 
 
+BAD_CONTEXT_KEYS = {"": "is empty", "e\u200bmail": "(U+200B)", "a\x00b": "control character",
+                    "x\u202e": "(U+202E)"}
+"""Recommend context keys no attribute key may be, each with what its refusal names: the
+impression log kept them as given, and `e\u200bmail` (shown as `email`) escaped the `pii_keys`
+masking, its address stored and exported unmasked."""
+
+
+@pytest.mark.parametrize("key", list(BAD_CONTEXT_KEYS))
+async def test_recommend_refuses_context_keys_no_attribute_key_may_be(stubs, key):
+    rec = stubs[0]
+    context = {key: "carol@example.com", "page": "home"}
+    calls = [("context key", lambda: rec.Recommend(rpb.RecommendRequest(
+                 user_id="u1", k=1, context=context))),
+             ("requests[0].context key", lambda: rec.RecommendBatch(rpb.RecommendBatchRequest(
+                 requests=[rpb.RecommendRequest(user_id="u1", k=1, context=context)])))]
+    for field, call in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+        details = err.value.details()
+        assert details.startswith(f"{field}: ") and BAD_CONTEXT_KEYS[key] in details, details
+        assert "carol" not in details  # the value is never echoed
+    reply = await rec.Recommend(rpb.RecommendRequest(
+        user_id="u1", k=1, context={"email": "carol@example.com", "page": "home"}))
+    assert len(reply.items) == 1
+
+
 @pytest.mark.parametrize("user_id", SPOOFING_USER_IDS)
 async def test_every_service_but_erasure_refuses_ids_that_spoof_what_is_shown(stubs, user_id):
     for name, call in user_calls(stubs, user_id):
