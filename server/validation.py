@@ -21,7 +21,8 @@ from .contact.consent import reserved_source
 from .errors import InvalidArgument
 from .store.keys import SEP_CHAR
 
-__all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
+__all__ = ["SEP", "check_all_known", "check_context", "check_count", "check_finite", "check_id",
+           "check_key", "check_known",
            "check_address",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
            "check_link", "check_source", "check_window", "link_problem", "script_link_problem",
@@ -248,6 +249,20 @@ def check_known(field: str, value: str, known: Collection[str], where: str = "")
         raise InvalidArgument(where + field, f"{shown(value)} is unknown (known: {', '.join(known)})",
                               f"is unknown (known: {', '.join(known)})")
     return value
+
+
+def check_all_known(field: str, values: Collection[str], known: Collection[str],
+                    problem: str = "unknown", where: str = "") -> None:
+    """Every one of `values` is in `known`; else InvalidArgument naming the first few others as
+    `shown` does (a short prefix, escaped: the raw strings put a caller's NUL and newlines
+    into the status and, with a newline, a line of their own into the server log), each only
+    to the caller: the log line counts them."""
+    bad = sorted(set(values).difference(known))
+    if bad:
+        listed = ", ".join(shown(v) for v in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        allowed = f"(allowed: {', '.join(sorted(known))})"
+        raise InvalidArgument(where + field, f"{problem}: {listed} {allowed}",
+                              f"{len(bad)} {problem} {allowed}")
 
 
 def check_finite(field: str, value: float, where: str = "") -> float:

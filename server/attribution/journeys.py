@@ -29,7 +29,7 @@ from protos.tailor.v1 import profile_pb2 as pb
 
 from ..errors import InvalidArgument
 from ..limits import DEFAULT_LIMITS
-from ..validation import check_time
+from ..validation import check_all_known, check_time
 
 _DEADLINE_EVERY = 4096  # events read between two deadline checks
 
@@ -68,11 +68,8 @@ class JourneyQuery:
             raise InvalidArgument("lookback_seconds", f"must be > 0, got {self.lookback:g}")
         if self.by not in GROUPINGS:
             raise InvalidArgument("group_by", f"expected one of {', '.join(GROUPINGS)}")
-        allowed = set(known_types) - {CONVERSION_TYPE}
-        bad = sorted(set(self.touch_types) - allowed)
-        if bad:
-            raise InvalidArgument("touch_types", f"unknown or not a touchpoint: {', '.join(bad)} "
-                                  f"(allowed: {', '.join(sorted(allowed))})")
+        check_all_known("touch_types", self.touch_types, set(known_types) - {CONVERSION_TYPE},
+                        "unknown or not a touchpoint")
 
 
 @dataclass

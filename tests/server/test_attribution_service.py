@@ -632,6 +632,24 @@ async def test_stored_bad_input_is_invalid_argument(stub, case, change, field):
     assert err.value.details().startswith(f"{field}: "), err.value.details()
 
 
+async def test_bad_touch_types_are_named_escaped_and_not_logged(stub, caplog):
+    """A touch type holding NUL, a newline or a bidirectional control was echoed raw: into the
+    status, and into the server log, where its newline began a line of the caller's own."""
+    bad = ["a\x00b", "x\n2026-12-07 INFO forged line", "e\u202e"]
+    req = stored(pb.LINEAR)
+    req.touch_types.extend(["click", *bad])
+    with caplog.at_level("INFO", logger="tailor.errors"), pytest.raises(grpc.RpcError) as err:
+        await stub.AttributeStored(req)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.value.details()
+    assert details.startswith("touch_types: unknown or not a touchpoint: 'a\\x00b', "), details
+    assert not any(c in details for c in "\x00\n\u202e"), details
+    logged = [r.getMessage() for r in caplog.records if "AttributeStored" in r.getMessage()]
+    assert logged and logged[-1].startswith("AttributionServicer.AttributeStored -> INVALID_ARGUMENT: "
+                                            "touch_types: 3 unknown or not a touchpoint (allowed: ")
+    assert not any(t in line for t in ("forged", "a\x00b", "\u202e") for line in logged)
+
+
 # -- client and CLI ------------------------------------------------------------------------
 
 
