@@ -199,7 +199,12 @@ def check_source(field: str, value: str, where: str = "") -> str:
     """InvalidArgument when a client's consent change names a source only the server writes
     (`contact.consent.RESERVED_SOURCES`): its SMS STOP handling's, whose opt-out so named was
     reopened by the next START from the number, as if a STOP had closed it, or a tracked
-    unsubscribe event's."""
+    unsubscribe event's; and when it holds a character no id or key may (`has_control`): the
+    consent history keeps the source as given, and `\\u200bsms reply STOP` (a zero-width space
+    first) showed there, and in ExportProfile, as the STOP handling's own."""
+    if has_control(value):
+        problem = control_problem(value)
+        raise InvalidArgument(where + field, f"{shown(value)} {problem}", problem)
     reserved = reserved_source(value)
     if reserved is not None:
         problem = (f"starts with {reserved!r}, reserved for the server's own SMS STOP handling "

@@ -234,3 +234,22 @@ async def test_a_source_the_servers_stop_handling_writes_is_refused_naming_it(st
     profile = await stub.GetProfile(pb.GetProfileRequest(user_id="lee"))
     assert [(c.purpose, c.opted_in, c.source) for c in profile.consent_history] == [
         ("transactional", True, "signup"), ("marketing", False, "support: sms reply STOP")]
+
+
+SPOOFING_SOURCES = {"\u200bsms reply STOP": "(U+200B)", "sms reply\u00a0STOP\u202e": "(U+202E)",
+                    "form\nsms reply STOP": "control character", "a\x00b": "control character"}
+"""Sources holding a character no id or key may, each with what its refusal names: taken as
+given before, the first showing in the consent history as the STOP handling's own."""
+
+
+@pytest.mark.parametrize("source", list(SPOOFING_SOURCES))
+async def test_a_source_holding_a_control_or_format_character_is_refused(stub, source):
+    t0 = time.time() - 100
+    await stub.SetConsent(consent("noa", "sms", True, "signup", ts=t0))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SetConsent(consent("noa", "sms", False, source, ts=t0 + 1))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.value.details()
+    assert details.startswith("source: ") and SPOOFING_SOURCES[source] in details, details
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="noa"))
+    assert [(c.opted_in, c.source) for c in profile.consent_history][-1] == (True, "signup")
