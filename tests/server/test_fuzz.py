@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import random
+import re
 import time
 
 import grpc
@@ -43,6 +44,10 @@ CALL_TIMEOUT = 10.0
 HUGE = 64 * 1024
 MAX_REQUEST_BYTES = 4 << 20
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+RAW_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]").search
+"""A character a status message never holds raw (a C0 or C1 control, a line separator, a
+bidirectional control): a bad input is echoed as `validation.shown` escapes it, and the log
+line that repeats the message began a line of the caller's own at a raw newline."""
 
 KEEP_USER = "fuzz-keeper"
 KEEP_CAMPAIGN = "fuzz-keeper-campaign"
@@ -392,6 +397,8 @@ async def test_fuzz_every_rpc(channel, demo_bundle, demo_manifest):
             if code in FORBIDDEN or (code == grpc.StatusCode.RESOURCE_EXHAUSTED
                                      and "Stream removed" in (err.details() or "")):
                 failures.append((method.name, code.name, (err.details() or "")[:200]))
+            if RAW_CONTROL(err.details() or ""):
+                failures.append((method.name, "raw control character", repr(err.details()[:200])))
         counts[method.name][code.name] += 1
     elapsed = time.monotonic() - started
     total = sum(sum(c.values()) for c in counts.values())
