@@ -99,8 +99,9 @@ class EventListener(Protocol):
     entry (`server.profiles.outbox`; a replay after a crash calls it the same way).
 
     One that may apply a batch's effects in the ingestion's own write transaction (the
-    impression join) also has `before_write() -> bool` (in the writer thread, before the
-    write lock: False when it is not ready), `in_write(txn, pairs, entry)` (in that
+    impression join, the campaigns' contact counts of sends) also has `before_write() -> bool`
+    (in the writer thread, before the write lock: False when it is not ready),
+    `in_write(txn, pairs, entry)` (in that
     transaction, with the (event, events key) pairs it follows: what it did, or None when it
     did nothing, and the batch gets its entry as for any other listener) and `async
     after_write(done, entry)` (once that transaction has committed, instead of `on_events`)."""

@@ -537,19 +537,44 @@ class Campaigns:
         contacts (frequency caps). Both, and the clearing of
         the batch's outbox entry, are one request to the writer process, applied in one of its
         transactions (`CampaignRepository.apply_event_effects`): applied once, replayed or not."""
-        items = []
-        for ev, key in zip(events, batch.event_keys):
-            decision = ev.attributes.get("decision_id", "") if ev.attributes else ""
-            req = RewardRequest(decision, user_id=ev.user_id, event_type=ev.type,
-                                event_value=ev.value) if decision else None
-            send = ((ev.user_id, ev.type[:-5], ev.timestamp, decision)
-                    if ev.type.endswith("_sent") else None)
-            items.append((key, req, send))
+        items = [(key, *_effects(ev)) for ev, key in zip(events, batch.event_keys)]
         try:
             await self._changing(self._event_effects.submit((batch.entry, items)))
         except Exception:  # never fail ingestion for a reward; say why (the outbox keeps them)
             logger.exception("applying %d tracked events to campaigns (rewards, contacts) failed",
                              len(items))
+
+    def before_write(self) -> bool:
+        """`EventListener`: ready for `in_write` in every ingestion's write (nothing to flush)."""
+        return True
+
+    def in_write(self, txn, pairs: Sequence[tuple], entry: bytes) -> int | None:
+        """`EventListener`'s part in the ingestion's write transaction `txn`, for a batch whose
+        followed events are all sends (no reward): their contacts counted there
+        (`ContactLog.add_sends`, as the writer process would), so the batch writes no outbox
+        entry and the writer process gets no request, no transaction and no fsync of its own
+        for it. The contacts added; None, nothing written: the batch holds a reward (the
+        writer process applies rewards and sends together, `on_events`), or reading the
+        histories failed (logged); its entry is then written as before."""
+        sends = []
+        for ev, _ in pairs:
+            req, send = _effects(ev)
+            if req is not None:
+                return None
+            sends.append(send)
+        contacts = self.repo.contacts
+        try:  # (a failed write is the ingestion's: the transaction cannot go on)
+            histories, added = contacts.with_sends(txn, sends)
+        except Exception:
+            logger.exception("counting %d sent events as contacts in their write failed (the "
+                             "writer process counts them after it)", len(sends))
+            return None
+        contacts.save(txn, histories, time.time())
+        return added
+
+    async def after_write(self, done: int, entry: bytes) -> None:
+        """`EventListener`: the ingestion whose sends `in_write` counted has committed (nothing
+        more to do: contacts are no campaign snapshot's)."""
 
     def erase_ahead(self, user_id: str) -> int:
         """`UserEraser.erase_ahead`: the user's decisions, in bounded transactions of their own
@@ -678,3 +703,14 @@ def _logged_choice(rec: dict, content: Mapping[str, Mapping[str, str]]) -> Choic
     return Choice(rec["decision_id"], rec["arm"], rec["propensity"], variant,
                   dict(content.get(variant, {})), False, "", rec.get("channel", ""),
                   rec.get("send_at", 0.0))
+
+
+def _effects(ev: TrackedEvent) -> tuple[RewardRequest | None, tuple | None]:
+    """(the reward of the decision named by the event's attributes["decision_id"], or None;
+    its contact `(user, channel, time, decision id or "")` if it is a `<channel>_sent` event,
+    else None): what a followed event does to campaigns."""
+    decision = ev.attributes.get("decision_id", "") if ev.attributes else ""
+    req = RewardRequest(decision, user_id=ev.user_id, event_type=ev.type,
+                        event_value=ev.value) if decision else None
+    send = (ev.user_id, ev.type[:-5], ev.timestamp, decision) if ev.type.endswith("_sent") else None
+    return req, send

@@ -231,19 +231,26 @@ class ContactLog:
                                                          row.transactional):
                 changed[row.user_id] = h
             out.append(row)
-        self._save(txn, changed, now)
+        self.save(txn, changed, now)
         return out
 
     def add_sends(self, txn, sends: Iterable[tuple[str, str, float, str]], now: float) -> int:
         """Record `<channel>_sent` events (user, channel, time, decision id or ""); a send
         naming an already counted decision adds nothing. Returns the contacts added."""
+        histories, added = self.with_sends(txn, sends)
+        self.save(txn, histories, now)
+        return added
+
+    def with_sends(self, txn, sends: Iterable[tuple[str, str, float, str]]
+                   ) -> tuple[dict[str, ContactHistory], int]:
+        """`add_sends` up to its write (nothing written: `save` them): ({user: history, read in
+        `txn`, with their sends added}, the contacts added)."""
         sends = list(sends)
         histories = self._read(txn, [user_id for user_id, _, _, _ in sends])
         added = 0
         for user_id, channel, ts, decision_id in sends:
             added += histories[user_id].add(ts, channel, decision_id)
-        self._save(txn, histories, now)
-        return added
+        return histories, added
 
     def forget(self, txn, decisions: dict[str, set[str]], now: float) -> int:
         """Drop the contacts of decisions withdrawn before anyone received them ({user:
@@ -255,7 +262,7 @@ class ContactLog:
             if len(kept) < len(h.entries):
                 dropped += len(h.entries) - len(kept)
                 h.entries, changed[user_id] = kept, h
-        self._save(txn, changed, now)
+        self.save(txn, changed, now)
         return dropped
 
     def histories(self, txn, user_ids: Sequence[str]) -> dict[str, ContactHistory]:
@@ -272,7 +279,7 @@ class ContactLog:
         raws = self._t.get_many(txn, [contact_key(u) for u in users])
         return {u: ContactHistory.decode(raw) for u, raw in zip(users, raws)}
 
-    def _save(self, txn, histories: dict[str, ContactHistory], now: float) -> None:
+    def save(self, txn, histories: dict[str, ContactHistory], now: float) -> None:
         """Each history pruned and written, all in one `put_many` (one cursor; with
         encryption, the users' data keys looked up or made together)."""
         items = []

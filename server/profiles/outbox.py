@@ -26,7 +26,9 @@ is a duplicate, and changes nothing. So:
    left for its retry, or when it could not join there) and the campaigns
    (`CampaignRepository.apply_event_effects`, in the campaigns writer process, which opens the
    same LMDB environment: a batch's rewards, contact counts and the entry's deletion are one
-   request, applied in one of the child's transactions). Whoever applies an entry first, the
+   request, applied in one of the child's transactions; a batch whose campaigns events are all
+   sends, no reward, has their contacts counted in the ingestion's own transaction instead,
+   `Campaigns.in_write`, and no entry). Whoever applies an entry first, the
    worker that committed it or a replay, the other finds it gone and skips it.
 3. **Replayed.** Entries left behind (a crash or SIGKILL between the commit and a listener's
    transaction, a listener that failed) are replayed by `Profiles.replay_outbox`: at every

@@ -254,6 +254,37 @@ async def test_concurrent_replays_join_a_click_once(tmp_path, demo_bundle, monke
         assert await effects(s, decision_id, answer.model_version) == APPLIED
 
 
+async def test_a_batchs_sends_are_counted_in_its_write_and_need_no_entry(tmp_path, monkeypatch):
+    """Sends (no reward among the campaigns' events) were counted as contacts by the campaigns
+    writer process after the batch's commit, in a transaction of its own (with its fsync),
+    through an outbox entry. They are now counted in the batch's own transaction: with the
+    commit, no entry written; a batch with a reward still goes through its entry."""
+    from server.config import Settings
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets")
+    async with serving(settings) as (server, ch):
+        monkeypatch.setattr(server.campaigns, "on_events", crashed)  # dead after the commit
+        stub = pb_grpc.ProfileServiceStub(ch)
+        now = time.time() - 1
+        sends = [pb.Event(event_id=f"s{i}", user_id=f"user-{i % 3}", type=f"{c}_sent",
+                          timestamp=now - i) for i, c in enumerate(("email", "push", "sms", "email"))]
+        views = [pb.Event(event_id=f"v{i}", user_id="user-0", type="view", item_id=f"i{i}",
+                          timestamp=now) for i in range(5)]
+        got = await stub.TrackEvents(pb.TrackEventsRequest(events=[*views, *sends]))
+        assert got.accepted == 9
+        assert server.profiles.outbox.count() == 0
+        contacts = server.campaigns.repo.contacts_of
+        assert [(c["channel"], c["timestamp"]) for c in contacts("user-0")] == [
+            ("email", pytest.approx(now - 3)), ("email", pytest.approx(now))]
+        assert [c["channel"] for c in contacts("user-1")] == ["push"]
+        assert [c["channel"] for c in contacts("user-2")] == ["sms"]
+        rewarded = pb.Event(event_id="s9", user_id="user-1", type="push_sent", timestamp=now,
+                            attributes={"decision_id": "d-1"})
+        await stub.TrackEvents(pb.TrackEventsRequest(events=[rewarded]))
+        assert set(_entries(server)) == {b"campaigns"}  # the writer process's, with its reward
+        assert [c["channel"] for c in contacts("user-1")] == ["push"]
+
+
 def _entries(server) -> dict[bytes, list[bytes]]:
     """{listener tag: the events keys its entries name} of every outbox entry (raw, as stored)."""
     from server.store import keys, outbox
@@ -275,7 +306,8 @@ async def test_a_batch_writes_one_entry_per_listener_that_follows_one_of_its_eve
     async with serving(settings) as (server, ch):
         for listener in (server.campaigns, server.suppressions, server.impressions):
             monkeypatch.setattr(listener, "on_events", crashed)
-        monkeypatch.setattr(server.impressions, "before_write", not_ready)  # join via its entry
+            if hasattr(listener, "before_write"):  # joins and sends via their entries
+                monkeypatch.setattr(listener, "before_write", not_ready)
         stub = pb_grpc.ProfileServiceStub(ch)
         now = time.time() - 1
         views = [pb.Event(event_id=f"v{i}", user_id=f"user-{i % 7}", type="view",
