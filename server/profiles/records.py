@@ -19,6 +19,7 @@ from contract.items import item_code
 from protos.tailor.v1 import profile_pb2 as pb
 
 from ..store import keys
+from ..store.tokens import user_token
 from .events import TrackedEvent
 from .schema import CHANNELS, EVENT_TYPES
 
@@ -82,7 +83,10 @@ class EventRecords:
     """The events themselves (what a listener joined in the write reads: `ProfileRepository`)."""
     stored_only: list[bool]
     """Per event, whether it is stored only if its user's profile is (`TrackedEvent.stored_only`)."""
-    _users: tuple[list[str], list[bytes], list[int]] | None = field(
+    tokens: list[bytes]
+    """Per event, its user's token (`tokens.user_token`: looked up once a user a batch, not
+    once for each of their keys)."""
+    _users: tuple[list[str], list[bytes], list[bytes], list[int]] | None = field(
         default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -92,11 +96,13 @@ class EventRecords:
         each event's outbox entries (None: none).
 
         Keys are built column by column, as `keys.event_key` / `keys.dedupe_key` build one (each
-        event id hashed once: `keys.event_and_dedupe_keys`).
+        event id hashed once, each user's token looked up once: `keys.keyed_event_and_dedupe_keys`).
         """
         ts = [ev.timestamp for ev in events]
         user_ids, ids = [ev.user_id for ev in events], [ev.event_id.encode() for ev in events]
-        event_keys, dedupe_keys = keys.event_and_dedupe_keys(user_ids, ts, ids)
+        token_of = {u: user_token(u) for u in dict.fromkeys(user_ids)}
+        tokens = [token_of[u] for u in user_ids]
+        event_keys, dedupe_keys = keys.keyed_event_and_dedupe_keys(tokens, ts, ids)
         return cls(
             dedupe_keys=dedupe_keys, event_keys=event_keys,
             payloads=[raw_event(ev) for ev in events], user_ids=user_ids,
@@ -104,7 +110,7 @@ class EventRecords:
             ts=ts, item=[_item_code(ev.item_id) if ev.item_id else -1 for ev in events],
             value=[ev.value for ev in events], categories=list(categories),
             outbox=list(outbox) if outbox is not None else [()] * len(events),
-            events=list(events), stored_only=[ev.stored_only for ev in events])
+            events=list(events), stored_only=[ev.stored_only for ev in events], tokens=tokens)
 
     @classmethod
     def concat(cls, parts: Sequence[EventRecords]) -> EventRecords:
@@ -121,10 +127,19 @@ class EventRecords:
     def users(self) -> tuple[list[str], list[bytes], list[int]]:
         """(the distinct users in order of first event, their feature keys, the row of each
         event's user among them)."""
+        distinct, _, fkeys, rows = self._distinct()
+        return distinct, fkeys, rows
+
+    def user_tokens(self) -> list[bytes]:
+        """The tokens of `users()`' distinct users, in the same order."""
+        return self._distinct()[1]
+
+    def _distinct(self) -> tuple[list[str], list[bytes], list[bytes], list[int]]:
         if self._users is None:
-            distinct = list(dict.fromkeys(self.user_ids))
-            row_of = {u: j for j, u in enumerate(distinct)}
-            self._users = (distinct, [keys.feature_key(u) for u in distinct],
+            token_of = dict(zip(self.user_ids, self.tokens))  # in order of first event
+            row_of = {u: j for j, u in enumerate(token_of)}
+            tokens = list(token_of.values())
+            self._users = (list(token_of), tokens, keys.feature_keys_of(tokens),
                            [row_of[u] for u in self.user_ids])
         return self._users
 

@@ -136,7 +136,7 @@ class ProfileRepository:
         users, fkeys, rows = new.users()
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
                           category=self._category_codes(txn, new.categories), value=new.value,
-                          tz_offset_min=self._tz_offsets(txn, users, new))
+                          tz_offset_min=self._tz_offsets(txn, new))
         old_states, old_seens = split_states(self._profiles.get_many(txn, fkeys))
         states = update_records(self.layout, old_states, rows, batch)
         seens = seen.merge_updates(dict(zip(users, old_seens)), new.user_ids, new.item,
@@ -174,14 +174,14 @@ class ProfileRepository:
             self._outbox.put_many(txn, stored)
         return applied
 
-    def _tz_offsets(self, txn, users: Sequence[str], new: EventRecords) -> np.ndarray | None:
+    def _tz_offsets(self, txn, new: EventRecords) -> np.ndarray | None:
         """Each event's UTC offset in minutes at its time in its user's zone (`zone_of` of
         their meta record: the `timezone` attribute, else the default), so the hour-of-week
         features, the send-time model and its population prior read local hours. None when
         every user's zone is UTC, the offsets are all 0."""
         if self._zone_of is None:
             return None
-        zones = self._zones(txn, users)
+        zones = self._zones(txn, new.user_tokens())
         offsets = np.zeros(len(new), np.int32)  # always given: a state keeps its last offset
         if all(z is None for z in zones):  # (a user gone back to UTC is binned in UTC again)
             return offsets
@@ -197,11 +197,11 @@ class ProfileRepository:
                 offsets[i] = off
         return offsets
 
-    def _zones(self, txn, users: Sequence[str]) -> list:
-        """`zone_of` each user's meta record, remembered by a digest of the record's stored
-        bytes (a changed record, resealed, is read again; no record, personal data included,
-        is kept): a batch opens and parses only the records it has not met."""
-        meta_keys = [keys.profile_meta_key(u) for u in users]
+    def _zones(self, txn, tokens: Sequence[bytes]) -> list:
+        """`zone_of` the meta record of each user (by token), remembered by a digest of the
+        record's stored bytes (a changed record, resealed, is read again; no record, personal
+        data included, is kept): a batch opens and parses only the records it has not met."""
+        meta_keys = keys.profile_meta_keys_of(tokens)
         known, out, default = self._zone_by_record, [], _UNSEEN
         for key, raw in zip(meta_keys, self._profiles.stored(txn, meta_keys)):
             if raw is None:  # (most users of a batch: `zone_of(None)` once)

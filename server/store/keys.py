@@ -81,6 +81,7 @@ __all__ = [
     "SEP", "SEP_CHAR", "MS_DIGITS", "MS_MAX", "USER_TABLES", "join_key", "split_key",
     "millis", "millis_many", "ms_part", "user_prefix", "impression_keys",
     "feature_key", "FEATURES_SUFFIX", "profile_meta_key", "PROFILE_META_SUFFIX",
+    "feature_keys_of", "profile_meta_keys_of", "keyed_event_and_dedupe_keys",
     "SEEN_SUFFIX",
     "event_key", "event_keys", "event_and_dedupe_keys", "event_parts",
     "dedupe_key", "dedupe_keys", "dedupe_key_of_event", "DEDUPE_PREFIX",
@@ -161,6 +162,16 @@ def profile_meta_key(user_id: str) -> bytes:
     return user_token(user_id) + PROFILE_META_SUFFIX
 
 
+def feature_keys_of(tokens: Sequence[bytes]) -> list[bytes]:
+    """`feature_key` of users given by their tokens (a batch's users, each hashed once)."""
+    return [t + FEATURES_SUFFIX for t in tokens]
+
+
+def profile_meta_keys_of(tokens: Sequence[bytes]) -> list[bytes]:
+    """`profile_meta_key` of users given by their tokens."""
+    return [t + PROFILE_META_SUFFIX for t in tokens]
+
+
 def event_key(user_id: str, ts: float, event_id: str) -> bytes:
     return _EVENT % (user_token(user_id), millis(ts), event_token(event_id.encode()))
 
@@ -173,8 +184,15 @@ def event_keys(user_ids: Sequence[str], ts: Sequence[float], event_ids: Sequence
 def event_and_dedupe_keys(user_ids: Sequence[str], ts: Sequence[float],
                           event_ids: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
     """(`event_keys`, `dedupe_keys`) of the same events, each id hashed once, in one call."""
+    return keyed_event_and_dedupe_keys([user_token(u) for u in user_ids], ts, event_ids)
+
+
+def keyed_event_and_dedupe_keys(user_tokens: Sequence[bytes], ts: Sequence[float],
+                                event_ids: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """`event_and_dedupe_keys` of events whose users are given by their tokens (a batch's
+    users, each hashed once: `records.EventRecords`)."""
     tokens = event_tokens(list(event_ids))
-    return ([_EVENT % (user_token(u), m, t) for u, m, t in zip(user_ids, millis_many(ts), tokens)],
+    return ([_EVENT % (u, m, t) for u, m, t in zip(user_tokens, millis_many(ts), tokens)],
             [DEDUPE_PREFIX + t for t in tokens])
 
 

@@ -10,6 +10,7 @@ from server.profiles.records import EventRecords
 from server.profiles.repository import ProfileRepository
 from server.store import Store, keys
 from server.store.keys import dedupe_key, event_key, feature_key
+from server.store.tokens import user_token
 
 
 def tracked(event_id, user="ann", item="", ts=None, type="click", channel="web"):
@@ -32,6 +33,7 @@ def test_records_use_the_stored_key_conventions_and_the_filled_channel():
     assert rec.event_keys == [event_key(e.user_id, e.timestamp, e.event_id) for e in events]
     assert rec.dedupe_keys == [dedupe_key("e1"), dedupe_key("e2")]
     assert rec.users() == (["ann", "bo"], [feature_key("ann"), feature_key("bo")], [0, 1])
+    assert rec.user_tokens() == [user_token("ann"), user_token("bo")]
     assert rec.item == [item_code("i9"), -1] and rec.categories == [None, "shoes"]
     assert pb.Event.FromString(rec.payloads[0]).channel == "web"
 
@@ -44,6 +46,7 @@ def test_concat_and_take_keep_columns_aligned():
     picked = both.take([2, 0])
     assert picked.dedupe_keys == [dedupe_key("b1"), dedupe_key("a1")]
     assert picked.users() == (["cy", "ann"], [feature_key("cy"), feature_key("ann")], [0, 1])
+    assert picked.user_tokens() == [user_token("cy"), user_token("ann")]
 
 
 def test_a_repeated_id_in_one_batch_is_a_duplicate_and_touches_no_other_profile(repo):
