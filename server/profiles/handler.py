@@ -254,7 +254,8 @@ class Profiles:
         gets its entry and `on_events` after the commit, as the others)."""
         if not self._writing or not any(records.outbox):
             return {}
-        tags = {keys.outbox_parts(entry)[1] for entries in records.outbox for entry in entries}
+        named = {entry for entries in records.outbox for entry in entries}  # a few a batch
+        tags = {keys.outbox_parts(entry)[1] for entry in named}
         return {tag: listener.in_write for tag, listener in self._writing.items()
                 if tag in tags and listener.before_write()}
 
