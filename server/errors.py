@@ -18,8 +18,8 @@ from .security.userref import user_ref
 __all__ = [
     "TailorError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
     "PermissionDenied", "Unauthenticated", "Unavailable", "Internal", "MalformedRequest", "PartlyDone",
-    "RepliesUnread", "grpc_errors", "safe_deserializer", "http_status", "detail", "failure_level",
-    "abort", "set_status",
+    "RepliesUnread", "Overloaded", "grpc_errors", "safe_deserializer", "http_status", "detail",
+    "failure_level", "abort", "set_status",
 ]
 
 logger = logging.getLogger("tailor.errors")
@@ -126,6 +126,17 @@ class PartlyDone(TailorError):
 
     def log_message(self) -> str:
         return self.logged
+
+
+class Overloaded(ResourceExhausted):
+    """A call refused at once because the calls queued before it for the `batcher`'s
+    micro-batches have waited `waited` seconds, over `limits.batch_queue_seconds` (`bound`):
+    nothing of it was done, so the same call sent again later is safe."""
+
+    def __init__(self, batcher: str, waited: float, bound: float):
+        super().__init__(f"server overloaded: calls queued for the {batcher} batches have waited "
+                         f"{waited:.2f} s (limits.batch_queue_seconds {bound:g}); nothing of "
+                         "this call was done: send it again after a pause")
 
 
 class RepliesUnread(ResourceExhausted):

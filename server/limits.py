@@ -194,6 +194,17 @@ class Limits(BaseModel):
     nothing held it until its connection's age ended it (~6 minutes). Time spent deciding,
     committing or waiting for the client to read an answer does not count: a slow client that
     sends its next batch within this of taking the last answer is never cut."""
+    batch_queue_seconds: float = Field(1.0, ge=0, allow_inf_nan=False)
+    """Longest the oldest call queued for a micro-batch (Recommend, TrackEvents,
+    ChooseVariant and ComposeMessage decisions, ReportReward) may have waited when another
+    arrives: past it the new call is refused RESOURCE_EXHAUSTED at once, nothing of it done
+    (`server.errors.Overloaded`; counted in `tailor_shed_calls_total{batcher}`), so a worker
+    offered more than it can serve answers what it takes within about this plus a batch's
+    time and refuses the rest, instead of queueing without bound. Before, TrackEvents offered
+    twice its capacity queued 4,500 calls in 30 s, every call past the 18th second ended
+    at its caller's 2 s deadline (0 answered a second), and the worker went on committing the
+    given-up calls for 50 s after the load stopped. 0: never refuse. Keep it below the
+    callers' deadlines: a call that waited past its deadline was work for nothing."""
     plan_unread_seconds: float = Field(30.0, ge=UNREAD_SECONDS_FLOOR, allow_inf_nan=False)
     """Longest one PlanCampaign answer may wait for the client to make room for it (a client
     that stopped reading: HTTP/2 flow control holds the answer back once the client's window

@@ -31,7 +31,7 @@ from .errors import FailedPrecondition
 from .security.hosts import with_port
 
 __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
-           "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
+           "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "SHED_CALLS", "MODEL_INFO", "MODEL_SWAPS",
            "BUNDLE_LOAD_FAILING", "BUNDLE_FALLBACK",
            "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
            "STORE_FULL_REFUSALS", "USER_CACHE_USERS", "WRITER_EXITS",
@@ -62,6 +62,9 @@ BATCH_SIZE = Histogram("tailor_batch_size", "Calls per micro-batch.", ["batcher"
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
 QUEUE_DEPTH = Gauge("tailor_batch_queue_depth", "Calls waiting for a batch.", ["batcher"],
                     multiprocess_mode="livesum")
+SHED_CALLS = Counter("tailor_shed_calls", "Calls refused RESOURCE_EXHAUSTED on arrival because "
+                     "the calls queued for their batcher had waited over "
+                     "limits.batch_queue_seconds (overload).", ["batcher"])
 
 MODEL_INFO = Gauge("tailor_model_info", "1 for the bundle a worker serves, 0 for one it served "
                    "before (max over workers).", ["version", "format"], multiprocess_mode="max")

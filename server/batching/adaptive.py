@@ -15,7 +15,10 @@ never waits for company that is not coming. A failed batch fails every call in i
 error; a per-call error (returned as an exception in the results) fails only that call. Callers
 that gave up (cancelled) before their batch started are left out of it. Closing finishes the
 running batches and starts the calls waiting only for company; calls queued behind busy slots
-fail with `BatcherClosed`.
+fail with `BatcherClosed`. With `shed_after` set, a call arriving while the oldest queued one has
+waited longer than that is refused at once (`Overloaded`, RESOURCE_EXHAUSTED): under overload
+the queue, and the wait of every call in it, stays bounded instead of growing until callers'
+deadlines end them all.
 
 Everything is driven by callbacks on the event loop (no dispatcher task, no queue): calls
 submitted in the same loop turn join one batch, and a batch costs one hand-off to its runner and
@@ -30,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from .. import metrics
+from ..errors import Overloaded
 from .errors import BatcherClosed
 
 __all__ = ["AdaptiveBatcher", "Done", "Runner"]
@@ -63,15 +67,18 @@ class AdaptiveBatcher(Generic[Q, R]):
 
     `name` labels the batch metrics (the runner's name by default). `max_wait` and `linger`
     (seconds) count from the oldest queued call's arrival, so a call that already waited that
-    long behind a running batch is not held back again.
+    long behind a running batch is not held back again. `shed_after` (seconds, 0: never): how long
+    the oldest queued call may have waited before new calls are refused (`Overloaded`; for
+    batchers whose callers are answered the refusal, with nothing of their call done).
     """
 
     def __init__(self, runner: Runner, *, max_size: int = 64, max_wait: float = 0.001,
-                 linger: float = 0.0, linger_from: int = 2, name: str | None = None):
+                 linger: float = 0.0, linger_from: int = 2, name: str | None = None,
+                 shed_after: float = 0.0):
         if max_size < 1 or runner.concurrency < 1 or linger_from < 1:
             raise ValueError("max_size, concurrency and linger_from must be >= 1")
-        if max_wait < 0 or linger < 0:
-            raise ValueError("max_wait and linger must be >= 0")
+        if max_wait < 0 or linger < 0 or shed_after < 0:
+            raise ValueError("max_wait, linger and shed_after must be >= 0")
         self.runner = runner
         self.max_size = max_size
         self.max_wait = max_wait
@@ -92,6 +99,8 @@ class AdaptiveBatcher(Generic[Q, R]):
         self._closed = False
         self._batch_size = metrics.BATCH_SIZE.labels(self.name)
         self._queue_depth = metrics.QUEUE_DEPTH.labels(self.name)
+        self.shed_after = shed_after
+        self._shed = metrics.SHED_CALLS.labels(self.name) if shed_after else None
 
     async def submit(self, query: Q) -> R:
         return await self.enqueue(query)
@@ -103,12 +112,24 @@ class AdaptiveBatcher(Generic[Q, R]):
         if self._closed:
             raise BatcherClosed(self.name)
         loop = asyncio.get_running_loop()
+        self.admit(loop)
         future = loop.create_future()
         self._pending.append((query, future, loop.time()))
         if not self._scheduled:  # calls submitted in the same loop turn join one batch
             self._scheduled = True
             loop.call_soon(self._dispatch, loop)
         return future
+
+    def admit(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Raise `Overloaded` (counted) when the oldest queued call has waited more than
+        `shed_after`: what `enqueue` checks first, for a caller to check before it spends
+        work on a call the batcher would refuse."""
+        if self._shed is None or not self._pending:
+            return
+        waited = (loop or asyncio.get_running_loop()).time() - self._pending[0][2]
+        if waited > self.shed_after:
+            self._shed.inc()
+            raise Overloaded(self.name, waited, self.shed_after)
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start batches while slots are free; the oldest call may wait up to `_patience()`.

@@ -136,7 +136,8 @@ class Campaigns:
         linger, linger_from = group_commit
         self._log, self._rewards = (
             AdaptiveBatcher(runner=self._writer.runner(function, concurrency=1), max_size=512,
-                            max_wait=0.0, linger=linger, linger_from=linger_from, name=function)
+                            max_wait=0.0, linger=linger, linger_from=linger_from, name=function,
+                            shed_after=limits.batch_queue_seconds)
             for function in ("decisions", "rewards"))
         self._event_effects = AdaptiveBatcher(runner=self._writer.runner("event_effects"),
                                               max_size=64, max_wait=0.0, name="event_effects")

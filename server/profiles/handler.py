@@ -168,7 +168,8 @@ class Profiles:
         self.limits = rules.limits
         # Concurrent TrackEvents calls share one write transaction (one fsync).
         self._writer = AdaptiveBatcher(ThreadRunner(self._ingest_many, concurrency=1, name="ingest"),
-                                       max_size=64, max_wait=0.0)
+                                       max_size=64, max_wait=0.0,
+                                       shed_after=self.limits.batch_queue_seconds)
         self._derived: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         """Per bundle, its `_BundleDerived` (computed on first use, dropped with the bundle)."""
         self._category_names: dict[int, str] = {}  # codes never change once assigned
@@ -270,6 +271,7 @@ class Profiles:
         its effects happen whatever becomes of the caller (a deadline or disconnect cancels
         it; the retry is a duplicate)."""
         check_count("events", len(events), self.limits.events_per_batch)
+        self._writer.admit()  # overloaded: refused before its records are built
         now = time.time()
         result, valid = TrackResult(), []
         for i, ev in enumerate(events):

@@ -121,7 +121,8 @@ class Recommender:
         self.batcher: AdaptiveBatcher[RecQuery, RecResult] = AdaptiveBatcher(
             ThreadRunner(self._run_batch, concurrency=settings.batch_concurrency, name="recommend",
                          thread_init=self._init_compute_thread),
-            max_size=settings.batch_max_size, max_wait=settings.batch_max_wait_ms / 1000.0)
+            max_size=settings.batch_max_size, max_wait=settings.batch_max_wait_ms / 1000.0,
+            shed_after=settings.limits.batch_queue_seconds)
 
     def _init_compute_thread(self) -> None:
         # OpenMP thread counts are per calling thread: set FAISS's in each batch thread. Its

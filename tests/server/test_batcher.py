@@ -145,6 +145,8 @@ def test_rejects_bad_limits():
     with pytest.raises(ValueError):
         _batcher(list, linger_from=0)
     with pytest.raises(ValueError):
+        _batcher(list, shed_after=-0.1)
+    with pytest.raises(ValueError):
         ThreadRunner(list, concurrency=0, name="test")
 
 
@@ -238,6 +240,34 @@ async def test_the_queue_depth_gauge_counts_calls_waiting_behind_a_stuck_batch()
     assert depth() == 0
     await batcher.close()
 
+
+
+async def test_calls_arriving_behind_a_queue_older_than_shed_after_are_refused_until_it_drains():
+    """Past `shed_after` of queueing a new call is refused at once (`Overloaded`, counted in
+    `tailor_shed_calls_total`), the calls queued before it are answered, and once the queue has
+    drained calls are taken again."""
+    from prometheus_client import REGISTRY
+
+    from server.errors import Overloaded
+
+    gate = threading.Event()
+    batcher = AdaptiveBatcher(ThreadRunner(lambda b: gate.wait(5.0) and list(b), concurrency=1,
+                                           name="shedding"), max_size=4, max_wait=0.0,
+                              shed_after=0.05)
+    first = asyncio.create_task(batcher.submit(-1))
+    await asyncio.sleep(0.01)  # the first batch holds the only slot
+    queued = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    taken = asyncio.create_task(batcher.submit(3))  # the queue has waited 0.01 s: taken
+    await asyncio.sleep(0.06)
+    bound = r"the shedding batches have waited 0\.\d\d s \(limits\.batch_queue_seconds 0\.05\)"
+    with pytest.raises(Overloaded, match=bound):
+        await batcher.submit(4)
+    assert REGISTRY.get_sample_value("tailor_shed_calls_total", {"batcher": "shedding"}) == 1
+    gate.set()
+    assert await asyncio.gather(first, *queued, taken) == [-1, 0, 1, 2, 3]
+    assert await batcher.submit(5) == 5
+    await batcher.close()
 
 
 async def test_batch_size_buckets_reach_the_largest_batches_the_server_makes():

@@ -1,0 +1,57 @@
+"""Overload: calls arriving while the calls queued for a batcher have waited longer than
+`limits.batch_queue_seconds` are refused RESOURCE_EXHAUSTED at once, nothing of them done,
+and nothing the server answered as accepted is lost."""
+import asyncio
+import collections
+import time
+
+import grpc
+
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as pgrpc
+from server import metrics
+from server.limits import Limits
+from tests.conftest import serving
+
+EVENTS_A_CALL = 400
+
+
+def _events(user: str, now: float) -> ppb.TrackEventsRequest:
+    return ppb.TrackEventsRequest(events=[
+        ppb.Event(event_id=f"{user}-{j}", user_id=user, type="view", item_id=str(j % 50),
+                  timestamp=now - j) for j in range(EVENTS_A_CALL)])
+
+
+async def test_track_events_past_the_queue_bound_are_refused_and_nothing_answered_is_lost(settings):
+    settings.limits = Limits(batch_queue_seconds=0.05)
+    shed = metrics.SHED_CALLS.labels("ingest")
+    shed_before = shed._value.get()
+    async with serving(settings) as (_, channel):
+        stub = pgrpc.ProfileServiceStub(channel)
+        now = time.time()
+
+        async def track(user: str):
+            try:
+                return await stub.TrackEvents(_events(user, now), timeout=60)
+            except grpc.aio.AioRpcError as err:
+                return err
+
+        # waves 0.1 s apart, each arriving behind the batches the waves before it queued
+        calls = []
+        for wave in range(6):
+            calls += [asyncio.ensure_future(track(f"w{wave}u{i}")) for i in range(25)]
+            await asyncio.sleep(0.1)
+        answers = dict(zip([f"w{w}u{i}" for w in range(6) for i in range(25)],
+                           await asyncio.gather(*calls)))
+        refused = {u: a for u, a in answers.items() if isinstance(a, grpc.aio.AioRpcError)}
+        accepted = {u: a for u, a in answers.items() if u not in refused}
+        assert refused and accepted
+        assert {a.code() for a in refused.values()} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert all("limits.batch_queue_seconds 0.05" in a.details() for a in refused.values())
+        assert all(a.accepted == EVENTS_A_CALL for a in accepted.values())
+        assert shed._value.get() - shed_before == len(refused)
+
+        stored = collections.Counter()
+        async for ev in stub.ExportEvents(ppb.ExportEventsRequest(), timeout=60):
+            stored[ev.user_id] += 1
+    assert stored == {u: EVENTS_A_CALL for u in accepted}  # every one answered; none refused
