@@ -48,7 +48,7 @@ from .messages.phones import AddressIndex, PhoneIndex
 from .messages.sends import SendRecords
 from .messages.stops import SmsStops
 from .messages.unsubscribe import UnsubscribeTokens
-from .metrics import USER_CACHE_USERS, report_store
+from .metrics import USER_CACHE_USERS, measure_loop_lag, report_store
 from .models import BundlePusher, ModelRegistry
 from .models.guardrails import GuardrailPolicy
 from .models.monitor import CanaryMonitor
@@ -402,6 +402,7 @@ class TailorServer:
         every(self.campaigns.sweep_seconds, self.campaigns.sweep_due,
               "reward window sweep failed")
         every(s.store_metrics_seconds, self._report_store, "reading the store's size failed")
+        every(0, measure_loop_lag, "measuring the loop's lag failed")  # a timer always pending
         every(self.canary_monitor.interval, self.canary_monitor.check,
               "canary guardrail check failed", first=False)
         # the bundles lock keeps the scrub (`server.models.scrub`) to one worker at a time

@@ -55,3 +55,20 @@ async def test_track_events_past_the_queue_bound_are_refused_and_nothing_answere
         async for ev in stub.ExportEvents(ppb.ExportEventsRequest(), timeout=60):
             stored[ev.user_id] += 1
     assert stored == {u: EVENTS_A_CALL for u in accepted}  # every one answered; none refused
+
+
+async def test_a_worker_loop_blocked_for_a_second_shows_in_the_loop_lag_histogram(tailor_server):
+    """A loop busy with other work delays every call without queueing any batch: its lag is
+    `tailor_event_loop_lag_seconds`, measured from the server's start on."""
+    from prometheus_client import REGISTRY
+
+    def late() -> float:  # observations over 0.5 s
+        sample = REGISTRY.get_sample_value
+        return (sample("tailor_event_loop_lag_seconds_count")
+                - sample("tailor_event_loop_lag_seconds_bucket", {"le": "0.5"}))
+
+    await asyncio.sleep(0.3)  # a pass under way
+    before = late()
+    time.sleep(1.0)  # noqa: ASYNC251 - the point: the loop held, as by a CPU-bound callback
+    await asyncio.sleep(0.3)
+    assert late() - before >= 1
