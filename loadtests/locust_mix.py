@@ -6,7 +6,7 @@ to call for).
 
     locust -f loadtests/locust_mix.py --headless -u 50 -r 25 -t 60s --host 127.0.0.1:50051 \
         [--weights Recommend=10,GetProfile=2] [--slo Recommend=15,'*=50'] \
-        [--user-count 50000 --item-count 20000 --compose-users 200 --batch 10] \
+        [--user-count 50000 --item-count 5000 --compose-users 200 --batch 10] \
         [--tls-ca ca.pem --cert me.pem --key me.key --token T]
 
 Defaults are the `METHODS` table below; `--weights` and `--slo` override named methods (`*`
@@ -19,7 +19,9 @@ server without `--public-url` (`make serve`) cannot compose, and the run stops t
 (`--weights ComposeMessage=0` leaves it out). A `--weights` or `--slo` naming no method or no
 finite number (nan, inf) stops the run before it starts (exit 2; typed into the web UI's form,
 the start is refused with the same line: `loadtests.options`); a set-up call the server
-refuses, at its start (exit 1). Users are ids 0..N-1 (`--user-count`, as the demo data numbers them)
+refuses, at its start (exit 1). Users are ids 0..N-1 (`--user-count`, as the demo data numbers them,
+and TrackEvents' items ids 0..M-1, `--item-count`: the demo catalog's, so events name items the
+served bundle knows, as production's do)
 plus a share of unknown users (`--cold-share`) for Recommend; GetProfile, ChooseVariant and
 ComposeMessage take the compose users (whom the setup gives a profile and the opt-in: a
 ChooseVariant for anyone else is a suppressed decision, `no_consent`, which skips the bandit).
@@ -130,7 +132,8 @@ def _options(parser):
     parser.add_argument("--weights", default="", help="METHOD=W,... over the default weights")
     parser.add_argument("--slo", default="", help="METHOD=P99_MS,... over the default SLOs (* = all)")
     parser.add_argument("--user-count", type=int, default=50_000, help="user ids 0..N-1")
-    parser.add_argument("--item-count", type=int, default=20_000, help="item ids 0..N-1 for events")
+    parser.add_argument("--item-count", type=int, default=5_000,
+                        help="item ids 0..N-1 for events (default: the demo catalog's)")
     parser.add_argument("--cold-share", type=float, default=0.05, help="share of unknown users")
     parser.add_argument("--k", type=int, default=10, help="items per Recommend")
     parser.add_argument("--batch", type=int, default=10, help="events per TrackEvents")

@@ -56,3 +56,17 @@ def test_a_second_run_against_the_same_server_finds_its_campaign(server):
         proc = run(server, "--slo", "*=5000")
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0 and "Uncaught exception" not in out, out[-4000:]
+
+
+def test_the_mix_defaults_to_the_demo_worlds_users_and_items():
+    """Against `make serve`'s demo bundle, the mix's events name items it serves: the default
+    --item-count was 20,000 over a catalog of 5,000, so three events in four named an item no
+    bundle knew: not the events whose ingestion an SRE sizes for."""
+    from training.demo import DemoConfig
+    code = ("from locust.argument_parser import get_parser; import loadtests.locust_mix; "
+            "o = get_parser().parse_args(['-f', 'loadtests/locust_mix.py']); "
+            "print(o.user_count, o.item_count)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    demo = DemoConfig()
+    assert out == [str(demo.n_users), str(demo.n_items)]
