@@ -286,7 +286,8 @@ class Profiles:
         if valid:
             column, followed = self._followed(valid)
             records = EventRecords.build(valid, self._categories(valid), column)
-            landing = asyncio.ensure_future(self._commit(records, valid, followed))
+            queued = self._writer.enqueue(records)  # or refused here, overloaded: nothing done
+            landing = asyncio.ensure_future(self._commit(queued, records, valid, followed))
             self._landing.add(landing)
             landing.add_done_callback(self._landed)
         return self._tracked(events, offset, result, valid, landing)
@@ -345,9 +346,11 @@ class Profiles:
                 column[i] += (entry,)
         return column, followed
 
-    async def _commit(self, records: EventRecords, valid: Sequence[TrackedEvent],
+    async def _commit(self, queued: Awaitable[IngestResult], records: EventRecords,
+                      valid: Sequence[TrackedEvent],
                       followed: Mapping[bytes, tuple[bytes, list[int]]]) -> IngestResult:
-        """Store `records` (built from `valid`; an unsubscribe's consent change, and an outbox
+        """Store `records` (`queued`: their place in the writer's queue; built from `valid`;
+        an unsubscribe's consent change, and an outbox
         entry per listener that `followed` some of its new events, in the same transaction),
         then apply what the newly accepted events change elsewhere: the listeners
         (suppression, rewards, impression join), each clearing its entry in the transaction
@@ -358,7 +361,7 @@ class Profiles:
         which the answer does not wait for (`SharedOptOut`: one write per thousand profiles
         at an address held the answer for seconds), when it follows some of the batch's
         events (`_detached`)."""
-        stored = await self._writer.submit(records)  # with an unsubscribe's consent change
+        stored = await queued  # with an unsubscribe's consent change
         accepted = [valid[i] for i in stored.accepted]
         fresh = None if len(stored.accepted) == len(valid) else set(stored.accepted)
         for listener in self._listeners:
