@@ -101,6 +101,8 @@ class AdaptiveBatcher(Generic[Q, R]):
         self._queue_depth = metrics.QUEUE_DEPTH.labels(self.name)
         self.shed_after = shed_after
         self._shed = metrics.SHED_CALLS.labels(self.name) if shed_after else None
+        self._last_wait = 0.0
+        """How long the oldest call of the last batch to start had waited for it."""
 
     async def submit(self, query: Q) -> R:
         return await self.enqueue(query)
@@ -121,12 +123,16 @@ class AdaptiveBatcher(Generic[Q, R]):
         return future
 
     def admit(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Raise `Overloaded` (counted) when the oldest queued call has waited more than
-        `shed_after`: what `enqueue` checks first, for a caller to check before it spends
-        work on a call the batcher would refuse."""
+        """Raise `Overloaded` (counted) while calls are queued and the oldest of them, or the
+        oldest of the last batch to start, has waited more than `shed_after`: what `enqueue`
+        checks first, for a caller to check before it spends work on a call the batcher would
+        refuse. The last batch's wait keeps the refusals on while a standing queue lasts: a
+        batch that starts takes the oldest calls, and with the queued calls' age alone, every
+        start let a burst in behind the batches already queued (past their deadlines, measured)."""
         if self._shed is None or not self._pending:
             return
-        waited = (loop or asyncio.get_running_loop()).time() - self._pending[0][2]
+        age = (loop or asyncio.get_running_loop()).time() - self._pending[0][2]
+        waited = max(age, self._last_wait)
         if waited > self.shed_after:
             self._shed.inc()
             raise Overloaded(self.name, waited, self.shed_after)
@@ -169,6 +175,7 @@ class AdaptiveBatcher(Generic[Q, R]):
         ready, self._ready = self._ready, None
         if not batch:
             return
+        self._last_wait = loop.time() - batch[0][2]
         self._active += 1
         natural = len(batch) if ready is None else min(ready, len(batch))
         self._typical += (natural - self._typical) / _TYPICAL_OVER

@@ -271,6 +271,33 @@ async def test_calls_arriving_behind_a_queue_older_than_shed_after_are_refused_u
     await batcher.close()
 
 
+async def test_refusals_go_on_while_the_batches_starting_took_calls_older_than_shed_after():
+    """A batch that starts takes the oldest calls: the queue's age alone then fell to ~0 and let
+    new calls in behind it, to wait as long again (an open-loop overload's calls then ended past
+    their deadlines in bursts). The oldest call of the last batch to start counts too."""
+    from server.errors import Overloaded
+
+    gates = [threading.Event() for _ in range(4)]
+    waits = list(gates)  # each batch waits on the next
+    batcher = AdaptiveBatcher(ThreadRunner(lambda b: (waits.pop(0).wait(5.0), list(b))[1],
+                                           concurrency=1, name="standing"), max_size=2,
+                              max_wait=0.0, shed_after=0.05)
+    first = asyncio.create_task(batcher.submit(-1))
+    await asyncio.sleep(0.01)
+    old = [asyncio.create_task(batcher.submit(i)) for i in range(2)]
+    await asyncio.sleep(0.08)
+    gates[0].set()  # the first batch ends; the two old calls start, having waited 0.08 s
+    await asyncio.sleep(0.05)
+    behind = asyncio.create_task(batcher.submit(2))  # nothing queued: taken
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded):  # queued behind a batch of calls that waited 0.08 s
+        await asyncio.wait_for(batcher.submit(3), 1.0)  # taken: it waits for the gates
+    for gate in gates:
+        gate.set()
+    assert await asyncio.gather(first, *old, behind) == [-1, 0, 1, 2]
+    await batcher.close()
+
+
 async def test_batch_size_buckets_reach_the_largest_batches_the_server_makes():
     """The campaign writers batch up to 512 calls: with buckets ending at 256, every batch over
     256 fell in +Inf and histogram_quantile put them all at 256."""
