@@ -91,7 +91,7 @@ class AdaptiveBatcher(Generic[Q, R]):
         """Calls queued when the next batch could first have started (a slot free), if so far."""
         self.concurrency = runner.concurrency
         self.name = runner.name if name is None else name
-        self._pending: collections.deque[tuple[Q, asyncio.Future, float]] = collections.deque()
+        self._pending: collections.deque[tuple[Q, asyncio.Future, float, bool]] = collections.deque()
         self._active = 0
         self._timer: asyncio.TimerHandle | None = None
         self._scheduled = False
@@ -102,36 +102,41 @@ class AdaptiveBatcher(Generic[Q, R]):
         self.shed_after = shed_after
         self._shed = metrics.SHED_CALLS.labels(self.name) if shed_after else None
         self._last_wait = 0.0
-        """How long the oldest call of the last batch to start had waited for it."""
+        """How long the oldest sheddable call of the last batch to start had waited for it."""
 
     async def submit(self, query: Q) -> R:
         return await self.enqueue(query)
 
-    def enqueue(self, query: Q) -> asyncio.Future:
+    def enqueue(self, query: Q, shed: bool = True) -> asyncio.Future:
         """Queue `query` now and return the future of its result (`submit` awaits it; a
         caller may do other work before awaiting it). Cancelling the future before its batch
-        starts leaves the query out of the batch."""
+        starts leaves the query out of the batch. `shed=False`: a call whose caller bounds
+        its own backlog (a stream's read-ahead, flow-controlled): never refused, and its wait
+        does not make others refused (a stream's batches queue behind its own commits)."""
         if self._closed:
             raise BatcherClosed(self.name)
         loop = asyncio.get_running_loop()
-        self.admit(loop)
+        if shed:
+            self.admit(loop)
         future = loop.create_future()
-        self._pending.append((query, future, loop.time()))
+        self._pending.append((query, future, loop.time(), shed))
         if not self._scheduled:  # calls submitted in the same loop turn join one batch
             self._scheduled = True
             loop.call_soon(self._dispatch, loop)
         return future
 
     def admit(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Raise `Overloaded` (counted) while calls are queued and the oldest of them, or the
-        oldest of the last batch to start, has waited more than `shed_after`: what `enqueue`
+        """Raise `Overloaded` (counted) while calls are queued and the oldest sheddable one
+        (queued with `shed`), or the last batch's to start, has waited more than `shed_after`:
+        what `enqueue`
         checks first, for a caller to check before it spends work on a call the batcher would
         refuse. The last batch's wait keeps the refusals on while a standing queue lasts: a
         batch that starts takes the oldest calls, and with the queued calls' age alone, every
         start let a burst in behind the batches already queued (past their deadlines, measured)."""
         if self._shed is None or not self._pending:
             return
-        age = (loop or asyncio.get_running_loop()).time() - self._pending[0][2]
+        oldest = next((e[2] for e in self._pending if e[3]), None)
+        age = 0.0 if oldest is None else (loop or asyncio.get_running_loop()).time() - oldest
         waited = max(age, self._last_wait)
         if waited > self.shed_after:
             self._shed.inc()
@@ -175,12 +180,13 @@ class AdaptiveBatcher(Generic[Q, R]):
         ready, self._ready = self._ready, None
         if not batch:
             return
-        self._last_wait = loop.time() - batch[0][2]
+        oldest = next((e[2] for e in batch if e[3]), None)
+        self._last_wait = 0.0 if oldest is None else loop.time() - oldest
         self._active += 1
         natural = len(batch) if ready is None else min(ready, len(batch))
         self._typical += (natural - self._typical) / _TYPICAL_OVER
         self._batch_size.observe(len(batch))
-        self.runner.start(loop, [q for q, _, _ in batch],
+        self.runner.start(loop, [e[0] for e in batch],
                           lambda results: self._finish(loop, batch, results))
 
     def _finish(self, loop: asyncio.AbstractEventLoop, batch: list, results: Sequence) -> None:
@@ -188,7 +194,7 @@ class AdaptiveBatcher(Generic[Q, R]):
         if len(results) != len(batch):
             err = RuntimeError(f"{self.name} batch returned {len(results)} results for {len(batch)}")
             results = [err] * len(batch)
-        for (_, future, _), result in zip(batch, results):
+        for (_, future, *_), result in zip(batch, results):
             if future.done():  # the caller was cancelled while its batch ran
                 continue
             if isinstance(result, BaseException):
@@ -211,7 +217,7 @@ class AdaptiveBatcher(Generic[Q, R]):
         while self._pending and self._active < self.concurrency:
             self._start(loop)
         while self._pending:
-            _, future, _ = self._pending.popleft()
+            future = self._pending.popleft()[1]
             if not future.done():
                 future.set_exception(BatcherClosed(self.name))
         self._queue_depth.set(0)

@@ -265,13 +265,16 @@ class Profiles:
         `offset` is added to the indices of rejected events (batches of a stream)."""
         return await self.submit(events, offset)
 
-    def submit(self, events: Sequence[TrackedEvent], offset: int = 0) -> Awaitable[TrackResult]:
+    def submit(self, events: Sequence[TrackedEvent], offset: int = 0,
+               shed: bool = True) -> Awaitable[TrackResult]:
         """`track`, with the valid events' commit started before it returns (a task of its own
         in `_landing`, which `close` waits for): await the result, or drop it; the commit and
         its effects happen whatever becomes of the caller (a deadline or disconnect cancels
-        it; the retry is a duplicate)."""
+        it; the retry is a duplicate). `shed=False`: a stream's batch after its first, never
+        refused as overload (`AdaptiveBatcher.enqueue`: the stream's read-ahead bounds it)."""
         check_count("events", len(events), self.limits.events_per_batch)
-        self._writer.admit()  # overloaded: refused before its records are built
+        if shed:
+            self._writer.admit()  # overloaded: refused before its records are built
         now = time.time()
         result, valid = TrackResult(), []
         for i, ev in enumerate(events):
@@ -286,7 +289,7 @@ class Profiles:
         if valid:
             column, followed = self._followed(valid)
             records = EventRecords.build(valid, self._categories(valid), column)
-            queued = self._writer.enqueue(records)  # or refused here, overloaded: nothing done
+            queued = self._writer.enqueue(records, shed)  # or refused, overloaded: nothing done
             landing = asyncio.ensure_future(self._commit(queued, records, valid, followed))
             self._landing.add(landing)
             landing.add_done_callback(self._landed)

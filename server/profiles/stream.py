@@ -53,7 +53,11 @@ async def track_stream(profiles: Profiles,
         async for events in batches:
             check_count("events", len(events), most)  # now, not when the batch's turn comes
             # the batch's commit starts here, in `Profiles._landing`; the task only waits for it
-            pending.append((asyncio.ensure_future(profiles.submit(events, offset)), len(events)))
+            # overload refuses a stream at its first message only: after it, its read-ahead
+            # bounds its queued batches, which wait behind its own commits (a commit of up to
+            # `stream_read_ahead_events` events may take over `batch_queue_seconds`)
+            pending.append((asyncio.ensure_future(profiles.submit(events, offset, not offset)),
+                            len(events)))
             offset += len(events)
             in_flight += len(events)
             while in_flight > read_ahead:

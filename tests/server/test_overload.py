@@ -64,6 +64,24 @@ async def test_track_events_past_the_queue_bound_are_refused_and_nothing_answere
     assert "failed: Overloaded" not in caplog.text
 
 
+async def test_a_stream_is_not_refused_for_its_own_batches_queued_behind_its_commits(settings):
+    """A TrackEventStream reads up to `stream_read_ahead_events` ahead of its commits: its
+    batches queue behind its own (long) transactions, and must not count as overload. A stream
+    of 8,000 events in batches of 400 under a 1 ms bound failed with RESOURCE_EXHAUSTED at its
+    second or third message before; every event is accepted now."""
+    settings.limits = Limits(batch_queue_seconds=0.001)
+    async with serving(settings) as (_, channel):
+        stub = pgrpc.ProfileServiceStub(channel)
+        now = time.time()
+
+        async def messages():
+            for m in range(20):
+                yield _events(f"s{m}", now)
+
+        reply = await stub.TrackEventStream(messages(), timeout=120)
+        assert reply.accepted == 20 * EVENTS_A_CALL
+
+
 async def test_a_worker_loop_blocked_for_a_second_shows_in_the_loop_lag_histogram(tailor_server):
     """A loop busy with other work delays every call without queueing any batch: its lag is
     `tailor_event_loop_lag_seconds`, measured from the server's start on."""
