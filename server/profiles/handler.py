@@ -500,12 +500,17 @@ class Profiles:
         profile stored under it, checked in the write, as by `upsert_attributes`: none is made
         under such an id (INVALID_ARGUMENT). A source the server's STOP handling writes
         or a tracked unsubscribe event writes (`reserved_source`) is refused: a START would
-        reopen what it closed. A marketing opt-in tells the `OptInWatcher`s in the same
+        reopen what it closed; so is one holding a control or format character (`check_source`).
+        An `existing` change's source is the server's own, not checked so: a one-click link's
+        names its campaign, whose id, stored before such characters were refused, may hold one
+        (checked, every click of that campaign's links was a 400 page, the user still opted
+        in). A marketing opt-in tells the `OptInWatcher`s in the same
         transaction, with its source (the erasure's keep-out it lifts: `contact.keepout`; a
         lift, once committed, is logged with the user's `user_ref`). Returns how many
         keep-out entries it lifted (the caller audits a lift: `services.profile`)."""
         _check_named(user_id, self.limits.id_bytes, existing or not opted_in)
-        check_source("source", source)
+        if not existing:  # (an `existing` change's source is the server's: see above)
+            check_source("source", source)
         absent = None if existing else _if_absent(user_id, self.limits.id_bytes)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
         after, lifted = None, [0]

@@ -359,6 +359,11 @@ async def test_the_link_of_a_profile_stored_under_an_id_refused_since_opts_it_ou
     assert meta["consent"]["email"]["marketing"]["opted_in"] is False
     token = tailor_server.tokens.issue("u-link", "email", "promo\u202e")
     assert await one_click(url.rsplit("/", 1)[0] + "/" + token) == 200
+    # (its source names the campaign: SetConsent's check of a client's source refused it)
+    meta = (await asyncio.to_thread(tailor_server.profiles.repo.states_and_meta, ["u-link"],
+                                    True))[0][1]
+    assert meta["consent"]["email"]["marketing"]["opted_in"] is False
+    assert meta["consent"]["email"]["marketing"]["source"] == "one-click unsubscribe (promo\u202e)"
     logged = [r.getMessage() for r in caplog.records if "unsubscribed" in r.getMessage()]
     assert not any("\u202e" in line for line in logged)
     assert any("promo\\u202e" in line for line in logged)
