@@ -53,6 +53,7 @@ from .models import BundlePusher, ModelRegistry
 from .models.guardrails import GuardrailPolicy
 from .models.monitor import CanaryMonitor
 from .models.scrub import ScrubQueue, scrub_stored
+from .preload import STATISTICS, preload
 from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.outbox import REPLAY_SECONDS
@@ -388,6 +389,8 @@ class TailorServer:
         await self._start_public()
         await self.sends.resume()  # unfinished SendCampaign jobs whose process is gone
         self._start_background()
+        if self.settings.preload_statistics:  # after SERVING: readiness does not wait for it
+            preload(STATISTICS)
         if self.settings.drift_enabled:
             self.drift.start()
         logger.info("serving on %s (%s)", with_port(self.settings.host, self.port), ", ".join(names))
