@@ -311,9 +311,12 @@ class Limits(BaseModel):
     worker builds them in memory, so one long path over many channels could take gigabytes;
     past it the request is INVALID_ARGUMENT (use the COUNTS form)."""
 
-    bundle_upload_bytes: int = 8 << 30
+    bundle_upload_bytes: int = Field(4 << 30, ge=1)
     """Largest bundle (all files together) PushBundle accepts, a compressed .npz counted by
-    the bytes its arrays take decoded."""
+    the bytes its arrays take decoded: checked as the bytes arrive, RESOURCE_EXHAUSTED past it,
+    the upload removed at once. The demo world's 100k-item bundle (100k users, HNSW M 32, 64
+    factors) takes 165 MB, about 1.2 KB per item and 0.45 KB per user: 1M items, ~1.25 GB. At
+    8 GiB before, one stream staged 1.3 GB in 5 s and went on to its deadline or a full disk."""
     latest_timestamp: float = 4_102_444_800.0
     """Latest time (Unix seconds; default 2100-01-01) a request may name: export bounds, consent
     times. Every time is also finite and not negative."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..contexts import carried
 from ..errors import FailedPrecondition, InvalidArgument
+from ..limits import DEFAULT_LIMITS
 from ..store.errors import out_of_space
 from ..validation import check_range
 from .bundle import Bundle, BundleInvalid
@@ -64,7 +65,8 @@ async def _ended(future: asyncio.Future) -> None:
 
 class BundlePusher:
     def __init__(self, registry: ModelRegistry, compute_threads: int = 1,
-                 max_bytes: int = 8 << 30, outcomes: Callable[[str], tuple[int, int]] | None = None):
+                 max_bytes: int = DEFAULT_LIMITS.bundle_upload_bytes,
+                 outcomes: Callable[[str], tuple[int, int]] | None = None):
         self.registry = registry
         self.compute_threads = compute_threads
         self.max_bytes = max_bytes

@@ -23,8 +23,8 @@ from ..validation import check_text, check_version, shown
 from .arrays import decoded_bytes
 from .bundle import BundleInvalid, array_files, read_manifest
 
-__all__ = ["BundleDiskFull", "BundleStaging", "checked_manifest", "claimed", "leftover_name",
-           "remove_unclaimed", "sweep_leftovers", "uploads_under_way"]
+__all__ = ["BundleDiskFull", "BundleStaging", "BundleTooLarge", "checked_manifest", "claimed",
+           "leftover_name", "remove_unclaimed", "sweep_leftovers", "uploads_under_way"]
 
 logger = logging.getLogger("tailor.models.staging")
 
@@ -43,6 +43,18 @@ class BundleDiskFull(ResourceExhausted):
         super().__init__(f"no space left on the disk of {bundles_dir} for the bundle "
                          f"({received} bytes received, {free} bytes free now that its upload is "
                          "removed): nothing was stored (free space, or lower TAILOR_BUNDLES_KEPT)")
+
+
+class BundleTooLarge(ResourceExhausted):
+    """A push refused past `Limits.bundle_upload_bytes`, as its bytes arrive (`BundleStaging.write`:
+    nothing more is written) or once its .npz arrays are counted decoded (`check_decoded`); its
+    staging directory is removed before the answer, the serving bundle is unchanged."""
+
+    def __init__(self, limit: int, size: int, what: str):
+        super().__init__(f"bundle larger than the {limit}-byte upload limit "
+                         f"(TAILOR_LIMITS__BUNDLE_UPLOAD_BYTES): {size} bytes {what}; nothing of "
+                         "it was stored and the serving bundle is unchanged (raise the setting "
+                         "on every server for a larger bundle)")
 
 
 def leftover_name(kind: str, rest: str) -> str:
@@ -187,7 +199,8 @@ class BundleStaging:
     REPLACE_WAIT_SECONDS = 10.0
     """How long a push waits to hold a damaged stored copy alone before it replaces it."""
 
-    def __init__(self, bundles_dir: Path, max_bytes: int = 8 << 30, limits: Limits = DEFAULT_LIMITS):
+    def __init__(self, bundles_dir: Path, max_bytes: int = DEFAULT_LIMITS.bundle_upload_bytes,
+                 limits: Limits = DEFAULT_LIMITS):
         self.bundles_dir = bundles_dir
         self.dir = bundles_dir / leftover_name("staging", uuid.uuid4().hex)
         durable.make_dirs(bundles_dir)  # synced in its parent when a push makes it
@@ -221,9 +234,10 @@ class BundleStaging:
         if offset != size:
             raise InvalidArgument("offset", f"{rel}: got offset {offset}, expected {size} "
                                   "(chunks in order)")
+        if self.received + len(data) > self.max_bytes:
+            raise BundleTooLarge(self.max_bytes, self.received + len(data),
+                                 f"with this chunk of {shown(rel)}")
         self.received += len(data)
-        if self.received > self.max_bytes:
-            raise InvalidArgument("data", f"bundle larger than the {self.max_bytes}-byte upload limit")
         with open(target, "ab") as fh:
             fh.write(data)
         self._sizes[rel] = size + len(data)
@@ -245,8 +259,7 @@ class BundleStaging:
             if decoded is not None:
                 total += max(decoded - path.stat().st_size, 0)
         if total > self.max_bytes:
-            raise InvalidArgument("data", f"bundle larger than the {self.max_bytes}-byte upload "
-                                  f"limit once its .npz arrays are decoded ({total} bytes)")
+            raise BundleTooLarge(self.max_bytes, total, "once its .npz arrays are decoded")
 
     def publish(self) -> Path:
         """Move the staged files to bundles/<version> (atomic rename); return that directory."""

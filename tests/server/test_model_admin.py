@@ -525,7 +525,8 @@ async def test_a_bundle_over_the_upload_limit_is_refused_and_leaves_nothing(
         small_upload_limit, client, tailor_server, second_bundle, demo_manifest):
     with pytest.raises(TailorError) as err:
         await asyncio.to_thread(client.push_bundle, second_bundle)
-    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "4096-byte" in str(err.value)
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "4096-byte" in str(err.value)
+    assert "TAILOR_LIMITS__BUNDLE_UPLOAD_BYTES" in str(err.value)
     assert [p.name for p in tailor_server.settings.bundles_dir.iterdir()] == [demo_manifest["version"]]
     status = await asyncio.to_thread(client.model_status)
     assert status.active.version == demo_manifest["version"]
