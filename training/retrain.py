@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -74,8 +75,7 @@ def compare(inter, catalog, config, serving: Path, workdir: Path, imps=None) -> 
     cutoff = int(json.loads((serving / "manifest.json").read_text())["data"]["cutoff"]) + 1
     before, after = split_rows(inter, cutoff=cutoff, weights=config.event_weights)
     if len(after) == 0 or len(before) == 0:
-        raise ValueError(f"no events on both sides of the serving bundle's cutoff {cutoff}: "
-                         f"{len(before)} before, {len(after)} after; nothing to compare on")
+        raise ValueError(_one_sided(cutoff, len(before), len(after)))
     test = distinct_items(after.user, after.item, after.n_users)
     seen = distinct_items(before.user, before.item, before.n_users)
     users, unaskable = askable(inter, np.flatnonzero(np.diff(test[0]) > 0))
@@ -93,6 +93,25 @@ def compare(inter, catalog, config, serving: Path, workdir: Path, imps=None) -> 
             recs, _ = serve_recommendations(data_dir, bundle, ids, item_row, K)
             out[name] = score(recs, users, test, seen, inter.n_items)
     return out
+
+
+def _one_sided(cutoff: int, before: int, after: int) -> str:
+    """Why there is nothing to compare on, and what to do: the serving bundle's data cutoff
+    has none of the server's events on one side."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(cutoff))
+    counts = (f"the server holds {before} weighted events before the serving bundle's data "
+              f"cutoff ({when}) ")
+    if not before:
+        return (counts + f"and {after} after it: the bundle was trained on events never tracked "
+                "into the server (the demo world's, your own files), and the candidate must be "
+                "trained on them to be compared with it. Track them first (`python -m clients "
+                "track`, JSON lines; the server keeps TAILOR_EVENT_RETENTION_DAYS, 365 by default: "
+                "older ones are dropped), then run retrain again; or train the next bundle from "
+                "your files with `training train` and push it with `training push --canary 10` "
+                "(training/README.md, \"Your own data, step by step\")")
+    return (counts + "and none after it: the bundle has seen every event the server holds, so "
+            "there is nothing to score a candidate on yet. Track new events (those after its "
+            "cutoff), then run retrain again")
 
 
 def _serving(args, client) -> tuple[str, Path] | int:

@@ -61,12 +61,14 @@ def _report(stdout: str) -> dict:
     return json.JSONDecoder().raw_decode(stdout[stdout.index("{"):])[0]
 
 
-async def _retrain(tailor_server, history, demo_data, tmp_path, *options):
+async def _retrain(tailor_server, history, demo_data, tmp_path, *options, events=None):
+    """`retrain` once the server holds `events` (default: all of `history`'s)."""
     target = f"127.0.0.1:{tailor_server.port}"
+    events = history[1] if events is None else events
 
     def flow():
         with TailorClient(target, timeout=120) as client:
-            assert client.track(history[1]).accepted == len(history[1])
+            assert client.track(events).accepted == len(events)
         return run_module("training", "retrain", "--server", target, "--work-dir",
                           str(tmp_path / "loop"), "--serving-bundle", str(history[0]),
                           "--items", str(demo_data / "items.csv"), *options, check=False)
@@ -99,3 +101,31 @@ async def test_retrain_pushes_a_bundle_no_worse_as_a_canary(tailor_server, histo
     canary = tailor_server.registry.canary
     assert canary is not None and canary.split.share == pytest.approx(0.10)
     assert canary.bundle.version != history[0].name
+
+
+def _cutoff(bundle) -> int:
+    return json.loads((bundle / "manifest.json").read_text())["data"]["cutoff"]
+
+
+@pytest.mark.parametrize("side", ["after", "before"])
+async def test_retrain_with_events_on_one_side_of_the_cutoff_only_says_what_to_do(
+        tailor_server, history, demo_data, tmp_path, side):
+    """A serving bundle trained on files never tracked into the server (the demo world's, as
+    after `make serve` or `demo-data` + `train` + `push`), then today's events tracked: before,
+    the run ended 'no events on both sides of the serving bundle's cutoff 1702598959: 0 before,
+    14682 after; nothing to compare on', saying neither why nor what to do. The same when the
+    server holds only what the bundle was trained on. Nothing is trained, nothing pushed."""
+    cutoff = _cutoff(history[0])
+    events = [e for e in history[1] if (e["timestamp"] > cutoff) == (side == "after")]
+    proc = await _retrain(tailor_server, history, demo_data, tmp_path, "--no-ranker",
+                          events=events)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(cutoff + 1))
+    if side == "after":
+        assert f"holds 0 weighted events before the serving bundle's data cutoff ({when}) and " \
+               f"{len(events)} after it" in proc.stderr
+        assert "Track them first (`python -m clients track`" in proc.stderr
+    else:
+        assert f"before the serving bundle's data cutoff ({when}) and none after it" in proc.stderr
+        assert "Track new events" in proc.stderr
+    assert "bundle written" not in proc.stderr and tailor_server.registry.canary is None
