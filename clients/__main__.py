@@ -41,6 +41,11 @@ class UsageError(Exception):
     """What the user gave is wrong (a file, a line of it, a flag): one line, exit 2."""
 
 
+class PartlyStored(Exception):
+    """A command stopped after part of what it sends was stored (a `catalog upsert` of several
+    batches stopped by a later one): one line saying what was stored and what was not, exit 3."""
+
+
 IN_DOUBT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                       grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
                       grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED})
@@ -600,6 +605,8 @@ class _ItemLines:
 
     def __init__(self, source, name: str):
         self.source, self.name, self.bad = source, name, None
+        self.lines: list[int] = []
+        """The line of each item yielded."""
 
     def __iter__(self):
         n = 0
@@ -610,10 +617,16 @@ class _ItemLines:
                 return
             if line.strip():
                 try:
-                    yield _item(line)
+                    item = _item(line)
                 except ValueError as err:
                     self.bad = f"{self.name} line {n}: {err}"
                     return
+                self.lines.append(n)
+                yield item
+
+    def span(self, start: int, end: int) -> str:
+        """Items `start` to `end` (0-based, end excluded) and their lines, as the user counts."""
+        return f"items {start + 1}-{end}, lines {self.lines[start]}-{self.lines[end - 1]}"
 
 
 def _item(line: bytes) -> dict:
@@ -638,43 +651,70 @@ def _catalog(client: TailorClient, args):
     with _open(args.file, binary=True) as source:
         items = _ItemLines(source, name)
         done = _upsert_batches(client, items, args)
+    if items.bad and done is not None:
+        raise PartlyStored(f"{items.bad}; {_stored(items, done.accepted, args.batch_size)}; "
+                           f"nothing from its batch on was sent: {_SAFE}")
     if items.bad:
-        raise UsageError(items.bad + (f"; the {done.accepted} items of the batches before "
-                                      "its batch were upserted" if done else ""))
+        raise UsageError(f"{items.bad}; nothing of {name} was sent")
     if done is None:
         raise UsageError(f"{name}: no items (one JSON object a line)")
     return done
+
+
+_SAFE = "upserting the file again is safe (an item upserted again is replaced)"
 
 
 def _upsert_batches(client: TailorClient, items: _ItemLines, args) -> CatalogChange | None:
     """UpsertItems of `items`, --batch-size a call (the server takes at most its
     `limits.upsert_items`, 1000 by default, a call), a batch sent once all its lines were
     read well (a file of one batch is sent whole or not at all); the changes summed, None when
-    none went. An error after a batch went says what was upserted: upserting again is safe."""
-    done, source = None, iter(items)
+    none went. An error says what was upserted and what not (`_upserted`); after a batch went,
+    it is `PartlyStored` (exit 3)."""
+    done, source, sending = None, iter(items), 0
     try:
         while (batch := list(itertools.islice(source, args.batch_size))) and not items.bad:
+            sending = len(batch)
             change = client.upsert_items(batch, args.timeout)
+            sending = 0
             done = change if done is None else dataclasses.replace(
                 change, accepted=done.accepted + change.accepted,
                 new_items=done.new_items + change.new_items)
     except (TailorError, KeyboardInterrupt) as err:
-        err.args = (_upserted(err, done, items.name),)
+        stored = 0 if done is None else done.accepted
+        err.args = (_upserted(err, items, stored, sending, args.batch_size),)
+        if stored and isinstance(err, TailorError):
+            raise PartlyStored(str(err)) from None
         raise
     return done
 
 
-def _upserted(err: BaseException, done: CatalogChange | None, name: str) -> str:
-    """`err`'s line with what a `catalog upsert` stopped by it had upserted."""
+def _upserted(err: BaseException, items: _ItemLines, stored: int, sending: int,
+              batch_size: int) -> str:
+    """`err`'s line with what a `catalog upsert` stopped by it had upserted (the first `stored`
+    items, in batches of `batch_size`) and what not (the batch of `sending` items it was
+    sending, 0 when it was reading one, and every line after it)."""
     doubt = isinstance(err, KeyboardInterrupt) or err.code in IN_DOUBT
-    if done is None and not doubt:  # refused before anything was stored
-        return str(err)
-    safe = "upserting the file again is safe (an item upserted again is replaced)"
-    note = (f"the first batch may have been upserted: {safe}" if done is None else
-            f"the {done.accepted} items of {name} before this batch were upserted"
-            f"{' (this batch may have been too)' if doubt else ''}; the batch's items[i] is "
-            f"the file's item {done.accepted + 1}+i: {safe}")
+    parts = [_stored(items, stored, batch_size) if stored else f"nothing of {items.name} was "
+             f"{'sent' if doubt and not sending else 'stored'}"]
+    if sending:
+        this = f"batch {stored // batch_size + 1} ({items.span(stored, stored + sending)})"
+        where = None if doubt else re.search(r"\bitems\[(\d+)\]", str(err))
+        if where is not None and int(where[1]) < sending:  # the server counts within the call
+            this += f", whose items[{where[1]}] is line {items.lines[stored + int(where[1])]},"
+        parts = parts[:1] if stored or not doubt else []
+        parts.append(f"{this} {'may have been upserted' if doubt else 'was refused whole'}, "
+                     "and nothing after it was sent")
+    elif stored:
+        parts.append("nothing after them was sent")
+    note = f"{'; '.join(parts)}: {_SAFE}"
     return note if isinstance(err, KeyboardInterrupt) else f"{err}; {note}"
+
+
+def _stored(items: _ItemLines, stored: int, batch_size: int) -> str:
+    """What the batches of a `catalog upsert` that went stored: the first `stored` items."""
+    batches = -(-stored // batch_size)
+    which = "batch 1 (" if batches == 1 else f"batches 1-{batches} ("
+    return f"{items.name}: {which}{items.span(0, stored)}) {'was' if batches == 1 else 'were'} upserted"
 
 
 def _audit_line(line: str):
@@ -977,7 +1017,8 @@ def _campaign_parser(sub, common) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the command's JSON answer and exit 0; a gRPC status prints `error: CODE: message`
-    and exits 1, a mistake in what the user gave `error: <what, where>` and exits 2."""
+    and exits 1, a mistake in what the user gave `error: <what, where>` and exits 2, either
+    after part of what the command sends was stored (`PartlyStored`) exits 3."""
     args = build_parser().parse_args(argv)
     _default_timeout(args)
     try:
@@ -997,6 +1038,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except PartlyStored as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     # A command writing JSON lines to stdout (campaign plan without --out) reports on stderr.
     lines_on_stdout = args.command == "campaign" and args.action == "plan" and args.out in ("", "-")
     if dataclasses.is_dataclass(out):  # a typed result; a message the reply lacks is left out

@@ -32,6 +32,16 @@ __all__ = ["Catalog", "CatalogChange"]
 MAX_PRICE = 1e12
 
 
+def _none_stored(err: InvalidArgument, n: int) -> InvalidArgument:
+    """`err`, about one entry of a call of `n`, saying that nothing of the call was stored: its
+    `items[i]` counts within the call, and a client sending a file in several calls otherwise
+    could not tell whether the entries beside it went."""
+    note = (f"; nothing of the call was stored ({n} entr{'y' if n == 1 else 'ies'}: a call is "
+            "stored whole or not at all)")
+    logged = None if err.logged_problem is None else err.logged_problem + note
+    return InvalidArgument(err.field, str(err)[len(err.field) + 2:] + note, logged)
+
+
 @dataclass(frozen=True)
 class CatalogChange:
     accepted: int
@@ -80,10 +90,15 @@ class Catalog:
 
     # -- calls -----------------------------------------------------------------------------
     async def upsert(self, items: Sequence[CatalogItem]) -> CatalogChange:
-        """Add or update `items`; they serve in this process when the call returns."""
-        self._check_items(items, "items")
-        bundle = self.registry.current()  # categories are the served bundle's
-        self._check_content(bundle, items)
+        """Add or update `items`; they serve in this process when the call returns. A bad item
+        refuses the call whole, saying so (`_none_stored`)."""
+        self.check_batch("items", len(items))
+        try:
+            self._check_items(items, "items")
+            bundle = self.registry.current()  # categories are the served bundle's
+            self._check_content(bundle, items)
+        except InvalidArgument as err:
+            raise _none_stored(err, len(items)) from None
         stored = [CatalogItem(i.item_id, i.title, i.category, float(i.price), i.url, i.image)
                   for i in items]
         return await self._store(stored, bundle)
@@ -95,9 +110,12 @@ class Catalog:
         items = [CatalogItem(item_id=i, removed=True) for i in item_ids]
         self.check_batch("item_ids", len(items))
         served = active.item_row if (active := self.registry.active) is not None else {}
-        for i, item in enumerate(items):
-            check = check_stored_id if item.item_id in served else check_id
-            check("item_id", item.item_id, self.limits.id_bytes, f"item_ids[{i}].")
+        try:
+            for i, item in enumerate(items):
+                check = check_stored_id if item.item_id in served else check_id
+                check("item_id", item.item_id, self.limits.id_bytes, f"item_ids[{i}].")
+        except InvalidArgument as err:
+            raise _none_stored(err, len(items)) from None
         return await self._store(items, self.registry.current())
 
     async def _store(self, items: list[CatalogItem], bundle: Bundle) -> CatalogChange:

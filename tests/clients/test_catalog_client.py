@@ -62,8 +62,56 @@ async def test_a_catalog_file_is_upserted_in_batches_the_server_takes(tailor_ser
                           "--batch-size", "2", "--server", target, check=False))
     assert done.returncode == 0, done.stderr
     assert (json.loads(done.stdout)["accepted"], json.loads(done.stdout)["new_items"]) == (1001, 1001)
-    assert stopped.returncode == 1 and stopped.stderr.startswith("error: INVALID_ARGUMENT: items[1]")
-    assert f"the 2 items of {refused} before this batch were upserted" in stopped.stderr
+    assert stopped.returncode == 3 and stopped.stderr.startswith("error: INVALID_ARGUMENT: items[1]")
+    assert f"{refused}: batch 1 (items 1-2, lines 1-2) was upserted; batch 2 (items 3-4, lines " \
+           "3-4), whose items[1] is line 4, was refused whole, and nothing after it was sent" \
+           in stopped.stderr
+
+
+def _upsert(target: str, path: Path, *flags: str):
+    return run_module("clients", "catalog", "upsert", str(path), "--server", target, *flags,
+                      check=False)
+
+
+async def test_a_refused_catalog_upload_says_what_was_stored_and_what_not(
+        tailor_server, demo_bundle, tmp_path):
+    """A one-batch file with a bad item ended 'error: INVALID_ARGUMENT: items[2].category: ...'
+    alone, exit 1: a position within the call, not the file's line, and nothing said that none
+    of the file was stored (nor, for several batches, which ones were: the count of items
+    before). Now the server says its call was refused whole; the CLI maps items[i] to its line
+    and says which batches went (exit 3 when some did, 1 when none did)."""
+    import numpy as np
+    with np.load(demo_bundle / "items.npz") as npz:
+        category = str(npz["category_names"][0])
+    good = [json.dumps(dict(ITEM, item_id=f"r{i}", category=category)) for i in range(5)]
+    bad = json.dumps(dict(ITEM, item_id="r-bad", category="nope"))
+    one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    one.write_text("\n".join([good[0], good[1], "", bad, good[2]]) + "\n")
+    many.write_text("\n".join(good[:4] + ["", bad, good[4]]) + "\n")
+    target, records = f"127.0.0.1:{tailor_server.port}", tailor_server.catalog.records
+    before = records.sequence()
+    refused = await asyncio.to_thread(_upsert, target, one)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr == (
+        "error: INVALID_ARGUMENT: items[2].category: unknown category 'nope' (the served bundle "
+        f"knows: {', '.join(sorted(_categories(demo_bundle))[:20])}); nothing of the call was "
+        "stored (4 entries: a call is stored whole or not at all); nothing of "
+        f"{one} was stored; batch 1 (items 1-4, lines 1-5), whose items[2] is line 4, was "
+        "refused whole, and nothing after it was sent: upserting the file again is safe (an "
+        "item upserted again is replaced)\n")
+    assert records.sequence() == before
+    partly = await asyncio.to_thread(_upsert, target, many, "--batch-size", "2")
+    assert partly.returncode == 3, partly.stderr
+    assert f"; {many}: batches 1-2 (items 1-4, lines 1-4) were upserted; batch 3 (items 5-6, " \
+           "lines 6-7), whose items[0] is line 6, was refused whole, and nothing after it was " \
+           "sent: " in partly.stderr
+    assert records.sequence() == before + 4  # one a stored item
+
+
+def _categories(bundle) -> list[str]:
+    import numpy as np
+    with np.load(bundle / "items.npz") as npz:
+        return [str(c) for c in npz["category_names"]]
 
 
 async def test_a_catalog_change_whose_answer_was_lost_is_retried(tailor_server):

@@ -128,6 +128,25 @@ async def test_bad_upserts_name_the_field(channel):
     assert "item_ids" in err.value.details()
 
 
+async def test_a_call_refused_for_one_entry_says_nothing_of_it_was_stored(channel):
+    """`items[i]` counts within the call: a client sending a file in several calls could not
+    tell from the refusal alone whether the entries beside it were stored."""
+    stub = cgrpc.CatalogServiceStub(channel)
+    whole = "nothing of the call was stored (3 entries: a call is stored whole or not at all)"
+    items = [cpb.CatalogItem(item_id=i, category="books") for i in ("ok-1", "", "ok-2")]
+    for call, request, field in (
+            (stub.UpsertItems, cpb.UpsertItemsRequest(items=items), "items[1].item_id"),
+            (stub.RemoveItems, cpb.RemoveItemsRequest(item_ids=["ok-1", "ok-2", ""]),
+             "item_ids[2].item_id")):
+        with pytest.raises(grpc.RpcError) as err:
+            await call(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(f"{field}: ") and err.value.details().endswith(
+            f"; {whole}"), err.value.details()
+    reply = await stub.UpsertItems(cpb.UpsertItemsRequest(items=items[:1]))
+    assert reply.sequence == 1  # the first change stored: neither refused call stored any
+
+
 async def test_an_oversized_batch_is_refused_before_it_is_converted(channel):
     """RemoveItems with 10^6 ids (UpsertItems with 10^6 items) built an item per entry on the
     event loop before counting them: 4.15 s in which the worker answered nothing; the count is

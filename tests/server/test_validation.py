@@ -219,7 +219,8 @@ async def test_ids_holding_an_invisible_format_character_are_refused_but_a_store
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await catalog.UpsertItems(kpb.UpsertItemsRequest(items=[kpb.CatalogItem(
                 item_id=user_id, category="books")]))
-        assert err.value.details() == f"items[0].item_id: {why}"
+        assert err.value.details() == f"items[0].item_id: {why}; nothing of the call was " \
+            "stored (1 entry: a call is stored whole or not at all)"
     await rec.Recommend(rpb.RecommendRequest(user_id="u1", k=3, exclude_item_ids=["ann\u200b"]))
     stored, repo = "ann\u200b", tailor_server.profiles.repo
     await asyncio.to_thread(repo.update_meta, stored,
