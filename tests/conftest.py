@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # wall with spinning, 5-7 s without, the same bundle). Set before any test imports those
 # libraries; training and server subprocesses inherit it. Results do not depend on it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Servers the tests start (in process and `python -m server` children) do not import
+# scipy.stats in the background once serving (`server.preload`: ~0.6 s of CPU a start, on 2
+# cores shared by hundreds of starts); tests/server/test_preload.py turns it on.
+os.environ.setdefault("TAILOR_PRELOAD_STATISTICS", "false")
 _PORTS = random.Random()
 _HANDED_OUT: set[int] = set()
 """Ports `free_port` gave this process: a port is free until its user binds it, so a second call

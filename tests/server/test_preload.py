@@ -33,7 +33,7 @@ def test_the_first_campaign_stats_import_nothing_the_worker_has_not_frozen(
     call, then 4-16 ms), and its ~800 modules stayed out of `gc.freeze`, walked by every full
     collection after. Now they are imported, then frozen, once the worker serves."""
     prefix = tmp_path / "gc"
-    env = {"TAILOR_GC_STATS": str(prefix),
+    env = {"TAILOR_GC_STATS": str(prefix), "TAILOR_PRELOAD_STATISTICS": "true",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "loadtests" / "gcstats"), str(ROOT)])}
     served = server_process(env=env)
     try:
