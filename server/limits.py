@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.attribution import ATTRIBUTION_SECONDS
+from contract.attribution import ATTRIBUTION_RANK_CELLS, ATTRIBUTION_SECONDS
 
 __all__ = ["DEFAULT_LIMITS", "Limits", "UNREAD_SECONDS_FLOOR"]
 
@@ -305,7 +305,7 @@ class Limits(BaseModel):
     attribution_count_max: float = Field(1e15, gt=0, le=1e300)
     """Largest conversions, value or nulls of one given path (finite ones past it sum to inf
     and NaN credits)."""
-    attribution_rank_cells: int = Field(1_000_000, ge=1)
+    attribution_rank_cells: int = Field(ATTRIBUTION_RANK_CELLS, ge=1)
     """Most cells of the ORDERED Shapley form's credits by rank: channels x the most distinct
     channels of one path. The answer carries two doubles a cell (16 MB at 1,000,000) and the
     worker builds them in memory, so one long path over many channels could take gigabytes;

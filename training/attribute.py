@@ -9,7 +9,9 @@
 ``--seconds`` bounds the computation as the server's Attribute RPC is bounded (its
 `Limits.attribution_seconds` default, 5 s): past it the Markov model and sampled rate Shapley
 stop, and the command exits 3 saying so (``--seconds inf``: no bound; with ``--plot``, each
-model has the bound, and one past it is left out of the picture).
+model has the bound, and one past it is left out of the picture). ``--rank-cells`` bounds the
+memory of ``--shapley-form ordered`` as the server does (`Limits.attribution_rank_cells`,
+1,000,000 cells): past it the command exits 2 saying so.
 
 Formats
 -------
@@ -35,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contract.attribution import ATTRIBUTION_SECONDS
+from contract.attribution import ATTRIBUTION_RANK_CELLS, ATTRIBUTION_SECONDS
 from kernels.attribution import (
     DAY,
     MODELS,
@@ -82,12 +84,23 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=_seconds, default=ATTRIBUTION_SECONDS,
                         help="most seconds the attribution may compute, then exit 3 (default "
                              f"{ATTRIBUTION_SECONDS:g}, the server's; 'inf': no bound)")
+    parser.add_argument("--rank-cells", type=_positive_int, default=ATTRIBUTION_RANK_CELLS,
+                        help="most credits by rank of --shapley-form ordered (channels x the "
+                             "most distinct channels of one path; 16 bytes each), then exit 2 "
+                             f"(default {ATTRIBUTION_RANK_CELLS:,}, the server's)")
 
 
 def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0:  # NaN too
         raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
@@ -168,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
         res = attribute(paths, args.model, order=args.order, shapley_form=args.shapley_form,
                         samples=args.samples, position_shares=tuple(args.position_shares),
                         half_life=args.half_life_days * DAY, direct=args.direct,
-                        use_native=not args.python, deadline=deadline(args.seconds))
+                        use_native=not args.python, deadline=deadline(args.seconds),
+                        max_rank_cells=args.rank_cells)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -188,7 +202,8 @@ def _plot(args: argparse.Namespace, paths: Paths) -> int:
         skipped = write_plot(paths, args.plot, order=args.order, shapley_form=args.shapley_form,
                              samples=args.samples, position_shares=tuple(args.position_shares),
                              half_life=args.half_life_days * DAY, direct=args.direct,
-                             use_native=not args.python, seconds=args.seconds)
+                             use_native=not args.python, seconds=args.seconds,
+                             max_rank_cells=args.rank_cells)
     except (ValueError, OSError) as err:
         print(f"error: --plot: {err}", file=sys.stderr)
         return 2

@@ -249,3 +249,45 @@ def test_plot_leaves_out_a_model_past_its_seconds(tmp_path):
     credits, skipped = all_credits(read_paths(long_path(tmp_path)), seconds=1e-9, order=3)
     assert skipped["markov"].startswith("the computation passed its budget of 1e-09s")
     assert "markov" not in credits and "first" in credits   # the heuristics have no checks
+
+
+def test_the_ordered_form_refuses_more_rank_cells_than_the_servers_limit(tmp_path):
+    # the command passed no max_rank_cells: one path over n distinct channels built n x n credits
+    # by rank (two doubles a cell: 20,000 channels, a 200 kB file, took 6.4 GB) where the
+    # server's Attribute refuses past Limits.attribution_rank_cells (1,000,000)
+    path = tmp_path / "wide.csv"
+    path.write_text(" > ".join(f"c{i}" for i in range(1001)) + ";1;1;0\n")
+    args = [path, "--model", "shapley", "--shapley-form", "ordered", "--json"]
+    out = cli(args)
+    assert out.returncode == 2, (out.returncode, out.stderr[-300:])
+    assert out.stdout == "" and "Traceback" not in out.stderr
+    assert out.stderr.strip() == (
+        "error: shapley_form: the ordered form's credits by rank would be 1001 channels x 1001 "
+        "ranks (the most distinct channels of one path), more than 1000000 cells; use the counts "
+        "form or fewer channels per path")
+    raised = cli([*args, "--rank-cells", "1002001"])
+    assert raised.returncode == 0, raised.stderr
+    assert len(json.loads(raised.stdout)["credits"]) == 1001
+
+
+def test_the_default_rank_cells_are_the_servers_limit():
+    import argparse
+
+    from server.limits import Limits
+    from training.attribute import _add_arguments
+
+    parser = argparse.ArgumentParser()
+    _add_arguments(parser)
+    assert parser.parse_args(["f", "--model", "first"]).rank_cells == \
+        Limits().attribution_rank_cells
+
+
+def test_plot_leaves_out_the_ordered_form_past_its_rank_cells(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text("a > b > c;1;1;0\n")
+    png = tmp_path / "c.png"
+    out = cli([path, "--model", "first", "--shapley-form", "ordered", "--rank-cells", "8",
+               "--plot", png])
+    assert out.returncode == 0 and png.stat().st_size > 0, out.stderr
+    assert ("--plot: shapley left out: shapley_form: the ordered form's credits by rank would "
+            "be 3 channels x 3 ranks") in out.stderr
