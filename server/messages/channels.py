@@ -81,13 +81,15 @@ def check_parts(variant_id: str, channel: str, parts: Mapping[str, str], limits:
     """Refuse rendered parts over the channel's limits; returns what was measured (SMS)."""
     for part, text in parts.items():
         if len(text.encode()) > limits.message_part_bytes:
-            raise OverChannelLimit(variant_id, part, f"{len(text.encode())} bytes rendered, at most "
+            raise OverChannelLimit(variant_id, part, "message_part_bytes", limits.message_part_bytes,
+                                   f"{len(text.encode())} bytes rendered, at most "
                                    f"{limits.message_part_bytes}")
     if channel == "sms":
         sms = sms_length(parts.get("text", ""))
         if sms.segments > limits.sms_segments:
-            raise OverChannelLimit(variant_id, "text", f"{sms.segments} SMS segments ({sms.units} "
-                                   f"{sms.encoding} units), at most {limits.sms_segments}")
+            raise OverChannelLimit(variant_id, "text", "sms_segments", limits.sms_segments,
+                                   f"{sms.segments} SMS segments ({sms.units} {sms.encoding} "
+                                   f"units), at most {limits.sms_segments}")
         return {"sms_encoding": sms.encoding, "sms_units": sms.units, "sms_segments": sms.segments}
     if channel == "push":
         _check_push(variant_id, parts, limits)
@@ -105,15 +107,16 @@ def json_bytes(doc) -> bytes:
 def _check_push(variant_id: str, parts: Mapping[str, str], limits: Limits) -> None:
     """Title and body in characters (what a screen shows), all parts in encoded bytes (what
     the provider counts); a payload over its bytes names its largest part."""
-    for part, most in (("title", limits.push_title_chars), ("body", limits.push_body_chars)):
-        n = len(parts.get(part, ""))
-        if n > most:
-            raise OverChannelLimit(variant_id, part, f"{n} characters, at most {most}")
+    for part in ("title", "body"):
+        n, limit = len(parts.get(part, "")), f"push_{part}_chars"
+        if n > (most := getattr(limits, limit)):
+            raise OverChannelLimit(variant_id, part, limit, most, f"{n} characters, at most {most}")
     payload = len(json_bytes(dict(parts)))
     if payload > limits.push_payload_bytes:
         sizes = {part: len(json_bytes(text)) - 2 for part, text in parts.items()}  # no quotes
         largest = max(sizes, key=sizes.__getitem__)
         each = ", ".join(f"{part} {n}" for part, n in sizes.items())  # escapes counted
-        raise OverChannelLimit(variant_id, largest, f"the push payload takes {payload} bytes "
+        raise OverChannelLimit(variant_id, largest, "push_payload_bytes",
+                               limits.push_payload_bytes, f"the push payload takes {payload} bytes "
                                f"encoded ({each}), at most {limits.push_payload_bytes} "
                                "(push_payload_bytes: the provider counts bytes, not characters)")

@@ -30,9 +30,13 @@ class RenderFailed(FailedPrecondition):
 
 
 class OverChannelLimit(FailedPrecondition):
-    """A rendered part is longer than its channel allows (`Limits`)."""
+    """A rendered part is longer than its channel allows (the `Limits` field `limit`, at most
+    `most`). `reason` names variant, part and limit only: what a send counts its recipients
+    under (`sending.failure`), one reason whatever each user's measure was."""
 
-    def __init__(self, variant_id: str, part: str, problem: str):
+    def __init__(self, variant_id: str, part: str, limit: str, most: int, problem: str):
+        self.part, self.problem = part, problem
+        self.reason = f"variant {variant_id!r}, part {part!r}: over {limit} ({most})"
         super().__init__(f"variant {variant_id!r}, part {part!r}: {problem}")
 
 

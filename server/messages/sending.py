@@ -76,7 +76,7 @@ from .delivery import (
     address_of,
     sent_event,
 )
-from .errors import BadAddress, BadLink, NoLongerAllowed, RenderFailed
+from .errors import BadAddress, BadLink, NoLongerAllowed, OverChannelLimit, RenderFailed
 from .sends import (
     ARCHIVED,
     BOUNCE_BREAKER,
@@ -109,12 +109,15 @@ def failure(err: TailorError) -> str:
     template that failed for them, with its message (variant, part, line, the error kind
     and the name: `RenderFailed: variant 'v1', part 'subject', line 1: UndefinedError:
     'first_name' is undefined`; a link part that rendered to no link a client may open, with
-    the rule it broke; never the user's data, and no more of them than the template has names
-    and lines), so a marketer sees what to fix; otherwise the error's class."""
+    the rule it broke; a part over its channel's limit, with the limit; never the user's data,
+    and no more of them than the template has names and lines), so a marketer sees what to
+    fix; otherwise the error's class."""
     if isinstance(err, BadAddress):
         return err.reason
     if isinstance(err, (RenderFailed, BadLink)):
         return f"{type(err).__name__}: {err}"
+    if isinstance(err, OverChannelLimit):  # not its measure: one user's, a reason per user
+        return f"OverChannelLimit: {err.reason}"
     return type(err).__name__
 
 

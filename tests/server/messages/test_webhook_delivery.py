@@ -660,3 +660,25 @@ async def test_a_campaign_stored_with_a_script_push_url_before_the_check_is_refu
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "part 'url'" in err.value.details()
     assert provider.requests == []
+
+
+async def test_a_push_over_its_payload_bytes_fails_each_recipient_naming_part_and_limit(
+        provider, campaigns, profiles, messaging):
+    """A push whose url renders past `push_payload_bytes` (4000) with the user's data is
+    refused at render; a send counted each such recipient under the bare class name
+    'OverChannelLimit', which said neither the variant, the part nor the limit. The reason is
+    one per variant, part and limit, never a user's byte counts (two users, one reason)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="wide", channel="push", policy="fixed",
+        variants=[cpb.Variant(id="p", content={"title": "t", "body": "b", "u": "a" * 3500,
+                                                "url": "myapp://i/{{ content.u }}{{ profile.t }}"})])))
+    for user, n in (("u1", 900), ("u2", 1000)):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"push_token": f"tok-{user}", "t": "b" * n}))
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="wide", user_ids=["u1", "u2"], rate_per_second={"push": 100}))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, done.failed) == (0, 2)
+    assert dict(done.failed_by_reason) == {
+        "OverChannelLimit: variant 'p', part 'url': over push_payload_bytes (4000)": 2}
+    assert provider.requests == []
