@@ -105,7 +105,7 @@ class CampaignSpec:
         from .context import check_feature_names
         check_feature_names(self.context_features, limits.campaign_context_features)
         from ..messages.templates import check_variants  # message parts are templates
-        check_variants([(v.id, v.content) for v in self.variants], self.message_channels)
+        check_variants([(v.id, v.content) for v in self.variants], self.message_channels, limits)
         check_text("name", self.name, limits.campaign_name_chars)
         check_text("salt", self.salt, limits.campaign_salt_chars)
         return dataclasses.replace(self, reward_window_seconds=float(window),

@@ -18,7 +18,7 @@ from ..validation import link_problem
 from .errors import BadLink, OverChannelLimit
 
 __all__ = ["PARTS", "MESSAGE_CHANNELS", "HTML_PARTS", "LINK_PARTS", "SmsLength", "sms_length",
-           "check_parts", "json_bytes"]
+           "check_parts", "check_push_lengths", "json_bytes"]
 
 PARTS: Mapping[str, tuple[str, ...]] = {
     "email": ("subject", "preheader", "html", "text"),
@@ -92,7 +92,7 @@ def check_parts(variant_id: str, channel: str, parts: Mapping[str, str], limits:
                                    f"units), at most {limits.sms_segments}")
         return {"sms_encoding": sms.encoding, "sms_units": sms.units, "sms_segments": sms.segments}
     if channel == "push":
-        _check_push(variant_id, parts, limits)
+        check_push_lengths(variant_id, parts, limits)
     for part in LINK_PARTS.intersection(parts):
         if (problem := link_problem(parts[part])) is not None:
             raise BadLink(variant_id, part, problem)
@@ -104,13 +104,13 @@ def json_bytes(doc) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _check_push(variant_id: str, parts: Mapping[str, str], limits: Limits) -> None:
+def check_push_lengths(variant_id: str, parts: Mapping[str, str], limits: Limits) -> None:
     """Title and body in characters (what a screen shows), all parts in encoded bytes (what
     the provider counts); a payload over its bytes names its largest part."""
     for part in ("title", "body"):
         n, limit = len(parts.get(part, "")), f"push_{part}_chars"
         if n > (most := getattr(limits, limit)):
-            raise OverChannelLimit(variant_id, part, limit, most, f"{n} characters, at most {most}")
+            raise OverChannelLimit(variant_id, part, limit, most, f"{n} characters, at most {most} ({limit})")
     payload = len(json_bytes(dict(parts)))
     if payload > limits.push_payload_bytes:
         sizes = {part: len(json_bytes(text)) - 2 for part, text in parts.items()}  # no quotes

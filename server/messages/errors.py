@@ -35,7 +35,7 @@ class OverChannelLimit(FailedPrecondition):
     under (`sending.failure`), one reason whatever each user's measure was."""
 
     def __init__(self, variant_id: str, part: str, limit: str, most: int, problem: str):
-        self.part, self.problem = part, problem
+        self.part, self.limit, self.problem = part, limit, problem
         self.reason = f"variant {variant_id!r}, part {part!r}: over {limit} ({most})"
         super().__init__(f"variant {variant_id!r}, part {part!r}: {problem}")
 

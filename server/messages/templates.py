@@ -22,12 +22,12 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from ..errors import TailorError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..validation import script_link_problem
-from .channels import HTML_PARTS, LINK_PARTS, PARTS
-from .errors import RenderFailed, TemplateInvalid
+from .channels import HTML_PARTS, LINK_PARTS, PARTS, check_push_lengths
+from .errors import OverChannelLimit, RenderFailed, TemplateInvalid
 from .sandbox import BoundedSandbox, Budget, OverRenderBudget, bound, spending
 
 __all__ = ["CONTEXT_NAMES", "ATTRIBUTE_NAMES", "CompiledCampaign", "TemplateCache",
-           "check_variants", "compile_variants", "template_parts"]
+           "check_variants", "compile_variants", "literal_text", "template_parts"]
 
 ATTRIBUTE_NAMES = ("first_name", "last_name", "name", "city", "country", "language")
 """Profile attributes also reachable by their bare name (`{{ first_name }}`); any attribute is
@@ -187,12 +187,15 @@ def compile_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
 
 
 def check_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
-                   channels: Iterable[str]) -> None:
+                   channels: Iterable[str], limits: Limits = DEFAULT_LIMITS) -> None:
     """The creation-time check: raise TemplateInvalid unless every part compiles cleanly
-    (`channels`: the campaign's message channels, `CampaignSpec.message_channels`)."""
+    (`channels`: the campaign's message channels, `CampaignSpec.message_channels`) and a push
+    variant's text outside any tag is within the push limits (`literal_text`)."""
     channels = list(channels)
     if channels:
         compile_variants(variants, channels)
+    if "push" in channels:
+        _check_push_literals(variants, limits)
     links = LINK_PARTS.intersection(template_parts(channels))
     for i, (variant_id, content) in enumerate(variants):
         for part in sorted(links.intersection(content)):
@@ -200,6 +203,29 @@ def check_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
             # refused at render instead (`channels.check_parts`, FAILED_PRECONDITION)
             if (problem := script_link_problem(content[part])) is not None:
                 raise TemplateInvalid(i, variant_id, part, 1, problem)
+
+
+def literal_text(source: str, part: str) -> str:
+    """The text of a part's template outside any tag (`{{ }}`, `{% %}`), in order: every
+    render holds it, with what the tags give in between, so its characters and its encoded
+    bytes (JSON escapes go character by character) are a floor of every render's."""
+    ast = _env(part).parse(source)
+    return "".join(node.data for out in ast.body if isinstance(out, nodes.Output)
+                   for node in out.nodes if isinstance(node, nodes.TemplateData))
+
+
+def _check_push_literals(variants: Sequence[tuple[str, Mapping[str, str]]],
+                         limits: Limits) -> None:
+    """A push variant over a push limit (`channels.check_parts`) by its literal text alone:
+    every message of it would be refused at render (FAILED_PRECONDITION, each recipient of a
+    send failed), so CreateCampaign refuses it. A campaign stored before is refused at render."""
+    for i, (variant_id, content) in enumerate(variants):
+        floor = {p: literal_text(content[p], p) for p in PARTS["push"] if p in content}
+        try:
+            check_push_lengths(variant_id, floor, limits)
+        except OverChannelLimit as err:
+            raise TemplateInvalid(i, variant_id, err.part, None, "its text outside any tag, in "
+                                  f"every message, is already over: {err.problem}") from None
 
 
 class TemplateCache:

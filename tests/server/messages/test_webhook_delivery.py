@@ -682,3 +682,33 @@ async def test_a_push_over_its_payload_bytes_fails_each_recipient_naming_part_an
     assert dict(done.failed_by_reason) == {
         "OverChannelLimit: variant 'p', part 'url': over push_payload_bytes (4000)": 2}
     assert provider.requests == []
+
+
+@pytest.mark.parametrize("content, part, problem", [
+    ({"title": "x" * 66, "body": "b"}, "title", "66 characters, at most 65 (push_title_chars)"),
+    ({"title": "Hi {{ first_name | default('') }}" + "é" * 64, "body": "b"}, "title",
+     "67 characters, at most 65 (push_title_chars)"),
+    ({"title": "t", "body": "b", "url": "myapp://i/" + "a" * 4000}, "url",
+     "the push payload takes 4043 bytes encoded (title 1, body 1, url 4010)"),
+])
+async def test_a_push_whose_literal_text_is_over_a_limit_is_refused_when_created(
+        campaigns, content, part, problem):
+    """The text outside any tag is in every render: past a push limit alone, every message
+    of the campaign was refused at send (FAILED_PRECONDITION, each recipient failed) while
+    CreateCampaign accepted it."""
+    with pytest.raises(grpc.RpcError) as err:
+        await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+            campaign_id="lit", channel="push", policy="fixed",
+            variants=[cpb.Variant(id="p", content=content)])))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"variants[0].content['{part}']" in err.value.details()
+    assert problem in err.value.details(), err.value.details()
+
+
+async def test_a_push_whose_text_may_fit_is_accepted_when_created(campaigns):
+    # a branch may not render; data may be short: only the text every render has counts
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="fits", channel="push", policy="fixed",
+        variants=[cpb.Variant(id="p", content={
+            "title": "{% if first_name is defined %}" + "x" * 100 + "{% endif %}" + "y" * 65,
+            "body": "{{ first_name | default('') }}" + "z" * 240})])))
