@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,8 +49,9 @@ def restore_again(data_dir: Path) -> str:
     """What to do about an unfinished restore into `data_dir`: run it again with --force. The
     store or bundles it may have swapped in already make the data dir not empty, which a
     restore without --force refuses (it said "restore into an empty dir, or pass --force",
-    after a restore into an empty dir)."""
-    return (f"run `python -m server restore --from BACKUP --data-dir {data_dir} --force` again "
+    after a restore into an empty dir). The data dir is quoted as a shell needs it."""
+    return (f"run `python -m server restore --from BACKUP --data-dir {shlex.quote(str(data_dir))} "
+            "--force` again "
             "with the same backup (--force: it replaces what the unfinished restore swapped in)")
 
 

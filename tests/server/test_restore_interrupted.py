@@ -215,3 +215,23 @@ def test_a_restore_into_an_empty_dir_killed_midway_says_to_run_it_again_with_for
     finished = run_command("restore", "--from", str(out), "--data-dir", str(fresh), "--force")
     assert json.loads(finished.stdout)["command"] == "restore"
     assert sorted(p.name for p in fresh.iterdir()) == ["bundles", "store", "tailor.lock"]
+
+
+def test_the_command_a_refusal_gives_runs_as_written_for_any_data_dir(tmp_path):
+    """Its `python -m server restore ... --data-dir D --force` is copied into a shell: a data
+    dir with a space or a quote in its name was written bare, and the shell split it."""
+    import re
+    import shlex
+
+    from server.__main__ import build_parser
+    from server.errors import FailedPrecondition
+    from server.store.lock import RESTORING, check_restore_finished
+
+    for name in ("my data", "it's", "plain"):
+        data = tmp_path / name
+        (data / RESTORING).mkdir(parents=True)
+        with pytest.raises(FailedPrecondition) as err:
+            check_restore_finished(data)
+        command = re.search(r"run `python -m server (restore [^`]*)`", str(err.value))[1]
+        args = build_parser().parse_args(shlex.split(command.replace("BACKUP", "b.tar")))
+        assert (args.command, Path(args.data_dir), args.force) == ("restore", data, True), command
