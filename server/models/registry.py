@@ -195,9 +195,13 @@ class ModelRegistry:
     def fell_back(self) -> dict | None:
         """The start's fallback the store records ({from, to, at}: it could not load the active
         version `from` and serves `to` instead), until a version is recorded again (a push,
-        rollback, promotion, --bundle); else None."""
-        raw = self.store.get("meta", BUNDLE_FALLBACK)
-        return json.loads(raw) if raw else None
+        rollback, promotion, --bundle); else None. Only while the pointer still names `to`: an
+        older release, which knows no such record, moves the pointer and leaves it there."""
+        meta = self.store.table("meta")
+        with self.store.read() as txn:
+            raw, pointer = meta.get(txn, BUNDLE_FALLBACK), meta.get(txn, BUNDLE_ACTIVE)
+        record = json.loads(raw) if raw else None
+        return record if record and pointer == record["to"].encode() else None
 
     def _report_failing(self) -> None:
         """`tailor_bundle_load_failing` (this worker's loads) and `tailor_bundle_fallback` (the

@@ -227,7 +227,7 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("bundle_fallback", "meta", 1, lambda k: k == K.BUNDLE_FALLBACK,
                "JSON {from, to, at}: the active version a start could not load and the one it "
                "served instead (models.registry); deleted when a push, rollback, promotion or "
-               "--bundle records a version"),
+               "--bundle records a version, and counted only while bundle_active names `to`"),
     RecordKind("canary_report", "meta", 1, lambda k: k.startswith(K.CANARY_REPORT_PREFIX),
                "JSON {id, versions: {version: tally}}: a worker's Recommend counts per version "
                "since the canary started (models.tally)"),

@@ -45,3 +45,22 @@ def test_the_bundle_alert_includes_the_fallback():
     [expr] = [r["expr"] for g in rules["groups"] for r in g["rules"]
               if r["alert"] == "TailorBundleNotLoaded"]
     assert "tailor_bundle_load_failing" in expr and "tailor_bundle_fallback" in expr
+
+
+async def test_a_fallback_record_left_by_an_older_release_is_not_reported(settings):
+    """An older release knows no such record: its push or rollback moves the pointer and leaves
+    the record there, and after an upgrade again the alert fired for a version chosen since.
+    The record counts only while the pointer names the version the start fell back to."""
+    import json
+
+    from server.store import keys
+    from tests.conftest import serving
+
+    async with serving(settings) as (server, _):
+        registry, store = server.registry, server.store
+        active = registry.pointer()
+        assert active and registry.fell_back() is None
+        for to, reported in (("a-version-chosen-since", False), (active, True)):
+            store.put("meta", keys.BUNDLE_FALLBACK,
+                      json.dumps({"from": "damaged", "to": to, "at": 0.0}).encode())
+            assert (registry.fell_back() is not None) is reported, to
