@@ -119,6 +119,7 @@ def over_budget(seconds: float) -> str:
 def read_paths(file: Path, fmt: str = "auto") -> Paths:
     """Read a path file in the channelattribution or tailor (JSON Lines) format."""
     text = sys.stdin.read() if str(file) == "-" else Path(file).read_text()
+    text = text.removeprefix("\ufeff")  # a UTF-8 export's byte order mark: no channel's name
     if fmt == "auto":
         fmt = "tailor" if text.lstrip().startswith("{") else "channelattribution"
     lines = text.splitlines()

@@ -291,3 +291,18 @@ def test_plot_leaves_out_the_ordered_form_past_its_rank_cells(tmp_path):
     assert out.returncode == 0 and png.stat().st_size > 0, out.stderr
     assert ("--plot: shapley left out: shapley_form: the ordered form's credits by rank would "
             "be 3 channels x 3 ranks") in out.stderr
+
+
+@pytest.mark.parametrize("fmt, text", [
+    ("channelattribution", "a > b;1;10;1\r\nb;1;4;0\r\n"),
+    ("tailor", '{"path": ["a", "b"], "value": 10, "nulls": 1}\n{"path": "b", "value": 4}\n'),
+])
+def test_a_byte_order_mark_is_not_part_of_the_first_channel(tmp_path, fmt, text):
+    # a spreadsheet's UTF-8 export starts with U+FEFF: it was read into the first channel's
+    # name, '\ufeffa', a channel apart from the 'a' of every other row (or, in JSON Lines,
+    # 'line 1: not JSON')
+    path = tmp_path / "paths.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    out = cli([path, "--model", "first", "--json"])
+    assert out.returncode == 0, out.stderr
+    assert sorted(json.loads(out.stdout)["credits"]) == ["a", "b"]
