@@ -90,11 +90,13 @@ class _EventLines:
 
 
 def _open(path: str, binary: bool = False):
-    """The file to read (stdin for '' or '-'); UsageError naming it if it cannot be opened."""
+    """The file to read (stdin for '' or '-'); UsageError naming it if it cannot be opened.
+    Text skips a UTF-8 byte order mark (a spreadsheet's export starts with one: it was read
+    into the first path's first channel, or refused as JSON)."""
     if not path or path == "-":
         return sys.stdin.buffer if binary else sys.stdin
     try:
-        return open(path, "rb") if binary else open(path, encoding="utf-8")
+        return open(path, "rb") if binary else open(path, encoding="utf-8-sig")
     except OSError as err:
         raise UsageError(_file_error(path, err)) from None
 

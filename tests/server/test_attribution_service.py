@@ -705,6 +705,25 @@ async def test_the_cli_prints_attribution_sums_without_float_noise(attribution_s
     assert {c["channel"]: c["value"] for c in printed["credits"]} == {"a": 0.1, "b": 0.2}
 
 
+async def test_the_cli_reads_a_path_file_with_a_byte_order_mark(attribution_server, tmp_path):
+    """A spreadsheet's UTF-8 export starts with U+FEFF: the CLI sent it as part of the first
+    row, and the server credited a channel '\\ufeffa' apart from the 'a' of the other rows."""
+    import asyncio
+    import json
+    import sys
+
+    from tests.conftest import ROOT
+    path_file = tmp_path / "bom.csv"
+    path_file.write_bytes(b"\xef\xbb\xbfa;1;1;0\r\na > b;1;1;0\r\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients", "attribute", "--server",
+        f"127.0.0.1:{attribution_server.port}", "--model", "first", str(path_file), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert {c["channel"]: c["conversions"] for c in json.loads(out)["credits"]} == {"a": 2.0, "b": 0.0}
+
+
 async def test_bad_path_records_are_named_before_the_upload(attribution_server, tmp_path):
     import asyncio
     import json
