@@ -18,7 +18,7 @@ from ..validation import link_problem
 from .errors import BadLink, OverChannelLimit
 
 __all__ = ["PARTS", "MESSAGE_CHANNELS", "HTML_PARTS", "LINK_PARTS", "SmsLength", "sms_length",
-           "check_parts", "check_push_lengths", "json_bytes"]
+           "check_parts", "check_sms_length", "check_push_lengths", "json_bytes"]
 
 PARTS: Mapping[str, tuple[str, ...]] = {
     "email": ("subject", "preheader", "html", "text"),
@@ -85,11 +85,7 @@ def check_parts(variant_id: str, channel: str, parts: Mapping[str, str], limits:
                                    f"{len(text.encode())} bytes rendered, at most "
                                    f"{limits.message_part_bytes}")
     if channel == "sms":
-        sms = sms_length(parts.get("text", ""))
-        if sms.segments > limits.sms_segments:
-            raise OverChannelLimit(variant_id, "text", "sms_segments", limits.sms_segments,
-                                   f"{sms.segments} SMS segments ({sms.units} {sms.encoding} "
-                                   f"units), at most {limits.sms_segments}")
+        sms = check_sms_length(variant_id, parts, limits)
         return {"sms_encoding": sms.encoding, "sms_units": sms.units, "sms_segments": sms.segments}
     if channel == "push":
         check_push_lengths(variant_id, parts, limits)
@@ -102,6 +98,16 @@ def check_parts(variant_id: str, channel: str, parts: Mapping[str, str], limits:
 def json_bytes(doc) -> bytes:
     """``doc`` as the SMS and push webhooks send it: compact UTF-8 JSON."""
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def check_sms_length(variant_id: str, parts: Mapping[str, str], limits: Limits) -> SmsLength:
+    """The SMS `text` in segments (what a carrier bills)."""
+    sms = sms_length(parts.get("text", ""))
+    if sms.segments > limits.sms_segments:
+        raise OverChannelLimit(variant_id, "text", "sms_segments", limits.sms_segments,
+                               f"{sms.segments} SMS segments ({sms.units} {sms.encoding} units), "
+                               f"at most {limits.sms_segments}")
+    return sms
 
 
 def check_push_lengths(variant_id: str, parts: Mapping[str, str], limits: Limits) -> None:

@@ -22,7 +22,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from ..errors import TailorError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..validation import script_link_problem
-from .channels import HTML_PARTS, LINK_PARTS, PARTS, check_push_lengths
+from .channels import HTML_PARTS, LINK_PARTS, PARTS, check_push_lengths, check_sms_length
 from .errors import OverChannelLimit, RenderFailed, TemplateInvalid
 from .sandbox import BoundedSandbox, Budget, OverRenderBudget, bound, spending
 
@@ -194,8 +194,7 @@ def check_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
     channels = list(channels)
     if channels:
         compile_variants(variants, channels)
-    if "push" in channels:
-        _check_push_literals(variants, limits)
+    _check_literals(variants, channels, limits)
     links = LINK_PARTS.intersection(template_parts(channels))
     for i, (variant_id, content) in enumerate(variants):
         for part in sorted(links.intersection(content)):
@@ -214,18 +213,27 @@ def literal_text(source: str, part: str) -> str:
                    for node in out.nodes if isinstance(node, nodes.TemplateData))
 
 
-def _check_push_literals(variants: Sequence[tuple[str, Mapping[str, str]]],
-                         limits: Limits) -> None:
-    """A push variant over a push limit (`channels.check_parts`) by its literal text alone:
-    every message of it would be refused at render (FAILED_PRECONDITION, each recipient of a
-    send failed), so CreateCampaign refuses it. A campaign stored before is refused at render."""
-    for i, (variant_id, content) in enumerate(variants):
-        floor = {p: literal_text(content[p], p) for p in PARTS["push"] if p in content}
-        try:
-            check_push_lengths(variant_id, floor, limits)
-        except OverChannelLimit as err:
-            raise TemplateInvalid(i, variant_id, err.part, None, "its text outside any tag, in "
-                                  f"every message, is already over: {err.problem}") from None
+_LENGTHS = {"sms": check_sms_length, "push": check_push_lengths}
+"""The channel limits `channels.check_parts` holds a render to, by channel."""
+
+
+def _check_literals(variants: Sequence[tuple[str, Mapping[str, str]]], channels: list[str],
+                    limits: Limits) -> None:
+    """A variant over an SMS or push limit by its literal text alone: every message of it on
+    that channel would be refused at render (FAILED_PRECONDITION, each recipient of a send
+    failed), so CreateCampaign refuses it. Not SMS where the campaign mails too: email's
+    `text` part is the same, and may go by email. A campaign stored before is refused at
+    render."""
+    checked = [c for c in _LENGTHS if c in channels and not (c == "sms" and "email" in channels)]
+    for channel in checked:
+        for i, (variant_id, content) in enumerate(variants):
+            floor = {p: literal_text(content[p], p) for p in PARTS[channel] if p in content}
+            try:
+                _LENGTHS[channel](variant_id, floor, limits)
+            except OverChannelLimit as err:
+                raise TemplateInvalid(i, variant_id, err.part, None, "its text outside any tag, "
+                                      f"in every message, is already over: {err.problem}") \
+                    from None
 
 
 class TemplateCache:

@@ -150,7 +150,9 @@ async def test_sms_segments_are_reported_and_a_long_sms_is_refused(campaigns, me
     assert (msg.sms.encoding, msg.sms.units) == ("gsm7", n)
     assert msg.sms.segments == -(-n // 153) and msg.headers == {}
     long = cpb.CampaignSpec(campaign_id="sms2", channel="sms", policy="fixed", variants=[
-        cpb.Variant(id="s", content={"text": "ç" * 300})])  # UCS-2: 5 segments of 67 > 4
+        # UCS-2: 5 segments of 67 > 4, from data (written in the template, CreateCampaign
+        # refuses it)
+        cpb.Variant(id="s", content={"text": "{{ content.long }}", "long": "ç" * 300})])
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=long))
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms2", user_id="u"))

@@ -712,3 +712,19 @@ async def test_a_push_whose_text_may_fit_is_accepted_when_created(campaigns):
         variants=[cpb.Variant(id="p", content={
             "title": "{% if first_name is defined %}" + "x" * 100 + "{% endif %}" + "y" * 65,
             "body": "{{ first_name | default('') }}" + "z" * 240})])))
+
+
+async def test_an_sms_whose_literal_text_is_over_its_segments_is_refused_when_created(campaigns):
+    # 5 segments of text written in the template (sms_segments: 4): every text of it failed
+    long = "Hi {{ first_name | default('') }}, " + "x" * 700
+    with pytest.raises(grpc.RpcError) as err:
+        await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+            campaign_id="sms5", channel="sms", policy="fixed",
+            variants=[cpb.Variant(id="s", content={"text": long})])))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "variants[0].content['text']" in err.value.details()
+    assert "5 SMS segments (705 gsm7 units), at most 4" in err.value.details()
+    # an email's text part is the same key: a campaign mailing it too may send it by email
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="both", channel="email", channels=["email", "sms"], policy="fixed",
+        variants=[cpb.Variant(id="s", content={"subject": "s", "text": long})])))
