@@ -728,3 +728,31 @@ async def test_an_sms_whose_literal_text_is_over_its_segments_is_refused_when_cr
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
         campaign_id="both", channel="email", channels=["email", "sms"], policy="fixed",
         variants=[cpb.Variant(id="s", content={"subject": "s", "text": long})])))
+
+
+async def test_a_push_campaign_stored_with_an_over_long_literal_title_fails_at_send_naming_it(
+        provider, profiles, messaging, tailor_server):
+    """Stored before CreateCampaign checked the literal text: it still loads and is refused at
+    render (FAILED_PRECONDITION; a send's recipients failed under the limit's reason), not
+    INVALID_ARGUMENT from the template cache, and nothing goes."""
+    from dataclasses import replace
+
+    from server.campaigns.spec import Campaign, CampaignSpec, Variant
+    spec = CampaignSpec(campaign_id="old", channel="push", policy="fixed", variants=(
+        Variant("p", {"title": "t", "body": "b"}),)).validated()
+    spec = replace(spec, variants=(Variant("p", {"title": "x" * 66, "body": "b"}),))
+    await asyncio.to_thread(tailor_server.campaigns.repo.create,
+                            Campaign(spec, created_at=time.time(), updated_at=time.time()),
+                            spec.new_state())
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="p1", attributes={"push_token": "tok-1"}))
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(compose("p1", "old"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "part 'title': 66 characters, at most 65 (push_title_chars)" in err.value.details()
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="old", user_ids=["p1"], rate_per_second={"push": 100}))
+    done = await until_done(messaging, started.send_id)
+    assert dict(done.failed_by_reason) == {
+        "OverChannelLimit: variant 'p', part 'title': over push_title_chars (65)": 1}
+    assert provider.requests == []
