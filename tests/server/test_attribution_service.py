@@ -656,10 +656,8 @@ async def test_bad_touch_types_are_named_escaped_and_not_logged(stub, caplog):
 async def test_client_and_cli_attribute(attribution_server, tracked, tmp_path):
     import asyncio
     import json
-    import sys
 
     from clients.client import TailorClient
-    from tests.conftest import ROOT
     target = f"127.0.0.1:{attribution_server.port}"
     rows = ["a > b > c;2;20;0", "direct > a > direct;1;6;0"]
     with TailorClient(target) as client:
@@ -672,34 +670,39 @@ async def test_client_and_cli_attribute(attribution_server, tracked, tmp_path):
     assert {c.channel: c.value for c in stored_last.credits}["(web)"] == 90
     path_file = tmp_path / "paths.txt"
     path_file.write_text("\n".join(rows) + "\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients", "attribute", "--server", target, "--model", "markov",
-        "--order", "2", str(path_file), cwd=ROOT, stdout=asyncio.subprocess.PIPE)
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0
+    code, out, _ = await _cli_attribute(target, path_file, "--model", "markov", "--order", "2")
+    assert code == 0
     _, res = kernel("markov", [(["a", "b", "c"], 2, 20, 0), (["direct", "a", "direct"], 1, 6, 0)],
                     order=2)
     assert {c["channel"]: c["conversions"] for c in json.loads(out)["credits"]} == approx(
         dict(zip(res.channels, res.conversions.tolist())))
 
 
+async def _cli_attribute(target: str, path_file, *args: str) -> tuple[int, bytes, bytes]:
+    """`python -m clients attribute --server target *args path_file`: (exit code, stdout,
+    stderr)."""
+    import asyncio
+    import sys
+
+    from tests.conftest import ROOT
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients", "attribute", "--server", target, *args, str(path_file),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode, out, err
+
+
 async def test_the_cli_prints_attribution_sums_without_float_noise(attribution_server, tmp_path):
     """Credits and totals are float sums: the CLI printed 0.1 + 0.2 as 0.30000000000000004 (an
     integrator's stored attribution, 59.89999999999999). It prints a double's 15 significant
     digits now, still JSON numbers."""
-    import asyncio
     import json
-    import sys
 
-    from tests.conftest import ROOT
     path_file = tmp_path / "sums.txt"
     path_file.write_text("a;1;0.1;0\nb;1;0.2;0\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients", "attribute", "--server",
-        f"127.0.0.1:{attribution_server.port}", "--model", "linear", str(path_file), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE)
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0
+    code, out, _ = await _cli_attribute(f"127.0.0.1:{attribution_server.port}", path_file,
+                                        "--model", "linear")
+    assert code == 0
     printed = json.loads(out)
     assert (printed["total_value"], printed["total_conversions"]) == (0.3, 2.0), out.decode()
     assert {c["channel"]: c["value"] for c in printed["credits"]} == {"a": 0.1, "b": 0.2}
@@ -708,29 +711,21 @@ async def test_the_cli_prints_attribution_sums_without_float_noise(attribution_s
 async def test_the_cli_reads_a_path_file_with_a_byte_order_mark(attribution_server, tmp_path):
     """A spreadsheet's UTF-8 export starts with U+FEFF: the CLI sent it as part of the first
     row, and the server credited a channel '\\ufeffa' apart from the 'a' of the other rows."""
-    import asyncio
     import json
-    import sys
 
-    from tests.conftest import ROOT
     path_file = tmp_path / "bom.csv"
     path_file.write_bytes(b"\xef\xbb\xbfa;1;1;0\r\na > b;1;1;0\r\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients", "attribute", "--server",
-        f"127.0.0.1:{attribution_server.port}", "--model", "first", str(path_file), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE)
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0
+    code, out, _ = await _cli_attribute(f"127.0.0.1:{attribution_server.port}", path_file,
+                                        "--model", "first")
+    assert code == 0
     assert {c["channel"]: c["conversions"] for c in json.loads(out)["credits"]} == {"a": 2.0, "b": 0.0}
 
 
 async def test_bad_path_records_are_named_before_the_upload(attribution_server, tmp_path):
     import asyncio
     import json
-    import sys
 
     from clients.client import TailorClient
-    from tests.conftest import ROOT
     target = f"127.0.0.1:{attribution_server.port}"
     good = {"path": ["a", "b"], "conversions": 1}
     with TailorClient(target) as client:
@@ -743,11 +738,8 @@ async def test_bad_path_records_are_named_before_the_upload(attribution_server, 
             assert str(err.value).startswith("paths[1]: ") and key in str(err.value)
     path_file = tmp_path / "paths.jsonl"
     path_file.write_text(json.dumps(good) + "\n\n" + json.dumps({"channels": ["a"]}) + "\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients", "attribute", "--server", target, "--model", "linear",
-        str(path_file), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    assert proc.returncode != 0 and not out
+    code, out, err = await _cli_attribute(target, path_file, "--model", "linear")
+    assert code != 0 and not out
     message = err.decode()
     assert "line 3: unknown key 'channels'" in message and "UNKNOWN" not in message, message
 

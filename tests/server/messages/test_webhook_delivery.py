@@ -639,22 +639,28 @@ async def test_a_push_relay_answering_every_token_gone_trips_the_jobs_breaker_an
     assert "address" not in line
 
 
-async def test_a_campaign_stored_with_a_script_push_url_before_the_check_is_refused_at_render(
-        provider, profiles, messaging, tailor_server):
-    """Stored before CreateCampaign checked the url: its message is FAILED_PRECONDITION naming
-    the part (not INVALID_ARGUMENT from the template cache), and nothing goes."""
+async def _stored_unchecked(tailor_server, profiles, content: dict[str, str]) -> None:
+    """Push campaign "old" stored as a release before today's CreateCampaign checks stored it:
+    its one variant "p" holds `content` unchecked (`p1` has a push token)."""
     from dataclasses import replace
 
     from server.campaigns.spec import Campaign, CampaignSpec, Variant
     spec = CampaignSpec(campaign_id="old", channel="push", policy="fixed", variants=(
-        Variant("p", {"title": "t", "body": "b", "url": "myapp://x"}),)).validated()
-    spec = replace(spec, variants=(Variant("p", {"title": "t", "body": "b",
-                                                 "url": "javascript:alert(1)"}),))
+        Variant("p", {"title": "t", "body": "b"}),)).validated()
+    spec = replace(spec, variants=(Variant("p", content),))
     await asyncio.to_thread(tailor_server.campaigns.repo.create,
                             Campaign(spec, created_at=time.time(), updated_at=time.time()),
                             spec.new_state())
     await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
         user_id="p1", attributes={"push_token": "tok-1"}))
+
+
+async def test_a_campaign_stored_with_a_script_push_url_before_the_check_is_refused_at_render(
+        provider, profiles, messaging, tailor_server):
+    """Stored before CreateCampaign checked the url: its message is FAILED_PRECONDITION naming
+    the part (not INVALID_ARGUMENT from the template cache), and nothing goes."""
+    await _stored_unchecked(tailor_server, profiles, {"title": "t", "body": "b",
+                                                      "url": "javascript:alert(1)"})
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ComposeMessage(compose("p1", "old"))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -735,17 +741,7 @@ async def test_a_push_campaign_stored_with_an_over_long_literal_title_fails_at_s
     """Stored before CreateCampaign checked the literal text: it still loads and is refused at
     render (FAILED_PRECONDITION; a send's recipients failed under the limit's reason), not
     INVALID_ARGUMENT from the template cache, and nothing goes."""
-    from dataclasses import replace
-
-    from server.campaigns.spec import Campaign, CampaignSpec, Variant
-    spec = CampaignSpec(campaign_id="old", channel="push", policy="fixed", variants=(
-        Variant("p", {"title": "t", "body": "b"}),)).validated()
-    spec = replace(spec, variants=(Variant("p", {"title": "x" * 66, "body": "b"}),))
-    await asyncio.to_thread(tailor_server.campaigns.repo.create,
-                            Campaign(spec, created_at=time.time(), updated_at=time.time()),
-                            spec.new_state())
-    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-        user_id="p1", attributes={"push_token": "tok-1"}))
+    await _stored_unchecked(tailor_server, profiles, {"title": "x" * 66, "body": "b"})
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ComposeMessage(compose("p1", "old"))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
