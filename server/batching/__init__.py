@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING
 from ..lazy import exports
 
 if TYPE_CHECKING:
-    from .adaptive import AdaptiveBatcher, Done, Runner
+    from .adaptive import AdaptiveBatcher, Done, Runner, exempt
     from .bulk import Bulk
     from .errors import BatcherClosed
     from .process_runner import WriterProcess
     from .thread_runner import ThreadRunner
 
 __all__ = ["AdaptiveBatcher", "BatcherClosed", "Bulk", "Done", "Runner", "ThreadRunner",
-           "WriterProcess"]
+           "WriterProcess", "exempt"]
 
 __getattr__ = exports(
     __name__,
-    adaptive=("AdaptiveBatcher", "Done", "Runner"),
+    adaptive=("AdaptiveBatcher", "Done", "Runner", "exempt"),
     bulk=("Bulk",),
     errors=("BatcherClosed",),
     process_runner=("WriterProcess",),

@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from .. import metrics
 from ..errors import Overloaded
 from .errors import BatcherClosed
 
-__all__ = ["AdaptiveBatcher", "Done", "Runner"]
+__all__ = ["AdaptiveBatcher", "Done", "Runner", "exempt"]
 
 Q = TypeVar("Q")
 R = TypeVar("R")
@@ -44,6 +46,25 @@ R = TypeVar("R")
 
 _TYPICAL_OVER = 8
 """Batches `linger`'s moving average of batch sizes spans, about."""
+
+_EXEMPT: contextvars.ContextVar[str] = contextvars.ContextVar("tailor_shed_exempt", default="")
+"""How the calls this task (and the tasks it starts) queues are shed: "" as `enqueue`'s `shed`
+says; "admitted": never refused, their wait counted; "bulk": never refused, not counted."""
+
+
+@contextlib.contextmanager
+def exempt(counted: bool = True) -> Iterator[None]:
+    """Inside it, this task's calls (and those of tasks it starts meanwhile) are never refused
+    as overload: the rest of a call admitted once (RecommendBatch's entries after one check,
+    ComposeMessage's recommendations after its decision was queued), or a job accepted
+    before that bounds its own backlog (`counted` False: a SendCampaign job's decisions and
+    recommendations, which queue behind its own commits, do not make others refused either)."""
+    token = _EXEMPT.set("admitted" if counted else "bulk")
+    try:
+        yield
+    finally:
+        _EXEMPT.reset(token)
+
 
 Done = Callable[[Sequence], None]
 """Called on the event loop with one result (or exception) per query of a batch."""
@@ -112,11 +133,15 @@ class AdaptiveBatcher(Generic[Q, R]):
         caller may do other work before awaiting it). Cancelling the future before its batch
         starts leaves the query out of the batch. `shed=False`: a call whose caller bounds
         its own backlog (a stream's read-ahead, flow-controlled): never refused, and its wait
-        does not make others refused (a stream's batches queue behind its own commits)."""
+        does not make others refused (a stream's batches queue behind its own commits). Inside
+        `exempt`, never refused either."""
         if self._closed:
             raise BatcherClosed(self.name)
         loop = asyncio.get_running_loop()
-        if shed:
+        mode = _EXEMPT.get()
+        if mode:
+            shed = shed and mode == "admitted"
+        elif shed:
             self.admit(loop)
         future = loop.create_future()
         self._pending.append((query, future, loop.time(), shed))

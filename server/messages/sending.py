@@ -61,6 +61,7 @@ import heapq
 import logging
 import time
 
+from ..batching import exempt
 from ..campaigns.errors import CampaignArchived
 from ..errors import TailorError
 from .breaker import BounceBreaker
@@ -237,6 +238,10 @@ class SendJob:
         await self.cancelling.settle(rest, self._withdraw)
 
     async def _compose_all(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
+        with exempt(counted=False):  # an accepted job, `ahead` at a time: never shed
+            await self._compose_chunks(todo, queue)
+
+    async def _compose_chunks(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
         for at in range(0, len(todo), self.ahead):
             if self.cancelling.requested.is_set():
                 break  # the rest stay pending: `_settle_cancelled`

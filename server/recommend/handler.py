@@ -16,7 +16,7 @@ from contextlib import nullcontext
 import faiss
 import numpy as np
 
-from ..batching import AdaptiveBatcher, ThreadRunner
+from ..batching import AdaptiveBatcher, ThreadRunner, exempt
 from ..config import Settings
 from ..errors import Internal, InvalidArgument, TailorError
 from ..interfaces import ImpressionSink
@@ -343,7 +343,11 @@ class Recommender:
         self.registry.current()
         submit = self.batcher.submit if self.registry.canary is None else self._counted
         todo = [i for i, res in enumerate(results) if res is None]
-        done = await asyncio.gather(*(submit(queries[i]) for i in todo), return_exceptions=True)
+        if todo:
+            self.batcher.admit()  # overloaded: refused whole, before any entry is queued
+        with exempt():  # admitted: no entry is refused after others were queued
+            done = await asyncio.gather(*(submit(queries[i]) for i in todo),
+                                        return_exceptions=True)
         unexpected = []
         for i, res in zip(todo, done):  # the first failure fails the batch, naming its entry
             if isinstance(res, InvalidArgument):

@@ -97,3 +97,21 @@ async def test_a_worker_loop_blocked_for_a_second_shows_in_the_loop_lag_histogra
     time.sleep(1.0)  # noqa: ASYNC251 - the point: the loop held, as by a CPU-bound callback
     await asyncio.sleep(0.3)
     assert late() - before >= 1
+
+
+async def test_a_recommend_batch_is_refused_whole_or_not_at_all(settings):
+    """A RecommendBatch's entries are checked against the bound once, before any is queued:
+    entry by entry, the entries queued first made the later ones' wait pass a 1 ms bound on
+    an idle server (500 entries: the first ~100 queued, the rest refused), so a `partial` call
+    got some entries answered and others 'nothing of this call was done', and a whole call
+    was refused after its queued entries ran."""
+    from protos.tailor.v1 import recommendation_pb2 as rpb
+    from protos.tailor.v1 import recommendation_pb2_grpc as rgrpc
+    settings.limits = Limits(batch_queue_seconds=0.001)
+    async with serving(settings) as (_, channel):
+        stub = rgrpc.RecommendationServiceStub(channel)
+        requests = [rpb.RecommendRequest(user_id=str(u), k=2) for u in range(500)]
+        for partial in (True, False):
+            reply = await stub.RecommendBatch(
+                rpb.RecommendBatchRequest(requests=requests, partial=partial), timeout=60)
+            assert [r.HasField("error") for r in reply.responses] == [False] * len(requests)
