@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 
 import grpc
 
@@ -134,7 +135,7 @@ class Overloaded(ResourceExhausted):
     nothing of it was done, so the same call sent again later is safe."""
 
     def __init__(self, batcher: str, waited: float, bound: float):
-        self.waited = waited
+        self.batcher, self.waited = batcher, waited
         super().__init__(f"server overloaded: calls queued for the {batcher} batches have waited "
                          f"over limits.batch_queue_seconds ({bound:g} s); nothing of this call "
                          "was done: send it again after a pause")
@@ -226,7 +227,32 @@ def _refused(err: TailorError, method: str) -> None:
     if getattr(err, "store_full", False):  # `store.errors.StoreFull`, or a call it cut short
         from .metrics import STORE_FULL_REFUSALS  # imported late: metrics imports errors
         STORE_FULL_REFUSALS.inc()
+    if isinstance(err, Overloaded):
+        _shed_logged(err, method)
+        return
     logger.info("%s -> %s: %s", method, err.status.name, _cut(err.log_message()))
+
+
+SHED_LOG_SECONDS = 10.0
+"""A batcher's refusals as overload are logged one line per this many seconds, with their
+count: one line a call would flood the log exactly when the server is overloaded (their
+count a batcher is `tailor_shed_calls_total{batcher}`)."""
+
+_shed_lines: dict[str, tuple[float, int]] = {}
+"""Batcher: (time of its last line, refusals since)."""
+
+
+def _shed_logged(err: Overloaded, method: str) -> None:
+    now = time.monotonic()
+    last, count = _shed_lines.get(err.batcher, (float("-inf"), 0))
+    count += 1
+    if now - last < SHED_LOG_SECONDS:
+        _shed_lines[err.batcher] = last, count
+        return
+    _shed_lines[err.batcher] = now, 0
+    logger.info("%s -> RESOURCE_EXHAUSTED: %s (%d calls refused overloaded by the %s batcher "
+                "since its last such line; one line per %g s)", method,
+                _cut(err.log_message()), count, err.batcher, SHED_LOG_SECONDS)
 
 
 HTTP_STATUS = {

@@ -3,6 +3,7 @@
 and nothing the server answered as accepted is lost."""
 import asyncio
 import collections
+import logging
 import time
 
 import grpc
@@ -23,7 +24,10 @@ def _events(user: str, now: float) -> ppb.TrackEventsRequest:
 
 
 async def test_track_events_past_the_queue_bound_are_refused_and_nothing_answered_is_lost(
-        settings, caplog):
+        settings, caplog, monkeypatch):
+    from server import errors
+    monkeypatch.setattr(errors, "_shed_lines", {}, raising=False)  # none of an earlier test's
+    caplog.set_level(logging.INFO, "tailor.errors")
     settings.limits = Limits(batch_queue_seconds=0.05)
     shed = metrics.SHED_CALLS.labels("ingest")
     shed_before = shed._value.get()
@@ -62,6 +66,9 @@ async def test_track_events_past_the_queue_bound_are_refused_and_nothing_answere
     assert stored == {u: EVENTS_A_CALL for u in accepted}  # every one answered; none refused
     # refused with its answer, not as a failed write logged apart (one WARNING line a call)
     assert "failed: Overloaded" not in caplog.text
+    # nor one INFO line a refusal (a flood when overloaded): one line a batcher per interval
+    lines = [r.getMessage() for r in caplog.records if "server overloaded" in r.getMessage()]
+    assert 1 <= len(lines) <= 2 < len(refused), lines
 
 
 async def test_a_stream_is_not_refused_for_its_own_batches_queued_behind_its_commits(settings):
