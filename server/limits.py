@@ -405,6 +405,12 @@ class Limits(BaseModel):
     '.', '_' and '-', not starting with '.'."""
     bundle_path_chars: int = 128
     """Longest file name in a PushBundle chunk."""
+    bundle_chunks: int = Field(65_536, ge=1)
+    """Most chunks one PushBundle may carry: the bundle's bytes (`bundle_upload_bytes`) in
+    64 KiB chunks (`clients` sends 1 MiB ones: 4,096 for the largest bundle). Empty or tiny
+    chunks pass the byte bound, and one stream of them (an open() and a thread hop each, about
+    5,000 a second here) kept a worker taking them until its deadline; past it the push is
+    INVALID_ARGUMENT, nothing of it stored."""
     bundle_files: int = Field(64, ge=1)
     """Most distinct files one PushBundle may carry (a bundle has under ten; each name is a
     file in the staging directory, empty chunks included)."""

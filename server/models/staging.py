@@ -208,6 +208,7 @@ class BundleStaging:
         self.max_bytes = max_bytes
         self.limits = limits
         self.received = 0
+        self.chunks = 0
         self.created = False
         """True once `publish` stored a version the bundles directory did not hold."""
         self.version = ""
@@ -227,6 +228,12 @@ class BundleStaging:
 
     def write(self, rel: str, offset: int, data: bytes) -> None:
         target = self._target(rel)
+        self.chunks += 1
+        if self.chunks > self.limits.bundle_chunks:
+            raise InvalidArgument("chunks", f"more than {self.chunks - 1} chunks, at most "
+                                  f"{self.limits.bundle_chunks} a push (limits.bundle_chunks, "
+                                  "TAILOR_LIMITS__BUNDLE_CHUNKS): send larger chunks; nothing "
+                                  "of it was stored")
         if rel not in self._sizes and len(self._sizes) >= self.limits.bundle_files:
             raise InvalidArgument("path", f"{shown(rel)}: a bundle has at most "
                                   f"{self.limits.bundle_files} files")

@@ -190,3 +190,38 @@ def test_a_bundle_whose_item_id_no_call_could_name_is_refused_naming_its_class(
     with pytest.raises(BundleInvalid, match=r"item_ids: 1 ids the API cannot name, e\.g\. .* "
                        r"contains a bidirectional control character \(U\+202E\)"):
         load_bundle(copy, limits=Limits())
+
+
+@pytest.fixture
+def chunk_limit_of_2000(settings):
+    settings.limits = settings.limits.model_copy(update={"bundle_chunks": 2000})
+
+
+async def test_a_stream_of_empty_chunks_is_refused_past_the_chunk_bound(
+        chunk_limit_of_2000, tailor_server, demo_manifest):
+    """Empty chunks of one file pass the byte bound (offset == size, no byte): each cost the
+    server an open() and a thread hop, and one stream of them kept it at that until its deadline
+    (measured before: 105,238 taken when a 20 s deadline ended it). Refused past
+    `limits.bundle_chunks`, nothing left on disk."""
+    from protos.tailor.v1 import model_admin_pb2 as apb
+    from protos.tailor.v1 import model_admin_pb2_grpc as apb_grpc
+    most, sent = 2000, [0]
+
+    def endless():
+        while True:
+            yield apb.BundleChunk(path="index.faiss", offset=0, data=b"")
+            sent[0] += 1
+
+    def push() -> grpc.RpcError:
+        with grpc.insecure_channel(f"127.0.0.1:{tailor_server.port}") as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                apb_grpc.ModelAdminServiceStub(ch).PushBundle(endless(), timeout=20)
+            return err.value
+    err = await asyncio.to_thread(push)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), sent)
+    assert err.details() == (
+        f"chunks: more than {most} chunks, at most {most} a push (limits.bundle_chunks, "
+        "TAILOR_LIMITS__BUNDLE_CHUNKS): send larger chunks; nothing of it was stored")
+    assert most < sent[0] < 10 * most  # stopped once refused (what gRPC buffered aside)
+    assert [p.name for p in tailor_server.settings.bundles_dir.iterdir()] == [
+        demo_manifest["version"]]
