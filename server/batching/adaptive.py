@@ -138,11 +138,9 @@ class AdaptiveBatcher(Generic[Q, R]):
         if self._closed:
             raise BatcherClosed(self.name)
         loop = asyncio.get_running_loop()
-        mode = _EXEMPT.get()
-        if mode:
-            shed = shed and mode == "admitted"
-        elif shed:
+        if shed:
             self.admit(loop)
+            shed = _EXEMPT.get() != "bulk"
         future = loop.create_future()
         self._pending.append((query, future, loop.time(), shed))
         if not self._scheduled:  # calls submitted in the same loop turn join one batch
@@ -157,8 +155,9 @@ class AdaptiveBatcher(Generic[Q, R]):
         checks first, for a caller to check before it spends work on a call the batcher would
         refuse. The last batch's wait keeps the refusals on while a standing queue lasts: a
         batch that starts takes the oldest calls, and with the queued calls' age alone, every
-        start let a burst in behind the batches already queued (past their deadlines, measured)."""
-        if self._shed is None or not self._pending:
+        start let a burst in behind the batches already queued (past their deadlines, measured).
+        Inside `exempt`, never raises."""
+        if self._shed is None or not self._pending or _EXEMPT.get():
             return
         oldest = next((e[2] for e in self._pending if e[3]), None)
         age = 0.0 if oldest is None else (loop or asyncio.get_running_loop()).time() - oldest

@@ -31,6 +31,7 @@ from email.utils import parseaddr
 
 from contract.keyring import keyring_path
 
+from ..batching import exempt
 from ..contact.addresses import labelled_domain
 from ..contact.consent import MARKETING
 from ..contact.policy import ADDRESS_ATTRIBUTES
@@ -274,8 +275,9 @@ class Delivery:
             finally:
                 if renewing is not None:
                     renewing.cancel()
-        await self.events.track([sent_event(message.channel, message.campaign_id,
-                                            message.decision_id, user_id, handed)])
+        with exempt():  # the message went: its event is never refused as overload
+            await self.events.track([sent_event(message.channel, message.campaign_id,
+                                                message.decision_id, user_id, handed)])
         return True
 
     async def _hand_over(self, message, user_id: str, to: str, data: bytes,
@@ -487,8 +489,9 @@ class Delivery:
         failure fails the call: the message went."""
         if handed is not None:
             try:
-                await self.events.track([sent_event(letter.channel, letter.campaign,
-                                                    letter.decision, letter.user, handed)])
+                with exempt():  # it went: its event is never refused as overload
+                    await self.events.track([sent_event(letter.channel, letter.campaign,
+                                                        letter.decision, letter.user, handed)])
             except TailorError as err:
                 logger.warning("a retried dead letter went, but its sent event was not "
                                "recorded: %s", type(err).__name__)

@@ -194,6 +194,12 @@ class SendJob:
         await self._flush_bounces()  # the bound not judged on them: listed
 
     async def run(self) -> None:
+        # An accepted job, `ahead` at a time: its decisions, recommendations and sent events
+        # are never shed (one refused stopped the job until the next start).
+        with exempt(counted=False):
+            await self._run()
+
+    async def _run(self) -> None:
         todo = await asyncio.to_thread(self.records.recipients, self.send_id, False)
         self.purpose = await self.delivery.purpose(self.job["campaign"])
         # A resumed job records them again (not those erased since: their user id is gone).
@@ -238,10 +244,6 @@ class SendJob:
         await self.cancelling.settle(rest, self._withdraw)
 
     async def _compose_all(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
-        with exempt(counted=False):  # an accepted job, `ahead` at a time: never shed
-            await self._compose_chunks(todo, queue)
-
-    async def _compose_chunks(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
         for at in range(0, len(todo), self.ahead):
             if self.cancelling.requested.is_set():
                 break  # the rest stay pending: `_settle_cancelled`
