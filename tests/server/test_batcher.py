@@ -362,3 +362,30 @@ async def test_batch_threads_run_outside_the_call_that_started_them():
     assert [await asyncio.create_task(call(r)) for r in ("first", "second")] == ["first", "second"]
     await batcher.close()
     assert seen == [None, None]
+
+
+async def test_calls_queued_in_exempt_are_never_refused_and_bulk_ones_make_nobody_refused():
+    """`exempt()`: the rest of an admitted call, never refused while others are;
+    `exempt(counted=False)`: a bulk job's, whose wait makes no other call refused."""
+    from server.batching import exempt
+    from server.errors import Overloaded
+
+    gate = threading.Event()
+    batcher = AdaptiveBatcher(ThreadRunner(lambda b: gate.wait(5.0) and list(b), concurrency=1,
+                                           name="exempt"), max_size=8, max_wait=0.0,
+                              shed_after=0.02)
+    first = asyncio.create_task(batcher.submit(-1))
+    await asyncio.sleep(0.01)  # the first batch holds the only slot
+    with exempt(counted=False):
+        bulk = asyncio.create_task(batcher.submit(0))
+    await asyncio.sleep(0.04)
+    taken = batcher.enqueue(1)  # only the bulk call queued, for 0.04 s: taken
+    await asyncio.sleep(0.04)
+    with exempt():
+        admitted = asyncio.create_task(batcher.submit(2))  # call 1 waited 0.04 s: not refused
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded):  # outside exempt: refused behind call 1
+        batcher.admit()
+    gate.set()
+    assert await asyncio.gather(first, bulk, taken, admitted) == [-1, 0, 1, 2]
+    await batcher.close()
