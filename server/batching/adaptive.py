@@ -128,21 +128,18 @@ class AdaptiveBatcher(Generic[Q, R]):
     async def submit(self, query: Q) -> R:
         return await self.enqueue(query)
 
-    def enqueue(self, query: Q, shed: bool = True) -> asyncio.Future:
+    def enqueue(self, query: Q) -> asyncio.Future:
         """Queue `query` now and return the future of its result (`submit` awaits it; a
         caller may do other work before awaiting it). Cancelling the future before its batch
-        starts leaves the query out of the batch. `shed=False`: a call whose caller bounds
-        its own backlog (a stream's read-ahead, flow-controlled): never refused, and its wait
-        does not make others refused (a stream's batches queue behind its own commits). Inside
-        `exempt`, never refused either."""
+        starts leaves the query out of the batch. Refused as overload (`admit`) unless inside
+        `exempt`; inside `exempt(counted=False)` (a caller that bounds its own backlog: a
+        stream's read-ahead, a SendCampaign job) its wait does not make others refused."""
         if self._closed:
             raise BatcherClosed(self.name)
         loop = asyncio.get_running_loop()
-        if shed:
-            self.admit(loop)
-            shed = _EXEMPT.get() != "bulk"
+        self.admit(loop)
         future = loop.create_future()
-        self._pending.append((query, future, loop.time(), shed))
+        self._pending.append((query, future, loop.time(), _EXEMPT.get() != "bulk"))
         if not self._scheduled:  # calls submitted in the same loop turn join one batch
             self._scheduled = True
             loop.call_soon(self._dispatch, loop)

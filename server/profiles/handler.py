@@ -265,16 +265,14 @@ class Profiles:
         `offset` is added to the indices of rejected events (batches of a stream)."""
         return await self.submit(events, offset)
 
-    def submit(self, events: Sequence[TrackedEvent], offset: int = 0,
-               shed: bool = True) -> Awaitable[TrackResult]:
+    def submit(self, events: Sequence[TrackedEvent], offset: int = 0) -> Awaitable[TrackResult]:
         """`track`, with the valid events' commit started before it returns (a task of its own
         in `_landing`, which `close` waits for): await the result, or drop it; the commit and
         its effects happen whatever becomes of the caller (a deadline or disconnect cancels
-        it; the retry is a duplicate). `shed=False`: a stream's batch after its first, never
-        refused as overload (`AdaptiveBatcher.enqueue`: the stream's read-ahead bounds it)."""
+        it; the retry is a duplicate). Refused as overload unless inside `batching.exempt`
+        (a stream's batches after its first: `track_stream`)."""
         check_count("events", len(events), self.limits.events_per_batch)
-        if shed:
-            self._writer.admit()  # overloaded: refused before its records are built
+        self._writer.admit()  # overloaded: refused before its records are built
         now = time.time()
         result, valid = TrackResult(), []
         for i, ev in enumerate(events):
@@ -289,7 +287,7 @@ class Profiles:
         if valid:
             column, followed = self._followed(valid)
             records = EventRecords.build(valid, self._categories(valid), column)
-            queued = self._writer.enqueue(records, shed)  # or refused, overloaded: nothing done
+            queued = self._writer.enqueue(records)  # or refused here, overloaded: nothing done
             landing = asyncio.ensure_future(self._commit(queued, records, valid, followed))
             self._landing.add(landing)
             landing.add_done_callback(self._landed)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+from ..batching import exempt
 from ..errors import PartlyDone, ResourceExhausted, TailorError
 from ..validation import check_count
 from .events import TrackedEvent
@@ -56,8 +58,9 @@ async def track_stream(profiles: Profiles,
             # overload refuses a stream at its first message only: after it, its read-ahead
             # bounds its queued batches, which wait behind its own commits (a commit of up to
             # `stream_read_ahead_events` events may take over `batch_queue_seconds`)
-            pending.append((asyncio.ensure_future(profiles.submit(events, offset, not offset)),
-                            len(events)))
+            with exempt(counted=False) if offset else nullcontext():
+                pending.append((asyncio.ensure_future(profiles.submit(events, offset)),
+                                len(events)))
             offset += len(events)
             in_flight += len(events)
             while in_flight > read_ahead:
