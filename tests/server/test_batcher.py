@@ -242,6 +242,15 @@ async def test_the_queue_depth_gauge_counts_calls_waiting_behind_a_stuck_batch()
 
 
 
+def _gated(name: str, max_size: int, shed_after: float) -> tuple[AdaptiveBatcher, threading.Event]:
+    """A shedding batcher of one slot whose batches (each query answered itself) end when the
+    gate is set, and the gate."""
+    gate = threading.Event()
+    return AdaptiveBatcher(ThreadRunner(lambda b: gate.wait(5.0) and list(b), concurrency=1,
+                                        name=name), max_size=max_size, max_wait=0.0,
+                           shed_after=shed_after), gate
+
+
 async def test_calls_arriving_behind_a_queue_older_than_shed_after_are_refused_until_it_drains():
     """Past `shed_after` of queueing a new call is refused at once (`Overloaded`, counted in
     `tailor_shed_calls_total`), the calls queued before it are answered, and once the queue has
@@ -250,10 +259,7 @@ async def test_calls_arriving_behind_a_queue_older_than_shed_after_are_refused_u
 
     from server.errors import Overloaded
 
-    gate = threading.Event()
-    batcher = AdaptiveBatcher(ThreadRunner(lambda b: gate.wait(5.0) and list(b), concurrency=1,
-                                           name="shedding"), max_size=4, max_wait=0.0,
-                              shed_after=0.05)
+    batcher, gate = _gated("shedding", max_size=4, shed_after=0.05)
     first = asyncio.create_task(batcher.submit(-1))
     await asyncio.sleep(0.01)  # the first batch holds the only slot
     queued = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
@@ -370,10 +376,7 @@ async def test_calls_queued_in_exempt_are_never_refused_and_bulk_ones_make_nobod
     from server.batching import exempt
     from server.errors import Overloaded
 
-    gate = threading.Event()
-    batcher = AdaptiveBatcher(ThreadRunner(lambda b: gate.wait(5.0) and list(b), concurrency=1,
-                                           name="exempt"), max_size=8, max_wait=0.0,
-                              shed_after=0.02)
+    batcher, gate = _gated("exempt", max_size=8, shed_after=0.02)
     first = asyncio.create_task(batcher.submit(-1))
     await asyncio.sleep(0.01)  # the first batch holds the only slot
     with exempt(counted=False):
