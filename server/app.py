@@ -191,8 +191,7 @@ class TailorServer:
         # Outcomes per version only while the log writes them: without it the canary's
         # guardrails must not wait for impressions that never come.
         outcomes = self.impressions.stats.counts if s.impression_log else None
-        self.pusher = BundlePusher(self.registry, s.compute_threads, s.limits.bundle_upload_bytes,
-                                   outcomes=outcomes)
+        self.pusher = BundlePusher(self.registry, s.compute_threads, outcomes=outcomes)
         self.drift = DriftMonitor.from_settings(s, self.registry)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        live_of=self.profiles.states_and_seen,

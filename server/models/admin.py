@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from ..contexts import carried
 from ..errors import FailedPrecondition, InvalidArgument
-from ..limits import DEFAULT_LIMITS
 from ..store.errors import out_of_space
 from ..validation import check_range
 from .bundle import Bundle, BundleInvalid
@@ -65,11 +64,9 @@ async def _ended(future: asyncio.Future) -> None:
 
 class BundlePusher:
     def __init__(self, registry: ModelRegistry, compute_threads: int = 1,
-                 max_bytes: int = DEFAULT_LIMITS.bundle_upload_bytes,
                  outcomes: Callable[[str], tuple[int, int]] | None = None):
         self.registry = registry
         self.compute_threads = compute_threads
-        self.max_bytes = max_bytes
         self.outcomes = outcomes
         """(impressions, clicked impressions) per version from the impression log, when it is
         on: a canary's baseline (its guardrails count outcomes from its start)."""
@@ -96,8 +93,7 @@ class BundlePusher:
             self._under_way.discard(task)
 
     async def _push(self, chunks: AsyncIterable[BundleChunk]) -> Bundle:
-        staging = BundleStaging(self.registry.bundles_dir, self.max_bytes,
-                                self.registry.settings.limits)
+        staging = BundleStaging(self.registry.bundles_dir, self.registry.settings.limits)
         try:
             bundle, stage_only, canary = await self._stored(staging, chunks)
             split = await self._started(bundle, stage_only, canary)

@@ -199,13 +199,12 @@ class BundleStaging:
     REPLACE_WAIT_SECONDS = 10.0
     """How long a push waits to hold a damaged stored copy alone before it replaces it."""
 
-    def __init__(self, bundles_dir: Path, max_bytes: int = DEFAULT_LIMITS.bundle_upload_bytes,
-                 limits: Limits = DEFAULT_LIMITS):
+    def __init__(self, bundles_dir: Path, limits: Limits = DEFAULT_LIMITS):
         self.bundles_dir = bundles_dir
         self.dir = bundles_dir / leftover_name("staging", uuid.uuid4().hex)
         durable.make_dirs(bundles_dir)  # synced in its parent when a push makes it
         self.dir.mkdir(mode=0o700)  # scratch: synced whole (`fsync_tree`) before it is renamed
-        self.max_bytes = max_bytes
+        self.max_bytes = limits.bundle_upload_bytes
         self.limits = limits
         self.received = 0
         self.chunks = 0
