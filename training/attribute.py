@@ -46,6 +46,7 @@ from kernels.attribution import (
     attribute,
     parse_channelattribution,
 )
+from training.cli.types import positive_int
 from training.progress import progress
 from training.readers import json_objects
 
@@ -84,7 +85,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=_seconds, default=ATTRIBUTION_SECONDS,
                         help="most seconds the attribution may compute, then exit 3 (default "
                              f"{ATTRIBUTION_SECONDS:g}, the server's; 'inf': no bound)")
-    parser.add_argument("--rank-cells", type=_positive_int, default=ATTRIBUTION_RANK_CELLS,
+    parser.add_argument("--rank-cells", type=positive_int, default=ATTRIBUTION_RANK_CELLS,
                         help="most credits by rank of --shapley-form ordered (channels x the "
                              "most distinct channels of one path; 16 bytes each), then exit 2 "
                              f"(default {ATTRIBUTION_RANK_CELLS:,}, the server's)")
@@ -94,13 +95,6 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0:  # NaN too
         raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
