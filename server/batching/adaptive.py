@@ -48,8 +48,9 @@ _TYPICAL_OVER = 8
 """Batches `linger`'s moving average of batch sizes spans, about."""
 
 _EXEMPT: contextvars.ContextVar[str] = contextvars.ContextVar("tailor_shed_exempt", default="")
-"""How the calls this task (and the tasks it starts) queues are shed: "" as `enqueue`'s `shed`
-says; "admitted": never refused, their wait counted; "bulk": never refused, not counted."""
+"""How the calls this task (and the tasks it starts) queues are shed: "": refused past
+`shed_after`; "admitted": never refused, their wait counted; "bulk": never refused, their wait
+not counted (`exempt`)."""
 
 
 @contextlib.contextmanager
@@ -123,7 +124,7 @@ class AdaptiveBatcher(Generic[Q, R]):
         self.shed_after = shed_after
         self._shed = metrics.SHED_CALLS.labels(self.name) if shed_after else None
         self._last_wait = 0.0
-        """How long the oldest sheddable call of the last batch to start had waited for it."""
+        """How long the oldest counted call of the last batch to start had waited for it."""
 
     async def submit(self, query: Q) -> R:
         return await self.enqueue(query)
@@ -146,13 +147,13 @@ class AdaptiveBatcher(Generic[Q, R]):
         return future
 
     def admit(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Raise `Overloaded` (counted) while calls are queued and the oldest sheddable one
-        (queued with `shed`), or the last batch's to start, has waited more than `shed_after`:
-        what `enqueue`
-        checks first, for a caller to check before it spends work on a call the batcher would
-        refuse. The last batch's wait keeps the refusals on while a standing queue lasts: a
-        batch that starts takes the oldest calls, and with the queued calls' age alone, every
-        start let a burst in behind the batches already queued (past their deadlines, measured).
+        """Raise `Overloaded` (counted) while calls are queued and the oldest counted one (not
+        queued in `exempt(counted=False)`), or the last batch's to start, has waited more than
+        `shed_after`: what `enqueue` checks first, for a caller to check before it spends work
+        on a call the batcher would refuse. The last batch's wait keeps the refusals on while a
+        standing queue lasts: a batch that starts takes the oldest calls, and with the queued
+        calls' age alone, every start let a burst in behind the batches already queued (past
+        their deadlines, measured).
         Inside `exempt`, never raises."""
         if self._shed is None or not self._pending or _EXEMPT.get():
             return
