@@ -113,6 +113,15 @@ async def test_a_push_whose_arrays_decode_past_the_upload_limit_is_refused(
     assert not any(p.name.startswith(".") for p in tailor_server.settings.bundles_dir.iterdir())
 
 
+def _refused_push(port: int, chunks, timeout: float) -> grpc.RpcError:
+    """The error a PushBundle of `chunks` to the server on `port` ends with (it must end with one)."""
+    from protos.tailor.v1 import model_admin_pb2_grpc as apb_grpc
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            apb_grpc.ModelAdminServiceStub(ch).PushBundle(chunks, timeout=timeout)
+        return err.value
+
+
 async def test_a_stream_past_the_upload_limit_is_refused_as_its_bytes_arrive(
         upload_limit_of_32_mb, tailor_server, channel, demo_manifest):
     """Chunks of one file that never end: refused RESOURCE_EXHAUSTED by the chunk that would
@@ -128,12 +137,7 @@ async def test_a_stream_past_the_upload_limit_is_refused_as_its_bytes_arrive(
             yield apb.BundleChunk(path="index.faiss", offset=len(sent) * len(chunk), data=chunk)
             sent.append(len(chunk))
 
-    def push() -> grpc.RpcError:
-        with grpc.insecure_channel(f"127.0.0.1:{tailor_server.port}") as ch:
-            with pytest.raises(grpc.RpcError) as err:
-                apb_grpc.ModelAdminServiceStub(ch).PushBundle(endless(), timeout=60)
-            return err.value
-    err = await asyncio.to_thread(push)
+    err = await asyncio.to_thread(_refused_push, tailor_server.port, endless(), 60)
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
     assert err.details() == (
         f"bundle larger than the {32 << 20}-byte upload limit (TAILOR_LIMITS__BUNDLE_UPLOAD_BYTES): "
@@ -204,7 +208,6 @@ async def test_a_stream_of_empty_chunks_is_refused_past_the_chunk_bound(
     (measured before: 105,238 taken when a 20 s deadline ended it). Refused past
     `limits.bundle_chunks`, nothing left on disk."""
     from protos.tailor.v1 import model_admin_pb2 as apb
-    from protos.tailor.v1 import model_admin_pb2_grpc as apb_grpc
     most, sent = 2000, [0]
 
     def endless():
@@ -212,12 +215,7 @@ async def test_a_stream_of_empty_chunks_is_refused_past_the_chunk_bound(
             yield apb.BundleChunk(path="index.faiss", offset=0, data=b"")
             sent[0] += 1
 
-    def push() -> grpc.RpcError:
-        with grpc.insecure_channel(f"127.0.0.1:{tailor_server.port}") as ch:
-            with pytest.raises(grpc.RpcError) as err:
-                apb_grpc.ModelAdminServiceStub(ch).PushBundle(endless(), timeout=20)
-            return err.value
-    err = await asyncio.to_thread(push)
+    err = await asyncio.to_thread(_refused_push, tailor_server.port, endless(), 20)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), sent)
     assert err.details() == (
         f"chunks: more than {most} chunks, at most {most} a push (limits.bundle_chunks, "
