@@ -29,6 +29,13 @@ async def test_track_events_past_the_queue_bound_are_refused_and_nothing_answere
     monkeypatch.setattr(errors, "_shed_lines", {}, raising=False)  # none of an earlier test's
     caplog.set_level(logging.INFO, "tailor.errors")
     settings.limits = Limits(batch_queue_seconds=0.05)
+    from server.profiles.handler import Profiles
+    ingest = Profiles._ingest_many
+
+    def slow_ingest(self, batches):  # each commit 0.2 s at least, on a fast machine too: an
+        time.sleep(0.2)  # idle machine committed every wave within the bound (nothing refused)
+        return ingest(self, batches)
+    monkeypatch.setattr(Profiles, "_ingest_many", slow_ingest)
     shed = metrics.SHED_CALLS.labels("ingest")
     shed_before = shed._value.get()
     async with serving(settings) as (_, channel):
