@@ -39,6 +39,8 @@ def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) 
     path.parent.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = path.with_suffix(".pem"), path.with_suffix(".key")
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)  # the owner's only, before the key is in it: a key others may
+    key_path.chmod(0o600)  # read made every server start warn, 4 lines a start (--tls-key)
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return Issued(cert_path, key_path)
