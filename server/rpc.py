@@ -16,7 +16,17 @@ For each call it
   handler returns at the cut, its status set: `context.abort` would wait until the status is
   sent, behind the reply held back. gRPC itself still holds the call, that reply and the status
   until the client reads, cancels or its connection closes: grpc.aio has no per-call cancel
-  for a server (docs/operations.md, "gRPC connections").
+  for a server (docs/operations.md, "gRPC connections");
+- for every method whose requests are a stream (client-streaming and bidirectional), reads what
+  the client still sends before a refusal's status goes out (`_Draining`): at most
+  `DRAIN_SECONDS` and `DRAIN_BYTES`, the messages dropped unparsed. A status sent before the
+  client half-closed raced its writes in grpc.aio's client, which then reported its own
+  INTERNAL ("Internal error from Core", grpc/grpc#36066, fix proposed in grpc/grpc#43486)
+  instead of the server's status: 52 of 200 PlanCampaign calls refused PERMISSION_DENIED, 9 of
+  200 PushBundle calls of four 1 MiB chunks. A stream refused UNAUTHENTICATED is not read (its
+  caller is unknown, and each read lets gRPC take in a message of up to
+  `grpc_max_message_bytes`), nor one whose read was cut short (`_drain`); nor are
+  the refusals gRPC sends itself, with no handler (UNIMPLEMENTED for an unknown method).
 
 It is the outermost interceptor (before authentication), so refused calls are counted, logged
 and carry a request id too. Each handler is wrapped once, at its first call.
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import time
@@ -44,6 +55,19 @@ REQUEST_ID_KEY = "x-request-id"
 access_logger = logging.getLogger("tailor.access")
 _new_request_id = RandomIds(8)
 
+DRAIN_SECONDS = 1.0
+"""Longest a refused stream of requests is read, its messages dropped, before the status is
+sent (`_drain`): a client that writes a few messages, then half-closes, ends within
+it; one still writing past it is refused all the same (and its grpc.aio client may report
+INTERNAL then)."""
+DRAIN_BYTES = 4 << 20
+"""Most bytes of requests a refused stream has read and dropped before the status is sent
+(`_drain`): an upload refused part-way (PushBundle past `bundle_upload_bytes`) is not
+taken in for the whole of `DRAIN_SECONDS`."""
+_dropping: contextvars.ContextVar[bool] = contextvars.ContextVar("tailor_dropping_requests",
+                                                                 default=False)
+"""Set while a call's task drains its requests: they are read unparsed (`_droppable`)."""
+
 
 def reading_later(handler: grpc.RpcMethodHandler, behaviour) -> grpc.RpcMethodHandler:
     """A handler of `handler`'s unary-request method whose `behaviour(requests, context)`
@@ -58,8 +82,9 @@ def reading_later(handler: grpc.RpcMethodHandler, behaviour) -> grpc.RpcMethodHa
                 response_serializer=handler.response_serializer)
 
 
-class _Oversized:
-    """Stands in for a request message longer than its method's bound (never parsed)."""
+class _Unparsed:
+    """Stands in for a request message never parsed: longer than its method's bound
+    (`bounded_requests`), or read only to be dropped (`_drain`)."""
 
     __slots__ = ("size",)
 
@@ -78,11 +103,11 @@ def bounded_requests(handler: grpc.RpcMethodHandler, most: int,
     parse = safe_deserializer(handler.request_deserializer or (lambda data: data),
                               f"{method.lstrip('/')} request")
     _, inner, make = handler_parts(handler._replace(
-        request_deserializer=lambda data: _Oversized(len(data)) if len(data) > most
+        request_deserializer=lambda data: _Unparsed(len(data)) if len(data) > most
         else parse(data)))
 
     async def check(request, context):
-        if isinstance(request, _Oversized):
+        if isinstance(request, _Unparsed):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"request: {request.size} bytes, at most {most} for this method")
         if isinstance(request, MalformedRequest):
@@ -194,9 +219,15 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """The same kind of handler, each call observed."""
+        """The same kind of handler, each call observed (and a stream of requests drained
+        before a refusal: `_Draining`)."""
         kind, inner, make = handler_parts(handler)
-        call = _Observed(method, RpcSeries(method, kind), handler.request_streaming, self.access_log)
+        drains = kind in ("client_stream", "bidi_stream")
+        if drains:
+            kind, inner, make = handler_parts(handler._replace(
+                request_deserializer=_droppable(handler.request_deserializer)))
+        call = _Observed(method, RpcSeries(method, kind), handler.request_streaming, drains,
+                         self.access_log)
         if handler.response_streaming and inspect.isasyncgenfunction(inner):
             bound = self.unread.get(method, self.every_unread)
             if bound is not None:
@@ -209,11 +240,14 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 class _Observed:
     """The per-call work around one method's handler."""
 
-    def __init__(self, method: str, series: RpcSeries, streams_in: bool, access_log: bool):
-        self.method, self.series, self.streams_in, self.access_log = method, series, streams_in, access_log
+    def __init__(self, method: str, series: RpcSeries, streams_in: bool, drains: bool,
+                 access_log: bool):
+        self.method, self.series, self.access_log = method, series, access_log
+        self.streams_in, self.drains = streams_in, drains
 
     def begin(self, request, context):
-        """Start a call: (request as the handler reads it, the `_Ending` to leave when it ends)."""
+        """Start a call: (request and context as the handler gets them, the `_Ending` to leave
+        when it ends)."""
         self.series.started.inc()
         request_id = traceparent = ""
         for key, value in context.invocation_metadata() or ():
@@ -225,11 +259,13 @@ class _Observed:
             request_id = _new_request_id()
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         _, token = bind_call(request_id, traceparent)
-        if self.streams_in:
-            request = _counted(request, self.series.received)
-        else:
+        ending = _Ending(self, context, token, time.perf_counter())
+        if not self.streams_in:
             self.series.received.inc()
-        return request, _Ending(self, context, token, time.perf_counter())
+            return request, context, ending
+        reading = _Reading()
+        request = _counted(request, self.series.received, reading)
+        return request, _Draining(context, request, reading) if self.drains else context, ending
 
     def end(self, code: str, token, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -240,9 +276,9 @@ class _Observed:
 
     def unary(self, inner, counts_reply: bool):
         async def call(request, context):
-            request, ending = self.begin(request, context)
+            request, inside, ending = self.begin(request, context)
             with ending:
-                reply = await inner(request, context)
+                reply = await inner(request, inside)
                 if counts_reply:
                     self.series.sent.inc()
                 return reply
@@ -250,10 +286,10 @@ class _Observed:
 
     def stream(self, inner):
         async def call(request, context):
-            request, ending = self.begin(request, context)
+            request, inside, ending = self.begin(request, context)
             sent = self.series.sent
             with ending:
-                async for reply in inner(request, context):
+                async for reply in inner(request, inside):
                     sent.inc()
                     yield reply
         return call
@@ -271,10 +307,10 @@ class _Observed:
         (it goes before the status). Flow control never holds headers back: they wait only
         for a connection that cannot send at all, which keepalive and its age end."""
         async def call(request, context):
-            request, ending = self.begin(request, context)
+            request, inside, ending = self.begin(request, context)
             sent, headed = self.series.sent, False
             with ending:
-                async with contextlib.aclosing(inner(request, context)) as replies:
+                async with contextlib.aclosing(inner(request, inside)) as replies:
                     async for reply in replies:
                         sent.inc()
                         if not headed:
@@ -312,10 +348,86 @@ class _Ending:
         self.observed.end(code, self.token, self.started)
 
 
-async def _counted(requests, counter):
-    async for request in requests:
-        counter.inc()
-        yield request
+def _droppable(deserialize):
+    """`deserialize` (None: the bytes as they are), except while the call's task drains its
+    requests (`_dropping`): a message then stands as `_Unparsed`, its size known, never parsed
+    (gRPC parses a message in the task that reads it)."""
+    parse = deserialize or (lambda data: data)
+
+    def read(data):
+        return _Unparsed(len(data)) if _dropping.get() else parse(data)
+    return read
+
+
+class _Reading:
+    """What became of a call's stream of requests as its handler reads it (`_counted`):
+    `state` is `OPEN` (no message being read; more may come), `READING`, `ENDED` (read to its
+    end) or `CUT` (a read cut short: its task cancelled)."""
+
+    __slots__ = ("state",)
+    OPEN, READING, ENDED, CUT = "open", "reading", "ended", "cut"
+
+    def __init__(self):
+        self.state = _Reading.OPEN
+
+
+async def _counted(requests, counter, reading: _Reading):
+    """`requests`, each one counted, `reading` kept up to date (an async generator: a class
+    with `__anext__` cost ~0.5 us a message more)."""
+    reading.state = _Reading.READING
+    try:
+        async for request in requests:
+            reading.state = _Reading.OPEN
+            counter.inc()
+            yield request
+            reading.state = _Reading.READING
+    except BaseException:
+        reading.state = _Reading.CUT  # cancelled mid-read: gRPC Core may hold that receive still
+        raise
+    reading.state = _Reading.ENDED
+
+
+async def _drain(requests, reading: _Reading) -> None:
+    """Read what the client still sends on `requests` (`_counted`), dropped unparsed, until
+    the stream's end, for at most `DRAIN_SECONDS` and `DRAIN_BYTES`. Nothing is read once the
+    stream ended, nor while another task reads it (gRPC's reader, an async generator, raised
+    RuntimeError: the call ended UNKNOWN), nor once a read was cut short (a handler's reader
+    task cancelled): gRPC Core still holds that read's receive until a message or the end
+    comes, and refuses a second one (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS, which grpc.aio reads
+    as the stream's end)."""
+    if reading.state is not _Reading.OPEN:
+        return
+    token, left = _dropping.set(True), DRAIN_BYTES
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for dropped in requests:
+                left -= dropped.size
+                if left < 0:
+                    break
+    except TimeoutError:
+        pass
+    finally:
+        _dropping.reset(token)
+
+
+class _Draining:
+    """A stream of requests' context as the handlers inside see it: `abort` first reads what
+    the client still sends (`_drain`), so the status goes out once the client half-closed,
+    unless the caller is unknown (UNAUTHENTICATED: a stranger's stream is not read);
+    everything else is the call's own context."""
+
+    __slots__ = ("_context", "_requests", "_reading")
+
+    def __init__(self, context, requests, reading: _Reading):
+        self._context, self._requests, self._reading = context, requests, reading
+
+    def __getattr__(self, name: str):
+        return getattr(self._context, name)
+
+    async def abort(self, code: grpc.StatusCode, *args, **kwargs):
+        if code != grpc.StatusCode.UNAUTHENTICATED:
+            await _drain(self._requests, self._reading)
+        await self._context.abort(code, *args, **kwargs)
 
 
 def final_status(context, err: BaseException) -> str:

@@ -48,8 +48,9 @@ count (`_Idle`). A client that stopped reading is bounded by the rpc layer inste
 the transport cannot take within `limits.plan_unread_seconds` ends the call `RepliesUnread`
 (RESOURCE_EXHAUSTED; `server.rpc.RpcInterceptor`), which closes this stream as a cancel does:
 the answer being written is kept (the client may still get it), later batches are withdrawn.
-A stream refused because the worker serves `plan_streams` already is read to its end (at most
-`BUSY_DRAIN_SECONDS`, its messages dropped) before the refusal is sent (`_drained`).
+A stream refused because the worker serves `plan_streams` already is read to its end (its
+messages dropped) before the refusal is sent, as every refused stream of requests is
+(`server.rpc`, `DRAIN_SECONDS`).
 
 A user the stream named before (in the same message or an earlier one: an audience file listing
 them twice) is answered suppressed with the reason `DUPLICATE` there (logged so, like any
@@ -80,10 +81,6 @@ if TYPE_CHECKING:
     from .handler import Campaigns
 
 __all__ = ["PlanRequest", "PlanBatch", "Planner", "DECIDE_SLICE", "apply_verdicts"]
-
-BUSY_DRAIN_SECONDS = 1.0
-"""Longest a stream refused `PlanStreamsBusy` is read (and its messages dropped) before the
-refusal is sent: see `_drained`."""
 
 DECIDE_SLICE = 250
 """Users of a message decided between two turns of the event loop and logged together. A message
@@ -258,20 +255,6 @@ def _same_context(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
         x == y or (math.isnan(x) and math.isnan(y)) for x, y in ((a[k], b[k]) for k in a))
 
 
-async def _drained(requests: AsyncIterable[PlanRequest], seconds: float) -> None:
-    """Reads `requests` to their end, or for `seconds`, dropping them. A status sent before the
-    client half-closed races its writes in grpc.aio's client, which then reports its own
-    INTERNAL ("Internal error from Core") instead of the status (grpc/grpc#36066): a busy
-    refusal of a plan of a few messages, answered at once, reached the caller as INTERNAL now
-    and then. A client still writing past `seconds` is refused all the same."""
-    try:
-        async with asyncio.timeout(seconds):
-            async for _ in requests:
-                pass
-    except TimeoutError:
-        pass
-
-
 class Planner:
     """Decides and logs PlanCampaign batches for `Campaigns` (which owns the pieces); `log`
     takes a batch's decision-log rows (`DecisionRecord` tuples) and answers once committed;
@@ -289,7 +272,6 @@ class Planner:
         """One `PlanBatch` per request batch, in order, each once its decisions are committed;
         `PlanStreamsBusy` while `limits.plan_streams` streams are served already."""
         if self._streams >= self.limits.plan_streams:
-            await _drained(requests, BUSY_DRAIN_SECONDS)
             raise PlanStreamsBusy(self.limits.plan_streams)
         queue: asyncio.Queue = asyncio.Queue()
         ahead = _ReadAhead(self.limits.plan_read_ahead_users)

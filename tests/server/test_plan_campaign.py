@@ -552,10 +552,11 @@ async def test_streams_past_the_workers_bound_are_resource_exhausted(tmp_path):
 async def _refused_while_busy(stub, last_after: float | None) -> tuple[grpc.StatusCode, str, bool]:
     """(code, details, whether the server read the stream to its end) of a PlanCampaign whose
     one message comes `last_after` s after the call opens (never, with None), then its end.
-    A stream refused busy is read to its end first (at most `plan.BUSY_DRAIN_SECONDS`): a
-    status sent before the client half-closed raced its writes in grpc.aio's client, which then
-    reported INTERNAL instead (grpc/grpc#36066: CI failed on it). Before, the refusal came at
-    once and the client's stream was never read."""
+    A stream refused busy is read to its end first (at most `rpc.DRAIN_SECONDS`, as every
+    refused stream: tests/server/test_stream_refusals.py): a status sent before the client
+    half-closed raced its writes in grpc.aio's client, which then reported INTERNAL instead
+    (grpc/grpc#36066: CI failed on it). Before, the refusal came at once and the client's
+    stream was never read."""
     ended, never = [False], asyncio.Event()
 
     async def requests():
