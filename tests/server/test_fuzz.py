@@ -355,15 +355,6 @@ async def _call(channel, method: d.MethodDescriptor, fuzzer: Fuzzer, manifest: d
         await channel.unary_unary(path, **kw)(requests, timeout=CALL_TIMEOUT)
 
 
-def _aio_write_after_close(method, err: grpc.aio.AioRpcError) -> bool:
-    """The grpc.aio client's own error when it still writes to a bidirectional stream the server
-    has already ended (it reports INTERNAL instead of the server's status: grpc/grpc#36066, fix
-    in grpc/grpc#43486); the server's answer is not observable then."""
-    return (method.client_streaming and method.server_streaming
-            and err.code() == grpc.StatusCode.INTERNAL
-            and err.details() == "Internal error from Core")
-
-
 async def test_fuzz_every_rpc(channel, demo_bundle, demo_manifest):
     all_methods = methods()
     assert len(all_methods) >= 46, [m.full_name for m in all_methods]
@@ -391,9 +382,6 @@ async def test_fuzz_every_rpc(channel, demo_bundle, demo_manifest):
             code = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as err:
             code = err.code()
-            if _aio_write_after_close(method, err):
-                counts[method.name]["INTERNAL (grpc#36066)"] += 1
-                continue
             if code in FORBIDDEN or (code == grpc.StatusCode.RESOURCE_EXHAUSTED
                                      and "Stream removed" in (err.details() or "")):
                 failures.append((method.name, code.name, (err.details() or "")[:200]))

@@ -20,6 +20,7 @@ from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
 from protos.tailor.v1 import diagnostics_pb2 as dpb
 from protos.tailor.v1 import diagnostics_pb2_grpc as dpb_grpc
+from protos.tailor.v1 import model_admin_pb2 as mpb
 from protos.tailor.v1 import model_admin_pb2_grpc as mpb_grpc
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
@@ -90,10 +91,12 @@ async def _code(call) -> tuple[grpc.StatusCode, str]:
 
 async def _refused_unwritten(call) -> tuple[grpc.StatusCode, str]:
     """The final status of a request-streaming `call` opened with no request iterator, to which
-    nothing is written. A refusal from the call's metadata needs no request, and a request
-    written beside it can race the server's abort: the client then ends the call with its own
-    INTERNAL ("Internal error from Core") instead of the server's status. A call the server
-    took would wait for a request, and the wait times out."""
+    nothing is written, for the refusals the server sends without reading the stream first
+    (UNAUTHENTICATED: a stranger's stream is not read; gRPC's own UNIMPLEMENTED): a request
+    written beside one can race it, and grpc.aio's client then ends the call with its own
+    INTERNAL ("Internal error from Core", grpc/grpc#36066) instead of the server's status.
+    (Other refusals are sent once the stream is read to its end: `server.rpc`.) A call the
+    server took would wait for a request, and the wait times out."""
     code = await asyncio.wait_for(call.code(), 30)
     return code, await call.details()
 
@@ -199,8 +202,8 @@ async def _drained(call):
 async def test_decider_may_not_push_or_delete_and_is_told_which_role_it_lacks(shared_chan,
                                                                               module_auth):
     token = module_auth[1]["decider"]
-    code, details = await _refused_unwritten(mpb_grpc.ModelAdminServiceStub(shared_chan)
-                                             .PushBundle(metadata=bearer(token)))
+    code, details = await _code(mpb_grpc.ModelAdminServiceStub(shared_chan).PushBundle(
+        iter([mpb.BundleChunk(path="manifest.json", data=b"{}")]), metadata=bearer(token)))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "admin" in details and "decider" in details
     code, details = await _code(pb_grpc.ProfileServiceStub(shared_chan).DeleteProfile(
         pb.DeleteProfileRequest(user_id="u1"), metadata=bearer(token)))
