@@ -173,8 +173,9 @@ async def test_a_refused_upload_is_read_at_most_drain_bytes_further(server):
 
 async def test_a_strangers_stream_is_refused_unread(server):
     """Its caller unknown, a stream refused UNAUTHENTICATED is not read: each read lets gRPC
-    take in a message of up to `grpc_max_message_bytes` (a grpc.aio client writing while the
-    status comes may report INTERNAL there: send credentials)."""
+    take in a message of up to `grpc_max_message_bytes`. Its status waits
+    `rpc.STRANGER_WAIT_SECONDS` instead (a client still writing past it may get grpc.aio's
+    INTERNAL)."""
     channel, *_ = server
     code, details, ended = await _refused(lambda r: _call(channel, "PlanCampaign", r, None),
                                           [_plan("c1")], _plan())
@@ -183,18 +184,20 @@ async def test_a_strangers_stream_is_refused_unread(server):
 
 async def test_refused_streams_written_at_once_get_the_servers_status(server):
     """The common pattern, `stub.Method(iterator)` of a few messages, refused before the
-    server read them (PERMISSION_DENIED) or at the first (NOT_FOUND): before, 44 to 49 of the
-    50 refused PERMISSION_DENIED got grpc.aio's INTERNAL instead (3 runs; none of the
-    NOT_FOUND, here: 18 of 200 of a server in another process)."""
+    server read them (UNAUTHENTICATED, PERMISSION_DENIED) or at the first (NOT_FOUND): before,
+    44 to 49 of 50 refused PERMISSION_DENIED got grpc.aio's INTERNAL instead (3 runs; none of
+    the NOT_FOUND here, 18 of 200 of a server in another process); 14 to 21 of 40 refused
+    UNAUTHENTICATED with `STRANGER_WAIT_SECONDS` at 0 (3 runs)."""
     channel, token_of, *_ = server
     got = []
-    for i in range(100):
-        role = ("tracker", "decider")[i % 2]  # refused PERMISSION_DENIED, or NOT_FOUND
+    for i in range(120):
+        role = (None, "tracker", "decider")[i % 3]  # UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _call(channel, "PlanCampaign", iter([_plan("nope", [f"u{j}" for j in range(50)])] * 4),
-                        token_of[role])
+                        token_of.get(role))
         got.append(err.value.code())
-    assert set(got) == {C.PERMISSION_DENIED, C.NOT_FOUND}, collections.Counter(c.name for c in got)
+    assert collections.Counter(got) == {C.UNAUTHENTICATED: 40, C.PERMISSION_DENIED: 40,
+                                        C.NOT_FOUND: 40}, collections.Counter(c.name for c in got)
 
 
 async def test_a_stream_whose_role_goes_while_it_waits_is_refused_unread(server, caplog):
