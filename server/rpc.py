@@ -24,7 +24,8 @@ For each call it
   INTERNAL ("Internal error from Core", grpc/grpc#36066, fix proposed in grpc/grpc#43486)
   instead of the server's status: 52 of 200 PlanCampaign calls refused PERMISSION_DENIED, 9 of
   200 PushBundle calls of four 1 MiB chunks. A stream refused UNAUTHENTICATED is not read (its
-  caller is unknown): its status waits `STRANGER_WAIT_SECONDS` instead. Nor is one whose read
+  caller is unknown): its status waits `STRANGER_WAIT_SECONDS` instead. Either takes at most
+  `DEADLINE_SHARE` of the time the call's deadline leaves. Nor is one whose read
   was cut short (`_drain`), nor are the refusals gRPC sends itself, with no handler
   (UNIMPLEMENTED for an unknown method).
 
@@ -38,6 +39,7 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -71,6 +73,11 @@ it is not drained; a client that writes a few messages the transport's window ho
 half-closes, is done meanwhile (PlanCampaign of four small messages with no token: 126 and 149
 of 200 got grpc.aio's INTERNAL, as loaded, 0 of 200 with the wait). The stranger's call is held
 no longer than this, and gRPC takes in no more of it than its window."""
+DEADLINE_SHARE = 0.5
+"""Largest share of the time left before a call's deadline that a refusal's drain (or a
+stranger's wait) takes: the rest carries the status to the client in time. Without it, a
+client with a deadline under `DRAIN_SECONDS`, writing nothing more (a bidirectional one waiting
+for the answer to its message), got DEADLINE_EXCEEDED instead of the refusal."""
 _dropping: contextvars.ContextVar[bool] = contextvars.ContextVar("tailor_dropping_requests",
                                                                  default=False)
 """Set while a call's task drains its requests: they are read unparsed (`_droppable`)."""
@@ -394,9 +401,9 @@ async def _counted(requests, counter, reading: _Reading):
     reading.state = _Reading.ENDED
 
 
-async def _drain(requests, reading: _Reading) -> None:
+async def _drain(requests, reading: _Reading, seconds: float) -> None:
     """Read what the client still sends on `requests` (`_counted`), dropped unparsed, until
-    the stream's end, for at most `DRAIN_SECONDS` and `DRAIN_BYTES`. Nothing is read once the
+    the stream's end, for at most `seconds` and `DRAIN_BYTES`. Nothing is read once the
     stream ended, nor while another task reads it (gRPC's reader, an async generator, raised
     RuntimeError: the call ended UNKNOWN), nor once a read was cut short (a handler's reader
     task cancelled): gRPC Core still holds that read's receive until a message or the end
@@ -406,7 +413,7 @@ async def _drain(requests, reading: _Reading) -> None:
         return
     token, left = _dropping.set(True), DRAIN_BYTES
     try:
-        async with asyncio.timeout(DRAIN_SECONDS):
+        async with asyncio.timeout(seconds):
             async for dropped in requests:
                 left -= dropped.size
                 if left < 0:
@@ -421,7 +428,8 @@ class _Draining:
     """A stream of requests' context as the handlers inside see it: `abort` first reads what
     the client still sends (`_drain`), so the status goes out once the client half-closed,
     or, the caller unknown (UNAUTHENTICATED: a stranger's stream is not read), waits
-    `STRANGER_WAIT_SECONDS`; everything else is the call's own context."""
+    `STRANGER_WAIT_SECONDS`; either within `DEADLINE_SHARE` of the time the call has left.
+    Everything else is the call's own context."""
 
     __slots__ = ("_context", "_requests", "_reading")
 
@@ -432,10 +440,12 @@ class _Draining:
         return getattr(self._context, name)
 
     async def abort(self, code: grpc.StatusCode, *args, **kwargs):
+        left = self._context.time_remaining()
+        within = math.inf if left is None else left * DEADLINE_SHARE
         if code == grpc.StatusCode.UNAUTHENTICATED:
-            await asyncio.sleep(STRANGER_WAIT_SECONDS)
+            await asyncio.sleep(min(STRANGER_WAIT_SECONDS, within))
         else:
-            await _drain(self._requests, self._reading)
+            await _drain(self._requests, self._reading, min(DRAIN_SECONDS, within))
         await self._context.abort(code, *args, **kwargs)
 
 

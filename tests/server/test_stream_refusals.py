@@ -69,9 +69,9 @@ def _attribute(model: int = 1) -> apb.AttributeRequest:
                                 paths=[apb.Path(path="a > b", conversions=1)])
 
 
-def _call(channel, method: str, requests, token: str | None):
+def _call(channel, method: str, requests, token: str | None, timeout: float = 30):
     """The awaitable outcome of `method` over `requests` (a PlanCampaign's answers read)."""
-    kw = dict(metadata=(("authorization", f"Bearer {token}"),) if token else (), timeout=30)
+    kw = dict(metadata=(("authorization", f"Bearer {token}"),) if token else (), timeout=timeout)
     if method == "PlanCampaign":
         async def answers():
             return [a async for a in cpb_grpc.CampaignServiceStub(channel).PlanCampaign(
@@ -143,6 +143,19 @@ async def test_a_stream_still_written_past_the_bound_is_refused_all_the_same(ser
         lambda r: _call(channel, "PlanCampaign", r, token_of["decider"]), [_plan()], None)
     assert (code, ended) == (C.INVALID_ARGUMENT, False), details
     assert time.monotonic() - started < rpc.DRAIN_SECONDS + 5  # not at its 30 s deadline
+
+
+@pytest.mark.parametrize("role", ["decider", None])
+async def test_a_refused_stream_gets_its_status_within_its_deadline(server, role):
+    """A client whose deadline comes before `DRAIN_SECONDS` (or `STRANGER_WAIT_SECONDS`) are
+    up, its stream refused while it writes nothing more (a bidirectional client waiting for
+    the answer to its message), gets the server's status, not DEADLINE_EXCEEDED: the drain
+    (the wait) ends in time for the status to reach it. Before, DEADLINE_EXCEEDED."""
+    channel, token_of, *_ = server
+    timeout = (rpc.DRAIN_SECONDS if role else rpc.STRANGER_WAIT_SECONDS) / 2
+    code, details, ended = await _refused(
+        lambda r: _call(channel, "PlanCampaign", r, token_of.get(role), timeout), [_plan()], None)
+    assert (code, ended) == (C.INVALID_ARGUMENT if role else C.UNAUTHENTICATED, False), details
 
 
 def _received(method: str) -> float:
