@@ -63,9 +63,10 @@ sent (`_drain`): a client that writes a few messages, then half-closes, ends wit
 it; one still writing past it is refused all the same (and its grpc.aio client may report
 INTERNAL then)."""
 DRAIN_BYTES = 4 << 20
-"""Most bytes of requests a refused stream has read and dropped before the status is sent
-(`_drain`): an upload refused part-way (PushBundle past `bundle_upload_bytes`) is not
-taken in for the whole of `DRAIN_SECONDS`."""
+"""Bytes of requests after which a refused stream's drain reads no further message (`_drain`):
+an upload refused part-way (PushBundle past `bundle_upload_bytes`) is not taken in for the
+whole of `DRAIN_SECONDS`. The message that passes it is taken in whole, as any read is: up to
+`grpc_max_message_bytes` more."""
 STRANGER_WAIT_SECONDS = 0.1
 """How long a stream refused UNAUTHENTICATED waits, unread, before its status: its caller is
 unknown, and each read would let gRPC take in a message of up to `grpc_max_message_bytes`, so
