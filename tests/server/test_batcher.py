@@ -13,6 +13,48 @@ def _batcher(fn, *, concurrency=2, thread_init=None, **limits) -> AdaptiveBatche
                                         thread_init=thread_init), **limits)
 
 
+class _OnTheLoop:
+    """A runner of one slot that runs `fn` and answers at the loop's next turn: the batcher's
+    decisions alone. Behind a thread, what queues while a batch runs depends on when a loaded
+    machine wakes that thread (batches of 3 to 55 calls 5 ms apart, which the tests of lingering
+    read as load); here a batch has always ended before the next call of a test arrives."""
+    concurrency = 1
+    name = "test"
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def start(self, loop, queries, done) -> None:
+        loop.call_soon(done, self.fn(queries))
+
+    async def close(self) -> None:
+        pass
+
+
+async def _paced(batcher, n: int, step: float) -> list:
+    """`n` calls, each queued `step` s or more after the one before, in a loop turn of its own:
+    a loop that stood still (a loaded machine) delays the next call, never bunches them."""
+    calls = []
+    for i in range(n):
+        if i:
+            await asyncio.sleep(step)
+        calls.append(batcher.enqueue(i))
+    return await asyncio.gather(*calls)
+
+
+async def _timed(batcher, n: int, step: float) -> list:
+    """`n` calls queued at `step` s apart by the loop's timers: a loop that stood still runs
+    them late, together, but always before a timer of the batcher's set later than theirs (a
+    wait for company that began with the first call), which a sleeping task's call could miss."""
+    loop, calls = asyncio.get_running_loop(), []
+    for i in range(n):
+        loop.call_later(step * i, lambda i=i: calls.append(batcher.enqueue(i)))
+    await asyncio.sleep(step * n)
+    while len(calls) < n:  # the timers ran late
+        await asyncio.sleep(step)
+    return await asyncio.gather(*calls)
+
+
 async def test_concurrent_calls_share_batches():
     sizes = []
     gate = threading.Event()
@@ -35,65 +77,50 @@ async def test_max_wait_groups_calls_arriving_close_together():
     sizes = []
     batcher = _batcher(lambda b: sizes.append(len(b)) or list(b), max_size=64,
                        max_wait=0.05, concurrency=1)
-
-    async def later(i):
-        await asyncio.sleep(0.005 * i)
-        return await batcher.submit(i)
-
-    assert await asyncio.gather(*(later(i) for i in range(5))) == list(range(5))
+    assert await _timed(batcher, 5, 0.005) == list(range(5))
     assert sizes == [5]
     await batcher.close()
 
 
 async def test_linger_waits_for_company_only_while_batches_have_some():
     sizes = []
-    batcher = _batcher(lambda b: sizes.append(len(b)) or list(b), max_size=64, max_wait=0.0,
-                       linger=0.08, linger_from=3, concurrency=1)
-
-    async def spaced(n, step):
-        async def later(i):
-            await asyncio.sleep(step * i)
-            return await batcher.submit(i)
-        return await asyncio.gather(*(later(i) for i in range(n)))
+    batcher = AdaptiveBatcher(_OnTheLoop(lambda b: sizes.append(len(b)) or list(b)),
+                              max_size=64, max_wait=0.0, linger=0.08, linger_from=3)
 
     # quiet: calls 10 ms apart, no batch has had company, so none waits for any
-    assert await spaced(3, 0.01) == [0, 1, 2]
+    assert await _paced(batcher, 3, 0.01) == [0, 1, 2]
     assert max(sizes) < 3
     # one burst of 8 in a loop turn is one batch, not yet a load (the average of sizes is)
     assert await asyncio.gather(*(batcher.submit(i) for i in range(8))) == list(range(8))
     del sizes[:]
-    assert await spaced(3, 0.01) == [0, 1, 2]
+    assert await _paced(batcher, 3, 0.01) == [0, 1, 2]
     assert max(sizes) < 3
     # bursts of 8, one after another: the batcher is under load
     for _ in range(10):
         await asyncio.gather(*(batcher.submit(i) for i in range(8)))
     # now calls 3 ms apart wait (the oldest up to 80 ms) for each other: one batch
     del sizes[:]
-    assert await spaced(5, 0.003) == list(range(5))
+    assert await _timed(batcher, 5, 0.003) == list(range(5))
     assert sizes == [5]
     # the load gone, lone calls bring the average down within a few batches; then none waits
     for i in range(12):
         assert await batcher.submit(i) == i
     del sizes[:]
-    assert await spaced(3, 0.01) == [0, 1, 2]
+    assert await _paced(batcher, 3, 0.01) == [0, 1, 2]
     assert max(sizes) < 3
     await batcher.close()
 
 
 async def test_linger_does_not_keep_itself_on_with_the_batches_it_gathers():
     sizes = []
-    batcher = _batcher(lambda b: sizes.append(len(b)) or list(b), max_size=64, max_wait=0.0,
-                       linger=0.03, linger_from=3, concurrency=1)
+    batcher = AdaptiveBatcher(_OnTheLoop(lambda b: sizes.append(len(b)) or list(b)),
+                              max_size=64, max_wait=0.0, linger=0.03, linger_from=3)
     for _ in range(10):  # bursts of 8, one after another: under load, lingering
         await asyncio.gather(*(batcher.submit(i) for i in range(8)))
 
-    async def later(i):
-        await asyncio.sleep(0.005 * i)
-        return await batcher.submit(i)
-
     # a steady 200 calls a second: lingering 30 ms gathers ~6 a batch, but each found a free
     # writer and nothing queued behind it, so the average falls and the lingering stops
-    assert await asyncio.gather(*(later(i) for i in range(120))) == list(range(120))
+    assert await _paced(batcher, 120, 0.005) == list(range(120))
     assert sizes[-5:] and max(sizes[-5:]) < 3, sizes
     await batcher.close()
 
@@ -259,18 +286,23 @@ async def test_calls_arriving_behind_a_queue_older_than_shed_after_are_refused_u
 
     from server.errors import Overloaded
 
-    batcher, gate = _gated("shedding", max_size=4, shed_after=0.05)
+    def shed() -> float:
+        return REGISTRY.get_sample_value("tailor_shed_calls_total", {"batcher": "shedding"}) or 0.0
+
+    batcher, gate = _gated("shedding", max_size=4, shed_after=0.25)
+    before = shed()
     first = asyncio.create_task(batcher.submit(-1))
     await asyncio.sleep(0.01)  # the first batch holds the only slot
-    queued = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
-    await asyncio.sleep(0.01)
-    taken = asyncio.create_task(batcher.submit(3))  # the queue has waited 0.01 s: taken
-    await asyncio.sleep(0.06)
+    queued = [batcher.enqueue(i) for i in range(3)]
+    # the queue has waited (next to) nothing: taken. Queued in the same loop turn, not by a
+    # task of its own after a sleep, which a loaded machine stretched past the bound
+    taken = batcher.enqueue(3)
+    await asyncio.sleep(0.3)
     with pytest.raises(Overloaded, match=r"the shedding batches have waited over "
-                                         r"limits\.batch_queue_seconds \(0\.05 s\)") as refused:
+                                         r"limits\.batch_queue_seconds \(0\.25 s\)") as refused:
         await batcher.submit(4)
-    assert 0.06 <= refused.value.waited < 5
-    assert REGISTRY.get_sample_value("tailor_shed_calls_total", {"batcher": "shedding"}) == 1
+    assert 0.3 <= refused.value.waited < 5
+    assert shed() - before == 1
     gate.set()
     assert await asyncio.gather(first, *queued, taken) == [-1, 0, 1, 2, 3]
     assert await batcher.submit(5) == 5
@@ -293,7 +325,7 @@ async def test_refusals_go_on_while_the_batches_starting_took_calls_older_than_s
     old = [asyncio.create_task(batcher.submit(i)) for i in range(2)]
     await asyncio.sleep(0.08)
     gates[0].set()  # the first batch ends; the two old calls start, having waited 0.08 s
-    await asyncio.sleep(0.05)
+    await _until_none_queued("standing")
     behind = asyncio.create_task(batcher.submit(2))  # nothing queued: taken
     await asyncio.sleep(0.01)
     with pytest.raises(Overloaded):  # queued behind a batch of calls that waited 0.08 s
@@ -302,6 +334,16 @@ async def test_refusals_go_on_while_the_batches_starting_took_calls_older_than_s
         gate.set()
     assert await asyncio.gather(first, *old, behind) == [-1, 0, 1, 2]
     await batcher.close()
+
+
+async def _until_none_queued(name: str) -> None:
+    """Until the batcher `name` has no call queued (each in a batch that started), by its queue
+    depth gauge: not a sleep, which a batch thread woken late on a loaded machine outlasts."""
+    from prometheus_client import REGISTRY
+    deadline = asyncio.get_running_loop().time() + 10  # a hang's bound only
+    while REGISTRY.get_sample_value("tailor_batch_queue_depth", {"batcher": name}) != 0:
+        assert asyncio.get_running_loop().time() < deadline, "the queued calls never started"
+        await asyncio.sleep(0.005)
 
 
 async def test_batch_size_buckets_reach_the_largest_batches_the_server_makes():
