@@ -3,6 +3,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -1209,15 +1210,29 @@ async def _stalls_while(push, channel) -> tuple[float, float]:
     return max(gaps), await caller, answer
 
 
-def _slowed(monkeypatch, module, name: str, marked) -> None:
-    """`module.name(x, ...)` takes 0.4 s longer when `marked(x)` (a slow disk's call)."""
+STALL_BOUND = 1.0
+"""The longest the loop may stand still, or a Recommend take, while a push or prune runs
+(seconds). On two loaded cores a loop with nothing of the push on it stood still 0.53 s, and
+Recommends took 0.34 s: with a bound under one slowed call (0.4 s) these tests failed on load.
+Slowed calls on the loop show here once they add up past it (a staged tree's fsyncs: 8 x 0.4 s);
+any one slowed call on the loop shows in the list `_slowed` returns, however fast the machine."""
+
+
+def _slowed(monkeypatch, module, name: str, marked) -> list[str]:
+    """`module.name(x, ...)` takes 0.4 s longer when `marked(x)` (a slow disk's call).
+    Returns the list of those calls made on the event loop's thread (this test's: the
+    server's, in process), which should stay empty."""
     real = getattr(module, name)
+    loop_thread, on_loop = threading.get_ident(), []
 
     def slow(first, *args, **kw):
         if marked(first):
+            if threading.get_ident() == loop_thread:
+                on_loop.append(f"{name}({first!r})")
             time.sleep(0.4)
         return real(first, *args, **kw)
     monkeypatch.setattr(module, name, slow)
+    return on_loop
 
 
 async def test_a_push_to_a_slow_disk_does_not_stall_the_workers_calls(
@@ -1230,13 +1245,14 @@ async def test_a_push_to_a_slow_disk_does_not_stall_the_workers_calls(
     import os
 
     from server.models import staging as staging_mod
-    _slowed(monkeypatch, staging_mod.os, "fsync",
-            lambda fd: ".staging-" in os.readlink(f"/proc/self/fd/{fd}"))
+    on_loop = _slowed(monkeypatch, staging_mod.os, "fsync",
+                      lambda fd: ".staging-" in os.readlink(f"/proc/self/fd/{fd}"))
     stalled, slowest, status = await _stalls_while(
         lambda: client.push_bundle(second_bundle), channel)
     assert status.active.version == json.loads((second_bundle / "manifest.json").read_text())["version"]
-    assert stalled < 0.3, f"the event loop stood still {stalled:.2f} s during the push"
-    assert slowest < 0.3, f"a Recommend took {slowest:.2f} s during the push"
+    assert on_loop == [], "a staged file was fsynced on the event loop"
+    assert stalled < STALL_BOUND, f"the event loop stood still {stalled:.2f} s during the push"
+    assert slowest < STALL_BOUND, f"a Recommend took {slowest:.2f} s during the push"
 
 
 @pytest.fixture
@@ -1255,14 +1271,15 @@ async def test_a_prune_on_a_slow_disk_does_not_stall_the_workers_calls(
     version = _rewrite_manifest(third, version=third.name + "-third")["version"]
     await asyncio.to_thread(client.push_bundle, second_bundle)  # the demo one is previous
     bundles = tailor_server.settings.bundles_dir
-    _slowed(monkeypatch, staging_mod.shutil, "rmtree",
-            lambda path: Path(path).parent == bundles and not Path(path).name.startswith("."))
+    on_loop = _slowed(monkeypatch, staging_mod.shutil, "rmtree", lambda path: Path(
+        path).parent == bundles and not Path(path).name.startswith("."))
     stalled, slowest, status = await _stalls_while(lambda: client.push_bundle(third), channel)
     assert status.active.version == version
     assert not (bundles / demo_manifest["version"]).exists()  # pruned
     assert (bundles / second_bundle.name).is_dir()  # the previous version: kept even at 0
-    assert stalled < 0.3, f"the event loop stood still {stalled:.2f} s during the prune"
-    assert slowest < 0.3, f"a Recommend took {slowest:.2f} s during the prune"
+    assert on_loop == [], "a version was removed on the event loop"
+    assert stalled < STALL_BOUND, f"the event loop stood still {stalled:.2f} s during the prune"
+    assert slowest < STALL_BOUND, f"a Recommend took {slowest:.2f} s during the prune"
 
 
 def test_a_negative_count_of_bundles_kept_is_refused():
@@ -1424,13 +1441,14 @@ async def test_a_refused_push_on_a_slow_disk_does_not_stall_the_workers_calls(
     bad = copy_bundle(second_bundle)
     with open(bad / "items.npz", "ab") as fh:
         fh.write(b"x")
-    _slowed(monkeypatch, staging_mod.shutil, "rmtree",
-            lambda path: Path(path).name.startswith(".staging-"))
+    on_loop = _slowed(monkeypatch, staging_mod.shutil, "rmtree",
+                      lambda path: Path(path).name.startswith(".staging-"))
     stalled, slowest, answer = await _stalls_while(
         lambda: _answer(lambda: client.push_bundle(bad)), channel)
     assert answer == "FAILED_PRECONDITION"
-    assert stalled < 0.3, f"the event loop stood still {stalled:.2f} s as the push was refused"
-    assert slowest < 0.3, f"a Recommend took {slowest:.2f} s as the push was refused"
+    assert on_loop == [], "the refused upload was removed on the event loop"
+    assert stalled < STALL_BOUND, f"the event loop stood still {stalled:.2f} s as the push was refused"
+    assert slowest < STALL_BOUND, f"a Recommend took {slowest:.2f} s as the push was refused"
 
 
 def test_a_prune_under_way_at_the_stop_ends_before_the_store_closes(
