@@ -340,9 +340,12 @@ class TailorServer:
         # Both writer processes load side by side (a few hundred ms each); both have finished
         # starting, or failed, before the first error goes up to `start` (which closes them).
         # The phone numbering plans load meanwhile, in a thread: the first number read on the
-        # loop held it 60-150 ms (`contact.trunks.load`).
+        # loop held it 60-150 ms (`contact.trunks.load`); so does the tombstone list: a
+        # process's first read of it (0.7 s of CPU at 100,000) otherwise came with the first
+        # poll or Recommend after SERVING, every call of that time slowed by it or paying it.
         failed = [outcome for outcome in await asyncio.gather(
             self.campaigns.start(), self.impressions.start(), asyncio.to_thread(load_plans),
+            asyncio.to_thread(self.tombstones.current),
             return_exceptions=True) if isinstance(outcome, BaseException)]
         for other in failed[1:]:
             logger.error("another start-up step failed too: %s", other)
