@@ -25,8 +25,8 @@ For each call it
   instead of the server's status: 52 of 200 PlanCampaign calls refused PERMISSION_DENIED, 9 of
   200 PushBundle calls of four 1 MiB chunks. A stream refused UNAUTHENTICATED is not read (its
   caller is unknown): its status waits `STRANGER_WAIT_SECONDS` instead. Either takes at most
-  `DEADLINE_SHARE` of the time the call's deadline leaves. Nor is one whose read
-  was cut short (`_drain`), nor are the refusals gRPC sends itself, with no handler
+  `DEADLINE_SHARE` of the time the call's deadline leaves. Not drained either: a stream whose
+  read was cut short (`_drain`), and the refusals gRPC sends itself, with no handler
   (UNIMPLEMENTED for an unknown method).
 
 It is the outermost interceptor (before authentication), so refused calls are counted, logged
