@@ -67,6 +67,11 @@ DRAIN_BYTES = 4 << 20
 an upload refused part-way (PushBundle past `bundle_upload_bytes`) is not taken in for the
 whole of `DRAIN_SECONDS`. The message that passes it is taken in whole, as any read is: up to
 `grpc_max_message_bytes` more."""
+DRAIN_MESSAGE_BYTES = 1 << 10
+"""Least a dropped message counts toward `DRAIN_BYTES` (`_drain`), whatever its size: each read
+costs the server a receive. Counted by their bytes alone, an endless stream of empty PushBundle
+chunks refused past `bundle_chunks` was read for the whole of `DRAIN_SECONDS` (~18,000
+messages in CI); now at most `DRAIN_BYTES // DRAIN_MESSAGE_BYTES` (4,096) are read."""
 STRANGER_WAIT_SECONDS = 0.1
 """How long a stream refused UNAUTHENTICATED waits, unread, before its status: its caller is
 unknown, and each read would let gRPC take in a message of up to `grpc_max_message_bytes`, so
@@ -404,7 +409,8 @@ async def _counted(requests, counter, reading: _Reading):
 
 async def _drain(requests, reading: _Reading, seconds: float) -> None:
     """Read what the client still sends on `requests` (`_counted`), dropped unparsed, until
-    the stream's end, for at most `seconds` and `DRAIN_BYTES`. Nothing is read once the
+    the stream's end, for at most `seconds` and `DRAIN_BYTES` (each message counted as
+    `DRAIN_MESSAGE_BYTES` at least). Nothing is read once the
     stream ended, nor while another task reads it (gRPC's reader, an async generator, raised
     RuntimeError: the call ended UNKNOWN), nor once a read was cut short (a handler's reader
     task cancelled): gRPC Core still holds that read's receive until a message or the end
@@ -416,7 +422,7 @@ async def _drain(requests, reading: _Reading, seconds: float) -> None:
     try:
         async with asyncio.timeout(seconds):
             async for dropped in requests:
-                left -= dropped.size
+                left -= max(dropped.size, DRAIN_MESSAGE_BYTES)
                 if left < 0:
                     break
     except TimeoutError:

@@ -193,6 +193,27 @@ async def test_a_refused_upload_is_read_at_most_drain_bytes_further(server):
     assert len(sent) < 64
 
 
+async def test_a_refused_stream_of_empty_messages_is_read_at_most_drain_bytes_further(server):
+    """Each dropped message counts `DRAIN_MESSAGE_BYTES` at least toward `DRAIN_BYTES`: counted
+    by their bytes alone, an endless stream of empty messages was read for the whole of
+    `DRAIN_SECONDS` (test_bundle_bounds' endless empty chunks: ~18,000 read after the refusal,
+    in CI). The refusal here is the first message's, its role lacking."""
+    channel, token_of, *_ = server
+    most = rpc.DRAIN_BYTES // rpc.DRAIN_MESSAGE_BYTES
+    sent = [0]
+
+    async def endless():
+        while sent[0] < 20 * most:  # a bound for the test only
+            sent[0] += 1
+            yield mpb.BundleChunk(path="index.faiss")
+    before = _received("PushBundle")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _call(channel, "PushBundle", endless(), token_of["decider"])
+    code, details = err.value.code(), err.value.details()
+    assert code == C.PERMISSION_DENIED or (code, details) == (C.INTERNAL, AIO_INTERNAL), details
+    assert _received("PushBundle") - before <= 1 + most + 1  # the refused one, the drained
+
+
 async def test_a_strangers_stream_is_refused_unread(server):
     """Its caller unknown, a stream refused UNAUTHENTICATED is not read: each read lets gRPC
     take in a message of up to `grpc_max_message_bytes`. Its status waits
