@@ -380,31 +380,29 @@ def _droppable(deserialize):
 
 
 class _Reading:
-    """What became of a call's stream of requests as its handler reads it (`_counted`):
-    `state` is `OPEN` (no message being read; more may come), `READING`, `ENDED` (read to its
-    end) or `CUT` (a read cut short: its task cancelled)."""
+    """Whether a call's stream of requests may be read by another than its handler's reader
+    (`_counted` keeps it): `idle` only between the messages the handler took, before its first
+    read included; not while a read is under way, nor once the stream ended or a read was cut
+    short (its task cancelled)."""
 
-    __slots__ = ("state",)
-    OPEN, READING, ENDED, CUT = "open", "reading", "ended", "cut"
+    __slots__ = ("idle",)
 
     def __init__(self):
-        self.state = _Reading.OPEN
+        self.idle = True
 
 
 async def _counted(requests, counter, reading: _Reading):
     """`requests`, each one counted, `reading` kept up to date (an async generator: a class
     with `__anext__` cost ~0.5 us a message more)."""
-    reading.state = _Reading.READING
+    reading.idle = False
     try:
         async for request in requests:
-            reading.state = _Reading.OPEN
             counter.inc()
+            reading.idle = True
             yield request
-            reading.state = _Reading.READING
-    except BaseException:
-        reading.state = _Reading.CUT  # cancelled mid-read: gRPC Core may hold that receive still
-        raise
-    reading.state = _Reading.ENDED
+            reading.idle = False
+    finally:  # ended, or cut mid-read: gRPC Core may hold that receive still
+        reading.idle = False
 
 
 async def _drain(requests, reading: _Reading, seconds: float) -> None:
@@ -416,7 +414,7 @@ async def _drain(requests, reading: _Reading, seconds: float) -> None:
     task cancelled): gRPC Core still holds that read's receive until a message or the end
     comes, and refuses a second one (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS, which grpc.aio reads
     as the stream's end)."""
-    if reading.state is not _Reading.OPEN:
+    if not reading.idle:
         return
     token, left = _dropping.set(True), DRAIN_BYTES
     try:
