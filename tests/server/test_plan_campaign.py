@@ -17,6 +17,7 @@ from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
 from tests.conftest import ROOT, run_module
 from tests.server.test_campaigns import choose, code_of, create, stats
+from tests.server.test_stream_refusals import _refused
 
 
 @pytest.fixture
@@ -531,10 +532,15 @@ async def test_streams_past_the_workers_bound_are_resource_exhausted(tmp_path):
         assert [a.decisions[0].user_id for a in firsts] == ["u0", "u1"]
         code, details = await code_of(plan(stub, [["u2"]]))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "plan_streams" in details
-        for last_after in (0.3, None):  # None: the client never ends its stream
-            code, details, ended = await _refused_while_busy(stub, last_after)
+        # A stream refused busy is read to its end first, as every refused stream (a status
+        # sent before the client half-closed raced its writes in grpc.aio's client, which then
+        # reported INTERNAL instead: grpc/grpc#36066, CI failed on it); before, the refusal came
+        # at once and the client's stream was never read. None: the client never ends it.
+        for last in (pb.PlanCampaignRequest(campaign_id="c1", user_ids=["late"]), None):
+            code, details, ended = await _refused(
+                lambda r: _answered(stub.PlanCampaign(r, timeout=60)), [], last)
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "plan_streams" in details
-            assert ended is (last_after is not None)  # read to its end, or refused all the same
+            assert ended is (last is not None)  # read to its end, or refused all the same
         ends[0].set()
         assert await open_calls[0].read() == grpc.aio.EOF
         for _ in range(50):  # the server ends the stream's handler just after its last answer
@@ -549,26 +555,8 @@ async def test_streams_past_the_workers_bound_are_resource_exhausted(tmp_path):
         assert await open_calls[1].read() == grpc.aio.EOF
 
 
-async def _refused_while_busy(stub, last_after: float | None) -> tuple[grpc.StatusCode, str, bool]:
-    """(code, details, whether the server read the stream to its end) of a PlanCampaign whose
-    one message comes `last_after` s after the call opens (never, with None), then its end.
-    A stream refused busy is read to its end first (at most `rpc.DRAIN_SECONDS`, as every
-    refused stream: tests/server/test_stream_refusals.py): a status sent before the client
-    half-closed raced its writes in grpc.aio's client, which then reported INTERNAL instead
-    (grpc/grpc#36066: CI failed on it). Before, the refusal came at once and the client's
-    stream was never read."""
-    ended, never = [False], asyncio.Event()
-
-    async def requests():
-        if last_after is None:
-            await never.wait()
-        await asyncio.sleep(last_after)
-        yield pb.PlanCampaignRequest(campaign_id="c1", user_ids=["late"])
-        ended[0] = True
-    async def answers():
-        return [a async for a in stub.PlanCampaign(requests(), timeout=60)]
-    code, details = await code_of(answers())
-    return code, details, ended[0]
+async def _answered(call) -> list[pb.PlanCampaignResponse]:
+    return [a async for a in call]
 
 
 async def _paced(stub, users_: list[str], pause: float) -> list[str]:
