@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 
 from .bench import _free_port, _wait_ready, ensure_bundle, secured
-from .measure import positive, start_server
+from .measure import CLOCK_TICKS, positive, start_server
 
 __all__ = ["process_tree", "process_figures", "sample", "Sampler", "summarize", "main"]
 
@@ -47,7 +47,6 @@ ROLES = ("decider", "tracker", "analyst", "admin")
 """The token's: the mix's calls, its set-up (CreateCampaign, PreviewMessage) and ExportEvents."""
 TRACK = "/tailor.v1.ProfileService/TrackEvents"
 PAGE = os.sysconf("SC_PAGE_SIZE")
-TICKS = os.sysconf("SC_CLK_TCK")
 STOP_GRACE = 60.0
 """Seconds the server may take to exit after SIGINT."""
 
@@ -89,7 +88,7 @@ def process_figures(pid: int) -> dict | None:
                 "rss_mb": int((proc / "statm").read_text().split()[1]) * PAGE / 2**20,
                 "anon_mb": int(status["RssAnon"].split()[0]) / 1024,
                 "fds": len(os.listdir(proc / "fd")), "threads": int(fields[17]),
-                "cpu_s": (int(fields[11]) + int(fields[12])) / TICKS}
+                "cpu_s": (int(fields[11]) + int(fields[12])) / CLOCK_TICKS}
     except (OSError, KeyError):
         return None
 
