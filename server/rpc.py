@@ -67,11 +67,14 @@ DRAIN_BYTES = 4 << 20
 an upload refused part-way (PushBundle past `bundle_upload_bytes`) is not taken in for the
 whole of `DRAIN_SECONDS`. The message that passes it is taken in whole, as any read is: up to
 `grpc_max_message_bytes` more."""
-DRAIN_MESSAGE_BYTES = 1 << 10
+DRAIN_MESSAGE_BYTES = 16 << 10
 """Least a dropped message counts toward `DRAIN_BYTES` (`_drain`), whatever its size: each read
-costs the server a receive. Counted by their bytes alone, an endless stream of empty PushBundle
-chunks refused past `bundle_chunks` was read for the whole of `DRAIN_SECONDS` (~18,000
-messages in CI); now at most `DRAIN_BYTES // DRAIN_MESSAGE_BYTES` (4,096) are read."""
+costs the server a receive, and holds the call open while the client goes on writing. Counted
+by their bytes alone, an endless stream of empty PushBundle chunks refused past
+`bundle_chunks` was read for the whole of `DRAIN_SECONDS` (~18,000 messages in CI); at 1 KiB
+(4,096 messages) the client still buffered ~19,000 more meanwhile under load (25,553 sent for
+a 2,000-chunk bound). Now at most `DRAIN_BYTES // DRAIN_MESSAGE_BYTES` (256) are read: more
+than a client that writes a few messages, then half-closes, sends."""
 STRANGER_WAIT_SECONDS = 0.1
 """How long a stream refused UNAUTHENTICATED waits, unread, before its status: its caller is
 unknown, and each read would let gRPC take in a message of up to `grpc_max_message_bytes`, so
