@@ -20,6 +20,16 @@ waited longer than that is refused at once (`Overloaded`, RESOURCE_EXHAUSTED): u
 the queue, and the wait of every call in it, stays bounded instead of growing until callers'
 deadlines end them all.
 
+Calls queued inside `exempt(counted=False)` (bulk: a stream's read-ahead, a SendCampaign job's
+decisions and recommendations) give way to the others: a batch takes the other calls first, in
+their arrival order, then bulk calls in theirs (so one caller's bulk calls still run in the
+order it queued them, and after its other calls queued before them), up to `max_bulk` of them
+(weighed by `weigh`; at least one, a batch with room). A call that is not bulk thus waits for
+the batches running when it arrives and then starts in the next batch, which carries at most
+`max_bulk` of bulk work, not behind every bulk call queued before it. The price: a standing
+queue of `max_size` other calls holds bulk calls back until it drains (bulk work waits for
+interactive work, never the other way round).
+
 Everything is driven by callbacks on the event loop (no dispatcher task, no queue): calls
 submitted in the same loop turn join one batch, and a batch costs one hand-off to its runner and
 one loop wake-up when it is done. The runner is a thread pool (`ThreadRunner`) or a writer
@@ -58,8 +68,9 @@ def exempt(counted: bool = True) -> Iterator[None]:
     """Inside it, this task's calls (and those of tasks it starts meanwhile) are never refused
     as overload: the rest of a call admitted once (RecommendBatch's entries after one check,
     ComposeMessage's recommendations after its decision was queued), or a job accepted
-    before that bounds its own backlog (`counted` False: a SendCampaign job's decisions and
-    recommendations, which queue behind its own commits, do not make others refused either)."""
+    before that bounds its own backlog (`counted` False, bulk: a SendCampaign job's decisions
+    and recommendations, a TrackEventStream's read-ahead, which queue behind their own commits,
+    do not make others refused either, and batches take them after the other calls)."""
     token = _EXEMPT.set("admitted" if counted else "bulk")
     try:
         yield
@@ -92,15 +103,19 @@ class AdaptiveBatcher(Generic[Q, R]):
     long behind a running batch is not held back again. `shed_after` (seconds, 0: never): how long
     the oldest queued call may have waited before new calls are refused (`Overloaded`; for
     batchers whose callers are answered the refusal, with nothing of their call done).
+    `max_bulk` (0: only `max_size`): how much bulk work (calls queued in
+    `exempt(counted=False)`, which a batch takes after the others) a batch carries at most, as
+    weighed by `weigh` (one a call by default; at least one call, whatever its weight).
     """
 
     def __init__(self, runner: Runner, *, max_size: int = 64, max_wait: float = 0.001,
                  linger: float = 0.0, linger_from: int = 2, name: str | None = None,
-                 shed_after: float = 0.0):
+                 shed_after: float = 0.0, max_bulk: int = 0,
+                 weigh: Callable[[Q], int] | None = None):
         if max_size < 1 or runner.concurrency < 1 or linger_from < 1:
             raise ValueError("max_size, concurrency and linger_from must be >= 1")
-        if max_wait < 0 or linger < 0 or shed_after < 0:
-            raise ValueError("max_wait, linger and shed_after must be >= 0")
+        if max_wait < 0 or linger < 0 or shed_after < 0 or max_bulk < 0:
+            raise ValueError("max_wait, linger, shed_after and max_bulk must be >= 0")
         self.runner = runner
         self.max_size = max_size
         self.max_wait = max_wait
@@ -113,7 +128,12 @@ class AdaptiveBatcher(Generic[Q, R]):
         """Calls queued when the next batch could first have started (a slot free), if so far."""
         self.concurrency = runner.concurrency
         self.name = runner.name if name is None else name
+        self.max_bulk = max_bulk
+        self.weigh = weigh
         self._pending: collections.deque[tuple[Q, asyncio.Future, float, bool]] = collections.deque()
+        """Queued calls that are not bulk (query, future, arrival, True), in arrival order."""
+        self._bulk: collections.deque[tuple[Q, asyncio.Future, float, bool]] = collections.deque()
+        """Queued bulk calls (query, future, arrival, False): taken after `_pending`'s."""
         self._active = 0
         self._timer: asyncio.TimerHandle | None = None
         self._scheduled = False
@@ -140,7 +160,8 @@ class AdaptiveBatcher(Generic[Q, R]):
         loop = asyncio.get_running_loop()
         self.admit(loop)
         future = loop.create_future()
-        self._pending.append((query, future, loop.time(), _EXEMPT.get() != "bulk"))
+        counted = _EXEMPT.get() != "bulk"
+        (self._pending if counted else self._bulk).append((query, future, loop.time(), counted))
         if not self._scheduled:  # calls submitted in the same loop turn join one batch
             self._scheduled = True
             loop.call_soon(self._dispatch, loop)
@@ -155,10 +176,10 @@ class AdaptiveBatcher(Generic[Q, R]):
         calls' age alone, every start let a burst in behind the batches already queued (past
         their deadlines, measured).
         Inside `exempt`, never raises."""
-        if self._shed is None or not self._pending or _EXEMPT.get():
+        if self._shed is None or not (self._pending or self._bulk) or _EXEMPT.get():
             return
-        oldest = next((e[2] for e in self._pending if e[3]), None)
-        age = 0.0 if oldest is None else (loop or asyncio.get_running_loop()).time() - oldest
+        age = 0.0 if not self._pending else \
+            (loop or asyncio.get_running_loop()).time() - self._pending[0][2]
         waited = max(age, self._last_wait)
         if waited > self.shed_after:
             self._shed.inc()
@@ -169,16 +190,20 @@ class AdaptiveBatcher(Generic[Q, R]):
         The queue depth gauge is set here, once per loop turn that queued calls (not only when
         a batch starts: behind batches that do not end, the queue grows with none starting)."""
         self._scheduled = False
-        while self._pending and self._active < self.concurrency:
+        while self._queued() and self._active < self.concurrency:
             if self._ready is None:
-                self._ready = len(self._pending)
-            wait = self._pending[0][2] + self._patience() - loop.time()
-            if wait > 0 and len(self._pending) < self.max_size:
+                self._ready = self._queued()
+            oldest = min(q[0][2] for q in (self._pending, self._bulk) if q)
+            wait = oldest + self._patience() - loop.time()
+            if wait > 0 and self._queued() < self.max_size:
                 if self._timer is None:
                     self._timer = loop.call_later(wait, self._on_timer, loop)
                 break
             self._start(loop)
-        self._queue_depth.set(len(self._pending))
+        self._queue_depth.set(self._queued())
+
+    def _queued(self) -> int:
+        return len(self._pending) + len(self._bulk)
 
     def _patience(self) -> float:
         """How long the oldest call may wait for company: `linger` while recent batches held
@@ -193,12 +218,27 @@ class AdaptiveBatcher(Generic[Q, R]):
         self._timer = None
         self._dispatch(loop)
 
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = []
+    def _take(self) -> list:
+        """The next batch: the queued calls that are not bulk, then bulk ones while the batch
+        has room and carries at most `max_bulk` of them (at least one), each in arrival order.
+        Cancelled callers (deadline, disconnect) need no result: dropped as they come."""
+        batch, bulk = [], 0
         while self._pending and len(batch) < self.max_size:
             entry = self._pending.popleft()
-            if not entry[1].done():  # a cancelled caller (deadline, disconnect) needs no result
+            if not entry[1].done():
                 batch.append(entry)
+        while self._bulk and len(batch) < self.max_size:
+            query, future, *_ = self._bulk[0]
+            if not future.done():
+                bulk += 1 if self.weigh is None else self.weigh(query)
+                if self.max_bulk and bulk > self.max_bulk and batch and not batch[-1][3]:
+                    break  # it carries bulk calls already: this one waits for the next
+                batch.append(self._bulk[0])
+            self._bulk.popleft()
+        return batch
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._take()
         ready, self._ready = self._ready, None
         if not batch:
             return
@@ -236,12 +276,13 @@ class AdaptiveBatcher(Generic[Q, R]):
             self._timer.cancel()
             self._timer = None
         loop = asyncio.get_running_loop()
-        while self._pending and self._active < self.concurrency:
+        while self._queued() and self._active < self.concurrency:
             self._start(loop)
-        while self._pending:
-            future = self._pending.popleft()[1]
-            if not future.done():
-                future.set_exception(BatcherClosed(self.name))
+        for queue in (self._pending, self._bulk):
+            while queue:
+                future = queue.popleft()[1]
+                if not future.done():
+                    future.set_exception(BatcherClosed(self.name))
         self._queue_depth.set(0)
         if self._active:
             if self._idle is None:

@@ -434,3 +434,95 @@ async def test_calls_queued_in_exempt_are_never_refused_and_bulk_ones_make_nobod
     gate.set()
     assert await asyncio.gather(first, bulk, taken, admitted) == [-1, 0, 1, 2]
     await batcher.close()
+
+
+class _Held:
+    """A runner of one slot whose batch runs until the test ends it (`end`, on the loop): which
+    calls each batch takes, with nothing left to a thread's or a timer's timing."""
+    concurrency = 1
+    name = "held"
+
+    def __init__(self):
+        self.batches: list[list] = []
+        self._done = None
+
+    def start(self, loop, queries, done) -> None:
+        self.batches.append(list(queries))
+        self._done = done
+
+    def end(self) -> None:
+        done, self._done = self._done, None
+        done(self.batches[-1])  # the next batch starts in it (`_finish`)
+
+    async def close(self) -> None:
+        pass
+
+
+def _bulk(batcher, *queries) -> list:
+    """`queries` queued as a bulk caller's (a stream's read-ahead, a SendCampaign job's)."""
+    from server.batching import exempt
+    with exempt(counted=False):
+        return [batcher.enqueue(q) for q in queries]
+
+
+async def test_calls_that_are_not_bulk_go_before_the_bulk_calls_queued_before_them():
+    """Behind a TrackEventStream's read-ahead (bulk), a TrackEvents call waited for every
+    message queued before it: ~1 s beside a 200,000-event stream. The others now go first, each
+    kind in its own arrival order, and bulk calls fill what is left."""
+    from server.batching import exempt
+    runner = _Held()
+    batcher = AdaptiveBatcher(runner, max_size=6, max_wait=0.0)
+    first = batcher.enqueue("first")
+    await asyncio.sleep(0)  # it runs, holding the only slot
+    bulk = _bulk(batcher, "s1", "s2", "s3", "s4")
+    calls = [batcher.enqueue("a")]
+    with exempt():  # admitted (the rest of a call taken before): not bulk either
+        calls.append(batcher.enqueue("b"))
+    calls.append(batcher.enqueue("c"))
+    runner.end()
+    runner.end()
+    runner.end()
+    assert runner.batches == [["first"], ["a", "b", "c", "s1", "s2", "s3"], ["s4"]]
+    assert await asyncio.gather(first, *calls, *bulk) == ["first", "a", "b", "c",
+                                                          "s1", "s2", "s3", "s4"]
+    await batcher.close()
+
+
+async def test_a_batch_carries_at_most_max_bulk_of_bulk_work_and_at_least_one_bulk_call():
+    """`max_bulk` weighs the bulk calls a batch takes (`weigh`: a stream message's events),
+    so a call arriving behind them waits for one modest transaction, not for the whole
+    read-ahead; one bulk call heavier than the bound still runs, alone among bulk calls, and
+    the bulk calls run in the order queued (a stream's messages commit in order). A cancelled
+    caller weighs nothing."""
+    runner = _Held()
+    batcher = AdaptiveBatcher(runner, max_size=64, max_wait=0.0, max_bulk=5, weigh=len)
+    first = batcher.enqueue("x")
+    await asyncio.sleep(0)
+    bulk = _bulk(batcher, "ab", "cd", "ef", "ghijkl", "m", "n")
+    gone = _bulk(batcher, "zzzzz")[0]
+    last = _bulk(batcher, "opq")
+    gone.cancel()
+    late = batcher.enqueue("y")
+    for _ in range(5):
+        runner.end()
+    assert runner.batches == [["x"], ["y", "ab", "cd"], ["ef"], ["ghijkl"], ["m", "n", "opq"]]
+    assert await asyncio.gather(first, late, *bulk, *last) == [
+        "x", "y", "ab", "cd", "ef", "ghijkl", "m", "n", "opq"]
+    await batcher.close()
+
+
+async def test_bulk_calls_queued_behind_busy_slots_fail_on_close_and_a_bad_max_bulk_is_refused():
+    runner = _Held()
+    batcher = AdaptiveBatcher(runner, max_size=4, max_wait=0.0, max_bulk=1)
+    running = batcher.enqueue(1)
+    await asyncio.sleep(0)
+    queued = _bulk(batcher, 2)[0]
+    closing = asyncio.ensure_future(batcher.close())
+    await asyncio.sleep(0)
+    runner.end()
+    await closing
+    assert await running == 1
+    with pytest.raises(BatcherClosed):
+        await queued
+    with pytest.raises(ValueError):
+        AdaptiveBatcher(_Held(), max_bulk=-1)
