@@ -166,10 +166,12 @@ class Profiles:
         self.rules = rules
         self.history = history
         self.limits = rules.limits
-        # Concurrent TrackEvents calls share one write transaction (one fsync).
+        # Concurrent TrackEvents calls share one write transaction (one fsync); streams' read
+        # ahead (bulk) goes after them, `stream_commit_events` of it a transaction at most.
         self._writer = AdaptiveBatcher(ThreadRunner(self._ingest_many, concurrency=1, name="ingest"),
                                        max_size=64, max_wait=0.0,
-                                       shed_after=self.limits.batch_queue_seconds)
+                                       shed_after=self.limits.batch_queue_seconds,
+                                       max_bulk=self.limits.stream_commit_events, weigh=len)
         self._derived: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         """Per bundle, its `_BundleDerived` (computed on first use, dropped with the bundle)."""
         self._category_names: dict[int, str] = {}  # codes never change once assigned

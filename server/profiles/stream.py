@@ -41,6 +41,11 @@ async def track_stream(profiles: Profiles,
 
     Batches are submitted as they arrive, so consecutive batches share transactions; reading
     pauses while more than `limits.stream_read_ahead_events` events wait for their commit.
+    Those after the first are bulk calls (`batching.exempt(counted=False)`): the ingestion's
+    batcher takes other calls (TrackEvents) first, and then at most
+    `limits.stream_commit_events` of a stream's events a transaction, in the order submitted
+    (the first's before the rest): which of two events with one id is stored and which is its
+    duplicate, and what a user's events build in their profile, follow the stream's order.
     Rejected events are indexed from the start of the stream; more than
     `limits.stream_rejected_events` of them end it (the reply listing them would not fit a
     message). If the stream fails, batches not yet submitted are dropped; submitted ones still
@@ -56,8 +61,8 @@ async def track_stream(profiles: Profiles,
             check_count("events", len(events), most)  # now, not when the batch's turn comes
             # the batch's commit starts here, in `Profiles._landing`; the task only waits for it
             # overload refuses a stream at its first message only: after it, its read-ahead
-            # bounds its queued batches, which wait behind its own commits (a commit of up to
-            # `stream_read_ahead_events` events may take over `batch_queue_seconds`)
+            # bounds its queued batches, which wait behind its own commits and behind other
+            # calls (a read-ahead queued longer than `batch_queue_seconds` refuses no one)
             with exempt(counted=False) if offset else nullcontext():
                 pending.append((asyncio.ensure_future(profiles.submit(events, offset)),
                                 len(events)))
