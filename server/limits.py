@@ -73,8 +73,9 @@ class Limits(BaseModel):
     own, each with at most this many of them: beside a 200,000-event stream (messages of 500),
     4 TrackEvents a second waited p50 0.3 s, at most 0.7 s, against 0.9 s and 1.5 s with up to
     64 messages (32,000 events) a transaction, and over `batch_queue_seconds` the calls after
-    them are refused. Higher: fewer, larger commits (the stream 25-30% faster at 32,000 on one
-    machine; docs/performance.md), longer waits beside it."""
+    them are refused. Higher: fewer, larger commits (the stream 25-30% faster at 32,000 when
+    its events are of 20,000 users, within noise with 200,000; docs/performance.md), longer
+    waits beside it."""
     stream_rejected_events: int = Field(100_000, ge=1)
     """Most rejected events one TrackEventStream answers with: its one reply lists each (index,
     id, reason: about 150 bytes, at most 600), and 480,000 of them (a backfill whose ids another
