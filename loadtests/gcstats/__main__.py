@@ -1,8 +1,8 @@
 """Print, per server process, its collections per generation (count, thread CPU total and
 largest, ms) and the full collections' object counts; see `sitecustomize.py` here."""
+import argparse
 import glob
 import json
-import sys
 
 
 def summary(path: str) -> str:
@@ -22,8 +22,14 @@ def summary(path: str) -> str:
 
 
 def main(argv=None) -> None:
-    prefix = (argv or sys.argv[1:])[0]
-    for path in sorted(glob.glob(f"{prefix}.*.json")):
+    p = argparse.ArgumentParser(prog="python -m loadtests.gcstats", description=__doc__)
+    p.add_argument("prefix", help="the TAILOR_GC_STATS prefix the servers wrote under: "
+                                  "reads PREFIX.<pid>.json")
+    prefix = p.parse_args(argv).prefix
+    paths = sorted(glob.glob(f"{prefix}.*.json"))
+    if not paths:
+        p.exit(1, f"no {prefix}.*.json: no server wrote its collections under that prefix\n")
+    for path in paths:
         print(summary(path))
 
 

@@ -4,6 +4,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from loadtests import bench
 from loadtests.gcstats.__main__ import summary
 from loadtests.loadgen import PING, ping_payloads, run_load
@@ -57,3 +59,14 @@ def test_gcstats_writes_a_real_servers_collections_at_its_exit(tmp_path):
     assert stats["seconds"] > 0 and isinstance(stats["late_modules"], list)
     assert stats["runs"] and all(gen in (0, 1, 2) and cpu >= 0 for gen, cpu, _, _ in stats["runs"])
     assert summary(str(path)).startswith(f"{path}: ")
+
+
+def test_gcstats_says_what_it_reads_and_when_nothing_is_there(tmp_path, capsys):
+    """`--help` printed nothing (it was taken for a prefix with no files under it)."""
+    from loadtests.gcstats.__main__ import main
+    with pytest.raises(SystemExit) as ended:
+        main(["--help"])
+    assert ended.value.code == 0 and "PREFIX.<pid>.json" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as ended:
+        main([str(tmp_path / "none")])
+    assert ended.value.code == 1 and "no server wrote" in capsys.readouterr().err
