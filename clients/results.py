@@ -18,8 +18,8 @@ from protos.tailor.v1 import campaign_pb2 as camp_pb
 from protos.tailor.v1 import model_admin_pb2 as admin_pb
 from protos.tailor.v1 import profile_pb2 as prof_pb
 
-__all__ = ["CatalogChange", "Choice", "LoadedBundle", "ModelStatus", "RejectedEvent", "Reward", "TrackResult",
-           "VersionShare", "from_message"]
+__all__ = ["BundleFallback", "CatalogChange", "Choice", "LoadedBundle", "ModelStatus", "RejectedEvent",
+           "Reward", "TrackResult", "VersionShare", "from_message"]
 
 T = typing.TypeVar("T")
 
@@ -180,6 +180,16 @@ class VersionShare:
 
 
 @dataclass(frozen=True)
+class BundleFallback:
+    """A start could not load the active version `from_version` and serves `to_version`
+    instead, since `at` (unix seconds), until a version is chosen again."""
+
+    from_version: str
+    to_version: str
+    at: float
+
+
+@dataclass(frozen=True)
 class ModelStatus:
     """What a server serves (`active`: None before any bundle; `canary` while one runs, with
     each version's share in `shares`), and what it could roll back to."""
@@ -191,10 +201,14 @@ class ModelStatus:
     shares: list[VersionShare] = field(default_factory=list)
     guardrail: str = ""
     """The guardrails' latest verdict on the canary ("" when none runs)."""
+    fallback: BundleFallback | None = None
+    """Set while an older version is served because a start could not load the active one."""
 
     @classmethod
     def from_pb(cls, msg: admin_pb.ModelStatus) -> ModelStatus:
         active = LoadedBundle.from_pb(msg.active) if msg.HasField("active") else None
         canary = LoadedBundle.from_pb(msg.canary) if msg.HasField("canary") else None
+        fallback = (BundleFallback(msg.fallback.from_version, msg.fallback.to_version,
+                                   msg.fallback.at) if msg.HasField("fallback") else None)
         return cls(active, msg.previous_version, list(msg.available_versions), canary,
-                   [VersionShare.from_pb(s) for s in msg.shares], msg.guardrail)
+                   [VersionShare.from_pb(s) for s in msg.shares], msg.guardrail, fallback)

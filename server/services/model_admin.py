@@ -74,7 +74,16 @@ class ModelAdminConverter:
                               available_versions=registry.available_versions(),
                               canary=loaded(canary.bundle, candidates) if canary else None,
                               shares=[ModelAdminConverter.from_figures(f) for f in monitor.figures()],
-                              guardrail=monitor.verdict_text())
+                              guardrail=monitor.verdict_text(),
+                              fallback=ModelAdminConverter.from_fallback(registry.fell_back()))
+
+    @staticmethod
+    def from_fallback(record: dict | None) -> pb.BundleFallback | None:
+        """`ModelRegistry.fell_back`'s record ({from, to, at}), None when there is none."""
+        if record is None:
+            return None
+        return pb.BundleFallback(from_version=record["from"], to_version=record["to"],
+                                 at=float(record.get("at", 0.0)))
 
 
     @staticmethod

@@ -26,7 +26,11 @@ def test_a_start_that_falls_back_from_a_damaged_active_bundle_keeps_the_alert_fi
     served = server_process(data)
     served.wait_logged(f"cannot serve the active bundle {damaged}")
     with TailorClient(served.target, timeout=60) as client:
-        assert client.model_status().active.version == demo_manifest["version"]
+        status = client.model_status()
+    assert status.active.version == demo_manifest["version"]
+    assert (status.fallback.from_version, status.fallback.to_version) == (
+        damaged, demo_manifest["version"])  # `status` says so too, not only the metric
+    assert status.fallback.at > 0
     samples = scrape(served.metrics_port)
     assert value(samples, "tailor_bundle_load_failing", slot="active") == 0  # nothing fails now
     assert value(samples, "tailor_bundle_fallback", slot="active") == 1
@@ -36,6 +40,7 @@ def test_a_start_that_falls_back_from_a_damaged_active_bundle_keeps_the_alert_fi
     assert _fallback(served) == 1
     with TailorClient(served.target, timeout=60) as client:
         assert client.push_bundle(second_bundle).active.version == damaged  # its copy replaced
+        assert client.model_status().fallback is None
     assert _fallback(served) == 0
     served.stop()
 

@@ -66,20 +66,32 @@ class LoadedBundle(_message.Message):
     def __init__(self, version: _Optional[str] = ..., index_type: _Optional[str] = ..., n_items: _Optional[int] = ..., dim: _Optional[int] = ..., has_ranker: _Optional[bool] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loaded_at: _Optional[float] = ..., ranker_candidates: _Optional[int] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("active", "previous_version", "available_versions", "canary", "shares", "guardrail")
+    __slots__ = ("active", "previous_version", "available_versions", "canary", "shares", "guardrail", "fallback")
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     GUARDRAIL_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
     active: LoadedBundle
     previous_version: str
     available_versions: _containers.RepeatedScalarFieldContainer[str]
     canary: LoadedBundle
     shares: _containers.RepeatedCompositeFieldContainer[VersionShare]
     guardrail: str
-    def __init__(self, active: _Optional[_Union[LoadedBundle, _Mapping]] = ..., previous_version: _Optional[str] = ..., available_versions: _Optional[_Iterable[str]] = ..., canary: _Optional[_Union[LoadedBundle, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[VersionShare, _Mapping]]] = ..., guardrail: _Optional[str] = ...) -> None: ...
+    fallback: BundleFallback
+    def __init__(self, active: _Optional[_Union[LoadedBundle, _Mapping]] = ..., previous_version: _Optional[str] = ..., available_versions: _Optional[_Iterable[str]] = ..., canary: _Optional[_Union[LoadedBundle, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[VersionShare, _Mapping]]] = ..., guardrail: _Optional[str] = ..., fallback: _Optional[_Union[BundleFallback, _Mapping]] = ...) -> None: ...
+
+class BundleFallback(_message.Message):
+    __slots__ = ("from_version", "to_version", "at")
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    from_version: str
+    to_version: str
+    at: float
+    def __init__(self, from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., at: _Optional[float] = ...) -> None: ...
 
 class VersionShare(_message.Message):
     __slots__ = ("version", "share", "requests", "errors", "p99_ms", "impressions", "clicks")
