@@ -19,6 +19,7 @@ from contract.items import SCRIPT_LINK, script_scheme_problem
 
 from .contact.consent import reserved_source
 from .errors import InvalidArgument
+from .lookalikes import lookalike_problem
 from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_all_known", "check_context", "check_count", "check_finite", "check_id",
@@ -29,7 +30,8 @@ __all__ = ["SEP", "check_all_known", "check_context", "check_count", "check_fini
            "check_stored_id", "refused_since",
            "STORED_ONLY", "STORED_CAMPAIGN_ONLY", "STOP_MARK", "STOP_SENT", "stop_sent",
            "RESERVED_STOP_MARK", "SERVER_EVENT_PREFIX", "server_event_id", "RESERVED_EVENT_ID",
-           "has_control", "has_c0_control", "control_problem", "id_problem", "shown"]
+           "has_control", "has_c0_control", "control_problem", "id_problem", "key_problem",
+           "shown"]
 
 SEP = SEP_CHAR
 """The store's key separator (`server.store.keys`): no id may contain it."""
@@ -222,14 +224,29 @@ def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:
 
 
 def check_key(field: str, value: str, max_chars: int, where: str = "") -> str:
-    """A map key (a profile attribute's): 1..max_chars characters, no control character."""
+    """A map key (a profile attribute's, an event attribute's, a Recommend context's, a
+    campaign variant's content or feature): 1..max_chars characters, none a key may not hold
+    (`key_problem`)."""
     if not value:
         raise InvalidArgument(where + field, "is empty")
     check_text(field, value, max_chars, where)
-    if has_control(value):
-        problem = control_problem(value)
-        raise InvalidArgument(where + field, f"{shown(value)} {problem}", problem)
+    if has_control(value) or not value.isascii():  # an ASCII key: two C loops, no call
+        problem = key_problem(value)
+        if problem is not None:
+            raise InvalidArgument(where + field, f"{shown(value)} {problem}", problem)
     return value
+
+
+def key_problem(key: str) -> str | None:
+    """None when non-empty `key` may be a map key, else why not (without the key: it is logged):
+    a control or format character (`has_control`), or, for a key that is not ASCII, a spelling
+    that shows as another key (`lookalikes.lookalike_problem`: not in NFKC form, or letters of
+    scripts TS #39 does not mix: `\u0435mail`, a Cyrillic `е`, showed as `email` and escaped the
+    `pii_keys` masking, its address stored, shown and exported unmasked). An ASCII key without
+    a control character costs two C loops (`str.isprintable`, `str.isascii`)."""
+    if has_control(key):
+        return control_problem(key)
+    return None if key.isascii() else lookalike_problem(key)
 
 
 def check_address(field: str, kind: str, value: str, max_chars: int, where: str = "") -> str:
@@ -291,13 +308,14 @@ def check_not_negative(field: str, n: int, where: str = "") -> int:
 
 def check_context(context, max_bytes: int, where: str = "") -> None:
     """A Recommend context: (key, value) pairs of at most `max_bytes` UTF-8 bytes together, each
-    key one a map key may be (`check_key`: not empty, no control or format character). Keys
-    were unchecked, and the impression log keeps them: `email` with a zero-width space (U+200B)
-    in it shows as `email` but matched no `pii_keys` pattern, so its address was stored and exported
-    unmasked; empty keys, NUL and bidirectional controls went into the log and its exports."""
+    key one a map key may be (`check_key`: not empty, no control or format character, no
+    look-alike spelling). Keys were unchecked, and the impression log keeps them: `email` with
+    a zero-width space (U+200B) in it, or with a Cyrillic `е`, shows as `email` but matched no
+    `pii_keys` pattern, so its address was stored and exported unmasked; empty keys, NUL and
+    bidirectional controls went into the log and its exports."""
     chars = 0
     for key, value in context:
-        if not key or has_control(key):
+        if not key or has_control(key) or not key.isascii():
             check_key("context key", key, max_bytes, where)
         chars += len(key) + len(value)
     if chars > max_bytes >> 2:  # at most 4 UTF-8 bytes a character: only then measured

@@ -13,9 +13,9 @@ from ..validation import (
     RESERVED_STOP_MARK,
     SERVER_EVENT_PREFIX,
     STOP_MARK,
-    control_problem,
     has_control,
     id_problem,
+    key_problem,
     refused_since,
     shown,
 )
@@ -165,7 +165,9 @@ def _bad_attributes(attributes: dict[str, str], limits: Limits, by_stop: bool) -
     for key in attributes:  # as a profile attribute's (`validation.check_key`)
         if not key:
             return "attributes has an empty key"
-        if has_control(key):
-            return f"attributes key {shown(key)} {control_problem(key)}"
+        if not key.isascii() or has_control(key):
+            problem = key_problem(key)
+            if problem is not None:
+                return f"attributes key {shown(key)} {problem}"
     # one lookup, not a call per key (~0.15 us of ~1.3 us here with 3 attributes)
     return RESERVED_STOP_MARK if not by_stop and STOP_MARK in attributes else None

@@ -139,3 +139,73 @@ def test_every_limit_is_a_documented_setting_read_from_the_environment(monkeypat
     documented = {node.target.id for node, doc in pairwise(body)
                   if isinstance(node, ast.AnnAssign) and isinstance(doc, ast.Expr)}
     assert documented == set(Limits.model_fields)
+
+
+LOOKALIKE_KEYS = {
+    "\u0435mail": "mixes Cyrillic and Latin letters (U+0435 CYRILLIC SMALL LETTER IE, ",
+    "ph\u03bfne": "mixes Latin and Greek letters (U+0070 LATIN SMALL LETTER P, "
+                  "U+03BF GREEK SMALL LETTER OMICRON)",
+    "\u0570hone": "mixes Armenian and Latin letters (U+0570 ARMENIAN SMALL LETTER HO, ",
+    "\u0438\u043c\u044f\u03bf": "mixes Cyrillic and Greek letters",
+    "name_\u0627\u0633\u0645": "mixes Latin and Arabic letters",
+    "\uff45\uff4d\uff41\uff49\uff4c": "is not in NFKC form (U+FF45 FULLWIDTH LATIN SMALL LETTER E, "
+                                      "shown as 'e')",
+    "\U0001d41e\U0001d426\U0001d41a\U0001d422\U0001d425": "is not in NFKC form (U+1D41E "
+                                                          "MATHEMATICAL BOLD SMALL E",
+    "cafe\u0301": "is not in NFKC form (a letter and its accent written apart)",
+}
+"""Keys that show as another (`email`, `phone`, `имя`...) with no invisible character: a letter
+of another script among Latin ones (Cyrillic `е`, Greek omicron, Armenian `հ`), other
+mixtures TS #39 refuses, and forms NFKC folds (fullwidth, mathematical, a decomposed accent);
+each with the start of what its refusal says."""
+SINGLE_SCRIPT_KEYS = ["email", "first-name", "имя", "電話", "メール", "名前_kana", "user_名前",
+                      "전화_번호", "Hawai\u02bbi", "caf\u00e9", "όνομα", "الاسم"]
+"""Keys of one script (Cyrillic, Han, Katakana, Greek, Arabic, Latin with a precomposed é or the
+ʻokina, a Common modifier letter), or of the mixtures Japanese, Chinese and Korean write (Latin
+with Han, Katakana, Hangul): taken as before."""
+
+
+@pytest.mark.parametrize("key", list(LOOKALIKE_KEYS))
+def test_keys_that_show_as_another_are_refused_naming_the_character(key):
+    with pytest.raises(InvalidArgument) as err:
+        check_key("attributes key", key, 64)
+    problem = LOOKALIKE_KEYS[key]
+    assert str(err.value).startswith(f"attributes key: {key!r} {problem}"), str(err.value)
+    assert err.value.log_message().startswith(f"attributes key: {problem}")  # not the key
+    assert key not in err.value.log_message()
+
+
+@pytest.mark.parametrize("key", SINGLE_SCRIPT_KEYS)
+def test_keys_of_one_script_or_a_cjk_mixture_are_taken(key):
+    assert check_key("attributes key", key, 64) == key
+
+
+def _letters(first: int, last: int) -> list[str]:
+    return [chr(c) for c in range(first, last + 1) if unicodedata.category(chr(c))[0] == "L"
+            and unicodedata.normalize("NFKC", chr(c)) == chr(c)]
+
+
+def test_scripts_read_from_letter_names_match_their_blocks_and_ascii_keys_are_not_read():
+    """A letter's script is the first word of its name (`lookalikes`): every letter of the
+    Cyrillic, Greek, Armenian and Cherokee blocks after a Latin `a` is refused as a mixture;
+    every letter of the Hiragana, Katakana, CJK, Hangul and Bopomofo blocks is taken beside
+    it; an ASCII key is never looked into (nothing enters `lookalike_problem`'s cache)."""
+    from server import lookalikes
+    for block in ((0x400, 0x4FF), (0x370, 0x3FF), (0x531, 0x58F), (0x13A0, 0x13FF)):
+        taken = [f"U+{ord(c):04X}" for c in _letters(*block) if check_key_ok("a" + c)]
+        assert taken == [] and _letters(*block), block
+    for block in ((0x3041, 0x309F), (0x30A1, 0x30FF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3),
+                  (0x3105, 0x312F)):
+        refused = [f"U+{ord(c):04X}" for c in _letters(*block) if not check_key_ok("a" + c)]
+        assert refused == [] and _letters(*block), block
+    lookalikes.lookalike_problem.cache_clear()
+    assert all(check_key("k", chr(c) + "x", 64) for c in range(0x20, 0x7F))
+    assert lookalikes.lookalike_problem.cache_info().currsize == 0
+
+
+def check_key_ok(key: str) -> bool:
+    try:
+        check_key("k", key, 64)
+    except InvalidArgument:
+        return False
+    return True

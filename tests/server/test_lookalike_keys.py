@@ -1,0 +1,85 @@
+"""Map keys that show as other keys, through a real server: `\\u0435mail` (a Cyrillic `е`)
+showed as `email` but matched no `pii_keys` pattern, so its address was stored, shown by
+GetProfile to callers without `pii-reader`, exported, and logged in impressions, unmasked.
+Such keys are refused now wherever keys are taken."""
+import time
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import model_admin_pb2 as apb
+from protos.tailor.v1 import model_admin_pb2_grpc as apb_grpc
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from protos.tailor.v1 import recommendation_pb2 as rpb
+from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+
+ADDRESS = "carol@example.com"
+LOOKALIKES = {"\u0435mail": "mixes Cyrillic and Latin letters (U+0435 CYRILLIC SMALL LETTER IE",
+              "ph\u03bfne": "mixes Latin and Greek letters (U+0070 LATIN SMALL LETTER P, "
+                            "U+03BF GREEK SMALL LETTER OMICRON)",
+              "\uff45\uff4d\uff41\uff49\uff4c": "is not in NFKC form (U+FF45 FULLWIDTH LATIN"}
+"""Keys shown as `email` or `phone`, each with what its refusal says."""
+
+
+@pytest.fixture
+def stubs(module_server):
+    channel = module_server[1]
+    return (pb_grpc.ProfileServiceStub(channel), rpb_grpc.RecommendationServiceStub(channel),
+            apb_grpc.ModelAdminServiceStub(channel))
+
+
+async def _refused(call, field: str, key: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.value.details()
+    assert details.startswith(f"{field}: {key!r} {LOOKALIKES[key]}"), details
+    assert "carol" not in details  # the value is never echoed
+
+
+@pytest.mark.parametrize("key", list(LOOKALIKES))
+async def test_upserting_a_lookalike_key_is_refused_and_nothing_of_the_call_stored(stubs, key):
+    prof = stubs[0]
+    user = f"new-{ord(key[0]):x}"
+    await _refused(prof.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id=user, attributes={key: ADDRESS, "locale": "fr"})), "attributes key", key)
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # no profile was made
+        await prof.GetProfile(pb.GetProfileRequest(user_id=user))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await prof.UpsertAttributes(pb.UpsertAttributesRequest(user_id=user, attributes={"locale": "fr"}))
+    await _refused(prof.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id=user, attributes={"locale": "de", key: ADDRESS})), "attributes key", key)
+    got = await prof.GetProfile(pb.GetProfileRequest(user_id=user))
+    assert dict(got.attributes) == {"locale": "fr"}  # the call's other attribute neither
+
+
+async def test_an_event_with_a_lookalike_attribute_key_is_rejected_alone(stubs):
+    prof, ts = stubs[0], time.time() - 60
+    key = "\u0435mail"
+    events = [pb.Event(event_id="look1", user_id="tracked", type="view", item_id="i1",
+                       timestamp=ts, attributes={key: ADDRESS}),
+              pb.Event(event_id="look2", user_id="tracked", type="view", item_id="i1",
+                       timestamp=ts, attributes={"email": ADDRESS})]
+    reply = await prof.TrackEvents(pb.TrackEventsRequest(events=events))
+    assert reply.accepted == 1 and [r.index for r in reply.rejected] == [0]
+    assert reply.rejected[0].reason.startswith(f"attributes key {key!r} {LOOKALIKES[key]}")
+    got = await prof.GetProfile(pb.GetProfileRequest(user_id="tracked"))
+    assert [dict(e.attributes) for e in got.events] == [{"email": "c***@example.com"}]
+
+
+async def test_recommend_refuses_a_lookalike_context_key_and_logs_no_impression(stubs):
+    rec, admin = stubs[1], stubs[2]
+    for key in LOOKALIKES:
+        context = {key: ADDRESS, "page": "home"}
+        await _refused(rec.Recommend(rpb.RecommendRequest(user_id="shown", k=1, context=context)),
+                       "context key", key)
+        await _refused(rec.RecommendBatch(rpb.RecommendBatchRequest(requests=[
+            rpb.RecommendRequest(user_id="shown", k=1, context=context)])),
+            "requests[0].context key", key)
+    reply = await rec.Recommend(rpb.RecommendRequest(user_id="shown", k=1,
+                                                     context={"email": ADDRESS, "page": "home"}))
+    rows = [r async for r in admin.ExportImpressions(apb.ExportImpressionsRequest())]
+    assert [(r.request_id, dict(r.context)) for r in rows] == [
+        (reply.request_id, {"email": "c***@example.com", "page": "home"})]
+
