@@ -1,14 +1,22 @@
 """The PII masking policy: which attribute keys are PII (declared once, `Settings.pii_keys`) and
 how their values are masked wherever they leave the server for a caller without `pii-reader`:
 profile attributes, event attributes (GetProfile events, ExportEvents), the context of
-exported decisions, and the stored meta entries an access export copies (`masked_entries`)."""
+exported decisions, and the stored meta entries an access export copies (`masked_entries`).
+A key is matched in its NFKC form, case-folded (fullwidth `ｅｍａｉｌ` is `email`); one that shows
+as another key in a way the API refuses since (`validation.key_problem`: a control or format
+character, letters of mixed scripts such as `\u0435mail` with a Cyrillic `е`), which a store
+written before may hold, is PII whatever it spells."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, MutableMapping
 from fnmatch import fnmatchcase
 
-__all__ = ["PiiPolicy", "mask_value", "masked_entries"]
+from ..lookalikes import mixed_scripts
+from ..validation import has_control
+
+__all__ = ["PiiPolicy", "mask_value", "masked_entries", "spoofed"]
 
 _MASK_CACHE_MAX = 4096
 _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -18,12 +26,27 @@ _SEPARATORS = re.compile(r"[\s.\-]+")
 
 
 def spellings(key: str) -> tuple[str, ...]:
-    """The forms of `key` the patterns are matched against: lower-cased as written, and in
+    """The forms of `key` the patterns are matched against: case-folded as written, and in
     snake case (camelCase words, `-`, `.` and spaces split by `_`): `firstName`, `FirstName`
     and `first-name` are all `first_name`, which a pattern names once."""
-    low = key.lower()
-    snake = _SEPARATORS.sub("_", _WORD_START.sub("_", key)).lower()
+    low = key.casefold()
+    snake = _SEPARATORS.sub("_", _WORD_START.sub("_", key)).casefold()
     return (low,) if snake == low else (low, snake)
+
+
+def _folded(text: str) -> str:
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
+def spoofed(key: str) -> bool:
+    """Whether `key` (in NFKC form) shows as another key in a way no new key may since
+    (`validation.key_problem`): a control or format character (`e\u200bmail`), or letters of
+    scripts TS #39 does not mix (`\u0435mail`). A store written before holds such keys as they
+    were given; which key one imitates is not known (a skeleton needs TS #39's confusables
+    table, which the standard library lacks), so its value is masked whatever it spells: a
+    mixed-script key is what a spoof looks like, and masking one that was not costs a reader a
+    value, never a leak."""
+    return bool(has_control(key)) or mixed_scripts(key) is not None
 
 
 def mask_value(value: str) -> str:
@@ -45,17 +68,20 @@ def masked_entries(entries: Mapping[str, object]) -> dict:
 
 class PiiPolicy:
     """`patterns`: case-insensitive `fnmatch` patterns of PII keys (`Settings.pii_keys`), each
-    matched against the key as written and in snake case (`spellings`); `is_pii(key)` costs one
-    dict hit per distinct key (patterns resolved once)."""
+    matched against the key's NFKC form as written and in snake case (`spellings`); a key
+    holding a control or format character, or letters of mixed scripts, is PII (`spoofed`).
+    `is_pii(key)` costs one dict hit per distinct key (patterns resolved once)."""
 
     def __init__(self, patterns: Iterable[str]):
-        self.patterns = tuple(p.lower() for p in patterns)
+        self.patterns = tuple(_folded(p).casefold() for p in patterns)
         self._known: dict[str, bool] = {}
 
     def is_pii(self, key: str) -> bool:
         hit = self._known.get(key)
         if hit is None:
-            hit = any(fnmatchcase(form, p) for form in spellings(key) for p in self.patterns)
+            form = _folded(key)
+            hit = spoofed(form) or any(fnmatchcase(f, p) for f in spellings(form)
+                                       for p in self.patterns)
             if len(self._known) < _MASK_CACHE_MAX:
                 self._known[key] = hit
         return hit

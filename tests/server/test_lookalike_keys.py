@@ -1,7 +1,9 @@
 """Map keys that show as other keys, through a real server: `\\u0435mail` (a Cyrillic `е`)
 showed as `email` but matched no `pii_keys` pattern, so its address was stored, shown by
 GetProfile to callers without `pii-reader`, exported, and logged in impressions, unmasked.
-Such keys are refused now wherever keys are taken."""
+Such keys are refused now wherever keys are taken; those a store written before holds are
+masked."""
+import asyncio
 import time
 
 import grpc
@@ -13,6 +15,7 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from server.profiles.events import TrackedEvent
 
 ADDRESS = "carol@example.com"
 LOOKALIKES = {"\u0435mail": "mixes Cyrillic and Latin letters (U+0435 CYRILLIC SMALL LETTER IE",
@@ -83,3 +86,24 @@ async def test_recommend_refuses_a_lookalike_context_key_and_logs_no_impression(
     assert [(r.request_id, dict(r.context)) for r in rows] == [
         (reply.request_id, {"email": "c***@example.com", "page": "home"})]
 
+
+async def test_lookalike_keys_a_store_holds_from_before_are_masked(stubs, module_server):
+    """A store written before the rule (here through the store API) holds them as given:
+    GetProfile and ExportEvents mask their values for a caller without `pii-reader`, and a
+    client can still remove such an attribute (an empty value)."""
+    prof, repo = stubs[0], module_server[0].profiles.repo
+    held = dict.fromkeys(LOOKALIKES, ADDRESS) | {"e\u200bmail": ADDRESS, "locale": "fr"}
+    await asyncio.to_thread(repo.update_meta, "held", lambda meta: meta["attributes"].update(held))
+    await asyncio.to_thread(repo.ingest, [TrackedEvent(
+        "held-e1", "held", "view", "web", "", "i1", 0.0, time.time() - 60, dict(held))], [None])
+    masked = {k: "c***@example.com" for k in held} | {"locale": "fr"}
+    got = await prof.GetProfile(pb.GetProfileRequest(user_id="held"))
+    assert got.pii_masked and dict(got.attributes) == masked
+    assert [dict(e.attributes) for e in got.events] == [masked]
+    exported = [e async for e in prof.ExportEvents(pb.ExportEventsRequest())
+                if e.user_id == "held"]
+    assert [dict(e.attributes) for e in exported] == [masked]
+    await prof.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id="held", attributes=dict.fromkeys(LOOKALIKES, "")))
+    got = await prof.GetProfile(pb.GetProfileRequest(user_id="held"))
+    assert set(got.attributes) == {"e\u200bmail", "locale"}

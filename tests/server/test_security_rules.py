@@ -231,6 +231,21 @@ def test_pii_policy_is_case_insensitive_and_declared_in_settings():
     assert not policy.mask_map({"locale": "en"})
 
 
+def test_pii_policy_matches_a_keys_nfkc_form_and_masks_lookalike_keys_whatever_they_spell():
+    """A store written before look-alike keys were refused holds them: `\u0435mail` (a
+    Cyrillic `е`) and `ph\u03bfne` (a Greek omicron) matched no pattern and reached an analyst
+    unmasked; so did fullwidth `ｅｍａｉｌ`, mathematical `𝐞𝐦𝐚𝐢𝐥` and `e\u200bmail`. Keys of one
+    script match patterns of that script, case-folded (`STRASSE` is `straße`)."""
+    policy = PiiPolicy((*Settings().pii_keys, "телефон", "*straße*"))
+    held = ["\u0435mail", "ph\u03bfne", "\uff45\uff4d\uff41\uff49\uff4c", "e\u200bmail",
+            "\U0001d41e\U0001d426\U0001d41a\U0001d422\U0001d425", "ТЕЛЕФОН", "home_STRASSE",
+            "\uff4c\uff4f\uff43\uff41\uff4c\uff45\u0430"]  # fullwidth `locale`, a Cyrillic а
+    kept = {"имя": "x", "電話": "y", "\uff4c\uff4f\uff43\uff41\uff4c\uff45": "en"}
+    values = dict.fromkeys(held, "carol@example.com") | kept
+    assert policy.mask_map(values)
+    assert values == dict.fromkeys(held, "c***@example.com") | kept
+
+
 def test_the_written_config_reads_back_whatever_the_names(tmp_path):
     doc = {"jwt": {"issuer": "https://id", "audience": "t\"x", "public_keys": ["a.pem"],
                    "leeway_seconds": 5.0},
