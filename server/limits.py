@@ -55,7 +55,8 @@ class Limits(BaseModel):
     recommend_context_bytes: int = Field(1024, ge=0, le=16384)
     """Most UTF-8 bytes of one Recommend's `context` keys and values together (the impression
     log records them). Each key is one an attribute key may be: not empty, no control or format
-    character (`email` with a zero-width space, U+200B, in it escaped the `pii_keys` masking)."""
+    character, no look-alike spelling (`email` with a zero-width space, U+200B, in it, or with
+    a Cyrillic `е`, escaped the `pii_keys` masking: `validation.key_problem`)."""
 
     events_per_batch: int = 10_000
     """Most events in one TrackEvents request (or one message of a TrackEventStream); more is
