@@ -2,7 +2,8 @@
 how their values are masked wherever they leave the server for a caller without `pii-reader`:
 profile attributes, event attributes (GetProfile events, ExportEvents), the context of
 exported decisions, and the stored meta entries an access export copies (`masked_entries`).
-A key is matched in its NFKC form, case-folded (fullwidth `ｅｍａｉｌ` is `email`); one that shows
+A key is matched in its NFKC form, case-folded (fullwidth `ｅｍａｉｌ` is `email`), and as it reads in
+Latin letters (all-Cyrillic `\u0456\u0440` reads `ip`, a key the API takes); one that shows
 as another key in a way the API refuses since (`validation.key_problem`: a control or format
 character, letters of mixed scripts such as `\u0435mail` with a Cyrillic `е`), which a store
 written before may hold, is PII whatever it spells."""
@@ -13,7 +14,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, MutableMapping
 from fnmatch import fnmatchcase
 
-from ..lookalikes import mixed_scripts
+from ..lookalikes import latin_readings, mixed_scripts
 from ..validation import has_control
 
 __all__ = ["PiiPolicy", "mask_value", "masked_entries", "spoofed"]
@@ -68,8 +69,10 @@ def masked_entries(entries: Mapping[str, object]) -> dict:
 
 class PiiPolicy:
     """`patterns`: case-insensitive `fnmatch` patterns of PII keys (`Settings.pii_keys`), each
-    matched against the key's NFKC form as written and in snake case (`spellings`); a key
-    holding a control or format character, or letters of mixed scripts, is PII (`spoofed`).
+    matched against the key's NFKC form as written and in snake case (`spellings`), and as it
+    reads in Latin letters where it holds look-alikes of them (`lookalikes.latin_readings`:
+    all-Cyrillic `\u0456\u0440` reads `ip`); a key holding a control or format character, or
+    letters of mixed scripts, is PII (`spoofed`).
     `is_pii(key)` costs one dict hit per distinct key (patterns resolved once)."""
 
     def __init__(self, patterns: Iterable[str]):
@@ -80,8 +83,8 @@ class PiiPolicy:
         hit = self._known.get(key)
         if hit is None:
             form = _folded(key)
-            hit = spoofed(form) or any(fnmatchcase(f, p) for f in spellings(form)
-                                       for p in self.patterns)
+            hit = spoofed(form) or any(fnmatchcase(f, p) for read in (form, *latin_readings(form))
+                                       for f in spellings(read) for p in self.patterns)
             if len(self._known) < _MASK_CACHE_MAX:
                 self._known[key] = hit
         return hit

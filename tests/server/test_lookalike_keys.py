@@ -107,3 +107,13 @@ async def test_lookalike_keys_a_store_holds_from_before_are_masked(stubs, module
         user_id="held", attributes=dict.fromkeys(LOOKALIKES, "")))
     got = await prof.GetProfile(pb.GetProfileRequest(user_id="held"))
     assert set(got.attributes) == {"e\u200bmail", "locale"}
+
+
+async def test_a_whole_script_lookalike_key_is_taken_and_masked(stubs):
+    """`\u0456\u0440` (Cyrillic `і` and `р`) shows as `ip`: one script, so the write takes
+    it (TS #39's mixed-script rule does); its value is masked as an `ip`'s."""
+    prof = stubs[0]
+    await prof.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id="whole", attributes={"\u0456\u0440": "10.0.0.1", "\u0438\u043c\u044f": "Carol"}))
+    got = await prof.GetProfile(pb.GetProfileRequest(user_id="whole"))
+    assert dict(got.attributes) == {"\u0456\u0440": "1***", "\u0438\u043c\u044f": "Carol"}

@@ -209,3 +209,15 @@ def check_key_ok(key: str) -> bool:
     except InvalidArgument:
         return False
     return True
+
+
+def test_latin_lookalikes_are_letters_of_other_scripts_read_one_for_one():
+    """The table the PII masking reads keys with (`lookalikes.latin_readings`) holds only
+    letters NFKC keeps, none Latin or Common, each under one Latin letter."""
+    from server.lookalikes import _LATIN_LOOKALIKES, _script, latin_readings
+    chars = "".join(_LATIN_LOOKALIKES.values())
+    assert len(chars) == len(set(chars)) > 200
+    assert [c for c in chars if unicodedata.normalize("NFKC", c) != c
+            or _script(c) in (None, "LATIN")] == []
+    assert latin_readings("\u0456\u0440") == ("ip",) and latin_readings("ip") == ()
+    assert latin_readings("\u0406\u0420") == ("lp", "ip")  # a capital I reads as l too
