@@ -8,13 +8,17 @@ Hangul). So `имя`, `電話`, `メール`, `名前_kana` and `user_名前` are
 `ph\\u03bfne` (a Greek omicron) are not; nor are Cyrillic mixed with Greek, or Arabic with Latin.
 
 A letter's script is read from the first word of its Unicode name (`CYRILLIC SMALL LETTER IE`:
-Cyrillic), the standard library having no Script property: an approximation, exact for the
-scripts with Latin look-alikes (Latin, Cyrillic, Greek, Armenian, Cherokee, Coptic, ...) and for
-those the allowed mixtures name; historic scripts sharing a first word (`OLD ITALIC`, `OLD
-PERSIAN`) count as one, which only lets such a mixture through. Letters of the Common script
-(modifier letters such as U+02BB, the okina of `Hawaiʻi`) count for none, as TS #39 has it;
-marks, digits and punctuation are not letters and count for none either. NFKC follows the
-Unicode version of the running Python (`unicodedata.unidata_version`)."""
+Cyrillic), the standard library having no Script property: an approximation. Checked against
+Scripts.txt (as the confusable-homoglyphs 3.3.1 package ships it) over the 128,300 letters
+NFKC keeps (Unicode 14), it reads 10 otherwise: 4 Latin modifier letters (U+1D2F, ...) and
+U+303B as Common, U+16FE3 as `OLD`, and 4 Common letters as a script (U+0640 ARABIC TATWEEL,
+U+3006, U+30FC, U+A9CF); the 6,145 Tangut ideographs unicodedata leaves unnamed count as one
+script, and historic scripts sharing a first word (`OLD ITALIC`, `OLD PERSIAN`) as one, which
+only lets such a mixture through. Every Cyrillic, Greek, Armenian, Cherokee and Coptic letter
+is read right. Letters of the Common script (modifier letters such as U+02BB, the okina of
+`Hawaiʻi`) count for none, as TS #39 has it; marks, digits and punctuation are not letters and
+count for none either. NFKC follows the Unicode version of the running Python
+(`unicodedata.unidata_version`)."""
 from __future__ import annotations
 
 import unicodedata
