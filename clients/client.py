@@ -68,12 +68,22 @@ MESSAGE_CHANNELS = ("email", "sms", "push")
 """The channels a send job has rates for (`send_campaign`)."""
 
 
+_TRANSPORT_BOUNDS = {
+    "SERVER: Received message larger than max":
+        " (the server's request bound, its grpc_max_request_bytes: send fewer entries a call)",
+    "CLIENT: Sent message larger than max": " (this client's max_message_bytes)",
+    "CLIENT: Received message larger than max": " (this client's max_message_bytes)",
+}
+"""What gRPC's own refusals of a message's size (RESOURCE_EXHAUSTED `<side>: ... larger than
+max (<size> vs. <bound>)`, which name no setting) are bounded by: the hint a TailorError adds."""
+
+
 class TailorError(Exception):
     """A call ended with a gRPC status other than OK; `str()` is `CODE: message`."""
 
     def __init__(self, code: grpc.StatusCode, message: str):
         self.code = code
-        super().__init__(f"{code.name}: {message}")
+        super().__init__(f"{code.name}: {message}{_TRANSPORT_BOUNDS.get(message.split(' (')[0], '')}")
 
     @classmethod
     def named(cls, status: str, message: str) -> TailorError:

@@ -130,7 +130,7 @@ class TailorServer:
 
         def ms(seconds: float) -> int:
             return int(seconds * 1000)
-        options = [("grpc.max_receive_message_length", s.grpc_max_message_bytes),
+        options = [("grpc.max_receive_message_length", s.grpc_max_request_bytes),
                    ("grpc.max_send_message_length", s.grpc_max_message_bytes),
                    ("grpc.so_reuseport", 1 if s.workers > 1 else 0),
                    ("grpc.http2.max_pings_without_data", 0),

@@ -29,6 +29,9 @@ STOP_KILL_SECONDS = 1.0
 workers of `--workers N`, one worker's writers and zygote): what is left of the bound is for
 reaping them and what they left."""
 
+GRPC_INT_MAX = 2**31 - 1
+"""Largest value a gRPC channel argument of integer type takes (its C `int`)."""
+
 WORKER_HANG_FLOOR_SECONDS = 3.0
 """Least `worker_hang_seconds` but 0: three of the workers' one-second heartbeats
 (`server.heartbeats`), so a worker busy for a moment (a GC pass, a slow page-in) is not taken
@@ -90,7 +93,24 @@ class Settings(BaseSettings):
     otherwise refused. The start logs a warning naming each it allowed."""
 
     grpc_max_message_bytes: int = 64 * 1024 * 1024
-    """Transport limit per message (bundle chunks, large batches)."""
+    """Transport limit per reply message: an export page, a RecommendBatch answer, a profile
+    (`server.limits` sizes each of those under 64 MiB). Requests have their own,
+    `grpc_max_request_bytes`."""
+    grpc_max_request_bytes: int = Field(24 * 1024 * 1024, ge=2 << 20, le=GRPC_INT_MAX)
+    """Transport limit per request message: gRPC refuses a longer one RESOURCE_EXHAUSTED
+    (`Received message larger than max (<size> vs. <this>)`) unparsed, while it parses
+    a shorter one whole on the worker's event loop before any handler or `limits` check, every
+    other call of that worker waiting meanwhile (one 64 MiB TrackEvents of empty events held
+    it 12.8 s on 2 cores; 16 MiB, 1.3 s). The largest request the default limits admit is a
+    TrackEvents of `limits.events_per_batch` events each at every id and attribute bound
+    (17.9 MiB), then a RecommendBatch at `limits.batch_request_bytes` (16 MiB) and a SendCampaign
+    of `limits.send_audience` ids (12.5 MiB); a PushBundle chunk of the clients takes 1 MiB.
+    24 MiB admits those with a third to spare (fields a newer client adds). Raising one of those
+    limits may need it raised too (`limits.request_bytes` and `limits.batch_request_bytes` above it
+    are refused at start); lower it where callers with a role are not all trusted and send less.
+    At least 2 MiB (the clients' PushBundle chunks); at most 2 GiB - 1 (gRPC's C `int`). A
+    unary Attribute over it fails: AttributeStream (which the clients use) takes the paths in
+    as many messages as needed."""
     grpc_keepalive_seconds: float = Field(60.0, gt=0)
     """How long a connection may stay silent before the server pings the client (a dead
     peer is then found within `grpc_keepalive_timeout_seconds`)."""
@@ -640,6 +660,18 @@ class Settings(BaseSettings):
             raise ValueError(f"the stop must outlast drain_seconds + grace_seconds ({drain:g} s) "
                              f"by more than {STOP_KILL_SECONDS:g} s")
         return value
+
+    @model_validator(mode="after")
+    def _requests_fit_the_transport(self) -> Settings:
+        """A byte bound of `limits` on one request over `grpc_max_request_bytes` could never
+        be reached: gRPC would refuse such a request first, with a message naming neither."""
+        for name in ("request_bytes", "batch_request_bytes"):
+            most = getattr(self.limits, name)
+            if most > self.grpc_max_request_bytes:
+                raise _refused("grpc_max_request_bytes", self.grpc_max_request_bytes, (
+                    f"limits.{name} ({most}) is larger: a request that size would be refused by "
+                    f"the transport; raise grpc_max_request_bytes to at least {most}"))
+        return self
 
     @model_validator(mode="after")
     def _stop_outlasts_the_hand_off(self) -> Settings:

@@ -66,7 +66,7 @@ DRAIN_BYTES = 4 << 20
 """Bytes of requests after which a refused stream's drain reads no further message (`_drain`):
 an upload refused part-way (PushBundle past `bundle_upload_bytes`) is not taken in for the
 whole of `DRAIN_SECONDS`. The message that passes it is taken in whole, as any read is: up to
-`grpc_max_message_bytes` more."""
+`grpc_max_request_bytes` more."""
 DRAIN_MESSAGE_BYTES = 16 << 10
 """Least a dropped message counts toward `DRAIN_BYTES` (`_drain`), whatever its size: each read
 costs the server a receive, and holds the call open while the client goes on writing. Counted
@@ -77,7 +77,7 @@ a 2,000-chunk bound). Now at most `DRAIN_BYTES // DRAIN_MESSAGE_BYTES` (256) are
 than a client that writes a few messages, then half-closes, sends."""
 STRANGER_WAIT_SECONDS = 0.1
 """How long a stream refused UNAUTHENTICATED waits, unread, before its status: its caller is
-unknown, and each read would let gRPC take in a message of up to `grpc_max_message_bytes`, so
+unknown, and each read would let gRPC take in a message of up to `grpc_max_request_bytes`, so
 it is not drained; a client that writes a few messages the transport's window holds, then
 half-closes, is done meanwhile (PlanCampaign of four small messages with no token: 126 and 149
 of 200 got grpc.aio's INTERNAL, as loaded, 0 of 200 with the wait). The stranger's call is held

@@ -7,7 +7,7 @@ takes any authenticated caller; the request messages of both (a service or symbo
 bounded (`Limits.open_request_bytes`).
 
 A caller is known before its request is read: gRPC reads a unary call's request (up to
-`grpc_max_message_bytes`) before the handler runs, so a call whose metadata alone does not
+`grpc_max_request_bytes`) before the handler runs, so a call whose metadata alone does not
 name its caller (`Authenticator.known`: no token, an unknown one, a JWT not yet verified, a
 client certificate) gets a handler that authenticates it with its transport first and reads
 the request only then (`rpc.reading_later`): a stranger's request is never read.

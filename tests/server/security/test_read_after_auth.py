@@ -1,6 +1,6 @@
 """A caller is known before its request is read, against a real server with an auth config.
 
-gRPC reads a unary call's request, up to `grpc_max_message_bytes`, before its handler runs: a
+gRPC reads a unary call's request, up to `grpc_max_request_bytes`, before its handler runs: a
 stranger could make a worker hold that much per call (eight 60 MiB calls held 600 MB). A call
 whose metadata does not name a known caller now authenticates with its transport first
 (`rpc.reading_later`). A request over the size limit shows which came first: the size check
@@ -38,7 +38,7 @@ async def secured(settings, tmp_path, jwt_key):
                     'public_keys = ["ec.pem"]\n')
     token = tokens.mint(path, "ops", ["admin", "tracker", "analyst"])
     server = TailorServer(settings.model_copy(update={"auth_config": path,
-                                                      "grpc_max_message_bytes": LIMIT}))
+                                                      "grpc_max_request_bytes": LIMIT}))
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=[
             ("grpc.max_send_message_length", 4 * LIMIT)]) as channel:
