@@ -11,6 +11,8 @@ import pytest
 
 from clients import TailorClient
 from clients.client import CHUNK_BYTES, TailorError
+from protos.tailor.v1 import campaign_pb2 as campaign_pb
+from protos.tailor.v1 import campaign_pb2_grpc as campaign_grpc
 from protos.tailor.v1 import diagnostics_pb2, diagnostics_pb2_grpc
 from protos.tailor.v1 import model_admin_pb2 as admin_pb
 from protos.tailor.v1 import model_admin_pb2_grpc as admin_grpc
@@ -88,17 +90,39 @@ def test_a_limit_on_request_bytes_over_the_transport_bound_is_refused_at_start()
                     grpc_max_request_bytes=BOUND + 1).grpc_max_request_bytes == BOUND + 1
 
 
-async def test_a_recommend_batch_of_too_many_entries_is_refused_before_they_are_converted(tmp_path):
-    """Counted after its ids and queries were built, a RecommendBatch of 2 million empty
-    entries (4 MiB, within every byte bound) held the server's event loop 9 s; its parse takes
-    about 0.1 s."""
-    entries = 2 << 20
-    request = rec_pb.RecommendBatchRequest(requests=[rec_pb.RecommendRequest()] * entries)
+MANY = 2 << 20
+"""Entries of the lists below: 4 MiB of empty messages, within every byte bound."""
+
+
+def _too_many_entries() -> list:
+    """(stub, method, request, field, entries): a list of more entries than its limit. Counted
+    after they were converted, RecommendBatch's held the server's event loop 13 s in process,
+    CreateCampaign's variants 5 s (out of process; its rewards and frequency caps 2.4 s): the
+    parse of each takes about 0.1 s."""
+    spec = campaign_pb.CampaignSpec(variants=[campaign_pb.Variant()] * (MANY // 2))
+    return [(rec_grpc.RecommendationServiceStub, "RecommendBatch",
+             rec_pb.RecommendBatchRequest(requests=[rec_pb.RecommendRequest()] * MANY),
+             "requests", MANY),
+            (campaign_grpc.CampaignServiceStub, "CreateCampaign",
+             campaign_pb.CreateCampaignRequest(spec=spec), "variants", MANY // 2),
+            (campaign_grpc.CampaignServiceStub, "UpdateCampaign",
+             campaign_pb.UpdateCampaignRequest(spec=spec), "variants", MANY // 2),
+            (campaign_grpc.CampaignServiceStub, "CreateCampaign", campaign_pb.CreateCampaignRequest(
+                spec=campaign_pb.CampaignSpec(rewards=[campaign_pb.RewardRule()] * MANY)),
+             "rewards", MANY),
+            (campaign_grpc.CampaignServiceStub, "CreateCampaign", campaign_pb.CreateCampaignRequest(
+                spec=campaign_pb.CampaignSpec(frequency_caps=[campaign_pb.FrequencyCap()] * MANY)),
+             "frequency_caps", MANY)]
+
+
+@pytest.mark.parametrize("case", _too_many_entries(), ids=lambda case: f"{case[1]}-{case[3]}")
+async def test_a_list_past_its_limit_is_refused_before_it_is_converted(tmp_path, case):
+    stub, method, request, field, entries = case
     settings = Settings(port=0, data_dir=tmp_path / "data", secrets_dir=tmp_path / "secrets",
                         grace_seconds=1.0, lmdb_sync=False)
     async with serving(settings) as (_, ch), loop_gaps(0.01) as gaps:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await rec_grpc.RecommendationServiceStub(ch).RecommendBatch(request, timeout=60)
+            await getattr(stub(ch), method)(request, timeout=60)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert f"{entries} entries, at most {LIMITS.batch_users}" in err.value.details()
+    assert f"{field}: {entries} entries, at most" in err.value.details()
     assert max(gaps) < 2.0, f"the loop stood still {max(gaps):.2f} s"
