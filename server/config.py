@@ -365,9 +365,12 @@ class Settings(BaseSettings):
     heartbeat every second). Not checked while a worker starts or once the server stops (the
     stop has its own bound, `stop_seconds`), nor counted while the parent itself did not run
     (the whole server paused: Ctrl-Z, `docker pause`). Well above the longest a loop is held by work it
-    was given: gRPC parses a request of up to `grpc_max_message_bytes` on it before any limit
-    (4-15 s measured for 64 MiB ones), and a caller must not be able to restart the server
-    with one; lower it with that setting."""
+    was given, as a caller must not be able to restart the server: gRPC parses a request of up
+    to `grpc_max_request_bytes` on it before any limit (24 MiB ones of empty entries: 0.9 s in
+    process, up to 6.1 s with 2 cores under a load of 4.6; 13-15 s for the 64 MiB ones let in
+    before that bound), and a handler that converts a request before counting it holds the loop
+    longer (RecommendBatch and CreateCampaign did, up to 15 s). Lower it only with those
+    figures measured on your machine, and that bound."""
     store_metrics_seconds: float = Field(5.0, gt=0)
     """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 
