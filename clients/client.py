@@ -71,6 +71,8 @@ MESSAGE_CHANNELS = ("email", "sms", "push")
 _TRANSPORT_BOUNDS = {
     "SERVER: Received message larger than max":
         " (the server's request bound, its grpc_max_request_bytes: send fewer entries a call)",
+    "SERVER: Sent message larger than max":
+        " (the server's reply bound, its grpc_max_message_bytes: ask for less a call)",
     "CLIENT: Sent message larger than max": " (this client's max_message_bytes)",
     "CLIENT: Received message larger than max": " (this client's max_message_bytes)",
 }

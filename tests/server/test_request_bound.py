@@ -126,3 +126,13 @@ async def test_a_list_past_its_limit_is_refused_before_it_is_converted(tmp_path,
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"{field}: {entries} entries, at most" in err.value.details()
     assert max(gaps) < 2.0, f"the loop stood still {max(gaps):.2f} s"
+
+
+@pytest.mark.parametrize("said, setting", [
+    (f"SERVER: Received message larger than max (25165825 vs. {BOUND})", "grpc_max_request_bytes"),
+    ("SERVER: Sent message larger than max (67108865 vs. 67108864)", "grpc_max_message_bytes"),
+    ("CLIENT: Sent message larger than max (67108865 vs. 67108864)", "max_message_bytes")])
+def test_a_clients_error_names_the_bound_of_grpcs_own_size_refusal(said, setting):
+    """gRPC's own refusals name sizes only; the clients' TailorError adds which setting."""
+    err = TailorError(grpc.StatusCode.RESOURCE_EXHAUSTED, said)
+    assert str(err).startswith(f"RESOURCE_EXHAUSTED: {said} (") and setting in str(err)
