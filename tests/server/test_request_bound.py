@@ -62,6 +62,14 @@ def test_a_request_over_the_bound_is_refused_resource_exhausted_and_the_server_s
         assert client.track_batch([{**over[0], "attributes": {}}]).accepted == 1  # serves on
 
 
+def test_a_stream_message_over_the_bound_is_refused_resource_exhausted(channel):
+    over = pb.TrackEventsRequest(events=[pb.Event(event_id="e", attributes={"a": "x" * BOUND})])
+    with pytest.raises(grpc.RpcError) as err:
+        pb_grpc.ProfileServiceStub(channel).TrackEventStream(iter([over]), timeout=60)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+    assert f"vs. {BOUND})" in err.value.details()
+
+
 def test_the_largest_track_events_the_limits_admit_passes(channel):
     now = time.time()
     request = pb.TrackEventsRequest(events=[_largest_event(i, now)
