@@ -21,10 +21,20 @@ count for none either. NFKC follows the Unicode version of the running Python
 (`unicodedata.unidata_version`)."""
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["latin_readings", "lookalike_problem", "mixed_scripts"]
+__all__ = ["invisible", "latin_readings", "lookalike_problem", "mixed_scripts"]
+
+invisible = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2065\u3164\ufe00-\ufe0f"
+                       "\uffa0\ufff0-\ufff8\U000e0000-\U000e0fff]").search
+"""A match for a character Unicode shows as nothing (Default_Ignorable_Code_Point, Unicode
+14) that is not a format character (`validation.has_control` takes those): the combining
+grapheme joiner U+034F, the Hangul fillers U+115F, U+1160, U+3164 and U+FFA0 (letters, of the
+Hangul script as named), Khmer's inherent vowels, Mongolian and other variation selectors
+(marks), and the code points kept unassigned for more of them. `em\u034fail` and
+`e\u115fmail` show as `email`: TS #39 leaves them out of identifiers."""
 
 _COMMON = frozenset({"MODIFIER", "VERTICAL", "CARON", "MASU", "VEDIC"})
 """First words of letters of the Common script (or shared by several scripts), which count for
@@ -75,11 +85,15 @@ def _char(char: str) -> str:
 
 @lru_cache(maxsize=1024)
 def lookalike_problem(key: str) -> str | None:
-    """None when `key` is in NFKC form and its letters are of one script (or an allowed
-    mixture), else why not, naming the first character at fault by code point and name (never
-    the key: the problem is logged). A key that is ASCII passes at once (`str.isascii`)."""
+    """None when `key` holds no character shown as nothing (`invisible`), is in NFKC form and
+    its letters are of one script (or an allowed mixture), else why not, naming the first
+    character at fault by code point and name (never the key: the problem is logged). A key
+    that is ASCII passes at once (`str.isascii`)."""
     if key.isascii():
         return None
+    if hidden := invisible(key):
+        return (f"holds {_char(hidden.group())}, which shows as nothing, so the key shows as "
+                "another without it; leave it out")
     if unicodedata.normalize("NFKC", key) != key:
         odd = next((c for c in key if unicodedata.normalize("NFKC", c) != c), None)
         what = (f"{_char(odd)}, shown as {unicodedata.normalize('NFKC', odd)!r}" if odd

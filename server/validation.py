@@ -240,9 +240,10 @@ def check_key(field: str, value: str, max_chars: int, where: str = "") -> str:
 def key_problem(key: str) -> str | None:
     """None when non-empty `key` may be a map key, else why not (without the key: it is logged):
     a control or format character (`has_control`), or, for a key that is not ASCII, a spelling
-    that shows as another key (`lookalikes.lookalike_problem`: not in NFKC form, or letters of
-    scripts TS #39 does not mix: `\u0435mail`, a Cyrillic `е`, showed as `email` and escaped the
-    `pii_keys` masking, its address stored, shown and exported unmasked). An ASCII key without
+    that shows as another key (`lookalikes.lookalike_problem`: a character shown as nothing,
+    not in NFKC form, or letters of scripts TS #39 does not mix: `\u0435mail`, a Cyrillic `е`,
+    showed as `email` and escaped the `pii_keys` masking, its address stored, shown and
+    exported unmasked). An ASCII key without
     a control character costs two C loops (`str.isprintable`, `str.isascii`)."""
     if has_control(key):
         return control_problem(key)

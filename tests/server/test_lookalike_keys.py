@@ -21,7 +21,8 @@ ADDRESS = "carol@example.com"
 LOOKALIKES = {"\u0435mail": "mixes Cyrillic and Latin letters (U+0435 CYRILLIC SMALL LETTER IE",
               "ph\u03bfne": "mixes Latin and Greek letters (U+0070 LATIN SMALL LETTER P, "
                             "U+03BF GREEK SMALL LETTER OMICRON)",
-              "\uff45\uff4d\uff41\uff49\uff4c": "is not in NFKC form (U+FF45 FULLWIDTH LATIN"}
+              "\uff45\uff4d\uff41\uff49\uff4c": "is not in NFKC form (U+FF45 FULLWIDTH LATIN",
+              "e\u115fmail": "holds U+115F HANGUL CHOSEONG FILLER, which shows as nothing"}
 """Keys shown as `email` or `phone`, each with what its refusal says."""
 
 

@@ -236,14 +236,16 @@ def test_pii_policy_matches_a_keys_nfkc_form_and_masks_lookalike_keys_whatever_t
     Cyrillic `е`) and `ph\u03bfne` (a Greek omicron) matched no pattern and reached an analyst
     unmasked; so did fullwidth `ｅｍａｉｌ`, mathematical `𝐞𝐦𝐚𝐢𝐥` and `e\u200bmail`, and keys of
     one script that read as a PII key in Latin letters (all-Cyrillic `\u0456\u0440` and
-    all-Greek `\u03b9\u03c1` read `ip`), which the API still takes. Keys of one script match
-    patterns of that script, case-folded (`STRASSE` is `straße`)."""
+    all-Greek `\u03b9\u03c1` read `ip`), which the API still takes, and keys with a
+    character shown as nothing that is not a format character (`e\u115fmail`, a Hangul
+    filler). Keys of one script match patterns of that script, case-folded (`STRASSE` is `straße`)."""
     policy = PiiPolicy((*Settings().pii_keys, "телефон", "*straße*"))
     held = ["\u0435mail", "ph\u03bfne", "\uff45\uff4d\uff41\uff49\uff4c", "e\u200bmail",
             "\U0001d41e\U0001d426\U0001d41a\U0001d422\U0001d425", "ТЕЛЕФОН", "home_STRASSE",
             "\uff4c\uff4f\uff43\uff41\uff4c\uff45\u0430"]  # fullwidth `locale`, a Cyrillic а
     held += ["\u0456\u0440", "\u03b9\u03c1", "\u0406\u0420",
              "\u0456\u0440_\u0430\u0501\u0501\u0433\u0435\u0455\u0455"]  # ip_address
+    held += ["em\u034fail", "e\u115fmail", "ph\ufe0fone"]  # shown as nothing: a mark, a letter
     kept = {"имя": "x", "電話": "y", "\uff4c\uff4f\uff43\uff41\uff4c\uff45": "en", "город": "z",
             "όνομα": "w"}
     values = dict.fromkeys(held, "carol@example.com") | kept

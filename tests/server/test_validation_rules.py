@@ -153,10 +153,16 @@ LOOKALIKE_KEYS = {
     "\U0001d41e\U0001d426\U0001d41a\U0001d422\U0001d425": "is not in NFKC form (U+1D41E "
                                                           "MATHEMATICAL BOLD SMALL E",
     "cafe\u0301": "is not in NFKC form (a letter and its accent written apart)",
+    "em\u034fail": "holds U+034F COMBINING GRAPHEME JOINER, which shows as nothing",
+    "e\u115fmail": "holds U+115F HANGUL CHOSEONG FILLER, which shows as nothing",
+    "ph\ufe0fone": "holds U+FE0F VARIATION SELECTOR-16, which shows as nothing",
+    "addr\U000e0100ess": "holds U+E0100 VARIATION SELECTOR-17, which shows as nothing",
+    "na\u2065me": "holds U+2065 (unnamed), which shows as nothing",
 }
-"""Keys that show as another (`email`, `phone`, `имя`...) with no invisible character: a letter
+"""Keys that show as another (`email`, `phone`, `имя`...) with no format character: a letter
 of another script among Latin ones (Cyrillic `е`, Greek omicron, Armenian `հ`), other
-mixtures TS #39 refuses, and forms NFKC folds (fullwidth, mathematical, a decomposed accent);
+mixtures TS #39 refuses, forms NFKC folds (fullwidth, mathematical, a decomposed accent), and
+characters shown as nothing that are not format characters (a mark, a Hangul filler letter);
 each with the start of what its refusal says."""
 SINGLE_SCRIPT_KEYS = ["email", "first-name", "имя", "電話", "メール", "名前_kana", "user_名前",
                       "전화_번호", "Hawai\u02bbi", "caf\u00e9", "όνομα", "الاسم"]
