@@ -683,7 +683,9 @@ class TailorClient:
     # -- attribution -------------------------------------------------------------------------
     def attribute(self, paths: Iterable[dict | str | attr_pb.Path], model: str, *,
                   chunk: int = 10_000, timeout: float = 600.0, **options) -> Attribution:
-        """Attribute paths, streamed `chunk` at a time (AttributeStream). A path is a dict
+        """Attribute paths, streamed `chunk` at a time (AttributeStream), fewer in a message
+        their bytes would take past `CHUNK_BYTES` (under any server's request bound,
+        `grpc_max_request_bytes`, at least 2 MiB; a longer path goes alone). A path is a dict
         ({"path": ["a", "b"] | "a > b", "conversions": 1, "value": 0, "nulls": 0,
         "timestamps": [...]}), a tailor.v1.Path, or a ChannelAttribution row
         "a > b;conversions;value;nulls". `options` are ModelSpec fields (order,
@@ -699,13 +701,22 @@ class TailorClient:
             except ValueError as err:
                 raise ValueError(f"paths[{i}]: {err}") from None
 
+        def message(part: list, first: bool) -> attr_pb.AttributeRequest:
+            return attr_pb.AttributeRequest(
+                spec=spec if first else None,
+                paths=[p for p in part if isinstance(p, attr_pb.Path)],
+                channelattribution_rows=[p for p in part if isinstance(p, str)])
+
         def requests():
-            for start in range(0, max(len(records), 1), chunk):
-                part = records[start:start + chunk]
-                yield attr_pb.AttributeRequest(
-                    spec=spec if start == 0 else None,
-                    paths=[p for p in part if isinstance(p, attr_pb.Path)],
-                    channelattribution_rows=[p for p in part if isinstance(p, str)])
+            part, size, first = [], 0, True
+            for p in records:
+                weight = p.ByteSize() if isinstance(p, attr_pb.Path) else len(p.encode())
+                if part and (len(part) == chunk or size + weight > CHUNK_BYTES):
+                    yield message(part, first)
+                    part, size, first = [], 0, False
+                part.append(p)
+                size += weight
+            yield message(part, first)
         return Attribution.from_pb(self._call(self._attribution.AttributeStream, _Requests(requests()),
                                               timeout))
 

@@ -144,3 +144,22 @@ def test_a_clients_error_names_the_bound_of_grpcs_own_size_refusal(said, setting
     """gRPC's own refusals name sizes only; the clients' TailorError adds which setting."""
     err = TailorError(grpc.StatusCode.RESOURCE_EXHAUSTED, said)
     assert str(err).startswith(f"RESOURCE_EXHAUSTED: {said} (") and setting in str(err)
+
+
+def test_a_clients_attribution_stream_keeps_each_message_under_a_low_bound(module_server_process,
+                                                                             tmp_path):
+    """`TailorClient.attribute` sent 10,000 paths a message whatever their size: long paths
+    within `attribution_touches` made a message over the server's request bound, refused
+    RESOURCE_EXHAUSTED (at the 24 MiB default: 10,000 paths of 210 touches, 2.1 million of
+    its 5 million). It now also starts a message at `CHUNK_BYTES`, as PushBundle does, under
+    the lowest bound a server takes (2 MiB)."""
+    low = 2 << 20
+    served = module_server_process(tmp_path / "data", env={
+        "TAILOR_GRPC_MAX_REQUEST_BYTES": str(low), "TAILOR_LIMITS__BATCH_REQUEST_BYTES": str(low)})
+    channels = [f"channel_{c:02d}" for c in range(10)]
+    paths = [{"path": [channels[(i + t) % 10] for t in range(100)], "conversions": 1}
+             for i in range(3000)]  # 300,000 touches, 3.6 MB as one message
+    with TailorClient(served.target, timeout=120) as client:
+        got = client.attribute(paths, "linear")
+    assert got.paths == len(paths) and got.total_conversions == pytest.approx(len(paths))
+    assert sum(c.conversions for c in got.credits) == pytest.approx(len(paths))
