@@ -26,9 +26,10 @@ their arrival order, then bulk calls in theirs (so one caller's bulk calls still
 order it queued them, and after its other calls queued before them), up to `max_bulk` of them
 (weighed by `weigh`; at least one, a batch with room). A call that is not bulk thus waits for
 the batches running when it arrives and then starts in the next batch, which carries at most
-`max_bulk` of bulk work, not behind every bulk call queued before it. The price: a standing
-queue of `max_size` other calls holds bulk calls back until it drains (bulk work waits for
-interactive work, never the other way round).
+`max_bulk` of bulk work, not behind every bulk call queued before it. Under a standing
+queue of `max_size` other calls, a batch leaves one place to the oldest bulk call once it is
+older than every other queued call (bulk work slows down, it does not stop; and it still
+comes after its caller's calls queued before it).
 
 Everything is driven by callbacks on the event loop (no dispatcher task, no queue): calls
 submitted in the same loop turn join one batch, and a batch costs one hand-off to its runner and
@@ -41,6 +42,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar
 
@@ -130,10 +132,14 @@ class AdaptiveBatcher(Generic[Q, R]):
         self.name = runner.name if name is None else name
         self.max_bulk = max_bulk
         self.weigh = weigh
-        self._pending: collections.deque[tuple[Q, asyncio.Future, float, bool]] = collections.deque()
-        """Queued calls that are not bulk (query, future, arrival, True), in arrival order."""
-        self._bulk: collections.deque[tuple[Q, asyncio.Future, float, bool]] = collections.deque()
-        """Queued bulk calls (query, future, arrival, False): taken after `_pending`'s."""
+        self._pending: collections.deque[tuple[Q, asyncio.Future, float, bool, int]] = \
+            collections.deque()
+        """Queued calls that are not bulk (query, future, arrival, True, seq), in arrival order."""
+        self._bulk: collections.deque[tuple[Q, asyncio.Future, float, bool, int]] = \
+            collections.deque()
+        """Queued bulk calls (query, future, arrival, False, seq): taken after `_pending`'s."""
+        self._seq = itertools.count()
+        """Arrival order across both queues (`loop.time()` may give two calls one time)."""
         self._active = 0
         self._timer: asyncio.TimerHandle | None = None
         self._scheduled = False
@@ -161,7 +167,8 @@ class AdaptiveBatcher(Generic[Q, R]):
         self.admit(loop)
         future = loop.create_future()
         counted = _EXEMPT.get() != "bulk"
-        (self._pending if counted else self._bulk).append((query, future, loop.time(), counted))
+        (self._pending if counted else self._bulk).append(
+            (query, future, loop.time(), counted, next(self._seq)))
         if not self._scheduled:  # calls submitted in the same loop turn join one batch
             self._scheduled = True
             loop.call_soon(self._dispatch, loop)
@@ -221,9 +228,16 @@ class AdaptiveBatcher(Generic[Q, R]):
     def _take(self) -> list:
         """The next batch: the queued calls that are not bulk, then bulk ones while the batch
         has room and carries at most `max_bulk` of them (at least one), each in arrival order.
-        Cancelled callers (deadline, disconnect) need no result: dropped as they come."""
+        When the oldest queued call is bulk, the others leave it a place: under a standing queue
+        of `max_size` other calls (a closed loop of ChooseVariant callers) bulk calls never ran,
+        a SendCampaign job stood still; a bulk call older than every queued call that is not
+        bulk comes after its caller's calls queued before it (a stream's first message) all the
+        same. Cancelled callers (deadline, disconnect) need no result: dropped as they come."""
         batch, bulk = [], 0
-        while self._pending and len(batch) < self.max_size:
+        room = self.max_size
+        if self._bulk and self._pending and self._bulk[0][4] < self._pending[0][4]:
+            room -= 1
+        while self._pending and len(batch) < room:
             entry = self._pending.popleft()
             if not entry[1].done():
                 batch.append(entry)

@@ -526,3 +526,31 @@ async def test_bulk_calls_queued_behind_busy_slots_fail_on_close_and_a_bad_max_b
         await queued
     with pytest.raises(ValueError):
         AdaptiveBatcher(_Held(), max_bulk=-1)
+
+
+async def test_a_standing_queue_of_other_calls_leaves_the_oldest_bulk_call_a_place():
+    """Strict priority starved bulk calls: with `max_size` or more other calls queued at every
+    batch start (a closed loop of ChooseVariant callers), a SendCampaign job's decisions never
+    ran. Once the oldest bulk call is older than every queued call that is not bulk, a batch
+    leaves it one place; calls queued before it still go first."""
+    runner = _Held()
+    batcher = AdaptiveBatcher(runner, max_size=2, max_wait=0.0)
+    batcher.enqueue("first")
+    await asyncio.sleep(0)  # it runs, holding the only slot
+    calls = [batcher.enqueue(f"c{i}") for i in range(4)]  # queued before the job's
+    job = _bulk(batcher, "job1", "job2")
+    ran = 4
+    for _ in range(8):  # a closed loop: each answered caller calls again at once
+        runner.end()
+        for done in [c for c in calls if c.done()]:
+            calls.remove(done)
+            calls.append(batcher.enqueue(f"c{ran}"))
+            ran += 1
+    assert runner.batches[:4] == [["first"], ["c0", "c1"], ["c2", "c3"], ["c4", "job1"]]
+    assert all(j.done() for j in job) and [j.result() for j in job] == ["job1", "job2"]
+    assert all(len(b) <= 2 for b in runner.batches)
+    closing = asyncio.ensure_future(batcher.close())
+    await asyncio.sleep(0)
+    runner.end()
+    await closing
+    await asyncio.gather(*calls, return_exceptions=True)  # the loop's last calls: closed
