@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     of `limits.send_audience` ids (12.5 MiB); a PushBundle chunk of the clients takes 1 MiB.
     24 MiB admits those with a third to spare (fields a newer client adds). Raising one of those
     limits may need it raised too (`limits.request_bytes` and `limits.batch_request_bytes` above it
-    are refused at start); lower it where callers with a role are not all trusted and send less.
+    are refused at start); lower it where callers with a role are not all trusted and send less
+    (below 16 MiB, with `limits.batch_request_bytes`).
     At least 2 MiB (the clients' PushBundle chunks); at most 2 GiB - 1 (gRPC's C `int`). A
     unary Attribute over it fails: AttributeStream (which the clients use) takes the paths in
     as many messages as needed."""
@@ -673,7 +674,8 @@ class Settings(BaseSettings):
             if most > self.grpc_max_request_bytes:
                 raise _refused("grpc_max_request_bytes", self.grpc_max_request_bytes, (
                     f"limits.{name} ({most}) is larger: a request that size would be refused by "
-                    f"the transport; raise grpc_max_request_bytes to at least {most}"))
+                    f"the transport; raise grpc_max_request_bytes to at least {most}, or lower "
+                    f"limits.{name} (TAILOR_LIMITS__{name.upper()}) with it"))
         return self
 
     @model_validator(mode="after")

@@ -94,6 +94,9 @@ def test_a_clients_push_bundle_chunk_passes_the_transport(channel):
 def test_a_limit_on_request_bytes_over_the_transport_bound_is_refused_at_start():
     with pytest.raises(ValueError, match="(?s)grpc_max_request_bytes.*limits.batch_request_bytes"):
         Settings(limits=Limits(batch_request_bytes=BOUND + 1))
+    with pytest.raises(ValueError, match="or lower limits.batch_request_bytes "
+                                         r"\(TAILOR_LIMITS__BATCH_REQUEST_BYTES\) with it"):
+        Settings(grpc_max_request_bytes=2 << 20)  # the lowest it takes: the limit must follow
     assert Settings(limits=Limits(batch_request_bytes=BOUND + 1),
                     grpc_max_request_bytes=BOUND + 1).grpc_max_request_bytes == BOUND + 1
 
