@@ -1,6 +1,7 @@
-"""Keys that show as other keys without holding an invisible character: compatibility forms
-(fullwidth `ｅｍａｉｌ`, mathematical `𝐞𝐦𝐚𝐢𝐥`, a letter and its accent written apart) and
-letters of several scripts (`\\u0435mail`, a Cyrillic `е` among Latin letters, shows as `email`).
+"""Keys that show as other keys without holding a control or format character: compatibility
+forms (fullwidth `ｅｍａｉｌ`, mathematical `𝐞𝐦𝐚𝐢𝐥`, a letter and its accent written apart),
+letters of several scripts (`\\u0435mail`, a Cyrillic `е` among Latin letters, shows as `email`)
+and the other characters shown as nothing (`invisible`: `e\\u115fmail`, a Hangul filler).
 The rule is Unicode TS #39's for identifiers: a key is in NFKC form, and its letters come from
 one script, or from Latin with the scripts Japanese, Chinese and Korean write beside it
 ("Highly Restrictive": Latin + Han + Hiragana + Katakana, Latin + Han + Bopomofo, Latin + Han +
