@@ -202,10 +202,14 @@ class Secured:
 def secured(folder: Path, roles: tuple[str, ...] = ("decider",)) -> Secured:
     """TLS with a throwaway CA and certificate, and an auth config holding one bearer token with
     `roles` (default `decider`, which Recommend needs; Ping takes any authenticated caller),
-    under `folder`. A bench that also sets up its server over RPC names the roles that needs."""
+    under `folder`. A bench that also sets up its server over RPC names the roles that needs.
+    The flags name absolute paths: a server run from another tree (`--compare-src`) starts in
+    that tree (`bench_profiles --tls --compare-src` with its default, relative `--work` failed:
+    `--tls-cert .bench/profiles/tls/server.pem: No such file or directory`)."""
     from server.security import tokens
 
     from .certs import CertificateAuthority
+    folder = Path(folder).resolve()
     ca = CertificateAuthority(folder)
     cert = ca.issue("server")
     auth = folder / "auth.toml"

@@ -70,3 +70,13 @@ def test_gcstats_says_what_it_reads_and_when_nothing_is_there(tmp_path, capsys):
     with pytest.raises(SystemExit) as ended:
         main([str(tmp_path / "none")])
     assert ended.value.code == 1 and "no server wrote" in capsys.readouterr().err
+
+
+def test_secured_names_absolute_paths_for_a_server_started_in_another_tree(tmp_path, monkeypatch):
+    """`bench_profiles --tls --compare-src DIR` with its relative default `--work` gave the
+    other tree's server `--tls-cert .bench/profiles/tls/server.pem`, which it looked up in DIR
+    (its cwd) and exited 2."""
+    monkeypatch.chdir(tmp_path)
+    flags = bench.secured(Path("tls")).flags
+    paths = [Path(v) for k, v in zip(flags[::2], flags[1::2])]
+    assert all(p.is_absolute() and p.exists() for p in paths), paths
