@@ -68,16 +68,16 @@ class Limits(BaseModel):
     """Events a TrackEventStream reads ahead of its oldest uncommitted batch: what is read ahead
     waits for the writer, `stream_commit_events` of it a transaction, so the writer is never
     idle for want of the client's next message; more memory per stream."""
-    stream_commit_events: int = Field(4_000, ge=1)
+    stream_commit_events: int = Field(8_000, ge=1)
     """Most events of TrackEventStream messages read ahead (a stream's messages after its
     first) one write transaction carries, at least one whole message. A TrackEvents call is
-    taken before them, so it waits for the transaction running when it arrives and then its
-    own, each with at most this many of them: beside a 200,000-event stream (messages of 500),
-    4 TrackEvents a second waited p50 0.3 s, at most 0.7 s, against 0.9 s and 1.5 s with up to
-    64 messages (32,000 events) a transaction, and over `batch_queue_seconds` the calls after
-    them are refused. Higher: fewer, larger commits (the stream 25-30% faster at 32,000 when
-    its events are of 20,000 users, within noise with 200,000; docs/performance.md), longer
-    waits beside it."""
+    taken before them and commits without them, so it waits for the stream's transaction
+    running when it arrives, then for its own: beside a 200,000-event stream of 20,000 users
+    (messages of 500), 4 TrackEvents a second waited p50 0.17 s, at most 0.42 s, against
+    0.74-0.80 s and 1.27 s with up to 64 messages (32,000 events) a transaction, when over
+    `batch_queue_seconds` the calls after them were refused. Higher: fewer, larger commits
+    (that stream alone 27,400-29,400 events/s at 32,000, 23,900-24,000 at 8,000; within noise
+    with 200,000 users' events; docs/performance.md), longer waits beside it."""
     stream_rejected_events: int = Field(100_000, ge=1)
     """Most rejected events one TrackEventStream answers with: its one reply lists each (index,
     id, reason: about 150 bytes, at most 600), and 480,000 of them (a backfill whose ids another

@@ -26,10 +26,10 @@ their arrival order, then bulk calls in theirs (so one caller's bulk calls still
 order it queued them, and after its other calls queued before them), up to `max_bulk` of them
 (weighed by `weigh`; at least one, a batch with room). A call that is not bulk thus waits for
 the batches running when it arrives and then starts in the next batch, which carries at most
-`max_bulk` of bulk work, not behind every bulk call queued before it. Under a standing
-queue of `max_size` other calls, a batch leaves one place to the oldest bulk call once it is
-older than every other queued call (bulk work slows down, it does not stop; and it still
-comes after its caller's calls queued before it).
+`max_bulk` of bulk work (`bulk_beside` 0: none), not behind every bulk call queued before
+it. Under a standing queue of `max_size` other calls, a batch leaves one place to the oldest
+bulk call once it is older than every other queued call (bulk work slows down, it does not
+stop; and it still comes after its caller's calls queued before it).
 
 Everything is driven by callbacks on the event loop (no dispatcher task, no queue): calls
 submitted in the same loop turn join one batch, and a batch costs one hand-off to its runner and
@@ -107,17 +107,21 @@ class AdaptiveBatcher(Generic[Q, R]):
     batchers whose callers are answered the refusal, with nothing of their call done).
     `max_bulk` (0: only `max_size`): how much bulk work (calls queued in
     `exempt(counted=False)`, which a batch takes after the others) a batch carries at most, as
-    weighed by `weigh` (one a call by default; at least one call, whatever its weight).
+    weighed by `weigh` (one a call by default; at least one call, whatever its weight);
+    `bulk_beside` (None: `max_bulk`) the same in a batch that holds other calls, 0 for none but
+    the oldest bulk call's place (a call that is not bulk then waits for the bulk batch running
+    when it comes, and its own batch is its own: the ingestion's choice).
     """
 
     def __init__(self, runner: Runner, *, max_size: int = 64, max_wait: float = 0.001,
                  linger: float = 0.0, linger_from: int = 2, name: str | None = None,
-                 shed_after: float = 0.0, max_bulk: int = 0,
+                 shed_after: float = 0.0, max_bulk: int = 0, bulk_beside: int | None = None,
                  weigh: Callable[[Q], int] | None = None):
         if max_size < 1 or runner.concurrency < 1 or linger_from < 1:
             raise ValueError("max_size, concurrency and linger_from must be >= 1")
-        if max_wait < 0 or linger < 0 or shed_after < 0 or max_bulk < 0:
-            raise ValueError("max_wait, linger, shed_after and max_bulk must be >= 0")
+        if min(max_wait, linger, shed_after, max_bulk, max_bulk if bulk_beside is None
+               else bulk_beside) < 0:
+            raise ValueError("max_wait, linger, shed_after, max_bulk and bulk_beside must be >= 0")
         self.runner = runner
         self.max_size = max_size
         self.max_wait = max_wait
@@ -131,6 +135,10 @@ class AdaptiveBatcher(Generic[Q, R]):
         self.concurrency = runner.concurrency
         self.name = runner.name if name is None else name
         self.max_bulk = max_bulk
+        self._most: tuple[int | None, int | None] = (
+            max_bulk or None, (max_bulk or None) if bulk_beside is None else bulk_beside)
+        """Most bulk work a batch carries (None: as `max_size` allows), alone and beside other
+        calls (0: only the oldest bulk call's place)."""
         self.weigh = weigh
         self._pending: collections.deque[tuple[Q, asyncio.Future, float, bool, int]] = \
             collections.deque()
@@ -227,25 +235,30 @@ class AdaptiveBatcher(Generic[Q, R]):
 
     def _take(self) -> list:
         """The next batch: the queued calls that are not bulk, then bulk ones while the batch
-        has room and carries at most `max_bulk` of them (at least one), each in arrival order.
-        When the oldest queued call is bulk, the others leave it a place: under a standing queue
-        of `max_size` other calls (a closed loop of ChooseVariant callers) bulk calls never ran,
-        a SendCampaign job stood still; a bulk call older than every queued call that is not
+        has room and carries at most `max_bulk` of them (`bulk_beside` beside other calls; at
+        least one, unless `bulk_beside` is 0), each in arrival order. When the oldest queued call
+        is bulk, the others leave it a place: under a standing queue of `max_size` other calls
+        (a closed loop of ChooseVariant callers) bulk calls never ran, a SendCampaign job stood
+        still; a bulk call older than every queued call that is not
         bulk comes after its caller's calls queued before it (a stream's first message) all the
         same. Cancelled callers (deadline, disconnect) need no result: dropped as they come."""
         batch, bulk = [], 0
         room = self.max_size
-        if self._bulk and self._pending and self._bulk[0][4] < self._pending[0][4]:
+        oldest_bulk = bool(self._bulk and self._pending and self._bulk[0][4] < self._pending[0][4])
+        if oldest_bulk:
             room -= 1
         while self._pending and len(batch) < room:
             entry = self._pending.popleft()
             if not entry[1].done():
                 batch.append(entry)
+        most = self._most[bool(batch)]
+        if most == 0 and not oldest_bulk:
+            return batch  # bulk calls wait for a batch of their own
         while self._bulk and len(batch) < self.max_size:
             query, future, *_ = self._bulk[0]
             if not future.done():
                 bulk += 1 if self.weigh is None else self.weigh(query)
-                if self.max_bulk and bulk > self.max_bulk and batch and not batch[-1][3]:
+                if most is not None and bulk > most and batch and not batch[-1][3]:
                     break  # it carries bulk calls already: this one waits for the next
                 batch.append(self._bulk[0])
             self._bulk.popleft()

@@ -167,11 +167,13 @@ class Profiles:
         self.history = history
         self.limits = rules.limits
         # Concurrent TrackEvents calls share one write transaction (one fsync); streams' read
-        # ahead (bulk) goes after them, `stream_commit_events` of it a transaction at most.
+        # ahead (bulk) goes after them, `stream_commit_events` of it a transaction at most,
+        # and not in theirs: a call waits for the stream's transaction running when it comes.
         self._writer = AdaptiveBatcher(ThreadRunner(self._ingest_many, concurrency=1, name="ingest"),
                                        max_size=64, max_wait=0.0,
                                        shed_after=self.limits.batch_queue_seconds,
-                                       max_bulk=self.limits.stream_commit_events, weigh=len)
+                                       max_bulk=self.limits.stream_commit_events,
+                                       bulk_beside=0, weigh=len)
         self._derived: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         """Per bundle, its `_BundleDerived` (computed on first use, dropped with the bundle)."""
         self._category_names: dict[int, str] = {}  # codes never change once assigned

@@ -42,7 +42,7 @@ async def track_stream(profiles: Profiles,
     Batches are submitted as they arrive, so consecutive batches share transactions; reading
     pauses while more than `limits.stream_read_ahead_events` events wait for their commit.
     Those after the first are bulk calls (`batching.exempt(counted=False)`): the ingestion's
-    batcher takes other calls (TrackEvents) first, and then at most
+    batcher takes other calls (TrackEvents) first, in transactions of their own, and at most
     `limits.stream_commit_events` of a stream's events a transaction, in the order submitted
     (the first's before the rest): which of two events with one id is stored and which is its
     duplicate, and what a user's events build in their profile, follow the stream's order.

@@ -511,6 +511,33 @@ async def test_a_batch_carries_at_most_max_bulk_of_bulk_work_and_at_least_one_bu
     await batcher.close()
 
 
+async def test_with_bulk_beside_0_a_batch_of_other_calls_carries_no_bulk_work():
+    """The ingestion's choice: a TrackEvents call's transaction holds none of a stream's events,
+    so the call waits for the stream's transaction running when it comes and then for its own
+    (beside a 200,000-event stream p50 0.17 s, at most 0.42 s, against 0.27-0.29 s and 0.47 s
+    with 4,000 stream events beside it), and a stream alone commits `max_bulk` a transaction.
+    Only the oldest queued call, when bulk, keeps its place beside them."""
+    runner = _Held()
+    batcher = AdaptiveBatcher(runner, max_size=64, max_wait=0.0, max_bulk=4, bulk_beside=0,
+                              weigh=len)
+    first = batcher.enqueue("x")
+    await asyncio.sleep(0)
+    late = batcher.enqueue("y")
+    bulk = _bulk(batcher, "a", "b", "c")
+    runner.end()
+    runner.end()
+    more = _bulk(batcher, "d", "e")
+    last = batcher.enqueue("z")
+    runner.end()
+    runner.end()
+    assert runner.batches == [["x"], ["y"], ["a", "b", "c"], ["z", "d"], ["e"]]
+    runner.end()
+    await asyncio.gather(first, late, *bulk, *more, last)
+    with pytest.raises(ValueError):
+        AdaptiveBatcher(_Held(), max_bulk=4, bulk_beside=-1)
+    await batcher.close()
+
+
 async def test_bulk_calls_queued_behind_busy_slots_fail_on_close_and_a_bad_max_bulk_is_refused():
     runner = _Held()
     batcher = AdaptiveBatcher(runner, max_size=4, max_wait=0.0, max_bulk=1)
