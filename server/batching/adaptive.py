@@ -119,8 +119,7 @@ class AdaptiveBatcher(Generic[Q, R]):
                  weigh: Callable[[Q], int] | None = None):
         if max_size < 1 or runner.concurrency < 1 or linger_from < 1:
             raise ValueError("max_size, concurrency and linger_from must be >= 1")
-        if min(max_wait, linger, shed_after, max_bulk, max_bulk if bulk_beside is None
-               else bulk_beside) < 0:
+        if min(max_wait, linger, shed_after, max_bulk, bulk_beside or 0) < 0:
             raise ValueError("max_wait, linger, shed_after, max_bulk and bulk_beside must be >= 0")
         self.runner = runner
         self.max_size = max_size
@@ -134,7 +133,6 @@ class AdaptiveBatcher(Generic[Q, R]):
         """Calls queued when the next batch could first have started (a slot free), if so far."""
         self.concurrency = runner.concurrency
         self.name = runner.name if name is None else name
-        self.max_bulk = max_bulk
         self._most: tuple[int | None, int | None] = (
             max_bulk or None, (max_bulk or None) if bulk_beside is None else bulk_beside)
         """Most bulk work a batch carries (None: as `max_size` allows), alone and beside other
@@ -239,9 +237,9 @@ class AdaptiveBatcher(Generic[Q, R]):
         least one, unless `bulk_beside` is 0), each in arrival order. When the oldest queued call
         is bulk, the others leave it a place: under a standing queue of `max_size` other calls
         (a closed loop of ChooseVariant callers) bulk calls never ran, a SendCampaign job stood
-        still; a bulk call older than every queued call that is not
-        bulk comes after its caller's calls queued before it (a stream's first message) all the
-        same. Cancelled callers (deadline, disconnect) need no result: dropped as they come."""
+        still; a bulk call older than every queued call that is not bulk comes after its
+        caller's calls queued before it (a stream's first message) all the same. Cancelled
+        callers (deadline, disconnect) need no result: dropped as they come."""
         batch, bulk = [], 0
         room = self.max_size
         oldest_bulk = bool(self._bulk and self._pending and self._bulk[0][4] < self._pending[0][4])
