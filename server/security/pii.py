@@ -14,8 +14,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping, MutableMapping
 from fnmatch import fnmatchcase
 
-from ..lookalikes import invisible, latin_readings, mixed_scripts
-from ..validation import has_control
+from ..lookalikes import latin_readings
+from ..validation import key_problem
 
 __all__ = ["PiiPolicy", "mask_value", "masked_entries", "spoofed"]
 
@@ -40,15 +40,15 @@ def _folded(text: str) -> str:
 
 
 def spoofed(key: str) -> bool:
-    """Whether `key` (in NFKC form) shows as another key in a way no new key may since
-    (`validation.key_problem`): a control or format character (`e\u200bmail`), another
-    character shown as nothing (`lookalikes.invisible`: `e\u115fmail`), or letters of scripts
-    TS #39 does not mix (`\u0435mail`). A store written before holds such keys as they
-    were given; which key one imitates is not known (a skeleton needs TS #39's confusables
-    table, which the standard library lacks), so its value is masked whatever it spells: a
-    mixed-script key is what a spoof looks like, and masking one that was not costs a reader a
-    value, never a leak."""
-    return bool(has_control(key) or invisible(key)) or mixed_scripts(key) is not None
+    """Whether `key` (in NFKC form) shows as another key in a way no new key may since: the
+    check a key is refused by (`validation.key_problem`) finds a control or format character
+    (`e\u200bmail`), another character shown as nothing (`lookalikes.invisible`:
+    `e\u115fmail`), or letters of scripts TS #39 does not mix (`\u0435mail`). A store written
+    before holds such keys as they were given; which key one imitates is not known (a skeleton
+    needs TS #39's confusables table, which the standard library lacks), so its value is masked
+    whatever it spells: a mixed-script key is what a spoof looks like, and masking one that was
+    not costs a reader a value, never a leak."""
+    return key_problem(key) is not None
 
 
 def mask_value(value: str) -> str:
