@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tailor/v1/audit.proto\x12\ttailor.v1\"!\n\x10TailAuditRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"\"\n\x11TailAuditResponse\x12\r\n\x05lines\x18\x01 \x03(\t2V\n\x0c\x41uditService\x12\x46\n\tTailAudit\x12\x1b.tailor.v1.TailAuditRequest\x1a\x1c.tailor.v1.TailAuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tailor/v1/audit.proto\x12\ttailor.v1\"!\n\x10TailAuditRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"\"\n\x11TailAuditResponse\x12\r\n\x05lines\x18\x01 \x03(\t2V\n\x0c\x41uditService\x12\x46\n\tTailAudit\x12\x1b.tailor.v1.TailAuditRequest\x1a\x1c.tailor.v1.TailAuditResponseBl\n\x0c\x61i.tailor.v1B\nAuditProtoP\x01Z#tailor.ai/protos/tailor/v1;tailorv1\xa2\x02\x03TXX\xaa\x02\tTailor.V1\xca\x02\tTailor\\V1\xea\x02\nTailor::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\014ai.tailor.v1B\nAuditProtoP\001Z#tailor.ai/protos/tailor/v1;tailorv1\242\002\003TXX\252\002\tTailor.V1\312\002\tTailor\\V1\352\002\nTailor::V1'
   _globals['_TAILAUDITREQUEST']._serialized_start=36
   _globals['_TAILAUDITREQUEST']._serialized_end=69
   _globals['_TAILAUDITRESPONSE']._serialized_start=71

@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tailor/v1/catalog.proto\x12\ttailor.v1\"j\n\x0b\x43\x61talogItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\r\n\x05price\x18\x04 \x01(\x01\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\r\n\x05image\x18\x06 \x01(\t\";\n\x12UpsertItemsRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.tailor.v1.CatalogItem\"&\n\x12RemoveItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"]\n\rCatalogChange\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x11\n\tnew_items\x18\x04 \x01(\x05\x32\xa0\x01\n\x0e\x43\x61talogService\x12\x46\n\x0bUpsertItems\x12\x1d.tailor.v1.UpsertItemsRequest\x1a\x18.tailor.v1.CatalogChange\x12\x46\n\x0bRemoveItems\x12\x1d.tailor.v1.RemoveItemsRequest\x1a\x18.tailor.v1.CatalogChangeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tailor/v1/catalog.proto\x12\ttailor.v1\"j\n\x0b\x43\x61talogItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\r\n\x05price\x18\x04 \x01(\x01\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\r\n\x05image\x18\x06 \x01(\t\";\n\x12UpsertItemsRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.tailor.v1.CatalogItem\"&\n\x12RemoveItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"]\n\rCatalogChange\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x11\n\tnew_items\x18\x04 \x01(\x05\x32\xa0\x01\n\x0e\x43\x61talogService\x12\x46\n\x0bUpsertItems\x12\x1d.tailor.v1.UpsertItemsRequest\x1a\x18.tailor.v1.CatalogChange\x12\x46\n\x0bRemoveItems\x12\x1d.tailor.v1.RemoveItemsRequest\x1a\x18.tailor.v1.CatalogChangeBn\n\x0c\x61i.tailor.v1B\x0c\x43\x61talogProtoP\x01Z#tailor.ai/protos/tailor/v1;tailorv1\xa2\x02\x03TXX\xaa\x02\tTailor.V1\xca\x02\tTailor\\V1\xea\x02\nTailor::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\014ai.tailor.v1B\014CatalogProtoP\001Z#tailor.ai/protos/tailor/v1;tailorv1\242\002\003TXX\252\002\tTailor.V1\312\002\tTailor\\V1\352\002\nTailor::V1'
   _globals['_CATALOGITEM']._serialized_start=38
   _globals['_CATALOGITEM']._serialized_end=144
   _globals['_UPSERTITEMSREQUEST']._serialized_start=146

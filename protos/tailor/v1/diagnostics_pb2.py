@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btailor/v1/diagnostics.proto\x12\ttailor.v1\"\r\n\x0bPingRequest\"\x0e\n\x0cPingResponse2M\n\x12\x44iagnosticsService\x12\x37\n\x04Ping\x12\x16.tailor.v1.PingRequest\x1a\x17.tailor.v1.PingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btailor/v1/diagnostics.proto\x12\ttailor.v1\"\r\n\x0bPingRequest\"\x0e\n\x0cPingResponse2M\n\x12\x44iagnosticsService\x12\x37\n\x04Ping\x12\x16.tailor.v1.PingRequest\x1a\x17.tailor.v1.PingResponseBr\n\x0c\x61i.tailor.v1B\x10\x44iagnosticsProtoP\x01Z#tailor.ai/protos/tailor/v1;tailorv1\xa2\x02\x03TXX\xaa\x02\tTailor.V1\xca\x02\tTailor\\V1\xea\x02\nTailor::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.v1.diagnostics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\014ai.tailor.v1B\020DiagnosticsProtoP\001Z#tailor.ai/protos/tailor/v1;tailorv1\242\002\003TXX\252\002\tTailor.V1\312\002\tTailor\\V1\352\002\nTailor::V1'
   _globals['_PINGREQUEST']._serialized_start=42
   _globals['_PINGREQUEST']._serialized_end=55
   _globals['_PINGRESPONSE']._serialized_start=57
