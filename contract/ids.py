@@ -20,13 +20,14 @@ training's readers refuse in a catalog's item ids (a bundle holding one is refus
   and which ids stored before are dated "refused since" (`server.validation.refused_since`),
   does not move with the Python running it.
 
-Free text (message bodies, templates, titles, display names) is not an id: it may hold them.
+Free text (message bodies, templates, titles, display names) is not an id: it may hold the
+format characters, not the others (`TEXT_CONTROL`; tab, LF and CR where it has lines).
 """
 from __future__ import annotations
 
 import re
 
-__all__ = ["ID_CONTROL", "ID_CONTROL_RE2", "control_class", "id_control_problem"]
+__all__ = ["ID_CONTROL", "ID_CONTROL_RE2", "TEXT_CONTROL", "control_class", "id_control_problem"]
 
 _C0 = "a control character (0x00-0x1F or 0x7F)"
 _BIDI = "a bidirectional control character"
@@ -48,6 +49,13 @@ ID_CONTROL = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi, _ in _RANGES)
 """The body of a Python `re` character class matching any of them (`[...]`)."""
 ID_CONTROL_RE2 = "".join(f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi, _ in _RANGES)
 """The same for RE2 (pyarrow's `match_substring_regex`), which has no `\\u` escape."""
+TEXT_CONTROL = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi, what in _RANGES
+                       if what not in (_CF, "a zero-width no-break space"))
+"""The part of `ID_CONTROL` free text may not hold either (`server.validation.text_problem`):
+the C0 and C1 controls, DEL, the bidirectional controls and the line and paragraph
+separators, not the other format characters (an emoji's or a Persian word's zero-width joiner
+and non-joiner, a soft hyphen, a byte order mark are text). Multi-line text takes tab, LF, CR
+and the two separators back."""
 
 _SEARCH = re.compile(f"[{ID_CONTROL}]").search
 

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Collection
 
-from contract.ids import ID_CONTROL, control_class
+from contract.ids import ID_CONTROL, TEXT_CONTROL, control_class
 from contract.items import SCRIPT_LINK, script_scheme_problem
 
 from .contact.consent import reserved_source
@@ -26,6 +26,7 @@ __all__ = ["SEP", "check_all_known", "check_context", "check_count", "check_fini
            "check_key", "check_known",
            "check_address",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
+           "check_line_text", "check_multiline_text", "text_problem",
            "check_link", "check_source", "check_window", "link_problem", "script_link_problem",
            "check_stored_id", "refused_since",
            "STORED_ONLY", "STORED_CAMPAIGN_ONLY", "STOP_MARK", "STOP_SENT", "stop_sent",
@@ -59,6 +60,9 @@ has_c0_control = re.compile(f"[\\x00-\\x1e{SEP}\\x7f\\ud800-\\udfff]").search
 addresses (not ids: an address's spelling is hashed as the suppression list stored it), and of
 ids stored before the other characters were refused (`check_stored_id`)."""
 _SURROGATE = re.compile("[\ud800-\udfff]").search
+_LINE_CONTROL = f"[{TEXT_CONTROL}\\ud800-\\udfff]"
+_IN_LINE = re.compile(_LINE_CONTROL).search
+_IN_LINES = re.compile(f"(?![\\t\\n\\r\\u2028\\u2029]){_LINE_CONTROL}").search
 _VERSION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
@@ -83,15 +87,20 @@ def id_problem(value: str, max_bytes: int, control=has_control) -> str | None:
     return control_problem(value, control)
 
 
-def control_problem(value: str, control=has_control) -> str | None:
+def control_problem(value: str, control=has_control, at: bool = False) -> str | None:
     """None when `control` finds nothing in `value`, else "contains <its class>" (`contract.ids`;
-    a lone surrogate, which `id_problem` names first, as such)."""
+    a lone surrogate, which `id_problem` names first, as such); `at`: with its code point and
+    position ("..., U+001B, at character 7": free text is not echoed whole)."""
     found = control(value)
     if found is None:
         return None
     char = found.group()
-    return ("contains a lone surrogate (not a character: no UTF-8 form)"
-            if "\ud800" <= char <= "\udfff" else f"contains {control_class(char)}")
+    what = ("a lone surrogate (not a character: no UTF-8 form)" if "\ud800" <= char <= "\udfff"
+            else control_class(char))
+    if not at:
+        return f"contains {what}"
+    code = f"U+{ord(char):04X}"
+    return f"contains {what}{'' if code in what else ', ' + code}, at character {found.start() + 1}"
 
 
 def check_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
@@ -217,9 +226,44 @@ def check_source(field: str, value: str, where: str = "") -> str:
 
 
 def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:
+    """At most `max_chars` characters, whatever they are (a key's or a path's length, checked
+    beside its own rule); text a caller stores to be shown is `check_line_text`'s or
+    `check_multiline_text`'s."""
     if len(value) > max_chars:
         raise InvalidArgument(where + field, f"{len(value)} characters, at most {max_chars} "
                               f"({shown(value)})", f"{len(value)} characters, at most {max_chars}")
+    return value
+
+
+def text_problem(value: str, multiline: bool = False) -> str | None:
+    """None when `value` may be stored and shown as free text, else what it holds that may not
+    be, with its position (`control_problem`), never the text itself (it may be personal data):
+    a C0 or C1 control, DEL, a bidirectional control ("Trojan Source": it reorders what follows
+    where a terminal, a log, a CSV export or an admin page shows it), a line or paragraph
+    separator or a lone surrogate (`contract.ids.TEXT_CONTROL`). `multiline` text (a template,
+    a description, a map's value) may hold tab, LF, CR and the two separators. Other format
+    characters are text (a zero-width joiner in an emoji). A printable `value` costs one C
+    loop (`str.isprintable`)."""
+    if value.isprintable():
+        return None
+    return control_problem(value, _IN_LINES if multiline else _IN_LINE, at=True)
+
+
+def check_line_text(field: str, value: str, max_chars: int, where: str = "") -> str:
+    """Single-line free text stored to be shown (an item's title, a campaign's name): at most
+    `max_chars` characters (`check_text`), none `text_problem` refuses, no tab or line break."""
+    check_text(field, value, max_chars, where)
+    if (problem := text_problem(value)) is not None:
+        raise InvalidArgument(where + field, problem)
+    return value
+
+
+def check_multiline_text(field: str, value: str, max_chars: int, where: str = "") -> str:
+    """`check_line_text` for text with lines (a template, a variant's content, an attribute's
+    value): tab, LF and CR are taken."""
+    check_text(field, value, max_chars, where)
+    if (problem := text_problem(value, multiline=True)) is not None:
+        raise InvalidArgument(where + field, problem)
     return value
 
 
@@ -313,11 +357,15 @@ def check_context(context, max_bytes: int, where: str = "") -> None:
     look-alike spelling). Keys were unchecked, and the impression log keeps them: `email` with
     a zero-width space (U+200B) in it, or with a Cyrillic `е`, shows as `email` but matched no
     `pii_keys` pattern, so its address was stored and exported unmasked; empty keys, NUL and
-    bidirectional controls went into the log and its exports."""
+    bidirectional controls went into the log and its exports. Each value is free text
+    (`text_problem`, with lines: an ESC or a bidirectional control in it reached the log and
+    its exports too)."""
     chars = 0
     for key, value in context:
         if not key or has_control(key) or not key.isascii():
             check_key("context key", key, max_bytes, where)
+        if not value.isprintable() and (problem := text_problem(value, multiline=True)):
+            raise InvalidArgument(f"{where}context[{shown(key)}]", problem)
         chars += len(key) + len(value)
     if chars > max_bytes >> 2:  # at most 4 UTF-8 bytes a character: only then measured
         size = sum(len(k.encode()) + len(v.encode()) for k, v in context)

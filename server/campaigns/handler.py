@@ -167,7 +167,7 @@ class Campaigns:
         return await self._changing(asyncio.to_thread(self.repo.create, campaign, spec.new_state()))
 
     async def update(self, spec: CampaignSpec) -> Campaign:
-        spec = spec.validated(self.limits)
+        spec = spec.validated(self.limits, new=False)  # its salt: the stored one's (immutable)
 
         def change(old: Campaign, state: B.BanditState):
             spec.check_update_of(old.spec)

@@ -57,6 +57,7 @@ from ..validation import (
     check_window,
     refused_since,
     shown,
+    text_problem,
 )
 from .backfill import backfill_attributes
 from .errors import ProfileAttributesFull
@@ -466,6 +467,8 @@ class Profiles:
             if len(v) > lim.attribute_value_chars:  # the value is not echoed: it may be PII
                 raise InvalidArgument(f"attributes[{shown(k)}]", f"{len(v)} characters, at most "
                                       f"{lim.attribute_value_chars}")
+            if (problem := text_problem(v, multiline=True)) is not None:  # nor echoed here
+                raise InvalidArgument(f"attributes[{shown(k)}]", problem)
             if k == TIMEZONE and v:  # read by the contact policy (quiet hours)
                 zone(f"attributes[{TIMEZONE}]", v)
             elif k in ADDRESS_KINDS and v.strip():  # as the send path reads it (blank: none)

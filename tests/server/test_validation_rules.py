@@ -8,6 +8,7 @@ import pytest
 from contract.ids import _RANGES
 from server.errors import InvalidArgument
 from server.validation import (
+    check_context,
     check_count,
     check_finite,
     check_id,
@@ -20,6 +21,7 @@ from server.validation import (
     id_problem,
     link_problem,
     refused_since,
+    text_problem,
 )
 
 
@@ -70,6 +72,30 @@ def test_every_format_character_is_refused_and_none_of_the_refused_is_printable(
     refused = [chr(c) for lo, hi, _ in _RANGES for c in range(lo, hi + 1)]
     assert len(refused) > len(cf) and not any(c.isprintable() for c in refused)
     assert has_control("ann\xa0\u00e9 \U0001f600") is None  # not printable, searched: none
+
+
+def test_free_text_refuses_controls_and_bidi_but_not_format_characters():
+    """Every C0 and C1 control, DEL, bidirectional control and line separator of the id rule
+    is refused in single-line text, named with its position; multi-line text takes tab, LF,
+    CR, U+2028 and U+2029 back; the other format characters (an emoji's zero-width joiner, a
+    soft hyphen) are text."""
+    lines = set("\t\n\r\u2028\u2029")
+    for lo, hi, what in _RANGES:
+        for char in map(chr, range(lo, hi + 1)):
+            text = f"ab{char}c"
+            if what == "a format character" or char == "\ufeff":
+                assert text_problem(text) is None, hex(ord(char))
+                continue
+            problem = text_problem(text)
+            assert problem.startswith(f"contains {what}") and f"U+{ord(char):04X}" in problem
+            assert problem.endswith(", at character 3"), problem
+            assert (text_problem(text, multiline=True) is None) == (char in lines), hex(ord(char))
+    assert text_problem("a\ud800", multiline=True).startswith("contains a lone surrogate")
+    assert text_problem("Ünïcødé 😀 \u00a0") is None
+    check_context([("ref", "two\nlines")], 1024)  # a Recommend context's value: lines taken
+    with pytest.raises(InvalidArgument, match=r"^context\['ref'\]: contains a C1 control "
+                       r"character \(U\+009B\), at character 1$"):
+        check_context([("ref", "\x9b2J")], 1024)
 
 
 def test_a_stored_id_is_still_checked_for_everything_else():

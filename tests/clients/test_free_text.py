@@ -1,0 +1,81 @@
+"""Free text a caller stores to be shown (titles, names, templates, attribute values) holds no
+control character a terminal acts on and no bidirectional control (`validation.text_problem`).
+Against a real server serving the demo bundle."""
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from clients import TailorClient, TailorError
+
+ESC = "\x1b[2J"  # clears the screen
+TEXT = "Hi {{ first_name | default('there') }},\n\tour picks:\r\n{{ unsubscribe_url }}"
+
+
+def _category(bundle) -> str:
+    with np.load(bundle / "items.npz") as npz:
+        return str(npz["category_names"][0])
+
+
+def _refused(call) -> TailorError:
+    with pytest.raises(TailorError) as err:
+        call()
+    assert err.value.code.name == "INVALID_ARGUMENT", err.value
+    return err.value
+
+
+def _items_and_attributes(target: str, category: str) -> list:
+    item = {"item_id": "ft-1", "title": f"Sale{ESC}", "category": category, "price": 1.0}
+    with TailorClient(target, timeout=30) as client:
+        title = _refused(lambda: client.upsert_items([item]))
+        bidi = _refused(lambda: client.upsert_items([dict(item, title="txt.exe\u202egpj")]))
+        kept = client.upsert_items([dict(item, title="Family \U0001F468\u200D\U0001F469 pack")])
+        value = _refused(lambda: client.upsert_attributes("ft-u", {"bio": f"a{ESC}"}))
+        client.upsert_attributes("ft-u", {"bio": "two\nlines"})
+        bio = client.get_profile("ft-u").attributes["bio"]
+        events = [{"event_id": f"ft-e{i}", "user_id": "ft-u", "type": "view",
+                   "timestamp": time.time() - 60, "attributes": {"note": note}}
+                  for i, note in enumerate([f"x\u2067{ESC}", "line\nand\ttab"])]
+        tracked = client.track_batch(events)
+    return [title, bidi, kept, value, bio, tracked]
+
+
+async def test_a_title_with_esc_is_refused_naming_title_and_where(tailor_server, demo_bundle):
+    """Before: stored as given, shown by every reader of the catalog (OK, accepted 1)."""
+    title, bidi, kept, value, bio, tracked = await asyncio.to_thread(
+        _items_and_attributes, f"127.0.0.1:{tailor_server.port}", _category(demo_bundle))
+    assert "items[0].title: contains a control character" in str(title)
+    assert "U+001B, at character 5" in str(title) and "\x1b" not in str(title)
+    assert "a bidirectional control character (U+202E), at character 8" in str(bidi)
+    assert kept.accepted == 1  # a zero-width joiner is text (an emoji's)
+    assert "attributes['bio']: contains a control character" in str(value)
+    assert "\x1b" not in str(value) and "a\\x1b" not in str(value)  # a value is never echoed
+    assert bio == "two\nlines"  # an attribute's value may have lines
+    assert tracked.accepted == 1 and [(r.index, r.reason) for r in tracked.rejected] == [
+        (0, "attributes['note'] contains a bidirectional control character (U+2067), "
+            "at character 2")]
+
+
+SPEC = {"campaign_id": "ft-mail", "channel": "email", "policy": "fixed", "name": "Spring",
+        "variants": [{"id": "v1", "content": {"subject": "Hi", "text": TEXT}}]}
+
+
+def _campaigns(target: str) -> list:
+    with TailorClient(target, timeout=30) as client:
+        made = client.create_campaign(SPEC)
+        name = _refused(lambda: client.create_campaign(
+            dict(SPEC, campaign_id="ft-2", name="Sale \u202eSPAM")))
+        part = _refused(lambda: client.create_campaign(dict(
+            SPEC, campaign_id="ft-3", variants=[{"id": "v1", "content": {"subject": f"Hi{ESC}",
+                                                                      "text": "x"}}])))
+    return [made, name, part]
+
+
+async def test_a_template_with_lines_is_taken_and_a_bidi_name_refused(tailor_server):
+    """Before: both stored as given (a name's U+202E reorders what follows it where a list of
+    campaigns is shown)."""
+    made, name, part = await asyncio.to_thread(_campaigns, f"127.0.0.1:{tailor_server.port}")
+    assert made.spec["variants"][0]["content"]["text"] == TEXT
+    assert "name: contains a bidirectional control character (U+202E), at character 6" in str(name)
+    assert "variants[0].content['subject']: contains a control character" in str(part)
