@@ -16,6 +16,7 @@ from datetime import UTC
 import grpc
 from google.protobuf import descriptor_pool, json_format
 
+from contract.ids import TEXT_CONTROL
 from protos.tailor.v1 import catalog_pb2 as cat_pb
 
 from . import _quiet, transport
@@ -1017,6 +1018,21 @@ def _campaign_parser(sub, common) -> None:
                     help="also decisions whose reward window is still open")
 
 
+_UNSHOWN = re.compile(f"[{TEXT_CONTROL}\\ud800-\\udfff]")
+"""What a terminal acts on or shows out of order: what free text may not hold (`contract.ids`)."""
+
+
+def _fail(text: object, code: int) -> int:
+    """Print `error: <text>` on stderr, with every character `_UNSHOWN` finds escaped as Python
+    writes it (`\\x1b`, `\\u202e`), and return `code`. These lines are the only text the CLI
+    prints as is (its answers are JSON, ASCII: `json.dumps` escapes the same characters), and
+    they carry the server's messages and what a file held: a catalog line's price
+    "\\u001b[2J", in protobuf's parse error, cleared the operator's screen."""
+    line = _UNSHOWN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+    print(f"error: {line}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the command's JSON answer and exit 0; a gRPC status prints `error: CODE: message`
     and exits 1, a mistake in what the user gave `error: <what, where>` and exits 2, either
@@ -1029,25 +1045,22 @@ def main(argv: list[str] | None = None) -> int:
                               cert=args.cert, key=args.key, token=args.token,
                               insecure=args.insecure)
     except (ValueError, UsageError) as err:  # connection flags that do not go together, a
-        print(f"error: {err}", file=sys.stderr)  # TLS file not read, a number not above 0
-        return 2
+        return _fail(err, 2)  # TLS file not read, a number not above 0
     try:
         with client:
             out = COMMANDS[args.command](client, args)
     except TailorError as err:
-        print(f"error: {_connect_said(_deadline_said(str(err), args), args)}", file=sys.stderr)
-        return 1
+        return _fail(_connect_said(_deadline_said(str(err), args), args), 1)
     except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _fail(err, 2)
     except PartlyStored as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
+        return _fail(err, 3)
     # A command writing JSON lines to stdout (campaign plan without --out) reports on stderr.
     lines_on_stdout = args.command == "campaign" and args.action == "plan" and args.out in ("", "-")
     if dataclasses.is_dataclass(out):  # a typed result; a message the reply lacks is left out
         out = dataclasses.asdict(out, dict_factory=_present)
-    print(json.dumps(out, indent=2), file=sys.stderr if lines_on_stdout else sys.stdout)
+    print(json.dumps(out, indent=2),  # ASCII: a stored title's ESC prints as \u001b
+          file=sys.stderr if lines_on_stdout else sys.stdout)
     return 0
 
 
@@ -1105,8 +1118,7 @@ def run() -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 1
     except KeyboardInterrupt as err:
-        print(f"error: interrupted{'; ' + str(err) if str(err) else ''}", file=sys.stderr)
-        return 130
+        return _fail(f"interrupted{'; ' + str(err) if str(err) else ''}", 130)
     return code
 
 

@@ -1,13 +1,16 @@
 """Free text a caller stores to be shown (titles, names, templates, attribute values) holds no
-control character a terminal acts on and no bidirectional control (`validation.text_problem`).
-Against a real server serving the demo bundle."""
+control character a terminal acts on and no bidirectional control (`validation.text_problem`),
+and the CLI prints none it is given raw. Against a real server serving the demo bundle."""
 import asyncio
+import json
 import time
 
 import numpy as np
 import pytest
 
 from clients import TailorClient, TailorError
+from server.catalog.records import CatalogItem
+from tests.conftest import run_module
 
 ESC = "\x1b[2J"  # clears the screen
 TEXT = "Hi {{ first_name | default('there') }},\n\tour picks:\r\n{{ unsubscribe_url }}"
@@ -79,3 +82,30 @@ async def test_a_template_with_lines_is_taken_and_a_bidi_name_refused(tailor_ser
     assert made.spec["variants"][0]["content"]["text"] == TEXT
     assert "name: contains a bidirectional control character (U+202E), at character 6" in str(name)
     assert "variants[0].content['subject']: contains a control character" in str(part)
+
+
+def _cli(target: str, items, category: str) -> tuple:
+    items.write_text(json.dumps({"item_id": "ft-9", "price": f"{ESC}9"}) + "\n")
+    bad = run_module("clients", "catalog", "upsert", str(items), "--server", target, check=False)
+    shown = run_module("clients", "recommend", "--user", "nobody", "-k", "1000", "--category",
+                       category, "--server", target)
+    return bad, shown
+
+
+async def test_the_cli_prints_no_control_character_it_is_given(tailor_server, demo_bundle,
+                                                                tmp_path):
+    """A file line's price "\\u001b[2J" reached the terminal raw in protobuf's parse error (the
+    screen cleared). An item stored before the rule (written as the old UpsertItems did, past
+    today's check) prints escaped in the JSON answer (ASCII JSON: it did before too)."""
+    catalog = tailor_server.catalog
+    category = _category(demo_bundle)
+    old = CatalogItem("ft-old", f"Old{ESC}\u202e", category, 2.0)
+    await asyncio.to_thread(catalog.records.write, [old])
+    await catalog.refresh()
+    bad, shown = await asyncio.to_thread(_cli, f"127.0.0.1:{tailor_server.port}",
+                                         tmp_path / "items.jsonl", category)
+    assert bad.returncode == 2 and "\x1b" not in bad.stderr, bad.stderr
+    assert "Couldn't parse float: \\x1b[2J9" in bad.stderr
+    assert "\x1b" not in shown.stdout and "\u202e" not in shown.stdout
+    titles = {i["item_id"]: i["title"] for i in json.loads(shown.stdout)["items"]}
+    assert titles["ft-old"] == old.title  # escaped on the terminal, the same text once read
