@@ -119,12 +119,12 @@ class SendJobs:
         if not user_ids:
             raise InvalidArgument("user_ids", "the audience is empty")
         check_count("user_ids", len(user_ids), self.limits.send_audience)
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for i, u in enumerate(user_ids):
             check_id(f"user_ids[{i}]", u, self.limits.id_bytes)
-            if u in seen:
-                raise InvalidArgument(f"user_ids[{i}]", f"{shown(u)} is named twice")
-            seen.add(u)
+            if u in seen:  # by position: the failed call's log line carries the message
+                raise InvalidArgument(f"user_ids[{i}]", f"names the user of user_ids[{seen[u]}] again")
+            seen[u] = i
         return list(user_ids)
 
     def _rates(self, asked: Mapping[str, float]) -> dict[str, float]:

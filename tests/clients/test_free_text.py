@@ -3,6 +3,7 @@ control character a terminal acts on and no bidirectional control (`validation.t
 and the CLI prints none it is given raw. Against a real server serving the demo bundle."""
 import asyncio
 import json
+import logging
 import time
 
 import numpy as np
@@ -82,6 +83,23 @@ async def test_a_template_with_lines_is_taken_and_a_bidi_name_refused(tailor_ser
     assert made.spec["variants"][0]["content"]["text"] == TEXT
     assert "name: contains a bidirectional control character (U+202E), at character 6" in str(name)
     assert "variants[0].content['subject']: contains a control character" in str(part)
+
+
+def _sent_twice(target: str) -> TailorError:
+    with TailorClient(target, timeout=30) as client:
+        client.create_campaign(SPEC)
+        return _refused(lambda: client.send_campaign("ft-mail", ["ft-ann.4711", "ft-bo",
+                                                                "ft-ann.4711"]))
+
+
+async def test_a_user_named_twice_is_named_by_position_not_in_the_log(tailor_server, caplog):
+    """The message echoed the id ('ft-ann.4711' is named twice), and the failed call's log
+    line (`errors.grpc_errors`) carried it raw."""
+    caplog.set_level(logging.INFO, logger="tailor")
+    twice = await asyncio.to_thread(_sent_twice, f"127.0.0.1:{tailor_server.port}")
+    assert "user_ids[2]: names the user of user_ids[0] again" in str(twice)
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("tailor"))
+    assert "SendCampaign -> INVALID_ARGUMENT: user_ids[2]" in logged and "ft-ann" not in logged
 
 
 def _cli(target: str, items, category: str) -> tuple:
