@@ -56,7 +56,8 @@ class Limits(BaseModel):
     """Most UTF-8 bytes of one Recommend's `context` keys and values together (the impression
     log records them). Each key is one an attribute key may be: not empty, no control or format
     character, no look-alike spelling (`email` with a zero-width space, U+200B, in it, or with
-    a Cyrillic `е`, escaped the `pii_keys` masking: `validation.key_problem`)."""
+    a Cyrillic `е`, escaped the `pii_keys` masking: `validation.key_problem`). Each value is
+    text with lines (`item_text_chars` says which characters text may not hold)."""
 
     events_per_batch: int = 10_000
     """Most events in one TrackEvents request (or one message of a TrackEventStream); more is
@@ -89,7 +90,8 @@ class Limits(BaseModel):
     event_attributes: int = 32
     """Most attributes on one tracked event."""
     event_attribute_bytes: int = 1024
-    """Most UTF-8 bytes of one event's attribute keys and values together."""
+    """Most UTF-8 bytes of one event's attribute keys and values together. Each value is text
+    with lines (`item_text_chars`: an event holding another control is rejected)."""
     profile_attributes: int = 64
     """Most attributes one UpsertAttributes call may set."""
     profile_attributes_total: int = Field(256, ge=1)
@@ -100,7 +102,8 @@ class Limits(BaseModel):
     attribute_key_chars: int = 64
     """Longest profile attribute key."""
     attribute_value_chars: int = 1024
-    """Longest profile attribute value."""
+    """Longest profile attribute value. A value is text with lines (`item_text_chars`); a
+    refusal names its key and the character's class and position, never the value."""
     seen_items: int = Field(50_000, ge=1_000)
     """Most distinct items one user's live seen-set holds (20 bytes each, rewritten with every
     batch of the user's events); past it the items with the oldest latest event are dropped,
@@ -146,7 +149,8 @@ class Limits(BaseModel):
     variant_content_entries: int = 32
     """Most content entries of one campaign variant."""
     variant_content_bytes: int = 16 * 1024
-    """Most UTF-8 bytes of one variant's content keys and values together."""
+    """Most UTF-8 bytes of one variant's content keys and values together. Each value (a
+    message part's template, or text a page shows) is text with lines (`item_text_chars`)."""
     variant_features: int = 64
     """Most features of one campaign variant."""
     campaign_content_bytes: int = 256 * 1024
@@ -159,9 +163,10 @@ class Limits(BaseModel):
     campaign_context_features: int = 64
     """Most context features one campaign may name."""
     campaign_name_chars: int = 256
-    """Longest campaign name."""
+    """Longest campaign name: one line of text (`item_text_chars`)."""
     campaign_salt_chars: int = 128
-    """Longest campaign salt."""
+    """Longest campaign salt: one line of text at CreateCampaign (`item_text_chars`); an
+    update keeps the stored one (it may not change)."""
     reward_window_seconds: float = 90 * 86400.0
     """Longest reward window a campaign may set."""
     reward_max: float = Field(1e9, gt=0, le=1e15)
@@ -434,7 +439,16 @@ class Limits(BaseModel):
     each worker rebuilds its served catalog from all of them on every update)."""
     item_text_chars: int = Field(2048, ge=16)
     """Longest item title, URL or image URL in UpsertItems; also the widest text column
-    (titles, links, category names) a bundle's items.npz may hold (refused at load past it)."""
+    (titles, links, category names) a bundle's items.npz may hold (refused at load past it).
+    Free text a caller stores to be shown (a title, a campaign name and salt, a variant's
+    content, an attribute's, event attribute's or Recommend context's value) may not hold a
+    C0 or C1 control, DEL, a bidirectional control (U+061C, U+200E, U+200F, U+202A-U+202E,
+    U+2066-U+2069: "Trojan Source"), U+2028, U+2029 or a lone surrogate; text with lines (all
+    but titles, names and salts) may hold tab, LF, CR, U+2028 and U+2029. Other format
+    characters (an emoji's zero-width joiner) are text. A refusal is INVALID_ARGUMENT naming
+    the field, the character's class, code point and position, never echoing the text
+    (`validation.text_problem`). Consent sources keep their stricter rule (no format
+    character either: `validation.check_source`)."""
 
 
 DEFAULT_LIMITS = Limits()
