@@ -2,6 +2,7 @@
 control character a terminal acts on and no bidirectional control (`validation.text_problem`),
 and the CLI prints none it is given raw. Against a real server serving the demo bundle."""
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -127,3 +128,28 @@ async def test_the_cli_prints_no_control_character_it_is_given(tailor_server, de
     assert "\x1b" not in shown.stdout and "\u202e" not in shown.stdout
     titles = {i["item_id"]: i["title"] for i in json.loads(shown.stdout)["items"]}
     assert titles["ft-old"] == old.title  # escaped on the terminal, the same text once read
+
+
+def _updates(target: str) -> list:
+    spec = dict(SPEC, campaign_id="ft-old", name="Spring", salt=f"s{ESC}")
+    with TailorClient(target, timeout=30) as client:
+        kept = client.update_campaign(dict(spec, name="Summer"))
+        name = _refused(lambda: client.update_campaign(dict(spec, name=f"Old{ESC}")))
+        salt = _refused(lambda: client.create_campaign(dict(spec, campaign_id="ft-new")))
+    return [kept, name, salt]
+
+
+async def test_a_campaign_stored_with_an_old_salt_stays_updatable(tailor_server):
+    """The salt may not change (`check_update_of`): refused by the text rule at an update, a
+    campaign stored before with an ESC in it could never be updated again. Its name is
+    refused again only when sent again (docs/operations.md's upgrade note)."""
+    from server.campaigns.spec import Campaign, CampaignSpec, Variant
+    spec = CampaignSpec("ft-old", channel="email", policy="fixed",
+                        variants=(Variant("v1", {"subject": "Hi", "text": TEXT}),)).validated()
+    spec = dataclasses.replace(spec, name=f"Old{ESC}", salt=f"s{ESC}")  # as written before
+    old = Campaign(spec, created_at=time.time(), updated_at=time.time())
+    await asyncio.to_thread(tailor_server.campaigns.repo.create, old, old.spec.new_state())
+    kept, name, salt = await asyncio.to_thread(_updates, f"127.0.0.1:{tailor_server.port}")
+    assert (kept.revision, kept.spec["name"], kept.spec["salt"]) == (2, "Summer", f"s{ESC}")
+    assert "name: contains a control character" in str(name)
+    assert "salt: contains a control character" in str(salt)  # a new campaign's is checked
