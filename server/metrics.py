@@ -34,7 +34,8 @@ from .security.hosts import with_port
 __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "SHED_CALLS", "LOOP_LAG", "MODEL_INFO",
            "MODEL_SWAPS", "BUNDLE_LOAD_FAILING", "BUNDLE_FALLBACK",
-           "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
+           "CAMPAIGN_DECISIONS", "CONTACT_HISTORIES_DAMAGED", "EVENTS", "STORE_USED", "STORE_MAP",
+           "STORE_MAX_MAP",
            "STORE_FULL_REFUSALS", "USER_CACHE_USERS", "WRITER_EXITS",
            "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
            "MODEL_CTR", "MODEL_CONVERSION", "MODEL_REVENUE_PER_MILLE", "DRIFT_PSI",
@@ -88,6 +89,11 @@ MODEL_SWAPS = Counter("tailor_model_swaps", "Bundles swapped in (start, push, ro
 CAMPAIGN_DECISIONS = Counter("tailor_campaign_decisions", "ChooseVariant decisions, by campaign "
                              "and outcome (variant, holdout, or suppressed by the contact policy).",
                              ["campaign", "outcome"])
+CONTACT_HISTORIES_DAMAGED = Counter(
+    "tailor_contact_histories_damaged", "Users whose contact history (the frequency caps' "
+    "record) did not open or decode where it was read, by use: decision (a capped decision "
+    "refused contact_history_damaged), send (a <channel>_sent event not counted). Logged "
+    "WARNING with the user's keyed hash (docs/operations.md).", ["use"])
 EVENTS = Counter("tailor_events", "Tracked events, by type and outcome (accepted, duplicate, "
                  "rejected); types outside the vocabulary count as 'other'.", ["type", "outcome"])
 STORE_USED = Gauge("tailor_store_used_bytes", "LMDB pages in use times the page size.",
@@ -134,6 +140,8 @@ IMPRESSIONS_DROPPED = Counter("tailor_impressions_dropped", "Recommend answers n
                               "(a full store, the writer process killed).")
 IMPRESSION_JOINS = Counter("tailor_impression_joins", "Clicks, add-to-carts and purchases joined "
                            "to an impression, or unmatched.", ["outcome"])
+for _use in ("decision", "send"):  # at 0 from the start (`contact.damage`'s uses)
+    CONTACT_HISTORIES_DAMAGED.labels(_use)
 for _outcome in ("joined", "unmatched"):  # at 0 from the start, as the docs list them: absent
     IMPRESSION_JOINS.labels(_outcome)      # until the first join, a rate() or absent() alert saw nothing
 _MODEL_LABELS = ["version", "channel"]

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 from kernels import bandits as B
 
+from ..contact.caps import CONTACT_HISTORY_DAMAGED
+from ..contact.damage import DECISION, report_damaged
 from .records import NO_ARM, Fallback
 
 __all__ = ["Choice", "PendingChoice"]
@@ -62,17 +64,20 @@ class PendingChoice:
     seen-set) and the policy read the profile; else None. `request`: the digest of the
     caller's request id (b"": none); when the writer finds it answered before, `logged()`
     returns that decision (`replay` of its logged record) instead of this one (not counted).
+    `user_id`: the decision's user, reported (`report_damaged`) when the commit refuses the
+    decision because that user's contact history is damaged.
     """
 
     __slots__ = ("campaign_id", "choice", "profile", "request", "_committed", "_outcome",
-                 "_count", "_replay")
+                 "_count", "_replay", "_user_id")
 
     def __init__(self, campaign_id: str, choice: Choice, committed: asyncio.Future,
                  outcome: str, count: Callable[[str, str], None], profile: tuple | None = None,
-                 request: bytes = b"", replay: Callable[[dict], Choice] | None = None):
+                 request: bytes = b"", replay: Callable[[dict], Choice] | None = None,
+                 user_id: str = ""):
         self.campaign_id, self.choice, self.profile = campaign_id, choice, profile
         self._committed, self._outcome, self._count = committed, outcome, count
-        self.request, self._replay = request, replay
+        self.request, self._replay, self._user_id = request, replay, user_id
 
     async def logged(self, on_cancel: Callable[[asyncio.Future], None] | None = None) -> Choice:
         """The decision once its record is committed (suppressed if over a cap). Cancelled
@@ -93,6 +98,8 @@ class PendingChoice:
             self._count(self.campaign_id, self._outcome)
             return choice._replace(channel=reason.channel)
         if reason and not choice.suppressed:  # over a frequency cap, found where it was logged
+            if reason == CONTACT_HISTORY_DAMAGED:  # (or its user's history unreadable)
+                report_damaged([self._user_id], DECISION)
             self._count(self.campaign_id, "suppressed")
             return choice.capped(reason)
         self._count(self.campaign_id, self._outcome)

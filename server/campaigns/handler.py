@@ -25,6 +25,7 @@ from .. import metrics
 from ..batching import AdaptiveBatcher, WriterProcess
 from ..contact import Contact, ContactPolicy, Verdict
 from ..contact.consent import MARKETING, TRANSACTIONAL
+from ..contact.damage import SEND, report_damaged
 from ..interfaces import ErasedUsers, ProfileStates, SuppressedAddresses
 from ..limits import DEFAULT_LIMITS, Limits
 from ..store import Store
@@ -449,7 +450,7 @@ class Campaigns:
             decision_id, decision.arm, decision.propensity, variant.id if variant else "",
             dict(variant.content) if variant else {}, False, "", verdict.channel,
             verdict.send_at), committed, "variant" if variant else "holdout", self._counted,
-            read, request, _replayer(spec) if request else None)
+            read, request, _replayer(spec) if request else None, user_id)
 
     def _counted(self, campaign_id: str, outcome: str) -> None:
         """Count a decision (`metrics.CAMPAIGN_DECISIONS`); the label children are kept per
@@ -540,10 +541,12 @@ class Campaigns:
         transactions (`CampaignRepository.apply_event_effects`): applied once, replayed or not."""
         items = [(key, *_effects(ev)) for ev, key in zip(events, batch.event_keys)]
         try:
-            await self._changing(self._event_effects.submit((batch.entry, items)))
+            damaged = await self._changing(self._event_effects.submit((batch.entry, items)))
         except Exception:  # never fail ingestion for a reward; say why (the outbox keeps them)
             logger.exception("applying %d tracked events to campaigns (rewards, contacts) failed",
                              len(items))
+            return
+        report_damaged(damaged, SEND)
 
     def before_write(self) -> bool:
         """`EventListener`: ready for `in_write` in every ingestion's write (nothing to flush)."""
@@ -556,7 +559,8 @@ class Campaigns:
         entry and the writer process gets no request, no transaction and no fsync of its own
         for it. The contacts added; None, nothing written: the batch holds a reward (the
         writer process applies rewards and sends together, `on_events`), or reading the
-        histories failed (logged); its entry is then written as before."""
+        histories failed (logged); its entry is then written as before. A user whose history
+        is damaged has their sends left out (`report_damaged`), the others' counted."""
         sends = []
         for ev, _ in pairs:
             req, send = _effects(ev)
@@ -565,12 +569,13 @@ class Campaigns:
             sends.append(send)
         contacts = self.repo.contacts
         try:  # (a failed write is the ingestion's: the transaction cannot go on)
-            histories, added = contacts.with_sends(txn, sends)
+            histories, added, damaged = contacts.with_sends(txn, sends)
         except Exception:
             logger.exception("counting %d sent events as contacts in their write failed (the "
                              "writer process counts them after it)", len(sends))
             return None
         contacts.save(txn, histories, time.time())
+        report_damaged(damaged, SEND)
         return added
 
     async def after_write(self, done: int, entry: bytes) -> None:

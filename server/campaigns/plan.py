@@ -70,7 +70,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..contact import Verdict
+from ..contact.caps import CONTACT_HISTORY_DAMAGED
 from ..contact.consent import TRANSACTIONAL
+from ..contact.damage import DECISION, report_damaged
 from ..errors import InvalidArgument
 from ..validation import check_count, check_id
 from .decision_ids import decision_ids
@@ -422,9 +424,10 @@ class Planner:
 
     @staticmethod
     def _outcome(batch: PlanBatch, reasons: Sequence) -> PlanBatch:
-        """The batch as logged: the writer suppresses the decisions over a frequency cap, or
-        logs them on a fallback channel with room (its answer is each one's reason, a
-        `Fallback`, or "" when logged as decided)."""
+        """The batch as logged: the writer suppresses the decisions over a frequency cap (or
+        whose user's contact history is damaged: reported), or logs them on a fallback channel
+        with room (its answer is each one's reason, a `Fallback`, or "" when logged as
+        decided)."""
         for i, reason in enumerate(reasons):
             if reason.__class__ is Fallback:
                 if batch.channel_propensities is None:
@@ -433,6 +436,8 @@ class Planner:
             elif reason and not batch.reasons[i]:
                 batch.arms[i], batch.propensities[i], batch.variant_ids[i] = NO_ARM, 0.0, ""
                 batch.reasons[i] = reason
+                if reason == CONTACT_HISTORY_DAMAGED:
+                    report_damaged([batch.user_ids[i]], DECISION)
         return batch
 
 

@@ -208,7 +208,9 @@ class CampaignRepository:
         the suppression list (`recheck`: a change committed since the decision's read refuses
         its channel as a full cap does, with its reason: `no_consent`, `suppressed_address`). A
         decision made before its user's erasure (read before it, committed after) is not
-        stored at all: its reason is `ERASED`."""
+        stored at all: its reason is `ERASED`. A contact decision of a user whose contact
+        history is damaged is stored suppressed with `CONTACT_HISTORY_DAMAGED` when a cap
+        checks it (`ContactLog.admit`), the batch's other decisions as without it."""
         checks = [(i, a) for i, a in enumerate(r.admission() for r in records) if a is not None]
         parts = decision_parts(records)  # outside the writer lock
         asked = [(i, r.request) for i, r in enumerate(records) if r.request]
@@ -234,8 +236,9 @@ class CampaignRepository:
             for (i, asked_for), admitted in zip(checked, passed):
                 if admitted is asked_for:
                     continue
-                if admitted is None:
-                    why = (refused and refused[i].get(recs[i].channel)) or FREQUENCY_CAP
+                if admitted is None or admitted.__class__ is str:  # refused (a cap, a reason)
+                    why = admitted or (refused and refused[i].get(recs[i].channel)) or \
+                        FREQUENCY_CAP
                     recs[i], reasons[i] = recs[i].suppressed(why), why
                 else:  # on a fallback channel, or its propensity with their mass
                     recs[i] = recs[i].settled(admitted)
@@ -361,7 +364,7 @@ class CampaignRepository:
             return out
         return self.store.write(fn)
 
-    def apply_event_effects(self, requests: Sequence[tuple], now: float) -> list[None]:
+    def apply_event_effects(self, requests: Sequence[tuple], now: float) -> list[list[str]]:
         """What tracked events do to campaigns, in one transaction. Each request is one
         ingestion batch's: (its outbox entry, items), each item (events key, `RewardRequest` or
         None, send `(user, channel, time, decision id)` or None); sends count as contacts
@@ -370,9 +373,11 @@ class CampaignRepository:
         transaction (`store.outbox.claim`): the worker that committed the events, or a replay
         after a crash, applies them once (`server.profiles.outbox`). A reward's window is
         judged at its batch's commit (the entry's time), not at the replay's: the sweep keeps
-        the windows open meanwhile (`_held_back`)."""
+        the windows open meanwhile (`_held_back`). Returns, per request, the users whose sends
+        were not counted: their contact histories are damaged (the rest of the batch is
+        applied, and its entry cleared, as without them)."""
         def fn(txn):
-            sends = []
+            sends, ends = [], []
             for entry, items in requests:
                 at = min(now, outbox_parts(entry)[0] / 1000.0)
                 for _, req, send in outbox.claim_named(txn, self._outbox, entry, items):
@@ -380,9 +385,13 @@ class CampaignRepository:
                         self._apply(txn, req, at)
                     if send is not None:
                         sends.append(send)
-            if sends:
-                self.contacts.add_sends(txn, sends, time.time())
-            return [None] * len(requests)
+                ends.append(len(sends))
+            damaged = self.contacts.add_sends(txn, sends, time.time()) if sends else ()
+            if not damaged:
+                return [[] for _ in requests]
+            gone = set(damaged)
+            return [list(dict.fromkeys(s[0] for s in sends[start:end] if s[0] in gone))
+                    for start, end in zip([0, *ends], ends)]
         return self.store.write(fn)
 
     def _count(self, txn, campaign_id: str, *, arms=(), resolved: dict | None = None,

@@ -19,6 +19,14 @@ processes), against the user's `ContactHistory` record, so two concurrent decisi
 both pass a cap of one. A decision of a campaign of several channels that its caps refuse
 there (concurrent decisions chose the same channel from one read of the history) goes on the
 first of its other allowed channels with room, when its caller gave them (`Admission.choices`).
+
+A damaged history (its record does not open or decode: `store.damaged`) fails its own user,
+never the batch it is read in: it cannot show that a cap has room, so a decision of that user
+that a cap would check is refused (`CONTACT_HISTORY_DAMAGED`: a contact over a cap is worse
+than one not made), one that no cap checks goes on uncounted, and a send, or a withdrawal, of
+that user is not counted or dropped; every other user of the batch is served as if that one
+were absent. The record is left as it is (never written over) until an operator restores it
+or erases the user (docs/operations.md, "Damaged contact histories").
 """
 from __future__ import annotations
 
@@ -31,14 +39,20 @@ from typing import NamedTuple
 from ..errors import InvalidArgument
 from ..limits import DEFAULT_LIMITS, Limits
 from ..store import Store
+from ..store.damaged import DAMAGED, read_each
 from ..store.keys import contact_key
 from ..validation import check_finite, check_known
+from .errors import ContactHistoryDamaged
+from .logging import logger
 
 __all__ = ["FrequencyCap", "ContactHistory", "ContactLog", "Admission", "CONTACT_CHANNELS",
-           "FREQUENCY_CAP", "Cap", "effective_caps"]
+           "FREQUENCY_CAP", "CONTACT_HISTORY_DAMAGED", "Cap", "effective_caps"]
 
 CONTACT_CHANNELS = ("email", "sms", "push")
 FREQUENCY_CAP = "frequency_cap"
+CONTACT_HISTORY_DAMAGED = "contact_history_damaged"
+"""The reason of a decision refused because its user's contact history, which a cap of the
+decision counts, is damaged (see the module docstring)."""
 ANY = "*"
 TRANSACTIONAL = "transactional"
 Cap = tuple
@@ -106,7 +120,9 @@ class ContactHistory:
     def decode(cls, raw: bytes | None) -> ContactHistory:
         """From its stored JSON (ASCII: `encode` escapes the rest), decoded as text:
         `json.loads` of bytes first guesses their encoding (~1 us of the ~4.5 a history of
-        four entries took)."""
+        four entries took). ValueError (`UnicodeDecodeError`, `JSONDecodeError`): damaged. Its
+        shape is not checked (+1.4 us a history of four entries): a byte changed on disk
+        practically never leaves JSON of another shape, and a sealed record does not open."""
         return cls(_json_decode(raw.decode()) if raw else None)
 
     def encode(self) -> bytes:
@@ -206,58 +222,78 @@ class Admission(NamedTuple):
 
 class ContactLog:
     """The `contacts` table: one `ContactHistory` per user. Every method runs inside the
-    caller's write transaction (`Store.write`), reading and writing only through it."""
+    caller's write transaction (`Store.write`), reading and writing only through it. A user
+    whose history is damaged fails alone (the module docstring); it is never written."""
 
     def __init__(self, store: Store, limits: Limits = DEFAULT_LIMITS):
         self._t = store.table("contacts")
         self.limits = limits
 
-    def admit(self, txn, rows: Sequence[Admission], now: float) -> list[Admission | None]:
+    def admit(self, txn, rows: Sequence[Admission], now: float) -> list[Admission | str | None]:
         """Each row as its caps leave it, in order: itself, or, with choices, on the channel
-        and with the propensity `Admission.settled` gives; None when refused. Passing
+        and with the propensity `Admission.settled` gives; None when refused, or the reason
+        it was refused for when that is not a cap (`CONTACT_HISTORY_DAMAGED`). Passing
         counted rows are recorded, so a later row of the same user in the batch sees them.
         One read of each user's history and one write of each changed one, for the whole
         batch."""
         histories = self._read(txn, [row.user_id for row in rows])
-        changed, out = {}, []
+        changed, out, uncounted = {}, [], 0
         for row in rows:
             h = histories[row.user_id]
-            if row.choices:
+            if h is None:
+                row = _without_history(row)
+                uncounted += row.__class__ is Admission and row.counted
+            elif row.choices:
                 row = row.settled([c[0] in row.refused or bool(c[1]) and h.blocked_by(c[1], row.at)
                                    for c in row.choices])
             elif row.channel in row.refused or row.caps and h.blocked_by(row.caps, row.at):
                 row = None
-            if row is not None and row.counted and h.add(row.at, row.channel, row.decision_id,
-                                                         row.transactional):
+            if h is not None and row is not None and row.counted and \
+                    h.add(row.at, row.channel, row.decision_id, row.transactional):
                 changed[row.user_id] = h
             out.append(row)
+        if uncounted:
+            logger.warning("%d decisions without a cap made without counting their contacts: "
+                           "their users' contact histories are damaged", uncounted)
         self.save(txn, changed, now)
         return out
 
-    def add_sends(self, txn, sends: Iterable[tuple[str, str, float, str]], now: float) -> int:
+    def add_sends(self, txn, sends: Iterable[tuple[str, str, float, str]], now: float
+                  ) -> list[str]:
         """Record `<channel>_sent` events (user, channel, time, decision id or ""); a send
-        naming an already counted decision adds nothing. Returns the contacts added."""
-        histories, added = self.with_sends(txn, sends)
+        naming an already counted decision adds nothing. Returns the users whose sends were
+        not counted: their histories are damaged."""
+        histories, _, damaged = self.with_sends(txn, sends)
         self.save(txn, histories, now)
-        return added
+        return damaged
 
     def with_sends(self, txn, sends: Iterable[tuple[str, str, float, str]]
-                   ) -> tuple[dict[str, ContactHistory], int]:
+                   ) -> tuple[dict[str, ContactHistory], int, list[str]]:
         """`add_sends` up to its write (nothing written: `save` them): ({user: history, read in
-        `txn`, with their sends added}, the contacts added)."""
+        `txn`, with their sends added}, the contacts added, the users whose histories are
+        damaged: their sends left out, and their histories)."""
         sends = list(sends)
         histories = self._read(txn, [user_id for user_id, _, _, _ in sends])
         added = 0
         for user_id, channel, ts, decision_id in sends:
-            added += histories[user_id].add(ts, channel, decision_id)
-        return histories, added
+            h = histories[user_id]
+            if h is not None:
+                added += h.add(ts, channel, decision_id)
+        damaged = [u for u, h in histories.items() if h is None]
+        if damaged:
+            histories = {u: h for u, h in histories.items() if h is not None}
+        return histories, added, damaged
 
     def forget(self, txn, decisions: dict[str, set[str]], now: float) -> int:
         """Drop the contacts of decisions withdrawn before anyone received them ({user:
-        decision ids}); returns the contacts dropped."""
+        decision ids}); returns the contacts dropped (none of a damaged history)."""
         histories, changed, dropped = self._read(txn, list(decisions)), {}, 0
         for user_id, ids in decisions.items():
             h = histories[user_id]
+            if h is None:
+                logger.warning("the contacts of %d withdrawn decisions not dropped: their "
+                               "user's contact history is damaged", len(ids))
+                continue
             kept = [e for e in h.entries if e[2] not in ids]
             if len(kept) < len(h.entries):
                 dropped += len(h.entries) - len(kept)
@@ -265,19 +301,25 @@ class ContactLog:
         self.save(txn, changed, now)
         return dropped
 
-    def histories(self, txn, user_ids: Sequence[str]) -> dict[str, ContactHistory]:
+    def histories(self, txn, user_ids: Sequence[str]) -> dict[str, ContactHistory | None]:
         """{user: history} of `user_ids`, read in `txn` (a read transaction will do: the
-        decision path reads them to choose a channel the caps leave free)."""
+        decision path reads them to choose a channel the caps leave free); None for a damaged
+        one (the writer refuses that user's capped decisions: `admit`)."""
         return self._read(txn, user_ids)
 
     def history(self, txn, user_id: str) -> ContactHistory:
-        return ContactHistory.decode(self._t.get(txn, contact_key(user_id)))
+        """The user's history; `ContactHistoryDamaged` if it is damaged."""
+        (h,) = self._read(txn, [user_id]).values()
+        if h is None:
+            raise ContactHistoryDamaged()
+        return h
 
-    def _read(self, txn, user_ids: Sequence[str]) -> dict[str, ContactHistory]:
-        """{user: history} of `user_ids` (each once), read together (`Table.get_many`)."""
+    def _read(self, txn, user_ids: Sequence[str]) -> dict[str, ContactHistory | None]:
+        """{user: history, None when damaged} of `user_ids` (each once), read together
+        (`store.damaged.read_each`)."""
         users = list(dict.fromkeys(user_ids))
-        raws = self._t.get_many(txn, [contact_key(u) for u in users])
-        return {u: ContactHistory.decode(raw) for u, raw in zip(users, raws)}
+        read = read_each(self._t, txn, [contact_key(u) for u in users], ContactHistory.decode)
+        return {u: None if h is DAMAGED else h for u, h in zip(users, read)}
 
     def save(self, txn, histories: dict[str, ContactHistory], now: float) -> None:
         """Each history pruned and written, all in one `put_many` (one cursor; with
@@ -288,3 +330,17 @@ class ContactLog:
             items.append((contact_key(user_id), h.encode()))
         if items:
             self._t.put_many(txn, items)
+
+
+def _without_history(row: Admission) -> Admission | str | None:
+    """`row` of a user whose history is damaged, as `ContactLog.admit` answers it: a choice a
+    cap checks is blocked (nothing shows it has room), so is one the contact policy refuses
+    now; on the first free one (uncounted, as the caller checks), or, when none is, refused:
+    `CONTACT_HISTORY_DAMAGED` if a cap blocked one, else None (the policy's refusal)."""
+    if row.choices:
+        settled = row.settled([c[0] in row.refused or bool(c[1]) for c in row.choices])
+        capped = any(c[1] for c in row.choices)
+    else:
+        refused = row.channel in row.refused
+        settled, capped = (None if refused or row.caps else row), not refused and bool(row.caps)
+    return CONTACT_HISTORY_DAMAGED if settled is None and capped else settled

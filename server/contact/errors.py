@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
-__all__ = ["UnknownTimeZone", "BadClockTime", "NotAnAddress", "AddressShared", "PlansMissing"]
+__all__ = ["UnknownTimeZone", "BadClockTime", "NotAnAddress", "AddressShared", "PlansMissing",
+           "ContactHistoryDamaged"]
 
 
 class UnknownTimeZone(InvalidArgument):
@@ -46,3 +47,14 @@ class PlansMissing(FailedPrecondition):
                          f"{problem}; install the phonenumberslite package, a dependency of "
                          "tailor (pip install 'phonenumberslite>=9.0', or install tailor again: "
                          "pip install -e ., make build)")
+
+
+class ContactHistoryDamaged(FailedPrecondition):
+    """A user's contact history (the frequency caps' record, `caps.ContactLog`) does not open
+    or decode, read alone (an access export); the message names no user (the caller's
+    request does)."""
+
+    def __init__(self):
+        super().__init__("the user's contact history (the frequency caps' record) is damaged: "
+                         "it does not open or decode; restore the store from a backup, or "
+                         "erase the user (docs/operations.md, \"Damaged contact histories\")")

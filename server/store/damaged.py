@@ -1,0 +1,60 @@
+"""Reading a batch of per-user records of which one may be damaged: that record fails its own
+user, never the batch.
+
+A sealed record whose bytes changed on disk (or came back wrong from a restore) does not open
+(`InvalidTag`: `kernels.aead` opens a batch in one call and refuses it whole); a plain one does
+not decode (`ValueError`, `UnicodeDecodeError` among them). `read_each` reads and decodes the
+batch whole first, as before, and only when that fails opens and decodes each record on its own,
+giving `DAMAGED` in the place of each that fails: a damaged batch costs a second read, no other
+batch anything.
+
+A data key wrapped under a master key the keyring no longer holds (`StoreKeyMissing`) is not
+damage of one record but of the keyring: it is not caught here.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from cryptography.exceptions import InvalidTag
+
+from .table import Table
+
+__all__ = ["DAMAGED", "UNREADABLE", "read_each"]
+
+T = TypeVar("T")
+
+UNREADABLE = (InvalidTag, ValueError)
+"""What a damaged record raises: it does not open (sealed) or does not decode."""
+
+
+class _Damaged:
+    """The type of `DAMAGED`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DAMAGED"
+
+
+DAMAGED = _Damaged()
+"""`read_each`'s value for a record that does not open or decode."""
+
+
+def read_each(table: Table, txn, keys: Sequence[bytes],
+              decode: Callable[[bytes | None], T]) -> list[T | _Damaged]:
+    """`decode(value)` of each of `keys`' records in `table` (value None for a miss), in order,
+    read together (`Table.get_many`); `DAMAGED` for each record that does not open or decode
+    (`UNREADABLE`), the others as they are."""
+    keys = keys if type(keys) is list else list(keys)
+    try:
+        return [decode(value) for value in table.get_many(txn, keys)]
+    except UNREADABLE:
+        pass
+    out: list[T | _Damaged] = []
+    for key, stored in zip(keys, table.stored(txn, keys)):
+        try:
+            out.append(decode(table.open(txn, key, stored)))
+        except UNREADABLE:
+            out.append(DAMAGED)
+    return out
