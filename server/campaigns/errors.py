@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..errors import FailedPrecondition, NotFound, ResourceExhausted
 
 __all__ = ["CampaignNotFound", "DecisionNotFound", "CampaignArchived", "CampaignExists",
-           "RewardConflict", "ImmutableField", "DecisionSuppressed", "PlanStreamTooLong",
+           "RewardConflict", "ImmutableField", "DecisionDamaged", "DecisionSuppressed",
+           "PlanStreamTooLong",
            "PlanStreamsBusy", "PlanStreamIdle"]
 
 
@@ -42,6 +43,16 @@ class RewardConflict(FailedPrecondition):
 class ImmutableField(FailedPrecondition):
     def __init__(self, field: str, why: str):
         super().__init__(f"{field} cannot change on update: {why} (create a new campaign)")
+
+
+class DecisionDamaged(FailedPrecondition):
+    """A decision whose stored record does not open or decode (`store.damaged`): it takes no
+    reward, and no window of it closes."""
+
+    def __init__(self, decision_id: str):
+        super().__init__(f"decision {decision_id!r}: its record is damaged (does not open or "
+                         "decode) and takes no reward; restore the store from a backup, or "
+                         "erase its user (docs/operations.md, \"Damaged decision records\")")
 
 
 class DecisionSuppressed(FailedPrecondition):

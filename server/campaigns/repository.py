@@ -28,6 +28,7 @@ import gc
 import itertools
 import json
 import os
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -40,7 +41,8 @@ from ..batching.bulk import Bulk
 from ..contact.caps import FREQUENCY_CAP, ContactLog
 from ..contexts import carried
 from ..limits import DEFAULT_LIMITS, Limits
-from ..store import Store, outbox
+from ..store import Store, Table, outbox
+from ..store.damaged import DAMAGED, read_each
 from ..store.keys import (
     DUE_PREFIX,
     campaign_key,
@@ -54,6 +56,7 @@ from .decision_log import DecisionLog, decision_parts, decode_decision, encode_d
 from .errors import (
     CampaignExists,
     CampaignNotFound,
+    DecisionDamaged,
     DecisionNotFound,
     DecisionSuppressed,
     RewardConflict,
@@ -280,7 +283,8 @@ class CampaignRepository:
     def _repeats(self, txn, asked: Sequence[tuple[int, bytes]], now: float) -> dict:
         """{row: the logged record (a dict) it repeats, or the index of an earlier row of this
         batch it repeats} of the rows whose request id was answered before (`requests`): not
-        withdrawn, still logged, within the window."""
+        withdrawn, still logged, within the window; `DECISION_DAMAGED` for a row whose logged
+        record is damaged (answered suppressed so, nothing stored)."""
         out, first = {}, {}
         for i, digest in asked:
             request = request_of(digest)  # with the unkeyed digest or not: one request
@@ -289,6 +293,9 @@ class CampaignRepository:
                 continue
             known = self.requests.find(txn, digest, now)
             found = None if known is None else self._lookup(txn, known[1]["d"])
+            if found is DAMAGED:  # its answer unknown: not decided again (it may have gone)
+                out[i] = first[request] = DECISION_DAMAGED
+                continue
             if found is None or (found[1]["status"] == SUPPRESSED
                                  and found[1].get("reason") == WITHDRAWN):
                 first[request] = i
@@ -303,7 +310,7 @@ class CampaignRepository:
         with self.store.read() as txn:
             known = self.requests.find(txn, digest, now)
             found = None if known is None else self._lookup(txn, known[1]["d"])
-        if found is None or (found[1]["status"] == SUPPRESSED
+        if found is None or found is DAMAGED or (found[1]["status"] == SUPPRESSED
                              and found[1].get("reason") == WITHDRAWN):
             return None
         return found[1]
@@ -345,7 +352,7 @@ class CampaignRepository:
                         if not self.requests.release(txn, digest, decision_id, now):
                             continue  # a repeat of its request was answered it
                     found = self._lookup(txn, decision_id)
-                    if found is None or found[1]["status"] != PENDING:
+                    if found is None or found is DAMAGED or found[1]["status"] != PENDING:
                         continue
                     pkey, rec = found
                     self._d.delete(txn, due_key(rec["deadline"], decision_id))
@@ -435,10 +442,18 @@ class CampaignRepository:
             x = [1.0, *rec["context"]] if rec.get("linear") else None
             self._b.put(txn, key, B.update_bytes(self._b.get(txn, key), rec["arm"], reward, x))
 
-    def _lookup(self, txn, decision_id: str) -> tuple[bytes, dict] | None:
+    def _lookup(self, txn, decision_id: str):
+        """(record key, record) of a logged decision; None: none is; `DAMAGED`: its record
+        does not open or decode (logged; the index entries are not per-user records: plain),
+        and the caller goes on without it."""
         pkey = self._d.get(txn, decision_index_key(decision_id))
-        raw = None if pkey is None else self._d.get(txn, pkey)
-        return None if raw is None else (pkey, decode_decision(raw))
+        if pkey is None:
+            return None
+        (rec,) = read_each(self._d, txn, [pkey], _decoded)
+        if rec is DAMAGED:
+            _warn_damaged(1, f"decision {decision_id} read without it")
+            return rec
+        return None if rec is None else (pkey, rec)
 
     def apply_rewards(self, requests: Sequence[RewardRequest], now: float) -> list:
         """Explicit and event rewards in one transaction; one outcome (or error) each."""
@@ -446,8 +461,11 @@ class CampaignRepository:
 
     def _apply(self, txn, req: RewardRequest, now: float):
         found = self._lookup(txn, req.decision_id)
-        if found is None:
-            return None if req.event_type else DecisionNotFound(req.decision_id)
+        if found is None or found is DAMAGED:
+            if req.event_type:  # rewards nothing, as an event naming an unknown decision
+                return None
+            return DecisionNotFound(req.decision_id) if found is None else \
+                DecisionDamaged(req.decision_id)
         pkey, rec = found
         spec = self.parse(self._c.get(txn, campaign_key(rec["campaign_id"]))).spec
         if rec["status"] == PENDING and rec["deadline"] <= now:  # due; the sweep is behind
@@ -509,20 +527,26 @@ class CampaignRepository:
     def _sweep_some(self, txn, now: float, limit: int) -> tuple[int, int]:
         now = self._held_back(txn, now)
         doomed, due_by_now = [], due_key(now, "")
-        for key, pkey in self._d.items(txn, DUE_PREFIX):
+        # as stored (due entries are plain): a sealed table's walk opens 256 records at a time,
+        # so it opened (and failed on a damaged one) the users' records after the due entries
+        for key, pkey in Table.items(self._d, txn, DUE_PREFIX):
             if key >= due_by_now or len(doomed) >= limit:  # due keys end below due_by_now
                 break
             doomed.append((key, pkey))
-        closed = 0
-        for key, pkey in doomed:
+        closed = damaged = 0
+        recs = read_each(self._d, txn, [pkey for _, pkey in doomed], _decoded)
+        for (key, pkey), rec in zip(doomed, recs):
             self._d.delete(txn, key)
-            raw = self._d.get(txn, pkey)
-            rec = decode_decision(raw) if raw else None
+            if rec is DAMAGED:  # its due entry gone: no pass reads it again
+                damaged += 1
+                continue
             if rec is None or rec["status"] != PENDING:
                 continue
             spec = self.parse(self._c.get(txn, campaign_key(rec["campaign_id"]))).spec
             self._close_window(txn, pkey, rec, spec, now)
             closed += 1
+        if damaged:
+            _warn_damaged(damaged, "left pending: their reward windows cannot close")
         return len(doomed), closed
 
     def _held_back(self, txn, now: float) -> float:
@@ -585,11 +609,17 @@ class CampaignRepository:
                          records: bool) -> tuple[list[bytes], int]:
         """(keys read, records removed) of up to `ERASE_CHUNK` of the user's decisions (key
         prefix `prefix`; before key `before`, newest first) in write transaction `txn`: their
-        index and due entries and pending counts, and the records themselves if `records`."""
-        found = list(itertools.islice(self._d.walk_back(txn, prefix, before), self.ERASE_CHUNK))
+        index and due entries and pending counts, and the records themselves if `records` (a
+        damaged record, whose entries and campaign cannot be read, alone)."""
+        found = list(itertools.islice(Table.walk_back(self._d, txn, prefix, before),
+                                      self.ERASE_CHUNK))  # as stored: opened each (damaged)
         removed, dropped = 0, collections.Counter()
-        for key, raw in found:
-            rec = decode_decision(raw)
+        recs = read_each(self._d, txn, [bytes(k) for k, _ in found], _decoded,
+                         [v for _, v in found])
+        for (key, _), rec in zip(found, recs):
+            if rec is None or rec is DAMAGED:  # shredded, damaged: the record goes alone
+                removed += self._d.delete(txn, key) if records else 0
+                continue
             removed += self._d.delete(txn, decision_index_key(rec["decision_id"]))
             if rec["status"] == PENDING:
                 removed += self._d.delete(txn, due_key(rec["deadline"], rec["decision_id"]))
@@ -615,6 +645,29 @@ def _counters(raw: bytes | None) -> dict:
 
 
 _json_decode = json.JSONDecoder().decode
+
+DECISION_DAMAGED = "decision_record_damaged"
+"""The answer to a repeat of a request whose logged decision's record is damaged (`_repeats`):
+suppressed, nothing stored (the first answer, which may have gone, cannot be read back)."""
+
+
+def _decoded(raw: bytes | None) -> dict | None:
+    """A decision record read by `read_each` (None: none); its packed layout cut or changed
+    on disk (`struct.error`, an index past its end) is a ValueError, as damaged JSON is."""
+    if raw is None:
+        return None
+    try:
+        return decode_decision(raw)
+    except (struct.error, IndexError, KeyError) as err:
+        raise ValueError(f"not a decision record: {err}") from err
+
+
+def _warn_damaged(n: int, what: str) -> None:
+    """Decision records that do not open or decode, met by a batch that goes on without them
+    (no user named: the record that would tell it does not read)."""
+    logger.warning("%d decision record(s) damaged (do not open or decode): %s; restore the "
+                   "store or erase their users (docs/operations.md, \"Damaged decision "
+                   "records\")", n, what)
 
 
 _COUNTER_FIELDS = ("decisions", "holdout", "pending", "holdout_rewarded", "holdout_rewards")

@@ -41,20 +41,23 @@ DAMAGED = _Damaged()
 """`read_each`'s value for a record that does not open or decode."""
 
 
-def read_each(table: Table, txn, keys: Sequence[bytes],
-              decode: Callable[[bytes | None], T]) -> list[T | _Damaged]:
+def read_each(table: Table, txn, keys: Sequence[bytes], decode: Callable[[bytes | None], T],
+              stored: list[bytes | None] | None = None) -> list[T | _Damaged]:
     """`decode(value)` of each of `keys`' records in `table` (value None for a miss), in order,
-    read together (`Table.get_many`); `DAMAGED` for each record that does not open or decode
-    (`UNREADABLE`), the others as they are."""
+    read together (`Table.get_many`), or opened from `stored`, their values as stored (read
+    already: `Table.stored`, a raw walk); `DAMAGED` for each record that does not open or
+    decode (`UNREADABLE`), the others as they are."""
     keys = keys if type(keys) is list else list(keys)
     try:
-        return [decode(value) for value in table.get_many(txn, keys)]
+        values = table.get_many(txn, keys) if stored is None else \
+            table.open_many(txn, keys, stored)
+        return [decode(value) for value in values]
     except UNREADABLE:
         pass
     out: list[T | _Damaged] = []
-    for key, stored in zip(keys, table.stored(txn, keys)):
+    for key, value in zip(keys, table.stored(txn, keys) if stored is None else stored):
         try:
-            out.append(decode(table.open(txn, key, stored)))
+            out.append(decode(table.open(txn, key, value)))
         except UNREADABLE:
             out.append(DAMAGED)
     return out

@@ -34,17 +34,24 @@ async def served(settings):
 
 
 def damage(store, user_id: str) -> None:
-    """Flip the last byte of `user_id`'s stored contact history (the tag of a sealed one, the
-    closing bracket of a plain one), as a disk or a bad restore would, through the store's own
-    transaction (below any sealing: the bytes as stored)."""
+    """Damage `user_id`'s stored contact history (`damage_record`)."""
     from server.store.keys import contact_key
+    damage_record(store, "contacts", contact_key(user_id))
+
+
+def damage_record(store, table: str, key: bytes) -> None:
+    """Flip the first and last bytes of the record at `key` of `table`, as a disk or a bad
+    restore would, through the store's own transaction, below any sealing (the bytes as
+    stored): a sealed record's tag no longer matches (its first byte, the version, is not
+    checked), a plain one is no longer JSON or no longer of its packed layout."""
     from server.store.table import Table
-    table, key = store.table("contacts"), contact_key(user_id)
+    t = store.table(table)
 
     def fn(txn):
-        (stored,) = Table.get_many(table, txn, [key])
-        assert stored is not None, "the user has no contact history to damage"
-        Table.put(table, txn, key, stored[:-1] + bytes([stored[-1] ^ 0xA5]))
+        (stored,) = Table.get_many(t, txn, [key])
+        assert stored is not None and len(stored) > 1, "no record to damage"
+        Table.put(t, txn, key, bytes([stored[0] ^ 0xA5]) + stored[1:-1]
+                  + bytes([stored[-1] ^ 0xA5]))
     store.write(fn)
 
 
