@@ -14,4 +14,4 @@ def test_every_server_takes_every_event_and_the_report_names_the_floor(tmp_path,
     assert all(len(r.split(", ")) == 2 for r in rows.values())  # one figure a round
     least = re.search(r"convert \+ one LMDB record an event = ([\d.]+) us", out)
     assert least and float(least.group(1)) > 0
-    assert re.search(r"raw LMDB .* ([\d.]+) us a record", out)
+    assert re.search(r"raw LMDB .* ([\d.]+) us of CPU a record", out)
