@@ -161,8 +161,9 @@ class Settings(BaseSettings):
     each channel, and an unknown user (`server.recommend.smoke`). 0: no such check."""
     user_cache_size: int = Field(20_000, ge=0)
     """Users per worker whose encoder output and retrieval candidates are kept and reused while
-    their history is unchanged (weights within 1e-4: the clock's decay refreshes an entry every
-    few minutes, a new event at once); about 2 KB each. 0: encode and search on every call."""
+    their encoder input is unchanged, bit for bit (a new event refreshes an entry at once, the
+    decay clock's next step, `history_clock_seconds`, every entry); about 2 KB each. 0: encode
+    and search on every call."""
     exclude_history: bool = True
     """Drop items the user has seen from recommendations, as `seen_exclusion_days` and
     `repeatable_categories` say (bundle seen-set and live events, not only the history window)."""
@@ -543,6 +544,12 @@ class Settings(BaseSettings):
     """Most total weight the history before the session may carry in the encoder's input (a
     view weighs 1, a click 2, a purchase 8); heavier histories are scaled down to it, so a
     session's new interest is not drowned. 0: no cap."""
+    history_clock_seconds: int = Field(300, ge=1, le=86_400)
+    """Step of the clock the encoder's history decays against in Recommend: the request time
+    floored to a multiple of it (since the epoch), so every worker, batch and path, and the
+    user cache's entries, encode the same stored history into the same vector, bit for bit,
+    until the next step. The recent part's 30-day half-life moves weights by 8e-5 in 300 s
+    (docs/bundle.md, "The same answer everywhere")."""
 
     # -- drift (issue 19) ------------------------------------------------------------------------
     drift_enabled: bool = True

@@ -41,7 +41,7 @@ from .exclusion import SeenPolicy
 from .pipeline import BatchValues, History, RecQuery, RecResult, recommend_batch
 from .user_cache import UserCache
 
-__all__ = ["Recommender", "bundle_histories", "ON_LOOP_ROWS"]
+__all__ = ["Recommender", "bundle_histories", "decay_clock", "ON_LOOP_ROWS"]
 
 logger = logging.getLogger("tailor.recommend")
 
@@ -57,10 +57,20 @@ def _fits_on_loop(bundle: Bundle, query: RecQuery) -> bool:
         len(bundle.category_items[bundle.category_code[c]]) for c in query.categories) <= ON_LOOP_ROWS
 
 
-def bundle_histories(bundle: Bundle, user_ids: Sequence[str], states=None) -> list[History | None]:
-    """Histories known to the bundle itself (training-time), None for unknown users (a server
-    without profiles: no live `states`)."""
+def bundle_histories(bundle: Bundle, user_ids: Sequence[str], now=None, states=None
+                     ) -> list[History | None]:
+    """Histories known to the bundle itself (training-time, undecayed: `now` is not read), None
+    for unknown users (a server without profiles: no live `states`)."""
     return [bundle.history(u) for u in user_ids]
+
+
+def decay_clock(now: float, step: int) -> float:
+    """`now` floored to a multiple of `step` seconds since the epoch: the time a batch's
+    histories decay to (`Settings.history_clock_seconds`). Every worker and path of a step
+    gives a stored history the same weights, so the same vector: the encoder and FAISS answer
+    a row bit for bit alike in any batch and with any thread count (docs/bundle.md, "The same
+    answer everywhere"); the user cache's entries are then exact."""
+    return float(now // step * step)
 
 
 def _reworded(err: InvalidArgument, where: str = "", note: str = "") -> InvalidArgument:
@@ -74,10 +84,11 @@ def _reworded(err: InvalidArgument, where: str = "", note: str = "") -> InvalidA
 class _LiveRead:
     """One batch's profile reads: its users' states and live seen-sets read together, once
     (`live_of`), when the pipeline first asks for either (its "history" stage, which times
-    it), or taken from a caller's read (`given`)."""
+    it), or taken from a caller's read (`given`); histories decay to `now` (`decay_clock`)."""
 
-    def __init__(self, history_of, live_of, given: list[tuple] | None = None):
+    def __init__(self, history_of, live_of, given: list[tuple] | None, now: float):
         self._history_of, self._live_of, self._live = history_of, live_of, given
+        self._now = now
 
     def _read(self, user_ids: Sequence[str]) -> list[tuple]:
         if self._live is None:
@@ -85,7 +96,8 @@ class _LiveRead:
         return self._live
 
     def history_of(self, bundle: Bundle, user_ids: Sequence[str]) -> list[History | None]:
-        return self._history_of(bundle, user_ids, states=[s for s, _ in self._read(user_ids)])
+        return self._history_of(bundle, user_ids, now=self._now,
+                                states=[s for s, _ in self._read(user_ids)])
 
     def seen_of(self, user_ids: Sequence[str]) -> list[SeenSet | None]:
         return [seen for _, seen in self._read(user_ids)]
@@ -104,8 +116,9 @@ class Recommender:
         self.limits = settings.limits
         self.registry = registry
         self.history_of = history_of
-        """Encoder inputs per user (`history_of(bundle, user_ids, states=None)`; `states`: the
-        users' feature states as a caller read them, else read there)."""
+        """Encoder inputs per user (`history_of(bundle, user_ids, now=None, states=None)`; `now`:
+        the time histories decay to, `decay_clock`; `states`: the users' feature states as a
+        caller read them, else read there)."""
         self.live_of = live_of
         """(feature state, live seen-set) per user from one read (None: no profiles; only the
         bundle's histories and seen-sets count)."""
@@ -189,7 +202,8 @@ class Recommender:
         taken = (self.live_of is not None and read is not None and len(queries) == 1
                  and queries[0].user_id == read[0])
         if self.live_of is not None:
-            live = _LiveRead(self.history_of, self.live_of, [read[1:3]] if taken else None)
+            live = _LiveRead(self.history_of, self.live_of, [read[1:3]] if taken else None,
+                             decay_clock(time.time(), self.settings.history_clock_seconds))
             history_of, seen_of = live.history_of, live.seen_of
         cache = self.cache
         with cache.reading([q.user_id for q in queries]) if cache is not None else nullcontext():

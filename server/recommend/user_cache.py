@@ -4,10 +4,12 @@ A Recommend call for a user spends most of its compute in the encoder (one ALS f
 FAISS search; both are pure functions of the encoder's input (item rows and weights) and the
 bundle. `UserCache` keeps, per bundle, the last input it saw for a user with the vector it gave
 and the candidates of the free (uncategorised) search at the depth asked. An entry is reused only
-while the new input matches it: the same item rows, and every weight within `rtol` (relative) of
-the cached one. So a new event (a new row or a weight that jumps) misses and refreshes the entry,
-with no invalidation to wire; and the clock's slow decay of the weights (a 30-day half-life moves
-them by 2e-5 a minute) refreshes it every few minutes. Exclusions are applied to the candidates
+while the new input is the cached one, bit for bit: the same item rows and the same float32
+weights. So a new event (a new row or weight) misses and refreshes the entry, with no
+invalidation to wire; the weights decay against a clock that moves in steps
+(`handler.decay_clock`), so an entry lasts at most a step, and a hit gives exactly what a fresh
+encode in any worker gives in that step (an entry reused while the weights were within 1e-4,
+as before, served a vector another worker's fresh encode did not). Exclusions are applied to the candidates
 on every call, as without the cache; a list that differs from the ranked one, or was ranked in
 another request context (a bundle with context features, `context`), is ranked again.
 
@@ -100,16 +102,12 @@ class UserCache:
     ----------
     max_users : int
         Entries per bundle; 0 keeps none (every lookup misses).
-    rtol : float
-        Largest relative difference of a weight from the cached one that still counts as the
-        same input.
     """
 
-    def __init__(self, max_users: int, rtol: float = 1e-4):
-        if max_users < 0 or not rtol >= 0:
-            raise ValueError("max_users and rtol must be >= 0")
+    def __init__(self, max_users: int):
+        if max_users < 0:
+            raise ValueError("max_users must be >= 0")
         self.max_users = max_users
-        self.rtol = rtol
         self._tables: weakref.WeakKeyDictionary[Bundle, OrderedDict[str, CachedUser]] = \
             weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
@@ -124,7 +122,7 @@ class UserCache:
 
     def lookup(self, bundle: Bundle, user_ids: Sequence[str], items: np.ndarray,
                weights: np.ndarray) -> list[CachedUser | None]:
-        """The entry of each user whose input (row j of `items`, `weights`) still matches it."""
+        """The entry of each user whose input (row j of `items`, `weights`) is still its own."""
         table = self._tables.get(bundle)
         if not table:
             return [None] * len(user_ids)
@@ -141,7 +139,7 @@ class UserCache:
             cached_w = np.stack([found[j].weights for j in at])
             items, weights = items[at], weights[at]
         same = (cached_items == items).all(axis=1)
-        same &= (np.abs(weights - cached_w) <= self.rtol * cached_w).all(axis=1)
+        same &= (weights == cached_w).all(axis=1)
         for j, ok in zip(at, same.tolist()):
             if not ok:
                 found[j] = None

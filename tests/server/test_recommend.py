@@ -90,6 +90,9 @@ async def test_on_loop_answers_as_the_batch_thread_does_but_on_the_loop(tailor_s
     monkeypatch.setattr(rec, "_run_batch", recording)
     monkeypatch.setattr(rec.batcher.runner, "fn", recording)
     monkeypatch.setattr(rec, "cache", None)
+    # one decay clock step for the whole test: bit-identical answers (`decay_clock`)
+    monkeypatch.setattr(rec, "settings", rec.settings.model_copy(
+        update={"history_clock_seconds": 86_400}))
     item_ids = tailor_server.registry.current().items["item_ids"]
     cat = (users["names"][1],)
     for q in (RecQuery(users["heavy"], 6), RecQuery("never-seen-before", 5),
@@ -98,7 +101,8 @@ async def test_on_loop_answers_as_the_batch_thread_does_but_on_the_loop(tailor_s
         threaded = await rec.recommend(q)
         assert ran_in[-2] == threading.get_ident() and ran_in[-1] != threading.get_ident()
         np.testing.assert_array_equal(here.rows, threaded.rows)
-        np.testing.assert_allclose(here.scores, threaded.scores, rtol=1e-6)
+        assert here.scores.tobytes() == threaded.scores.tobytes()  # one decay clock step
+        assert here.retrieval_scores.tobytes() == threaded.retrieval_scores.tobytes()
         assert here.cold_start == (q.user_id == "never-seen-before") == threaded.cold_start
         assert not {str(item_ids[r]) for r in here.rows} & users["history"]
     monkeypatch.setattr(handler, "ON_LOOP_ROWS", 0)  # every category pool is too large now
@@ -119,9 +123,9 @@ async def test_a_callers_profile_read_serves_only_its_own_user(tailor_server, us
     rec, reads, given = tailor_server.recommender, [], []
     history_of, live_of = rec.history_of, rec.live_of
 
-    def recording(bundle, user_ids, states=None):
+    def recording(bundle, user_ids, now=None, states=None):
         given.append(states)
-        return history_of(bundle, user_ids, states=states)
+        return history_of(bundle, user_ids, now=now, states=states)
 
     def reading(user_ids):
         reads.append(list(user_ids))

@@ -17,11 +17,12 @@ def _input(weights):
 
 
 def test_same_input_hits_and_changed_input_misses():
-    cache, key = UserCache(10, rtol=1e-4), _Key()
+    cache, key = UserCache(10), _Key()
     items, w = _input([1.0, 2.0, 0.0])
     stored = cache.store(key, "u", items[0], w[0], np.ones(4, np.float32))
     assert cache.lookup(key, ["u"], items, w) == [stored]
-    assert cache.lookup(key, ["u"], items, w * (1 + 5e-5)) == [stored]   # the clock's decay
+    assert cache.lookup(key, ["u"], items, w.copy()) == [stored]          # equal, not the same
+    assert cache.lookup(key, ["u"], items, np.nextafter(w, 0)) == [None]  # the clock's decay
     assert cache.lookup(key, ["u"], items, w * (1 + 2e-4)) == [None]     # a weight that moved
     assert cache.lookup(key, ["u"], *_input([1.0, 2.0, 1.0])) == [None]  # a new item
     assert cache.lookup(key, ["v"], items, w) == [None]
@@ -30,7 +31,7 @@ def test_same_input_hits_and_changed_input_misses():
     other = cache.store(key, "o", items[0], w[0] * 2, np.ones(4, np.float32))
     rows, ws = np.repeat(items, 3, axis=0), np.stack([w[0], w[0] * 2, w[0] * 2])
     assert cache.lookup(key, ["u", "o", "v"], rows, ws) == [stored, other, None]
-    ws[1, 0] *= 1 + 2e-4
+    ws[1, 0] = np.nextafter(ws[1, 0], 0)
     assert cache.lookup(key, ["u", "o", "v"], rows, ws) == [stored, None, None]
     assert cache.lookup(key, ["v", "o", "x"], rows, np.stack([w[0] * 2] * 3)) == [None, other, None]
     rows[1, 1] = 4
