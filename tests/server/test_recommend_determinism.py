@@ -13,47 +13,48 @@ from clients import TailorClient
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 
-KS = (10, 50)
 STEP = 86_400
 """The decay clock's step in these servers: no step ends while the test runs (300 s, the default,
 would end in one run in 30)."""
 
 
-def _people(bundle) -> tuple[list[str], list[str], list[dict]]:
+def _people(bundle) -> tuple[list[str], list[str], list[dict], list[dict]]:
     """(the users compared: bundle users, two of them with live events, and two users known only
-    by their events; other bundle users to batch them with; those events)."""
+    by their events; other bundle users to batch them with; those events; what each is asked:
+    k 10 and 50, and k 10 in one category, scored by numpy rather than FAISS)."""
     with np.load(bundle / "users.npz") as users, np.load(bundle / "items.npz") as items:
         ids, item_ids = [str(u) for u in users["user_ids"][:40]], items["item_ids"]
+        asks = [{"k": 10}, {"k": 50}, {"k": 10, "categories": [str(items["category_names"][0])]}]
     t0 = time.time() - 900
     events = [{"event_id": f"e{n}-{u}", "user_id": u, "type": kind,
                "item_id": str(item_ids[(7 * n + len(u)) % len(item_ids)]), "timestamp": t0 + 60 * n}
               for u in (ids[0], ids[1], "live-only-1", "live-only-2")
               for n, kind in enumerate(("view", "click", "view", "add_to_cart"))]
-    return ids[:24] + ["live-only-1", "live-only-2"], ids[24:], events
+    return ids[:24] + ["live-only-1", "live-only-2"], ids[24:], events, asks
 
 
 def _bits(reply) -> tuple:
     return tuple((i.item_id, struct.pack("<ff", i.score, i.retrieval_score)) for i in reply.items)
 
 
-def _one_by_one(target: str, users: list[str], threads: int = 1) -> dict:
-    """Each (user, k) asked on its own connection (`--workers 2` spreads them over its workers),
+def _one_by_one(target: str, users: list[str], asks: list[dict], threads: int = 1) -> dict:
+    """Each (user, ask) on its own connection (`--workers 2` spreads them over its workers),
     `threads` at a time (concurrent calls share the server's batches)."""
     def ask(key):
         with grpc.insecure_channel(target) as channel:
             reply = pb_grpc.RecommendationServiceStub(channel).Recommend(
-                pb.RecommendRequest(user_id=key[0], k=key[1]), timeout=30)
+                pb.RecommendRequest(user_id=key[0], **asks[key[1]]), timeout=30)
         return key, _bits(reply)
     with ThreadPoolExecutor(threads) as pool:
-        return dict(pool.map(ask, [(u, k) for u in users for k in KS]))
+        return dict(pool.map(ask, [(u, a) for u in users for a in range(len(asks))]))
 
 
-def _in_one_batch(target: str, users: list[str], others: list[str]) -> dict:
-    keys = [(u, k) for u in users + others for k in KS]
+def _in_one_batch(target: str, users: list[str], others: list[str], asks: list[dict]) -> dict:
+    keys = [(u, a) for u in users + others for a in range(len(asks))]
     order = np.random.default_rng(0).permutation(len(keys))
     with grpc.insecure_channel(target) as channel:
         reply = pb_grpc.RecommendationServiceStub(channel).RecommendBatch(pb.RecommendBatchRequest(
-            requests=[pb.RecommendRequest(user_id=keys[i][0], k=keys[i][1]) for i in order]),
+            requests=[pb.RecommendRequest(user_id=keys[i][0], **asks[keys[i][1]]) for i in order]),
             timeout=30)
     return {keys[i]: _bits(r) for i, r in zip(order, reply.responses) if keys[i][0] in users}
 
@@ -70,17 +71,17 @@ def _serve(server_process, tmp_path, name: str, bundle, workers: int, events: li
 def test_every_path_and_process_gives_the_same_bits(server_process, tmp_path, demo_bundle):
     if STEP - time.time() % STEP < 120:  # a step would end during the test: wait for it
         time.sleep(STEP - time.time() % STEP)
-    users, others, events = _people(demo_bundle)
+    users, others, events, asks = _people(demo_bundle)
     first = _serve(server_process, tmp_path, "a", demo_bundle, 2, events)
-    answers = {"first calls, 2 workers": _one_by_one(first.target, users)}
+    answers = {"first calls, 2 workers": _one_by_one(first.target, users, asks)}
     time.sleep(1.0)  # the clock moves on: a weight decayed to now differs in its last bits
-    answers["again, 2 workers"] = _one_by_one(first.target, users)
-    answers["one batch with others"] = _in_one_batch(first.target, users, others)
+    answers["again, 2 workers"] = _one_by_one(first.target, users, asks)
+    answers["one batch with others"] = _in_one_batch(first.target, users, others, asks)
     second = _serve(server_process, tmp_path, "b", demo_bundle, 1, events)
-    answers["another process, concurrent"] = _one_by_one(second.target, users, threads=6)
-    answers["another process, cached"] = _one_by_one(second.target, users)
+    answers["another process, concurrent"] = _one_by_one(second.target, users, asks, threads=6)
+    answers["another process, cached"] = _one_by_one(second.target, users, asks)
     expected = answers.pop("first calls, 2 workers")
-    assert all(len(expected[u, 10]) == 10 for u in users)
+    assert all(len(expected[u, 0]) == 10 and len(expected[u, 2]) == 10 for u in users)
     for path, got in answers.items():
         differ = sorted({u for u, k in expected if got[u, k] != expected[u, k]})
         assert not differ, f"{path}: {len(differ)} of {len(users)} users answered otherwise"
