@@ -546,10 +546,11 @@ class Settings(BaseSettings):
     session's new interest is not drowned. 0: no cap."""
     history_clock_seconds: int = Field(300, ge=1, le=86_400)
     """Step of the clock the encoder's history decays against in Recommend: the request time
-    floored to a multiple of it (since the epoch), so every worker, batch and path, and the
-    user cache's entries, encode the same stored history into the same vector, bit for bit,
-    until the next step. The recent part's 30-day half-life moves weights by 8e-5 in 300 s
-    (docs/bundle.md, "The same answer everywhere")."""
+    floored to the user's step (steps start at multiples of it since the epoch, plus one of 16
+    phases per user), so every worker, batch and path, and the user cache's entries, encode the
+    same stored history into the same vector, bit for bit, until the user's next step; each
+    step's end re-encodes a sixteenth of the cached users. The recent part's 30-day half-life
+    moves weights by 8e-5 in 300 s (docs/bundle.md, "The same answer everywhere")."""
 
     # -- drift (issue 19) ------------------------------------------------------------------------
     drift_enabled: bool = True

@@ -806,16 +806,18 @@ class Profiles:
         (`ProfileRepository.sample_states`; the contact policy's population prior)."""
         return self.repo.sample_states(limit, start)
 
-    def history_of(self, bundle, user_ids: Sequence[str], now: float | None = None,
+    def history_of(self, bundle, user_ids: Sequence[str], now: float | Sequence[float] | None = None,
                    states: Sequence | None = None):
         """Encoder input per user: the bundle's training history and the live profile's recent
-        items, blended into short- and long-term interest as of `now` (`history.HistoryBlend`).
+        items, blended into short- and long-term interest as of `now` (`history.HistoryBlend`;
+        one time for every user, or one per user: Recommend's `decay_clock`).
 
         Live items are weighted with the event weights the bundle was trained with (manifest
         `history`), and the blend's short-term half-life is the bundle's. `states`: the users'
         feature states as the caller read them (default: read now).
         """
         now = time.time() if now is None else now
+        times = [now] * len(user_ids) if np.ndim(now) == 0 else now
         self._mask_erased(bundle, user_ids)
         states = self.repo.states(user_ids) if states is None else states
         d = self._of(bundle)
@@ -823,7 +825,7 @@ class Profiles:
         trained_ts, weights, blend = d.trained_ts, d.weights, d.blend
         indptr, uniq_rows, uniq_w = d.unique_histories
         out = []
-        for uid, state in zip(user_ids, states):
+        for uid, state, now in zip(user_ids, states, times):
             if state is None:  # the common case: a bundle user without live events, or unknown
                 row = bundle.row_of(uid)
                 if row is None:

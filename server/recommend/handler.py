@@ -10,6 +10,7 @@ import functools
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
@@ -41,7 +42,7 @@ from .exclusion import SeenPolicy
 from .pipeline import BatchValues, History, RecQuery, RecResult, recommend_batch
 from .user_cache import UserCache
 
-__all__ = ["Recommender", "bundle_histories", "decay_clock", "ON_LOOP_ROWS"]
+__all__ = ["Recommender", "bundle_histories", "decay_clock", "CLOCK_PHASES", "ON_LOOP_ROWS"]
 
 logger = logging.getLogger("tailor.recommend")
 
@@ -64,13 +65,22 @@ def bundle_histories(bundle: Bundle, user_ids: Sequence[str], now=None, states=N
     return [bundle.history(u) for u in user_ids]
 
 
-def decay_clock(now: float, step: int) -> float:
-    """`now` floored to a multiple of `step` seconds since the epoch: the time a batch's
-    histories decay to (`Settings.history_clock_seconds`). Every worker and path of a step
-    gives a stored history the same weights, so the same vector: the encoder and FAISS answer
-    a row bit for bit alike in any batch and with any thread count (docs/bundle.md, "The same
-    answer everywhere"); the user cache's entries are then exact."""
-    return float(now // step * step)
+CLOCK_PHASES = 16
+"""Groups of users whose decay clock steps at times of their own (`decay_clock`): a step's end
+refreshes one group's user cache entries at a time, every `history_clock_seconds / 16`, not
+every user's at once."""
+
+
+def decay_clock(now: float, step: int, user_id: str) -> float:
+    """The time `user_id`'s history decays to at `now` (`Settings.history_clock_seconds`):
+    `now` floored to the user's step, which starts at a multiple of `step` seconds since the
+    epoch plus the user's phase (one of `CLOCK_PHASES`, from a CRC of the id: the same in every
+    process). Every worker and path of a step gives a stored history the same weights, so the
+    same vector: the encoder and FAISS answer a row bit for bit alike in any batch and with any
+    thread count (docs/bundle.md, "The same answer everywhere"); the user cache's entries are
+    then exact."""
+    phase = zlib.crc32(user_id.encode()) % CLOCK_PHASES * step / CLOCK_PHASES
+    return (now - phase) // step * step + phase
 
 
 def _reworded(err: InvalidArgument, where: str = "", note: str = "") -> InvalidArgument:
@@ -84,11 +94,12 @@ def _reworded(err: InvalidArgument, where: str = "", note: str = "") -> InvalidA
 class _LiveRead:
     """One batch's profile reads: its users' states and live seen-sets read together, once
     (`live_of`), when the pipeline first asks for either (its "history" stage, which times
-    it), or taken from a caller's read (`given`); histories decay to `now` (`decay_clock`)."""
+    it), or taken from a caller's read (`given`); each user's history decays to their
+    `decay_clock` at `now`."""
 
-    def __init__(self, history_of, live_of, given: list[tuple] | None, now: float):
+    def __init__(self, history_of, live_of, given: list[tuple] | None, now: float, step: int):
         self._history_of, self._live_of, self._live = history_of, live_of, given
-        self._now = now
+        self._now, self._step = now, step
 
     def _read(self, user_ids: Sequence[str]) -> list[tuple]:
         if self._live is None:
@@ -96,7 +107,8 @@ class _LiveRead:
         return self._live
 
     def history_of(self, bundle: Bundle, user_ids: Sequence[str]) -> list[History | None]:
-        return self._history_of(bundle, user_ids, now=self._now,
+        return self._history_of(bundle, user_ids,
+                                now=[decay_clock(self._now, self._step, u) for u in user_ids],
                                 states=[s for s, _ in self._read(user_ids)])
 
     def seen_of(self, user_ids: Sequence[str]) -> list[SeenSet | None]:
@@ -117,8 +129,8 @@ class Recommender:
         self.registry = registry
         self.history_of = history_of
         """Encoder inputs per user (`history_of(bundle, user_ids, now=None, states=None)`; `now`:
-        the time histories decay to, `decay_clock`; `states`: the users' feature states as a
-        caller read them, else read there)."""
+        the time each user's history decays to, `decay_clock`; `states`: the users' feature
+        states as a caller read them, else read there)."""
         self.live_of = live_of
         """(feature state, live seen-set) per user from one read (None: no profiles; only the
         bundle's histories and seen-sets count)."""
@@ -203,7 +215,7 @@ class Recommender:
                  and queries[0].user_id == read[0])
         if self.live_of is not None:
             live = _LiveRead(self.history_of, self.live_of, [read[1:3]] if taken else None,
-                             decay_clock(time.time(), self.settings.history_clock_seconds))
+                             time.time(), self.settings.history_clock_seconds)
             history_of, seen_of = live.history_of, live.seen_of
         cache = self.cache
         with cache.reading([q.user_id for q in queries]) if cache is not None else nullcontext():

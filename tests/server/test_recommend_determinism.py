@@ -12,10 +12,11 @@ import numpy as np
 from clients import TailorClient
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
+from server.recommend.handler import CLOCK_PHASES, decay_clock
 
 STEP = 86_400
-"""The decay clock's step in these servers: no step ends while the test runs (300 s, the default,
-would end in one run in 30)."""
+"""The decay clock's step in these servers: no user's step ends while the test runs (with 300 s,
+the default, one group's would end every 19 s)."""
 
 
 def _people(bundle) -> tuple[list[str], list[str], list[dict], list[dict]]:
@@ -68,9 +69,20 @@ def _serve(server_process, tmp_path, name: str, bundle, workers: int, events: li
     return server
 
 
+def test_each_users_clock_steps_at_its_own_phase():
+    users = [f"u{n}" for n in range(400)]
+    now = 1_765_000_000.5
+    clocks = [decay_clock(now, 300, u) for u in users]
+    assert all(now - 300 < c <= now for c in clocks)
+    assert len({c % 300 for c in clocks}) == CLOCK_PHASES  # steps end at 16 times, not one
+    assert [decay_clock(c + 299.9, 300, u) for c, u in zip(clocks, users)] == clocks
+    assert all(decay_clock(c + 300, 300, u) == c + 300 for c, u in zip(clocks, users))
+
+
 def test_every_path_and_process_gives_the_same_bits(server_process, tmp_path, demo_bundle):
-    if STEP - time.time() % STEP < 120:  # a step would end during the test: wait for it
-        time.sleep(STEP - time.time() % STEP)
+    every = STEP / CLOCK_PHASES  # some user's step ends this often
+    if every - time.time() % every < 30:  # one would end during the test: wait for it
+        time.sleep(every - time.time() % every)
     users, others, events, asks = _people(demo_bundle)
     first = _serve(server_process, tmp_path, "a", demo_bundle, 2, events)
     answers = {"first calls, 2 workers": _one_by_one(first.target, users, asks)}
