@@ -544,13 +544,17 @@ class Settings(BaseSettings):
     """Most total weight the history before the session may carry in the encoder's input (a
     view weighs 1, a click 2, a purchase 8); heavier histories are scaled down to it, so a
     session's new interest is not drowned. 0: no cap."""
-    history_clock_seconds: int = Field(300, ge=1, le=86_400)
+    history_clock_seconds: int = Field(3600, ge=1, le=86_400)
     """Step of the clock the encoder's history decays against in Recommend: the request time
     floored to the user's step (steps start at multiples of it since the epoch, plus one of 16
     phases per user), so every worker, batch and path, and the user cache's entries, encode the
     same stored history into the same vector, bit for bit, until the user's next step; each
-    step's end re-encodes a sixteenth of the cached users. The recent part's 30-day half-life
-    moves weights by 8e-5 in 300 s (docs/bundle.md, "The same answer everywhere")."""
+    step's end re-encodes a sixteenth of the cached users. The session
+    (`history_session_minutes`) still counts back from the request itself. The recent part's
+    30-day half-life moves weights by 1e-3 in an hour; a shorter step re-encodes cached users
+    more often (300 s: Recommend's CPU a call at half max x1.12-1.29 in the bench, whose
+    users' cache entries lasted over an hour before; docs/bundle.md, "The same answer
+    everywhere")."""
 
     # -- drift (issue 19) ------------------------------------------------------------------------
     drift_enabled: bool = True

@@ -807,10 +807,11 @@ class Profiles:
         return self.repo.sample_states(limit, start)
 
     def history_of(self, bundle, user_ids: Sequence[str], now: float | Sequence[float] | None = None,
-                   states: Sequence | None = None):
+                   states: Sequence | None = None, session_now: float | None = None):
         """Encoder input per user: the bundle's training history and the live profile's recent
         items, blended into short- and long-term interest as of `now` (`history.HistoryBlend`;
-        one time for every user, or one per user: Recommend's `decay_clock`).
+        one time for every user, or one per user: Recommend's `decay_clock`), the session
+        counted back from `session_now` (default: `now`; Recommend's: the request's time).
 
         Live items are weighted with the event weights the bundle was trained with (manifest
         `history`), and the blend's short-term half-life is the bundle's. `states`: the users'
@@ -833,7 +834,7 @@ class Profiles:
                     continue
                 lo, hi = indptr[row], indptr[row + 1]
                 out.append(blend.blend_trained(uniq_rows[lo:hi], uniq_w[lo:hi], trained_ts[row],
-                                               now, bundle.history_len))
+                                               now, bundle.history_len, session_now))
                 continue
             row = bundle.row_of(uid)  # once: an erasure may drop it meanwhile
             rows, w, ts = [], [], []
@@ -853,7 +854,7 @@ class Profiles:
                 ts.append(v["rc_ts"][:n][idx])
             try:
                 out.append(blend.blend(np.concatenate(rows), np.concatenate(w), np.concatenate(ts),
-                                       now, bundle.history_len))
+                                       now, bundle.history_len, session_now))
             except ValueError as err:  # a damaged record fails its user, not the whole batch
                 logger.error("history of %s not blended: %s", user_ref(uid), err)
                 out.append(None)  # no history: the popular items

@@ -44,15 +44,19 @@ class HistoryBlend:
                    s.history_session_minutes * 60.0, s.history_background_mass)
 
     def blend(self, rows: np.ndarray, weights: np.ndarray, ts: np.ndarray, now: float,
-              length: int) -> tuple[np.ndarray, np.ndarray]:
+              length: int, session_now: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(rows oldest first, float32 weights), one entry per row, at most `length`
-        (`kernels.history.blend`)."""
+        (`kernels.history.blend`). `session_now`: the time the session is counted back from,
+        when not `now` (Recommend decays to a clock in steps, `recommend.handler.decay_clock`,
+        but its session is the last `session_s` before the request itself)."""
+        session_s = self.session_s if session_now is None else self.session_s - (session_now - now)
         return kernel_blend(rows, weights, ts, now, length, half_life_s=self.half_life_s,
-                            long_half_life_s=self.long_half_life_s, session_s=self.session_s,
+                            long_half_life_s=self.long_half_life_s, session_s=session_s,
                             background_mass=self.background_mass)
 
     def blend_trained(self, rows: np.ndarray, weights: np.ndarray, ts: float, now: float,
-                      length: int) -> tuple[np.ndarray, np.ndarray]:
+                      length: int, session_now: float | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
         """`blend` of a history whose rows are unique and ascending and all seen at `ts` (a
         bundle user without live events: `unique_histories`), with a handful of array
         operations instead of `blend`'s grouping; the result is the same."""
@@ -60,7 +64,8 @@ class HistoryBlend:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         age = max(now - ts, 0.0)
         w = weights * (2.0 ** (-age / self.half_life_s) + 2.0 ** (-age / self.long_half_life_s))
-        if self.background_mass > 0 and ts < now - self.session_s:
+        session_start = (now if session_now is None else session_now) - self.session_s
+        if self.background_mass > 0 and ts < session_start:
             mass = float(w.sum())
             if mass > self.background_mass:
                 w *= self.background_mass / mass

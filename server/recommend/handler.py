@@ -109,7 +109,8 @@ class _LiveRead:
     def history_of(self, bundle: Bundle, user_ids: Sequence[str]) -> list[History | None]:
         return self._history_of(bundle, user_ids,
                                 now=[decay_clock(self._now, self._step, u) for u in user_ids],
-                                states=[s for s, _ in self._read(user_ids)])
+                                states=[s for s, _ in self._read(user_ids)],
+                                session_now=self._now)
 
     def seen_of(self, user_ids: Sequence[str]) -> list[SeenSet | None]:
         return [seen for _, seen in self._read(user_ids)]

@@ -72,3 +72,23 @@ def test_the_bundle_only_fast_path_equals_the_general_blend(age_days):
         got = blend.blend_trained(rows[ptr[u]:ptr[u + 1]], w[ptr[u]:ptr[u + 1]], ts, now, 20)
         assert got[0].tolist() == want[0].tolist()
         np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_the_session_counts_back_from_the_request_not_from_a_decay_clock(trained):
+    """Recommend decays to a clock in steps (`recommend.handler.decay_clock`) but its session is
+    the last `session_s` before the request: an item seen 40 minutes before a request whose clock
+    stepped 50 minutes earlier is background (capped with the rest), not session. Counted back
+    from the clock it was session, and a step of an hour moved the session by up to an hour."""
+    blend, clock = HistoryBlend(background_mass=4.0, session_s=1800.0), NOW - 3000.0
+    rows, w = np.arange(8), np.full(8, 2.0)
+    seen = NOW - 2400.0  # 40 minutes before the request, 10 after the clock
+    if trained:  # the bundle-only path: every row seen at the bundle's time
+        got = blend.blend_trained(rows, w, seen, clock, 50, session_now=NOW)
+        as_if_clock = blend.blend_trained(rows, w, seen, clock, 50)
+    else:
+        ts = np.full(8, seen)
+        got = blend.blend(rows, w, ts, clock, 50, session_now=NOW)
+        as_if_clock = blend.blend(rows, w, ts, clock, 50)
+    assert float(got[1].sum()) == pytest.approx(4.0)  # capped: background
+    assert float(as_if_clock[1].sum()) == pytest.approx(32.0)  # session, counted from the clock

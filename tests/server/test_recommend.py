@@ -123,9 +123,9 @@ async def test_a_callers_profile_read_serves_only_its_own_user(tailor_server, us
     rec, reads, given = tailor_server.recommender, [], []
     history_of, live_of = rec.history_of, rec.live_of
 
-    def recording(bundle, user_ids, now=None, states=None):
+    def recording(bundle, user_ids, now=None, states=None, session_now=None):
         given.append(states)
-        return history_of(bundle, user_ids, now=now, states=states)
+        return history_of(bundle, user_ids, now=now, states=states, session_now=session_now)
 
     def reading(user_ids):
         reads.append(list(user_ids))

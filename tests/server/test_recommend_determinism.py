@@ -15,8 +15,8 @@ from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 from server.recommend.handler import CLOCK_PHASES, decay_clock
 
 STEP = 86_400
-"""The decay clock's step in these servers: no user's step ends while the test runs (with 300 s,
-the default, one group's would end every 19 s)."""
+"""The decay clock's step in these servers: no user's step ends while the test runs (with the
+default hour, one group's ends every 225 s)."""
 
 
 def _people(bundle) -> tuple[list[str], list[str], list[dict], list[dict]]:
