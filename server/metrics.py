@@ -34,7 +34,8 @@ from .security.hosts import with_port
 __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "SHED_CALLS", "LOOP_LAG", "MODEL_INFO",
            "MODEL_SWAPS", "BUNDLE_LOAD_FAILING", "BUNDLE_FALLBACK",
-           "CAMPAIGN_DECISIONS", "CONTACT_HISTORIES_DAMAGED", "EVENTS", "STORE_USED", "STORE_MAP",
+           "CAMPAIGN_DECISIONS", "CONTACT_HISTORIES_DAMAGED", "PROFILE_RECORDS_DAMAGED", "EVENTS",
+           "STORE_USED", "STORE_MAP",
            "STORE_MAX_MAP",
            "STORE_FULL_REFUSALS", "USER_CACHE_USERS", "WRITER_EXITS",
            "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
@@ -94,6 +95,13 @@ CONTACT_HISTORIES_DAMAGED = Counter(
     "record) did not open or decode where it was read, by use: decision (a capped decision "
     "refused contact_history_damaged), send (a <channel>_sent event not counted). Logged "
     "WARNING with the user's keyed hash (docs/operations.md).", ["use"])
+PROFILE_RECORDS_DAMAGED = Counter(
+    "tailor_profile_records_damaged", "Users whose profile record (state: feature state and "
+    "seen-set; meta: attributes and consent) did not open or decode where it was read, by "
+    "use: event (their events rejected profile_damaged), decision (suppressed "
+    "profile_damaged), recommend (served without their live profile), read (GetProfile, "
+    "ExportProfile refused), erase (erased without the keep-out of withdrawn addresses). "
+    "Logged WARNING with the user's keyed hash (docs/operations.md).", ["record", "use"])
 EVENTS = Counter("tailor_events", "Tracked events, by type and outcome (accepted, duplicate, "
                  "rejected); types outside the vocabulary count as 'other'.", ["type", "outcome"])
 STORE_USED = Gauge("tailor_store_used_bytes", "LMDB pages in use times the page size.",
@@ -142,6 +150,9 @@ IMPRESSION_JOINS = Counter("tailor_impression_joins", "Clicks, add-to-carts and 
                            "to an impression, or unmatched.", ["outcome"])
 for _use in ("decision", "send"):  # at 0 from the start (`contact.damage`'s uses)
     CONTACT_HISTORIES_DAMAGED.labels(_use)
+for _record in ("state", "meta"):  # (`profiles.damage`'s records and uses)
+    for _use in ("event", "decision", "recommend", "read", "erase"):
+        PROFILE_RECORDS_DAMAGED.labels(_record, _use)
 for _outcome in ("joined", "unmatched"):  # at 0 from the start, as the docs list them: absent
     IMPRESSION_JOINS.labels(_outcome)      # until the first join, a rate() or absent() alert saw nothing
 _MODEL_LABELS = ["version", "channel"]

@@ -28,6 +28,8 @@ from ..contact.consent import MARKETING, TRANSACTIONAL
 from ..contact.damage import SEND, report_damaged
 from ..interfaces import ErasedUsers, ProfileStates, SuppressedAddresses
 from ..limits import DEFAULT_LIMITS, Limits
+from ..profiles.damage import DECISION, report_found
+from ..profiles.errors import ProfileDamaged
 from ..store import Store
 from ..store.outbox import Batch
 from ..validation import check_count, check_id, check_not_negative, check_stored_id, check_window
@@ -37,7 +39,7 @@ from .context import UNREAD, pii_positions
 from .decision_ids import TimedIds, fixed_decision_id
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
-from .plan import PlanBatch, Planner, PlanRequest
+from .plan import PlanBatch, Planner, PlanRequest, damaged_verdicts
 from .policy import DecisionMaker
 from .power import (
     SampleSizeAnswer,
@@ -258,7 +260,7 @@ class Campaigns:
 
     def read_contacts(self, entry: Entry, user_ids: Sequence[str], with_states: bool = False,
                       with_seen: bool = False, reachable: frozenset[str] | None = None,
-                      addressed: bool = False) -> tuple[list, list[Contact]]:
+                      addressed: bool = False) -> tuple[list, list[Contact], tuple[int, ...]]:
         """(feature states, the contact policy's inputs) of a batch of users from one read
         snapshot: feature states (None unless the campaign's decisions read them, or
         `with_states`), meta records, and the campaign's channels whose address (email, phone)
@@ -267,12 +269,20 @@ class Campaigns:
         some of which are capped (`Entry.reads_contacts`); which users without a profile were
         erased, when the campaign's consent tells them from new ones (`Entry.reads_erasures`);
         `reachable`, `addressed`: the channels the caller's message may go on, and whether it
-        goes to the profile's addresses (`Contact.reachable`, `Contact.addressed`)."""
+        goes to the profile's addresses (`Contact.reachable`, `Contact.addressed`). Last, the
+        positions of the users whose profile record is damaged (`ProfileDamaged`: reported;
+        read as without a profile, their verdicts are to be `damaged_verdicts`')."""
         sup, channels = self._suppressions, entry.channels
         purpose = TRANSACTIONAL if entry.transactional else MARKETING  # a keep-out: marketing
         with self._store.read() as txn:
-            read = self._profiles.states_and_meta(user_ids, entry.with_states or with_states, txn,
-                                                  with_seen=with_seen, with_stored=True)
+            try:
+                damaged: tuple[int, ...] = ()
+                read = self._profiles.states_and_meta(
+                    user_ids, entry.with_states or with_states, txn, with_seen=with_seen,
+                    with_stored=True)
+            except ProfileDamaged as err:
+                read, damaged = err.read, err.damaged
+                report_found(err.found, user_ids, DECISION)
             histories = (self.repo.contacts.histories(txn, user_ids) if entry.reads_contacts
                          else None)
             erased = self._erased(user_ids, read, txn) if entry.reads_erasures else _NONE
@@ -281,7 +291,7 @@ class Campaigns:
                         else sup.suppressed_channels(r[1], channels, txn, purpose),
                         r[2] if with_seen else None, u in erased, reachable,
                         addressed, stamp_of(r[-1]))
-                for u, r in zip(user_ids, read)]
+                for u, r in zip(user_ids, read)], damaged
 
     def recheck(self, entry: Entry, contact: Contact, channel: str, choices: tuple) -> tuple:
         """What the writer checks again of the policy's verdict on `contact` (logged on
@@ -299,8 +309,11 @@ class Campaigns:
             return _NONE
         gone = [u for u, t in zip(bare, self._erasures.find(txn, bare)) if t is not None]
         if gone:  # back through events alone: a feature state, no meta record
-            gone = [u for u, r in zip(gone, self._profiles.states_and_meta(gone, True, txn))
-                    if r[0] is None]
+            try:
+                back = self._profiles.states_and_meta(gone, True, txn)
+            except ProfileDamaged as err:  # (a damaged one: not erased, suppressed anyway)
+                back = [(True, None) if i in err.damaged else r for i, r in enumerate(err.read)]
+            gone = [u for u, r in zip(gone, back) if r[0] is None]
         return frozenset(gone)
 
     def profile_states(self, user_ids: Sequence[str], with_states: bool) -> list:
@@ -316,9 +329,10 @@ class Campaigns:
         check (the profile and the contact are then None too)."""
         if not entry.reads_profile:
             return Verdict(False, "", entry.channels[0], 0.0), UNREAD, None, None
-        states, contacts = self.read_contacts(entry, [user_id], profile, profile and seen,
-                                              reachable, addressed)
-        verdict = self.contact.verdicts(entry.campaign.spec, contacts, now)[0]
+        states, contacts, damaged = self.read_contacts(entry, [user_id], profile,
+                                                       profile and seen, reachable, addressed)
+        verdict = damaged_verdicts(list(self.contact.verdicts(entry.campaign.spec, contacts,
+                                                              now)), damaged)[0]
         read = (contacts[0].state, contacts[0].meta, contacts[0].seen) if profile else None
         return verdict, states[0] if entry.with_states else UNREAD, read, contacts[0]
 
@@ -720,3 +734,4 @@ def _effects(ev: TrackedEvent) -> tuple[RewardRequest | None, tuple | None]:
                         event_value=ev.value) if decision else None
     send = (ev.user_id, ev.type[:-5], ev.timestamp, decision) if ev.type.endswith("_sent") else None
     return req, send
+

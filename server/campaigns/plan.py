@@ -74,6 +74,7 @@ from ..contact.caps import CONTACT_HISTORY_DAMAGED
 from ..contact.consent import TRANSACTIONAL
 from ..contact.damage import DECISION, report_damaged
 from ..errors import InvalidArgument
+from ..profiles.damage import PROFILE_DAMAGED
 from ..validation import check_count, check_id
 from .decision_ids import decision_ids
 from .errors import PlanStreamIdle, PlanStreamsBusy, PlanStreamTooLong
@@ -82,7 +83,8 @@ from .records import DUPLICATE, NO_ARM, PENDING, SUPPRESSED, Fallback
 if TYPE_CHECKING:
     from .handler import Campaigns
 
-__all__ = ["PlanRequest", "PlanBatch", "Planner", "DECIDE_SLICE", "apply_verdicts"]
+__all__ = ["PlanRequest", "PlanBatch", "Planner", "DECIDE_SLICE", "apply_verdicts",
+           "damaged_verdicts"]
 
 DECIDE_SLICE = 250
 """Users of a message decided between two turns of the event loop and logged together. A message
@@ -419,8 +421,9 @@ class Planner:
         c = self.campaigns
         if not entry.reads_profile:
             return c.profile_states(user_ids, entry.with_states), None, None
-        states, contacts = c.read_contacts(entry, user_ids)
-        return states, c.contact.verdicts(entry.campaign.spec, contacts, now), contacts
+        states, contacts, damaged = c.read_contacts(entry, user_ids)
+        verdicts = c.contact.verdicts(entry.campaign.spec, contacts, now)
+        return states, damaged_verdicts(list(verdicts), damaged), contacts
 
     @staticmethod
     def _outcome(batch: PlanBatch, reasons: Sequence) -> PlanBatch:
@@ -479,3 +482,12 @@ def _rows(spec, caps: Mapping[str, tuple], batch: PlanBatch, contexts: Sequence[
                 batch.variant_ids, batch.channels, batch.send_at, batch.reasons, contexts,
                 batch.channel_propensities or ones, batch.send_at_propensities or ones,
                 choices or itertools.repeat(()), rechecks or itertools.repeat(()))]
+
+
+def damaged_verdicts(verdicts: list[Verdict], damaged: Sequence[int]) -> list[Verdict]:
+    """`verdicts` with those at the positions `damaged` (users whose profile record does not
+    open or decode: `read_contacts`) suppressed `PROFILE_DAMAGED`: their consent and
+    addresses cannot be read, so nobody knows whether they may be contacted."""
+    for i in damaged:
+        verdicts[i] = Verdict(True, PROFILE_DAMAGED, verdicts[i].channel, 0.0)
+    return verdicts

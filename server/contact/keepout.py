@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..interfaces import ProfileStates
+from ..profiles.damage import ERASE, report_found
+from ..profiles.errors import ProfileDamaged
 from .addresses import CHANNEL_KIND
 from .consent import MARKETING, consent_entry
 from .errors import NotAnAddress
@@ -48,7 +50,11 @@ class KeepOut:
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: list the addresses whose channel's marketing consent the user withdrew
         (read in `txn`, before the erasure deletes the record); 0: it removes nothing."""
-        [(_, meta)] = self.profiles.states_and_meta([user_id], False, txn)
+        try:
+            [(_, meta)] = self.profiles.states_and_meta([user_id], False, txn)
+        except ProfileDamaged as err:  # unreadable: the erasure, the repair, goes on
+            report_found(err.found, [user_id], ERASE)
+            return 0
         if not meta:
             return 0
         attributes = meta.get("attributes") or {}

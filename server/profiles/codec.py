@@ -22,8 +22,10 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 from kernels import sparse
 
+from . import seen
+
 __all__ = ["encode_states", "decode_states", "update_records", "AppendedTypes", "join_state",
-           "split_state", "split_states"]
+           "split_state", "split_states", "checked_parts"]
 
 CHUNK_USERS = 256
 """Users decoded at a time by `update_records`: their dense states (~1.6 MB) stay in cache and
@@ -46,6 +48,18 @@ def split_state(raw: bytes) -> tuple[bytes, bytes | None]:
     if len(raw) < 4 + n:
         raise ValueError(f"profile state record: {len(raw)} bytes, its state part says {n}")
     return raw[4:4 + n], (raw[4 + n:] if len(raw) > 4 + n else None)
+
+
+def checked_parts(raw: bytes | None) -> tuple[bytes, bytes | None] | None:
+    """`split_state` of a stored record (None: none), its seen part checked (`seen.check`):
+    ValueError for a record whose parts are cut or grown (its feature state is checked as it
+    is decoded, `decode_states`)."""
+    if not raw:
+        return None
+    parts = split_state(raw)
+    if parts[1] is not None:
+        seen.check(parts[1])
+    return parts
 
 
 def split_states(raws: Sequence[bytes | None]) -> tuple[list[bytes | None], list[bytes | None]]:

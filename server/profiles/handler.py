@@ -59,6 +59,7 @@ from ..validation import (
     shown,
     text_problem,
 )
+from . import damage
 from .backfill import backfill_attributes
 from .errors import ProfileAttributesFull
 from .events import EventRules, TrackedEvent, check_event
@@ -139,9 +140,17 @@ ID_TAKEN = ("event_id is the id of another user's event (ids are unique across u
             "of an event names its user): it is not stored")
 """The reason for an event whose id an event of another user holds: not a duplicate (which
 would tell the client it was stored before), and not stored."""
-_ERASED_REASONS = {"since": ERASED_SINCE, "replay": ERASED_REPLAY, "window": ERASED_WINDOW}
+PROFILE_DAMAGED = (f"{damage.PROFILE_DAMAGED}: the user's profile record does not open or "
+                   "decode; the event is not stored (restore the store from a backup, or erase "
+                   "the user, then send it again: docs/operations.md, \"Damaged profile "
+                   "records\")")
+"""The reason for an event whose user's feature state or meta record is damaged (reported):
+applying it would mean writing over the record, the user's history, with a new one."""
+_ERASED_REASONS = {"since": ERASED_SINCE, "replay": ERASED_REPLAY, "window": ERASED_WINDOW,
+                   "damaged": PROFILE_DAMAGED}
 """The reason of each judgment of `Tombstones.judged`, made in the ingestion's write (and
-"absent", `ProfileRepository._absent`'s: `Profiles._absent`)."""
+"absent", `ProfileRepository._absent`'s: `Profiles._absent`; "damaged", its
+`_refuse_damaged`)."""
 
 
 class Profiles:

@@ -19,10 +19,12 @@ from kernels import features as kf
 from ..contact.quiet_hours import utc_offset_min
 from ..interfaces import UserEraser
 from ..store import Store, keys, outbox, scan, sweep
+from ..store.damaged import DAMAGED, decode_each, read_each
 from ..validation import STOP_MARK, stop_sent
 from . import seen
-from .codec import decode_states, join_state, split_state, split_states, update_records
-from .errors import ErasedSince
+from .codec import checked_parts, decode_states, join_state, split_state, update_records
+from .damage import EVENT, META, READ, RECOMMEND, STATE, report_damaged, report_found
+from .errors import ErasedSince, ProfileDamaged
 from .events import TrackedEvent
 from .records import EventRecords, event_type, event_user
 from .schema import CHANNELS, EVENT_TYPES
@@ -107,6 +109,16 @@ class ProfileRepository:
                 if self._before_erasure is not None else [])
         if True in records.stored_only:
             late = self._absent(txn, records, late)
+        while True:
+            try:
+                return self._ingest_judged(txn, records, late, in_write)
+            except _DamagedUsers as err:  # (nothing written yet: judged, and again)
+                late = sorted({**dict(late), **{i: "damaged" for i, u in enumerate(
+                    records.user_ids) if u in err.users}}.items())
+
+    def _ingest_judged(self, txn, records: EventRecords, late: list[tuple[int, str]],
+                       in_write: Mapping) -> IngestResult:
+        """`_ingest` of `records` but those of `late` (index, why: refused)."""
         if not late:
             return self._ingest_fresh(txn, records, in_write)
         gone = {i for i, _ in late}
@@ -134,11 +146,19 @@ class ProfileRepository:
             return IngestResult([], dups, taken=taken)
         new = records if len(fresh) == len(records) else records.take(fresh)
         users, fkeys, rows = new.users()
+        olds = self._state_reads(txn, fkeys)
+        zones = self._zones(txn, new.user_tokens()) if self._zone_of is not None else None
+        _refuse_damaged(users, olds, zones)
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
                           category=self._category_codes(txn, new.categories), value=new.value,
-                          tz_offset_min=self._tz_offsets(txn, new))
-        old_states, old_seens = split_states(self._profiles.get_many(txn, fkeys))
-        states = update_records(self.layout, old_states, rows, batch)
+                          tz_offset_min=self._tz_offsets(new, zones))
+        old_states = [p[0] if p else None for p in olds]
+        old_seens = [p[1] if p else None for p in olds]
+        try:
+            states = update_records(self.layout, old_states, rows, batch)
+        except ValueError:  # a plain state that does not decode: its user's events refused
+            _refuse_damaged(users, self._decoded(olds))
+            raise
         seens = seen.merge_updates(dict(zip(users, old_seens)), new.user_ids, new.item,
                                    new.type, new.ts, self._seen_items, self._seen_kept,
                                    self._seen_first)
@@ -174,14 +194,14 @@ class ProfileRepository:
             self._outbox.put_many(txn, stored)
         return applied
 
-    def _tz_offsets(self, txn, new: EventRecords) -> np.ndarray | None:
-        """Each event's UTC offset in minutes at its time in its user's zone (`zone_of` of
-        their meta record: the `timezone` attribute, else the default), so the hour-of-week
-        features, the send-time model and its population prior read local hours. None when
-        every user's zone is UTC, the offsets are all 0."""
-        if self._zone_of is None:
+    def _tz_offsets(self, new: EventRecords, zones: list | None) -> np.ndarray | None:
+        """Each event's UTC offset in minutes at its time in its user's zone (`zones`, by
+        user: `_zones`, `zone_of` of their meta record: the `timezone` attribute, else the
+        default), so the hour-of-week features, the send-time model and its population prior
+        read local hours. None when every user's zone is UTC, the offsets are all 0 (or
+        without `zone_of`)."""
+        if zones is None:
             return None
-        zones = self._zones(txn, new.user_tokens())
         offsets = np.zeros(len(new), np.int32)  # always given: a state keeps its last offset
         if all(z is None for z in zones):  # (a user gone back to UTC is binned in UTC again)
             return offsets
@@ -200,7 +220,8 @@ class ProfileRepository:
     def _zones(self, txn, tokens: Sequence[bytes]) -> list:
         """`zone_of` the meta record of each user (by token), remembered by a digest of the
         record's stored bytes (a changed record, resealed, is read again; no record, personal
-        data included, is kept): a batch opens and parses only the records it has not met."""
+        data included, is kept): a batch opens and parses only the records it has not met.
+        `DAMAGED` for a record that does not open or decode."""
         meta_keys = keys.profile_meta_keys_of(tokens)
         known, out, default = self._zone_by_record, [], _UNSEEN
         for key, raw in zip(meta_keys, self._profiles.stored(txn, meta_keys)):
@@ -212,8 +233,11 @@ class ProfileRepository:
             digest = hashlib.blake2b(raw, digest_size=16).digest()
             zone = known.get(digest, _UNSEEN)
             if zone is _UNSEEN:
-                opened = self._profiles.open(txn, key, raw)
-                zone = self._zone_of(json.loads(opened) if opened else None)
+                (meta,) = self._meta_reads(txn, [key], [raw])
+                if meta is DAMAGED:
+                    out.append(DAMAGED)
+                    continue
+                zone = self._zone_of(meta)
                 if len(known) >= _ZONES_KEPT:
                     known.clear()
                 known[digest] = zone
@@ -325,10 +349,11 @@ class ProfileRepository:
     def _change_meta_at(self, txn, key: bytes, change, create: bool = True,
                         keep=None) -> dict | None:
         """`_change_meta` of the meta record under `key`."""
-        raw = self._profiles.get(txn, key)
-        if raw is None and not create:
+        (meta,) = self._meta_reads(txn, [key])
+        if meta is DAMAGED:
+            raise ProfileDamaged(META)
+        if meta is None and not create:
             return None
-        meta = json.loads(raw) if raw else None
         if keep is not None and keep(meta):
             return None
         if meta is None:
@@ -462,8 +487,7 @@ class ProfileRepository:
         those asked for are not read (a walk back from the newest)."""
         prefix = keys.user_prefix(user_id)
         with self.store.read() as txn:
-            state = self._profiles.get(txn, keys.feature_key(user_id))
-            meta = self._profiles.get(txn, keys.profile_meta_key(user_id))
+            state, meta = self._profile_of(txn, user_id)
             if not with_events:
                 events = []
             elif max_events or max_bytes:
@@ -471,8 +495,7 @@ class ProfileRepository:
                     txn, prefix, max_events or sys.maxsize, max_bytes)]
             else:
                 events = [v for _, v in self._events.scan_prefix(txn, prefix)][::-1]  # newest first
-        return (decode_states(self.layout, [split_state(state)[0]])[0] if state else None,
-                json.loads(meta) if meta else None, events)
+        return state, meta, events
 
     def read_page(self, user_id: str, skip: int, most: int, max_bytes: int):
         """`read` for the access export, which pages the events: (state, meta, [raw events
@@ -482,8 +505,7 @@ class ProfileRepository:
         prefix = keys.user_prefix(user_id)
         page, size, held = [], 0, 0
         with self.store.read() as txn:
-            state = self._profiles.get(txn, keys.feature_key(user_id))
-            meta = self._profiles.get(txn, keys.profile_meta_key(user_id))
+            state, meta = self._profile_of(txn, user_id)
             for key in self._events.keys_back(txn, prefix):
                 held += 1
                 if held <= skip or len(page) == most or (page and size > max_bytes):
@@ -495,8 +517,15 @@ class ProfileRepository:
                 size += len(raw)
                 if not page or size <= max_bytes:
                     page.append(raw)
-        return (decode_states(self.layout, [split_state(state)[0]])[0] if state else None,
-                json.loads(meta) if meta else None, page, held)
+        return state, meta, page, held
+
+    def _profile_of(self, txn, user_id: str) -> tuple[np.ndarray | None, dict | None]:
+        """(feature state, meta dict) of one user (None where there is none); `ProfileDamaged`
+        naming each record that does not open or decode (reported)."""
+        (state,) = self._decoded(self._state_reads(txn, [keys.feature_key(user_id)]))
+        (meta,) = self._meta_reads(txn, [keys.profile_meta_key(user_id)])
+        _raise_damaged([user_id], [(state, meta)], READ)
+        return state, meta
 
     def recorded_at(self, event_id: str) -> float | None:
         """The time of the event stored under `event_id`, the end of its millisecond (its
@@ -508,14 +537,35 @@ class ProfileRepository:
         return None if key is None else (int(keys.event_parts(key)[1]) + 1) / 1000
 
     def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
-        """Meta records of many users in one snapshot (None where there is none)."""
-        return self.metas_at([keys.profile_meta_key(u) for u in user_ids])
+        """Meta records of many users in one snapshot (None where there is none);
+        `ProfileDamaged` if one does not open or decode (reported)."""
+        try:
+            return self.metas_at([keys.profile_meta_key(u) for u in user_ids])
+        except ProfileDamaged as err:
+            report_found(err.found, user_ids, READ)
+            raise
 
     def metas_at(self, meta_keys: Sequence[bytes]) -> list[dict | None]:
-        """`metas` of the records under `meta_keys`."""
+        """`metas` of the records under `meta_keys`; `ProfileDamaged` if one does not open or
+        decode."""
         with self.store.read() as txn:
-            raws = self._profiles.get_many(txn, meta_keys)
-        return [json.loads(r) if r else None for r in raws]
+            metas = self._meta_reads(txn, meta_keys)
+        if _any_damaged(metas):
+            _raise_damaged((), [(None, m) for m in metas])
+        return metas
+
+    def _meta_reads(self, txn, meta_keys: Sequence[bytes],
+                    stored: list[bytes | None] | None = None) -> list:
+        """The meta dict of each record under `meta_keys` (None: none; `DAMAGED`: it does not
+        open or decode), read in `txn` or opened from `stored`, as stored
+        (`store.damaged.read_each`)."""
+        return read_each(self._profiles, txn, meta_keys, _meta_of, stored)
+
+    def _state_reads(self, txn, feature_keys: Sequence[bytes]) -> list:
+        """(feature state record, seen record or None) of each profile state record under
+        `feature_keys` (None: none; `DAMAGED`: it does not open, or its parts are cut:
+        `codec.checked_parts`)."""
+        return read_each(self._profiles, txn, feature_keys, checked_parts)
 
     def category_names(self) -> dict[int, str]:
         """Every assigned category code with its name (`_category_codes` assigns them)."""
@@ -525,32 +575,45 @@ class ProfileRepository:
         return {int(code): key[len(prefix):].decode() for key, code in found}
 
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
-        """Feature states for many users in one snapshot (None where there is none)."""
-        return self._decoded(self._state_records(user_ids))
+        """Feature states for many users in one snapshot (None where there is none, or where
+        it does not open or decode: reported, read for Recommend)."""
+        return self._live(user_ids)[1]
 
     def states_and_seen(self, user_ids: Sequence[str]
                         ) -> list[tuple[np.ndarray | None, seen.SeenSet | None]]:
         """(feature state, live seen-set) of many users from one snapshot, each record read and
         opened once (Recommend's reads; None where there is no profile). The seen-set holds every
         item the user had an event on (live, uncapped); a profile older than seen-sets gets its
-        recent items, of unknown type."""
-        raws = self._state_records(user_ids)
-        states = self._decoded(raws)
-        return list(zip(states, map(self._seen, raws, states)))
+        recent items, of unknown type. A profile whose state record does not open or decode
+        is served as none (reported: the user is recommended to without their live events)."""
+        parts, states = self._live(user_ids)
+        return list(zip(states, map(self._seen, parts, states)))
 
-    def _state_records(self, user_ids: Sequence[str]) -> list[bytes | None]:
-        """The users' profile state records (feature state and seen-set) from one snapshot."""
+    def _live(self, user_ids: Sequence[str]) -> tuple[list, list]:
+        """(`_state_reads`, the feature states) of the users from one snapshot, each damaged
+        one's None (reported)."""
         with self.store.read() as txn:
-            return self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
+            parts = self._state_reads(txn, [keys.feature_key(u) for u in user_ids])
+        states = self._decoded(parts)
+        if _any_damaged(states):
+            bad = [i for i, st in enumerate(states) if st is DAMAGED]
+            report_damaged([user_ids[i] for i in bad], STATE, RECOMMEND)
+            for i in bad:
+                parts[i] = states[i] = None
+        return parts, states
 
-    def _decoded(self, raws: Sequence[bytes | None]) -> list[np.ndarray | None]:
-        """The feature state of each profile state record (None where there is none)."""
-        found = [i for i, r in enumerate(raws) if r]
-        out: list[np.ndarray | None] = [None] * len(raws)
+    def _decoded(self, parts: Sequence) -> list:
+        """The feature state of each profile state record's parts (`_state_reads`: None
+        where there is none; `DAMAGED` where it does not open or decode), decoded together,
+        or each alone when that fails."""
+        found = [i for i, p in enumerate(parts) if p is not None and p is not DAMAGED]
+        out: list = [p if p is DAMAGED else None for p in parts]
         if found:  # decoding costs even with nothing to decode (Recommend's bundle-only users)
-            parts = [split_state(raws[i])[0] for i in found]
-            for j, state in enumerate(decode_states(self.layout, parts)):
-                out[found[j]] = state
+            states = decode_each([parts[i][0] for i in found],
+                                 lambda records: list(decode_states(self.layout, records)),
+                                 lambda record: decode_states(self.layout, [record])[0])
+            for i, state in zip(found, states):
+                out[i] = state
         return out
 
     def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
@@ -573,32 +636,39 @@ class ProfileRepository:
         new one (None where there is none; no states read unless `with_states`); with
         `with_seen` (and `with_states`), (state, meta, live seen-set as `states_and_seen` has it);
         with `with_stored`, the meta record's bytes as stored (sealed or not; None for none)
-        last, from the same read (the contact policy's stamp: `campaigns.recheck`)."""
+        last, from the same read (the contact policy's stamp: `campaigns.recheck`).
+        `ProfileDamaged` when a record read does not open or decode, with the batch as read
+        (`ProfileDamaged.read`: those records None) for a caller that goes on without them."""
         if with_seen and not with_states:
             raise ValueError("with_seen: the seen-sets are read with the states (with_states)")
         if txn is None:
             with self.store.read() as txn:
                 return self.states_and_meta(user_ids, with_states, txn, with_seen, with_stored)
-        raws = (self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
+        raws = (self._state_reads(txn, [keys.feature_key(u) for u in user_ids])
                 if with_states else [None] * len(user_ids))
         meta_keys = [keys.profile_meta_key(u) for u in user_ids]
         stored = self._profiles.stored(txn, meta_keys)
-        metas = self._profiles.open_many(txn, meta_keys, stored)
+        metas = self._meta_reads(txn, meta_keys, stored)
         states = self._decoded(raws)  # nothing to decode (None) on the contact path: free
-        metas = [json.loads(m.decode()) if m else None for m in metas]
+        damaged = _any_damaged(states) or _any_damaged(metas)
+        if damaged:  # (blanked: read as without a profile, for `ProfileDamaged.read`)
+            raws = [None if s is DAMAGED else r for r, s in zip(raws, states)]
         parts = [states, metas]
         if with_seen:
-            parts.append(map(self._seen, raws, states))
+            parts.append(list(map(self._seen, raws, states)))
         if with_stored:
             parts.append(stored)
-        return list(zip(*parts))
+        read = list(zip(*parts))
+        if damaged:  # (reported by the caller that catches it)
+            _raise_damaged(user_ids, read)
+        return read
 
-    def _seen(self, raw: bytes | None, state: np.ndarray | None = None) -> seen.SeenSet | None:
-        """The live seen-set of a profile state record (`state`: its feature state, if
-        decoded already)."""
-        if not raw:
+    def _seen(self, parts, state: np.ndarray | None = None) -> seen.SeenSet | None:
+        """The live seen-set of a profile state record's parts (`_state_reads`; `state`: its
+        feature state, if decoded already)."""
+        if not parts or state is DAMAGED:
             return None
-        packed, part = split_state(raw)
+        packed, part = parts
         if part is not None:
             return seen.decode(part)
         if state is None:
@@ -648,6 +718,55 @@ class ProfileRepository:
             if chunk is None:
                 return
             yield chunk
+
+
+class _DamagedUsers(Exception):
+    """Users of an ingestion's batch whose profile records do not open or decode: refused
+    before anything is written (`ProfileRepository._ingest`)."""
+
+    def __init__(self, users: set[str]):
+        super().__init__(f"{len(users)} damaged profile(s)")
+        self.users = users
+
+
+def _refuse_damaged(users: Sequence[str], *reads: Sequence | None) -> None:
+    """Report and raise `_DamagedUsers` for the users of a batch (`users`, in the order of
+    each of `reads`, by record: the feature states', `STATE`, then the meta records', `META`;
+    None: not read) any of whose records is `DAMAGED`."""
+    bad: set[str] = set()
+    for record, read in zip((STATE, META), reads):
+        found = [u for u, r in zip(users, read or ()) if r is DAMAGED and u not in bad]
+        report_damaged(found, record, EVENT)
+        bad.update(found)
+    if bad:
+        raise _DamagedUsers(bad)
+
+
+def _raise_damaged(user_ids: Sequence[str], read: list, use: str | None = None) -> None:
+    """`ProfileDamaged` for the users of `user_ids` whose rows of `read` (state, meta, ...)
+    hold a `DAMAGED` record, those records blanked in `read` (None: as without one), reported
+    if `use` is given (else the caller that catches it reports: `damage.report_found`); none:
+    nothing."""
+    found = tuple((i, record) for record, at in ((STATE, 0), (META, 1))
+                  for i, row in enumerate(read) if row[at] is DAMAGED)
+    if not found:
+        return
+    if use is not None:
+        report_found(found, user_ids, use)
+    damaged = tuple(sorted({i for i, _ in found}))
+    for i in damaged:
+        read[i] = tuple(None if v is DAMAGED else v for v in read[i])
+    raise ProfileDamaged(", ".join(dict.fromkeys(r for _, r in found)), read, damaged, found)
+
+
+def _any_damaged(values: Sequence) -> bool:
+    """Whether any of `values` is `DAMAGED` (by identity: `in` compares arrays)."""
+    return any(v is DAMAGED for v in values)
+
+
+def _meta_of(raw: bytes | None) -> dict | None:
+    """The meta dict of a meta record as opened (None: none)."""
+    return json.loads(raw) if raw else None
 
 
 _PAST_USER = bytes([keys.SEP[0] + 1])

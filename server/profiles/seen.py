@@ -35,7 +35,7 @@ from contract.events import DEFAULT_EVENT_WEIGHTS
 
 from .schema import EVENT_TYPES
 
-__all__ = ["SeenSet", "LAYOUT_VERSION", "SEEN_TYPES", "UNKNOWN_BIT", "encode", "decode",
+__all__ = ["SeenSet", "LAYOUT_VERSION", "SEEN_TYPES", "UNKNOWN_BIT", "encode", "decode", "check",
            "merge", "merge_updates", "from_recent", "type_bits", "type_mask"]
 
 LAYOUT_VERSION = 1
@@ -67,6 +67,12 @@ def encode(seen: SeenSet) -> bytes:
     return b"".join((head, seen.codes.astype("<i8", copy=False).tobytes(),
                      seen.mask.astype("<u4", copy=False).tobytes(),
                      seen.ts.astype("<f8", copy=False).tobytes()))
+
+
+def check(raw: bytes) -> None:
+    """Raise ValueError unless `raw` is a seen record of this layout, whole (a record that
+    changed on disk, plain, is found here before a batch merges or decodes it)."""
+    _check(raw)
 
 
 def decode(raw: bytes) -> SeenSet:

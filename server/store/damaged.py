@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidTag
 
 from .table import Table
 
-__all__ = ["DAMAGED", "UNREADABLE", "read_each"]
+__all__ = ["DAMAGED", "UNREADABLE", "read_each", "decode_each"]
 
 T = TypeVar("T")
 
@@ -54,10 +54,25 @@ def read_each(table: Table, txn, keys: Sequence[bytes], decode: Callable[[bytes 
         return [decode(value) for value in values]
     except UNREADABLE:
         pass
+    return _each(zip(keys, table.stored(txn, keys) if stored is None else stored),
+                 lambda kv: decode(table.open(txn, *kv)))
+
+
+def decode_each(values: Sequence, whole: Callable[[Sequence], list[T]],
+                one: Callable[[object], T]) -> list[T | _Damaged]:
+    """`whole(values)` (a batch decoded together, records already opened), or, when that fails
+    (`UNREADABLE`), `one(value)` of each, `DAMAGED` for each that fails alone."""
+    try:
+        return whole(values)
+    except UNREADABLE:
+        return _each(values, one)
+
+
+def _each(values, one: Callable[[object], T]) -> list[T | _Damaged]:
     out: list[T | _Damaged] = []
-    for key, value in zip(keys, table.stored(txn, keys) if stored is None else stored):
+    for value in values:
         try:
-            out.append(decode(table.open(txn, key, value)))
+            out.append(one(value))
         except UNREADABLE:
             out.append(DAMAGED)
     return out

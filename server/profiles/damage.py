@@ -1,0 +1,52 @@
+"""What a worker says of users whose profile records are damaged (a record of the `profiles`
+table that does not open, sealed, or does not decode, plain: `store.damaged`): a WARNING naming
+each by its keyed hash (`user_ref`, never the id), the record and what it was read for, and
+`metrics.PROFILE_RECORDS_DAMAGED`. The record is never written over: a restore can still read
+it, and an erasure (DeleteProfile) removes it."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from .. import metrics
+from ..security.userref import user_ref
+
+__all__ = ["STATE", "META", "RECORDS", "EVENT", "DECISION", "RECOMMEND", "READ", "ERASE",
+           "USES", "PROFILE_DAMAGED", "report_damaged", "report_found"]
+
+STATE, META = "feature state and seen-set", "attributes and consent"
+"""The records of a profile (`keys.feature_key`, `keys.profile_meta_key`), as named to callers."""
+RECORDS = {STATE: "state", META: "meta"}
+"""Each record's `record` label."""
+
+EVENT, DECISION, RECOMMEND, READ, ERASE = "event", "decision", "recommend", "read", "erase"
+USES = (EVENT, DECISION, RECOMMEND, READ, ERASE)
+_WHAT = {EVENT: "the user's events rejected (profile_damaged)",
+         DECISION: "the user's decision suppressed (profile_damaged)",
+         RECOMMEND: "recommended without the user's live profile and seen items",
+         READ: "the user's profile read refused (FAILED_PRECONDITION)",
+         ERASE: "erased without the keep-out of the user's withdrawn addresses"}
+
+logger = logging.getLogger("tailor.profiles")
+
+PROFILE_DAMAGED = "profile_damaged"
+"""The reason of a decision suppressed, or an event rejected, for its user's damaged profile
+record."""
+
+
+def report_damaged(user_ids: Sequence[str], record: str, use: str) -> None:
+    """Log and count the users of `user_ids` whose `record` (`STATE`, `META`) was found
+    damaged when read for `use` (`USES`)."""
+    if not user_ids:
+        return
+    metrics.PROFILE_RECORDS_DAMAGED.labels(RECORDS[record], use).inc(len(user_ids))
+    for user_id in user_ids:
+        logger.warning("profile record (%s) of %s is damaged (does not open or decode): %s; "
+                       "restore the store or erase the user (docs/operations.md)",
+                       record, user_ref(user_id), _WHAT[use])
+
+
+def report_found(found: Sequence[tuple[int, str]], user_ids: Sequence[str], use: str) -> None:
+    """`report_damaged` of a `ProfileDamaged`'s `found` (position in `user_ids`, record)."""
+    for record in RECORDS:
+        report_damaged([user_ids[i] for i, r in found if r == record], record, use)

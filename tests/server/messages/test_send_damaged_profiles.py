@@ -1,0 +1,35 @@
+"""SendCampaign and ComposeMessage beside a recipient whose profile meta record (attributes and
+consent) is damaged (tests/server/test_damaged_profiles.py): that one is suppressed
+`profile_damaged` (nobody can read whether they may be contacted, nor where), every other one
+is sent to."""
+import pytest
+
+from protos.tailor.v1 import messaging_pb2 as mpb
+from tests.server.test_damaged_profiles import damage
+
+from .conftest import email_spec, relayed
+from .test_send_campaign import audience, until_done
+
+
+@pytest.fixture
+def settings(settings, sink):
+    return relayed(settings, sink)
+
+
+async def test_a_send_suppresses_the_damaged_recipient_alone(tailor_server, sink, campaigns,
+                                                             profiles, messaging):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    users = [f"s{i}" for i in range(8)]
+    await audience(profiles, users)
+    damage(tailor_server.store, "s3", "meta")
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=users, rate_per_second={"email": 1000}))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, done.suppressed, done.failed) == (7, 1, 0)
+    assert dict(done.suppressed_by_reason) == {"profile_damaged": 1}
+    assert sorted(r[0] for _, r, _ in sink.arrived) == \
+        sorted(f"{u}@example.com" for u in users if u != "s3")
+    one = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="s3", deliver=True))
+    assert (one.suppressed, one.reason) == (True, "profile_damaged")
