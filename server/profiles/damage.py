@@ -11,21 +11,23 @@ from collections.abc import Sequence
 from .. import metrics
 from ..security.userref import user_ref
 
-__all__ = ["STATE", "META", "RECORDS", "EVENT", "DECISION", "RECOMMEND", "READ", "ERASE",
-           "USES", "PROFILE_DAMAGED", "report_damaged", "report_found"]
+__all__ = ["STATE", "META", "RECORDS", "EVENT", "DECISION", "RECOMMEND", "READ", "ERASE", "PRIOR",
+           "USES", "PROFILE_DAMAGED", "report_damaged", "report_found", "report_count"]
 
 STATE, META = "feature state and seen-set", "attributes and consent"
 """The records of a profile (`keys.feature_key`, `keys.profile_meta_key`), as named to callers."""
 RECORDS = {STATE: "state", META: "meta"}
 """Each record's `record` label."""
 
-EVENT, DECISION, RECOMMEND, READ, ERASE = "event", "decision", "recommend", "read", "erase"
-USES = (EVENT, DECISION, RECOMMEND, READ, ERASE)
+EVENT, DECISION, RECOMMEND, READ, ERASE, PRIOR = ("event", "decision", "recommend", "read",
+                                                  "erase", "prior")
+USES = (EVENT, DECISION, RECOMMEND, READ, ERASE, PRIOR)
 _WHAT = {EVENT: "the user's events rejected (profile_damaged)",
          DECISION: "the user's decision suppressed (profile_damaged)",
          RECOMMEND: "recommended without the user's live profile and seen items",
          READ: "the user's profile read refused (FAILED_PRECONDITION)",
-         ERASE: "erased without the keep-out of the user's withdrawn addresses"}
+         ERASE: "erased without the keep-out of the user's withdrawn addresses",
+         PRIOR: "left out of the contact policy's population prior"}
 
 logger = logging.getLogger("tailor.profiles")
 
@@ -50,3 +52,10 @@ def report_found(found: Sequence[tuple[int, str]], user_ids: Sequence[str], use:
     """`report_damaged` of a `ProfileDamaged`'s `found` (position in `user_ids`, record)."""
     for record in RECORDS:
         report_damaged([user_ids[i] for i, r in found if r == record], record, use)
+
+
+def report_count(n: int, record: str, use: str) -> None:
+    """`report_damaged` of `n` users known by their records' keys alone (no id to hash)."""
+    metrics.PROFILE_RECORDS_DAMAGED.labels(RECORDS[record], use).inc(n)
+    logger.warning("%d profile record(s) (%s) damaged (do not open or decode): %s; restore the "
+                   "store or erase the users (docs/operations.md)", n, record, _WHAT[use])

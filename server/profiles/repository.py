@@ -20,10 +20,21 @@ from ..contact.quiet_hours import utc_offset_min
 from ..interfaces import UserEraser
 from ..store import Store, keys, outbox, scan, sweep
 from ..store.damaged import DAMAGED, decode_each, read_each
+from ..store.table import Table
 from ..validation import STOP_MARK, stop_sent
 from . import seen
-from .codec import checked_parts, decode_states, join_state, split_state, update_records
-from .damage import EVENT, META, READ, RECOMMEND, STATE, report_damaged, report_found
+from .codec import checked_parts, decode_states, join_state, update_records
+from .damage import (
+    EVENT,
+    META,
+    PRIOR,
+    READ,
+    RECOMMEND,
+    STATE,
+    report_count,
+    report_damaged,
+    report_found,
+)
 from .errors import ErasedSince, ProfileDamaged
 from .events import TrackedEvent
 from .records import EventRecords, event_type, event_user
@@ -619,16 +630,28 @@ class ProfileRepository:
     def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
         """Up to `limit` feature states in key order from the first key >= `start` (one
         snapshot), and the key to start the next sample from (b"" after the last profile), so
-        successive samples walk the whole store round-robin."""
-        suffix, raws, after = keys.FEATURES_SUFFIX, [], b""
+        successive samples walk the whole store round-robin. A state that does not open or
+        decode is left out (counted, logged by number: the keys hold no user id)."""
+        suffix, found, stored, after = keys.FEATURES_SUFFIX, [], [], b""
         with self.store.read() as txn:
-            for key, value in self._profiles.items(txn, start):
-                if len(raws) == limit:
+            for key, value in Table.items(self._profiles, txn, start):  # (as stored: opened
+                if len(found) == limit:                                   # below, each batch)
                     after = bytes(key)
                     break
                 if key.endswith(suffix):
-                    raws.append(split_state(bytes(value))[0])
-        return decode_states(self.layout, raws), after
+                    found.append(bytes(key))
+                    stored.append(bytes(value))
+            parts = read_each(self._profiles, txn, found, checked_parts, stored)
+        records = [p[0] for p in parts if p is not None and p is not DAMAGED]
+        try:
+            states = decode_states(self.layout, records)
+        except ValueError:  # (a plain one that does not decode: found alone)
+            decoded = self._decoded([(r, None) for r in records])
+            records = [r for r, st in zip(records, decoded) if st is not DAMAGED]
+            states = decode_states(self.layout, records)
+        if (damaged := len(parts) - parts.count(None) - len(records)):
+            report_count(damaged, STATE, PRIOR)
+        return states, after
 
     def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None,
                         with_seen: bool = False, with_stored: bool = False) -> list[tuple]:

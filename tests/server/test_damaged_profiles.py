@@ -175,3 +175,20 @@ async def test_a_damaged_profile_is_logged_by_keyed_hash_and_counted(settings, r
                                      labels) == before + 1
     lines = [r.getMessage() for r in caplog.records if "profile record" in r.getMessage()]
     assert len(lines) == 1 and user_ref(BAD) in lines[0] and BAD not in lines[0]
+
+
+async def test_a_server_starts_beside_a_damaged_state_and_its_prior_leaves_it_out(settings):
+    """The contact policy's population prior samples every stored state at start (and when
+    stale): the damaged one is left out of it, counted; the others are sampled."""
+    from prometheus_client import REGISTRY
+    labels = {"record": "state", "use": "prior"}
+    async with serving(settings) as (server, channel):
+        profiles = ppb_grpc.ProfileServiceStub(channel)
+        await profiles.TrackEvents(ppb.TrackEventsRequest(events=[view(u, 0) for u in USERS]))
+        damage(server.store, BAD, "state")
+    before = REGISTRY.get_sample_value("tailor_profile_records_damaged_total", labels)
+    async with serving(settings) as (server, channel):
+        states, after = server.profiles.sample_states(100)
+    assert (len(states), after) == (50, b"")
+    assert REGISTRY.get_sample_value("tailor_profile_records_damaged_total",
+                                     labels) == before + 2  # (at start, and here)
