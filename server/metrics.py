@@ -101,7 +101,8 @@ PROFILE_RECORDS_DAMAGED = Counter(
     "use: event (their events rejected profile_damaged), decision (suppressed "
     "profile_damaged), recommend (served without their live profile), read (GetProfile, "
     "ExportProfile refused), erase (erased without the keep-out of withdrawn addresses), "
-    "prior (left out of the contact policy's population prior). "
+    "prior (left out of the contact policy's population prior), change (left out of a "
+    "consent change of several users), backfill (left out of the attribute watchers' walk). "
     "Logged WARNING with the user's keyed hash (docs/operations.md).", ["record", "use"])
 EVENTS = Counter("tailor_events", "Tracked events, by type and outcome (accepted, duplicate, "
                  "rejected); types outside the vocabulary count as 'other'.", ["type", "outcome"])
@@ -152,7 +153,8 @@ IMPRESSION_JOINS = Counter("tailor_impression_joins", "Clicks, add-to-carts and 
 for _use in ("decision", "send"):  # at 0 from the start (`contact.damage`'s uses)
     CONTACT_HISTORIES_DAMAGED.labels(_use)
 for _record in ("state", "meta"):  # (`profiles.damage`'s records and uses)
-    for _use in ("event", "decision", "recommend", "read", "erase", "prior"):
+    for _use in ("event", "decision", "recommend", "read", "erase", "prior", "change",
+                 "backfill"):
         PROFILE_RECORDS_DAMAGED.labels(_record, _use)
 for _outcome in ("joined", "unmatched"):  # at 0 from the start, as the docs list them: absent
     IMPRESSION_JOINS.labels(_outcome)      # until the first join, a rate() or absent() alert saw nothing

@@ -27,8 +27,11 @@ from collections.abc import Sequence
 
 from ..interfaces import AttributeWatcher
 from ..store import Store
+from ..store.damaged import DAMAGED, read_each
 from ..store.keys import ATTRIBUTES_BACKFILL, PROFILE_META_SUFFIX, SEP
 from ..store.tokens import user_tokens
+from .codec import decode_meta
+from .damage import BACKFILL, META, report_count
 from .records import event_user
 
 __all__ = ["backfill_attributes", "backfill_chunk", "CHUNK", "DONE"]
@@ -75,8 +78,11 @@ def backfill_chunk(store: Store, watchers: Sequence[AttributeWatcher], txn,
 
 def _tell(store: Store, watchers: Sequence[AttributeWatcher], txn, key: bytes) -> int:
     """Tell `watchers` of the profile whose meta record is under `key`."""
-    raw = store.table("profiles").get(txn, key)
-    attributes = (json.loads(raw).get("attributes") or {}) if raw else {}
+    (meta,) = read_each(store.table("profiles"), txn, [key], decode_meta)
+    if meta is DAMAGED:  # (its watchers' records wait for a restore; an erasure needs none)
+        report_count(1, META, BACKFILL)
+        return 0
+    attributes = (meta.get("attributes") or {}) if meta else {}
     if not attributes:
         return 0
     token = key[:-len(PROFILE_META_SUFFIX)]

@@ -14,6 +14,7 @@ were. A state without a seen part belongs to a profile written before seen-sets 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +26,7 @@ from kernels import sparse
 from . import seen
 
 __all__ = ["encode_states", "decode_states", "update_records", "AppendedTypes", "join_state",
-           "split_state", "split_states", "checked_parts"]
+           "split_state", "split_states", "checked_parts", "decode_meta"]
 
 CHUNK_USERS = 256
 """Users decoded at a time by `update_records`: their dense states (~1.6 MB) stay in cache and
@@ -60,6 +61,11 @@ def checked_parts(raw: bytes | None) -> tuple[bytes, bytes | None] | None:
     if parts[1] is not None:
         seen.check(parts[1])
     return parts
+
+
+def decode_meta(raw: bytes | None) -> dict | None:
+    """The dict of a profile meta record as opened (attributes, consent; None: none)."""
+    return json.loads(raw) if raw else None
 
 
 def split_states(raws: Sequence[bytes | None]) -> tuple[list[bytes | None], list[bytes | None]]:

@@ -12,6 +12,7 @@ from .. import metrics
 from ..security.userref import user_ref
 
 __all__ = ["STATE", "META", "RECORDS", "EVENT", "DECISION", "RECOMMEND", "READ", "ERASE", "PRIOR",
+           "CHANGE", "BACKFILL",
            "USES", "PROFILE_DAMAGED", "report_damaged", "report_found", "report_count"]
 
 STATE, META = "feature state and seen-set", "attributes and consent"
@@ -19,15 +20,18 @@ STATE, META = "feature state and seen-set", "attributes and consent"
 RECORDS = {STATE: "state", META: "meta"}
 """Each record's `record` label."""
 
-EVENT, DECISION, RECOMMEND, READ, ERASE, PRIOR = ("event", "decision", "recommend", "read",
-                                                  "erase", "prior")
-USES = (EVENT, DECISION, RECOMMEND, READ, ERASE, PRIOR)
+EVENT, DECISION, RECOMMEND, READ, ERASE, PRIOR, CHANGE = (
+    "event", "decision", "recommend", "read", "erase", "prior", "change")
+BACKFILL = "backfill"
+USES = (EVENT, DECISION, RECOMMEND, READ, ERASE, PRIOR, CHANGE, BACKFILL)
 _WHAT = {EVENT: "the user's events rejected (profile_damaged)",
          DECISION: "the user's decision suppressed (profile_damaged)",
          RECOMMEND: "recommended without the user's live profile and seen items",
          READ: "the user's profile read refused (FAILED_PRECONDITION)",
          ERASE: "erased without the keep-out of the user's withdrawn addresses",
-         PRIOR: "left out of the contact policy's population prior"}
+         PRIOR: "left out of the contact policy's population prior",
+         CHANGE: "left out of a consent change of several users (left as it is)",
+         BACKFILL: "left out of the attribute watchers' backfill (the address index)"}
 
 logger = logging.getLogger("tailor.profiles")
 

@@ -23,8 +23,9 @@ from ..store.damaged import DAMAGED, decode_each, read_each
 from ..store.table import Table
 from ..validation import STOP_MARK, stop_sent
 from . import seen
-from .codec import checked_parts, decode_states, join_state, update_records
+from .codec import checked_parts, decode_meta, decode_states, join_state, update_records
 from .damage import (
+    CHANGE,
     EVENT,
     META,
     PRIOR,
@@ -316,11 +317,16 @@ class ProfileRepository:
         """`update_meta` of each of `user_ids` with `change(meta)`, all in one transaction;
         a user it would bring back (`_brings_back`) is skipped, and so is one whose record
         `keep(meta)` says to leave as is (read in this transaction: a change committed after
-        the caller chose the users counts). The users changed."""
+        the caller chose the users counts); one whose record does not open or decode is
+        skipped too, left as it is (reported). The users changed."""
         def fn(txn):
-            return [user_id for user_id in user_ids
-                    if not self._brings_back(txn, user_id, dated, existing)
-                    and self._change_meta(txn, user_id, change, keep=keep) is not None]
+            damaged: list[str] = []
+            changed = [user_id for user_id in user_ids
+                       if not self._brings_back(txn, user_id, dated, existing)
+                       and _unless_damaged(damaged, user_id, lambda u: self._change_meta(
+                           txn, u, change, keep=keep)) is not None]
+            report_damaged(damaged, META, CHANGE)
+            return changed
         return self.store.write(fn)
 
     def update_unnamed_metas(self, tokens: Sequence[bytes], change, still,
@@ -328,11 +334,17 @@ class ProfileRepository:
         """`update_metas` of profiles known by their token alone (an unnamed address index
         entry: `server.messages.phones`), all in one transaction: each one whose meta record
         exists and `still(txn, token)` is true (its entry is there: an erasure drops it with
-        the profile, so no erased user is changed), unless `keep(meta)`. The tokens changed."""
+        the profile, so no erased user is changed), unless `keep(meta)`, or its record does
+        not open or decode (left as it is, counted). The tokens changed."""
         def fn(txn):
-            return [token for token in tokens if still(txn, token) and self._change_meta_at(
-                txn, token + keys.PROFILE_META_SUFFIX, change, create=False,
-                keep=keep) is not None]
+            damaged: list[bytes] = []
+            changed = [token for token in tokens if still(txn, token) and _unless_damaged(
+                damaged, token, lambda t: self._change_meta_at(
+                    txn, t + keys.PROFILE_META_SUFFIX, change, create=False,
+                    keep=keep)) is not None]
+            if damaged:
+                report_count(len(damaged), META, CHANGE)
+            return changed
         return self.store.write(fn)
 
     def _brings_back(self, txn, user_id: str, dated: float, existing: bool) -> bool:
@@ -570,7 +582,7 @@ class ProfileRepository:
         """The meta dict of each record under `meta_keys` (None: none; `DAMAGED`: it does not
         open or decode), read in `txn` or opened from `stored`, as stored
         (`store.damaged.read_each`)."""
-        return read_each(self._profiles, txn, meta_keys, _meta_of, stored)
+        return read_each(self._profiles, txn, meta_keys, decode_meta, stored)
 
     def _state_reads(self, txn, feature_keys: Sequence[bytes]) -> list:
         """(feature state record, seen record or None) of each profile state record under
@@ -782,14 +794,19 @@ def _raise_damaged(user_ids: Sequence[str], read: list, use: str | None = None) 
     raise ProfileDamaged(", ".join(dict.fromkeys(r for _, r in found)), read, damaged, found)
 
 
+def _unless_damaged(damaged: list, who, change):
+    """`change(who)`, or None, `who` added to `damaged`, when its record is damaged
+    (`ProfileDamaged`: raised before anything is written)."""
+    try:
+        return change(who)
+    except ProfileDamaged:
+        damaged.append(who)
+        return None
+
+
 def _any_damaged(values: Sequence) -> bool:
     """Whether any of `values` is `DAMAGED` (by identity: `in` compares arrays)."""
     return any(v is DAMAGED for v in values)
-
-
-def _meta_of(raw: bytes | None) -> dict | None:
-    """The meta dict of a meta record as opened (None: none)."""
-    return json.loads(raw) if raw else None
 
 
 _PAST_USER = bytes([keys.SEP[0] + 1])

@@ -192,3 +192,56 @@ async def test_a_server_starts_beside_a_damaged_state_and_its_prior_leaves_it_ou
     assert (len(states), after) == (50, b"")
     assert REGISTRY.get_sample_value("tailor_profile_records_damaged_total",
                                      labels) == before + 2  # (at start, and here)
+
+
+@pytest.fixture
+def store(tmp_path, sealed):
+    from server.store import Store
+    from tests.conftest import throwaway_crypto
+    store = Store(tmp_path / "store", sync=False, crypto=throwaway_crypto() if sealed else None)
+    yield store
+    store.close()
+
+
+def with_addresses(store, users) -> object:
+    """A repository of `store` whose `users` hold an email attribute."""
+    from server.profiles.repository import ProfileRepository
+    from server.profiles.schema import ProfileSchema
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    for u in users:
+        repo.update_meta(u, lambda m, u=u: m["attributes"].update(email=f"{u}@example.com"))
+    return repo
+
+
+def test_a_change_of_several_users_meta_records_leaves_the_damaged_one_as_it_is(store):
+    """A consent change of the profiles holding one address (a STOP, a one-click opt-out)
+    changes the others; the damaged record is skipped, not written over."""
+    from server.store.keys import profile_meta_key
+    users = [OTHERS[0], BAD, OTHERS[1]]
+    repo = with_addresses(store, users)
+    damaged = damage(store, BAD, "meta")
+    changed = repo.update_metas(users, lambda m: m["consent"].update(email={"opted_in": False}))
+    assert changed == [OTHERS[0], OTHERS[1]]
+    assert [m["consent"] for m in repo.metas([OTHERS[0], OTHERS[1]])] == \
+        [{"email": {"opted_in": False}}] * 2
+    assert stored(store, profile_meta_key(BAD)) == damaged
+
+
+def test_the_attribute_backfill_walks_past_a_damaged_meta_record(store):
+    """The walk that tells the address index of profiles stored before it (at the first start
+    after an upgrade) tells it of every other profile."""
+    from server.profiles.backfill import backfill_attributes
+
+    class Told:
+        def __init__(self):
+            self.emails = []
+
+        def on_stored(self, txn, token, user_id, attributes):
+            self.emails.append(attributes["email"])
+            return 0
+
+    with_addresses(store, [OTHERS[0], BAD, OTHERS[1]])
+    damage(store, BAD, "meta")
+    told = Told()
+    backfill_attributes(store, [told])
+    assert sorted(told.emails) == [f"{u}@example.com" for u in OTHERS[:2]]
