@@ -26,7 +26,8 @@ BACKFILL = "backfill"
 USES = (EVENT, DECISION, RECOMMEND, READ, ERASE, PRIOR, CHANGE, BACKFILL)
 _WHAT = {EVENT: "the user's events rejected (profile_damaged)",
          DECISION: "the user's decision suppressed (profile_damaged)",
-         RECOMMEND: "recommended without the user's live profile and seen items",
+         RECOMMEND: "recommended (or decided on context features) without the user's live "
+                    "profile and seen items",
          READ: "the user's profile read refused (FAILED_PRECONDITION)",
          ERASE: "erased without the keep-out of the user's withdrawn addresses",
          PRIOR: "left out of the contact policy's population prior",

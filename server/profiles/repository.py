@@ -58,7 +58,8 @@ class IngestResult:
     refused: no re-send, since a re-send keeps its user (`_fresh`)."""
     erased_why: list[str] = field(default_factory=list)
     """Why each of `erased` was refused, as judged in the write (`Tombstones.judged`:
-    "since", "replay" or "window")."""
+    "since", "replay" or "window"; "absent": `_absent`; "damaged": its user's profile record
+    does not open or decode, `_refuse_damaged`)."""
     applied: dict[bytes, object] = field(default_factory=dict)
     """{outbox entry key: what its listener's `in_write` gave} of the entries whose effects
     were applied in the write (`write_events`' `in_write`) rather than stored."""
