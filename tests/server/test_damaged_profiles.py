@@ -245,3 +245,18 @@ def test_the_attribute_backfill_walks_past_a_damaged_meta_record(store):
     told = Told()
     backfill_attributes(store, [told])
     assert sorted(told.emails) == [f"{u}@example.com" for u in OTHERS[:2]]
+
+
+async def test_a_campaign_reading_states_suppresses_the_user_whose_state_is_damaged(settings):
+    """A campaign choosing among channels reads the feature states (send time, channel): the
+    damaged one's user is suppressed, the others decided."""
+    async with serving(settings) as (server, channel):
+        stub, profiles = pb_grpc.CampaignServiceStub(channel), ppb_grpc.ProfileServiceStub(channel)
+        await stub.CreateCampaign(pb.CreateCampaignRequest(spec=pb.CampaignSpec(
+            campaign_id="multi", channels=["email", "push"], policy="bernoulli_ts",
+            variants=[pb.Variant(id="a")], reward_window_seconds=3600)))
+        await with_profiles(server, profiles, "state")
+        planned = [d async for a in stub.PlanCampaign(iter([pb.PlanCampaignRequest(
+            campaign_id="multi", user_ids=USERS)])) for d in a.decisions]
+        assert {d.user_id: d.reason for d in planned if d.suppressed} == {BAD: DAMAGED}
+        assert len(planned) == 51
