@@ -21,13 +21,15 @@ training's readers refuse in a catalog's item ids (a bundle holding one is refus
   does not move with the Python running it.
 
 Free text (message bodies, templates, titles, display names) is not an id: it may hold the
-format characters, not the others (`TEXT_CONTROL`; tab, LF and CR where it has lines).
+format characters, not the others (`TEXT_CONTROL`; tab, LF, CR and the two separators where
+it has lines: `TEXT_LINES_CONTROL`).
 """
 from __future__ import annotations
 
 import re
 
-__all__ = ["ID_CONTROL", "ID_CONTROL_RE2", "TEXT_CONTROL", "control_class", "id_control_problem"]
+__all__ = ["ID_CONTROL", "ID_CONTROL_RE2", "TEXT_CONTROL", "TEXT_LINES_CONTROL", "control_class",
+           "id_control_problem"]
 
 _C0 = "a control character (0x00-0x1F or 0x7F)"
 _BIDI = "a bidirectional control character"
@@ -45,17 +47,40 @@ _RANGES = (
 )
 """(first, last code point, what they are) of each range of characters no id may hold."""
 
-ID_CONTROL = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi, _ in _RANGES)
+
+def _body(ranges) -> str:
+    """The body of a Python `re` character class matching the (first, last) code point ranges."""
+    return "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ranges)
+
+
+def _less(ranges, chars: str) -> list[tuple[int, int]]:
+    """`ranges` without the code points of `chars`."""
+    out, dropped = [], set(map(ord, chars))
+    for lo, hi in ranges:
+        start = lo
+        for point in range(lo, hi + 1):
+            if point in dropped:
+                out += [(start, point - 1)] if start < point else []
+                start = point + 1
+        out += [(start, hi)] if start <= hi else []
+    return out
+
+
+ID_CONTROL = _body((lo, hi) for lo, hi, _ in _RANGES)
 """The body of a Python `re` character class matching any of them (`[...]`)."""
 ID_CONTROL_RE2 = "".join(f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi, _ in _RANGES)
 """The same for RE2 (pyarrow's `match_substring_regex`), which has no `\\u` escape."""
-TEXT_CONTROL = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi, what in _RANGES
-                       if what not in (_CF, "a zero-width no-break space"))
+_TEXT_RANGES = [(lo, hi) for lo, hi, what in _RANGES
+                if what not in (_CF, "a zero-width no-break space")]
+TEXT_CONTROL = _body(_TEXT_RANGES)
 """The part of `ID_CONTROL` free text may not hold either (`server.validation.text_problem`):
 the C0 and C1 controls, DEL, the bidirectional controls and the line and paragraph
 separators, not the other format characters (an emoji's or a Persian word's zero-width joiner
-and non-joiner, a soft hyphen, a byte order mark are text). Multi-line text takes tab, LF, CR
-and the two separators back."""
+and non-joiner, a soft hyphen, a byte order mark are text)."""
+TEXT_LINES_CONTROL = _body(_less(_TEXT_RANGES, "\t\n\r\u2028\u2029"))
+"""`TEXT_CONTROL` less tab, LF, CR and the two separators: what text with lines (a template, an
+attribute's value) may not hold. One class: `TEXT_CONTROL` behind a lookahead skipping those
+five took 4 times as long to search a 17-character line with a break (0.82 us against 0.20)."""
 
 _SEARCH = re.compile(f"[{ID_CONTROL}]").search
 

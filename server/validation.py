@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Collection
 
-from contract.ids import ID_CONTROL, TEXT_CONTROL, control_class
+from contract.ids import ID_CONTROL, TEXT_CONTROL, TEXT_LINES_CONTROL, control_class
 from contract.items import SCRIPT_LINK, script_scheme_problem
 
 from .contact.consent import reserved_source
@@ -60,9 +60,8 @@ has_c0_control = re.compile(f"[\\x00-\\x1e{SEP}\\x7f\\ud800-\\udfff]").search
 addresses (not ids: an address's spelling is hashed as the suppression list stored it), and of
 ids stored before the other characters were refused (`check_stored_id`)."""
 _SURROGATE = re.compile("[\ud800-\udfff]").search
-_LINE_CONTROL = f"[{TEXT_CONTROL}\\ud800-\\udfff]"
-_IN_LINE = re.compile(_LINE_CONTROL).search
-_IN_LINES = re.compile(f"(?![\\t\\n\\r\\u2028\\u2029]){_LINE_CONTROL}").search
+_IN_LINE = re.compile(f"[{TEXT_CONTROL}\\ud800-\\udfff]").search
+_IN_LINES = re.compile(f"[{TEXT_LINES_CONTROL}\\ud800-\\udfff]").search
 _VERSION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
