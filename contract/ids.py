@@ -21,15 +21,15 @@ training's readers refuse in a catalog's item ids (a bundle holding one is refus
   does not move with the Python running it.
 
 Free text (message bodies, templates, titles, display names) is not an id: it may hold the
-format characters, not the others (`TEXT_CONTROL`; tab, LF, CR and the two separators where
-it has lines: `TEXT_LINES_CONTROL`).
+format characters and the implicit directional marks (`MARKS`), not the others
+(`TEXT_CONTROL`; tab, LF, CR and the two separators where it has lines: `TEXT_LINES_CONTROL`).
 """
 from __future__ import annotations
 
 import re
 
-__all__ = ["ID_CONTROL", "ID_CONTROL_RE2", "TEXT_CONTROL", "TEXT_LINES_CONTROL", "control_class",
-           "id_control_problem"]
+__all__ = ["ID_CONTROL", "ID_CONTROL_RE2", "MARKS", "TEXT_CONTROL", "TEXT_LINES_CONTROL",
+           "control_class", "id_control_problem"]
 
 _C0 = "a control character (0x00-0x1F or 0x7F)"
 _BIDI = "a bidirectional control character"
@@ -70,13 +70,19 @@ ID_CONTROL = _body((lo, hi) for lo, hi, _ in _RANGES)
 """The body of a Python `re` character class matching any of them (`[...]`)."""
 ID_CONTROL_RE2 = "".join(f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi, _ in _RANGES)
 """The same for RE2 (pyarrow's `match_substring_regex`), which has no `\\u` escape."""
+MARKS = ((0x61C, 0x61C), (0x200E, 0x200F))
+"""The implicit directional marks (ALM, LRM, RLM): bidirectional controls no id may hold, but
+text may. Arabic, Hebrew and Persian text carries them (a number, a Latin word or a closing
+mark kept in place on a right-to-left line), and each acts as one invisible letter of its
+direction, where the embeddings, overrides and isolates ("Trojan Source") reorder whole runs
+of what follows them."""
 _TEXT_RANGES = [(lo, hi) for lo, hi, what in _RANGES
-                if what not in (_CF, "a zero-width no-break space")]
+                if what not in (_CF, "a zero-width no-break space") and (lo, hi) not in MARKS]
 TEXT_CONTROL = _body(_TEXT_RANGES)
 """The part of `ID_CONTROL` free text may not hold either (`server.validation.text_problem`):
-the C0 and C1 controls, DEL, the bidirectional controls and the line and paragraph
-separators, not the other format characters (an emoji's or a Persian word's zero-width joiner
-and non-joiner, a soft hyphen, a byte order mark are text)."""
+the C0 and C1 controls, DEL, the bidirectional controls but the marks (`MARKS`), the line and
+paragraph separators; not the other format characters (an emoji's or a Persian word's
+zero-width joiner and non-joiner, a soft hyphen, a byte order mark are text)."""
 TEXT_LINES_CONTROL = _body(_less(_TEXT_RANGES, "\t\n\r\u2028\u2029"))
 """`TEXT_CONTROL` less tab, LF, CR and the two separators: what text with lines (a template, an
 attribute's value) may not hold. One class: `TEXT_CONTROL` behind a lookahead skipping those

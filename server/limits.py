@@ -442,10 +442,11 @@ class Limits(BaseModel):
     (titles, links, category names) a bundle's items.npz may hold (refused at load past it).
     Free text a caller stores to be shown (a title, a campaign name and salt, a variant's
     content, an attribute's, event attribute's or Recommend context's value) may not hold a
-    C0 or C1 control, DEL, a bidirectional control (U+061C, U+200E, U+200F, U+202A-U+202E,
+    C0 or C1 control, DEL, a bidirectional embedding, override or isolate (U+202A-U+202E,
     U+2066-U+2069: "Trojan Source"), U+2028, U+2029 or a lone surrogate; text with lines (all
     but titles, names and salts) may hold tab, LF, CR, U+2028 and U+2029. Other format
-    characters (an emoji's zero-width joiner) are text. A refusal is INVALID_ARGUMENT naming
+    characters (an emoji's zero-width joiner) and the directional marks right-to-left text
+    holds (U+061C, U+200E, U+200F) are text. A refusal is INVALID_ARGUMENT naming
     the field, the character's class, code point and position, never echoing the text
     (`validation.text_problem`). Consent sources keep their stricter rule (no format
     character either: `validation.check_source`)."""

@@ -241,7 +241,8 @@ def text_problem(value: str, multiline: bool = False) -> str | None:
     where a terminal, a log, a CSV export or an admin page shows it), a line or paragraph
     separator or a lone surrogate (`contract.ids.TEXT_CONTROL`). `multiline` text (a template,
     a description, a map's value) may hold tab, LF, CR and the two separators. Other format
-    characters are text (a zero-width joiner in an emoji). A printable `value` costs one C
+    characters are text (a zero-width joiner in an emoji), and so are the directional marks
+    of right-to-left text (`contract.ids.MARKS`). A printable `value` costs one C
     loop (`str.isprintable`)."""
     if value.isprintable():
         return None

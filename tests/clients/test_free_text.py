@@ -153,3 +153,38 @@ async def test_a_campaign_stored_with_an_old_salt_stays_updatable(tailor_server)
     assert (kept.revision, kept.spec["name"], kept.spec["salt"]) == (2, "Summer", f"s{ESC}")
     assert "name: contains a control character" in str(name)
     assert "salt: contains a control character" in str(salt)  # a new campaign's is checked
+
+
+MARKED = {"title": "מבצע 50%\u200f", "name": "تخفيضات\u061c 2026",
+          "content": {"subject": "\u200fשלום {{ first_name }}", "text": "ב-\u200eiPhone 15\u200e\r\n"},
+          "bio": "תל אביב\u200e-יפו"}
+
+
+def _marked(target: str, category: str) -> list:
+    item = {"item_id": "ft-rtl", "title": MARKED["title"], "category": category, "price": 1.0}
+    spec = dict(SPEC, campaign_id="ft-rtl", name=MARKED["name"],
+                variants=[{"id": "v1", "content": MARKED["content"]}])
+    event = {"event_id": "ft-rtl", "user_id": "ft-u", "type": "view",
+             "timestamp": time.time() - 60, "attributes": {"ref": MARKED["bio"]}}
+    with TailorClient(target, timeout=30) as client:
+        kept = client.upsert_items([item])
+        made = client.create_campaign(spec)
+        client.upsert_attributes("ft-u", {"bio": MARKED["bio"]})
+        bio = client.get_profile("ft-u").attributes["bio"]
+        tracked = client.track_batch([event])
+        override = _refused(lambda: client.upsert_items([dict(item, title="מבצע\u202e50%")]))
+    return [kept, made, bio, tracked, override]
+
+
+async def test_right_to_left_text_keeps_its_directional_marks(tailor_server, demo_bundle):
+    """Hebrew, Arabic and Persian text carries the marks ALM, LRM and RLM (U+061C, U+200E,
+    U+200F: a number or a Latin word kept in place on a right-to-left line); each was refused
+    as a bidirectional control (a title, a campaign name and template, an attribute's value,
+    an event). An override (U+202E) still is."""
+    kept, made, bio, tracked, override = await asyncio.to_thread(
+        _marked, f"127.0.0.1:{tailor_server.port}", _category(demo_bundle))
+    assert kept.accepted == 1
+    assert (made.spec["name"], made.spec["variants"][0]["content"]) == (MARKED["name"],
+                                                                        MARKED["content"])
+    assert bio == MARKED["bio"] and (tracked.accepted, tracked.rejected) == (1, [])
+    assert "a bidirectional control character (U+202E), at character 5" in str(override)

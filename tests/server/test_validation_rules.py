@@ -5,7 +5,7 @@ import unicodedata
 
 import pytest
 
-from contract.ids import _RANGES
+from contract.ids import _RANGES, MARKS
 from server.errors import InvalidArgument
 from server.validation import (
     check_context,
@@ -78,12 +78,15 @@ def test_free_text_refuses_controls_and_bidi_but_not_format_characters():
     """Every C0 and C1 control, DEL, bidirectional control and line separator of the id rule
     is refused in single-line text, named with its position; multi-line text takes tab, LF,
     CR, U+2028 and U+2029 back; the other format characters (an emoji's zero-width joiner, a
-    soft hyphen) are text."""
+    soft hyphen) and the directional marks (ALM, LRM, RLM: right-to-left text's) are text."""
     lines = set("\t\n\r\u2028\u2029")
+    marks = {chr(c) for lo, hi in MARKS for c in range(lo, hi + 1)}
+    assert marks == {"\u061c", "\u200e", "\u200f"}
+    assert all(id_problem(f"a{m}", 128) for m in marks)  # an id still may not hold one
     for lo, hi, what in _RANGES:
         for char in map(chr, range(lo, hi + 1)):
             text = f"ab{char}c"
-            if what == "a format character" or char == "\ufeff":
+            if what == "a format character" or char == "\ufeff" or char in marks:
                 assert text_problem(text) is None, hex(ord(char))
                 continue
             problem = text_problem(text)
