@@ -12,14 +12,18 @@ records skips them.
 """
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 
 from ..store import Store, sweep
+from ..store.damaged import DAMAGED, read_each
 from ..store.keys import SEP, decision_index_key, decision_keys_many, due_keys_many, user_prefix
 from . import decision_codec
+from .logging import logger
 from .records import PENDING, SUPPRESSED, DecisionRecord
 
-__all__ = ["DecisionLog", "decision_parts", "decode_decision", "encode_decision"]
+__all__ = ["DecisionLog", "decision_parts", "decode_decision", "decoded", "encode_decision",
+           "warn_damaged"]
 
 _PAST_INDEX = bytes([SEP[0] + 1])
 """The first key after every index entry (theirs start with the separator)."""
@@ -34,6 +38,25 @@ def encode_decision(rec: dict) -> bytes:
 def decode_decision(raw: bytes) -> dict:
     """A decision record dict from its stored bytes (either layout)."""
     return decision_codec.decode(raw)
+
+
+def decoded(raw: bytes | None) -> dict | None:
+    """A decision record read by `read_each` (None: none); its packed layout cut or changed
+    on disk (`struct.error`, an index past its end) is a ValueError, as damaged JSON is."""
+    if raw is None:
+        return None
+    try:
+        return decode_decision(raw)
+    except (struct.error, IndexError, KeyError) as err:
+        raise ValueError(f"not a decision record: {err}") from err
+
+
+def warn_damaged(n: int, what: str) -> None:
+    """Decision records that do not open or decode, met by a batch that goes on without them
+    (no user named: the record that would tell it does not read)."""
+    logger.warning("%d decision record(s) damaged (do not open or decode): %s; restore the "
+                   "store or erase their users (docs/operations.md, \"Damaged decision "
+                   "records\")", n, what)
 
 
 def decision_parts(records: Sequence[DecisionRecord]) -> tuple[list, list, list]:
@@ -131,14 +154,16 @@ class DecisionLog:
         `sweep_pace`; `store.sweep`), past the
         index entries (their keys start with the separator), each snapshot's picks deleted in
         short write transactions."""
-        table = self._d
+        table, damaged = self._d, []
 
         def closed(txn, key: bytes) -> tuple[bytes, str] | None:
-            raw = None if key.startswith(SEP) else table.get(txn, key)
-            if raw is None:
+            if key.startswith(SEP):
                 return None
-            rec = decode_decision(raw)
-            if rec["status"] != PENDING and rec["timestamp"] < cutoff:
+            (rec,) = read_each(table, txn, [key], decoded)
+            if rec is DAMAGED:  # its status and age unknown: kept (as everywhere: not touched)
+                damaged.append(key)
+                return None
+            if rec is not None and rec["status"] != PENDING and rec["timestamp"] < cutoff:
                 return key, rec["decision_id"]
             return None
 
@@ -150,4 +175,8 @@ class DecisionLog:
                     table.delete(txn, decision_index_key(decision_id))
             return dropped
 
-        return sweep(self.store, table, closed, drop, start=_PAST_INDEX, chunk=batch)
+        dropped = sweep(self.store, table, closed, drop, start=_PAST_INDEX, chunk=batch)
+        if damaged:
+            warn_damaged(len(damaged), "kept by the retention sweep (their status and age do "
+                         "not read)")
+        return dropped

@@ -28,7 +28,6 @@ import gc
 import itertools
 import json
 import os
-import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -52,7 +51,14 @@ from ..store.keys import (
     outbox_parts,
     user_prefix,
 )
-from .decision_log import DecisionLog, decision_parts, decode_decision, encode_decision
+from .decision_log import (
+    DecisionLog,
+    decision_parts,
+    decode_decision,
+    decoded,
+    encode_decision,
+    warn_damaged,
+)
 from .errors import (
     CampaignExists,
     CampaignNotFound,
@@ -449,9 +455,9 @@ class CampaignRepository:
         pkey = self._d.get(txn, decision_index_key(decision_id))
         if pkey is None:
             return None
-        (rec,) = read_each(self._d, txn, [pkey], _decoded)
+        (rec,) = read_each(self._d, txn, [pkey], decoded)
         if rec is DAMAGED:
-            _warn_damaged(1, f"decision {decision_id} read without it")
+            warn_damaged(1, f"decision {decision_id} read without it")
             return rec
         return None if rec is None else (pkey, rec)
 
@@ -534,7 +540,7 @@ class CampaignRepository:
                 break
             doomed.append((key, pkey))
         closed = damaged = 0
-        recs = read_each(self._d, txn, [pkey for _, pkey in doomed], _decoded)
+        recs = read_each(self._d, txn, [pkey for _, pkey in doomed], decoded)
         for (key, pkey), rec in zip(doomed, recs):
             self._d.delete(txn, key)
             if rec is DAMAGED:  # its due entry gone: no pass reads it again
@@ -546,7 +552,7 @@ class CampaignRepository:
             self._close_window(txn, pkey, rec, spec, now)
             closed += 1
         if damaged:
-            _warn_damaged(damaged, "left pending: their reward windows cannot close")
+            warn_damaged(damaged, "left pending: their reward windows cannot close")
         return len(doomed), closed
 
     def _held_back(self, txn, now: float) -> float:
@@ -614,7 +620,7 @@ class CampaignRepository:
         found = list(itertools.islice(Table.walk_back(self._d, txn, prefix, before),
                                       self.ERASE_CHUNK))  # as stored: opened each (damaged)
         removed, dropped = 0, collections.Counter()
-        recs = read_each(self._d, txn, [bytes(k) for k, _ in found], _decoded,
+        recs = read_each(self._d, txn, [bytes(k) for k, _ in found], decoded,
                          [v for _, v in found])
         for (key, _), rec in zip(found, recs):
             if rec is None or rec is DAMAGED:  # shredded, damaged: the record goes alone
@@ -649,25 +655,6 @@ _json_decode = json.JSONDecoder().decode
 DECISION_DAMAGED = "decision_record_damaged"
 """The answer to a repeat of a request whose logged decision's record is damaged (`_repeats`):
 suppressed, nothing stored (the first answer, which may have gone, cannot be read back)."""
-
-
-def _decoded(raw: bytes | None) -> dict | None:
-    """A decision record read by `read_each` (None: none); its packed layout cut or changed
-    on disk (`struct.error`, an index past its end) is a ValueError, as damaged JSON is."""
-    if raw is None:
-        return None
-    try:
-        return decode_decision(raw)
-    except (struct.error, IndexError, KeyError) as err:
-        raise ValueError(f"not a decision record: {err}") from err
-
-
-def _warn_damaged(n: int, what: str) -> None:
-    """Decision records that do not open or decode, met by a batch that goes on without them
-    (no user named: the record that would tell it does not read)."""
-    logger.warning("%d decision record(s) damaged (do not open or decode): %s; restore the "
-                   "store or erase their users (docs/operations.md, \"Damaged decision "
-                   "records\")", n, what)
 
 
 _COUNTER_FIELDS = ("decisions", "holdout", "pending", "holdout_rewarded", "holdout_rewards")

@@ -133,3 +133,26 @@ async def test_a_repeat_whose_decision_is_damaged_is_refused_alone(served):
         campaign_id="c1", user_id=u, request_id="r1" if u == BAD else "")) for u in users))
     got = {u: (d.suppressed, d.reason) for u, d in zip(users, answers)}
     assert got == {**dict.fromkeys(OTHERS, (False, "")), BAD: (True, "decision_record_damaged")}
+
+
+async def test_retention_drops_every_other_closed_decision_and_keeps_the_damaged_one(served,
+                                                                                     caplog):
+    """The retention pass read each record to know its status and age: a damaged one raised,
+    ending the pass there at every run (the records after it, and the impressions, dead
+    letters, audit files and replay tokens the pass drops after decisions, were kept)."""
+    server, stub, _ = served
+    ids = await decided(stub, window=0.3)
+    deadline = time.time() + 5
+    while await pending(stub) and time.time() < deadline:
+        await asyncio.sleep(0.1)
+    assert await pending(stub) == 0
+    damage_decision(server, BAD, ids[BAD])
+    dropped = await server.sweep_retention(now=time.time() + 3650 * 86400.0)
+    assert dropped["decisions"] == len(OTHERS)
+    from server.store.keys import decision_key
+    assert server.store.get("decisions", decision_key(OTHERS[0], ids[OTHERS[0]])) is None
+    with server.store.read() as txn:
+        (kept,) = server.store.table("decisions").stored(txn, [decision_key(BAD, ids[BAD])])
+    assert kept is not None  # as stored, for a restore to read
+    assert any("1 decision record(s) damaged" in r.getMessage() and "retention" in r.getMessage()
+               for r in caplog.records)
