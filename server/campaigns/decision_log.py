@@ -86,14 +86,16 @@ class DecisionLog:
         self._d = store.table("decisions")
 
     def owner(self, decision_id: str) -> tuple[str, str] | None:
-        """(user id, campaign id) of a logged decision, None if it is unknown (or gone)."""
+        """(user id, campaign id) of a logged decision, None if it is unknown (or gone), or
+        if its record is damaged (logged): a delivery report naming it is then applied by its
+        address alone, as one naming an unknown decision."""
         with self.store.read() as txn:
             pkey = self._d.get(txn, decision_index_key(decision_id))
-            raw = None if pkey is None else self._d.get(txn, bytes(pkey))
-        if raw is None:
+            (rec,) = [None] if pkey is None else read_each(self._d, txn, [bytes(pkey)], decoded)
+        if rec is DAMAGED:
+            warn_damaged(1, f"decision {decision_id} read as unknown (its user not found)")
             return None
-        rec = decode_decision(bytes(raw))
-        return rec["user_id"], rec["campaign_id"]
+        return None if rec is None else (rec["user_id"], rec["campaign_id"])
 
     def by_ids(self, decision_ids: Sequence[str]) -> list[dict | None]:
         """The records of these decisions (None for one unknown or gone), one read snapshot."""

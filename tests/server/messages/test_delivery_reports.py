@@ -383,3 +383,24 @@ async def test_a_carrier_stop_naming_only_the_message_stops_the_number_texted_no
         campaign_id="code", user_id=u)) for u in ("s1", "s2", "s3")]
     assert [(r.suppressed, r.reason) for r in receipts] == [
         (False, ""), (False, ""), (True, "no_consent")]
+
+
+async def test_a_report_naming_a_damaged_decision_lists_the_address(
+        tailor_server, settings, sink, campaigns, profiles, messaging, caplog):
+    """The report's user is read from its decision's record; a damaged one (tests/server/
+    test_damaged_decisions.py) raised: 500 at every retry of the provider, the address never
+    listed. Now the report is applied as one naming an unknown decision: by its address."""
+    from server.store.keys import decision_key
+    from tests.server.test_damaged_contacts import damage_record
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["b9"])
+    decision = await delivered(messaging, "b9")
+    damage_record(tailor_server.store, "decisions", decision_key("b9", decision))
+    status, text = await report(settings, {"type": "complaint", "decision_id": decision,
+                                           "address": "b9@example.com"})
+    assert status == 200, text
+    assert json.loads(text) == {"user_found": False, "address_listed": True}
+    got = await listed(profiles, "b9@example.com")
+    assert (got.suppressed, got.reason) == (True, "complaint")
+    assert any(f"decision {decision}" in r.getMessage() and "damaged" in r.getMessage()
+               for r in caplog.records)
