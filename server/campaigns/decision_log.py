@@ -12,10 +12,11 @@ records skips them.
 """
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Iterator, Sequence
 
-from ..store import Store, sweep
+from ..store import Store, Table, sweep
 from ..store.damaged import DAMAGED, read_each
 from ..store.keys import SEP, decision_index_key, decision_keys_many, due_keys_many, user_prefix
 from . import decision_codec
@@ -133,21 +134,25 @@ class DecisionLog:
                       ) -> tuple[list[dict], bytes | None]:
         """(the records matching the filters among the `chunk` from key `first` on, the key to
         go on from, None at the end), from one read snapshot."""
-        picked, seen = [], 0
-        with self.store.read() as txn:
-            for key, raw in self._d.items(txn, first):
-                if seen == chunk:
-                    return picked, key
-                seen += 1
-                rec = decode_decision(raw)
-                if (campaign_id and rec["campaign_id"] != campaign_id) \
-                        or (start and rec["timestamp"] < start) \
-                        or (end and rec["timestamp"] > end) \
-                        or (rec["status"] == PENDING and not include_pending) \
-                        or (rec["status"] == SUPPRESSED and not include_suppressed):
-                    continue
-                picked.append(rec)
-        return picked, None
+        with self.store.read() as txn:  # as stored, then opened together (a damaged one alone)
+            walked = list(itertools.islice(Table.items(self._d, txn, first), chunk + 1))
+            after = walked.pop()[0] if len(walked) > chunk else None
+            recs = read_each(self._d, txn, [k for k, _ in walked], decoded, [v for _, v in walked])
+        picked, damaged = [], 0
+        for rec in recs:
+            if rec is None or rec is DAMAGED:  # shredded (its user erased); damaged: counted
+                damaged += rec is DAMAGED
+                continue
+            if (campaign_id and rec["campaign_id"] != campaign_id) \
+                    or (start and rec["timestamp"] < start) \
+                    or (end and rec["timestamp"] > end) \
+                    or (rec["status"] == PENDING and not include_pending) \
+                    or (rec["status"] == SUPPRESSED and not include_suppressed):
+                continue
+            picked.append(rec)
+        if damaged:
+            warn_damaged(damaged, "left out of a decisions export")
+        return picked, after
 
     def drop_before(self, cutoff: float, batch: int | None = None) -> int:
         """Retention: delete closed decision records made before `cutoff` and their index

@@ -156,3 +156,17 @@ async def test_retention_drops_every_other_closed_decision_and_keeps_the_damaged
     assert kept is not None  # as stored, for a restore to read
     assert any("1 decision record(s) damaged" in r.getMessage() and "retention" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_an_export_of_decisions_leaves_out_the_damaged_one(served, caplog):
+    """ExportDecisions walked every record of the log, opening and decoding each before its
+    filters: one damaged record failed every export, whatever its campaign, INTERNAL with no
+    word of why."""
+    server, stub, _ = served
+    ids = await decided(stub)
+    damage_decision(server, BAD, ids[BAD])
+    got = [d.decision_id async for d in stub.ExportDecisions(pb.ExportDecisionsRequest(
+        campaign_id="c1", include_pending=True))]
+    assert sorted(got) == sorted(ids[u] for u in OTHERS)
+    assert any("1 decision record(s) damaged" in r.getMessage() and "export" in r.getMessage()
+               for r in caplog.records)
