@@ -20,6 +20,7 @@ from ..store import Store, Table, sweep
 from ..store.damaged import DAMAGED, read_each
 from ..store.keys import SEP, decision_index_key, decision_keys_many, due_keys_many, user_prefix
 from . import decision_codec
+from .errors import DecisionDamaged
 from .logging import logger
 from .records import PENDING, SUPPRESSED, DecisionRecord
 
@@ -110,9 +111,17 @@ class DecisionLog:
         return out
 
     def of_user(self, user_id: str) -> list[dict]:
-        """Every decision record of one user (pending ones included), oldest key first."""
-        with self.store.read() as txn:
-            return [decode_decision(raw) for _, raw in self._d.scan_prefix(txn, user_prefix(user_id))]
+        """Every decision record of one user (pending ones included), oldest key first;
+        `DecisionDamaged` naming the first that does not open or decode (an access export
+        may not leave one out)."""
+        prefix = user_prefix(user_id)
+        with self.store.read() as txn:  # as stored, then opened together (a damaged one alone)
+            found = Table.scan_prefix(self._d, txn, prefix)
+            recs = read_each(self._d, txn, [k for k, _ in found], decoded, [v for _, v in found])
+        for (key, _), rec in zip(found, recs):
+            if rec is DAMAGED:
+                raise DecisionDamaged(key[len(prefix):].decode(errors="replace"))
+        return [rec for rec in recs if rec is not None]  # (None: shredded meanwhile)
 
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                include_pending: bool = False, include_suppressed: bool = False,

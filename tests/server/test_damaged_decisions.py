@@ -170,3 +170,25 @@ async def test_an_export_of_decisions_leaves_out_the_damaged_one(served, caplog)
     assert sorted(got) == sorted(ids[u] for u in OTHERS)
     assert any("1 decision record(s) damaged" in r.getMessage() and "export" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_an_access_export_names_the_damaged_decision(settings, tmp_path):
+    """ExportProfile read the user's decision records together: a damaged one failed it
+    INTERNAL with no word of why (a damaged contact history is FAILED_PRECONDITION naming the
+    damage and the repair: tests/server/test_damaged_contacts.py); nor may it leave one out."""
+    from tests.conftest import minted
+    path, tokens = minted(tmp_path, {"all": ["decider", "admin", "pii-reader"]})
+    meta = (("authorization", f"Bearer {tokens['all']}"),)
+    async with serving(settings.model_copy(update={"auth_config": path})) as (server, channel):
+        stub, profiles = pb_grpc.CampaignServiceStub(channel), ppb_grpc.ProfileServiceStub(channel)
+        await stub.CreateCampaign(pb.CreateCampaignRequest(spec=pb.CampaignSpec(
+            campaign_id="c1", channel="web", policy="bernoulli_ts",
+            variants=[pb.Variant(id="a")], reward_window_seconds=3600)), metadata=meta)
+        ids = [(await stub.ChooseVariant(pb.ChooseVariantRequest(campaign_id="c1", user_id=BAD),
+                                         metadata=meta)).decision_id for _ in range(3)]
+        damage_decision(server, BAD, ids[1])
+        with pytest.raises(grpc.RpcError) as err:
+            await profiles.ExportProfile(ppb.ExportProfileRequest(user_id=BAD), metadata=meta)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+    assert f"decision {ids[1]!r}: its record is damaged" in err.value.details()
+    assert BAD not in err.value.details()
