@@ -19,7 +19,7 @@ from kernels import features as kf
 from ..contact.quiet_hours import utc_offset_min
 from ..interfaces import UserEraser
 from ..store import Store, keys, outbox, scan, sweep
-from ..store.damaged import DAMAGED, decode_each, read_each
+from ..store.damaged import DAMAGED, UNREADABLE, decode_each, read_each
 from ..store.table import Table
 from ..validation import STOP_MARK, stop_sent
 from . import seen
@@ -360,9 +360,13 @@ class ProfileRepository:
         return bool(dated) and bool(self._before_erasure(txn, [user_id], [dated]))
 
     def _present(self, txn, user_id: str) -> bool:
-        """Whether the user has a profile in `txn`: a meta record or a feature state."""
-        return bool(self._profiles.present(
-            txn, [keys.profile_meta_key(user_id), keys.feature_key(user_id)]))
+        """Whether the user has a profile in `txn`: a meta record or a feature state (one
+        that does not open, damaged, too: its own reads refuse it)."""
+        try:
+            return bool(self._profiles.present(
+                txn, [keys.profile_meta_key(user_id), keys.feature_key(user_id)]))
+        except UNREADABLE:  # (sealed: `present` opens the records, to leave out a shredded one)
+            return True
 
     def _change_meta(self, txn, user_id: str, change, create: bool = True,
                      keep=None) -> dict | None:

@@ -227,6 +227,26 @@ def test_a_change_of_several_users_meta_records_leaves_the_damaged_one_as_it_is(
     assert stored(store, profile_meta_key(BAD)) == damaged
 
 
+def test_a_change_of_existing_profiles_only_leaves_the_damaged_one_as_it_is(store):
+    """The same change made to existing profiles only (`existing`: an SMS STOP, which never
+    brings an erased user back), which asks whether each has a profile: the damaged record is
+    one (sealed, asking opened it: InvalidTag for the whole change)."""
+    from server.profiles.repository import ProfileRepository
+    from server.profiles.schema import ProfileSchema
+    from server.profiles.tombstones import Tombstones
+    from server.security.secrets import Keyring
+    from server.store.keys import profile_meta_key
+    users = [OTHERS[0], BAD, OTHERS[1]]
+    with_addresses(store, users)
+    repo = ProfileRepository(store, ProfileSchema().layout(),
+                             Tombstones(store, Keyring.generate("erasure")).judged)
+    damaged = damage(store, BAD, "meta")
+    changed = repo.update_metas(users, lambda m: m["consent"].update(email={"opted_in": False}),
+                                existing=True)
+    assert changed == [OTHERS[0], OTHERS[1]]
+    assert stored(store, profile_meta_key(BAD)) == damaged
+
+
 def test_the_attribute_backfill_walks_past_a_damaged_meta_record(store):
     """The walk that tells the address index of profiles stored before it (at the first start
     after an upgrade) tells it of every other profile."""
