@@ -126,8 +126,7 @@ class ProfileRepository:
             try:
                 return self._ingest_judged(txn, records, late, in_write)
             except _DamagedUsers as err:  # (nothing written yet: judged, and again)
-                late = sorted({**dict(late), **{i: "damaged" for i, u in enumerate(
-                    records.user_ids) if u in err.users}}.items())
+                late = sorted({**dict(late), **{i: "damaged" for i in err.at}}.items())
 
     def _ingest_judged(self, txn, records: EventRecords, late: list[tuple[int, str]],
                        in_write: Mapping) -> IngestResult:
@@ -136,8 +135,12 @@ class ProfileRepository:
             return self._ingest_fresh(txn, records, in_write)
         gone = {i for i, _ in late}
         keep = [i for i in range(len(records)) if i not in gone]
-        part = (self._ingest_fresh(txn, records.take(keep), in_write) if keep
-                else IngestResult([], []))
+        try:
+            part = (self._ingest_fresh(txn, records.take(keep), in_write) if keep
+                    else IngestResult([], []))
+        except _DamagedUsers as err:
+            err.at = [keep[j] for j in err.at]
+            raise
         return IngestResult([keep[i] for i in part.accepted], [keep[i] for i in part.duplicates],
                             [i for i, _ in late], [keep[i] for i in part.taken],
                             erased_why=[why for _, why in late], applied=part.applied)
@@ -161,7 +164,7 @@ class ProfileRepository:
         users, fkeys, rows = new.users()
         olds = self._state_reads(txn, fkeys)
         zones = self._zones(txn, new.user_tokens()) if self._zone_of is not None else None
-        _refuse_damaged(users, olds, zones)
+        _refuse_damaged(users, (new.user_ids, fresh), olds, zones)
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
                           category=self._category_codes(txn, new.categories), value=new.value,
                           tz_offset_min=self._tz_offsets(new, zones))
@@ -170,7 +173,7 @@ class ProfileRepository:
         try:
             states = update_records(self.layout, old_states, rows, batch)
         except ValueError:  # a plain state that does not decode: its user's events refused
-            _refuse_damaged(users, self._decoded(olds))
+            _refuse_damaged(users, (new.user_ids, fresh), self._decoded(olds))
             raise
         seens = seen.merge_updates(dict(zip(users, old_seens)), new.user_ids, new.item,
                                    new.type, new.ts, self._seen_items, self._seen_kept,
@@ -762,24 +765,27 @@ class ProfileRepository:
 
 class _DamagedUsers(Exception):
     """Users of an ingestion's batch whose profile records do not open or decode: refused
-    before anything is written (`ProfileRepository._ingest`)."""
+    before anything is written (`ProfileRepository._ingest`). `at`: the indices of their new
+    events in the batch (not their re-sent ones: those stay duplicates)."""
 
-    def __init__(self, users: set[str]):
+    def __init__(self, users: set[str], at: list[int]):
         super().__init__(f"{len(users)} damaged profile(s)")
-        self.users = users
+        self.users, self.at = users, at
 
 
-def _refuse_damaged(users: Sequence[str], *reads: Sequence | None) -> None:
+def _refuse_damaged(users: Sequence[str], fresh: tuple[Sequence[str], Sequence[int]],
+                    *reads: Sequence | None) -> None:
     """Report and raise `_DamagedUsers` for the users of a batch (`users`, in the order of
     each of `reads`, by record: the feature states', `STATE`, then the meta records', `META`;
-    None: not read) any of whose records is `DAMAGED`."""
+    None: not read) any of whose records is `DAMAGED`; `fresh`: (the user of each new event,
+    its index in the batch)."""
     bad: set[str] = set()
     for record, read in zip((STATE, META), reads):
         found = [u for u, r in zip(users, read or ()) if r is DAMAGED and u not in bad]
         report_damaged(found, record, EVENT)
         bad.update(found)
     if bad:
-        raise _DamagedUsers(bad)
+        raise _DamagedUsers(bad, [i for u, i in zip(*fresh) if u in bad])
 
 
 def _raise_damaged(user_ids: Sequence[str], read: list, use: str | None = None) -> None:

@@ -94,6 +94,19 @@ async def test_a_batch_of_events_rejects_the_damaged_users_alone(settings, recor
         assert stored(server.store, key) == damaged
 
 
+async def test_a_resent_event_of_the_damaged_user_stays_a_duplicate(settings, record):
+    """A client re-sending a batch whose events were accepted (a lost reply) is told they are
+    duplicates, the damaged user's too: they are stored. Only that user's new events are
+    rejected (their re-sent ones were rejected `profile_damaged` with the new ones)."""
+    async with serving(settings) as (server, channel):
+        profiles = ppb_grpc.ProfileServiceStub(channel)
+        await with_profiles(server, profiles, record)
+        got = await profiles.TrackEvents(ppb.TrackEventsRequest(
+            events=[view(BAD, 0), view(BAD, 1), view(OTHERS[0], 0), view(OTHERS[0], 1)]))
+        assert (got.accepted, got.duplicates) == (1, 2)
+        assert [(r.index, r.event_id) for r in got.rejected] == [(1, f"view-{BAD}-1")]
+
+
 async def test_decisions_suppress_the_damaged_user_alone(settings):
     """ChooseVariant calls (sharing the writer's commits) and a PlanCampaign stream: the user
     whose consent cannot be read is suppressed `profile_damaged`, the others decided."""
