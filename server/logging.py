@@ -17,7 +17,7 @@ import re
 import time
 from typing import NamedTuple
 
-__all__ = ["CallContext", "bind_call", "configure_logging", "current_call", "hand_down",
+__all__ = ["CallContext", "Spaced", "bind_call", "configure_logging", "current_call", "hand_down",
            "parse_traceparent", "reset_call", "valid_answer_id", "valid_request_id"]
 
 HANDED_FORMAT, HANDED_LEVEL = "TAILOR_SERVER_LOG_FORMAT", "TAILOR_SERVER_LOG_LEVEL"
@@ -79,6 +79,28 @@ def valid_answer_id(value: str) -> bool:
     `.<i>` after it for answer i of a RecommendBatch (so past 64 characters when the caller's
     `x-request-id` took them all)."""
     return bool(_ANSWER_ID.fullmatch(value or ""))
+
+
+class Spaced:
+    """Which repeats of a warning to log: one per key every `every` seconds (a hot user's
+    damaged record is read at each of their calls; the metric beside it counts each). At most
+    `kept` keys are remembered (then all are forgotten: a few repeats logged again). Safe from
+    several threads (a race logs one repeat more)."""
+
+    def __init__(self, every: float = 60.0, kept: int = 10_000, clock=time.monotonic):
+        self.every, self.kept, self._clock = every, kept, clock
+        self._said: dict[object, float] = {}
+
+    def due(self, key) -> bool:
+        """Whether to log the warning of `key` now (if so, its next is `every` seconds on)."""
+        now, said = self._clock(), self._said
+        last = said.get(key)
+        if last is not None and now - last < self.every:
+            return False
+        if len(said) >= self.kept:
+            said.clear()
+        said[key] = now
+        return True
 
 
 class _CallFilter(logging.Filter):

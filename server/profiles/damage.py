@@ -1,7 +1,8 @@
 """What a worker says of users whose profile records are damaged (a record of the `profiles`
 table that does not open, sealed, or does not decode, plain: `store.damaged`): a WARNING naming
-each by its keyed hash (`user_ref`, never the id), the record and what it was read for, and
-`metrics.PROFILE_RECORDS_DAMAGED`. The record is never written over: a restore can still read
+each by its keyed hash (`user_ref`, never the id), the record and what it was read for (once a
+minute at most for one user, record and use: `_spaced`), and `metrics.PROFILE_RECORDS_DAMAGED`
+(every read). The record is never written over: a restore can still read
 it, and an erasure (DeleteProfile) removes it."""
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 from collections.abc import Sequence
 
 from .. import metrics
+from ..logging import Spaced
 from ..security.userref import user_ref
 
 __all__ = ["STATE", "META", "RECORDS", "EVENT", "DECISION", "RECOMMEND", "READ", "ERASE", "PRIOR",
@@ -35,6 +37,9 @@ _WHAT = {EVENT: "the user's events rejected (profile_damaged)",
          BACKFILL: "left out of the attribute watchers' backfill (the address index)"}
 
 logger = logging.getLogger("tailor.profiles")
+_spaced = Spaced(60.0)
+"""A user's record found damaged for one use is logged once a minute at most: Recommend (and
+each event, decision) of a hot user reads it at every call; the metric counts every one."""
 
 PROFILE_DAMAGED = "profile_damaged"
 """The reason of a decision suppressed, or an event rejected, for its user's damaged profile
@@ -48,9 +53,11 @@ def report_damaged(user_ids: Sequence[str], record: str, use: str) -> None:
         return
     metrics.PROFILE_RECORDS_DAMAGED.labels(RECORDS[record], use).inc(len(user_ids))
     for user_id in user_ids:
-        logger.warning("profile record (%s) of %s is damaged (does not open or decode): %s; "
-                       "restore the store or erase the user (docs/operations.md)",
-                       record, user_ref(user_id), _WHAT[use])
+        ref = user_ref(user_id)
+        if _spaced.due((ref, record, use)):
+            logger.warning("profile record (%s) of %s is damaged (does not open or decode): %s;"
+                           " restore the store or erase the user (docs/operations.md)",
+                           record, ref, _WHAT[use])
 
 
 def report_found(found: Sequence[tuple[int, str]], user_ids: Sequence[str], use: str) -> None:

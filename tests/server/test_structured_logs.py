@@ -89,3 +89,16 @@ async def test_recommend_answers_with_the_calls_request_id(channel):
     call = stub.RecommendBatch(rpb.RecommendBatchRequest(requests=[rpb.RecommendRequest(
         user_id=u, k=2) for u in ("u1", "u2")]), metadata=(("x-request-id", "b-7"),))
     assert [r.request_id for r in (await call).responses] == ["b-7.0", "b-7.1"]
+
+
+def test_a_spaced_warning_is_due_once_per_key_and_period():
+    from server.logging import Spaced
+    now = [0.0]
+    spaced = Spaced(60.0, kept=2, clock=lambda: now[0])
+    assert [spaced.due("a"), spaced.due("a"), spaced.due("b")] == [True, False, True]
+    now[0] = 59.9
+    assert spaced.due("a") is False
+    now[0] = 60.0
+    assert [spaced.due("a"), spaced.due("a")] == [True, False]
+    assert spaced.due("c") is True  # a third key: the two remembered are forgotten
+    assert spaced.due("b") is True
