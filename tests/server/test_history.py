@@ -54,10 +54,12 @@ def test_longer_histories_keep_their_heaviest_items():
     assert NO_CAP.blend(rows[:0], w[:0], w[:0], NOW, 3)[0].size == 0
 
 
+@pytest.mark.parametrize("ahead", [None, 1000.0, 3599.0])
 @pytest.mark.parametrize("age_days", [0.001, 3.0, 400.0])
-def test_the_bundle_only_fast_path_equals_the_general_blend(age_days):
+def test_the_bundle_only_fast_path_equals_the_general_blend(age_days, ahead):
     """Bundle users without live events take `blend_trained` over `unique_histories`: same
-    rows, order and weights as `blend` over their raw history (repeats, caps, truncation)."""
+    rows, order and weights as `blend` over their raw history (repeats, caps, truncation);
+    so with the session counted from a request `ahead` of the decay clock (`session_now`)."""
     rng = np.random.default_rng(3)
     lengths = rng.integers(0, 40, 200)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
@@ -66,10 +68,13 @@ def test_the_bundle_only_fast_path_equals_the_general_blend(age_days):
     ptr, rows, w = unique_histories(indptr, items, weights)
     blend, now = HistoryBlend(), 1.7e9
     ts = now - age_days * DAY
+    session_now = None if ahead is None else now + ahead
     for u in range(len(lengths)):
         lo, hi = indptr[u], indptr[u + 1]
-        want = blend.blend(items[lo:hi].astype(np.int64), weights[lo:hi], np.full(hi - lo, ts), now, 20)
-        got = blend.blend_trained(rows[ptr[u]:ptr[u + 1]], w[ptr[u]:ptr[u + 1]], ts, now, 20)
+        want = blend.blend(items[lo:hi].astype(np.int64), weights[lo:hi], np.full(hi - lo, ts),
+                           now, 20, session_now)
+        got = blend.blend_trained(rows[ptr[u]:ptr[u + 1]], w[ptr[u]:ptr[u + 1]], ts, now, 20,
+                                  session_now)
         assert got[0].tolist() == want[0].tolist()
         np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
 
