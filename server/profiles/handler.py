@@ -141,9 +141,10 @@ ID_TAKEN = ("event_id is the id of another user's event (ids are unique across u
 """The reason for an event whose id an event of another user holds: not a duplicate (which
 would tell the client it was stored before), and not stored."""
 PROFILE_DAMAGED = (f"{damage.PROFILE_DAMAGED}: the user's profile record does not open or "
-                   "decode; the event is not stored (restore the store from a backup, or erase "
-                   "the user, then send it again: docs/operations.md, \"Damaged profile "
-                   "records\")")
+                   "decode; the event is not stored (restore the store from a backup, then "
+                   "send it again; or erase the user, after which events dated before the "
+                   "erasure, this one among them, are refused: docs/operations.md, \"Damaged "
+                   "profile records\")")
 """The reason for an event whose user's feature state or meta record is damaged (reported):
 applying it would mean writing over the record, the user's history, with a new one."""
 _ERASED_REASONS = {"since": ERASED_SINCE, "replay": ERASED_REPLAY, "window": ERASED_WINDOW,

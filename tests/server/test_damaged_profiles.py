@@ -166,8 +166,15 @@ async def test_a_profile_read_names_the_damage_and_an_erasure_repairs_it(setting
                 await profiles.SetConsent(ppb.SetConsentRequest(
                     user_id=BAD, channel="email", opted_in=True, source="test"), metadata=meta)
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        rejected = view(BAD, 1)
+        refused = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[rejected]),
+                                             metadata=meta)
         await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=BAD), metadata=meta)
-        got = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[view(BAD, 1)]),
+        again = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[rejected]),
+                                           metadata=meta)  # (dated before the erasure)
+        assert again.rejected[0].reason.startswith("the user was erased after")
+        assert "dated before the erasure" in refused.rejected[0].reason  # (as it says)
+        got = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[view(BAD, 2)]),
                                          metadata=meta)
         assert (got.accepted, list(got.rejected)) == (1, [])
         after = await profiles.GetProfile(ppb.GetProfileRequest(user_id=BAD), metadata=meta)
