@@ -99,16 +99,22 @@ class DecisionLog:
             return None
         return None if rec is None else (rec["user_id"], rec["campaign_id"])
 
-    def by_ids(self, decision_ids: Sequence[str]) -> list[dict | None]:
-        """The records of these decisions (None for one unknown or gone), one read snapshot."""
+    def by_ids(self, wanted: Sequence[tuple[str, str]]) -> list:
+        """The records of the decisions of these (user id, decision id) pairs, one read
+        snapshot: None for one unknown, gone or another user's (the record is read under the
+        user's key), `DAMAGED` for one that does not open or decode (logged: a SendCampaign
+        job resumed after a crash must not decide that user again, the first message may
+        have gone)."""
+        if not wanted:
+            return []
+        pkeys, _ = decision_keys_many([u for u, _ in wanted], [d for _, d in wanted])
         with self.store.read() as txn:
-            pkeys = self._d.get_many(txn, [decision_index_key(d) for d in decision_ids])
-            found = [(i, bytes(p)) for i, p in enumerate(pkeys) if p is not None]
-            raws = self._d.get_many(txn, [p for _, p in found]) if found else []
-            out: list[dict | None] = [None] * len(decision_ids)
-            for (i, _), raw in zip(found, raws):
-                out[i] = None if raw is None else decode_decision(bytes(raw))
-        return out
+            recs = read_each(self._d, txn, pkeys, decoded)
+        damaged = sum(rec is DAMAGED for rec in recs)
+        if damaged:
+            warn_damaged(damaged, "read back by a resumed send (their users settled, not "
+                         "decided again)")
+        return recs
 
     def of_user(self, user_id: str) -> list[dict]:
         """Every decision record of one user (pending ones included), oldest key first;

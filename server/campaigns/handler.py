@@ -31,6 +31,7 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..profiles.damage import DECISION, report_found
 from ..profiles.errors import ProfileDamaged
 from ..store import Store
+from ..store.damaged import DAMAGED
 from ..store.outbox import Batch
 from ..validation import check_count, check_id, check_not_negative, check_stored_id, check_window
 from .cache import CampaignCache, Entry
@@ -60,6 +61,7 @@ from .records import (
     logged_pending,
 )
 from .repository import (
+    DECISION_DAMAGED,
     ERASURE_SECRETS_ENV,
     OUTBOX_TAG,
     PLAN_SLICES_ALONE,
@@ -513,12 +515,15 @@ class Campaigns:
         """{decision id: the decision as logged} of those of `wanted` ((user id, decision id)
         pairs) logged for that user in this campaign, from one read snapshot (blocking: call it
         in a thread). A job resumed after a crash reuses them: deciding again would log a second
-        contact, which the frequency caps would count against the first."""
+        contact, which the frequency caps would count against the first. One whose record is
+        damaged is answered suppressed `DECISION_DAMAGED`, as a repeat of its request would
+        be: its first message may have gone."""
         campaign = self.repo.get(campaign_id)
         content = {} if campaign is None else _contents(campaign.spec)
-        found = self.repo.log.by_ids([d for _, d in wanted])
-        return {d: _logged_choice(rec, content) for (u, d), rec in zip(wanted, found)
-                if rec is not None and rec["user_id"] == u and rec["campaign_id"] == campaign_id}
+        found = self.repo.log.by_ids(wanted)
+        return {d: _damaged_choice(d) if rec is DAMAGED else _logged_choice(rec, content)
+                for (u, d), rec in zip(wanted, found)
+                if rec is not None and (rec is DAMAGED or rec["campaign_id"] == campaign_id)}
 
     def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
         """PlanCampaign: one `PlanBatch` of logged decisions per batch of user ids (`plan.Planner`)."""
@@ -723,6 +728,12 @@ def _logged_choice(rec: dict, content: Mapping[str, Mapping[str, str]]) -> Choic
     return Choice(rec["decision_id"], rec["arm"], rec["propensity"], variant,
                   dict(content.get(variant, {})), False, "", rec.get("channel", ""),
                   rec.get("send_at", 0.0))
+
+
+def _damaged_choice(decision_id: str) -> Choice:
+    """A logged decision whose record does not open or decode, as answered: suppressed
+    `DECISION_DAMAGED` (its variant and channel unknown)."""
+    return Choice(decision_id, NO_ARM, 0.0, "", {}, True, DECISION_DAMAGED)
 
 
 def _effects(ev: TrackedEvent) -> tuple[RewardRequest | None, tuple | None]:
