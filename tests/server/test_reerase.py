@@ -465,3 +465,45 @@ def test_a_copy_whose_seal_was_cut_short_reads_its_records_after_the_mark_withou
         assert json.loads(read_value(path, "bandit", keys.count_key("spring")))["pending"] == 2
     finally:
         tokens.use_key(tokens.UNCONFIGURED_KEY)
+
+
+@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "plain"])
+def test_a_damaged_pending_decision_is_counted_unread_and_the_erasure_goes_on(tmp_path, sealed):
+    """One of alice's pending decision records damaged in its packed head (its context
+    length changed; the layout tag intact): without encryption at rest, `uncount` decoded it
+    and `struct.error` failed the whole erasure again, and with it every restore of that
+    backup. It is counted unread (its campaign's counter still counts it), the others lowered,
+    and all her records go."""
+    import json
+
+    from server.campaigns.decision_log import encode_decision
+    from server.store import tokens
+    from server.store.backup import read_prefix, read_value
+    from server.store.table import Table
+    from tests.conftest import throwaway_crypto
+    crypto, path = throwaway_crypto() if sealed else None, tmp_path / "store"
+    try:
+        store, token = Store(path, sync=False, crypto=crypto), tokens.user_token("alice")
+        pkeys, counter = [token + keys.SEP + b"d%d" % i for i in range(3)], keys.count_key("spring")
+
+        def fill(txn):
+            for i, pkey in enumerate(pkeys):
+                store.table("decisions").put(txn, pkey, encode_decision({
+                    "decision_id": f"d{i}", "campaign_id": "spring", "user_id": "alice",
+                    "timestamp": 1000.0, "arm": 0, "propensity": 0.5, "status": "pending",
+                    "deadline": 2000.0}))
+                store.raw_table("decisions").put(txn, keys.due_key(2000.0, f"d{i}"), pkey)
+                store.raw_table("decisions").put(txn, keys.decision_index_key(f"d{i}"), pkey)
+            store.raw_table("bandit").put(txn, counter, b'{"pending": 3}')
+            raw = bytearray(Table.get(store.raw_table("decisions"), txn, pkeys[1]))
+            raw[11] ^= 0x7F  # the context length (`decision_codec._HEAD`), below any sealing
+            Table.put(store.raw_table("decisions"), txn, pkeys[1], bytes(raw))
+        store.write(fill)
+        store.close()
+        removed = reerase(path, [token], master=crypto.master if sealed else ())
+        assert (removed["pending_corrected"], removed["pending_unread"]) == (2, 1)
+        assert removed["decisions"] == 9  # records, index and pending-window entries
+        assert json.loads(read_value(path, "bandit", counter))["pending"] == 1
+        assert read_prefix(path, "decisions", b"") == []
+    finally:
+        tokens.use_key(tokens.UNCONFIGURED_KEY)

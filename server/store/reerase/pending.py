@@ -30,16 +30,16 @@ def uncount(txn, bandit: Table, pending: list[bytes], opened: Opener) -> Counter
     """Lower each campaign's pending counter by the `pending` decisions (their keys) it
     counts, as DeleteProfile does (`CampaignRepository._erase_decisions`): the campaign is in
     the decision record, sealed with encryption at rest (`Opener`); `pending_corrected` and
-    `pending_unread` (records that did not open: their campaigns' counters still count them)."""
-    from ...campaigns.decision_log import decode_decision  # campaigns imports the store
+    `pending_unread` (records that did not open or decode: their campaigns' counters still
+    count them)."""
     by_campaign: Counter = Counter()
     unread = 0
     for pkey in pending:
-        raw = opened.record(txn, "decisions", pkey)
-        try:
-            by_campaign[decode_decision(raw)["campaign_id"]] += 1
-        except (TypeError, ValueError, KeyError):  # None: not opened; or not a record
+        campaign_id = _campaign_of(opened.record(txn, "decisions", pkey))
+        if campaign_id is None:
             unread += 1
+        else:
+            by_campaign[campaign_id] += 1
     for campaign_id, n in by_campaign.items():
         key = keys.count_key(campaign_id)
         if (raw := bandit.get(txn, key)) is not None:
@@ -47,3 +47,15 @@ def uncount(txn, bandit: Table, pending: list[bytes], opened: Opener) -> Counter
             counters["pending"] = counters.get("pending", 0) - n
             bandit.put(txn, key, json.dumps(counters).encode())
     return Counter(pending_corrected=sum(by_campaign.values()), pending_unread=unread)
+
+
+def _campaign_of(raw: bytes | None) -> str | None:
+    """The campaign of a decision record; None for one not opened (None) or damaged (it does
+    not decode, its packed layout cut or changed included: `decision_log.decoded`), which is
+    counted unread rather than failing the erasure, and with it the restore that repairs
+    the damage."""
+    from ...campaigns.decision_log import decoded  # campaigns imports the store
+    try:
+        return decoded(raw)["campaign_id"]
+    except (TypeError, ValueError, KeyError):  # None, or not a record of that shape
+        return None
