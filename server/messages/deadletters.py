@@ -44,6 +44,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 from ..store import Store
+from ..store.damaged import UNREADABLE
 from ..store.keys import (
     DEAD_LETTER_PREFIX,
     dead_letter_key,
@@ -53,6 +54,7 @@ from ..store.keys import (
 )
 from ..validation import server_event_id
 from .errors import DeadLetterBusy
+from .logging import logger
 from .owned import opened_if_users, with_messages
 
 __all__ = ["DeadLetter", "DeadLetters", "sent_event_id"]
@@ -121,16 +123,27 @@ class DeadLetters:
     def list(self, limit: int, channel: str = "") -> list[DeadLetter]:
         """The newest `limit` letters (of `channel`, if given), newest first: a walk back from
         the newest, one letter at a time, that stops once it has them (a relay down during a
-        large SendCampaign leaves a letter per recipient, each with its whole message)."""
+        large SendCampaign leaves a letter per recipient, each with its whole message). A
+        letter that does not open or decode (damaged: `store.damaged`) is left out and logged,
+        not a failed listing."""
         out: list[DeadLetter] = []
+        damaged = 0
         with self.store.read() as txn:
             for key, stored in self._t.walk_back(txn, DEAD_LETTER_PREFIX):
                 if len(out) == limit:
                     break
-                raw = self.store.open_for_user(txn, bytes(key), stored)
-                letter = None if raw is None else DeadLetter.decode(raw)
+                try:
+                    raw = self.store.open_for_user(txn, bytes(key), stored)
+                    letter = None if raw is None else DeadLetter.decode(raw)
+                except UNREADABLE:
+                    damaged += 1
+                    continue
                 if letter is not None and (not channel or letter.channel == channel):
                     out.append(letter)
+        if damaged:
+            logger.warning("%d dead letter(s) damaged (do not open or decode): left out of a "
+                           "listing; restore the store or erase their users (docs/operations.md, "
+                           "\"Damaged dead letters\")", damaged)
         return out
 
     def get(self, letter_id: str) -> DeadLetter | None:

@@ -39,18 +39,20 @@ def damage(store, user_id: str) -> None:
     damage_record(store, "contacts", contact_key(user_id))
 
 
-def damage_record(store, table: str, key: bytes) -> None:
+def damage_record(store, table: str, key: bytes, first: bool = True) -> None:
     """Flip the first and last bytes of the record at `key` of `table`, as a disk or a bad
     restore would, through the store's own transaction, below any sealing (the bytes as
     stored): a sealed record's tag no longer matches (its first byte, the version, is not
-    checked), a plain one is no longer JSON or no longer of its packed layout."""
+    checked), a plain one is no longer JSON or no longer of its packed layout. `first` False:
+    the last byte only (a record sealed for its user outside the user tables, a dead letter or
+    a send record, starts with the user's token: flipped, it reads as a shredded user's)."""
     from server.store.table import Table
     t = store.table(table)
 
     def fn(txn):
         (stored,) = Table.get_many(t, txn, [key])
         assert stored is not None and len(stored) > 1, "no record to damage"
-        Table.put(t, txn, key, bytes([stored[0] ^ 0xA5]) + stored[1:-1]
+        Table.put(t, txn, key, bytes([stored[0] ^ (0xA5 if first else 0)]) + stored[1:-1]
                   + bytes([stored[-1] ^ 0xA5]))
     store.write(fn)
 
