@@ -491,13 +491,17 @@ class SendJob:
     async def _render_again(self, r: Recipient) -> None:
         """Render `r`'s logged decision again (an item its message shows left the catalog since
         it was composed) and store the new message before it goes, so a restart sends this one
-        (same decision, so the same Message-ID); `r` failed with the reason when it cannot be."""
+        (same decision, so the same Message-ID); `r` failed with the reason when it cannot be,
+        suppressed with the logged reason when the decision reads suppressed now."""
         try:
             choice = (await self._logged([r])).get(r.decision)
             if choice is None:
                 raise LookupError("the logged decision is gone")
             msg, recipient = await self.composer.render_logged(self.job["campaign"], r.user,
                                                                choice)
+            if recipient is None and msg.suppressed:  # (its record damaged since: logged as
+                r.state, r.reason = SUPPRESSED, msg.reason  # `decision_record_damaged`): not sent
+                return
             if recipient is None:
                 raise LookupError("the logged decision renders nothing")
             r.message["raw"] = self.delivery.flatten(msg, r.message["to"]).decode("latin-1")

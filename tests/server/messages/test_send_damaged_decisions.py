@@ -70,3 +70,39 @@ async def test_a_resumed_send_settles_the_recipient_whose_logged_decision_is_dam
     # decided again either (a new decision under its id would have replaced the record)
     assert sorted((d.user_id, d.decision_id) for d in logged) == \
         sorted((u, d) for i, (u, d) in enumerate(zip(USERS, ids)) if i != BAD)
+
+
+async def test_a_message_rendered_again_whose_decision_record_is_damaged_is_not_sent(
+        tailor_server, sink, campaigns, profiles, messaging, channel, demo_bundle):
+    """A ready message showing an item removed from the catalog since is rendered again from
+    its logged decision before it goes; that record damaged meanwhile, it was settled failed
+    `error` (an ERROR "rendering again failed" naming the decoder's exception). It is settled
+    suppressed `decision_record_damaged`, as the resumed job settles it."""
+    import numpy as np
+
+    from protos.tailor.v1 import catalog_pb2 as capb
+    from protos.tailor.v1 import catalog_pb2_grpc
+
+    from .test_send_campaign import until_done
+    with np.load(demo_bundle / "items.npz") as npz:
+        names, cats, pop, ids = (npz[k] for k in ("category_names", "category", "popularity",
+                                                  "item_ids"))
+    in_cat = np.flatnonzero(cats == 0)
+    top = str(ids[in_cat[np.argmax(pop[in_cat])]])
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(html=(
+        f'{{% for it in recommend(1, category="{names[0]}") %}}'
+        '<i data-item="{{ it.item_id }}"></i>{% endfor %}'))))
+    await audience(profiles, ["x1", "x2"])
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(  # x2 goes 2 s later
+        campaign_id="mail", user_ids=["x1", "x2"], rate_per_second={"email": 0.5}))
+    await asyncio.to_thread(sink.wait_for, 1)
+    (x2,) = [r for r in tailor_server.sends.records.recipients(started.send_id, False)
+             if r.user == "x2"]
+    assert x2.state == "ready"
+    damage_record(tailor_server.store, "decisions", decision_key("x2", x2.decision))
+    await catalog_pb2_grpc.CatalogServiceStub(channel).RemoveItems(
+        capb.RemoveItemsRequest(item_ids=[top]))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, dict(done.suppressed_by_reason), dict(done.failed_by_reason)) == \
+        (1, {"decision_record_damaged": 1}, {})
+    assert [r[0] for _, r, _ in sink.arrived] == ["x1@example.com"]
