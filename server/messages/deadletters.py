@@ -44,7 +44,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 from ..store import Store
-from ..store.damaged import UNREADABLE
+from ..store.damaged import DAMAGED
 from ..store.keys import (
     DEAD_LETTER_PREFIX,
     dead_letter_key,
@@ -55,7 +55,7 @@ from ..store.keys import (
 from ..validation import server_event_id
 from .errors import DeadLetterBusy
 from .logging import logger
-from .owned import opened_if_users, with_messages
+from .owned import opened_if_users, read_sealed, with_messages
 
 __all__ = ["DeadLetter", "DeadLetters", "sent_event_id"]
 
@@ -132,10 +132,8 @@ class DeadLetters:
             for key, stored in self._t.walk_back(txn, DEAD_LETTER_PREFIX):
                 if len(out) == limit:
                     break
-                try:
-                    raw = self.store.open_for_user(txn, bytes(key), stored)
-                    letter = None if raw is None else DeadLetter.decode(raw)
-                except UNREADABLE:
+                letter = read_sealed(self.store, txn, bytes(key), stored, DeadLetter.decode)
+                if letter is DAMAGED:
                     damaged += 1
                     continue
                 if letter is not None and (not channel or letter.channel == channel):
@@ -143,7 +141,7 @@ class DeadLetters:
         if damaged:
             logger.warning("%d dead letter(s) damaged (do not open or decode): left out of a "
                            "listing; restore the store or erase their users (docs/operations.md, "
-                           "\"Damaged dead letters\")", damaged)
+                           "\"Damaged dead letters and send records\")", damaged)
         return out
 
     def get(self, letter_id: str) -> DeadLetter | None:

@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import TypeVar
 
 from ..store import Store
+from ..store.damaged import DAMAGED, UNREADABLE
 
-__all__ = ["opened_if_users", "with_messages", "masked_messages", "MESSAGE_SECTIONS"]
+__all__ = ["opened_if_users", "read_sealed", "with_messages", "masked_messages",
+           "MESSAGE_SECTIONS"]
+
+T = TypeVar("T")
 
 MESSAGE_SECTIONS = ("dead_letters", "messages")
 """The access export's sections whose entries carry a message and its address."""
@@ -32,6 +37,18 @@ def opened_if_users(store: Store, txn, key: bytes, stored: bytes, user_id: str) 
         return None
     raw = store.open_for_user(txn, key, stored)
     return raw if raw is not None and json.loads(bytes(raw))["user"] == user_id else None
+
+
+def read_sealed(store: Store, txn, key: bytes, stored: bytes, decode: Callable[[bytes], T]
+                ) -> T | None | object:
+    """`decode` of a record sealed for its user (`Store.seal_for_user`) as opened; None: its
+    user was erased (their key shredded); `DAMAGED`: it does not open or decode
+    (`store.damaged`), for the caller to leave out and count rather than fail every record."""
+    try:
+        raw = store.open_for_user(txn, key, stored)
+        return None if raw is None else decode(raw)
+    except UNREADABLE:
+        return DAMAGED
 
 
 def _user_field(user_id: str) -> bytes:

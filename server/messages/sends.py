@@ -30,12 +30,14 @@ job running meanwhile settles and finishes without writing it back.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
 
 from ..processes import process_started
 from ..store import Store
+from ..store.damaged import DAMAGED
 from ..store.keys import (
     SEND_EXPIRY_PREFIX,
     SEND_JOB_PREFIX,
@@ -46,7 +48,8 @@ from ..store.keys import (
     send_user_key,
     send_user_prefix,
 )
-from .owned import opened_if_users, with_messages
+from .logging import logger
+from .owned import opened_if_users, read_sealed, with_messages
 
 __all__ = ["SendRecords", "Recipient", "settle_erased", "send_id_of", "PENDING", "READY",
            "SENT", "SUPPRESSED", "FAILED", "ERASED", "ARCHIVED", "CANCELLED", "BOUNCE_BREAKER",
@@ -229,17 +232,27 @@ class SendRecords:
     def recipients(self, send_id: str, bodies: bool = True) -> list[Recipient]:
         """Every recipient of an unfinished job, in audience order; `bodies` False: a ready one
         without its flattened message (`Recipient.shed`; a job reads each back when it is
-        due: `body`), read one record at a time."""
-        prefix, out = send_user_prefix(send_id), []
+        due: `body`), read one record at a time. One that does not open or decode (damaged:
+        its user, state and message unknown) is left out and logged: the job goes on without
+        it (neither composed nor sent, nor counted: GetSendProgress keeps it pending)."""
+        prefix, out, damaged = send_user_prefix(send_id), [], 0
         with self.store.read() as txn:
             for key, stored in self._t.items(txn, prefix):
                 if not key.startswith(prefix):
                     break
-                raw = self.store.open_for_user(txn, bytes(key), stored)
-                if raw is not None:  # None: the recipient was erased meanwhile (key shredded)
-                    out.append(r := Recipient.decode(int(bytes(key)[len(prefix):]), raw))
+                seq = int(bytes(key)[len(prefix):])
+                r = read_sealed(self.store, txn, bytes(key), stored,
+                                functools.partial(Recipient.decode, seq))
+                if r is DAMAGED:
+                    damaged += 1
+                elif r is not None:  # None: the recipient was erased meanwhile (key shredded)
+                    out.append(r)
                     if not bodies:
                         r.shed()
+        if damaged:
+            logger.warning("send %s: %d recipient record(s) damaged (do not open or decode): "
+                           "left out of the job, neither sent nor counted; docs/operations.md, "
+                           "\"Damaged dead letters and send records\"", send_id, damaged)
         return out
 
     def body(self, send_id: str, r: Recipient) -> bool:

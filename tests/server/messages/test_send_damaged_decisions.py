@@ -28,17 +28,17 @@ def settings(settings, sink, request):
     return relayed(settings, sink, encrypt_at_rest=request.param)
 
 
-async def crashed_job(server) -> list[str]:
+async def crashed_job(server, decided: bool = True) -> list[str]:
     """A job of `USERS` whose owner died after logging every decision (as the job does,
-    `decide_and_render` under the ids it fixes) and before its records said `ready`; its
-    decision ids."""
+    `decide_and_render` under the ids it fixes; `decided` False: before deciding any) and
+    before its records said `ready`; its decision ids."""
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid no process has: the owner that died
     jobs = server.sends
     job, _ = jobs.records.create(SEND, "mail", USERS, {"email": 1000.0}, {}, gone.pid)
     ids = [server.campaigns.fixed_decision_id(job["started"], f"{SEND}:{seq}")
            for seq in range(len(USERS))]
-    for u, d in zip(USERS, ids):
+    for u, d in zip(USERS, ids if decided else ()):
         await jobs.composer.decide_and_render("mail", u, {}, decision_id=d, delivered=True)
     return ids
 

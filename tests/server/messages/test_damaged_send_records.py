@@ -1,0 +1,54 @@
+"""One damaged record of the `sends` table (tests/server/test_damaged_contacts.py's
+`damage_record`, below any sealing): ListDeadLetters lists the other letters, the damaged one
+left out (logged), rather than every listing failing INTERNAL while it is among the newest; a
+SendCampaign job resumed with one damaged recipient record sends the others, rather than
+stopping at every start."""
+import pytest
+
+from protos.tailor.v1 import messaging_pb2 as mpb
+from server.messages.deadletters import DeadLetter
+from server.store.keys import dead_letter_key, send_user_key
+from tests.server.test_damaged_contacts import damage_record
+
+from .conftest import email_spec, relayed
+from .test_send_campaign import audience
+from .test_send_damaged_decisions import SEND, USERS, crashed_job, ended
+
+
+@pytest.fixture(params=[True, False], ids=["sealed", "plain"])
+def settings(settings, sink, request):
+    """Letters dated 2030 are kept (the start's retention sweep leaves them)."""
+    return relayed(settings, sink, encrypt_at_rest=request.param)
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["both-ends", "last-byte"])
+async def test_listing_leaves_a_damaged_letter_out(settings, tailor_server, messaging, caplog,
+                                          first):
+    dead = tailor_server.delivery.dead
+    ids = [dead.add(DeadLetter("email", "c", f"d{i}", f"u{i}", f"u{i}@x.example", "body",
+                               "smtp 421", 4, at=1.9e9 + i)) for i in range(5)]
+    damage_record(tailor_server.store, "sends", dead_letter_key(ids[2]), first)
+    listed = await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=4))
+    assert [d.id for d in listed.letters] == [ids[4], ids[3], ids[1], ids[0]]
+    # sealed, a first byte flipped is its user's token: the letter reads as a shredded user's
+    assert ("1 dead letter(s) damaged" in caplog.text) is not (
+        first and settings.encrypt_at_rest)
+
+
+async def test_a_resumed_send_goes_on_past_a_damaged_recipient_record(
+        tailor_server, sink, campaigns, profiles, caplog):
+    """Before, `SendRecords.recipients` raised (InvalidTag sealed, a JSON error plain): the job
+    stopped at every start and none of its recipients was sent. The damaged one (its user,
+    state and message unknown) is left out: neither sent nor counted (pending)."""
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, USERS)
+    await crashed_job(tailor_server, decided=False)
+    damage_record(tailor_server.store, "sends", send_user_key(SEND, 2), first=False)
+    await tailor_server.sends.resume()  # the next start
+    done = await ended(tailor_server)
+    assert (done.sent, done.suppressed, done.failed, done.pending, done.finished_at > 0) == \
+        (5, {}, {}, 1, True)
+    assert sorted(r[0] for _, r, _ in sink.arrived) == \
+        sorted(f"{u}@example.com" for i, u in enumerate(USERS) if i != 2)
+    assert "1 recipient record(s) damaged" in caplog.text
