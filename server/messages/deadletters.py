@@ -53,7 +53,7 @@ from ..store.keys import (
     profile_meta_key,
 )
 from ..validation import server_event_id
-from .errors import DeadLetterBusy
+from .errors import DeadLetterBusy, MessageRecordDamaged
 from .logging import logger
 from .owned import opened_if_users, read_sealed, with_messages
 
@@ -244,7 +244,10 @@ class DeadLetters:
         bytes handed to the adapter (the email, or the webhook's JSON body), rendered for them
         (`with_messages`: up to `exported` bytes in all)."""
         with self.store.read() as txn:
-            mine = [DeadLetter.decode(raw) for _, raw in self._mine(txn, user_id)]
+            found = [raw for _, raw in self._mine(txn, user_id)]
+        if any(raw is DAMAGED for raw in found):
+            raise MessageRecordDamaged("dead letters")
+        mine = [DeadLetter.decode(raw) for raw in found]
         return {"dead_letters": with_messages([
             {"id": d.id, "channel": d.channel, "campaign_id": d.campaign,
              "decision_id": d.decision, "to": d.to, "reason": d.reason,

@@ -7,7 +7,7 @@ __all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "BadLink", "No
            "LoggedOnAPlacement", "Transient", "Permanent", "DeliveryRefused",
            "DeliveryUnavailable", "DeadLetterNotFound", "RelayRefused",
            "BadAddress", "DeadLetterBusy", "NoLongerAllowed", "DeliveryInProgress",
-           "DeliveryInDoubt"]
+           "DeliveryInDoubt", "MessageRecordDamaged"]
 
 
 class TemplateInvalid(InvalidArgument):
@@ -186,3 +186,13 @@ class DeliveryUnavailable(Unavailable):
 class DeadLetterNotFound(NotFound):
     def __init__(self, letter_id: str):
         super().__init__("dead letter", letter_id)
+
+
+class MessageRecordDamaged(FailedPrecondition):
+    """One of a user's dead letters or send records does not open or decode (`store.damaged`):
+    an access export may leave nothing out, so it refuses (naming no user or address)."""
+
+    def __init__(self, what: str):
+        super().__init__(f"one of the user's {what} is damaged (does not open or decode); "
+                         "restore the store from a backup, or erase the user (docs/operations.md, "
+                         "\"Damaged dead letters and send records\")")

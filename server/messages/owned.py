@@ -29,14 +29,23 @@ MESSAGE_SECTIONS = ("dead_letters", "messages")
 """The access export's sections whose entries carry a message and its address."""
 
 
-def opened_if_users(store: Store, txn, key: bytes, stored: bytes, user_id: str) -> bytes | None:
+def opened_if_users(store: Store, txn, key: bytes, stored: bytes, user_id: str):
     """The opened record (JSON with a top-level `user`) if it is `user_id`'s; None otherwise
-    (or unreadable), opening no other user's record."""
+    (or its user erased), opening no other user's record; `DAMAGED`: one that is theirs by its
+    token (sealed) or its text (plain) and does not open or decode (`read_sealed`), for an
+    erasure to delete with the others and an access export to refuse (`MessageRecordDamaged`)."""
     sealed = store.sealed_for(stored, user_id)
     if sealed is False or sealed is None and _user_field(user_id) not in stored:
         return None
-    raw = store.open_for_user(txn, key, stored)
-    return raw if raw is not None and json.loads(bytes(raw))["user"] == user_id else None
+    got = read_sealed(store, txn, key, stored, _with_user)
+    if got is None or got is DAMAGED:
+        return got
+    return got[0] if got[1] == user_id else None
+
+
+def _with_user(raw: bytes) -> tuple[bytes, str]:
+    """(an opened record, the `user` it names)."""
+    return raw, json.loads(bytes(raw))["user"]
 
 
 def read_sealed(store: Store, txn, key: bytes, stored: bytes, decode: Callable[[bytes], T]

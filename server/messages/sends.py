@@ -48,6 +48,7 @@ from ..store.keys import (
     send_user_key,
     send_user_prefix,
 )
+from .errors import MessageRecordDamaged
 from .logging import logger
 from .owned import opened_if_users, read_sealed, with_messages
 
@@ -314,7 +315,7 @@ class SendRecords:
         (a job's records are dropped when it finishes), opening only the user's (`owned`)."""
         mine = list(self._mine(txn, user_id))
         for key, r in mine:
-            self._erased(txn, send_id_of(key), r)
+            self._erased(txn, send_id_of(key), None if r is DAMAGED else r)
             self._t.delete(txn, key)
         return len(mine)
 
@@ -328,6 +329,8 @@ class SendRecords:
         with self.store.read() as txn:
             mine = sorted(self._mine(txn, user_id), key=lambda kr: (
                 self._started(txn, send_id_of(kr[0])), kr[0]))
+        if any(r is DAMAGED for _, r in mine):
+            raise MessageRecordDamaged("send records")
         return {"messages": with_messages([
             {"send_id": send_id_of(key), "decision_id": r.decision, "channel": r.channel,
              "state": r.state, "reason": r.reason, "send_at": r.send_at,
@@ -348,8 +351,8 @@ class SendRecords:
             if not key.startswith(SEND_USER_PREFIX):
                 return
             raw = opened_if_users(self.store, txn, bytes(key), stored, user_id)
-            if raw is not None:
-                yield bytes(key), Recipient.decode(0, raw)
+            if raw is not None:  # a damaged one: its state unknown (an erasure counts it not)
+                yield bytes(key), DAMAGED if raw is DAMAGED else Recipient.decode(0, raw)
 
     def _erased(self, txn, send_id: str, r: Recipient) -> None:
         settle_erased(txn, self._t, send_id, r)

@@ -2,12 +2,19 @@
 `damage_record`, below any sealing): ListDeadLetters lists the other letters, the damaged one
 left out (logged), rather than every listing failing INTERNAL while it is among the newest; a
 SendCampaign job resumed with one damaged recipient record sends the others, rather than
-stopping at every start."""
+stopping at every start; the owner of a damaged letter or record is refused an access export
+(FAILED_PRECONDITION: it may leave nothing out) and can be erased (the repair)."""
+import subprocess
+
+import grpc
 import pytest
 
 from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc
 from server.messages.deadletters import DeadLetter
 from server.store.keys import dead_letter_key, send_user_key
+from tests.conftest import minted, serving
 from tests.server.test_damaged_contacts import damage_record
 
 from .conftest import email_spec, relayed
@@ -52,3 +59,34 @@ async def test_a_resumed_send_goes_on_past_a_damaged_recipient_record(
     assert sorted(r[0] for _, r, _ in sink.arrived) == \
         sorted(f"{u}@example.com" for i, u in enumerate(USERS) if i != 2)
     assert "1 recipient record(s) damaged" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["dead letters", "send records"])
+async def test_an_owner_of_a_damaged_record_is_refused_an_export_and_can_be_erased(
+        settings, tmp_path, kind):
+    """DeleteProfile and ExportProfile opened the user's letters and send records (found by
+    their token, sealed, or their text, plain) and failed INTERNAL on a damaged one: the
+    erasure, a repair, was impossible."""
+    path, tokens = minted(tmp_path, {"all": ["tracker", "admin", "pii-reader"]})
+    meta = (("authorization", f"Bearer {tokens['all']}"),)
+    async with serving(settings.model_copy(update={"auth_config": path})) as (server, channel):
+        profiles = profile_pb2_grpc.ProfileServiceStub(channel)
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id="u1", attributes={"email": "u1@x.example"}), metadata=meta)
+        if kind == "dead letters":
+            key = dead_letter_key(server.delivery.dead.add(DeadLetter(
+                "email", "c", "d1", "u1", "u1@x.example", "body", "smtp 421", 4, at=1.9e9)))
+        else:  # a recipient of a job whose owner died (nothing resumes it here)
+            gone = subprocess.Popen(["true"])
+            gone.wait()
+            server.sends.records.create(SEND, "mail", ["u1"], {"email": 50.0}, {}, gone.pid)
+            key = send_user_key(SEND, 0)
+        damage_record(server.store, "sends", key, first=False)
+        with pytest.raises(grpc.RpcError) as err:
+            await profiles.ExportProfile(ppb.ExportProfileRequest(user_id="u1"), metadata=meta)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+        assert f"one of the user's {kind} is damaged" in err.value.details()
+        assert "u1" not in err.value.details()
+        await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="u1"), metadata=meta)
+        with server.store.read() as txn:
+            assert server.store.raw_table("sends").get(txn, key) is None
