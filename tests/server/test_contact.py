@@ -604,7 +604,7 @@ async def test_a_decision_reads_its_users_meta_record_once_and_stamps_the_bytes_
         looked_up.extend(k for k in ks if k == key), get_many(self, txn, ks))[1])
     monkeypatch.setattr(Table, "get", lambda self, txn, k: (
         looked_up.extend([k] if k == key else []), get(self, txn, k))[1])
-    _, [contact] = campaigns.read_contacts(campaigns.live("c1")[0], ["ann"])
+    _, [contact], _ = campaigns.read_contacts(campaigns.live("c1")[0], ["ann"])
     monkeypatch.undo()
     assert looked_up == [key]
     store = campaigns._store
