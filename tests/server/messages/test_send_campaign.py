@@ -192,24 +192,28 @@ async def test_an_item_removed_while_a_message_waits_is_not_in_it_when_it_goes(
         assert len(items) == 1 and items[0] != top
 
 
+async def showing_the_top_item(campaigns, demo_bundle) -> str:
+    """Campaign `mail`, whose email shows `recommend(1)` of the bundle's first category; the
+    item it shows first, that category's most popular (`top`, to remove from the catalog)."""
+    import numpy as np
+    with np.load(demo_bundle / "items.npz") as npz:
+        names, cats, pop, ids = (npz[k] for k in ("category_names", "category", "popularity",
+                                                  "item_ids"))
+    in_cat = np.flatnonzero(cats == 0)
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(html=(
+        f'{{% for it in recommend(1, category="{names[0]}") %}}'
+        '<i data-item="{{ it.item_id }}"></i>{% endfor %}'))))
+    return str(ids[in_cat[np.argmax(pop[in_cat])]])
+
+
 async def test_a_recipient_erased_while_their_message_is_rendered_again_leaves_no_impression(
         sink, tailor_server, campaigns, profiles, messaging, channel, demo_bundle):
     """A message rendered again (an item it shows left the catalog) logged the items of the new
     render as impressions even when its recipient was erased during the render: the erasure had
     already deleted the user's impressions, and these, logged after it, stayed for good."""
-    import numpy as np
-
     from protos.tailor.v1 import catalog_pb2 as capb
     from protos.tailor.v1 import catalog_pb2_grpc
-    with np.load(demo_bundle / "items.npz") as npz:
-        names, cats, pop = npz["category_names"], npz["category"], npz["popularity"]
-        ids = npz["item_ids"]
-    category = str(names[0])
-    in_cat = np.flatnonzero(cats == 0)
-    top = str(ids[in_cat[np.argmax(pop[in_cat])]])
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(html=(
-        f'{{% for it in recommend(1, category="{category}") %}}'
-        '<i data-item="{{ it.item_id }}"></i>{% endfor %}'))))
+    top = await showing_the_top_item(campaigns, demo_bundle)
     await audience(profiles, ["x1", "x2"])
     composer = tailor_server.composer
     render = composer.render_logged

@@ -78,20 +78,11 @@ async def test_a_message_rendered_again_whose_decision_record_is_damaged_is_not_
     its logged decision before it goes; that record damaged meanwhile, it was settled failed
     `error` (an ERROR "rendering again failed" naming the decoder's exception). It is settled
     suppressed `decision_record_damaged`, as the resumed job settles it."""
-    import numpy as np
-
     from protos.tailor.v1 import catalog_pb2 as capb
     from protos.tailor.v1 import catalog_pb2_grpc
 
-    from .test_send_campaign import until_done
-    with np.load(demo_bundle / "items.npz") as npz:
-        names, cats, pop, ids = (npz[k] for k in ("category_names", "category", "popularity",
-                                                  "item_ids"))
-    in_cat = np.flatnonzero(cats == 0)
-    top = str(ids[in_cat[np.argmax(pop[in_cat])]])
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(html=(
-        f'{{% for it in recommend(1, category="{names[0]}") %}}'
-        '<i data-item="{{ it.item_id }}"></i>{% endfor %}'))))
+    from .test_send_campaign import showing_the_top_item, until_done
+    top = await showing_the_top_item(campaigns, demo_bundle)
     await audience(profiles, ["x1", "x2"])
     started = await messaging.SendCampaign(mpb.SendCampaignRequest(  # x2 goes 2 s later
         campaign_id="mail", user_ids=["x1", "x2"], rate_per_second={"email": 0.5}))
