@@ -552,7 +552,7 @@ class Settings(BaseSettings):
     step's end re-encodes a sixteenth of the cached users. The session
     (`history_session_minutes`) still counts back from the request itself. The recent part's
     30-day half-life moves weights by 1e-3 in an hour; a shorter step re-encodes cached users
-    more often (300 s: Recommend's CPU a call at half max x1.12-1.29 in the bench, whose
+    more often (300 s: Recommend's CPU a call at half max x1.14-1.29 in the bench, whose
     users' cache entries lasted over an hour before; docs/bundle.md, "The same answer
     everywhere")."""
 
