@@ -373,7 +373,7 @@ async def test_an_unsubscribe_of_a_profile_stored_under_such_an_id_rewards_no_de
     assert (await stubs[1].TrackEvents(ppb.TrackEventsRequest(events=events))).accepted == 2
     log = tailor_server.campaigns.repo.log
     for _ in range(100):  # the effects are applied after the answer
-        recs = await asyncio.to_thread(log.by_ids, ids)
+        recs = await asyncio.to_thread(log.by_ids, list(zip((stored, clean), ids)))
         if recs[1].get("event_reward") is not None:
             break
         await asyncio.sleep(0.05)
