@@ -92,12 +92,23 @@ class DecisionLog:
         if its record is damaged (logged): a delivery report naming it is then applied by its
         address alone, as one naming an unknown decision."""
         with self.store.read() as txn:
-            pkey = self._d.get(txn, decision_index_key(decision_id))
-            (rec,) = [None] if pkey is None else read_each(self._d, txn, [bytes(pkey)], decoded)
-        if rec is DAMAGED:
-            warn_damaged(1, f"decision {decision_id} read as unknown (its user not found)")
+            found = self.find(txn, decision_id, "read as unknown (its user not found)")
+        if found is None or found is DAMAGED:
             return None
-        return None if rec is None else (rec["user_id"], rec["campaign_id"])
+        return found[1]["user_id"], found[1]["campaign_id"]
+
+    def find(self, txn, decision_id: str, damaged: str):
+        """(record key, record) of a logged decision, read in `txn`; None: none is; `DAMAGED`:
+        its record does not open or decode (logged, `damaged` saying what the caller does
+        without it; the index entries are not per-user records: plain)."""
+        pkey = self._d.get(txn, decision_index_key(decision_id))
+        if pkey is None:
+            return None
+        (rec,) = read_each(self._d, txn, [bytes(pkey)], decoded)
+        if rec is DAMAGED:
+            warn_damaged(1, f"decision {decision_id} {damaged}")
+            return rec
+        return None if rec is None else (pkey, rec)
 
     def by_ids(self, wanted: Sequence[tuple[str, str]]) -> list:
         """The records of the decisions of these (user id, decision id) pairs, one read

@@ -745,4 +745,3 @@ def _effects(ev: TrackedEvent) -> tuple[RewardRequest | None, tuple | None]:
                         event_value=ev.value) if decision else None
     send = (ev.user_id, ev.type[:-5], ev.timestamp, decision) if ev.type.endswith("_sent") else None
     return req, send
-

@@ -449,17 +449,8 @@ class CampaignRepository:
             self._b.put(txn, key, B.update_bytes(self._b.get(txn, key), rec["arm"], reward, x))
 
     def _lookup(self, txn, decision_id: str):
-        """(record key, record) of a logged decision; None: none is; `DAMAGED`: its record
-        does not open or decode (logged; the index entries are not per-user records: plain),
-        and the caller goes on without it."""
-        pkey = self._d.get(txn, decision_index_key(decision_id))
-        if pkey is None:
-            return None
-        (rec,) = read_each(self._d, txn, [pkey], decoded)
-        if rec is DAMAGED:
-            warn_damaged(1, f"decision {decision_id} read without it")
-            return rec
-        return None if rec is None else (pkey, rec)
+        """`DecisionLog.find` in `txn`: a `DAMAGED` record, the caller goes on without it."""
+        return self.log.find(txn, decision_id, "read without it")
 
     def apply_rewards(self, requests: Sequence[RewardRequest], now: float) -> list:
         """Explicit and event rewards in one transaction; one outcome (or error) each."""
