@@ -26,7 +26,7 @@ from kernels import sparse
 from . import seen
 
 __all__ = ["encode_states", "decode_states", "update_records", "AppendedTypes", "join_state",
-           "split_state", "split_states", "checked_parts", "decode_meta"]
+           "split_state", "checked_parts", "decode_meta"]
 
 CHUNK_USERS = 256
 """Users decoded at a time by `update_records`: their dense states (~1.6 MB) stay in cache and
@@ -66,16 +66,6 @@ def checked_parts(raw: bytes | None) -> tuple[bytes, bytes | None] | None:
 def decode_meta(raw: bytes | None) -> dict | None:
     """The dict of a profile meta record as opened (attributes, consent; None: none)."""
     return json.loads(raw) if raw else None
-
-
-def split_states(raws: Sequence[bytes | None]) -> tuple[list[bytes | None], list[bytes | None]]:
-    """`split_state` of each record (None: no record, no parts)."""
-    states: list[bytes | None] = [None] * len(raws)
-    seens: list[bytes | None] = [None] * len(raws)
-    for i, raw in enumerate(raws):
-        if raw:
-            states[i], seens[i] = split_state(raw)
-    return states, seens
 
 
 def decode_states(layout: fl.FeatureLayout, records: Sequence[bytes | None],
