@@ -26,7 +26,7 @@ __all__ = ["SEP", "check_all_known", "check_context", "check_count", "check_fini
            "check_key", "check_known",
            "check_address",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
-           "check_line_text", "check_multiline_text", "text_problem",
+           "check_free_text", "text_problem",
            "check_link", "check_source", "check_window", "link_problem", "script_link_problem",
            "check_stored_id", "refused_since",
            "STORED_ONLY", "STORED_CAMPAIGN_ONLY", "STOP_MARK", "STOP_SENT", "stop_sent",
@@ -226,8 +226,7 @@ def check_source(field: str, value: str, where: str = "") -> str:
 
 def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:
     """At most `max_chars` characters, whatever they are (a key's or a path's length, checked
-    beside its own rule); text a caller stores to be shown is `check_line_text`'s or
-    `check_multiline_text`'s."""
+    beside its own rule); text a caller stores to be shown is `check_free_text`'s."""
     if len(value) > max_chars:
         raise InvalidArgument(where + field, f"{len(value)} characters, at most {max_chars} "
                               f"({shown(value)})", f"{len(value)} characters, at most {max_chars}")
@@ -249,20 +248,13 @@ def text_problem(value: str, multiline: bool = False) -> str | None:
     return control_problem(value, _IN_LINES if multiline else _IN_LINE, at=True)
 
 
-def check_line_text(field: str, value: str, max_chars: int, where: str = "") -> str:
-    """Single-line free text stored to be shown (an item's title, a campaign's name): at most
-    `max_chars` characters (`check_text`), none `text_problem` refuses, no tab or line break."""
+def check_free_text(field: str, value: str, max_chars: int, where: str = "",
+                    multiline: bool = False) -> str:
+    """Free text stored to be shown: at most `max_chars` characters (`check_text`), none
+    `text_problem` refuses; single-line (an item's title, a campaign's name) takes no tab or
+    line break, `multiline` (a template, a variant's content) takes tab, LF and CR."""
     check_text(field, value, max_chars, where)
-    if (problem := text_problem(value)) is not None:
-        raise InvalidArgument(where + field, problem)
-    return value
-
-
-def check_multiline_text(field: str, value: str, max_chars: int, where: str = "") -> str:
-    """`check_line_text` for text with lines (a template, a variant's content, an attribute's
-    value): tab, LF and CR are taken."""
-    check_text(field, value, max_chars, where)
-    if (problem := text_problem(value, multiline=True)) is not None:
+    if (problem := text_problem(value, multiline)) is not None:
         raise InvalidArgument(where + field, problem)
     return value
 

@@ -16,11 +16,10 @@ from ..profiles.schema import CHANNELS, EVENT_TYPES
 from ..validation import (
     check_count,
     check_finite,
+    check_free_text,
     check_id,
     check_key,
     check_known,
-    check_line_text,
-    check_multiline_text,
     check_text,
     shown,
 )
@@ -103,7 +102,7 @@ class CampaignSpec:
     def validated(self, limits: Limits = DEFAULT_LIMITS, new: bool = True) -> CampaignSpec:
         """Check every field; returns the spec with defaults filled in (salt, window). Not
         `new` (an update): the salt is checked by `check_update_of` alone, which takes only the
-        stored one, which may predate the text rule (`check_line_text`)."""
+        stored one, which may predate the text rule (`check_free_text`)."""
         check_id("campaign_id", self.campaign_id, limits.id_bytes)
         check_known("channel", self.channel, CHANNELS)
         check_known("policy", self.policy, B.POLICIES)
@@ -118,8 +117,8 @@ class CampaignSpec:
         check_feature_names(self.context_features, limits.campaign_context_features)
         from ..messages.templates import check_variants  # message parts are templates
         check_variants([(v.id, v.content) for v in self.variants], self.message_channels, limits)
-        check_line_text("name", self.name, limits.campaign_name_chars)
-        (check_line_text if new else check_text)("salt", self.salt, limits.campaign_salt_chars)
+        check_free_text("name", self.name, limits.campaign_name_chars)
+        (check_free_text if new else check_text)("salt", self.salt, limits.campaign_salt_chars)
         return dataclasses.replace(self, reward_window_seconds=float(window),
                                    salt=self.salt or self.campaign_id,
                                    purpose=self.purpose or "marketing",
@@ -155,8 +154,8 @@ class CampaignSpec:
             check_count(f"variants[{i}].content", len(v.content), limits.variant_content_entries)
             for k, x in v.content.items():  # a template's lines, or text a page shows
                 check_key(f"variants[{i}].content key", k, limits.attribute_key_chars)
-                check_multiline_text(f"variants[{i}].content[{shown(k)}]", x,
-                                     limits.variant_content_bytes)
+                check_free_text(f"variants[{i}].content[{shown(k)}]", x,
+                                limits.variant_content_bytes, multiline=True)
             size = sum(len(k.encode()) + len(x.encode()) for k, x in v.content.items())
             if size > limits.variant_content_bytes:
                 raise InvalidArgument(f"variants[{i}].content",

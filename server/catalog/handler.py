@@ -19,7 +19,7 @@ from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
 from ..store import Store
-from ..validation import check_count, check_id, check_line_text, check_link, check_range, check_stored_id
+from ..validation import check_count, check_free_text, check_id, check_link, check_range, check_stored_id
 from .absorbed import absorbed, stored_catalogs
 from .errors import CatalogFull, UnknownCategory
 from .logging import logger
@@ -79,7 +79,7 @@ class Catalog:
         chars = self.limits.item_text_chars
         for i, item in enumerate(items):
             where = f"items[{i}]."
-            check_line_text("title", item.title, chars, where)
+            check_free_text("title", item.title, chars, where)
             check_link("url", item.url, chars, where)
             check_link("image", item.image, chars, where)
             if item.category not in bundle.category_code:
