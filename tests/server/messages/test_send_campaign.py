@@ -41,6 +41,18 @@ async def until_done(messaging, send_id, timeout=30.0) -> mpb.SendProgress:
     raise AssertionError(f"send not done: {got}")
 
 
+async def sent_beside(messaging, sink, users: list[str], spared: str, reason: str) -> None:
+    """SendCampaign of `mail` to `users` goes to every one but `spared`, suppressed `reason`
+    alone (the damaged-record send tests)."""
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=users, rate_per_second={"email": 1000}))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, done.suppressed, done.failed) == (len(users) - 1, 1, 0)
+    assert dict(done.suppressed_by_reason) == {reason: 1}
+    assert sorted(r[0] for _, r, _ in sink.arrived) == \
+        sorted(f"{u}@example.com" for u in users if u != spared)
+
+
 async def test_send_reaches_the_consenting_counts_the_rest_and_records_events(
         sink, campaigns, profiles, messaging):
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))

@@ -6,12 +6,11 @@ import time
 import pytest
 
 from protos.tailor.v1 import campaign_pb2 as cpb
-from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from tests.server.test_damaged_contacts import damage
 
 from .conftest import email_spec, relayed
-from .test_send_campaign import audience, until_done
+from .test_send_campaign import audience, sent_beside
 
 
 @pytest.fixture
@@ -29,10 +28,4 @@ async def test_a_send_settles_the_damaged_recipient_alone(tailor_server, sink, c
     await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
         event_id="first", user_id="s3", type="email_sent", timestamp=time.time())]))
     damage(tailor_server.store, "s3")
-    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
-        campaign_id="mail", user_ids=users, rate_per_second={"email": 1000}))
-    done = await until_done(messaging, started.send_id)
-    assert (done.sent, done.suppressed, done.failed) == (7, 1, 0)
-    assert dict(done.suppressed_by_reason) == {"contact_history_damaged": 1}
-    assert sorted(r[0] for _, r, _ in sink.arrived) == \
-        sorted(f"{u}@example.com" for u in users if u != "s3")
+    await sent_beside(messaging, sink, users, "s3", "contact_history_damaged")

@@ -10,7 +10,7 @@ from server.store.keys import profile_meta_key
 from tests.server.test_damaged_profiles import damage, stored
 
 from .conftest import email_spec, relayed
-from .test_send_campaign import audience, until_done
+from .test_send_campaign import audience, sent_beside
 from .test_sms_inbound import reply, sms_consent
 from .test_sms_inbound import texted as texted  # (a fixture)
 
@@ -27,13 +27,7 @@ async def test_a_send_suppresses_the_damaged_recipient_alone(tailor_server, sink
     users = [f"s{i}" for i in range(8)]
     await audience(profiles, users)
     damage(tailor_server.store, "s3", "meta")
-    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
-        campaign_id="mail", user_ids=users, rate_per_second={"email": 1000}))
-    done = await until_done(messaging, started.send_id)
-    assert (done.sent, done.suppressed, done.failed) == (7, 1, 0)
-    assert dict(done.suppressed_by_reason) == {"profile_damaged": 1}
-    assert sorted(r[0] for _, r, _ in sink.arrived) == \
-        sorted(f"{u}@example.com" for u in users if u != "s3")
+    await sent_beside(messaging, sink, users, "s3", "profile_damaged")
     one = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
         campaign_id="mail", user_id="s3", deliver=True))
     assert (one.suppressed, one.reason) == (True, "profile_damaged")
