@@ -1,9 +1,9 @@
 """Catalog errors: each names what went wrong; `server.errors` maps them to gRPC statuses."""
 from __future__ import annotations
 
-from ..errors import InvalidArgument, ResourceExhausted
+from ..errors import ResourceExhausted
 
-__all__ = ["CatalogFull", "UnknownCategory"]
+__all__ = ["CatalogFull"]
 
 
 class CatalogFull(ResourceExhausted):
@@ -12,9 +12,3 @@ class CatalogFull(ResourceExhausted):
                          f"at most {most} (limits.catalog_items); an update makes room once "
                          f"every stored bundle (the last bundles_kept versions) was trained with it")
 
-
-class UnknownCategory(InvalidArgument):
-    def __init__(self, field: str, name: str, known: list[str]):
-        shown_known = ", ".join(sorted(known)[:20])
-        super().__init__(field, f"unknown category {name[:64]!r} (the served bundle knows: "
-                                f"{shown_known})")

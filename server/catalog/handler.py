@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from ..background import Background
 from ..config import Settings
 from ..errors import InvalidArgument
-from ..models import Bundle, ModelRegistry
+from ..models import Bundle, ModelRegistry, UnknownCategory
 from ..store import Store
 from ..validation import check_count, check_free_text, check_id, check_link, check_range, check_stored_id
 from .absorbed import absorbed, stored_catalogs
-from .errors import CatalogFull, UnknownCategory
+from .errors import CatalogFull
 from .logging import logger
 from .overlay import amend
 from .records import CatalogItem
@@ -83,7 +83,7 @@ class Catalog:
             check_link("url", item.url, chars, where)
             check_link("image", item.image, chars, where)
             if item.category not in bundle.category_code:
-                raise UnknownCategory(where + "category", item.category, list(bundle.category_code))
+                raise UnknownCategory(where + "category", item.category, bundle.category_code)
             if not math.isfinite(item.price):
                 raise InvalidArgument(where + "price", f"must be a finite number, got {item.price}")
             check_range("price", item.price, 0.0, MAX_PRICE, where)

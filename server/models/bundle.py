@@ -25,14 +25,14 @@ from kernels.context import ARRAYS as CONTEXT_ARRAYS
 from kernels.context import CONTEXT_FEATURES, ContextTable
 
 from ..config import MAX_RANKER_CANDIDATES
-from ..errors import FailedPrecondition
+from ..errors import FailedPrecondition, InvalidArgument
 from ..limits import DEFAULT_LIMITS, Limits
 from ..store import tokens
 from ..validation import id_problem, link_problem, shown
 from .arrays import ArraysTooLarge, load_arrays, text_widths
 
-__all__ = ["Bundle", "BundleInvalid", "HASHED_IDS", "array_files", "bundle_dirs", "ids_hashed",
-           "ids_marker", "load_bundle", "read_manifest"]
+__all__ = ["Bundle", "BundleInvalid", "HASHED_IDS", "UnknownCategory", "array_files", "bundle_dirs",
+           "ids_hashed", "ids_marker", "load_bundle", "read_manifest"]
 
 logger = logging.getLogger("tailor.models.bundle")
 
@@ -55,6 +55,17 @@ class BundleInvalid(FailedPrecondition):
 
     def __init__(self, where: str, problem: str):
         super().__init__(f"bundle rejected: {where}: {problem}")
+
+
+class UnknownCategory(InvalidArgument):
+    """A category name the served bundle does not know, where a request or a catalog item
+    names one: the name and the first 20 known ones, each escaped (`shown`: a bundle's names
+    come from a catalog file, and the message reaches terminals); the log leaves the name out."""
+
+    def __init__(self, field: str, name: str, known, note: str = ""):
+        listed = ", ".join(map(shown, sorted(known)[:20]))
+        super().__init__(field, f"unknown category {shown(name)} (the served bundle knows: "
+                                f"{listed}){note}", f"unknown category (not the served bundle's){note}")
 
 
 @dataclass(eq=False)

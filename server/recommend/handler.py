@@ -21,7 +21,7 @@ from ..batching import AdaptiveBatcher, ThreadRunner, exempt
 from ..config import Settings
 from ..errors import Internal, InvalidArgument, TailorError
 from ..interfaces import ImpressionSink
-from ..models import Bundle, ModelRegistry
+from ..models import Bundle, ModelRegistry, UnknownCategory
 from ..models.canary import Canary
 from ..models.tally import Tally
 from ..profiles.schema import CHANNELS
@@ -35,7 +35,6 @@ from ..validation import (
     check_stored_id,
     has_c0_control,
     has_control,
-    shown,
 )
 from . import smoke
 from .exclusion import SeenPolicy
@@ -178,9 +177,8 @@ class Recommender:
                                       "categories, each named once)")
             for name in q.categories:
                 if not name or (bundle is not None and name not in bundle.category_code):
-                    known = ", ".join(sorted(bundle.category_code)[:20]) if bundle else ""
-                    raise InvalidArgument(f"{where}categories",
-                                          f"unknown category {shown(name)} (known: {known})")
+                    raise UnknownCategory(f"{where}categories", name,
+                                          bundle.category_code if bundle else ())
         return q
 
     def _check_excluded(self, item_ids: Sequence[str], where: str) -> None:

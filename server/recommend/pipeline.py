@@ -20,7 +20,7 @@ from kernels import ranking
 
 from .. import metrics
 from ..errors import InvalidArgument
-from ..models import Bundle
+from ..models import Bundle, UnknownCategory
 from ..profiles.seen import SeenSet
 from .context import RequestContext, request_context, with_context
 from .exclusion import SeenPolicy, excluded_rows
@@ -97,8 +97,7 @@ def _category_codes(bundle: Bundle, names: tuple[str, ...]) -> np.ndarray | None
     for name in names:
         code = bundle.category_code.get(name)
         if code is None:
-            known = ", ".join(sorted(bundle.category_code)[:20])
-            raise InvalidArgument("categories", f"unknown category {name!r} (known: {known})")
+            raise UnknownCategory("categories", name, bundle.category_code)
         codes.append(code)
     return np.unique(np.asarray(codes, np.int32))
 

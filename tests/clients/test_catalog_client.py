@@ -94,7 +94,7 @@ async def test_a_refused_catalog_upload_says_what_was_stored_and_what_not(
     assert refused.returncode == 1, refused.stderr
     assert refused.stderr == (
         "error: INVALID_ARGUMENT: items[2].category: unknown category 'nope' (the served bundle "
-        f"knows: {', '.join(sorted(_categories(demo_bundle))[:20])}); nothing of the call was "
+        f"knows: {', '.join(map(repr, sorted(_categories(demo_bundle))[:20]))}); nothing of the call was "
         "stored (4 entries: a call is stored whole or not at all); nothing of "
         f"{one} was stored; batch 1 (items 1-4, lines 1-5), whose items[2] is line 4, was "
         "refused whole, and nothing after it was sent: upserting the file again is safe (an "

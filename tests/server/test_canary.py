@@ -586,7 +586,8 @@ async def test_a_batch_entry_the_canary_refuses_is_named(manual, client, tailor_
         await asyncio.to_thread(batch, [gone])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     detail = err.value.details()
-    assert detail.startswith(f"requests[{first}].categories: unknown category"), detail
+    assert detail.startswith(f"requests[{first}].categories: unknown category {gone!r} (the "
+                             "served bundle knows: '"), detail  # the one message, names escaped
     assert f"canary version {split.version!r}" in detail, detail
     answers = await asyncio.to_thread(
         client.recommend_batch, [{"user_id": u, "k": 3, "categories": [gone]} for u in users],

@@ -7,6 +7,7 @@ import pytest
 
 from contract.ids import _RANGES, MARKS
 from server.errors import InvalidArgument
+from server.models import UnknownCategory
 from server.validation import (
     check_context,
     check_count,
@@ -136,6 +137,16 @@ def test_strings_are_echoed_as_a_short_prefix_only():
         check_known("channel", "carrier-pigeon-and-more", ("web", "email"))
     assert str(err.value) == "channel: 'carrier-pigeon-a'... is unknown (known: web, email)"
     assert check_text("name", "n" * 256, 256) and check_known("channel", "web", ("web",))
+
+
+def test_an_unknown_category_is_named_escaped_among_the_bundles_and_left_out_of_the_log():
+    """A bundle's category names come from a catalog file as they are: one holding an escape
+    sequence was printed raw in every unknown-category message (three copies of the message,
+    one escaping the caller's name only)."""
+    err = UnknownCategory("requests[1].categories", "shoes\x1b[2J", ["\x1b[31mred", "books"])
+    assert str(err) == ("requests[1].categories: unknown category 'shoes\\x1b[2J' (the served "
+                        "bundle knows: '\\x1b[31mred', 'books')")
+    assert "shoes" not in err.log_message() and "books" not in err.log_message()
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
