@@ -53,9 +53,9 @@ from ..store.keys import (
     profile_meta_key,
 )
 from ..validation import server_event_id
+from .damage import DEAD_LETTER, ERASE, EXPORT, LIST, report_damaged
 from .errors import DeadLetterBusy, MessageRecordDamaged
-from .logging import logger
-from .owned import opened_if_users, read_sealed, with_messages
+from .owned import STRAY, owned, read_sealed, with_messages
 
 __all__ = ["DeadLetter", "DeadLetters", "sent_event_id"]
 
@@ -138,10 +138,8 @@ class DeadLetters:
                     continue
                 if letter is not None and (not channel or letter.channel == channel):
                     out.append(letter)
-        if damaged:
-            logger.warning("%d dead letter(s) damaged (do not open or decode): left out of a "
-                           "listing; restore the store or erase their users (docs/operations.md, "
-                           "\"Damaged dead letters and send records\")", damaged)
+        report_damaged(damaged, DEAD_LETTER, LIST, "left out of a listing; restore the store "
+                       "or erase their users")
         return out
 
     def get(self, letter_id: str) -> DeadLetter | None:
@@ -234,9 +232,14 @@ class DeadLetters:
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's letters, inside the profile erasure's transaction (which
-        holds the store's write lock): found without opening the others (`owned`)."""
-        mine = [key for key, _ in self._mine(txn, user_id)]
-        return sum(int(self._t.delete(txn, k)) for k in mine)
+        holds the store's write lock): found without opening the others (`owned`), and each
+        plain letter met that does not decode and names nobody (`owned.stray`: it may be
+        theirs, its user-id text hit), counted and logged."""
+        found = list(owned(self.store, txn, self._t, DEAD_LETTER_PREFIX, user_id, _decode,
+                           erasing=True))
+        report_damaged(sum(got is DAMAGED or got is STRAY for _, got in found), DEAD_LETTER,
+                       ERASE, "deleted by an erasure (the erased user's, or naming no user)")
+        return sum(int(self._t.delete(txn, k)) and got is not STRAY for k, got in found)
 
     def export_user(self, user_id: str) -> dict[str, object]:
         """`UserExporter`: {"dead_letters": [...]}, the user's letters oldest first, each with
@@ -244,26 +247,17 @@ class DeadLetters:
         bytes handed to the adapter (the email, or the webhook's JSON body), rendered for them
         (`with_messages`: up to `exported` bytes in all)."""
         with self.store.read() as txn:
-            found = [raw for _, raw in self._mine(txn, user_id)]
-        if any(raw is DAMAGED for raw in found):
+            mine = [d for _, d in owned(self.store, txn, self._t, DEAD_LETTER_PREFIX, user_id,
+                                        _decode)]
+        if any(d is DAMAGED for d in mine):
+            report_damaged(1, DEAD_LETTER, EXPORT, "an access export refused")
             raise MessageRecordDamaged("dead letters")
-        mine = [DeadLetter.decode(raw) for raw in found]
         return {"dead_letters": with_messages([
             {"id": d.id, "channel": d.channel, "campaign_id": d.campaign,
              "decision_id": d.decision, "to": d.to, "reason": d.reason,
              "attempts": d.attempts, "at": d.at} for d in mine], [d.data for d in mine],
             self.exported)}
 
-    def _mine(self, txn, user_id: str):
-        """(key, opened record) of each of the user's letters, opening no other (`owned`)."""
-        for key, stored in self._stored(txn):
-            raw = opened_if_users(self.store, txn, key, stored, user_id)
-            if raw is not None:
-                yield key, raw
 
-    def _stored(self, txn):
-        """(key, stored value) of every letter, oldest first, one at a time."""
-        for key, stored in self._t.items(txn, DEAD_LETTER_PREFIX):
-            if not key.startswith(DEAD_LETTER_PREFIX):
-                return
-            yield bytes(key), stored
+def _decode(key: bytes, raw: bytes) -> DeadLetter:
+    return DeadLetter.decode(raw)

@@ -9,18 +9,21 @@ recipients held every writer 1.7 s per erasure. A sealed record starts with its 
 token (`Store.sealed_for`), which says whose it is without decrypting anything; without
 encryption the record is its JSON, whose top-level `"user":<id>` member (as `json.dumps`
 writes it, ASCII) appears unescaped in no string value, so a record without that text is not
-the user's, and only those with it are decoded.
+the user's, and only those with it are decoded. An erasure also deletes a plain record that
+does not decode and whose text names nobody (`stray`): it may be the erased user's, their id hit.
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import TypeVar
 
 from ..store import Store
 from ..store.damaged import DAMAGED, UNREADABLE
+from ..store.table import Table
 
-__all__ = ["opened_if_users", "read_sealed", "with_messages", "masked_messages",
+__all__ = ["owned", "stray", "STRAY", "read_sealed", "with_messages", "masked_messages",
            "MESSAGE_SECTIONS"]
 
 T = TypeVar("T")
@@ -29,34 +32,74 @@ MESSAGE_SECTIONS = ("dead_letters", "messages")
 """The access export's sections whose entries carry a message and its address."""
 
 
-def opened_if_users(store: Store, txn, key: bytes, stored: bytes, user_id: str):
-    """The opened record (JSON with a top-level `user`) if it is `user_id`'s; None otherwise
-    (or its user erased), opening no other user's record; `DAMAGED`: one that is theirs by its
-    token (sealed) or its text (plain) and does not open or decode (`read_sealed`), for an
-    erasure to delete with the others and an access export to refuse (`MessageRecordDamaged`)."""
-    sealed = store.sealed_for(stored, user_id)
-    if sealed is False or sealed is None and _user_field(user_id) not in stored:
-        return None
-    got = read_sealed(store, txn, key, stored, _with_user)
-    if got is None or got is DAMAGED:
-        return got
-    return got[0] if got[1] == user_id else None
+class _Stray:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "STRAY"
 
 
-def _with_user(raw: bytes) -> tuple[bytes, str]:
-    """(an opened record, the `user` it names)."""
-    return raw, json.loads(bytes(raw))["user"]
+STRAY = _Stray()
+"""`owned`'s value, while erasing, for a record that is nobody's it can read: plain, it does
+not decode and its text does not name the user (`stray`)."""
 
 
-def read_sealed(store: Store, txn, key: bytes, stored: bytes, decode: Callable[[bytes], T]
+def owned(store: Store, txn, table: Table, prefix: bytes, user_id: str,
+          decode: Callable[[bytes, bytes], T], erasing: bool = False):
+    """(key, `decode(key, opened record)`) of each of the user's records under `prefix` of
+    `table`, in key order, one at a time, opening no other user's: theirs by the token a sealed
+    one starts with (`Store.sealed_for`) or the `"user":<id>` member a plain one holds; `DAMAGED`
+    for one of theirs that does not open or decode (`read_sealed`: an erasure deletes it with
+    the others, an access export refuses: `MessageRecordDamaged`). `erasing`: also (key,
+    `STRAY`) for each plain record that is not theirs by its text and does not decode
+    (`stray`)."""
+    field = _user_field(user_id)
+    for key, stored in table.items(txn, prefix):
+        if not key.startswith(prefix):
+            return
+        key = bytes(key)
+        sealed = store.sealed_for(stored, user_id)
+        if sealed is None and field not in stored:
+            if erasing and stray(stored, functools.partial(decode, key)):
+                yield key, STRAY
+            continue
+        if sealed is False:
+            continue
+        got = read_sealed(store, txn, key, stored, functools.partial(decode, key))
+        if got is DAMAGED or got is not None and got.user == user_id:
+            yield key, got
+
+
+def stray(stored: bytes, decode: Callable[[bytes], object]) -> bool:
+    """Whether a plain record does not decode. A record whose user-id text was hit (on disk,
+    by a bad restore) no longer names its user, and nothing in its key does (a letter's id, a
+    job's id and place): an erasure cannot tell whose it is, nor can any reader serve it, and
+    it may hold the erased user's id, address and message, so an erasure deletes it (the
+    others stay). Each record is written as ASCII JSON with a `"user":"` member (`json.dumps`);
+    only one not of that shape (`_whole`: a cheap test, as the erasure holds the write lock
+    and meets every record) is decoded. A change that leaves the record of that shape and
+    decoding (one id character into another) is a record of another id: not seen here."""
+    if _whole(stored):
+        return False
+    return read_sealed(None, None, b"", stored, decode) is DAMAGED
+
+
+def _whole(stored: bytes) -> bool:
+    """Whether a plain record has the shape every record is written in."""
+    return stored.isascii() and stored.startswith(b'{"') and stored.endswith(b"}") and \
+        b'"user":"' in stored
+
+
+def read_sealed(store: Store | None, txn, key: bytes, stored: bytes, decode: Callable[[bytes], T]
                 ) -> T | None | object:
-    """`decode` of a record sealed for its user (`Store.seal_for_user`) as opened; None: its
-    user was erased (their key shredded); `DAMAGED`: it does not open or decode
-    (`store.damaged`), for the caller to leave out and count rather than fail every record."""
+    """`decode` of a record sealed for its user (`Store.seal_for_user`) as opened (`store`
+    None: a plain one, as it is); None: its user was erased (their key shredded); `DAMAGED`: it
+    does not open or decode (`store.damaged`; or its JSON is not of the record's shape, a
+    member's name hit), for the caller to leave out and count rather than fail every record."""
     try:
-        raw = store.open_for_user(txn, key, stored)
+        raw = stored if store is None else store.open_for_user(txn, key, stored)
         return None if raw is None else decode(raw)
-    except UNREADABLE:
+    except (*UNREADABLE, KeyError, TypeError):  # (the last two: JSON of another shape)
         return DAMAGED
 
 

@@ -48,9 +48,9 @@ from ..store.keys import (
     send_user_key,
     send_user_prefix,
 )
+from .damage import ERASE, EXPORT, RESUME, SEND, report_damaged
 from .errors import MessageRecordDamaged
-from .logging import logger
-from .owned import opened_if_users, read_sealed, with_messages
+from .owned import STRAY, owned, read_sealed, with_messages
 
 __all__ = ["SendRecords", "Recipient", "settle_erased", "send_id_of", "PENDING", "READY",
            "SENT", "SUPPRESSED", "FAILED", "ERASED", "ARCHIVED", "CANCELLED", "BOUNCE_BREAKER",
@@ -122,6 +122,11 @@ class Recipient:
         return cls(seq, d["user"], d["state"], d["decision"], d["reason"], d["send_at"],
                    d.get("message", {}), d["sent_at"], d.get("channel", "email"),
                    d.get("items", []))
+
+
+def _decode(key: bytes, raw: bytes) -> Recipient:
+    """A recipient's record as opened (its place read from `key`)."""
+    return Recipient.decode(int(key.rsplit(SEP, 1)[1]), raw)
 
 
 def send_id_of(key: bytes) -> str:
@@ -250,10 +255,8 @@ class SendRecords:
                     out.append(r)
                     if not bodies:
                         r.shed()
-        if damaged:
-            logger.warning("send %s: %d recipient record(s) damaged (do not open or decode): "
-                           "left out of the job, neither sent nor counted; docs/operations.md, "
-                           "\"Damaged dead letters and send records\"", send_id, damaged)
+        report_damaged(damaged, SEND, RESUME, f"left out of send {send_id}, neither sent nor "
+                       "counted")
         return out
 
     def body(self, send_id: str, r: Recipient) -> bool:
@@ -312,12 +315,19 @@ class SendRecords:
         settled counts as suppressed `erased` first, so the counts still add up and a running or
         resumed job skips it. Inside the profile erasure's transaction, before the user's data
         key is shredded (the records are read through it). Walks the unfinished jobs' records
-        (a job's records are dropped when it finishes), opening only the user's (`owned`)."""
-        mine = list(self._mine(txn, user_id))
-        for key, r in mine:
-            self._erased(txn, send_id_of(key), None if r is DAMAGED else r)
+        (a job's records are dropped when it finishes), opening only the user's (`owned`); a
+        plain record met that does not decode and names nobody (`owned.stray`: it may be
+        theirs, its user-id text hit) is deleted too, its job left as it is (a job leaves out
+        a record it cannot read), counted and logged."""
+        found = list(owned(self.store, txn, self._t, SEND_USER_PREFIX, user_id, _decode,
+                           erasing=True))
+        for key, r in found:
+            if r is not STRAY:
+                self._erased(txn, send_id_of(key), None if r is DAMAGED else r)
             self._t.delete(txn, key)
-        return len(mine)
+        report_damaged(sum(r is DAMAGED or r is STRAY for _, r in found), SEND, ERASE,
+                       "deleted by an erasure (the erased user's, or naming no user)")
+        return sum(r is not STRAY for _, r in found)
 
     def export_user(self, user_id: str) -> dict[str, object]:
         """`UserExporter`: {"messages": [...]}, the user's records in unfinished sends (a
@@ -330,6 +340,7 @@ class SendRecords:
             mine = sorted(self._mine(txn, user_id), key=lambda kr: (
                 self._started(txn, send_id_of(kr[0])), kr[0]))
         if any(r is DAMAGED for _, r in mine):
+            report_damaged(1, SEND, EXPORT, "an access export refused")
             raise MessageRecordDamaged("send records")
         return {"messages": with_messages([
             {"send_id": send_id_of(key), "decision_id": r.decision, "channel": r.channel,
@@ -346,13 +357,8 @@ class SendRecords:
 
     def _mine(self, txn, user_id: str):
         """(key, recipient) of each of the user's records in unfinished jobs, opening no other
-        user's (`owned`)."""
-        for key, stored in self._t.items(txn, SEND_USER_PREFIX):
-            if not key.startswith(SEND_USER_PREFIX):
-                return
-            raw = opened_if_users(self.store, txn, bytes(key), stored, user_id)
-            if raw is not None:  # a damaged one: its state unknown (an erasure counts it not)
-                yield bytes(key), DAMAGED if raw is DAMAGED else Recipient.decode(0, raw)
+        user's (`owned`); a damaged one's recipient `DAMAGED`."""
+        return owned(self.store, txn, self._t, SEND_USER_PREFIX, user_id, _decode)
 
     def _erased(self, txn, send_id: str, r: Recipient) -> None:
         settle_erased(txn, self._t, send_id, r)

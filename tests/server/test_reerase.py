@@ -507,3 +507,39 @@ def test_a_damaged_pending_decision_is_counted_unread_and_the_erasure_goes_on(tm
         assert read_prefix(path, "decisions", b"") == []
     finally:
         tokens.use_key(tokens.UNCONFIGURED_KEY)
+
+
+def test_a_plain_letter_and_send_record_whose_user_text_was_hit_go_and_the_file_keeps_none(
+        tmp_path):
+    """A plain dead letter or send record whose user-id text was hit (on disk, by a bad
+    restore) does not decode and names nobody: the restore's re-erasure kept it, with the
+    erased user's address and message, for good. A record it meets that does not decode
+    goes now (as DeleteProfile deletes one: `messages.owned.stray`), so no byte of the
+    rewritten file keeps the address; carol's readable records stay."""
+    import json
+
+    from contract.erasure import digest
+    from server.backup.erasures import erase_carried
+    from server.messages.deadletters import DeadLetter
+    from server.messages.sends import READY, Recipient
+    path, key = tmp_path / "store", os.urandom(32)
+    _store(path)
+    ready = {"to": "alice@example.com", "raw": "To: alice@example.com\r\n\r\nHi Alice"}
+    hit = {keys.send_user_key("big", 0): Recipient(0, "alice", READY, "d0", message=ready),
+           keys.dead_letter_key("0003.a"): DeadLetter("email", "spring", "d1", "alice",
+                                                      "alice@example.com", "Hi Alice")}
+    records = {keys.send_job_key("big"): _job(),
+               keys.send_user_key("big", 1): Recipient(1, "carol").encode(),
+               **{k: r.encode().replace(b'"alice"', b'"al\xc9ce"') for k, r in hit.items()}}
+    store = Store(path, sync=False)
+    store.write(lambda txn: [store.raw_table("sends").put(txn, k, v) for k, v in records.items()])
+    store.close()
+    assert b"alice@example.com" in (path / "data.mdb").read_bytes()
+    tombstone = json.dumps({"at": 1.0, "found_by": found_by(key, ALICE)}).encode()
+    carried = [(keys.tombstone_key("k1", digest(key, "alice")), tombstone)]
+    reply = erase_carried(tmp_path, carried, [("k1", key)])
+    sends = _everything(path)["sends"]
+    assert sorted(sends) == sorted([keys.send_job_key("big"), keys.send_user_key("big", 1),
+                                    keys.dead_letter_key("0002.c")])
+    assert b"alice@example.com" not in (path / "data.mdb").read_bytes()
+    assert (reply["sends_erased_again"], reply["send_states_unread"]) == (3, 1)  # its state unread

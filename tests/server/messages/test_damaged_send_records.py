@@ -58,7 +58,7 @@ async def test_a_resumed_send_goes_on_past_a_damaged_recipient_record(
         (5, {}, {}, 1, True)
     assert sorted(r[0] for _, r, _ in sink.arrived) == \
         sorted(f"{u}@example.com" for i, u in enumerate(USERS) if i != 2)
-    assert "1 recipient record(s) damaged" in caplog.text
+    assert "1 send record(s) damaged" in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["dead letters", "send records"])
