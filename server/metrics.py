@@ -35,7 +35,7 @@ __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRP
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "SHED_CALLS", "LOOP_LAG", "MODEL_INFO",
            "MODEL_SWAPS", "BUNDLE_LOAD_FAILING", "BUNDLE_FALLBACK",
            "CAMPAIGN_DECISIONS", "CONTACT_HISTORIES_DAMAGED", "PROFILE_RECORDS_DAMAGED",
-           "MESSAGE_RECORDS_DAMAGED", "EVENTS",
+           "RECORDS_DAMAGED", "EVENTS",
            "STORE_USED", "STORE_MAP",
            "STORE_MAX_MAP",
            "STORE_FULL_REFUSALS", "USER_CACHE_USERS", "WRITER_EXITS",
@@ -105,12 +105,13 @@ PROFILE_RECORDS_DAMAGED = Counter(
     "prior (left out of the contact policy's population prior), change (left out of a "
     "consent change of several users), backfill (left out of the attribute watchers' walk). "
     "Logged WARNING with the user's keyed hash (docs/operations.md).", ["record", "use"])
-MESSAGE_RECORDS_DAMAGED = Counter(
-    "tailor_message_records_damaged", "Dead letters (dead_letter) and send recipients' records "
-    "(send) that did not open or decode where they were read, by use: list (left out of "
-    "ListDeadLetters), resume (left out of a send job), export (an ExportProfile refused), "
-    "erase (deleted by an erasure: the erased user's, or one naming no user it can read), "
-    "retry (RetryDeadLetter refused), cancel (CancelSend refused). Logged WARNING, no user "
+RECORDS_DAMAGED = Counter(
+    "tailor_records_damaged", "Dead letters (dead_letter), send recipients' records (send) "
+    "and impressions (impression) that did not open or decode where they were read, by use: "
+    "list (left out of ListDeadLetters), resume (left out of a send job), export (an "
+    "ExportProfile refused), erase (deleted by an erasure: the erased user's, or one naming "
+    "no user it can read), retry (RetryDeadLetter refused), cancel (CancelSend refused), "
+    "log_export (left out of ExportImpressions). Logged WARNING, no user "
     "(docs/operations.md).", ["record", "use"])
 EVENTS = Counter("tailor_events", "Tracked events, by type and outcome (accepted, duplicate, "
                  "rejected); types outside the vocabulary count as 'other'.", ["type", "outcome"])
@@ -164,9 +165,11 @@ for _record in ("state", "meta"):  # (`profiles.damage`'s records and uses)
     for _use in ("event", "decision", "recommend", "read", "erase", "prior", "change",
                  "backfill"):
         PROFILE_RECORDS_DAMAGED.labels(_record, _use)
-for _record in ("dead_letter", "send"):  # (`messages.damage`'s records and uses)
-    for _use in ("list", "resume", "export", "erase", "retry", "cancel"):
-        MESSAGE_RECORDS_DAMAGED.labels(_record, _use)
+for _record, _uses in (("dead_letter", ("list", "export", "erase", "retry")),  # (`store.
+                       ("send", ("resume", "export", "erase", "cancel")),  # damaged`'s)
+                       ("impression", ("export", "log_export"))):
+    for _use in _uses:
+        RECORDS_DAMAGED.labels(_record, _use)
 for _outcome in ("joined", "unmatched"):  # at 0 from the start, as the docs list them: absent
     IMPRESSION_JOINS.labels(_outcome)      # until the first join, a rate() or absent() alert saw nothing
 _MODEL_LABELS = ["version", "channel"]

@@ -39,6 +39,16 @@ from ..errors import TailorError
 from ..security.pii import PiiPolicy, mask_value
 from ..security.secrets import Keyring
 from ..store import Store, keys, scan, sweep
+from ..store.damaged import (
+    DAMAGED,
+    EXPORT,
+    IMPRESSION,
+    LOG_EXPORT,
+    UNREADABLE,
+    decode_each,
+    report_damaged,
+)
+from .errors import ImpressionDamaged
 from .group import Group, group_of
 from .logging import logger
 from .records import decode
@@ -286,7 +296,8 @@ class ImpressionLog:
         `measure(request id, records.Impression)` gives each impression's row in the page and
         the bytes it counts (what it will weigh in the answer); None: the (request id,
         Impression) pair and its stored bytes. Keys only are read past the offset. What was
-        buffered is written first."""
+        buffered is written first. An impression of the page that does not decode refuses it
+        (`ImpressionDamaged`)."""
         self.flush()
         kids = [self.ring.kid] + [kid for kid, _ in self.ring.keys if kid != self.ring.kid]
         page, size = [], 0
@@ -295,7 +306,7 @@ class ImpressionLog:
                                        for kid in kids)
             for key in islice(walk, offset, None):
                 raw = self._t.get(txn, key)
-                found = (keys.split_key(key)[-1], decode(bytes(raw)))
+                found = _exported(keys.split_key(key)[-1], raw)
                 row, cost = measure(*found) if measure is not None else (found, len(raw))
                 size += cost
                 if page and max_bytes and size > max_bytes:
@@ -308,7 +319,8 @@ class ImpressionLog:
         """(user hash `kid:digest`, request id, `records.Impression`) of every impression shown
         in [start, end] (0: open), user by user, one list per read snapshot of `EXPORT_CHUNK`
         keys (`store.scan`: none held open between two; empty lists too; only the records in
-        the range are read): take each list in a thread."""
+        the range are read): take each list in a thread. One that does not decode (damaged) is
+        left out, counted and logged (`store.damaged.report_damaged`): the others go on."""
         table = self._t
 
         def in_range(txn, key: bytes) -> tuple[bytes, list[str]] | None:
@@ -320,9 +332,15 @@ class ImpressionLog:
                 else (key, parts)
 
         def rows(txn, picked: list[tuple[bytes, list[str]]]) -> list[tuple[str, str, object]]:
-            raws = table.get_many(txn, [key for key, _ in picked])
-            return [(f"{kid}:{dig}", rid, decode(raw))
-                    for (_, (kid, dig, _, rid)), raw in zip(picked, raws) if raw is not None]
+            found = [(parts, raw) for (_, parts), raw in
+                     zip(picked, table.get_many(txn, [key for key, _ in picked]))
+                     if raw is not None]
+            imps = decode_each([raw for _, raw in found], lambda raws: list(map(decode, raws)),
+                               decode)
+            report_damaged(sum(imp is DAMAGED for imp in imps), IMPRESSION, LOG_EXPORT,
+                           "left out of ExportImpressions")
+            return [(f"{kid}:{dig}", rid, imp)
+                    for ((kid, dig, _, rid), _), imp in zip(found, imps) if imp is not DAMAGED]
         return scan(self.store, table, in_range, chunk=EXPORT_CHUNK, finish=rows)
 
     async def close(self) -> None:
@@ -333,6 +351,17 @@ class ImpressionLog:
             logger.exception("writing impressions failed")
         if self.writer is not None:
             await self.writer.close()
+
+
+def _exported(request_id: str, raw: bytes) -> tuple[str, object]:
+    """(request id, `records.Impression`) of one of a user's impressions in their access
+    export; `ImpressionDamaged` (counted and logged) for one that does not decode: the export
+    may leave nothing out."""
+    try:
+        return request_id, decode(bytes(raw))
+    except UNREADABLE:
+        report_damaged(1, IMPRESSION, EXPORT, "an access export refused")
+        raise ImpressionDamaged(request_id) from None
 
 
 def _item_codes(bundle) -> np.ndarray:

@@ -138,16 +138,25 @@ def encode_many(ts: np.ndarray, version: str, channels: list[str], codes: np.nda
 
 
 def decode(raw: bytes) -> Impression:
-    ts, flags, ch, n, first, clicks, carts, buys, revenue, nv, nc, _ = HEAD.unpack_from(raw)
-    pos = HEAD.size
-    version = raw[pos:pos + nv].decode()
-    pos += nv
-    context = _unpack_context(raw[pos:pos + nc])
+    """The impression of a record; `ValueError` for one that is not of the layout (damaged on
+    disk or by a bad restore: its head's sizes do not add up to its length, an unknown channel,
+    text that is not UTF-8, a context cut short: `store.damaged.UNREADABLE`)."""
+    try:
+        ts, flags, ch, n, first, clicks, carts, buys, revenue, nv, nc, _ = HEAD.unpack_from(raw)
+        if len(raw) != HEAD.size + nv + nc + 13 * n:
+            raise ValueError(f"{len(raw)} bytes, its head says {HEAD.size + nv + nc + 13 * n}")
+        pos = HEAD.size
+        version = raw[pos:pos + nv].decode()
+        pos += nv
+        context = _unpack_context(raw[pos:pos + nc])
+        channel = CHANNEL_CODES[ch]
+    except (struct.error, IndexError) as err:
+        raise ValueError(f"not an impression record: {err}") from err
     pos += nc
     items = np.frombuffer(raw, "<i8", n, pos)
     scores = np.frombuffer(raw, "<f4", n, pos + 8 * n)
     outcomes = np.frombuffer(raw, np.uint8, n, pos + 12 * n)
-    return Impression(ts, version, CHANNEL_CODES[ch], context, items, scores, bool(flags & 1),
+    return Impression(ts, version, channel, context, items, scores, bool(flags & 1),
                       outcomes, first, clicks, carts, buys, revenue)
 
 

@@ -44,7 +44,15 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 from ..store import Store
-from ..store.damaged import DAMAGED
+from ..store.damaged import (
+    DAMAGED,
+    DEAD_LETTER,
+    ERASE,
+    EXPORT,
+    LIST,
+    RETRY,
+    report_damaged,
+)
 from ..store.keys import (
     DEAD_LETTER_PREFIX,
     dead_letter_key,
@@ -53,8 +61,7 @@ from ..store.keys import (
     profile_meta_key,
 )
 from ..validation import server_event_id
-from .damage import DEAD_LETTER, ERASE, EXPORT, LIST, report_damaged
-from .errors import DeadLetterBusy, MessageRecordDamaged
+from .errors import DeadLetterBusy, DeadLetterDamaged, MessageRecordDamaged
 from .owned import STRAY, owned, read_sealed, with_messages
 
 __all__ = ["DeadLetter", "DeadLetters", "sent_event_id"]
@@ -199,10 +206,14 @@ class DeadLetters:
         return self.store.write(fn)
 
     def _read(self, txn, letter_id: str) -> DeadLetter | None:
-        """The letter in `txn`'s snapshot; None if there is none or its user was erased."""
+        """The letter in `txn`'s snapshot; None if there is none or its user was erased.
+        Raises `DeadLetterDamaged` if it does not open or decode (a retry of it is refused)."""
         key = dead_letter_key(letter_id)
-        raw = self.store.open_for_user(txn, key, self._t.get(txn, key))
-        return None if raw is None else DeadLetter.decode(raw)
+        letter = read_sealed(self.store, txn, key, self._t.get(txn, key), DeadLetter.decode)
+        if letter is DAMAGED:
+            report_damaged(1, DEAD_LETTER, RETRY, f"a retry of {letter_id} refused")
+            raise DeadLetterDamaged(letter_id)
+        return letter
 
     def _put(self, txn, letter: DeadLetter) -> None:
         key = dead_letter_key(letter.id)

@@ -7,7 +7,7 @@ __all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "BadLink", "No
            "LoggedOnAPlacement", "Transient", "Permanent", "DeliveryRefused",
            "DeliveryUnavailable", "DeadLetterNotFound", "RelayRefused",
            "BadAddress", "DeadLetterBusy", "NoLongerAllowed", "DeliveryInProgress",
-           "DeliveryInDoubt", "MessageRecordDamaged"]
+           "DeliveryInDoubt", "MessageRecordDamaged", "DeadLetterDamaged", "SendRecordDamaged"]
 
 
 class TemplateInvalid(InvalidArgument):
@@ -188,11 +188,34 @@ class DeadLetterNotFound(NotFound):
         super().__init__("dead letter", letter_id)
 
 
+_REPAIR = ("restore the store from a backup, or erase the user (docs/operations.md, \"Damaged "
+           "dead letters and send records\")")
+
+
 class MessageRecordDamaged(FailedPrecondition):
     """One of a user's dead letters or send records does not open or decode (`store.damaged`):
     an access export may leave nothing out, so it refuses (naming no user or address)."""
 
     def __init__(self, what: str):
         super().__init__(f"one of the user's {what} is damaged (does not open or decode); "
-                         "restore the store from a backup, or erase the user (docs/operations.md, "
-                         "\"Damaged dead letters and send records\")")
+                         + _REPAIR)
+
+
+class DeadLetterDamaged(FailedPrecondition):
+    """RetryDeadLetter of a letter that does not open or decode: what it would send is unknown."""
+
+    def __init__(self, letter_id: str):
+        super().__init__(f"dead letter {letter_id!r}: its record is damaged (does not open or "
+                         "decode), so it cannot be retried; " + _REPAIR.replace(
+                             "the user", "its user"))
+
+
+class SendRecordDamaged(FailedPrecondition):
+    """CancelSend of a deferred message whose recipient's record does not open or decode: its
+    state and decision are unknown (the job, when due, leaves it out: nothing goes)."""
+
+    def __init__(self, send_id: str):
+        super().__init__(f"send {send_id!r}: its recipient's record is damaged (does not open "
+                         "or decode), so it cannot be cancelled (nor will it be sent: a job "
+                         "leaves out a record it cannot read); " + _REPAIR.replace(
+                             "the user", "its recipient"))

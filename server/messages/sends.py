@@ -37,7 +37,15 @@ from dataclasses import dataclass, field
 
 from ..processes import process_started
 from ..store import Store
-from ..store.damaged import DAMAGED
+from ..store.damaged import (
+    CANCEL,
+    DAMAGED,
+    ERASE,
+    EXPORT,
+    RESUME,
+    SEND,
+    report_damaged,
+)
 from ..store.keys import (
     SEND_EXPIRY_PREFIX,
     SEND_JOB_PREFIX,
@@ -48,8 +56,7 @@ from ..store.keys import (
     send_user_key,
     send_user_prefix,
 )
-from .damage import ERASE, EXPORT, RESUME, SEND, report_damaged
-from .errors import MessageRecordDamaged
+from .errors import MessageRecordDamaged, SendRecordDamaged
 from .owned import STRAY, owned, read_sealed, with_messages
 
 __all__ = ["SendRecords", "Recipient", "settle_erased", "send_id_of", "PENDING", "READY",
@@ -396,8 +403,11 @@ class SendRecords:
         """Count a deferred message's recipient suppressed `cancelled` unless settled (or
         erased: no record); its decision id when it counted it."""
         key = send_user_key(send_id, 0)
-        raw = self.store.open_for_user(txn, key, self._t.get(txn, key))
-        r = None if raw is None else Recipient.decode(0, raw)
+        r = read_sealed(self.store, txn, key, self._t.get(txn, key), functools.partial(
+            _decode, key))
+        if r is DAMAGED:
+            report_damaged(1, SEND, CANCEL, f"CancelSend of {send_id} refused")
+            raise SendRecordDamaged(send_id)
         if r is None or r.state not in (PENDING, READY):
             return ""
         r.state, r.reason = SUPPRESSED, CANCELLED

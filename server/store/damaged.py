@@ -10,19 +10,29 @@ batch anything.
 
 A data key wrapped under a master key the keyring no longer holds (`StoreKeyMissing`) is not
 damage of one record but of the keyring: it is not caught here.
+
+`report_damaged` logs and counts damaged records that name no user it can read, or whose user
+is not to be logged (dead letters, send records, impressions: `RECORDS`): one WARNING saying
+what became of them, never a user, id or address, and `metrics.RECORDS_DAMAGED`. (Profile
+records and contact histories have their own: `profiles.damage`, `contact.damage`.)
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 
+from .. import metrics
 from .table import Table
 
-__all__ = ["DAMAGED", "UNREADABLE", "read_each", "decode_each"]
+__all__ = ["DAMAGED", "UNREADABLE", "read_each", "decode_each", "report_damaged", "RECORDS",
+           "USES", "DEAD_LETTER", "SEND", "IMPRESSION", "LIST", "RESUME", "EXPORT", "ERASE",
+           "RETRY", "CANCEL", "LOG_EXPORT"]
 
 T = TypeVar("T")
+logger = logging.getLogger("tailor.store")
 
 UNREADABLE = (InvalidTag, ValueError)
 """What a damaged record raises: it does not open (sealed) or does not decode."""
@@ -76,3 +86,22 @@ def _each(values, one: Callable[[object], T]) -> list[T | _Damaged]:
         except UNREADABLE:
             out.append(DAMAGED)
     return out
+
+
+DEAD_LETTER, SEND, IMPRESSION = "dead_letter", "send", "impression"
+"""`report_damaged`'s records: a dead letter, a send recipient's record, an impression."""
+RECORDS = {DEAD_LETTER: "dead letter(s)", SEND: "send record(s)", IMPRESSION: "impression(s)"}
+LIST, RESUME, EXPORT, ERASE, RETRY, CANCEL, LOG_EXPORT = (
+    "list", "resume", "export", "erase", "retry", "cancel", "log_export")
+USES = (LIST, RESUME, EXPORT, ERASE, RETRY, CANCEL, LOG_EXPORT)
+"""`report_damaged`'s uses (`metrics.RECORDS_DAMAGED`'s `use` label)."""
+
+
+def report_damaged(n: int, record: str, use: str, what: str) -> None:
+    """Log and count `n` damaged `record`s (`RECORDS`) found where read for `use` (`USES`),
+    `what` saying what became of them."""
+    if not n:
+        return
+    metrics.RECORDS_DAMAGED.labels(record, use).inc(n)
+    logger.warning("%d %s damaged (do not open or decode): %s; docs/operations.md, \"When "
+                   "things go wrong\"", n, RECORDS[record], what)

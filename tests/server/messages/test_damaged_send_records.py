@@ -4,15 +4,19 @@ left out (logged), rather than every listing failing INTERNAL while it is among 
 SendCampaign job resumed with one damaged recipient record sends the others, rather than
 stopping at every start; the owner of a damaged letter or record is refused an access export
 (FAILED_PRECONDITION: it may leave nothing out) and can be erased (the repair)."""
+import os
 import subprocess
+import time
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc
 from server.messages.deadletters import DeadLetter
+from server.messages.sends import READY, Recipient
 from server.store.keys import dead_letter_key, send_user_key
 from tests.conftest import minted, serving
 from tests.server.test_damaged_contacts import damage_record
@@ -59,6 +63,36 @@ async def test_a_resumed_send_goes_on_past_a_damaged_recipient_record(
     assert sorted(r[0] for _, r, _ in sink.arrived) == \
         sorted(f"{u}@example.com" for i, u in enumerate(USERS) if i != 2)
     assert "1 send record(s) damaged" in caplog.text
+
+
+async def test_a_retry_of_a_damaged_letter_and_a_cancel_of_a_damaged_deferred_message_say_so(
+        tailor_server, messaging):
+    """Before, both failed INTERNAL (the record read raised): now FAILED_PRECONDITION naming
+    the letter or send, what is damaged and the repair; nothing written, the damage counted."""
+    dead, records = tailor_server.delivery.dead, tailor_server.sends.records
+    letter = dead.add(DeadLetter("email", "c", "d1", "u1", "u1@x.example", "body", "smtp 421",
+                                 4, at=1.9e9))
+    records.create("send-d2", "c", [Recipient(0, "u2", READY, "d2", send_at=time.time() + 3600,
+                                              message={"to": "u2@x.example", "raw": "body"})],
+                   {"email": 50.0}, {}, os.getpid(), due=time.time() + 3600)
+    for key in (dead_letter_key(letter), send_user_key("send-d2", 0)):
+        damage_record(tailor_server.store, "sends", key, first=False)
+    before = {use: REGISTRY.get_sample_value("tailor_records_damaged_total",
+                                             {"record": record, "use": use})
+              for record, use in (("dead_letter", "retry"), ("send", "cancel"))}
+    for call, named in ((messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter)),
+                         f"dead letter {letter!r}: its record is damaged"),
+                        (messaging.CancelSend(mpb.CancelSendRequest(send_id="send-d2")),
+                         "send 'send-d2': its recipient's record is damaged")):
+        with pytest.raises(grpc.RpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+        assert named in err.value.details() and "erase" in err.value.details()
+    assert not records.job("send-d2").get("cancelled")
+    assert {use: REGISTRY.get_sample_value("tailor_records_damaged_total",
+                                           {"record": record, "use": use})
+            for record, use in (("dead_letter", "retry"), ("send", "cancel"))} == \
+        {use: n + 1 for use, n in before.items()}
 
 
 @pytest.mark.parametrize("kind", ["dead letters", "send records"])

@@ -44,7 +44,7 @@ def hit_user_text(store, key: bytes, user_id: str) -> None:
 
 
 def damaged_count(use: str) -> float:
-    return sum(REGISTRY.get_sample_value("tailor_message_records_damaged_total",
+    return sum(REGISTRY.get_sample_value("tailor_records_damaged_total",
                                          {"record": record, "use": use}) or 0.0
                for record in ("dead_letter", "send"))
 
