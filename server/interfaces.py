@@ -64,9 +64,10 @@ class ProfileStates(Protocol):
 class ProfileMetas(Protocol):
     """Read access to users' profile meta records (attributes, consent)."""
 
-    def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
+    def metas(self, user_ids: Sequence[str], use: str = "read") -> list[dict | None]:
         """Each user's meta record (`server.store.layouts` kind `profile_meta`) from one read
-        snapshot, None where there is none."""
+        snapshot, None where there is none; `ProfileDamaged` if one does not open or decode
+        (counted and logged as read for `use`: `profiles.damage.USES`)."""
 
     def unnamed_metas(self, tokens: Sequence[bytes]) -> list[dict | None]:
         """`metas` of profiles known by their token alone (unnamed address index entries)."""

@@ -103,7 +103,8 @@ PROFILE_RECORDS_DAMAGED = Counter(
     "profile_damaged), recommend (served without their live profile), read (GetProfile, "
     "ExportProfile refused), erase (erased without the keep-out of withdrawn addresses), "
     "prior (left out of the contact policy's population prior), change (left out of a "
-    "consent change of several users), backfill (left out of the attribute watchers' walk). "
+    "consent change of several users), backfill (left out of the attribute watchers' walk), "
+    "suppress (a bounce or complaint not followed to the profile's address). "
     "Logged WARNING with the user's keyed hash (docs/operations.md).", ["record", "use"])
 RECORDS_DAMAGED = Counter(
     "tailor_records_damaged", "Dead letters (dead_letter), send recipients' records (send) "
@@ -163,7 +164,7 @@ for _use in ("decision", "send"):  # at 0 from the start (`contact.damage`'s use
     CONTACT_HISTORIES_DAMAGED.labels(_use)
 for _record in ("state", "meta"):  # (`profiles.damage`'s records and uses)
     for _use in ("event", "decision", "recommend", "read", "erase", "prior", "change",
-                 "backfill"):
+                 "backfill", "suppress"):
         PROFILE_RECORDS_DAMAGED.labels(_record, _use)
 for _record, _uses in (("dead_letter", ("list", "export", "erase", "retry")),  # (`store.
                        ("send", ("resume", "export", "erase", "cancel")),  # damaged`'s)

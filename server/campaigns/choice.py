@@ -19,11 +19,12 @@ from typing import NamedTuple
 
 from kernels import bandits as B
 
+from ..contact import damage as contact_damage
 from ..contact.caps import CONTACT_HISTORY_DAMAGED
-from ..contact.damage import DECISION, report_damaged
+from ..profiles import damage as profile_damage
 from .records import NO_ARM, Fallback
 
-__all__ = ["Choice", "PendingChoice"]
+__all__ = ["Choice", "PendingChoice", "report_refused"]
 
 
 class Choice(NamedTuple):
@@ -64,8 +65,8 @@ class PendingChoice:
     seen-set) and the policy read the profile; else None. `request`: the digest of the
     caller's request id (b"": none); when the writer finds it answered before, `logged()`
     returns that decision (`replay` of its logged record) instead of this one (not counted).
-    `user_id`: the decision's user, reported (`report_damaged`) when the commit refuses the
-    decision because that user's contact history is damaged.
+    `user_id`: the decision's user, reported (`report_refused`) when the commit refuses the
+    decision because that user's contact history or meta record is damaged.
     """
 
     __slots__ = ("campaign_id", "choice", "profile", "request", "_committed", "_outcome",
@@ -98,8 +99,7 @@ class PendingChoice:
             self._count(self.campaign_id, self._outcome)
             return choice._replace(channel=reason.channel)
         if reason and not choice.suppressed:  # over a frequency cap, found where it was logged
-            if reason == CONTACT_HISTORY_DAMAGED:  # (or its user's history unreadable)
-                report_damaged([self._user_id], DECISION)
+            report_refused(reason, self._user_id)
             self._count(self.campaign_id, "suppressed")
             return choice.capped(reason)
         self._count(self.campaign_id, self._outcome)
@@ -117,3 +117,14 @@ class PendingChoice:
         """Give up on the decision (e.g. the caller was cancelled before awaiting `logged`)."""
         if not self._committed.cancel() and not self._committed.cancelled():
             self._committed.exception()  # done already: a failed commit is not left unread
+
+
+def report_refused(reason: str, user_id: str) -> None:
+    """Report the damage behind a decision the commit refused for `reason`: its user's contact
+    history (`CONTACT_HISTORY_DAMAGED`) or meta record (`PROFILE_DAMAGED`, found by the
+    writer's re-check: `recheck`) unreadable. The writer process has no metrics: its answers
+    say."""
+    if reason == CONTACT_HISTORY_DAMAGED:
+        contact_damage.report_damaged([user_id], contact_damage.DECISION)
+    elif reason == profile_damage.PROFILE_DAMAGED:
+        profile_damage.report_damaged([user_id], profile_damage.META, profile_damage.DECISION)

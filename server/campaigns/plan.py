@@ -70,12 +70,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..contact import Verdict
-from ..contact.caps import CONTACT_HISTORY_DAMAGED
 from ..contact.consent import TRANSACTIONAL
-from ..contact.damage import DECISION, report_damaged
 from ..errors import InvalidArgument
 from ..profiles.damage import PROFILE_DAMAGED
 from ..validation import check_count, check_id
+from .choice import report_refused
 from .decision_ids import decision_ids
 from .errors import PlanStreamIdle, PlanStreamsBusy, PlanStreamTooLong
 from .records import DUPLICATE, NO_ARM, PENDING, SUPPRESSED, Fallback
@@ -439,8 +438,7 @@ class Planner:
             elif reason and not batch.reasons[i]:
                 batch.arms[i], batch.propensities[i], batch.variant_ids[i] = NO_ARM, 0.0, ""
                 batch.reasons[i] = reason
-                if reason == CONTACT_HISTORY_DAMAGED:
-                    report_damaged([batch.user_ids[i]], DECISION)
+                report_refused(reason, batch.user_ids[i])
         return batch
 
 

@@ -18,7 +18,11 @@ afterwards with a decision to contact. The caps are checked in that transaction;
 
 A channel refused there is refused as a full cap is (`caps.Admission.refused`): the decision
 falls back on another allowed channel when its caller gave them, else it is logged
-suppressed with the reason (`no_consent`, `suppressed_address`). A change of the address
+suppressed with the reason (`no_consent`, `suppressed_address`). A meta record changed since
+the read that no longer opens or decodes (damaged on disk, by a bad restore) refuses every
+channel of that decision (`profile_damaged`, as its read would have: consent cannot be shown),
+the others of the batch as they are; the worker reports it (`choice`, `plan`: the writer has
+no metrics). A change of the address
 itself in between (a new email attribute) is not re-checked: the decision's message was
 rendered for the address read (ComposeMessage), and a stored message is checked again before
 it goes (`messages.delivery`).
@@ -31,7 +35,9 @@ from collections.abc import Mapping, Sequence
 
 from ..contact.consent import MARKETING, NO_CONSENT, TRANSACTIONAL, consent_reason
 from ..contact.suppression import SUPPRESSED_ADDRESS, listed_for
+from ..profiles.damage import PROFILE_DAMAGED
 from ..store import Store, keys
+from ..store.damaged import DAMAGED, UNREADABLE
 
 __all__ = ["Recheck", "digest", "recheck_of"]
 
@@ -76,6 +82,9 @@ class Recheck:
             stamp, channels = records[i].recheck
             changed = digest(raw) != stamp
             meta = _opened(self._meta, txn, key, raw) if changed else None
+            if meta is DAMAGED:  # consent cannot be read again: no channel allowed
+                out[i] = {channel: PROFILE_DAMAGED for channel, _, _ in channels}
+                continue
             purpose = TRANSACTIONAL if records[i].transactional else MARKETING
             for channel, need, found in channels:
                 if changed and need != "none" and consent_reason(
@@ -86,7 +95,11 @@ class Recheck:
         return out
 
 
-def _opened(table, txn, key: bytes, raw: bytes | None) -> dict:
-    """The meta record as it stands (None: no profile, so no consent)."""
-    value = table.open(txn, key, raw) if raw is not None else None
-    return json.loads(value.decode()) if value else None
+def _opened(table, txn, key: bytes, raw: bytes | None):
+    """The meta record as it stands (None: no profile, so no consent); `DAMAGED`: it does not
+    open or decode (changed on disk or by a bad restore since the decision's read)."""
+    try:
+        value = table.open(txn, key, raw) if raw is not None else None
+        return json.loads(value.decode()) if value else None
+    except UNREADABLE:
+        return DAMAGED

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from ..interfaces import ProfileMetas
 from ..limits import DEFAULT_LIMITS, Limits
+from ..profiles.damage import SUPPRESS, metas_or_none
 from ..security.secrets import Keyring
 from ..security.userref import user_ref
 from ..store import Store, keys, outbox
@@ -266,8 +267,11 @@ class Suppressions:
                                     batch.entry)
 
     def _list_from_events(self, hits: Sequence[tuple], entry: bytes) -> None:
-        """`hits`: (event, its events key) each, of the batch whose outbox entry is `entry`."""
-        metas = self.profiles.metas([ev.user_id for ev, _ in hits])
+        """`hits`: (event, its events key) each, of the batch whose outbox entry is `entry`. A
+        user whose meta record is damaged (`metas_or_none`: reported) is passed over as one
+        without an address, the others listed."""
+        metas = metas_or_none(functools.partial(self.profiles.metas, use=SUPPRESS),
+                              [ev.user_id for ev, _ in hits])
         items = []  # (events key, (suppression key, value))
         for (ev, key), meta in zip(hits, metas):
             kind, reason = SUPPRESSING_EVENTS[ev.type]

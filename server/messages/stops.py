@@ -47,7 +47,7 @@ from ..contact.consent import (
     reopens,
 )
 from ..interfaces import ConsentWriter, ProfileMetas
-from ..profiles.errors import ProfileDamaged
+from ..profiles.damage import metas_or_none
 from ..security.userref import user_ref
 from .phones import PhoneIndex
 
@@ -134,7 +134,7 @@ class SmsStops:
                        sent: float | None = None) -> tuple[set[str], int]:
         """`change` of the profiles `users` and, by token alone, `tokens`; with `held` (the
         number's digests) only of those holding it (`_holding`); `sent`: `stop`'s."""
-        metas = await asyncio.to_thread(_readable, self.metas.metas, users) \
+        metas = await asyncio.to_thread(metas_or_none, self.metas.metas, users) \
             if self.metas is not None else [None] * len(users)
         users, metas = await asyncio.to_thread(self._holding, users, metas, held)
         # `existing`: a change reaches a profile that exists, never brings one back (one erased
@@ -155,7 +155,7 @@ class SmsStops:
         `_changed`); how many changed."""
         if not tokens:
             return 0
-        metas = await asyncio.to_thread(_readable, self.metas.unnamed_metas, tokens) \
+        metas = await asyncio.to_thread(metas_or_none, self.metas.unnamed_metas, tokens) \
             if self.metas is not None else [None] * len(tokens)
         tokens, metas = await asyncio.to_thread(self._holding, tokens, metas, held)
         groups = self._grouped(tokens, metas, opted_in, only, source)
@@ -252,14 +252,3 @@ class SmsStops:
             return [p for p, ok in (("marketing", reopens(meta, "sms", self.defaults)),
                                     ("transactional", stopped(meta))) if ok]
         return ["marketing", "transactional"]
-
-
-def _readable(read, ids: list) -> list:
-    """`read(ids)` (the meta records of `ids`), a damaged one's None (`ProfileDamaged.read`):
-    the change goes on for the others, and skips that record, leaving it as it is
-    (`ProfileRepository.update_metas`, which reports it). One damaged record refused the STOP
-    of every profile at the number."""
-    try:
-        return read(ids)
-    except ProfileDamaged as err:
-        return [row[1] for row in err.read]

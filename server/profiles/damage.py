@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from .. import metrics
 from ..logging import Spaced
 from ..security.userref import user_ref
+from .errors import ProfileDamaged
 
 __all__ = ["STATE", "META", "RECORDS", "EVENT", "DECISION", "RECOMMEND", "READ", "ERASE", "PRIOR",
-           "CHANGE", "BACKFILL",
-           "USES", "PROFILE_DAMAGED", "report_damaged", "report_found", "report_count"]
+           "CHANGE", "BACKFILL", "SUPPRESS",
+           "USES", "PROFILE_DAMAGED", "report_damaged", "report_found", "report_count",
+           "metas_or_none"]
 
 STATE, META = "feature state and seen-set", "attributes and consent"
 """The records of a profile (`keys.feature_key`, `keys.profile_meta_key`), as named to callers."""
@@ -24,8 +26,8 @@ RECORDS = {STATE: "state", META: "meta"}
 
 EVENT, DECISION, RECOMMEND, READ, ERASE, PRIOR, CHANGE = (
     "event", "decision", "recommend", "read", "erase", "prior", "change")
-BACKFILL = "backfill"
-USES = (EVENT, DECISION, RECOMMEND, READ, ERASE, PRIOR, CHANGE, BACKFILL)
+BACKFILL, SUPPRESS = "backfill", "suppress"
+USES = (EVENT, DECISION, RECOMMEND, READ, ERASE, PRIOR, CHANGE, BACKFILL, SUPPRESS)
 _WHAT = {EVENT: "the user's events rejected (profile_damaged)",
          DECISION: "the user's decision suppressed (profile_damaged)",
          RECOMMEND: "recommended (or decided on context features) without the user's live "
@@ -34,7 +36,9 @@ _WHAT = {EVENT: "the user's events rejected (profile_damaged)",
          ERASE: "erased without the keep-out of the user's withdrawn addresses",
          PRIOR: "left out of the contact policy's population prior",
          CHANGE: "left out of a consent change of several users (left as it is)",
-         BACKFILL: "left out of the attribute watchers' backfill (the address index)"}
+         BACKFILL: "left out of the attribute watchers' backfill (the address index)",
+         SUPPRESS: "a bounce or complaint not followed to the address the profile holds (an "
+                   "address the report named is listed all the same)"}
 
 logger = logging.getLogger("tailor.profiles")
 _spaced = Spaced(60.0)
@@ -71,3 +75,13 @@ def report_count(n: int, record: str, use: str) -> None:
     metrics.PROFILE_RECORDS_DAMAGED.labels(RECORDS[record], use).inc(n)
     logger.warning("%d profile record(s) (%s) damaged (do not open or decode): %s; restore the "
                    "store or erase the users (docs/operations.md)", n, record, _WHAT[use])
+
+
+def metas_or_none(read, ids: list) -> list:
+    """`read(ids)` (the meta records of `ids`, `ProfileRepository.metas` or `unnamed_metas`),
+    a damaged one's None (`ProfileDamaged.read`; reported by `read`): a change or a listener
+    of many users goes on for the others, as if that one had no profile."""
+    try:
+        return read(ids)
+    except ProfileDamaged as err:
+        return [row[1] for row in err.read]

@@ -910,9 +910,9 @@ class Profiles:
         (`messages.reports.record_opt_out`: a 21610 for a text sent before a START)."""
         return await asyncio.to_thread(self.repo.recorded_at, event_id)
 
-    def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
+    def metas(self, user_ids: Sequence[str], use: str = "read") -> list[dict | None]:
         """Meta records (attributes, consent) of many users from one read snapshot."""
-        return self.repo.metas(user_ids)
+        return self.repo.metas(user_ids, use)
 
     def states_and_seen(self, user_ids: Sequence[str]) -> list[tuple]:
         """(feature state, live seen-set) of many users from one read snapshot, each profile

@@ -567,13 +567,14 @@ class ProfileRepository:
             key = self._dedupe.get(txn, keys.dedupe_key(event_id))
         return None if key is None else (int(keys.event_parts(key)[1]) + 1) / 1000
 
-    def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
+    def metas(self, user_ids: Sequence[str], use: str = READ) -> list[dict | None]:
         """Meta records of many users in one snapshot (None where there is none);
-        `ProfileDamaged` if one does not open or decode (reported)."""
+        `ProfileDamaged` if one does not open or decode (reported, read for `use`:
+        `damage.USES`)."""
         try:
             return self.metas_at([keys.profile_meta_key(u) for u in user_ids])
         except ProfileDamaged as err:
-            report_found(err.found, user_ids, READ)
+            report_found(err.found, user_ids, use)
             raise
 
     def metas_at(self, meta_keys: Sequence[bytes]) -> list[dict | None]:
