@@ -107,12 +107,15 @@ PROFILE_RECORDS_DAMAGED = Counter(
     "suppress (a bounce or complaint not followed to the profile's address). "
     "Logged WARNING with the user's keyed hash (docs/operations.md).", ["record", "use"])
 RECORDS_DAMAGED = Counter(
-    "tailor_records_damaged", "Dead letters (dead_letter), send recipients' records (send) "
-    "and impressions (impression) that did not open or decode where they were read, by use: "
+    "tailor_records_damaged", "Dead letters (dead_letter), send recipients' records (send), "
+    "impressions (impression) and address index entries (address_entry) that did not open or "
+    "decode where they were read, by use: "
     "list (left out of ListDeadLetters), resume (left out of a send job), export (an "
     "ExportProfile refused), erase (deleted by an erasure: the erased user's, or one naming "
     "no user it can read), retry (RetryDeadLetter refused), cancel (CancelSend refused), "
-    "log_export (left out of ExportImpressions). Logged WARNING, no user "
+    "log_export (left out of ExportImpressions), lookup (an address index entry: its profile "
+    "reached by its key's token, or, an older one-user entry, not reached). Logged WARNING, "
+    "no user "
     "(docs/operations.md).", ["record", "use"])
 EVENTS = Counter("tailor_events", "Tracked events, by type and outcome (accepted, duplicate, "
                  "rejected); types outside the vocabulary count as 'other'.", ["type", "outcome"])
@@ -168,7 +171,8 @@ for _record in ("state", "meta"):  # (`profiles.damage`'s records and uses)
         PROFILE_RECORDS_DAMAGED.labels(_record, _use)
 for _record, _uses in (("dead_letter", ("list", "export", "erase", "retry")),  # (`store.
                        ("send", ("resume", "export", "erase", "cancel")),  # damaged`'s)
-                       ("impression", ("export", "log_export"))):
+                       ("impression", ("export", "log_export")),
+                       ("address_entry", ("lookup", "erase"))):
     for _use in _uses:
         RECORDS_DAMAGED.labels(_record, _use)
 for _outcome in ("joined", "unmatched"):  # at 0 from the start, as the docs list them: absent

@@ -57,6 +57,14 @@ from ..contact.errors import AddressShared, NotAnAddress
 from ..limits import DEFAULT_LIMITS
 from ..security.secrets import Keyring
 from ..store import Store
+from ..store.damaged import (
+    ADDRESS_ENTRY,
+    DAMAGED,
+    ERASE,
+    LOOKUP,
+    UNREADABLE,
+    report_damaged,
+)
 from ..store.keys import (
     ADDRESS_UNNAMED,
     ADDRESS_UNSURE,
@@ -368,15 +376,37 @@ class AddressIndex:
         return digests if pointer in digests else [pointer]
 
     def _users(self, txn, digests: list[str]) -> list[str]:
-        users = set()
+        """The users the entries under `digests` name. A damaged entry (`_named_in`) names
+        nobody here: a profile's own is reached by the token its key holds (`unnamed`); an
+        older one-user entry's profile is not reached (counted and logged)."""
+        users, lost = set(), 0
         for digest in digests:
             key = address_key(self.channel, digest)
             for k, stored in [(key, self._meta.get(txn, key)),
                               *self._meta.scan_prefix(txn, key + SEP)]:
-                user = self.store.open_for_user(txn, bytes(k), stored) if _named(stored) else None
-                if user is not None:
-                    users.add(bytes(user).decode())
+                user = self._named_in(txn, bytes(k), stored, len(key) + len(SEP))
+                if user is DAMAGED:
+                    lost += bytes(k) == key
+                elif user is not None:
+                    users.add(user)
+        report_damaged(lost, ADDRESS_ENTRY, LOOKUP, "an older one-user entry: its profile not "
+                       "reached (a STOP, a one-click opt-out at its address)")
         return sorted(users)
+
+    def _named_in(self, txn, key: bytes, stored, at: int):
+        """The user id an entry names (None: absent, `UNNAMED`, or its user erased); `DAMAGED`
+        when it does not open or decode, or, a profile's own entry (its key holds the
+        profile's token from `at`), names a user whose token is another (a changed id)."""
+        if not _named(stored):
+            return None
+        try:
+            user = self.store.open_for_user(txn, key, stored)
+            user = None if user is None else bytes(user).decode()
+        except UNREADABLE:
+            return DAMAGED
+        if user is not None and len(key) > at and user_token(user) != key[at:]:
+            return DAMAGED
+        return user
 
     # -- profiles stored before the index (unnamed entries) -------------------------------
     def on_stored(self, txn, token: bytes, user_id: str | None, attributes) -> int:
@@ -404,16 +434,24 @@ class AddressIndex:
     def unnamed(self, address: str, user_id: str = "") -> list[bytes]:
         """The tokens of the unnamed profiles indexed at `address` (every key of the ring,
         as `lookup`), or, with `user_id`, at the address that user was last messaged at (as
-        `sharing`, `address` their attribute now)."""
+        `sharing`, `address` their attribute now); and of the profiles whose own entry there
+        is damaged (`_named_in`: its key holds their token): a STOP or an opt-out at the
+        address reaches them as it reaches an unnamed one, rather than not at all."""
         normal = self._normalize(address) if address else None
         with self.store.read() as txn:
             digests = self._shared(txn, user_id, normal) if user_id else \
                 self._found_digests(normal) if normal is not None else []
-            tokens = set()
+            tokens, damaged = set(), 0
             for digest in digests:
                 prefix = address_key(self.channel, digest) + SEP
-                tokens.update(bytes(k)[len(prefix):] for k, v in
-                              self._meta.scan_prefix(txn, prefix) if bytes(v) == UNNAMED)
+                for k, v in self._meta.scan_prefix(txn, prefix):
+                    hit = bytes(v) != UNNAMED and \
+                        self._named_in(txn, bytes(k), v, len(prefix)) is DAMAGED
+                    damaged += hit
+                    if hit or bytes(v) == UNNAMED:
+                        tokens.add(bytes(k)[len(prefix):])
+        report_damaged(damaged, ADDRESS_ENTRY, LOOKUP, "its profile reached by the token its "
+                       "key holds (as an unnamed entry)")
         return sorted(tokens)
 
     def still_indexed(self, txn, token: bytes) -> bool:
@@ -440,8 +478,10 @@ class AddressIndex:
         """Whether the one-user entry under `digest` (written before entries per profile,
         still read) names `user_id`."""
         key = address_key(self.channel, digest)
-        mine = self.store.open_for_user(txn, key, self._meta.get(txn, key))
-        return mine is not None and bytes(mine) == user_id.encode()
+        mine = self._named_in(txn, key, self._meta.get(txn, key), len(key))
+        if mine is DAMAGED:  # under the erased user's pointer: may be theirs; nobody reads it
+            report_damaged(1, ADDRESS_ENTRY, ERASE, "deleted by an erasure")
+        return mine is DAMAGED or mine == user_id
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's index entries, inside the profile erasure's transaction."""

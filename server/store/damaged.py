@@ -12,8 +12,9 @@ A data key wrapped under a master key the keyring no longer holds (`StoreKeyMiss
 damage of one record but of the keyring: it is not caught here.
 
 `report_damaged` logs and counts damaged records that name no user it can read, or whose user
-is not to be logged (dead letters, send records, impressions: `RECORDS`): one WARNING saying
-what became of them, never a user, id or address, and `metrics.RECORDS_DAMAGED`. (Profile
+is not to be logged (dead letters, send records, impressions, address index entries:
+`RECORDS`): one WARNING saying what became of them, never a user, id or address, and
+`metrics.RECORDS_DAMAGED`. (Profile
 records and contact histories have their own: `profiles.damage`, `contact.damage`.)
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .table import Table
 
 __all__ = ["DAMAGED", "UNREADABLE", "read_each", "decode_each", "report_damaged", "RECORDS",
            "USES", "DEAD_LETTER", "SEND", "IMPRESSION", "LIST", "RESUME", "EXPORT", "ERASE",
-           "RETRY", "CANCEL", "LOG_EXPORT"]
+           "RETRY", "CANCEL", "LOG_EXPORT", "ADDRESS_ENTRY", "LOOKUP"]
 
 T = TypeVar("T")
 logger = logging.getLogger("tailor.store")
@@ -88,12 +89,14 @@ def _each(values, one: Callable[[object], T]) -> list[T | _Damaged]:
     return out
 
 
-DEAD_LETTER, SEND, IMPRESSION = "dead_letter", "send", "impression"
-"""`report_damaged`'s records: a dead letter, a send recipient's record, an impression."""
-RECORDS = {DEAD_LETTER: "dead letter(s)", SEND: "send record(s)", IMPRESSION: "impression(s)"}
-LIST, RESUME, EXPORT, ERASE, RETRY, CANCEL, LOG_EXPORT = (
-    "list", "resume", "export", "erase", "retry", "cancel", "log_export")
-USES = (LIST, RESUME, EXPORT, ERASE, RETRY, CANCEL, LOG_EXPORT)
+DEAD_LETTER, SEND, IMPRESSION, ADDRESS_ENTRY = "dead_letter", "send", "impression", "address_entry"
+"""`report_damaged`'s records: a dead letter, a send recipient's record, an impression, an
+entry of an address index (`messages.phones`)."""
+RECORDS = {DEAD_LETTER: "dead letter(s)", SEND: "send record(s)", IMPRESSION: "impression(s)",
+           ADDRESS_ENTRY: "address index entry(ies)"}
+LIST, RESUME, EXPORT, ERASE, RETRY, CANCEL, LOG_EXPORT, LOOKUP = (
+    "list", "resume", "export", "erase", "retry", "cancel", "log_export", "lookup")
+USES = (LIST, RESUME, EXPORT, ERASE, RETRY, CANCEL, LOG_EXPORT, LOOKUP)
 """`report_damaged`'s uses (`metrics.RECORDS_DAMAGED`'s `use` label)."""
 
 

@@ -48,3 +48,31 @@ async def test_a_stop_at_a_shared_number_opts_out_everyone_beside_a_damaged_meta
     assert await reply(settings, "+447700900123", "STOP") == 200
     assert [await sms_consent(profiles, u) for u in (users[0], users[2])] == [False, False]
     assert stored(tailor_server.store, profile_meta_key("u-sms-2")) == damaged
+
+
+async def test_a_stop_reaches_a_profile_whose_index_entry_is_damaged_by_its_keys_token(
+        tailor_server, settings, texted, profiles):
+    """A STOP from a number three profiles hold, one of whose entries in the address index
+    (its id, sealed for it) is damaged: the entry's key holds the profile's token, so the
+    STOP reaches it by that token, as an unnamed entry (fail safe: a STOP left unapplied would
+    text someone who said STOP). Before, the lookup raised: the reply failed, nobody opted
+    out."""
+    from prometheus_client import REGISTRY
+
+    from server.store.keys import address_entry_key
+    from tests.server.test_damaged_contacts import damage_record
+    users = [texted, "u-sms-2", "u-sms-3"]
+    for user in users[1:]:
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"phone": "+447700900123"}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
+                                                        opted_in=True, source="signup"))
+    digest = tailor_server.phones.found("+447700900123")
+    (key,) = [k for d in digest if tailor_server.store.get(
+        "meta", k := address_entry_key("sms", d, "u-sms-2")) is not None]
+    damage_record(tailor_server.store, "meta", key, first=False)
+    labels = {"record": "address_entry", "use": "lookup"}
+    before = REGISTRY.get_sample_value("tailor_records_damaged_total", labels) or 0.0
+    assert await reply(settings, "+447700900123", "STOP") == 200
+    assert [await sms_consent(profiles, u) for u in users] == [False, False, False]
+    assert REGISTRY.get_sample_value("tailor_records_damaged_total", labels) == before + 1
