@@ -113,7 +113,8 @@ RECORDS_DAMAGED = Counter(
     "list (left out of ListDeadLetters), resume (left out of a send job), export (an "
     "ExportProfile refused), erase (deleted by an erasure: the erased user's, or one naming "
     "no user it can read), retry (RetryDeadLetter refused), cancel (CancelSend refused), "
-    "log_export (left out of ExportImpressions), lookup (an address index entry: its profile "
+    "log_export (left out of ExportImpressions), join (an impression passed over by the "
+    "feedback join), lookup (an address index entry: its profile "
     "reached by its key's token, or, an older one-user entry, not reached). Logged WARNING, "
     "no user "
     "(docs/operations.md).", ["record", "use"])
@@ -171,7 +172,7 @@ for _record in ("state", "meta"):  # (`profiles.damage`'s records and uses)
         PROFILE_RECORDS_DAMAGED.labels(_record, _use)
 for _record, _uses in (("dead_letter", ("list", "export", "erase", "retry")),  # (`store.
                        ("send", ("resume", "export", "erase", "cancel")),  # damaged`'s)
-                       ("impression", ("export", "log_export")),
+                       ("impression", ("export", "log_export", "join")),
                        ("address_entry", ("lookup", "erase"))):
     for _use in _uses:
         RECORDS_DAMAGED.labels(_record, _use)

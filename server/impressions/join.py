@@ -54,10 +54,20 @@ from contract.items import item_code
 
 from .. import metrics
 from ..store import keys, outbox
+from ..store.damaged import IMPRESSION, JOIN, report_damaged
 from ..store.outbox import Batch
 from .log import ImpressionLog
 from .logging import logger
-from .records import CART, CLICK, PURCHASE, UNKNOWN_POSITION, head_of, new_counters, with_outcome
+from .records import (
+    CART,
+    CLICK,
+    PURCHASE,
+    UNKNOWN_POSITION,
+    head_of,
+    intact,
+    new_counters,
+    with_outcome,
+)
 from .writer import add_buckets, add_counters, bucket_of, user_hashes
 
 __all__ = ["ImpressionJoin", "OUTCOME_OF"]
@@ -197,6 +207,8 @@ class ImpressionJoin:
             of_user.setdefault(ev.user_id, []).append(i)
         for user, picked in self._shown_to(txn, of_user):  # one walk a user, then dropped
             shown = _Shown(self, txn, user, [pairs[i][0] for i in picked])
+            report_damaged(shown.damaged, IMPRESSION, JOIN, "passed over by a join (an event "
+                           "naming one joins nothing)")
             for i in picked:
                 ev = pairs[i][0]
                 hit = shown.find(ev)
@@ -268,6 +280,8 @@ class _Shown:
         self.by_request: dict[bytes, list[bytes]] = {}
         self.by_item: dict[int, list[tuple[int, int, bytes, int]]] = {}
         """item code -> (ms, ring index, key, position) of each walked impression showing it."""
+        self.damaged = 0
+        """Records the walk passed over: damaged (`records.intact`)."""
         named = any(ev.request_id for ev in events)
         plain = [ev for ev in events if not ev.request_id]
         left = join.most
@@ -286,6 +300,9 @@ class _Shown:
                 if start is not None and key < start:
                     break
                 left -= 1
+                if not intact(raw):  # damaged: its outcomes unknown, nothing joins it
+                    self.damaged += 1
+                    continue
                 walked.append((index, key, raw))
                 self.records[key] = raw
                 if named:

@@ -32,7 +32,7 @@ from ..profiles.schema import CHANNELS
 
 __all__ = ["HEAD", "CHANNEL_CODES", "UNKNOWN_POSITION", "POSITIONS", "C", "N_COUNTERS",
            "CLICK", "CART", "PURCHASE", "Impression", "encode", "decode", "with_outcome",
-           "new_counters", "ITEM_BITS", "head_of", "encode_many", "shown_part"]
+           "new_counters", "ITEM_BITS", "head_of", "encode_many", "shown_part", "intact"]
 
 HEAD = struct.Struct("<dBBHhHHHdHHI")
 CHANNEL_CODES = ("", *CHANNELS)
@@ -141,16 +141,14 @@ def decode(raw: bytes) -> Impression:
     """The impression of a record; `ValueError` for one that is not of the layout (damaged on
     disk or by a bad restore: its head's sizes do not add up to its length, an unknown channel,
     text that is not UTF-8, a context cut short: `store.damaged.UNREADABLE`)."""
+    ts, flags, ch, n, first, clicks, carts, buys, revenue, nv, nc, _ = _head(raw)
     try:
-        ts, flags, ch, n, first, clicks, carts, buys, revenue, nv, nc, _ = HEAD.unpack_from(raw)
-        if len(raw) != HEAD.size + nv + nc + 13 * n:
-            raise ValueError(f"{len(raw)} bytes, its head says {HEAD.size + nv + nc + 13 * n}")
         pos = HEAD.size
         version = raw[pos:pos + nv].decode()
         pos += nv
         context = _unpack_context(raw[pos:pos + nc])
         channel = CHANNEL_CODES[ch]
-    except (struct.error, IndexError) as err:
+    except struct.error as err:
         raise ValueError(f"not an impression record: {err}") from err
     pos += nc
     items = np.frombuffer(raw, "<i8", n, pos)
@@ -158,6 +156,30 @@ def decode(raw: bytes) -> Impression:
     outcomes = np.frombuffer(raw, np.uint8, n, pos + 12 * n)
     return Impression(ts, version, channel, context, items, scores, bool(flags & 1),
                       outcomes, first, clicks, carts, buys, revenue)
+
+
+def _head(raw: bytes) -> tuple:
+    """The head of a record whose sizes add up to its length and whose channel is known;
+    `ValueError` otherwise (damaged)."""
+    try:
+        head = HEAD.unpack_from(raw)
+    except struct.error as err:
+        raise ValueError(f"not an impression record: {err}") from err
+    n, nv, nc = head[3], head[9], head[10]
+    if len(raw) != HEAD.size + nv + nc + 13 * n or head[2] >= len(CHANNEL_CODES):
+        raise ValueError(f"not an impression record: {len(raw)} bytes, its head says "
+                         f"{HEAD.size + nv + nc + 13 * n}, channel code {head[2]}")
+    return head
+
+
+def intact(raw: bytes) -> bool:
+    """Whether a record is of the layout as far as its head tells (`_head`): a join passes a
+    damaged one over rather than failing its whole batch."""
+    try:
+        _head(raw)
+        return True
+    except ValueError:
+        return False
 
 
 def head_of(raw: bytes) -> tuple:

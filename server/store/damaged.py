@@ -30,7 +30,7 @@ from .table import Table
 
 __all__ = ["DAMAGED", "UNREADABLE", "read_each", "decode_each", "report_damaged", "RECORDS",
            "USES", "DEAD_LETTER", "SEND", "IMPRESSION", "LIST", "RESUME", "EXPORT", "ERASE",
-           "RETRY", "CANCEL", "LOG_EXPORT", "ADDRESS_ENTRY", "LOOKUP"]
+           "RETRY", "CANCEL", "LOG_EXPORT", "ADDRESS_ENTRY", "LOOKUP", "JOIN"]
 
 T = TypeVar("T")
 logger = logging.getLogger("tailor.store")
@@ -94,9 +94,9 @@ DEAD_LETTER, SEND, IMPRESSION, ADDRESS_ENTRY = "dead_letter", "send", "impressio
 entry of an address index (`messages.phones`)."""
 RECORDS = {DEAD_LETTER: "dead letter(s)", SEND: "send record(s)", IMPRESSION: "impression(s)",
            ADDRESS_ENTRY: "address index entry(ies)"}
-LIST, RESUME, EXPORT, ERASE, RETRY, CANCEL, LOG_EXPORT, LOOKUP = (
-    "list", "resume", "export", "erase", "retry", "cancel", "log_export", "lookup")
-USES = (LIST, RESUME, EXPORT, ERASE, RETRY, CANCEL, LOG_EXPORT, LOOKUP)
+LIST, RESUME, EXPORT, ERASE, RETRY, CANCEL, LOG_EXPORT, LOOKUP, JOIN = (
+    "list", "resume", "export", "erase", "retry", "cancel", "log_export", "lookup", "join")
+USES = (LIST, RESUME, EXPORT, ERASE, RETRY, CANCEL, LOG_EXPORT, LOOKUP, JOIN)
 """`report_damaged`'s uses (`metrics.RECORDS_DAMAGED`'s `use` label)."""
 
 

@@ -2,6 +2,9 @@
 bytes, on disk or by a bad restore) fails its own user's access export only, with a clear
 FAILED_PRECONDITION (the export may leave nothing out); ExportImpressions leaves it out and goes
 on. Before, both failed whole (INTERNAL): the export of every other user with it."""
+import asyncio
+import time
+
 import grpc
 import pytest_asyncio
 from prometheus_client import REGISTRY
@@ -74,3 +77,33 @@ async def test_a_damaged_impression_fails_its_users_export_only(secured_server):
     assert all(r in other.document for r in shown[OTHER])
     assert {use: sample(use) for use in before} == {"export": before["export"] + 1,
                                                     "log_export": before["log_export"] + 1}
+
+
+async def test_a_damaged_impression_is_passed_over_by_the_join_of_its_users_batch(
+        secured_server):
+    """A click naming a request whose impression is damaged joins nothing (the impression's
+    outcomes unknown); every other click of the batch joins. Before, reading it raised in the
+    join: the whole batch's join failed in its write, then at each retry after it (a
+    traceback each), and no click of the batch was joined."""
+    server, channel, meta = secured_server
+    rec, profiles = rpb_grpc.RecommendationServiceStub(channel), ppb_grpc.ProfileServiceStub(
+        channel)
+    users = ["join-damaged-a", "join-damaged-b"]
+    answers = {u: await rec.Recommend(rpb.RecommendRequest(user_id=u, k=3), metadata=meta)
+               for u in users}
+    log = server.impressions.log
+    await log.flushed()
+    damage_impression(log, users[0], answers[users[0]].request_id)
+    before = sample("join")
+    got = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id=f"click-{u}", user_id=u, type="click", item_id=a.items[0].item_id,
+        request_id=a.request_id, position=1, timestamp=time.time()) for u, a in answers.items()]),
+        metadata=meta)
+    assert got.accepted == 2
+    for _ in range(50):  # a join that failed in the write is tried again after the commit
+        clicks = [imp.clicks for _, imp in await asyncio.to_thread(log.of_user, users[1])]
+        if clicks == [1]:
+            break
+        await asyncio.sleep(0.1)
+    assert clicks == [1]
+    assert sample("join") == before + 1
