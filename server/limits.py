@@ -351,8 +351,9 @@ class Limits(BaseModel):
     address and the profiles stored before the index are never refused (an opt-out from the
     address must reach them)."""
     address_chars: int = Field(254, ge=16)
-    """Longest email address or phone number a suppression request may name, or UpsertAttributes
-    set as a user's `email` / `phone` (RFC 5321 paths hold at most 254 characters)."""
+    """Longest email address, phone number or push token a suppression request may name, or
+    UpsertAttributes set as a user's `email` / `phone` / `push_token` (RFC 5321 paths hold at
+    most 254 characters; an APNs device token is 64, an FCM registration token about 160)."""
     audit_failure_pairs: int = Field(256, ge=1)
     """Most (peer, reason) pairs of failed authentication counted apart per
     `audit_failure_seconds`; failures of further pairs are counted together (peer `*`). The

@@ -27,6 +27,10 @@ Normalization decides which strings are the same address:
   is the number's), and a number the library does not read so stays as it was. Anything else
   (a national number without its country code) is refused: guessing the country would
   suppress the wrong number.
+- push_token: trimmed, nothing else. A token is opaque and case-sensitive (an APNs device
+  token is hex, an FCM registration token base64url-like): no case folding, no Unicode
+  normalization. One with whitespace or a control character inside is refused (no provider
+  issues one; it would be another token to the list than the one pushed to).
 
 Before spelling 5, the "(0)" was dropped in every country, Italy's own 0 too ("+39 (0)6 1234
 5678" was +39612345678, a number nobody has, and the SMS went there); it follows the plans
@@ -62,7 +66,7 @@ import re
 import unicodedata
 
 from ..security.secrets import Keyring
-from ..validation import has_c0_control
+from ..validation import control_problem, has_c0_control
 from .errors import NotAnAddress
 from .trunks import (
     with_shared_zero,
@@ -72,15 +76,16 @@ from .trunks import (
     zero_is_the_numbers,
 )
 
-__all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "SPELLING", "normalize", "legacy_forms",
+__all__ = ["EMAIL", "PHONE", "PUSH_TOKEN", "KINDS", "CHANNEL_KIND", "SPELLING", "normalize", "legacy_forms",
            "labelled_domain", "check_domain_labels",
            "AddressHasher"]
 
-EMAIL, PHONE = "email", "phone"
-KINDS = (EMAIL, PHONE)
-"""Address kinds; each is also the profile attribute that holds a user's address."""
-CHANNEL_KIND = {"email": EMAIL, "sms": PHONE}
-"""Channel -> the kind of address it is sent to (other channels have none on the list)."""
+EMAIL, PHONE, PUSH_TOKEN = "email", "phone", "push_token"
+KINDS = (EMAIL, PHONE, PUSH_TOKEN)
+"""Address kinds; each is also the profile attribute that holds a user's address, and the
+`SuppressionAddress` field that names one."""
+CHANNEL_KIND = {"email": EMAIL, "sms": PHONE, "push": PUSH_TOKEN}
+"""Message channel -> the kind of address it is sent to (placements, web and app, have none)."""
 
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
 _PHONE = re.compile(r"\+[1-9][0-9]{1,14}")
@@ -112,6 +117,8 @@ def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
             out = _unicode_domain(out)
         out = out if out.isascii() else unicodedata.normalize("NFC", out)
         return _email(out, field)
+    if kind == PUSH_TOKEN:
+        return _push_token(value.strip(), field)
     return without_trunk_prefix(_e164(_home_zero_dropped(value.strip()), field))
 
 
@@ -154,7 +161,7 @@ def legacy_forms(kind: str, address: str, spelling: int = 1, merged: bool = Fals
     number with a 0 after the country code where both are numbers (`trunks.with_shared_zero`:
     "+39 (0)345 678 9012", the mobile +393456789012, was +3903456789012), the fixed line's
     own form too: its entry is taken for the mobile's (the safe side), only when asked for."""
-    if spelling >= SPELLING:
+    if spelling >= SPELLING or kind == PUSH_TOKEN:  # push tokens: listed under the rule alone
         return ()
     if kind == PHONE:
         own = without_own_zero(address) if merged and spelling <= 4 else None
@@ -242,6 +249,21 @@ def check_domain_labels(address: str, field: str = EMAIL) -> str:
         raise NotAnAddress(field, "is not an email address: its domain has an empty label "
                                   "(a leading, trailing or doubled dot)")
     return address
+
+
+def _push_token(token: str, field: str) -> str:
+    """`token` (trimmed) when it is one word of printable characters; `NotAnAddress` naming
+    the character's class and position otherwise (never the token)."""
+    if not token:
+        raise NotAnAddress(field, "is not a push token: it is empty")
+    problem = control_problem(token, at=True)
+    space = None if problem else next((i for i, c in enumerate(token) if c.isspace()), None)
+    if space is not None:
+        problem = f"contains whitespace, U+{ord(token[space]):04X}, at character {space + 1}"
+    if problem is not None:
+        raise NotAnAddress(field, f"is not a push token: it {problem} (a token is one word, "
+                                  "as the push provider issued it)")
+    return token
 
 
 def _e164(text: str, field: str) -> str:

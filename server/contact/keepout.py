@@ -2,11 +2,13 @@
 
 A withdrawal of marketing consent (SetConsent `opted_in=false`, a one-click link, an
 `unsubscribe` event, an SMS STOP) is stored in the profile's consent, which the erasure
-deletes. Where a channel takes a user without consent (`opt_out`, email and sms `none`), the
-user would be mailed marketing again once their profile comes back (a CRM sync re-creating it,
-under the same id or another one with the same `email`). So the erasure (`erase_user`, a
-`UserEraser`, in its last transaction) lists each address of the user (`email`, `phone`)
-whose channel's (email, sms) marketing consent is withdrawn then: an entry keyed by the
+deletes. Where a channel takes a user without consent (`opt_out`, as push does by default;
+email and sms `none`), the user would be sent marketing again once their profile comes back (a
+CRM sync re-creating it, under the same id or another one with the same `email`; the mobile
+backend upserting the app's `push_token` when it is opened again). So the erasure
+(`erase_user`, a `UserEraser`, in its last transaction) lists each address of the user
+(`email`, `phone`, `push_token`: `addresses.CHANNEL_KIND`) whose channel's (email, sms, push)
+marketing consent is withdrawn then: an entry keyed by the
 address's keyed hash as any other (`contact.suppression`; no user id, no plaintext address),
 reason `unsubscribe`, dated the withdrawal's time, purpose `marketing`: it blocks marketing
 only (a returning user still gets a password reset). An address listed already is left as it
@@ -14,11 +16,12 @@ is, unless by another keep-out (then dated the later withdrawal): an entry of ev
 (a bounce, a complaint, AddSuppression) blocks more.
 
 A later opt-in lifts it (`on_opt_in`, run in the write transaction of SetConsent
-`opted_in=true` for marketing): on email or sms, naming its `source` (the profile's consent
-history keeps it: the record of the new consent the lift stands on), by a profile holding the
-address as its `email` / `phone` attribute then, dated no earlier than the withdrawal, and
-leaving that profile's marketing consent on the channel opted in. Nothing else lifts it but RemoveSuppression:
-not a START (it reopens only what a STOP of the same profile closed), nor an attribute upsert.
+`opted_in=true` for marketing): on email, sms or push, naming its `source` (the profile's
+consent history keeps it: the record of the new consent the lift stands on), by a profile
+holding the address as its `email` / `phone` / `push_token` attribute then, dated no earlier
+than the withdrawal, and leaving that profile's marketing consent on the channel opted in.
+Nothing else lifts it but RemoveSuppression: not a START (it reopens only what a STOP of the
+same profile closed), nor an attribute upsert.
 """
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 import numpy as np
 
 from ..config import DEFAULT_CONSENT
+from .addresses import CHANNEL_KIND
 from .caps import FREQUENCY_CAP, Cap, ContactHistory, FrequencyCap, effective_caps
 from .consent import NO_CONSENT, TRANSACTIONAL, consent_reason, need_of
 from .prior import PriorSource
@@ -48,8 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["Verdict", "Contact", "ContactPolicy", "Contactable", "channels_of",
            "ADDRESS_ATTRIBUTES", "CHANNEL_UNAVAILABLE"]
 
-ADDRESS_ATTRIBUTES = {"email": "email", "sms": "phone", "push": "push_token"}
-"""The profile attribute each message channel's messages go to (`server.messages.delivery`)."""
+ADDRESS_ATTRIBUTES = CHANNEL_KIND
+"""The profile attribute each message channel's messages go to (`server.messages.delivery`):
+the kind of address the suppression list holds for it (`addresses.CHANNEL_KIND`)."""
 CHANNEL_UNAVAILABLE = "channel_unavailable"
 """The reason of a user who may be contacted only on message channels the caller cannot put
 its message on (no adapter for them on this server: `Contact.reachable`)."""
@@ -89,7 +91,8 @@ class Contact(NamedTuple):
     history: ContactHistory | None = None
     """Recent contacts, when the caller read them (None: caps are left to the writer)."""
     suppressed: frozenset[str] = frozenset()
-    """Channels whose address (the profile's `email` / `phone`) is on the suppression list,
+    """Channels whose address (the profile's `email` / `phone` / `push_token`) is on the
+    suppression list,
     as the caller read them (`suppression.Suppressions.suppressed_channels`)."""
     seen: object = None
     """The live seen-set (`profiles.seen.SeenSet`), when the caller read it for a message's

@@ -8,9 +8,11 @@ profile, which blocks marketing only and which the address's next opt-in lifts);
 without it (every entry a bounce, a complaint or AddSuppression writes, and all those stored
 before it existed) blocks every purpose.
 
-Three ways in: the RPCs (`add`, `remove`: idempotent, `check`), tracked bounce and complaint events
-(`on_events`, an `EventListener`: the address is the user's `email` / `phone` profile
-attribute at that moment), and the decision path (`suppressed_channels`: one LMDB get per key
+An address is of a kind (`addresses.KINDS`: an email address, a phone number, a push token),
+each the profile attribute of its channel's messages (`addresses.CHANNEL_KIND`: email, sms,
+push). Three ways in: the RPCs (`add`, `remove`: idempotent, `check`), tracked bounce and
+complaint events (`on_events`, an `EventListener`: the address is the user's `email` / `phone`
+profile attribute at that moment), and the decision path (`suppressed_channels`: one LMDB get per key
 of the `suppression` keyring, in the caller's read snapshot or a new one; the keys of the
 latest `AddressHasher.CACHED` attribute values are kept, so a user met again costs no
 normalization and no hash). One way out about a user: `export_user` (a `UserExporter`),
@@ -114,8 +116,8 @@ class Suppressions:
         return found
 
     def forget_erased(self, erased=None) -> None:
-        """Empty the caches of hashes by address, whose keys are users' email addresses and
-        phone numbers (a `Tombstones` watcher: an erased user's must not stay in memory)."""
+        """Empty the caches of hashes by address, whose keys are users' email addresses, phone
+        numbers and push tokens (a `Tombstones` watcher: an erased user's must not stay in memory)."""
         self._address_keys.cache_clear()
         self.hasher.digests.cache_clear()
 
@@ -199,8 +201,9 @@ class Suppressions:
     def reason(self, meta: Mapping | None, channel: str, txn=None,
                purpose: str = MARKETING) -> str | None:
         """"suppressed_address" when the user's address for `channel` (profile attribute
-        `email` for email, `phone` for sms) is listed for messages of `purpose`, else None
-        (also for channels without an address, and for attributes that are no valid address).
+        `email` for email, `phone` for sms, `push_token` for push) is listed for messages of
+        `purpose`, else None (also for channels without an address, and for attributes that
+        are no valid address).
         `txn`: the caller's read snapshot, if it has one."""
         found = self.address_keys(meta, channel)
         return SUPPRESSED_ADDRESS if found and self._find(found, txn, purpose) else None
@@ -229,9 +232,10 @@ class Suppressions:
 
     # -- the access export (UserExporter) ----------------------------------------------------
     def export_user(self, user_id: str) -> dict[str, object]:
-        """{"suppression": [{kind, reason, timestamp[, purpose]}]}: the user's own addresses (profile
-        attributes `email`, `phone`) that are on the list; never the address itself (the
-        profile section shows it) nor anything about other users' entries."""
+        """{"suppression": [{kind, reason, timestamp[, purpose]}]}: the user's own addresses
+        (profile attributes `email`, `phone`, `push_token`: `addresses.KINDS`) that are on the
+        list; never the address itself (the profile section shows it) nor anything about other
+        users' entries."""
         meta = self.profiles.metas([user_id])[0] if self.profiles is not None else None
         attributes = (meta or {}).get("attributes", {})
         listed = []

@@ -42,7 +42,7 @@ import time
 
 from aiohttp import web
 
-from ..contact.addresses import CHANNEL_KIND, normalize
+from ..contact.addresses import CHANNEL_KIND, EMAIL, PHONE, normalize
 from ..errors import InvalidArgument
 from ..interfaces import DecisionOwners, EventRecorder
 from ..limits import Limits
@@ -63,6 +63,9 @@ SMS_BOUNCE = "sms_bounce"
 """The tracked event type an SMS report whose code says the number is gone records."""
 SMS_OPT_OUT = "unsubscribe"
 """The tracked event type an SMS report whose code says the owner opted out records."""
+REPORT_CHANNELS = tuple(c for c, kind in CHANNEL_KIND.items() if kind in (EMAIL, PHONE))
+"""The channels a report may name: email and sms (a push token gone is the push webhook's
+410 at the send, `messages.webhook.TOKEN_GONE_STATUS`)."""
 
 
 _JSON_TYPES = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
@@ -115,7 +118,7 @@ class DeliveryEvents:
         before anything is recorded (a 400 changes nothing)."""
         kind = check_known("type", text_field(report, "type"), tuple(REPORT_TYPES))
         channel = check_known("channel", text_field(report, "channel") or "email",
-                              tuple(CHANNEL_KIND))
+                              REPORT_CHANNELS)
         decision = decision_of(report, self.limits)
         address = text_field(report, "address")
         if not decision and not address:

@@ -98,7 +98,7 @@ class ProfileConverter:
         """(kind, address) of the one field set."""
         kind = msg.WhichOneof("address")
         if kind is None:
-            raise InvalidArgument("address", "set email or phone")
+            raise InvalidArgument("address", "set email, phone or push_token")
         return kind, getattr(msg, kind)
 
     @staticmethod

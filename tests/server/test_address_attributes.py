@@ -125,6 +125,22 @@ async def test_every_value_the_send_path_takes_is_taken(shared, crm, attribute, 
     assert await attributes_of(shared, crm[1], f"crm-take-{attribute}") == given
 
 
+async def test_a_push_token_with_whitespace_inside_is_refused_naming_it(shared, crm):
+    """A `push_token` is an address the suppression list holds (the erasure's keep-out of a
+    push opt-out): one word, as the provider issued it, at most `limits.address_chars`. One
+    with a space inside was taken before, and could be listed as no token pushed to."""
+    meta = crm[1]
+    for value, problem in (("APA91b Tok", "contains whitespace, U+0020, at character 7"),
+                           ("t" * 255, "255 characters, at most 254")):
+        details = await refusal(shared, meta, "crm-push", {"push_token": value, "tier": "gold"})
+        assert details.startswith("attributes[push_token]: ") and problem in details, details
+        assert "APA91b" not in details
+    given = {"push_token": " APA91b:Tok\n", "tier": "gold"}  # trimmed by the send path
+    await shared.UpsertAttributes(pb.UpsertAttributesRequest(user_id="crm-push", attributes=given),
+                                  metadata=meta)
+    assert await attributes_of(shared, meta, "crm-push") == given
+
+
 @pytest.mark.parametrize("value", ["ann@example.com.", " Ann@Example.COM. ", "ann@example..com",
                                    "ann@.example.com", "<ann@example.com.>"])
 async def test_a_domain_with_an_empty_label_is_refused_as_the_send_path_refuses_it(

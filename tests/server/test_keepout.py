@@ -1,5 +1,5 @@
 """An unsubscribe outlives the erasure (`server.contact.keepout`), through one real server whose
-email and sms consent default is `opt_out`: the erasure lists the address of a user who
+email and sms consent default is `opt_out` (push's is by default): the erasure lists the address of a user who
 withdrew marketing consent, marketing-only, so a profile coming back at the address (same id
 or another one) gets no marketing but still its transactional messages, until an opt-in of a
 profile holding the address lifts it. Each test uses its own users and addresses."""
@@ -15,7 +15,8 @@ from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 @pytest_asyncio.fixture(scope="module")
 async def stubs(tmp_path_factory):
     """(profile stub, campaign stub, server) of one server, with a marketing campaign and a
-    transactional one on email ("m-email", "t-email") and on sms ("m-sms", "t-sms")."""
+    transactional one on email ("m-email", "t-email"), on sms ("m-sms", "t-sms") and on push
+    ("m-push", "t-push")."""
     from server.config import Settings
     from tests.conftest import serving
     tmp = tmp_path_factory.mktemp("keepout")
@@ -25,7 +26,7 @@ async def stubs(tmp_path_factory):
     async with serving(settings) as (server, ch):
         campaigns = cpb_grpc.CampaignServiceStub(ch)
         for purpose in ("marketing", "transactional"):
-            for channel in ("email", "sms"):
+            for channel in ("email", "sms", "push"):
                 await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
                     campaign_id=f"{purpose[0]}-{channel}", channel=channel, purpose=purpose,
                     policy="bernoulli_ts", variants=[cpb.Variant(id="a"), cpb.Variant(id="b")],
@@ -96,6 +97,31 @@ async def test_a_stop_outlives_the_erasure_on_sms_and_an_opt_in_elsewhere_lifts_
     removed = await profiles.RemoveSuppression(pb.SuppressionAddress(phone="+447700900111"))
     assert removed.removed  # the operator may take it off as any other entry
     assert await verdicts(campaigns, "texter", "sms") == (ALLOWED, ALLOWED)
+
+
+@pytest.mark.parametrize("again", ["same id", "new id"])
+async def test_a_push_opt_out_outlives_the_erasure_until_a_push_opt_in(stubs, again):
+    """Push's marketing default is `opt_out`. Before: push tokens were not on the list at all,
+    so the mobile backend upserting the token of an erased user who had opted out of push
+    marketing (the app opened again) had them pushed marketing again."""
+    profiles, campaigns, _ = stubs
+    token = f"APA91b:Opted-Out_{again[0]}"
+    await upsert(profiles, f"pusher-{again}", push_token=token)
+    await consent(profiles, f"pusher-{again}", "push", False)
+    await erase(profiles, f"pusher-{again}")
+
+    user = f"pusher-{again}" if again == "same id" else f"push-returner-{again}"
+    await upsert(profiles, user, push_token=f" {token}\n")
+    assert await verdicts(campaigns, user, "push") == (KEPT_OUT, ALLOWED)
+    listed = await profiles.CheckSuppression(pb.SuppressionAddress(push_token=token))
+    assert (listed.suppressed, listed.reason, listed.kind, listed.marketing_only) == \
+        (True, "unsubscribe", "push_token", True)
+    other = pb.SuppressionAddress(push_token=token.lower())  # tokens are case-sensitive
+    assert not (await profiles.CheckSuppression(other)).suppressed
+
+    await consent(profiles, user, "push", True)  # the user allows marketing pushes again
+    assert await verdicts(campaigns, user, "push") == (ALLOWED, ALLOWED)
+    assert not (await profiles.CheckSuppression(pb.SuppressionAddress(push_token=token))).suppressed
 
 
 async def test_a_user_who_never_withdrew_is_not_listed_at_erasure(stubs):

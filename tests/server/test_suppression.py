@@ -59,6 +59,9 @@ def event(event_id: str, user: str, type: str) -> pb.Event:
     ("phone", "+44\u00a07700\u00a0900123", "+447700900123"),
     ("phone", "+33\u202f6\u202f12\u202f34\u202f56\u202f78", "+33612345678"),
     ("phone", "+1 555\u2011010\u20130199", "+15550100199"),
+    # a push token is opaque: trimmed only, its case kept (APNs/FCM tokens are case-sensitive)
+    ("push_token", " APA91b:AbC-dEf_12\n", "APA91b:AbC-dEf_12"),
+    ("push_token", "\u00a0f0E1d2\t", "f0E1d2"),
 ])
 def test_addresses_normalize_case_space_and_phone_punctuation_only(kind, given, stored):
     assert normalize(kind, given, 254) == stored
@@ -115,11 +118,27 @@ def test_a_normalized_number_is_its_own_form_and_its_listed_forms_are_its_alone(
 @pytest.mark.parametrize("kind, given", [
     ("email", "no-at-sign"), ("email", "two@@example.org"), ("email", "a b@example.org"),
     ("phone", "555-0100"), ("phone", "+0123456"), ("phone", "+1234567890123456"),
-    ("phone", "+1555x0100"), ("phone", "07700 900123"), ("phone", "030 1234567")])
+    ("phone", "+1555x0100"), ("phone", "07700 900123"), ("phone", "030 1234567"),
+    ("push_token", "APA91b AbC"), ("push_token", "APA91b\x1bAbC"), ("push_token", "t" * 255)])
 def test_what_is_no_address_is_refused_naming_the_field_not_the_value(kind, given):
     with pytest.raises(InvalidArgument) as err:
         normalize(kind, given, 254, f"address.{kind}")
     assert err.value.field == f"address.{kind}" and given.strip() not in str(err.value)
+
+
+@pytest.mark.parametrize("given, problem", [
+    ("", "it is empty"), (" \t ", "it is empty"),
+    ("APA91b Tok", "it contains whitespace, U+0020, at character 7"),
+    ("APA91b\u2003Tok", "it contains whitespace, U+2003, at character 7"),
+    ("APA91b\nTok", "it contains a control character (0x00-0x1F or 0x7F), U+000A, at character 7"),
+    ("APA91b\u200bTok", "it contains a format character (U+200B), at character 7")])
+def test_a_push_token_is_refused_saying_what_is_wrong_and_where(given, problem):
+    """A push token is listed only as one word, as the provider issued it: one with whitespace
+    or a control or format character inside is another string than any token pushed to."""
+    with pytest.raises(InvalidArgument) as err:
+        normalize("push_token", given, 254, "address.push_token")
+    assert str(err.value) == f"address.push_token: is not a push token: {problem}" + (
+        "" if given.strip() == "" else " (a token is one word, as the push provider issued it)")
 
 
 async def test_add_check_remove_by_email_and_e164_phone(stub):
@@ -393,6 +412,10 @@ def test_a_list_is_stamped_once_and_an_older_lists_stamp_stays(tmp_path):
     (pb.AddSuppressionRequest(), "address"),
     (pb.AddSuppressionRequest(address=email("a@b.org"), reason="spite"), "reason"),
     (pb.AddSuppressionRequest(address=email("a" * 300 + "@b.org")), "address.email"),
+    (pb.AddSuppressionRequest(address=pb.SuppressionAddress(push_token="555-0100 x")),
+     "address.push_token"),
+    (pb.AddSuppressionRequest(address=pb.SuppressionAddress(push_token="5" * 255)),
+     "address.push_token"),
 ])
 async def test_bad_suppression_requests_are_invalid_naming_the_field(module_bare_server, request_,
                                                                     field):
@@ -410,7 +433,11 @@ async def test_decision_path_reason_reads_the_users_address_attribute(stub, tail
     meta = {"attributes": {"email": " EVE@example.org", "phone": "+33 6 12 34 56 78"}}
     assert reason(meta, "email") == "suppressed_address"
     assert reason(meta, "sms") == "suppressed_address"
-    assert reason(meta, "push") is None and reason(None, "email") is None
+    assert reason(meta, "push") is None and reason(None, "email") is None  # no push_token
+    await stub.AddSuppression(pb.AddSuppressionRequest(
+        address=pb.SuppressionAddress(push_token="fcm:Tok-1")))
+    assert reason({"attributes": {"push_token": " fcm:Tok-1\n"}}, "push") == "suppressed_address"
+    assert reason({"attributes": {"push_token": "fcm:tok-1"}}, "push") is None  # another token
     assert reason({"attributes": {"email": "other@example.org"}}, "email") is None
     assert reason({"attributes": {"phone": "06 12 34 56 78"}}, "sms") is None  # not E.164
     with tailor_server.store.read() as txn:  # the caller's snapshot

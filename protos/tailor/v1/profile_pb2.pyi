@@ -298,12 +298,14 @@ class Tombstone(_message.Message):
     def __init__(self, kid: _Optional[str] = ..., digest: _Optional[str] = ..., erased_at: _Optional[float] = ...) -> None: ...
 
 class SuppressionAddress(_message.Message):
-    __slots__ = ("email", "phone")
+    __slots__ = ("email", "phone", "push_token")
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     PHONE_FIELD_NUMBER: _ClassVar[int]
+    PUSH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     email: str
     phone: str
-    def __init__(self, email: _Optional[str] = ..., phone: _Optional[str] = ...) -> None: ...
+    push_token: str
+    def __init__(self, email: _Optional[str] = ..., phone: _Optional[str] = ..., push_token: _Optional[str] = ...) -> None: ...
 
 class AddSuppressionRequest(_message.Message):
     __slots__ = ("address", "reason", "timestamp")

@@ -264,6 +264,11 @@ async def test_an_sms_status_report_lists_a_gone_number_and_not_an_unreachable_o
         status, text = await report(settings, {"type": "bounce", "channel": "sms",
                                                "address": "+447700900702", "error_code": code})
         assert status == 400 and "error_code" in text and "at most 9 digits" in text
+    # a push token gone is the push webhook's 410 at the send, no report: push is no channel
+    # here, though the suppression list holds push tokens now
+    status, text = await report(settings, {"type": "bounce", "channel": "push",
+                                           "address": "fcm-token", "error_code": 30005})
+    assert status == 400 and "channel" in text and "(known: email, sms)" in text, text
 
 
 async def test_an_sms_status_report_of_a_stop_to_the_carrier_opts_the_user_out(
