@@ -330,7 +330,8 @@ def _model(client: TailorClient, args):
 
 
 def _suppression(client: TailorClient, args) -> object:
-    address = {"email": args.email or "", "phone": args.phone or ""}
+    address = {"email": args.email or "", "phone": args.phone or "",
+               "push_token": args.push_token or ""}
     if args.action == "add":
         return client.add_suppression(**address, reason=args.reason)
     if args.action == "remove":
@@ -858,6 +859,8 @@ def _suppression_parser(sub, common) -> None:
         one = p.add_mutually_exclusive_group(required=True)
         one.add_argument("--email")
         one.add_argument("--phone", help="E.164, e.g. +15550100199")
+        one.add_argument("--push-token", help="a device's push token, as the app's push "
+                         "provider issued it (case-sensitive)")
         if name == "add":
             p.add_argument("--reason", choices=("bounce", "complaint", "manual", "unsubscribe"),
                            default="manual")

@@ -402,30 +402,33 @@ class TailorClient:
         return Profile.from_pb(self._call(self._profiles.SetConsent, req, timeout))
 
     def add_suppression(self, email: str = "", phone: str = "", reason: str = "",
-                        timestamp: float = 0.0, timeout: float | None = None) -> Suppression:
-        """List an email address or an E.164 phone number, one a call (reason: bounce,
-        complaint, manual, unsubscribe; default manual)."""
-        req = prof_pb.AddSuppressionRequest(address=_address(email, phone), reason=reason,
-                                            timestamp=timestamp)
+                        timestamp: float = 0.0, timeout: float | None = None, *,
+                        push_token: str = "") -> Suppression:
+        """List an email address, an E.164 phone number or a push token, one a call (reason:
+        bounce, complaint, manual, unsubscribe; default manual)."""
+        req = prof_pb.AddSuppressionRequest(address=_address(email, phone, push_token),
+                                            reason=reason, timestamp=timestamp)
         return Suppression.from_pb(self._call(self._profiles.AddSuppression, req, timeout))
 
     def remove_suppression(self, email: str = "", phone: str = "",
-                           timeout: float | None = None) -> bool:
+                           timeout: float | None = None, *, push_token: str = "") -> bool:
         """Whether this call took the address off the list (False for a retry of a call that
         did: `unsuppress` says whether it is off)."""
-        return self.unsuppress(email, phone, timeout)["removed"]
+        return self.unsuppress(email, phone, timeout, push_token=push_token)["removed"]
 
-    def unsuppress(self, email: str = "", phone: str = "",
-                   timeout: float | None = None) -> dict[str, bool]:
+    def unsuppress(self, email: str = "", phone: str = "", timeout: float | None = None, *,
+                   push_token: str = "") -> dict[str, bool]:
         """RemoveSuppression's whole answer: {"removed": this call took it off, "unsuppressed":
         it is off the list now}. The channel retries UNAVAILABLE, so a first attempt whose
         answer was lost may have removed it: read `unsuppressed`."""
-        reply = self._call(self._profiles.RemoveSuppression, _address(email, phone), timeout)
+        reply = self._call(self._profiles.RemoveSuppression, _address(email, phone, push_token),
+                           timeout)
         return {"removed": reply.removed, "unsuppressed": reply.unsuppressed}
 
     def check_suppression(self, email: str = "", phone: str = "",
-                          timeout: float | None = None) -> Suppression:
-        reply = self._call(self._profiles.CheckSuppression, _address(email, phone), timeout)
+                          timeout: float | None = None, *, push_token: str = "") -> Suppression:
+        reply = self._call(self._profiles.CheckSuppression, _address(email, phone, push_token),
+                           timeout)
         return Suppression.from_pb(reply)
 
     def delete_profile(self, user_id: str, timeout: float | None = None) -> int:
@@ -847,10 +850,13 @@ def event_from_dict(ev: dict) -> prof_pb.Event:
     return json_format.ParseDict(ev, prof_pb.Event(), ignore_unknown_fields=False)
 
 
-def _address(email: str, phone: str) -> prof_pb.SuppressionAddress:
-    """The one of `email` and `phone` given (neither: the server names the missing field;
-    both: ValueError, as the request holds one address and the other would go unlisted)."""
-    if email and phone:
-        raise ValueError("a suppression call takes an email or phone, not both (one call each)")
-    return prof_pb.SuppressionAddress(email=email) if email else \
-        prof_pb.SuppressionAddress(phone=phone) if phone else prof_pb.SuppressionAddress()
+def _address(email: str, phone: str, push_token: str = "") -> prof_pb.SuppressionAddress:
+    """The one of `email`, `phone` and `push_token` given (none: the server names the missing
+    field; more: ValueError, as the request holds one address and the others would go
+    unlisted)."""
+    given = {k: v for k, v in (("email", email), ("phone", phone), ("push_token", push_token))
+             if v}
+    if len(given) > 1:
+        raise ValueError(f"a suppression call takes one address, not {' and '.join(given)} "
+                         "(one call each)")
+    return prof_pb.SuppressionAddress(**given)

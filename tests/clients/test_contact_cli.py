@@ -24,6 +24,13 @@ def test_suppression_and_consent_purpose_commands(server_process, tmp_path):
                               "cli.user@example.org").stdout)["suppressed"]
     bad = cli(server, "suppression", "add", "--phone", "555 0100", check=False)
     assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "address.phone" in bad.stderr
+    token = json.loads(cli(server, "suppression", "add", "--push-token", " APA91b:Cli-Token ").stdout)
+    assert (token["suppressed"], token["reason"], token["kind"]) == (True, "manual", "push_token")
+    assert not json.loads(cli(server, "suppression", "check", "--push-token",
+                              "apa91b:cli-token").stdout)["suppressed"]  # case-sensitive
+    bad = cli(server, "suppression", "add", "--push-token", "APA91b Cli", check=False)
+    assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and \
+        "address.push_token: is not a push token: it contains whitespace" in bad.stderr
 
     prof = json.loads(cli(server, "consent", "--user", "u1", "--channel", "sms", "--state", "out",
                           "--purpose", "transactional").stdout)
@@ -40,8 +47,10 @@ def test_the_client_refuses_two_addresses_in_one_suppression_call():
     from clients import TailorClient
     client = TailorClient("127.0.0.1:9")  # refused before any call: nothing listens there
     for call in (client.add_suppression, client.remove_suppression, client.check_suppression):
-        with pytest.raises(ValueError, match="email or phone, not both"):
+        with pytest.raises(ValueError, match="one address, not email and phone "):
             call(email="ann@example.org", phone="+447700900123")
+        with pytest.raises(ValueError, match="one address, not phone and push_token "):
+            call(phone="+447700900123", push_token="fcm-token")
 
 
 def test_suppression_check_shows_an_unsubscribe_kept_past_the_erasure(server_process, tmp_path):
