@@ -8,7 +8,7 @@
 `python -m server config-doc [--update FILE]`
 `python -m server token --auth-config FILE --name NAME --roles r1,r2 [--replace] | --revoke NAME`
 `python -m server audit verify [--config FILE.toml] [--data-dir D] [--secrets-dir S]`
-`python -m server audit ref --user-id U | --campaign-id C | --email E | --phone P
+`python -m server audit ref --user-id U | --campaign-id C | --email E | --phone P | --push-token T
     [--config FILE.toml] [--secrets-dir S]`
 `python -m server secrets init [--config FILE.toml] [--secrets-dir S]`
 `python -m server secrets rotate NAME [--config FILE.toml] [--secrets-dir S] [--keep N]`
@@ -161,6 +161,7 @@ def _security_parsers(sub) -> None:
     which.add_argument("--campaign-id")
     which.add_argument("--email")
     which.add_argument("--phone")
+    which.add_argument("--push-token")
     _store_arguments(f, data_dir=False)  # TAILOR_SECRET_USER_ID overrides the keyring file
     p = sub.add_parser("secrets", help="the server's keyrings")
     acts = p.add_subparsers(dest="action", required=True)
@@ -420,14 +421,15 @@ def _audit_ref(args) -> None:
     """Print the `target` audit lines give what the flags name: one line per key of the
     `user-id` keyring, the signing key's first (lines written before a `secrets rotate user-id`
     carry an older key's), labelled `u:`, `c:` or `a:` (`userref.target_ref`)."""
+    from .contact.addresses import KINDS
     from .security.interceptor import address_target
     from .security.secrets import Secrets
     from .security.userref import CampaignKey, target_ref, use_key
     target = args.user_id if args.user_id is not None else \
         None if args.campaign_id is None else CampaignKey(args.campaign_id)
     if target is None:
-        kind = "email" if args.email is not None else "phone"
-        target = address_target(kind, args.email if kind == "email" else args.phone)
+        kind, value = next((k, v) for k in KINDS if (v := getattr(args, k)) is not None)
+        target = address_target(kind, value)
         if not target:
             raise SystemExit(f"audit ref: not an address of kind {kind}")
     if not target:

@@ -108,9 +108,10 @@ def _target(request) -> str:
 
 
 def address_target(kind: str, value: str) -> str:
-    """What an audit line's target hashes for a suppression address: `<email|phone|push_token>:` and the
-    address as the list normalizes it, an `AddressKey` (labelled `a:`, not a user's `u:`); ""
-    when it is not one (the call failed anyway)."""
+    """What an audit line's target hashes for a suppression address: `<kind>:` (email, phone,
+    push_token: `contact.addresses.KINDS`) and the address as the list normalizes it, an
+    `AddressKey` (labelled `a:`, not a user's `u:`); "" when it is not one (the call failed
+    anyway)."""
     from ..contact.addresses import normalize
     try:
         return AddressKey(f"{kind}:{normalize(kind, value, ADDRESS_CHARS)}")

@@ -749,6 +749,12 @@ async def test_who_listed_or_lifted_an_address_can_be_found_in_the_audit_log(sec
     assert targets["ArchiveCampaign"] == ref("--campaign-id", "c-ref")
     assert targets["ArchiveCampaign"].startswith("c:")
     assert targets["UpdateCampaign"] == targets["ArchiveCampaign"]
+    await profiles.AddSuppression(pb.AddSuppressionRequest(  # a push token's: case-sensitive
+        address=pb.SuppressionAddress(push_token="APA91b:Ref")), metadata=bearer(t["tracker"]))
+    tail = (await apb_grpc.AuditServiceStub(chan).TailAudit(apb.TailAuditRequest(limit=3),
+                                                             metadata=bearer(t["auditor"]))).lines
+    [token] = [json.loads(line)["target"] for line in tail if "AddSuppression" in line]
+    assert token == ref("--push-token", " APA91b:Ref\n") != ref("--push-token", "apa91b:ref")
     wrong = run_module("server", "audit", "ref", "--email", "nobody", *secrets, check=False)
     assert wrong.returncode == 1 and "not an address of kind email" in wrong.stderr
     run_module("server", "secrets", "rotate", "user-id", *secrets)  # older lines: an older key
