@@ -351,9 +351,13 @@ class Limits(BaseModel):
     address and the profiles stored before the index are never refused (an opt-out from the
     address must reach them)."""
     address_chars: int = Field(254, ge=16)
-    """Longest email address, phone number or push token a suppression request may name, or
-    UpsertAttributes set as a user's `email` / `phone` / `push_token` (RFC 5321 paths hold at
-    most 254 characters; an APNs device token is 64, an FCM registration token about 160)."""
+    """Longest email address or phone number a suppression request may name, or
+    UpsertAttributes set as a user's `email` / `phone` (RFC 5321 paths hold at most 254
+    characters)."""
+    push_token_chars: int = Field(1024, ge=64)
+    """Longest push token a suppression request may name, or UpsertAttributes set as a user's
+    `push_token` (an APNs device token is 64 characters, an FCM registration token about 160,
+    a Web Push subscription's JSON 400-600); at most `attribute_value_chars` can be stored."""
     audit_failure_pairs: int = Field(256, ge=1)
     """Most (peer, reason) pairs of failed authentication counted apart per
     `audit_failure_seconds`; failures of further pairs are counted together (peer `*`). The
@@ -451,6 +455,11 @@ class Limits(BaseModel):
     the field, the character's class, code point and position, never echoing the text
     (`validation.text_problem`). Consent sources keep their stricter rule (no format
     character either: `validation.check_source`)."""
+
+    def address_chars_of(self, kind: str) -> int:
+        """The longest address of `kind` (`contact.addresses.KINDS`): `push_token_chars` for a
+        push token, `address_chars` for an email address or a phone number."""
+        return self.push_token_chars if kind == "push_token" else self.address_chars
 
 
 DEFAULT_LIMITS = Limits()

@@ -184,7 +184,7 @@ class Suppressions:
         return True
 
     def _normalize(self, kind: str, address: str) -> str:
-        return normalize(kind, address, self.limits.address_chars, f"address.{kind}")
+        return normalize(kind, address, self.limits.address_chars_of(kind), f"address.{kind}")
 
     def _find(self, found: Sequence[bytes], txn=None, purpose: str = "") -> Suppression | None:
         """The first entry under `found` (that blocks `purpose`, when given)."""

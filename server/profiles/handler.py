@@ -482,7 +482,7 @@ class Profiles:
             if k == TIMEZONE and v:  # read by the contact policy (quiet hours)
                 zone(f"attributes[{TIMEZONE}]", v)
             elif k in ADDRESS_KINDS and v.strip():  # as the send path reads it (blank: none)
-                check_address(f"attributes[{k}]", k, v, lim.address_chars)
+                check_address(f"attributes[{k}]", k, v, lim.address_chars_of(k))
 
         def change(meta):
             held = meta["attributes"]

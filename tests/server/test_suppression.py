@@ -414,7 +414,7 @@ def test_a_list_is_stamped_once_and_an_older_lists_stamp_stays(tmp_path):
     (pb.AddSuppressionRequest(address=email("a" * 300 + "@b.org")), "address.email"),
     (pb.AddSuppressionRequest(address=pb.SuppressionAddress(push_token="555-0100 x")),
      "address.push_token"),
-    (pb.AddSuppressionRequest(address=pb.SuppressionAddress(push_token="5" * 255)),
+    (pb.AddSuppressionRequest(address=pb.SuppressionAddress(push_token="5" * 1025)),
      "address.push_token"),
 ])
 async def test_bad_suppression_requests_are_invalid_naming_the_field(module_bare_server, request_,
