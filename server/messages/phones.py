@@ -467,21 +467,25 @@ class AddressIndex:
                 return True
         return False
 
-    def _drop(self, txn, user_id: str, digest: str) -> int:
-        """The user's entry under `digest`, and the older one-user entry if it names them."""
+    def _drop(self, txn, user_id: str, digest: str, erasing: bool = False) -> int:
+        """The user's entry under `digest`, and the older one-user entry if it names them
+        (`erasing`: or is damaged)."""
         entry = self._entry_key(digest, user_id)
         removed = int(self._meta.get(txn, entry) is not None and self._meta.delete(txn, entry))
-        return removed + int(self._legacy_names(txn, digest, user_id)
+        return removed + int(self._legacy_names(txn, digest, user_id, erasing)
                              and self._meta.delete(txn, address_key(self.channel, digest)))
 
-    def _legacy_names(self, txn, digest: str, user_id: str) -> bool:
+    def _legacy_names(self, txn, digest: str, user_id: str, erasing: bool = False) -> bool:
         """Whether the one-user entry under `digest` (written before entries per profile,
-        still read) names `user_id`."""
+        still read) names `user_id`; `erasing` (DeleteProfile, under the erased user's
+        pointer): also when it is damaged, as it may be theirs and nobody reads it. Damaged,
+        it names nobody otherwise: not the user whose UpsertAttributes `_check_room` bounds."""
         key = address_key(self.channel, digest)
         mine = self._named_in(txn, key, self._meta.get(txn, key), len(key))
-        if mine is DAMAGED:  # under the erased user's pointer: may be theirs; nobody reads it
+        if mine is DAMAGED and erasing:
             report_damaged(1, ADDRESS_ENTRY, ERASE, "deleted by an erasure")
-        return mine is DAMAGED or mine == user_id
+            return True
+        return mine == user_id
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's index entries, inside the profile erasure's transaction."""
@@ -489,7 +493,7 @@ class AddressIndex:
         for pointer in (self._sent_key(user_id), self._held_key(user_id), self._user_key(user_id)):
             old = self._pointer(txn, pointer)
             if old is not None:
-                removed += self._drop(txn, user_id, old)
+                removed += self._drop(txn, user_id, old, erasing=True)
                 removed += int(self._meta.delete(txn, pointer))
         return removed
 

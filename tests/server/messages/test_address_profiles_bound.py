@@ -106,3 +106,36 @@ async def test_a_profile_indexed_by_an_entry_from_before_shared_ones_sets_its_nu
         with pytest.raises(grpc.RpcError) as err:  # a new one still is
             await holds(profiles, "d")
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_damaged_entry_from_before_shared_ones_names_nobody_the_bound_counts(bounded):
+    """A damaged one-user entry at the number (written before entries per profile; it reaches
+    nobody) was read as naming every profile that set the number: the bound was never checked
+    there (a fourth profile at the limit 3 was indexed) and each of their calls counted
+    `use=erase`, an erasure's deletion, though nothing was deleted. It names nobody: the
+    fourth is refused; DeleteProfile of a profile at the number deletes it (counted once)."""
+    from prometheus_client import REGISTRY
+
+    from tests.server.test_damaged_contacts import damage_record
+    async with serving(bounded) as (server, ch):
+        profiles = profile_pb2_grpc.ProfileServiceStub(ch)
+        key = keys.phone_key(server.phones._digests(PHONE)[0])
+
+        def texted_before(txn):  # as a Tailor of before indexed the number texted
+            server.store.raw_table("meta").put(txn, key, server.store.seal_for_user(
+                txn, "old", key, b"old"))
+        server.store.write(texted_before)
+        damage_record(server.store, "meta", key, first=False)
+        labels = {"record": "address_entry", "use": "erase"}
+        before = REGISTRY.get_sample_value("tailor_records_damaged_total", labels) or 0.0
+        for user in ("a", "b", "c"):
+            await holds(profiles, user)
+        with pytest.raises(grpc.RpcError) as err:
+            await holds(profiles, "d")
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert server.phones.lookup(PHONE) == ["a", "b", "c"]
+        assert REGISTRY.get_sample_value("tailor_records_damaged_total", labels) == before
+        await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="a"))
+        with server.store.read() as txn:
+            assert server.store.raw_table("meta").get(txn, key) is None
+        assert REGISTRY.get_sample_value("tailor_records_damaged_total", labels) == before + 1
