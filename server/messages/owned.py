@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ..store import Store
-from ..store.damaged import DAMAGED, UNREADABLE
+from ..store.damaged import DAMAGED, UNREADABLE, plain_user
 from ..store.table import Table
 
 __all__ = ["owned", "stray", "STRAY", "read_sealed", "with_messages", "masked_messages",
@@ -77,9 +77,11 @@ def stray(stored: bytes, decode: Callable[[bytes], object]) -> bool:
     it may hold the erased user's id, address and message, so an erasure deletes it (the
     others stay). Each record is written as ASCII JSON with a `"user":"` member (`json.dumps`);
     only one not of that shape (`_whole`: a cheap test, as the erasure holds the write lock
-    and meets every record) is decoded. A change that leaves the record of that shape and
-    decoding (one id character into another) is a record of another id: not seen here."""
-    if _whole(stored):
+    and meets every record) is looked at further: one whose text still names a user
+    (`store.damaged.plain_user`: damaged elsewhere, its message) is that user's, and stays,
+    as does one that decodes. A change that leaves the record of that shape and decoding (one
+    id character into another) is a record of another id: not seen here."""
+    if _whole(stored) or plain_user(stored) is not None:
         return False
     return read_sealed(None, None, b"", stored, decode) is DAMAGED
 

@@ -19,7 +19,9 @@ records and contact histories have their own: `profiles.damage`, `contact.damage
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -28,7 +30,8 @@ from cryptography.exceptions import InvalidTag
 from .. import metrics
 from .table import Table
 
-__all__ = ["DAMAGED", "UNREADABLE", "read_each", "decode_each", "report_damaged", "RECORDS",
+__all__ = ["DAMAGED", "UNREADABLE", "read_each", "decode_each", "plain_user", "report_damaged",
+           "RECORDS",
            "USES", "DEAD_LETTER", "SEND", "IMPRESSION", "LIST", "RESUME", "EXPORT", "ERASE",
            "RETRY", "CANCEL", "LOG_EXPORT", "ADDRESS_ENTRY", "LOOKUP", "JOIN"]
 
@@ -87,6 +90,23 @@ def _each(values, one: Callable[[object], T]) -> list[T | _Damaged]:
         except UNREADABLE:
             out.append(DAMAGED)
     return out
+
+
+_NAMED = re.compile(rb'"user":"((?:[^"\\]|\\.)*)"')
+
+
+def plain_user(stored: bytes) -> str | None:
+    """The user a plain record's text names (dead letters, send records: JSON written by
+    `json.dumps`, ASCII, with a `"user":"<id>"` member), read without decoding the rest: one
+    damaged elsewhere (its message) still names its user; None when its text names nobody
+    (that member's name hit, or its id's text: no longer ASCII, or no longer a JSON string)."""
+    m = _NAMED.search(stored)
+    if m is None or not m.group(1).isascii():
+        return None
+    try:
+        return json.loads(b'"' + m.group(1) + b'"')
+    except ValueError:
+        return None
 
 
 DEAD_LETTER, SEND, IMPRESSION, ADDRESS_ENTRY = "dead_letter", "send", "impression", "address_entry"

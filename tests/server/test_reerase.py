@@ -543,3 +543,28 @@ def test_a_plain_letter_and_send_record_whose_user_text_was_hit_go_and_the_file_
                                     keys.dead_letter_key("0002.c")])
     assert b"alice@example.com" not in (path / "data.mdb").read_bytes()
     assert (reply["sends_erased_again"], reply["send_states_unread"]) == (3, 1)  # its state unread
+
+
+def test_a_plain_letter_damaged_in_its_message_stays_with_the_user_its_text_names(tmp_path):
+    """A plain dead letter of carol's (not erased) damaged in its message (a byte no longer
+    ASCII: it does not decode) still names carol: the restore's re-erasure of alice deleted
+    it as one naming nobody. It stays; alice's, damaged the same way, goes."""
+    import json
+
+    from contract.erasure import digest
+    from server.backup.erasures import erase_carried
+    from server.messages.deadletters import DeadLetter
+    path, key = tmp_path / "store", os.urandom(32)
+    _store(path)
+    letters = {keys.dead_letter_key(f"0004.{u[0]}"): DeadLetter(
+        "email", "spring", f"d-{u}", u, f"{u}@example.com", f"Hello {u}").encode().replace(
+        b"Hello", b"Hell\xef") for u in ("alice", "carol")}
+    store = Store(path, sync=False)
+    store.write(lambda txn: [store.raw_table("sends").put(txn, k, v) for k, v in letters.items()])
+    store.close()
+    tombstone = json.dumps({"at": 1.0, "found_by": found_by(key, ALICE)}).encode()
+    erase_carried(tmp_path, [(keys.tombstone_key("k1", digest(key, "alice")), tombstone)],
+                  [("k1", key)])
+    sends = _everything(path)["sends"]
+    assert keys.dead_letter_key("0004.c") in sends
+    assert keys.dead_letter_key("0004.a") not in sends

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from .. import keys
+from ..damaged import plain_user
 from ..opener import Opener
 from ..table import Table
 from ..tokens import TOKEN_CHARS
@@ -48,7 +49,8 @@ def _whose(stored: bytes, tokens: set[bytes], named: Callable[[str], bool] | Non
     """Whether a send record or dead letter is of a user erased again: sealed, it starts with
     their token; plain, its `user` is an id `named` accepts, or it does not decode to a record
     naming a user (damaged: its user-id text may be theirs, hit; nobody can read it), as
-    DeleteProfile deletes such a record it meets (`messages.owned.stray`)."""
+    DeleteProfile deletes such a record it meets (`messages.owned.stray`); one damaged
+    elsewhere whose text still names a user (`plain_user`) is that user's."""
     if _HEX.fullmatch(stored[:TOKEN_CHARS]):
         return stored[:TOKEN_CHARS] in tokens
     if named is None:
@@ -56,7 +58,8 @@ def _whose(stored: bytes, tokens: set[bytes], named: Callable[[str], bool] | Non
     try:
         user = json.loads(stored)["user"]
     except (ValueError, TypeError, KeyError):
-        return True
+        user = plain_user(stored)
+        return user is None or named(user)
     return not isinstance(user, str) or named(user)
 
 

@@ -34,11 +34,16 @@ async def plain_server(tmp_path_factory):
 def hit_user_text(store, key: bytes, user_id: str) -> None:
     """Flip one byte of the user id's text in the plain record at `key` of `sends`, as a disk
     or a bad restore would (the record no longer names `user_id`, nor decodes: not ASCII)."""
+    hit_text(store, key, b'"user":' + json.dumps(user_id).encode()[:-1])
+
+
+def hit_text(store, key: bytes, text: bytes) -> None:
+    """Flip the last byte of `text`'s first place in the plain record at `key` of `sends`."""
     t = store.table("sends")
 
     def fn(txn):
         (stored,) = Table.get_many(t, txn, [key])
-        at = bytes(stored).index(b'"user":' + json.dumps(user_id).encode()) + 8 + len(user_id) - 1
+        at = bytes(stored).index(text) + len(text) - 1
         Table.put(t, txn, key, stored[:at] + bytes([stored[at] ^ 0xA5]) + stored[at + 1:])
     store.write(fn)
 
@@ -77,3 +82,34 @@ async def test_an_erasure_deletes_a_damaged_record_whose_user_text_was_hit(plain
         assert sends.get(txn, send_job_key("s-damaged")) is not None
     assert damaged_count("erase") == before + 2
     assert "damaged" in caplog.text and ERASED[:-1] not in caplog.text
+
+
+async def test_an_erasure_keeps_another_users_record_damaged_in_its_message(plain_server):
+    """Another user's dead letter and send record, damaged in their message (not ASCII: they
+    do not decode), still name that user: someone else's DeleteProfile deleted them as
+    records naming nobody (`stray`). They stay; their own user's erasure deletes them."""
+    server, profiles = plain_server
+    gone, other = "erased-user-0052", "kept-user-0053"
+    for user in (gone, other):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"email": f"{user}@x.example"}))
+    body = f"To: {other}@x.example\r\n\r\nHello there"
+    letter = dead_letter_key(server.delivery.dead.add(DeadLetter(
+        "email", "c", f"d-{other}", other, f"{other}@x.example", body, "smtp 421", 4,
+        at=1.9e9)))
+    server.sends.records.create("s-elsewhere", "c", [Recipient(
+        0, other, READY, "d-r", send_at=1.9e9, message={"to": f"{other}@x.example",
+                                                         "raw": body})],
+        {"email": 50.0}, {}, 0, due=1.9e9)
+    record = send_user_key("s-elsewhere", 0)
+    for key in (letter, record):
+        hit_text(server.store, key, b"Hello")
+    sends = server.store.raw_table("sends")
+
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=gone))
+    with server.store.read() as txn:
+        assert [sends.get(txn, k) is not None for k in (letter, record)] == [True, True]
+
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=other))
+    with server.store.read() as txn:
+        assert [sends.get(txn, k) is not None for k in (letter, record)] == [False, False]
