@@ -544,14 +544,16 @@ class Profiles:
         return lifted[0]
 
     async def drop_attribute(self, user_id: str, key: str, value: str) -> bool:
-        """Remove `key` from the user's attributes while it holds `value`, in one transaction
-        (a push token the provider answered gone: one the app registered since is kept); no
-        profile (an erased user) is left without one. Whether it was removed."""
+        """Remove `key` from the user's attributes while it holds `value` (surrounding
+        whitespace aside: the address the send path used, `delivery.address_of`, is trimmed),
+        in one transaction (a push token the provider answered gone: one the app registered
+        since is kept); no profile (an erased user) is left without one. Whether it was
+        removed."""
         def change(meta):
             meta["attributes"].pop(key, None)
 
         def keep(meta):
-            return meta is None or meta.get("attributes", {}).get(key) != value
+            return meta is None or (meta.get("attributes", {}).get(key) or "").strip() != value
         return bool(await asyncio.to_thread(self.repo.update_metas, [user_id], change, keep=keep))
 
     async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,

@@ -617,6 +617,21 @@ async def test_a_push_token_the_provider_answers_gone_is_dropped_and_not_pushed_
     assert await _push_token(tailor_server, "moved") == "tok-b"
 
 
+async def test_a_push_token_stored_with_surrounding_whitespace_is_dropped_when_gone(
+        provider, campaigns, profiles, messaging, tailor_server):
+    """A push token stored with a trailing newline (UpsertAttributes takes it: a token is
+    trimmed, as the suppression list hashes it) is pushed to trimmed; a 410 for it compared
+    the trimmed token with the stored one and dropped nothing: every campaign pushed to the
+    dead token again, each a dead letter."""
+    await _push_campaign_and_user(campaigns, profiles, "nl", " tok-nl\n")
+    provider.answer(410)
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(compose("nl", "push"))
+    assert "webhook 410" in err.value.details()
+    assert provider.requests[-1]["json"]["to"] == "tok-nl"
+    assert await _push_token(tailor_server, "nl") is None
+
+
 async def test_a_push_relay_answering_every_token_gone_trips_the_jobs_breaker_and_drops_none(
         provider, campaigns, profiles, messaging, tailor_server, caplog):
     """A push endpoint answering 410 to all (retired: `410 Gone`) stops the job once more than
