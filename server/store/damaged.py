@@ -92,14 +92,15 @@ def _each(values, one: Callable[[object], T]) -> list[T | _Damaged]:
     return out
 
 
-_NAMED = re.compile(rb'"user":"((?:[^"\\]|\\.)*)"')
+_NAMED = re.compile(rb'"user":"((?:[^"\\]|\\.)+)"[,}]')
 
 
 def plain_user(stored: bytes) -> str | None:
     """The user a plain record's text names (dead letters, send records: JSON written by
     `json.dumps`, ASCII, with a `"user":"<id>"` member), read without decoding the rest: one
     damaged elsewhere (its message) still names its user; None when its text names nobody
-    (that member's name hit, or its id's text: no longer ASCII, or no longer a JSON string)."""
+    (that member's name hit, or its id's text: no longer ASCII, no longer a JSON string, or no
+    longer one member: its closing quote hit)."""
     m = _NAMED.search(stored)
     if m is None or not m.group(1).isascii():
         return None

@@ -559,6 +559,8 @@ def test_a_plain_letter_damaged_in_its_message_stays_with_the_user_its_text_name
     letters = {keys.dead_letter_key(f"0004.{u[0]}"): DeadLetter(
         "email", "spring", f"d-{u}", u, f"{u}@example.com", f"Hello {u}").encode().replace(
         b"Hello", b"Hell\xef") for u in ("alice", "carol")}
+    quote = DeadLetter("email", "spring", "d-q", "alice", "alice@example.com", "Hi").encode()
+    letters[keys.dead_letter_key("0005.a")] = quote.replace(b'"user":"alice"', b'"user":"alice_')
     store = Store(path, sync=False)
     store.write(lambda txn: [store.raw_table("sends").put(txn, k, v) for k, v in letters.items()])
     store.close()
@@ -568,3 +570,4 @@ def test_a_plain_letter_damaged_in_its_message_stays_with_the_user_its_text_name
     sends = _everything(path)["sends"]
     assert keys.dead_letter_key("0004.c") in sends
     assert keys.dead_letter_key("0004.a") not in sends
+    assert keys.dead_letter_key("0005.a") not in sends  # its id's closing quote hit: nobody's
