@@ -354,10 +354,11 @@ class Limits(BaseModel):
     """Longest email address or phone number a suppression request may name, or
     UpsertAttributes set as a user's `email` / `phone` (RFC 5321 paths hold at most 254
     characters)."""
-    push_token_chars: int = Field(1024, ge=64)
+    push_token_chars: int = Field(1024, ge=64, le=1024)
     """Longest push token a suppression request may name, or UpsertAttributes set as a user's
     `push_token` (an APNs device token is 64 characters, an FCM registration token about 160,
-    a Web Push subscription's JSON 400-600); at most `attribute_value_chars` can be stored."""
+    a Web Push subscription's JSON 400-600); at most `attribute_value_chars` can be stored,
+    and at most 1024 (the audit log's target of a suppression call names the token whole)."""
     audit_failure_pairs: int = Field(256, ge=1)
     """Most (peer, reason) pairs of failed authentication counted apart per
     `audit_failure_seconds`; failures of further pairs are counted together (peer `*`). The

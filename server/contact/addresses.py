@@ -283,7 +283,9 @@ class AddressHasher:
     `CACHED` addresses' hashes are kept (the decision path meets the same users again)."""
 
     CACHED = 1 << 14
-    """~5 MB of hashes at most."""
+    """~5 MB of hashes and addresses at most for email addresses and phone numbers; push
+    tokens at their bound (`limits.push_token_chars`, 1024) take up to ~35 MB with the
+    suppression list's cache by attribute value."""
 
     def __init__(self, ring: Keyring):
         self.ring = ring
