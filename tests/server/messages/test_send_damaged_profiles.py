@@ -38,12 +38,7 @@ async def test_a_stop_at_a_shared_number_opts_out_everyone_beside_a_damaged_meta
     """An SMS STOP from a number three profiles hold opts out the two readable ones; the one
     whose meta record is damaged is left as it is (the change reads the profiles first: one
     damaged record failed the STOP of all: the reply 409, nobody opted out)."""
-    users = [texted, "u-sms-2", "u-sms-3"]
-    for user in users[1:]:
-        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id=user, attributes={"phone": "+447700900123"}))
-        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
-                                                        opted_in=True, source="signup"))
+    users = await _sharing_the_number(profiles, texted)
     damaged = damage(tailor_server.store, "u-sms-2", "meta")
     assert await reply(settings, "+447700900123", "STOP") == 200
     assert [await sms_consent(profiles, u) for u in (users[0], users[2])] == [False, False]
@@ -61,12 +56,7 @@ async def test_a_stop_reaches_a_profile_whose_index_entry_is_damaged_by_its_keys
 
     from server.store.keys import address_entry_key
     from tests.server.test_damaged_contacts import damage_record
-    users = [texted, "u-sms-2", "u-sms-3"]
-    for user in users[1:]:
-        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id=user, attributes={"phone": "+447700900123"}))
-        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
-                                                        opted_in=True, source="signup"))
+    users = await _sharing_the_number(profiles, texted)
     digest = tailor_server.phones.found("+447700900123")
     (key,) = [k for d in digest if tailor_server.store.get(
         "meta", k := address_entry_key("sms", d, "u-sms-2")) is not None]
@@ -76,3 +66,14 @@ async def test_a_stop_reaches_a_profile_whose_index_entry_is_damaged_by_its_keys
     assert await reply(settings, "+447700900123", "STOP") == 200
     assert [await sms_consent(profiles, u) for u in users] == [False, False, False]
     assert REGISTRY.get_sample_value("tailor_records_damaged_total", labels) == before + 1
+
+
+async def _sharing_the_number(profiles, texted: str) -> list[str]:
+    """`texted` and two more profiles holding its number, opted in to sms: the users."""
+    users = [texted, "u-sms-2", "u-sms-3"]
+    for user in users[1:]:
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"phone": "+447700900123"}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
+                                                        opted_in=True, source="signup"))
+    return users
