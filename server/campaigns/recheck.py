@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 
 from ..contact.consent import MARKETING, NO_CONSENT, TRANSACTIONAL, consent_reason
 from ..contact.suppression import SUPPRESSED_ADDRESS, listed_for
-from ..profiles.damage import PROFILE_DAMAGED
+from ..profiles.errors import PROFILE_DAMAGED
 from ..store import Store, keys
 from ..store.damaged import DAMAGED, UNREADABLE
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 from ..interfaces import ProfileMetas
 from ..limits import DEFAULT_LIMITS, Limits
-from ..profiles.damage import SUPPRESS, metas_or_none
 from ..security.secrets import Keyring
 from ..security.userref import user_ref
 from ..store import Store, keys, outbox
@@ -274,6 +273,8 @@ class Suppressions:
         """`hits`: (event, its events key) each, of the batch whose outbox entry is `entry`. A
         user whose meta record is damaged (`metas_or_none`: reported) is passed over as one
         without an address, the others listed."""
+        # here, not at the top: the writer processes import this module, never the metrics
+        from ..profiles.damage import SUPPRESS, metas_or_none
         metas = metas_or_none(functools.partial(self.profiles.metas, use=SUPPRESS),
                               [ev.user_id for ev, _ in hits])
         items = []  # (events key, (suppression key, value))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from .. import metrics
 from ..logging import Spaced
 from ..security.userref import user_ref
-from .errors import ProfileDamaged
+from .errors import PROFILE_DAMAGED, ProfileDamaged
 
 __all__ = ["STATE", "META", "RECORDS", "EVENT", "DECISION", "RECOMMEND", "READ", "ERASE", "PRIOR",
            "CHANGE", "BACKFILL", "SUPPRESS",
@@ -45,9 +45,6 @@ _spaced = Spaced(60.0)
 """A user's record found damaged for one use is logged once a minute at most: Recommend (and
 each event, decision) of a hot user reads it at every call; the metric counts every one."""
 
-PROFILE_DAMAGED = "profile_damaged"
-"""The reason of a decision suppressed, or an event rejected, for its user's damaged profile
-record."""
 
 
 def report_damaged(user_ids: Sequence[str], record: str, use: str) -> None:

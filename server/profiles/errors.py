@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from ..errors import FailedPrecondition, ResourceExhausted
 
-__all__ = ["ErasedSince", "ProfileAttributesFull", "ProfileDamaged"]
+__all__ = ["ErasedSince", "PROFILE_DAMAGED", "ProfileAttributesFull", "ProfileDamaged"]
+
+PROFILE_DAMAGED = "profile_damaged"
+"""The reason of a decision suppressed, or an event rejected, for its user's damaged profile
+record (`damage`; here, where the writer processes may read it without the metrics)."""
 
 
 class ErasedSince(FailedPrecondition):

@@ -27,7 +27,6 @@ from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 
-from .. import metrics
 from .table import Table
 
 __all__ = ["DAMAGED", "UNREADABLE", "read_each", "decode_each", "plain_user", "report_damaged",
@@ -126,6 +125,7 @@ def report_damaged(n: int, record: str, use: str, what: str) -> None:
     `what` saying what became of them."""
     if not n:
         return
+    from .. import metrics  # here: the writer processes import this module, never the metrics
     metrics.RECORDS_DAMAGED.labels(record, use).inc(n)
     logger.warning("%d %s damaged (do not open or decode): %s; docs/operations.md, \"When "
                    "things go wrong\"", n, RECORDS[record], what)
