@@ -407,7 +407,8 @@ class TailorServer:
         every(self.campaigns.sweep_seconds, self.campaigns.sweep_due,
               "reward window sweep failed")
         every(s.store_metrics_seconds, self._report_store, "reading the store's size failed")
-        every(0, measure_loop_lag, "measuring the loop's lag failed")  # a timer always pending
+        self.background.every(0, measure_loop_lag, "measuring the loop's lag failed", log=logger,
+                              holds=False)  # a timer always pending, cancelled at a stop
         every(self.canary_monitor.interval, self.canary_monitor.check,
               "canary guardrail check failed", first=False)
         # the bundles lock keeps the scrub (`server.models.scrub`) to one worker at a time

@@ -27,17 +27,23 @@ class Background:
         self._passes: set[asyncio.Future] = set()
 
     def every(self, seconds: float, one_pass: Callable[[], Awaitable[object]], failed: str,
-              first: bool = True, log: logging.Logger = logger) -> None:
+              first: bool = True, log: logging.Logger = logger, holds: bool = True) -> None:
         """Run `one_pass()` every `seconds` (the first at once, or after `seconds` when not
         `first`) until `stop`; a pass that raises is logged to `log` as `failed` with its
-        traceback, and the next one runs on time. Call it inside the running loop."""
-        self._loops.append(asyncio.create_task(self._loop(seconds, one_pass, failed, first, log)))
+        traceback, and the next one runs on time. `holds` False: a pass that holds nothing a
+        stop closes (a timer: `metrics.measure_loop_lag`) is cancelled with its loop rather
+        than waited for (each stop waited up to the lag timer's 0.25 s for it). Call it inside
+        the running loop."""
+        self._loops.append(asyncio.create_task(
+            self._loop(seconds, one_pass, failed, first, log, holds)))
 
-    async def _loop(self, seconds: float, one_pass, failed: str, first: bool, log) -> None:
+    async def _loop(self, seconds: float, one_pass, failed: str, first: bool, log,
+                    holds: bool) -> None:
         if not first:
             await asyncio.sleep(seconds)
         while True:
-            await self.run(_logged(one_pass, failed, log))
+            work = _logged(one_pass, failed, log)
+            await (self.run(work) if holds else work)
             await asyncio.sleep(seconds)
 
     async def run(self, work: Awaitable):

@@ -61,6 +61,29 @@ async def test_a_failed_pass_is_logged_and_the_next_runs(caplog):
     assert not background._passes
 
 
+async def test_a_pass_that_holds_nothing_is_cancelled_by_the_stop_and_one_that_holds_is_awaited():
+    """The loop-lag timer (`metrics.measure_loop_lag`, a 0.25 s sleep always pending) held up
+    every stop, of every server and worker, until it ran out; a pass that holds what a stop
+    closes is still waited for."""
+    loop, ended = asyncio.get_running_loop(), []
+
+    async def timer():
+        await asyncio.sleep(5)
+        ended.append("timer")
+
+    async def holding():
+        await asyncio.to_thread(time.sleep, 0.3)
+        ended.append("holding")
+    for holds, one_pass in ((False, timer), (True, holding)):
+        background = Background()
+        background.every(0, one_pass, "the pass failed", holds=holds)
+        await asyncio.sleep(0.05)  # the pass under way
+        began = loop.time()
+        await background.stop()
+        assert (loop.time() - began < 1.0) if not holds else ended == ["holding"]
+    assert "timer" not in ended
+
+
 async def test_a_long_pass_under_way_does_not_hold_up_the_drain_of_calls(tmp_path, demo_bundle,
                                                                           monkeypatch):
     """The gRPC port drains (new calls refused) while the pass still runs; the stop returns once
