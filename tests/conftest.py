@@ -24,6 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # wall with spinning, 5-7 s without, the same bundle). Set before any test imports those
 # libraries; training and server subprocesses inherit it. Results do not depend on it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenBLAS (numpy's, scipy's) ignores that policy: its threads, one a core, spin while they wait
+# for work. With two test processes on two cores, many small BLAS calls (sklearn's reward models
+# in tests/training/test_ope.py) spun against each other: that module took 15 s of CPU with
+# them, 4.7 s with one thread; the kernels' attribution and bandit tests and the backtests took
+# 20% less. Servers' writers already run on one (`server.batching.zygote.ENV`). Where a test is
+# about the thread count it sets its own (tests/server/test_writer_process.py).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # Servers the tests start (in process and `python -m server` children) do not import
 # scipy.stats in the background once serving (`server.preload`: ~0.6 s of CPU a start, on 2
 # cores shared by hundreds of starts); tests/server/test_preload.py turns it on.
