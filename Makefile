@@ -55,10 +55,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	PATH="$(BIN):$$PATH" cython-lint kernels/*.pyx kernels/*.pxd
 
-# Three test processes on two cores, each taking whole files (module fixtures, such as a shared
-# server, are set up once): most tests wait on servers and subprocesses starting, and a third
-# process fills that wait (the same clone, 2 cores: suite 728 s with -n 3, 1,135 s with -n 2).
-SUITE = $(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile
+# Two test processes, one per core, each taking whole files (module fixtures, such as a shared
+# server, are set up once): most tests wait on servers and subprocesses starting.
+SUITE = $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 test: build lint
 	$(SUITE)
